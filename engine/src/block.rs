@@ -1,0 +1,72 @@
+//! Blocks: a header (height, round, parent, Merkle root of tx ids, proposer, timestamp, UTXO set checksum after the
+//! block) and a body of transactions in block order. The block hash covers the header's fields in canonical order.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::crypto::PublicKey;
+use crate::id::{domain, BlockHash, Hash32};
+use crate::merkle;
+use crate::tx::Transaction;
+
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct BlockHeader {
+    pub chain_id: u32,
+    pub height: u64,
+    /// The consensus round that proposed this block.
+    pub round: u64,
+    pub parent: BlockHash,
+    /// [`merkle::root`] of the body's tx ids in order.
+    pub tx_root: Hash32,
+    pub proposer: PublicKey,
+    /// The proposer's clock; informative only, never used by a rule that must be deterministic.
+    pub timestamp_ms: u64,
+    /// [`crate::commitment::SetCommitment::checksum`] of the UTXO set after applying this block.
+    pub utxo_commitment: Hash32,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct Block {
+    pub header: BlockHeader,
+    pub txs: Vec<Transaction>,
+}
+
+impl ArchivedBlockHeader {
+    pub fn hash(&self) -> BlockHash {
+        let mut h = blake3::Hasher::new_derive_key(domain::BLOCK_HASH);
+        h.update(&self.chain_id.to_native().to_le_bytes());
+        h.update(&self.height.to_native().to_le_bytes());
+        h.update(&self.round.to_native().to_le_bytes());
+        h.update(&self.parent.0);
+        h.update(&self.tx_root.0);
+        h.update(&self.proposer.0);
+        h.update(&self.timestamp_ms.to_native().to_le_bytes());
+        h.update(&self.utxo_commitment.0);
+        Hash32::from(h.finalize())
+    }
+}
+
+impl BlockHeader {
+    pub fn hash(&self) -> BlockHash {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("a header always archives");
+        // SAFETY: the bytes were archived just above from a value of this type.
+        unsafe { rkyv::access_unchecked::<ArchivedBlockHeader>(&bytes) }.hash()
+    }
+}
+
+impl Block {
+    /// The Merkle root over this body's tx ids.
+    pub fn compute_tx_root(&self) -> Hash32 {
+        let ids: Vec<Hash32> = self.txs.iter().map(Transaction::tx_id).collect();
+        merkle::root(&ids)
+    }
+}
+
+impl ArchivedBlock {
+    /// The Merkle root over this body's tx ids, read in place.
+    pub fn compute_tx_root(&self) -> Hash32 {
+        let ids: Vec<Hash32> = self.txs.iter().map(|tx| tx.tx_id()).collect();
+        merkle::root(&ids)
+    }
+}

@@ -1,0 +1,142 @@
+//! The wire and disk format: rkyv's archived form (little-endian, unaligned, 32-bit offsets, pinned in the
+//! workspace manifest), and the one entry point that admits untrusted bytes.
+//!
+//! `decode_*` bounds the size first, then runs bytecheck over every byte, then bounds the counts inside; any
+//! failure is a typed [`DecodeError`], never a panic. Bytes that came from our own store or were already decoded
+//! once are read in place with `access_*_trusted`, which skips validation.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::block::{ArchivedBlock, Block};
+use crate::tx::{ArchivedTransaction, ArchivedTxKind, Transaction};
+
+/// The largest encoded transaction accepted.
+pub const TX_BYTES_MAX: usize = 64 * 1024;
+/// Inputs per transaction.
+pub const INPUTS_MAX: usize = 256;
+/// Outputs per transaction.
+pub const OUTPUTS_MAX: usize = 256;
+/// Witnesses per transaction: at most one per input owner.
+pub const WITNESSES_MAX: usize = INPUTS_MAX;
+/// Memo bytes (exchange deposit routing).
+pub const MEMO_BYTES_MAX: usize = 64;
+/// Committee members in a genesis transaction.
+pub const COMMITTEE_MAX: usize = 1024;
+/// Transactions per block.
+pub const BLOCK_TXS_MAX: usize = 200_000;
+/// The largest encoded block accepted.
+pub const BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+const _: () = assert!(WITNESSES_MAX <= INPUTS_MAX);
+const _: () = assert!(TX_BYTES_MAX <= BLOCK_BYTES_MAX);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{len} bytes exceed the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed bytes: {reason}")]
+    Malformed { reason: String },
+    #[error("{what}: {count} exceeds the limit of {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("transaction {index} of the block: {source}")]
+    InBlock {
+        index: usize,
+        #[source]
+        source: Box<DecodeError>,
+    },
+}
+
+fn malformed(error: rancor::Error) -> DecodeError {
+    DecodeError::Malformed {
+        reason: error.to_string(),
+    }
+}
+
+fn bound(what: &'static str, count: usize, max: usize) -> Result<(), DecodeError> {
+    if count > max {
+        return Err(DecodeError::TooMany { what, count, max });
+    }
+    Ok(())
+}
+
+/// Validates untrusted bytes as one transaction.
+pub fn decode_tx(bytes: &[u8]) -> Result<&ArchivedTransaction, DecodeError> {
+    if bytes.len() > TX_BYTES_MAX {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: TX_BYTES_MAX,
+        });
+    }
+    let tx = rkyv::access::<ArchivedTransaction, rancor::Error>(bytes).map_err(malformed)?;
+    check_tx_counts(tx)?;
+    Ok(tx)
+}
+
+fn check_tx_counts(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
+    bound("inputs", tx.body.inputs.len(), INPUTS_MAX)?;
+    bound("outputs", tx.body.outputs.len(), OUTPUTS_MAX)?;
+    bound("witnesses", tx.witnesses.len(), WITNESSES_MAX)?;
+    bound("memo bytes", tx.body.memo.len(), MEMO_BYTES_MAX)?;
+    if let ArchivedTxKind::Genesis { committee, .. } = &tx.body.kind {
+        bound("committee members", committee.len(), COMMITTEE_MAX)?;
+    }
+    Ok(())
+}
+
+/// Validates untrusted bytes as one block, including every transaction's bounds.
+pub fn decode_block(bytes: &[u8]) -> Result<&ArchivedBlock, DecodeError> {
+    if bytes.len() > BLOCK_BYTES_MAX {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: BLOCK_BYTES_MAX,
+        });
+    }
+    let block = rkyv::access::<ArchivedBlock, rancor::Error>(bytes).map_err(malformed)?;
+    bound("block transactions", block.txs.len(), BLOCK_TXS_MAX)?;
+    for (index, tx) in block.txs.iter().enumerate() {
+        check_tx_counts(tx).map_err(|source| DecodeError::InBlock {
+            index,
+            source: Box::new(source),
+        })?;
+    }
+    Ok(block)
+}
+
+/// Reads bytes that this process archived or validated before, in place, without checking them again.
+///
+/// # Safety
+/// `bytes` must hold an archived [`Transaction`] produced by [`encode_tx`] or accepted by [`decode_tx`].
+pub unsafe fn access_tx_trusted(bytes: &[u8]) -> &ArchivedTransaction {
+    rkyv::access_unchecked::<ArchivedTransaction>(bytes)
+}
+
+/// Reads a block from our own store in place, without checking it again.
+///
+/// # Safety
+/// `bytes` must hold an archived [`Block`] produced by [`encode_block`] or accepted by [`decode_block`].
+pub unsafe fn access_block_trusted(bytes: &[u8]) -> &ArchivedBlock {
+    rkyv::access_unchecked::<ArchivedBlock>(bytes)
+}
+
+pub fn encode_tx(tx: &Transaction) -> AlignedVec {
+    rkyv::to_bytes::<rancor::Error>(tx).expect("archiving into memory cannot fail")
+}
+
+pub fn encode_block(block: &Block) -> AlignedVec {
+    rkyv::to_bytes::<rancor::Error>(block).expect("archiving into memory cannot fail")
+}
+
+/// Turns a validated archived transaction back into an owned one (tools and tests; not the hot path).
+pub fn to_owned_tx(tx: &ArchivedTransaction) -> Transaction {
+    rkyv::deserialize::<Transaction, rancor::Error>(tx).expect("a validated archive deserializes")
+}
+
+/// Turns a validated archived block back into an owned one (tools and tests; not the hot path).
+pub fn to_owned_block(block: &ArchivedBlock) -> Block {
+    rkyv::deserialize::<Block, rancor::Error>(block).expect("a validated archive deserializes")
+}

@@ -1,0 +1,421 @@
+//! ed25519 keys and signatures, and batch verification that reports exactly which entries are bad.
+//!
+//! Verification is **cofactored** (the ZIP-215 rules) in both the single and the batched check, so whether a
+//! signature is accepted never depends on which batch it landed in: every node, whatever its shard count or batch
+//! boundaries, reaches the same verdict. (ed25519-dalek's own `verify` is cofactorless and its `verify_batch` has
+//! no cofactor either, so a crafted signature with a small-order component in R could pass in one batch and fail
+//! in another; that would split a ledger.) Signing uses ed25519-dalek; the equations use curve25519-dalek.
+//! Batch weights are derived from a blake3 hash of the whole batch, so this stays pure and deterministic.
+
+use core::fmt;
+
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+use ed25519_dalek::Signer;
+use rkyv::{Archive, Deserialize, Serialize};
+use sha2::{Digest, Sha512};
+
+use crate::id::domain;
+
+/// Entries per batch equation. Measured by `cargo bench -p cas-perf -- verify` (see perf/README.md): the per-entry
+/// cost keeps falling until about 256 and flattens past 1,024, while a failing batch costs more to bisect the
+/// larger it is.
+pub const VERIFY_BATCH_SIZE: usize = 1024;
+
+/// A failing range this small is checked entry by entry instead of being bisected further.
+const BISECT_SINGLES_BELOW: usize = 8;
+
+/// An ed25519 public key as its 32 compressed bytes (decompressed only when a signature is checked).
+#[derive(
+    Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+)]
+#[rkyv(derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord))]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    pub fn from_hex(text: &str) -> Result<PublicKey, hex::FromHexError> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes)?;
+        Ok(PublicKey(bytes))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl From<&ArchivedPublicKey> for PublicKey {
+    fn from(archived: &ArchivedPublicKey) -> PublicKey {
+        PublicKey(archived.0)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pk:{}", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Debug for ArchivedPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&PublicKey(self.0), f)
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// An ed25519 signature: R (32 bytes) then s (32 bytes).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Clone, Copy, PartialEq, Eq))]
+pub struct Signature(pub [u8; 64]);
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sig:{}", hex::encode(&self.0[..8]))
+    }
+}
+
+impl fmt::Debug for ArchivedSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&Signature(self.0), f)
+    }
+}
+
+/// A signing key. The engine never makes randomness: callers supply the 32-byte seed.
+pub struct Keypair {
+    signing: ed25519_dalek::SigningKey,
+}
+
+impl Keypair {
+    pub fn from_seed(seed: &[u8; 32]) -> Keypair {
+        Keypair {
+            signing: ed25519_dalek::SigningKey::from_bytes(seed),
+        }
+    }
+
+    /// The seed, for writing a key file.
+    pub fn seed(&self) -> [u8; 32] {
+        self.signing.to_bytes()
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.signing.verifying_key().to_bytes())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.signing.sign(message).to_bytes())
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair({:?})", self.public())
+    }
+}
+
+/// One signature to check.
+#[derive(Clone, Copy, Debug)]
+pub struct SigEntry<'a> {
+    pub message: &'a [u8],
+    pub key: &'a [u8; 32],
+    pub signature: &'a [u8; 64],
+}
+
+/// A signature parsed for the verification equation.
+struct Parsed {
+    r: EdwardsPoint,
+    a: EdwardsPoint,
+    s: Scalar,
+    /// H(R || A || M) reduced mod l.
+    k: Scalar,
+}
+
+fn parse(entry: &SigEntry<'_>) -> Option<Parsed> {
+    let (r_bytes, s_bytes) = entry.signature.split_at(32);
+    let s: Option<Scalar> = Scalar::from_canonical_bytes(s_bytes.try_into().ok()?).into();
+    let r = CompressedEdwardsY(r_bytes.try_into().ok()?).decompress()?;
+    let a = CompressedEdwardsY(*entry.key).decompress()?;
+    let mut hasher = Sha512::new();
+    hasher.update(r_bytes);
+    hasher.update(entry.key);
+    hasher.update(entry.message);
+    let k = Scalar::from_bytes_mod_order_wide(&hasher.finalize().into());
+    Some(Parsed { r, a, s: s?, k })
+}
+
+/// The cofactored single equation: [8]([s]B - [k]A - R) = 0.
+fn equation_holds(parsed: &Parsed) -> bool {
+    let r_expected =
+        EdwardsPoint::vartime_double_scalar_mul_basepoint(&parsed.k, &-parsed.a, &parsed.s);
+    (r_expected - parsed.r).mul_by_cofactor().is_identity()
+}
+
+/// The cofactored batch equation over `members` with weights z:
+/// [8]( -(sum z_i s_i) B + sum z_i R_i + sum (z_i k_i) A_i ) = 0.
+fn batch_equation_holds(parsed: &[Parsed], weights: &[Scalar], members: &[usize]) -> bool {
+    let basepoint_coefficient: Scalar = members.iter().map(|&i| weights[i] * parsed[i].s).sum();
+    let scalars = core::iter::once(-basepoint_coefficient)
+        .chain(members.iter().map(|&i| weights[i]))
+        .chain(members.iter().map(|&i| weights[i] * parsed[i].k));
+    let points = core::iter::once(curve25519_dalek::constants::ED25519_BASEPOINT_POINT)
+        .chain(members.iter().map(|&i| parsed[i].r))
+        .chain(members.iter().map(|&i| parsed[i].a));
+    EdwardsPoint::vartime_multiscalar_mul(scalars, points)
+        .mul_by_cofactor()
+        .is_identity()
+}
+
+/// Verifies one signature with the same (cofactored) rule as the batch.
+pub fn verify_one(entry: &SigEntry<'_>) -> bool {
+    parse(entry).is_some_and(|parsed| equation_holds(&parsed))
+}
+
+/// Verifies `entries` and returns the indices of the bad ones, ascending. Empty means all are good.
+///
+/// Entries are checked in batches of [`VERIFY_BATCH_SIZE`]. A failing batch is bisected: when the left half of a
+/// failing range passes, the right half must fail and is split without being checked. Work is bounded: once the
+/// bisection has spent as many entry-checks as the batch is long, the remaining suspects are checked one by one,
+/// so a batch full of bad signatures costs at most about twice a one-by-one check.
+pub fn verify_batch(entries: &[SigEntry<'_>]) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for (chunk_index, chunk) in entries.chunks(VERIFY_BATCH_SIZE).enumerate() {
+        let offset = chunk_index * VERIFY_BATCH_SIZE;
+        verify_chunk(chunk, &mut |index| bad.push(offset + index));
+    }
+    debug_assert!(bad.windows(2).all(|pair| pair[0] < pair[1]));
+    bad
+}
+
+fn verify_chunk(entries: &[SigEntry<'_>], report_bad: &mut dyn FnMut(usize)) {
+    debug_assert!(entries.len() <= VERIFY_BATCH_SIZE);
+    // Entries that do not even parse (non-canonical s, a point off the curve) are bad without any equation.
+    let mut parsed = Vec::with_capacity(entries.len());
+    let mut members = Vec::with_capacity(entries.len());
+    let mut unparsable = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match parse(entry) {
+            Some(p) => {
+                members.push(index);
+                parsed.push(p);
+            }
+            None => unparsable.push(index),
+        }
+    }
+    let weights = batch_weights(&parsed);
+    let mut verifier = Bisection {
+        parsed: &parsed,
+        weights: &weights,
+        budget: parsed.len(),
+        bad: Vec::new(),
+    };
+    verifier.check(&(0..parsed.len()).collect::<Vec<_>>(), false);
+    let mut bad: Vec<usize> = verifier
+        .bad
+        .iter()
+        .map(|&p| members[p])
+        .chain(unparsable)
+        .collect();
+    bad.sort_unstable();
+    bad.into_iter().for_each(report_bad);
+}
+
+/// 128-bit weights from a blake3 hash of every (k, s, R) in the batch: a signer cannot pick its signature after
+/// seeing its weight, which is what makes the random linear combination sound, and no RNG is needed.
+fn batch_weights(parsed: &[Parsed]) -> Vec<Scalar> {
+    let mut hasher = blake3::Hasher::new_derive_key(domain::BATCH_WEIGHTS);
+    for p in parsed {
+        hasher.update(p.k.as_bytes());
+        hasher.update(p.s.as_bytes());
+        hasher.update(p.r.compress().as_bytes());
+    }
+    let mut reader = hasher.finalize_xof();
+    parsed
+        .iter()
+        .map(|_| {
+            let mut bytes = [0u8; 32];
+            reader.fill(&mut bytes[..16]);
+            Scalar::from_bytes_mod_order(bytes)
+        })
+        .collect()
+}
+
+struct Bisection<'a> {
+    parsed: &'a [Parsed],
+    weights: &'a [Scalar],
+    /// Entry-checks the bisection may still spend before falling back to one-by-one checks.
+    budget: usize,
+    bad: Vec<usize>,
+}
+
+impl Bisection<'_> {
+    /// Finds the bad members of `members`; `known_bad` says the range is already known to fail.
+    fn check(&mut self, members: &[usize], known_bad: bool) {
+        if members.is_empty() {
+            return;
+        }
+        if members.len() < BISECT_SINGLES_BELOW || self.budget < members.len() {
+            for &member in members {
+                if !equation_holds(&self.parsed[member]) {
+                    self.bad.push(member);
+                }
+            }
+            return;
+        }
+        if !known_bad {
+            self.budget -= members.len();
+            if batch_equation_holds(self.parsed, self.weights, members) {
+                return;
+            }
+        }
+        let (left, right) = members.split_at(members.len() / 2);
+        let bad_before = self.bad.len();
+        self.check(left, false);
+        // The whole range fails; if the left half was clean, the right half must hold the culprit.
+        let left_clean = self.bad.len() == bad_before;
+        self.check(right, left_clean);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(count: usize) -> (Vec<Keypair>, Vec<Vec<u8>>, Vec<Signature>) {
+        let keys: Vec<Keypair> = (0..count)
+            .map(|i| Keypair::from_seed(&[(i % 251) as u8 + 1; 32]))
+            .collect();
+        let messages: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("message {i}").into_bytes())
+            .collect();
+        let signatures = keys.iter().zip(&messages).map(|(k, m)| k.sign(m)).collect();
+        (keys, messages, signatures)
+    }
+
+    fn entries<'a>(
+        publics: &'a [[u8; 32]],
+        messages: &'a [Vec<u8>],
+        sigs: &'a [Signature],
+    ) -> Vec<SigEntry<'a>> {
+        (0..publics.len())
+            .map(|i| SigEntry {
+                message: &messages[i],
+                key: &publics[i],
+                signature: &sigs[i].0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn good_signatures_pass_single_and_batched() {
+        let (keys, messages, sigs) = signed(40);
+        let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.public().0).collect();
+        let batch = entries(&publics, &messages, &sigs);
+        assert!(batch.iter().all(verify_one));
+        assert!(verify_batch(&batch).is_empty());
+    }
+
+    #[test]
+    fn bad_entries_are_found_exactly() {
+        let (keys, messages, mut sigs) = signed(100);
+        let mut publics: Vec<[u8; 32]> = keys.iter().map(|k| k.public().0).collect();
+        sigs[3].0[5] ^= 1; // corrupt R
+        sigs[50].0[40] ^= 1; // corrupt s
+        sigs[99] = sigs[98]; // a valid signature of another message
+        publics[7] = [0xff; 32]; // not a curve point
+        let mut tampered = messages.clone();
+        tampered[64] = b"other message".to_vec();
+        assert_eq!(
+            verify_batch(&entries(&publics, &tampered, &sigs)),
+            vec![3, 7, 50, 64, 99]
+        );
+    }
+
+    #[test]
+    fn all_bad_is_reported_entirely() {
+        let (keys, messages, mut sigs) = signed(64);
+        let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.public().0).collect();
+        for sig in &mut sigs {
+            sig.0[0] ^= 0x80;
+        }
+        assert_eq!(
+            verify_batch(&entries(&publics, &messages, &sigs)),
+            (0..64).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn agrees_with_ed25519_dalek_on_honest_signatures() {
+        let (keys, messages, sigs) = signed(8);
+        for i in 0..8 {
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&keys[i].public().0).unwrap();
+            let sig = ed25519_dalek::Signature::from_bytes(&sigs[i].0);
+            assert!(vk.verify_strict(&messages[i], &sig).is_ok());
+            let public = keys[i].public().0;
+            assert!(verify_one(&SigEntry {
+                message: &messages[i],
+                key: &public,
+                signature: &sigs[i].0
+            }));
+        }
+    }
+
+    /// A signature whose R carries a small-order component is accepted by the cofactored rule, alone and in any
+    /// batch, so nodes with different batch boundaries agree on it.
+    #[test]
+    fn small_order_component_gets_the_same_verdict_in_every_batch() {
+        let (keys, messages, sigs) = signed(32);
+        let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.public().0).collect();
+        // A point of order 2: (0, -1). Adding it to R and recomputing s keeps the cofactored equation true.
+        let torsion = CompressedEdwardsY({
+            let mut y = [0u8; 32];
+            y[0] = 0xec;
+            y[1..31].fill(0xff);
+            y[31] = 0x7f;
+            y
+        })
+        .decompress()
+        .unwrap();
+        assert!(torsion.is_small_order());
+        let seed = [9u8; 32];
+        // The secret scalar as ed25519 derives it: the clamped low half of SHA-512(seed).
+        let mut clamped: [u8; 32] = Sha512::digest(seed)[..32].try_into().unwrap();
+        clamped[0] &= 248;
+        clamped[31] &= 127;
+        clamped[31] |= 64;
+        let secret = Scalar::from_bytes_mod_order(clamped);
+        let public = Keypair::from_seed(&seed).public();
+        let message = b"crafted".to_vec();
+        let nonce = Scalar::from_bytes_mod_order([42u8; 32]);
+        let r = EdwardsPoint::mul_base(&nonce) + torsion;
+        let r_bytes = r.compress().to_bytes();
+        let mut hasher = Sha512::new();
+        hasher.update(r_bytes);
+        hasher.update(public.0);
+        hasher.update(&message);
+        let k = Scalar::from_bytes_mod_order_wide(&hasher.finalize().into());
+        let s = nonce + k * secret;
+        let mut crafted = [0u8; 64];
+        crafted[..32].copy_from_slice(&r_bytes);
+        crafted[32..].copy_from_slice(s.as_bytes());
+        let entry = SigEntry {
+            message: &message,
+            key: &public.0,
+            signature: &crafted,
+        };
+        assert!(verify_one(&entry));
+        for split in [1usize, 5, 17, 31] {
+            let mut batch = entries(&publics[..split], &messages[..split], &sigs[..split]);
+            batch.push(entry);
+            assert!(
+                verify_batch(&batch).is_empty(),
+                "verdict changed with batch of {}",
+                batch.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Deterministic fixtures for tests, benchmarks and load generation: keys from an index, a funded genesis, and
+//! signed transfers. Pure: the same arguments give the same bytes on every machine.
+
+use crate::block::Block;
+use crate::crypto::Keypair;
+use crate::genesis::{genesis_block, AllocationSpec, GenesisSpec, MemberSpec, ParamsSpec};
+use crate::id::AssetId;
+use crate::tx::{OutPoint, Transaction, TxBody, TxKind, TxOutput};
+
+/// The key of account `index` under a seed namespace (`namespace` keeps committee keys apart from accounts').
+pub fn key(namespace: u8, index: u32) -> Keypair {
+    let mut seed = [0u8; 32];
+    seed[0] = namespace;
+    seed[1..5].copy_from_slice(&index.to_le_bytes());
+    seed[31] = 0xca;
+    Keypair::from_seed(&seed)
+}
+
+pub const ACCOUNT_KEYS: u8 = 1;
+pub const COMMITTEE_KEYS: u8 = 2;
+
+/// A genesis spec with `members` committee members and `accounts` accounts, each holding `outputs_per_account`
+/// CAS outputs of `amount`.
+pub fn funded_spec(
+    chain_id: u32,
+    members: u32,
+    accounts: u32,
+    outputs_per_account: u32,
+    amount: u64,
+) -> GenesisSpec {
+    GenesisSpec {
+        chain_id,
+        timestamp_ms: 0,
+        params: ParamsSpec {
+            min_fee: 1,
+            block_interval_ms: 100,
+        },
+        committee: (0..members)
+            .map(|i| MemberSpec {
+                key: key(COMMITTEE_KEYS, i).public().to_hex(),
+                stake: 100,
+            })
+            .collect(),
+        allocations: (0..accounts)
+            .map(|i| AllocationSpec {
+                owner: key(ACCOUNT_KEYS, i).public().to_hex(),
+                amount,
+                asset: None,
+                outputs: outputs_per_account,
+            })
+            .collect(),
+    }
+}
+
+/// The genesis block of [`funded_spec`].
+pub fn funded_genesis(
+    chain_id: u32,
+    members: u32,
+    accounts: u32,
+    outputs_per_account: u32,
+    amount: u64,
+) -> Block {
+    genesis_block(&funded_spec(
+        chain_id,
+        members,
+        accounts,
+        outputs_per_account,
+        amount,
+    ))
+    .expect("the fixture spec is valid")
+}
+
+/// A CAS transfer spending `inputs` (all owned by `owner`) to `to`, paying `fee`, with the change back to the
+/// owner. Panics if the inputs do not cover `amount + fee`: fixtures are built by code that knows the coins.
+pub fn transfer(
+    chain_id: u32,
+    owner: &Keypair,
+    inputs: &[(OutPoint, TxOutput)],
+    to: &Keypair,
+    amount: u64,
+    fee: u64,
+) -> Transaction {
+    let total: u64 = inputs.iter().map(|(_, coin)| coin.amount).sum();
+    let change = total
+        .checked_sub(amount + fee)
+        .expect("inputs cover amount and fee");
+    let mut outputs = vec![TxOutput {
+        amount,
+        asset: AssetId::CAS,
+        owner: to.public(),
+        unlock_height: None,
+    }];
+    if change > 0 {
+        outputs.push(TxOutput {
+            amount: change,
+            asset: AssetId::CAS,
+            owner: owner.public(),
+            unlock_height: None,
+        });
+    }
+    TxBody {
+        chain_id,
+        vn: 0,
+        kind: TxKind::Transfer,
+        inputs: inputs.iter().map(|(outpoint, _)| *outpoint).collect(),
+        outputs,
+        fee,
+        memo: Vec::new(),
+        client_id: None,
+    }
+    .sign(&[owner])
+}

@@ -1,0 +1,228 @@
+//! Genesis: a TOML spec (chain id, parameters, committee with stakes, initial allocations) becomes the genesis
+//! block. The committee and parameters ride inside the genesis transactions, so the genesis hash commits to them.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::block::{Block, BlockHeader};
+use crate::codec::{COMMITTEE_MAX, OUTPUTS_MAX};
+use crate::commitment::SetCommitment;
+use crate::crypto::PublicKey;
+use crate::id::{AssetId, Hash32};
+use crate::tx::{ChainParams, CommitteeMember, OutPoint, Transaction, TxBody, TxKind, TxOutput};
+
+/// Allocations a spec may list (each may split into several outputs).
+pub const ALLOCATIONS_MAX: usize = 1_000_000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisSpec {
+    pub chain_id: u32,
+    #[serde(default)]
+    pub timestamp_ms: u64,
+    pub params: ParamsSpec,
+    pub committee: Vec<MemberSpec>,
+    #[serde(default)]
+    pub allocations: Vec<AllocationSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsSpec {
+    pub min_fee: u64,
+    pub block_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// Hex public key.
+    pub key: String,
+    pub stake: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationSpec {
+    /// Hex public key.
+    pub owner: String,
+    /// Amount of each output.
+    pub amount: u64,
+    /// Hex asset id; CAS when absent.
+    pub asset: Option<String>,
+    /// How many outputs of `amount` the owner gets (default 1), so load tests can spend in parallel.
+    #[serde(default = "one")]
+    pub outputs: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    #[error("spec is not valid TOML: {0}")]
+    Toml(String),
+    #[error("the committee is empty")]
+    EmptyCommittee,
+    #[error("the committee has {0} members, more than {COMMITTEE_MAX}")]
+    CommitteeTooLarge(usize),
+    #[error("committee member {index}: {reason}")]
+    BadMember { index: usize, reason: String },
+    #[error("allocation {index}: {reason}")]
+    BadAllocation { index: usize, reason: String },
+    #[error("too many allocations ({0})")]
+    TooManyAllocations(usize),
+}
+
+impl GenesisSpec {
+    pub fn from_toml(text: &str) -> Result<GenesisSpec, GenesisError> {
+        toml::from_str(text).map_err(|e| GenesisError::Toml(e.to_string()))
+    }
+}
+
+fn parse_key(text: &str) -> Result<PublicKey, String> {
+    let key =
+        PublicKey::from_hex(text).map_err(|e| format!("key {text:?} is not 32 hex bytes: {e}"))?;
+    let point = curve25519_dalek::edwards::CompressedEdwardsY(key.0).decompress();
+    if !point.is_some_and(|p| !p.is_small_order()) {
+        return Err(format!("key {text} is not a valid ed25519 public key"));
+    }
+    Ok(key)
+}
+
+/// Builds the genesis block: height 0, no parent, one or more genesis transactions (part 0 carries the committee;
+/// outputs are split into parts of at most [`OUTPUTS_MAX`]) and the UTXO commitment of the allocations.
+pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
+    if spec.committee.is_empty() {
+        return Err(GenesisError::EmptyCommittee);
+    }
+    if spec.committee.len() > COMMITTEE_MAX {
+        return Err(GenesisError::CommitteeTooLarge(spec.committee.len()));
+    }
+    if spec.allocations.len() > ALLOCATIONS_MAX {
+        return Err(GenesisError::TooManyAllocations(spec.allocations.len()));
+    }
+    let mut seen = HashSet::new();
+    let mut committee = Vec::with_capacity(spec.committee.len());
+    for (index, member) in spec.committee.iter().enumerate() {
+        let bad = |reason: String| GenesisError::BadMember { index, reason };
+        let key = parse_key(&member.key).map_err(bad)?;
+        if member.stake == 0 {
+            return Err(bad("stake is zero".into()));
+        }
+        if !seen.insert(key) {
+            return Err(bad("key appears twice".into()));
+        }
+        committee.push(CommitteeMember {
+            key,
+            stake: member.stake,
+        });
+    }
+    let mut outputs = Vec::new();
+    for (index, allocation) in spec.allocations.iter().enumerate() {
+        let bad = |reason: String| GenesisError::BadAllocation { index, reason };
+        let owner = parse_key(&allocation.owner).map_err(bad)?;
+        let asset = match &allocation.asset {
+            None => AssetId::CAS,
+            Some(text) => AssetId(Hash32::from_hex(text).map_err(|e| bad(format!("asset: {e}")))?),
+        };
+        if allocation.amount == 0 || allocation.outputs == 0 {
+            return Err(bad("amount and outputs must be positive".into()));
+        }
+        let output = TxOutput {
+            amount: allocation.amount,
+            asset,
+            owner,
+            unlock_height: None,
+        };
+        outputs.extend(std::iter::repeat_n(output, allocation.outputs as usize));
+    }
+    let params = ChainParams {
+        min_fee: spec.params.min_fee,
+        block_interval_ms: spec.params.block_interval_ms,
+    };
+    let mut parts: Vec<Vec<TxOutput>> = outputs
+        .chunks(OUTPUTS_MAX)
+        .map(<[TxOutput]>::to_vec)
+        .collect();
+    if parts.is_empty() {
+        parts.push(Vec::new());
+    }
+    let txs: Vec<Transaction> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(part, outputs)| Transaction {
+            body: TxBody {
+                chain_id: spec.chain_id,
+                vn: 0,
+                kind: TxKind::Genesis {
+                    part: part as u32,
+                    committee: if part == 0 {
+                        committee.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    params: params.clone(),
+                },
+                inputs: Vec::new(),
+                outputs,
+                fee: 0,
+                memo: Vec::new(),
+                client_id: None,
+            },
+            witnesses: Vec::new(),
+        })
+        .collect();
+    let mut commitment = SetCommitment::default();
+    for (outpoint, output) in genesis_outputs(&txs) {
+        commitment.insert(&outpoint, &output);
+    }
+    let mut block = Block {
+        header: BlockHeader {
+            chain_id: spec.chain_id,
+            height: 0,
+            round: 0,
+            parent: Hash32::ZERO,
+            tx_root: Hash32::ZERO,
+            proposer: PublicKey::default(),
+            timestamp_ms: spec.timestamp_ms,
+            utxo_commitment: commitment.checksum(),
+        },
+        txs,
+    };
+    block.header.tx_root = block.compute_tx_root();
+    Ok(block)
+}
+
+/// The outputs the genesis transactions create, with their outpoints.
+pub fn genesis_outputs(txs: &[Transaction]) -> Vec<(OutPoint, TxOutput)> {
+    txs.iter()
+        .filter(|tx| matches!(tx.body.kind, TxKind::Genesis { .. }))
+        .flat_map(|tx| {
+            let id = tx.tx_id();
+            tx.body.outputs.iter().enumerate().map(move |(i, o)| {
+                (
+                    OutPoint {
+                        tx: id,
+                        index: i as u32,
+                    },
+                    *o,
+                )
+            })
+        })
+        .collect()
+}
+
+/// The committee and parameters recorded in a genesis block, if it has them.
+pub fn genesis_committee(block: &Block) -> Option<(&[CommitteeMember], &ChainParams)> {
+    block.txs.iter().find_map(|tx| match &tx.body.kind {
+        TxKind::Genesis {
+            part: 0,
+            committee,
+            params,
+        } => Some((committee.as_slice(), params)),
+        _ => None,
+    })
+}

@@ -1,0 +1,138 @@
+//! 32-byte identifiers: transaction ids, block hashes, package ids and asset ids, all blake3.
+//!
+//! Every kind of id hashes under its own blake3 `derive_key` context, so the id of one kind can never equal the id
+//! of another kind computed over the same bytes (a tx id is never a block hash). Nothing here reads a clock or IO.
+
+use core::fmt;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// The blake3 contexts, one per kind of id. Changing one changes every id of that kind: it is a format change.
+pub mod domain {
+    pub const TX_ID: &str = "CAS 2026-11 transaction id v1";
+    pub const BLOCK_HASH: &str = "CAS 2026-11 block header hash v1";
+    pub const PACKAGE_ID: &str = "CAS 2026-11 package id v1";
+    pub const MERKLE_LEAF: &str = "CAS 2026-11 merkle leaf v1";
+    pub const MERKLE_NODE: &str = "CAS 2026-11 merkle node v1";
+    pub const UTXO_ELEMENT: &str = "CAS 2026-11 utxo set element v1";
+    pub const UTXO_CHECKSUM: &str = "CAS 2026-11 utxo set checksum v1";
+    pub const BATCH_WEIGHTS: &str = "CAS 2026-11 ed25519 batch weights v1";
+}
+
+/// A 32-byte blake3 output.
+#[derive(
+    Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+)]
+#[rkyv(derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord))]
+pub struct Hash32(pub [u8; 32]);
+
+impl Hash32 {
+    pub const ZERO: Hash32 = Hash32([0; 32]);
+
+    /// Hashes `bytes` under a domain context.
+    pub fn of(domain: &str, bytes: &[u8]) -> Hash32 {
+        let mut hasher = blake3::Hasher::new_derive_key(domain);
+        hasher.update(bytes);
+        Hash32(*hasher.finalize().as_bytes())
+    }
+
+    pub fn from_hex(text: &str) -> Result<Hash32, hex::FromHexError> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text, &mut bytes)?;
+        Ok(Hash32(bytes))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl From<&ArchivedHash32> for Hash32 {
+    fn from(archived: &ArchivedHash32) -> Hash32 {
+        Hash32(archived.0)
+    }
+}
+
+impl From<blake3::Hash> for Hash32 {
+    fn from(hash: blake3::Hash) -> Hash32 {
+        Hash32(*hash.as_bytes())
+    }
+}
+
+impl fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ArchivedHash32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&Hash32(self.0), f)
+    }
+}
+
+/// A transaction id: the hash of the transaction's canonical body (signatures excluded, so they cannot change it).
+pub type TxId = Hash32;
+/// A block hash: the hash of the block header's canonical fields.
+pub type BlockHash = Hash32;
+/// A package id: the hash of a Synchronizer package (a batch of transactions).
+pub type PackageId = Hash32;
+
+/// The asset an output holds. The native coin is [`AssetId::CAS`]; a business token's id is derived from the
+/// transaction that issues it, so no coordination is needed to allocate one.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Debug,
+)]
+#[rkyv(derive(Clone, Copy, PartialEq, Eq, Hash, Debug))]
+pub struct AssetId(pub Hash32);
+
+impl AssetId {
+    pub const CAS: AssetId = AssetId(Hash32::ZERO);
+}
+
+impl From<&ArchivedAssetId> for AssetId {
+    fn from(archived: &ArchivedAssetId) -> AssetId {
+        AssetId(Hash32::from(&archived.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_separate_ids_of_the_same_bytes() {
+        let bytes = b"the same bytes";
+        let tx = Hash32::of(domain::TX_ID, bytes);
+        let block = Hash32::of(domain::BLOCK_HASH, bytes);
+        let package = Hash32::of(domain::PACKAGE_ID, bytes);
+        assert_ne!(tx, block);
+        assert_ne!(tx, package);
+        assert_ne!(block, package);
+        assert_eq!(tx, Hash32::of(domain::TX_ID, bytes));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let hash = Hash32::of(domain::TX_ID, b"x");
+        assert_eq!(Hash32::from_hex(&hash.to_hex()).unwrap(), hash);
+        assert!(Hash32::from_hex("zz").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! An in-memory ledger: the whole UTXO set in one map with its set commitment. It is the reference the sharded
+//! ledger is tested against, and what single-process tools and benchmarks run on. Applying a block here is the
+//! same rule code the shards run, in one partition.
+
+use std::collections::HashMap;
+
+use crate::block::{ArchivedBlock, Block};
+use crate::commitment::SetCommitment;
+use crate::genesis::{genesis_committee, genesis_outputs};
+use crate::id::{Hash32, TxId};
+use crate::rules::{apply_batch, verify_signatures, BatchOutcome, RuleContext, TxError};
+use crate::tx::{ArchivedTransaction, ChainParams, OutPoint, TxOutput};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("block {height}: genesis block has no committee and parameters")]
+    NotGenesis { height: u64 },
+    #[error("genesis header commits to {header:?} but its outputs give {computed:?}")]
+    CommitmentMismatch { header: Hash32, computed: Hash32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct MemoryLedger {
+    pub chain_id: u32,
+    pub params: ChainParams,
+    /// The height of the last applied block.
+    pub height: u64,
+    utxos: HashMap<OutPoint, TxOutput>,
+    commitment: SetCommitment,
+}
+
+impl MemoryLedger {
+    /// Starts from a genesis block, checking that its header commits to its outputs.
+    pub fn from_genesis(genesis: &Block) -> Result<MemoryLedger, LedgerError> {
+        let (_, params) = genesis_committee(genesis).ok_or(LedgerError::NotGenesis {
+            height: genesis.header.height,
+        })?;
+        let mut ledger = MemoryLedger {
+            chain_id: genesis.header.chain_id,
+            params: params.clone(),
+            height: 0,
+            utxos: HashMap::new(),
+            commitment: SetCommitment::default(),
+        };
+        for (outpoint, output) in genesis_outputs(&genesis.txs) {
+            ledger.commitment.insert(&outpoint, &output);
+            ledger.utxos.insert(outpoint, output);
+        }
+        let computed = ledger.commitment.checksum();
+        if computed != genesis.header.utxo_commitment {
+            return Err(LedgerError::CommitmentMismatch {
+                header: genesis.header.utxo_commitment,
+                computed,
+            });
+        }
+        Ok(ledger)
+    }
+
+    pub fn context_for(&self, height: u64) -> RuleContext {
+        RuleContext {
+            chain_id: self.chain_id,
+            height,
+            min_fee: self.params.min_fee,
+        }
+    }
+
+    /// Verifies signatures in batches, applies `txs` in order as block `height`, commits the accepted ones and
+    /// returns every transaction's verdict.
+    pub fn apply(&mut self, txs: &[&ArchivedTransaction], height: u64) -> Vec<Result<(), TxError>> {
+        let ids: Vec<TxId> = txs.iter().map(|tx| tx.tx_id()).collect();
+        let signature_verdicts = verify_signatures(txs, &ids);
+        let outcome = apply_batch(
+            txs,
+            &ids,
+            &signature_verdicts,
+            &self.utxos,
+            &self.context_for(height),
+        );
+        self.commit(&outcome);
+        self.height = height;
+        outcome.verdicts
+    }
+
+    /// Applies a block's transactions at its height.
+    pub fn apply_block(&mut self, block: &ArchivedBlock) -> Vec<Result<(), TxError>> {
+        let txs: Vec<&ArchivedTransaction> = block.txs.iter().collect();
+        self.apply(&txs, block.header.height.to_native())
+    }
+
+    /// Writes a batch's net change into the set and its commitment.
+    pub fn commit(&mut self, outcome: &BatchOutcome) {
+        for (outpoint, coin) in &outcome.spent {
+            let removed = self.utxos.remove(outpoint);
+            assert_eq!(
+                removed.as_ref(),
+                Some(coin),
+                "a spent coin must be in the set"
+            );
+            self.commitment.remove(outpoint, coin);
+        }
+        for (outpoint, coin) in &outcome.created {
+            let previous = self.utxos.insert(*outpoint, *coin);
+            assert!(previous.is_none(), "an outpoint is created once");
+            self.commitment.insert(outpoint, coin);
+        }
+    }
+
+    pub fn utxos(&self) -> &HashMap<OutPoint, TxOutput> {
+        &self.utxos
+    }
+
+    pub fn commitment(&self) -> Hash32 {
+        self.commitment.checksum()
+    }
+}

@@ -1,0 +1,27 @@
+//! The CAS ledger's domain, pure and deterministic: no threads, no IO, no clocks, no randomness.
+//!
+//! Ids and hashes ([`id`]), keys and batch signature verification ([`crypto`]), transactions ([`tx`]), blocks and
+//! their Merkle trees ([`block`], [`merkle`]), the UTXO set commitment ([`commitment`]), the zero-copy codec with
+//! the one untrusted decoder ([`codec`]), the UTXO rules ([`rules`]), genesis ([`genesis`]) and an in-memory
+//! reference ledger ([`ledger`]). Every other crate builds on these types.
+
+pub mod block;
+pub mod codec;
+pub mod commitment;
+pub mod crypto;
+pub mod fixtures;
+pub mod genesis;
+pub mod id;
+pub mod ledger;
+pub mod merkle;
+pub mod rules;
+pub mod tx;
+
+pub use block::{ArchivedBlock, ArchivedBlockHeader, Block, BlockHeader};
+pub use codec::DecodeError;
+pub use commitment::SetCommitment;
+pub use crypto::{Keypair, PublicKey, Signature};
+pub use id::{AssetId, BlockHash, Hash32, PackageId, TxId};
+pub use ledger::MemoryLedger;
+pub use rules::{RuleContext, TxError, UtxoView};
+pub use tx::{ArchivedTransaction, OutPoint, Transaction, TxBody, TxKind, TxOutput, VnId, Witness};

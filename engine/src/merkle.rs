@@ -1,0 +1,117 @@
+//! The binary Merkle tree over a block's tx ids, with inclusion proofs for light wallets and settlement receipts.
+//!
+//! Leaves and inner nodes hash under different domains (no second-preimage by posing a node as a leaf), and an
+//! odd node is promoted to the next level unchanged rather than paired with a copy of itself (so two different
+//! lists of ids never share a root, unlike Bitcoin's duplication). The root of no leaves is all zeros.
+
+use crate::id::{domain, Hash32};
+
+fn leaf(id: &Hash32) -> Hash32 {
+    Hash32::of(domain::MERKLE_LEAF, &id.0)
+}
+
+fn node(left: &Hash32, right: &Hash32) -> Hash32 {
+    let mut h = blake3::Hasher::new_derive_key(domain::MERKLE_NODE);
+    h.update(&left.0);
+    h.update(&right.0);
+    Hash32::from(h.finalize())
+}
+
+/// The root over `ids` in order.
+pub fn root(ids: &[Hash32]) -> Hash32 {
+    if ids.is_empty() {
+        return Hash32::ZERO;
+    }
+    let mut level: Vec<Hash32> = ids.iter().map(leaf).collect();
+    while level.len() > 1 {
+        level = next_level(&level);
+    }
+    level[0]
+}
+
+fn next_level(level: &[Hash32]) -> Vec<Hash32> {
+    level
+        .chunks(2)
+        .map(|pair| {
+            if pair.len() == 2 {
+                node(&pair[0], &pair[1])
+            } else {
+                pair[0]
+            }
+        })
+        .collect()
+}
+
+/// One step of an inclusion proof: the sibling, and whether it sits to the left.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ProofStep {
+    pub sibling: Hash32,
+    pub sibling_is_left: bool,
+}
+
+/// The path from leaf `index` to the root, or `None` when the index is out of range.
+pub fn proof(ids: &[Hash32], index: usize) -> Option<Vec<ProofStep>> {
+    if index >= ids.len() {
+        return None;
+    }
+    let mut steps = Vec::new();
+    let mut level: Vec<Hash32> = ids.iter().map(leaf).collect();
+    let mut position = index;
+    while level.len() > 1 {
+        let sibling = position ^ 1;
+        if sibling < level.len() {
+            steps.push(ProofStep {
+                sibling: level[sibling],
+                sibling_is_left: sibling < position,
+            });
+        }
+        level = next_level(&level);
+        position /= 2;
+    }
+    Some(steps)
+}
+
+/// Checks that `id` is included under `root` by `steps`.
+pub fn verify(root_expected: &Hash32, id: &Hash32, steps: &[ProofStep]) -> bool {
+    let computed = steps.iter().fold(leaf(id), |acc, step| {
+        if step.sibling_is_left {
+            node(&step.sibling, &acc)
+        } else {
+            node(&acc, &step.sibling)
+        }
+    });
+    computed == *root_expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(count: usize) -> Vec<Hash32> {
+        (0..count as u32)
+            .map(|i| Hash32::of(domain::TX_ID, &i.to_le_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn every_leaf_proves_and_a_wrong_one_does_not() {
+        for count in [1, 2, 3, 5, 8, 13] {
+            let ids = ids(count);
+            let root = root(&ids);
+            for (index, id) in ids.iter().enumerate() {
+                let steps = proof(&ids, index).unwrap();
+                assert!(verify(&root, id, &steps), "leaf {index} of {count}");
+                assert!(!verify(&root, &Hash32::ZERO, &steps));
+            }
+            assert!(proof(&ids, count).is_none());
+        }
+    }
+
+    #[test]
+    fn odd_promotion_does_not_collide_with_duplication() {
+        let three = ids(3);
+        let four = vec![three[0], three[1], three[2], three[2]];
+        assert_ne!(root(&three), root(&four));
+        assert_ne!(root(&three[..2]), root(&three));
+    }
+}

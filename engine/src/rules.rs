@@ -1,0 +1,305 @@
+//! UTXO rules as pure functions over a [`UtxoView`]: one transaction, and a batch applied in order.
+//!
+//! Signatures are checked separately and in batches ([`verify_signatures`]); the rules then check that every
+//! input's owner has a witness, that inputs exist and are unspent (inside a batch the earlier transaction wins a
+//! double spend), that locks are open, and that value is conserved per asset with the fee paid in CAS. Every
+//! failure is its own [`TxError`] variant carrying the offending index. Nothing here mutates the view.
+
+use std::collections::HashMap;
+
+use crate::crypto::{verify_batch, SigEntry};
+use crate::id::{AssetId, TxId};
+use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, TxOutput};
+
+/// Read access to the unspent outputs.
+pub trait UtxoView {
+    fn get(&self, outpoint: &OutPoint) -> Option<TxOutput>;
+}
+
+impl UtxoView for HashMap<OutPoint, TxOutput> {
+    fn get(&self, outpoint: &OutPoint) -> Option<TxOutput> {
+        HashMap::get(self, outpoint).copied()
+    }
+}
+
+/// What the rules need to know about where a transaction is being applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleContext {
+    pub chain_id: u32,
+    /// The height of the block being built or applied.
+    pub height: u64,
+    /// The smallest fee in CAS.
+    pub min_fee: u64,
+}
+
+/// Why a transaction is rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    #[error("signed for chain {got}, this chain is {expected}")]
+    WrongChain { expected: u32, got: u32 },
+    #[error("genesis transactions are valid only in the genesis block")]
+    GenesisOnly,
+    #[error("a transaction must spend at least one input")]
+    NoInputs,
+    #[error("input {input} repeats an earlier input of the same transaction")]
+    DuplicateInput { input: usize },
+    #[error("input {input} does not exist")]
+    MissingInput { input: usize },
+    #[error("input {input} was already spent earlier in this batch")]
+    DoubleSpend { input: usize },
+    #[error("input {input} is locked until height {unlock_height}")]
+    Locked { input: usize, unlock_height: u64 },
+    #[error("output {output} has a zero amount")]
+    ZeroAmount { output: usize },
+    #[error("input {input}'s owner has no witness")]
+    Unsigned { input: usize },
+    #[error("witness {witness} owns none of the inputs")]
+    UnusedWitness { witness: usize },
+    #[error("witness {witness} repeats an earlier key")]
+    DuplicateWitness { witness: usize },
+    #[error("witness {witness} has a bad signature")]
+    BadSignature { witness: usize },
+    #[error("input {input} overflows the sum of its asset")]
+    InputOverflow { input: usize },
+    #[error("output {output} overflows the sum of its asset")]
+    OutputOverflow { output: usize },
+    #[error("asset {asset:?}: inputs {inputs} != outputs plus fee {outputs}")]
+    ValueNotConserved {
+        asset: AssetId,
+        inputs: u64,
+        outputs: u64,
+    },
+    #[error("fee {fee} is below the minimum {min_fee}")]
+    FeeTooLow { fee: u64, min_fee: u64 },
+}
+
+/// Checks the witnesses' signatures over their tx ids for many transactions at once.
+/// `ids[i]` must be `txs[i].tx_id()`. A transaction with a bad signature gets the first bad witness.
+pub fn verify_signatures(txs: &[&ArchivedTransaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
+    assert_eq!(txs.len(), ids.len());
+    let mut entries = Vec::with_capacity(txs.len());
+    let mut owner = Vec::with_capacity(txs.len());
+    for (tx_index, (tx, id)) in txs.iter().zip(ids).enumerate() {
+        for (witness, w) in tx.witnesses.iter().enumerate() {
+            entries.push(SigEntry {
+                message: &id.0,
+                key: &w.key.0,
+                signature: &w.signature.0,
+            });
+            owner.push((tx_index, witness));
+        }
+    }
+    let mut verdicts = vec![Ok(()); txs.len()];
+    for bad in verify_batch(&entries) {
+        let (tx_index, witness) = owner[bad];
+        if verdicts[tx_index].is_ok() {
+            verdicts[tx_index] = Err(TxError::BadSignature { witness });
+        }
+    }
+    verdicts
+}
+
+/// Checks one transaction against `view` (signatures assumed checked).
+pub fn check_tx(
+    tx: &ArchivedTransaction,
+    view: &impl UtxoView,
+    ctx: &RuleContext,
+) -> Result<(), TxError> {
+    check_with(tx, ctx, &mut |input, outpoint| {
+        view.get(outpoint).ok_or(TxError::MissingInput { input })
+    })
+    .map(|_| ())
+}
+
+/// The checks that need no UTXO lookup: cheap, so they run first.
+fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), TxError> {
+    let body = &tx.body;
+    if body.chain_id.to_native() != ctx.chain_id {
+        return Err(TxError::WrongChain {
+            expected: ctx.chain_id,
+            got: body.chain_id.to_native(),
+        });
+    }
+    if let ArchivedTxKind::Genesis { .. } = body.kind {
+        return Err(TxError::GenesisOnly);
+    }
+    if body.inputs.is_empty() {
+        return Err(TxError::NoInputs);
+    }
+    if let Some(input) = first_repeat(body.inputs.as_slice()) {
+        return Err(TxError::DuplicateInput { input });
+    }
+    if let Some(output) = body.outputs.iter().position(|o| o.amount.to_native() == 0) {
+        return Err(TxError::ZeroAmount { output });
+    }
+    if let Some(witness) = first_repeat(&tx.witnesses.iter().map(|w| w.key).collect::<Vec<_>>()) {
+        return Err(TxError::DuplicateWitness { witness });
+    }
+    let fee = body.fee.to_native();
+    if fee < ctx.min_fee {
+        return Err(TxError::FeeTooLow {
+            fee,
+            min_fee: ctx.min_fee,
+        });
+    }
+    Ok(())
+}
+
+/// The index of the first element equal to an earlier one. Lists are bounded by the codec (<= 256).
+fn first_repeat<T: Eq + core::hash::Hash>(items: &[T]) -> Option<usize> {
+    const QUADRATIC_BELOW: usize = 16;
+    if items.len() < QUADRATIC_BELOW {
+        return (1..items.len()).find(|&i| items[..i].contains(&items[i]));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    items.iter().position(|item| !seen.insert(item))
+}
+
+/// Runs every rule; `lookup` resolves input `i` to its coin or the reason it cannot be spent.
+/// Returns the coins spent, in input order.
+fn check_with(
+    tx: &ArchivedTransaction,
+    ctx: &RuleContext,
+    lookup: &mut dyn FnMut(usize, &OutPoint) -> Result<TxOutput, TxError>,
+) -> Result<Vec<TxOutput>, TxError> {
+    check_stateless(tx, ctx)?;
+    let body = &tx.body;
+    let mut witness_used = vec![false; tx.witnesses.len()];
+    // (asset, sum of inputs, sum of outputs plus fee); a transaction touches few assets, so a scan beats a map.
+    let mut sums: Vec<(AssetId, u64, u64)> = vec![(AssetId::CAS, 0, body.fee.to_native())];
+    let mut coins = Vec::with_capacity(body.inputs.len());
+    for (input, archived) in body.inputs.iter().enumerate() {
+        let coin = lookup(input, &OutPoint::from(archived))?;
+        if let Some(unlock_height) = coin.unlock_height {
+            if ctx.height < unlock_height {
+                return Err(TxError::Locked {
+                    input,
+                    unlock_height,
+                });
+            }
+        }
+        let witness = tx.witnesses.iter().position(|w| w.key.0 == coin.owner.0);
+        let Some(witness) = witness else {
+            return Err(TxError::Unsigned { input });
+        };
+        witness_used[witness] = true;
+        let sum = sum_for(&mut sums, coin.asset);
+        sum.1 = sum
+            .1
+            .checked_add(coin.amount)
+            .ok_or(TxError::InputOverflow { input })?;
+        coins.push(coin);
+    }
+    if let Some(witness) = witness_used.iter().position(|used| !used) {
+        return Err(TxError::UnusedWitness { witness });
+    }
+    for (output, archived) in body.outputs.iter().enumerate() {
+        let sum = sum_for(&mut sums, AssetId::from(&archived.asset));
+        sum.2 = sum
+            .2
+            .checked_add(archived.amount.to_native())
+            .ok_or(TxError::OutputOverflow { output })?;
+    }
+    if let Some(&(asset, inputs, outputs)) =
+        sums.iter().find(|(_, inputs, outputs)| inputs != outputs)
+    {
+        return Err(TxError::ValueNotConserved {
+            asset,
+            inputs,
+            outputs,
+        });
+    }
+    Ok(coins)
+}
+
+fn sum_for(sums: &mut Vec<(AssetId, u64, u64)>, asset: AssetId) -> &mut (AssetId, u64, u64) {
+    let index = match sums.iter().position(|(a, _, _)| *a == asset) {
+        Some(index) => index,
+        None => {
+            sums.push((asset, 0, 0));
+            sums.len() - 1
+        }
+    };
+    &mut sums[index]
+}
+
+/// The result of applying a batch: a verdict per transaction and the net change to the UTXO set.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub verdicts: Vec<Result<(), TxError>>,
+    /// Outputs of the view spent by accepted transactions, with their coins (for the set commitment).
+    pub spent: Vec<(OutPoint, TxOutput)>,
+    /// Outputs created by accepted transactions and not spent again inside the batch.
+    pub created: Vec<(OutPoint, TxOutput)>,
+    /// The fees of the accepted transactions.
+    pub fees: u64,
+}
+
+/// Applies `txs` in order on top of `view`: a later transaction may spend an earlier one's outputs, and of two
+/// spends of one outpoint the earlier wins (the later gets [`TxError::DoubleSpend`]). Rejected transactions change
+/// nothing. `signature_verdicts[i]` is [`verify_signatures`]' verdict for `txs[i]`; `ids[i]` its tx id.
+pub fn apply_batch(
+    txs: &[&ArchivedTransaction],
+    ids: &[TxId],
+    signature_verdicts: &[Result<(), TxError>],
+    view: &impl UtxoView,
+    ctx: &RuleContext,
+) -> BatchOutcome {
+    assert_eq!(txs.len(), ids.len());
+    assert_eq!(txs.len(), signature_verdicts.len());
+    // Some(coin): created in this batch and unspent; None: spent in this batch.
+    let mut overlay: HashMap<OutPoint, Option<TxOutput>> = HashMap::new();
+    let mut created_order: Vec<OutPoint> = Vec::new();
+    let mut outcome = BatchOutcome {
+        verdicts: Vec::with_capacity(txs.len()),
+        ..BatchOutcome::default()
+    };
+    for ((tx, id), signature_verdict) in txs.iter().zip(ids).zip(signature_verdicts) {
+        let verdict = signature_verdict.clone().and_then(|()| {
+            check_with(
+                tx,
+                ctx,
+                &mut |input, outpoint| match overlay.get(outpoint) {
+                    Some(Some(coin)) => Ok(*coin),
+                    Some(None) => Err(TxError::DoubleSpend { input }),
+                    None => view.get(outpoint).ok_or(TxError::MissingInput { input }),
+                },
+            )
+        });
+        match verdict {
+            Ok(coins) => {
+                for (archived, coin) in tx.body.inputs.iter().zip(coins) {
+                    let outpoint = OutPoint::from(archived);
+                    if overlay.insert(outpoint, None).is_none() {
+                        outcome.spent.push((outpoint, coin));
+                    }
+                }
+                for (index, archived) in tx.body.outputs.iter().enumerate() {
+                    let outpoint = OutPoint {
+                        tx: *id,
+                        index: index as u32,
+                    };
+                    overlay.insert(outpoint, Some(TxOutput::from(archived)));
+                    created_order.push(outpoint);
+                }
+                outcome.fees = outcome
+                    .fees
+                    .checked_add(tx.body.fee.to_native())
+                    .expect("fees are bounded by supply");
+                outcome.verdicts.push(Ok(()));
+            }
+            Err(error) => outcome.verdicts.push(Err(error)),
+        }
+    }
+    outcome.created = created_order
+        .into_iter()
+        .filter_map(|outpoint| {
+            overlay
+                .get(&outpoint)
+                .copied()
+                .flatten()
+                .map(|coin| (outpoint, coin))
+        })
+        .collect();
+    outcome
+}

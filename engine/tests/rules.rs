@@ -1,0 +1,391 @@
+//! The UTXO rules through the in-memory ledger: every rejection reason, batch order deciding double spends, and
+//! rejected transactions changing nothing.
+
+use cas_engine::codec::{decode_tx, encode_tx};
+use cas_engine::crypto::{verify_batch, Keypair, SigEntry, VERIFY_BATCH_SIZE};
+use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
+use cas_engine::genesis::genesis_outputs;
+use cas_engine::rules::{check_tx, verify_signatures};
+use cas_engine::{
+    AssetId, Hash32, MemoryLedger, OutPoint, Transaction, TxBody, TxError, TxKind, TxOutput,
+};
+use rkyv::util::AlignedVec;
+
+const CHAIN: u32 = 7;
+const AMOUNT: u64 = 1_000;
+
+struct Fixture {
+    ledger: MemoryLedger,
+    /// The genesis coins of account i, in order.
+    coins: Vec<Vec<(OutPoint, TxOutput)>>,
+}
+
+fn fixture(accounts: u32, outputs: u32) -> Fixture {
+    let genesis = funded_genesis(CHAIN, 4, accounts, outputs, AMOUNT);
+    let ledger = MemoryLedger::from_genesis(&genesis).unwrap();
+    let mut coins = vec![Vec::new(); accounts as usize];
+    for (outpoint, coin) in genesis_outputs(&genesis.txs) {
+        let owner = (0..accounts)
+            .position(|i| key(ACCOUNT_KEYS, i).public() == coin.owner)
+            .unwrap();
+        coins[owner].push((outpoint, coin));
+    }
+    Fixture { ledger, coins }
+}
+
+fn account(i: u32) -> Keypair {
+    key(ACCOUNT_KEYS, i)
+}
+
+/// Applies `txs` as one block and returns the verdicts.
+fn apply(ledger: &mut MemoryLedger, txs: &[Transaction]) -> Vec<Result<(), TxError>> {
+    let encoded: Vec<AlignedVec> = txs.iter().map(encode_tx).collect();
+    let archived: Vec<_> = encoded
+        .iter()
+        .map(|bytes| decode_tx(bytes).unwrap())
+        .collect();
+    let height = ledger.height + 1;
+    ledger.apply(&archived, height)
+}
+
+fn body(inputs: Vec<OutPoint>, outputs: Vec<TxOutput>, fee: u64) -> TxBody {
+    TxBody {
+        chain_id: CHAIN,
+        vn: 0,
+        kind: TxKind::Transfer,
+        inputs,
+        outputs,
+        fee,
+        memo: Vec::new(),
+        client_id: None,
+    }
+}
+
+fn cas(owner: &Keypair, amount: u64) -> TxOutput {
+    TxOutput {
+        amount,
+        asset: AssetId::CAS,
+        owner: owner.public(),
+        unlock_height: None,
+    }
+}
+
+#[test]
+fn valid_transfer_moves_value_and_changes_the_commitment() {
+    let mut f = fixture(2, 1);
+    let before = f.ledger.commitment();
+    let tx = transfer(CHAIN, &account(0), &f.coins[0], &account(1), 300, 5);
+    assert_eq!(apply(&mut f.ledger, &[tx.clone()]), vec![Ok(())]);
+    assert_ne!(f.ledger.commitment(), before);
+    let id = tx.tx_id();
+    assert_eq!(f.ledger.utxos()[&OutPoint { tx: id, index: 0 }].amount, 300);
+    assert_eq!(f.ledger.utxos()[&OutPoint { tx: id, index: 1 }].amount, 695);
+    assert!(!f.ledger.utxos().contains_key(&f.coins[0][0].0));
+}
+
+#[test]
+fn double_spend_inside_a_batch_first_spender_wins() {
+    let mut f = fixture(3, 1);
+    let first = transfer(CHAIN, &account(0), &f.coins[0], &account(1), 100, 1);
+    let second = transfer(CHAIN, &account(0), &f.coins[0], &account(2), 200, 1);
+    let verdicts = apply(&mut f.ledger, &[first.clone(), second.clone()]);
+    assert_eq!(
+        verdicts,
+        vec![Ok(()), Err(TxError::DoubleSpend { input: 0 })]
+    );
+    assert!(f.ledger.utxos().contains_key(&OutPoint {
+        tx: first.tx_id(),
+        index: 0
+    }));
+    assert!(!f.ledger.utxos().contains_key(&OutPoint {
+        tx: second.tx_id(),
+        index: 0
+    }));
+    // Across blocks, the spent outpoint is simply gone.
+    assert_eq!(
+        apply(&mut f.ledger, &[second]),
+        vec![Err(TxError::MissingInput { input: 0 })]
+    );
+}
+
+#[test]
+fn a_chain_of_dependent_transactions_applies_in_one_batch() {
+    let mut f = fixture(3, 1);
+    let a = transfer(CHAIN, &account(0), &f.coins[0], &account(1), 500, 1);
+    let a_out = (
+        OutPoint {
+            tx: a.tx_id(),
+            index: 0,
+        },
+        cas(&account(1), 500),
+    );
+    let b = transfer(CHAIN, &account(1), &[a_out], &account(2), 400, 1);
+    let b_out = (
+        OutPoint {
+            tx: b.tx_id(),
+            index: 0,
+        },
+        cas(&account(2), 400),
+    );
+    let c = transfer(CHAIN, &account(2), &[b_out], &account(0), 300, 1);
+    assert_eq!(
+        apply(&mut f.ledger, &[a, b.clone(), c]),
+        vec![Ok(()), Ok(()), Ok(())]
+    );
+    // b's first output was created and spent inside the block: it is not in the set.
+    assert!(!f.ledger.utxos().contains_key(&b_out.0));
+}
+
+#[test]
+fn value_not_conserved_is_rejected() {
+    let mut f = fixture(2, 1);
+    let minted =
+        body(vec![f.coins[0][0].0], vec![cas(&account(1), AMOUNT + 1)], 1).sign(&[&account(0)]);
+    let burned = body(vec![f.coins[0][0].0], vec![cas(&account(1), 10)], 1).sign(&[&account(0)]);
+    let before = f.ledger.commitment();
+    let verdicts = apply(&mut f.ledger, &[minted, burned]);
+    assert_eq!(
+        verdicts,
+        vec![
+            Err(TxError::ValueNotConserved {
+                asset: AssetId::CAS,
+                inputs: AMOUNT,
+                outputs: AMOUNT + 2
+            }),
+            Err(TxError::ValueNotConserved {
+                asset: AssetId::CAS,
+                inputs: AMOUNT,
+                outputs: 11
+            }),
+        ]
+    );
+    assert_eq!(
+        f.ledger.commitment(),
+        before,
+        "rejected transactions change nothing"
+    );
+}
+
+#[test]
+fn an_asset_cannot_be_created_by_a_transfer() {
+    let mut f = fixture(2, 1);
+    let token = AssetId(Hash32([5; 32]));
+    let outputs = vec![
+        cas(&account(1), AMOUNT - 1),
+        TxOutput {
+            asset: token,
+            ..cas(&account(1), 10)
+        },
+    ];
+    let tx = body(vec![f.coins[0][0].0], outputs, 1).sign(&[&account(0)]);
+    assert_eq!(
+        apply(&mut f.ledger, &[tx]),
+        vec![Err(TxError::ValueNotConserved {
+            asset: token,
+            inputs: 0,
+            outputs: 10
+        })]
+    );
+}
+
+#[test]
+fn u64_overflow_is_rejected_on_both_sides() {
+    let mut f = fixture(2, 2);
+    let outputs = vec![cas(&account(1), u64::MAX), cas(&account(1), 2)];
+    let tx = body(vec![f.coins[0][0].0], outputs, 1).sign(&[&account(0)]);
+    assert_eq!(
+        apply(&mut f.ledger, &[tx]),
+        vec![Err(TxError::OutputOverflow { output: 0 })]
+    );
+    let outputs = vec![cas(&account(1), 10)];
+    let fee_overflow = body(vec![f.coins[0][0].0], outputs, u64::MAX).sign(&[&account(0)]);
+    assert_eq!(
+        apply(&mut f.ledger, &[fee_overflow]),
+        vec![Err(TxError::OutputOverflow { output: 0 })]
+    );
+
+    // Inputs that sum past u64::MAX: a genesis that hands out two outputs of u64::MAX.
+    let mut spec = cas_engine::fixtures::funded_spec(CHAIN, 4, 1, 2, u64::MAX);
+    spec.params.min_fee = 0;
+    let genesis = cas_engine::genesis::genesis_block(&spec).unwrap();
+    let mut ledger = MemoryLedger::from_genesis(&genesis).unwrap();
+    let inputs = genesis_outputs(&genesis.txs)
+        .iter()
+        .map(|(o, _)| *o)
+        .collect();
+    let tx = body(inputs, vec![cas(&account(1), 1)], 0).sign(&[&account(0)]);
+    assert_eq!(
+        apply(&mut ledger, &[tx]),
+        vec![Err(TxError::InputOverflow { input: 1 })]
+    );
+}
+
+#[test]
+fn each_structural_rule_has_its_own_error() {
+    let mut f = fixture(3, 2);
+    let (c0, c1) = (f.coins[0][0], f.coins[0][1]);
+    let out = |amount| vec![cas(&account(1), amount)];
+    let cases: Vec<(Transaction, TxError)> = vec![
+        (
+            body(vec![], out(1), 1).sign(&[&account(0)]),
+            TxError::NoInputs,
+        ),
+        (
+            body(vec![c0.0, c1.0, c0.0], out(1), 1).sign(&[&account(0)]),
+            TxError::DuplicateInput { input: 2 },
+        ),
+        (
+            body(
+                vec![OutPoint {
+                    tx: Hash32([9; 32]),
+                    index: 0,
+                }],
+                out(1),
+                1,
+            )
+            .sign(&[&account(0)]),
+            TxError::MissingInput { input: 0 },
+        ),
+        (
+            body(vec![c0.0], out(AMOUNT), 0).sign(&[&account(0)]),
+            TxError::FeeTooLow { fee: 0, min_fee: 1 },
+        ),
+        (
+            body(vec![c0.0], vec![cas(&account(1), 0)], 1).sign(&[&account(0)]),
+            TxError::ZeroAmount { output: 0 },
+        ),
+        (
+            body(vec![c0.0], out(AMOUNT - 1), 1).sign(&[&account(1)]),
+            TxError::Unsigned { input: 0 },
+        ),
+        (
+            body(vec![c0.0], out(AMOUNT - 1), 1).sign(&[&account(0), &account(2)]),
+            TxError::UnusedWitness { witness: 1 },
+        ),
+        (
+            body(vec![c0.0], out(AMOUNT - 1), 1).sign(&[&account(0), &account(0)]),
+            TxError::DuplicateWitness { witness: 1 },
+        ),
+        (
+            TxBody {
+                chain_id: CHAIN + 1,
+                ..body(vec![c0.0], out(AMOUNT - 1), 1)
+            }
+            .sign(&[&account(0)]),
+            TxError::WrongChain {
+                expected: CHAIN,
+                got: CHAIN + 1,
+            },
+        ),
+    ];
+    let before = f.ledger.commitment();
+    for (tx, expected) in cases {
+        assert_eq!(
+            apply(&mut f.ledger, &[tx]),
+            vec![Err(expected.clone())],
+            "{expected}"
+        );
+    }
+    assert_eq!(f.ledger.commitment(), before);
+}
+
+#[test]
+fn genesis_kind_is_rejected_after_genesis() {
+    let f = fixture(1, 1);
+    let genesis = funded_genesis(CHAIN, 4, 1, 1, AMOUNT);
+    let bytes = encode_tx(&genesis.txs[0]);
+    let tx = decode_tx(&bytes).unwrap();
+    assert_eq!(
+        check_tx(tx, f.ledger.utxos(), &f.ledger.context_for(1)),
+        Err(TxError::GenesisOnly)
+    );
+}
+
+#[test]
+fn time_locked_output_opens_at_its_height() {
+    let mut f = fixture(2, 1);
+    let locked = TxOutput {
+        unlock_height: Some(3),
+        ..cas(&account(1), AMOUNT - 1)
+    };
+    let lock_tx = body(vec![f.coins[0][0].0], vec![locked], 1).sign(&[&account(0)]);
+    assert_eq!(apply(&mut f.ledger, &[lock_tx.clone()]), vec![Ok(())]); // height 1
+    let spend = transfer(
+        CHAIN,
+        &account(1),
+        &[(
+            OutPoint {
+                tx: lock_tx.tx_id(),
+                index: 0,
+            },
+            locked,
+        )],
+        &account(0),
+        10,
+        1,
+    );
+    assert_eq!(
+        apply(&mut f.ledger, &[spend.clone()]), // height 2
+        vec![Err(TxError::Locked {
+            input: 0,
+            unlock_height: 3
+        })]
+    );
+    assert_eq!(apply(&mut f.ledger, &[spend]), vec![Ok(())]); // height 3
+}
+
+#[test]
+fn bad_signature_at_a_known_index_in_a_batch_of_1024() {
+    assert_eq!(VERIFY_BATCH_SIZE, 1024, "the test covers one full batch");
+    let keys: Vec<Keypair> = (0..64).map(|i| key(ACCOUNT_KEYS, i)).collect();
+    let publics: Vec<[u8; 32]> = (0..1024).map(|i| keys[i % 64].public().0).collect();
+    let messages: Vec<[u8; 32]> = (0..1024u32)
+        .map(|i| *blake3::hash(&i.to_le_bytes()).as_bytes())
+        .collect();
+    let mut signatures: Vec<[u8; 64]> = (0..1024)
+        .map(|i| keys[i % 64].sign(&messages[i]).0)
+        .collect();
+    for bad_index in [0usize, 511, 777, 1023] {
+        let original = signatures[bad_index];
+        signatures[bad_index][40] ^= 0x10;
+        let entries: Vec<SigEntry<'_>> = (0..1024)
+            .map(|i| SigEntry {
+                message: &messages[i],
+                key: &publics[i],
+                signature: &signatures[i],
+            })
+            .collect();
+        assert_eq!(verify_batch(&entries), vec![bad_index]);
+        signatures[bad_index] = original;
+    }
+}
+
+#[test]
+fn bad_signature_is_reported_per_transaction_and_witness() {
+    let f = fixture(4, 1);
+    let mut txs: Vec<Transaction> = (0..4)
+        .map(|i| {
+            transfer(
+                CHAIN,
+                &account(i),
+                &f.coins[i as usize],
+                &account((i + 1) % 4),
+                10,
+                1,
+            )
+        })
+        .collect();
+    txs[2].witnesses[0].signature.0[3] ^= 1;
+    let encoded: Vec<AlignedVec> = txs.iter().map(encode_tx).collect();
+    let archived: Vec<_> = encoded.iter().map(|b| decode_tx(b).unwrap()).collect();
+    let ids: Vec<_> = archived.iter().map(|tx| tx.tx_id()).collect();
+    assert_eq!(
+        verify_signatures(&archived, &ids),
+        vec![
+            Ok(()),
+            Ok(()),
+            Err(TxError::BadSignature { witness: 0 }),
+            Ok(())
+        ]
+    );
+}
