@@ -128,6 +128,7 @@ pub struct SigEntry<'a> {
 
 /// A signature parsed for the verification equation.
 struct Parsed {
+    r_bytes: [u8; 32],
     r: EdwardsPoint,
     a: EdwardsPoint,
     s: Scalar,
@@ -137,15 +138,22 @@ struct Parsed {
 
 fn parse(entry: &SigEntry<'_>) -> Option<Parsed> {
     let (r_bytes, s_bytes) = entry.signature.split_at(32);
+    let r_bytes: [u8; 32] = r_bytes.try_into().ok()?;
     let s: Option<Scalar> = Scalar::from_canonical_bytes(s_bytes.try_into().ok()?).into();
-    let r = CompressedEdwardsY(r_bytes.try_into().ok()?).decompress()?;
+    let r = CompressedEdwardsY(r_bytes).decompress()?;
     let a = CompressedEdwardsY(*entry.key).decompress()?;
     let mut hasher = Sha512::new();
     hasher.update(r_bytes);
     hasher.update(entry.key);
     hasher.update(entry.message);
     let k = Scalar::from_bytes_mod_order_wide(&hasher.finalize().into());
-    Some(Parsed { r, a, s: s?, k })
+    Some(Parsed {
+        r_bytes,
+        r,
+        a,
+        s: s?,
+        k,
+    })
 }
 
 /// The cofactored single equation: [8]([s]B - [k]A - R) = 0.
@@ -231,7 +239,7 @@ fn batch_weights(parsed: &[Parsed]) -> Vec<Scalar> {
     for p in parsed {
         hasher.update(p.k.as_bytes());
         hasher.update(p.s.as_bytes());
-        hasher.update(p.r.compress().as_bytes());
+        hasher.update(&p.r_bytes);
     }
     let mut reader = hasher.finalize_xof();
     parsed

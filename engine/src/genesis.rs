@@ -78,7 +78,10 @@ pub enum GenesisError {
 
 impl GenesisSpec {
     pub fn from_toml(text: &str) -> Result<GenesisSpec, GenesisError> {
-        toml::from_str(text).map_err(|e| GenesisError::Toml(e.to_string()))
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+            GenesisError::Toml(format!("line {line}: {}", e.message().trim()))
+        })
     }
 }
 
@@ -86,7 +89,7 @@ fn parse_key(text: &str) -> Result<PublicKey, String> {
     let key =
         PublicKey::from_hex(text).map_err(|e| format!("key {text:?} is not 32 hex bytes: {e}"))?;
     let point = curve25519_dalek::edwards::CompressedEdwardsY(key.0).decompress();
-    if !point.is_some_and(|p| !p.is_small_order()) {
+    if point.is_none_or(|p| p.is_small_order()) {
         return Err(format!("key {text} is not a valid ed25519 public key"));
     }
     Ok(key)

@@ -76,8 +76,7 @@ impl MemoryLedger {
             &self.utxos,
             &self.context_for(height),
         );
-        self.commit(&outcome);
-        self.height = height;
+        self.commit(&outcome, height);
         outcome.verdicts
     }
 
@@ -87,8 +86,9 @@ impl MemoryLedger {
         self.apply(&txs, block.header.height.to_native())
     }
 
-    /// Writes a batch's net change into the set and its commitment.
-    pub fn commit(&mut self, outcome: &BatchOutcome) {
+    /// Writes a batch's net change, applied as block `height`, into the set and its commitment.
+    pub fn commit(&mut self, outcome: &BatchOutcome, height: u64) {
+        assert!(height > self.height, "blocks apply in height order");
         for (outpoint, coin) in &outcome.spent {
             let removed = self.utxos.remove(outpoint);
             assert_eq!(
@@ -103,6 +103,7 @@ impl MemoryLedger {
             assert!(previous.is_none(), "an outpoint is created once");
             self.commitment.insert(outpoint, coin);
         }
+        self.height = height;
     }
 
     pub fn utxos(&self) -> &HashMap<OutPoint, TxOutput> {

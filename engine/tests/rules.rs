@@ -75,7 +75,10 @@ fn valid_transfer_moves_value_and_changes_the_commitment() {
     let mut f = fixture(2, 1);
     let before = f.ledger.commitment();
     let tx = transfer(CHAIN, &account(0), &f.coins[0], &account(1), 300, 5);
-    assert_eq!(apply(&mut f.ledger, &[tx.clone()]), vec![Ok(())]);
+    assert_eq!(
+        apply(&mut f.ledger, std::slice::from_ref(&tx)),
+        vec![Ok(())]
+    );
     assert_ne!(f.ledger.commitment(), before);
     let id = tx.tx_id();
     assert_eq!(f.ledger.utxos()[&OutPoint { tx: id, index: 0 }].amount, 300);
@@ -309,7 +312,10 @@ fn time_locked_output_opens_at_its_height() {
         ..cas(&account(1), AMOUNT - 1)
     };
     let lock_tx = body(vec![f.coins[0][0].0], vec![locked], 1).sign(&[&account(0)]);
-    assert_eq!(apply(&mut f.ledger, &[lock_tx.clone()]), vec![Ok(())]); // height 1
+    assert_eq!(
+        apply(&mut f.ledger, std::slice::from_ref(&lock_tx)),
+        vec![Ok(())]
+    ); // height 1
     let spend = transfer(
         CHAIN,
         &account(1),
@@ -325,7 +331,7 @@ fn time_locked_output_opens_at_its_height() {
         1,
     );
     assert_eq!(
-        apply(&mut f.ledger, &[spend.clone()]), // height 2
+        apply(&mut f.ledger, std::slice::from_ref(&spend)), // height 2
         vec![Err(TxError::Locked {
             input: 0,
             unlock_height: 3

@@ -1,1 +1,123 @@
-fn main() {}
+//! The `cas` binary: offline key, genesis and transaction tools, and the main job (`cas local`).
+//! Errors print as one line and exit non-zero; nothing here panics on user input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod keyfile;
+mod local;
+mod offline;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "cas", version, about = "CAS settlement engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a key file (mode 0600) and print its public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Build the genesis block from a TOML spec.
+    Genesis {
+        #[arg(long)]
+        spec: PathBuf,
+        #[arg(long, default_value = "genesis.bin")]
+        out: PathBuf,
+    },
+    /// Build and sign a transfer offline; prints its tx id.
+    Tx {
+        /// A key file per distinct owner of the inputs.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[arg(long)]
+        chain_id: u32,
+        /// Business network id.
+        #[arg(long, default_value_t = 0)]
+        vn: u32,
+        /// An input as TXID:INDEX (repeat).
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
+        /// An output as OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT] (repeat).
+        #[arg(long = "output", required = true)]
+        outputs: Vec<String>,
+        #[arg(long)]
+        fee: u64,
+        #[arg(long)]
+        memo: Option<String>,
+        #[arg(long)]
+        client_id: Option<u64>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Decode a transaction or block file with the untrusted decoder and print it.
+    Show { file: PathBuf },
+    /// The main job: generated load through the ledger pipeline, printing TPS and latency.
+    Local(LocalArgs),
+}
+
+#[derive(Args)]
+pub struct LocalArgs {
+    /// Funded accounts; each runs a chain of dependent transfers.
+    #[arg(long, default_value_t = 4_000)]
+    pub accounts: u32,
+    /// Transfers per account.
+    #[arg(long, default_value_t = 50)]
+    pub rounds: u32,
+    /// Transactions per block.
+    #[arg(long, default_value_t = 10_000)]
+    pub block_txs: usize,
+    /// Add one invalid transaction after every N valid ones (0: none).
+    #[arg(long, default_value_t = 100)]
+    pub invalid_every: usize,
+    /// Threads for signing and signature checks (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Keygen { out } => offline::keygen(out),
+        Command::Genesis { spec, out } => offline::genesis(spec, out),
+        Command::Tx {
+            keys,
+            chain_id,
+            vn,
+            inputs,
+            outputs,
+            fee,
+            memo,
+            client_id,
+            out,
+        } => offline::tx(offline::TxArgs {
+            keys,
+            chain_id: *chain_id,
+            vn: *vn,
+            inputs,
+            outputs,
+            fee: *fee,
+            memo: memo.as_deref(),
+            client_id: *client_id,
+            out,
+        }),
+        Command::Show { file } => offline::show(file),
+        Command::Local(args) => local::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The codec's promises under random input: encode -> decode round trips for random transactions and blocks, and
+//! random or mutated bytes never panic the untrusted decoder (they are rejected, or decode to a value that itself
+//! round-trips and respects every bound).
+
+use cas_engine::codec::{
+    decode_block, decode_tx, encode_block, encode_tx, to_owned_block, to_owned_tx, DecodeError,
+    INPUTS_MAX, MEMO_BYTES_MAX, OUTPUTS_MAX, TX_BYTES_MAX, WITNESSES_MAX,
+};
+use cas_engine::tx::{ChainParams, CommitteeMember};
+use cas_engine::{
+    AssetId, Block, BlockHeader, Hash32, OutPoint, PublicKey, Signature, Transaction, TxBody,
+    TxKind, TxOutput, Witness,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+fn hash() -> impl Strategy<Value = Hash32> {
+    any::<[u8; 32]>().prop_map(Hash32)
+}
+
+fn key() -> impl Strategy<Value = PublicKey> {
+    any::<[u8; 32]>().prop_map(PublicKey)
+}
+
+fn output() -> impl Strategy<Value = TxOutput> {
+    (
+        any::<u64>(),
+        prop_oneof![Just(AssetId::CAS), hash().prop_map(AssetId)],
+        key(),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(amount, asset, owner, unlock_height)| TxOutput {
+            amount,
+            asset,
+            owner,
+            unlock_height,
+        })
+}
+
+fn kind() -> impl Strategy<Value = TxKind> {
+    prop_oneof![
+        4 => Just(TxKind::Transfer),
+        1 => (any::<u32>(), vec((key(), any::<u64>()), 0..4), any::<(u64, u64)>()).prop_map(|(part, members, p)| {
+            TxKind::Genesis {
+                part,
+                committee: members.into_iter().map(|(key, stake)| CommitteeMember { key, stake }).collect(),
+                params: ChainParams { min_fee: p.0, block_interval_ms: p.1 },
+            }
+        }),
+    ]
+}
+
+fn transaction() -> impl Strategy<Value = Transaction> {
+    let body = (
+        any::<(u32, u32, u64)>(),
+        kind(),
+        vec(
+            (hash(), any::<u32>()).prop_map(|(tx, index)| OutPoint { tx, index }),
+            0..6,
+        ),
+        vec(output(), 0..6),
+        vec(any::<u8>(), 0..=MEMO_BYTES_MAX),
+        any::<Option<u64>>(),
+    )
+        .prop_map(
+            |((chain_id, vn, fee), kind, inputs, outputs, memo, client_id)| TxBody {
+                chain_id,
+                vn,
+                kind,
+                inputs,
+                outputs,
+                fee,
+                memo,
+                client_id,
+            },
+        );
+    let witness = (key(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(key, r, s)| {
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r);
+        signature[32..].copy_from_slice(&s);
+        Witness {
+            key,
+            signature: Signature(signature),
+        }
+    });
+    (body, vec(witness, 0..4)).prop_map(|(body, witnesses)| Transaction { body, witnesses })
+}
+
+fn block() -> impl Strategy<Value = Block> {
+    let header = (any::<(u32, u64, u64, u64)>(), hash(), hash(), key(), hash()).prop_map(
+        |((chain_id, height, round, timestamp_ms), parent, tx_root, proposer, utxo_commitment)| {
+            BlockHeader {
+                chain_id,
+                height,
+                round,
+                parent,
+                tx_root,
+                proposer,
+                timestamp_ms,
+                utxo_commitment,
+            }
+        },
+    );
+    (header, vec(transaction(), 0..8)).prop_map(|(header, txs)| Block { header, txs })
+}
+
+/// Whatever the decoder accepts respects the bounds and survives a round trip unchanged.
+fn accepted_tx_is_sound(bytes: &[u8]) {
+    if let Ok(tx) = decode_tx(bytes) {
+        assert!(tx.body.inputs.len() <= INPUTS_MAX && tx.body.outputs.len() <= OUTPUTS_MAX);
+        assert!(tx.witnesses.len() <= WITNESSES_MAX && tx.body.memo.len() <= MEMO_BYTES_MAX);
+        let owned = to_owned_tx(tx);
+        assert_eq!(owned.tx_id(), tx.tx_id());
+        let again = encode_tx(&owned);
+        assert_eq!(to_owned_tx(decode_tx(&again).unwrap()), owned);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn transaction_round_trips(tx in transaction()) {
+        let bytes = encode_tx(&tx);
+        let archived = decode_tx(&bytes).unwrap();
+        prop_assert_eq!(archived.tx_id(), tx.tx_id());
+        prop_assert_eq!(to_owned_tx(archived), tx);
+    }
+
+    #[test]
+    fn block_round_trips(block in block()) {
+        let bytes = encode_block(&block);
+        let archived = decode_block(&bytes).unwrap();
+        prop_assert_eq!(archived.header.hash(), block.header.hash());
+        prop_assert_eq!(archived.compute_tx_root(), block.compute_tx_root());
+        prop_assert_eq!(to_owned_block(archived), block);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..2_048)) {
+        accepted_tx_is_sound(&bytes);
+        if let Ok(block) = decode_block(&bytes) {
+            let _ = to_owned_block(block);
+        }
+    }
+
+    #[test]
+    fn mutated_transactions_never_panic(
+        tx in transaction(),
+        flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = encode_tx(&tx).to_vec();
+        for (at, value) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= value | 1;
+        }
+        accepted_tx_is_sound(&bytes);
+        // Truncations are rejected: the root object sits at the end of an archive.
+        let cut = cut.index(bytes.len());
+        accepted_tx_is_sound(&bytes[..cut]);
+    }
+
+    #[test]
+    fn mutated_blocks_never_panic(
+        block in block(),
+        flips in vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+    ) {
+        let mut bytes = encode_block(&block).to_vec();
+        for (at, value) in flips {
+            let at = at.index(bytes.len());
+            bytes[at] ^= value | 1;
+        }
+        if let Ok(archived) = decode_block(&bytes) {
+            let owned = to_owned_block(archived);
+            prop_assert_eq!(to_owned_block(decode_block(&encode_block(&owned)).unwrap()), owned);
+        }
+    }
+}
+
+#[test]
+fn oversize_and_over_count_inputs_are_typed_errors() {
+    let big = vec![0u8; TX_BYTES_MAX + 1];
+    assert_eq!(
+        decode_tx(&big).unwrap_err(),
+        DecodeError::TooLarge {
+            len: TX_BYTES_MAX + 1,
+            max: TX_BYTES_MAX
+        }
+    );
+    let too_many = Transaction {
+        body: TxBody {
+            chain_id: 1,
+            vn: 0,
+            kind: TxKind::Transfer,
+            inputs: vec![
+                OutPoint {
+                    tx: Hash32::ZERO,
+                    index: 0
+                };
+                INPUTS_MAX + 1
+            ],
+            outputs: vec![],
+            fee: 0,
+            memo: vec![],
+            client_id: None,
+        },
+        witnesses: vec![],
+    };
+    assert_eq!(
+        decode_tx(&encode_tx(&too_many)).unwrap_err(),
+        DecodeError::TooMany {
+            what: "inputs",
+            count: INPUTS_MAX + 1,
+            max: INPUTS_MAX
+        }
+    );
+    let long_memo = Transaction {
+        body: TxBody {
+            memo: vec![7; MEMO_BYTES_MAX + 1],
+            inputs: vec![],
+            ..too_many.body.clone()
+        },
+        witnesses: vec![],
+    };
+    assert!(matches!(
+        decode_tx(&encode_tx(&long_memo)),
+        Err(DecodeError::TooMany {
+            what: "memo bytes",
+            ..
+        })
+    ));
+    let block = Block {
+        header: BlockHeader {
+            chain_id: 1,
+            height: 1,
+            round: 1,
+            parent: Hash32::ZERO,
+            tx_root: Hash32::ZERO,
+            proposer: PublicKey::default(),
+            timestamp_ms: 0,
+            utxo_commitment: Hash32::ZERO,
+        },
+        txs: vec![long_memo.clone(), too_many],
+    };
+    assert!(matches!(
+        decode_block(&encode_block(&block)),
+        Err(DecodeError::InBlock { index: 0, .. })
+    ));
+    assert!(matches!(decode_tx(&[]), Err(DecodeError::Malformed { .. })));
+}
+
+#[test]
+fn tx_id_ignores_witnesses_and_covers_every_body_field() {
+    let base = Transaction {
+        body: TxBody {
+            chain_id: 1,
+            vn: 2,
+            kind: TxKind::Transfer,
+            inputs: vec![OutPoint {
+                tx: Hash32([1; 32]),
+                index: 3,
+            }],
+            outputs: vec![TxOutput {
+                amount: 5,
+                asset: AssetId::CAS,
+                owner: PublicKey([2; 32]),
+                unlock_height: None,
+            }],
+            fee: 1,
+            memo: vec![],
+            client_id: None,
+        },
+        witnesses: vec![],
+    };
+    let id = base.tx_id();
+    let mut signed = base.clone();
+    signed.witnesses.push(Witness {
+        key: PublicKey([3; 32]),
+        signature: Signature([4; 64]),
+    });
+    assert_eq!(signed.tx_id(), id);
+    let variants: [fn(&mut TxBody); 8] = [
+        |b| b.chain_id += 1,
+        |b| b.vn += 1,
+        |b| b.inputs[0].index += 1,
+        |b| b.outputs[0].amount += 1,
+        |b| b.outputs[0].unlock_height = Some(0),
+        |b| b.fee += 1,
+        |b| b.memo.push(0),
+        |b| b.client_id = Some(0),
+    ];
+    for change in variants {
+        let mut other = base.clone();
+        change(&mut other.body);
+        assert_ne!(other.tx_id(), id);
+    }
+}

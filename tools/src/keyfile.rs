@@ -1,0 +1,58 @@
+//! Key files: a TOML file holding an ed25519 seed and its public key, created with mode 0600 and never
+//! overwritten.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use cas_engine::Keypair;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    secret: String,
+    public: String,
+}
+
+/// Creates `path` (which must not exist) with a fresh key from the OS's randomness, synced to disk.
+pub fn create(path: &Path) -> Result<Keypair> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).context("the OS gave no randomness")?;
+    let keypair = Keypair::from_seed(&seed);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    let text = format!(
+        "secret = \"{}\"\npublic = \"{}\"\n",
+        hex::encode(seed),
+        keypair.public().to_hex()
+    );
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(keypair)
+}
+
+/// Reads a key file and checks that its public key matches its secret.
+pub fn load(path: &Path) -> Result<Keypair> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    let file: KeyFile =
+        toml::from_str(&text).with_context(|| format!("{} is not a key file", path.display()))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(&file.secret, &mut seed)
+        .with_context(|| format!("{}: secret is not 32 hex bytes", path.display()))?;
+    let keypair = Keypair::from_seed(&seed);
+    if keypair.public().to_hex() != file.public {
+        bail!(
+            "{}: the public key does not belong to the secret",
+            path.display()
+        );
+    }
+    Ok(keypair)
+}

@@ -1,0 +1,179 @@
+//! The offline commands: `cas keygen`, `cas genesis`, `cas tx` (build and sign a transfer without a node) and
+//! `cas show` (decode a transaction or block file through the untrusted decoder).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use cas_engine::codec::{decode_block, decode_tx, encode_block, encode_tx};
+use cas_engine::genesis::{genesis_block, genesis_committee, GenesisSpec};
+use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxBody, TxKind, TxOutput};
+
+use crate::keyfile;
+
+pub fn keygen(out: &Path) -> Result<()> {
+    let keypair = keyfile::create(out)?;
+    println!("{}", keypair.public());
+    Ok(())
+}
+
+pub fn genesis(spec_path: &Path, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read spec {}", spec_path.display()))?;
+    let spec = GenesisSpec::from_toml(&text).with_context(|| spec_path.display().to_string())?;
+    let block = genesis_block(&spec).with_context(|| spec_path.display().to_string())?;
+    write_synced(out, &encode_block(&block))?;
+    let (committee, _) = genesis_committee(&block).expect("a built genesis has a committee");
+    let outputs: usize = block.txs.iter().map(|tx| tx.body.outputs.len()).sum();
+    println!("genesis {}", block.header.hash());
+    println!(
+        "chain_id {}  committee {}  outputs {}",
+        spec.chain_id,
+        committee.len(),
+        outputs
+    );
+    println!("utxo_commitment {}", block.header.utxo_commitment);
+    println!("written to {}", out.display());
+    Ok(())
+}
+
+/// Arguments of `cas tx`, already split by clap.
+pub struct TxArgs<'a> {
+    pub keys: &'a [PathBuf],
+    pub chain_id: u32,
+    pub vn: u32,
+    pub inputs: &'a [String],
+    pub outputs: &'a [String],
+    pub fee: u64,
+    pub memo: Option<&'a str>,
+    pub client_id: Option<u64>,
+    pub out: &'a Path,
+}
+
+pub fn tx(args: TxArgs<'_>) -> Result<()> {
+    let signers = args
+        .keys
+        .iter()
+        .map(|path| keyfile::load(path))
+        .collect::<Result<Vec<_>>>()?;
+    if signers.is_empty() {
+        bail!("give at least one --key: one per distinct owner of the inputs");
+    }
+    let inputs = args
+        .inputs
+        .iter()
+        .map(|text| parse_outpoint(text))
+        .collect::<Result<Vec<_>>>()?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|text| parse_output(text))
+        .collect::<Result<Vec<_>>>()?;
+    let memo = args.memo.map(|m| m.as_bytes().to_vec()).unwrap_or_default();
+    let body = TxBody {
+        chain_id: args.chain_id,
+        vn: args.vn,
+        kind: TxKind::Transfer,
+        inputs,
+        outputs,
+        fee: args.fee,
+        memo,
+        client_id: args.client_id,
+    };
+    let tx = body.sign(&signers.iter().collect::<Vec<_>>());
+    let bytes = encode_tx(&tx);
+    // What we write must pass the same decoder a node runs (sizes, counts, memo length).
+    decode_tx(&bytes).context("the transaction breaks a codec limit")?;
+    write_synced(args.out, &bytes)?;
+    println!("{}", tx.tx_id());
+    Ok(())
+}
+
+pub fn show(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if let Ok(tx) = decode_tx(&bytes) {
+        println!("transaction {}", tx.tx_id());
+        println!("{tx:#?}");
+        return Ok(());
+    }
+    match decode_block(&bytes) {
+        Ok(block) => {
+            println!(
+                "block {} at height {}",
+                block.header.hash(),
+                block.header.height
+            );
+            println!("{:#?}", block.header);
+            println!("{} transactions", block.txs.len());
+            Ok(())
+        }
+        Err(error) => bail!(
+            "{} is neither a transaction nor a block: {error}",
+            path.display()
+        ),
+    }
+}
+
+/// `TXID:INDEX`.
+fn parse_outpoint(text: &str) -> Result<OutPoint> {
+    let (tx, index) = text
+        .split_once(':')
+        .with_context(|| format!("input {text:?} is not TXID:INDEX"))?;
+    let tx = Hash32::from_hex(tx)
+        .with_context(|| format!("input {text:?}: tx id is not 32 hex bytes"))?;
+    let index = index
+        .parse()
+        .with_context(|| format!("input {text:?}: index is not a number"))?;
+    Ok(OutPoint { tx, index })
+}
+
+/// `OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT]`.
+fn parse_output(text: &str) -> Result<TxOutput> {
+    let (main, unlock_height) = match text.split_once('@') {
+        Some((main, height)) => (
+            main,
+            Some(
+                height
+                    .parse()
+                    .with_context(|| format!("output {text:?}: unlock height is not a number"))?,
+            ),
+        ),
+        None => (text, None),
+    };
+    let mut parts = main.split(':');
+    let (Some(owner), Some(amount)) = (parts.next(), parts.next()) else {
+        bail!("output {text:?} is not OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT]");
+    };
+    let owner = PublicKey::from_hex(owner)
+        .with_context(|| format!("output {text:?}: owner is not 32 hex bytes"))?;
+    let amount = amount
+        .parse()
+        .with_context(|| format!("output {text:?}: amount is not a number"))?;
+    let asset = match parts.next() {
+        None => AssetId::CAS,
+        Some(asset) => {
+            AssetId(Hash32::from_hex(asset).with_context(|| format!("output {text:?}: bad asset"))?)
+        }
+    };
+    if parts.next().is_some() {
+        bail!("output {text:?} has too many ':' parts");
+    }
+    Ok(TxOutput {
+        amount,
+        asset,
+        owner,
+        unlock_height,
+    })
+}
+
+/// Writes a file and syncs it, refusing to overwrite one that exists.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
