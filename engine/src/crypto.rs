@@ -23,6 +23,9 @@ use crate::id::domain;
 /// larger it is.
 pub const VERIFY_BATCH_SIZE: usize = 1024;
 
+/// The smallest batch the adaptive sizing shrinks to after failures.
+pub const VERIFY_BATCH_SIZE_MIN: usize = 32;
+
 /// A failing range this small is checked entry by entry instead of being bisected further.
 const BISECT_SINGLES_BELOW: usize = 8;
 
@@ -185,15 +188,28 @@ pub fn verify_one(entry: &SigEntry<'_>) -> bool {
 
 /// Verifies `entries` and returns the indices of the bad ones, ascending. Empty means all are good.
 ///
-/// Entries are checked in batches of [`VERIFY_BATCH_SIZE`]. A failing batch is bisected: when the left half of a
-/// failing range passes, the right half must fail and is split without being checked. Work is bounded: once the
-/// bisection has spent as many entry-checks as the batch is long, the remaining suspects are checked one by one,
-/// so a batch full of bad signatures costs at most about twice a one-by-one check.
+/// Entries are checked in batches of at most [`VERIFY_BATCH_SIZE`]. A failing batch is bisected: when the left
+/// half of a failing range passes, the right half must fail and is split without being checked. Work is bounded:
+/// once the bisection of a batch has spent twice its length in entry-checks, the remaining suspects are checked one
+/// by one, so even a batch of nothing but bad signatures costs under twice a one-by-one check. Batches adapt to
+/// what they find: after a failing batch the next is smaller (about four good entries per bad one seen, at least
+/// [`VERIFY_BATCH_SIZE_MIN`]), after a clean one it doubles back, so scattered bad signatures (spam) cost a
+/// bisection of a small batch rather than of a large one. None of this changes a verdict (see the module doc).
 pub fn verify_batch(entries: &[SigEntry<'_>]) -> Vec<usize> {
     let mut bad = Vec::new();
-    for (chunk_index, chunk) in entries.chunks(VERIFY_BATCH_SIZE).enumerate() {
-        let offset = chunk_index * VERIFY_BATCH_SIZE;
-        verify_chunk(chunk, &mut |index| bad.push(offset + index));
+    let mut start = 0;
+    let mut size = VERIFY_BATCH_SIZE;
+    while start < entries.len() {
+        let end = entries.len().min(start + size);
+        let bad_before = bad.len();
+        verify_chunk(&entries[start..end], &mut |index| bad.push(start + index));
+        let bad_found = bad.len() - bad_before;
+        size = if bad_found == 0 {
+            (size * 2).min(VERIFY_BATCH_SIZE)
+        } else {
+            ((end - start) / (4 * bad_found)).clamp(VERIFY_BATCH_SIZE_MIN, VERIFY_BATCH_SIZE)
+        };
+        start = end;
     }
     debug_assert!(bad.windows(2).all(|pair| pair[0] < pair[1]));
     bad
@@ -215,19 +231,19 @@ fn verify_chunk(entries: &[SigEntry<'_>], report_bad: &mut dyn FnMut(usize)) {
         }
     }
     let weights = batch_weights(&parsed);
-    let mut verifier = Bisection {
-        parsed: &parsed,
-        weights: &weights,
-        budget: parsed.len(),
-        bad: Vec::new(),
-    };
-    verifier.check(&(0..parsed.len()).collect::<Vec<_>>(), false);
-    let mut bad: Vec<usize> = verifier
-        .bad
-        .iter()
-        .map(|&p| members[p])
-        .chain(unparsable)
-        .collect();
+    let all: Vec<usize> = (0..parsed.len()).collect();
+    let mut bad = Vec::new();
+    if !all.is_empty() && !batch_equation_holds(&parsed, &weights, &all) {
+        let mut bisection = Bisection {
+            parsed: &parsed,
+            weights: &weights,
+            budget: 2 * parsed.len(),
+            bad: Vec::new(),
+        };
+        bisection.split(&all);
+        bad = bisection.bad;
+    }
+    let mut bad: Vec<usize> = bad.iter().map(|&p| members[p]).chain(unparsable).collect();
     bad.sort_unstable();
     bad.into_iter().for_each(report_bad);
 }
@@ -255,37 +271,50 @@ fn batch_weights(parsed: &[Parsed]) -> Vec<Scalar> {
 struct Bisection<'a> {
     parsed: &'a [Parsed],
     weights: &'a [Scalar],
-    /// Entry-checks the bisection may still spend before falling back to one-by-one checks.
+    /// Batched entry-checks the bisection may still spend before falling back to one-by-one checks.
     budget: usize,
     bad: Vec<usize>,
 }
 
 impl Bisection<'_> {
-    /// Finds the bad members of `members`; `known_bad` says the range is already known to fail.
-    fn check(&mut self, members: &[usize], known_bad: bool) {
-        if members.is_empty() {
-            return;
-        }
+    /// Finds the bad members of a range known to fail.
+    fn split(&mut self, members: &[usize]) {
+        debug_assert!(!members.is_empty());
         if members.len() < BISECT_SINGLES_BELOW || self.budget < members.len() {
-            for &member in members {
-                if !equation_holds(&self.parsed[member]) {
-                    self.bad.push(member);
-                }
-            }
+            self.one_by_one(members);
             return;
-        }
-        if !known_bad {
-            self.budget -= members.len();
-            if batch_equation_holds(self.parsed, self.weights, members) {
-                return;
-            }
         }
         let (left, right) = members.split_at(members.len() / 2);
-        let bad_before = self.bad.len();
-        self.check(left, false);
-        // The whole range fails; if the left half was clean, the right half must hold the culprit.
-        let left_clean = self.bad.len() == bad_before;
-        self.check(right, left_clean);
+        let left_clean = self.check(left);
+        if left_clean {
+            // The whole range fails and the left half is clean: the culprits are on the right.
+            self.split(right);
+        } else {
+            self.check(right);
+        }
+    }
+
+    /// Finds the bad members of a range not yet checked; returns whether it was clean.
+    fn check(&mut self, members: &[usize]) -> bool {
+        if members.len() < BISECT_SINGLES_BELOW || self.budget < members.len() {
+            let bad_before = self.bad.len();
+            self.one_by_one(members);
+            return self.bad.len() == bad_before;
+        }
+        self.budget -= members.len();
+        if batch_equation_holds(self.parsed, self.weights, members) {
+            return true;
+        }
+        self.split(members);
+        false
+    }
+
+    fn one_by_one(&mut self, members: &[usize]) {
+        for &member in members {
+            if !equation_holds(&self.parsed[member]) {
+                self.bad.push(member);
+            }
+        }
     }
 }
 
@@ -354,6 +383,25 @@ mod tests {
             verify_batch(&entries(&publics, &messages, &sigs)),
             (0..64).collect::<Vec<_>>()
         );
+    }
+
+    /// Scattered bad entries over several adaptive batches are found exactly, whatever their density.
+    #[test]
+    fn adaptive_batches_find_exactly_the_bad_entries() {
+        let (keys, messages, signatures) = signed(3000);
+        let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.public().0).collect();
+        for stride in [7usize, 97, 331, 2999] {
+            let mut sigs = signatures.clone();
+            let expected: Vec<usize> = (stride / 2..3000).step_by(stride).collect();
+            for &i in &expected {
+                sigs[i].0[33] ^= 4;
+            }
+            assert_eq!(
+                verify_batch(&entries(&publics, &messages, &sigs)),
+                expected,
+                "stride {stride}"
+            );
+        }
     }
 
     #[test]

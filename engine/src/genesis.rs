@@ -79,7 +79,9 @@ pub enum GenesisError {
 impl GenesisSpec {
     pub fn from_toml(text: &str) -> Result<GenesisSpec, GenesisError> {
         toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |span| text[..span.start].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
             GenesisError::Toml(format!("line {line}: {}", e.message().trim()))
         })
     }
