@@ -1,0 +1,285 @@
+//! The wire frame: `[payload length: u32 LE][class: u8][payload]`, with a hard maximum per class checked before
+//! anything is allocated. Owns the message classes and their lanes (which stream, which priority). It never
+//! interprets a payload: the layer above supplies the validating decoder ([`Validator`]).
+
+use bytes::Bytes;
+
+use crate::error::FrameError;
+use crate::limits::{
+    BULK_PAYLOAD_BYTES_MAX, CLIENT_TX_PAYLOAD_BYTES_MAX, CONSENSUS_PAYLOAD_BYTES_MAX,
+    FRAME_HEADER_BYTES,
+};
+
+/// What a message is, which decides its lane, its size limit and its queue policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Class {
+    /// A BFT proposal (consensus lane).
+    Proposal = 1,
+    /// A BFT vote (consensus lane).
+    Vote = 2,
+    /// A BFT timeout or timeout certificate (consensus lane).
+    Timeout = 3,
+    /// A package of instructions for availability (bulk lane).
+    Package = 4,
+    /// A block or a piece of one, for sync and the two-tier broadcast (bulk lane).
+    BlockSync = 5,
+    /// A client's signed transaction: on the ingest endpoint from clients, on the bulk lane when gossiped.
+    ClientTx = 6,
+}
+
+impl Class {
+    pub const ALL: [Class; 6] = [
+        Class::Proposal,
+        Class::Vote,
+        Class::Timeout,
+        Class::Package,
+        Class::BlockSync,
+        Class::ClientTx,
+    ];
+
+    pub fn from_byte(byte: u8) -> Result<Class, FrameError> {
+        Class::ALL
+            .into_iter()
+            .find(|class| *class as u8 == byte)
+            .ok_or(FrameError::UnknownClass(byte))
+    }
+
+    /// The lane this class travels on between nodes.
+    pub fn lane(self) -> Lane {
+        match self {
+            Class::Proposal | Class::Vote | Class::Timeout => Lane::Consensus,
+            Class::Package | Class::BlockSync | Class::ClientTx => Lane::Bulk,
+        }
+    }
+
+    /// The largest payload of this class; a larger frame is refused before its payload is read.
+    pub fn payload_bytes_max(self) -> usize {
+        match self {
+            Class::Proposal | Class::Vote | Class::Timeout => CONSENSUS_PAYLOAD_BYTES_MAX,
+            Class::Package | Class::BlockSync => BULK_PAYLOAD_BYTES_MAX,
+            Class::ClientTx => CLIENT_TX_PAYLOAD_BYTES_MAX,
+        }
+    }
+}
+
+/// A stream between two nodes. Each lane has its own QUIC stream, so consensus frames never queue behind a
+/// package being written, and the consensus stream has the higher send priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Consensus = 0,
+    Bulk = 1,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Consensus, Lane::Bulk];
+
+    /// quinn's stream priority: higher is sent first when both lanes have data.
+    pub fn priority(self) -> i32 {
+        match self {
+            Lane::Consensus => 100,
+            Lane::Bulk => 0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Consensus => "consensus lane",
+            Lane::Bulk => "bulk lane",
+        }
+    }
+}
+
+/// The validating decoder of the layer above: accepts a payload of `class` or says why not. Run on every
+/// received frame before it is delivered, so the layer above may then read it in place without checking again
+/// (e.g. `cas_engine::codec::decode_tx` for [`Class::ClientTx`]).
+pub trait Validator: Send + Sync + 'static {
+    fn validate(&self, class: Class, payload: &[u8]) -> Result<(), String>;
+}
+
+impl<F> Validator for F
+where
+    F: Fn(Class, &[u8]) -> Result<(), String> + Send + Sync + 'static,
+{
+    fn validate(&self, class: Class, payload: &[u8]) -> Result<(), String> {
+        self(class, payload)
+    }
+}
+
+/// Client transactions through the engine's untrusted decoder; every other class is accepted as opaque bytes.
+pub fn validate_client_tx(class: Class, payload: &[u8]) -> Result<(), String> {
+    if class == Class::ClientTx {
+        cas_engine::codec::decode_tx(payload).map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
+/// The header of a frame carrying `len` payload bytes of `class`.
+pub fn encode_header(class: Class, len: usize) -> [u8; FRAME_HEADER_BYTES] {
+    assert!(
+        len <= class.payload_bytes_max(),
+        "callers check sizes first"
+    );
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    header[4] = class as u8;
+    header
+}
+
+/// Reads a header: the class must be known and the length within its limit.
+pub fn decode_header(header: &[u8; FRAME_HEADER_BYTES]) -> Result<(Class, usize), FrameError> {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let class = Class::from_byte(header[4])?;
+    let max = class.payload_bytes_max();
+    if len > max {
+        return Err(FrameError::Oversize { class, len, max });
+    }
+    Ok((class, len))
+}
+
+/// One frame in memory (tests, fuzzing and tools): header then payload.
+pub fn encode_frame(class: Class, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    bytes.extend_from_slice(&encode_header(class, payload.len()));
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Splits the first frame off `bytes`: its class, its payload and the rest.
+pub fn decode_frame(bytes: &[u8]) -> Result<(Class, &[u8], &[u8]), FrameError> {
+    let Some(header) = bytes.first_chunk::<FRAME_HEADER_BYTES>() else {
+        return Err(FrameError::Truncated {
+            got: bytes.len(),
+            want: FRAME_HEADER_BYTES,
+        });
+    };
+    let (class, len) = decode_header(header)?;
+    let body = &bytes[FRAME_HEADER_BYTES..];
+    if body.len() < len {
+        return Err(FrameError::Truncated {
+            got: FRAME_HEADER_BYTES + body.len(),
+            want: FRAME_HEADER_BYTES + len,
+        });
+    }
+    Ok((class, &body[..len], &body[len..]))
+}
+
+/// Reads the next frame from a QUIC stream. `Ok(None)` is a clean end between frames.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+) -> Result<Option<(Class, Bytes)>, FrameError> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => {
+            return Err(FrameError::Truncated {
+                got,
+                want: FRAME_HEADER_BYTES,
+            })
+        }
+        Err(quinn::ReadExactError::ReadError(error)) => {
+            return Err(FrameError::Read(error.to_string()))
+        }
+    }
+    let (class, len) = decode_header(&header)?;
+    // The length is bounded by the class limit above, so this allocation is too.
+    let mut payload = vec![0u8; len];
+    match recv.read_exact(&mut payload).await {
+        Ok(()) => Ok(Some((class, Bytes::from(payload)))),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => Err(FrameError::Truncated {
+            got: FRAME_HEADER_BYTES + got,
+            want: FRAME_HEADER_BYTES + len,
+        }),
+        Err(quinn::ReadExactError::ReadError(error)) => Err(FrameError::Read(error.to_string())),
+    }
+}
+
+/// Writes one frame to a QUIC stream without copying the payload.
+pub async fn write_frame(
+    send: &mut quinn::SendStream,
+    class: Class,
+    payload: Bytes,
+) -> Result<(), quinn::WriteError> {
+    let header = Bytes::copy_from_slice(&encode_header(class, payload.len()));
+    send.write_all_chunks(&mut [header, payload]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_for_every_class() {
+        for class in Class::ALL {
+            let payload = vec![class as u8; 100];
+            let mut bytes = encode_frame(class, &payload);
+            bytes.extend_from_slice(&encode_frame(Class::Vote, b"next"));
+            let (got_class, got_payload, rest) = decode_frame(&bytes).unwrap();
+            assert_eq!(got_class, class);
+            assert_eq!(got_payload, &payload[..]);
+            let (next_class, next_payload, rest) = decode_frame(rest).unwrap();
+            assert_eq!((next_class, next_payload), (Class::Vote, &b"next"[..]));
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn unknown_class_is_refused() {
+        for byte in [0u8, 7, 0xff] {
+            let mut bytes = encode_frame(Class::Vote, b"x");
+            bytes[4] = byte;
+            assert_eq!(decode_frame(&bytes), Err(FrameError::UnknownClass(byte)));
+        }
+    }
+
+    #[test]
+    fn oversize_is_refused_from_the_header_alone() {
+        for class in Class::ALL {
+            let max = class.payload_bytes_max();
+            let mut header = encode_header(class, 0);
+            header[..4].copy_from_slice(&((max + 1) as u32).to_le_bytes());
+            assert_eq!(
+                decode_header(&header),
+                Err(FrameError::Oversize {
+                    class,
+                    len: max + 1,
+                    max
+                })
+            );
+            header[..4].copy_from_slice(&(max as u32).to_le_bytes());
+            assert_eq!(decode_header(&header), Ok((class, max)));
+        }
+    }
+
+    #[test]
+    fn truncated_header_and_payload_are_refused() {
+        let bytes = encode_frame(Class::Package, &[7u8; 64]);
+        assert_eq!(
+            decode_frame(&bytes[..3]),
+            Err(FrameError::Truncated { got: 3, want: 5 })
+        );
+        assert_eq!(
+            decode_frame(&bytes[..20]),
+            Err(FrameError::Truncated { got: 20, want: 69 })
+        );
+    }
+
+    #[test]
+    fn client_tx_goes_through_the_engine_decoder() {
+        assert!(validate_client_tx(Class::ClientTx, &[0xab; 40]).is_err());
+        assert!(validate_client_tx(Class::Package, &[0xab; 40]).is_ok());
+        let genesis = cas_engine::fixtures::funded_genesis(1, 4, 1, 1, 10);
+        let tx = cas_engine::codec::encode_tx(&genesis.txs[0]);
+        assert_eq!(validate_client_tx(Class::ClientTx, &tx), Ok(()));
+    }
+
+    #[test]
+    fn every_class_has_one_lane_and_a_limit() {
+        for class in Class::ALL {
+            assert_eq!(Class::from_byte(class as u8), Ok(class));
+            assert!(class.payload_bytes_max() > 0);
+        }
+        assert!(Lane::Consensus.priority() > Lane::Bulk.priority());
+    }
+}

@@ -1,0 +1,68 @@
+//! Every bound of the transport in one place: frame sizes, queue depths, stream and connection counts, timers.
+//! Each limit says what happens when it is reached; the relations between them are checked at compile time.
+
+/// Bytes of a frame header: the payload length (u32, little-endian) then the class (u8).
+pub const FRAME_HEADER_BYTES: usize = 5;
+
+/// Payload bytes of one consensus message (proposal, vote, timeout). A proposal carries package certificates and
+/// a quorum certificate, never transactions, so 1 MiB is generous; a larger frame closes the connection.
+pub const CONSENSUS_PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
+/// Payload bytes of one bulk message (a package, a block-sync piece). Blocks larger than this are synced in
+/// pieces by the layer above; a larger frame closes the connection.
+pub const BULK_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Payload bytes of one client transaction: the engine's own limit, so the frame check and the decoder agree.
+pub const CLIENT_TX_PAYLOAD_BYTES_MAX: usize = cas_engine::codec::TX_BYTES_MAX;
+
+/// Outgoing consensus messages queued per peer. Full: `try_send` answers `QueueFull` at once and the rejection is
+/// counted and logged; consensus retransmits on its own timers, so nothing is dropped silently.
+pub const CONSENSUS_QUEUE_MAX: usize = 1024;
+/// Outgoing bulk messages queued per peer (64 x 256 KiB packages = 16 MiB). Full: `try_send` answers
+/// `QueueFull`, `send_blocking` waits for room (back-pressure to the producer).
+pub const BULK_QUEUE_MAX: usize = 64;
+/// Received consensus messages waiting for the consensus thread. Full: the stream's reader waits, so QUIC flow
+/// control slows that peer only on this lane.
+pub const INBOUND_CONSENSUS_MAX: usize = 4096;
+/// Received bulk messages waiting for the layer above. Full: the reader waits (flow control pushes back).
+pub const INBOUND_BULK_MAX: usize = 256;
+/// Received client transactions waiting for validation. Full: the reader waits, so clients are slowed by QUIC
+/// flow control (back-pressure to clients, never a silent drop).
+pub const INBOUND_INGEST_MAX: usize = 8192;
+/// Transactions a client may queue before `submit` blocks.
+pub const CLIENT_QUEUE_MAX: usize = 1024;
+
+/// Unidirectional streams a peer or client may have open towards us at once (one per lane, plus slack for a
+/// stream being replaced). More are refused by QUIC's own stream limit.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 8;
+/// Client connections served at once by the ingest endpoint; more are refused with a reason.
+pub const INGEST_CONNECTIONS_MAX: usize = 1024;
+/// Handshakes in progress at once on one endpoint; more are refused by quinn.
+pub const HANDSHAKES_MAX: usize = 256;
+/// Peers one node keeps connections with (committee plus its broadcast children).
+pub const PEERS_MAX: usize = cas_engine::codec::COMMITTEE_MAX + 64;
+
+/// First reconnect delay after a failed or lost connection.
+pub const BACKOFF_INITIAL_MS: u64 = 50;
+/// Reconnect delays double up to this cap.
+pub const BACKOFF_MAX_MS: u64 = 5_000;
+/// A dial that has not completed its handshake by then counts as failed.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// A connection silent for this long is closed (keep-alives keep live ones open).
+pub const IDLE_TIMEOUT_MS: u64 = 10_000;
+/// Keep-alive interval; also how quickly a vanished peer is noticed together with the idle timeout.
+pub const KEEP_ALIVE_MS: u64 = 1_000;
+/// How often a connected peer's RTT is sampled into its counters.
+pub const RTT_SAMPLE_MS: u64 = 500;
+/// How long shutdown waits for peers to acknowledge the close.
+pub const SHUTDOWN_WAIT_MS: u64 = 1_000;
+
+/// Children per node in the third tier of the broadcast tree.
+pub const FANOUT_DEFAULT: usize = 8;
+
+const _: () = assert!(CONSENSUS_PAYLOAD_BYTES_MAX <= BULK_PAYLOAD_BYTES_MAX);
+const _: () = assert!(CLIENT_TX_PAYLOAD_BYTES_MAX <= CONSENSUS_PAYLOAD_BYTES_MAX);
+// The length field is a u32 with room to spare.
+const _: () = assert!(BULK_PAYLOAD_BYTES_MAX < u32::MAX as usize);
+const _: () = assert!(BACKOFF_INITIAL_MS > 0 && BACKOFF_INITIAL_MS <= BACKOFF_MAX_MS);
+const _: () = assert!(KEEP_ALIVE_MS < IDLE_TIMEOUT_MS);
+const _: () = assert!(STREAMS_PER_CONNECTION_MAX >= 2);
+const _: () = assert!(CONSENSUS_QUEUE_MAX > 0 && BULK_QUEUE_MAX > 0 && CLIENT_QUEUE_MAX > 0);
