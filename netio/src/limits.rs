@@ -55,6 +55,9 @@ pub const RTT_SAMPLE_MS: u64 = 500;
 /// How long shutdown waits for peers to acknowledge the close.
 pub const SHUTDOWN_WAIT_MS: u64 = 1_000;
 
+/// How long a finishing client waits for the node to read what it queued.
+pub const FLUSH_WAIT_MS: u64 = 10_000;
+
 /// Children per node in the third tier of the broadcast tree.
 pub const FANOUT_DEFAULT: usize = 8;
 

@@ -1,0 +1,757 @@
+//! A node's transport: the peer endpoint (mutually authenticated by node key), the client ingest endpoint, one
+//! supervisor task per peer (dial or accept, backoff, reconnect), the lane writers and the frame readers. Owns
+//! every queue between quinn and the rest of the node; never interprets a payload beyond the [`Validator`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cas_engine::{Keypair, PublicKey};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broadcast::{TreeError, TwoTierTree};
+use crate::error::{FrameError, NetError, SendError};
+use crate::frame::{read_frame, write_frame, Class, Lane, Validator};
+use crate::identity::{self, Identity};
+use crate::limits::*;
+use crate::peer::{Backoff, PeerCounters, PeerStats};
+use crate::thread::IoThread;
+
+/// QUIC application close codes, so the far side's log says why.
+pub mod close_code {
+    pub const SHUTDOWN: u32 = 0;
+    pub const BAD_FRAME: u32 = 1;
+    pub const REFUSED: u32 = 2;
+    pub const REPLACED: u32 = 3;
+}
+
+/// Connections from one peer waiting for its supervisor (a restart racing the old connection's close).
+const INCOMING_PER_PEER_MAX: usize = 2;
+
+/// Where a received message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An authenticated node.
+    Peer(PublicKey),
+    /// A client on the ingest endpoint (no node key).
+    Client(SocketAddr),
+}
+
+/// One received, validated message.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub origin: Origin,
+    pub class: Class,
+    pub payload: Bytes,
+}
+
+/// The receiving ends of the bridge, one per lane, so a slow bulk consumer never holds up consensus. They work
+/// from any thread (`blocking_recv`) or any async executor (`recv().await`).
+#[derive(Debug)]
+pub struct InboundQueues {
+    /// Proposals, votes and timeouts from peers.
+    pub consensus: mpsc::Receiver<Inbound>,
+    /// Packages, block sync and gossiped transactions from peers.
+    pub bulk: mpsc::Receiver<Inbound>,
+    /// Transactions from clients on the ingest endpoint.
+    pub ingest: mpsc::Receiver<Inbound>,
+}
+
+/// A node we keep a connection with, at the address the committee (or config) names for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub key: PublicKey,
+    pub addr: SocketAddr,
+}
+
+/// What a node needs to start.
+pub struct NodeConfig {
+    pub keypair: Keypair,
+    /// The peer endpoint (`127.0.0.1:0` lets the OS choose the port).
+    pub listen: SocketAddr,
+    /// The client ingest endpoint; `None` for a node that serves no clients.
+    pub ingest_listen: Option<SocketAddr>,
+}
+
+/// Counters of the endpoints themselves (refusals happen before there is a peer to count them on).
+#[derive(Debug, Default)]
+struct EndpointCounters {
+    refused_handshakes: AtomicU64,
+    refused_connections: AtomicU64,
+    ingest_connections: AtomicU64,
+    ingest_bad_frames: AtomicU64,
+    ingest_messages: AtomicU64,
+}
+
+/// A copy of the endpoint counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Handshakes that failed: unknown or wrong key, bad signature, timeouts.
+    pub refused_handshakes: u64,
+    /// Authenticated connections closed at once: wrong dial direction, wrong address, busy.
+    pub refused_connections: u64,
+    /// Client connections accepted on the ingest endpoint.
+    pub ingest_connections: u64,
+    /// Client connections closed for a bad frame.
+    pub ingest_bad_frames: u64,
+    /// Client transactions delivered.
+    pub ingest_messages: u64,
+}
+
+struct Outgoing {
+    class: Class,
+    payload: Bytes,
+}
+
+struct PeerLink {
+    addr: SocketAddr,
+    queues: [mpsc::Sender<Outgoing>; 2],
+    counters: Arc<PeerCounters>,
+    incoming: mpsc::Sender<quinn::Connection>,
+    task: tokio::task::AbortHandle,
+}
+
+struct Shared {
+    me: PublicKey,
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    peers: RwLock<HashMap<PublicKey, Arc<PeerLink>>>,
+    /// The keys the TLS verifier accepts from dialers; kept equal to `peers`' keys.
+    peer_keys: Arc<RwLock<HashSet<PublicKey>>>,
+    validator: Arc<dyn Validator>,
+    inbound: [mpsc::Sender<Inbound>; 2],
+    inbound_ingest: mpsc::Sender<Inbound>,
+    counters: EndpointCounters,
+}
+
+/// A running transport. Dropping it closes both endpoints (peers see a `SHUTDOWN` close) and joins the thread.
+pub struct Node {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    ingest_addr: Option<SocketAddr>,
+    // Last field: dropped after `shared`'s users are gone from this side.
+    io: IoThread,
+}
+
+impl Node {
+    /// Binds both endpoints on a new netio thread. Peers are added with [`Node::set_peers`].
+    pub fn start(
+        config: NodeConfig,
+        validator: impl Validator,
+    ) -> Result<(Node, InboundQueues), NetError> {
+        let identity = Identity::new(&config.keypair)?;
+        let peer_keys = Arc::new(RwLock::new(HashSet::new()));
+        let node_server = identity::node_server_config(&identity, peer_keys.clone())?;
+        let ingest_server = identity::ingest_server_config(&identity)?;
+        let (consensus_tx, consensus_rx) = mpsc::channel(INBOUND_CONSENSUS_MAX);
+        let (bulk_tx, bulk_rx) = mpsc::channel(INBOUND_BULK_MAX);
+        let (ingest_tx, ingest_rx) = mpsc::channel(INBOUND_INGEST_MAX);
+        let validator: Arc<dyn Validator> = Arc::new(validator);
+        let me = identity.key();
+        let (listen, ingest_listen) = (config.listen, config.ingest_listen);
+        let (io, (shared, local_addr, ingest_addr)) =
+            IoThread::start("cas-netio", move |ready, shutdown| async move {
+                let endpoint = match quinn::Endpoint::server(node_server, listen) {
+                    Ok(endpoint) => endpoint,
+                    Err(source) => {
+                        let _ = ready.send(Err(NetError::Bind {
+                            addr: listen,
+                            source,
+                        }));
+                        return;
+                    }
+                };
+                let ingest = match ingest_listen
+                    .map(|addr| quinn::Endpoint::server(ingest_server, addr).map_err(|e| (addr, e)))
+                    .transpose()
+                {
+                    Ok(ingest) => ingest,
+                    Err((addr, source)) => {
+                        let _ = ready.send(Err(NetError::Bind { addr, source }));
+                        return;
+                    }
+                };
+                let shared = Arc::new(Shared {
+                    me,
+                    identity,
+                    endpoint: endpoint.clone(),
+                    peers: RwLock::new(HashMap::new()),
+                    peer_keys,
+                    validator,
+                    inbound: [consensus_tx, bulk_tx],
+                    inbound_ingest: ingest_tx,
+                    counters: EndpointCounters::default(),
+                });
+                let local_addr = endpoint
+                    .local_addr()
+                    .expect("a bound endpoint has an address");
+                let ingest_addr = ingest
+                    .as_ref()
+                    .map(|e| e.local_addr().expect("a bound endpoint has an address"));
+                tokio::spawn(accept_peers(shared.clone()));
+                if let Some(ingest) = ingest.clone() {
+                    tokio::spawn(accept_clients(shared.clone(), ingest));
+                }
+                tracing::info!(key = ?me, %local_addr, ?ingest_addr, "netio started");
+                let _ = ready.send(Ok((shared, local_addr, ingest_addr)));
+                let _ = shutdown.await;
+                endpoint.close(close_code::SHUTDOWN.into(), b"shutdown");
+                if let Some(ingest) = &ingest {
+                    ingest.close(close_code::SHUTDOWN.into(), b"shutdown");
+                }
+                let wait = Duration::from_millis(SHUTDOWN_WAIT_MS);
+                let _ = tokio::time::timeout(wait, endpoint.wait_idle()).await;
+                tracing::info!(key = ?me, "netio stopped");
+            })?;
+        let node = Node {
+            shared,
+            local_addr,
+            ingest_addr,
+            io,
+        };
+        let inbound = InboundQueues {
+            consensus: consensus_rx,
+            bulk: bulk_rx,
+            ingest: ingest_rx,
+        };
+        Ok((node, inbound))
+    }
+
+    pub fn key(&self) -> PublicKey {
+        self.shared.me
+    }
+
+    /// The bound peer endpoint.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound client ingest endpoint, if any.
+    pub fn ingest_addr(&self) -> Option<SocketAddr> {
+        self.ingest_addr
+    }
+
+    /// Makes `peers` the set of nodes we keep connections with: new ones get a supervisor (the node with the
+    /// smaller key dials, the other accepts), removed ones are disconnected, a changed address restarts one.
+    pub fn set_peers(&self, peers: &[Peer]) -> Result<(), NetError> {
+        if peers.len() > PEERS_MAX {
+            return Err(NetError::TooManyPeers {
+                count: peers.len(),
+                max: PEERS_MAX,
+            });
+        }
+        if peers.iter().any(|peer| peer.key == self.shared.me) {
+            return Err(NetError::SelfAsPeer);
+        }
+        let wanted: HashMap<PublicKey, SocketAddr> =
+            peers.iter().map(|peer| (peer.key, peer.addr)).collect();
+        let mut links = self.shared.peers.write().expect("peers lock");
+        let mut keys = self.shared.peer_keys.write().expect("peer keys lock");
+        links.retain(|key, link| {
+            let keep = wanted.get(key) == Some(&link.addr);
+            if !keep {
+                link.task.abort();
+                keys.remove(key);
+                tracing::info!(peer = ?key, "peer removed");
+            }
+            keep
+        });
+        for (key, addr) in wanted {
+            if links.contains_key(&key) {
+                continue;
+            }
+            let (consensus_tx, consensus_rx) = mpsc::channel(CONSENSUS_QUEUE_MAX);
+            let (bulk_tx, bulk_rx) = mpsc::channel(BULK_QUEUE_MAX);
+            let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_PER_PEER_MAX);
+            let counters = Arc::new(PeerCounters::default());
+            let supervisor = Supervisor {
+                shared: self.shared.clone(),
+                key,
+                addr,
+                queues: [consensus_rx, bulk_rx],
+                unsent: [None, None],
+                incoming: incoming_rx,
+                counters: counters.clone(),
+            };
+            let task = self.io.runtime.spawn(supervisor.run()).abort_handle();
+            links.insert(
+                key,
+                Arc::new(PeerLink {
+                    addr,
+                    queues: [consensus_tx, bulk_tx],
+                    counters,
+                    incoming: incoming_tx,
+                    task,
+                }),
+            );
+            keys.insert(key);
+            tracing::info!(peer = ?key, %addr, "peer added");
+        }
+        debug_assert_eq!(links.len(), keys.len());
+        Ok(())
+    }
+
+    fn link(&self, to: &PublicKey, class: Class, len: usize) -> Result<Arc<PeerLink>, SendError> {
+        let max = class.payload_bytes_max();
+        if len > max {
+            return Err(SendError::Oversize { class, len, max });
+        }
+        let links = self.shared.peers.read().expect("peers lock");
+        links.get(to).cloned().ok_or(SendError::UnknownPeer(*to))
+    }
+
+    /// Queues a message without waiting. A full queue answers [`SendError::QueueFull`] (counted and logged):
+    /// the policy for consensus messages, whose senders retransmit on their own timers.
+    pub fn try_send(&self, to: &PublicKey, class: Class, payload: Bytes) -> Result<(), SendError> {
+        let link = self.link(to, class, payload.len())?;
+        let queue = &link.queues[class.lane() as usize];
+        queue
+            .try_send(Outgoing { class, payload })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    PeerCounters::add(&link.counters.queue_full, 1);
+                    tracing::warn!(peer = ?to, ?class, "outgoing queue full; message refused");
+                    SendError::QueueFull { peer: *to, class }
+                }
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            })
+    }
+
+    /// Queues a message, waiting for room: back-pressure for bulk producers. Call it from a plain thread, never
+    /// from inside an async runtime (use [`Node::send`] there).
+    pub fn send_blocking(
+        &self,
+        to: &PublicKey,
+        class: Class,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let link = self.link(to, class, payload.len())?;
+        link.queues[class.lane() as usize]
+            .blocking_send(Outgoing { class, payload })
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Queues a message, waiting for room (any async executor).
+    pub async fn send(
+        &self,
+        to: &PublicKey,
+        class: Class,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let link = self.link(to, class, payload.len())?;
+        link.queues[class.lane() as usize]
+            .send(Outgoing { class, payload })
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Queues `payload` to every peer without waiting; returns the peers it could not be queued for, and why.
+    pub fn broadcast(&self, class: Class, payload: Bytes) -> Vec<(PublicKey, SendError)> {
+        let keys: Vec<PublicKey> = self
+            .shared
+            .peers
+            .read()
+            .expect("peers lock")
+            .keys()
+            .copied()
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                self.try_send(&key, class, payload.clone())
+                    .err()
+                    .map(|error| (key, error))
+            })
+            .collect()
+    }
+
+    /// Relays a message that `origin` broadcast to our children in `tree`; returns those it could not be
+    /// queued for (a child must be one of our peers).
+    pub fn relay(
+        &self,
+        tree: &TwoTierTree,
+        origin: PublicKey,
+        class: Class,
+        payload: Bytes,
+    ) -> Result<Vec<(PublicKey, SendError)>, TreeError> {
+        let children = tree.children(origin, self.shared.me)?;
+        Ok(children
+            .into_iter()
+            .filter_map(|child| {
+                self.try_send(&child, class, payload.clone())
+                    .err()
+                    .map(|error| (child, error))
+            })
+            .collect())
+    }
+
+    /// Every peer's counters, ordered by key.
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let links = self.shared.peers.read().expect("peers lock");
+        let mut stats: Vec<PeerStats> = links
+            .iter()
+            .map(|(key, link)| link.counters.snapshot(*key))
+            .collect();
+        stats.sort_by_key(|stats| stats.key);
+        stats
+    }
+
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        let counters = &self.shared.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        EndpointStats {
+            refused_handshakes: load(&counters.refused_handshakes),
+            refused_connections: load(&counters.refused_connections),
+            ingest_connections: load(&counters.ingest_connections),
+            ingest_bad_frames: load(&counters.ingest_bad_frames),
+            ingest_messages: load(&counters.ingest_messages),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let links = self.shared.peers.read().expect("peers lock");
+        for link in links.values() {
+            link.task.abort();
+        }
+    }
+}
+
+/// Accepts node connections: the TLS verifier has already refused unknown keys; here the dial direction and
+/// the address are checked, then the connection goes to its peer's supervisor.
+async fn accept_peers(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        tokio::spawn(accept_peer(shared.clone(), incoming));
+    }
+}
+
+async fn accept_peer(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            PeerCounters::add(&shared.counters.refused_handshakes, 1);
+            tracing::warn!(%remote, reason = %error, "refused a node connection");
+            return;
+        }
+    };
+    let refuse = |reason: &str| {
+        PeerCounters::add(&shared.counters.refused_connections, 1);
+        tracing::warn!(%remote, reason, "refused a node connection");
+        connection.close(close_code::REFUSED.into(), reason.as_bytes());
+    };
+    let Some(key) = identity::peer_key(&connection) else {
+        return refuse("no node key in the certificate");
+    };
+    let link = shared.peers.read().expect("peers lock").get(&key).cloned();
+    let Some(link) = link else {
+        return refuse("not a configured peer");
+    };
+    if key > shared.me {
+        return refuse("the node with the smaller key dials");
+    }
+    if link.addr.ip() != remote.ip() {
+        return refuse("the key connected from another address than configured");
+    }
+    if link.incoming.try_send(connection.clone()).is_err() {
+        refuse("too many connections from this peer at once");
+    }
+}
+
+/// Accepts client connections on the ingest endpoint, up to [`INGEST_CONNECTIONS_MAX`] at once.
+async fn accept_clients(shared: Arc<Shared>, ingest: quinn::Endpoint) {
+    let slots = Arc::new(Semaphore::new(INGEST_CONNECTIONS_MAX));
+    while let Some(incoming) = ingest.accept().await {
+        let remote = incoming.remote_address();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            PeerCounters::add(&shared.counters.refused_connections, 1);
+            tracing::warn!(%remote, "refused a client: ingest connections at the limit");
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    PeerCounters::add(&shared.counters.refused_handshakes, 1);
+                    tracing::warn!(%remote, reason = %error, "refused a client connection");
+                    return;
+                }
+            };
+            PeerCounters::add(&shared.counters.ingest_connections, 1);
+            tracing::debug!(%remote, "client connected");
+            read_streams(shared, Origin::Client(remote), connection, None).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Reads every stream the far side opens until the connection ends.
+async fn read_streams(
+    shared: Arc<Shared>,
+    origin: Origin,
+    connection: quinn::Connection,
+    counters: Option<Arc<PeerCounters>>,
+) {
+    let mut readers = JoinSet::new();
+    while let Ok(recv) = connection.accept_uni().await {
+        readers.spawn(read_stream(
+            shared.clone(),
+            origin,
+            connection.clone(),
+            recv,
+            counters.clone(),
+        ));
+        // Reap finished readers so the set stays bounded by the stream limit.
+        while readers.try_join_next().is_some() {}
+    }
+}
+
+/// Reads frames from one stream: checks, validates and delivers each; a bad frame closes the connection.
+async fn read_stream(
+    shared: Arc<Shared>,
+    origin: Origin,
+    connection: quinn::Connection,
+    mut recv: quinn::RecvStream,
+    counters: Option<Arc<PeerCounters>>,
+) {
+    let mut stream_lane: Option<Lane> = None;
+    loop {
+        let (class, payload) = match read_frame(&mut recv).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(FrameError::Read(reason)) => {
+                tracing::debug!(?origin, %reason, "stream ended");
+                return;
+            }
+            Err(error) => return refuse_frame(&shared, origin, &connection, &counters, error),
+        };
+        let lane_error = match origin {
+            Origin::Client(_) if class != Class::ClientTx => Some("ingest endpoint"),
+            Origin::Client(_) => None,
+            Origin::Peer(_) => match stream_lane {
+                Some(lane) if lane != class.lane() => Some(lane.name()),
+                _ => None,
+            },
+        };
+        if let Some(lane) = lane_error {
+            let error = FrameError::WrongLane { class, lane };
+            return refuse_frame(&shared, origin, &connection, &counters, error);
+        }
+        stream_lane = Some(class.lane());
+        if let Err(reason) = shared.validator.validate(class, &payload) {
+            let error = FrameError::Invalid { class, reason };
+            return refuse_frame(&shared, origin, &connection, &counters, error);
+        }
+        let queue = match origin {
+            Origin::Peer(_) => &shared.inbound[class.lane() as usize],
+            Origin::Client(_) => &shared.inbound_ingest,
+        };
+        if let Some(counters) = &counters {
+            PeerCounters::add(&counters.messages_received, 1);
+            PeerCounters::add(
+                &counters.bytes_received,
+                (FRAME_HEADER_BYTES + payload.len()) as u64,
+            );
+        } else {
+            PeerCounters::add(&shared.counters.ingest_messages, 1);
+        }
+        // Waiting here is the back-pressure: this stream stops being read, QUIC flow control stalls the sender.
+        if queue
+            .send(Inbound {
+                origin,
+                class,
+                payload,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn refuse_frame(
+    shared: &Shared,
+    origin: Origin,
+    connection: &quinn::Connection,
+    counters: &Option<Arc<PeerCounters>>,
+    error: FrameError,
+) {
+    match counters {
+        Some(counters) => PeerCounters::add(&counters.bad_frames, 1),
+        None => PeerCounters::add(&shared.counters.ingest_bad_frames, 1),
+    }
+    let reason = error.to_string();
+    tracing::warn!(?origin, %reason, "closing the connection: bad frame");
+    connection.close(close_code::BAD_FRAME.into(), reason.as_bytes());
+}
+
+/// Keeps one peer connected for as long as it is configured.
+struct Supervisor {
+    shared: Arc<Shared>,
+    key: PublicKey,
+    addr: SocketAddr,
+    queues: [mpsc::Receiver<Outgoing>; 2],
+    /// Per lane, a message taken from the queue whose write a lost connection interrupted: sent first on the
+    /// next connection, so a reconnect never loses a dequeued message (it may deliver it twice).
+    unsent: [Option<Outgoing>; 2],
+    incoming: mpsc::Receiver<quinn::Connection>,
+    counters: Arc<PeerCounters>,
+}
+
+enum SessionEnd {
+    Closed(String),
+    Replaced(quinn::Connection),
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        let dials = self.shared.me < self.key;
+        let mut backoff = Backoff::default();
+        let mut pending: Option<quinn::Connection> = None;
+        loop {
+            let connection = if let Some(connection) = pending.take() {
+                connection
+            } else if dials {
+                match self.dial().await {
+                    Ok(connection) => connection,
+                    Err(reason) => {
+                        PeerCounters::add(&self.counters.connect_failures, 1);
+                        let delay = backoff.next_delay();
+                        tracing::warn!(peer = ?self.key, addr = %self.addr, %reason, ?delay, "dial failed");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                }
+            } else {
+                match self.incoming.recv().await {
+                    Some(connection) => connection,
+                    None => return,
+                }
+            };
+            backoff.reset();
+            self.counters.session_started();
+            tracing::info!(peer = ?self.key, remote = %connection.remote_address(), "peer connected");
+            let end = self.session(&connection).await;
+            self.counters.session_ended();
+            match end {
+                SessionEnd::Replaced(newer) => {
+                    tracing::info!(peer = ?self.key, "peer reconnected; replacing the old connection");
+                    connection.close(
+                        close_code::REPLACED.into(),
+                        b"replaced by a newer connection",
+                    );
+                    pending = Some(newer);
+                }
+                SessionEnd::Closed(reason) => {
+                    tracing::info!(peer = ?self.key, %reason, "peer disconnected");
+                    connection.close(close_code::SHUTDOWN.into(), b"session ended");
+                    if dials {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dial(&self) -> Result<quinn::Connection, String> {
+        let config = identity::node_client_config(&self.shared.identity, self.key)
+            .map_err(|error| error.to_string())?;
+        let connecting = self
+            .shared
+            .endpoint
+            .connect_with(config, self.addr, identity::SERVER_NAME)
+            .map_err(|error| error.to_string())?;
+        match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no handshake within {CONNECT_TIMEOUT_MS} ms")),
+        }
+    }
+
+    /// Serves one connection: a stream per lane out, every stream in, RTT samples, until it ends or is replaced.
+    async fn session(&mut self, connection: &quinn::Connection) -> SessionEnd {
+        let mut readers = JoinSet::new();
+        readers.spawn(read_streams(
+            self.shared.clone(),
+            Origin::Peer(self.key),
+            connection.clone(),
+            Some(self.counters.clone()),
+        ));
+        let mut streams = Vec::with_capacity(Lane::ALL.len());
+        for lane in Lane::ALL {
+            match connection.open_uni().await {
+                Ok(send) => {
+                    send.set_priority(lane.priority())
+                        .expect("a fresh stream accepts a priority");
+                    streams.push(send);
+                }
+                Err(error) => {
+                    return SessionEnd::Closed(format!("opening the {}: {error}", lane.name()))
+                }
+            }
+        }
+        let [consensus_send, bulk_send] = &mut streams[..] else {
+            unreachable!("one stream per lane")
+        };
+        let [consensus_queue, bulk_queue] = &mut self.queues;
+        let [consensus_unsent, bulk_unsent] = &mut self.unsent;
+        let counters = &self.counters;
+        tokio::select! {
+            reason = write_lane(Lane::Consensus, consensus_send, consensus_queue, consensus_unsent, counters) => {
+                SessionEnd::Closed(reason)
+            }
+            reason = write_lane(Lane::Bulk, bulk_send, bulk_queue, bulk_unsent, counters) => {
+                SessionEnd::Closed(reason)
+            }
+            error = connection.closed() => SessionEnd::Closed(error.to_string()),
+            newer = self.incoming.recv() => match newer {
+                Some(newer) => SessionEnd::Replaced(newer),
+                None => SessionEnd::Closed("peer removed".to_string()),
+            },
+            () = sample_rtt(connection, counters) => unreachable!("sampling runs until cancelled"),
+        }
+    }
+}
+
+/// Writes one lane's queue to its stream until the queue closes or a write fails.
+async fn write_lane(
+    lane: Lane,
+    send: &mut quinn::SendStream,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    unsent: &mut Option<Outgoing>,
+    counters: &PeerCounters,
+) -> String {
+    loop {
+        if unsent.is_none() {
+            match queue.recv().await {
+                Some(message) => *unsent = Some(message),
+                None => return format!("{} queue closed", lane.name()),
+            }
+        }
+        let message = unsent.as_ref().expect("filled above");
+        let len = message.payload.len();
+        if let Err(error) = write_frame(send, message.class, message.payload.clone()).await {
+            PeerCounters::add(&counters.lost_on_disconnect, 1);
+            return format!("writing on the {}: {error}", lane.name());
+        }
+        *unsent = None;
+        PeerCounters::add(&counters.messages_sent, 1);
+        PeerCounters::add(&counters.bytes_sent, (FRAME_HEADER_BYTES + len) as u64);
+    }
+}
+
+async fn sample_rtt(connection: &quinn::Connection, counters: &PeerCounters) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(RTT_SAMPLE_MS));
+    loop {
+        ticker.tick().await;
+        let rtt_us = connection.rtt().as_micros().min(u64::MAX as u128) as u64;
+        counters.rtt_us.store(rtt_us, Ordering::Relaxed);
+    }
+}

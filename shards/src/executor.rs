@@ -1,0 +1,144 @@
+//! Starting glommio executors: the locked-memory budget check, core placement, and the handles the coordinator
+//! keeps (bounded command lanes and the join handle). It owns no ledger state and never runs ledger code itself.
+
+use std::future::Future;
+
+use crossbeam_channel::{bounded, Sender};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+use crate::error::Error;
+use crate::limits::{
+    GLOMMIO_MEMLOCK_MIN_BYTES, RING_DEPTH, SHARD_BULK_QUEUE_MAX, SHARD_IO_MEMORY_BYTES,
+    SHARD_URGENT_QUEUE_MAX, STORE_IO_MEMORY_BYTES,
+};
+use crate::shard::{self, Command};
+
+/// The soft RLIMIT_MEMLOCK in bytes (`u64::MAX` when unlimited).
+pub fn memlock_limit_bytes() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return u64::MAX;
+    }
+    limit.rlim_cur
+}
+
+/// Locked io memory that `shards` shard executors plus the store executor (when `with_store`) take.
+pub fn memlock_needed_bytes(shards: usize, with_store: bool) -> u64 {
+    let store = if with_store { STORE_IO_MEMORY_BYTES } else { 0 };
+    (shards * SHARD_IO_MEMORY_BYTES + store) as u64
+}
+
+/// Refuses to start when RLIMIT_MEMLOCK cannot hold every executor's io memory, or is below glommio's own minimum.
+pub fn check_memlock(shards: usize, with_store: bool) -> Result<(), Error> {
+    let limit_bytes = memlock_limit_bytes();
+    let needed_bytes = memlock_needed_bytes(shards, with_store).max(GLOMMIO_MEMLOCK_MIN_BYTES);
+    if limit_bytes < needed_bytes {
+        return Err(Error::MemlockTooLow {
+            limit_bytes,
+            needed_bytes,
+            executors: shards + usize::from(with_store),
+            per_executor_min_bytes: GLOMMIO_MEMLOCK_MIN_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Where executor `index` runs: pinned to core `index % cores`, or anywhere.
+pub fn placement(index: usize, pin_cores: bool) -> Placement {
+    if !pin_cores {
+        return Placement::Unbound;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    Placement::Fixed(index % cores)
+}
+
+/// Starts one glommio executor running `task` to completion.
+pub(crate) fn spawn_executor<F, T>(
+    name: &str,
+    placement: Placement,
+    io_memory_bytes: usize,
+    task: impl FnOnce() -> F + Send + 'static,
+) -> Result<ExecutorJoinHandle<T>, Error>
+where
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    LocalExecutorBuilder::new(placement)
+        .name(name)
+        .io_memory(io_memory_bytes)
+        .ring_depth(RING_DEPTH)
+        .spawn(task)
+        .map_err(|error| Error::ExecutorStart {
+            name: name.to_string(),
+            limit_bytes: memlock_limit_bytes(),
+            reason: error.to_string(),
+        })
+}
+
+/// The coordinator's end of one shard.
+pub(crate) struct ShardHandle {
+    pub index: usize,
+    urgent: Option<Sender<Command>>,
+    bulk: Option<Sender<Command>>,
+    join: Option<ExecutorJoinHandle<()>>,
+}
+
+impl ShardHandle {
+    pub fn start(index: usize, pin_cores: bool) -> Result<ShardHandle, Error> {
+        let (urgent_tx, urgent_rx) = bounded(SHARD_URGENT_QUEUE_MAX);
+        let (bulk_tx, bulk_rx) = bounded(SHARD_BULK_QUEUE_MAX);
+        let join = spawn_executor(
+            &format!("cas-shard-{index}"),
+            placement(index, pin_cores),
+            SHARD_IO_MEMORY_BYTES,
+            move || async move { shard::run(index, urgent_rx, bulk_rx) },
+        )?;
+        Ok(ShardHandle {
+            index,
+            urgent: Some(urgent_tx),
+            bulk: Some(bulk_tx),
+            join: Some(join),
+        })
+    }
+
+    fn stopped(&self) -> Error {
+        Error::ExecutorStopped {
+            name: format!("cas-shard-{}", self.index),
+        }
+    }
+
+    /// Queues a lookup, commit or query; waits while the lane is full.
+    pub fn urgent(&self, command: Command) -> Result<(), Error> {
+        let lane = self.urgent.as_ref().expect("lanes close only on drop");
+        lane.send(command).map_err(|_| self.stopped())
+    }
+
+    /// Queues a signature job; waits while the lane is full (back-pressure on the caller).
+    pub fn bulk(&self, command: Command) -> Result<(), Error> {
+        let lane = self.bulk.as_ref().expect("lanes close only on drop");
+        lane.send(command).map_err(|_| self.stopped())
+    }
+
+    /// Waits for a reply from this shard.
+    pub fn wait<T>(&self, reply: &crossbeam_channel::Receiver<T>) -> Result<T, Error> {
+        reply.recv().map_err(|_| self.stopped())
+    }
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        // Closing both lanes ends the shard's loop; then its thread is joined.
+        self.urgent.take();
+        self.bulk.take();
+        if let Some(join) = self.join.take() {
+            if let Err(error) = join.join() {
+                tracing::error!(shard = self.index, %error, "shard executor ended badly");
+            }
+        }
+    }
+}

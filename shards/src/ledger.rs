@@ -1,0 +1,398 @@
+//! The coordinator of the shards: it decodes a block once, spreads its signature checks over the shards, prefetches
+//! the inputs from their owning shards, runs the engine's rules in block order over that small view, and routes
+//! the net change back to the shards. It holds no UTXO itself and never touches a shard's state directly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cas_engine::codec::{access_block_trusted, decode_block};
+use cas_engine::genesis::{genesis_committee, genesis_outputs};
+use cas_engine::ledger::LedgerError;
+use cas_engine::rules::{apply_batch, RuleContext, TxError};
+use cas_engine::tx::ChainParams;
+use cas_engine::{
+    ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
+};
+use crossbeam_channel::{bounded, Receiver};
+
+use crate::error::Error;
+use crate::executor::{check_memlock, ShardHandle};
+use crate::limits::{SHARDS_MAX, VERIFY_CHUNK_TXS};
+use crate::partition::shard_of;
+use crate::shard::{Command, ValidatedBlock, VerifyDone};
+
+/// How many shards and where they run.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// Shards (glommio executors); default: the available cores.
+    pub shards: usize,
+    /// Pin shard `i` to core `i % cores`.
+    pub pin_cores: bool,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            shards: std::thread::available_parallelism().map_or(1, usize::from),
+            pin_cores: true,
+        }
+    }
+}
+
+/// A block whose signature jobs are queued at the shards; [`ShardedLedger::finish`] completes it.
+pub struct PendingBlock {
+    bytes: ValidatedBlock,
+    pub height: u64,
+    tx_count: usize,
+    jobs: usize,
+    replies: Receiver<VerifyDone>,
+}
+
+/// What applying one block did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockOutcome {
+    pub height: u64,
+    /// One verdict per transaction, in block order.
+    pub verdicts: Vec<Result<(), TxError>>,
+    pub fees: u64,
+    /// The UTXO set checksum after this block (the combine of every shard's commitment).
+    pub utxo_commitment: Hash32,
+}
+
+pub struct ShardedLedger {
+    pub chain_id: u32,
+    pub params: ChainParams,
+    /// The height of the last applied block.
+    pub height: u64,
+    shards: Vec<ShardHandle>,
+    /// Each shard's commitment after its last commit.
+    shard_commitments: Vec<SetCommitment>,
+}
+
+impl PendingBlock {
+    /// The validated block bytes (shared with the store's append).
+    pub(crate) fn bytes(&self) -> &ValidatedBlock {
+        &self.bytes
+    }
+}
+
+impl ShardedLedger {
+    /// Starts the shards empty, at `height`, then loads `outputs` into their owners.
+    pub fn from_outputs(
+        chain_id: u32,
+        params: ChainParams,
+        height: u64,
+        outputs: Vec<(OutPoint, TxOutput)>,
+        config: &LedgerConfig,
+    ) -> Result<ShardedLedger, Error> {
+        let mut ledger = Self::start(chain_id, params, height, config, true)?;
+        ledger.load(outputs)?;
+        Ok(ledger)
+    }
+
+    /// Starts empty shards; `alone` is false when a store executor shares the locked-memory budget (checked here,
+    /// before any executor starts).
+    pub(crate) fn start(
+        chain_id: u32,
+        params: ChainParams,
+        height: u64,
+        config: &LedgerConfig,
+        alone: bool,
+    ) -> Result<ShardedLedger, Error> {
+        if config.shards == 0 || config.shards > SHARDS_MAX {
+            return Err(Error::ShardCount {
+                count: config.shards,
+                max: SHARDS_MAX,
+            });
+        }
+        check_memlock(config.shards, !alone)?;
+        let shards = (0..config.shards)
+            .map(|index| ShardHandle::start(index, config.pin_cores))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(shards = config.shards, height, "shards started");
+        Ok(ShardedLedger {
+            chain_id,
+            params,
+            height,
+            shard_commitments: vec![SetCommitment::default(); shards.len()],
+            shards,
+        })
+    }
+
+    /// Starts from a genesis block, checking that its header commits to its outputs.
+    pub fn from_genesis(genesis: &Block, config: &LedgerConfig) -> Result<ShardedLedger, Error> {
+        let (chain_id, params, outputs) = genesis_parts(genesis)?;
+        let ledger = Self::from_outputs(chain_id, params, 0, outputs, config)?;
+        check_genesis_commitment(genesis, ledger.commitment())?;
+        Ok(ledger)
+    }
+
+    /// Adds outputs to their shards (genesis or snapshot load).
+    pub(crate) fn load(&mut self, outputs: Vec<(OutPoint, TxOutput)>) -> Result<(), Error> {
+        self.commit_changes(Vec::new(), outputs)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn context_for(&self, height: u64) -> RuleContext {
+        RuleContext {
+            chain_id: self.chain_id,
+            height,
+            min_fee: self.params.min_fee,
+        }
+    }
+
+    /// Validates untrusted block bytes and queues their signature checks on the shards.
+    pub fn begin(&self, bytes: Vec<u8>) -> Result<PendingBlock, Error> {
+        self.begin_with(bytes, true)
+    }
+
+    /// Like [`ShardedLedger::begin`] for a block whose signatures a quorum certificate already attests (DESIGN:
+    /// f+1 valid-attestations include an honest checker, so executors skip re-verification). Tx ids are still
+    /// computed on the shards.
+    pub fn begin_attested(&self, bytes: Vec<u8>) -> Result<PendingBlock, Error> {
+        self.begin_with(bytes, false)
+    }
+
+    fn begin_with(&self, bytes: Vec<u8>, check_signatures: bool) -> Result<PendingBlock, Error> {
+        let (height, tx_count) = {
+            let block = decode_block(&bytes)?;
+            let chain_id = block.header.chain_id.to_native();
+            if chain_id != self.chain_id {
+                return Err(Error::WrongChain {
+                    expected: self.chain_id,
+                    got: chain_id,
+                });
+            }
+            (block.header.height.to_native(), block.txs.len())
+        };
+        let bytes: ValidatedBlock = Arc::new(bytes);
+        let jobs = tx_count.div_ceil(VERIFY_CHUNK_TXS);
+        let (reply, replies) = bounded(jobs.max(1));
+        for job in 0..jobs {
+            let start = job * VERIFY_CHUNK_TXS;
+            let shard = &self.shards[(height as usize + job) % self.shards.len()];
+            shard.bulk(Command::Verify {
+                block: bytes.clone(),
+                start,
+                end: (start + VERIFY_CHUNK_TXS).min(tx_count),
+                check_signatures,
+                reply: reply.clone(),
+            })?;
+        }
+        Ok(PendingBlock {
+            bytes,
+            height,
+            tx_count,
+            jobs,
+            replies,
+        })
+    }
+
+    /// Applies a begun block: waits for its signature verdicts, prefetches its inputs, runs the rules in block
+    /// order and commits the accepted transactions on the shards. Blocks finish in height order.
+    pub fn finish(&mut self, pending: PendingBlock) -> Result<BlockOutcome, Error> {
+        if pending.height != self.height + 1 {
+            return Err(Error::HeightOutOfOrder {
+                expected: self.height + 1,
+                got: pending.height,
+            });
+        }
+        let mut ids = vec![TxId::default(); pending.tx_count];
+        let mut signature_verdicts = vec![Ok(()); pending.tx_count];
+        for _ in 0..pending.jobs {
+            let done = self.shards[0].wait(&pending.replies)?;
+            let range = done.start..done.start + done.ids.len();
+            ids[range.clone()].copy_from_slice(&done.ids);
+            signature_verdicts[range]
+                .iter_mut()
+                .zip(done.verdicts)
+                .for_each(|(slot, verdict)| *slot = verdict);
+        }
+        // SAFETY: `begin` validated these bytes with `decode_block`.
+        let block = unsafe { access_block_trusted(&pending.bytes) };
+        let txs: Vec<&ArchivedTransaction> = block.txs.iter().collect();
+        let view = self.prefetch(&txs)?;
+        let outcome = apply_batch(
+            &txs,
+            &ids,
+            &signature_verdicts,
+            &view,
+            &self.context_for(pending.height),
+        );
+        self.commit_changes(outcome.spent, outcome.created)?;
+        self.height = pending.height;
+        let utxo_commitment = self.commitment();
+        tracing::debug!(height = self.height, txs = txs.len(), %utxo_commitment, "block applied");
+        Ok(BlockOutcome {
+            height: self.height,
+            verdicts: outcome.verdicts,
+            fees: outcome.fees,
+            utxo_commitment,
+        })
+    }
+
+    /// Begins and finishes one block.
+    pub fn apply_block(&mut self, bytes: Vec<u8>) -> Result<BlockOutcome, Error> {
+        let pending = self.begin(bytes)?;
+        self.finish(pending)
+    }
+
+    /// The coins of every input of `txs` that exist in the set, asked of their owning shards in parallel.
+    fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<HashMap<OutPoint, TxOutput>, Error> {
+        let mut routed: Vec<Vec<OutPoint>> = vec![Vec::new(); self.shards.len()];
+        let mut inputs = 0usize;
+        for tx in txs {
+            for input in tx.body.inputs.iter() {
+                let outpoint = OutPoint::from(input);
+                routed[shard_of(&outpoint, self.shards.len())].push(outpoint);
+                inputs += 1;
+            }
+        }
+        let mut asked = Vec::with_capacity(self.shards.len());
+        for (shard, outpoints) in self.shards.iter().zip(routed) {
+            if outpoints.is_empty() {
+                continue;
+            }
+            let (reply, answer) = bounded(1);
+            shard.urgent(Command::Lookup {
+                outpoints: outpoints.clone(),
+                reply,
+            })?;
+            asked.push((shard, outpoints, answer));
+        }
+        let mut view = HashMap::with_capacity(inputs);
+        for (shard, outpoints, answer) in asked {
+            let coins = shard.wait(&answer)?;
+            debug_assert_eq!(coins.len(), outpoints.len());
+            for (outpoint, coin) in outpoints.into_iter().zip(coins) {
+                if let Some(coin) = coin {
+                    view.insert(outpoint, coin);
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// Routes spends and creations to their shards and waits for their new commitments.
+    fn commit_changes(
+        &mut self,
+        spent: Vec<(OutPoint, TxOutput)>,
+        created: Vec<(OutPoint, TxOutput)>,
+    ) -> Result<(), Error> {
+        let count = self.shards.len();
+        let mut routed_spent: Vec<Vec<(OutPoint, TxOutput)>> = vec![Vec::new(); count];
+        let mut routed_created: Vec<Vec<(OutPoint, TxOutput)>> = vec![Vec::new(); count];
+        for entry in spent {
+            routed_spent[shard_of(&entry.0, count)].push(entry);
+        }
+        for entry in created {
+            routed_created[shard_of(&entry.0, count)].push(entry);
+        }
+        let mut asked = Vec::with_capacity(count);
+        for ((shard, spent), created) in self.shards.iter().zip(routed_spent).zip(routed_created) {
+            if spent.is_empty() && created.is_empty() {
+                continue;
+            }
+            let (reply, answer) = bounded(1);
+            shard.urgent(Command::Commit {
+                spent,
+                created,
+                reply,
+            })?;
+            asked.push((shard.index, answer));
+        }
+        for (index, answer) in asked {
+            self.shard_commitments[index] = self.shards[index].wait(&answer)?;
+        }
+        Ok(())
+    }
+
+    /// The UTXO set checksum: the combine of every shard's commitment.
+    pub fn commitment(&self) -> Hash32 {
+        let mut combined = SetCommitment::default();
+        self.shard_commitments
+            .iter()
+            .for_each(|c| combined.combine(c));
+        combined.checksum()
+    }
+
+    /// The balance of `owner` in `asset`, from the shards' indexes (no scan of the set).
+    pub fn balance(&self, owner: &PublicKey, asset: &AssetId) -> Result<u128, Error> {
+        let mut answers = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, answer) = bounded(1);
+            shard.urgent(Command::Balance {
+                owner: *owner,
+                asset: *asset,
+                reply,
+            })?;
+            answers.push((shard, answer));
+        }
+        answers
+            .into_iter()
+            .try_fold(0u128, |sum, (shard, answer)| Ok(sum + shard.wait(&answer)?))
+    }
+
+    /// The unspent outputs of `owner`, sorted by outpoint, from the shards' indexes.
+    pub fn outputs_of(&self, owner: &PublicKey) -> Result<Vec<(OutPoint, TxOutput)>, Error> {
+        let mut outputs = self.gather(|reply| Command::Outputs {
+            owner: *owner,
+            reply,
+        })?;
+        outputs.sort_unstable_by_key(|(outpoint, _)| *outpoint);
+        Ok(outputs)
+    }
+
+    /// Every unspent output, sorted by outpoint (snapshots and tests).
+    pub fn dump(&self) -> Result<Vec<(OutPoint, TxOutput)>, Error> {
+        let mut outputs = self.gather(|reply| Command::Dump { reply })?;
+        outputs.sort_unstable_by_key(|(outpoint, _)| *outpoint);
+        Ok(outputs)
+    }
+
+    fn gather(
+        &self,
+        command: impl Fn(crossbeam_channel::Sender<Vec<(OutPoint, TxOutput)>>) -> Command,
+    ) -> Result<Vec<(OutPoint, TxOutput)>, Error> {
+        let mut answers = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, answer) = bounded(1);
+            shard.urgent(command(reply))?;
+            answers.push((shard, answer));
+        }
+        let mut all = Vec::new();
+        for (shard, answer) in answers {
+            all.extend(shard.wait(&answer)?);
+        }
+        Ok(all)
+    }
+}
+
+/// A genesis block's chain id, parameters and initial outputs.
+pub(crate) type GenesisParts = (u32, ChainParams, Vec<(OutPoint, TxOutput)>);
+
+/// The chain id, parameters and initial outputs of a genesis block.
+pub(crate) fn genesis_parts(genesis: &Block) -> Result<GenesisParts, Error> {
+    let (_, params) = genesis_committee(genesis).ok_or(LedgerError::NotGenesis {
+        height: genesis.header.height,
+    })?;
+    Ok((
+        genesis.header.chain_id,
+        params.clone(),
+        genesis_outputs(&genesis.txs),
+    ))
+}
+
+pub(crate) fn check_genesis_commitment(genesis: &Block, computed: Hash32) -> Result<(), Error> {
+    if computed != genesis.header.utxo_commitment {
+        return Err(LedgerError::CommitmentMismatch {
+            header: genesis.header.utxo_commitment,
+            computed,
+        }
+        .into());
+    }
+    Ok(())
+}

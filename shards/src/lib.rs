@@ -1,0 +1,48 @@
+//! CAS Slaves: the UTXO set split into hash partitions, one per glommio executor (thread per core), with a
+//! validation pipeline that is deterministic whatever the shard count, a durable block store on io_uring, UTXO
+//! snapshots and crash recovery.
+//!
+//! # The pipeline ([`ledger::ShardedLedger`])
+//! For each block, in height order:
+//! 1. **Decode** the untrusted bytes once ([`cas_engine::codec::decode_block`]) on the coordinator.
+//! 2. **Signatures**: the block's transactions are cut into ranges of [`limits::VERIFY_CHUNK_TXS`] and spread
+//!    round-robin over the shards, which compute tx ids and run the engine's batched, cofactored
+//!    verification. Verdicts never depend on where a range landed (the engine's batch verdicts are
+//!    batch-independent), so the shard count cannot change them. These jobs go on each shard's *bulk* lane,
+//!    so the signature checks of block k+1 run while block k commits.
+//! 3. **Prefetch**: every input outpoint is looked up at its owning shard ([`partition::shard_of`]) in parallel.
+//! 4. **Rules**: the engine's [`cas_engine::rules::apply_batch`] runs in block order over the prefetched view on
+//!    the coordinator (about 1 µs per transaction): earlier transaction wins a double spend, chains inside the
+//!    block work, rejected transactions change nothing and keep their [`cas_engine::TxError`].
+//! 5. **Commit**: spent and created outputs go to their owning shards, which update their maps, balance indexes
+//!    and LtHash commitments in parallel; the block's UTXO commitment is the combine of the shards' states, equal
+//!    to [`cas_engine::MemoryLedger`]'s.
+//!
+//! # Durability ([`node::Node`])
+//! A block is appended to the [`store::BlockStore`] (checksummed, 4 KiB-aligned records in append-only segments,
+//! written with glommio DMA files and `fdatasync`ed) while it is validated; its receipt is returned only once both
+//! are done. Every `snapshot_every_blocks` a UTXO snapshot is written (temp file, fsync, rename, fsync dir).
+//! Reopening truncates a torn tail, loads the newest valid snapshot and replays the blocks after it.
+//!
+//! # Threads
+//! One glommio executor per shard (pinned to core `i % cores` unless told otherwise) plus one for the store's
+//! writes. Nothing else burns CPU: signature checks run on the shards themselves (no rayon pool competing for
+//! the same cores); the coordinator is the caller's thread and mostly waits. Each executor runs a single task that
+//! blocks on its bounded command channels, which is sound because no other task shares that executor.
+//! glommio locks `io_memory` per executor; [`executor::check_memlock`] refuses to start, naming
+//! `RLIMIT_MEMLOCK`, when the limit cannot hold every executor's share.
+
+pub mod error;
+pub mod executor;
+pub mod ledger;
+pub mod limits;
+pub mod node;
+pub mod partition;
+mod shard;
+pub mod snapshot;
+pub mod store;
+
+pub use error::Error;
+pub use ledger::{BlockOutcome, LedgerConfig, PendingBlock, ShardedLedger};
+pub use node::{InFlight, Node, NodeConfig, Receipt, Recovery};
+pub use store::{BlockStore, Location, StoreConfig};

@@ -1,0 +1,53 @@
+//! Every bound of the shards crate as a named constant, with their relations checked at compile time.
+//! Nothing here allocates or runs; change a limit here and nowhere else.
+
+use cas_engine::codec::BLOCK_BYTES_MAX;
+use cas_engine::crypto::VERIFY_BATCH_SIZE;
+
+/// Most shards one ledger runs.
+pub const SHARDS_MAX: usize = 64;
+
+/// glommio's locked io memory for a shard executor. Shards do no IO, so they take glommio's minimum (64 KiB).
+pub const SHARD_IO_MEMORY_BYTES: usize = 64 * 1024;
+/// glommio's locked io memory for the store executor, which does the DMA writes.
+pub const STORE_IO_MEMORY_BYTES: usize = 512 * 1024;
+/// glommio refuses to start any executor when RLIMIT_MEMLOCK is below this (its own check).
+pub const GLOMMIO_MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
+/// io_uring submission queue depth per executor; the store keeps at most a few writes in flight.
+pub const RING_DEPTH: usize = 64;
+
+/// Transactions per signature job: one engine batch, so a job is one batched verification.
+pub const VERIFY_CHUNK_TXS: usize = VERIFY_BATCH_SIZE;
+/// Commands queued on a shard's urgent lane (lookups, commits, queries).
+pub const SHARD_URGENT_QUEUE_MAX: usize = 64;
+/// Signature jobs queued on a shard's bulk lane; a full lane makes the coordinator wait (back-pressure).
+pub const SHARD_BULK_QUEUE_MAX: usize = 256;
+/// Appends queued at the store executor.
+pub const STORE_QUEUE_MAX: usize = 16;
+/// Blocks a caller may keep between `begin` and `complete` (the pipeline depth used by replay and benchmarks).
+pub const IN_FLIGHT_BLOCKS_MAX: usize = 4;
+
+/// Records start on this boundary, so appending never rewrites a page that holds an acknowledged record.
+pub const RECORD_ALIGN_BYTES: usize = 4096;
+/// magic (4) + payload length (4) + height (8) + blake3 checksum (32).
+pub const RECORD_HEADER_BYTES: usize = 48;
+/// The largest record payload: one encoded block.
+pub const RECORD_PAYLOAD_BYTES_MAX: usize = BLOCK_BYTES_MAX;
+/// Default segment size before a new segment file is started.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default blocks between UTXO snapshots.
+pub const SNAPSHOT_EVERY_BLOCKS_DEFAULT: u64 = 1024;
+/// Snapshots kept on disk; older ones are deleted after a new one is durable.
+pub const SNAPSHOTS_KEPT: usize = 2;
+/// Entries a snapshot may hold (bounds what recovery reads before checking the checksum).
+pub const SNAPSHOT_ENTRIES_MAX: u64 = 1 << 32;
+
+const _: () = assert!(SHARDS_MAX > 0);
+const _: () = assert!(VERIFY_CHUNK_TXS > 0);
+const _: () = assert!(SHARD_BULK_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
+const _: () = assert!(STORE_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
+const _: () = assert!(RECORD_HEADER_BYTES < RECORD_ALIGN_BYTES);
+const _: () = assert!(RECORD_ALIGN_BYTES.is_power_of_two());
+const _: () = assert!(STORE_IO_MEMORY_BYTES as u64 >= GLOMMIO_MEMLOCK_MIN_BYTES);
+const _: () =
+    assert!(SEGMENT_BYTES_DEFAULT > (RECORD_PAYLOAD_BYTES_MAX + RECORD_ALIGN_BYTES) as u64);

@@ -1,0 +1,277 @@
+//! A durable ledger: the sharded ledger plus the block store and snapshots. It decides when a block is
+//! acknowledged (applied and fsynced), when a snapshot is taken, and how a restart recovers: newest valid snapshot
+//! at or below the durable height, then a replay of the stored blocks after it. It never validates by itself; the
+//! ledger does.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use cas_engine::codec::{decode_block, encode_block, to_owned_block};
+use cas_engine::Hash32;
+
+use crate::error::Error;
+use crate::executor::check_memlock;
+use crate::ledger::{
+    check_genesis_commitment, genesis_parts, BlockOutcome, LedgerConfig, PendingBlock,
+};
+use crate::limits::{IN_FLIGHT_BLOCKS_MAX, SNAPSHOT_EVERY_BLOCKS_DEFAULT};
+use crate::snapshot;
+use crate::store::{BlockStore, Location, PendingAppend, StoreConfig};
+use crate::ShardedLedger;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub ledger: LedgerConfig,
+    pub store: StoreConfig,
+    /// A UTXO snapshot is written after every block whose height is a multiple of this (must be > 0).
+    pub snapshot_every_blocks: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            ledger: LedgerConfig::default(),
+            store: StoreConfig::default(),
+            snapshot_every_blocks: SNAPSHOT_EVERY_BLOCKS_DEFAULT,
+        }
+    }
+}
+
+/// What reopening found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The last durable block; the ledger stands at this height.
+    pub durable_height: u64,
+    /// The snapshot recovery started from (None: from genesis).
+    pub snapshot_height: Option<u64>,
+    pub replayed_blocks: u64,
+    /// Bytes of a torn record cut from the store's tail.
+    pub truncated_bytes: u64,
+    pub utxo_commitment: Hash32,
+}
+
+/// A block being validated and written at once.
+pub struct InFlight {
+    pending: PendingBlock,
+    append: PendingAppend,
+}
+
+/// The acknowledgement of a block: applied, and durable on disk.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    pub outcome: BlockOutcome,
+    pub location: Location,
+}
+
+pub struct Node {
+    ledger: ShardedLedger,
+    store: BlockStore,
+    snapshot_dir: PathBuf,
+    snapshot_every_blocks: u64,
+    /// The height the next `begin` must carry.
+    next_height: u64,
+    /// At most one snapshot is written at a time, off the coordinator's thread.
+    snapshot_job: Option<JoinHandle<Result<PathBuf, Error>>>,
+}
+
+impl Node {
+    /// Opens the node in `dir`, creating it from `genesis` when the store is empty, and recovers the ledger.
+    pub fn open(
+        dir: &Path,
+        config: &NodeConfig,
+        genesis: Option<&cas_engine::Block>,
+    ) -> Result<(Node, Recovery), Error> {
+        assert!(
+            config.snapshot_every_blocks > 0,
+            "snapshot_every_blocks > 0"
+        );
+        check_memlock(config.ledger.shards, true)?;
+        let (mut store, truncated_bytes) = BlockStore::open(&dir.join("blocks"), &config.store)?;
+        let stored_genesis = match store.durable_height() {
+            None => {
+                let genesis = genesis.ok_or(Error::NoGenesis)?;
+                store.append_durable(0, encode_block(genesis).to_vec())?;
+                genesis.clone()
+            }
+            Some(_) => {
+                let bytes = store.read(0)?;
+                let stored = to_owned_block(decode_block(&bytes)?);
+                if let Some(given) = genesis {
+                    if given.header.hash() != stored.header.hash() {
+                        return Err(Error::GenesisMismatch {
+                            stored: stored.header.hash(),
+                            given: given.header.hash(),
+                        });
+                    }
+                }
+                stored
+            }
+        };
+        let (chain_id, params, genesis_outputs) = genesis_parts(&stored_genesis)?;
+        let durable_height = store.durable_height().expect("genesis is stored");
+        let snapshot_dir = dir.join("snapshots");
+        let snapshot = Self::newest_snapshot(&snapshot_dir, durable_height)?;
+        let start_height = snapshot.as_ref().map_or(0, |s| s.height);
+        let mut ledger =
+            ShardedLedger::start(chain_id, params, start_height, &config.ledger, false)?;
+        match snapshot {
+            Some(snapshot) => {
+                ledger.load(snapshot.entries)?;
+                if ledger.commitment() != snapshot.commitment {
+                    return Err(Error::Snapshot {
+                        path: snapshot::snapshot_path(&snapshot_dir, snapshot.height),
+                        reason: format!(
+                            "its entries give commitment {}, it recorded {}",
+                            ledger.commitment(),
+                            snapshot.commitment
+                        ),
+                    });
+                }
+            }
+            None => {
+                ledger.load(genesis_outputs)?;
+                check_genesis_commitment(&stored_genesis, ledger.commitment())?;
+            }
+        }
+        let mut node = Node {
+            ledger,
+            store,
+            snapshot_dir,
+            snapshot_every_blocks: config.snapshot_every_blocks,
+            next_height: durable_height + 1,
+            snapshot_job: None,
+        };
+        let replayed_blocks = node.replay(start_height + 1, durable_height)?;
+        let recovery = Recovery {
+            durable_height,
+            snapshot_height: (start_height > 0).then_some(start_height),
+            replayed_blocks,
+            truncated_bytes,
+            utxo_commitment: node.ledger.commitment(),
+        };
+        tracing::info!(?recovery, "node recovered");
+        Ok((node, recovery))
+    }
+
+    /// The newest snapshot at or below `durable_height` that reads back intact; damaged ones are skipped.
+    fn newest_snapshot(
+        dir: &Path,
+        durable_height: u64,
+    ) -> Result<Option<snapshot::Snapshot>, Error> {
+        for (height, path) in snapshot::list(dir)? {
+            if height > durable_height {
+                continue;
+            }
+            match snapshot::read(&path) {
+                Ok(snapshot) if snapshot.height == height => return Ok(Some(snapshot)),
+                Ok(_) => {
+                    tracing::warn!(path = %path.display(), "snapshot height differs from its name")
+                }
+                Err(error) => tracing::warn!(%error, "skipping snapshot"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Re-applies stored blocks `from..=to` (pipelined like live blocks).
+    fn replay(&mut self, from: u64, to: u64) -> Result<u64, Error> {
+        let mut in_flight = std::collections::VecDeque::new();
+        for height in from..=to {
+            in_flight.push_back(self.ledger.begin(self.store.read(height)?)?);
+            if in_flight.len() >= IN_FLIGHT_BLOCKS_MAX {
+                let pending = in_flight.pop_front().expect("non-empty");
+                self.ledger.finish(pending)?;
+            }
+        }
+        while let Some(pending) = in_flight.pop_front() {
+            self.ledger.finish(pending)?;
+        }
+        Ok(to.saturating_sub(from - 1))
+    }
+
+    /// Validates untrusted block bytes, queues their signature checks and their durable append.
+    pub fn begin(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
+        let pending = self.ledger.begin(bytes)?;
+        if pending.height != self.next_height {
+            return Err(Error::HeightOutOfOrder {
+                expected: self.next_height,
+                got: pending.height,
+            });
+        }
+        let append = self
+            .store
+            .append(pending.height, Arc::clone(pending.bytes()))?;
+        self.next_height += 1;
+        Ok(InFlight { pending, append })
+    }
+
+    /// Applies a begun block and waits until it is durable: only then is it acknowledged.
+    pub fn complete(&mut self, in_flight: InFlight) -> Result<Receipt, Error> {
+        let outcome = self.ledger.finish(in_flight.pending)?;
+        let location = self.store.acknowledge(in_flight.append)?;
+        if outcome.height % self.snapshot_every_blocks == 0 {
+            self.snapshot(outcome.height, outcome.utxo_commitment)?;
+        }
+        Ok(Receipt { outcome, location })
+    }
+
+    /// Begins and completes one block.
+    pub fn append(&mut self, bytes: Vec<u8>) -> Result<Receipt, Error> {
+        let in_flight = self.begin(bytes)?;
+        self.complete(in_flight)
+    }
+
+    /// Copies the set at `height` from the shards and writes it on a background thread; skipped (and logged) while
+    /// the previous snapshot is still being written.
+    fn snapshot(&mut self, height: u64, commitment: Hash32) -> Result<(), Error> {
+        if let Some(job) = self.snapshot_job.take() {
+            if !job.is_finished() {
+                tracing::warn!(height, "previous snapshot still writing; skipping this one");
+                self.snapshot_job = Some(job);
+                return Ok(());
+            }
+            job.join().expect("snapshot thread does not panic")?;
+        }
+        let entries = self.ledger.dump()?;
+        let dir = self.snapshot_dir.clone();
+        self.snapshot_job = Some(
+            std::thread::Builder::new()
+                .name("cas-snapshot".to_string())
+                .spawn(move || snapshot::write(&dir, height, &entries, commitment))
+                .map_err(|e| Error::io("spawn snapshot thread", &self.snapshot_dir, e))?,
+        );
+        Ok(())
+    }
+
+    /// Waits for a snapshot being written, returning its error if it failed.
+    pub fn wait_snapshot(&mut self) -> Result<(), Error> {
+        match self.snapshot_job.take() {
+            Some(job) => job
+                .join()
+                .expect("snapshot thread does not panic")
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn ledger(&self) -> &ShardedLedger {
+        &self.ledger
+    }
+
+    pub fn store(&self) -> &BlockStore {
+        &self.store
+    }
+
+    pub fn height(&self) -> u64 {
+        self.ledger.height
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Err(error) = self.wait_snapshot() {
+            tracing::error!(%error, "snapshot failed");
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Deterministic random chains for the shards tests: blocks mixing valid transfers, chains inside a block, double
+//! spends, missing inputs and bad signatures, with the reference verdicts and commitments of `MemoryLedger`.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use cas_engine::codec::{decode_block, encode_block};
+use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
+use cas_engine::rules::TxError;
+use cas_engine::{
+    merkle, Block, BlockHeader, Hash32, Keypair, MemoryLedger, OutPoint, PublicKey, Transaction,
+    TxOutput,
+};
+
+pub const CHAIN_ID: u32 = 7;
+const ACCOUNTS: u32 = 24;
+
+/// A tiny deterministic generator (splitmix64), so a child process rebuilds the same chain from the seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+pub struct Chain {
+    pub genesis: Block,
+    /// Encoded blocks at heights 1..=n (`blocks[h - 1]`).
+    pub blocks: Vec<Vec<u8>>,
+    /// Reference verdicts per block.
+    pub verdicts: Vec<Vec<Result<(), TxError>>>,
+    /// Reference UTXO checksum after height h (`commitments[0]` is genesis).
+    pub commitments: Vec<Hash32>,
+    pub reference: MemoryLedger,
+}
+
+fn pick(rng: &mut Rng, coins: &mut Vec<(OutPoint, TxOutput)>) -> Option<(OutPoint, TxOutput)> {
+    if coins.is_empty() {
+        return None;
+    }
+    let index = rng.below(coins.len() as u64) as usize;
+    Some(coins.swap_remove(index))
+}
+
+fn pay(
+    rng: &mut Rng,
+    keys: &HashMap<PublicKey, Keypair>,
+    coin: (OutPoint, TxOutput),
+) -> Option<Transaction> {
+    if coin.1.amount < 3 {
+        return None;
+    }
+    let owner = &keys[&coin.1.owner];
+    let to = key(ACCOUNT_KEYS, rng.below(u64::from(ACCOUNTS)) as u32);
+    let amount = 1 + rng.below(coin.1.amount - 2);
+    Some(transfer(CHAIN_ID, owner, &[coin], &to, amount, 1))
+}
+
+fn outputs_of(tx: &Transaction) -> Vec<(OutPoint, TxOutput)> {
+    let id = tx.tx_id();
+    tx.body
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            (
+                OutPoint {
+                    tx: id,
+                    index: i as u32,
+                },
+                *o,
+            )
+        })
+        .collect()
+}
+
+/// `blocks` blocks of `txs_per_block` transactions from `seed`.
+pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
+    let mut rng = Rng::new(seed);
+    let genesis = funded_genesis(CHAIN_ID, 1, ACCOUNTS, 3, 1_000_000);
+    let mut reference = MemoryLedger::from_genesis(&genesis).expect("fixture genesis");
+    let keys: HashMap<PublicKey, Keypair> = (0..ACCOUNTS)
+        .map(|i| (key(ACCOUNT_KEYS, i).public(), key(ACCOUNT_KEYS, i)))
+        .collect();
+    let mut chain = Chain {
+        genesis: genesis.clone(),
+        blocks: Vec::new(),
+        verdicts: Vec::new(),
+        commitments: vec![reference.commitment()],
+        reference: reference.clone(),
+    };
+    let mut parent = genesis.header.hash();
+    for height in 1..=blocks as u64 {
+        let mut fresh: Vec<(OutPoint, TxOutput)> =
+            reference.utxos().iter().map(|(o, c)| (*o, *c)).collect();
+        fresh.sort_unstable_by_key(|(o, _)| *o);
+        let mut spent_here: Vec<(OutPoint, TxOutput)> = Vec::new();
+        let mut created_here: Vec<(OutPoint, TxOutput)> = Vec::new();
+        let mut txs = Vec::new();
+        let mut attempts = 0;
+        while txs.len() < txs_per_block && attempts < 20 * txs_per_block {
+            attempts += 1;
+            let roll = rng.below(10);
+            let tx = match roll {
+                // A second spend of a coin spent earlier in this block (or a missing input when none).
+                0 if !spent_here.is_empty() => {
+                    let coin = spent_here[rng.below(spent_here.len() as u64) as usize];
+                    pay(&mut rng, &keys, coin)
+                }
+                // An input that never existed.
+                0 | 1 => fresh.first().copied().and_then(|mut ghost| {
+                    ghost.0.tx = Hash32(rng.next().to_le_bytes().repeat(4).try_into().unwrap());
+                    pay(&mut rng, &keys, ghost)
+                }),
+                // A bad signature over a real coin (the coin stays unspent).
+                2 => {
+                    let index = rng.below(fresh.len() as u64) as usize;
+                    let flip = rng.below(64) as usize;
+                    fresh
+                        .get(index)
+                        .copied()
+                        .and_then(|coin| pay(&mut rng, &keys, coin))
+                        .map(|mut tx| {
+                            tx.witnesses[0].signature.0[flip] ^= 1;
+                            tx
+                        })
+                }
+                // Spend an output created earlier in this block.
+                3 if !created_here.is_empty() => {
+                    let coin =
+                        created_here.swap_remove(rng.below(created_here.len() as u64) as usize);
+                    spent_here.push(coin);
+                    pay(&mut rng, &keys, coin)
+                }
+                _ => pick(&mut rng, &mut fresh).and_then(|coin| {
+                    spent_here.push(coin);
+                    pay(&mut rng, &keys, coin)
+                }),
+            };
+            if let Some(tx) = tx {
+                created_here.extend(outputs_of(&tx));
+                txs.push(tx);
+            }
+        }
+        let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
+        let mut block = Block {
+            header: BlockHeader {
+                chain_id: CHAIN_ID,
+                height,
+                round: height,
+                parent,
+                tx_root: merkle::root(&ids),
+                proposer: PublicKey::default(),
+                timestamp_ms: height * 100,
+                utxo_commitment: Hash32::ZERO,
+            },
+            txs,
+        };
+        let verdicts = {
+            let bytes = encode_block(&block);
+            reference.apply_block(decode_block(&bytes).expect("fixture block decodes"))
+        };
+        block.header.utxo_commitment = reference.commitment();
+        parent = block.header.hash();
+        chain.blocks.push(encode_block(&block).to_vec());
+        chain.verdicts.push(verdicts);
+        chain.commitments.push(reference.commitment());
+    }
+    chain.reference = reference;
+    chain
+}
+
+/// A fresh empty directory under the system temp dir, unique to this process and `name`.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cas-shards-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}

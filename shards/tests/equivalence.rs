@@ -1,0 +1,170 @@
+//! The sharded ledger gives the same verdicts and UTXO commitments as `MemoryLedger`, whatever the shard count,
+//! on random blocks with double spends, missing inputs, bad signatures and chains inside a block; and its balance
+//! index agrees with a scan of the reference set.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cas_engine::{AssetId, PublicKey};
+use cas_shards::{LedgerConfig, ShardedLedger};
+use proptest::prelude::*;
+
+/// Tests in this file start executors; one at a time keeps the locked-memory and CPU budget small.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn config(shards: usize) -> LedgerConfig {
+    LedgerConfig {
+        shards,
+        pin_cores: false,
+    }
+}
+
+fn check_chain(seed: u64, blocks: usize, txs_per_block: usize) {
+    let chain = common::chain(seed, blocks, txs_per_block);
+    let rejected: usize = chain
+        .verdicts
+        .iter()
+        .flatten()
+        .filter(|v| v.is_err())
+        .count();
+    assert!(
+        rejected > 0 || txs_per_block < 5,
+        "the chain exercises rejections"
+    );
+    for shards in [1, 2, 4] {
+        let mut ledger = ShardedLedger::from_genesis(&chain.genesis, &config(shards)).unwrap();
+        assert_eq!(ledger.commitment(), chain.commitments[0]);
+        // Two blocks in flight, as the node runs them.
+        let mut pending = std::collections::VecDeque::new();
+        let mut outcomes = Vec::new();
+        for bytes in &chain.blocks {
+            pending.push_back(ledger.begin(bytes.clone()).unwrap());
+            if pending.len() == 2 {
+                outcomes.push(ledger.finish(pending.pop_front().unwrap()).unwrap());
+            }
+        }
+        while let Some(p) = pending.pop_front() {
+            outcomes.push(ledger.finish(p).unwrap());
+        }
+        for (index, outcome) in outcomes.iter().enumerate() {
+            assert_eq!(outcome.height, index as u64 + 1);
+            assert_eq!(
+                outcome.verdicts,
+                chain.verdicts[index],
+                "seed {seed} shards {shards} height {}",
+                index + 1
+            );
+            assert_eq!(
+                outcome.utxo_commitment,
+                chain.commitments[index + 1],
+                "seed {seed} shards {shards}"
+            );
+        }
+        let mut expected: Vec<_> = chain
+            .reference
+            .utxos()
+            .iter()
+            .map(|(o, c)| (*o, *c))
+            .collect();
+        expected.sort_unstable_by_key(|(o, _)| *o);
+        assert_eq!(ledger.dump().unwrap(), expected);
+        check_balances(&ledger, &chain.reference);
+    }
+}
+
+fn check_balances(ledger: &ShardedLedger, reference: &cas_engine::MemoryLedger) {
+    let mut balances: HashMap<PublicKey, u128> = HashMap::new();
+    let mut outputs: HashMap<PublicKey, Vec<_>> = HashMap::new();
+    for (outpoint, coin) in reference.utxos() {
+        *balances.entry(coin.owner).or_default() += u128::from(coin.amount);
+        outputs
+            .entry(coin.owner)
+            .or_default()
+            .push((*outpoint, *coin));
+    }
+    for (owner, balance) in &balances {
+        assert_eq!(ledger.balance(owner, &AssetId::CAS).unwrap(), *balance);
+        let mut expected = outputs[owner].clone();
+        expected.sort_unstable_by_key(|(o, _)| *o);
+        assert_eq!(&ledger.outputs_of(owner).unwrap(), &expected);
+    }
+    let stranger = PublicKey([9; 32]);
+    assert_eq!(ledger.balance(&stranger, &AssetId::CAS).unwrap(), 0);
+    assert!(ledger.outputs_of(&stranger).unwrap().is_empty());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn shard_count_never_changes_verdicts_or_commitments(
+        seed in any::<u64>(),
+        blocks in 1usize..5,
+        txs_per_block in 1usize..60,
+    ) {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        check_chain(seed, blocks, txs_per_block);
+    }
+}
+
+#[test]
+fn blocks_larger_than_one_signature_job_split_over_shards() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // 1,500 transactions: two signature jobs per block, landing on different shards.
+    check_chain(42, 2, 1500);
+    let chain = common::chain(42, 2, 1500);
+    let errors: Vec<_> = chain
+        .verdicts
+        .iter()
+        .flatten()
+        .filter_map(|v| v.clone().err())
+        .collect();
+    for kind in ["DoubleSpend", "MissingInput", "BadSignature"] {
+        assert!(
+            errors.iter().any(|e| format!("{e:?}").starts_with(kind)),
+            "no {kind} in the chain"
+        );
+    }
+}
+
+#[test]
+fn a_block_out_of_height_order_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(3, 2, 5);
+    let mut ledger = ShardedLedger::from_genesis(&chain.genesis, &config(2)).unwrap();
+    let pending = ledger.begin(chain.blocks[1].clone()).unwrap();
+    let error = ledger.finish(pending).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            cas_shards::Error::HeightOutOfOrder {
+                expected: 1,
+                got: 2
+            }
+        ),
+        "{error}"
+    );
+    let garbage = ledger
+        .begin(vec![1, 2, 3])
+        .err()
+        .expect("garbage is rejected");
+    assert!(matches!(garbage, cas_shards::Error::Decode(_)), "{garbage}");
+    // The ledger is unchanged and still applies the right block.
+    assert_eq!(ledger.commitment(), chain.commitments[0]);
+    let outcome = ledger.apply_block(chain.blocks[0].clone()).unwrap();
+    assert_eq!(outcome.utxo_commitment, chain.commitments[1]);
+}
+
+#[test]
+fn too_many_shards_is_a_typed_error() {
+    let chain = common::chain(1, 0, 1);
+    let error = ShardedLedger::from_genesis(&chain.genesis, &config(0))
+        .err()
+        .unwrap();
+    assert!(matches!(
+        error,
+        cas_shards::Error::ShardCount { count: 0, .. }
+    ));
+}
