@@ -1,0 +1,197 @@
+//! The durable node on disk: a bit flip inside a record is a typed error naming segment and offset; a torn tail
+//! is cut and the node reopens at the last whole block; snapshots shorten recovery and a damaged one is skipped.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use cas_shards::store::segment_path;
+use cas_shards::{Error, LedgerConfig, Node, NodeConfig, StoreConfig};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn config(snapshot_every_blocks: u64) -> NodeConfig {
+    NodeConfig {
+        ledger: LedgerConfig {
+            shards: 2,
+            pin_cores: false,
+        },
+        store: StoreConfig {
+            segment_bytes_max: 64 * 1024,
+        },
+        snapshot_every_blocks,
+    }
+}
+
+/// Writes `chain`'s blocks 1..=count into a new node in `dir`; returns each block's location.
+fn write_blocks(
+    dir: &Path,
+    chain: &common::Chain,
+    count: usize,
+    snapshot_every: u64,
+) -> Vec<cas_shards::Location> {
+    let (mut node, recovery) =
+        Node::open(dir, &config(snapshot_every), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.durable_height, 0);
+    let mut locations = Vec::new();
+    for (index, bytes) in chain.blocks[..count].iter().enumerate() {
+        let receipt = node.append(bytes.clone()).unwrap();
+        assert_eq!(
+            receipt.outcome.utxo_commitment,
+            chain.commitments[index + 1]
+        );
+        assert_eq!(receipt.outcome.verdicts, chain.verdicts[index]);
+        locations.push(receipt.location);
+    }
+    locations
+}
+
+fn flip_bit(path: &Path, offset: u64) {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    byte[0] ^= 0x10;
+    file.write_all_at(&byte, offset).unwrap();
+}
+
+#[test]
+fn a_bit_flip_inside_a_record_names_segment_and_offset() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(11, 6, 20);
+    let dir = common::temp_dir("bitflip");
+    let locations = write_blocks(&dir, &chain, 6, 1000);
+    // Block 3's record, in the middle of its payload; later records follow it.
+    let victim = locations[2];
+    let segment = segment_path(&dir.join("blocks"), victim.segment);
+    flip_bit(
+        &segment,
+        victim.offset + 48 + u64::from(victim.payload_len) / 2,
+    );
+    let error = Node::open(&dir, &config(1000), Some(&chain.genesis))
+        .err()
+        .expect("corruption is refused");
+    match &error {
+        Error::Corrupt {
+            segment: at,
+            offset,
+            reason,
+        } => {
+            assert_eq!(at, &segment);
+            assert_eq!(*offset, victim.offset);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("segment-") && message.contains(&victim.offset.to_string()),
+        "{message}"
+    );
+    // Flipping it back makes the store whole again.
+    flip_bit(
+        &segment,
+        victim.offset + 48 + u64::from(victim.payload_len) / 2,
+    );
+    let (node, recovery) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.durable_height, 6);
+    assert_eq!(node.ledger().commitment(), chain.commitments[6]);
+    drop(node);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bit_flip_in_a_sealed_segment_header_is_corruption_too() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(12, 12, 40);
+    let dir = common::temp_dir("sealed");
+    let locations = write_blocks(&dir, &chain, 12, 1000);
+    assert!(
+        locations.last().unwrap().segment > 0,
+        "64 KiB segments roll over"
+    );
+    // The magic of the last record of segment 0: nothing valid follows it in that segment, but the segment is
+    // sealed (a later segment exists), so it cannot be a torn append.
+    let victim = locations
+        .iter()
+        .rev()
+        .find(|l| l.segment == 0)
+        .copied()
+        .unwrap();
+    let segment = segment_path(&dir.join("blocks"), 0);
+    flip_bit(&segment, victim.offset);
+    match Node::open(&dir, &config(1000), Some(&chain.genesis)).err() {
+        Some(Error::Corrupt {
+            segment: at,
+            offset,
+            ..
+        }) => {
+            assert_eq!(at, segment);
+            assert_eq!(offset, victim.offset);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_the_node_reopens_at_the_last_whole_block() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(13, 5, 20);
+    let dir = common::temp_dir("torn");
+    let locations = write_blocks(&dir, &chain, 5, 1000);
+    let last = locations[4];
+    let segment = segment_path(&dir.join("blocks"), last.segment);
+    // The last append got only its header and part of its payload to disk.
+    let file = OpenOptions::new().write(true).open(&segment).unwrap();
+    file.set_len(last.offset + 48 + u64::from(last.payload_len) / 3)
+        .unwrap();
+    drop(file);
+    let (mut node, recovery) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.durable_height, 4);
+    assert!(recovery.truncated_bytes > 0);
+    assert_eq!(recovery.utxo_commitment, chain.commitments[4]);
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), last.offset);
+    // The block can be appended again and lands where the torn one was.
+    let receipt = node.append(chain.blocks[4].clone()).unwrap();
+    assert_eq!(receipt.location, last);
+    assert_eq!(receipt.outcome.utxo_commitment, chain.commitments[5]);
+    drop(node);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(14, 9, 15);
+    let dir = common::temp_dir("snapshots");
+    write_blocks(&dir, &chain, 9, 4);
+    let (node, recovery) = Node::open(&dir, &config(4), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.snapshot_height, Some(8));
+    assert_eq!(recovery.replayed_blocks, 1);
+    assert_eq!(recovery.utxo_commitment, chain.commitments[9]);
+    drop(node);
+    // Damage the newest snapshot: recovery falls back to the one before and replays more.
+    let newest = cas_shards::snapshot::snapshot_path(&dir.join("snapshots"), 8);
+    flip_bit(&newest, 100);
+    let (node, recovery) = Node::open(&dir, &config(4), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.snapshot_height, Some(4));
+    assert_eq!(recovery.replayed_blocks, 5);
+    assert_eq!(node.ledger().commitment(), chain.commitments[9]);
+    drop(node);
+    // Another genesis is refused.
+    let other = common::chain(15, 0, 1);
+    let mut different = other.genesis.clone();
+    different.header.timestamp_ms += 1;
+    assert!(matches!(
+        Node::open(&dir, &config(4), Some(&different)).err(),
+        Some(Error::GenesisMismatch { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
