@@ -2,13 +2,12 @@
 //! the inputs from their owning shards, runs the engine's rules in block order over that small view, and routes
 //! the net change back to the shards. It holds no UTXO itself and never touches a shard's state directly.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use cas_engine::codec::{access_block_trusted, decode_block};
 use cas_engine::genesis::{genesis_committee, genesis_outputs};
 use cas_engine::ledger::LedgerError;
-use cas_engine::rules::{apply_batch, RuleContext, TxError};
+use cas_engine::rules::{apply_batch, RuleContext, TxError, UtxoView};
 use cas_engine::tx::ChainParams;
 use cas_engine::{
     ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
@@ -17,6 +16,7 @@ use crossbeam_channel::{bounded, Receiver};
 
 use crate::error::Error;
 use crate::executor::{check_memlock, ShardHandle};
+use crate::hash::FastMap;
 use crate::limits::{SHARDS_MAX, VERIFY_CHUNK_TXS};
 use crate::partition::shard_of;
 use crate::shard::{Command, ValidatedBlock, VerifyDone};
@@ -241,7 +241,7 @@ impl ShardedLedger {
     }
 
     /// The coins of every input of `txs` that exist in the set, asked of their owning shards in parallel.
-    fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<HashMap<OutPoint, TxOutput>, Error> {
+    fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<PrefetchedView, Error> {
         let mut routed: Vec<Vec<OutPoint>> = vec![Vec::new(); self.shards.len()];
         let mut inputs = 0usize;
         for tx in txs {
@@ -263,7 +263,7 @@ impl ShardedLedger {
             })?;
             asked.push((shard, outpoints, answer));
         }
-        let mut view = HashMap::with_capacity(inputs);
+        let mut view = FastMap::with_capacity_and_hasher(inputs, Default::default());
         for (shard, outpoints, answer) in asked {
             let coins = shard.wait(&answer)?;
             debug_assert_eq!(coins.len(), outpoints.len());
@@ -273,7 +273,7 @@ impl ShardedLedger {
                 }
             }
         }
-        Ok(view)
+        Ok(PrefetchedView(view))
     }
 
     /// Routes spends and creations to their shards and waits for their new commitments.
@@ -368,6 +368,15 @@ impl ShardedLedger {
             all.extend(shard.wait(&answer)?);
         }
         Ok(all)
+    }
+}
+
+/// The coins of one block's inputs, fetched from their shards: the only state the rules see.
+struct PrefetchedView(FastMap<OutPoint, TxOutput>);
+
+impl UtxoView for PrefetchedView {
+    fn get(&self, outpoint: &OutPoint) -> Option<TxOutput> {
+        self.0.get(outpoint).copied()
     }
 }
 

@@ -34,6 +34,7 @@
 
 pub mod error;
 pub mod executor;
+mod hash;
 pub mod ledger;
 pub mod limits;
 pub mod node;

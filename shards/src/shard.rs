@@ -2,7 +2,6 @@
 //! ((owner, asset) -> balance, owner -> outpoints). It owns this state alone, on its own executor, and changes it
 //! only through [`Command`]s that arrive in order; it never sees another shard's state.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cas_engine::codec::access_block_trusted;
@@ -11,6 +10,8 @@ use cas_engine::{
     ArchivedTransaction, AssetId, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
 };
 use crossbeam_channel::{select_biased, Receiver, Sender};
+
+use crate::hash::{FastMap, FastSet};
 
 /// A result of a signature job: the tx ids and verdicts of `txs[start..start + ids.len()]`.
 pub(crate) struct VerifyDone {
@@ -59,10 +60,10 @@ pub(crate) enum Command {
 
 #[derive(Default)]
 pub(crate) struct ShardState {
-    utxos: HashMap<OutPoint, TxOutput>,
+    utxos: FastMap<OutPoint, TxOutput>,
     commitment: SetCommitment,
-    balances: HashMap<(PublicKey, AssetId), u128>,
-    owned: HashMap<PublicKey, HashSet<OutPoint>>,
+    balances: FastMap<(PublicKey, AssetId), u128>,
+    owned: FastMap<PublicKey, FastSet<OutPoint>>,
 }
 
 impl ShardState {
