@@ -73,11 +73,13 @@ pub fn decode_tx(bytes: &[u8]) -> Result<&ArchivedTransaction, DecodeError> {
         });
     }
     let tx = rkyv::access::<ArchivedTransaction, rancor::Error>(bytes).map_err(malformed)?;
-    check_tx_counts(tx)?;
+    check_tx_bounds(tx)?;
     Ok(tx)
 }
 
-fn check_tx_counts(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
+/// Checks the counts inside an archived transaction (inputs, outputs, witnesses, memo, committee) against the limits;
+/// for containers (blocks, packages) that archive transactions inside themselves.
+pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
     bound("inputs", tx.body.inputs.len(), INPUTS_MAX)?;
     bound("outputs", tx.body.outputs.len(), OUTPUTS_MAX)?;
     bound("witnesses", tx.witnesses.len(), WITNESSES_MAX)?;
@@ -99,7 +101,7 @@ pub fn decode_block(bytes: &[u8]) -> Result<&ArchivedBlock, DecodeError> {
     let block = rkyv::access::<ArchivedBlock, rancor::Error>(bytes).map_err(malformed)?;
     bound("block transactions", block.txs.len(), BLOCK_TXS_MAX)?;
     for (index, tx) in block.txs.iter().enumerate() {
-        check_tx_counts(tx).map_err(|source| DecodeError::InBlock {
+        check_tx_bounds(tx).map_err(|source| DecodeError::InBlock {
             index,
             source: Box::new(source),
         })?;

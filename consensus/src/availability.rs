@@ -1,0 +1,402 @@
+//! Package availability, the Synchronizer's side of consensus: a member packs client transactions into a package
+//! and broadcasts it; members store it and answer a signed ack; acks of more than two thirds of the stake form an
+//! availability certificate, which is what blocks carry, so ordering cost does not grow with the payload.
+//!
+//! **Each signature is verified about f+1 times, not n times.** The creator verifies its package's signatures
+//! (its Synchronizer checked them at ingest), and so do the next members in committee order until their stake with
+//! the creator's exceeds one third: the *checkers*. A checker that finds every signature good acks with
+//! `checked = true`; everyone else acks `checked = false` (stored, not checked). A certificate whose checked acks
+//! carry more than a third of the stake is *attested*: at most a third of the stake is Byzantine, so at least one
+//! honest member verified every signature, and executors skip re-verification. A Byzantine member can ack
+//! `checked` without checking, but alone it cannot attest: it needs an honest checker beside it, who found the
+//! signatures good. If a checker is slow, crashed or Byzantine, the creator waits `attest_wait_ms` and then issues
+//! an unattested certificate: still available, and executors verify its signatures themselves. Safety never rests
+//! on the attestation, only the CPU saved does.
+
+use std::collections::BTreeMap;
+
+use cas_engine::codec::decode_tx;
+use cas_engine::codec::encode_tx;
+use cas_engine::rules::verify_signatures;
+use cas_engine::{Keypair, PackageId, Transaction, TxId};
+
+use crate::committee::{Committee, MemberIndex};
+use crate::messages::{
+    ack_digest, verify_availability, verify_member, Ack, AckSignature, AvailabilityCert, Message,
+    Package, PACKAGE_TXS_MAX,
+};
+use crate::Action;
+
+#[derive(Clone, Debug)]
+pub struct AvailabilityConfig {
+    /// How long the creator waits for checked acks before certifying without attestation.
+    pub attest_wait_ms: u64,
+    /// How often the creator re-sends a package to members that have not acked it.
+    pub resend_ms: u64,
+    /// Packages kept in memory (own and others'); the oldest go first.
+    pub packages_kept: usize,
+}
+
+impl Default for AvailabilityConfig {
+    fn default() -> Self {
+        AvailabilityConfig {
+            attest_wait_ms: 500,
+            resend_ms: 500,
+            packages_kept: 10_000,
+        }
+    }
+}
+
+/// Counters an operator (or the simulator) reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AvailabilityStats {
+    pub packages_created: u64,
+    /// Transactions whose signatures this member verified.
+    pub signatures_checked: u64,
+    pub certs_formed: u64,
+    pub certs_attested: u64,
+    pub refused: u64,
+}
+
+struct Pending {
+    created_ms: u64,
+    resend_at_ms: u64,
+    acks: BTreeMap<MemberIndex, AckSignature>,
+    certified: bool,
+}
+
+/// How a member behaves when it acks: honestly, or (simulator only) attesting without checking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckBehaviour {
+    Honest,
+    /// Byzantine: acks `checked = true` for every package without verifying anything.
+    AttestWithoutChecking,
+}
+
+pub struct Availability {
+    committee: Committee,
+    me: MemberIndex,
+    keypair: Keypair,
+    config: AvailabilityConfig,
+    now_ms: u64,
+    sequence: u64,
+    packages: BTreeMap<PackageId, Package>,
+    arrival: std::collections::VecDeque<PackageId>,
+    pending: BTreeMap<PackageId, Pending>,
+    behaviour: AckBehaviour,
+    pub stats: AvailabilityStats,
+}
+
+impl Availability {
+    pub fn new(
+        committee: Committee,
+        me: MemberIndex,
+        keypair: Keypair,
+        config: AvailabilityConfig,
+    ) -> Availability {
+        Availability {
+            committee,
+            me,
+            keypair,
+            config,
+            now_ms: 0,
+            sequence: 0,
+            packages: BTreeMap::new(),
+            arrival: std::collections::VecDeque::new(),
+            pending: BTreeMap::new(),
+            behaviour: AckBehaviour::Honest,
+            stats: AvailabilityStats::default(),
+        }
+    }
+
+    /// Simulator hook: make this member a Byzantine acker.
+    pub fn set_behaviour(&mut self, behaviour: AckBehaviour) {
+        self.behaviour = behaviour;
+    }
+
+    /// Whether `member` is one of the checkers of packages made by `creator`.
+    pub fn is_checker(committee: &Committee, creator: MemberIndex, member: MemberIndex) -> bool {
+        let size = committee.size() as u64;
+        let mut stake = 0;
+        for step in 0..size {
+            let candidate = ((creator as u64 + step) % size) as MemberIndex;
+            if candidate == member {
+                return true;
+            }
+            stake += committee.stake(candidate);
+            if stake >= committee.validity_stake() {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Puts back a package read from the disk after a restart.
+    pub fn restore(&mut self, package: Package) {
+        let id = package.id();
+        if self.packages.insert(id, package).is_none() {
+            self.arrival.push_back(id);
+        }
+    }
+
+    pub fn package(&self, id: &PackageId) -> Option<&Package> {
+        self.packages.get(id)
+    }
+
+    fn keep(&mut self, id: PackageId, package: Package, actions: &mut Vec<Action>) {
+        if self.packages.contains_key(&id) {
+            return;
+        }
+        actions.push(Action::StorePackage(package.clone()));
+        self.packages.insert(id, package);
+        self.arrival.push_back(id);
+        while self.arrival.len() > self.config.packages_kept {
+            if let Some(old) = self.arrival.pop_front() {
+                self.packages.remove(&old);
+                self.pending.remove(&old);
+            }
+        }
+    }
+
+    /// Verifies every signature of a package; true when all are good.
+    fn check_signatures(&mut self, txs: &[Transaction]) -> bool {
+        self.stats.signatures_checked += txs.len() as u64;
+        !signature_verdicts(txs).iter().any(|v| v.is_err())
+    }
+
+    fn ack(&self, package: PackageId, checked: bool) -> Ack {
+        let digest = ack_digest(&package, checked);
+        Ack {
+            package,
+            checked,
+            signer: self.me,
+            signature: self.keypair.sign(&digest.0),
+        }
+    }
+
+    /// Packs `txs` (already authenticated by the Synchronizer) into a package and broadcasts it.
+    pub fn create(&mut self, txs: Vec<Transaction>, now_ms: u64) -> Vec<Action> {
+        assert!(
+            txs.len() <= PACKAGE_TXS_MAX,
+            "the Synchronizer bounds packages"
+        );
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut actions = Vec::new();
+        let package = Package {
+            creator: self.me,
+            sequence: self.sequence,
+            txs,
+        };
+        self.sequence += 1;
+        let id = package.id();
+        let checked = match self.behaviour {
+            AckBehaviour::Honest => self.check_signatures(&package.txs),
+            AckBehaviour::AttestWithoutChecking => true,
+        };
+        self.stats.packages_created += 1;
+        self.keep(id, package.clone(), &mut actions);
+        self.pending.insert(
+            id,
+            Pending {
+                created_ms: self.now_ms,
+                resend_at_ms: self.now_ms + self.config.resend_ms,
+                acks: BTreeMap::new(),
+                certified: false,
+            },
+        );
+        actions.push(Action::Broadcast(Message::Package(package)));
+        let ack = self.ack(id, checked);
+        self.on_ack(ack, &mut actions);
+        actions
+    }
+
+    pub fn handle(&mut self, from: MemberIndex, message: Message, now_ms: u64) -> Vec<Action> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut actions = Vec::new();
+        match message {
+            Message::Package(package) => self.on_package(from, package, &mut actions),
+            Message::Ack(ack) => self.on_ack(ack, &mut actions),
+            // The BFT's payload pool verifies certificates once, with its cache.
+            Message::Cert(cert) => actions.push(Action::Certified(cert)),
+            Message::PackageRequest(id) => {
+                if let Some(package) = self.packages.get(&id) {
+                    actions.push(Action::Send {
+                        to: from,
+                        message: Message::Package(package.clone()),
+                    });
+                }
+            }
+            _ => {}
+        }
+        actions
+    }
+
+    fn on_package(&mut self, from: MemberIndex, package: Package, actions: &mut Vec<Action>) {
+        if package.txs.len() > PACKAGE_TXS_MAX || self.committee.key(package.creator).is_none() {
+            self.stats.refused += 1;
+            return;
+        }
+        let id = package.id();
+        let fresh = !self.packages.contains_key(&id);
+        // A package answering our request (sender is not its creator) is stored but not acked.
+        let ack_it = from == package.creator;
+        let creator = package.creator;
+        let checked = if !ack_it {
+            false
+        } else {
+            match self.behaviour {
+                AckBehaviour::AttestWithoutChecking => true,
+                AckBehaviour::Honest
+                    if Self::is_checker(&self.committee, creator, self.me) && fresh =>
+                {
+                    self.check_signatures(&package.txs)
+                }
+                AckBehaviour::Honest => false,
+            }
+        };
+        self.keep(id, package, actions);
+        if ack_it {
+            actions.push(Action::Send {
+                to: creator,
+                message: Message::Ack(self.ack(id, checked)),
+            });
+        }
+    }
+
+    fn on_ack(&mut self, ack: Ack, actions: &mut Vec<Action>) {
+        let Some(pending) = self.pending.get_mut(&ack.package) else {
+            return;
+        };
+        if pending.certified || self.committee.key(ack.signer).is_none() {
+            return;
+        }
+        // Acks are verified in one batch when they reach a quorum (in `try_certify`).
+        pending.acks.insert(
+            ack.signer,
+            AckSignature {
+                signer: ack.signer,
+                checked: ack.checked,
+                signature: ack.signature,
+            },
+        );
+        self.try_certify(ack.package, actions);
+    }
+
+    fn try_certify(&mut self, id: PackageId, actions: &mut Vec<Action>) {
+        let Some(pending) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let committee = &self.committee;
+        let stake: u64 = pending.acks.keys().map(|m| committee.stake(*m)).sum();
+        let checked: u64 = pending
+            .acks
+            .values()
+            .filter(|a| a.checked)
+            .map(|a| committee.stake(a.signer))
+            .sum();
+        let waited = self.now_ms >= pending.created_ms + self.config.attest_wait_ms;
+        let all_answered = pending.acks.len() == committee.size();
+        if pending.certified
+            || stake < committee.quorum_stake()
+            || (checked < committee.validity_stake() && !waited && !all_answered)
+        {
+            return;
+        }
+        let cert = AvailabilityCert {
+            package: id,
+            creator: self.me,
+            acks: pending.acks.values().copied().collect(),
+        };
+        if verify_availability(&cert, committee).is_err() {
+            // A forged ack is among them: keep only the acks that verify alone, and wait for more.
+            self.stats.refused += 1;
+            pending.acks.retain(|signer, a| {
+                verify_member(
+                    committee,
+                    *signer,
+                    &ack_digest(&id, a.checked),
+                    &a.signature,
+                )
+            });
+            return;
+        }
+        pending.certified = true;
+        self.stats.certs_formed += 1;
+        if cert.attested(committee) {
+            self.stats.certs_attested += 1;
+        }
+        actions.push(Action::Broadcast(Message::Cert(cert.clone())));
+        actions.push(Action::Certified(cert));
+    }
+
+    /// Timers: certify without attestation after the wait, and re-send packages to members that have not acked.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<Action> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut actions = Vec::new();
+        let due: Vec<PackageId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.certified)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.try_certify(id, &mut actions);
+            let Some(pending) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            if pending.certified || self.now_ms < pending.resend_at_ms {
+                continue;
+            }
+            pending.resend_at_ms = self.now_ms + self.config.resend_ms;
+            let missing: Vec<MemberIndex> = self
+                .committee
+                .members()
+                .filter(|m| !pending.acks.contains_key(m))
+                .collect();
+            let package = self.packages[&id].clone();
+            for member in missing {
+                actions.push(Action::Send {
+                    to: member,
+                    message: Message::Package(package.clone()),
+                });
+            }
+        }
+        actions
+    }
+
+    /// What executing a committed certificate needs: the package (asking the ackers for it when missing), and
+    /// whether its signatures must be verified here (an unattested certificate).
+    pub fn executable(&mut self, cert: &AvailabilityCert) -> Result<(&Package, bool), Vec<Action>> {
+        let attested = cert.attested(&self.committee);
+        match self.packages.get(&cert.package) {
+            Some(package) => Ok((package, !attested)),
+            None => Err(cert
+                .acks
+                .iter()
+                .filter(|a| a.signer != self.me)
+                .map(|a| Action::Send {
+                    to: a.signer,
+                    message: Message::PackageRequest(cert.package),
+                })
+                .collect()),
+        }
+    }
+
+    /// Verifies a package's signatures at execution (unattested certificates), counting the work.
+    pub fn verify_for_execution(&mut self, id: &PackageId) -> Option<Vec<bool>> {
+        let txs = self.packages.get(id)?.txs.clone();
+        self.stats.signatures_checked += txs.len() as u64;
+        Some(signature_verdicts(&txs).iter().map(|v| v.is_ok()).collect())
+    }
+}
+
+/// The engine's batched verdicts for owned transactions.
+pub fn signature_verdicts(txs: &[Transaction]) -> Vec<Result<(), cas_engine::TxError>> {
+    let encoded: Vec<_> = txs.iter().map(encode_tx).collect();
+    let archived: Vec<_> = encoded
+        .iter()
+        .map(|b| decode_tx(b).expect("our own encoding decodes"))
+        .collect();
+    let ids: Vec<TxId> = archived.iter().map(|tx| tx.tx_id()).collect();
+    verify_signatures(&archived, &ids)
+}

@@ -1,0 +1,708 @@
+//! Pipelined BFT among the DPOS committee: one leader per round in turn, 2-chain commit (HotStuff-2 / Jolteon).
+//!
+//! The protocol, as this state machine runs it:
+//! - **Propose.** The leader of round r proposes a block extending its highest QC. If round r-1 ended with a QC the
+//!   block carries it; if it ended in a timeout certificate (TC), the block carries the TC as well.
+//! - **Vote.** A member votes for a round-r block at most once (r > last voted round), and only if it extends the
+//!   QC of round r-1, or carries a TC of round r-1 and extends a QC at least as high as every QC reported in that
+//!   TC. The safety state (last voted round, highest QC) is persisted before the vote leaves (`Action::Persist`
+//!   first). Votes go to every member, so every member forms the QC itself and learns it one message delay after
+//!   the votes; the next leader proposes as soon as it has it.
+//! - **Commit (2-chain).** When a QC certifies block B whose parent P has round B.round - 1, P and its uncommitted
+//!   ancestors are final, in height order. Missing ancestors are fetched (`BlockRequest`) first.
+//! - **Timeouts.** A member that sees no progress before its deadline persists and broadcasts a signed timeout
+//!   carrying its highest QC, and votes in that round no more; 2f+1 timeouts form a TC that moves everyone to the
+//!   next round. f+1 timeouts for a round ahead make a member join it (so rounds converge after a partition).
+//!   Timeouts back off exponentially while rounds keep failing and are re-broadcast until a TC forms.
+//!
+//! Why it is safe: if P commits, f+1 honest members voted for its certified child B and hold QC(P) as highest QC.
+//! Any later TC includes one of them, so any block voted through a TC extends a QC of round >= P.round, and a
+//! block voted through a QC extends a certified block whose chain already contains P. Certificates are checked
+//! with the engine's batch verification; verified QCs are cached so each is checked once per member.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use cas_engine::{BlockHash, Keypair, PackageId};
+
+use crate::committee::{Committee, MemberIndex};
+use crate::messages::{
+    timeout_digest, verify_availability, verify_member, verify_qc, verify_tc, vote_digest,
+    AvailabilityCert, Block, Message, QuorumCert, Round, SignerSignature, Timeout, TimeoutCert,
+    TimeoutSignature, Vote,
+};
+use crate::Action;
+
+/// Votes and timeouts further ahead than this many rounds are ignored, bounding what a Byzantine member can make
+/// us hold.
+pub const FUTURE_ROUNDS_MAX: Round = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct BftConfig {
+    /// The first timeout of a round.
+    pub round_timeout_ms: u64,
+    /// The cap of the exponential backoff.
+    pub round_timeout_max_ms: u64,
+    /// Certificates per proposed block.
+    pub payload_certs_max: usize,
+    /// Certificates waiting for a proposal; a full pool refuses more (the Synchronizer then slows its clients).
+    pub payload_pool_max: usize,
+    /// Committed blocks kept in memory for members that catch up.
+    pub blocks_kept: u64,
+    /// How long an unanswered block request waits before it is sent again.
+    pub request_retry_ms: u64,
+}
+
+impl Default for BftConfig {
+    fn default() -> Self {
+        BftConfig {
+            round_timeout_ms: 1_000,
+            round_timeout_max_ms: 10_000,
+            payload_certs_max: 256,
+            payload_pool_max: 4_096,
+            blocks_kept: 10_000,
+            request_retry_ms: 500,
+        }
+    }
+}
+
+/// What must survive a crash for this member to stay safe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SafetyState {
+    pub last_voted_round: Round,
+    pub high_qc: QuorumCert,
+}
+
+impl Default for SafetyState {
+    fn default() -> Self {
+        SafetyState {
+            last_voted_round: 0,
+            high_qc: QuorumCert::genesis(),
+        }
+    }
+}
+
+/// What a restarting member reads back from its disk.
+#[derive(Clone, Debug, Default)]
+pub struct Recovered {
+    pub safety: SafetyState,
+    /// Stored blocks, any order.
+    pub blocks: Vec<Block>,
+    /// The last committed block, if any.
+    pub committed: Option<(u64, BlockHash)>,
+}
+
+// A message event is moved once from the driver into `handle`; boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Event {
+    Tick { now_ms: u64 },
+    Message { from: MemberIndex, message: Message },
+}
+
+/// Counters an operator (or the simulator) reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BftStats {
+    pub proposals: u64,
+    pub votes_sent: u64,
+    pub qcs_formed: u64,
+    pub tcs_formed: u64,
+    pub timeouts_sent: u64,
+    pub commits: u64,
+    /// Invalid messages refused (bad signature, wrong leader, bad certificate).
+    pub refused: u64,
+    /// A commit that did not extend this member's committed chain: a safety violation, never expected.
+    pub conflicting_commits: u64,
+    /// Payload certificates refused because the pool was full.
+    pub payload_refused: u64,
+}
+
+pub struct Bft {
+    committee: Committee,
+    me: MemberIndex,
+    keypair: Keypair,
+    config: BftConfig,
+    now_ms: u64,
+    round: Round,
+    safety: SafetyState,
+    /// The TC that ended the round before `round`, when it ended that way.
+    last_tc: Option<TimeoutCert>,
+    blocks: BTreeMap<BlockHash, Block>,
+    committed_height: u64,
+    committed_hash: BlockHash,
+    /// Recent committed blocks by height, to recognise a commit rule firing for a block that conflicts with them.
+    committed_by_height: BTreeMap<u64, BlockHash>,
+    /// The highest block that the commit rule made final but whose ancestors are not all here yet.
+    commit_target: Option<BlockHash>,
+    votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
+    timeouts: BTreeMap<Round, BTreeMap<MemberIndex, Timeout>>,
+    /// Rounds for which this member already formed a QC or TC.
+    qc_rounds: BTreeSet<Round>,
+    tc_rounds: BTreeSet<Round>,
+    verified_qcs: BTreeSet<cas_engine::Hash32>,
+    verified_certs: BTreeSet<PackageId>,
+    round_deadline_ms: u64,
+    consecutive_timeouts: u32,
+    /// The timeout this member sent for the current round, re-broadcast until a TC forms.
+    my_timeout: Option<(Timeout, u64)>,
+    requested: BTreeMap<BlockHash, u64>,
+    payload_pool: VecDeque<AvailabilityCert>,
+    committed_packages: BTreeSet<PackageId>,
+    pub stats: BftStats,
+    /// Test-only: vote for any proposal from the round's leader, ignoring which QC it extends.
+    #[cfg(test)]
+    pub(crate) broken_vote_rule: bool,
+}
+
+impl Bft {
+    /// Starts (or restarts) a member from what its disk holds.
+    pub fn new(
+        committee: Committee,
+        me: MemberIndex,
+        keypair: Keypair,
+        config: BftConfig,
+        recovered: Recovered,
+        now_ms: u64,
+    ) -> (Bft, Vec<Action>) {
+        assert_eq!(
+            committee.key(me),
+            Some(&keypair.public()),
+            "the key must be member {me}'s"
+        );
+        let (committed_height, committed_hash) = recovered
+            .committed
+            .unwrap_or((0, crate::messages::GENESIS_HASH));
+        let mut bft = Bft {
+            committee,
+            me,
+            keypair,
+            config,
+            now_ms,
+            round: 0,
+            safety: recovered.safety,
+            last_tc: None,
+            blocks: recovered
+                .blocks
+                .into_iter()
+                .map(|b| (b.hash(), b))
+                .collect(),
+            committed_height,
+            committed_hash,
+            committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
+            commit_target: None,
+            votes: BTreeMap::new(),
+            timeouts: BTreeMap::new(),
+            qc_rounds: BTreeSet::new(),
+            tc_rounds: BTreeSet::new(),
+            verified_qcs: BTreeSet::new(),
+            verified_certs: BTreeSet::new(),
+            round_deadline_ms: 0,
+            consecutive_timeouts: 0,
+            my_timeout: None,
+            requested: BTreeMap::new(),
+            payload_pool: VecDeque::new(),
+            committed_packages: BTreeSet::new(),
+            stats: BftStats::default(),
+            #[cfg(test)]
+            broken_vote_rule: false,
+        };
+        let mut actions = Vec::new();
+        let start = bft.safety.high_qc.round.max(bft.safety.last_voted_round) + 1;
+        bft.enter_round(start, false, &mut actions);
+        (bft, actions)
+    }
+
+    pub fn round(&self) -> Round {
+        self.round
+    }
+
+    pub fn committed_height(&self) -> u64 {
+        self.committed_height
+    }
+
+    pub fn me(&self) -> MemberIndex {
+        self.me
+    }
+
+    /// Offers a certified package for a future proposal; false when the pool is full (back-pressure) or the
+    /// certificate does not verify.
+    pub fn add_payload(&mut self, cert: AvailabilityCert) -> bool {
+        if self.committed_packages.contains(&cert.package)
+            || self.payload_pool.iter().any(|c| c.package == cert.package)
+        {
+            return true;
+        }
+        if self.payload_pool.len() >= self.config.payload_pool_max {
+            self.stats.payload_refused += 1;
+            return false;
+        }
+        if !self.verified_certs.contains(&cert.package) {
+            if verify_availability(&cert, &self.committee).is_err() {
+                self.stats.refused += 1;
+                return false;
+            }
+            self.verified_certs.insert(cert.package);
+        }
+        self.payload_pool.push_back(cert);
+        true
+    }
+
+    pub fn handle(&mut self, event: Event) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            Event::Tick { now_ms } => self.on_tick(now_ms, &mut actions),
+            Event::Message { from, message } => match message {
+                Message::Proposal(block) => self.on_block(from, block, true, &mut actions),
+                Message::BlockResponse(block) => self.on_block(from, block, false, &mut actions),
+                Message::Vote(vote) => self.on_vote(vote, &mut actions),
+                Message::Timeout(timeout) => self.on_timeout(timeout, &mut actions),
+                Message::BlockRequest(hash) => {
+                    if let Some(block) = self.blocks.get(&hash) {
+                        actions.push(Action::Send {
+                            to: from,
+                            message: Message::BlockResponse(block.clone()),
+                        });
+                    }
+                }
+                Message::Package(_)
+                | Message::Ack(_)
+                | Message::Cert(_)
+                | Message::PackageRequest(_) => {}
+            },
+        }
+        actions
+    }
+
+    fn timeout_ms(&self) -> u64 {
+        let factor = 1u64 << self.consecutive_timeouts.min(16);
+        self.config
+            .round_timeout_ms
+            .saturating_mul(factor)
+            .min(self.config.round_timeout_max_ms)
+    }
+
+    fn enter_round(&mut self, round: Round, via_timeout: bool, actions: &mut Vec<Action>) {
+        debug_assert!(round > self.round || self.round == 0);
+        if via_timeout {
+            self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
+        } else {
+            self.consecutive_timeouts = 0;
+        }
+        self.round = round;
+        self.my_timeout = None;
+        self.round_deadline_ms = self.now_ms + self.timeout_ms();
+        // Old rounds' votes and timeouts can no longer form anything useful.
+        let keep_from = round.saturating_sub(2);
+        self.votes.retain(|(r, _), _| *r >= keep_from);
+        self.timeouts.retain(|r, _| *r >= keep_from);
+        self.qc_rounds.retain(|r| *r >= keep_from);
+        self.tc_rounds.retain(|r| *r >= keep_from);
+        if self.committee.leader(round) == self.me {
+            self.propose(actions);
+        }
+    }
+
+    fn propose(&mut self, actions: &mut Vec<Action>) {
+        let round = self.round;
+        if round <= self.safety.last_voted_round {
+            return; // Already voted (or proposed) in this round, possibly before a restart.
+        }
+        let qc = self.safety.high_qc.clone();
+        let tc = if qc.round + 1 == round {
+            None
+        } else {
+            match &self.last_tc {
+                Some(tc) if tc.round + 1 == round => Some(tc.clone()),
+                _ => return, // Entered this round without a certificate of the previous one: cannot justify.
+            }
+        };
+        let in_flight = self.uncommitted_packages(&qc.block);
+        let payload: Vec<AvailabilityCert> = self
+            .payload_pool
+            .iter()
+            .filter(|c| {
+                !in_flight.contains(&c.package) && !self.committed_packages.contains(&c.package)
+            })
+            .take(self.config.payload_certs_max)
+            .cloned()
+            .collect();
+        let block = Block::new_signed(&self.keypair, self.me, round, qc, tc, self.now_ms, payload);
+        let hash = block.hash();
+        // Proposing is voting: persist first, so a restart can never propose a second block for this round.
+        self.safety.last_voted_round = round;
+        actions.push(Action::Persist(self.safety.clone()));
+        self.stats.proposals += 1;
+        actions.push(Action::Broadcast(Message::Proposal(block.clone())));
+        actions.push(Action::StoreBlock(block.clone()));
+        self.blocks.insert(hash, block.clone());
+        self.cast_vote(&block, hash, actions);
+    }
+
+    /// Package ids carried by the uncommitted chain ending at `tip`.
+    fn uncommitted_packages(&self, tip: &BlockHash) -> BTreeSet<PackageId> {
+        let mut packages = BTreeSet::new();
+        let mut cursor = *tip;
+        while let Some(block) = self.blocks.get(&cursor) {
+            if block.height <= self.committed_height {
+                break;
+            }
+            packages.extend(block.payload.iter().map(|c| c.package));
+            cursor = block.parent();
+        }
+        packages
+    }
+
+    fn check_qc(&mut self, qc: &QuorumCert) -> bool {
+        let digest = qc.digest();
+        if self.verified_qcs.contains(&digest) {
+            return true;
+        }
+        if verify_qc(qc, &self.committee).is_err() {
+            return false;
+        }
+        self.verified_qcs.insert(digest);
+        true
+    }
+
+    fn check_block(&mut self, block: &Block) -> bool {
+        if block.author != self.committee.leader(block.round)
+            || block.height != block.qc.height + 1
+            || block.round <= block.qc.round
+            || block.payload.len() > self.config.payload_certs_max
+        {
+            return false;
+        }
+        if let Some(tc) = &block.tc {
+            if tc.round + 1 != block.round || verify_tc(tc, &self.committee).is_err() {
+                return false;
+            }
+        }
+        if !verify_member(
+            &self.committee,
+            block.author,
+            &block.hash(),
+            &block.signature,
+        ) || !self.check_qc(&block.qc)
+        {
+            return false;
+        }
+        for cert in &block.payload {
+            if !self.verified_certs.contains(&cert.package) {
+                if verify_availability(cert, &self.committee).is_err() {
+                    return false;
+                }
+                self.verified_certs.insert(cert.package);
+            }
+        }
+        true
+    }
+
+    fn on_block(&mut self, from: MemberIndex, block: Block, live: bool, actions: &mut Vec<Action>) {
+        let hash = block.hash();
+        let known = self.blocks.contains_key(&hash);
+        if !known {
+            if !self.check_block(&block) {
+                self.stats.refused += 1;
+                return;
+            }
+            actions.push(Action::StoreBlock(block.clone()));
+            self.blocks.insert(hash, block.clone());
+            if self.safety.high_qc.block == hash {
+                // The QC for this block came first: run the commit rule for it now that the block is here.
+                self.process_qc(self.safety.high_qc.clone(), actions);
+            }
+        }
+        self.requested.remove(&hash);
+        if let Some(tc) = &block.tc {
+            self.process_tc(tc.clone(), actions);
+        }
+        self.process_qc(block.qc.clone(), actions);
+        if block.height > self.committed_height + 1 && !self.blocks.contains_key(&block.parent()) {
+            self.request(block.parent(), Some(from), actions);
+        }
+        self.try_commit(actions);
+        if live && block.round == self.round && self.safe_to_vote(&block) {
+            self.vote(&block, hash, actions);
+        }
+    }
+
+    fn safe_to_vote(&self, block: &Block) -> bool {
+        if block.round <= self.safety.last_voted_round {
+            return false;
+        }
+        #[cfg(test)]
+        if self.broken_vote_rule {
+            return true;
+        }
+        if block.qc.round + 1 == block.round {
+            return true;
+        }
+        block
+            .tc
+            .as_ref()
+            .is_some_and(|tc| tc.round + 1 == block.round && block.qc.round >= tc.high_qc_round())
+    }
+
+    fn vote(&mut self, block: &Block, hash: BlockHash, actions: &mut Vec<Action>) {
+        self.safety.last_voted_round = block.round;
+        actions.push(Action::Persist(self.safety.clone()));
+        self.cast_vote(block, hash, actions);
+    }
+
+    /// Signs and sends a vote whose round is already persisted as voted.
+    fn cast_vote(&mut self, block: &Block, hash: BlockHash, actions: &mut Vec<Action>) {
+        debug_assert_eq!(self.safety.last_voted_round, block.round);
+        let digest = vote_digest(block.round, &hash, block.height);
+        let vote = Vote {
+            round: block.round,
+            block: hash,
+            height: block.height,
+            signer: self.me,
+            signature: self.keypair.sign(&digest.0),
+        };
+        self.stats.votes_sent += 1;
+        actions.push(Action::Broadcast(Message::Vote(vote)));
+        self.on_vote(vote, actions);
+    }
+
+    fn on_vote(&mut self, vote: Vote, actions: &mut Vec<Action>) {
+        if self.committee.key(vote.signer).is_none()
+            || vote.round + 1 < self.round
+            || vote.round > self.round + FUTURE_ROUNDS_MAX
+            || self.qc_rounds.contains(&vote.round)
+        {
+            return;
+        }
+        let entry = self.votes.entry((vote.round, vote.block)).or_default();
+        entry.insert(vote.signer, vote);
+        let stake: u64 = entry.keys().map(|m| self.committee.stake(*m)).sum();
+        if stake < self.committee.quorum_stake() {
+            return;
+        }
+        // Quorum reached on unverified votes: verify them in one batch, drop the bad ones, and form the QC if
+        // a quorum remains.
+        let first = entry.values().next().expect("a quorum has votes");
+        let qc = QuorumCert {
+            round: first.round,
+            block: first.block,
+            height: first.height,
+            signatures: entry
+                .values()
+                .map(|v| SignerSignature {
+                    signer: v.signer,
+                    signature: v.signature,
+                })
+                .collect(),
+        };
+        match verify_qc(&qc, &self.committee) {
+            Ok(()) => {
+                self.qc_rounds.insert(qc.round);
+                self.verified_qcs.insert(qc.digest());
+                self.stats.qcs_formed += 1;
+                self.process_qc(qc, actions);
+                self.try_commit(actions);
+            }
+            Err(_) => {
+                // Keep only votes that verify one by one, so a forged vote cannot block the round.
+                let digest = vote_digest(vote.round, &vote.block, vote.height);
+                let committee = &self.committee;
+                entry.retain(|signer, v| verify_member(committee, *signer, &digest, &v.signature));
+                self.stats.refused += 1;
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, timeout: Timeout, actions: &mut Vec<Action>) {
+        if timeout.round > self.round + FUTURE_ROUNDS_MAX {
+            return;
+        }
+        if timeout.round < self.round || self.tc_rounds.contains(&timeout.round) {
+            // Still learn its QC: a straggler's timeout can carry the QC we miss.
+            if self.safety.high_qc.round < timeout.high_qc.round && self.check_qc(&timeout.high_qc)
+            {
+                self.process_qc(timeout.high_qc, actions);
+                self.try_commit(actions);
+            }
+            return;
+        }
+        let digest = timeout_digest(timeout.round, timeout.high_qc.round);
+        if !verify_member(&self.committee, timeout.signer, &digest, &timeout.signature)
+            || !self.check_qc(&timeout.high_qc)
+        {
+            self.stats.refused += 1;
+            return;
+        }
+        self.process_qc(timeout.high_qc.clone(), actions);
+        let round = timeout.round;
+        let entry = self.timeouts.entry(round).or_default();
+        entry.insert(timeout.signer, timeout);
+        let stake: u64 = entry.keys().map(|m| self.committee.stake(*m)).sum();
+        if stake >= self.committee.quorum_stake() {
+            let tc = TimeoutCert {
+                round,
+                signatures: entry
+                    .values()
+                    .map(|t| TimeoutSignature {
+                        signer: t.signer,
+                        high_qc_round: t.high_qc.round,
+                        signature: t.signature,
+                    })
+                    .collect(),
+            };
+            self.tc_rounds.insert(round);
+            self.stats.tcs_formed += 1;
+            self.process_tc(tc, actions);
+        } else if stake >= self.committee.validity_stake() && round >= self.round {
+            // f+1 members gave up on this round: at least one honest did, so join it.
+            if round > self.round {
+                self.round = round;
+                self.round_deadline_ms = self.now_ms;
+                self.my_timeout = None;
+            }
+            if self.my_timeout.is_none() {
+                self.local_timeout(actions);
+            }
+        }
+        self.try_commit(actions);
+    }
+
+    fn process_qc(&mut self, qc: QuorumCert, actions: &mut Vec<Action>) {
+        if qc.round > self.safety.high_qc.round {
+            self.safety.high_qc = qc.clone();
+        }
+        // The 2-chain rule: a QC for B whose parent is from the round just before B makes the parent final.
+        if let Some(certified) = self.blocks.get(&qc.block) {
+            if certified.qc.round + 1 == certified.round
+                && certified.qc.height > self.committed_height
+            {
+                let target_height = self
+                    .commit_target
+                    .and_then(|t| self.blocks.get(&t))
+                    .map_or(0, |b| b.height);
+                if certified.qc.height > target_height {
+                    self.commit_target = Some(certified.qc.block);
+                }
+            }
+        } else if qc.height > self.committed_height {
+            self.request(qc.block, None, actions);
+        }
+        if qc.round + 1 > self.round {
+            self.enter_round(qc.round + 1, false, actions);
+        }
+    }
+
+    fn process_tc(&mut self, tc: TimeoutCert, actions: &mut Vec<Action>) {
+        if tc.round + 1 > self.round {
+            let round = tc.round + 1;
+            self.last_tc = Some(tc);
+            self.enter_round(round, true, actions);
+        }
+    }
+
+    fn request(&mut self, hash: BlockHash, from: Option<MemberIndex>, actions: &mut Vec<Action>) {
+        if self.requested.contains_key(&hash) || self.blocks.contains_key(&hash) {
+            return;
+        }
+        self.requested.insert(hash, self.now_ms);
+        let message = Message::BlockRequest(hash);
+        actions.push(match from {
+            Some(to) if to != self.me => Action::Send { to, message },
+            _ => Action::Broadcast(message),
+        });
+    }
+
+    /// Commits the chain up to the commit target once every block of it is here.
+    fn try_commit(&mut self, actions: &mut Vec<Action>) {
+        let Some(target) = self.commit_target else {
+            return;
+        };
+        let mut chain = Vec::new();
+        let mut cursor = target;
+        loop {
+            let Some(block) = self.blocks.get(&cursor) else {
+                self.request(cursor, None, actions);
+                return;
+            };
+            if block.height <= self.committed_height {
+                // Already final at this height: it must be the block we committed there.
+                let ours = self.committed_by_height.get(&block.height);
+                if ours.is_some_and(|hash| *hash != cursor) {
+                    self.stats.conflicting_commits += 1;
+                }
+                break;
+            }
+            chain.push(cursor);
+            if block.height == self.committed_height + 1 {
+                if block.parent() != self.committed_hash {
+                    self.stats.conflicting_commits += 1;
+                    self.commit_target = None;
+                    return;
+                }
+                break;
+            }
+            cursor = block.parent();
+        }
+        self.commit_target = None;
+        for hash in chain.into_iter().rev() {
+            let block = self.blocks[&hash].clone();
+            self.committed_height = block.height;
+            self.committed_hash = hash;
+            self.committed_by_height.insert(block.height, hash);
+            for cert in &block.payload {
+                self.committed_packages.insert(cert.package);
+            }
+            self.stats.commits += 1;
+            actions.push(Action::Commit(block));
+        }
+        let committed = &self.committed_packages;
+        self.payload_pool
+            .retain(|c| !committed.contains(&c.package));
+        let keep_from = self
+            .committed_height
+            .saturating_sub(self.config.blocks_kept);
+        self.blocks.retain(|_, b| b.height >= keep_from);
+        self.committed_by_height
+            .retain(|height, _| *height >= keep_from);
+    }
+
+    fn local_timeout(&mut self, actions: &mut Vec<Action>) {
+        self.safety.last_voted_round = self.safety.last_voted_round.max(self.round);
+        actions.push(Action::Persist(self.safety.clone()));
+        let high_qc = self.safety.high_qc.clone();
+        let digest = timeout_digest(self.round, high_qc.round);
+        let timeout = Timeout {
+            round: self.round,
+            high_qc,
+            signer: self.me,
+            signature: self.keypair.sign(&digest.0),
+        };
+        self.stats.timeouts_sent += 1;
+        self.my_timeout = Some((timeout.clone(), self.now_ms + self.timeout_ms()));
+        actions.push(Action::Broadcast(Message::Timeout(timeout.clone())));
+        self.on_timeout(timeout, actions);
+    }
+
+    fn on_tick(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        match &self.my_timeout {
+            None if self.now_ms >= self.round_deadline_ms => self.local_timeout(actions),
+            Some((timeout, resend_at)) if self.now_ms >= *resend_at => {
+                // No TC yet: the timeout or its answers may have been lost. Say it again.
+                let timeout = timeout.clone();
+                self.my_timeout = Some((timeout.clone(), self.now_ms + self.timeout_ms()));
+                actions.push(Action::Broadcast(Message::Timeout(timeout)));
+            }
+            _ => {}
+        }
+        let retry_before = self.now_ms.saturating_sub(self.config.request_retry_ms);
+        let stale: Vec<BlockHash> = self
+            .requested
+            .iter()
+            .filter(|(_, at)| **at <= retry_before)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in stale {
+            self.requested.remove(&hash);
+            self.request(hash, None, actions);
+        }
+    }
+}

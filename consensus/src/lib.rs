@@ -1,0 +1,37 @@
+//! CAS consensus, sans-IO: state machines fed events (a message, a timer tick with the current time) that return
+//! actions (send, broadcast, persist, store, commit). No sockets, threads, clocks or randomness inside; the node
+//! and the deterministic simulator ([`sim`]) drive them.
+//!
+//! [`bft`] orders blocks among the DPOS committee (pipelined, leader-rotating, 2-chain commit of the HotStuff-2 /
+//! Jolteon family); [`availability`] makes packages of transactions available and certified before they are
+//! ordered; [`messages`] holds the wire types and certificate checks; [`committee`] the members and thresholds.
+
+pub mod availability;
+pub mod bft;
+pub mod committee;
+pub mod messages;
+pub mod sim;
+
+use committee::MemberIndex;
+use messages::{AvailabilityCert, Block, Message, Package};
+
+/// What a state machine asks its driver to do, in order. A `Persist` must be durable before any later action of the
+/// same list is carried out: that is how "safety state is written before a vote leaves" is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Send {
+        to: MemberIndex,
+        message: Message,
+    },
+    /// To every other member.
+    Broadcast(Message),
+    Persist(bft::SafetyState),
+    /// Keep this block durably (restart, and serving members that catch up).
+    StoreBlock(Block),
+    /// Keep this package durably.
+    StorePackage(Package),
+    /// A package is certified available: hand it to the local BFT payload pool.
+    Certified(AvailabilityCert),
+    /// This block is final. Commits come in height order, each exactly once.
+    Commit(Block),
+}

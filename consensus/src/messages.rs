@@ -1,0 +1,490 @@
+//! Consensus messages and certificates: proposals (consensus blocks), votes, quorum certificates, timeouts and
+//! timeout certificates, package availability (packages, acks, availability certificates) and block sync.
+//!
+//! Every signature covers a domain-separated digest, so a vote can never pass for a timeout or an ack. Certificate
+//! checks run the cheap tests first (known, distinct signers; enough stake) and only then one batch verification of
+//! all signatures with the engine's cofactored batch verifier. Messages are rkyv archives on the wire;
+//! [`decode_message`] is the one entry point for untrusted bytes.
+
+use std::collections::BTreeSet;
+
+use cas_engine::crypto::{verify_batch, Keypair, SigEntry};
+use cas_engine::{BlockHash, Hash32, PackageId, Signature, Transaction};
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::committee::{Committee, MemberIndex, COMMITTEE_MEMBERS_MAX};
+
+pub type Round = u64;
+
+mod domain {
+    pub const BLOCK: &str = "CAS 2026-11 consensus block v1";
+    pub const VOTE: &str = "CAS 2026-11 consensus vote v1";
+    pub const TIMEOUT: &str = "CAS 2026-11 consensus timeout v1";
+    pub const ACK: &str = "CAS 2026-11 package ack v1";
+}
+
+/// The hash every chain's first quorum certificate certifies: the consensus chain starts from it at height 0.
+pub const GENESIS_HASH: BlockHash = Hash32([0; 32]);
+
+/// Availability certificates one block may carry.
+pub const PAYLOAD_CERTS_MAX: usize = 1024;
+/// Transactions one package may carry.
+pub const PACKAGE_TXS_MAX: usize = 20_000;
+/// The largest encoded message accepted (a full package).
+pub const MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// One member's signature inside a certificate.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignerSignature {
+    pub signer: MemberIndex,
+    pub signature: Signature,
+}
+
+/// More than two thirds of the stake voted for `block` in `round`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct QuorumCert {
+    pub round: Round,
+    pub block: BlockHash,
+    pub height: u64,
+    pub signatures: Vec<SignerSignature>,
+}
+
+impl QuorumCert {
+    /// The certificate of the genesis: round 0, height 0, no signatures needed.
+    pub fn genesis() -> QuorumCert {
+        QuorumCert {
+            round: 0,
+            block: GENESIS_HASH,
+            height: 0,
+            signatures: Vec::new(),
+        }
+    }
+
+    pub fn is_genesis(&self) -> bool {
+        self.round == 0 && self.block == GENESIS_HASH && self.height == 0
+    }
+
+    /// A digest naming this certificate, for caches of verified certificates.
+    pub fn digest(&self) -> Hash32 {
+        vote_digest(self.round, &self.block, self.height)
+    }
+}
+
+pub fn vote_digest(round: Round, block: &BlockHash, height: u64) -> Hash32 {
+    let mut h = blake3::Hasher::new_derive_key(domain::VOTE);
+    h.update(&round.to_le_bytes());
+    h.update(&block.0);
+    h.update(&height.to_le_bytes());
+    Hash32::from(h.finalize())
+}
+
+pub fn timeout_digest(round: Round, high_qc_round: Round) -> Hash32 {
+    let mut h = blake3::Hasher::new_derive_key(domain::TIMEOUT);
+    h.update(&round.to_le_bytes());
+    h.update(&high_qc_round.to_le_bytes());
+    Hash32::from(h.finalize())
+}
+
+pub fn ack_digest(package: &PackageId, checked: bool) -> Hash32 {
+    let mut h = blake3::Hasher::new_derive_key(domain::ACK);
+    h.update(&package.0);
+    h.update(&[checked as u8]);
+    Hash32::from(h.finalize())
+}
+
+/// One entry of a timeout certificate: the signer's highest QC round when it timed out.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeoutSignature {
+    pub signer: MemberIndex,
+    pub high_qc_round: Round,
+    pub signature: Signature,
+}
+
+/// More than two thirds of the stake gave up on `round`.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TimeoutCert {
+    pub round: Round,
+    pub signatures: Vec<TimeoutSignature>,
+}
+
+impl TimeoutCert {
+    /// The highest QC round any signer reported: a proposal justified by this TC must extend a QC at least this
+    /// high, which is what keeps a block certified before the timeout from being forked away.
+    pub fn high_qc_round(&self) -> Round {
+        self.signatures
+            .iter()
+            .map(|s| s.high_qc_round)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A member gives up on a round, carrying its highest QC so the next leader can extend it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Timeout {
+    pub round: Round,
+    pub high_qc: QuorumCert,
+    pub signer: MemberIndex,
+    pub signature: Signature,
+}
+
+/// A member's vote for a block.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vote {
+    pub round: Round,
+    pub block: BlockHash,
+    pub height: u64,
+    pub signer: MemberIndex,
+    pub signature: Signature,
+}
+
+/// A consensus block: it orders availability certificates, never transactions, so its size does not grow with
+/// the payload. Its parent is the block its `qc` certifies.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub round: Round,
+    pub height: u64,
+    pub qc: QuorumCert,
+    /// Present when the previous round ended in a timeout rather than a QC.
+    pub tc: Option<TimeoutCert>,
+    pub author: MemberIndex,
+    /// The proposer's clock; informative only.
+    pub timestamp_ms: u64,
+    pub payload: Vec<AvailabilityCert>,
+    pub signature: Signature,
+}
+
+impl Block {
+    pub fn parent(&self) -> BlockHash {
+        self.qc.block
+    }
+
+    /// The block hash, which the author signs: every field but the signatures inside the certificates.
+    pub fn hash(&self) -> BlockHash {
+        let mut h = blake3::Hasher::new_derive_key(domain::BLOCK);
+        h.update(&self.round.to_le_bytes());
+        h.update(&self.height.to_le_bytes());
+        h.update(&self.qc.digest().0);
+        match &self.tc {
+            None => h.update(&[0]),
+            Some(tc) => h.update(&[1]).update(&tc.round.to_le_bytes()),
+        };
+        h.update(&self.author.to_le_bytes());
+        h.update(&self.timestamp_ms.to_le_bytes());
+        h.update(&(self.payload.len() as u64).to_le_bytes());
+        for cert in &self.payload {
+            h.update(&cert.package.0);
+        }
+        Hash32::from(h.finalize())
+    }
+
+    /// Builds and signs a block.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_signed(
+        keypair: &Keypair,
+        author: MemberIndex,
+        round: Round,
+        qc: QuorumCert,
+        tc: Option<TimeoutCert>,
+        timestamp_ms: u64,
+        payload: Vec<AvailabilityCert>,
+    ) -> Block {
+        let height = qc.height + 1;
+        let mut block = Block {
+            round,
+            height,
+            qc,
+            tc,
+            author,
+            timestamp_ms,
+            payload,
+            signature: Signature([0; 64]),
+        };
+        block.signature = keypair.sign(&block.hash().0);
+        block
+    }
+}
+
+/// A batch of client transactions made by one member's Synchronizer.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub creator: MemberIndex,
+    /// The creator's package counter: with the creator, it makes ids unique.
+    pub sequence: u64,
+    pub txs: Vec<Transaction>,
+}
+
+impl Package {
+    pub fn id(&self) -> PackageId {
+        let mut h = blake3::Hasher::new_derive_key(cas_engine::id::domain::PACKAGE_ID);
+        h.update(&self.creator.to_le_bytes());
+        h.update(&self.sequence.to_le_bytes());
+        h.update(&(self.txs.len() as u64).to_le_bytes());
+        for tx in &self.txs {
+            h.update(&tx.tx_id().0);
+        }
+        Hash32::from(h.finalize())
+    }
+}
+
+/// A member holds a package; `checked` says it also verified every signature in it and found them good.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub package: PackageId,
+    pub checked: bool,
+    pub signer: MemberIndex,
+    pub signature: Signature,
+}
+
+/// One ack inside an availability certificate.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckSignature {
+    pub signer: MemberIndex,
+    pub checked: bool,
+    pub signature: Signature,
+}
+
+/// More than two thirds of the stake hold `package`. See [`crate::availability`] for what `checked` buys.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AvailabilityCert {
+    pub package: PackageId,
+    pub creator: MemberIndex,
+    pub acks: Vec<AckSignature>,
+}
+
+impl AvailabilityCert {
+    /// Stake of the members that attest they verified the package's signatures.
+    pub fn checked_stake(&self, committee: &Committee) -> u64 {
+        self.acks
+            .iter()
+            .filter(|a| a.checked)
+            .map(|a| committee.stake(a.signer))
+            .sum()
+    }
+
+    /// Whether executors may skip re-verifying the package's signatures: the checked attestations carry more than
+    /// a third of the stake, so at least one honest member checked.
+    pub fn attested(&self, committee: &Committee) -> bool {
+        self.checked_stake(committee) >= committee.validity_stake()
+    }
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Proposal(Block),
+    Vote(Vote),
+    Timeout(Timeout),
+    /// Asks for a block the sender is missing.
+    BlockRequest(BlockHash),
+    BlockResponse(Block),
+    Package(Package),
+    Ack(Ack),
+    Cert(AvailabilityCert),
+    /// Asks for a package the sender must execute but does not hold.
+    PackageRequest(PackageId),
+}
+
+impl Message {
+    /// Whether the message belongs to the ordering path (never to wait behind bulk traffic).
+    pub fn is_consensus(&self) -> bool {
+        matches!(
+            self,
+            Message::Proposal(_) | Message::Vote(_) | Message::Timeout(_)
+        )
+    }
+}
+
+/// Why a certificate or signed message is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertError {
+    #[error("signer {0} is not a committee member")]
+    UnknownSigner(MemberIndex),
+    #[error("signer {0} appears twice")]
+    DuplicateSigner(MemberIndex),
+    #[error("stake {stake} is below the required {required}")]
+    NotEnoughStake { stake: u64, required: u64 },
+    #[error("signature of signer {0} is invalid")]
+    BadSignature(MemberIndex),
+    #[error("a genesis certificate must have round 0, height 0 and no signatures")]
+    BadGenesis,
+}
+
+/// Checks distinct known signers and their stake, then verifies every signature in one batch.
+fn verify_signed<'a>(
+    committee: &Committee,
+    signers: impl Iterator<Item = (MemberIndex, &'a [u8], &'a Signature)>,
+    required: u64,
+) -> Result<(), CertError> {
+    let mut seen = BTreeSet::new();
+    let mut stake = 0u64;
+    let mut keys = Vec::new();
+    let mut entries = Vec::new();
+    for (signer, message, signature) in signers {
+        let key = committee
+            .key(signer)
+            .ok_or(CertError::UnknownSigner(signer))?;
+        if !seen.insert(signer) {
+            return Err(CertError::DuplicateSigner(signer));
+        }
+        stake += committee.stake(signer);
+        keys.push(signer);
+        entries.push(SigEntry {
+            message,
+            key: &key.0,
+            signature: &signature.0,
+        });
+    }
+    if stake < required {
+        return Err(CertError::NotEnoughStake { stake, required });
+    }
+    match verify_batch(&entries).first() {
+        Some(&bad) => Err(CertError::BadSignature(keys[bad])),
+        None => Ok(()),
+    }
+}
+
+pub fn verify_qc(qc: &QuorumCert, committee: &Committee) -> Result<(), CertError> {
+    if qc.block == GENESIS_HASH || qc.round == 0 {
+        return if qc.is_genesis() {
+            Ok(())
+        } else {
+            Err(CertError::BadGenesis)
+        };
+    }
+    let digest = qc.digest();
+    let signers = qc
+        .signatures
+        .iter()
+        .map(|s| (s.signer, &digest.0[..], &s.signature));
+    verify_signed(committee, signers, committee.quorum_stake())
+}
+
+pub fn verify_tc(tc: &TimeoutCert, committee: &Committee) -> Result<(), CertError> {
+    let digests: Vec<Hash32> = tc
+        .signatures
+        .iter()
+        .map(|s| timeout_digest(tc.round, s.high_qc_round))
+        .collect();
+    let signers = tc
+        .signatures
+        .iter()
+        .zip(&digests)
+        .map(|(s, d)| (s.signer, &d.0[..], &s.signature));
+    verify_signed(committee, signers, committee.quorum_stake())
+}
+
+pub fn verify_availability(
+    cert: &AvailabilityCert,
+    committee: &Committee,
+) -> Result<(), CertError> {
+    let digests: Vec<Hash32> = cert
+        .acks
+        .iter()
+        .map(|a| ack_digest(&cert.package, a.checked))
+        .collect();
+    let signers = cert
+        .acks
+        .iter()
+        .zip(&digests)
+        .map(|(a, d)| (a.signer, &d.0[..], &a.signature));
+    verify_signed(committee, signers, committee.quorum_stake())
+}
+
+/// Verifies one member's signature over a digest.
+pub fn verify_member(
+    committee: &Committee,
+    signer: MemberIndex,
+    digest: &Hash32,
+    signature: &Signature,
+) -> bool {
+    verify_signed(
+        committee,
+        std::iter::once((signer, &digest.0[..], signature)),
+        0,
+    )
+    .is_ok()
+}
+
+/// Why untrusted bytes are not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageDecodeError {
+    #[error("{len} bytes exceed the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{what}: {count} exceeds the limit of {max}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("transaction {index} of the package: {source}")]
+    Transaction {
+        index: usize,
+        #[source]
+        source: cas_engine::DecodeError,
+    },
+}
+
+/// Validates untrusted bytes as a message (size, bytecheck, every count bounded) and returns it owned.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
+    if bytes.len() > MESSAGE_BYTES_MAX {
+        return Err(MessageDecodeError::TooLarge {
+            len: bytes.len(),
+            max: MESSAGE_BYTES_MAX,
+        });
+    }
+    let archived = rkyv::access::<ArchivedMessage, rkyv::rancor::Error>(bytes)
+        .map_err(|e| MessageDecodeError::Malformed(e.to_string()))?;
+    let bound = |what, count: usize, max| {
+        if count > max {
+            Err(MessageDecodeError::TooMany { what, count, max })
+        } else {
+            Ok(())
+        }
+    };
+    match archived {
+        ArchivedMessage::Proposal(block) | ArchivedMessage::BlockResponse(block) => {
+            bound(
+                "qc signatures",
+                block.qc.signatures.len(),
+                COMMITTEE_MEMBERS_MAX,
+            )?;
+            if let Some(tc) = block.tc.as_ref() {
+                bound("tc signatures", tc.signatures.len(), COMMITTEE_MEMBERS_MAX)?;
+            }
+            bound(
+                "payload certificates",
+                block.payload.len(),
+                PAYLOAD_CERTS_MAX,
+            )?;
+            for cert in block.payload.iter() {
+                bound("acks", cert.acks.len(), COMMITTEE_MEMBERS_MAX)?;
+            }
+        }
+        ArchivedMessage::Timeout(timeout) => bound(
+            "qc signatures",
+            timeout.high_qc.signatures.len(),
+            COMMITTEE_MEMBERS_MAX,
+        )?,
+        ArchivedMessage::Cert(cert) => bound("acks", cert.acks.len(), COMMITTEE_MEMBERS_MAX)?,
+        ArchivedMessage::Package(package) => {
+            bound("package transactions", package.txs.len(), PACKAGE_TXS_MAX)?;
+            // Each transaction must pass the engine's own bounds.
+            for (index, tx) in package.txs.iter().enumerate() {
+                cas_engine::codec::check_tx_bounds(tx)
+                    .map_err(|source| MessageDecodeError::Transaction { index, source })?;
+            }
+        }
+        ArchivedMessage::Vote(_)
+        | ArchivedMessage::Ack(_)
+        | ArchivedMessage::BlockRequest(_)
+        | ArchivedMessage::PackageRequest(_) => {}
+    }
+    rkyv::deserialize::<Message, rkyv::rancor::Error>(archived)
+        .map_err(|e| MessageDecodeError::Malformed(e.to_string()))
+}
+
+pub fn encode_message(message: &Message) -> rkyv::util::AlignedVec {
+    rkyv::to_bytes::<rkyv::rancor::Error>(message).expect("archiving into memory cannot fail")
+}
