@@ -10,6 +10,11 @@
 //!   the votes; the next leader proposes as soon as it has it.
 //! - **Commit (2-chain).** When a QC certifies block B whose parent P has round B.round - 1, P and its uncommitted
 //!   ancestors are final, in height order. Missing ancestors are fetched (`BlockRequest`) first.
+//! - **Commit (fast path, 3 message delays).** A member that learns the QC of block B (round r) and has sent no
+//!   timeout for round r or later persists its highest QC and broadcasts a commit vote for B; commit votes of more
+//!   than two thirds of the stake make B final at once, one message delay after the QC instead of two. It is the
+//!   2-chain argument with the child's votes replaced by explicit ones: f+1 honest commit voters hold QC(B), and
+//!   each of their timeouts for any round >= r comes after their commit vote, so reports a QC round >= r.
 //! - **Timeouts.** A member that sees no progress before its deadline persists and broadcasts a signed timeout
 //!   carrying its highest QC, and votes in that round no more; 2f+1 timeouts form a TC that moves everyone to the
 //!   next round. f+1 timeouts for a round ahead make a member join it (so rounds converge after a partition).
@@ -25,10 +30,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use cas_engine::{BlockHash, Keypair, PackageId};
 
 use crate::committee::{Committee, MemberIndex};
+use cas_engine::crypto::{verify_batch, SigEntry};
+
 use crate::messages::{
-    timeout_digest, verify_availability, verify_member, verify_qc, verify_tc, vote_digest,
-    AvailabilityCert, Block, Message, QuorumCert, Round, SignerSignature, Timeout, TimeoutCert,
-    TimeoutSignature, Vote,
+    commit_vote_digest, timeout_digest, verify_availability, verify_member, verify_qc, verify_tc,
+    vote_digest, AvailabilityCert, Block, Message, QuorumCert, Round, SignerSignature, Timeout,
+    TimeoutCert, TimeoutSignature, Vote,
 };
 use crate::Action;
 
@@ -70,6 +77,8 @@ impl Default for BftConfig {
 pub struct SafetyState {
     pub last_voted_round: Round,
     pub high_qc: QuorumCert,
+    /// The highest round this member sent a timeout for: it never commit-votes a block of that round or earlier.
+    pub last_timeout_round: Round,
 }
 
 impl Default for SafetyState {
@@ -77,6 +86,7 @@ impl Default for SafetyState {
         SafetyState {
             last_voted_round: 0,
             high_qc: QuorumCert::genesis(),
+            last_timeout_round: 0,
         }
     }
 }
@@ -105,6 +115,9 @@ pub struct BftStats {
     pub proposals: u64,
     pub votes_sent: u64,
     pub qcs_formed: u64,
+    pub commit_votes_sent: u64,
+    /// Commits made final by commit votes (the fast path) rather than by the 2-chain rule.
+    pub fast_commits: u64,
     pub tcs_formed: u64,
     pub timeouts_sent: u64,
     pub commits: u64,
@@ -134,6 +147,9 @@ pub struct Bft {
     /// The highest block that the commit rule made final but whose ancestors are not all here yet.
     commit_target: Option<BlockHash>,
     votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
+    commit_votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
+    /// The highest round this member sent a commit vote for.
+    commit_voted_round: Round,
     timeouts: BTreeMap<Round, BTreeMap<MemberIndex, Timeout>>,
     /// Rounds for which this member already formed a QC or TC.
     qc_rounds: BTreeSet<Round>,
@@ -151,6 +167,9 @@ pub struct Bft {
     /// Test-only: vote for any proposal from the round's leader, ignoring which QC it extends.
     #[cfg(test)]
     pub(crate) broken_vote_rule: bool,
+    /// Test-only: commit-vote even after having timed out in the block's round.
+    #[cfg(test)]
+    pub(crate) broken_commit_vote_rule: bool,
 }
 
 impl Bft {
@@ -190,6 +209,8 @@ impl Bft {
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
             commit_target: None,
             votes: BTreeMap::new(),
+            commit_votes: BTreeMap::new(),
+            commit_voted_round: 0,
             timeouts: BTreeMap::new(),
             qc_rounds: BTreeSet::new(),
             tc_rounds: BTreeSet::new(),
@@ -204,6 +225,8 @@ impl Bft {
             stats: BftStats::default(),
             #[cfg(test)]
             broken_vote_rule: false,
+            #[cfg(test)]
+            broken_commit_vote_rule: false,
         };
         let mut actions = Vec::new();
         let start = bft.safety.high_qc.round.max(bft.safety.last_voted_round) + 1;
@@ -254,6 +277,7 @@ impl Bft {
                 Message::Proposal(block) => self.on_block(from, block, true, &mut actions),
                 Message::BlockResponse(block) => self.on_block(from, block, false, &mut actions),
                 Message::Vote(vote) => self.on_vote(vote, &mut actions),
+                Message::CommitVote(vote) => self.on_commit_vote(vote, &mut actions),
                 Message::Timeout(timeout) => self.on_timeout(timeout, &mut actions),
                 Message::BlockRequest(hash) => {
                     if let Some(block) = self.blocks.get(&hash) {
@@ -293,6 +317,7 @@ impl Bft {
         // Old rounds' votes and timeouts can no longer form anything useful.
         let keep_from = round.saturating_sub(2);
         self.votes.retain(|(r, _), _| *r >= keep_from);
+        self.commit_votes.retain(|(r, _), _| *r >= keep_from);
         self.timeouts.retain(|r, _| *r >= keep_from);
         self.qc_rounds.retain(|r| *r >= keep_from);
         self.tc_rounds.retain(|r| *r >= keep_from);
@@ -511,6 +536,58 @@ impl Bft {
         }
     }
 
+    fn on_commit_vote(&mut self, vote: Vote, actions: &mut Vec<Action>) {
+        if self.committee.key(vote.signer).is_none()
+            || vote.height <= self.committed_height
+            || vote.round > self.round + FUTURE_ROUNDS_MAX
+        {
+            return;
+        }
+        let entry = self
+            .commit_votes
+            .entry((vote.round, vote.block))
+            .or_default();
+        entry.insert(vote.signer, vote);
+        let stake: u64 = entry.keys().map(|m| self.committee.stake(*m)).sum();
+        if stake < self.committee.quorum_stake() {
+            return;
+        }
+        let digest = commit_vote_digest(vote.round, &vote.block, vote.height);
+        let signatures: Vec<(MemberIndex, cas_engine::Signature)> =
+            entry.values().map(|v| (v.signer, v.signature)).collect();
+        let entries: Vec<SigEntry<'_>> = signatures
+            .iter()
+            .map(|(signer, signature)| SigEntry {
+                message: &digest.0,
+                key: &self.committee.key(*signer).expect("checked on arrival").0,
+                signature: &signature.0,
+            })
+            .collect();
+        let bad: Vec<MemberIndex> = verify_batch(&entries)
+            .into_iter()
+            .map(|i| signatures[i].0)
+            .collect();
+        if !bad.is_empty() {
+            self.stats.refused += 1;
+            let entry = self
+                .commit_votes
+                .get_mut(&(vote.round, vote.block))
+                .expect("present");
+            entry.retain(|signer, _| !bad.contains(signer));
+            return;
+        }
+        self.commit_votes.remove(&(vote.round, vote.block));
+        let target_height = self
+            .commit_target
+            .and_then(|t| self.blocks.get(&t))
+            .map_or(0, |b| b.height);
+        if vote.height > target_height {
+            self.stats.fast_commits += 1;
+            self.commit_target = Some(vote.block);
+        }
+        self.try_commit(actions);
+    }
+
     fn on_timeout(&mut self, timeout: Timeout, actions: &mut Vec<Action>) {
         if timeout.round > self.round + FUTURE_ROUNDS_MAX {
             return;
@@ -568,6 +645,29 @@ impl Bft {
     fn process_qc(&mut self, qc: QuorumCert, actions: &mut Vec<Action>) {
         if qc.round > self.safety.high_qc.round {
             self.safety.high_qc = qc.clone();
+        }
+        #[cfg(test)]
+        let timed_out_since =
+            !self.broken_commit_vote_rule && qc.round <= self.safety.last_timeout_round;
+        #[cfg(not(test))]
+        let timed_out_since = qc.round <= self.safety.last_timeout_round;
+        if qc.round > self.commit_voted_round
+            && !timed_out_since
+            && qc.height > self.committed_height
+        {
+            self.commit_voted_round = qc.round;
+            actions.push(Action::Persist(self.safety.clone()));
+            let digest = commit_vote_digest(qc.round, &qc.block, qc.height);
+            let vote = Vote {
+                round: qc.round,
+                block: qc.block,
+                height: qc.height,
+                signer: self.me,
+                signature: self.keypair.sign(&digest.0),
+            };
+            self.stats.commit_votes_sent += 1;
+            actions.push(Action::Broadcast(Message::CommitVote(vote)));
+            self.on_commit_vote(vote, actions);
         }
         // The 2-chain rule: a QC for B whose parent is from the round just before B makes the parent final.
         if let Some(certified) = self.blocks.get(&qc.block) {
@@ -666,6 +766,7 @@ impl Bft {
 
     fn local_timeout(&mut self, actions: &mut Vec<Action>) {
         self.safety.last_voted_round = self.safety.last_voted_round.max(self.round);
+        self.safety.last_timeout_round = self.safety.last_timeout_round.max(self.round);
         actions.push(Action::Persist(self.safety.clone()));
         let high_qc = self.safety.high_qc.clone();
         let digest = timeout_digest(self.round, high_qc.round);

@@ -19,6 +19,7 @@ pub type Round = u64;
 mod domain {
     pub const BLOCK: &str = "CAS 2026-11 consensus block v1";
     pub const VOTE: &str = "CAS 2026-11 consensus vote v1";
+    pub const COMMIT_VOTE: &str = "CAS 2026-11 consensus commit vote v1";
     pub const TIMEOUT: &str = "CAS 2026-11 consensus timeout v1";
     pub const ACK: &str = "CAS 2026-11 package ack v1";
 }
@@ -72,6 +73,15 @@ impl QuorumCert {
 
 pub fn vote_digest(round: Round, block: &BlockHash, height: u64) -> Hash32 {
     let mut h = blake3::Hasher::new_derive_key(domain::VOTE);
+    h.update(&round.to_le_bytes());
+    h.update(&block.0);
+    h.update(&height.to_le_bytes());
+    Hash32::from(h.finalize())
+}
+
+/// What a commit vote signs: "I hold the QC of this block, persisted, and had not timed out in its round or later".
+pub fn commit_vote_digest(round: Round, block: &BlockHash, height: u64) -> Hash32 {
+    let mut h = blake3::Hasher::new_derive_key(domain::COMMIT_VOTE);
     h.update(&round.to_le_bytes());
     h.update(&block.0);
     h.update(&height.to_le_bytes());
@@ -273,6 +283,8 @@ impl AvailabilityCert {
 pub enum Message {
     Proposal(Block),
     Vote(Vote),
+    /// A vote to commit a certified block (its `signature` covers [`commit_vote_digest`]).
+    CommitVote(Vote),
     Timeout(Timeout),
     /// Asks for a block the sender is missing.
     BlockRequest(BlockHash),
@@ -477,6 +489,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
             }
         }
         ArchivedMessage::Vote(_)
+        | ArchivedMessage::CommitVote(_)
         | ArchivedMessage::Ack(_)
         | ArchivedMessage::BlockRequest(_)
         | ArchivedMessage::PackageRequest(_) => {}
