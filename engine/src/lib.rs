@@ -15,6 +15,7 @@ pub mod id;
 pub mod ledger;
 pub mod merkle;
 pub mod rules;
+pub mod synchronizer;
 pub mod tx;
 
 pub use block::{ArchivedBlock, ArchivedBlockHeader, Block, BlockHeader};

@@ -1,0 +1,344 @@
+//! The Synchronizer's admission and packing logic: untrusted transaction bytes in, packages out. It decodes each
+//! transaction with the untrusted decoder, checks its chain, verifies signatures in batches (the one check a
+//! transaction gets before a package is certified), drops duplicates, and queues the rest in a bounded queue that
+//! it cuts into packages by size or by age. Pure: the caller passes the time in; no threads, no IO.
+//!
+//! Every submission gets an answer: accepted, duplicate (with the first transaction's id), rejected with a typed
+//! reason, or overloaded with a retry-after when the queue is full. Nothing is dropped silently.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::codec::{decode_tx, to_owned_tx, DecodeError};
+use crate::crypto::PublicKey;
+use crate::id::TxId;
+use crate::rules::{verify_signatures, TxError};
+use crate::tx::{ArchivedTransaction, Transaction};
+
+#[derive(Clone, Debug)]
+pub struct SynchronizerConfig {
+    pub chain_id: u32,
+    /// Transactions waiting to be packed; past it, submissions are answered `Overloaded`.
+    pub queue_txs_max: usize,
+    /// A package is cut as soon as this many transactions wait.
+    pub package_txs_max: usize,
+    /// A package is cut when its oldest transaction has waited this long, however few there are.
+    pub package_wait_ms: u64,
+    /// Transaction ids remembered for duplicate detection (a duplicate older than this window is still caught:
+    /// its inputs are spent, so the UTXO rules reject it).
+    pub seen_ids_max: usize,
+}
+
+impl SynchronizerConfig {
+    pub fn new(chain_id: u32) -> SynchronizerConfig {
+        SynchronizerConfig {
+            chain_id,
+            queue_txs_max: 200_000,
+            package_txs_max: 2_000,
+            package_wait_ms: 20,
+            seen_ids_max: 1_000_000,
+        }
+    }
+}
+
+/// The answer to one submitted transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accepted {
+        id: TxId,
+    },
+    /// Already seen: the same transaction, or the same sender's `client_id` (answered with the first one's id).
+    Duplicate {
+        id: TxId,
+    },
+    Rejected {
+        reason: Rejection,
+    },
+    /// The queue is full: try again later.
+    Overloaded {
+        retry_after_ms: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("undecodable: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("signed for chain {got}, this chain is {expected}")]
+    WrongChain { expected: u32, got: u32 },
+    #[error("no witness: a transaction must be signed")]
+    Unsigned,
+    #[error("{0}")]
+    Signature(TxError),
+}
+
+impl Rejection {
+    /// A stable numeric code for clients.
+    pub fn code(&self) -> u16 {
+        match self {
+            Rejection::Decode(_) => 1,
+            Rejection::WrongChain { .. } => 2,
+            Rejection::Unsigned => 3,
+            Rejection::Signature(_) => 4,
+        }
+    }
+}
+
+pub struct Synchronizer {
+    config: SynchronizerConfig,
+    queue: VecDeque<Transaction>,
+    oldest_queued_ms: Option<u64>,
+    seen: HashSet<TxId>,
+    seen_order: VecDeque<TxId>,
+    client_ids: HashMap<(PublicKey, u64), TxId>,
+}
+
+impl Synchronizer {
+    pub fn new(config: SynchronizerConfig) -> Synchronizer {
+        assert!(config.package_txs_max > 0 && config.queue_txs_max >= config.package_txs_max);
+        Synchronizer {
+            config,
+            queue: VecDeque::new(),
+            oldest_queued_ms: None,
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            client_ids: HashMap::new(),
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Admits a batch of submissions (signatures are verified together, in one batch).
+    pub fn admit(&mut self, submissions: &[&[u8]], now_ms: u64) -> Vec<Admission> {
+        let mut answers: Vec<Option<Admission>> = vec![None; submissions.len()];
+        let mut decoded: Vec<(usize, &ArchivedTransaction, TxId)> = Vec::new();
+        for (index, bytes) in submissions.iter().enumerate() {
+            let tx = match decode_tx(bytes) {
+                Ok(tx) => tx,
+                Err(error) => {
+                    answers[index] = Some(Admission::Rejected {
+                        reason: Rejection::Decode(error),
+                    });
+                    continue;
+                }
+            };
+            let chain_id = tx.body.chain_id.to_native();
+            if chain_id != self.config.chain_id {
+                let reason = Rejection::WrongChain {
+                    expected: self.config.chain_id,
+                    got: chain_id,
+                };
+                answers[index] = Some(Admission::Rejected { reason });
+            } else if tx.witnesses.is_empty() {
+                answers[index] = Some(Admission::Rejected {
+                    reason: Rejection::Unsigned,
+                });
+            } else {
+                decoded.push((index, tx, tx.tx_id()));
+            }
+        }
+        let txs: Vec<&ArchivedTransaction> = decoded.iter().map(|(_, tx, _)| *tx).collect();
+        let ids: Vec<TxId> = decoded.iter().map(|(_, _, id)| *id).collect();
+        let verdicts = verify_signatures(&txs, &ids);
+        for ((index, tx, id), verdict) in decoded.into_iter().zip(verdicts) {
+            answers[index] = Some(match verdict {
+                Err(error) => Admission::Rejected {
+                    reason: Rejection::Signature(error),
+                },
+                Ok(()) => self.enqueue(tx, id, now_ms),
+            });
+        }
+        answers
+            .into_iter()
+            .map(|a| a.expect("every submission is answered"))
+            .collect()
+    }
+
+    fn enqueue(&mut self, tx: &ArchivedTransaction, id: TxId, now_ms: u64) -> Admission {
+        if self.seen.contains(&id) {
+            return Admission::Duplicate { id };
+        }
+        let sender = PublicKey::from(&tx.witnesses[0].key);
+        let client_key = tx.body.client_id.as_ref().map(|c| (sender, c.to_native()));
+        if let Some(first) = client_key.and_then(|key| self.client_ids.get(&key)) {
+            return Admission::Duplicate { id: *first };
+        }
+        if self.queue.len() >= self.config.queue_txs_max {
+            return Admission::Overloaded {
+                retry_after_ms: self.config.package_wait_ms.max(1) * 5,
+            };
+        }
+        self.remember(id);
+        if let Some(key) = client_key {
+            self.client_ids.insert(key, id);
+        }
+        self.queue.push_back(to_owned_tx(tx));
+        self.oldest_queued_ms.get_or_insert(now_ms);
+        Admission::Accepted { id }
+    }
+
+    fn remember(&mut self, id: TxId) {
+        self.seen.insert(id);
+        self.seen_order.push_back(id);
+        while self.seen_order.len() > self.config.seen_ids_max {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+    }
+
+    /// The next package, when one is due: a full one, or whatever waits once the oldest has waited long enough.
+    pub fn take_package(&mut self, now_ms: u64) -> Option<Vec<Transaction>> {
+        let oldest = self.oldest_queued_ms?;
+        let full = self.queue.len() >= self.config.package_txs_max;
+        if !full && now_ms < oldest + self.config.package_wait_ms {
+            return None;
+        }
+        let count = self.queue.len().min(self.config.package_txs_max);
+        let package: Vec<Transaction> = self.queue.drain(..count).collect();
+        self.oldest_queued_ms = if self.queue.is_empty() {
+            None
+        } else {
+            Some(now_ms)
+        };
+        Some(package)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::encode_tx;
+    use crate::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
+    use crate::genesis::genesis_outputs;
+
+    fn signed(count: u32) -> Vec<Transaction> {
+        let genesis = funded_genesis(3, 4, count, 1, 100);
+        genesis_outputs(&genesis.txs)
+            .iter()
+            .enumerate()
+            .map(|(i, coin)| {
+                transfer(
+                    3,
+                    &key(ACCOUNT_KEYS, i as u32),
+                    &[*coin],
+                    &key(ACCOUNT_KEYS, 0),
+                    5,
+                    1,
+                )
+            })
+            .collect()
+    }
+
+    fn config() -> SynchronizerConfig {
+        SynchronizerConfig {
+            queue_txs_max: 6,
+            package_txs_max: 4,
+            package_wait_ms: 10,
+            ..SynchronizerConfig::new(3)
+        }
+    }
+
+    #[test]
+    fn every_submission_gets_its_answer() {
+        let txs = signed(3);
+        let mut bad_signature = txs[1].clone();
+        bad_signature.witnesses[0].signature.0[3] ^= 1;
+        let mut other_chain = txs[2].clone();
+        other_chain.body.chain_id = 4;
+        let bytes: Vec<_> = [&txs[0], &bad_signature, &other_chain, &txs[0]]
+            .iter()
+            .map(|t| encode_tx(t))
+            .collect();
+        let mut submissions: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        submissions.push(&[1, 2, 3]);
+        let mut sync = Synchronizer::new(config());
+        let answers = sync.admit(&submissions, 0);
+        assert_eq!(answers[0], Admission::Accepted { id: txs[0].tx_id() });
+        assert_eq!(
+            answers[1],
+            Admission::Rejected {
+                reason: Rejection::Signature(TxError::BadSignature { witness: 0 })
+            }
+        );
+        assert_eq!(
+            answers[2],
+            Admission::Rejected {
+                reason: Rejection::WrongChain {
+                    expected: 3,
+                    got: 4
+                }
+            }
+        );
+        assert_eq!(answers[3], Admission::Duplicate { id: txs[0].tx_id() });
+        assert!(matches!(
+            &answers[4],
+            Admission::Rejected {
+                reason: Rejection::Decode(_)
+            }
+        ));
+        assert_eq!(sync.queued(), 1);
+    }
+
+    #[test]
+    fn client_id_repeats_are_duplicates_of_the_first() {
+        let txs = signed(2);
+        let owner = key(ACCOUNT_KEYS, 0);
+        let with_id = |tx: &Transaction, amount| {
+            let mut body = tx.body.clone();
+            body.client_id = Some(77);
+            body.outputs[0].amount = amount;
+            body.outputs[1].amount = 100 - amount - 1;
+            body.sign(&[&owner])
+        };
+        let first = with_id(&txs[0], 5);
+        let second = with_id(&txs[0], 6);
+        let bytes = [encode_tx(&first), encode_tx(&second)];
+        let mut sync = Synchronizer::new(config());
+        let answers = sync.admit(&[&bytes[0], &bytes[1]], 0);
+        assert_eq!(
+            answers,
+            vec![
+                Admission::Accepted { id: first.tx_id() },
+                Admission::Duplicate { id: first.tx_id() }
+            ]
+        );
+    }
+
+    #[test]
+    fn packs_by_size_and_by_age_and_pushes_back_when_full() {
+        let txs = signed(8);
+        let bytes: Vec<_> = txs.iter().map(encode_tx).collect();
+        let submissions: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        let mut sync = Synchronizer::new(config());
+        let answers = sync.admit(&submissions, 100);
+        assert!(answers[..6]
+            .iter()
+            .all(|a| matches!(a, Admission::Accepted { .. })));
+        assert!(answers[6..]
+            .iter()
+            .all(|a| matches!(a, Admission::Overloaded { .. })));
+        assert_eq!(
+            sync.take_package(100).map(|p| p.len()),
+            Some(4),
+            "a full package is cut at once"
+        );
+        assert_eq!(
+            sync.take_package(105),
+            None,
+            "two waiting, not yet old enough"
+        );
+        let rest = sync.take_package(111).unwrap();
+        assert_eq!(
+            rest.iter().map(Transaction::tx_id).collect::<Vec<_>>(),
+            vec![txs[4].tx_id(), txs[5].tx_id()]
+        );
+        assert_eq!(sync.take_package(1_000), None);
+        // Room again: the overloaded ones are accepted now.
+        assert!(matches!(
+            sync.admit(&submissions[6..7], 1_000)[0],
+            Admission::Accepted { .. }
+        ));
+    }
+}
