@@ -174,8 +174,9 @@ impl Availability {
         }
     }
 
-    /// Packs `txs` (already authenticated by the Synchronizer) into a package and broadcasts it.
-    pub fn create(&mut self, txs: Vec<Transaction>, now_ms: u64) -> Vec<Action> {
+    /// Packs `txs` into a package and broadcasts it. `verified` says the caller (the Synchronizer) already checked
+    /// every signature, which then counts as the creator's check; otherwise the creator checks them here.
+    pub fn create(&mut self, txs: Vec<Transaction>, verified: bool, now_ms: u64) -> Vec<Action> {
         assert!(
             txs.len() <= PACKAGE_TXS_MAX,
             "the Synchronizer bounds packages"
@@ -190,6 +191,7 @@ impl Availability {
         self.sequence += 1;
         let id = package.id();
         let checked = match self.behaviour {
+            AckBehaviour::Honest if verified => true,
             AckBehaviour::Honest => self.check_signatures(&package.txs),
             AckBehaviour::AttestWithoutChecking => true,
         };

@@ -6,6 +6,7 @@
 //! reference ledger ([`ledger`]). Every other crate builds on these types.
 
 pub mod block;
+pub mod client;
 pub mod codec;
 pub mod commitment;
 pub mod crypto;

@@ -505,7 +505,7 @@ impl Sim<'_> {
         }
         let now = self.now_ms;
         let availability = self.nodes[node].availability.as_mut().unwrap();
-        let actions = availability.create(txs, now);
+        let actions = availability.create(txs, false, now);
         if let Some(Action::StorePackage(package)) = actions.first() {
             self.package_valid.insert(package.id(), valid);
             self.report.txs_packaged += package.txs.len() as u64;
