@@ -50,6 +50,11 @@ pub enum NetError {
     TooManyPeers { count: usize, max: usize },
     #[error("the peer list names our own key")]
     SelfAsPeer,
+    #[error("connection to {addr} lost: {reason}")]
+    ConnectionLost {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
 }
 
 /// Why an outgoing message was not queued. Nothing is dropped without one of these reaching the caller.
@@ -57,8 +62,13 @@ pub enum NetError {
 pub enum SendError {
     #[error("{0:?} is not a peer")]
     UnknownPeer(PublicKey),
+    /// For [`Class::ClientAnswer`] and [`Class::ClientTx`] there is no peer key: `peer` is the zero key, and the
+    /// client is the one the call named.
     #[error("{class:?} queue to {peer:?} is full")]
     QueueFull { peer: PublicKey, class: Class },
+    /// `Node::answer` to a client address with no open ingest connection (never connected, gone, or closed).
+    #[error("no client connected from {0}")]
+    UnknownClient(std::net::SocketAddr),
     #[error("{class:?} payload of {len} bytes exceeds the limit of {max}")]
     Oversize {
         class: Class,

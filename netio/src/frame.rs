@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use crate::error::FrameError;
 use crate::limits::{
-    BULK_PAYLOAD_BYTES_MAX, CLIENT_TX_PAYLOAD_BYTES_MAX, CONSENSUS_PAYLOAD_BYTES_MAX,
-    FRAME_HEADER_BYTES,
+    BULK_PAYLOAD_BYTES_MAX, CLIENT_ANSWER_PAYLOAD_BYTES_MAX, CLIENT_TX_PAYLOAD_BYTES_MAX,
+    CONSENSUS_PAYLOAD_BYTES_MAX, FRAME_HEADER_BYTES,
 };
 
 /// What a message is, which decides its lane, its size limit and its queue policy.
@@ -26,10 +26,26 @@ pub enum Class {
     BlockSync = 5,
     /// A client's signed transaction: on the ingest endpoint from clients, on the bulk lane when gossiped.
     ClientTx = 6,
+    /// The node's answer to a client (accepted, duplicate, rejected, overloaded, a final receipt), opaque bytes
+    /// the node encodes. Only ever node -> client on the ingest endpoint: a client or a peer sending one is
+    /// refused as a wrong-lane frame.
+    ClientAnswer = 7,
 }
 
 impl Class {
-    pub const ALL: [Class; 6] = [
+    /// Every class a frame may carry.
+    pub const ALL: [Class; 7] = [
+        Class::Proposal,
+        Class::Vote,
+        Class::Timeout,
+        Class::Package,
+        Class::BlockSync,
+        Class::ClientTx,
+        Class::ClientAnswer,
+    ];
+
+    /// The classes that travel between nodes (every class but [`Class::ClientAnswer`]).
+    pub const BETWEEN_NODES: [Class; 6] = [
         Class::Proposal,
         Class::Vote,
         Class::Timeout,
@@ -45,12 +61,19 @@ impl Class {
             .ok_or(FrameError::UnknownClass(byte))
     }
 
-    /// The lane this class travels on between nodes.
+    /// The lane this class travels on between nodes; [`Lane::Ingest`] for [`Class::ClientAnswer`], which never
+    /// does. ([`Class::ClientTx`] also arrives from clients on the ingest endpoint, but between nodes it is bulk.)
     pub fn lane(self) -> Lane {
         match self {
             Class::Proposal | Class::Vote | Class::Timeout => Lane::Consensus,
             Class::Package | Class::BlockSync | Class::ClientTx => Lane::Bulk,
+            Class::ClientAnswer => Lane::Ingest,
         }
+    }
+
+    /// Whether this class may be sent to or received from a peer node.
+    pub fn between_nodes(self) -> bool {
+        self.lane() != Lane::Ingest
     }
 
     /// The largest payload of this class; a larger frame is refused before its payload is read.
@@ -59,26 +82,32 @@ impl Class {
             Class::Proposal | Class::Vote | Class::Timeout => CONSENSUS_PAYLOAD_BYTES_MAX,
             Class::Package | Class::BlockSync => BULK_PAYLOAD_BYTES_MAX,
             Class::ClientTx => CLIENT_TX_PAYLOAD_BYTES_MAX,
+            Class::ClientAnswer => CLIENT_ANSWER_PAYLOAD_BYTES_MAX,
         }
     }
 }
 
-/// A stream between two nodes. Each lane has its own QUIC stream, so consensus frames never queue behind a
-/// package being written, and the consensus stream has the higher send priority.
+/// A stream between two nodes, or the ingest endpoint's streams. Between nodes each lane has its own QUIC
+/// stream, so consensus frames never queue behind a package being written, and the consensus stream has the
+/// higher send priority. [`Lane::Ingest`] is the client connection: one stream client -> node (transactions)
+/// and one node -> client (answers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
     Consensus = 0,
     Bulk = 1,
+    Ingest = 2,
 }
 
 impl Lane {
-    pub const ALL: [Lane; 2] = [Lane::Consensus, Lane::Bulk];
+    pub const ALL: [Lane; 3] = [Lane::Consensus, Lane::Bulk, Lane::Ingest];
+    /// The lanes of a node-to-node connection, one stream each way per lane; their discriminants index arrays.
+    pub const BETWEEN_NODES: [Lane; 2] = [Lane::Consensus, Lane::Bulk];
 
     /// quinn's stream priority: higher is sent first when both lanes have data.
     pub fn priority(self) -> i32 {
         match self {
             Lane::Consensus => 100,
-            Lane::Bulk => 0,
+            Lane::Bulk | Lane::Ingest => 0,
         }
     }
 
@@ -86,6 +115,7 @@ impl Lane {
         match self {
             Lane::Consensus => "consensus lane",
             Lane::Bulk => "bulk lane",
+            Lane::Ingest => "ingest endpoint",
         }
     }
 }
@@ -168,6 +198,15 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Class, &[u8], &[u8]), FrameError> {
 pub async fn read_frame(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<(Class, Bytes)>, FrameError> {
+    read_frame_checked(recv, |_| Ok(())).await
+}
+
+/// Reads the next frame from a QUIC stream, refusing it with `check`'s error as soon as its header is read, so a
+/// frame of a class this stream never carries is refused before its payload is read or allocated.
+pub async fn read_frame_checked(
+    recv: &mut quinn::RecvStream,
+    check: impl FnOnce(Class) -> Result<(), FrameError>,
+) -> Result<Option<(Class, Bytes)>, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -183,6 +222,7 @@ pub async fn read_frame(
         }
     }
     let (class, len) = decode_header(&header)?;
+    check(class)?;
     // The length is bounded by the class limit above, so this allocation is too.
     let mut payload = vec![0u8; len];
     match recv.read_exact(&mut payload).await {
@@ -226,7 +266,7 @@ mod tests {
 
     #[test]
     fn unknown_class_is_refused() {
-        for byte in [0u8, 7, 0xff] {
+        for byte in [0u8, 8, 0xff] {
             let mut bytes = encode_frame(Class::Vote, b"x");
             bytes[4] = byte;
             assert_eq!(decode_frame(&bytes), Err(FrameError::UnknownClass(byte)));
@@ -281,5 +321,12 @@ mod tests {
             assert!(class.payload_bytes_max() > 0);
         }
         assert!(Lane::Consensus.priority() > Lane::Bulk.priority());
+        for class in Class::BETWEEN_NODES {
+            assert!(class.between_nodes());
+            assert!(Lane::BETWEEN_NODES.contains(&class.lane()));
+        }
+        assert_eq!(Class::ClientAnswer.lane(), Lane::Ingest);
+        assert!(!Class::ClientAnswer.between_nodes());
+        assert_eq!(Class::ALL.len(), Class::BETWEEN_NODES.len() + 1);
     }
 }

@@ -1,24 +1,41 @@
 //! The client side of the ingest endpoint, for wallets, load generators and business APIs: no node key, checks
 //! the node's key, and sends client transactions on one stream through a bounded queue (a full queue blocks
-//! `submit`: back-pressure to the client, never a drop). Runs its own netio thread.
+//! `submit`: back-pressure to the client, never a drop). Receives the node's answers on the one node -> client
+//! stream into a bounded inbox (full: reading stops, flow control holds the node back). Runs its own netio
+//! thread.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cas_engine::PublicKey;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
-use crate::error::{NetError, SendError};
-use crate::frame::{write_frame, Class};
+use crate::error::{FrameError, NetError, SendError};
+use crate::frame::{read_frame_checked, write_frame, Class};
 use crate::identity;
-use crate::limits::{CLIENT_QUEUE_MAX, CONNECT_TIMEOUT_MS, FLUSH_WAIT_MS, SHUTDOWN_WAIT_MS};
+use crate::limits::{
+    CLIENT_ANSWER_INBOX_MAX, CLIENT_QUEUE_MAX, CONNECT_TIMEOUT_MS, FLUSH_WAIT_MS, SHUTDOWN_WAIT_MS,
+};
+use crate::node::close_code;
 use crate::thread::IoThread;
 
 /// A connection to one node's ingest endpoint. Dropping it closes at once; [`IngestClient::finish`] first waits
-/// until the node has read everything queued.
+/// until the node has read everything queued. Answers arrive in the order the node queued them, through
+/// [`IngestClient::recv_answer`] and [`IngestClient::try_recv_answer`]; read them while submitting, since a
+/// client that leaves [`CLIENT_ANSWER_INBOX_MAX`] answers unread stalls its answer stream and, once the node's
+/// queue for it is full too, is disconnected by the node (see `limits::ANSWER_QUEUE_MAX`).
 pub struct IngestClient {
     queue: Option<mpsc::Sender<Bytes>>,
+    /// Answers received, bounded by `inbox_room`'s permits: the reader takes one per answer, a receive gives it
+    /// back. A std channel so a plain thread can wait with a timeout even after the netio thread has ended.
+    inbox: Mutex<std_mpsc::Receiver<Bytes>>,
+    inbox_room: Arc<Semaphore>,
+    /// Why the connection ended, once it has.
+    lost: Arc<Mutex<Option<String>>>,
+    node_addr: SocketAddr,
     local_addr: SocketAddr,
     io: IoThread,
 }
@@ -28,6 +45,10 @@ impl IngestClient {
     pub fn connect(addr: SocketAddr, node_key: PublicKey) -> Result<IngestClient, NetError> {
         let config = identity::ingest_client_config(node_key)?;
         let (queue_tx, mut queue_rx) = mpsc::channel::<Bytes>(CLIENT_QUEUE_MAX);
+        let (inbox_tx, inbox_rx) = std_mpsc::channel::<Bytes>();
+        let inbox_room = Arc::new(Semaphore::new(CLIENT_ANSWER_INBOX_MAX));
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let (room, lost_in_io) = (inbox_room.clone(), lost.clone());
         let bind: SocketAddr = if addr.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -66,6 +87,13 @@ impl IngestClient {
                     .local_addr()
                     .expect("a bound endpoint has an address");
                 let _ = ready.send(Ok(local_addr));
+                // The reader only borrows the inbox's sender: it is dropped below, after the queue and the reason,
+                // so a receiver that sees the inbox end finds `submit` closed and the reason recorded.
+                let reader = async {
+                    read_answers(connection.clone(), &inbox_tx, room, lost_in_io.clone()).await;
+                    // A reader that stops has closed the connection or seen it end: `closed()` below fires.
+                    std::future::pending::<()>().await
+                };
                 let writer = async {
                     while let Some(payload) = queue_rx.recv().await {
                         if let Err(error) = write_frame(&mut send, Class::ClientTx, payload).await {
@@ -78,11 +106,17 @@ impl IngestClient {
                     let flush = Duration::from_millis(FLUSH_WAIT_MS);
                     let _ = tokio::time::timeout(flush, send.stopped()).await;
                 };
-                tokio::select! {
-                    () = writer => {}
-                    _ = shutdown => {}
-                }
-                connection.close(0u32.into(), b"client done");
+                let end = tokio::select! {
+                    () = writer => "the client finished".to_string(),
+                    _ = shutdown => "the client closed".to_string(),
+                    error = connection.closed() => error.to_string(),
+                    () = reader => unreachable!("the reader never completes"),
+                };
+                note_lost(&lost_in_io, end);
+                // `submit` answers `Closed` from now on, then receivers see the inbox end.
+                drop(queue_rx);
+                drop(inbox_tx);
+                connection.close(close_code::SHUTDOWN.into(), b"client done");
                 let _ = tokio::time::timeout(
                     Duration::from_millis(SHUTDOWN_WAIT_MS),
                     endpoint.wait_idle(),
@@ -91,9 +125,50 @@ impl IngestClient {
             })?;
         Ok(IngestClient {
             queue: Some(queue_tx),
+            inbox: Mutex::new(inbox_rx),
+            inbox_room,
+            lost,
+            node_addr: addr,
             local_addr,
             io,
         })
+    }
+
+    /// The next answer from the node, waiting up to `timeout` (from a plain thread, not inside a runtime):
+    /// `Ok(None)` if none came in time. Once the connection has ended and every answer received before is
+    /// taken, [`NetError::ConnectionLost`] with the reason (e.g. the node's close reason).
+    pub fn recv_answer(&self, timeout: Duration) -> Result<Option<Bytes>, NetError> {
+        let inbox = self.inbox.lock().expect("inbox lock");
+        match inbox.recv_timeout(timeout) {
+            Ok(answer) => Ok(Some(self.took(answer))),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => Ok(None),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(self.lost_error()),
+        }
+    }
+
+    /// The next answer if one has arrived: `Ok(None)` if none has; [`NetError::ConnectionLost`] as for
+    /// [`IngestClient::recv_answer`].
+    pub fn try_recv_answer(&self) -> Result<Option<Bytes>, NetError> {
+        let inbox = self.inbox.lock().expect("inbox lock");
+        match inbox.try_recv() {
+            Ok(answer) => Ok(Some(self.took(answer))),
+            Err(std_mpsc::TryRecvError::Empty) => Ok(None),
+            Err(std_mpsc::TryRecvError::Disconnected) => Err(self.lost_error()),
+        }
+    }
+
+    fn took(&self, answer: Bytes) -> Bytes {
+        // Room for one more in the inbox: the reader's permit for this answer comes back.
+        self.inbox_room.add_permits(1);
+        answer
+    }
+
+    fn lost_error(&self) -> NetError {
+        let reason = self.lost.lock().expect("lost lock").clone();
+        NetError::ConnectionLost {
+            addr: self.node_addr,
+            reason: reason.unwrap_or_else(|| "the connection ended".to_string()),
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -136,5 +211,72 @@ impl IngestClient {
     pub fn finish(mut self) {
         self.queue = None;
         self.io.join_body();
+    }
+}
+
+/// Records the first reason the connection ended; later ones are consequences.
+fn note_lost(lost: &Mutex<Option<String>>, reason: String) {
+    lost.lock().expect("lost lock").get_or_insert(reason);
+}
+
+/// Reads the node's answer stream into the inbox, waiting for room when it is full. Any frame but a
+/// [`Class::ClientAnswer`] within its limit, or a second answer stream, closes the connection as a bad frame.
+async fn read_answers(
+    connection: quinn::Connection,
+    inbox: &std_mpsc::Sender<Bytes>,
+    room: Arc<Semaphore>,
+    lost: Arc<Mutex<Option<String>>>,
+) {
+    let refuse = |error: FrameError| {
+        let reason = error.to_string();
+        tracing::warn!(node = %connection.remote_address(), %reason, "closing the ingest connection: bad frame");
+        note_lost(&lost, format!("refused a frame from the node: {reason}"));
+        connection.close(close_code::BAD_FRAME.into(), reason.as_bytes());
+    };
+    let mut recv = match connection.accept_uni().await {
+        Ok(recv) => recv,
+        Err(error) => return note_lost(&lost, error.to_string()),
+    };
+    let read = async {
+        loop {
+            let check = |class: Class| match class {
+                Class::ClientAnswer => Ok(()),
+                class => Err(FrameError::WrongLane {
+                    class,
+                    lane: "answer stream from the node",
+                }),
+            };
+            match read_frame_checked(&mut recv, check).await {
+                Ok(Some((_, answer))) => {
+                    let Ok(permit) = room.acquire().await else {
+                        return;
+                    };
+                    permit.forget();
+                    if inbox.send(answer).is_err() {
+                        return; // The client is gone.
+                    }
+                }
+                Ok(None) => return note_lost(&lost, "the node ended the answer stream".into()),
+                Err(FrameError::Read(reason)) => {
+                    // The connection's own error says why (e.g. the node's close reason); the read's does not.
+                    let why = connection.close_reason().map(|error| error.to_string());
+                    return note_lost(&lost, why.unwrap_or(reason));
+                }
+                Err(error) => return refuse(error),
+            }
+        }
+    };
+    // A second stream from the node breaks the protocol; the connection ending is the reader's to notice.
+    let second_stream = async {
+        if connection.accept_uni().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = read => {}
+        () = second_stream => refuse(FrameError::WrongLane {
+            class: Class::ClientAnswer,
+            lane: "second answer stream (one per connection)",
+        }),
     }
 }

@@ -15,7 +15,8 @@
 //! - **Frames** ([`frame`]): `[len u32 LE][class u8][payload]`; the length is checked against the class's limit
 //!   ([`limits`]) before anything is allocated. An unknown class, an oversize or truncated frame, a class on the
 //!   wrong lane or a payload the validator rejects closes that connection with code `BAD_FRAME` and the reason
-//!   as the close reason; every other connection is untouched.
+//!   as the close reason; every other connection is untouched. Where a stream can carry only some classes, the
+//!   class is checked from the header, before the payload is read.
 //! - **Lanes**: between nodes, a unidirectional stream per lane per direction. Consensus (proposal, vote,
 //!   timeout) has quinn priority 100, bulk (package, block sync, gossiped transaction) priority 0, so a vote
 //!   never waits behind a 256 KiB package being written. Inbound, each lane has its own queue.
@@ -25,6 +26,25 @@
 //!   and `send` wait (back-pressure). Inbound queues full: the stream's reader waits, so QUIC flow control slows
 //!   that sender on that lane only; clients are slowed the same way (never dropped). A message dequeued but cut
 //!   off by a lost connection is sent again first on the next one (at-least-once across reconnects).
+//! - **Ingest endpoint and the answer path**: a client connection has one stream client -> node carrying only
+//!   [`Class::ClientTx`] (delivered as `Inbound { origin: Origin::Client(addr), .. }` after the validator), and
+//!   one stream node -> client carrying only [`Class::ClientAnswer`] (opaque bytes the node encodes: accepted,
+//!   duplicate, rejected, overloaded, final receipts; at most [`limits::CLIENT_ANSWER_PAYLOAD_BYTES_MAX`]).
+//!   `ClientAnswer` is never sent between nodes (`WrongClass`); one received from a client or a peer is a
+//!   wrong-lane frame (`BAD_FRAME`), before any validator sees it. [`Node::answer`] queues an answer for the
+//!   connection of `Origin::Client(addr)` without waiting; its writer opens the node -> client stream with the
+//!   first answer and writes them in queue order. Each client's queue holds [`limits::ANSWER_QUEUE_MAX`]
+//!   answers or [`limits::ANSWER_QUEUE_BYTES_MAX`] bytes. **Policy when full**: the client is not reading its
+//!   answers, so that answer is refused with `QueueFull` at once, the refusal is counted and logged, and the
+//!   client is disconnected with close code `SLOW_CLIENT` (QUIC delivers the reason unless the close packet is
+//!   lost, then the client sees a reset); later answers to it, like answers to any client not connected, are
+//!   `UnknownClient`. The node never holds unread answers without bound, and never drops one while the client
+//!   believes it is still connected. A client's state (queue, writer) goes when its connection closes; `Ok`
+//!   from `answer` means queued, not delivered. The client ([`ingest::IngestClient`]) reads its answer stream
+//!   into an inbox of [`limits::CLIENT_ANSWER_INBOX_MAX`]: full, its reader waits and flow control holds the
+//!   node's writer; any frame but a `ClientAnswer` within its limit, or a second answer stream, closes the
+//!   connection as a bad frame. Answers received before a disconnection are still handed out, then
+//!   `NetError::ConnectionLost` with the reason.
 //! - **Peers** ([`node`], [`peer`]): a supervisor task per peer dials with capped exponential backoff
 //!   (50 ms doubling to 5 s) and keeps counters: bytes, messages, RTT, reconnects, refusals, full queues.
 //! - **Broadcast** ([`broadcast`]): send-to-all to the committee, and the deterministic two-tier tree
@@ -41,6 +61,7 @@
 //! - `tracing` for logs, `thiserror` for the typed errors. tokio's bounded `mpsc` is the bridge: it works from
 //!   plain threads (`blocking_recv`, `try_send`) and from any async executor, so no extra channel crate.
 
+mod answers;
 pub mod broadcast;
 pub mod error;
 pub mod frame;

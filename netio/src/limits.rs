@@ -12,6 +12,9 @@ pub const CONSENSUS_PAYLOAD_BYTES_MAX: usize = 1024 * 1024;
 pub const BULK_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Payload bytes of one client transaction: the engine's own limit, so the frame check and the decoder agree.
 pub const CLIENT_TX_PAYLOAD_BYTES_MAX: usize = cas_engine::codec::TX_BYTES_MAX;
+/// Payload bytes of one answer from the node to a client (an answer to a submit, a final receipt). Answers are
+/// small; a larger one is refused by `Node::answer` (`Oversize`), and a client receiving one closes the connection.
+pub const CLIENT_ANSWER_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 
 /// Outgoing consensus messages queued per peer. Full: `try_send` answers `QueueFull` at once and the rejection is
 /// counted and logged; consensus retransmits on its own timers, so nothing is dropped silently.
@@ -29,6 +32,19 @@ pub const INBOUND_BULK_MAX: usize = 256;
 pub const INBOUND_INGEST_MAX: usize = 8192;
 /// Transactions a client may queue before `submit` blocks.
 pub const CLIENT_QUEUE_MAX: usize = 1024;
+/// Answers queued on the node for one client connection, waiting for that client's answer stream. Full (this
+/// or [`ANSWER_QUEUE_BYTES_MAX`]): the client is not reading its answers, so `Node::answer` refuses the answer
+/// with `QueueFull` at once, counts it, and closes that client's connection with code `SLOW_CLIENT`; later
+/// answers to it are `UnknownClient`. A disconnected client learns why; a node never holds unread answers
+/// without bound, nor drops one while the client believes it is still connected.
+pub const ANSWER_QUEUE_MAX: usize = 4096;
+/// Payload bytes queued on the node for one client connection (the other bound of its answer queue). With
+/// [`INGEST_CONNECTIONS_MAX`] clients this bounds all queued answers to 1 GiB.
+pub const ANSWER_QUEUE_BYTES_MAX: usize = 1024 * 1024;
+/// Answers a client has received and not yet taken with `recv_answer`. Full: the client's reader waits, so QUIC
+/// flow control stalls the node's writer for that client, and then its node-side queue fills (see
+/// [`ANSWER_QUEUE_MAX`]).
+pub const CLIENT_ANSWER_INBOX_MAX: usize = 4096;
 
 /// Unidirectional streams a peer or client may have open towards us at once (one per lane, plus slack for a
 /// stream being replaced). More are refused by QUIC's own stream limit.
@@ -63,9 +79,11 @@ pub const FANOUT_DEFAULT: usize = 8;
 
 const _: () = assert!(CONSENSUS_PAYLOAD_BYTES_MAX <= BULK_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CLIENT_TX_PAYLOAD_BYTES_MAX <= CONSENSUS_PAYLOAD_BYTES_MAX);
+const _: () = assert!(CLIENT_ANSWER_PAYLOAD_BYTES_MAX <= ANSWER_QUEUE_BYTES_MAX);
 // The length field is a u32 with room to spare.
 const _: () = assert!(BULK_PAYLOAD_BYTES_MAX < u32::MAX as usize);
 const _: () = assert!(BACKOFF_INITIAL_MS > 0 && BACKOFF_INITIAL_MS <= BACKOFF_MAX_MS);
 const _: () = assert!(KEEP_ALIVE_MS < IDLE_TIMEOUT_MS);
 const _: () = assert!(STREAMS_PER_CONNECTION_MAX >= 2);
 const _: () = assert!(CONSENSUS_QUEUE_MAX > 0 && BULK_QUEUE_MAX > 0 && CLIENT_QUEUE_MAX > 0);
+const _: () = assert!(ANSWER_QUEUE_MAX > 0 && CLIENT_ANSWER_INBOX_MAX > 0);

@@ -13,9 +13,10 @@ use cas_engine::{Keypair, PublicKey};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::answers::Clients;
 use crate::broadcast::{TreeError, TwoTierTree};
 use crate::error::{FrameError, NetError, SendError};
-use crate::frame::{read_frame, write_frame, Class, Lane, Validator};
+use crate::frame::{read_frame_checked, write_frame, Class, Lane, Validator};
 use crate::identity::{self, Identity};
 use crate::limits::*;
 use crate::peer::{Backoff, PeerCounters, PeerStats};
@@ -27,6 +28,8 @@ pub mod close_code {
     pub const BAD_FRAME: u32 = 1;
     pub const REFUSED: u32 = 2;
     pub const REPLACED: u32 = 3;
+    /// A client whose answer queue filled up: it does not read its answers.
+    pub const SLOW_CLIENT: u32 = 4;
 }
 
 /// Connections from one peer waiting for its supervisor (a restart racing the old connection's close).
@@ -100,6 +103,12 @@ pub struct EndpointStats {
     pub ingest_bad_frames: u64,
     /// Client transactions delivered.
     pub ingest_messages: u64,
+    /// Client connections open now (each has an answer queue).
+    pub ingest_clients_open: u64,
+    /// Answers written to clients' answer streams.
+    pub answers_sent: u64,
+    /// Answers refused because the client's answer queue was full (that client was disconnected).
+    pub answers_refused_full: u64,
 }
 
 struct Outgoing {
@@ -125,6 +134,7 @@ struct Shared {
     validator: Arc<dyn Validator>,
     inbound: [mpsc::Sender<Inbound>; 2],
     inbound_ingest: mpsc::Sender<Inbound>,
+    clients: Clients,
     counters: EndpointCounters,
 }
 
@@ -184,6 +194,7 @@ impl Node {
                     validator,
                     inbound: [consensus_tx, bulk_tx],
                     inbound_ingest: ingest_tx,
+                    clients: Clients::default(),
                     counters: EndpointCounters::default(),
                 });
                 let local_addr = endpoint
@@ -296,6 +307,9 @@ impl Node {
     }
 
     fn link(&self, to: &PublicKey, class: Class, len: usize) -> Result<Arc<PeerLink>, SendError> {
+        if !class.between_nodes() {
+            return Err(SendError::WrongClass(class));
+        }
         let max = class.payload_bytes_max();
         if len > max {
             return Err(SendError::Oversize { class, len, max });
@@ -388,6 +402,20 @@ impl Node {
             .collect())
     }
 
+    /// Queues an answer (opaque bytes the layer above encodes) for the client connected from `client` (the
+    /// address of its `Origin::Client`), without waiting. Answers to one client are written in the order they
+    /// were queued, on one node -> client stream. `Ok` means queued, not delivered: a client that disconnects
+    /// loses what was queued for it.
+    ///
+    /// Errors: [`SendError::UnknownClient`] if no connection from `client` is open (never was, or closed);
+    /// [`SendError::Oversize`] past [`CLIENT_ANSWER_PAYLOAD_BYTES_MAX`]; [`SendError::QueueFull`] (class
+    /// `ClientAnswer`, zero peer key) when the client's queue ([`ANSWER_QUEUE_MAX`] answers or
+    /// [`ANSWER_QUEUE_BYTES_MAX`] bytes) is full: the client is not reading its answers, so it is disconnected
+    /// with close code `SLOW_CLIENT` and later answers to it are `UnknownClient`. Counted in [`EndpointStats`].
+    pub fn answer(&self, client: SocketAddr, payload: Bytes) -> Result<(), SendError> {
+        self.shared.clients.answer(client, payload)
+    }
+
     /// Every peer's counters, ordered by key.
     pub fn peer_stats(&self) -> Vec<PeerStats> {
         let links = self.shared.peers.read().expect("peers lock");
@@ -408,6 +436,9 @@ impl Node {
             ingest_connections: load(&counters.ingest_connections),
             ingest_bad_frames: load(&counters.ingest_bad_frames),
             ingest_messages: load(&counters.ingest_messages),
+            ingest_clients_open: self.shared.clients.connected() as u64,
+            answers_sent: load(&self.shared.clients.sent),
+            answers_refused_full: load(&self.shared.clients.refused_full),
         }
     }
 }
@@ -485,7 +516,16 @@ async fn accept_clients(shared: Arc<Shared>, ingest: quinn::Endpoint) {
             };
             PeerCounters::add(&shared.counters.ingest_connections, 1);
             tracing::debug!(%remote, "client connected");
-            read_streams(shared, Origin::Client(remote), connection, None).await;
+            let answers = shared.clients.register(remote, connection.clone());
+            tokio::select! {
+                () = read_streams(shared.clone(), Origin::Client(remote), connection.clone(), None) => {}
+                reason = answers.run(&shared.clients.sent) => {
+                    tracing::debug!(%remote, %reason, "client answer stream ended");
+                    connection.close(close_code::SHUTDOWN.into(), reason.as_bytes());
+                }
+            }
+            shared.clients.deregister(remote, connection.stable_id());
+            tracing::debug!(%remote, "client disconnected");
             drop(slot);
         });
     }
@@ -522,7 +562,26 @@ async fn read_stream(
 ) {
     let mut stream_lane: Option<Lane> = None;
     loop {
-        let (class, payload) = match read_frame(&mut recv).await {
+        // Checked from the header alone, before the payload is read: clients send only transactions (an answer
+        // is node -> client), peers only classes between nodes, each stream on one lane.
+        let check = |class: Class| {
+            let lane_error = match origin {
+                Origin::Client(_) if class != Class::ClientTx => {
+                    Some("ingest stream from a client")
+                }
+                Origin::Client(_) => None,
+                Origin::Peer(_) if !class.between_nodes() => Some("node connection"),
+                Origin::Peer(_) => match stream_lane {
+                    Some(lane) if lane != class.lane() => Some(lane.name()),
+                    _ => None,
+                },
+            };
+            match lane_error {
+                Some(lane) => Err(FrameError::WrongLane { class, lane }),
+                None => Ok(()),
+            }
+        };
+        let (class, payload) = match read_frame_checked(&mut recv, check).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(FrameError::Read(reason)) => {
@@ -531,18 +590,7 @@ async fn read_stream(
             }
             Err(error) => return refuse_frame(&shared, origin, &connection, &counters, error),
         };
-        let lane_error = match origin {
-            Origin::Client(_) if class != Class::ClientTx => Some("ingest endpoint"),
-            Origin::Client(_) => None,
-            Origin::Peer(_) => match stream_lane {
-                Some(lane) if lane != class.lane() => Some(lane.name()),
-                _ => None,
-            },
-        };
-        if let Some(lane) = lane_error {
-            let error = FrameError::WrongLane { class, lane };
-            return refuse_frame(&shared, origin, &connection, &counters, error);
-        }
+        debug_assert!(class.between_nodes(), "refused by the check above");
         stream_lane = Some(class.lane());
         if let Err(reason) = shared.validator.validate(class, &payload) {
             let error = FrameError::Invalid { class, reason };
@@ -684,8 +732,8 @@ impl Supervisor {
             connection.clone(),
             Some(self.counters.clone()),
         ));
-        let mut streams = Vec::with_capacity(Lane::ALL.len());
-        for lane in Lane::ALL {
+        let mut streams = Vec::with_capacity(Lane::BETWEEN_NODES.len());
+        for lane in Lane::BETWEEN_NODES {
             match connection.open_uni().await {
                 Ok(send) => {
                     send.set_priority(lane.priority())

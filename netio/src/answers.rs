@@ -1,0 +1,169 @@
+//! The node's side of the answer path on the ingest endpoint: per client connection, a bounded queue that
+//! `Node::answer` fills without waiting, and a writer that sends it in order on one node -> client stream opened
+//! lazily. Owns the registry of connected clients; never interprets an answer and never waits on a slow client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use cas_engine::PublicKey;
+use tokio::sync::mpsc;
+
+use crate::error::SendError;
+use crate::frame::{write_frame, Class};
+use crate::limits::{ANSWER_QUEUE_BYTES_MAX, ANSWER_QUEUE_MAX, CLIENT_ANSWER_PAYLOAD_BYTES_MAX};
+use crate::node::close_code;
+
+/// What `Node::answer` needs to reach one client connection.
+struct ClientLink {
+    connection: quinn::Connection,
+    answers: mpsc::Sender<Bytes>,
+    /// Payload bytes in `answers`, the queue's second bound ([`ANSWER_QUEUE_BYTES_MAX`]).
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// The connected clients, by the address their connection was accepted from (the `Origin::Client` address).
+#[derive(Default)]
+pub(crate) struct Clients {
+    links: RwLock<HashMap<SocketAddr, ClientLink>>,
+    /// Answers refused because a client's queue was full (each such client is disconnected).
+    pub(crate) refused_full: AtomicU64,
+    /// Answers written to a client's answer stream.
+    pub(crate) sent: AtomicU64,
+}
+
+/// The writing half of one client's answer queue; runs on the netio thread for as long as the connection.
+pub(crate) struct AnswerWriter {
+    connection: quinn::Connection,
+    answers: mpsc::Receiver<Bytes>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Clients {
+    /// Makes `connection` the one answers to `remote` go to. A previous connection from the same address (only
+    /// possible after it migrated away) is closed: answers must never go to the wrong one.
+    pub(crate) fn register(
+        &self,
+        remote: SocketAddr,
+        connection: quinn::Connection,
+    ) -> AnswerWriter {
+        let (answers_tx, answers_rx) = mpsc::channel(ANSWER_QUEUE_MAX);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let link = ClientLink {
+            connection: connection.clone(),
+            answers: answers_tx,
+            queued_bytes: queued_bytes.clone(),
+        };
+        let old = self
+            .links
+            .write()
+            .expect("clients lock")
+            .insert(remote, link);
+        if let Some(old) = old {
+            tracing::info!(%remote, "a newer client connection from the same address replaces the old one");
+            old.connection.close(
+                close_code::REPLACED.into(),
+                b"replaced by a newer connection from this address",
+            );
+        }
+        AnswerWriter {
+            connection,
+            answers: answers_rx,
+            queued_bytes,
+        }
+    }
+
+    /// Forgets `remote` if it is still the connection `stable_id` (not a newer one from the same address); its
+    /// queued answers are dropped with it.
+    pub(crate) fn deregister(&self, remote: SocketAddr, stable_id: usize) -> bool {
+        let mut links = self.links.write().expect("clients lock");
+        if links
+            .get(&remote)
+            .is_some_and(|link| link.connection.stable_id() == stable_id)
+        {
+            links.remove(&remote);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn connected(&self) -> usize {
+        self.links.read().expect("clients lock").len()
+    }
+
+    /// Queues `payload` for `client` without waiting. A full queue refuses it and disconnects the client (the
+    /// policy of [`ANSWER_QUEUE_MAX`]).
+    pub(crate) fn answer(&self, client: SocketAddr, payload: Bytes) -> Result<(), SendError> {
+        let len = payload.len();
+        let max = CLIENT_ANSWER_PAYLOAD_BYTES_MAX;
+        if len > max {
+            return Err(SendError::Oversize {
+                class: Class::ClientAnswer,
+                len,
+                max,
+            });
+        }
+        let full_connection = {
+            let links = self.links.read().expect("clients lock");
+            let link = links.get(&client).ok_or(SendError::UnknownClient(client))?;
+            let queued_bytes = link.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+            let outcome = if queued_bytes > ANSWER_QUEUE_BYTES_MAX {
+                Err(None)
+            } else {
+                link.answers.try_send(payload).map_err(Some)
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(Some(mpsc::error::TrySendError::Closed(_))) => {
+                    // The writer ended with the connection; deregistering is a moment behind.
+                    link.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    return Err(SendError::UnknownClient(client));
+                }
+                Err(None | Some(mpsc::error::TrySendError::Full(_))) => {
+                    link.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    link.connection.clone()
+                }
+            }
+        };
+        self.refused_full.fetch_add(1, Ordering::Relaxed);
+        // Closed before it is forgotten: forgetting ends its writer, which would otherwise close it first with a
+        // less useful reason. A second close (a racing call) changes nothing.
+        full_connection.close(
+            close_code::SLOW_CLIENT.into(),
+            b"answer queue full: the client does not read its answers",
+        );
+        if self.deregister(client, full_connection.stable_id()) {
+            tracing::warn!(%client, "answer queue full: the client does not read its answers; disconnected it");
+        }
+        Err(SendError::QueueFull {
+            peer: PublicKey::default(),
+            class: Class::ClientAnswer,
+        })
+    }
+}
+
+impl AnswerWriter {
+    /// Writes answers in order until the queue closes (the client was forgotten) or a write fails; returns why it
+    /// stopped. The stream is opened with the first answer, so a client that is never answered costs none.
+    pub(crate) async fn run(mut self, sent: &AtomicU64) -> String {
+        let mut stream: Option<quinn::SendStream> = None;
+        while let Some(payload) = self.answers.recv().await {
+            self.queued_bytes
+                .fetch_sub(payload.len(), Ordering::Relaxed);
+            let send = match &mut stream {
+                Some(send) => send,
+                None => match self.connection.open_uni().await {
+                    Ok(send) => stream.insert(send),
+                    Err(error) => return format!("opening the answer stream: {error}"),
+                },
+            };
+            if let Err(error) = write_frame(send, Class::ClientAnswer, payload).await {
+                return format!("writing an answer: {error}");
+            }
+            sent.fetch_add(1, Ordering::Relaxed);
+        }
+        "the client was forgotten".to_string()
+    }
+}

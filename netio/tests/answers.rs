@@ -1,0 +1,379 @@
+//! The answer path on the ingest endpoint: the node answers each client's transactions on that client's own
+//! stream, in order; a gone client is a typed error that disturbs no one; a client sending an answer frame, or
+//! not reading its answers, is disconnected while the others keep working.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cas_engine::Keypair;
+use cas_netio::frame::{encode_frame, Class};
+use cas_netio::identity;
+use cas_netio::ingest::IngestClient;
+use cas_netio::limits::CLIENT_ANSWER_PAYLOAD_BYTES_MAX;
+use cas_netio::node::{close_code, InboundQueues, Node, NodeConfig, Origin, Peer};
+use cas_netio::{NetError, SendError};
+use common::*;
+
+/// A node whose validator accepts any bytes: these tests are about answers, not transaction decoding.
+fn start_open(namespace: u8) -> (Node, InboundQueues) {
+    Node::start(
+        NodeConfig {
+            keypair: Keypair::from_seed(&cas_engine::fixtures::key(namespace, 0).seed()),
+            listen: loopback(),
+            ingest_listen: Some(loopback()),
+        },
+        |_: Class, _: &[u8]| Ok(()),
+    )
+    .expect("node starts")
+}
+
+fn connect(node: &Node) -> IngestClient {
+    IngestClient::connect(node.ingest_addr().unwrap(), node.key()).expect("client connects")
+}
+
+/// The answer the test's node gives to a transaction: derived from its bytes, so a misrouted or reordered
+/// answer cannot pass for the right one.
+fn answer_to(payload: &[u8]) -> Bytes {
+    let mut answer = b"answer to ".to_vec();
+    answer.extend(payload.iter().rev());
+    Bytes::from(answer)
+}
+
+/// The next answer, or a panic after [`WAIT`].
+fn next_answer(client: &IngestClient, what: &str) -> Bytes {
+    match client.recv_answer(WAIT) {
+        Ok(Some(answer)) => answer,
+        Ok(None) => panic!("no answer for {what} within {WAIT:?}"),
+        Err(error) => panic!("waiting for {what}: {error}"),
+    }
+}
+
+/// Receives one transaction and answers it; returns the client it came from.
+fn answer_one(node: &Node, inbound: &mut InboundQueues) -> SocketAddr {
+    let message = recv(&mut inbound.ingest, "a client transaction");
+    let Origin::Client(client) = message.origin else {
+        panic!("a transaction from a peer on the ingest queue")
+    };
+    assert_eq!(message.class, Class::ClientTx);
+    node.answer(client, answer_to(&message.payload))
+        .expect("the client's queue has room");
+    client
+}
+
+#[test]
+fn each_client_gets_exactly_its_own_answers_in_order() {
+    init_logs();
+    const TXS_PER_CLIENT: usize = 300;
+    let (node, mut inbound) = start_open(40);
+    let clients = [connect(&node), connect(&node)];
+    let sent: Vec<Vec<Bytes>> = (0..clients.len())
+        .map(|who| {
+            (0..TXS_PER_CLIENT)
+                .map(|index| Bytes::from(format!("client {who} transaction {index}")))
+                .collect()
+        })
+        .collect();
+    // Interleaved, so both connections are live at once; fewer than CLIENT_QUEUE_MAX, so submit never blocks.
+    for index in 0..TXS_PER_CLIENT {
+        for (client, payloads) in clients.iter().zip(&sent) {
+            client.submit(payloads[index].clone()).unwrap();
+        }
+    }
+    let mut answered_ports = std::collections::BTreeSet::new();
+    for _ in 0..clients.len() * TXS_PER_CLIENT {
+        answered_ports.insert(answer_one(&node, &mut inbound).port());
+    }
+    let client_ports: std::collections::BTreeSet<u16> =
+        clients.iter().map(|c| c.local_addr().port()).collect();
+    assert_eq!(answered_ports, client_ports);
+
+    for (who, (client, payloads)) in clients.iter().zip(&sent).enumerate() {
+        for (index, payload) in payloads.iter().enumerate() {
+            let answer = next_answer(client, &format!("client {who} answer {index}"));
+            assert_eq!(answer, answer_to(payload), "client {who} answer {index}");
+        }
+        // Exactly N: nothing more arrives.
+        assert_eq!(
+            client.recv_answer(Duration::from_millis(100)).unwrap(),
+            None
+        );
+        assert_eq!(client.try_recv_answer().unwrap(), None);
+    }
+    let stats = node.endpoint_stats();
+    assert_eq!(stats.answers_sent, (clients.len() * TXS_PER_CLIENT) as u64);
+    assert_eq!(
+        (stats.ingest_clients_open, stats.answers_refused_full),
+        (2, 0)
+    );
+}
+
+#[test]
+fn answering_a_gone_client_is_a_typed_error_and_disturbs_no_one() {
+    init_logs();
+    let (node, mut inbound) = start_open(41);
+    let leaving = connect(&node);
+    let staying = connect(&node);
+    leaving
+        .submit(Bytes::from_static(b"from the leaving client"))
+        .unwrap();
+    let leaving_addr = answer_one(&node, &mut inbound);
+    assert_eq!(leaving_addr.port(), leaving.local_addr().port());
+    assert_eq!(
+        next_answer(&leaving, "the leaving client's answer"),
+        answer_to(b"from the leaving client")
+    );
+    staying.submit(Bytes::from_static(b"first")).unwrap();
+    let staying_addr = answer_one(&node, &mut inbound);
+
+    drop(leaving);
+    // Until the node sees the close, answers are still queued (Ok means queued, not delivered).
+    wait_until("the node to forget the leaving client", || {
+        match node.answer(leaving_addr, Bytes::from_static(b"too late")) {
+            Ok(()) => false,
+            Err(error) => {
+                assert_eq!(error, SendError::UnknownClient(leaving_addr));
+                true
+            }
+        }
+    });
+    wait_until("the per-client state to be cleaned up", || {
+        node.endpoint_stats().ingest_clients_open == 1
+    });
+    let never: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(
+        node.answer(never, Bytes::from_static(b"x")),
+        Err(SendError::UnknownClient(never))
+    );
+    let oversize = Bytes::from(vec![0u8; CLIENT_ANSWER_PAYLOAD_BYTES_MAX + 1]);
+    assert!(matches!(
+        node.answer(staying_addr, oversize),
+        Err(SendError::Oversize {
+            class: Class::ClientAnswer,
+            ..
+        })
+    ));
+    // An answer is never sent to a peer.
+    assert_eq!(
+        node.try_send(&node.key(), Class::ClientAnswer, Bytes::from_static(b"x")),
+        Err(SendError::WrongClass(Class::ClientAnswer))
+    );
+
+    // The staying client still gets its answers, in order, and nothing of the other's.
+    assert_eq!(
+        next_answer(&staying, "the first answer"),
+        answer_to(b"first")
+    );
+    staying.submit(Bytes::from_static(b"second")).unwrap();
+    assert_eq!(answer_one(&node, &mut inbound), staying_addr);
+    assert_eq!(
+        next_answer(&staying, "the second answer"),
+        answer_to(b"second")
+    );
+    assert_eq!(staying.try_recv_answer().unwrap(), None);
+}
+
+/// A raw quinn connection on its own runtime, to send what a real client or peer never would.
+struct Raw {
+    runtime: tokio::runtime::Runtime,
+    endpoint: quinn::Endpoint,
+}
+
+impl Raw {
+    fn new() -> Raw {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let endpoint = runtime.block_on(async { quinn::Endpoint::client(loopback()).unwrap() });
+        Raw { runtime, endpoint }
+    }
+
+    /// Connects, sends `frame` on a new stream and returns the node's close code and reason.
+    fn send_and_await_close(
+        &self,
+        config: quinn::ClientConfig,
+        addr: SocketAddr,
+        frame: &[u8],
+    ) -> (u64, String) {
+        self.runtime.block_on(async {
+            let connecting = self
+                .endpoint
+                .connect_with(config, addr, identity::SERVER_NAME)
+                .unwrap();
+            let connection = tokio::time::timeout(WAIT, connecting)
+                .await
+                .expect("handshake in time")
+                .expect("handshake succeeds");
+            let mut send = connection.open_uni().await.unwrap();
+            // The node may close while we still write: that is the point.
+            let _ = send.write_all(frame).await;
+            match tokio::time::timeout(WAIT, connection.closed())
+                .await
+                .expect("the node closes the connection")
+            {
+                quinn::ConnectionError::ApplicationClosed(close) => (
+                    close.error_code.into_inner(),
+                    String::from_utf8_lossy(&close.reason).into_owned(),
+                ),
+                other => panic!("expected an application close, got {other}"),
+            }
+        })
+    }
+}
+
+#[test]
+fn a_client_or_peer_sending_an_answer_is_disconnected_while_others_keep_working() {
+    init_logs();
+    let keys = sorted_keys(42, 2);
+    // The node has the larger key, so its peer (played by the raw connection) is the one that dials.
+    let (node, mut inbound) = start(&keys[1], loopback());
+    node.set_peers(&[Peer {
+        key: keys[0].public(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    }])
+    .unwrap();
+    let tx = Bytes::from(
+        cas_engine::codec::encode_tx(&cas_engine::fixtures::funded_genesis(7, 4, 2, 1, 5).txs[0])
+            .to_vec(),
+    );
+    let good = connect(&node);
+    good.submit(tx.clone()).unwrap();
+    let good_addr = answer_one(&node, &mut inbound);
+
+    let raw = Raw::new();
+    let answer_frame = encode_frame(Class::ClientAnswer, b"I am not the node");
+    let (code, reason) = raw.send_and_await_close(
+        identity::ingest_client_config(node.key()).unwrap(),
+        node.ingest_addr().unwrap(),
+        &answer_frame,
+    );
+    assert_eq!(code, u64::from(close_code::BAD_FRAME));
+    assert!(
+        reason.contains("ClientAnswer is not allowed on this ingest stream from a client"),
+        "the node said {reason:?}"
+    );
+    assert_eq!(node.endpoint_stats().ingest_bad_frames, 1);
+
+    let peer_identity = identity::Identity::new(&keys[0]).unwrap();
+    let (code, reason) = raw.send_and_await_close(
+        identity::node_client_config(&peer_identity, node.key()).unwrap(),
+        node.local_addr(),
+        &answer_frame,
+    );
+    assert_eq!(code, u64::from(close_code::BAD_FRAME));
+    assert!(
+        reason.contains("ClientAnswer is not allowed on this node connection"),
+        "the node said {reason:?}"
+    );
+    wait_until("the peer's bad frame to be counted", || {
+        stats_of(&node, keys[0].public()).bad_frames == 1
+    });
+
+    // The good client was never touched: its answer arrives, and it goes on submitting and being answered.
+    assert_eq!(next_answer(&good, "the first answer"), answer_to(&tx));
+    good.submit(tx.clone()).unwrap();
+    assert_eq!(answer_one(&node, &mut inbound), good_addr);
+    assert_eq!(next_answer(&good, "the second answer"), answer_to(&tx));
+    assert!(inbound.ingest.try_recv().is_err(), "nothing else delivered");
+    assert!(inbound.consensus.try_recv().is_err() && inbound.bulk.try_recv().is_err());
+}
+
+#[test]
+fn a_client_that_does_not_read_its_answers_is_disconnected() {
+    init_logs();
+    let (node, mut inbound) = start_open(43);
+    let slow = connect(&node);
+    let other = connect(&node);
+    slow.submit(Bytes::from_static(b"slow")).unwrap();
+    let slow_addr = answer_one(&node, &mut inbound);
+    other.submit(Bytes::from_static(b"other")).unwrap();
+    let other_addr = answer_one(&node, &mut inbound);
+
+    // The slow client reads nothing: its inbox fills, then flow control, then the node's queue for it. The
+    // bound on calls is far above what the limits allow (inbox + stream window + queue), so a missing limit
+    // fails the test instead of hanging it.
+    let answer = Bytes::from(vec![7u8; 1024]);
+    let deadline = Instant::now() + WAIT;
+    let mut queued = 0u64;
+    let refusal = loop {
+        match node.answer(slow_addr, answer.clone()) {
+            Ok(()) => queued += 1,
+            Err(error) => break error,
+        }
+        assert!(queued < 1_000_000, "the slow client's queue never filled");
+        if queued % 1024 == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the slow client's queue never filled"
+            );
+            // Let the netio thread write on a loaded machine.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    assert!(
+        matches!(
+            refusal,
+            SendError::QueueFull {
+                class: Class::ClientAnswer,
+                ..
+            }
+        ),
+        "{refusal:?}"
+    );
+    assert_eq!(
+        node.answer(slow_addr, answer.clone()),
+        Err(SendError::UnknownClient(slow_addr))
+    );
+    assert_eq!(node.endpoint_stats().answers_refused_full, 1);
+
+    // The slow client still finds what it had received, in order, then learns why it was cut off.
+    assert_eq!(
+        next_answer(&slow, "the slow client's first answer"),
+        answer_to(b"slow")
+    );
+    let mut received = 0u64;
+    let error = loop {
+        match slow.recv_answer(WAIT) {
+            Ok(Some(got)) => {
+                assert_eq!(got, answer);
+                received += 1;
+            }
+            Ok(None) => panic!("neither an answer nor the disconnection within {WAIT:?}"),
+            Err(error) => break error,
+        }
+    };
+    assert!(received > 0 && received < queued, "{received} of {queued}");
+    let NetError::ConnectionLost { reason, .. } = error else {
+        panic!("expected ConnectionLost, got {error}")
+    };
+    // QUIC sends the close once: if that packet is lost (here, in a client socket buffer still full of the
+    // flood), the node forgets the connection after a few PTOs and the client's next packet gets a stateless
+    // reset. Either way the client learns it is disconnected; usually with the node's reason.
+    assert!(
+        reason.contains("answer queue full: the client does not read its answers (code 4)")
+            || reason.contains("reset by peer"),
+        "{reason}"
+    );
+    assert!(matches!(
+        slow.submit(Bytes::from_static(b"after")),
+        Err(SendError::Closed)
+    ));
+
+    // The other client is untouched.
+    assert_eq!(
+        next_answer(&other, "the other's answer"),
+        answer_to(b"other")
+    );
+    node.answer(other_addr, Bytes::from_static(b"still here"))
+        .unwrap();
+    assert_eq!(
+        next_answer(&other, "the other's second answer"),
+        Bytes::from_static(b"still here")
+    );
+    wait_until("the slow client's state to be gone", || {
+        node.endpoint_stats().ingest_clients_open == 1
+    });
+}
