@@ -8,11 +8,15 @@
 //! "Securing Update Propagation with Homomorphic Hashing", 2019), with no sum-of-hashes weakness; an elliptic-curve
 //! multiset hash would cost a hash-to-curve per change, several microseconds against about one here.
 
+use std::sync::OnceLock;
+
 use crate::id::{domain, Hash32};
-use crate::tx::{hash_output, OutPoint, TxOutput};
+use crate::tx::{write_output, OutPoint, TxOutput, OUTPUT_BYTES_MAX};
 
 /// Lanes in the state. 1,024 u16 lanes = 2 KiB, the LtHash16 parameters.
 pub const LANES: usize = 1024;
+/// An element's canonical bytes: outpoint (tx id, index) then the output.
+const ELEMENT_BYTES_MAX: usize = 36 + OUTPUT_BYTES_MAX;
 
 /// The multiset hash of a set of unspent outputs.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,37 +38,50 @@ impl core::fmt::Debug for SetCommitment {
     }
 }
 
-fn element_lanes(outpoint: &OutPoint, output: &TxOutput) -> [u16; LANES] {
-    let mut h = blake3::Hasher::new_derive_key(domain::UTXO_ELEMENT);
-    h.update(&outpoint.tx.0);
-    h.update(&outpoint.index.to_le_bytes());
-    hash_output(&mut h, output);
+/// The element hasher with its derive-key context already absorbed: cloning it skips hashing the context string
+/// (one blake3 compression) on every update.
+fn element_hasher() -> &'static blake3::Hasher {
+    static HASHER: OnceLock<blake3::Hasher> = OnceLock::new();
+    HASHER.get_or_init(|| blake3::Hasher::new_derive_key(domain::UTXO_ELEMENT))
+}
+
+/// Adds (`sign` = 1) or subtracts (`sign` = -1) an element's lanes: its canonical bytes expand through blake3's XOF
+/// (filled many blocks at a time by blake3's SIMD `xof_many`) straight into a byte buffer that is added lane-wise,
+/// with no intermediate u16 array.
+fn add_element(lanes: &mut [u16; LANES], outpoint: &OutPoint, output: &TxOutput, subtract: bool) {
+    let mut h = element_hasher().clone();
+    let mut canonical = [0u8; ELEMENT_BYTES_MAX];
+    canonical[..32].copy_from_slice(&outpoint.tx.0);
+    canonical[32..36].copy_from_slice(&outpoint.index.to_le_bytes());
+    let len = 36 + write_output(&mut canonical[36..], output);
+    h.update(&canonical[..len]);
     let mut bytes = [0u8; LANES * 2];
     h.finalize_xof().fill(&mut bytes);
-    let mut lanes = [0u16; LANES];
-    for (lane, pair) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
-        *lane = u16::from_le_bytes([pair[0], pair[1]]);
+    let element = bytes
+        .chunks_exact(2)
+        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]));
+    if subtract {
+        lanes
+            .iter_mut()
+            .zip(element)
+            .for_each(|(lane, e)| *lane = lane.wrapping_sub(e));
+    } else {
+        lanes
+            .iter_mut()
+            .zip(element)
+            .for_each(|(lane, e)| *lane = lane.wrapping_add(e));
     }
-    lanes
 }
 
 impl SetCommitment {
     /// Adds an element to the set.
     pub fn insert(&mut self, outpoint: &OutPoint, output: &TxOutput) {
-        let element = element_lanes(outpoint, output);
-        self.lanes
-            .iter_mut()
-            .zip(element.iter())
-            .for_each(|(lane, e)| *lane = lane.wrapping_add(*e));
+        add_element(&mut self.lanes, outpoint, output, false);
     }
 
     /// Removes an element that is in the set.
     pub fn remove(&mut self, outpoint: &OutPoint, output: &TxOutput) {
-        let element = element_lanes(outpoint, output);
-        self.lanes
-            .iter_mut()
-            .zip(element.iter())
-            .for_each(|(lane, e)| *lane = lane.wrapping_sub(*e));
+        add_element(&mut self.lanes, outpoint, output, true);
     }
 
     /// Adds the state of a disjoint set (another shard's).

@@ -10,6 +10,7 @@ pub mod client;
 pub mod codec;
 pub mod commitment;
 pub mod crypto;
+pub mod fasthash;
 pub mod fixtures;
 pub mod genesis;
 pub mod id;

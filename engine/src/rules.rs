@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use crate::crypto::{verify_batch, SigEntry};
+use crate::fasthash::{FastMap, FastSet};
 use crate::id::{AssetId, TxId};
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, TxOutput};
 
@@ -105,10 +106,9 @@ pub fn check_tx(
     view: &impl UtxoView,
     ctx: &RuleContext,
 ) -> Result<(), TxError> {
-    check_with(tx, ctx, &mut |input, outpoint| {
+    check_with(tx, ctx, &mut Scratch::default(), &mut |input, outpoint| {
         view.get(outpoint).ok_or(TxError::MissingInput { input })
     })
-    .map(|_| ())
 }
 
 /// The checks that need no UTXO lookup: cheap, so they run first.
@@ -132,7 +132,7 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
     if let Some(output) = body.outputs.iter().position(|o| o.amount.to_native() == 0) {
         return Err(TxError::ZeroAmount { output });
     }
-    if let Some(witness) = first_repeat(&tx.witnesses.iter().map(|w| w.key).collect::<Vec<_>>()) {
+    if let Some(witness) = first_repeat_by(tx.witnesses.as_slice(), |w| w.key) {
         return Err(TxError::DuplicateWitness { witness });
     }
     let fee = body.fee.to_native();
@@ -147,27 +147,57 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
 
 /// The index of the first element equal to an earlier one. Lists are bounded by the codec (<= 256).
 fn first_repeat<T: Eq + core::hash::Hash>(items: &[T]) -> Option<usize> {
+    first_repeat_by(items, |item| item)
+}
+
+/// [`first_repeat`] comparing `key(item)`; short lists (the usual one or two entries) are compared pairwise, with
+/// no allocation.
+fn first_repeat_by<'a, T, K: Eq + core::hash::Hash>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> K,
+) -> Option<usize> {
     const QUADRATIC_BELOW: usize = 16;
     if items.len() < QUADRATIC_BELOW {
-        return (1..items.len()).find(|&i| items[..i].contains(&items[i]));
+        return (1..items.len()).find(|&i| {
+            items[..i]
+                .iter()
+                .any(|earlier| key(earlier) == key(&items[i]))
+        });
     }
-    let mut seen = std::collections::HashSet::with_capacity(items.len());
-    items.iter().position(|item| !seen.insert(item))
+    let mut seen = FastSet::with_capacity_and_hasher(items.len(), Default::default());
+    items.iter().position(|item| !seen.insert(key(item)))
+}
+
+/// Buffers the rules reuse from one transaction to the next, so checking a transaction allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    witness_used: Vec<bool>,
+    /// (asset, sum of inputs, sum of outputs plus fee); a transaction touches few assets, so a scan beats a map.
+    sums: Vec<(AssetId, u64, u64)>,
+    /// The coins spent by the transaction last checked, in input order.
+    coins: Vec<TxOutput>,
 }
 
 /// Runs every rule; `lookup` resolves input `i` to its coin or the reason it cannot be spent.
-/// Returns the coins spent, in input order.
+/// On success, `scratch.coins` holds the coins spent, in input order.
 fn check_with(
     tx: &ArchivedTransaction,
     ctx: &RuleContext,
+    scratch: &mut Scratch,
     lookup: &mut dyn FnMut(usize, &OutPoint) -> Result<TxOutput, TxError>,
-) -> Result<Vec<TxOutput>, TxError> {
+) -> Result<(), TxError> {
     check_stateless(tx, ctx)?;
     let body = &tx.body;
-    let mut witness_used = vec![false; tx.witnesses.len()];
-    // (asset, sum of inputs, sum of outputs plus fee); a transaction touches few assets, so a scan beats a map.
-    let mut sums: Vec<(AssetId, u64, u64)> = vec![(AssetId::CAS, 0, body.fee.to_native())];
-    let mut coins = Vec::with_capacity(body.inputs.len());
+    let Scratch {
+        witness_used,
+        sums,
+        coins,
+    } = scratch;
+    witness_used.clear();
+    witness_used.resize(tx.witnesses.len(), false);
+    sums.clear();
+    sums.push((AssetId::CAS, 0, body.fee.to_native()));
+    coins.clear();
     for (input, archived) in body.inputs.iter().enumerate() {
         let coin = lookup(input, &OutPoint::from(archived))?;
         if let Some(unlock_height) = coin.unlock_height {
@@ -183,7 +213,7 @@ fn check_with(
             return Err(TxError::Unsigned { input });
         };
         witness_used[witness] = true;
-        let sum = sum_for(&mut sums, coin.asset);
+        let sum = sum_for(sums, coin.asset);
         sum.1 = sum
             .1
             .checked_add(coin.amount)
@@ -194,7 +224,7 @@ fn check_with(
         return Err(TxError::UnusedWitness { witness });
     }
     for (output, archived) in body.outputs.iter().enumerate() {
-        let sum = sum_for(&mut sums, AssetId::from(&archived.asset));
+        let sum = sum_for(sums, AssetId::from(&archived.asset));
         sum.2 = sum
             .2
             .checked_add(archived.amount.to_native())
@@ -209,7 +239,7 @@ fn check_with(
             outputs,
         });
     }
-    Ok(coins)
+    Ok(())
 }
 
 fn sum_for(sums: &mut Vec<(AssetId, u64, u64)>, asset: AssetId) -> &mut (AssetId, u64, u64) {
@@ -247,11 +277,21 @@ pub fn apply_batch(
 ) -> BatchOutcome {
     assert_eq!(txs.len(), ids.len());
     assert_eq!(txs.len(), signature_verdicts.len());
-    // Some(coin): created in this batch and unspent; None: spent in this batch.
-    let mut overlay: HashMap<OutPoint, Option<TxOutput>> = HashMap::new();
-    let mut created_order: Vec<OutPoint> = Vec::new();
+    let (inputs, outputs) = txs.iter().fold((0, 0), |(inputs, outputs), tx| {
+        (
+            inputs + tx.body.inputs.len(),
+            outputs + tx.body.outputs.len(),
+        )
+    });
+    // What this batch did to an outpoint: one map for both, so an input is looked up once before the view.
+    let mut overlay: FastMap<OutPoint, InBatch> =
+        FastMap::with_capacity_and_hasher(inputs + outputs, Default::default());
+    // Outputs created in this batch, in creation order, and whether they are still unspent.
+    let mut created: Vec<(OutPoint, TxOutput, bool)> = Vec::with_capacity(outputs);
+    let mut scratch = Scratch::default();
     let mut outcome = BatchOutcome {
         verdicts: Vec::with_capacity(txs.len()),
+        spent: Vec::with_capacity(inputs),
         ..BatchOutcome::default()
     };
     for ((tx, id), signature_verdict) in txs.iter().zip(ids).zip(signature_verdicts) {
@@ -259,47 +299,53 @@ pub fn apply_batch(
             check_with(
                 tx,
                 ctx,
+                &mut scratch,
                 &mut |input, outpoint| match overlay.get(outpoint) {
-                    Some(Some(coin)) => Ok(*coin),
-                    Some(None) => Err(TxError::DoubleSpend { input }),
+                    Some(InBatch::Created(index)) => Ok(created[*index].1),
+                    Some(InBatch::Spent) => Err(TxError::DoubleSpend { input }),
                     None => view.get(outpoint).ok_or(TxError::MissingInput { input }),
                 },
             )
         });
-        match verdict {
-            Ok(coins) => {
-                for (archived, coin) in tx.body.inputs.iter().zip(coins) {
-                    let outpoint = OutPoint::from(archived);
-                    if overlay.insert(outpoint, None).is_none() {
-                        outcome.spent.push((outpoint, coin));
-                    }
-                }
-                for (index, archived) in tx.body.outputs.iter().enumerate() {
-                    let outpoint = OutPoint {
-                        tx: *id,
-                        index: index as u32,
-                    };
-                    overlay.insert(outpoint, Some(TxOutput::from(archived)));
-                    created_order.push(outpoint);
-                }
-                outcome.fees = outcome
-                    .fees
-                    .checked_add(tx.body.fee.to_native())
-                    .expect("fees are bounded by supply");
-                outcome.verdicts.push(Ok(()));
-            }
-            Err(error) => outcome.verdicts.push(Err(error)),
+        if let Err(error) = verdict {
+            outcome.verdicts.push(Err(error));
+            continue;
         }
+        for (archived, coin) in tx.body.inputs.iter().zip(&scratch.coins) {
+            let outpoint = OutPoint::from(archived);
+            match overlay.insert(outpoint, InBatch::Spent) {
+                None => outcome.spent.push((outpoint, *coin)),
+                Some(InBatch::Created(index)) => created[index].2 = false,
+                Some(InBatch::Spent) => unreachable!("check_with refuses a spent input"),
+            }
+        }
+        for (index, archived) in tx.body.outputs.iter().enumerate() {
+            let outpoint = OutPoint {
+                tx: *id,
+                index: index as u32,
+            };
+            overlay.insert(outpoint, InBatch::Created(created.len()));
+            created.push((outpoint, TxOutput::from(archived), true));
+        }
+        outcome.fees = outcome
+            .fees
+            .checked_add(tx.body.fee.to_native())
+            .expect("fees are bounded by supply");
+        outcome.verdicts.push(Ok(()));
     }
-    outcome.created = created_order
+    outcome.created = created
         .into_iter()
-        .filter_map(|outpoint| {
-            overlay
-                .get(&outpoint)
-                .copied()
-                .flatten()
-                .map(|coin| (outpoint, coin))
-        })
+        .filter(|(_, _, unspent)| *unspent)
+        .map(|(outpoint, coin, _)| (outpoint, coin))
         .collect();
     outcome
+}
+
+/// What a batch did to an outpoint so far.
+#[derive(Clone, Copy)]
+enum InBatch {
+    /// Created by an accepted transaction of this batch: `created[index]`.
+    Created(usize),
+    /// Spent by an accepted transaction of this batch.
+    Spent,
 }

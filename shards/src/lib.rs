@@ -34,7 +34,7 @@
 
 pub mod error;
 pub mod executor;
-mod hash;
+pub(crate) use cas_engine::fasthash as hash;
 pub mod ledger;
 pub mod limits;
 pub mod node;

@@ -1,7 +1,8 @@
-//! A fast keyed hasher for the shards' maps. Their keys are outpoints (a blake3 tx id and an index) and public
-//! keys: already uniform bytes, so SipHash's cost buys nothing but time on the hot path. Each 8-byte word is folded
-//! in with a multiply, starting from a per-process random key, so bucket positions cannot be predicted from outside
-//! (no hash flooding by ground tx ids). It hashes; it never compares or stores.
+//! A fast keyed hasher for the maps of the hot path (the rules' in-block overlay, the shards' sets and indexes).
+//! Their keys are outpoints (a blake3 tx id and an index) and public keys: already uniform bytes, so SipHash's cost
+//! buys nothing but time. Each 8-byte word is folded in with a multiply, starting from a per-process random key, so
+//! bucket positions cannot be predicted from outside (no hash flooding by ground tx ids). The key only places
+//! buckets, like std's `RandomState`: no result of the engine depends on it. It hashes; it never compares or stores.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
