@@ -13,27 +13,50 @@ pub const ANSWER_BYTES_MAX: usize = 4 * 1024;
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ClientAnswer {
-    Accepted { tx: TxId },
-    Duplicate { tx: TxId },
+    Accepted {
+        tx: TxId,
+    },
+    Duplicate {
+        tx: TxId,
+    },
     /// Refused at admission; `tx` is absent when the bytes did not even decode.
-    Rejected { tx: Option<TxId>, code: u16, reason: String },
-    Overloaded { tx: TxId, retry_after_ms: u64 },
+    Rejected {
+        tx: Option<TxId>,
+        code: u16,
+        reason: String,
+    },
+    Overloaded {
+        tx: TxId,
+        retry_after_ms: u64,
+    },
     /// Final: the transaction is in block `height` at `index`; `rejection` is the rule it broke, if any (a rejected
     /// transaction in a block changed nothing).
-    Final { tx: TxId, height: u64, index: u32, block: BlockHash, rejection: Option<String> },
+    Final {
+        tx: TxId,
+        height: u64,
+        index: u32,
+        block: BlockHash,
+        rejection: Option<String>,
+    },
 }
 
 impl ClientAnswer {
     pub fn encode(&self) -> Vec<u8> {
-        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("archiving into memory cannot fail").to_vec()
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .expect("archiving into memory cannot fail")
+            .to_vec()
     }
 
     /// Decodes an answer from untrusted bytes.
     pub fn decode(bytes: &[u8]) -> Result<ClientAnswer, String> {
         if bytes.len() > ANSWER_BYTES_MAX {
-            return Err(format!("answer of {} bytes exceeds {ANSWER_BYTES_MAX}", bytes.len()));
+            return Err(format!(
+                "answer of {} bytes exceeds {ANSWER_BYTES_MAX}",
+                bytes.len()
+            ));
         }
-        let archived = rkyv::access::<ArchivedClientAnswer, rkyv::rancor::Error>(bytes).map_err(|e| e.to_string())?;
+        let archived = rkyv::access::<ArchivedClientAnswer, rkyv::rancor::Error>(bytes)
+            .map_err(|e| e.to_string())?;
         rkyv::deserialize::<ClientAnswer, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
     }
 
@@ -59,9 +82,21 @@ mod tests {
     #[test]
     fn answers_round_trip_and_garbage_is_refused() {
         let answers = [
-            ClientAnswer::Accepted { tx: Hash32([1; 32]) },
-            ClientAnswer::Rejected { tx: None, code: 1, reason: ClientAnswer::reason("x".repeat(2_000)) },
-            ClientAnswer::Final { tx: Hash32([2; 32]), height: 9, index: 3, block: Hash32([4; 32]), rejection: None },
+            ClientAnswer::Accepted {
+                tx: Hash32([1; 32]),
+            },
+            ClientAnswer::Rejected {
+                tx: None,
+                code: 1,
+                reason: ClientAnswer::reason("x".repeat(2_000)),
+            },
+            ClientAnswer::Final {
+                tx: Hash32([2; 32]),
+                height: 9,
+                index: 3,
+                block: Hash32([4; 32]),
+                rejection: None,
+            },
         ];
         for answer in answers {
             assert_eq!(ClientAnswer::decode(&answer.encode()).unwrap(), answer);

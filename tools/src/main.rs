@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod cluster;
 mod keyfile;
+mod load;
 mod local;
+mod node;
 mod offline;
 
 #[global_allocator]
@@ -61,8 +64,15 @@ enum Command {
     },
     /// Decode a transaction or block file with the untrusted decoder and print it.
     Show { file: PathBuf },
-    /// The main job: generated load through the ledger pipeline, printing TPS and latency.
-    Local(LocalArgs),
+    /// Run a node: consensus, availability, shards and the client endpoint.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The main job: a local cluster of node processes under generated load, printing TPS and latency.
+    Local(cluster::ClusterArgs),
+    /// One process, no consensus: generated load through the ledger pipeline, beside the verification limit.
+    Pipeline(LocalArgs),
 }
 
 #[derive(Args)]
@@ -111,7 +121,9 @@ fn main() -> ExitCode {
             out,
         }),
         Command::Show { file } => offline::show(file),
-        Command::Local(args) => local::run(args),
+        Command::Node { config } => node::run(config),
+        Command::Local(args) => cluster::run(args),
+        Command::Pipeline(args) => local::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,301 @@
+//! `cas local`: a real cluster on this machine. It makes node keys, a genesis with funded accounts and the
+//! committee, configs on loopback ports; starts N `cas node` processes; drives them with the load generator for a
+//! set time; then stops them gracefully and prints the whitepaper-style table (nodes, offered rate, committed TPS,
+//! p50/p99 submit-to-final latency, blocks, rejected) and whether every node ends with the same UTXO commitment,
+//! and writes the same as JSON.
+
+use std::fs;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use cas_engine::codec::encode_block;
+use cas_engine::fixtures::{key, ACCOUNT_KEYS};
+use cas_engine::genesis::{
+    genesis_block, genesis_outputs, AllocationSpec, GenesisSpec, MemberSpec, ParamsSpec,
+};
+use cas_engine::PublicKey;
+use serde::Serialize;
+
+use crate::keyfile;
+use crate::load::{self, LoadPlan, LoadReport};
+use crate::node::config::{NodeConfig, PeerConfig};
+use crate::node::Status;
+
+const CHAIN_ID: u32 = 1;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// Committee nodes, each its own process.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// How long the load runs.
+    #[arg(long, default_value_t = 20)]
+    pub duration_s: u64,
+    /// Offered load, transactions per second (open loop).
+    #[arg(long, default_value_t = 1_500)]
+    pub rate: u64,
+    /// Funded accounts; each runs a chain of dependent transfers.
+    #[arg(long, default_value_t = 1_500)]
+    pub accounts: u32,
+    /// Add one invalid transaction after every N valid ones (0: none).
+    #[arg(long, default_value_t = 100)]
+    pub invalid_every: usize,
+    /// Where keys, configs, data and logs go (default: a new folder under the system's temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct ClusterReport {
+    nodes: usize,
+    cores: usize,
+    shards_per_node: usize,
+    load: LoadReport,
+    blocks: u64,
+    commitments_equal: bool,
+    statuses: Vec<Status>,
+}
+
+/// Kills every node still running when dropped (an error path must not leave processes behind).
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let sockets: Vec<UdpSocket> = (0..count)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+pub fn run(args: &ClusterArgs) -> Result<()> {
+    ensure!(
+        args.nodes >= 1 && args.accounts > 0 && args.rate > 0,
+        "nodes, accounts and rate must be positive"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("cas-local-{}", std::process::id())));
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Shards per node so the CPU-bound threads (a driver and the shards per node) add up to about the cores.
+    let shards_per_node = (cores / args.nodes).max(1);
+    println!(
+        "cas local: {} nodes on {cores} cores in {}; each node runs 1 consensus driver, {shards_per_node} shard \
+         executor(s) and netio, unpinned ({} CPU-bound threads over {cores} cores)",
+        args.nodes,
+        dir.display(),
+        args.nodes * (1 + shards_per_node)
+    );
+
+    let mut node_keys = Vec::new();
+    for i in 0..args.nodes {
+        let path = dir.join(format!("node{i}.key"));
+        let _ = fs::remove_file(&path);
+        node_keys.push(keyfile::create(&path)?.public());
+    }
+    let amount = 1_000_000_000u64;
+    let spec = GenesisSpec {
+        chain_id: CHAIN_ID,
+        timestamp_ms: 0,
+        params: ParamsSpec {
+            min_fee: 1,
+            block_interval_ms: 100,
+        },
+        committee: node_keys
+            .iter()
+            .map(|k| MemberSpec {
+                key: k.to_hex(),
+                stake: 100,
+            })
+            .collect(),
+        allocations: (0..args.accounts)
+            .map(|i| AllocationSpec {
+                owner: key(ACCOUNT_KEYS, i).public().to_hex(),
+                amount,
+                asset: None,
+                outputs: 1,
+            })
+            .collect(),
+    };
+    let genesis = genesis_block(&spec)?;
+    let genesis_path = dir.join("genesis.bin");
+    fs::write(&genesis_path, encode_block(&genesis))?;
+
+    let ports = free_ports(args.nodes * 2)?;
+    let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
+    let mut children = Nodes(Vec::new());
+    let mut targets: Vec<(SocketAddr, PublicKey)> = Vec::new();
+    for i in 0..args.nodes {
+        let data_dir = dir.join(format!("node{i}"));
+        let _ = fs::remove_dir_all(&data_dir);
+        let config = NodeConfig {
+            key_file: dir.join(format!("node{i}.key")),
+            genesis: genesis_path.clone(),
+            data_dir: data_dir.clone(),
+            listen: addr(ports[2 * i]),
+            ingest_listen: addr(ports[2 * i + 1]),
+            peers: (0..args.nodes)
+                .filter(|j| *j != i)
+                .map(|j| PeerConfig {
+                    key: node_keys[j].to_hex(),
+                    addr: addr(ports[2 * j]),
+                })
+                .collect(),
+            shards: shards_per_node,
+            pin_cores: false,
+            round_timeout_ms: 1_000,
+            package_txs_max: 2_000,
+            package_wait_ms: 20,
+            snapshot_every_blocks: 500,
+        };
+        let config_path = dir.join(format!("node{i}.toml"));
+        fs::write(&config_path, config.to_toml())?;
+        let log = fs::File::create(dir.join(format!("node{i}.log")))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(["node", "--config"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start a node process")?;
+        children.0.push(child);
+        targets.push((config.ingest_listen, node_keys[i]));
+    }
+
+    let rounds = (args.rate * args.duration_s)
+        .div_ceil(u64::from(args.accounts))
+        .max(1) as u32;
+    let plan = LoadPlan {
+        chain_id: CHAIN_ID,
+        accounts: args.accounts,
+        rounds,
+        fee: 1,
+        invalid_every: args.invalid_every,
+        rate_per_s: args.rate,
+    };
+    let started = Instant::now();
+    let mut last_shown = Instant::now();
+    let report = load::run(
+        &targets,
+        &plan,
+        &genesis_outputs(&genesis.txs),
+        Duration::from_secs(20),
+        &mut |sent, total| {
+            if last_shown.elapsed() >= Duration::from_secs(1) || sent == total {
+                last_shown = Instant::now();
+                eprintln!(
+                    "  {:>5.1} s  submitted {sent}/{total}",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        },
+    )?;
+
+    let statuses = settle_and_stop(&dir, &mut children, args.nodes)?;
+    let commitments_equal = statuses
+        .windows(2)
+        .all(|w| w[0].utxo_commitment == w[1].utxo_commitment && w[0].height == w[1].height);
+    let blocks = statuses.iter().map(|s| s.height).max().unwrap_or(0);
+    println!();
+    println!("| nodes | offered tx/s | committed TPS | p50 ms | p99 ms | blocks | rejected | same commitment |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
+        args.nodes,
+        report.offered_rate_per_s,
+        report.committed_tps,
+        report.latency_p50_ms,
+        report.latency_p99_ms,
+        blocks,
+        report.rejected_at_admission + report.rejected_in_block,
+        if commitments_equal { "yes" } else { "NO" },
+    );
+    println!(
+        "{} submitted, {} final, {} unanswered; commitment {}",
+        report.submitted,
+        report.final_accepted,
+        report.unanswered,
+        statuses.first().map_or("-", |s| s.utxo_commitment.as_str())
+    );
+    let cluster = ClusterReport {
+        nodes: args.nodes,
+        cores,
+        shards_per_node,
+        load: report.clone(),
+        blocks,
+        commitments_equal,
+        statuses,
+    };
+    let json_path = dir.join("report.json");
+    fs::write(&json_path, serde_json::to_vec_pretty(&cluster)?)?;
+    println!("report: {}", json_path.display());
+    for wrong in &report.wrong_answers {
+        eprintln!("wrong answer: {wrong}");
+    }
+    if report.wrong_answer_count > 0 {
+        bail!(
+            "{} transactions did not get the answer they should have",
+            report.wrong_answer_count
+        );
+    }
+    ensure!(
+        commitments_equal,
+        "the nodes ended with different UTXO commitments"
+    );
+    Ok(())
+}
+
+fn read_status(path: &Path) -> Option<Status> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+/// Waits for the nodes to agree on a height, then stops them with SIGTERM and reads their final status.
+fn settle_and_stop(dir: &Path, nodes: &mut Nodes, count: usize) -> Result<Vec<Status>> {
+    let status_paths: Vec<PathBuf> = (0..count)
+        .map(|i| dir.join(format!("node{i}/status.json")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let heights: Vec<Option<u64>> = status_paths
+            .iter()
+            .map(|p| read_status(p).map(|s| s.height))
+            .collect();
+        if heights.windows(2).all(|w| w[0].is_some() && w[0] == w[1]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for child in &nodes.0 {
+        // SAFETY: kill(2) on our own child's pid, with a valid signal number.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    }
+    for (i, child) in nodes.0.iter_mut().enumerate() {
+        let status = child.wait()?;
+        ensure!(
+            status.success(),
+            "node {i} exited with {status}; see {}",
+            dir.join(format!("node{i}.log")).display()
+        );
+    }
+    nodes.0.clear();
+    status_paths
+        .iter()
+        .map(|p| read_status(p).with_context(|| format!("no final status in {}", p.display())))
+        .collect()
+}

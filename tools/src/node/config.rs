@@ -1,0 +1,72 @@
+//! The node's TOML configuration: its key, data folder, genesis, listen addresses, peers, and tuning.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub key_file: PathBuf,
+    pub genesis: PathBuf,
+    pub data_dir: PathBuf,
+    /// The peer (committee) endpoint.
+    pub listen: SocketAddr,
+    /// The client ingest endpoint.
+    pub ingest_listen: SocketAddr,
+    /// The other committee members, by key.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Shard executors (UTXO partitions); each is a thread.
+    #[serde(default = "one")]
+    pub shards: usize,
+    /// Pin shard executors to cores (off when several nodes share a machine).
+    #[serde(default)]
+    pub pin_cores: bool,
+    #[serde(default = "default_round_timeout_ms")]
+    pub round_timeout_ms: u64,
+    #[serde(default = "default_package_txs_max")]
+    pub package_txs_max: usize,
+    #[serde(default = "default_package_wait_ms")]
+    pub package_wait_ms: u64,
+    /// Write a UTXO snapshot every this many blocks.
+    #[serde(default = "default_snapshot_every_blocks")]
+    pub snapshot_every_blocks: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub key: String,
+    pub addr: SocketAddr,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_round_timeout_ms() -> u64 {
+    1_000
+}
+fn default_package_txs_max() -> usize {
+    2_000
+}
+fn default_package_wait_ms() -> u64 {
+    20
+}
+fn default_snapshot_every_blocks() -> u64 {
+    500
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{} is not a node config", path.display()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config always serialises")
+    }
+}

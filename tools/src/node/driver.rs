@@ -1,0 +1,296 @@
+//! The driver thread: it owns the Synchronizer, package availability and the BFT, feeds them messages from netio's
+//! lanes (consensus first), client submissions and timer ticks, and carries out their actions in order: a
+//! `Persist` is fsynced before the next action runs, so a vote never leaves before the safety state is durable.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use cas_consensus::availability::Availability;
+use cas_consensus::bft::{Bft, Event};
+use cas_consensus::committee::MemberIndex;
+use cas_consensus::messages::{decode_message, Block as ConsensusBlock, Message};
+use cas_consensus::Action;
+use cas_engine::client::ClientAnswer;
+use cas_engine::codec::decode_tx;
+use cas_engine::synchronizer::{Admission, Synchronizer};
+use cas_engine::{PackageId, PublicKey, Transaction, TxId};
+use cas_netio::{Inbound, InboundQueues, Origin};
+
+use super::durable::SafetyFile;
+use super::executor::{Committed, Executed};
+use super::wire;
+
+const TICK_MS: u64 = 10;
+/// Messages taken from the bulk lane per loop turn, so consensus is looked at again soon.
+const BULK_PER_TURN: usize = 256;
+/// Client submissions admitted per loop turn (one batch of signature checks).
+const INGEST_PER_TURN: usize = 4_096;
+/// Submitters remembered for receipts; the oldest are forgotten first (their receipts are then not sent).
+const CLIENTS_REMEMBERED_MAX: usize = 1_000_000;
+/// How long a missing package request waits before it is sent again.
+const PACKAGE_RETRY_MS: u64 = 300;
+
+pub struct Parts {
+    pub bft: Bft,
+    pub availability: Availability,
+    pub synchronizer: Synchronizer,
+    pub netio: Arc<cas_netio::Node>,
+    pub queues: InboundQueues,
+    pub keys: Vec<PublicKey>,
+    pub safety_file: SafetyFile,
+    pub execution: SyncSender<Committed>,
+    pub started: Instant,
+    pub status_path: std::path::PathBuf,
+    pub stats: Arc<Mutex<Executed>>,
+}
+
+pub struct Driver {
+    parts: Parts,
+    members: HashMap<PublicKey, MemberIndex>,
+    clients: HashMap<TxId, SocketAddr>,
+    client_order: VecDeque<TxId>,
+    /// Committed blocks waiting for packages this node does not hold yet.
+    pending: VecDeque<ConsensusBlock>,
+    package_requests: BTreeMap<PackageId, u64>,
+    last_tick_ms: u64,
+    last_status_ms: u64,
+}
+
+impl Driver {
+    pub fn new(parts: Parts) -> Driver {
+        let members = parts
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, i as MemberIndex))
+            .collect();
+        Driver {
+            parts,
+            members,
+            clients: HashMap::new(),
+            client_order: VecDeque::new(),
+            pending: VecDeque::new(),
+            package_requests: BTreeMap::new(),
+            last_tick_ms: 0,
+            last_status_ms: 0,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.parts.started.elapsed().as_millis() as u64
+    }
+
+    /// Runs until `stop` is set; returns the round it stopped in.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<u64> {
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.now_ms();
+            let mut busy = false;
+            while let Ok(inbound) = self.parts.queues.consensus.try_recv() {
+                busy = true;
+                self.on_peer(inbound, now)?;
+            }
+            for _ in 0..BULK_PER_TURN {
+                let Ok(inbound) = self.parts.queues.bulk.try_recv() else {
+                    break;
+                };
+                busy = true;
+                self.on_peer(inbound, now)?;
+            }
+            let mut submissions = Vec::new();
+            while submissions.len() < INGEST_PER_TURN {
+                let Ok(inbound) = self.parts.queues.ingest.try_recv() else {
+                    break;
+                };
+                submissions.push(inbound);
+            }
+            if !submissions.is_empty() {
+                busy = true;
+                self.on_clients(submissions, now);
+            }
+            while let Some(txs) = self.parts.synchronizer.take_package(now) {
+                let actions = self.parts.availability.create(txs, true, now);
+                self.execute(actions)?;
+            }
+            if now >= self.last_tick_ms + TICK_MS {
+                self.last_tick_ms = now;
+                let mut actions = self.parts.bft.handle(Event::Tick { now_ms: now });
+                actions.extend(self.parts.availability.on_tick(now));
+                self.execute(actions)?;
+                self.drain_pending(now)?;
+            }
+            if now >= self.last_status_ms + 1_000 {
+                self.last_status_ms = now;
+                super::write_status(
+                    &self.parts.status_path,
+                    &self.parts.stats,
+                    self.parts.bft.round(),
+                    false,
+                )?;
+            }
+            if !busy {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        Ok(self.parts.bft.round())
+    }
+
+    fn on_peer(&mut self, inbound: Inbound, now: u64) -> Result<()> {
+        let Origin::Peer(key) = inbound.origin else {
+            return Ok(());
+        };
+        let Some(&from) = self.members.get(&key) else {
+            return Ok(());
+        };
+        // netio validated the payload with the same decoder; this cannot fail for a validated frame.
+        let message =
+            decode_message(&inbound.payload).context("a validated message failed to decode")?;
+        let got_package = matches!(message, Message::Package(_));
+        let actions = match message {
+            Message::Package(_)
+            | Message::Ack(_)
+            | Message::Cert(_)
+            | Message::PackageRequest(_) => self.parts.availability.handle(from, message, now),
+            message => self.parts.bft.handle(Event::Message { from, message }),
+        };
+        self.execute(actions)?;
+        if got_package {
+            self.drain_pending(now)?;
+        }
+        Ok(())
+    }
+
+    fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {
+        let payloads: Vec<&[u8]> = submissions.iter().map(|s| &s.payload[..]).collect();
+        let admissions = self.parts.synchronizer.admit(&payloads, now);
+        for (submission, admission) in submissions.iter().zip(admissions) {
+            let Origin::Client(client) = submission.origin else {
+                continue;
+            };
+            let answer = match admission {
+                Admission::Accepted { id } => {
+                    self.remember_client(id, client);
+                    ClientAnswer::Accepted { tx: id }
+                }
+                Admission::Duplicate { id } => ClientAnswer::Duplicate { tx: id },
+                Admission::Rejected { reason } => ClientAnswer::Rejected {
+                    tx: decode_tx(&submission.payload).ok().map(|tx| tx.tx_id()),
+                    code: reason.code(),
+                    reason: ClientAnswer::reason(&reason),
+                },
+                Admission::Overloaded { retry_after_ms } => ClientAnswer::Overloaded {
+                    tx: decode_tx(&submission.payload)
+                        .map(|tx| tx.tx_id())
+                        .unwrap_or_default(),
+                    retry_after_ms,
+                },
+            };
+            if let Err(error) = self
+                .parts
+                .netio
+                .answer(client, Bytes::from(answer.encode()))
+            {
+                tracing::debug!(%client, %error, "admission answer not delivered");
+            }
+        }
+    }
+
+    fn remember_client(&mut self, id: TxId, client: SocketAddr) {
+        self.clients.insert(id, client);
+        self.client_order.push_back(id);
+        while self.client_order.len() > CLIENTS_REMEMBERED_MAX {
+            if let Some(old) = self.client_order.pop_front() {
+                self.clients.remove(&old);
+            }
+        }
+    }
+
+    pub fn execute(&mut self, actions: Vec<Action>) -> Result<()> {
+        for action in actions {
+            match action {
+                Action::Send { to, message } => {
+                    let (class, bytes) = wire::encode(&message);
+                    if let Err(error) =
+                        self.parts
+                            .netio
+                            .try_send(&self.parts.keys[to as usize], class, bytes)
+                    {
+                        tracing::debug!(to, %error, "send refused");
+                    }
+                }
+                Action::Broadcast(message) => {
+                    let (class, bytes) = wire::encode(&message);
+                    for (peer, error) in self.parts.netio.broadcast(class, bytes) {
+                        tracing::debug!(?peer, %error, "broadcast refused for a peer");
+                    }
+                }
+                Action::Persist(safety) => self
+                    .parts
+                    .safety_file
+                    .store(&safety)
+                    .context("persisting safety state")?,
+                // Blocks stay in the BFT's memory and at the peers; packages in availability's memory.
+                Action::StoreBlock(_) | Action::StorePackage(_) => {}
+                Action::Certified(cert) => {
+                    self.parts.bft.add_payload(cert);
+                }
+                Action::Commit(block) => {
+                    self.pending.push_back(block);
+                    let now = self.now_ms();
+                    self.drain_pending(now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands committed blocks to the executor in order, as soon as every package of the next one is here.
+    fn drain_pending(&mut self, now: u64) -> Result<()> {
+        while let Some(block) = self.pending.front() {
+            let mut txs: Vec<Transaction> = Vec::new();
+            let mut missing = Vec::new();
+            for cert in &block.payload {
+                match self.parts.availability.executable(cert) {
+                    Ok((package, _)) => txs.extend(package.txs.iter().cloned()),
+                    Err(requests) => missing.push((cert.package, requests)),
+                }
+            }
+            if !missing.is_empty() {
+                let mut due = Vec::new();
+                for (package, requests) in missing {
+                    let last = self.package_requests.get(&package).copied();
+                    if last.is_none_or(|at| now >= at + PACKAGE_RETRY_MS) {
+                        self.package_requests.insert(package, now);
+                        due.extend(requests);
+                    }
+                }
+                self.execute(due)?;
+                return Ok(());
+            }
+            let block = self.pending.pop_front().expect("front exists");
+            for cert in &block.payload {
+                self.package_requests.remove(&cert.package);
+            }
+            let clients = txs
+                .iter()
+                .map(|tx| self.clients.remove(&tx.tx_id()))
+                .collect();
+            let proposer = self.parts.keys[block.author as usize];
+            self.parts
+                .execution
+                .send(Committed {
+                    block,
+                    proposer,
+                    txs,
+                    clients,
+                })
+                .context("the executor stopped")?;
+        }
+        Ok(())
+    }
+}

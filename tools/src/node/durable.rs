@@ -1,0 +1,113 @@
+//! The node's small durable files: the consensus safety state (written before any vote leaves) and the
+//! execution marker (which consensus block each executed height was). Each write goes to a temporary file, is
+//! fsynced, renamed over the old one, and the folder is fsynced: a crash leaves the old or the new, never half.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use cas_consensus::bft::SafetyState;
+use cas_consensus::messages::QuorumCert;
+use cas_engine::{BlockHash, Hash32};
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&temporary, path)?;
+    if let Some(folder) = path.parent() {
+        File::open(folder)?.sync_all()?;
+    }
+    Ok(())
+}
+
+pub struct SafetyFile {
+    path: PathBuf,
+}
+
+impl SafetyFile {
+    pub fn new(data_dir: &Path) -> SafetyFile {
+        SafetyFile {
+            path: data_dir.join("safety.bin"),
+        }
+    }
+
+    pub fn load(&self) -> Result<SafetyState> {
+        if !self.path.exists() {
+            return Ok(SafetyState::default());
+        }
+        let bytes =
+            fs::read(&self.path).with_context(|| format!("cannot read {}", self.path.display()))?;
+        if bytes.len() < 16 {
+            bail!("{} is truncated", self.path.display());
+        }
+        let last_voted_round = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let last_timeout_round = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let archived = rkyv::access::<
+            cas_consensus::messages::ArchivedQuorumCert,
+            rkyv::rancor::Error,
+        >(&bytes[16..])
+        .with_context(|| format!("{}: bad QC", self.path.display()))?;
+        let high_qc = rkyv::deserialize::<QuorumCert, rkyv::rancor::Error>(archived)?;
+        Ok(SafetyState {
+            last_voted_round,
+            high_qc,
+            last_timeout_round,
+        })
+    }
+
+    pub fn store(&self, safety: &SafetyState) -> Result<()> {
+        let mut bytes = Vec::with_capacity(256);
+        bytes.extend_from_slice(&safety.last_voted_round.to_le_bytes());
+        bytes.extend_from_slice(&safety.last_timeout_round.to_le_bytes());
+        bytes.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&safety.high_qc)?);
+        write_atomic(&self.path, &bytes)
+    }
+}
+
+/// (height, consensus block hash) of the last two blocks handed to execution: written before a block is
+/// executed, so whichever of the two the block store ends at, its consensus hash is known.
+pub struct ExecutedFile {
+    path: PathBuf,
+}
+
+impl ExecutedFile {
+    pub fn new(data_dir: &Path) -> ExecutedFile {
+        ExecutedFile {
+            path: data_dir.join("executed.bin"),
+        }
+    }
+
+    pub fn load(&self) -> Result<Vec<(u64, BlockHash)>> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let bytes = fs::read(&self.path)?;
+        if bytes.len() % 40 != 0 {
+            bail!("{} is malformed", self.path.display());
+        }
+        Ok(bytes
+            .chunks_exact(40)
+            .map(|c| {
+                (
+                    u64::from_le_bytes(c[..8].try_into().expect("8")),
+                    Hash32(c[8..].try_into().expect("32")),
+                )
+            })
+            .collect())
+    }
+
+    pub fn store(&self, entries: &[(u64, BlockHash)]) -> Result<()> {
+        let bytes: Vec<u8> = entries
+            .iter()
+            .flat_map(|(height, hash)| height.to_le_bytes().into_iter().chain(hash.0))
+            .collect();
+        write_atomic(&self.path, &bytes)
+    }
+}

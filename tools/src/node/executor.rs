@@ -1,0 +1,116 @@
+//! The execution side of a node: committed consensus blocks, with their packages, become ledger blocks that the
+//! shards validate and store durably (fsync) in height order; only then are the receipts sent to the clients that
+//! submitted the transactions here. Runs on its own thread, fed by a bounded queue (back-pressure to consensus).
+
+use std::net::SocketAddr;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use cas_consensus::messages::Block as ConsensusBlock;
+use cas_engine::client::ClientAnswer;
+use cas_engine::codec::encode_block;
+use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
+
+use super::durable::ExecutedFile;
+
+/// One committed block ready to execute: its transactions in order, and who submitted each here.
+pub struct Committed {
+    pub block: ConsensusBlock,
+    pub proposer: PublicKey,
+    pub txs: Vec<Transaction>,
+    pub clients: Vec<Option<SocketAddr>>,
+}
+
+/// What the executor reports back (for `cas local`'s summary and the node's status file).
+#[derive(Clone, Debug, Default)]
+pub struct Executed {
+    pub height: u64,
+    pub utxo_commitment: Hash32,
+    pub txs: u64,
+    pub rejected: u64,
+}
+
+pub struct Executor {
+    pub node: cas_shards::Node,
+    pub chain_id: u32,
+    pub executed_file: ExecutedFile,
+    /// The last two (height, consensus hash) handed to execution.
+    pub executed_marks: Vec<(u64, BlockHash)>,
+    pub previous_ledger_hash: BlockHash,
+    pub netio: Arc<cas_netio::Node>,
+    pub stats: Arc<std::sync::Mutex<Executed>>,
+}
+
+impl Executor {
+    pub fn run(mut self, queue: Receiver<Committed>) -> Result<()> {
+        while let Ok(committed) = queue.recv() {
+            self.execute(committed)?;
+        }
+        self.node
+            .wait_snapshot()
+            .context("finishing the last snapshot")?;
+        Ok(())
+    }
+
+    fn execute(&mut self, committed: Committed) -> Result<()> {
+        let height = committed.block.height;
+        // Mark first: after a crash, whichever height the store ends at, its consensus hash is on disk.
+        self.executed_marks.push((height, committed.block.hash()));
+        if self.executed_marks.len() > 2 {
+            self.executed_marks.remove(0);
+        }
+        self.executed_file.store(&self.executed_marks)?;
+        let ids: Vec<Hash32> = committed.txs.iter().map(Transaction::tx_id).collect();
+        let block = Block {
+            header: BlockHeader {
+                chain_id: self.chain_id,
+                height,
+                round: committed.block.round,
+                parent: self.previous_ledger_hash,
+                tx_root: merkle::root(&ids),
+                proposer: committed.proposer,
+                timestamp_ms: committed.block.timestamp_ms,
+                utxo_commitment: Hash32::ZERO,
+            },
+            txs: committed.txs,
+        };
+        let ledger_hash = block.header.hash();
+        let receipt = self
+            .node
+            .append(encode_block(&block).to_vec())
+            .with_context(|| format!("block {height}"))?;
+        self.previous_ledger_hash = ledger_hash;
+        let mut rejected = 0;
+        for (index, ((id, verdict), client)) in ids
+            .iter()
+            .zip(&receipt.outcome.verdicts)
+            .zip(&committed.clients)
+            .enumerate()
+        {
+            if verdict.is_err() {
+                rejected += 1;
+            }
+            if let Some(client) = client {
+                let answer = ClientAnswer::Final {
+                    tx: *id,
+                    height,
+                    index: index as u32,
+                    block: ledger_hash,
+                    rejection: verdict.as_ref().err().map(ClientAnswer::reason),
+                };
+                // A client that left, or that does not read its answers, loses them; the ledger is unaffected.
+                if let Err(error) = self.netio.answer(*client, Bytes::from(answer.encode())) {
+                    tracing::debug!(%client, %error, "receipt not delivered");
+                }
+            }
+        }
+        let mut stats = self.stats.lock().expect("stats lock");
+        stats.height = height;
+        stats.utxo_commitment = receipt.outcome.utxo_commitment;
+        stats.txs += ids.len() as u64;
+        stats.rejected += rejected;
+        Ok(())
+    }
+}

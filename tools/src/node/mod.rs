@@ -1,0 +1,223 @@
+//! `cas node --config node.toml`: the whole node wired in one place. netio (its own thread) carries peer and
+//! client traffic; the driver thread runs the Synchronizer, package availability and the BFT state machine, in
+//! that order of ownership, persisting safety state before any vote leaves; the executor thread turns committed
+//! blocks into ledger blocks that the shards validate and fsync, then answers clients with final receipts.
+//! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
+
+pub mod config;
+mod driver;
+pub mod durable;
+mod executor;
+pub mod wire;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use cas_consensus::availability::{Availability, AvailabilityConfig};
+use cas_consensus::bft::{Bft, BftConfig, Recovered};
+use cas_consensus::committee::Committee;
+use cas_engine::codec::{decode_block, to_owned_block};
+use cas_engine::genesis::genesis_committee;
+use cas_engine::synchronizer::{Synchronizer, SynchronizerConfig};
+use cas_engine::PublicKey;
+use serde::Serialize;
+
+use crate::keyfile;
+use config::NodeConfig;
+use driver::Driver;
+use durable::{ExecutedFile, SafetyFile};
+use executor::{Executed, Executor};
+
+/// Committed blocks waiting for the executor; when full, consensus waits (back-pressure).
+const EXECUTION_QUEUE_MAX: usize = 64;
+
+/// What a node reports about itself, in `status.json` (every second and at exit).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub height: u64,
+    pub utxo_commitment: String,
+    pub txs: u64,
+    pub rejected: u64,
+    pub round: u64,
+    pub stopped: bool,
+}
+
+pub fn run(config_path: &std::path::Path) -> Result<()> {
+    let config = NodeConfig::load(config_path)?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let keypair = keyfile::load(&config.key_file)?;
+    let genesis_bytes = std::fs::read(&config.genesis)
+        .with_context(|| format!("cannot read genesis {}", config.genesis.display()))?;
+    let genesis =
+        to_owned_block(decode_block(&genesis_bytes).context("the genesis file is not a block")?);
+    let (members, params) =
+        genesis_committee(&genesis).context("the genesis block names no committee")?;
+    let committee = Committee::new(members.iter().map(|m| (m.key, m.stake)).collect())?;
+    let me = committee
+        .index_of(&keypair.public())
+        .context("this node's key is not in the genesis committee")?;
+    let keys: Vec<PublicKey> = committee
+        .members()
+        .map(|m| *committee.key(m).expect("member"))
+        .collect();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+
+    let shards_config = cas_shards::NodeConfig {
+        ledger: cas_shards::LedgerConfig {
+            shards: config.shards.max(1),
+            pin_cores: config.pin_cores,
+        },
+        snapshot_every_blocks: config.snapshot_every_blocks.max(1),
+        ..cas_shards::NodeConfig::default()
+    };
+    let (shards_node, recovery) = cas_shards::Node::open(
+        &config.data_dir.join("ledger"),
+        &shards_config,
+        Some(&genesis),
+    )?;
+    let executed_file = ExecutedFile::new(&config.data_dir);
+    let marks = executed_file.load()?;
+    let committed = marks
+        .iter()
+        .find(|(height, _)| *height == recovery.durable_height)
+        .copied();
+    if recovery.durable_height > 0 && committed.is_none() {
+        bail!(
+            "the execution marker {marks:?} does not name the stored height {}",
+            recovery.durable_height
+        );
+    }
+    let last_ledger = shards_node.store().read(recovery.durable_height)?;
+    let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
+    tracing::info!(?recovery, "ledger open");
+
+    let peers: Vec<cas_netio::Peer> = config
+        .peers
+        .iter()
+        .map(|p| {
+            Ok(cas_netio::Peer {
+                key: PublicKey::from_hex(&p.key)?,
+                addr: p.addr,
+            })
+        })
+        .collect::<Result<_, hex::FromHexError>>()
+        .context("a peer key is not 32 hex bytes")?;
+    let (netio, queues) = cas_netio::Node::start(
+        cas_netio::NodeConfig {
+            keypair: keyfile::load(&config.key_file)?,
+            listen: config.listen,
+            ingest_listen: Some(config.ingest_listen),
+        },
+        wire::validate,
+    )?;
+    netio.set_peers(&peers)?;
+    let netio = Arc::new(netio);
+
+    let stats = Arc::new(Mutex::new(Executed {
+        height: recovery.durable_height,
+        utxo_commitment: recovery.utxo_commitment,
+        ..Executed::default()
+    }));
+    let (execution_tx, execution_rx) = std::sync::mpsc::sync_channel(EXECUTION_QUEUE_MAX);
+    let executor = Executor {
+        node: shards_node,
+        chain_id: genesis.header.chain_id,
+        executed_file,
+        executed_marks: marks,
+        previous_ledger_hash,
+        netio: netio.clone(),
+        stats: stats.clone(),
+    };
+    let executor_thread = std::thread::Builder::new()
+        .name("cas-executor".into())
+        .spawn(move || executor.run(execution_rx))?;
+
+    let started = Instant::now();
+    let safety_file = SafetyFile::new(&config.data_dir);
+    let recovered = Recovered {
+        safety: safety_file.load()?,
+        blocks: Vec::new(),
+        committed,
+    };
+    let bft_config = BftConfig {
+        round_timeout_ms: config.round_timeout_ms,
+        round_timeout_max_ms: config.round_timeout_ms * 8,
+        ..BftConfig::default()
+    };
+    let (bft, actions) = Bft::new(
+        committee.clone(),
+        me,
+        keyfile::load(&config.key_file)?,
+        bft_config,
+        recovered,
+        0,
+    );
+    let availability = Availability::new(
+        committee,
+        me,
+        keyfile::load(&config.key_file)?,
+        AvailabilityConfig::default(),
+    );
+    let synchronizer = Synchronizer::new(SynchronizerConfig {
+        package_txs_max: config.package_txs_max,
+        package_wait_ms: config.package_wait_ms,
+        ..SynchronizerConfig::new(genesis.header.chain_id)
+    });
+    let _ = params;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let status_path = config.data_dir.join("status.json");
+    let mut driver = Driver::new(driver::Parts {
+        bft,
+        availability,
+        synchronizer,
+        netio: netio.clone(),
+        queues,
+        keys,
+        safety_file,
+        execution: execution_tx,
+        started,
+        status_path: status_path.clone(),
+        stats: stats.clone(),
+    });
+    driver.execute(actions)?;
+    let round = driver.run(&stop)?;
+    drop(driver); // closes the execution queue: the executor drains it and stops
+    executor_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the executor thread panicked"))??;
+    write_status(&status_path, &stats, round, true)?;
+    Ok(())
+}
+
+fn write_status(
+    path: &std::path::Path,
+    stats: &Mutex<Executed>,
+    round: u64,
+    stopped: bool,
+) -> Result<()> {
+    let stats = stats.lock().expect("stats lock").clone();
+    let status = Status {
+        height: stats.height,
+        utxo_commitment: stats.utxo_commitment.to_hex(),
+        txs: stats.txs,
+        rejected: stats.rejected,
+        round,
+        stopped,
+    };
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! How consensus messages ride netio: which class (and so which lane and priority) each message takes, and the
+//! validator netio runs on every inbound payload before the node sees it.
+
+use bytes::Bytes;
+use cas_consensus::messages::{decode_message, encode_message, Message};
+use cas_netio::Class;
+
+/// The netio class of a consensus message: the ordering path on the consensus lane, everything else bulk.
+pub fn class_of(message: &Message) -> Class {
+    match message {
+        Message::Proposal(_) => Class::Proposal,
+        Message::Vote(_) | Message::CommitVote(_) => Class::Vote,
+        Message::Timeout(_) => Class::Timeout,
+        Message::BlockRequest(_) | Message::BlockResponse(_) => Class::BlockSync,
+        Message::Package(_) | Message::Ack(_) | Message::Cert(_) | Message::PackageRequest(_) => {
+            Class::Package
+        }
+    }
+}
+
+pub fn encode(message: &Message) -> (Class, Bytes) {
+    (
+        class_of(message),
+        Bytes::from(encode_message(message).to_vec()),
+    )
+}
+
+/// netio's inbound check: client transactions through the engine's decoder, peer messages through the consensus
+/// decoder, and the class must be the one the message belongs to.
+pub fn validate(class: Class, payload: &[u8]) -> Result<(), String> {
+    if class == Class::ClientTx {
+        return cas_engine::codec::decode_tx(payload)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let message = decode_message(payload).map_err(|e| e.to_string())?;
+    if class_of(&message) != class {
+        return Err(format!(
+            "a {:?} message framed as {class:?}",
+            class_of(&message)
+        ));
+    }
+    Ok(())
+}
