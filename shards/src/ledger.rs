@@ -242,7 +242,10 @@ impl ShardedLedger {
 
     /// The coins of every input of `txs` that exist in the set, asked of their owning shards in parallel.
     fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<PrefetchedView, Error> {
-        let mut routed: Vec<Vec<OutPoint>> = vec![Vec::new(); self.shards.len()];
+        let per_shard = txs.len() / self.shards.len() + 1;
+        let mut routed: Vec<Vec<OutPoint>> = (0..self.shards.len())
+            .map(|_| Vec::with_capacity(per_shard))
+            .collect();
         let mut inputs = 0usize;
         for tx in txs {
             for input in tx.body.inputs.iter() {
@@ -257,21 +260,12 @@ impl ShardedLedger {
                 continue;
             }
             let (reply, answer) = bounded(1);
-            shard.urgent(Command::Lookup {
-                outpoints: outpoints.clone(),
-                reply,
-            })?;
-            asked.push((shard, outpoints, answer));
+            shard.urgent(Command::Lookup { outpoints, reply })?;
+            asked.push((shard, answer));
         }
         let mut view = FastMap::with_capacity_and_hasher(inputs, Default::default());
-        for (shard, outpoints, answer) in asked {
-            let coins = shard.wait(&answer)?;
-            debug_assert_eq!(coins.len(), outpoints.len());
-            for (outpoint, coin) in outpoints.into_iter().zip(coins) {
-                if let Some(coin) = coin {
-                    view.insert(outpoint, coin);
-                }
-            }
+        for (shard, answer) in asked {
+            view.extend(shard.wait(&answer)?);
         }
         Ok(PrefetchedView(view))
     }

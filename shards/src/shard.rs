@@ -32,10 +32,10 @@ pub(crate) enum Command {
         check_signatures: bool,
         reply: Sender<VerifyDone>,
     },
-    /// The coins of `outpoints` (None where not in this shard's set), in order.
+    /// The outpoints of `outpoints` that are in this shard's set, with their coins.
     Lookup {
         outpoints: Vec<OutPoint>,
-        reply: Sender<Vec<Option<TxOutput>>>,
+        reply: Sender<Vec<(OutPoint, TxOutput)>>,
     },
     /// Remove `spent`, add `created`; answer with the shard's commitment afterwards.
     Commit {
@@ -126,8 +126,8 @@ impl ShardState {
             }
             Command::Lookup { outpoints, reply } => {
                 let coins = outpoints
-                    .iter()
-                    .map(|o| self.utxos.get(o).copied())
+                    .into_iter()
+                    .filter_map(|o| self.utxos.get(&o).map(|coin| (o, *coin)))
                     .collect();
                 let _ = reply.send(coins);
             }
