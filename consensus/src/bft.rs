@@ -57,6 +57,9 @@ pub struct BftConfig {
     pub blocks_kept: u64,
     /// How long an unanswered block request waits before it is sent again.
     pub request_retry_ms: u64,
+    /// A leader with nothing to propose waits this long for payload before proposing an empty block, so an idle
+    /// chain does not spin through rounds (0: propose at once). Must be well under the round timeout.
+    pub empty_block_wait_ms: u64,
 }
 
 impl Default for BftConfig {
@@ -68,6 +71,7 @@ impl Default for BftConfig {
             payload_pool_max: 4_096,
             blocks_kept: 10_000,
             request_retry_ms: 500,
+            empty_block_wait_ms: 100,
         }
     }
 }
@@ -157,11 +161,15 @@ pub struct Bft {
     verified_qcs: BTreeSet<cas_engine::Hash32>,
     verified_certs: BTreeSet<PackageId>,
     round_deadline_ms: u64,
+    round_started_ms: u64,
+    /// This member leads the current round and has not proposed yet (waiting for payload).
+    proposal_waiting: bool,
     consecutive_timeouts: u32,
     /// The timeout this member sent for the current round, re-broadcast until a TC forms.
     my_timeout: Option<(Timeout, u64)>,
     requested: BTreeMap<BlockHash, u64>,
     payload_pool: VecDeque<AvailabilityCert>,
+    deferred: Vec<Action>,
     committed_packages: BTreeSet<PackageId>,
     pub stats: BftStats,
     /// Test-only: vote for any proposal from the round's leader, ignoring which QC it extends.
@@ -186,6 +194,10 @@ impl Bft {
             committee.key(me),
             Some(&keypair.public()),
             "the key must be member {me}'s"
+        );
+        assert!(
+            config.empty_block_wait_ms < config.round_timeout_ms,
+            "an empty-block wait must leave the round time to finish"
         );
         let (committed_height, committed_hash) = recovered
             .committed
@@ -217,10 +229,13 @@ impl Bft {
             verified_qcs: BTreeSet::new(),
             verified_certs: BTreeSet::new(),
             round_deadline_ms: 0,
+            round_started_ms: now_ms,
+            proposal_waiting: false,
             consecutive_timeouts: 0,
             my_timeout: None,
             requested: BTreeMap::new(),
             payload_pool: VecDeque::new(),
+            deferred: Vec::new(),
             committed_packages: BTreeSet::new(),
             stats: BftStats::default(),
             #[cfg(test)]
@@ -266,11 +281,21 @@ impl Bft {
             self.verified_certs.insert(cert.package);
         }
         self.payload_pool.push_back(cert);
+        if self.proposal_waiting {
+            let mut actions = Vec::new();
+            self.propose(&mut actions);
+            self.deferred.extend(actions);
+        }
         true
     }
 
+    /// Actions produced outside `handle` (a waiting proposal released by new payload); the driver takes them.
+    pub fn take_deferred(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.deferred)
+    }
+
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
-        let mut actions = Vec::new();
+        let mut actions = self.take_deferred();
         match event {
             Event::Tick { now_ms } => self.on_tick(now_ms, &mut actions),
             Event::Message { from, message } => match message {
@@ -314,6 +339,7 @@ impl Bft {
         self.round = round;
         self.my_timeout = None;
         self.round_deadline_ms = self.now_ms + self.timeout_ms();
+        self.round_started_ms = self.now_ms;
         // Old rounds' votes and timeouts can no longer form anything useful.
         let keep_from = round.saturating_sub(2);
         self.votes.retain(|(r, _), _| *r >= keep_from);
@@ -321,12 +347,16 @@ impl Bft {
         self.timeouts.retain(|r, _| *r >= keep_from);
         self.qc_rounds.retain(|r| *r >= keep_from);
         self.tc_rounds.retain(|r| *r >= keep_from);
-        if self.committee.leader(round) == self.me {
+        self.proposal_waiting = self.committee.leader(round) == self.me;
+        if self.proposal_waiting
+            && (self.config.empty_block_wait_ms == 0 || !self.payload_pool.is_empty())
+        {
             self.propose(actions);
         }
     }
 
     fn propose(&mut self, actions: &mut Vec<Action>) {
+        self.proposal_waiting = false;
         let round = self.round;
         if round <= self.safety.last_voted_round {
             return; // Already voted (or proposed) in this round, possibly before a restart.
@@ -784,6 +814,11 @@ impl Bft {
 
     fn on_tick(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
         self.now_ms = self.now_ms.max(now_ms);
+        if self.proposal_waiting
+            && self.now_ms >= self.round_started_ms + self.config.empty_block_wait_ms
+        {
+            self.propose(actions);
+        }
         match &self.my_timeout {
             None if self.now_ms >= self.round_deadline_ms => self.local_timeout(actions),
             Some((timeout, resend_at)) if self.now_ms >= *resend_at => {

@@ -159,6 +159,10 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
             shards: shards_per_node,
             pin_cores: false,
             round_timeout_ms: 1_000,
+            empty_block_wait_ms: std::env::var("CAS_EMPTY_BLOCK_WAIT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100),
             package_txs_max: 2_000,
             package_wait_ms: 20,
             snapshot_every_blocks: 500,

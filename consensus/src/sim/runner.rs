@@ -588,9 +588,14 @@ impl Sim<'_> {
                 }
                 Action::StorePackage(package) => self.nodes[node].disk.packages.push(package),
                 Action::Certified(cert) => {
-                    if let Some(bft) = self.nodes[node].bft.as_mut() {
-                        bft.add_payload(cert);
-                    }
+                    let released = match self.nodes[node].bft.as_mut() {
+                        Some(bft) => {
+                            bft.add_payload(cert);
+                            bft.take_deferred()
+                        }
+                        None => Vec::new(),
+                    };
+                    self.execute(node, released);
                 }
                 Action::Commit(block) => self.commit(node, block),
             }

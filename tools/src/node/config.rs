@@ -27,6 +27,9 @@ pub struct NodeConfig {
     pub pin_cores: bool,
     #[serde(default = "default_round_timeout_ms")]
     pub round_timeout_ms: u64,
+    /// A leader with no payload waits this long before proposing an empty block.
+    #[serde(default = "default_empty_block_wait_ms")]
+    pub empty_block_wait_ms: u64,
     #[serde(default = "default_package_txs_max")]
     pub package_txs_max: usize,
     #[serde(default = "default_package_wait_ms")]
@@ -48,6 +51,9 @@ fn one() -> usize {
 }
 fn default_round_timeout_ms() -> u64 {
     1_000
+}
+fn default_empty_block_wait_ms() -> u64 {
+    100
 }
 fn default_package_txs_max() -> usize {
     2_000

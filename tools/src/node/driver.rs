@@ -86,8 +86,8 @@ impl Driver {
         self.parts.started.elapsed().as_millis() as u64
     }
 
-    /// Runs until `stop` is set; returns the round it stopped in.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<u64> {
+    /// Runs until `stop` is set; returns the round it stopped in and the BFT's counters.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(u64, String)> {
         while !stop.load(Ordering::Relaxed) {
             let now = self.now_ms();
             let mut busy = false;
@@ -126,10 +126,13 @@ impl Driver {
             }
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
+                let consensus = format!("{:?}", self.parts.bft.stats);
+                let round = self.parts.bft.round();
                 super::write_status(
                     &self.parts.status_path,
                     &self.parts.stats,
-                    self.parts.bft.round(),
+                    round,
+                    &consensus,
                     false,
                 )?;
             }
@@ -137,7 +140,10 @@ impl Driver {
                 std::thread::sleep(Duration::from_micros(500));
             }
         }
-        Ok(self.parts.bft.round())
+        Ok((
+            self.parts.bft.round(),
+            format!("{:?}", self.parts.bft.stats),
+        ))
     }
 
     fn on_peer(&mut self, inbound: Inbound, now: u64) -> Result<()> {
@@ -238,6 +244,8 @@ impl Driver {
                 Action::StoreBlock(_) | Action::StorePackage(_) => {}
                 Action::Certified(cert) => {
                     self.parts.bft.add_payload(cert);
+                    let released = self.parts.bft.take_deferred();
+                    self.execute(released)?;
                 }
                 Action::Commit(block) => {
                     self.pending.push_back(block);

@@ -42,6 +42,9 @@ pub struct Status {
     pub rejected: u64,
     pub round: u64,
     pub stopped: bool,
+    /// The BFT's counters (commits, fast commits, timeouts, ...), for operators.
+    #[serde(default)]
+    pub consensus: String,
 }
 
 pub fn run(config_path: &std::path::Path) -> Result<()> {
@@ -151,6 +154,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let bft_config = BftConfig {
         round_timeout_ms: config.round_timeout_ms,
         round_timeout_max_ms: config.round_timeout_ms * 8,
+        empty_block_wait_ms: config.empty_block_wait_ms,
         ..BftConfig::default()
     };
     let (bft, actions) = Bft::new(
@@ -192,12 +196,12 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         stats: stats.clone(),
     });
     driver.execute(actions)?;
-    let round = driver.run(&stop)?;
+    let (round, consensus) = driver.run(&stop)?;
     drop(driver); // closes the execution queue: the executor drains it and stops
     executor_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the executor thread panicked"))??;
-    write_status(&status_path, &stats, round, true)?;
+    write_status(&status_path, &stats, round, &consensus, true)?;
     Ok(())
 }
 
@@ -205,6 +209,7 @@ fn write_status(
     path: &std::path::Path,
     stats: &Mutex<Executed>,
     round: u64,
+    consensus: &str,
     stopped: bool,
 ) -> Result<()> {
     let stats = stats.lock().expect("stats lock").clone();
@@ -215,6 +220,7 @@ fn write_status(
         rejected: stats.rejected,
         round,
         stopped,
+        consensus: consensus.to_string(),
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;
