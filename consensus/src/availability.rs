@@ -59,6 +59,7 @@ pub struct AvailabilityStats {
 }
 
 struct Pending {
+    sequence: u64,
     created_ms: u64,
     resend_at_ms: u64,
     acks: BTreeMap<MemberIndex, AckSignature>,
@@ -83,6 +84,8 @@ pub struct Availability {
     packages: BTreeMap<PackageId, Package>,
     arrival: std::collections::VecDeque<PackageId>,
     pending: BTreeMap<PackageId, Pending>,
+    /// Sequences of our packages not certified yet, so certificates leave in creation order.
+    uncertified: std::collections::BTreeSet<u64>,
     behaviour: AckBehaviour,
     pub stats: AvailabilityStats,
 }
@@ -104,6 +107,8 @@ impl Availability {
             packages: BTreeMap::new(),
             arrival: std::collections::VecDeque::new(),
             pending: BTreeMap::new(),
+            uncertified: std::collections::BTreeSet::new(),
+
             behaviour: AckBehaviour::Honest,
             stats: AvailabilityStats::default(),
         }
@@ -153,7 +158,9 @@ impl Availability {
         while self.arrival.len() > self.config.packages_kept {
             if let Some(old) = self.arrival.pop_front() {
                 self.packages.remove(&old);
-                self.pending.remove(&old);
+                if let Some(pending) = self.pending.remove(&old) {
+                    self.uncertified.remove(&pending.sequence);
+                }
             }
         }
     }
@@ -188,7 +195,9 @@ impl Availability {
             sequence: self.sequence,
             txs,
         };
+        let package_sequence = self.sequence;
         self.sequence += 1;
+        self.uncertified.insert(package_sequence);
         let id = package.id();
         let checked = match self.behaviour {
             AckBehaviour::Honest if verified => true,
@@ -200,6 +209,7 @@ impl Availability {
         self.pending.insert(
             id,
             Pending {
+                sequence: package_sequence,
                 created_ms: self.now_ms,
                 resend_at_ms: self.now_ms + self.config.resend_ms,
                 acks: BTreeMap::new(),
@@ -298,7 +308,13 @@ impl Availability {
             .sum();
         let waited = self.now_ms >= pending.created_ms + self.config.attest_wait_ms;
         let all_answered = pending.acks.len() == committee.size();
+        // Certificates leave in creation order: a later package waits for every earlier one of ours.
+        let earlier_waiting = self
+            .uncertified
+            .first()
+            .is_some_and(|first| *first < pending.sequence);
         if pending.certified
+            || earlier_waiting
             || stake < committee.quorum_stake()
             || (checked < committee.validity_stake() && !waited && !all_answered)
         {
@@ -323,6 +339,7 @@ impl Availability {
             return;
         }
         pending.certified = true;
+        self.uncertified.remove(&pending.sequence);
         self.stats.certs_formed += 1;
         if cert.attested(committee) {
             self.stats.certs_attested += 1;
@@ -335,12 +352,17 @@ impl Availability {
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<Action> {
         self.now_ms = self.now_ms.max(now_ms);
         let mut actions = Vec::new();
-        let due: Vec<PackageId> = self
+        // In creation order: certificates leave in the order their packages were made, so a client's later
+        // transactions are never ordered before its earlier ones by this member.
+        let mut due: Vec<(u64, PackageId)> = self
             .pending
             .iter()
             .filter(|(_, p)| !p.certified)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| (self.packages.get(id).map_or(u64::MAX, |p| p.sequence), *id))
             .collect();
+        due.sort_unstable();
+        let due: Vec<PackageId> = due.into_iter().map(|(_, id)| id).collect();
+
         for id in due {
             self.try_certify(id, &mut actions);
             let Some(pending) = self.pending.get_mut(&id) else {

@@ -348,11 +348,21 @@ impl Bft {
         self.qc_rounds.retain(|r| *r >= keep_from);
         self.tc_rounds.retain(|r| *r >= keep_from);
         self.proposal_waiting = self.committee.leader(round) == self.me;
-        if self.proposal_waiting
-            && (self.config.empty_block_wait_ms == 0 || !self.payload_pool.is_empty())
+        if self.proposal_waiting && (self.config.empty_block_wait_ms == 0 || self.has_new_payload())
         {
             self.propose(actions);
         }
+    }
+
+    /// Whether the pool holds a certificate that no uncommitted block extended by the next proposal carries yet.
+    fn has_new_payload(&self) -> bool {
+        if self.payload_pool.is_empty() {
+            return false;
+        }
+        let in_flight = self.uncommitted_packages(&self.safety.high_qc.block);
+        self.payload_pool
+            .iter()
+            .any(|c| !in_flight.contains(&c.package))
     }
 
     fn propose(&mut self, actions: &mut Vec<Action>) {

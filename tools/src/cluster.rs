@@ -46,6 +46,10 @@ pub struct ClusterArgs {
     /// Where keys, configs, data and logs go (default: a new folder under the system's temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Fault drill: SIGKILL the last node a third of the way into the load and restart it at two thirds; it must
+    /// catch up and end with the same commitment. The load goes to the other nodes.
+    #[arg(long)]
+    pub kill_one: bool,
 }
 
 #[derive(Serialize)]
@@ -169,17 +173,10 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         };
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;
-        let log = fs::File::create(dir.join(format!("node{i}.log")))?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(["node", "--config"])
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot start a node process")?;
-        children.0.push(child);
-        targets.push((config.ingest_listen, node_keys[i]));
+        children.0.push(start_node(&dir, i)?);
+        if !(args.kill_one && i + 1 == args.nodes) {
+            targets.push((config.ingest_listen, node_keys[i]));
+        }
     }
 
     let rounds = (args.rate * args.duration_s)
@@ -195,21 +192,47 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     };
     let started = Instant::now();
     let mut last_shown = Instant::now();
+    let victim = args.nodes - 1;
+    let (kill_at, restart_at) = (
+        args.duration_s as f64 / 3.0,
+        args.duration_s as f64 * 2.0 / 3.0,
+    );
+    let mut killed = false;
+    let mut drill_error = None;
+    let mut progress = |sent: usize, total: usize| {
+        let elapsed = started.elapsed().as_secs_f64();
+        if args.kill_one && !killed && elapsed >= kill_at {
+            eprintln!("  {elapsed:>5.1} s  SIGKILL node {victim}");
+            let _ = children.0[victim].kill();
+            let _ = children.0[victim].wait();
+            killed = true;
+        }
+        if args.kill_one
+            && killed
+            && elapsed >= restart_at
+            && children.0[victim].try_wait().ok().flatten().is_some()
+        {
+            eprintln!("  {elapsed:>5.1} s  restarting node {victim}");
+            match start_node(&dir, victim) {
+                Ok(child) => children.0[victim] = child,
+                Err(error) => drill_error = Some(error),
+            }
+        }
+        if last_shown.elapsed() >= Duration::from_secs(1) || sent == total {
+            last_shown = Instant::now();
+            eprintln!("  {elapsed:>5.1} s  submitted {sent}/{total}");
+        }
+    };
     let report = load::run(
         &targets,
         &plan,
         &genesis_outputs(&genesis.txs),
         Duration::from_secs(20),
-        &mut |sent, total| {
-            if last_shown.elapsed() >= Duration::from_secs(1) || sent == total {
-                last_shown = Instant::now();
-                eprintln!(
-                    "  {:>5.1} s  submitted {sent}/{total}",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        },
+        &mut progress,
     )?;
+    if let Some(error) = drill_error {
+        return Err(error.context("restarting the killed node"));
+    }
 
     let statuses = settle_and_stop(&dir, &mut children, args.nodes)?;
     let commitments_equal = statuses
@@ -263,6 +286,22 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         "the nodes ended with different UTXO commitments"
     );
     Ok(())
+}
+
+/// Starts node `i` from its config in `dir`, its log appended to `node{i}.log`.
+fn start_node(dir: &Path, i: usize) -> Result<Child> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("node{i}.log")))?;
+    Command::new(std::env::current_exe()?)
+        .args(["node", "--config"])
+        .arg(dir.join(format!("node{i}.toml")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("cannot start a node process")
 }
 
 fn read_status(path: &Path) -> Option<Status> {

@@ -241,7 +241,7 @@ pub fn run(
             .expect("planned")
             .submitted = Some(Instant::now());
         client.submit(bytes).context("submitting a transaction")?;
-        if index % 1_000 == 0 {
+        if index % 100 == 0 {
             progress(index, planned.len());
         }
     }
