@@ -100,21 +100,47 @@ fn sigkill_at_random_moments_leaves_a_durable_prefix() {
             .spawn()
             .unwrap();
         let stdout = process.stdout.take().unwrap();
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
         });
         // The child needs a few hundred ms to build the chain and recover; kill anywhere in that and after.
         std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
+        // On a slow machine random kills may all land before the first snapshot: in the second half, if none has
+        // recovered from one yet, let this child ack past two snapshot intervals before killing it.
+        let mut lines: Vec<String> = Vec::new();
+        if from_snapshot == 0 && kills >= KILLS / 2 {
+            let target = 2 * config().snapshot_every_blocks;
+            let wait_until = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < wait_until {
+                match lines_rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(line) => {
+                        let acked = line
+                            .strip_prefix("acked ")
+                            .and_then(|rest| rest.split(' ').next());
+                        let past = acked
+                            .and_then(|h| h.parse::<u64>().ok())
+                            .is_some_and(|h| h >= target);
+                        lines.push(line);
+                        if past {
+                            break;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
         let finished = process.try_wait().unwrap().is_some();
         if !finished {
             process.kill().unwrap();
             kills += 1;
         }
         process.wait().unwrap();
-        let lines = reader.join().unwrap();
+        reader.join().unwrap();
+        lines.extend(lines_rx.try_iter());
         for line in &lines {
             let mut words = line.split_whitespace();
             if words.next() == Some("acked") {

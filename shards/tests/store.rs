@@ -39,6 +39,9 @@ fn write_blocks(
     let mut locations = Vec::new();
     for (index, bytes) in chain.blocks[..count].iter().enumerate() {
         let receipt = node.append(bytes.clone()).unwrap();
+        // Let each snapshot finish before the next block, so none is skipped for a slow disk or a busy machine.
+        node.wait_snapshot().unwrap();
+
         assert_eq!(
             receipt.outcome.utxo_commitment,
             chain.commitments[index + 1]
