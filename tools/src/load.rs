@@ -374,3 +374,72 @@ fn summarise(
     report.committed_tps = report.final_accepted as f64 / report.elapsed_s.max(1e-9);
     report
 }
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// The genesis the nodes run (its accounts must be the deterministic load accounts, as `cas local` makes).
+    #[arg(long)]
+    pub genesis: std::path::PathBuf,
+    /// A node's ingest endpoint as ADDR=PUBLIC_KEY (repeat).
+    #[arg(long = "target", required = true)]
+    pub targets: Vec<String>,
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: u64,
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Accounts to use (at most the genesis's funded load accounts).
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: u32,
+    #[arg(long, default_value_t = 100)]
+    pub invalid_every: usize,
+}
+
+/// `cas load`: the load generator against nodes that are already running.
+pub fn run_command(args: &LoadArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.genesis)
+        .with_context(|| format!("cannot read {}", args.genesis.display()))?;
+    let genesis = cas_engine::codec::to_owned_block(cas_engine::codec::decode_block(&bytes)?);
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| {
+            let (addr, key) = t
+                .split_once('=')
+                .with_context(|| format!("target {t:?} is not ADDR=PUBLIC_KEY"))?;
+            Ok((
+                addr.parse()
+                    .with_context(|| format!("bad address in {t:?}"))?,
+                PublicKey::from_hex(key)?,
+            ))
+        })
+        .collect::<Result<Vec<(SocketAddr, PublicKey)>>>()?;
+    let plan = LoadPlan {
+        chain_id: genesis.header.chain_id,
+        accounts: args.accounts,
+        rounds: (args.rate * args.duration_s)
+            .div_ceil(u64::from(args.accounts))
+            .max(1) as u32,
+        fee: 1,
+        invalid_every: args.invalid_every,
+        rate_per_s: args.rate,
+    };
+    let outputs = cas_engine::genesis::genesis_outputs(&genesis.txs);
+    let report = run(
+        &targets,
+        &plan,
+        &outputs,
+        Duration::from_secs(20),
+        &mut |sent, total| {
+            if sent % 1_000 == 0 || sent == total {
+                eprintln!("submitted {sent}/{total}");
+            }
+        },
+    )?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    anyhow::ensure!(
+        report.wrong_answer_count == 0,
+        "{} wrong answers",
+        report.wrong_answer_count
+    );
+    Ok(())
+}

@@ -73,6 +73,8 @@ enum Command {
     Local(cluster::ClusterArgs),
     /// One process, no consensus: generated load through the ledger pipeline, beside the verification limit.
     Pipeline(LocalArgs),
+    /// Drive running nodes with signed transfers (accounts funded by a `cas local` genesis) and measure receipts.
+    Load(load::LoadArgs),
 }
 
 #[derive(Args)]
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
         Command::Node { config } => node::run(config),
         Command::Local(args) => cluster::run(args),
         Command::Pipeline(args) => local::run(args),
+        Command::Load(args) => load::run_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
