@@ -192,7 +192,22 @@ impl Node {
 
     /// Validates untrusted block bytes, queues their signature checks and their durable append.
     pub fn begin(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
-        let pending = self.ledger.begin(bytes)?;
+        self.begin_checked(bytes, true)
+    }
+
+    /// Like [`Node::begin`] for a block whose every package carries an attested availability certificate (more
+    /// than a third of the stake verified its signatures, so an honest member did): signatures are not checked
+    /// again. Everything else (decoding, UTXO rules, durability) is the same.
+    pub fn begin_attested(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
+        self.begin_checked(bytes, false)
+    }
+
+    fn begin_checked(&mut self, bytes: Vec<u8>, check_signatures: bool) -> Result<InFlight, Error> {
+        let pending = if check_signatures {
+            self.ledger.begin(bytes)?
+        } else {
+            self.ledger.begin_attested(bytes)?
+        };
         if pending.height != self.next_height {
             return Err(Error::HeightOutOfOrder {
                 expected: self.next_height,
@@ -219,6 +234,12 @@ impl Node {
     /// Begins and completes one block.
     pub fn append(&mut self, bytes: Vec<u8>) -> Result<Receipt, Error> {
         let in_flight = self.begin(bytes)?;
+        self.complete(in_flight)
+    }
+
+    /// Begins and completes one block whose signatures are attested (see [`Node::begin_attested`]).
+    pub fn append_attested(&mut self, bytes: Vec<u8>) -> Result<Receipt, Error> {
+        let in_flight = self.begin_attested(bytes)?;
         self.complete(in_flight)
     }
 

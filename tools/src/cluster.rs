@@ -57,6 +57,9 @@ struct ClusterReport {
     nodes: usize,
     cores: usize,
     shards_per_node: usize,
+    verifications_per_core_s: f64,
+    verifications_per_tx: u64,
+    cpu_limit_tps: f64,
     load: LoadReport,
     blocks: u64,
     commitments_equal: bool,
@@ -140,6 +143,14 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     let genesis_path = dir.join("genesis.bin");
     fs::write(&genesis_path, encode_block(&genesis))?;
 
+    // The CPU's limit for this cluster, measured here before the nodes start: batched verifications per core.
+    let verifications_per_core_s = verification_rate_per_core(&genesis);
+    let committee_size = args.nodes as u64;
+    let f = (committee_size - 1) / 3;
+    // Per transaction across the cluster: the receiving node's Synchronizer, then f more checkers of its package
+    // (its certificate is then attested and executors skip the signatures).
+    let verifications_per_tx = 1 + f;
+    let cpu_limit_tps = cores as f64 * verifications_per_core_s / verifications_per_tx as f64;
     let ports = free_ports(args.nodes * 2)?;
     let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
     let mut children = Nodes(Vec::new());
@@ -262,10 +273,18 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         report.unanswered,
         statuses.first().map_or("-", |s| s.utxo_commitment.as_str())
     );
+    println!(
+        "CPU limit: {cores} cores x {verifications_per_core_s:.0} batched verifications/s per core / \
+         {verifications_per_tx} verifications per tx = {cpu_limit_tps:.0} tx/s; committed TPS is {:.2} of it",
+        report.committed_tps / cpu_limit_tps
+    );
     let cluster = ClusterReport {
         nodes: args.nodes,
         cores,
         shards_per_node,
+        verifications_per_core_s,
+        verifications_per_tx,
+        cpu_limit_tps,
         load: report.clone(),
         blocks,
         commitments_equal,
@@ -288,6 +307,41 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         "the nodes ended with different UTXO commitments"
     );
     Ok(())
+}
+
+/// Batched signature verifications per second on one core, on 2,048 freshly signed transfers of this genesis.
+fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
+    use cas_engine::crypto::{verify_batch, SigEntry};
+    let outputs = genesis_outputs(&genesis.txs);
+    let count = outputs.len().min(2_048);
+    let txs: Vec<cas_engine::Transaction> = outputs[..count]
+        .iter()
+        .enumerate()
+        .map(|(i, coin)| {
+            cas_engine::fixtures::transfer(
+                CHAIN_ID,
+                &key(ACCOUNT_KEYS, i as u32),
+                &[*coin],
+                &key(ACCOUNT_KEYS, 0),
+                1,
+                1,
+            )
+        })
+        .collect();
+    let ids: Vec<cas_engine::TxId> = txs.iter().map(|tx| tx.tx_id()).collect();
+    let entries: Vec<SigEntry<'_>> = txs
+        .iter()
+        .zip(&ids)
+        .map(|(tx, id)| SigEntry {
+            message: &id.0,
+            key: &tx.witnesses[0].key.0,
+            signature: &tx.witnesses[0].signature.0,
+        })
+        .collect();
+    let started = Instant::now();
+    let bad = verify_batch(&entries);
+    assert!(bad.is_empty(), "freshly signed transfers verify");
+    entries.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Starts node `i` from its config in `dir`, its log appended to `node{i}.log`.

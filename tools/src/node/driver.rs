@@ -262,12 +262,17 @@ impl Driver {
         while let Some(block) = self.pending.front() {
             let mut txs: Vec<Transaction> = Vec::new();
             let mut missing = Vec::new();
+            let mut attested = true;
             for cert in &block.payload {
                 match self.parts.availability.executable(cert) {
-                    Ok((package, _)) => txs.extend(package.txs.iter().cloned()),
+                    Ok((package, needs_verification)) => {
+                        attested &= !needs_verification;
+                        txs.extend(package.txs.iter().cloned());
+                    }
                     Err(requests) => missing.push((cert.package, requests)),
                 }
             }
+
             if !missing.is_empty() {
                 let mut due = Vec::new();
                 for (package, requests) in missing {
@@ -296,6 +301,7 @@ impl Driver {
                     proposer,
                     txs,
                     clients,
+                    attested,
                 })
                 .context("the executor stopped")?;
         }

@@ -21,6 +21,8 @@ pub struct Committed {
     pub proposer: PublicKey,
     pub txs: Vec<Transaction>,
     pub clients: Vec<Option<SocketAddr>>,
+    /// Every package's certificate is attested: the signatures were verified by an honest member already.
+    pub attested: bool,
 }
 
 /// What the executor reports back (for `cas local`'s summary and the node's status file).
@@ -77,10 +79,13 @@ impl Executor {
             txs: committed.txs,
         };
         let ledger_hash = block.header.hash();
-        let receipt = self
-            .node
-            .append(encode_block(&block).to_vec())
-            .with_context(|| format!("block {height}"))?;
+        let bytes = encode_block(&block).to_vec();
+        let receipt = if committed.attested {
+            self.node.append_attested(bytes)
+        } else {
+            self.node.append(bytes)
+        };
+        let receipt = receipt.with_context(|| format!("block {height}"))?;
         self.previous_ledger_hash = ledger_hash;
         let mut rejected = 0;
         for (index, ((id, verdict), client)) in ids
