@@ -140,7 +140,7 @@ fn bad_input_is_one_clear_line() {
 }
 
 #[test]
-fn local_job_runs_small() {
+fn pipeline_job_runs_small() {
     let dir = tempfile::tempdir().unwrap();
     let args = [
         "local",
