@@ -143,7 +143,7 @@ fn bad_input_is_one_clear_line() {
 fn pipeline_job_runs_small() {
     let dir = tempfile::tempdir().unwrap();
     let args = [
-        "local",
+        "pipeline",
         "--accounts",
         "50",
         "--rounds",
