@@ -37,10 +37,11 @@ pub struct LoadPlan {
     pub rate_per_s: u64,
 }
 
-struct Planned {
-    tx: Transaction,
-    account: u32,
-    sabotage: Option<Sabotage>,
+/// One transaction of the plan, in submission order.
+pub struct Planned {
+    pub tx: Transaction,
+    pub account: u32,
+    pub sabotage: Option<Sabotage>,
 }
 
 /// What happened to one submitted transaction.
@@ -69,8 +70,11 @@ pub struct LoadReport {
     pub wrong_answers: Vec<String>,
 }
 
-/// Signs the whole load up front (on all cores), in submission order.
-fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
+/// Signs the whole load up front (on all cores), in submission order: `rounds` transfers per account, each
+/// spending the account's change from its previous one (chains of dependent transactions), sending 1 CAS to the
+/// next account; after every `invalid_every`-th valid one an invalid copy follows (rotating bad signature, double
+/// spend, unknown input).
+pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
     let threads = thread::available_parallelism().map_or(1, usize::from);
     let accounts: Vec<u32> = (0..plan.accounts).collect();
     let chains: Vec<Vec<Transaction>> = thread::scope(|scope| {

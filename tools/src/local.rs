@@ -1,7 +1,6 @@
-//! `cas local` as far as it exists before the cluster: one process runs the ledger pipeline on a generated load
-//! (untrusted decode -> batched signature checks spread over threads -> UTXO rules -> commit) and prints TPS and
-//! latency beside the batched-verification limit of the same threads, measured in the same run. The multi-node
-//! cluster with consensus replaces this job when the node lands.
+//! `cas pipeline`: one process runs the ledger pipeline alone (no consensus, no network) on the load generator's
+//! plan (untrusted decode -> batched signature checks spread over threads -> UTXO rules -> commit) and prints TPS
+//! and block latency beside the batched-verification limit of the same threads, measured in the same run.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -9,27 +8,18 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use cas_engine::codec::{decode_tx, encode_tx};
 use cas_engine::crypto::{verify_batch, SigEntry};
-use cas_engine::fixtures::{funded_genesis, key, ACCOUNT_KEYS};
+use cas_engine::fixtures::funded_genesis;
 use cas_engine::genesis::genesis_outputs;
 use cas_engine::rules::{apply_batch, verify_signatures, TxError};
-use cas_engine::{
-    ArchivedTransaction, Hash32, Keypair, MemoryLedger, OutPoint, Transaction, TxId, TxOutput,
-};
+use cas_engine::{ArchivedTransaction, MemoryLedger, OutPoint, TxId, TxOutput};
 use rkyv::util::AlignedVec;
 
+use crate::load::{self, LoadPlan, Sabotage};
 use crate::LocalArgs;
 
 const CHAIN_ID: u32 = 1;
 const FEE: u64 = 1;
 const GENESIS_AMOUNT: u64 = 1_000_000_000;
-
-/// Why a generated transaction is invalid on purpose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sabotage {
-    BadSignature,
-    DoubleSpend,
-    UnknownInput,
-}
 
 struct Load {
     /// Encoded transactions in submission order.
@@ -48,15 +38,15 @@ pub fn run(args: &LocalArgs) -> Result<()> {
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, usize::from))
         .max(1);
     println!(
-        "cas local: one process, ledger pipeline only (decode -> batched signatures on {threads} threads -> UTXO \
-         rules -> commit); consensus and the multi-node cluster come with the node"
+        "cas pipeline: one process, ledger pipeline only (decode -> batched signatures on {threads} threads -> UTXO \
+         rules -> commit); no consensus, no network: see cas local"
     );
     let genesis = funded_genesis(CHAIN_ID, 4, args.accounts, 1, GENESIS_AMOUNT);
     let mut ledger = MemoryLedger::from_genesis(&genesis)?;
     let supply_before: u128 = ledger.utxos().values().map(|c| u128::from(c.amount)).sum();
 
     let started = Instant::now();
-    let load = generate(args, threads, &genesis_outputs(&genesis.txs));
+    let load = generate(args, &genesis_outputs(&genesis.txs));
     eprintln!(
         "signed {} transactions in {:.2?}",
         load.txs.len(),
@@ -147,99 +137,26 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
 }
 
-/// Pre-signs `rounds` transfers per account: each spends the account's change from its previous transfer (chains
-/// of dependent transactions), sending 1 CAS to the next account. After every `invalid_every`-th valid one, an
-/// invalid one is added (rotating bad signature, double spend, unknown input).
-fn generate(args: &LocalArgs, threads: usize, genesis: &[(OutPoint, TxOutput)]) -> Load {
-    let accounts: Vec<u32> = (0..args.accounts).collect();
-    let per_thread = accounts.len().div_ceil(threads);
-    // chains[a][r] = account a's transfer of round r.
-    let chains: Vec<Vec<Transaction>> = thread::scope(|scope| {
-        let handles: Vec<_> = accounts
-            .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&a| chain(args, a, genesis))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("signing thread"))
-            .collect()
-    });
-    let mut txs = Vec::new();
-    let mut sabotaged = Vec::new();
-    let mut valid = 0usize;
-    for round in 0..args.rounds as usize {
-        for (account, chain) in chains.iter().enumerate() {
-            let tx = &chain[round];
-            txs.push(encode_tx(tx));
-            valid += 1;
-            if args.invalid_every > 0 && valid % args.invalid_every == 0 {
-                let kind = [
-                    Sabotage::BadSignature,
-                    Sabotage::DoubleSpend,
-                    Sabotage::UnknownInput,
-                ][(valid / args.invalid_every) % 3];
-                sabotaged.push((txs.len(), kind));
-                txs.push(encode_tx(&sabotage(
-                    tx,
-                    kind,
-                    &key(ACCOUNT_KEYS, account as u32),
-                )));
-            }
-        }
-    }
-    Load { txs, sabotaged }
-}
-
-fn chain(args: &LocalArgs, account: u32, genesis: &[(OutPoint, TxOutput)]) -> Vec<Transaction> {
-    let owner = key(ACCOUNT_KEYS, account);
-    let next = key(ACCOUNT_KEYS, (account + 1) % args.accounts);
-    let mut coin = *genesis
+/// The shared load plan (chains of dependent transfers plus rotating invalid ones), encoded for the pipeline.
+fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
+    let plan = LoadPlan {
+        chain_id: CHAIN_ID,
+        accounts: args.accounts,
+        rounds: args.rounds,
+        fee: FEE,
+        invalid_every: args.invalid_every,
+        rate_per_s: 0,
+    };
+    let planned = load::plan(&plan, genesis);
+    let sabotaged = planned
         .iter()
-        .find(|(_, c)| c.owner == owner.public())
-        .expect("every account is funded");
-    (0..args.rounds)
-        .map(|_| {
-            let tx = cas_engine::fixtures::transfer(CHAIN_ID, &owner, &[coin], &next, 1, FEE);
-            coin = (
-                OutPoint {
-                    tx: tx.tx_id(),
-                    index: 1,
-                },
-                tx.body.outputs[1],
-            );
-            tx
-        })
-        .collect()
-}
-
-/// An invalid copy of `tx` placed right after it.
-fn sabotage(tx: &Transaction, kind: Sabotage, owner: &Keypair) -> Transaction {
-    let mut bad = tx.clone();
-    match kind {
-        Sabotage::BadSignature => {
-            bad.body.outputs[0].amount += 1;
-            bad.body.outputs[1].amount -= 1;
-            bad.witnesses[0].signature.0[7] ^= 1;
-        }
-        // Same input, another recipient split: the original spent it first.
-        Sabotage::DoubleSpend => {
-            bad.body.outputs[0].amount += 1;
-            bad.body.outputs[1].amount -= 1;
-            bad = bad.body.sign(&[owner]);
-        }
-        Sabotage::UnknownInput => {
-            bad.body.inputs[0].tx = Hash32(*blake3::hash(&tx.tx_id().0).as_bytes());
-            bad = bad.body.sign(&[owner]);
-        }
+        .enumerate()
+        .filter_map(|(i, p)| p.sabotage.map(|kind| (i, kind)))
+        .collect();
+    Load {
+        txs: planned.iter().map(|p| encode_tx(&p.tx)).collect(),
+        sabotaged,
     }
-    bad
 }
 
 fn check_sabotage(sabotaged: &[(usize, Sabotage)], verdicts: &[Result<(), TxError>]) -> Result<()> {
