@@ -298,30 +298,39 @@ fn receive(
     outcomes: &Mutex<HashMap<TxId, Outcome>>,
     done: &std::sync::atomic::AtomicBool,
 ) {
+    /// Answers taken per lock of the shared outcomes, so reading keeps up with the node at high rates.
+    const ANSWERS_PER_BATCH: usize = 4_096;
+    let mut batch: Vec<(Instant, ClientAnswer)> = Vec::with_capacity(ANSWERS_PER_BATCH);
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
-        let Ok(Some(bytes)) = client.recv_answer(Duration::from_millis(100)) else {
-            continue;
-        };
-        let Ok(answer) = ClientAnswer::decode(&bytes) else {
+        let Ok(Some(first)) = client.recv_answer(Duration::from_millis(100)) else {
             continue;
         };
         let now = Instant::now();
+        batch.extend(ClientAnswer::decode(&first).ok().map(|a| (now, a)));
+        while batch.len() < ANSWERS_PER_BATCH {
+            let Ok(Some(bytes)) = client.try_recv_answer() else {
+                break;
+            };
+            batch.extend(ClientAnswer::decode(&bytes).ok().map(|a| (now, a)));
+        }
         let mut outcomes = outcomes.lock().expect("outcomes");
-        let id = match &answer {
-            ClientAnswer::Accepted { tx }
-            | ClientAnswer::Duplicate { tx }
-            | ClientAnswer::Overloaded { tx, .. }
-            | ClientAnswer::Final { tx, .. } => *tx,
-            ClientAnswer::Rejected { tx: Some(tx), .. } => *tx,
-            ClientAnswer::Rejected { tx: None, .. } => continue,
-        };
-        let Some(outcome) = outcomes.get_mut(&id) else {
-            continue;
-        };
-        if matches!(answer, ClientAnswer::Final { .. }) {
-            outcome.finalised = Some((now, answer));
-        } else {
-            outcome.admitted = Some(answer);
+        for (at, answer) in batch.drain(..) {
+            let id = match &answer {
+                ClientAnswer::Accepted { tx }
+                | ClientAnswer::Duplicate { tx }
+                | ClientAnswer::Overloaded { tx, .. }
+                | ClientAnswer::Final { tx, .. } => *tx,
+                ClientAnswer::Rejected { tx: Some(tx), .. } => *tx,
+                ClientAnswer::Rejected { tx: None, .. } => continue,
+            };
+            let Some(outcome) = outcomes.get_mut(&id) else {
+                continue;
+            };
+            if matches!(answer, ClientAnswer::Final { .. }) {
+                outcome.finalised = Some((at, answer));
+            } else {
+                outcome.admitted = Some(answer);
+            }
         }
     }
 }
