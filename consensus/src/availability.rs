@@ -323,6 +323,7 @@ impl Availability {
         let cert = AvailabilityCert {
             package: id,
             creator: self.me,
+            sequence: pending.sequence,
             acks: pending.acks.values().copied().collect(),
         };
         if verify_availability(&cert, committee).is_err() {

@@ -39,6 +39,10 @@ use crate::messages::{
 };
 use crate::Action;
 
+/// How long a creator's package may wait in the pool for a missing predecessor before it is proposed anyway (the
+/// predecessor's certificate may never come: its creator crashed before sending it).
+pub const SEQUENCE_GAP_WAIT_MS: u64 = 2_000;
+
 /// Votes and timeouts further ahead than this many rounds are ignored, bounding what a Byzantine member can make
 /// us hold.
 pub const FUTURE_ROUNDS_MAX: Round = 10_000;
@@ -169,6 +173,9 @@ pub struct Bft {
     my_timeout: Option<(Timeout, u64)>,
     requested: BTreeMap<BlockHash, u64>,
     payload_pool: VecDeque<AvailabilityCert>,
+    pool_arrival_ms: BTreeMap<PackageId, u64>,
+    /// Per creator, the package sequence after the last one committed.
+    next_sequence: BTreeMap<MemberIndex, u64>,
     deferred: Vec<Action>,
     committed_packages: BTreeSet<PackageId>,
     pub stats: BftStats,
@@ -235,6 +242,8 @@ impl Bft {
             my_timeout: None,
             requested: BTreeMap::new(),
             payload_pool: VecDeque::new(),
+            pool_arrival_ms: BTreeMap::new(),
+            next_sequence: BTreeMap::new(),
             deferred: Vec::new(),
             committed_packages: BTreeSet::new(),
             stats: BftStats::default(),
@@ -280,6 +289,7 @@ impl Bft {
             }
             self.verified_certs.insert(cert.package);
         }
+        self.pool_arrival_ms.insert(cert.package, self.now_ms);
         self.payload_pool.push_back(cert);
         if self.proposal_waiting {
             let mut actions = Vec::new();
@@ -356,13 +366,7 @@ impl Bft {
 
     /// Whether the pool holds a certificate that no uncommitted block extended by the next proposal carries yet.
     fn has_new_payload(&self) -> bool {
-        if self.payload_pool.is_empty() {
-            return false;
-        }
-        let in_flight = self.uncommitted_packages(&self.safety.high_qc.block);
-        self.payload_pool
-            .iter()
-            .any(|c| !in_flight.contains(&c.package))
+        !self.payload_pool.is_empty() && !self.select_payload(&self.safety.high_qc.block).is_empty()
     }
 
     fn propose(&mut self, actions: &mut Vec<Action>) {
@@ -380,16 +384,7 @@ impl Bft {
                 _ => return, // Entered this round without a certificate of the previous one: cannot justify.
             }
         };
-        let in_flight = self.uncommitted_packages(&qc.block);
-        let payload: Vec<AvailabilityCert> = self
-            .payload_pool
-            .iter()
-            .filter(|c| {
-                !in_flight.contains(&c.package) && !self.committed_packages.contains(&c.package)
-            })
-            .take(self.config.payload_certs_max)
-            .cloned()
-            .collect();
+        let payload = self.select_payload(&qc.block);
         let block = Block::new_signed(&self.keypair, self.me, round, qc, tc, self.now_ms, payload);
         let hash = block.hash();
         // Proposing is voting: persist first, so a restart can never propose a second block for this round.
@@ -402,18 +397,48 @@ impl Bft {
         self.cast_vote(&block, hash, actions);
     }
 
-    /// Package ids carried by the uncommitted chain ending at `tip`.
-    fn uncommitted_packages(&self, tip: &BlockHash) -> BTreeSet<PackageId> {
-        let mut packages = BTreeSet::new();
+    /// The certificates of the next proposal: those no uncommitted ancestor carries, each creator's in sequence
+    /// order and without gaps (a creator's package waits for its predecessor, so its client's chain of dependent
+    /// transactions runs in order), unless the predecessor has been missing for [`SEQUENCE_GAP_WAIT_MS`].
+    fn select_payload(&self, tip: &BlockHash) -> Vec<AvailabilityCert> {
+        let mut expected = self.next_sequence.clone();
+        let mut in_flight = BTreeSet::new();
         let mut cursor = *tip;
         while let Some(block) = self.blocks.get(&cursor) {
             if block.height <= self.committed_height {
                 break;
             }
-            packages.extend(block.payload.iter().map(|c| c.package));
+            for cert in &block.payload {
+                in_flight.insert(cert.package);
+                let next = expected.entry(cert.creator).or_insert(0);
+                *next = (*next).max(cert.sequence + 1);
+            }
             cursor = block.parent();
         }
-        packages
+        let mut candidates: Vec<&AvailabilityCert> = self
+            .payload_pool
+            .iter()
+            .filter(|c| {
+                !in_flight.contains(&c.package) && !self.committed_packages.contains(&c.package)
+            })
+            .collect();
+        candidates.sort_by_key(|c| (c.creator, c.sequence));
+        let mut payload = Vec::new();
+        for cert in candidates {
+            if payload.len() >= self.config.payload_certs_max {
+                break;
+            }
+            let next = expected.entry(cert.creator).or_insert(0);
+            let waited = self
+                .pool_arrival_ms
+                .get(&cert.package)
+                .map_or(0, |at| self.now_ms.saturating_sub(*at));
+            if cert.sequence <= *next || waited >= SEQUENCE_GAP_WAIT_MS {
+                *next = (*next).max(cert.sequence + 1);
+                payload.push(cert.clone());
+            }
+        }
+        payload
     }
 
     fn check_qc(&mut self, qc: &QuorumCert) -> bool {
@@ -789,6 +814,8 @@ impl Bft {
             self.committed_by_height.insert(block.height, hash);
             for cert in &block.payload {
                 self.committed_packages.insert(cert.package);
+                let next = self.next_sequence.entry(cert.creator).or_insert(0);
+                *next = (*next).max(cert.sequence + 1);
             }
             self.stats.commits += 1;
             actions.push(Action::Commit(block));
@@ -796,6 +823,8 @@ impl Bft {
         let committed = &self.committed_packages;
         self.payload_pool
             .retain(|c| !committed.contains(&c.package));
+        self.pool_arrival_ms
+            .retain(|package, _| !committed.contains(package));
         let keep_from = self
             .committed_height
             .saturating_sub(self.config.blocks_kept);

@@ -259,6 +259,9 @@ pub struct AckSignature {
 pub struct AvailabilityCert {
     pub package: PackageId,
     pub creator: MemberIndex,
+    /// The creator's package counter (part of the package id): leaders order a creator's packages by it, so a
+    /// client's later transactions never run before its earlier ones.
+    pub sequence: u64,
     pub acks: Vec<AckSignature>,
 }
 

@@ -35,6 +35,10 @@ const INGEST_PER_TURN: usize = 4_096;
 const CLIENTS_REMEMBERED_MAX: usize = 1_000_000;
 /// How long a missing package request waits before it is sent again.
 const PACKAGE_RETRY_MS: u64 = 300;
+/// Ackers asked at once for a missing package.
+const PACKAGE_REQUEST_FANOUT: usize = 2;
+/// Committed blocks whose missing packages are fetched ahead of execution.
+const PENDING_PREFETCH_BLOCKS: usize = 64;
 
 pub struct Parts {
     pub bft: Bft,
@@ -57,7 +61,8 @@ pub struct Driver {
     client_order: VecDeque<TxId>,
     /// Committed blocks waiting for packages this node does not hold yet.
     pending: VecDeque<ConsensusBlock>,
-    package_requests: BTreeMap<PackageId, u64>,
+    /// Missing packages asked for: when last, and how many times (each retry asks the next ackers in turn).
+    package_requests: BTreeMap<PackageId, (u64, usize)>,
     last_tick_ms: u64,
     last_status_ms: u64,
 }
@@ -274,15 +279,7 @@ impl Driver {
             }
 
             if !missing.is_empty() {
-                let mut due = Vec::new();
-                for (package, requests) in missing {
-                    let last = self.package_requests.get(&package).copied();
-                    if last.is_none_or(|at| now >= at + PACKAGE_RETRY_MS) {
-                        self.package_requests.insert(package, now);
-                        due.extend(requests);
-                    }
-                }
-                self.execute(due)?;
+                self.request_missing_packages(now)?;
                 return Ok(());
             }
             let block = self.pending.pop_front().expect("front exists");
@@ -306,5 +303,32 @@ impl Driver {
                 .context("the executor stopped")?;
         }
         Ok(())
+    }
+
+    /// Asks for the packages missing from the next committed blocks (a catching-up node fetches ahead rather than
+    /// one block per round trip), each from two of its ackers at a time, rotating on every retry.
+    fn request_missing_packages(&mut self, now: u64) -> Result<()> {
+        let mut due = Vec::new();
+        for block in self.pending.iter().take(PENDING_PREFETCH_BLOCKS) {
+            for cert in &block.payload {
+                let Err(requests) = self.parts.availability.executable(cert) else {
+                    continue;
+                };
+                let (last, attempt) = self
+                    .package_requests
+                    .get(&cert.package)
+                    .copied()
+                    .unwrap_or((0, 0));
+                if requests.is_empty() || (attempt > 0 && now < last + PACKAGE_RETRY_MS) {
+                    continue;
+                }
+                self.package_requests
+                    .insert(cert.package, (now, attempt + 1));
+                due.extend((0..PACKAGE_REQUEST_FANOUT.min(requests.len())).map(|k| {
+                    requests[(attempt * PACKAGE_REQUEST_FANOUT + k) % requests.len()].clone()
+                }));
+            }
+        }
+        self.execute(due)
     }
 }
