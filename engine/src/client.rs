@@ -1,4 +1,4 @@
-//! What a node answers a client, on the wire: the admission of each submitted transaction (accepted, duplicate,
+//! What a node answers a client, on the wire: the admission of each submitted transaction (accepted once certified, duplicate,
 //! rejected with a code and reason, overloaded with a retry-after), then its final receipt (final in block H at
 //! index i with the verdict). One finality level: a receipt is sent only once the block is committed and stored.
 
@@ -13,6 +13,8 @@ pub const ANSWER_BYTES_MAX: usize = 4 * 1024;
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum ClientAnswer {
+    /// The package holding the transaction is certified: more than two thirds of the stake hold it, so it is not
+    /// lost if the receiving node crashes. `Final` follows once it is ordered and executed.
     Accepted {
         tx: TxId,
     },

@@ -184,9 +184,11 @@ impl Driver {
                 continue;
             };
             let answer = match admission {
+                // Answered once the package holding it is certified: "accepted" means held by a quorum, so it
+                // survives the crash of this node (see `answer_accepted`).
                 Admission::Accepted { id } => {
                     self.remember_client(id, client);
-                    ClientAnswer::Accepted { tx: id }
+                    continue;
                 }
                 Admission::Duplicate { id } => ClientAnswer::Duplicate { tx: id },
                 Admission::Rejected { reason } => ClientAnswer::Rejected {
@@ -207,6 +209,27 @@ impl Driver {
                 .answer(client, Bytes::from(answer.encode()))
             {
                 tracing::debug!(%client, %error, "admission answer not delivered");
+            }
+        }
+    }
+
+    /// Tells the submitters of a package of ours that it is certified: their transactions are accepted.
+    fn answer_accepted(&mut self, package: &PackageId) {
+        let Some(package) = self.parts.availability.package(package) else {
+            return;
+        };
+        for tx in &package.txs {
+            let id = tx.tx_id();
+            let Some(client) = self.clients.get(&id) else {
+                continue;
+            };
+            let answer = ClientAnswer::Accepted { tx: id };
+            if let Err(error) = self
+                .parts
+                .netio
+                .answer(*client, Bytes::from(answer.encode()))
+            {
+                tracing::debug!(%client, %error, "accepted answer not delivered");
             }
         }
     }
@@ -248,6 +271,9 @@ impl Driver {
                 // Blocks stay in the BFT's memory and at the peers; packages in availability's memory.
                 Action::StoreBlock(_) | Action::StorePackage(_) => {}
                 Action::Certified(cert) => {
+                    if cert.creator == self.parts.bft.me() {
+                        self.answer_accepted(&cert.package);
+                    }
                     self.parts.bft.add_payload(cert);
                     let released = self.parts.bft.take_deferred();
                     self.execute(released)?;
