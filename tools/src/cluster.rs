@@ -174,10 +174,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
             shards: shards_per_node,
             pin_cores: false,
             round_timeout_ms: 1_000,
-            empty_block_wait_ms: std::env::var("CAS_EMPTY_BLOCK_WAIT_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100),
+            empty_block_wait_ms: 100,
             package_txs_max: 2_000,
             package_wait_ms: 20,
             snapshot_every_blocks: 500,
@@ -309,7 +306,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     Ok(())
 }
 
-/// Batched signature verifications per second on one core, on 2,048 freshly signed transfers of this genesis.
+/// Batched signature verifications per second on one core, on up to 2,048 freshly signed transfers of this genesis.
 fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
     use cas_engine::crypto::{verify_batch, SigEntry};
     let outputs = genesis_outputs(&genesis.txs);
@@ -338,10 +335,17 @@ fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
             signature: &tx.witnesses[0].signature.0,
         })
         .collect();
-    let started = Instant::now();
-    let bad = verify_batch(&entries);
-    assert!(bad.is_empty(), "freshly signed transfers verify");
-    entries.len() as f64 / started.elapsed().as_secs_f64()
+    // The best of five passes: the limit is what the core can do, not what a noisy moment let it do.
+    (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(
+                verify_batch(&entries).is_empty(),
+                "freshly signed transfers verify"
+            );
+            entries.len() as f64 / started.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Starts node `i` from its config in `dir`, its log appended to `node{i}.log`.
