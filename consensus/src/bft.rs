@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use cas_engine::{BlockHash, Keypair, PackageId};
 
+use crate::bounded::BoundedSet;
 use crate::committee::{Committee, MemberIndex};
 use cas_engine::crypto::{verify_batch, SigEntry};
 
@@ -38,6 +39,11 @@ use crate::messages::{
     TimeoutCert, TimeoutSignature, Vote,
 };
 use crate::Action;
+
+/// Certificates remembered as verified (each is verified once while remembered; a forgotten one is verified again).
+pub const VERIFIED_CACHE_MAX: usize = 65_536;
+/// Committed package ids remembered, so a late certificate of one is not proposed again.
+pub const COMMITTED_PACKAGES_KEPT: usize = 262_144;
 
 /// How long a creator's package may wait in the pool for a missing predecessor before it is proposed anyway (the
 /// predecessor's certificate may never come: its creator crashed before sending it).
@@ -162,8 +168,8 @@ pub struct Bft {
     /// Rounds for which this member already formed a QC or TC.
     qc_rounds: BTreeSet<Round>,
     tc_rounds: BTreeSet<Round>,
-    verified_qcs: BTreeSet<cas_engine::Hash32>,
-    verified_certs: BTreeSet<PackageId>,
+    verified_qcs: BoundedSet<cas_engine::Hash32>,
+    verified_certs: BoundedSet<PackageId>,
     round_deadline_ms: u64,
     round_started_ms: u64,
     /// This member leads the current round and has not proposed yet (waiting for payload).
@@ -177,7 +183,7 @@ pub struct Bft {
     /// Per creator, the package sequence after the last one committed.
     next_sequence: BTreeMap<MemberIndex, u64>,
     deferred: Vec<Action>,
-    committed_packages: BTreeSet<PackageId>,
+    committed_packages: BoundedSet<PackageId>,
     pub stats: BftStats,
     /// Test-only: vote for any proposal from the round's leader, ignoring which QC it extends.
     #[cfg(test)]
@@ -233,8 +239,8 @@ impl Bft {
             timeouts: BTreeMap::new(),
             qc_rounds: BTreeSet::new(),
             tc_rounds: BTreeSet::new(),
-            verified_qcs: BTreeSet::new(),
-            verified_certs: BTreeSet::new(),
+            verified_qcs: BoundedSet::new(VERIFIED_CACHE_MAX),
+            verified_certs: BoundedSet::new(VERIFIED_CACHE_MAX),
             round_deadline_ms: 0,
             round_started_ms: now_ms,
             proposal_waiting: false,
@@ -245,7 +251,7 @@ impl Bft {
             pool_arrival_ms: BTreeMap::new(),
             next_sequence: BTreeMap::new(),
             deferred: Vec::new(),
-            committed_packages: BTreeSet::new(),
+            committed_packages: BoundedSet::new(COMMITTED_PACKAGES_KEPT),
             stats: BftStats::default(),
             #[cfg(test)]
             broken_vote_rule: false,

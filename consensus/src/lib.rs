@@ -8,6 +8,7 @@
 
 pub mod availability;
 pub mod bft;
+pub mod bounded;
 pub mod committee;
 pub mod messages;
 pub mod sim;
