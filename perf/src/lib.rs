@@ -1,5 +1,10 @@
 //! Shared set-up for the CAS benchmark suites: deterministic signed loads and blocks built once per run, so every
-//! benchmark measures the real engine path on the same inputs.
+//! benchmark measures the real engine path on the same inputs; and the measuring and reporting parts of `cas bench`
+//! ([`suite`]: the micro summary, [`pipeline`]: the shards pipeline, [`report`]: report.md, report.json and plots).
+
+pub mod pipeline;
+pub mod report;
+pub mod suite;
 
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::genesis_outputs;

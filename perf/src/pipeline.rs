@@ -1,0 +1,251 @@
+//! The shards pipeline measured on a generated load, shared by `cargo bench -p cas-perf --bench shards` and
+//! `cas bench`: (a) UTXO check + commit without signatures (quorum-attested blocks); (b) the full durable pipeline
+//! (untrusted decode, batched signatures on the shards, UTXO rules, commit, fdatasync per block); and the
+//! batched-verification limit of the same cores, its peer. The load: `accounts` accounts each making one transfer
+//! per block that spends its change from the block before, so every block depends on the previous one.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cas_engine::codec::{encode_block, BLOCK_TXS_MAX};
+use cas_engine::crypto::{verify_batch, SigEntry};
+use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
+use cas_engine::genesis::genesis_outputs;
+use cas_engine::{merkle, Block, BlockHeader, Hash32, OutPoint, PublicKey, Transaction};
+use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger};
+
+use crate::CHAIN_ID;
+
+/// Blocks between `begin` and `complete`: enough that the shards always have signature jobs queued.
+pub const PIPELINE_DEPTH: usize = 3;
+
+/// A signed load of dependent blocks over a funded genesis.
+pub struct Load {
+    pub genesis: Block,
+    /// Encoded blocks, heights 1.. in order.
+    pub blocks: Vec<Vec<u8>>,
+    pub txs: Vec<Transaction>,
+}
+
+/// Signs `accounts` x `blocks` transfers on `threads` threads and encodes the blocks.
+pub fn load(accounts: u32, blocks: u64, threads: usize) -> Load {
+    assert!(accounts > 0 && accounts as usize <= BLOCK_TXS_MAX && blocks > 0);
+    let genesis = funded_genesis(CHAIN_ID, 4, accounts, 1, 1_000_000_000);
+    let coins = genesis_outputs(&genesis.txs);
+    let ids: Vec<u32> = (0..accounts).collect();
+    // chains[a] = account a's transfers, one per block.
+    let chains: Vec<Vec<Transaction>> = thread::scope(|scope| {
+        let coins = &coins;
+        let handles: Vec<_> = ids
+            .chunks(ids.len().div_ceil(threads.max(1)))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&a| {
+                            let owner = key(ACCOUNT_KEYS, a);
+                            let next = key(ACCOUNT_KEYS, (a + 1) % accounts);
+                            let mut coin = coins[a as usize];
+                            assert_eq!(coin.1.owner, owner.public());
+                            (0..blocks)
+                                .map(|_| {
+                                    let tx = transfer(CHAIN_ID, &owner, &[coin], &next, 1, 1);
+                                    coin = (
+                                        OutPoint {
+                                            tx: tx.tx_id(),
+                                            index: 1,
+                                        },
+                                        tx.body.outputs[1],
+                                    );
+                                    tx
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a signing thread panicked"))
+            .collect()
+    });
+    let mut parent = genesis.header.hash();
+    let mut encoded = Vec::new();
+    let mut all = Vec::new();
+    for height in 1..=blocks {
+        let txs: Vec<Transaction> = chains
+            .iter()
+            .map(|c| c[height as usize - 1].clone())
+            .collect();
+        let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
+        let block = Block {
+            header: BlockHeader {
+                chain_id: CHAIN_ID,
+                height,
+                round: height,
+                parent,
+                tx_root: merkle::root(&ids),
+                proposer: PublicKey::default(),
+                timestamp_ms: height,
+                utxo_commitment: Hash32::ZERO,
+            },
+            txs,
+        };
+        parent = block.header.hash();
+        all.extend(block.txs.iter().cloned());
+        encoded.push(encode_block(&block).to_vec());
+    }
+    Load {
+        genesis,
+        blocks: encoded,
+        txs: all,
+    }
+}
+
+/// Batched verifications per second of the load's signatures on `threads` plain threads, ids precomputed:
+/// the ceiling of any pipeline that checks every signature on those cores.
+pub fn verification_limit(load: &Load, threads: usize) -> f64 {
+    let ids: Vec<Hash32> = load.txs.iter().map(Transaction::tx_id).collect();
+    let per_thread = load.txs.len().div_ceil(threads.max(1));
+    let started = Instant::now();
+    thread::scope(|scope| {
+        for (txs, ids) in load.txs.chunks(per_thread).zip(ids.chunks(per_thread)) {
+            scope.spawn(move || {
+                let entries: Vec<SigEntry<'_>> = txs
+                    .iter()
+                    .zip(ids)
+                    .flat_map(|(tx, id)| {
+                        tx.witnesses.iter().map(move |w| SigEntry {
+                            message: &id.0,
+                            key: &w.key.0,
+                            signature: &w.signature.0,
+                        })
+                    })
+                    .collect();
+                assert!(verify_batch(&entries).is_empty(), "the load is valid");
+            });
+        }
+    });
+    let signatures: usize = load.txs.iter().map(|tx| tx.witnesses.len()).sum();
+    signatures as f64 / started.elapsed().as_secs_f64()
+}
+
+/// User + system CPU time of this process so far (from /proc/self/stat, in clock ticks of 10 ms).
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("linux /proc");
+    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+/// A fresh directory under the system's temp dir for one measurement.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cas-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// What (a) measured: attested blocks through the ledger, no store.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct UtxoOnly {
+    pub shards: usize,
+    pub tx_per_s_wall: f64,
+    pub tx_per_cpu_s: f64,
+}
+
+/// (a): attested blocks through the ledger (no store, tx ids still computed).
+pub fn utxo_only(load: &Load, shards: usize) -> UtxoOnly {
+    let config = LedgerConfig {
+        shards,
+        pin_cores: true,
+    };
+    let mut ledger =
+        ShardedLedger::from_genesis(&load.genesis, &config).expect("the load's genesis is valid");
+    let (wall, cpu) = (Instant::now(), cpu_time());
+    let mut in_flight = VecDeque::new();
+    let mut accepted = 0usize;
+    for bytes in &load.blocks {
+        in_flight.push_back(ledger.begin_attested(bytes.clone()).expect("a valid block"));
+        if in_flight.len() == PIPELINE_DEPTH {
+            let outcome = ledger
+                .finish(in_flight.pop_front().expect("full"))
+                .expect("a valid block");
+            accepted += outcome.verdicts.iter().filter(|v| v.is_ok()).count();
+        }
+    }
+    while let Some(pending) = in_flight.pop_front() {
+        let outcome = ledger.finish(pending).expect("a valid block");
+        accepted += outcome.verdicts.iter().filter(|v| v.is_ok()).count();
+    }
+    let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+    assert_eq!(accepted, load.txs.len(), "every transfer is valid");
+    let txs = load.txs.len() as f64;
+    UtxoOnly {
+        shards,
+        tx_per_s_wall: txs / wall.as_secs_f64(),
+        tx_per_cpu_s: txs / cpu.as_secs_f64().max(1e-3),
+    }
+}
+
+/// What (b) measured: the durable node on the load.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Durable {
+    pub shards: usize,
+    pub tps: f64,
+    pub block_p50_ms: f64,
+}
+
+/// (b): the durable node (signatures, rules, commit, fdatasync per block) on `shards` shards.
+pub fn durable(load: &Load, shards: usize) -> Durable {
+    let dir = temp_dir(&format!("pipeline-{shards}"));
+    let config = NodeConfig {
+        ledger: LedgerConfig {
+            shards,
+            pin_cores: true,
+        },
+        ..NodeConfig::default()
+    };
+    let (mut node, _) =
+        Node::open(&dir, &config, Some(&load.genesis)).expect("a fresh store opens");
+    let started = Instant::now();
+    let mut in_flight = VecDeque::new();
+    let mut latencies = Vec::new();
+    let mut accepted = 0usize;
+    let mut complete = |node: &mut Node, (begun, flight): (Instant, cas_shards::InFlight)| {
+        let receipt = node.complete(flight).expect("a valid block commits");
+        latencies.push(begun.elapsed());
+        accepted += receipt
+            .outcome
+            .verdicts
+            .iter()
+            .filter(|v| v.is_ok())
+            .count();
+    };
+    for bytes in &load.blocks {
+        in_flight.push_back((
+            Instant::now(),
+            node.begin(bytes.clone()).expect("a valid block"),
+        ));
+        if in_flight.len() == PIPELINE_DEPTH {
+            complete(&mut node, in_flight.pop_front().expect("full"));
+        }
+    }
+    while let Some(flight) = in_flight.pop_front() {
+        complete(&mut node, flight);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(accepted, load.txs.len(), "every transfer is valid");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort();
+    Durable {
+        shards,
+        tps: load.txs.len() as f64 / elapsed.as_secs_f64(),
+        block_p50_ms: latencies[latencies.len() / 2].as_secs_f64() * 1e3,
+    }
+}
