@@ -52,18 +52,19 @@ pub struct ClusterArgs {
     pub kill_one: bool,
 }
 
-#[derive(Serialize)]
-struct ClusterReport {
-    nodes: usize,
-    cores: usize,
-    shards_per_node: usize,
-    verifications_per_core_s: f64,
-    verifications_per_tx: u64,
-    cpu_limit_tps: f64,
-    load: LoadReport,
-    blocks: u64,
-    commitments_equal: bool,
-    statuses: Vec<Status>,
+/// What one cluster run measured (also written as `report.json` in its folder).
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterReport {
+    pub nodes: usize,
+    pub cores: usize,
+    pub shards_per_node: usize,
+    pub verifications_per_core_s: f64,
+    pub verifications_per_tx: u64,
+    pub cpu_limit_tps: f64,
+    pub load: LoadReport,
+    pub blocks: u64,
+    pub commitments_equal: bool,
+    pub statuses: Vec<Status>,
 }
 
 /// Kills every node still running when dropped (an error path must not leave processes behind).
@@ -89,6 +90,12 @@ fn free_ports(count: usize) -> Result<Vec<u16>> {
 }
 
 pub fn run(args: &ClusterArgs) -> Result<()> {
+    measure(args).map(|_| ())
+}
+
+/// Runs the cluster, prints its table, writes `report.json`, and returns the report; an error if any transaction got
+/// a wrong answer or the nodes ended with different commitments.
+pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     ensure!(
         args.nodes >= 1 && args.accounts > 0 && args.rate > 0,
         "nodes, accounts and rate must be positive"
@@ -282,7 +289,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         verifications_per_core_s,
         verifications_per_tx,
         cpu_limit_tps,
-        load: report.clone(),
+        load: report,
         blocks,
         commitments_equal,
         statuses,
@@ -290,6 +297,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     let json_path = dir.join("report.json");
     fs::write(&json_path, serde_json::to_vec_pretty(&cluster)?)?;
     println!("report: {}", json_path.display());
+    let report = &cluster.load;
     for wrong in &report.wrong_answers {
         eprintln!("wrong answer: {wrong}");
     }
@@ -303,7 +311,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         commitments_equal,
         "the nodes ended with different UTXO commitments"
     );
-    Ok(())
+    Ok(cluster)
 }
 
 /// Batched signature verifications per second on one core, on up to 2,048 freshly signed transfers of this genesis.

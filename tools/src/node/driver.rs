@@ -1,6 +1,9 @@
 //! The driver thread: it owns the Synchronizer, package availability and the BFT, feeds them messages from netio's
 //! lanes (consensus first), client submissions and timer ticks, and carries out their actions in order: a
 //! `Persist` is fsynced before the next action runs, so a vote never leaves before the safety state is durable.
+//! Packages and blocks to keep go to the journal; messages that follow them wait in the outbox until the journal is
+//! fdatasynced, once per phase of a turn for everything written in it (group commit), so an ack or a vote is never
+//! sent for something held only in memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,6 +27,7 @@ use cas_netio::{Inbound, InboundQueues, Origin};
 
 use super::durable::SafetyFile;
 use super::executor::{Committed, Executed};
+use super::journal::Journal;
 use super::wire;
 
 const TICK_MS: u64 = 10;
@@ -48,6 +52,7 @@ pub struct Parts {
     pub queues: InboundQueues,
     pub keys: Vec<PublicKey>,
     pub safety_file: SafetyFile,
+    pub journal: Journal,
     pub execution: SyncSender<Committed>,
     pub started: Instant,
     pub status_path: std::path::PathBuf,
@@ -61,6 +66,8 @@ pub struct Driver {
     client_order: VecDeque<TxId>,
     /// Committed blocks waiting for packages this node does not hold yet.
     pending: VecDeque<ConsensusBlock>,
+    /// Messages held until the journal records before them are durable, in order.
+    outbox: Vec<Action>,
     /// Missing packages asked for: when last, and how many times (each retry asks the next ackers in turn).
     package_requests: BTreeMap<PackageId, (u64, usize)>,
     last_tick_ms: u64,
@@ -81,6 +88,7 @@ impl Driver {
             clients: HashMap::new(),
             client_order: VecDeque::new(),
             pending: VecDeque::new(),
+            outbox: Vec::new(),
             package_requests: BTreeMap::new(),
             last_tick_ms: 0,
             last_status_ms: 0,
@@ -100,6 +108,7 @@ impl Driver {
                 busy = true;
                 self.on_peer(inbound, now)?;
             }
+            self.flush_outbox()?;
             for _ in 0..BULK_PER_TURN {
                 let Ok(inbound) = self.parts.queues.bulk.try_recv() else {
                     break;
@@ -129,6 +138,7 @@ impl Driver {
                 self.execute(actions)?;
                 self.drain_pending(now)?;
             }
+            self.flush_outbox()?;
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
                 let consensus = format!("{:?}", self.parts.bft.stats);
@@ -145,6 +155,8 @@ impl Driver {
                 std::thread::sleep(Duration::from_micros(500));
             }
         }
+        // A graceful stop leaves every journal record durable; held messages are not sent (nothing waits on them).
+        self.parts.journal.sync()?;
         Ok((
             self.parts.bft.round(),
             format!("{:?}", self.parts.bft.stats),
@@ -244,32 +256,57 @@ impl Driver {
         }
     }
 
+    /// Sends what the outbox holds, after one fdatasync of the journal records written before it.
+    pub fn flush_outbox(&mut self) -> Result<()> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        self.parts.journal.sync()?;
+        for action in std::mem::take(&mut self.outbox) {
+            self.transmit(action);
+        }
+        Ok(())
+    }
+
+    fn transmit(&self, action: Action) {
+        match action {
+            Action::Send { to, message } => {
+                let (class, bytes) = wire::encode(&message);
+                if let Err(error) =
+                    self.parts
+                        .netio
+                        .try_send(&self.parts.keys[to as usize], class, bytes)
+                {
+                    tracing::debug!(to, %error, "send refused");
+                }
+            }
+            Action::Broadcast(message) => {
+                let (class, bytes) = wire::encode(&message);
+                for (peer, error) in self.parts.netio.broadcast(class, bytes) {
+                    tracing::debug!(?peer, %error, "broadcast refused for a peer");
+                }
+            }
+            other => unreachable!("only messages are transmitted, not {other:?}"),
+        }
+    }
+
     pub fn execute(&mut self, actions: Vec<Action>) -> Result<()> {
         for action in actions {
             match action {
-                Action::Send { to, message } => {
-                    let (class, bytes) = wire::encode(&message);
-                    if let Err(error) =
-                        self.parts
-                            .netio
-                            .try_send(&self.parts.keys[to as usize], class, bytes)
-                    {
-                        tracing::debug!(to, %error, "send refused");
-                    }
+                // Behind a journal record not yet durable (or behind a message that is): wait for the group commit.
+                action @ (Action::Send { .. } | Action::Broadcast(_))
+                    if self.parts.journal.is_dirty() || !self.outbox.is_empty() =>
+                {
+                    self.outbox.push(action)
                 }
-                Action::Broadcast(message) => {
-                    let (class, bytes) = wire::encode(&message);
-                    for (peer, error) in self.parts.netio.broadcast(class, bytes) {
-                        tracing::debug!(?peer, %error, "broadcast refused for a peer");
-                    }
-                }
+                action @ (Action::Send { .. } | Action::Broadcast(_)) => self.transmit(action),
                 Action::Persist(safety) => self
                     .parts
                     .safety_file
                     .store(&safety)
                     .context("persisting safety state")?,
-                // Blocks stay in the BFT's memory and at the peers; packages in availability's memory.
-                Action::StoreBlock(_) | Action::StorePackage(_) => {}
+                Action::StoreBlock(block) => self.parts.journal.append_block(&block)?,
+                Action::StorePackage(package) => self.parts.journal.append_package(&package)?,
                 Action::Certified(cert) => {
                     if cert.creator == self.parts.bft.me() {
                         self.answer_accepted(&cert.package);

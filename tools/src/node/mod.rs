@@ -8,6 +8,7 @@ pub mod config;
 mod driver;
 pub mod durable;
 mod executor;
+pub mod journal;
 pub mod wire;
 
 use std::sync::atomic::AtomicBool;
@@ -29,6 +30,7 @@ use config::NodeConfig;
 use driver::Driver;
 use durable::{ExecutedFile, SafetyFile};
 use executor::{Executed, Executor};
+use journal::Journal;
 
 /// Committed blocks waiting for the executor; when full, consensus waits (back-pressure).
 const EXECUTION_QUEUE_MAX: usize = 64;
@@ -146,9 +148,16 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
 
     let started = Instant::now();
     let safety_file = SafetyFile::new(&config.data_dir);
+    let (journal, replayed) = Journal::open(&config.data_dir.join("journal"))?;
+    tracing::info!(
+        packages = replayed.packages.len(),
+        blocks = replayed.blocks.len(),
+        truncated = replayed.truncated,
+        "journal read back"
+    );
     let recovered = Recovered {
         safety: safety_file.load()?,
-        blocks: Vec::new(),
+        blocks: replayed.blocks,
         committed,
     };
     let bft_config = BftConfig {
@@ -165,12 +174,15 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         recovered,
         0,
     );
-    let availability = Availability::new(
+    let mut availability = Availability::new(
         committee,
         me,
         keyfile::load(&config.key_file)?,
         AvailabilityConfig::default(),
     );
+    for package in replayed.packages {
+        availability.restore(package);
+    }
     let synchronizer = Synchronizer::new(SynchronizerConfig {
         package_txs_max: config.package_txs_max,
         package_wait_ms: config.package_wait_ms,
@@ -190,12 +202,14 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         queues,
         keys,
         safety_file,
+        journal,
         execution: execution_tx,
         started,
         status_path: status_path.clone(),
         stats: stats.clone(),
     });
     driver.execute(actions)?;
+    driver.flush_outbox()?;
     let (round, consensus) = driver.run(&stop)?;
     drop(driver); // closes the execution queue: the executor drains it and stops
     executor_thread
