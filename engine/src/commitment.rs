@@ -8,9 +8,7 @@
 //! "Securing Update Propagation with Homomorphic Hashing", 2019), with no sum-of-hashes weakness; an elliptic-curve
 //! multiset hash would cost a hash-to-curve per change, several microseconds against about one here.
 
-use std::sync::OnceLock;
-
-use crate::id::{domain, Hash32};
+use crate::id::{domain, DomainKey, Hash32};
 use crate::tx::{write_output, OutPoint, TxOutput, OUTPUT_BYTES_MAX};
 
 /// Lanes in the state. 1,024 u16 lanes = 2 KiB, the LtHash16 parameters.
@@ -38,18 +36,13 @@ impl core::fmt::Debug for SetCommitment {
     }
 }
 
-/// The element hasher with its derive-key context already absorbed: cloning it skips hashing the context string
-/// (one blake3 compression) on every update.
-fn element_hasher() -> &'static blake3::Hasher {
-    static HASHER: OnceLock<blake3::Hasher> = OnceLock::new();
-    HASHER.get_or_init(|| blake3::Hasher::new_derive_key(domain::UTXO_ELEMENT))
-}
+static ELEMENT: DomainKey = DomainKey::new(domain::UTXO_ELEMENT);
 
 /// Adds (`sign` = 1) or subtracts (`sign` = -1) an element's lanes: its canonical bytes expand through blake3's XOF
 /// (filled many blocks at a time by blake3's SIMD `xof_many`) straight into a byte buffer that is added lane-wise,
 /// with no intermediate u16 array.
 fn add_element(lanes: &mut [u16; LANES], outpoint: &OutPoint, output: &TxOutput, subtract: bool) {
-    let mut h = element_hasher().clone();
+    let mut h = ELEMENT.hasher();
     let mut canonical = [0u8; ELEMENT_BYTES_MAX];
     canonical[..32].copy_from_slice(&outpoint.tx.0);
     canonical[32..36].copy_from_slice(&outpoint.index.to_le_bytes());

@@ -19,6 +19,35 @@ pub mod domain {
     pub const BATCH_WEIGHTS: &str = "CAS 2026-11 ed25519 batch weights v1";
 }
 
+/// A blake3 derive-key context whose context key is computed once: a hasher made from it skips hashing the context
+/// string (one blake3 compression) and copies no hasher state, which matters on paths that hash per transaction or
+/// per UTXO element. The output is exactly `blake3::Hasher::new_derive_key(context)`'s.
+pub struct DomainKey {
+    context: &'static str,
+    key: std::sync::OnceLock<blake3::hazmat::ContextKey>,
+}
+
+impl DomainKey {
+    pub const fn new(context: &'static str) -> DomainKey {
+        DomainKey {
+            context,
+            key: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn hasher(&self) -> blake3::Hasher {
+        use blake3::hazmat::HasherExt;
+        let key = self
+            .key
+            .get_or_init(|| blake3::hazmat::hash_derive_key_context(self.context));
+        blake3::Hasher::new_from_context_key(key)
+    }
+
+    pub fn hash(&self, bytes: &[u8]) -> Hash32 {
+        Hash32(*self.hasher().update(bytes).finalize().as_bytes())
+    }
+}
+
 /// A 32-byte blake3 output.
 #[derive(
     Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
@@ -29,7 +58,7 @@ pub struct Hash32(pub [u8; 32]);
 impl Hash32 {
     pub const ZERO: Hash32 = Hash32([0; 32]);
 
-    /// Hashes `bytes` under a domain context.
+    /// Hashes `bytes` under a domain context (see [`DomainKey`] for hot paths).
     pub fn of(domain: &str, bytes: &[u8]) -> Hash32 {
         let mut hasher = blake3::Hasher::new_derive_key(domain);
         hasher.update(bytes);
@@ -134,5 +163,13 @@ mod tests {
         let hash = Hash32::of(domain::TX_ID, b"x");
         assert_eq!(Hash32::from_hex(&hash.to_hex()).unwrap(), hash);
         assert!(Hash32::from_hex("zz").is_err());
+    }
+
+    #[test]
+    fn a_domain_key_hashes_as_derive_key_does() {
+        static KEY: DomainKey = DomainKey::new(domain::MERKLE_NODE);
+        for bytes in [&b""[..], b"abc", &[7u8; 3000]] {
+            assert_eq!(KEY.hash(bytes), Hash32::of(domain::MERKLE_NODE, bytes));
+        }
     }
 }

@@ -4,14 +4,17 @@
 //! odd node is promoted to the next level unchanged rather than paired with a copy of itself (so two different
 //! lists of ids never share a root, unlike Bitcoin's duplication). The root of no leaves is all zeros.
 
-use crate::id::{domain, Hash32};
+use crate::id::{domain, DomainKey, Hash32};
+
+static LEAF: DomainKey = DomainKey::new(domain::MERKLE_LEAF);
+static NODE: DomainKey = DomainKey::new(domain::MERKLE_NODE);
 
 fn leaf(id: &Hash32) -> Hash32 {
-    Hash32::of(domain::MERKLE_LEAF, &id.0)
+    LEAF.hash(&id.0)
 }
 
 fn node(left: &Hash32, right: &Hash32) -> Hash32 {
-    let mut h = blake3::Hasher::new_derive_key(domain::MERKLE_NODE);
+    let mut h = NODE.hasher();
     h.update(&left.0);
     h.update(&right.0);
     Hash32::from(h.finalize())

@@ -4,12 +4,10 @@
 //! The tx id is a blake3 hash of the body's fields written in a fixed canonical order, computed from the archived
 //! (wire) form in place, so it never depends on how rkyv laid the bytes out. Witnesses are outside the id.
 
-use std::sync::OnceLock;
-
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::{Keypair, PublicKey, Signature};
-use crate::id::{domain, AssetId, Hash32, TxId};
+use crate::id::{domain, AssetId, DomainKey, Hash32, TxId};
 
 /// The business network (VN) a transaction belongs to.
 pub type VnId = u32;
@@ -125,10 +123,7 @@ pub struct Transaction {
 }
 
 /// The tx id hasher with its derive-key context already absorbed (cloned per id: saves one compression).
-fn tx_id_hasher() -> &'static blake3::Hasher {
-    static HASHER: OnceLock<blake3::Hasher> = OnceLock::new();
-    HASHER.get_or_init(|| blake3::Hasher::new_derive_key(domain::TX_ID))
-}
+static TX_ID: DomainKey = DomainKey::new(domain::TX_ID);
 
 /// Gathers canonical bytes in a stack buffer and hands them to blake3 in large pieces: many small `update` calls
 /// cost more than the hashing of a transfer's ~250 bytes. The bytes hashed are the same as writing each field.
@@ -188,7 +183,7 @@ impl CanonicalWriter {
 impl ArchivedTxBody {
     /// The tx id: the canonical hash of this body, read in place.
     pub fn tx_id(&self) -> TxId {
-        let mut h = CanonicalWriter::new(tx_id_hasher().clone());
+        let mut h = CanonicalWriter::new(TX_ID.hasher());
         h.put(&self.chain_id.to_native().to_le_bytes());
         h.put(&self.vn.to_native().to_le_bytes());
         match &self.kind {
