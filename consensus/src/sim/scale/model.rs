@@ -12,14 +12,16 @@ use cas_engine::{BlockHash, PackageId};
 use crate::availability::{Availability, AvailabilityConfig};
 use crate::bft::{Bft, BftConfig, Recovered};
 use crate::committee::{Committee, MemberIndex};
-use crate::messages::{AvailabilityCert, Block, Message, QuorumCert, TimeoutCert};
+use crate::messages::{Block, Message};
 use crate::sim::machines::{
     member_keypair, offer_payload, route_message, simulated_committee, tick, EventQueue,
 };
 use crate::sim::network::Rng;
 use crate::Action;
 
+use super::measure::{Measurements, ResourceUse, RunStats};
 use super::resources::{Cpu, Lane, Uplink, Window, Work};
+use super::wire::{block_bytes, encoded_bytes};
 use super::{ScaleParams, Topology};
 
 /// The members' timer tick (the node driver's).
@@ -34,49 +36,6 @@ const FORWARD_HEADER_BYTES: usize = 64;
 const MESSAGE_HANDLING_US: f64 = 2.0;
 /// After submissions stop, the run goes on at most this long for the window's transactions to become final.
 pub const DRAIN_MS_MAX: u64 = 2_000;
-
-/// Framing of every message (length, type, lane) on the wire.
-const MESSAGE_FRAMING_BYTES: usize = 16;
-const SIGNATURE_BYTES: usize = 64;
-const HASH_BYTES: usize = 32;
-
-/// The encoded size of a message from its fields' widths (what the rkyv encoding holds, give or take alignment;
-/// encoding every simulated message would cost more than the rest of the model), packages without transactions.
-fn encoded_bytes(message: &Message) -> usize {
-    const VOTE: usize = 8 + HASH_BYTES + 8 + 2 + SIGNATURE_BYTES;
-    MESSAGE_FRAMING_BYTES
-        + match message {
-            Message::Proposal(block) | Message::BlockResponse(block) => block_bytes(block),
-            Message::Vote(_) | Message::CommitVote(_) => VOTE,
-            Message::Timeout(timeout) => 8 + qc_bytes(&timeout.high_qc) + 2 + SIGNATURE_BYTES,
-            Message::BlockRequest(_) | Message::PackageRequest(_) => HASH_BYTES,
-            Message::Package(_) => 2 + 8 + 8,
-            Message::Ack(_) => HASH_BYTES + 1 + 2 + SIGNATURE_BYTES,
-            Message::Cert(cert) => cert_bytes(cert),
-        }
-}
-
-fn qc_bytes(qc: &QuorumCert) -> usize {
-    8 + HASH_BYTES + 8 + qc.signatures.len() * (2 + SIGNATURE_BYTES)
-}
-
-fn tc_bytes(tc: &TimeoutCert) -> usize {
-    8 + tc.signatures.len() * (2 + 8 + SIGNATURE_BYTES)
-}
-
-fn cert_bytes(cert: &AvailabilityCert) -> usize {
-    HASH_BYTES + 2 + 8 + cert.acks.len() * (2 + 1 + SIGNATURE_BYTES)
-}
-
-fn block_bytes(block: &Block) -> usize {
-    8 + 8
-        + qc_bytes(&block.qc)
-        + block.tc.as_ref().map_or(0, tc_bytes)
-        + 2
-        + 8
-        + block.payload.iter().map(cert_bytes).sum::<usize>()
-        + SIGNATURE_BYTES
-}
 
 /// A node's clients' submissions of one forwarding interval.
 #[derive(Clone, Copy, Debug)]
@@ -103,7 +62,7 @@ struct CommittedBlock {
 
 enum Payload {
     Message(Box<Message>),
-    Forward(Vec<Cohort>),
+    Forward(Cohort),
     Block(Rc<CommittedBlock>),
 }
 
@@ -146,36 +105,6 @@ struct Node {
     uplink: Uplink,
 }
 
-/// Per node and resource, the window's utilization split into its fixed and its load-proportional part.
-#[derive(Clone, Copy, Debug)]
-pub struct ResourceUse {
-    pub node: usize,
-    pub cpu: bool,
-    pub overhead: f64,
-    pub load: f64,
-}
-
-/// What one run measured.
-#[derive(Clone, Debug)]
-pub struct RunStats {
-    pub offered_tps: f64,
-    /// Transactions final at their origin within the window, per second.
-    pub tps: f64,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    /// Median latency of the window's first and last third (by submit time): a growing queue shows here.
-    pub latency_first_third_ms: f64,
-    pub latency_last_third_ms: f64,
-    /// Share of the window's transactions not final when the run ended.
-    pub unfinished_fraction: f64,
-    pub resources: Vec<ResourceUse>,
-    pub blocks_committed: u64,
-    /// Rounds member 0 reached, packages made (all members), and virtual time simulated.
-    pub rounds: u64,
-    pub packages: u64,
-    pub simulated_ms: u64,
-}
-
 struct Model<'a> {
     params: &'a ScaleParams,
     topology: &'a Topology,
@@ -191,11 +120,7 @@ struct Model<'a> {
     blocks: BTreeMap<BlockHash, Rc<CommittedBlock>>,
     /// Fractional arrivals carried to a node's next interval.
     arrival_carry: Vec<f64>,
-    submitted_window: u64,
-    final_window: u64,
-    final_in_window: u64,
-    /// (latency µs, count, submit µs) of the window's transactions that became final.
-    latencies: Vec<(u64, u32, u64)>,
+    measurements: Measurements,
     blocks_committed: u64,
 }
 
@@ -233,10 +158,10 @@ pub fn run(params: &ScaleParams, topology: &Topology) -> RunStats {
         packages: BTreeMap::new(),
         blocks: BTreeMap::new(),
         arrival_carry: vec![0.0; topology.total],
-        submitted_window: 0,
-        final_window: 0,
-        final_in_window: 0,
-        latencies: Vec::new(),
+        measurements: Measurements::new(Window {
+            from_us: warmup_us,
+            to_us: submit_end_us,
+        }),
         blocks_committed: 0,
     };
     let mut started = Vec::new();
@@ -283,7 +208,7 @@ pub fn run(params: &ScaleParams, topology: &Topology) -> RunStats {
         }
         model.now_us = at_us;
         model.dispatch(event);
-        if at_us >= submit_end_us && model.final_window == model.submitted_window {
+        if at_us >= submit_end_us && model.measurements.all_final() {
             break;
         }
     }
@@ -374,9 +299,8 @@ impl Model<'_> {
             submit_us: self.now_us.saturating_sub(FORWARD_INTERVAL_US / 2),
             count: count as u32,
         };
-        if self.window.contains(cohort.submit_us) {
-            self.submitted_window += u64::from(cohort.count);
-        }
+        self.measurements
+            .submitted(cohort.submit_us, u64::from(cohort.count));
         self.take_up(node, cohort);
     }
 
@@ -405,7 +329,7 @@ impl Model<'_> {
                 bytes,
                 Lane::Bulk,
                 Work::Load,
-                Payload::Forward(vec![cohort]),
+                Payload::Forward(cohort),
             );
         }
     }
@@ -546,11 +470,7 @@ impl Model<'_> {
                     },
                 );
             }
-            Payload::Forward(cohorts) => {
-                for cohort in cohorts {
-                    self.take_up(to, cohort);
-                }
-            }
+            Payload::Forward(cohort) => self.take_up(to, cohort),
             Payload::Block(block) => {
                 self.relay_block(to, &block);
                 let done = self.execute_block_cpu(to, &block);
@@ -677,14 +597,8 @@ impl Model<'_> {
                 continue;
             };
             for &(submit_us, count) in cohorts {
-                if self.window.contains(self.now_us) {
-                    self.final_in_window += u64::from(count);
-                }
-                if self.window.contains(submit_us) {
-                    self.final_window += u64::from(count);
-                    self.latencies
-                        .push((self.now_us - submit_us, count, submit_us));
-                }
+                self.measurements
+                    .became_final(submit_us, count, self.now_us);
             }
         }
         if self.is_member(node) {
@@ -693,37 +607,7 @@ impl Model<'_> {
         }
     }
 
-    fn stats(mut self) -> RunStats {
-        let window_s = self.window.length_us() as f64 / 1e6;
-        let unfinished = self.submitted_window.saturating_sub(self.final_window);
-        self.latencies.sort_unstable();
-        let total = self.submitted_window;
-        let percentile = |samples: &[(u64, u32, u64)], total: u64, p: f64| -> f64 {
-            let rank = (total as f64 * p).ceil() as u64;
-            let mut seen = 0u64;
-            for &(latency_us, count, _) in samples {
-                seen += u64::from(count);
-                if seen >= rank.max(1) {
-                    return latency_us as f64 / 1_000.0;
-                }
-            }
-            f64::INFINITY
-        };
-        let third = self.window.length_us() / 3;
-        let first_end = self.window.from_us + third;
-        let last_start = self.window.to_us - third;
-        let part = |keep: &dyn Fn(u64) -> bool| -> f64 {
-            let samples: Vec<(u64, u32, u64)> = self
-                .latencies
-                .iter()
-                .copied()
-                .filter(|s| keep(s.2))
-                .collect();
-            let count: u64 = samples.iter().map(|s| u64::from(s.1)).sum();
-            percentile(&samples, count, 0.5)
-        };
-        let latency_first_third_ms = part(&|submit| submit < first_end);
-        let latency_last_third_ms = part(&|submit| submit >= last_start);
+    fn stats(self) -> RunStats {
         let window_us = self.window.length_us() as f64;
         let resources = self
             .nodes
@@ -747,23 +631,14 @@ impl Model<'_> {
                 ]
             })
             .collect();
-        RunStats {
-            offered_tps: self.params.offered_tps,
-            tps: self.final_in_window as f64 / window_s,
-            latency_p50_ms: percentile(&self.latencies, total, 0.5),
-            latency_p99_ms: percentile(&self.latencies, total, 0.99),
-            latency_first_third_ms,
-            latency_last_third_ms,
-            unfinished_fraction: if total == 0 {
-                0.0
-            } else {
-                unfinished as f64 / total as f64
-            },
+        let simulated_ms = self.now_ms();
+        self.measurements.into_stats(
+            self.params.offered_tps,
             resources,
-            blocks_committed: self.blocks_committed,
-            rounds: self.members[0].bft.round(),
-            packages: self.packages.len() as u64,
-            simulated_ms: self.now_ms(),
-        }
+            self.blocks_committed,
+            self.members[0].bft.round(),
+            self.packages.len() as u64,
+            simulated_ms,
+        )
     }
 }
