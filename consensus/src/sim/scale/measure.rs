@@ -11,14 +11,21 @@ pub struct ResourceUse {
     pub cpu: bool,
     pub overhead: f64,
     pub load: f64,
+    /// Load µs per submitted transaction over the whole run, per unit of the resource (a core, the uplink).
+    pub load_us_per_tx: f64,
 }
 
 /// What one run measured.
 #[derive(Clone, Debug)]
 pub struct RunStats {
     pub offered_tps: f64,
-    /// Transactions final at their origin within the window, per second.
-    pub tps: f64,
+    /// The window's transactions that became final at their origin by the end of the run, per second of window:
+    /// the offered rate, less what never became final.
+    pub window_txs_final_tps: f64,
+    /// Transactions (submitted whenever) that became final at their origin during the window, per second: the
+    /// rate the network served while saturated (with a latency longer than the warm-up it undercounts, since the
+    /// pipeline was still filling when the window opened).
+    pub final_during_window_tps: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     /// Median latency of the window's first and last third (by submit time): a growing queue shows here.
@@ -38,8 +45,10 @@ pub struct RunStats {
 pub struct Measurements {
     window: Window,
     submitted_window: u64,
+    submitted_run: u64,
     final_window: u64,
-    final_in_window: u64,
+    /// (final µs, count) of every transaction that became final, whenever submitted.
+    finals: Vec<(u64, u32)>,
     /// (latency µs, count, submit µs) of the window's transactions that became final.
     latencies: Vec<(u64, u32, u64)>,
 }
@@ -63,13 +72,15 @@ impl Measurements {
         Measurements {
             window,
             submitted_window: 0,
+            submitted_run: 0,
             final_window: 0,
-            final_in_window: 0,
+            finals: Vec::new(),
             latencies: Vec::new(),
         }
     }
 
     pub fn submitted(&mut self, submit_us: u64, count: u64) {
+        self.submitted_run += count;
         if self.window.contains(submit_us) {
             self.submitted_window += count;
         }
@@ -78,9 +89,7 @@ impl Measurements {
     /// `count` transactions submitted at `submit_us` are final at their origin at `now_us`.
     pub fn became_final(&mut self, submit_us: u64, count: u32, now_us: u64) {
         debug_assert!(now_us >= submit_us);
-        if self.window.contains(now_us) {
-            self.final_in_window += u64::from(count);
-        }
+        self.finals.push((now_us, count));
         if self.window.contains(submit_us) {
             self.final_window += u64::from(count);
             // A transaction becomes final at its origin once: more finals than submissions is a model bug.
@@ -90,6 +99,10 @@ impl Measurements {
             );
             self.latencies.push((now_us - submit_us, count, submit_us));
         }
+    }
+
+    pub fn submitted_run(&self) -> u64 {
+        self.submitted_run
     }
 
     /// Every transaction submitted in the window is final.
@@ -121,9 +134,17 @@ impl Measurements {
             let count: u64 = samples.iter().map(|s| u64::from(s.1)).sum();
             percentile_ms(&samples, count, 0.5)
         };
+        let window_s = self.window.length_us() as f64 / 1e6;
+        let final_during_window: u64 = self
+            .finals
+            .iter()
+            .filter(|(at, _)| self.window.contains(*at))
+            .map(|(_, count)| u64::from(*count))
+            .sum();
         RunStats {
             offered_tps,
-            tps: self.final_in_window as f64 / (self.window.length_us() as f64 / 1e6),
+            window_txs_final_tps: self.final_window as f64 / window_s,
+            final_during_window_tps: final_during_window as f64 / window_s,
             latency_p50_ms: percentile_ms(&self.latencies, total, 0.5),
             latency_p99_ms: percentile_ms(&self.latencies, total, 0.99),
             latency_first_third_ms: median_of(&|submit| submit < first_end),

@@ -609,6 +609,7 @@ impl Model<'_> {
 
     fn stats(self) -> RunStats {
         let window_us = self.window.length_us() as f64;
+        let txs = self.measurements.submitted_run().max(1) as f64;
         let resources = self
             .nodes
             .iter()
@@ -621,12 +622,14 @@ impl Model<'_> {
                         cpu: true,
                         overhead: n.cpu.busy.overhead_us / (cores * window_us),
                         load: n.cpu.busy.load_us / (cores * window_us),
+                        load_us_per_tx: n.cpu.busy.load_run_us / cores / txs,
                     },
                     ResourceUse {
                         node,
                         cpu: false,
                         overhead: n.uplink.busy.overhead_us / window_us,
                         load: n.uplink.busy.load_us / window_us,
+                        load_us_per_tx: n.uplink.busy.load_run_us / txs,
                     },
                 ]
             })

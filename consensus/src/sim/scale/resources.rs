@@ -12,18 +12,26 @@ pub enum Work {
     Overhead,
 }
 
-/// Busy µs that started inside the window.
+/// Busy µs that started inside the window, and load µs of the whole run (work a transaction causes can start after
+/// the window closes: a long latency defers it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Busy {
     pub load_us: f64,
     pub overhead_us: f64,
+    pub load_run_us: f64,
 }
 
 impl Busy {
-    fn add(&mut self, work: Work, us: f64) {
+    fn add(&mut self, work: Work, us: f64, in_window: bool) {
         match work {
-            Work::Load => self.load_us += us,
-            Work::Overhead => self.overhead_us += us,
+            Work::Load => {
+                self.load_run_us += us;
+                if in_window {
+                    self.load_us += us;
+                }
+            }
+            Work::Overhead if in_window => self.overhead_us += us,
+            Work::Overhead => {}
         }
     }
 }
@@ -71,9 +79,7 @@ impl Cpu {
             .expect("at least one core");
         let start = self.cores_free_us[core].max(now_us as f64);
         self.cores_free_us[core] = start + work_us;
-        if window.contains(start as u64) {
-            self.busy.add(work, work_us);
-        }
+        self.busy.add(work, work_us, window.contains(start as u64));
         (start + work_us).ceil() as u64
     }
 
@@ -86,9 +92,7 @@ impl Cpu {
             let start = free.max(now_us as f64);
             *free = start + part;
             done = done.max(*free);
-            if window.contains(start as u64) {
-                self.busy.add(work, part);
-            }
+            self.busy.add(work, part, window.contains(start as u64));
         }
         done.ceil() as u64
     }
@@ -149,9 +153,7 @@ impl Uplink {
                 (start, start + wire_us)
             }
         };
-        if window.contains(start as u64) {
-            self.busy.add(work, wire_us);
-        }
+        self.busy.add(work, wire_us, window.contains(start as u64));
         done.ceil() as u64
     }
 }

@@ -160,6 +160,28 @@ fn more_nodes_never_raise_throughput() {
 }
 
 #[test]
+fn more_nodes_never_raise_throughput_with_the_default_committee() {
+    let mut previous: Option<ScaleResult> = None;
+    for total in [21, 99, 499, 999] {
+        let params = ScaleParams {
+            duration_ms: 900,
+            warmup_ms: 300,
+            ..ScaleParams::lan_default(total)
+        };
+        let result = project_saturated(&params);
+        assert_eq!(result.committee, 19);
+        assert!(result.sustained, "{result:?}");
+        if let Some(previous) = &previous {
+            assert!(
+                result.tps <= previous.tps * 1.03,
+                "{total} nodes: {result:?} after {previous:?}"
+            );
+        }
+        previous = Some(result);
+    }
+}
+
+#[test]
 fn the_saturated_rate_loads_the_busiest_resource_near_the_target() {
     let result = project_saturated(&small(100));
     assert!(result.sustained, "{result:?}");
