@@ -44,7 +44,7 @@ mod model;
 mod resources;
 mod wire;
 
-pub use measure::{ResourceUse, RunStats};
+pub use measure::{ProtocolCounts, ResourceUse, RunStats};
 pub use model::{DRAIN_MS_MAX, FORWARD_INTERVAL_US};
 
 /// The whitepaper's measurements: (network nodes, TPS, submit-to-final latency in seconds).
@@ -202,8 +202,8 @@ pub struct ScaleResult {
     /// Whether the run sustained its rate (see [`UNFINISHED_FRACTION_MAX`] and [`LATENCY_GROWTH_SHARE_MAX`]).
     pub sustained: bool,
     pub unfinished_fraction: f64,
-    /// Distinct blocks committed in the run.
-    pub blocks_committed: u64,
+    /// What the committee did in the run (blocks, rounds, packages, unattested transactions).
+    pub protocol: ProtocolCounts,
 }
 
 /// The committee: `min(total_nodes, committee_max)` rounded down to the nearest 3f+1 (f = ⌊(m − 1) / 3⌋), so the
@@ -345,7 +345,7 @@ fn result(params: &ScaleParams, topology: &Topology, stats: &RunStats) -> ScaleR
         bottleneck_utilization: utilization,
         sustained,
         unfinished_fraction: stats.unfinished_fraction,
-        blocks_committed: stats.blocks_committed,
+        protocol: stats.protocol,
     }
 }
 

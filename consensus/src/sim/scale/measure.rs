@@ -34,7 +34,17 @@ pub struct RunStats {
     /// Share of the window's transactions not final when the run ended.
     pub unfinished_fraction: f64,
     pub resources: Vec<ResourceUse>,
+    pub protocol: ProtocolCounts,
+}
+
+/// What the committee did in a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProtocolCounts {
+    /// Distinct blocks committed, and the transactions in them.
     pub blocks_committed: u64,
+    pub txs_committed: u64,
+    /// Committed transactions whose package's certificate was not attested (every executor verified them).
+    pub txs_unattested: u64,
     /// Rounds member 0 reached, packages made (all members), and virtual time simulated.
     pub rounds: u64,
     pub packages: u64,
@@ -114,10 +124,7 @@ impl Measurements {
         mut self,
         offered_tps: f64,
         resources: Vec<ResourceUse>,
-        blocks_committed: u64,
-        rounds: u64,
-        packages: u64,
-        simulated_ms: u64,
+        protocol: ProtocolCounts,
     ) -> RunStats {
         self.latencies.sort_unstable();
         let total = self.submitted_window;
@@ -155,10 +162,7 @@ impl Measurements {
                 (total - self.final_window) as f64 / total as f64
             },
             resources,
-            blocks_committed,
-            rounds,
-            packages,
-            simulated_ms,
+            protocol,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::sim::machines::{
 use crate::sim::network::Rng;
 use crate::Action;
 
-use super::measure::{Measurements, ResourceUse, RunStats};
+use super::measure::{Measurements, ProtocolCounts, ResourceUse, RunStats};
 use super::resources::{Cpu, Lane, Uplink, Window, Work};
 use super::wire::{block_bytes, encoded_bytes};
 use super::{ScaleParams, Topology};
@@ -121,7 +121,7 @@ struct Model<'a> {
     /// Fractional arrivals carried to a node's next interval.
     arrival_carry: Vec<f64>,
     measurements: Measurements,
-    blocks_committed: u64,
+    protocol: ProtocolCounts,
 }
 
 pub fn run(params: &ScaleParams, topology: &Topology) -> RunStats {
@@ -162,7 +162,7 @@ pub fn run(params: &ScaleParams, topology: &Topology) -> RunStats {
             from_us: warmup_us,
             to_us: submit_end_us,
         }),
-        blocks_committed: 0,
+        protocol: ProtocolCounts::default(),
     };
     let mut started = Vec::new();
     for index in 0..topology.committee {
@@ -511,7 +511,6 @@ impl Model<'_> {
         let committed = match self.blocks.get(&hash) {
             Some(committed) => committed.clone(),
             None => {
-                self.blocks_committed += 1;
                 let mut committed = CommittedBlock {
                     packages: Vec::with_capacity(block.payload.len()),
                     txs: 0,
@@ -526,6 +525,9 @@ impl Model<'_> {
                         committed.unattested_txs += txs;
                     }
                 }
+                self.protocol.blocks_committed += 1;
+                self.protocol.txs_committed += committed.txs;
+                self.protocol.txs_unattested += committed.unattested_txs;
                 let committed = Rc::new(committed);
                 self.blocks.insert(hash, committed.clone());
                 committed
@@ -634,14 +636,13 @@ impl Model<'_> {
                 ]
             })
             .collect();
-        let simulated_ms = self.now_ms();
-        self.measurements.into_stats(
-            self.params.offered_tps,
-            resources,
-            self.blocks_committed,
-            self.members[0].bft.round(),
-            self.packages.len() as u64,
-            simulated_ms,
-        )
+        let protocol = ProtocolCounts {
+            rounds: self.members[0].bft.round(),
+            packages: self.packages.len() as u64,
+            simulated_ms: self.now_ms(),
+            ..self.protocol
+        };
+        self.measurements
+            .into_stats(self.params.offered_tps, resources, protocol)
     }
 }
