@@ -1,5 +1,5 @@
 //! `cargo run --release -p cas-consensus --example scale [-- --verify-us X --execute-us Y --cores N --fanout F
-//! --committee-max M --tx-bytes B --latency-us L --bandwidth BYTES_PER_S --nodes N]`: projects saturated TPS and
+//! --committee-max M --tx-bytes B --latency-us L --bandwidth BYTES_PER_S --package-wait-ms W --nodes N]`: projects saturated TPS and
 //! submit-to-final latency for the whitepaper's node counts (or one `--nodes`) with the scale model, and prints
 //! each beside the whitepaper's row. Without flags it uses `ScaleParams::lan_default`'s calibration (the perf
 //! README's measurements on the development VM); `cas bench` feeds freshly measured ones.
@@ -47,6 +47,9 @@ fn main() {
         }
         if let Some(v) = value("--bandwidth") {
             params.bandwidth_bytes_per_s = v as u64;
+        }
+        if let Some(v) = value("--package-wait-ms") {
+            params.package_wait_ms = v as u64;
         }
         params
     };
