@@ -135,7 +135,10 @@ pub fn run(params: &ScaleParams, topology: &Topology) -> RunStats {
         ..BftConfig::default()
     };
     let submit_end_us = params.duration_ms * 1_000;
-    let warmup_us = (params.warmup_ms * 1_000).min(submit_end_us / 2);
+    let window = Window {
+        from_us: (params.warmup_ms * 1_000).min(submit_end_us / 2),
+        to_us: submit_end_us,
+    };
     let mut model = Model {
         params,
         topology,
@@ -150,18 +153,12 @@ pub fn run(params: &ScaleParams, topology: &Topology) -> RunStats {
             })
             .collect(),
         members: Vec::with_capacity(topology.committee),
-        window: Window {
-            from_us: warmup_us,
-            to_us: submit_end_us,
-        },
+        window,
         submit_end_us,
         packages: BTreeMap::new(),
         blocks: BTreeMap::new(),
         arrival_carry: vec![0.0; topology.total],
-        measurements: Measurements::new(Window {
-            from_us: warmup_us,
-            to_us: submit_end_us,
-        }),
+        measurements: Measurements::new(window),
         protocol: ProtocolCounts::default(),
     };
     let mut started = Vec::new();
