@@ -31,7 +31,7 @@ use cas_engine::{BlockHash, Keypair, PackageId};
 
 use crate::bounded::BoundedSet;
 use crate::committee::{Committee, MemberIndex};
-use cas_engine::crypto::{verify_batch, SigEntry};
+use cas_engine::crypto::SigEntry;
 
 use crate::messages::{
     commit_vote_digest, timeout_digest, verify_availability, verify_member, verify_qc, verify_tc,
@@ -634,7 +634,7 @@ impl Bft {
                 signature: &signature.0,
             })
             .collect();
-        let bad: Vec<MemberIndex> = verify_batch(&entries)
+        let bad: Vec<MemberIndex> = crate::verdicts::verify_batch(&entries)
             .into_iter()
             .map(|i| signatures[i].0)
             .collect();

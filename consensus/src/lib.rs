@@ -12,6 +12,7 @@ pub mod bounded;
 pub mod committee;
 pub mod messages;
 pub mod sim;
+pub mod verdicts;
 
 use committee::MemberIndex;
 use messages::{AvailabilityCert, Block, Message, Package};

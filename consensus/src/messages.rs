@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use cas_engine::crypto::{verify_batch, Keypair, SigEntry};
+use cas_engine::crypto::{Keypair, SigEntry};
 use cas_engine::{BlockHash, Hash32, PackageId, Signature, Transaction};
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -352,7 +352,7 @@ fn verify_signed<'a>(
     if stake < required {
         return Err(CertError::NotEnoughStake { stake, required });
     }
-    match verify_batch(&entries).first() {
+    match crate::verdicts::verify_batch(&entries).first() {
         Some(&bad) => Err(CertError::BadSignature(keys[bad])),
         None => Ok(()),
     }

@@ -5,10 +5,14 @@
 //! committed certificates verify, and that no package is attested valid while holding a bad signature. The same
 //! seed replays the same run exactly; a failing run prints its seed.
 //!
-//! Usable by later crates' tests: [`runner::Scenario`] describes a run, [`runner::run`] executes it.
+//! Usable by later crates' tests: [`runner::Scenario`] describes a run, [`runner::run`] executes it. The scale
+//! model ([`scale`]) drives the same state machines with CPU and bandwidth queues to project TPS and latency for
+//! networks of up to a thousand nodes.
 
+pub mod machines;
 pub mod network;
 pub mod runner;
+pub mod scale;
 
 pub use network::{LinkModel, Rng};
 pub use runner::{run, FaultClass, Report, Scenario};

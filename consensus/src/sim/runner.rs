@@ -1,18 +1,21 @@
 //! One simulated run: the members, the event queue under virtual time, the fault schedule drawn from the seed, the
 //! Byzantine behaviours, and the checks made at the end.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
-use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
+use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::genesis_outputs;
 use cas_engine::{BlockHash, Hash32, PackageId, Transaction};
 
 use crate::availability::{AckBehaviour, Availability, AvailabilityConfig};
-use crate::bft::{Bft, BftConfig, Event, Recovered, SafetyState};
+use crate::bft::{Bft, BftConfig, Recovered, SafetyState};
 use crate::committee::{Committee, MemberIndex};
 use crate::messages::{
     verify_qc, verify_tc, vote_digest, Block, Message, Package, QuorumCert, Vote,
+};
+use crate::sim::machines::{
+    member_keypair, offer_payload, route_message, simulated_committee, tick, EventQueue,
 };
 use crate::sim::network::{LinkModel, Rng};
 use crate::Action;
@@ -174,30 +177,6 @@ enum SimEvent {
     MakePackage(usize),
 }
 
-struct Queued {
-    at_ms: u64,
-    sequence: u64,
-    event: SimEvent,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at_ms, self.sequence) == (other.at_ms, other.sequence)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // BinaryHeap is a max-heap: reverse, so the earliest (then the first queued) comes out first.
-        (other.at_ms, other.sequence).cmp(&(self.at_ms, self.sequence))
-    }
-}
-
 #[derive(Default)]
 struct Disk {
     safety: SafetyState,
@@ -246,8 +225,7 @@ struct Sim<'a> {
     rng: Rng,
     committee: Committee,
     now_ms: u64,
-    sequence: u64,
-    queue: BinaryHeap<Queued>,
+    queue: EventQueue<SimEvent>,
     nodes: Vec<Node>,
     link: LinkModel,
     groups: Option<Vec<u8>>,
@@ -260,12 +238,7 @@ struct Sim<'a> {
 /// Runs one scenario to the end and checks it.
 pub fn run(scenario: &Scenario) -> Report {
     let mut rng = Rng::new(scenario.seed);
-    let committee = Committee::new(
-        (0..scenario.members)
-            .map(|i| (key(COMMITTEE_KEYS, i as u32).public(), 100))
-            .collect(),
-    )
-    .expect("the simulated committee is valid");
+    let committee = simulated_committee(scenario.members);
     let mut byzantine = vec![None; scenario.members];
     let mut pick = |rng: &mut Rng, behaviour| loop {
         let index = rng.below(scenario.members);
@@ -307,8 +280,7 @@ pub fn run(scenario: &Scenario) -> Report {
         rng,
         committee,
         now_ms: 0,
-        sequence: 0,
-        queue: BinaryHeap::new(),
+        queue: EventQueue::default(),
         nodes,
         link: scenario.link,
         groups: None,
@@ -327,7 +299,7 @@ pub fn run(scenario: &Scenario) -> Report {
         sim.schedule(TICK_MS, SimEvent::Tick(node));
     }
     let heal_ms = sim.schedule_faults();
-    while let Some(Queued { at_ms, event, .. }) = sim.queue.pop() {
+    while let Some((at_ms, event)) = sim.queue.pop() {
         if at_ms > scenario.duration_ms {
             break;
         }
@@ -340,12 +312,7 @@ pub fn run(scenario: &Scenario) -> Report {
 
 impl Sim<'_> {
     fn schedule(&mut self, delay_ms: u64, event: SimEvent) {
-        self.sequence += 1;
-        self.queue.push(Queued {
-            at_ms: self.now_ms + delay_ms,
-            sequence: self.sequence,
-            event,
-        });
+        self.queue.push(self.now_ms + delay_ms, event);
     }
 
     /// Draws this run's faults; returns when the last one heals.
@@ -407,7 +374,7 @@ impl Sim<'_> {
     }
 
     fn keypair(node: usize) -> cas_engine::Keypair {
-        key(COMMITTEE_KEYS, node as u32)
+        member_keypair(node)
     }
 
     fn start(&mut self, node: usize) {
@@ -452,14 +419,12 @@ impl Sim<'_> {
     fn dispatch(&mut self, event: SimEvent) {
         match event {
             SimEvent::Tick(node) => {
-                if self.nodes[node].bft.is_some() {
-                    let now = self.now_ms;
-                    let mut actions = self.nodes[node]
-                        .bft
-                        .as_mut()
-                        .unwrap()
-                        .handle(Event::Tick { now_ms: now });
-                    actions.extend(self.nodes[node].availability.as_mut().unwrap().on_tick(now));
+                let now = self.now_ms;
+                let member = &mut self.nodes[node];
+                if let (Some(bft), Some(availability)) =
+                    (member.bft.as_mut(), member.availability.as_mut())
+                {
+                    let actions = tick(bft, availability, now);
                     self.execute(node, actions);
                 }
                 self.schedule(TICK_MS, SimEvent::Tick(node));
@@ -529,29 +494,23 @@ impl Sim<'_> {
                 self.double_vote(to, block);
             }
         }
-        let actions = match &message {
-            Message::Package(package) => {
-                let id = package.id();
-                let actions = self.nodes[to].availability.as_mut().unwrap().handle(
-                    from as MemberIndex,
-                    message.clone(),
-                    now,
-                );
-                if self.nodes[to].awaiting.remove(&id) {
-                    self.execute_package(to, id);
-                }
-                actions
-            }
-            Message::Ack(_) | Message::Cert(_) | Message::PackageRequest(_) => self.nodes[to]
-                .availability
-                .as_mut()
-                .unwrap()
-                .handle(from as MemberIndex, message, now),
-            _ => self.nodes[to].bft.as_mut().unwrap().handle(Event::Message {
-                from: from as MemberIndex,
-                message,
-            }),
+        let package = match &message {
+            Message::Package(package) => Some(package.id()),
+            _ => None,
         };
+        let node = &mut self.nodes[to];
+        let actions = route_message(
+            node.bft.as_mut().unwrap(),
+            node.availability.as_mut().unwrap(),
+            from as MemberIndex,
+            message,
+            now,
+        );
+        if let Some(id) = package {
+            if self.nodes[to].awaiting.remove(&id) {
+                self.execute_package(to, id);
+            }
+        }
         self.execute(to, actions);
     }
 
@@ -589,10 +548,7 @@ impl Sim<'_> {
                 Action::StorePackage(package) => self.nodes[node].disk.packages.push(package),
                 Action::Certified(cert) => {
                     let released = match self.nodes[node].bft.as_mut() {
-                        Some(bft) => {
-                            bft.add_payload(cert);
-                            bft.take_deferred()
-                        }
+                        Some(bft) => offer_payload(bft, cert),
                         None => Vec::new(),
                     };
                     self.execute(node, released);
