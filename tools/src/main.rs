@@ -1,4 +1,5 @@
-//! The `cas` binary: offline key, genesis and transaction tools, and the main job (`cas local`).
+//! The `cas` binary: offline key, genesis and transaction tools, the main job (`cas local`) and the perf suite
+//! (`cas bench`).
 //! Errors print as one line and exit non-zero; nothing here panics on user input.
 
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod bench;
 mod cluster;
 mod keyfile;
 mod load;
@@ -73,6 +75,9 @@ enum Command {
     Local(cluster::ClusterArgs),
     /// One process, no consensus: generated load through the ledger pipeline, beside the verification limit.
     Pipeline(LocalArgs),
+    /// The perf suite: micro summary, single-node pipeline, a real cluster sweep and the scale model to 999 nodes,
+    /// written as a report folder (report.md, report.json, plots).
+    Bench(bench::BenchArgs),
     /// Drive running nodes with signed transfers (accounts funded by a `cas local` genesis) and measure receipts.
     Load(load::LoadArgs),
 }
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
         Command::Local(args) => cluster::run(args),
         Command::Pipeline(args) => local::run(args),
         Command::Load(args) => load::run_command(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
 //! The `cas` binary end to end: key files, genesis from a spec, an offline transfer read back through the
-//! untrusted decoder, and bad input answered with one line and a non-zero exit.
+//! untrusted decoder, bad input answered with one line and a non-zero exit, and `cas bench`'s report folder.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -159,4 +159,58 @@ fn pipeline_job_runs_small() {
         "{out}"
     );
     assert!(out.contains("| 220 | 4 | 200 | 20 |"), "{out}");
+}
+
+/// `cas bench`, cut down to one small cluster and two projected sizes: every report file is written and the table
+/// holds the whitepaper's, the measured and the simulated rows, each labelled.
+#[test]
+fn bench_writes_a_labelled_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args([
+            "bench",
+            "--quick",
+            "--nodes",
+            "4",
+            "--rate",
+            "300",
+            "--duration-s",
+            "3",
+        ])
+        .args(["--project", "3,999", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cas bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in [
+        "report.md",
+        "report.json",
+        "tps.svg",
+        "tps.png",
+        "latency.svg",
+        "latency.png",
+    ] {
+        assert!(
+            out.join(file).metadata().unwrap().len() > 0,
+            "{file} is empty"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for row in [
+        "| whitepaper | 999 | 13,092 |",
+        "| measured | 4 |",
+        "| simulated | 3 |",
+        "| simulated | 999 |",
+    ] {
+        assert!(md.contains(row), "report.md lacks {row:?}:\n{md}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["measured"][0]["commitments_equal"], true);
+    assert!(json["simulated"][1]["tps"].as_f64().unwrap() > 0.0);
 }
