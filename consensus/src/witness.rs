@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use cas_engine::{BlockHash, Hash32, PublicKey};
 use rkyv::{Archive, Deserialize, Serialize};
@@ -86,8 +87,15 @@ impl WitnessHeader {
     }
 }
 
+/// The proof-of-work hasher before any input: deriving the domain key costs a compression, so it is done once
+/// and the state cloned for each try.
+fn pow_hasher() -> &'static blake3::Hasher {
+    static HASHER: OnceLock<blake3::Hasher> = OnceLock::new();
+    HASHER.get_or_init(|| blake3::Hasher::new_derive_key(domain::POW))
+}
+
 fn pow_hash(seal: &Hash32, nonce: u64) -> WitnessHash {
-    let mut h = blake3::Hasher::new_derive_key(domain::POW);
+    let mut h = pow_hasher().clone();
     h.update(&seal.0);
     h.update(&nonce.to_le_bytes());
     Hash32::from(h.finalize())
@@ -336,6 +344,8 @@ pub struct WitnessChain {
     finalized_first: u64,
     /// Best-chain rewards are paid up to this witness height (see [`WitnessChain::mature_rewards`]).
     paid_height: u64,
+    /// Audit mode: the DPOS hashes are not checked against finalized ones (there are none); see [`Self::detached`].
+    detached: bool,
 }
 
 impl WitnessChain {
@@ -357,6 +367,16 @@ impl WitnessChain {
             finalized: VecDeque::new(),
             finalized_first: 1,
             paid_height: 0,
+            detached: false,
+        }
+    }
+
+    /// A chain for auditing: it checks work, difficulty, linkage, timestamps order and uncles, but takes the DPOS
+    /// hashes as claimed, so that stored DPOS blocks can then be compared with what the best chain witnessed.
+    pub fn detached(params: WitnessParams, limits: WitnessLimits) -> WitnessChain {
+        WitnessChain {
+            detached: true,
+            ..WitnessChain::new(params, limits)
         }
     }
 
@@ -653,6 +673,9 @@ impl WitnessChain {
                 now: now_ms,
                 got: header.timestamp_ms,
             });
+        }
+        if self.detached {
+            return self.validate_uncles(header);
         }
         let last = header.last_dpos_height();
         if last > self.finalized_height() {

@@ -25,6 +25,7 @@ use cas_netio::{Inbound, InboundQueues, Origin};
 use super::durable::SafetyFile;
 use super::executor::{Committed, Executed};
 use super::wire;
+use super::witness::{wall_ms, WitnessNode};
 
 const TICK_MS: u64 = 10;
 /// Messages taken from the bulk lane per loop turn, so consensus is looked at again soon.
@@ -52,6 +53,7 @@ pub struct Parts {
     pub started: Instant,
     pub status_path: std::path::PathBuf,
     pub stats: Arc<Mutex<Executed>>,
+    pub witness: Arc<Mutex<WitnessNode>>,
 }
 
 pub struct Driver {
@@ -136,6 +138,7 @@ impl Driver {
                 super::write_status(
                     &self.parts.status_path,
                     &self.parts.stats,
+                    &self.parts.witness,
                     round,
                     &consensus,
                     false,
@@ -167,6 +170,10 @@ impl Driver {
             | Message::Ack(_)
             | Message::Cert(_)
             | Message::PackageRequest(_) => self.parts.availability.handle(from, message, now),
+            Message::Witness(header) => {
+                self.on_witness(header);
+                Vec::new()
+            }
             message => self.parts.bft.handle(Event::Message { from, message }),
         };
         self.execute(actions)?;
@@ -174,6 +181,27 @@ impl Driver {
             self.drain_pending(now)?;
         }
         Ok(())
+    }
+
+    /// A gossiped witness: validated against this node's finalized blocks; a newly accepted one is passed on (a
+    /// standalone miner reaches one node, the others hear it from there). Refusals are counted with a reason.
+    fn on_witness(&mut self, header: cas_consensus::witness::WitnessHeader) {
+        let result = self
+            .parts
+            .witness
+            .lock()
+            .expect("witness lock")
+            .offer(header.clone(), wall_ms());
+        match result {
+            Ok(()) => {
+                let (class, bytes) = wire::encode(&Message::Witness(header));
+                for (peer, error) in self.parts.netio.broadcast(class, bytes) {
+                    tracing::debug!(?peer, %error, "witness gossip refused for a peer");
+                }
+            }
+            Err(cas_consensus::witness::WitnessError::Duplicate(_)) => {}
+            Err(error) => tracing::debug!(%error, "witness refused"),
+        }
     }
 
     fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {

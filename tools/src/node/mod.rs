@@ -2,6 +2,8 @@
 //! client traffic; the driver thread runs the Synchronizer, package availability and the BFT state machine, in
 //! that order of ownership, persisting safety state before any vote leaves; the executor thread turns committed
 //! blocks into ledger blocks that the shards validate and fsync, then answers clients with final receipts.
+//! Optional mining threads (`mining_threads`, at the lowest scheduling priority) build the POW witness chain over
+//! the stored blocks; every node validates gossiped witnesses against its own blocks ([`witness`]).
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
 pub mod config;
@@ -9,8 +11,9 @@ mod driver;
 pub mod durable;
 mod executor;
 pub mod wire;
+pub mod witness;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,6 +21,8 @@ use anyhow::{bail, Context, Result};
 use cas_consensus::availability::{Availability, AvailabilityConfig};
 use cas_consensus::bft::{Bft, BftConfig, Recovered};
 use cas_consensus::committee::Committee;
+use cas_consensus::messages::Message;
+use cas_consensus::witness::WitnessParams;
 use cas_engine::codec::{decode_block, to_owned_block};
 use cas_engine::genesis::genesis_committee;
 use cas_engine::synchronizer::{Synchronizer, SynchronizerConfig};
@@ -45,6 +50,15 @@ pub struct Status {
     /// The BFT's counters (commits, fast commits, timeouts, ...), for operators.
     #[serde(default)]
     pub consensus: String,
+    /// The best witness block's height, and the witnesses this node mined, accepted and refused.
+    #[serde(default)]
+    pub witness_height: u64,
+    #[serde(default)]
+    pub witness_mined: u64,
+    #[serde(default)]
+    pub witness_accepted: u64,
+    #[serde(default)]
+    pub witness_refused: u64,
 }
 
 pub fn run(config_path: &std::path::Path) -> Result<()> {
@@ -99,6 +113,16 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             recovery.durable_height
         );
     }
+    let mut stored_hashes = Vec::with_capacity(recovery.durable_height as usize);
+    for height in 1..=recovery.durable_height {
+        let bytes = shards_node.store().read(height)?;
+        stored_hashes.push(decode_block(&bytes)?.header.hash());
+    }
+    let witness = Arc::new(Mutex::new(witness::WitnessNode::open(
+        &config.data_dir,
+        WitnessParams::default(),
+        stored_hashes,
+    )?));
     let last_ledger = shards_node.store().read(recovery.durable_height)?;
     let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
     tracing::info!(?recovery, "ledger open");
@@ -139,6 +163,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         previous_ledger_hash,
         netio: netio.clone(),
         stats: stats.clone(),
+        witness: witness.clone(),
     };
     let executor_thread = std::thread::Builder::new()
         .name("cas-executor".into())
@@ -194,25 +219,55 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         started,
         status_path: status_path.clone(),
         stats: stats.clone(),
+        witness: witness.clone(),
     });
+    let mining_stop = Arc::new(AtomicBool::new(false));
+    let publish: witness::Publish = {
+        let netio = netio.clone();
+        Arc::new(move |header| {
+            let (class, bytes) = wire::encode(&Message::Witness(header.clone()));
+            for (peer, error) in netio.broadcast(class, bytes) {
+                tracing::debug!(?peer, %error, "witness gossip refused for a peer");
+            }
+        })
+    };
+    let miners = witness::spawn_miners(
+        config.mining_threads,
+        witness.clone(),
+        keypair.public(),
+        publish,
+        mining_stop.clone(),
+        Arc::new(AtomicU64::new(0)),
+    )?;
     driver.execute(actions)?;
     let (round, consensus) = driver.run(&stop)?;
+    mining_stop.store(true, Ordering::Relaxed);
+    for miner in miners {
+        miner
+            .join()
+            .map_err(|_| anyhow::anyhow!("a mining thread panicked"))?;
+    }
     drop(driver); // closes the execution queue: the executor drains it and stops
     executor_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the executor thread panicked"))??;
-    write_status(&status_path, &stats, round, &consensus, true)?;
+    write_status(&status_path, &stats, &witness, round, &consensus, true)?;
     Ok(())
 }
 
 fn write_status(
     path: &std::path::Path,
     stats: &Mutex<Executed>,
+    witness: &Mutex<witness::WitnessNode>,
     round: u64,
     consensus: &str,
     stopped: bool,
 ) -> Result<()> {
     let stats = stats.lock().expect("stats lock").clone();
+    let (witness_height, witness_stats) = {
+        let witness = witness.lock().expect("witness lock");
+        (witness.chain.best_height(), witness.stats.clone())
+    };
     let status = Status {
         height: stats.height,
         utxo_commitment: stats.utxo_commitment.to_hex(),
@@ -221,6 +276,10 @@ fn write_status(
         round,
         stopped,
         consensus: consensus.to_string(),
+        witness_height,
+        witness_mined: witness_stats.mined,
+        witness_accepted: witness_stats.accepted,
+        witness_refused: witness_stats.refused,
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;
