@@ -25,7 +25,7 @@ use cas_netio::{Inbound, InboundQueues, Origin};
 use super::durable::SafetyFile;
 use super::executor::{Committed, Executed};
 use super::wire;
-use super::witness::{wall_ms, WitnessNode};
+use super::witness::{offer_input, WitnessInput, WitnessShared};
 
 const TICK_MS: u64 = 10;
 /// Messages taken from the bulk lane per loop turn, so consensus is looked at again soon.
@@ -53,7 +53,8 @@ pub struct Parts {
     pub started: Instant,
     pub status_path: std::path::PathBuf,
     pub stats: Arc<Mutex<Executed>>,
-    pub witness: Arc<Mutex<WitnessNode>>,
+    pub witness: Arc<WitnessShared>,
+    pub witness_inbox: SyncSender<WitnessInput>,
 }
 
 pub struct Driver {
@@ -183,25 +184,14 @@ impl Driver {
         Ok(())
     }
 
-    /// A gossiped witness: validated against this node's finalized blocks; a newly accepted one is passed on (a
-    /// standalone miner reaches one node, the others hear it from there). Refusals are counted with a reason.
+    /// A gossiped witness goes to the witness thread, which validates it against this node's stored blocks and
+    /// passes it on if new; a full inbox drops it (counted), never making consensus wait.
     fn on_witness(&mut self, header: cas_consensus::witness::WitnessHeader) {
-        let result = self
-            .parts
-            .witness
-            .lock()
-            .expect("witness lock")
-            .offer(header.clone(), wall_ms());
-        match result {
-            Ok(()) => {
-                let (class, bytes) = wire::encode(&Message::Witness(header));
-                for (peer, error) in self.parts.netio.broadcast(class, bytes) {
-                    tracing::debug!(?peer, %error, "witness gossip refused for a peer");
-                }
-            }
-            Err(cas_consensus::witness::WitnessError::Duplicate(_)) => {}
-            Err(error) => tracing::debug!(%error, "witness refused"),
-        }
+        offer_input(
+            &self.parts.witness_inbox,
+            &self.parts.witness,
+            WitnessInput::Gossip(header),
+        );
     }
 
     fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {

@@ -14,8 +14,8 @@ use cas_engine::codec::encode_block;
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
 use super::durable::ExecutedFile;
-use super::wire;
-use super::witness::{wall_ms, WitnessNode};
+
+use super::witness::WitnessInput;
 
 /// One committed block ready to execute: its transactions in order, and who submitted each here.
 pub struct Committed {
@@ -45,8 +45,9 @@ pub struct Executor {
     pub previous_ledger_hash: BlockHash,
     pub netio: Arc<cas_netio::Node>,
     pub stats: Arc<std::sync::Mutex<Executed>>,
-    /// Each stored block's hash goes to the witness chain (what miners commit to and validators check against).
-    pub witness: Arc<std::sync::Mutex<WitnessNode>>,
+    /// Each stored block's hash goes to the witness thread (what miners commit to and validators check against).
+    /// A bounded queue to a normal-priority thread: a full one makes the executor wait, never lose a hash.
+    pub witness: std::sync::mpsc::SyncSender<WitnessInput>,
 }
 
 impl Executor {
@@ -91,16 +92,15 @@ impl Executor {
         };
         let receipt = receipt.with_context(|| format!("block {height}"))?;
         self.previous_ledger_hash = ledger_hash;
-        let released = self.witness.lock().expect("witness lock").add_finalized(
-            height,
-            ledger_hash,
-            wall_ms(),
-        );
-        for header in released {
-            let (class, bytes) = wire::encode(&cas_consensus::messages::Message::Witness(header));
-            for (peer, error) in self.netio.broadcast(class, bytes) {
-                tracing::debug!(?peer, %error, "witness gossip refused for a peer");
-            }
+        if self
+            .witness
+            .send(WitnessInput::Finalized(height, ledger_hash))
+            .is_err()
+        {
+            tracing::warn!(
+                height,
+                "the witness thread stopped; the block is not witnessed here"
+            );
         }
         let mut rejected = 0;
         for (index, ((id, verdict), client)) in ids

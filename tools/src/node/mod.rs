@@ -118,11 +118,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         let bytes = shards_node.store().read(height)?;
         stored_hashes.push(decode_block(&bytes)?.header.hash());
     }
-    let witness = Arc::new(Mutex::new(witness::WitnessNode::open(
-        &config.data_dir,
-        WitnessParams::default(),
-        stored_hashes,
-    )?));
+    let witness_node =
+        witness::WitnessNode::open(&config.data_dir, WitnessParams::default(), stored_hashes)?;
     let last_ledger = shards_node.store().read(recovery.durable_height)?;
     let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
     tracing::info!(?recovery, "ledger open");
@@ -149,6 +146,26 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     netio.set_peers(&peers)?;
     let netio = Arc::new(netio);
 
+    let witness = Arc::new(witness::WitnessShared::default());
+    let (witness_inbox, witness_rx) = std::sync::mpsc::sync_channel(witness::WITNESS_INBOX_MAX);
+    let publish: witness::Publish = {
+        let netio = netio.clone();
+        Arc::new(move |header| {
+            let (class, bytes) = wire::encode(&Message::Witness(header.clone()));
+            for (peer, error) in netio.broadcast(class, bytes) {
+                tracing::debug!(?peer, %error, "witness gossip refused for a peer");
+            }
+        })
+    };
+    let witness_service = witness::WitnessService {
+        node: witness_node,
+        shared: witness.clone(),
+        publish,
+        miner: keypair.public(),
+    };
+    let witness_thread = std::thread::Builder::new()
+        .name("cas-witness".into())
+        .spawn(move || witness_service.run(witness_rx))?;
     let stats = Arc::new(Mutex::new(Executed {
         height: recovery.durable_height,
         utxo_commitment: recovery.utxo_commitment,
@@ -163,7 +180,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         previous_ledger_hash,
         netio: netio.clone(),
         stats: stats.clone(),
-        witness: witness.clone(),
+        witness: witness_inbox.clone(),
     };
     let executor_thread = std::thread::Builder::new()
         .name("cas-executor".into())
@@ -220,22 +237,13 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         status_path: status_path.clone(),
         stats: stats.clone(),
         witness: witness.clone(),
+        witness_inbox: witness_inbox.clone(),
     });
     let mining_stop = Arc::new(AtomicBool::new(false));
-    let publish: witness::Publish = {
-        let netio = netio.clone();
-        Arc::new(move |header| {
-            let (class, bytes) = wire::encode(&Message::Witness(header.clone()));
-            for (peer, error) in netio.broadcast(class, bytes) {
-                tracing::debug!(?peer, %error, "witness gossip refused for a peer");
-            }
-        })
-    };
     let miners = witness::spawn_miners(
         config.mining_threads,
         witness.clone(),
-        keypair.public(),
-        publish,
+        witness_inbox,
         mining_stop.clone(),
         Arc::new(AtomicU64::new(0)),
     )?;
@@ -251,6 +259,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     executor_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the executor thread panicked"))??;
+    // Every inbox sender (driver, executor, miners) is gone: the witness thread drains and ends.
+    witness_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the witness thread panicked"))?;
     write_status(&status_path, &stats, &witness, round, &consensus, true)?;
     Ok(())
 }
@@ -258,16 +270,12 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
 fn write_status(
     path: &std::path::Path,
     stats: &Mutex<Executed>,
-    witness: &Mutex<witness::WitnessNode>,
+    witness: &witness::WitnessShared,
     round: u64,
     consensus: &str,
     stopped: bool,
 ) -> Result<()> {
     let stats = stats.lock().expect("stats lock").clone();
-    let (witness_height, witness_stats) = {
-        let witness = witness.lock().expect("witness lock");
-        (witness.chain.best_height(), witness.stats.clone())
-    };
     let status = Status {
         height: stats.height,
         utxo_commitment: stats.utxo_commitment.to_hex(),
@@ -276,10 +284,10 @@ fn write_status(
         round,
         stopped,
         consensus: consensus.to_string(),
-        witness_height,
-        witness_mined: witness_stats.mined,
-        witness_accepted: witness_stats.accepted,
-        witness_refused: witness_stats.refused,
+        witness_height: witness.best_height.load(Ordering::Relaxed),
+        witness_mined: witness.mined.load(Ordering::Relaxed),
+        witness_accepted: witness.accepted.load(Ordering::Relaxed),
+        witness_refused: witness.refused.load(Ordering::Relaxed),
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;
