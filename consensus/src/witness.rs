@@ -136,6 +136,10 @@ pub struct WitnessParams {
     pub retarget_window: u64,
     /// The difficulty of the first window.
     pub initial_difficulty: u64,
+    /// The retarget never goes below this. A witness cannot be mined before its range is final, so while the
+    /// DPOS chain is slower than `span` blocks per target interval the windows run long and the difficulty falls;
+    /// the floor keeps a witness from becoming free then.
+    pub min_difficulty: u64,
     /// An uncle may be cited by a witness at most this many heights above it.
     pub uncle_depth_max: u64,
     /// The miner's reward for a witness at height 1; halves every `halving_interval` heights.
@@ -152,10 +156,13 @@ pub struct WitnessParams {
 impl Default for WitnessParams {
     fn default() -> Self {
         WitnessParams {
-            span: 16,
-            target_interval_ms: 5_000,
+            // 128 blocks per 2.5 s keeps up with a DPOS chain of up to ~51 blocks/s (a loaded 4-node cluster on
+            // 2 cores makes 30-60); a slower chain is witnessed as fast as it finalizes, at the difficulty floor.
+            span: 128,
+            target_interval_ms: 2_500,
             retarget_window: 16,
             initial_difficulty: 1 << 16,
+            min_difficulty: 1 << 14,
             uncle_depth_max: 6,
             base_reward: 1_000,
             halving_interval: 1_000_000,
@@ -352,6 +359,7 @@ impl WitnessChain {
     pub fn new(params: WitnessParams, limits: WitnessLimits) -> WitnessChain {
         assert!(params.span > 0 && params.span as usize <= WITNESS_SPAN_MAX);
         assert!(params.retarget_window > 0 && params.initial_difficulty > 0);
+        assert!(params.min_difficulty > 0 && params.min_difficulty <= params.initial_difficulty);
         assert!(params.target_interval_ms > 0);
         assert!(
             limits.depth_kept > params.retarget_window + 1
@@ -478,10 +486,12 @@ impl WitnessChain {
         );
         let previous = u128::from(parent_header.difficulty);
         let wanted = previous * intervals * u128::from(self.params.target_interval_ms) / actual_ms;
-        let clamped = wanted.clamp(
-            (previous / u128::from(RETARGET_CLAMP)).max(1),
-            previous * u128::from(RETARGET_CLAMP),
-        );
+        let clamped = wanted
+            .clamp(
+                previous / u128::from(RETARGET_CLAMP),
+                previous * u128::from(RETARGET_CLAMP),
+            )
+            .max(u128::from(self.params.min_difficulty));
         u64::try_from(clamped).unwrap_or(u64::MAX)
     }
 

@@ -39,6 +39,7 @@ fn params() -> WitnessParams {
         target_interval_ms: 1_000,
         retarget_window: 8,
         initial_difficulty: 4,
+        min_difficulty: 1,
         uncle_depth_max: 3,
         base_reward: 1_000,
         halving_interval: 1_000,
@@ -143,6 +144,23 @@ fn retarget_follows_a_slow_window_down_and_is_clamped() {
     }
     // The window is far too slow: the difficulty falls, but by at most the clamp (4 -> 1).
     assert_eq!(chain.next_difficulty(&chain.best()), 1);
+
+    // With a floor, it stops there.
+    let mut floored = chain_with_finalized(
+        WitnessParams {
+            initial_difficulty: 64,
+            min_difficulty: 32,
+            ..params
+        },
+        1_000,
+    );
+    for i in 0..8u64 {
+        let now = i * 100_000;
+        floored
+            .insert(child_of(&floored, 1, now), now)
+            .expect("valid");
+    }
+    assert_eq!(floored.next_difficulty(&floored.best()), 32);
 }
 
 #[test]

@@ -63,7 +63,7 @@ fn verify_names_the_first_tampered_block() {
             "--mining-threads",
             "1",
             "--duration-s",
-            "5",
+            "10",
             "--rate",
             "100",
             "--accounts",
@@ -87,14 +87,14 @@ fn verify_names_the_first_tampered_block() {
         "{stdout}{}",
         String::from_utf8_lossy(&clean.stderr)
     );
-    // "DPOS blocks 1..=K of N stored match it", with K a multiple of the span (16) and at least one span.
+    // "DPOS blocks 1..=K of N stored match it", with K a multiple of the span (128) and at least one span.
     let covered: u64 = stdout
         .split("DPOS blocks 1..=")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .and_then(|k| k.parse().ok())
         .unwrap_or_else(|| panic!("no coverage in {stdout}"));
-    assert!(covered >= 16, "{stdout}");
+    assert!(covered >= 128, "{stdout}");
 
     // A transaction's output raised, in the highest witnessed block that has transactions.
     let body_height = (1..=covered)

@@ -434,6 +434,7 @@ mod tests {
         WitnessParams {
             span: 2,
             initial_difficulty: 8,
+            min_difficulty: 1,
             ..WitnessParams::default()
         }
     }
