@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 
 use crate::cluster::{self, ClusterArgs};
 
-/// Committed TPS and the best witness height (over the nodes) of one finished run, from its `report.json`.
-fn read_run(dir: &Path) -> Result<(f64, u64)> {
+/// Committed TPS, the best witness height (over the nodes) and the nonces all miners tried, of one finished run,
+/// from its `report.json`.
+fn read_run(dir: &Path) -> Result<(f64, u64, u64)> {
     let path = dir.join("report.json");
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
@@ -17,17 +18,17 @@ fn read_run(dir: &Path) -> Result<(f64, u64)> {
     let tps = report["load"]["committed_tps"]
         .as_f64()
         .context("the report has no committed TPS")?;
-    let witness_height = report["statuses"]
-        .as_array()
-        .map(|statuses| {
-            statuses
-                .iter()
-                .filter_map(|s| s["witness_height"].as_u64())
-                .max()
-                .unwrap_or(0)
-        })
+    let statuses = report["statuses"].as_array().cloned().unwrap_or_default();
+    let witness_height = statuses
+        .iter()
+        .filter_map(|s| s["witness_height"].as_u64())
+        .max()
         .unwrap_or(0);
-    Ok((tps, witness_height))
+    let hashes = statuses
+        .iter()
+        .filter_map(|s| s["witness_hashes"].as_u64())
+        .sum();
+    Ok((tps, witness_height, hashes))
 }
 
 pub fn compare(args: &ClusterArgs) -> Result<()> {
@@ -47,11 +48,16 @@ pub fn compare(args: &ClusterArgs) -> Result<()> {
         })?;
         results.push(read_run(&dir)?);
     }
-    let ((off_tps, _), (on_tps, witness_height)) = (results[0], results[1]);
+    let ((off_tps, _, _), (on_tps, witness_height, hashes)) = (results[0], results[1]);
     let ratio = on_tps / off_tps;
     println!();
-    println!("| mining threads per node | committed TPS off | committed TPS on | on/off | witness height reached |");
-    println!("|---|---|---|---|---|");
-    println!("| {threads} | {off_tps:.0} | {on_tps:.0} | {ratio:.3} | {witness_height} |");
+    println!(
+        "| mining threads per node | committed TPS off | committed TPS on | on/off | witness height reached | \
+         nonces tried (all miners) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {threads} | {off_tps:.0} | {on_tps:.0} | {ratio:.3} | {witness_height} | {hashes} |"
+    );
     Ok(())
 }

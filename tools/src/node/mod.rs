@@ -13,7 +13,7 @@ mod executor;
 pub mod wire;
 pub mod witness;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -59,6 +59,11 @@ pub struct Status {
     pub witness_accepted: u64,
     #[serde(default)]
     pub witness_refused: u64,
+    /// Nonces this node's miners tried, and witnesses dropped because the witness thread's inbox was full.
+    #[serde(default)]
+    pub witness_hashes: u64,
+    #[serde(default)]
+    pub witness_dropped: u64,
 }
 
 pub fn run(config_path: &std::path::Path) -> Result<()> {
@@ -245,7 +250,6 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         witness.clone(),
         witness_inbox,
         mining_stop.clone(),
-        Arc::new(AtomicU64::new(0)),
     )?;
     driver.execute(actions)?;
     let (round, consensus) = driver.run(&stop)?;
@@ -288,6 +292,8 @@ fn write_status(
         witness_mined: witness.mined.load(Ordering::Relaxed),
         witness_accepted: witness.accepted.load(Ordering::Relaxed),
         witness_refused: witness.refused.load(Ordering::Relaxed),
+        witness_hashes: witness.hashes.load(Ordering::Relaxed),
+        witness_dropped: witness.dropped.load(Ordering::Relaxed),
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;

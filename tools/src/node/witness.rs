@@ -218,6 +218,8 @@ pub struct WitnessShared {
     pub refused: AtomicU64,
     /// Gossip or finds dropped because the inbox was full.
     pub dropped: AtomicU64,
+    /// Nonces this node's miners tried (their hash rate is what idle CPU they got).
+    pub hashes: AtomicU64,
 }
 
 impl WitnessShared {
@@ -349,26 +351,24 @@ pub fn lower_thread_priority() -> &'static str {
 pub type Publish = Arc<dyn Fn(&WitnessHeader) + Send + Sync>;
 
 /// Starts `count` mining threads on the witness thread's template; finds go to `inbox`; they stop when `stop` is
-/// set. `hashes` counts the nonces tried.
+/// set.
 pub fn spawn_miners(
     count: usize,
     shared: Arc<WitnessShared>,
     inbox: SyncSender<WitnessInput>,
     stop: Arc<AtomicBool>,
-    hashes: Arc<AtomicU64>,
 ) -> Result<Vec<JoinHandle<()>>> {
     (0..count)
         .map(|index| {
             let shared = shared.clone();
             let inbox = inbox.clone();
             let stop = stop.clone();
-            let hashes = hashes.clone();
             std::thread::Builder::new()
                 .name(format!("cas-miner-{index}"))
                 .spawn(move || {
                     let priority = lower_thread_priority();
                     tracing::info!(index, priority, "miner started");
-                    mine_until_stopped(&shared, &inbox, &stop, &hashes);
+                    mine_until_stopped(&shared, &inbox, &stop);
                 })
                 .context("cannot start a mining thread")
         })
@@ -382,12 +382,7 @@ fn random_nonce() -> u64 {
     u64::from_le_bytes(bytes) >> 1
 }
 
-fn mine_until_stopped(
-    shared: &WitnessShared,
-    inbox: &SyncSender<WitnessInput>,
-    stop: &AtomicBool,
-    hashes: &AtomicU64,
-) {
+fn mine_until_stopped(shared: &WitnessShared, inbox: &SyncSender<WitnessInput>, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let (generation, template) = shared.template();
         let Some(mut header) = template else {
@@ -405,7 +400,7 @@ fn mine_until_stopped(
                 nonce..nonce.saturating_add(MINING_CHUNK_NONCES),
                 stop,
             );
-            hashes.fetch_add(tried, Ordering::Relaxed);
+            shared.hashes.fetch_add(tried, Ordering::Relaxed);
             nonce = nonce.wrapping_add(tried);
             if let Some(found) = found {
                 header.nonce = found;
