@@ -1,7 +1,8 @@
 //! `cas witness verify --data-dir DIR`: audits a stopped node's stored DPOS (ledger) blocks against its stored
 //! witness chain. The witness chain is rebuilt on its own evidence (work, difficulty, linkage, uncles), its best
 //! chain's committed hashes are compared with each stored block's header hash, and each block's transactions with
-//! its header's tx root; the first DPOS height that does not match is reported. Reads only; never repairs.
+//! its header's tx root; the first DPOS height that does not match is reported. It never repairs anything; it opens
+//! the block store as the node does at start (so a torn last record is cut, exactly as the next start would).
 
 use std::path::Path;
 
