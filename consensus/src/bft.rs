@@ -331,7 +331,8 @@ impl Bft {
                 Message::Package(_)
                 | Message::Ack(_)
                 | Message::Cert(_)
-                | Message::PackageRequest(_) => {}
+                | Message::PackageRequest(_)
+                | Message::Witness(_) => {}
             },
         }
         actions

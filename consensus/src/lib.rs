@@ -4,7 +4,8 @@
 //!
 //! [`bft`] orders blocks among the DPOS committee (pipelined, leader-rotating, 2-chain commit of the HotStuff-2 /
 //! Jolteon family); [`availability`] makes packages of transactions available and certified before they are
-//! ordered; [`messages`] holds the wire types and certificate checks; [`committee`] the members and thresholds.
+//! ordered; [`messages`] holds the wire types and certificate checks; [`committee`] the members and thresholds;
+//! [`witness`] the POW witness chain that miners build over finalized blocks.
 
 pub mod availability;
 pub mod bft;
@@ -13,6 +14,7 @@ pub mod committee;
 pub mod messages;
 pub mod sim;
 pub mod verdicts;
+pub mod witness;
 
 use committee::MemberIndex;
 use messages::{AvailabilityCert, Block, Message, Package};

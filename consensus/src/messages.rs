@@ -13,6 +13,7 @@ use cas_engine::{BlockHash, Hash32, PackageId, Signature, Transaction};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::committee::{Committee, MemberIndex, COMMITTEE_MEMBERS_MAX};
+use crate::witness::{check_witness_bounds, WitnessDecodeError, WitnessHeader};
 
 pub type Round = u64;
 
@@ -297,6 +298,8 @@ pub enum Message {
     Cert(AvailabilityCert),
     /// Asks for a package the sender must execute but does not hold.
     PackageRequest(PackageId),
+    /// A POW witness block, gossiped to every node (see [`crate::witness`]); never on the ordering path.
+    Witness(WitnessHeader),
 }
 
 impl Message {
@@ -433,6 +436,8 @@ pub enum MessageDecodeError {
         count: usize,
         max: usize,
     },
+    #[error("witness: {0}")]
+    Witness(#[from] WitnessDecodeError),
     #[error("transaction {index} of the package: {source}")]
     Transaction {
         index: usize,
@@ -491,6 +496,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
                     .map_err(|source| MessageDecodeError::Transaction { index, source })?;
             }
         }
+        ArchivedMessage::Witness(header) => check_witness_bounds(header)?,
         ArchivedMessage::Vote(_)
         | ArchivedMessage::CommitVote(_)
         | ArchivedMessage::Ack(_)

@@ -5,9 +5,10 @@ use cas_consensus::messages::{
     decode_message, encode_message, Block, Message, MessageDecodeError, Package, QuorumCert, Vote,
     MESSAGE_BYTES_MAX,
 };
+use cas_consensus::witness::{WitnessDecodeError, WitnessHeader, WITNESS_SPAN_MAX};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
 use cas_engine::genesis::genesis_outputs;
-use cas_engine::{Hash32, Signature};
+use cas_engine::{Hash32, PublicKey, Signature};
 use proptest::prelude::*;
 
 fn samples() -> Vec<Message> {
@@ -38,7 +39,38 @@ fn samples() -> Vec<Message> {
             sequence: 9,
             txs: vec![tx],
         }),
+        Message::Witness(witness(16)),
     ]
+}
+
+fn witness(hashes: usize) -> WitnessHeader {
+    WitnessHeader {
+        parent: Hash32([1; 32]),
+        height: 2,
+        first_dpos_height: 17,
+        dpos_hashes: vec![Hash32([2; 32]); hashes],
+        uncles: vec![Hash32([3; 32])],
+        timestamp_ms: 9,
+        difficulty: 4,
+        miner: PublicKey([5; 32]),
+        nonce: 6,
+    }
+}
+
+#[test]
+fn a_witness_past_its_bounds_is_refused_by_the_message_decoder() {
+    let message = Message::Witness(witness(WITNESS_SPAN_MAX + 1));
+    assert!(matches!(
+        decode_message(&encode_message(&message)),
+        Err(MessageDecodeError::Witness(
+            WitnessDecodeError::TooMany { .. }
+        ))
+    ));
+    let empty = Message::Witness(witness(0));
+    assert_eq!(
+        decode_message(&encode_message(&empty)),
+        Err(MessageDecodeError::Witness(WitnessDecodeError::Empty))
+    );
 }
 
 #[test]
@@ -66,7 +98,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_messages_never_panic(which in 0usize..4, at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn mutated_messages_never_panic(which in 0usize..5, at in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut bytes = encode_message(&samples()[which]).to_vec();
         let at = at.index(bytes.len());
         bytes[at] ^= flip;

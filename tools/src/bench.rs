@@ -106,6 +106,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             invalid_every: 100,
             dir: None,
             kill_one: false,
+            mining_threads: 0,
+            compare_mining: false,
         })
         .with_context(|| format!("the cluster of {n} nodes"))?;
         measured.push(measured_row(&report));

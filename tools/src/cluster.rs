@@ -50,6 +50,12 @@ pub struct ClusterArgs {
     /// catch up and end with the same commitment. The load goes to the other nodes.
     #[arg(long)]
     pub kill_one: bool,
+    /// Witness mining threads per node (at the lowest scheduling priority; 0: no mining).
+    #[arg(long, default_value_t = 0)]
+    pub mining_threads: usize,
+    /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
+    #[arg(long)]
+    pub compare_mining: bool,
 }
 
 /// What one cluster run measured (also written as `report.json` in its folder).
@@ -90,6 +96,9 @@ fn free_ports(count: usize) -> Result<Vec<u16>> {
 }
 
 pub fn run(args: &ClusterArgs) -> Result<()> {
+    if args.compare_mining {
+        return crate::mining_compare::compare(args);
+    }
     measure(args).map(|_| ())
 }
 
@@ -185,6 +194,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             package_txs_max: 2_000,
             package_wait_ms: 20,
             snapshot_every_blocks: 500,
+            mining_threads: args.mining_threads,
         };
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;

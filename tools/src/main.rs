@@ -12,8 +12,10 @@ mod cluster;
 mod keyfile;
 mod load;
 mod local;
+mod mining_compare;
 mod node;
 mod offline;
+mod witness_cmd;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -80,6 +82,18 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Drive running nodes with signed transfers (accounts funded by a `cas local` genesis) and measure receipts.
     Load(load::LoadArgs),
+    /// The POW witness chain: audit a node's stored blocks against it.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Check a stopped node's stored DPOS blocks against its witness chain; names the first that does not match.
+    Verify {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -133,6 +147,7 @@ fn main() -> ExitCode {
         Command::Pipeline(args) => local::run(args),
         Command::Load(args) => load::run_command(args),
         Command::Bench(args) => bench::run(args),
+        Command::Witness(WitnessCommand::Verify { data_dir }) => witness_cmd::verify(data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,9 @@ pub struct NodeConfig {
     /// Write a UTXO snapshot every this many blocks.
     #[serde(default = "default_snapshot_every_blocks")]
     pub snapshot_every_blocks: u64,
+    /// Threads mining witness blocks at the lowest scheduling priority (0: none, the default on committee members).
+    #[serde(default)]
+    pub mining_threads: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -29,6 +29,7 @@ use super::durable::SafetyFile;
 use super::executor::{Committed, Executed};
 use super::journal::Journal;
 use super::wire;
+use super::witness::{offer_input, WitnessInput, WitnessShared};
 
 const TICK_MS: u64 = 10;
 /// Messages taken from the bulk lane per loop turn, so consensus is looked at again soon.
@@ -57,6 +58,8 @@ pub struct Parts {
     pub started: Instant,
     pub status_path: std::path::PathBuf,
     pub stats: Arc<Mutex<Executed>>,
+    pub witness: Arc<WitnessShared>,
+    pub witness_inbox: SyncSender<WitnessInput>,
 }
 
 pub struct Driver {
@@ -146,6 +149,7 @@ impl Driver {
                 super::write_status(
                     &self.parts.status_path,
                     &self.parts.stats,
+                    &self.parts.witness,
                     round,
                     &consensus,
                     false,
@@ -179,6 +183,10 @@ impl Driver {
             | Message::Ack(_)
             | Message::Cert(_)
             | Message::PackageRequest(_) => self.parts.availability.handle(from, message, now),
+            Message::Witness(header) => {
+                self.on_witness(header);
+                Vec::new()
+            }
             message => self.parts.bft.handle(Event::Message { from, message }),
         };
         self.execute(actions)?;
@@ -186,6 +194,16 @@ impl Driver {
             self.drain_pending(now)?;
         }
         Ok(())
+    }
+
+    /// A gossiped witness goes to the witness thread, which validates it against this node's stored blocks and
+    /// passes it on if new; a full inbox drops it (counted), never making consensus wait.
+    fn on_witness(&mut self, header: cas_consensus::witness::WitnessHeader) {
+        offer_input(
+            &self.parts.witness_inbox,
+            &self.parts.witness,
+            WitnessInput::Gossip(header),
+        );
     }
 
     fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {

@@ -15,6 +15,8 @@ use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Trans
 
 use super::durable::ExecutedFile;
 
+use super::witness::WitnessInput;
+
 /// One committed block ready to execute: its transactions in order, and who submitted each here.
 pub struct Committed {
     pub block: ConsensusBlock,
@@ -43,6 +45,9 @@ pub struct Executor {
     pub previous_ledger_hash: BlockHash,
     pub netio: Arc<cas_netio::Node>,
     pub stats: Arc<std::sync::Mutex<Executed>>,
+    /// Each stored block's hash goes to the witness thread (what miners commit to and validators check against).
+    /// A bounded queue to a normal-priority thread: a full one makes the executor wait, never lose a hash.
+    pub witness: std::sync::mpsc::SyncSender<WitnessInput>,
 }
 
 impl Executor {
@@ -87,6 +92,16 @@ impl Executor {
         };
         let receipt = receipt.with_context(|| format!("block {height}"))?;
         self.previous_ledger_hash = ledger_hash;
+        if self
+            .witness
+            .send(WitnessInput::Finalized(height, ledger_hash))
+            .is_err()
+        {
+            tracing::warn!(
+                height,
+                "the witness thread stopped; the block is not witnessed here"
+            );
+        }
         let mut rejected = 0;
         for (index, ((id, verdict), client)) in ids
             .iter()

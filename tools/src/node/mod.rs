@@ -2,6 +2,8 @@
 //! client traffic; the driver thread runs the Synchronizer, package availability and the BFT state machine, in
 //! that order of ownership, persisting safety state before any vote leaves; the executor thread turns committed
 //! blocks into ledger blocks that the shards validate and fsync, then answers clients with final receipts.
+//! Optional mining threads (`mining_threads`, at the lowest scheduling priority) build the POW witness chain over
+//! the stored blocks; every node validates gossiped witnesses against its own blocks ([`witness`]).
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
 pub mod config;
@@ -10,8 +12,9 @@ pub mod durable;
 mod executor;
 pub mod journal;
 pub mod wire;
+pub mod witness;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,6 +22,8 @@ use anyhow::{bail, Context, Result};
 use cas_consensus::availability::{Availability, AvailabilityConfig};
 use cas_consensus::bft::{Bft, BftConfig, Recovered};
 use cas_consensus::committee::Committee;
+use cas_consensus::messages::Message;
+use cas_consensus::witness::WitnessParams;
 use cas_engine::codec::{decode_block, to_owned_block};
 use cas_engine::genesis::genesis_committee;
 use cas_engine::synchronizer::{Synchronizer, SynchronizerConfig};
@@ -47,6 +52,20 @@ pub struct Status {
     /// The BFT's counters (commits, fast commits, timeouts, ...), for operators.
     #[serde(default)]
     pub consensus: String,
+    /// The best witness block's height, and the witnesses this node mined, accepted and refused.
+    #[serde(default)]
+    pub witness_height: u64,
+    #[serde(default)]
+    pub witness_mined: u64,
+    #[serde(default)]
+    pub witness_accepted: u64,
+    #[serde(default)]
+    pub witness_refused: u64,
+    /// Nonces this node's miners tried, and witnesses dropped because the witness thread's inbox was full.
+    #[serde(default)]
+    pub witness_hashes: u64,
+    #[serde(default)]
+    pub witness_dropped: u64,
 }
 
 pub fn run(config_path: &std::path::Path) -> Result<()> {
@@ -101,6 +120,13 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             recovery.durable_height
         );
     }
+    let mut stored_hashes = Vec::with_capacity(recovery.durable_height as usize);
+    for height in 1..=recovery.durable_height {
+        let bytes = shards_node.store().read(height)?;
+        stored_hashes.push(decode_block(&bytes)?.header.hash());
+    }
+    let witness_node =
+        witness::WitnessNode::open(&config.data_dir, WitnessParams::default(), stored_hashes)?;
     let last_ledger = shards_node.store().read(recovery.durable_height)?;
     let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
     tracing::info!(?recovery, "ledger open");
@@ -127,6 +153,26 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     netio.set_peers(&peers)?;
     let netio = Arc::new(netio);
 
+    let witness = Arc::new(witness::WitnessShared::default());
+    let (witness_inbox, witness_rx) = std::sync::mpsc::sync_channel(witness::WITNESS_INBOX_MAX);
+    let publish: witness::Publish = {
+        let netio = netio.clone();
+        Arc::new(move |header| {
+            let (class, bytes) = wire::encode(&Message::Witness(header.clone()));
+            for (peer, error) in netio.broadcast(class, bytes) {
+                tracing::debug!(?peer, %error, "witness gossip refused for a peer");
+            }
+        })
+    };
+    let witness_service = witness::WitnessService {
+        node: witness_node,
+        shared: witness.clone(),
+        publish,
+        miner: keypair.public(),
+    };
+    let witness_thread = std::thread::Builder::new()
+        .name("cas-witness".into())
+        .spawn(move || witness_service.run(witness_rx))?;
     let stats = Arc::new(Mutex::new(Executed {
         height: recovery.durable_height,
         utxo_commitment: recovery.utxo_commitment,
@@ -141,6 +187,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         previous_ledger_hash,
         netio: netio.clone(),
         stats: stats.clone(),
+        witness: witness_inbox.clone(),
     };
     let executor_thread = std::thread::Builder::new()
         .name("cas-executor".into())
@@ -207,21 +254,41 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         started,
         status_path: status_path.clone(),
         stats: stats.clone(),
+        witness: witness.clone(),
+        witness_inbox: witness_inbox.clone(),
     });
+    let mining_stop = Arc::new(AtomicBool::new(false));
+    let miners = witness::spawn_miners(
+        config.mining_threads,
+        witness.clone(),
+        witness_inbox,
+        mining_stop.clone(),
+    )?;
     driver.execute(actions)?;
     driver.flush_outbox()?;
     let (round, consensus) = driver.run(&stop)?;
+    mining_stop.store(true, Ordering::Relaxed);
+    for miner in miners {
+        miner
+            .join()
+            .map_err(|_| anyhow::anyhow!("a mining thread panicked"))?;
+    }
     drop(driver); // closes the execution queue: the executor drains it and stops
     executor_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the executor thread panicked"))??;
-    write_status(&status_path, &stats, round, &consensus, true)?;
+    // Every inbox sender (driver, executor, miners) is gone: the witness thread drains and ends.
+    witness_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the witness thread panicked"))?;
+    write_status(&status_path, &stats, &witness, round, &consensus, true)?;
     Ok(())
 }
 
 fn write_status(
     path: &std::path::Path,
     stats: &Mutex<Executed>,
+    witness: &witness::WitnessShared,
     round: u64,
     consensus: &str,
     stopped: bool,
@@ -235,6 +302,12 @@ fn write_status(
         round,
         stopped,
         consensus: consensus.to_string(),
+        witness_height: witness.best_height.load(Ordering::Relaxed),
+        witness_mined: witness.mined.load(Ordering::Relaxed),
+        witness_accepted: witness.accepted.load(Ordering::Relaxed),
+        witness_refused: witness.refused.load(Ordering::Relaxed),
+        witness_hashes: witness.hashes.load(Ordering::Relaxed),
+        witness_dropped: witness.dropped.load(Ordering::Relaxed),
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;

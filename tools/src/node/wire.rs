@@ -12,9 +12,12 @@ pub fn class_of(message: &Message) -> Class {
         Message::Vote(_) | Message::CommitVote(_) => Class::Vote,
         Message::Timeout(_) => Class::Timeout,
         Message::BlockRequest(_) | Message::BlockResponse(_) => Class::BlockSync,
-        Message::Package(_) | Message::Ack(_) | Message::Cert(_) | Message::PackageRequest(_) => {
-            Class::Package
-        }
+        // Witness blocks are rare, small and never urgent: the bulk lane.
+        Message::Package(_)
+        | Message::Ack(_)
+        | Message::Cert(_)
+        | Message::PackageRequest(_)
+        | Message::Witness(_) => Class::Package,
     }
 }
 

@@ -499,7 +499,10 @@ impl Model<'_> {
             Message::Vote(_) | Message::CommitVote(_) | Message::Ack(_) | Message::Timeout(_) => {
                 (1, Work::Overhead)
             }
-            Message::BlockRequest(_) | Message::PackageRequest(_) => (0, Work::Overhead),
+            // Witness blocks are node gossip the committee's state machines never send; their check is hashing.
+            Message::BlockRequest(_) | Message::PackageRequest(_) | Message::Witness(_) => {
+                (0, Work::Overhead)
+            }
         }
     }
 

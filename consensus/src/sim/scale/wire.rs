@@ -21,6 +21,8 @@ pub fn encoded_bytes(message: &Message) -> usize {
             Message::Package(_) => 2 + 8 + 8,
             Message::Ack(_) => HASH_BYTES + 1 + 2 + SIGNATURE_BYTES,
             Message::Cert(cert) => cert_bytes(cert),
+            // Not sent by the committee's state machines (node gossip); sized by its encoding if it ever is.
+            Message::Witness(_) => crate::messages::encode_message(message).len(),
         }
 }
 

@@ -1,0 +1,133 @@
+//! The witness chain end to end, as processes: `cas local` runs a node with a mining thread, which witnesses the
+//! stored DPOS blocks; `cas witness verify` passes on the untouched data; then stored blocks are rewritten the way
+//! an attacker with the disk would (valid record checksum, same length) and verify names the first one changed:
+//! a changed transaction (the body no longer matches the header) and a changed header (the hash differs from the
+//! one the witness chain committed to).
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cas_engine::codec::{decode_block, encode_block, to_owned_block};
+use cas_shards::store::segment_path;
+use cas_shards::{BlockStore, StoreConfig};
+
+fn cas(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .expect("cas runs")
+}
+
+/// The block store's record checksum (see shards/src/store.rs): what an attacker recomputes after an edit.
+fn record_checksum(payload_len: u32, height: u64, payload: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("CAS 2026-11 block store record v1");
+    h.update(&payload_len.to_le_bytes());
+    h.update(&height.to_le_bytes());
+    h.update(payload);
+    *h.finalize().as_bytes()
+}
+
+/// Rewrites stored block `height` through `edit`, keeping the record valid. Returns false if `edit` declined.
+fn tamper(data_dir: &Path, height: u64, edit: impl Fn(&mut cas_engine::Block) -> bool) -> bool {
+    let blocks = data_dir.join("ledger").join("blocks");
+    let (store, _) = BlockStore::open(&blocks, &StoreConfig::default()).unwrap();
+    let location = store.location(height).unwrap();
+    let mut block = to_owned_block(decode_block(&store.read(height).unwrap()).unwrap());
+    drop(store);
+    if !edit(&mut block) {
+        return false;
+    }
+    let payload = encode_block(&block).to_vec();
+    assert_eq!(payload.len() as u32, location.payload_len, "same length");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment_path(&blocks, location.segment))
+        .unwrap();
+    let checksum = record_checksum(location.payload_len, height, &payload);
+    file.write_all_at(&checksum, location.offset + 16).unwrap();
+    file.write_all_at(&payload, location.offset + 48).unwrap();
+    file.sync_all().unwrap();
+    true
+}
+
+#[test]
+fn verify_names_the_first_tampered_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args([
+            "local",
+            "--nodes",
+            "1",
+            "--mining-threads",
+            "1",
+            "--duration-s",
+            "10",
+            "--rate",
+            "100",
+            "--accounts",
+            "100",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("cas runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let data_dir = dir.path().join("node0");
+
+    let clean = cas(&["witness", "verify", "--data-dir"], &data_dir);
+    let stdout = String::from_utf8_lossy(&clean.stdout).to_string();
+    assert!(
+        clean.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    // "DPOS blocks 1..=K of N stored match it", with K a multiple of the span (128) and at least one span.
+    let covered: u64 = stdout
+        .split("DPOS blocks 1..=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no coverage in {stdout}"));
+    assert!(covered >= 128, "{stdout}");
+
+    // A transaction's output raised, in the highest witnessed block that has transactions.
+    let body_height = (1..=covered)
+        .rev()
+        .find(|&height| {
+            tamper(&data_dir, height, |block| match block.txs.first_mut() {
+                Some(tx) => {
+                    tx.body.outputs[0].amount += 1;
+                    true
+                }
+                None => false,
+            })
+        })
+        .expect("some witnessed block carries transactions");
+    let tampered = cas(&["witness", "verify", "--data-dir"], &data_dir);
+    let stderr = String::from_utf8_lossy(&tampered.stderr).to_string();
+    assert!(!tampered.status.success());
+    assert!(
+        stderr.contains(&format!("DPOS block {body_height} does not match"))
+            && stderr.contains("tx root"),
+        "{stderr}"
+    );
+
+    // An earlier header's timestamp changed: that block is now the first mismatch.
+    assert!(tamper(&data_dir, 2, |block| {
+        block.header.timestamp_ms += 1;
+        true
+    }));
+    let tampered = cas(&["witness", "verify", "--data-dir"], &data_dir);
+    let stderr = String::from_utf8_lossy(&tampered.stderr).to_string();
+    assert!(!tampered.status.success());
+    assert!(
+        stderr.contains("DPOS block 2 does not match") && stderr.contains("committed to"),
+        "{stderr}"
+    );
+}
