@@ -91,7 +91,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let micro = suite::micro(budget, |name| phase(&format!("(a) {name}")));
 
     phase("(b) single-node durable pipeline: signing the load");
-    let (accounts, blocks) = if args.quick { (10_000, 6) } else { (10_000, 10) };
+    let (accounts, blocks) = if args.quick {
+        (10_000, 6)
+    } else {
+        (10_000, 10)
+    };
     let pipeline = measure_pipeline(accounts, blocks, cores, &phase);
 
     let mut measured = Vec::new();
