@@ -133,14 +133,19 @@ pub fn verification_limit(load: &Load, threads: usize) -> f64 {
     signatures as f64 / started.elapsed().as_secs_f64()
 }
 
-/// User + system CPU time of this process so far (from /proc/self/stat, in clock ticks of 10 ms).
+/// User + system CPU time of this process so far.
 pub fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("linux /proc");
-    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 2..];
+    process_cpu_time("self").expect("linux /proc")
+}
+
+/// User + system CPU time of process `pid` ("self" or a number) so far, from /proc/PID/stat in clock ticks (10 ms);
+/// None when the process is gone.
+pub fn process_cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    Duration::from_millis(ticks * 10)
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// A fresh directory under the system's temp dir for one measurement.

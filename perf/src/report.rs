@@ -64,6 +64,8 @@ pub struct MeasuredRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct SimulatedRow {
     pub nodes: usize,
+    /// Which calibration of the model gave the row.
+    pub model: String,
     pub committee: usize,
     pub tps: f64,
     pub p50_ms: f64,
@@ -82,6 +84,8 @@ pub struct WhitepaperRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct Validation {
     pub nodes: usize,
+    /// Which calibration of the model was run.
+    pub model: String,
     pub measured_tps: f64,
     pub simulated_tps: f64,
     pub measured_p50_ms: f64,
@@ -266,11 +270,12 @@ impl Report {
                 s.nodes,
                 2,
                 format!(
-                    "| simulated | {} | {} | {:.3} | {:.3} | committee {}; bound by {} |",
+                    "| simulated | {} | {} | {:.3} | {:.3} | {}; committee {}; bound by {} |",
                     s.nodes,
                     grouped(s.tps),
                     s.p50_ms / 1e3,
                     s.p99_ms / 1e3,
+                    s.model,
                     s.committee,
                     s.bottleneck
                 ),
@@ -286,12 +291,13 @@ impl Report {
             md,
             "The model run at each measured configuration (same nodes, offered rate, cores shared by all nodes).\n"
         );
-        let _ = writeln!(md, "| nodes | measured TPS | simulated TPS | TPS error | measured p50 ms | simulated p50 ms | p50 error |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "| model | nodes | measured TPS | simulated TPS | TPS error | measured p50 ms | simulated p50 ms | p50 error |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
         for v in &self.validation {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:+.0}% | {:.0} | {:.0} | {:+.0}% |",
+                "| {} | {} | {} | {} | {:+.0}% | {:.0} | {:.0} | {:+.0}% |",
+                v.model,
                 v.nodes,
                 grouped(v.measured_tps),
                 grouped(v.simulated_tps),
@@ -357,7 +363,7 @@ impl Report {
             context
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                 .map_err(|e| text(&e))?
-                .label(s.label)
+                .label(s.label.clone())
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                 });
@@ -385,9 +391,9 @@ impl Report {
             Chart::Tps => tps,
             Chart::Latency => latency_s,
         };
-        vec![
+        let mut series = vec![
             Series {
-                label: "whitepaper (their cluster)",
+                label: "whitepaper (their cluster)".into(),
                 color: RGBColor(120, 120, 120),
                 points: self
                     .whitepaper
@@ -396,7 +402,7 @@ impl Report {
                     .collect(),
             },
             Series {
-                label: "measured here (cas local)",
+                label: "measured here (cas local)".into(),
                 color: RGBColor(200, 30, 30),
                 points: self
                     .measured
@@ -404,23 +410,35 @@ impl Report {
                     .map(|r| (r.nodes as f64, pick(r.tps, r.p50_ms / 1e3)))
                     .collect(),
             },
-            Series {
-                label: "simulated (scale model)",
-                color: RGBColor(30, 90, 200),
+        ];
+        // One series per calibration of the model, in the order the rows came.
+        let colors = [RGBColor(30, 90, 200), RGBColor(20, 150, 90)];
+        let mut models: Vec<&str> = Vec::new();
+        for row in &self.simulated {
+            if !models.contains(&row.model.as_str()) {
+                models.push(&row.model);
+            }
+        }
+        for (index, model) in models.into_iter().enumerate() {
+            series.push(Series {
+                label: format!("simulated: {model}"),
+                color: colors[index % colors.len()],
                 points: self
                     .simulated
                     .iter()
+                    .filter(|s| s.model == model)
                     .map(|s| (s.nodes as f64, pick(s.tps, s.p50_ms / 1e3)))
                     .collect(),
-            },
-        ]
+            });
+        }
+        series
     }
 }
 
 const PLOT_SIZE: (u32, u32) = (900, 560);
 
 struct Series {
-    label: &'static str,
+    label: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
 }

@@ -54,6 +54,7 @@ fn report() -> Report {
         simulated: vec![
             SimulatedRow {
                 nodes: 4,
+                model: "signatures + execution".into(),
                 committee: 4,
                 tps: 5_000.0,
                 p50_ms: 110.0,
@@ -62,6 +63,7 @@ fn report() -> Report {
             },
             SimulatedRow {
                 nodes: 999,
+                model: "signatures + execution".into(),
                 committee: 22,
                 tps: 20_000.0,
                 p50_ms: 900.0,
@@ -71,6 +73,7 @@ fn report() -> Report {
         ],
         validation: vec![Validation {
             nodes: 4,
+            model: "signatures + execution".into(),
             measured_tps: 4_900.0,
             simulated_tps: 5_000.0,
             measured_p50_ms: 120.0,

@@ -119,10 +119,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
 
     phase("(d) scale model: calibrating, validating against the sweep, projecting 3..999 nodes");
-    let calibration = Calibration::new(&micro, &pipeline, cores);
-    let validation: Vec<Validation> = cluster_reports
+    let base = Calibration::new(&micro, &pipeline, cores);
+    // The same model charged, per transaction and node, the CPU the smallest measured cluster's node processes
+    // spent beyond the signatures and execution the model already counts (QUIC, the driver, messages, the store).
+    let with_overhead = cluster_reports
+        .first()
+        .and_then(|report| base.with_node_overhead(report));
+    let models: Vec<&Calibration> = std::iter::once(&base).chain(&with_overhead).collect();
+    let validation: Vec<Validation> = models
         .iter()
-        .map(|report| calibration.validate(report))
+        .flat_map(|model| cluster_reports.iter().map(|report| model.validate(report)))
         .collect();
     let projected: Vec<usize> = if args.project.is_empty() {
         WHITEPAPER_ROWS.iter().map(|row| row.0).collect()
@@ -135,24 +141,25 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .all(|n| (TOTAL_NODES_MIN..=TOTAL_NODES_MAX).contains(n)),
         "projected node counts must be within {TOTAL_NODES_MIN}..={TOTAL_NODES_MAX}"
     );
-    let simulated: Vec<SimulatedRow> = projected
-        .iter()
-        .map(|&n| {
-            let result = project_saturated(&calibration.lan(n));
+    let mut simulated: Vec<SimulatedRow> = Vec::new();
+    for model in &models {
+        for &n in &projected {
+            let result = project_saturated(&model.lan(n));
             phase(&format!(
-                "(d) {n} nodes (simulated): {:.0} TPS, p50 {:.0} ms, bound by {}",
-                result.tps, result.latency_p50_ms, result.bottleneck
+                "(d) {n} nodes (simulated, {}): {:.0} TPS, p50 {:.0} ms, bound by {}",
+                model.name, result.tps, result.latency_p50_ms, result.bottleneck
             ));
-            SimulatedRow {
+            simulated.push(SimulatedRow {
                 nodes: n,
+                model: model.name.clone(),
                 committee: result.committee,
                 tps: result.tps,
                 p50_ms: result.latency_p50_ms,
                 p99_ms: result.latency_p99_ms,
                 bottleneck: format!("{} ({})", result.bottleneck, result.bottleneck_tier),
-            }
-        })
-        .collect();
+            });
+        }
+    }
 
     let report = Report {
         machine: Machine {
@@ -177,7 +184,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 latency_s,
             })
             .collect(),
-        model_parameters: calibration.describe(),
+        model_parameters: base
+            .describe()
+            .into_iter()
+            .chain(with_overhead.iter().map(|model| {
+                format!(
+                    "\"{}\": {:.2} us of CPU per tx and node on top (measured: the node processes' CPU seconds \
+                     during the load / nodes / executed txs, less what the model already charges)",
+                    model.name, model.node_overhead_us_per_tx
+                )
+            }))
+            .collect(),
     };
     let files = report.write(&args.out)?;
     println!("{}", report.markdown());
@@ -234,10 +251,15 @@ const VALIDATION_DURATION_MS: u64 = 3_000;
 const VALIDATION_WARMUP_MS: u64 = 1_000;
 
 /// The scale model's CPU costs, from this run's measurements.
+#[derive(Clone)]
 struct Calibration {
+    /// How the report labels this model's rows.
+    name: String,
     cores: usize,
     verify_us_per_signature: f64,
     execute_us_per_tx: f64,
+    /// CPU per transaction and node beyond signatures and execution, measured on a real cluster (0: not charged).
+    node_overhead_us_per_tx: f64,
     tx_bytes: usize,
 }
 
@@ -252,11 +274,34 @@ impl Calibration {
         // process: CPU time, unlike wall time, does not grow when other work shares the cores.
         let execute_us_per_tx = 1e6 / pipeline.utxo_only[0].tx_per_cpu_s;
         Calibration {
+            name: "signatures + execution".into(),
             cores,
             verify_us_per_signature,
             execute_us_per_tx,
+            node_overhead_us_per_tx: 0.0,
             tx_bytes: cas_engine::codec::encode_tx(&cas_perf::transfers(1).1[0]).len(),
         }
+    }
+
+    /// This model plus the CPU a measured cluster's nodes spent per transaction beyond what the model counts:
+    /// (node CPU seconds during the load / nodes / executed transactions) - (signatures checked per transaction and
+    /// node x CPU per signature + CPU per execution). None without a CPU measurement or an executed transaction.
+    fn with_node_overhead(&self, report: &ClusterReport) -> Option<Calibration> {
+        let executed = (report.load.final_accepted + report.load.rejected_in_block) as f64;
+        let cpu_s = report.nodes_cpu_s?;
+        if executed < 1.0 {
+            return None;
+        }
+        let nodes = report.nodes as f64;
+        let measured_us = cpu_s * 1e6 / nodes / executed;
+        let f = (report.nodes - 1) / 3;
+        let modeled_us =
+            (1 + f) as f64 / nodes * self.verify_us_per_signature + self.execute_us_per_tx;
+        Some(Calibration {
+            name: format!("+ node overhead measured at {} nodes", report.nodes),
+            node_overhead_us_per_tx: (measured_us - modeled_us).max(0.0),
+            ..self.clone()
+        })
     }
 
     /// Each node on its own machine like this one, on a LAN (the model's stated link defaults), packing as our
@@ -265,7 +310,7 @@ impl Calibration {
         ScaleParams {
             cores_per_node: self.cores,
             verify_us_per_signature: self.verify_us_per_signature,
-            execute_us_per_tx: self.execute_us_per_tx,
+            execute_us_per_tx: self.execute_us_per_tx + self.node_overhead_us_per_tx,
             tx_bytes: self.tx_bytes,
             package_wait_ms: PACKAGE_WAIT_MS,
             package_txs_max: PACKAGE_TXS_MAX,
@@ -282,7 +327,7 @@ impl Calibration {
             committee_max: report.nodes,
             cores_per_node: 1,
             verify_us_per_signature: self.verify_us_per_signature * share,
-            execute_us_per_tx: self.execute_us_per_tx * share,
+            execute_us_per_tx: (self.execute_us_per_tx + self.node_overhead_us_per_tx) * share,
             one_way_latency_us: LOOPBACK_ONE_WAY_US,
             bandwidth_bytes_per_s: LOOPBACK_BYTES_PER_S,
             offered_tps: report.load.offered_rate_per_s as f64,
@@ -293,6 +338,7 @@ impl Calibration {
         let result = project(&params);
         Validation {
             nodes: report.nodes,
+            model: self.name.clone(),
             measured_tps: report.load.committed_tps,
             simulated_tps: result.tps,
             measured_p50_ms: report.load.latency_p50_ms,

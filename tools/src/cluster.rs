@@ -71,6 +71,8 @@ pub struct ClusterReport {
     pub blocks: u64,
     pub commitments_equal: bool,
     pub statuses: Vec<Status>,
+    /// CPU seconds all node processes used while the load ran (None in the kill drill, where one was replaced).
+    pub nodes_cpu_s: Option<f64>,
 }
 
 /// Kills every node still running when dropped (an error path must not leave processes behind).
@@ -215,6 +217,16 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         invalid_every: args.invalid_every,
         rate_per_s: args.rate,
     };
+    // CPU of the node processes while the load runs: what the nodes themselves spend per transaction.
+    let nodes_cpu = |children: &Nodes| -> Option<f64> {
+        children
+            .0
+            .iter()
+            .map(|child| cas_perf::pipeline::process_cpu_time(&child.id().to_string()))
+            .sum::<Option<Duration>>()
+            .map(|total| total.as_secs_f64())
+    };
+    let cpu_before = nodes_cpu(&children);
     let started = Instant::now();
     let mut last_shown = Instant::now();
     let victim = args.nodes - 1;
@@ -255,6 +267,10 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         Duration::from_secs(20),
         &mut progress,
     )?;
+    let nodes_cpu_s = match (cpu_before, nodes_cpu(&children)) {
+        (Some(before), Some(after)) if !args.kill_one => Some(after - before),
+        _ => None,
+    };
     if let Some(error) = drill_error {
         return Err(error.context("restarting the killed node"));
     }
@@ -303,6 +319,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         blocks,
         commitments_equal,
         statuses,
+        nodes_cpu_s,
     };
     let json_path = dir.join("report.json");
     fs::write(&json_path, serde_json::to_vec_pretty(&cluster)?)?;
