@@ -296,15 +296,15 @@ impl Report {
         for v in &self.validation {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {:+.0}% | {:.0} | {:.0} | {:+.0}% |",
+                "| {} | {} | {} | {} | {:+.0}% | {:.0} | {} | {} |",
                 v.model,
                 v.nodes,
                 grouped(v.measured_tps),
                 grouped(v.simulated_tps),
                 v.tps_error() * 100.0,
                 v.measured_p50_ms,
-                v.simulated_p50_ms,
-                v.p50_error() * 100.0
+                finite_or(v.simulated_p50_ms, |ms| format!("{ms:.0}")),
+                finite_or(v.p50_error(), |e| format!("{:+.0}%", e * 100.0)),
             );
         }
         let _ = writeln!(md, "\nModel parameters:\n");
@@ -483,6 +483,15 @@ fn register_font() {
         )
         .unwrap_or_else(|_| panic!("the embedded font parses"));
     });
+}
+
+/// A figure, or "not final" where the model left most transactions unfinished (an infinite latency).
+fn finite_or(value: f64, show: impl Fn(f64) -> String) -> String {
+    if value.is_finite() {
+        show(value)
+    } else {
+        "not final".into()
+    }
 }
 
 /// 12345.6 -> "12,346".
