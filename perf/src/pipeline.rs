@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cas_engine::codec::{encode_block, BLOCK_TXS_MAX};
+use cas_engine::codec::{decode_block, encode_block, BLOCK_TXS_MAX};
 use cas_engine::crypto::{verify_batch, SigEntry};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::genesis_outputs;
-use cas_engine::{merkle, Block, BlockHeader, Hash32, OutPoint, PublicKey, Transaction};
+use cas_engine::{
+    merkle, ArchivedTransaction, Block, BlockHeader, Hash32, OutPoint, PublicKey, Transaction, TxId,
+};
 use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger};
 
 use crate::CHAIN_ID;
@@ -108,29 +110,48 @@ pub fn load(accounts: u32, blocks: u64, threads: usize) -> Load {
 /// Batched verifications per second of the load's signatures on `threads` plain threads, ids precomputed:
 /// the ceiling of any pipeline that checks every signature on those cores.
 pub fn verification_limit(load: &Load, threads: usize) -> f64 {
-    let ids: Vec<Hash32> = load.txs.iter().map(Transaction::tx_id).collect();
-    let per_thread = load.txs.len().div_ceil(threads.max(1));
+    let txs: Vec<&ArchivedTransaction> = load
+        .blocks
+        .iter()
+        .flat_map(|bytes| {
+            decode_block(bytes)
+                .expect("the load's blocks decode")
+                .txs
+                .iter()
+        })
+        .collect();
+    let ids: Vec<TxId> = txs.iter().map(|tx| tx.tx_id()).collect();
+    batched_verification_rate(&signature_entries(&txs, &ids), threads)
+}
+
+/// The signature checks of `txs` (`ids[i]` is `txs[i]`'s id), one entry per witness, in order.
+pub fn signature_entries<'a>(
+    txs: &[&'a ArchivedTransaction],
+    ids: &'a [TxId],
+) -> Vec<SigEntry<'a>> {
+    txs.iter()
+        .zip(ids)
+        .flat_map(|(tx, id)| {
+            tx.witnesses.iter().map(move |w| SigEntry {
+                message: &id.0,
+                key: &w.key.0,
+                signature: &w.signature.0,
+            })
+        })
+        .collect()
+}
+
+/// Batched verifications per second of `entries`, split into contiguous chunks over `threads` plain threads. The
+/// signatures must all be good: a limit is measured on the work a valid load needs.
+pub fn batched_verification_rate(entries: &[SigEntry<'_>], threads: usize) -> f64 {
+    let per_thread = entries.len().div_ceil(threads.max(1)).max(1);
     let started = Instant::now();
     thread::scope(|scope| {
-        for (txs, ids) in load.txs.chunks(per_thread).zip(ids.chunks(per_thread)) {
-            scope.spawn(move || {
-                let entries: Vec<SigEntry<'_>> = txs
-                    .iter()
-                    .zip(ids)
-                    .flat_map(|(tx, id)| {
-                        tx.witnesses.iter().map(move |w| SigEntry {
-                            message: &id.0,
-                            key: &w.key.0,
-                            signature: &w.signature.0,
-                        })
-                    })
-                    .collect();
-                assert!(verify_batch(&entries).is_empty(), "the load is valid");
-            });
+        for chunk in entries.chunks(per_thread) {
+            scope.spawn(move || assert!(verify_batch(chunk).is_empty(), "the signatures are good"));
         }
     });
-    let signatures: usize = load.txs.iter().map(|tx| tx.witnesses.len()).sum();
-    signatures as f64 / started.elapsed().as_secs_f64()
+    entries.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 /// User + system CPU time of this process so far.
