@@ -39,16 +39,21 @@ pub fn transfers(count: u32) -> (MemoryLedger, Vec<Transaction>) {
 
 /// A block at height 1 holding `txs`, with a correct tx root.
 pub fn block_of(txs: Vec<Transaction>) -> Block {
+    block_at(1, Hash32::ZERO, txs)
+}
+
+/// A block at `height` (round and timestamp the same number) on `parent`, holding `txs`, with a correct tx root.
+pub fn block_at(height: u64, parent: Hash32, txs: Vec<Transaction>) -> Block {
     let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
     Block {
         header: BlockHeader {
             chain_id: CHAIN_ID,
-            height: 1,
-            round: 1,
-            parent: Hash32::ZERO,
+            height,
+            round: height,
+            parent,
             tx_root: merkle::root(&ids),
             proposer: PublicKey::default(),
-            timestamp_ms: 0,
+            timestamp_ms: height,
             utxo_commitment: Hash32::ZERO,
         },
         txs,

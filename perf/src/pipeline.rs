@@ -13,9 +13,7 @@ use cas_engine::codec::{decode_block, encode_block, BLOCK_TXS_MAX};
 use cas_engine::crypto::{verify_batch, SigEntry};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::genesis_outputs;
-use cas_engine::{
-    merkle, ArchivedTransaction, Block, BlockHeader, Hash32, OutPoint, PublicKey, Transaction, TxId,
-};
+use cas_engine::{ArchivedTransaction, Block, OutPoint, Transaction, TxId};
 use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger};
 
 use crate::CHAIN_ID;
@@ -82,20 +80,7 @@ pub fn load(accounts: u32, blocks: u64, threads: usize) -> Load {
             .iter()
             .map(|c| c[height as usize - 1].clone())
             .collect();
-        let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
-        let block = Block {
-            header: BlockHeader {
-                chain_id: CHAIN_ID,
-                height,
-                round: height,
-                parent,
-                tx_root: merkle::root(&ids),
-                proposer: PublicKey::default(),
-                timestamp_ms: height,
-                utxo_commitment: Hash32::ZERO,
-            },
-            txs,
-        };
+        let block = crate::block_at(height, parent, txs);
         parent = block.header.hash();
         all.extend(block.txs.iter().cloned());
         encoded.push(encode_block(&block).to_vec());

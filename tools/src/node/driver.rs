@@ -323,8 +323,8 @@ impl Driver {
                     .safety_file
                     .store(&safety)
                     .context("persisting safety state")?,
-                Action::StoreBlock(block) => self.parts.journal.append_block(&block)?,
-                Action::StorePackage(package) => self.parts.journal.append_package(&package)?,
+                Action::StoreBlock(block) => self.parts.journal.append_block(block)?,
+                Action::StorePackage(package) => self.parts.journal.append_package(package)?,
                 Action::Certified(cert) => {
                     if cert.creator == self.parts.bft.me() {
                         self.answer_accepted(&cert.package);

@@ -156,12 +156,13 @@ impl Journal {
         ))
     }
 
-    pub fn append_package(&mut self, package: &Package) -> Result<()> {
-        self.append(&Message::Package(package.clone()))
+    /// Takes the package by value: it is encoded once, never copied (a received package is stored on this path).
+    pub fn append_package(&mut self, package: Package) -> Result<()> {
+        self.append(&Message::Package(package))
     }
 
-    pub fn append_block(&mut self, block: &Block) -> Result<()> {
-        self.append(&Message::BlockResponse(block.clone()))
+    pub fn append_block(&mut self, block: Block) -> Result<()> {
+        self.append(&Message::BlockResponse(block))
     }
 
     fn append(&mut self, message: &Message) -> Result<()> {
@@ -253,7 +254,7 @@ mod tests {
             let (mut journal, replayed) = Journal::open(dir.path()).unwrap();
             assert!(replayed.packages.is_empty() && replayed.blocks.is_empty());
             for sequence in 0..3 {
-                journal.append_package(&package(sequence)).unwrap();
+                journal.append_package(package(sequence)).unwrap();
             }
             journal.sync().unwrap();
         }
@@ -274,9 +275,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut journal, _) = Journal::open(dir.path()).unwrap();
-            journal.append_package(&package(0)).unwrap();
+            journal.append_package(package(0)).unwrap();
             journal.rotate().unwrap();
-            journal.append_package(&package(1)).unwrap();
+            journal.append_package(package(1)).unwrap();
             journal.sync().unwrap();
         }
         let first = segment_path(dir.path(), 0);
