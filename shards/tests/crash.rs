@@ -108,25 +108,28 @@ fn sigkill_at_random_moments_leaves_a_durable_prefix() {
         });
         // The child needs a few hundred ms to build the chain and recover; kill anywhere in that and after.
         std::thread::sleep(Duration::from_millis(150 + rng.below(900)));
-        // On a slow machine random kills may all land before the first snapshot: in the second half, if none has
-        // recovered from one yet, let this child ack past two snapshot intervals before killing it.
+        // On a slow machine random kills may all land before the first snapshot is durable (snapshots are written
+        // off the append path, so an ack does not mean one is): in the second half, if none has recovered from one
+        // yet, let this child run until a finished snapshot file exists at or below an acknowledged height.
         let mut lines: Vec<String> = Vec::new();
         if from_snapshot == 0 && kills >= KILLS / 2 {
-            let target = 2 * config().snapshot_every_blocks;
+            let mut highest = acked_max;
+            let usable_snapshot = |highest: u64| {
+                cas_shards::snapshot::list(&dir.join("snapshots"))
+                    .unwrap()
+                    .iter()
+                    .any(|(height, _)| *height <= highest)
+            };
             let wait_until = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < wait_until {
+            while Instant::now() < wait_until && !usable_snapshot(highest) {
                 match lines_rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(line) => {
                         let acked = line
                             .strip_prefix("acked ")
-                            .and_then(|rest| rest.split(' ').next());
-                        let past = acked
-                            .and_then(|h| h.parse::<u64>().ok())
-                            .is_some_and(|h| h >= target);
+                            .and_then(|rest| rest.split(' ').next())
+                            .and_then(|h| h.parse::<u64>().ok());
+                        highest = highest.max(acked.unwrap_or(0));
                         lines.push(line);
-                        if past {
-                            break;
-                        }
                     }
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
