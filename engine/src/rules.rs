@@ -283,9 +283,17 @@ pub fn apply_batch(
             outputs + tx.body.outputs.len(),
         )
     });
+    // Inputs the view lacks: only these can name an output created in this batch (an outpoint is created once, so
+    // it cannot be in the view too). Created outputs enter the overlay only when one of these names them, which
+    // keeps the overlay to the spends in the common case of a batch with no chains inside it.
+    let unresolved: FastSet<OutPoint> = txs
+        .iter()
+        .flat_map(|tx| tx.body.inputs.iter().map(OutPoint::from))
+        .filter(|outpoint| view.get(outpoint).is_none())
+        .collect();
     // What this batch did to an outpoint: one map for both, so an input is looked up once before the view.
     let mut overlay: FastMap<OutPoint, InBatch> =
-        FastMap::with_capacity_and_hasher(inputs + outputs, Default::default());
+        FastMap::with_capacity_and_hasher(inputs + unresolved.len(), Default::default());
     // Outputs created in this batch, in creation order, and whether they are still unspent.
     let mut created: Vec<(OutPoint, TxOutput, bool)> = Vec::with_capacity(outputs);
     let mut scratch = Scratch::default();
@@ -324,7 +332,9 @@ pub fn apply_batch(
                 tx: *id,
                 index: index as u32,
             };
-            overlay.insert(outpoint, InBatch::Created(created.len()));
+            if !unresolved.is_empty() && unresolved.contains(&outpoint) {
+                overlay.insert(outpoint, InBatch::Created(created.len()));
+            }
             created.push((outpoint, TxOutput::from(archived), true));
         }
         outcome.fees = outcome

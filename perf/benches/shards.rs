@@ -48,17 +48,19 @@ fn main() {
 
     let limit_before = verification_limit(&load, cores);
     let n = durable(&load, cores);
-    let (tps_n, p50_n) = (n.tps, n.block_p50_ms);
+    let (tps_n, p50_n, busy_n) = (n.tps, n.block_p50_ms, n.busy_cores);
     let limit_after = verification_limit(&load, cores);
     let one = durable(&load, 1);
     let (tps_1, p50_1) = (one.tps, one.block_p50_ms);
     let limit = limit_before.max(limit_after);
     println!();
     println!("(b) full pipeline, durable (fdatasync per block), {cores} shards on {cores} cores");
-    println!("| TPS | block p50 ms | verify limit sig/s (before / after) | TPS/limit |");
-    println!("|---|---|---|---|");
     println!(
-        "| {tps_n:.0} | {p50_n:.1} | {limit_before:.0} / {limit_after:.0} | {:.2} |",
+        "| TPS | block p50 ms | busy cores | verify limit sig/s (before / after) | TPS/limit |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {tps_n:.0} | {p50_n:.1} | {busy_n:.2} of {cores} | {limit_before:.0} / {limit_after:.0} | {:.2} |",
         tps_n / limit
     );
     println!();

@@ -209,6 +209,9 @@ pub struct Durable {
     pub shards: usize,
     pub tps: f64,
     pub block_p50_ms: f64,
+    /// Cores busy on average while the blocks ran (process CPU time / wall time): idle cores show as a gap to
+    /// the shard count.
+    pub busy_cores: f64,
 }
 
 /// (b): the durable node (signatures, rules, commit, fdatasync per block) on `shards` shards.
@@ -223,7 +226,7 @@ pub fn durable(load: &Load, shards: usize) -> Durable {
     };
     let (mut node, _) =
         Node::open(&dir, &config, Some(&load.genesis)).expect("a fresh store opens");
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_time());
     let mut in_flight = VecDeque::new();
     let mut latencies = Vec::new();
     let mut accepted = 0usize;
@@ -249,7 +252,7 @@ pub fn durable(load: &Load, shards: usize) -> Durable {
     while let Some(flight) = in_flight.pop_front() {
         complete(&mut node, flight);
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = (started.elapsed(), cpu_time() - cpu);
     assert_eq!(accepted, load.txs.len(), "every transfer is valid");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
@@ -258,5 +261,6 @@ pub fn durable(load: &Load, shards: usize) -> Durable {
         shards,
         tps: load.txs.len() as f64 / elapsed.as_secs_f64(),
         block_p50_ms: latencies[latencies.len() / 2].as_secs_f64() * 1e3,
+        busy_cores: cpu.as_secs_f64() / elapsed.as_secs_f64(),
     }
 }

@@ -38,6 +38,7 @@ fn report() -> Report {
                 shards: 2,
                 tps: 80_000.0,
                 block_p50_ms: 30.0,
+                busy_cores: 1.9,
             },
             verify_limit_sig_s: 110_000.0,
         },

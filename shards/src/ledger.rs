@@ -277,8 +277,15 @@ impl ShardedLedger {
         created: Vec<(OutPoint, TxOutput)>,
     ) -> Result<(), Error> {
         let count = self.shards.len();
-        let mut routed_spent: Vec<Vec<(OutPoint, TxOutput)>> = vec![Vec::new(); count];
-        let mut routed_created: Vec<Vec<(OutPoint, TxOutput)>> = vec![Vec::new(); count];
+        // Sized for an even spread (outpoints are uniform hashes), so routing rarely grows a vector.
+        let share = |total: usize| total / count + total / (8 * count) + 16;
+        let (spent_share, created_share) = (share(spent.len()), share(created.len()));
+        let mut routed_spent: Vec<Vec<(OutPoint, TxOutput)>> = (0..count)
+            .map(|_| Vec::with_capacity(spent_share))
+            .collect();
+        let mut routed_created: Vec<Vec<(OutPoint, TxOutput)>> = (0..count)
+            .map(|_| Vec::with_capacity(created_share))
+            .collect();
         for entry in spent {
             routed_spent[shard_of(&entry.0, count)].push(entry);
         }

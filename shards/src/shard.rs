@@ -1,6 +1,7 @@
-//! One shard: the unspent outputs of its hash partition, their LtHash commitment, and the balance index
-//! ((owner, asset) -> balance, owner -> outpoints). It owns this state alone, on its own executor, and changes it
-//! only through [`Command`]s that arrive in order; it never sees another shard's state.
+//! One shard: the unspent outputs of its hash partition, their LtHash commitment, and the balance index (owner ->
+//! balance per asset and unspent outpoints, one entry per owner so a coin costs one index probe). It owns this
+//! state alone, on its own executor, and changes it only through [`Command`]s that arrive in order; it never sees
+//! another shard's state.
 
 use std::sync::Arc;
 
@@ -62,41 +63,84 @@ pub(crate) enum Command {
 pub(crate) struct ShardState {
     utxos: FastMap<OutPoint, TxOutput>,
     commitment: SetCommitment,
-    balances: FastMap<(PublicKey, AssetId), u128>,
-    owned: FastMap<PublicKey, FastSet<OutPoint>>,
+    owners: FastMap<PublicKey, Holdings>,
+}
+
+/// What one owner holds in this shard. An owner holds few assets, so balances are a short list; its outpoints
+/// are a set, since an exchange may hold millions.
+#[derive(Default)]
+struct Holdings {
+    balances: Vec<(AssetId, u128)>,
+    outpoints: FastSet<OutPoint>,
+}
+
+impl Holdings {
+    fn balance(&self, asset: &AssetId) -> u128 {
+        self.balances
+            .iter()
+            .find(|(a, _)| a == asset)
+            .map_or(0, |(_, balance)| *balance)
+    }
 }
 
 impl ShardState {
+    /// Applies a block's net change. The index probes (cache misses on a large set) run back to back so the CPU
+    /// overlaps them; the commitment's hashing (pure computation) follows in its own pass.
+    fn commit(&mut self, spent: &[(OutPoint, TxOutput)], created: &[(OutPoint, TxOutput)]) {
+        for (outpoint, coin) in spent {
+            self.remove(*outpoint, *coin);
+        }
+        for (outpoint, coin) in created {
+            self.insert(*outpoint, *coin);
+        }
+        for (outpoint, coin) in spent {
+            self.commitment.remove(outpoint, coin);
+        }
+        for (outpoint, coin) in created {
+            self.commitment.insert(outpoint, coin);
+        }
+    }
+
+    /// Indexes a new coin (the caller updates the commitment).
     fn insert(&mut self, outpoint: OutPoint, coin: TxOutput) {
         let previous = self.utxos.insert(outpoint, coin);
         assert!(previous.is_none(), "outpoint {outpoint:?} is created once");
-        self.commitment.insert(&outpoint, &coin);
-        *self.balances.entry((coin.owner, coin.asset)).or_default() += u128::from(coin.amount);
-        self.owned.entry(coin.owner).or_default().insert(outpoint);
+        let holdings = self.owners.entry(coin.owner).or_default();
+        match holdings.balances.iter_mut().find(|(a, _)| *a == coin.asset) {
+            Some((_, balance)) => *balance += u128::from(coin.amount),
+            None => holdings
+                .balances
+                .push((coin.asset, u128::from(coin.amount))),
+        }
+        holdings.outpoints.insert(outpoint);
     }
 
+    /// Unindexes a spent coin (the caller updates the commitment).
     fn remove(&mut self, outpoint: OutPoint, coin: TxOutput) {
         let removed = self.utxos.remove(&outpoint);
         assert_eq!(removed, Some(coin), "a spent coin must be in its shard");
-        self.commitment.remove(&outpoint, &coin);
-        let key = (coin.owner, coin.asset);
-        let balance = self
+        let holdings = self
+            .owners
+            .get_mut(&coin.owner)
+            .expect("an owned coin is indexed");
+        assert!(
+            holdings.outpoints.remove(&outpoint),
+            "the index holds every coin"
+        );
+        let position = holdings
             .balances
-            .get_mut(&key)
+            .iter()
+            .position(|(a, _)| *a == coin.asset)
             .expect("an owned coin has a balance");
+        let balance = &mut holdings.balances[position].1;
         *balance = balance
             .checked_sub(u128::from(coin.amount))
             .expect("a balance covers its coins");
         if *balance == 0 {
-            self.balances.remove(&key);
+            holdings.balances.swap_remove(position);
         }
-        let outpoints = self
-            .owned
-            .get_mut(&coin.owner)
-            .expect("an owned coin is indexed");
-        assert!(outpoints.remove(&outpoint), "the index holds every coin");
-        if outpoints.is_empty() {
-            self.owned.remove(&coin.owner);
+        if holdings.outpoints.is_empty() {
+            self.owners.remove(&coin.owner);
         }
     }
 
@@ -136,12 +180,7 @@ impl ShardState {
                 created,
                 reply,
             } => {
-                for (outpoint, coin) in spent {
-                    self.remove(outpoint, coin);
-                }
-                for (outpoint, coin) in created {
-                    self.insert(outpoint, coin);
-                }
+                self.commit(&spent, &created);
                 let _ = reply.send(self.commitment.clone());
             }
             Command::Balance {
@@ -149,11 +188,15 @@ impl ShardState {
                 asset,
                 reply,
             } => {
-                let _ = reply.send(self.balances.get(&(owner, asset)).copied().unwrap_or(0));
+                let _ = reply.send(self.owners.get(&owner).map_or(0, |h| h.balance(&asset)));
             }
             Command::Outputs { owner, reply } => {
-                let outputs = self.owned.get(&owner).map_or_else(Vec::new, |outpoints| {
-                    outpoints.iter().map(|o| (*o, self.utxos[o])).collect()
+                let outputs = self.owners.get(&owner).map_or_else(Vec::new, |holdings| {
+                    holdings
+                        .outpoints
+                        .iter()
+                        .map(|o| (*o, self.utxos[o]))
+                        .collect()
                 });
                 let _ = reply.send(outputs);
             }
