@@ -1,6 +1,7 @@
 //! The UTXO set commitment: a lattice-based multiset hash (LtHash16), updated per output without rehashing the set.
 //!
-//! Each element (outpoint and output) expands through blake3's XOF to 1,024 lanes of u16; the set's state is the
+//! Each element (outpoint and output) is hashed with blake3 and the hash expands through AES-256-CTR
+//! ([`crate::keystream`]) to 1,024 lanes of u16; the set's state is the
 //! lane-wise sum mod 2^16 of its elements. Insert adds, remove subtracts, and states of disjoint shards add up to
 //! the state of their union, in any order: each shard keeps its own state and the block header carries the
 //! blake3 checksum of the combined one. Why this choice: it is incremental in O(1) per change, order-free (so the
@@ -9,12 +10,14 @@
 //! multiset hash would cost a hash-to-curve per change, several microseconds against about one here.
 
 use crate::id::{domain, DomainKey, Hash32};
+use crate::keystream;
 use crate::tx::{write_output, OutPoint, TxOutput, OUTPUT_BYTES_MAX};
 
 /// Lanes in the state. 1,024 u16 lanes = 2 KiB, the LtHash16 parameters.
 pub const LANES: usize = 1024;
 /// An element's canonical bytes: outpoint (tx id, index) then the output.
 const ELEMENT_BYTES_MAX: usize = 36 + OUTPUT_BYTES_MAX;
+const _: () = assert!(keystream::KEYSTREAM_BYTES == LANES * 2);
 
 /// The multiset hash of a set of unspent outputs.
 #[derive(Clone, PartialEq, Eq)]
@@ -38,9 +41,8 @@ impl core::fmt::Debug for SetCommitment {
 
 static ELEMENT: DomainKey = DomainKey::new(domain::UTXO_ELEMENT);
 
-/// Adds (`sign` = 1) or subtracts (`sign` = -1) an element's lanes: its canonical bytes expand through blake3's XOF
-/// (filled many blocks at a time by blake3's SIMD `xof_many`) straight into a byte buffer that is added lane-wise,
-/// with no intermediate u16 array.
+/// Adds or subtracts an element's lanes: the blake3 hash of its canonical bytes keys the keystream, written straight
+/// into a byte buffer that is added lane-wise, with no intermediate u16 array.
 fn add_element(lanes: &mut [u16; LANES], outpoint: &OutPoint, output: &TxOutput, subtract: bool) {
     let mut h = ELEMENT.hasher();
     let mut canonical = [0u8; ELEMENT_BYTES_MAX];
@@ -48,8 +50,8 @@ fn add_element(lanes: &mut [u16; LANES], outpoint: &OutPoint, output: &TxOutput,
     canonical[32..36].copy_from_slice(&outpoint.index.to_le_bytes());
     let len = 36 + write_output(&mut canonical[36..], output);
     h.update(&canonical[..len]);
-    let mut bytes = [0u8; LANES * 2];
-    h.finalize_xof().fill(&mut bytes);
+    let mut bytes = [0u8; keystream::KEYSTREAM_BYTES];
+    keystream::fill(h.finalize().as_bytes(), &mut bytes);
     let element = bytes
         .chunks_exact(2)
         .map(|pair| u16::from_le_bytes([pair[0], pair[1]]));

@@ -14,6 +14,7 @@ pub mod fasthash;
 pub mod fixtures;
 pub mod genesis;
 pub mod id;
+pub mod keystream;
 pub mod ledger;
 pub mod merkle;
 pub mod rules;

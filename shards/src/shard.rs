@@ -12,7 +12,7 @@ use cas_engine::{
 };
 use crossbeam_channel::{select_biased, Receiver, Sender};
 
-use crate::hash::{FastMap, FastSet};
+use crate::hash::FastMap;
 
 /// A result of a signature job: the tx ids and verdicts of `txs[start..start + ids.len()]`.
 pub(crate) struct VerifyDone {
@@ -66,12 +66,16 @@ pub(crate) struct ShardState {
     owners: FastMap<PublicKey, Holdings>,
 }
 
-/// What one owner holds in this shard. An owner holds few assets, so balances are a short list; its outpoints
-/// are a set, since an exchange may hold millions.
+/// What one owner holds in this shard. An owner holds few assets, so balances are a short list. Its outpoints are
+/// an append-only list pruned lazily: a spend only counts down `live` (no probe), the list is compacted against
+/// the set when more than half of it is stale, and listing skips the spent ones. An outpoint is created once, so
+/// a stale entry never comes back to life. Listing and compaction cost O(live) amortized.
 #[derive(Default)]
 struct Holdings {
     balances: Vec<(AssetId, u128)>,
-    outpoints: FastSet<OutPoint>,
+    outpoints: Vec<OutPoint>,
+    /// How many of `outpoints` are unspent.
+    live: usize,
 }
 
 impl Holdings {
@@ -112,7 +116,8 @@ impl ShardState {
                 .balances
                 .push((coin.asset, u128::from(coin.amount))),
         }
-        holdings.outpoints.insert(outpoint);
+        holdings.outpoints.push(outpoint);
+        holdings.live += 1;
     }
 
     /// Unindexes a spent coin (the caller updates the commitment).
@@ -123,10 +128,6 @@ impl ShardState {
             .owners
             .get_mut(&coin.owner)
             .expect("an owned coin is indexed");
-        assert!(
-            holdings.outpoints.remove(&outpoint),
-            "the index holds every coin"
-        );
         let position = holdings
             .balances
             .iter()
@@ -139,8 +140,14 @@ impl ShardState {
         if *balance == 0 {
             holdings.balances.swap_remove(position);
         }
-        if holdings.outpoints.is_empty() {
+        holdings.live -= 1;
+        if holdings.live == 0 {
+            debug_assert!(holdings.balances.is_empty());
             self.owners.remove(&coin.owner);
+        } else if holdings.outpoints.len() > 2 * holdings.live + 8 {
+            let utxos = &self.utxos;
+            holdings.outpoints.retain(|o| utxos.contains_key(o));
+            debug_assert_eq!(holdings.outpoints.len(), holdings.live);
         }
     }
 
@@ -195,7 +202,7 @@ impl ShardState {
                     holdings
                         .outpoints
                         .iter()
-                        .map(|o| (*o, self.utxos[o]))
+                        .filter_map(|o| self.utxos.get(o).map(|coin| (*o, *coin)))
                         .collect()
                 });
                 let _ = reply.send(outputs);
@@ -240,4 +247,66 @@ pub(crate) fn run(index: usize, urgent: Receiver<Command>, bulk: Receiver<Comman
         state.handle(command);
     }
     tracing::debug!(shard = index, utxos = state.utxos.len(), "shard stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cas_engine::id::domain;
+    use cas_engine::Hash32;
+
+    fn coin(owner: u8, amount: u64) -> TxOutput {
+        TxOutput {
+            amount,
+            asset: AssetId::CAS,
+            owner: PublicKey([owner; 32]),
+            unlock_height: None,
+        }
+    }
+
+    fn outpoint(i: u32) -> OutPoint {
+        OutPoint {
+            tx: Hash32::of(domain::TX_ID, &i.to_le_bytes()),
+            index: i % 3,
+        }
+    }
+
+    /// An owner's outputs as the `Outputs` command answers them, sorted.
+    fn listed(state: &mut ShardState, owner: u8) -> Vec<(OutPoint, TxOutput)> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        state.handle(Command::Outputs {
+            owner: PublicKey([owner; 32]),
+            reply,
+        });
+        let mut outputs = answer.recv().expect("answered");
+        outputs.sort_unstable_by_key(|(o, _)| *o);
+        outputs
+    }
+
+    #[test]
+    fn the_owner_index_stays_exact_and_compact_through_spends() {
+        let mut state = ShardState::default();
+        let created: Vec<_> = (0..100).map(|i| (outpoint(i), coin(1, 10))).collect();
+        state.commit(&[], &created);
+        state.commit(&[], &[(outpoint(1000), coin(2, 7))]);
+        let (spent, kept) = created.split_at(90);
+        state.commit(spent, &[]);
+        let holdings = &state.owners[&PublicKey([1; 32])];
+        assert_eq!(holdings.live, 10);
+        assert!(
+            holdings.outpoints.len() <= 2 * holdings.live + 8,
+            "compacted: {} entries for {} live",
+            holdings.outpoints.len(),
+            holdings.live
+        );
+        assert_eq!(holdings.balance(&AssetId::CAS), 100);
+        let mut expected = kept.to_vec();
+        expected.sort_unstable_by_key(|(o, _)| *o);
+        assert_eq!(listed(&mut state, 1), expected);
+        assert_eq!(listed(&mut state, 2), vec![(outpoint(1000), coin(2, 7))]);
+        state.commit(kept, &[]);
+        assert!(!state.owners.contains_key(&PublicKey([1; 32])));
+        assert!(listed(&mut state, 1).is_empty());
+        assert_eq!(state.utxos.len(), 1);
+    }
 }
