@@ -136,7 +136,8 @@ mod hash {
             .bench(|| blake3::hash(black_box(&bytes)));
     }
 
-    /// One UTXO set commitment update (LtHash16: blake3 XOF to 2 KiB plus 1,024 lane additions).
+    /// One UTXO set commitment update (LtHash16: the element's blake3 hash, its 2 KiB AES-256-CTR keystream, 1,024
+    /// lane additions).
     #[divan::bench]
     fn utxo_commitment_insert(bencher: Bencher) {
         let tx = &LOAD.1[0];
