@@ -114,7 +114,7 @@ pub fn mine(header: &WitnessHeader, nonces: Range<u64>, stop: &AtomicBool) -> (O
     let seal = header.seal();
     let mut tried = 0u64;
     for nonce in nonces {
-        if tried % STOP_CHECK_NONCES == 0 && tried > 0 && stop.load(Ordering::Relaxed) {
+        if tried.is_multiple_of(STOP_CHECK_NONCES) && tried > 0 && stop.load(Ordering::Relaxed) {
             return (None, tried);
         }
         tried += 1;

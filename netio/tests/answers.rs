@@ -304,7 +304,7 @@ fn a_client_that_does_not_read_its_answers_is_disconnected() {
             Err(error) => break error,
         }
         assert!(queued < 1_000_000, "the slow client's queue never filled");
-        if queued % 1024 == 0 {
+        if queued.is_multiple_of(1024) {
             assert!(
                 Instant::now() < deadline,
                 "the slow client's queue never filled"

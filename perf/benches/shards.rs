@@ -1,7 +1,8 @@
 //! The shards pipeline (`cargo bench -p cas-perf --bench shards`), each figure beside its limit from the same run:
 //! (a) UTXO check + commit without signatures (quorum-attested blocks), per CPU-second of the whole process;
 //! (b) the full pipeline (untrusted decode, batched signatures on the shards, UTXO rules, commit, fdatasync per
-//!     block) on every core, beside the batched-verification limit of the same cores;
+//!     block) on every core, beside the batched-verification limit of the same cores, measured before and after
+//!     each of three rounds (the median round is the figure);
 //! (c) the full pipeline on 1 shard against 2.
 //! The load: `ACCOUNTS` accounts each making one transfer per block that spends its change from the block before,
 //! so every block depends on the previous one.
@@ -16,6 +17,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ACCOUNTS: u32 = 10_000;
 const BLOCKS: u64 = 10;
+/// Rounds of (b); the median round is reported.
+const ROUNDS: usize = 3;
 
 fn main() {
     let cores = thread::available_parallelism().map_or(1, usize::from);
@@ -46,23 +49,36 @@ fn main() {
     println!("| 1 | {wall_1:.0} | {cpu_1:.0} |");
     println!("| {cores} | {wall_n:.0} | {cpu_n:.0} |");
 
-    let limit_before = verification_limit(&load, cores);
-    let n = durable(&load, cores);
-    let (tps_n, p50_n, busy_n) = (n.tps, n.block_p50_ms, n.busy_cores);
-    let limit_after = verification_limit(&load, cores);
+    // Each round sits between two limit measurements and is compared with the higher: a neighbour's burst on these
+    // shared machines then lowers a round's ratio rather than raising it. Every round is printed; the median is
+    // the figure.
+    println!();
+    println!(
+        "(b) full pipeline, durable (fdatasync per block), {cores} shards on {cores} cores, {ROUNDS} rounds"
+    );
+    println!(
+        "| round | TPS | block p50 ms | busy cores | verify limit sig/s (before / after) | TPS/limit |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let mut rounds = Vec::new();
+    let mut limit_after = verification_limit(&load, cores);
+    for round in 1..=ROUNDS {
+        let limit_before = limit_after;
+        let n = durable(&load, cores);
+        limit_after = verification_limit(&load, cores);
+        let ratio = n.tps / limit_before.max(limit_after);
+        println!(
+            "| {round} | {:.0} | {:.1} | {:.2} of {cores} | {limit_before:.0} / {limit_after:.0} | {ratio:.2} |",
+            n.tps, n.block_p50_ms, n.busy_cores
+        );
+        rounds.push((ratio, n));
+    }
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median_ratio, n) = rounds[rounds.len() / 2];
+    let (tps_n, p50_n) = (n.tps, n.block_p50_ms);
+    println!("median TPS/limit: {median_ratio:.2}");
     let one = durable(&load, 1);
     let (tps_1, p50_1) = (one.tps, one.block_p50_ms);
-    let limit = limit_before.max(limit_after);
-    println!();
-    println!("(b) full pipeline, durable (fdatasync per block), {cores} shards on {cores} cores");
-    println!(
-        "| TPS | block p50 ms | busy cores | verify limit sig/s (before / after) | TPS/limit |"
-    );
-    println!("|---|---|---|---|---|");
-    println!(
-        "| {tps_n:.0} | {p50_n:.1} | {busy_n:.2} of {cores} | {limit_before:.0} / {limit_after:.0} | {:.2} |",
-        tps_n / limit
-    );
     println!();
     println!("(c) full pipeline, durable: 1 shard vs {cores}");
     println!("| shards | TPS | block p50 ms | vs 1 shard |");

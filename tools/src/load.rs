@@ -105,7 +105,7 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
                 sabotage: None,
             });
             valid += 1;
-            if plan.invalid_every > 0 && valid % plan.invalid_every == 0 {
+            if plan.invalid_every > 0 && valid.is_multiple_of(plan.invalid_every) {
                 let kind = [
                     Sabotage::BadSignature,
                     Sabotage::DoubleSpend,

@@ -464,7 +464,8 @@ impl Sim<'_> {
         self.nodes[node].packages_made += 1;
         let first = self.rng.below(TXS.len() - 1);
         let mut txs = vec![TXS[first].clone(), TXS[first + 1].clone()];
-        let valid = !(self.nodes[node].byzantine == Some(Byzantine::Acker) && made % 2 == 0);
+        let valid =
+            !(self.nodes[node].byzantine == Some(Byzantine::Acker) && made.is_multiple_of(2));
         if !valid {
             txs[1].witnesses[0].signature.0[9] ^= 1;
         }
