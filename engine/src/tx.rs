@@ -85,6 +85,11 @@ pub enum TxKind {
         committee: Vec<CommitteeMember>,
         params: ChainParams,
     },
+    /// New CAS minted by the node itself, never by a client: the POW witness rewards that matured at ledger block
+    /// `height`, as outputs. Each node's executor builds it from the consensus block's carried witness headers
+    /// (`evidence`, each an encoded witness header, kept so the issuance can be re-derived from the ledger alone)
+    /// and appends it as the last transaction of every ledger block. No inputs, no witnesses, no fee.
+    Issuance { height: u64, evidence: Vec<Vec<u8>> },
 }
 
 /// The signed part of a transaction.
@@ -205,6 +210,15 @@ impl ArchivedTxBody {
                 h.put(&params.min_fee.to_native().to_le_bytes());
                 h.put(&params.block_interval_ms.to_native().to_le_bytes());
             }
+            ArchivedTxKind::Issuance { height, evidence } => {
+                h.put(&[2]);
+                h.put(&height.to_native().to_le_bytes());
+                h.put(&(evidence.len() as u64).to_le_bytes());
+                for item in evidence.iter() {
+                    h.put(&(item.len() as u64).to_le_bytes());
+                    h.put(item);
+                }
+            }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
         for input in self.inputs.iter() {
@@ -316,6 +330,15 @@ mod tests {
                 }
                 h.update(&params.min_fee.to_le_bytes());
                 h.update(&params.block_interval_ms.to_le_bytes());
+            }
+            TxKind::Issuance { height, evidence } => {
+                h.update(&[2]);
+                h.update(&height.to_le_bytes());
+                h.update(&(evidence.len() as u64).to_le_bytes());
+                for item in evidence {
+                    h.update(&(item.len() as u64).to_le_bytes());
+                    h.update(item);
+                }
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());
