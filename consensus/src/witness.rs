@@ -804,7 +804,16 @@ impl WitnessChain {
     /// A reorganisation deeper than `confirmations` does not un-pay (issuance is final like the DPOS block that
     /// carried it); the new chain is paid from the first unpaid height.
     pub fn mature_rewards(&mut self, confirmations: u64) -> Vec<Reward> {
-        let mature = self.best_height().saturating_sub(confirmations);
+        self.mature_rewards_bounded(confirmations, u64::MAX)
+    }
+
+    /// [`Self::mature_rewards`] paying at most `heights_max` heights per call (the rest on later calls, in order),
+    /// so one call's rewards fit a bounded issuance.
+    pub fn mature_rewards_bounded(&mut self, confirmations: u64, heights_max: u64) -> Vec<Reward> {
+        let mature = self
+            .best_height()
+            .saturating_sub(confirmations)
+            .min(self.paid_height.saturating_add(heights_max));
         if mature <= self.paid_height {
             return Vec::new();
         }
