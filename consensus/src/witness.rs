@@ -19,7 +19,7 @@ pub type WitnessHash = Hash32;
 /// The parent of the first witness block: the chain starts before DPOS height 1.
 pub const GENESIS_WITNESS: WitnessHash = Hash32([0; 32]);
 /// The most DPOS hashes one witness may commit to (the decoder's bound on `span`).
-pub const WITNESS_SPAN_MAX: usize = 1_024;
+pub const WITNESS_SPAN_MAX: usize = cas_engine::genesis::WITNESS_SPAN_MAX as usize;
 /// Uncles one witness may cite.
 pub const UNCLES_PER_WITNESS_MAX: usize = 2;
 /// The largest encoded witness header accepted.
@@ -158,7 +158,7 @@ impl Default for WitnessParams {
         WitnessParams {
             // 128 blocks per 2.5 s keeps up with a DPOS chain of up to ~51 blocks/s (a loaded 4-node cluster on
             // 2 cores makes 30-60); a slower chain is witnessed as fast as it finalizes, at the difficulty floor.
-            span: 128,
+            span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             target_interval_ms: 2_500,
             retarget_window: 16,
             initial_difficulty: 1 << 16,
@@ -406,6 +406,17 @@ impl WitnessChain {
 
     pub fn get(&self, hash: &WitnessHash) -> Option<&WitnessHeader> {
         self.entries.get(hash).map(|e| &e.header)
+    }
+
+    /// Every witness block held, lowest height first (then by hash).
+    pub fn headers(&self) -> Vec<&WitnessHeader> {
+        let mut headers: Vec<(u64, &WitnessHash, &WitnessHeader)> = self
+            .entries
+            .iter()
+            .map(|(hash, e)| (e.header.height, hash, &e.header))
+            .collect();
+        headers.sort_by_key(|(height, hash, _)| (*height, **hash));
+        headers.into_iter().map(|(_, _, header)| header).collect()
     }
 
     pub fn contains(&self, hash: &WitnessHash) -> bool {

@@ -69,6 +69,8 @@ pub struct ChainParams {
     pub min_fee: u64,
     /// Target block interval the proposers aim for.
     pub block_interval_ms: u64,
+    /// N: finalized DPOS blocks each POW witness commits to (1 ..= [`crate::genesis::WITNESS_SPAN_MAX`]).
+    pub witness_span: u32,
 }
 
 /// What a transaction does beyond moving outputs. Tokens, contracts and governance votes join as variants.
@@ -209,6 +211,7 @@ impl ArchivedTxBody {
                 }
                 h.put(&params.min_fee.to_native().to_le_bytes());
                 h.put(&params.block_interval_ms.to_native().to_le_bytes());
+                h.put(&params.witness_span.to_native().to_le_bytes());
             }
             ArchivedTxKind::Issuance { height, evidence } => {
                 h.put(&[2]);
@@ -330,6 +333,7 @@ mod tests {
                 }
                 h.update(&params.min_fee.to_le_bytes());
                 h.update(&params.block_interval_ms.to_le_bytes());
+                h.update(&params.witness_span.to_le_bytes());
             }
             TxKind::Issuance { height, evidence } => {
                 h.update(&[2]);

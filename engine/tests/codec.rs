@@ -40,11 +40,11 @@ fn output() -> impl Strategy<Value = TxOutput> {
 fn kind() -> impl Strategy<Value = TxKind> {
     prop_oneof![
         4 => Just(TxKind::Transfer),
-        1 => (any::<u32>(), vec((key(), any::<u64>()), 0..4), any::<(u64, u64)>()).prop_map(|(part, members, p)| {
+        1 => (any::<u32>(), vec((key(), any::<u64>()), 0..4), any::<(u64, u64, u32)>()).prop_map(|(part, members, p)| {
             TxKind::Genesis {
                 part,
                 committee: members.into_iter().map(|(key, stake)| CommitteeMember { key, stake }).collect(),
-                params: ChainParams { min_fee: p.0, block_interval_ms: p.1 },
+                params: ChainParams { min_fee: p.0, block_interval_ms: p.1, witness_span: p.2 },
             }
         }),
     ]

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use cas_consensus::witness::{WitnessChain, WitnessLimits, WitnessParams};
-use cas_engine::codec::decode_block;
+use cas_engine::codec::{decode_block, to_owned_block};
+use cas_engine::genesis::genesis_committee;
 use cas_engine::BlockHash;
 
 use crate::node::witness::WitnessFile;
@@ -45,8 +46,14 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
         stored.push((block.header.hash(), body_matches));
     }
 
+    let genesis = to_owned_block(decode_block(&store.read(0)?).context("the stored genesis")?);
+    let (_, chain_params) =
+        genesis_committee(&genesis).context("the stored genesis names no parameters")?;
     let headers = WitnessFile::new(data_dir).load()?;
-    let params = WitnessParams::default();
+    let params = WitnessParams {
+        span: chain_params.witness_span,
+        ..WitnessParams::default()
+    };
     // Nothing is forgotten: the audit walks the whole chain.
     let limits = WitnessLimits {
         finalized_kept: params.span as usize,

@@ -56,6 +56,9 @@ pub struct Parts {
     pub journal: Journal,
     pub execution: SyncSender<Committed>,
     pub started: Instant,
+    /// The wall clock (ms since the Unix epoch) at `started`: the driver's clock runs monotonically from it, so
+    /// proposals are stamped with wall time (the witness order judges carried witnesses by it) that never goes back.
+    pub started_wall_ms: u64,
     pub status_path: std::path::PathBuf,
     pub stats: Arc<Mutex<Executed>>,
     pub witness: Arc<WitnessShared>,
@@ -99,7 +102,7 @@ impl Driver {
     }
 
     fn now_ms(&self) -> u64 {
-        self.parts.started.elapsed().as_millis() as u64
+        self.parts.started_wall_ms + self.parts.started.elapsed().as_millis() as u64
     }
 
     /// Runs until `stop` is set; returns the round it stopped in and the BFT's counters.
@@ -136,6 +139,10 @@ impl Driver {
             }
             if now >= self.last_tick_ms + TICK_MS {
                 self.last_tick_ms = now;
+                // Witnesses this node accepted wait in the BFT's pool for a proposal of ours to carry them.
+                for header in self.parts.witness.take_for_carrying() {
+                    self.parts.bft.add_witness(header);
+                }
                 let mut actions = self.parts.bft.handle(Event::Tick { now_ms: now });
                 actions.extend(self.parts.availability.on_tick(now));
                 self.execute(actions)?;

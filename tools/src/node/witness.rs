@@ -31,6 +31,9 @@ const MINER_IDLE_WAIT: Duration = Duration::from_millis(100);
 pub const WITNESS_INBOX_MAX: usize = 1_024;
 /// How often the witness thread refreshes the miners' template even when nothing arrived (its timestamp).
 const TEMPLATE_REFRESH: Duration = Duration::from_millis(1_000);
+/// Accepted witnesses waiting for the driver to offer them to the BFT leader's pool (to be carried into the ledger's
+/// witness order); the oldest is dropped when full (counted).
+pub const CARRY_QUEUE_MAX: usize = 256;
 /// A record of `witness.bin` is at most this long (a witness header's decoder bound).
 const RECORD_BYTES_MAX: usize = cas_consensus::witness::WITNESS_BYTES_MAX;
 
@@ -220,9 +223,31 @@ pub struct WitnessShared {
     pub dropped: AtomicU64,
     /// Nonces this node's miners tried (their hash rate is what idle CPU they got).
     pub hashes: AtomicU64,
+    /// Accepted witnesses for the driver to hand to the BFT (see [`CARRY_QUEUE_MAX`]); only the witness thread
+    /// pushes and only the driver drains, each briefly.
+    carry: Mutex<VecDeque<WitnessHeader>>,
+    /// Witnesses dropped from the carry queue because the driver did not drain it in time.
+    pub carry_dropped: AtomicU64,
 }
 
 impl WitnessShared {
+    /// Queues accepted witnesses for the BFT to carry.
+    pub fn queue_for_carrying(&self, headers: impl IntoIterator<Item = WitnessHeader>) {
+        let mut queue = self.carry.lock().expect("carry lock");
+        for header in headers {
+            if queue.len() >= CARRY_QUEUE_MAX {
+                queue.pop_front();
+                self.carry_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            queue.push_back(header);
+        }
+    }
+
+    /// Takes every witness waiting to be carried.
+    pub fn take_for_carrying(&self) -> Vec<WitnessHeader> {
+        self.carry.lock().expect("carry lock").drain(..).collect()
+    }
+
     fn template(&self) -> (u64, Option<WitnessHeader>) {
         let generation = self.generation.load(Ordering::Acquire);
         let template = self.template.lock().expect("template lock").clone();
@@ -307,6 +332,9 @@ impl WitnessService {
         // Newly accepted witnesses are passed on once: a standalone miner reaches one node, the rest hear it here.
         for header in &accepted {
             (self.publish)(header);
+        }
+        if !accepted.is_empty() {
+            self.shared.queue_for_carrying(accepted);
         }
         let stats = &self.node.stats;
         let shared = &self.shared;
