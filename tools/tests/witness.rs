@@ -235,3 +235,151 @@ fn mined_witnesses_pay_their_miners_identically_on_every_node() {
         .sum();
     assert_eq!(status["issued"].as_u64().unwrap(), node0_minted);
 }
+
+/// Reads `key = "value"` from a TOML file written by `cas local` (waits until it is there).
+fn toml_value(path: &Path, key: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let prefix = format!("{key} = \"");
+            if let Some(value) = text
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|rest| rest.strip_suffix('"'))
+            {
+                return value.to_string();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {key} in {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A child process that a failing assertion must not leave running.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_standalone_miner_mines_for_the_node_it_follows_and_is_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    let miner_key = dir.path().join("miner.key");
+    let keygen = Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args(["keygen", "--out"])
+        .arg(&miner_key)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let miner = public_key(&miner_key);
+    // One node with no mining threads of its own: every witness comes from `cas mine`.
+    let cluster_log = dir.path().join("cluster.log");
+    let cluster = Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args([
+            "local",
+            "--nodes",
+            "1",
+            "--mining-threads",
+            "0",
+            "--witness-span",
+            "8",
+            "--duration-s",
+            "20",
+            "--rate",
+            "20",
+            "--accounts",
+            "20",
+            "--dir",
+        ])
+        .arg(&cluster_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&cluster_log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut cluster = KillOnDrop(Some(cluster));
+    let ingest = toml_value(&cluster_dir.join("node0.toml"), "ingest_listen");
+    let node_key = toml_value(&cluster_dir.join("node0.key"), "public");
+    let target = format!("{ingest}={node_key}");
+    // The node may still be starting: a miner that cannot reach it fails at once and is started again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mined = loop {
+        let run = Command::new(env!("CARGO_BIN_EXE_cas"))
+            .args([
+                "mine",
+                "--node",
+                &target,
+                "--threads",
+                "1",
+                "--blocks",
+                "4",
+                "--key",
+            ])
+            .arg(&miner_key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+        if run.status.success() {
+            break stdout;
+        }
+        assert!(
+            stderr.contains("cannot reach") && std::time::Instant::now() < deadline,
+            "{stdout}{stderr}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(mined.contains("rewards to"), "{mined}");
+    assert!(
+        mined.matches(": Accepted").count() >= 4,
+        "the node accepted fewer than 4 finds:\n{mined}"
+    );
+    let finished = cluster.0.take().unwrap().wait().unwrap();
+    assert!(
+        finished.success(),
+        "{}",
+        std::fs::read_to_string(&cluster_log).unwrap_or_default()
+    );
+
+    let data_dir = cluster_dir.join("node0");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("status.json")).unwrap()).unwrap();
+    assert!(
+        status["witness_accepted"].as_u64().unwrap() >= 4,
+        "{status}"
+    );
+    assert_eq!(status["witness_mined"].as_u64().unwrap(), 0, "{status}");
+    // The finds were carried into blocks, matured, and paid to the standalone miner's key.
+    let paid: u64 = stored_blocks(&data_dir)
+        .iter()
+        .map(|bytes| {
+            let block = to_owned_block(decode_block(bytes).unwrap());
+            let issuance = block.txs.last().unwrap().clone();
+            issuance
+                .body
+                .outputs
+                .iter()
+                .filter(|o| o.owner == miner)
+                .map(|o| o.amount)
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(paid > 0, "{status}");
+    // And the audit passes over what the node stored.
+    let audit = cas(&["witness", "verify", "--data-dir"], &data_dir);
+    assert!(
+        audit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+}

@@ -18,12 +18,13 @@ use cas_consensus::availability::Availability;
 use cas_consensus::bft::{Bft, Event};
 use cas_consensus::committee::MemberIndex;
 use cas_consensus::messages::{decode_message, Block as ConsensusBlock, Message};
+use cas_consensus::mining::{MiningAnswer, MiningRequest};
 use cas_consensus::Action;
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::decode_tx;
 use cas_engine::synchronizer::{Admission, Synchronizer};
 use cas_engine::{PackageId, PublicKey, Transaction, TxId};
-use cas_netio::{Inbound, InboundQueues, Origin};
+use cas_netio::{Class, Inbound, InboundQueues, Origin};
 
 use super::durable::SafetyFile;
 use super::executor::{Committed, Executed};
@@ -127,6 +128,11 @@ impl Driver {
                 let Ok(inbound) = self.parts.queues.ingest.try_recv() else {
                     break;
                 };
+                if inbound.class == Class::Mining {
+                    busy = true;
+                    self.on_mining(inbound);
+                    continue;
+                }
                 submissions.push(inbound);
             }
             if !submissions.is_empty() {
@@ -211,6 +217,49 @@ impl Driver {
             &self.parts.witness,
             WitnessInput::Gossip(header),
         );
+    }
+
+    /// A standalone miner's request: a template is answered from the witness thread's current one, sealed for the
+    /// miner's key; a found witness goes to the witness thread, which validates it, answers the miner and, if it
+    /// is good, gossips it like a find of this node's own miners. A full witness inbox refuses it at once.
+    fn on_mining(&mut self, inbound: Inbound) {
+        let Origin::Client(client) = inbound.origin else {
+            return;
+        };
+        // netio validated the payload with this decoder; this cannot fail for a validated frame.
+        let Ok(request) = MiningRequest::decode(&inbound.payload) else {
+            return;
+        };
+        let answer = match request {
+            MiningRequest::Template { miner } => {
+                let template = self.parts.witness.current_template().map(|mut header| {
+                    header.miner = miner;
+                    header
+                });
+                MiningAnswer::Template(template)
+            }
+            MiningRequest::Submit(header) => {
+                let hash = header.hash();
+                match self
+                    .parts
+                    .witness_inbox
+                    .try_send(WitnessInput::Submitted { header, client })
+                {
+                    Ok(()) => return,
+                    Err(_) => {
+                        self.parts.witness.dropped.fetch_add(1, Ordering::Relaxed);
+                        MiningAnswer::refused(hash, "the node is busy: submit again")
+                    }
+                }
+            }
+        };
+        if let Err(error) = self
+            .parts
+            .netio
+            .answer(client, Bytes::from(answer.encode()))
+        {
+            tracing::debug!(%client, %error, "mining answer not delivered");
+        }
     }
 
     fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {

@@ -203,6 +203,14 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         shared: witness.clone(),
         publish,
         miner: keypair.public(),
+        answer: {
+            let netio = netio.clone();
+            Arc::new(move |client, bytes| {
+                if let Err(error) = netio.answer(client, bytes::Bytes::from(bytes)) {
+                    tracing::debug!(%client, %error, "mining verdict not delivered");
+                }
+            })
+        },
     };
     let witness_thread = std::thread::Builder::new()
         .name("cas-witness".into())

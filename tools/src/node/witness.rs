@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::net::SocketAddr;
+
 use anyhow::{Context, Result};
+use cas_consensus::mining::{MiningAnswer, Verdict};
 use cas_consensus::witness::{
     decode_witness, encode_witness, mine, WitnessChain, WitnessError, WitnessHeader, WitnessLimits,
     WitnessParams,
@@ -206,6 +209,11 @@ pub enum WitnessInput {
     Gossip(WitnessHeader),
     /// A witness a local miner found.
     Mined(WitnessHeader),
+    /// A witness a standalone miner (`cas mine`) submitted through the client endpoint; it gets the verdict.
+    Submitted {
+        header: WitnessHeader,
+        client: SocketAddr,
+    },
 }
 
 /// What the witness thread publishes for the miners and the status file; miners read the template under a lock
@@ -243,6 +251,22 @@ impl WitnessShared {
         }
     }
 
+    /// The miners' current template, if a range is ready to mine (standalone miners get it over the network).
+    pub fn current_template(&self) -> Option<WitnessHeader> {
+        self.template().1
+    }
+
+    /// Replaces the miners' template; a new parent (or none) moves them off their stale work.
+    pub fn set_template(&self, template: Option<WitnessHeader>) {
+        let mut slot = self.template.lock().expect("template lock");
+        let new_parent = slot.as_ref().map(|t| t.parent) != template.as_ref().map(|t| t.parent);
+        *slot = template;
+        drop(slot);
+        if new_parent {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
     /// Takes every witness waiting to be carried.
     pub fn take_for_carrying(&self) -> Vec<WitnessHeader> {
         self.carry.lock().expect("carry lock").drain(..).collect()
@@ -273,7 +297,12 @@ pub struct WitnessService {
     pub publish: Publish,
     /// The key miners of this node mine for.
     pub miner: PublicKey,
+    /// Where the verdict on a standalone miner's submission goes (the node answers that client).
+    pub answer: AnswerClient,
 }
+
+/// Sends encoded bytes to a client of the ingest endpoint.
+pub type AnswerClient = Arc<dyn Fn(SocketAddr, Vec<u8>) + Send + Sync>;
 
 impl WitnessService {
     pub fn run(mut self, inbox: Receiver<WitnessInput>) {
@@ -318,6 +347,25 @@ impl WitnessService {
                     Vec::new()
                 }
             },
+            WitnessInput::Submitted { header, client } => {
+                let hash = header.hash();
+                let (verdict, accepted) = match self.node.offer(header.clone(), now) {
+                    Ok(()) => (Verdict::Accepted, vec![header]),
+                    Err(WitnessError::NotYetFinalized { .. }) => (Verdict::Pending, Vec::new()),
+                    Err(error) => {
+                        tracing::debug!(%client, %error, "a submitted witness was refused");
+                        let MiningAnswer::Submitted { verdict, .. } =
+                            MiningAnswer::refused(hash, error)
+                        else {
+                            unreachable!("refused builds a verdict")
+                        };
+                        (verdict, Vec::new())
+                    }
+                };
+                let answer = MiningAnswer::Submitted { hash, verdict };
+                (self.answer)(client, answer.encode());
+                accepted
+            }
             WitnessInput::Mined(header) => match self.node.offer(header.clone(), now) {
                 Ok(()) => {
                     self.node.stats.mined += 1;
@@ -347,14 +395,8 @@ impl WitnessService {
     }
 
     fn refresh_template(&mut self) {
-        let template = self.node.chain.template(self.miner, wall_ms());
-        let mut slot = self.shared.template.lock().expect("template lock");
-        let new_parent = slot.as_ref().map(|t| t.parent) != template.as_ref().map(|t| t.parent);
-        *slot = template;
-        drop(slot);
-        if new_parent {
-            self.shared.generation.fetch_add(1, Ordering::Release);
-        }
+        self.shared
+            .set_template(self.node.chain.template(self.miner, wall_ms()));
     }
 }
 
