@@ -236,6 +236,25 @@ fn mining_cluster_pays_identically(extra: &[&str]) {
         })
         .sum();
     assert_eq!(status["issued"].as_u64().unwrap(), node0_minted);
+
+    // The ledger alone records the witness history: without witness.bin the audit still covers the blocks the
+    // carried witnesses committed to.
+    let data_dir = dir.path().join("node0");
+    std::fs::remove_file(data_dir.join("witness.bin")).unwrap();
+    let audit = cas(&["witness", "verify", "--data-dir"], &data_dir);
+    let stdout = String::from_utf8_lossy(&audit.stdout).to_string();
+    assert!(
+        audit.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let covered: u64 = stdout
+        .split("DPOS blocks 1..=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no coverage in {stdout}"));
+    assert!(covered >= 8 * 3, "{stdout}");
 }
 
 #[test]

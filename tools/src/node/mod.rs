@@ -141,16 +141,20 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         WitnessLimits::default(),
         REWARD_CONFIRMATIONS,
     );
-    let mut stored_hashes = Vec::with_capacity(recovery.durable_height as usize);
     for height in 1..=recovery.durable_height {
         let bytes = shards_node.store().read(height)?;
         let block = to_owned_block(decode_block(&bytes)?);
         order
             .replay(&block)
             .context("rebuilding the witness order from the stored blocks")?;
-        stored_hashes.push(block.header.hash());
     }
-    let witness_node = witness::WitnessNode::open(&config.data_dir, witness_params, stored_hashes)?;
+    // The node's own witness chain starts as the ledger's (every stored block final in it, every witness the
+    // ledger took); witness.bin, compacted to the recent witnesses, is replayed on top.
+    let witness_node = witness::WitnessNode::open_with(
+        &config.data_dir,
+        order.chain().clone(),
+        witness::WITNESS_FILE_BYTES_MAX,
+    )?;
     let last_ledger = shards_node.store().read(recovery.durable_height)?;
     let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
     tracing::info!(?recovery, "ledger open");
