@@ -469,25 +469,36 @@ impl WitnessChain {
 
     /// The difficulty a child of `parent` must carry. Heights 1 + k * window start a window: the difficulty
     /// scales by target time over the time the previous window took (at most [`RETARGET_CLAMP`] either way).
+    /// For a parent whose window reaches below the blocks kept, the parent's own difficulty (such a child is
+    /// refused as too deep by [`Self::insert`]).
     pub fn next_difficulty(&self, parent: &WitnessHash) -> u64 {
+        self.retarget(parent).unwrap_or_else(|| {
+            self.entries
+                .get(parent)
+                .map_or(self.params.initial_difficulty, |e| e.header.difficulty)
+        })
+    }
+
+    /// [`Self::next_difficulty`], or `None` when the window's first block is no longer kept.
+    fn retarget(&self, parent: &WitnessHash) -> Option<u64> {
         let Some(entry) = self.entries.get(parent) else {
-            return self.params.initial_difficulty;
+            return Some(self.params.initial_difficulty);
         };
         let parent_header = &entry.header;
         let window = self.params.retarget_window;
         let child_height = parent_header.height + 1;
         if (child_height - 1) % window != 0 {
-            return parent_header.difficulty;
+            return Some(parent_header.difficulty);
         }
         // The window's first block (the genesis has no timestamp, so the first window is measured from height 1).
         let first_height = parent_header.height.saturating_sub(window).max(1);
         let mut first = parent_header;
         while first.height > first_height {
-            first = &self.entries[&first.parent].header;
+            first = &self.entries.get(&first.parent)?.header;
         }
         let intervals = u128::from(parent_header.height - first.height);
         if intervals == 0 {
-            return parent_header.difficulty;
+            return Some(parent_header.difficulty);
         }
         let actual_ms = u128::from(
             parent_header
@@ -503,7 +514,7 @@ impl WitnessChain {
                 previous * u128::from(RETARGET_CLAMP),
             )
             .max(u128::from(self.params.min_difficulty));
-        u64::try_from(clamped).unwrap_or(u64::MAX)
+        Some(u64::try_from(clamped).unwrap_or(u64::MAX))
     }
 
     /// The header a miner should work on next to extend the best tip, if its DPOS range is finalized here. The
@@ -648,7 +659,7 @@ impl WitnessChain {
             Some(parent.header.timestamp_ms)
         };
         let best = self.best_height();
-        if header.height + self.limits.depth_kept <= best {
+        if header.height.saturating_add(self.limits.depth_kept) <= best {
             return Err(WitnessError::TooDeep {
                 height: header.height,
                 best,
@@ -674,7 +685,12 @@ impl WitnessChain {
                 got: header.dpos_hashes.len(),
             });
         }
-        let expected_difficulty = self.next_difficulty(&header.parent);
+        let Some(expected_difficulty) = self.retarget(&header.parent) else {
+            return Err(WitnessError::TooDeep {
+                height: header.height,
+                best,
+            });
+        };
         if header.difficulty != expected_difficulty {
             return Err(WitnessError::WrongDifficulty {
                 expected: expected_difficulty,

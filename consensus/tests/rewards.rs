@@ -234,3 +234,44 @@ fn the_order_rebuilt_from_stored_blocks_agrees_and_catches_a_doctored_issuance()
         })
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// Whatever headers a proposer carries (any heights, ranges, timestamps, parents; difficulty 1, so each passes
+    /// the work check and reaches the stateful rules, which refuse them), execution never panics and two
+    /// executors agree.
+    #[test]
+    fn arbitrary_carried_headers_never_panic_and_executors_agree(
+        fields in proptest::collection::vec(
+            (0u8..4, proptest::num::u64::ANY, 0u64..40, 1usize..4, proptest::num::u64::ANY, 0u8..3),
+            1..24,
+        )
+    ) {
+        let mut a = WitnessOrder::new(params(), limits(), REWARD_CONFIRMATIONS);
+        let mut b = WitnessOrder::new(params(), limits(), REWARD_CONFIRMATIONS);
+        let mut known = vec![cas_consensus::witness::GENESIS_WITNESS];
+        let mut parent_hash = Hash32::ZERO;
+        for (index, (parent, height, first, span, stamp, uncles)) in fields.into_iter().enumerate() {
+            let block_height = index as u64 + 1;
+            let header = WitnessHeader {
+                parent: known[usize::from(parent) % known.len()],
+                height: if height % 2 == 0 { height % 8 } else { height },
+                first_dpos_height: first,
+                dpos_hashes: (0..span as u64).map(|i| Hash32::of("dpos", &(first + i).to_le_bytes())).collect(),
+                uncles: known.iter().take(usize::from(uncles)).copied().collect(),
+                timestamp_ms: stamp % (timestamp(block_height) + 20_000),
+                difficulty: 1,
+                miner: key(1),
+                nonce: 0,
+            };
+            known.push(header.hash());
+            let carried = [header];
+            let (from_a, skipped_a) = execute(&mut a, block_height, parent_hash, &carried);
+            let (from_b, skipped_b) = execute(&mut b, block_height, parent_hash, &carried);
+            proptest::prop_assert_eq!(&from_a, &from_b);
+            proptest::prop_assert_eq!(skipped_a, skipped_b);
+            parent_hash = from_a.header.hash();
+        }
+    }
+}
