@@ -164,7 +164,8 @@ pub struct Block {
     /// Present when the previous round ended in a timeout rather than a QC.
     pub tc: Option<TimeoutCert>,
     pub author: MemberIndex,
-    /// The proposer's clock; informative only.
+    /// The proposer's wall clock. Not checked by voters; once committed it is the one clock every executor's
+    /// witness order judges carried witness timestamps by, so it is the same on every node.
     pub timestamp_ms: u64,
     pub payload: Vec<AvailabilityCert>,
     /// POW witness headers no earlier block carried (at most [`BLOCK_WITNESSES_MAX`], [`BLOCK_WITNESS_BYTES_MAX`]
