@@ -3,7 +3,9 @@
 //! that order of ownership, persisting safety state before any vote leaves; the executor thread turns committed
 //! blocks into ledger blocks that the shards validate and fsync, then answers clients with final receipts.
 //! Optional mining threads (`mining_threads`, at the lowest scheduling priority) build the POW witness chain over
-//! the stored blocks; every node validates gossiped witnesses against its own blocks ([`witness`]).
+//! the stored blocks; every node validates gossiped witnesses (and a standalone miner's, from `cas mine`) against
+//! its own blocks ([`witness`]) and offers the accepted ones to the BFT to carry; the executor mints the witness
+//! rewards that mature in the ledger's witness order, rebuilt here from the stored blocks at start.
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
 pub mod config;
