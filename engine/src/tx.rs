@@ -408,5 +408,18 @@ mod tests {
             let body = many_inputs(count, memo, client_id);
             assert_eq!(body.tx_id(), reference_id(&body), "{count} inputs");
         }
+        // An issuance with evidence past the writer's buffer, and one whose evidence is split differently.
+        let issuance = |evidence: Vec<Vec<u8>>| TxBody {
+            kind: TxKind::Issuance {
+                height: 12,
+                evidence,
+            },
+            inputs: Vec::new(),
+            ..many_inputs(3, 0, None)
+        };
+        let whole = issuance(vec![vec![0xcd; 3_000], vec![1, 2]]);
+        assert_eq!(whole.tx_id(), reference_id(&whole));
+        let split = issuance(vec![vec![0xcd; 1_500], vec![0xcd; 1_500], vec![1, 2]]);
+        assert_ne!(whole.tx_id(), split.tx_id(), "item lengths are hashed");
     }
 }
