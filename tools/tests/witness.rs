@@ -236,6 +236,10 @@ fn mining_cluster_pays_identically(extra: &[&str]) {
         })
         .sum();
     assert_eq!(status["issued"].as_u64().unwrap(), node0_minted);
+    assert!(
+        status["witnesses_ordered"].as_u64().unwrap() > 0,
+        "{status}"
+    );
 
     // Node 0's stored blocks replayed through the engine's reference ledger: same commitment as the node reported,
     // and supply conserved except by issuance (in) and fees (out).

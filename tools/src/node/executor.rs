@@ -46,6 +46,9 @@ pub struct Executed {
     /// CAS minted as witness rewards by the blocks executed since this process started, and their outputs.
     pub issued: u64,
     pub reward_outputs: u64,
+    /// Carried witness headers the witness order took and skipped (invalid, duplicate, too late).
+    pub witnesses_ordered: u64,
+    pub witnesses_skipped: u64,
     /// The newest [`RECENT_COMMITMENTS_MAX`] heights and their commitments, oldest first.
     pub recent_commitments: std::collections::VecDeque<(u64, Hash32)>,
 }
@@ -190,6 +193,8 @@ impl Executor {
         stats.rejected += rejected;
         stats.issued += minted;
         stats.reward_outputs += witnesses.rewards.len() as u64;
+        stats.witnesses_ordered += witnesses.accepted as u64;
+        stats.witnesses_skipped += witnesses.skipped.len() as u64;
         stats
             .recent_commitments
             .push_back((height, receipt.outcome.utxo_commitment));

@@ -74,6 +74,14 @@ pub struct Status {
     pub issued: u64,
     #[serde(default)]
     pub reward_outputs: u64,
+    /// Carried witnesses the ledger's witness order took and skipped; accepted witnesses dropped before the BFT
+    /// could carry them (the carry queue was full).
+    #[serde(default)]
+    pub witnesses_ordered: u64,
+    #[serde(default)]
+    pub witnesses_skipped: u64,
+    #[serde(default)]
+    pub witness_carry_dropped: u64,
     /// The newest executed heights with their UTXO commitments (hex), oldest first: nodes stopped a few blocks
     /// apart are compared at a height they all executed.
     #[serde(default)]
@@ -360,6 +368,9 @@ fn write_status(
         witness_dropped: witness.dropped.load(Ordering::Relaxed),
         issued: stats.issued,
         reward_outputs: stats.reward_outputs,
+        witnesses_ordered: stats.witnesses_ordered,
+        witnesses_skipped: stats.witnesses_skipped,
+        witness_carry_dropped: witness.carry_dropped.load(Ordering::Relaxed),
         recent_commitments: stats
             .recent_commitments
             .iter()
