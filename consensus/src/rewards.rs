@@ -115,7 +115,23 @@ impl WitnessOrder {
     /// Replays a stored ledger block (heights in order from 1): the headers its issuance recorded go through
     /// [`Self::execute`] again, and the outputs it minted must be the ones the order pays.
     pub fn replay(&mut self, block: &Block) -> Result<(), OrderError> {
-        let height = block.header.height;
+        self.replay_issuance(
+            block.header.height,
+            block.header.timestamp_ms,
+            block.header.hash(),
+            block.txs.last(),
+        )
+    }
+
+    /// [`Self::replay`] from the parts it reads: the block's height, timestamp and hash, and its last transaction
+    /// (so a restart need not deserialize every transaction of every stored block).
+    pub fn replay_issuance(
+        &mut self,
+        height: u64,
+        timestamp_ms: u64,
+        hash: BlockHash,
+        last: Option<&Transaction>,
+    ) -> Result<(), OrderError> {
         if height != self.executed_height + 1 {
             return Err(OrderError::OutOfOrder {
                 executed: self.executed_height,
@@ -125,7 +141,7 @@ impl WitnessOrder {
         let Some(TxKind::Issuance {
             height: issued_at,
             evidence,
-        }) = block.txs.last().map(|tx| &tx.body.kind)
+        }) = last.map(|tx| &tx.body.kind)
         else {
             return Err(OrderError::MissingIssuance { height });
         };
@@ -143,12 +159,12 @@ impl WitnessOrder {
             })?;
             witnesses.push(header);
         }
-        let outcome = self.execute(height, block.header.timestamp_ms, &witnesses);
-        let minted = &block.txs.last().expect("checked above").body.outputs;
+        let outcome = self.execute(height, timestamp_ms, &witnesses);
+        let minted = &last.expect("checked above").body.outputs;
         if *minted != reward_outputs(&outcome.rewards) {
             return Err(OrderError::Mismatch { height });
         }
-        self.finalize(height, block.header.hash());
+        self.finalize(height, hash);
         Ok(())
     }
 }

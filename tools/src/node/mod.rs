@@ -27,7 +27,7 @@ use cas_consensus::committee::Committee;
 use cas_consensus::messages::Message;
 use cas_consensus::rewards::{WitnessOrder, REWARD_CONFIRMATIONS};
 use cas_consensus::witness::{WitnessLimits, WitnessParams};
-use cas_engine::codec::{decode_block, to_owned_block};
+use cas_engine::codec::{decode_block, to_owned_block, to_owned_tx};
 use cas_engine::genesis::genesis_committee;
 use cas_engine::synchronizer::{Synchronizer, SynchronizerConfig};
 use cas_engine::PublicKey;
@@ -153,9 +153,15 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     );
     for height in 1..=recovery.durable_height {
         let bytes = shards_node.store().read(height)?;
-        let block = to_owned_block(decode_block(&bytes)?);
+        let block = decode_block(&bytes)?;
+        let last = block.txs.last().map(to_owned_tx);
         order
-            .replay(&block)
+            .replay_issuance(
+                block.header.height.to_native(),
+                block.header.timestamp_ms.to_native(),
+                block.header.hash(),
+                last.as_ref(),
+            )
             .context("rebuilding the witness order from the stored blocks")?;
     }
     // The node's own witness chain starts as the ledger's (every stored block final in it, every witness the
