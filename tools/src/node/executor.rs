@@ -82,17 +82,17 @@ impl Executor {
 
     fn execute(&mut self, committed: Committed) -> Result<()> {
         let height = committed.block.height;
+        ensure!(
+            height == self.order.executed_height() + 1,
+            "block {height} follows executed height {}",
+            self.order.executed_height()
+        );
         // Mark first: after a crash, whichever height the store ends at, its consensus hash is on disk.
         self.executed_marks.push((height, committed.block.hash()));
         if self.executed_marks.len() > 2 {
             self.executed_marks.remove(0);
         }
         self.executed_file.store(&self.executed_marks)?;
-        ensure!(
-            height == self.order.executed_height() + 1,
-            "block {height} follows executed height {}",
-            self.order.executed_height()
-        );
         let carried = &committed.block.witnesses;
         let witnesses = self
             .order
