@@ -24,6 +24,10 @@
 //! Any later TC includes one of them, so any block voted through a TC extends a QC of round >= P.round, and a
 //! block voted through a QC extends a certified block whose chain already contains P. Certificates are checked
 //! with the engine's batch verification; verified QCs are cached so each is checked once per member.
+//!
+//! Blocks also carry POW witness headers the leader holds and no ancestor carried (bounded in count and bytes), so
+//! that the witness chain the ledger's rewards are minted from has one order on every node; voters check the bound
+//! and the headers' claimed work only (their validity is judged, the same way everywhere, at execution).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -35,15 +39,22 @@ use cas_engine::crypto::SigEntry;
 
 use crate::messages::{
     commit_vote_digest, timeout_digest, verify_availability, verify_member, verify_qc, verify_tc,
-    vote_digest, AvailabilityCert, Block, Message, QuorumCert, Round, SignerSignature, Timeout,
-    TimeoutCert, TimeoutSignature, Vote,
+    vote_digest, witness_bytes, AvailabilityCert, Block, Message, QuorumCert, Round,
+    SignerSignature, Timeout, TimeoutCert, TimeoutSignature, Vote, BLOCK_WITNESSES_MAX,
+    BLOCK_WITNESS_BYTES_MAX,
 };
+use crate::witness::{encode_witness, meets_difficulty, WitnessHash, WitnessHeader};
 use crate::Action;
 
 /// Certificates remembered as verified (each is verified once while remembered; a forgotten one is verified again).
 pub const VERIFIED_CACHE_MAX: usize = 65_536;
 /// Committed package ids remembered, so a late certificate of one is not proposed again.
 pub const COMMITTED_PACKAGES_KEPT: usize = 262_144;
+
+/// Witness headers waiting to be carried by a proposal; a full pool refuses more (counted).
+pub const WITNESS_POOL_MAX: usize = 256;
+/// Carried witness hashes remembered, so one is not proposed again.
+pub const COMMITTED_WITNESSES_KEPT: usize = 65_536;
 
 /// How long a creator's package may wait in the pool for a missing predecessor before it is proposed anyway (the
 /// predecessor's certificate may never come: its creator crashed before sending it).
@@ -141,6 +152,10 @@ pub struct BftStats {
     pub conflicting_commits: u64,
     /// Payload certificates refused because the pool was full.
     pub payload_refused: u64,
+    /// Witness headers refused because the witness pool was full.
+    pub witnesses_refused: u64,
+    /// Witness headers carried by committed blocks.
+    pub witnesses_committed: u64,
 }
 
 pub struct Bft {
@@ -184,6 +199,9 @@ pub struct Bft {
     next_sequence: BTreeMap<MemberIndex, u64>,
     deferred: Vec<Action>,
     committed_packages: BoundedSet<PackageId>,
+    /// Witness headers to carry, lowest height first.
+    witness_pool: BTreeMap<(u64, WitnessHash), WitnessHeader>,
+    committed_witnesses: BoundedSet<WitnessHash>,
     pub stats: BftStats,
     /// Test-only: vote for any proposal from the round's leader, ignoring which QC it extends.
     #[cfg(test)]
@@ -252,6 +270,8 @@ impl Bft {
             next_sequence: BTreeMap::new(),
             deferred: Vec::new(),
             committed_packages: BoundedSet::new(COMMITTED_PACKAGES_KEPT),
+            witness_pool: BTreeMap::new(),
+            committed_witnesses: BoundedSet::new(COMMITTED_WITNESSES_KEPT),
             stats: BftStats::default(),
             #[cfg(test)]
             broken_vote_rule: false,
@@ -302,6 +322,22 @@ impl Bft {
             self.propose(&mut actions);
             self.deferred.extend(actions);
         }
+        true
+    }
+
+    /// Offers a witness header (one the node's witness chain accepted) for a future proposal to carry; false when
+    /// the pool is full. A header already carried or pooled is taken as done.
+    pub fn add_witness(&mut self, header: WitnessHeader) -> bool {
+        let hash = header.hash();
+        let key = (header.height, hash);
+        if self.committed_witnesses.contains(&hash) || self.witness_pool.contains_key(&key) {
+            return true;
+        }
+        if self.witness_pool.len() >= WITNESS_POOL_MAX {
+            self.stats.witnesses_refused += 1;
+            return false;
+        }
+        self.witness_pool.insert(key, header);
         true
     }
 
@@ -392,7 +428,17 @@ impl Bft {
             }
         };
         let payload = self.select_payload(&qc.block);
-        let block = Block::new_signed(&self.keypair, self.me, round, qc, tc, self.now_ms, payload);
+        let witnesses = self.select_witnesses(&qc.block);
+        let block = Block::new_signed(
+            &self.keypair,
+            self.me,
+            round,
+            qc,
+            tc,
+            self.now_ms,
+            payload,
+            witnesses,
+        );
         let hash = block.hash();
         // Proposing is voting: persist first, so a restart can never propose a second block for this round.
         self.safety.last_voted_round = round;
@@ -448,6 +494,53 @@ impl Bft {
         payload
     }
 
+    /// The witness headers of the next proposal: pooled ones no uncommitted ancestor carries, lowest height first
+    /// (a parent or uncle before the witness that needs it), within the count and byte bounds.
+    fn select_witnesses(&self, tip: &BlockHash) -> Vec<WitnessHeader> {
+        let mut in_flight = BTreeSet::new();
+        let mut cursor = *tip;
+        while let Some(block) = self.blocks.get(&cursor) {
+            if block.height <= self.committed_height {
+                break;
+            }
+            in_flight.extend(block.witnesses.iter().map(WitnessHeader::hash));
+            cursor = block.parent();
+        }
+        let mut witnesses = Vec::new();
+        let mut bytes = 0;
+        for ((_, hash), header) in &self.witness_pool {
+            if witnesses.len() >= BLOCK_WITNESSES_MAX {
+                break;
+            }
+            if in_flight.contains(hash) {
+                continue;
+            }
+            let size = encode_witness(header).len();
+            if bytes + size > BLOCK_WITNESS_BYTES_MAX {
+                break;
+            }
+            bytes += size;
+            witnesses.push(header.clone());
+        }
+        witnesses
+    }
+
+    /// The stateless checks of carried witnesses: within the bounds, distinct, each carrying the work it claims.
+    fn witnesses_acceptable(witnesses: &[WitnessHeader]) -> bool {
+        if witnesses.len() > BLOCK_WITNESSES_MAX
+            || witness_bytes(witnesses) > BLOCK_WITNESS_BYTES_MAX
+        {
+            return false;
+        }
+        let hashes: Vec<WitnessHash> = witnesses.iter().map(WitnessHeader::hash).collect();
+        let distinct: BTreeSet<&WitnessHash> = hashes.iter().collect();
+        distinct.len() == hashes.len()
+            && witnesses
+                .iter()
+                .zip(&hashes)
+                .all(|(w, hash)| meets_difficulty(hash, w.difficulty))
+    }
+
     fn check_qc(&mut self, qc: &QuorumCert) -> bool {
         let digest = qc.digest();
         if self.verified_qcs.contains(&digest) {
@@ -465,6 +558,7 @@ impl Bft {
             || block.height != block.qc.height + 1
             || block.round <= block.qc.round
             || block.payload.len() > self.config.payload_certs_max
+            || !Self::witnesses_acceptable(&block.witnesses)
         {
             return false;
         }
@@ -823,6 +917,12 @@ impl Bft {
                 self.committed_packages.insert(cert.package);
                 let next = self.next_sequence.entry(cert.creator).or_insert(0);
                 *next = (*next).max(cert.sequence + 1);
+            }
+            for witness in &block.witnesses {
+                let hash = witness.hash();
+                self.committed_witnesses.insert(hash);
+                self.witness_pool.remove(&(witness.height, hash));
+                self.stats.witnesses_committed += 1;
             }
             self.stats.commits += 1;
             actions.push(Action::Commit(block));

@@ -5,13 +5,17 @@
 //! [`bft`] orders blocks among the DPOS committee (pipelined, leader-rotating, 2-chain commit of the HotStuff-2 /
 //! Jolteon family); [`availability`] makes packages of transactions available and certified before they are
 //! ordered; [`messages`] holds the wire types and certificate checks; [`committee`] the members and thresholds;
-//! [`witness`] the POW witness chain that miners build over finalized blocks.
+//! [`witness`] the POW witness chain that miners build over finalized blocks; [`rewards`] the ledger's order of
+//! that chain (fed only from committed blocks) and the witness rewards minted from it; [`mining`] the protocol
+//! between a standalone miner and the node it follows.
 
 pub mod availability;
 pub mod bft;
 pub mod bounded;
 pub mod committee;
 pub mod messages;
+pub mod mining;
+pub mod rewards;
 pub mod sim;
 pub mod verdicts;
 pub mod witness;

@@ -15,6 +15,11 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::committee::{Committee, MemberIndex, COMMITTEE_MEMBERS_MAX};
 use crate::witness::{check_witness_bounds, WitnessDecodeError, WitnessHeader};
 
+/// Witness headers one consensus block may carry into the ledger's witness order (the issuance evidence bound).
+pub const BLOCK_WITNESSES_MAX: usize = cas_engine::codec::ISSUANCE_EVIDENCE_MAX;
+/// Encoded bytes of the witness headers one consensus block may carry, in all.
+pub const BLOCK_WITNESS_BYTES_MAX: usize = cas_engine::codec::ISSUANCE_EVIDENCE_BYTES_MAX;
+
 pub type Round = u64;
 
 mod domain {
@@ -159,10 +164,23 @@ pub struct Block {
     /// Present when the previous round ended in a timeout rather than a QC.
     pub tc: Option<TimeoutCert>,
     pub author: MemberIndex,
-    /// The proposer's clock; informative only.
+    /// The proposer's wall clock. Not checked by voters; once committed it is the one clock every executor's
+    /// witness order judges carried witness timestamps by, so it is the same on every node.
     pub timestamp_ms: u64,
     pub payload: Vec<AvailabilityCert>,
+    /// POW witness headers no earlier block carried (at most [`BLOCK_WITNESSES_MAX`], [`BLOCK_WITNESS_BYTES_MAX`]
+    /// bytes encoded): committing them puts the witness chain in one order on every node, which is what makes
+    /// the witness rewards minted from it deterministic.
+    pub witnesses: Vec<WitnessHeader>,
     pub signature: Signature,
+}
+
+/// The encoded size of carried witnesses, as the bound counts it.
+pub fn witness_bytes(witnesses: &[WitnessHeader]) -> usize {
+    witnesses
+        .iter()
+        .map(|w| crate::witness::encode_witness(w).len())
+        .sum()
 }
 
 impl Block {
@@ -186,6 +204,11 @@ impl Block {
         for cert in &self.payload {
             h.update(&cert.package.0);
         }
+        // A witness's hash is its proof of work over every one of its fields.
+        h.update(&(self.witnesses.len() as u64).to_le_bytes());
+        for witness in &self.witnesses {
+            h.update(&witness.hash().0);
+        }
         Hash32::from(h.finalize())
     }
 
@@ -199,6 +222,7 @@ impl Block {
         tc: Option<TimeoutCert>,
         timestamp_ms: u64,
         payload: Vec<AvailabilityCert>,
+        witnesses: Vec<WitnessHeader>,
     ) -> Block {
         let height = qc.height + 1;
         let mut block = Block {
@@ -209,6 +233,7 @@ impl Block {
             author,
             timestamp_ms,
             payload,
+            witnesses,
             signature: Signature([0; 64]),
         };
         block.signature = keypair.sign(&block.hash().0);
@@ -480,6 +505,14 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
             )?;
             for cert in block.payload.iter() {
                 bound("acks", cert.acks.len(), COMMITTEE_MEMBERS_MAX)?;
+            }
+            bound(
+                "carried witnesses",
+                block.witnesses.len(),
+                BLOCK_WITNESSES_MAX,
+            )?;
+            for witness in block.witnesses.iter() {
+                check_witness_bounds(witness)?;
             }
         }
         ArchivedMessage::Timeout(timeout) => bound(

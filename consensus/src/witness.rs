@@ -19,7 +19,7 @@ pub type WitnessHash = Hash32;
 /// The parent of the first witness block: the chain starts before DPOS height 1.
 pub const GENESIS_WITNESS: WitnessHash = Hash32([0; 32]);
 /// The most DPOS hashes one witness may commit to (the decoder's bound on `span`).
-pub const WITNESS_SPAN_MAX: usize = 1_024;
+pub const WITNESS_SPAN_MAX: usize = cas_engine::genesis::WITNESS_SPAN_MAX as usize;
 /// Uncles one witness may cite.
 pub const UNCLES_PER_WITNESS_MAX: usize = 2;
 /// The largest encoded witness header accepted.
@@ -158,7 +158,7 @@ impl Default for WitnessParams {
         WitnessParams {
             // 128 blocks per 2.5 s keeps up with a DPOS chain of up to ~51 blocks/s (a loaded 4-node cluster on
             // 2 cores makes 30-60); a slower chain is witnessed as fast as it finalizes, at the difficulty floor.
-            span: 128,
+            span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             target_interval_ms: 2_500,
             retarget_window: 16,
             initial_difficulty: 1 << 16,
@@ -408,6 +408,17 @@ impl WitnessChain {
         self.entries.get(hash).map(|e| &e.header)
     }
 
+    /// Every witness block held, lowest height first (then by hash).
+    pub fn headers(&self) -> Vec<&WitnessHeader> {
+        let mut headers: Vec<(u64, &WitnessHash, &WitnessHeader)> = self
+            .entries
+            .iter()
+            .map(|(hash, e)| (e.header.height, hash, &e.header))
+            .collect();
+        headers.sort_by_key(|(height, hash, _)| (*height, **hash));
+        headers.into_iter().map(|(_, _, header)| header).collect()
+    }
+
     pub fn contains(&self, hash: &WitnessHash) -> bool {
         self.entries.contains_key(hash)
     }
@@ -458,25 +469,36 @@ impl WitnessChain {
 
     /// The difficulty a child of `parent` must carry. Heights 1 + k * window start a window: the difficulty
     /// scales by target time over the time the previous window took (at most [`RETARGET_CLAMP`] either way).
+    /// For a parent whose window reaches below the blocks kept, the parent's own difficulty (such a child is
+    /// refused as too deep by [`Self::insert`]).
     pub fn next_difficulty(&self, parent: &WitnessHash) -> u64 {
+        self.retarget(parent).unwrap_or_else(|| {
+            self.entries
+                .get(parent)
+                .map_or(self.params.initial_difficulty, |e| e.header.difficulty)
+        })
+    }
+
+    /// [`Self::next_difficulty`], or `None` when the window's first block is no longer kept.
+    fn retarget(&self, parent: &WitnessHash) -> Option<u64> {
         let Some(entry) = self.entries.get(parent) else {
-            return self.params.initial_difficulty;
+            return Some(self.params.initial_difficulty);
         };
         let parent_header = &entry.header;
         let window = self.params.retarget_window;
         let child_height = parent_header.height + 1;
         if (child_height - 1) % window != 0 {
-            return parent_header.difficulty;
+            return Some(parent_header.difficulty);
         }
         // The window's first block (the genesis has no timestamp, so the first window is measured from height 1).
         let first_height = parent_header.height.saturating_sub(window).max(1);
         let mut first = parent_header;
         while first.height > first_height {
-            first = &self.entries[&first.parent].header;
+            first = &self.entries.get(&first.parent)?.header;
         }
         let intervals = u128::from(parent_header.height - first.height);
         if intervals == 0 {
-            return parent_header.difficulty;
+            return Some(parent_header.difficulty);
         }
         let actual_ms = u128::from(
             parent_header
@@ -492,7 +514,7 @@ impl WitnessChain {
                 previous * u128::from(RETARGET_CLAMP),
             )
             .max(u128::from(self.params.min_difficulty));
-        u64::try_from(clamped).unwrap_or(u64::MAX)
+        Some(u64::try_from(clamped).unwrap_or(u64::MAX))
     }
 
     /// The header a miner should work on next to extend the best tip, if its DPOS range is finalized here. The
@@ -637,7 +659,7 @@ impl WitnessChain {
             Some(parent.header.timestamp_ms)
         };
         let best = self.best_height();
-        if header.height + self.limits.depth_kept <= best {
+        if header.height.saturating_add(self.limits.depth_kept) <= best {
             return Err(WitnessError::TooDeep {
                 height: header.height,
                 best,
@@ -663,7 +685,12 @@ impl WitnessChain {
                 got: header.dpos_hashes.len(),
             });
         }
-        let expected_difficulty = self.next_difficulty(&header.parent);
+        let Some(expected_difficulty) = self.retarget(&header.parent) else {
+            return Err(WitnessError::TooDeep {
+                height: header.height,
+                best,
+            });
+        };
         if header.difficulty != expected_difficulty {
             return Err(WitnessError::WrongDifficulty {
                 expected: expected_difficulty,
@@ -804,7 +831,16 @@ impl WitnessChain {
     /// A reorganisation deeper than `confirmations` does not un-pay (issuance is final like the DPOS block that
     /// carried it); the new chain is paid from the first unpaid height.
     pub fn mature_rewards(&mut self, confirmations: u64) -> Vec<Reward> {
-        let mature = self.best_height().saturating_sub(confirmations);
+        self.mature_rewards_bounded(confirmations, u64::MAX)
+    }
+
+    /// [`Self::mature_rewards`] paying at most `heights_max` heights per call (the rest on later calls, in order),
+    /// so one call's rewards fit a bounded issuance.
+    pub fn mature_rewards_bounded(&mut self, confirmations: u64, heights_max: u64) -> Vec<Reward> {
+        let mature = self
+            .best_height()
+            .saturating_sub(confirmations)
+            .min(self.paid_height.saturating_add(heights_max));
         if mature <= self.paid_height {
             return Vec::new();
         }

@@ -3,7 +3,7 @@
 
 use cas_consensus::messages::{
     decode_message, encode_message, Block, Message, MessageDecodeError, Package, QuorumCert, Vote,
-    MESSAGE_BYTES_MAX,
+    BLOCK_WITNESSES_MAX, MESSAGE_BYTES_MAX,
 };
 use cas_consensus::witness::{WitnessDecodeError, WitnessHeader, WITNESS_SPAN_MAX};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
@@ -13,7 +13,16 @@ use proptest::prelude::*;
 
 fn samples() -> Vec<Message> {
     let leader = key(COMMITTEE_KEYS, 1);
-    let block = Block::new_signed(&leader, 1, 1, QuorumCert::genesis(), None, 5, Vec::new());
+    let block = Block::new_signed(
+        &leader,
+        1,
+        1,
+        QuorumCert::genesis(),
+        None,
+        5,
+        Vec::new(),
+        vec![witness(16)],
+    );
     let genesis = funded_genesis(1, 4, 2, 1, 100);
     let coins = genesis_outputs(&genesis.txs);
     let tx = transfer(
@@ -71,6 +80,49 @@ fn a_witness_past_its_bounds_is_refused_by_the_message_decoder() {
         decode_message(&encode_message(&empty)),
         Err(MessageDecodeError::Witness(WitnessDecodeError::Empty))
     );
+}
+
+#[test]
+fn carried_witnesses_are_bounded_by_the_decoder_and_covered_by_the_block_hash() {
+    let leader = key(COMMITTEE_KEYS, 1);
+    let carrying = |witnesses: Vec<WitnessHeader>| {
+        Block::new_signed(
+            &leader,
+            1,
+            1,
+            QuorumCert::genesis(),
+            None,
+            5,
+            Vec::new(),
+            witnesses,
+        )
+    };
+    let too_many = carrying(vec![witness(4); BLOCK_WITNESSES_MAX + 1]);
+    assert!(matches!(
+        decode_message(&encode_message(&Message::Proposal(too_many))),
+        Err(MessageDecodeError::TooMany {
+            what: "carried witnesses",
+            ..
+        })
+    ));
+    let unbounded = carrying(vec![witness(WITNESS_SPAN_MAX + 1)]);
+    assert!(matches!(
+        decode_message(&encode_message(&Message::BlockResponse(unbounded))),
+        Err(MessageDecodeError::Witness(
+            WitnessDecodeError::TooMany { .. }
+        ))
+    ));
+    let block = carrying(vec![witness(4)]);
+    let mut other = witness(4);
+    other.nonce += 1;
+    let mut swapped = block.clone();
+    swapped.witnesses = vec![other];
+    assert_ne!(
+        block.hash(),
+        swapped.hash(),
+        "a carried witness is signed by the proposer"
+    );
+    assert_ne!(block.hash(), carrying(Vec::new()).hash());
 }
 
 #[test]

@@ -509,3 +509,51 @@ proptest! {
         let _ = decode_witness(&aligned);
     }
 }
+
+/// A side witness whose retarget window reaches below what the chain still keeps is refused as too deep (it once
+/// panicked on the missing ancestor; carried into the ledger's witness order, that would stop every executor).
+#[test]
+fn a_retarget_window_below_the_kept_depth_is_refused_not_a_panic() {
+    let params = params(); // retarget window 8
+    let limits = WitnessLimits {
+        finalized_kept: 100_000,
+        depth_kept: 10,
+    };
+    let mut chain = WitnessChain::new(params.clone(), limits);
+    for height in 1..=400 {
+        chain.add_finalized(height, dpos_hash(height));
+    }
+    let mut now = 0;
+    let mut by_height = Vec::new();
+    for _ in 0..30 {
+        now += params.target_interval_ms;
+        let header = child_of(&chain, 1, now);
+        by_height.push(header.clone());
+        chain.insert(header, now).expect("valid");
+    }
+    assert_eq!(chain.best_height(), 30);
+    // A sibling of height 25 (a window start: 1 + 3 * 8) on the kept block 24; its window reaches back to 16,
+    // below the kept floor of 20.
+    let parent = &by_height[23];
+    let mut side = WitnessHeader {
+        parent: parent.hash(),
+        height: 25,
+        first_dpos_height: parent.last_dpos_height() + 1,
+        dpos_hashes: (0..u64::from(params.span))
+            .map(|i| dpos_hash(parent.last_dpos_height() + 1 + i))
+            .collect(),
+        uncles: vec![],
+        timestamp_ms: now,
+        difficulty: 1,
+        miner: key(9),
+        nonce: 0,
+    };
+    side = seal(side);
+    assert_eq!(
+        chain.insert(side, now),
+        Err(WitnessError::TooDeep {
+            height: 25,
+            best: 30
+        })
+    );
+}

@@ -19,7 +19,8 @@ pub struct BlockHeader {
     /// [`merkle::root`] of the body's tx ids in order.
     pub tx_root: Hash32,
     pub proposer: PublicKey,
-    /// The proposer's clock; informative only, never used by a rule that must be deterministic.
+    /// The proposer's wall clock, as the committed consensus block carries it: the same on every node, so it is
+    /// the clock the witness order judges carried witness timestamps by (never a node's local clock).
     pub timestamp_ms: u64,
     /// [`crate::commitment::SetCommitment::checksum`] of the UTXO set after applying this block.
     pub utxo_commitment: Hash32,

@@ -23,6 +23,12 @@ pub const WITNESSES_MAX: usize = INPUTS_MAX;
 pub const MEMO_BYTES_MAX: usize = 64;
 /// Committee members in a genesis transaction.
 pub const COMMITTEE_MAX: usize = 1024;
+/// Evidence items (encoded witness headers) one issuance transaction may carry.
+pub const ISSUANCE_EVIDENCE_MAX: usize = 8;
+/// Evidence bytes one issuance transaction may carry in all: with its outputs it stays under [`TX_BYTES_MAX`].
+pub const ISSUANCE_EVIDENCE_BYTES_MAX: usize = 48 * 1024;
+/// Outputs (rewards) one issuance transaction may mint.
+pub const ISSUANCE_OUTPUTS_MAX: usize = 128;
 /// Transactions per block.
 pub const BLOCK_TXS_MAX: usize = 200_000;
 /// The largest encoded block accepted.
@@ -30,6 +36,9 @@ pub const BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 const _: () = assert!(WITNESSES_MAX <= INPUTS_MAX);
 const _: () = assert!(TX_BYTES_MAX <= BLOCK_BYTES_MAX);
+// Evidence plus a full set of issuance outputs (under 96 archived bytes each) and the rest of the body fit one tx.
+const _: () =
+    assert!(ISSUANCE_EVIDENCE_BYTES_MAX + ISSUANCE_OUTPUTS_MAX * 96 + 1024 <= TX_BYTES_MAX);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -84,8 +93,29 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
     bound("outputs", tx.body.outputs.len(), OUTPUTS_MAX)?;
     bound("witnesses", tx.witnesses.len(), WITNESSES_MAX)?;
     bound("memo bytes", tx.body.memo.len(), MEMO_BYTES_MAX)?;
-    if let ArchivedTxKind::Genesis { committee, .. } = &tx.body.kind {
-        bound("committee members", committee.len(), COMMITTEE_MAX)?;
+    match &tx.body.kind {
+        ArchivedTxKind::Genesis { committee, .. } => {
+            bound("committee members", committee.len(), COMMITTEE_MAX)?;
+        }
+        ArchivedTxKind::Issuance { evidence, .. } => {
+            bound(
+                "issuance evidence items",
+                evidence.len(),
+                ISSUANCE_EVIDENCE_MAX,
+            )?;
+            let bytes = evidence.iter().map(|item| item.len()).sum();
+            bound(
+                "issuance evidence bytes",
+                bytes,
+                ISSUANCE_EVIDENCE_BYTES_MAX,
+            )?;
+            bound(
+                "issuance outputs",
+                tx.body.outputs.len(),
+                ISSUANCE_OUTPUTS_MAX,
+            )?;
+        }
+        ArchivedTxKind::Transfer => {}
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ pub fn funded_spec(
         params: ParamsSpec {
             min_fee: 1,
             block_interval_ms: 100,
+            witness_span: crate::genesis::DEFAULT_WITNESS_SPAN,
         },
         committee: (0..members)
             .map(|i| MemberSpec {

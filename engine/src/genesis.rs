@@ -32,6 +32,18 @@ pub struct GenesisSpec {
 pub struct ParamsSpec {
     pub min_fee: u64,
     pub block_interval_ms: u64,
+    /// DPOS blocks per POW witness; [`DEFAULT_WITNESS_SPAN`] when absent.
+    #[serde(default = "default_witness_span")]
+    pub witness_span: u32,
+}
+
+/// The witness span of a chain whose genesis names none.
+pub const DEFAULT_WITNESS_SPAN: u32 = 128;
+/// The largest witness span a genesis may set (a witness header's decoder bound).
+pub const WITNESS_SPAN_MAX: u32 = 1_024;
+
+fn default_witness_span() -> u32 {
+    DEFAULT_WITNESS_SPAN
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +78,8 @@ pub enum GenesisError {
     Toml(String),
     #[error("the committee is empty")]
     EmptyCommittee,
+    #[error("witness span {0} is outside 1..={max}", max = WITNESS_SPAN_MAX)]
+    WitnessSpan(u32),
     #[error("the committee has {0} members, more than {COMMITTEE_MAX}")]
     CommitteeTooLarge(usize),
     #[error("committee member {index}: {reason}")]
@@ -102,6 +116,9 @@ fn parse_key(text: &str) -> Result<PublicKey, String> {
 pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
     if spec.committee.is_empty() {
         return Err(GenesisError::EmptyCommittee);
+    }
+    if spec.params.witness_span == 0 || spec.params.witness_span > WITNESS_SPAN_MAX {
+        return Err(GenesisError::WitnessSpan(spec.params.witness_span));
     }
     if spec.committee.len() > COMMITTEE_MAX {
         return Err(GenesisError::CommitteeTooLarge(spec.committee.len()));
@@ -147,6 +164,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
     let params = ChainParams {
         min_fee: spec.params.min_fee,
         block_interval_ms: spec.params.block_interval_ms,
+        witness_span: spec.params.witness_span,
     };
     let mut parts: Vec<Vec<TxOutput>> = outputs
         .chunks(OUTPUTS_MAX)

@@ -72,6 +72,16 @@ pub enum TxError {
     },
     #[error("fee {fee} is below the minimum {min_fee}")]
     FeeTooLow { fee: u64, min_fee: u64 },
+    #[error(
+        "issuance is minted only by the node's executor, as the last transaction of a ledger block"
+    )]
+    IssuanceReserved,
+    #[error("issuance for height {got} in block {expected}")]
+    IssuanceWrongHeight { expected: u64, got: u64 },
+    #[error("issuance must not spend inputs, carry witnesses or pay a fee")]
+    IssuanceNotPlain,
+    #[error("issuance output {output} is not CAS or is locked")]
+    IssuanceNotCas { output: usize },
 }
 
 /// Checks the witnesses' signatures over their tx ids for many transactions at once.
@@ -120,8 +130,11 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
             got: body.chain_id.to_native(),
         });
     }
-    if let ArchivedTxKind::Genesis { .. } = body.kind {
-        return Err(TxError::GenesisOnly);
+    match body.kind {
+        ArchivedTxKind::Genesis { .. } => return Err(TxError::GenesisOnly),
+        // Only `apply_batch` admits one, at the executor's slot (see `check_issuance`).
+        ArchivedTxKind::Issuance { .. } => return Err(TxError::IssuanceReserved),
+        ArchivedTxKind::Transfer => {}
     }
     if body.inputs.is_empty() {
         return Err(TxError::NoInputs);
@@ -242,6 +255,44 @@ fn check_with(
     Ok(())
 }
 
+/// Checks the executor's issuance transaction (the last of a block): for this height, nothing spent, signed or
+/// paid, only unlocked CAS outputs with amounts. Returns the CAS it mints.
+fn check_issuance(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<u64, TxError> {
+    let body = &tx.body;
+    if body.chain_id.to_native() != ctx.chain_id {
+        return Err(TxError::WrongChain {
+            expected: ctx.chain_id,
+            got: body.chain_id.to_native(),
+        });
+    }
+    let ArchivedTxKind::Issuance { height, .. } = &body.kind else {
+        return Err(TxError::IssuanceReserved);
+    };
+    if height.to_native() != ctx.height {
+        return Err(TxError::IssuanceWrongHeight {
+            expected: ctx.height,
+            got: height.to_native(),
+        });
+    }
+    if !body.inputs.is_empty() || !tx.witnesses.is_empty() || body.fee.to_native() != 0 {
+        return Err(TxError::IssuanceNotPlain);
+    }
+    let mut minted = 0u64;
+    for (output, archived) in body.outputs.iter().enumerate() {
+        if AssetId::from(&archived.asset) != AssetId::CAS || archived.unlock_height.is_some() {
+            return Err(TxError::IssuanceNotCas { output });
+        }
+        let amount = archived.amount.to_native();
+        if amount == 0 {
+            return Err(TxError::ZeroAmount { output });
+        }
+        minted = minted
+            .checked_add(amount)
+            .ok_or(TxError::OutputOverflow { output })?;
+    }
+    Ok(minted)
+}
+
 fn sum_for(sums: &mut Vec<(AssetId, u64, u64)>, asset: AssetId) -> &mut (AssetId, u64, u64) {
     let index = match sums.iter().position(|(a, _, _)| *a == asset) {
         Some(index) => index,
@@ -263,11 +314,15 @@ pub struct BatchOutcome {
     pub created: Vec<(OutPoint, TxOutput)>,
     /// The fees of the accepted transactions.
     pub fees: u64,
+    /// The CAS minted by an accepted issuance transaction (the only way supply grows after genesis).
+    pub issued: u64,
 }
 
 /// Applies `txs` in order on top of `view`: a later transaction may spend an earlier one's outputs, and of two
 /// spends of one outpoint the earlier wins (the later gets [`TxError::DoubleSpend`]). Rejected transactions change
 /// nothing. `signature_verdicts[i]` is [`verify_signatures`]' verdict for `txs[i]`; `ids[i]` its tx id.
+/// An issuance transaction is admitted only as the last of the batch (the executor's slot); anywhere else it gets
+/// [`TxError::IssuanceReserved`]. Supply is conserved except by `issued` (up) and `fees` (out of the UTXO set).
 pub fn apply_batch(
     txs: &[&ArchivedTransaction],
     ids: &[TxId],
@@ -302,7 +357,35 @@ pub fn apply_batch(
         spent: Vec::with_capacity(inputs),
         ..BatchOutcome::default()
     };
-    for ((tx, id), signature_verdict) in txs.iter().zip(ids).zip(signature_verdicts) {
+    let last = txs.len().saturating_sub(1);
+    for (position, ((tx, id), signature_verdict)) in
+        txs.iter().zip(ids).zip(signature_verdicts).enumerate()
+    {
+        if let ArchivedTxKind::Issuance { .. } = tx.body.kind {
+            let verdict = if position == last {
+                signature_verdict
+                    .clone()
+                    .and_then(|()| check_issuance(tx, ctx))
+            } else {
+                Err(TxError::IssuanceReserved)
+            };
+            match verdict {
+                Ok(minted) => {
+                    for (index, archived) in tx.body.outputs.iter().enumerate() {
+                        let outpoint = OutPoint {
+                            tx: *id,
+                            index: index as u32,
+                        };
+                        overlay.insert(outpoint, InBatch::Created(created.len()));
+                        created.push((outpoint, TxOutput::from(archived), true));
+                    }
+                    outcome.issued = minted;
+                    outcome.verdicts.push(Ok(()));
+                }
+                Err(error) => outcome.verdicts.push(Err(error)),
+            }
+            continue;
+        }
         let verdict = signature_verdict.clone().and_then(|()| {
             check_with(
                 tx,

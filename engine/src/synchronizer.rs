@@ -12,7 +12,7 @@ use crate::codec::{decode_tx, to_owned_tx, DecodeError};
 use crate::crypto::PublicKey;
 use crate::id::TxId;
 use crate::rules::{verify_signatures, TxError};
-use crate::tx::{ArchivedTransaction, Transaction};
+use crate::tx::{ArchivedTransaction, ArchivedTxKind, Transaction};
 
 #[derive(Clone, Debug)]
 pub struct SynchronizerConfig {
@@ -69,6 +69,9 @@ pub enum Rejection {
     Unsigned,
     #[error("{0}")]
     Signature(TxError),
+    /// A rule that no client transaction can meet (an issuance is the executor's own).
+    #[error("{0}")]
+    Rule(TxError),
 }
 
 impl Rejection {
@@ -79,6 +82,7 @@ impl Rejection {
             Rejection::WrongChain { .. } => 2,
             Rejection::Unsigned => 3,
             Rejection::Signature(_) => 4,
+            Rejection::Rule(_) => 5,
         }
     }
 }
@@ -130,6 +134,10 @@ impl Synchronizer {
                     got: chain_id,
                 };
                 answers[index] = Some(Admission::Rejected { reason });
+            } else if let ArchivedTxKind::Issuance { .. } = tx.body.kind {
+                answers[index] = Some(Admission::Rejected {
+                    reason: Rejection::Rule(TxError::IssuanceReserved),
+                });
             } else if tx.witnesses.is_empty() {
                 answers[index] = Some(Admission::Rejected {
                     reason: Rejection::Unsigned,
@@ -279,6 +287,53 @@ mod tests {
             }
         ));
         assert_eq!(sync.queued(), 1);
+    }
+
+    #[test]
+    fn a_client_issuance_is_refused_with_its_reason() {
+        use crate::tx::{TxBody, TxKind, TxOutput};
+        let owner = key(ACCOUNT_KEYS, 0);
+        let body = TxBody {
+            chain_id: 3,
+            vn: 0,
+            kind: TxKind::Issuance {
+                height: 1,
+                evidence: Vec::new(),
+            },
+            inputs: Vec::new(),
+            outputs: vec![TxOutput {
+                amount: 1_000_000,
+                asset: crate::AssetId::CAS,
+                owner: owner.public(),
+                unlock_height: None,
+            }],
+            fee: 0,
+            memo: Vec::new(),
+            client_id: None,
+        };
+        // Unsigned as the executor builds it, and signed by a client hoping that helps: both refused.
+        let unsigned = Transaction {
+            body: body.clone(),
+            witnesses: Vec::new(),
+        };
+        let signed = body.sign(&[&owner]);
+        let bytes = [encode_tx(&unsigned), encode_tx(&signed)];
+        let submissions: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        let mut sync = Synchronizer::new(config());
+        let answers = sync.admit(&submissions, 0);
+        for answer in &answers {
+            assert_eq!(
+                answer,
+                &Admission::Rejected {
+                    reason: Rejection::Rule(TxError::IssuanceReserved)
+                }
+            );
+        }
+        let Admission::Rejected { reason } = &answers[0] else {
+            unreachable!()
+        };
+        assert_eq!(reason.code(), 5);
+        assert_eq!(sync.queued(), 0);
     }
 
     #[test]

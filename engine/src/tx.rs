@@ -69,6 +69,8 @@ pub struct ChainParams {
     pub min_fee: u64,
     /// Target block interval the proposers aim for.
     pub block_interval_ms: u64,
+    /// N: finalized DPOS blocks each POW witness commits to (1 ..= [`crate::genesis::WITNESS_SPAN_MAX`]).
+    pub witness_span: u32,
 }
 
 /// What a transaction does beyond moving outputs. Tokens, contracts and governance votes join as variants.
@@ -85,6 +87,11 @@ pub enum TxKind {
         committee: Vec<CommitteeMember>,
         params: ChainParams,
     },
+    /// New CAS minted by the node itself, never by a client: the POW witness rewards that matured at ledger block
+    /// `height`, as outputs. Each node's executor builds it from the consensus block's carried witness headers
+    /// (`evidence`, each an encoded witness header, kept so the issuance can be re-derived from the ledger alone)
+    /// and appends it as the last transaction of every ledger block. No inputs, no witnesses, no fee.
+    Issuance { height: u64, evidence: Vec<Vec<u8>> },
 }
 
 /// The signed part of a transaction.
@@ -204,6 +211,16 @@ impl ArchivedTxBody {
                 }
                 h.put(&params.min_fee.to_native().to_le_bytes());
                 h.put(&params.block_interval_ms.to_native().to_le_bytes());
+                h.put(&params.witness_span.to_native().to_le_bytes());
+            }
+            ArchivedTxKind::Issuance { height, evidence } => {
+                h.put(&[2]);
+                h.put(&height.to_native().to_le_bytes());
+                h.put(&(evidence.len() as u64).to_le_bytes());
+                for item in evidence.iter() {
+                    h.put(&(item.len() as u64).to_le_bytes());
+                    h.put(item);
+                }
             }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
@@ -316,6 +333,16 @@ mod tests {
                 }
                 h.update(&params.min_fee.to_le_bytes());
                 h.update(&params.block_interval_ms.to_le_bytes());
+                h.update(&params.witness_span.to_le_bytes());
+            }
+            TxKind::Issuance { height, evidence } => {
+                h.update(&[2]);
+                h.update(&height.to_le_bytes());
+                h.update(&(evidence.len() as u64).to_le_bytes());
+                for item in evidence {
+                    h.update(&(item.len() as u64).to_le_bytes());
+                    h.update(item);
+                }
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());
@@ -381,5 +408,18 @@ mod tests {
             let body = many_inputs(count, memo, client_id);
             assert_eq!(body.tx_id(), reference_id(&body), "{count} inputs");
         }
+        // An issuance with evidence past the writer's buffer, and one whose evidence is split differently.
+        let issuance = |evidence: Vec<Vec<u8>>| TxBody {
+            kind: TxKind::Issuance {
+                height: 12,
+                evidence,
+            },
+            inputs: Vec::new(),
+            ..many_inputs(3, 0, None)
+        };
+        let whole = issuance(vec![vec![0xcd; 3_000], vec![1, 2]]);
+        assert_eq!(whole.tx_id(), reference_id(&whole));
+        let split = issuance(vec![vec![0xcd; 1_500], vec![0xcd; 1_500], vec![1, 2]]);
+        assert_ne!(whole.tx_id(), split.tx_id(), "item lengths are hashed");
     }
 }

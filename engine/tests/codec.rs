@@ -4,7 +4,8 @@
 
 use cas_engine::codec::{
     decode_block, decode_tx, encode_block, encode_tx, to_owned_block, to_owned_tx, DecodeError,
-    INPUTS_MAX, MEMO_BYTES_MAX, OUTPUTS_MAX, TX_BYTES_MAX, WITNESSES_MAX,
+    INPUTS_MAX, ISSUANCE_EVIDENCE_BYTES_MAX, ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX,
+    MEMO_BYTES_MAX, OUTPUTS_MAX, TX_BYTES_MAX, WITNESSES_MAX,
 };
 use cas_engine::tx::{ChainParams, CommitteeMember};
 use cas_engine::{
@@ -40,12 +41,15 @@ fn output() -> impl Strategy<Value = TxOutput> {
 fn kind() -> impl Strategy<Value = TxKind> {
     prop_oneof![
         4 => Just(TxKind::Transfer),
-        1 => (any::<u32>(), vec((key(), any::<u64>()), 0..4), any::<(u64, u64)>()).prop_map(|(part, members, p)| {
+        1 => (any::<u32>(), vec((key(), any::<u64>()), 0..4), any::<(u64, u64, u32)>()).prop_map(|(part, members, p)| {
             TxKind::Genesis {
                 part,
                 committee: members.into_iter().map(|(key, stake)| CommitteeMember { key, stake }).collect(),
-                params: ChainParams { min_fee: p.0, block_interval_ms: p.1 },
+                params: ChainParams { min_fee: p.0, block_interval_ms: p.1, witness_span: p.2 },
             }
+        }),
+        1 => (any::<u64>(), vec(vec(any::<u8>(), 0..64), 0..4)).prop_map(|(height, evidence)| {
+            TxKind::Issuance { height, evidence }
         }),
     ]
 }
@@ -295,4 +299,63 @@ fn tx_id_ignores_witnesses_and_covers_every_body_field() {
         change(&mut other.body);
         assert_ne!(other.tx_id(), id);
     }
+}
+
+#[test]
+fn issuance_evidence_and_outputs_are_bounded_by_the_decoder() {
+    let issuance = |evidence: Vec<Vec<u8>>, outputs: usize| Transaction {
+        body: TxBody {
+            chain_id: 1,
+            vn: 0,
+            kind: TxKind::Issuance {
+                height: 4,
+                evidence,
+            },
+            inputs: Vec::new(),
+            outputs: vec![
+                TxOutput {
+                    amount: 1,
+                    asset: AssetId::CAS,
+                    owner: PublicKey([1; 32]),
+                    unlock_height: None,
+                };
+                outputs
+            ],
+            fee: 0,
+            memo: Vec::new(),
+            client_id: None,
+        },
+        witnesses: Vec::new(),
+    };
+    let refused = |tx: &Transaction| decode_tx(&encode_tx(tx)).err();
+    // At every bound: accepted, and the largest issuance still fits one transaction.
+    let full = issuance(
+        vec![vec![7; ISSUANCE_EVIDENCE_BYTES_MAX / ISSUANCE_EVIDENCE_MAX]; ISSUANCE_EVIDENCE_MAX],
+        ISSUANCE_OUTPUTS_MAX,
+    );
+    assert_eq!(refused(&full), None);
+    assert_eq!(
+        refused(&issuance(vec![Vec::new(); ISSUANCE_EVIDENCE_MAX + 1], 1)),
+        Some(DecodeError::TooMany {
+            what: "issuance evidence items",
+            count: ISSUANCE_EVIDENCE_MAX + 1,
+            max: ISSUANCE_EVIDENCE_MAX
+        })
+    );
+    assert_eq!(
+        refused(&issuance(vec![vec![7; ISSUANCE_EVIDENCE_BYTES_MAX + 1]], 1)),
+        Some(DecodeError::TooMany {
+            what: "issuance evidence bytes",
+            count: ISSUANCE_EVIDENCE_BYTES_MAX + 1,
+            max: ISSUANCE_EVIDENCE_BYTES_MAX
+        })
+    );
+    assert_eq!(
+        refused(&issuance(Vec::new(), ISSUANCE_OUTPUTS_MAX + 1)),
+        Some(DecodeError::TooMany {
+            what: "issuance outputs",
+            count: ISSUANCE_OUTPUTS_MAX + 1,
+            max: ISSUANCE_OUTPUTS_MAX
+        })
+    );
 }

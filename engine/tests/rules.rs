@@ -395,3 +395,133 @@ fn bad_signature_is_reported_per_transaction_and_witness() {
         ]
     );
 }
+
+fn issuance(height: u64, outputs: Vec<TxOutput>) -> Transaction {
+    Transaction {
+        body: TxBody {
+            kind: TxKind::Issuance {
+                height,
+                evidence: vec![vec![1, 2, 3]],
+            },
+            ..body(Vec::new(), outputs, 0)
+        },
+        witnesses: Vec::new(),
+    }
+}
+
+fn total_supply(ledger: &MemoryLedger) -> u128 {
+    ledger.utxos().values().map(|c| u128::from(c.amount)).sum()
+}
+
+#[test]
+fn issuance_mints_only_in_the_executors_slot_and_is_counted() {
+    let mut f = fixture(2, 1);
+    let supply = total_supply(&f.ledger);
+    let payment = transfer(CHAIN, &account(0), &f.coins[0], &account(1), 300, 5);
+    let mint = issuance(1, vec![cas(&account(1), 70), cas(&account(0), 3)]);
+
+    // A client's issuance, before the block's last transaction, is refused; the transfer after it applies.
+    let verdicts = apply(&mut f.ledger, &[mint.clone(), payment.clone()]);
+    assert_eq!(verdicts, vec![Err(TxError::IssuanceReserved), Ok(())]);
+    assert_eq!(total_supply(&f.ledger), supply - 5);
+
+    // The last slot, with the block's own height: minted, and only there does supply grow.
+    let payment = transfer(
+        CHAIN,
+        &account(1),
+        &[(
+            OutPoint {
+                tx: payment.tx_id(),
+                index: 0,
+            },
+            cas(&account(1), 300),
+        )],
+        &account(0),
+        100,
+        5,
+    );
+    let mint = issuance(2, vec![cas(&account(1), 70), cas(&account(0), 3)]);
+    let encoded: Vec<AlignedVec> = [&payment, &mint].iter().map(|t| encode_tx(t)).collect();
+    let archived: Vec<_> = encoded.iter().map(|b| decode_tx(b).unwrap()).collect();
+    let ids: Vec<_> = archived.iter().map(|t| t.tx_id()).collect();
+    let outcome = cas_engine::rules::apply_batch(
+        &archived,
+        &ids,
+        &verify_signatures(&archived, &ids),
+        f.ledger.utxos(),
+        &f.ledger.context_for(2),
+    );
+    assert_eq!(outcome.verdicts, vec![Ok(()), Ok(())]);
+    assert_eq!(outcome.issued, 73);
+    assert_eq!(outcome.fees, 5);
+    f.ledger.commit(&outcome, 2);
+    assert_eq!(total_supply(&f.ledger), supply - 10 + 73);
+    let minted = OutPoint {
+        tx: mint.tx_id(),
+        index: 0,
+    };
+    assert_eq!(f.ledger.utxos()[&minted], cas(&account(1), 70));
+
+    // Through the client path (`check_tx`), an issuance is always reserved.
+    let bytes = encode_tx(&issuance(3, vec![cas(&account(0), 1)]));
+    assert_eq!(
+        check_tx(
+            decode_tx(&bytes).unwrap(),
+            f.ledger.utxos(),
+            &f.ledger.context_for(3)
+        ),
+        Err(TxError::IssuanceReserved)
+    );
+}
+
+#[test]
+fn a_malformed_issuance_in_the_last_slot_gets_its_reason() {
+    let f = fixture(1, 1);
+    let mut locked = cas(&account(0), 5);
+    locked.unlock_height = Some(9);
+    let mut spends = issuance(1, vec![cas(&account(0), 5)]);
+    spends.body.inputs.push(f.coins[0][0].0);
+    let mut token = cas(&account(0), 5);
+    token.asset = AssetId(Hash32([9; 32]));
+    let cases = [
+        (
+            issuance(2, vec![cas(&account(0), 5)]),
+            TxError::IssuanceWrongHeight {
+                expected: 1,
+                got: 2,
+            },
+        ),
+        (spends, TxError::IssuanceNotPlain),
+        (
+            issuance(1, vec![cas(&account(0), 5), locked]),
+            TxError::IssuanceNotCas { output: 1 },
+        ),
+        (
+            issuance(1, vec![token]),
+            TxError::IssuanceNotCas { output: 0 },
+        ),
+        (
+            issuance(1, vec![cas(&account(0), 0)]),
+            TxError::ZeroAmount { output: 0 },
+        ),
+        (
+            issuance(1, vec![cas(&account(0), u64::MAX), cas(&account(0), 1)]),
+            TxError::OutputOverflow { output: 1 },
+        ),
+    ];
+    for (tx, expected) in cases {
+        let bytes = encode_tx(&tx);
+        let archived = decode_tx(&bytes).unwrap();
+        let ids = [archived.tx_id()];
+        let outcome = cas_engine::rules::apply_batch(
+            &[archived],
+            &ids,
+            &[Ok(())],
+            f.ledger.utxos(),
+            &f.ledger.context_for(1),
+        );
+        assert_eq!(outcome.verdicts, vec![Err(expected)]);
+        assert_eq!(outcome.issued, 0);
+        assert!(outcome.created.is_empty());
+    }
+}

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::error::FrameError;
 use crate::limits::{
     BULK_PAYLOAD_BYTES_MAX, CLIENT_ANSWER_PAYLOAD_BYTES_MAX, CLIENT_TX_PAYLOAD_BYTES_MAX,
-    CONSENSUS_PAYLOAD_BYTES_MAX, FRAME_HEADER_BYTES,
+    CONSENSUS_PAYLOAD_BYTES_MAX, FRAME_HEADER_BYTES, MINING_PAYLOAD_BYTES_MAX,
 };
 
 /// What a message is, which decides its lane, its size limit and its queue policy.
@@ -30,11 +30,14 @@ pub enum Class {
     /// the node encodes. Only ever node -> client on the ingest endpoint: a client or a peer sending one is
     /// refused as a wrong-lane frame.
     ClientAnswer = 7,
+    /// A standalone miner's request to the node it follows (a mining template, or a witness it found), opaque
+    /// bytes the node decodes. Only ever client -> node on the ingest endpoint; answered as a `ClientAnswer`.
+    Mining = 8,
 }
 
 impl Class {
     /// Every class a frame may carry.
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 8] = [
         Class::Proposal,
         Class::Vote,
         Class::Timeout,
@@ -42,7 +45,11 @@ impl Class {
         Class::BlockSync,
         Class::ClientTx,
         Class::ClientAnswer,
+        Class::Mining,
     ];
+
+    /// The classes a client may send on the ingest endpoint.
+    pub const FROM_CLIENTS: [Class; 2] = [Class::ClientTx, Class::Mining];
 
     /// The classes that travel between nodes (every class but [`Class::ClientAnswer`]).
     pub const BETWEEN_NODES: [Class; 6] = [
@@ -67,7 +74,7 @@ impl Class {
         match self {
             Class::Proposal | Class::Vote | Class::Timeout => Lane::Consensus,
             Class::Package | Class::BlockSync | Class::ClientTx => Lane::Bulk,
-            Class::ClientAnswer => Lane::Ingest,
+            Class::ClientAnswer | Class::Mining => Lane::Ingest,
         }
     }
 
@@ -83,6 +90,7 @@ impl Class {
             Class::Package | Class::BlockSync => BULK_PAYLOAD_BYTES_MAX,
             Class::ClientTx => CLIENT_TX_PAYLOAD_BYTES_MAX,
             Class::ClientAnswer => CLIENT_ANSWER_PAYLOAD_BYTES_MAX,
+            Class::Mining => MINING_PAYLOAD_BYTES_MAX,
         }
     }
 }
@@ -266,7 +274,7 @@ mod tests {
 
     #[test]
     fn unknown_class_is_refused() {
-        for byte in [0u8, 8, 0xff] {
+        for byte in [0u8, 9, 0xff] {
             let mut bytes = encode_frame(Class::Vote, b"x");
             bytes[4] = byte;
             assert_eq!(decode_frame(&bytes), Err(FrameError::UnknownClass(byte)));
@@ -327,6 +335,8 @@ mod tests {
         }
         assert_eq!(Class::ClientAnswer.lane(), Lane::Ingest);
         assert!(!Class::ClientAnswer.between_nodes());
-        assert_eq!(Class::ALL.len(), Class::BETWEEN_NODES.len() + 1);
+        assert_eq!(Class::Mining.lane(), Lane::Ingest);
+        assert!(!Class::Mining.between_nodes());
+        assert_eq!(Class::ALL.len(), Class::BETWEEN_NODES.len() + 2);
     }
 }

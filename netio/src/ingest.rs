@@ -28,7 +28,7 @@ use crate::thread::IoThread;
 /// client that leaves [`CLIENT_ANSWER_INBOX_MAX`] answers unread stalls its answer stream and, once the node's
 /// queue for it is full too, is disconnected by the node (see `limits::ANSWER_QUEUE_MAX`).
 pub struct IngestClient {
-    queue: Option<mpsc::Sender<Bytes>>,
+    queue: Option<mpsc::Sender<(Class, Bytes)>>,
     /// Answers received, bounded by `inbox_room`'s permits: the reader takes one per answer, a receive gives it
     /// back. A std channel so a plain thread can wait with a timeout even after the netio thread has ended.
     inbox: Mutex<std_mpsc::Receiver<Bytes>>,
@@ -44,7 +44,7 @@ impl IngestClient {
     /// Connects to the ingest endpoint at `addr`, which must present `node_key`.
     pub fn connect(addr: SocketAddr, node_key: PublicKey) -> Result<IngestClient, NetError> {
         let config = identity::ingest_client_config(node_key)?;
-        let (queue_tx, mut queue_rx) = mpsc::channel::<Bytes>(CLIENT_QUEUE_MAX);
+        let (queue_tx, mut queue_rx) = mpsc::channel::<(Class, Bytes)>(CLIENT_QUEUE_MAX);
         let (inbox_tx, inbox_rx) = std_mpsc::channel::<Bytes>();
         let inbox_room = Arc::new(Semaphore::new(CLIENT_ANSWER_INBOX_MAX));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
@@ -95,8 +95,8 @@ impl IngestClient {
                     std::future::pending::<()>().await
                 };
                 let writer = async {
-                    while let Some(payload) = queue_rx.recv().await {
-                        if let Err(error) = write_frame(&mut send, Class::ClientTx, payload).await {
+                    while let Some((class, payload)) = queue_rx.recv().await {
+                        if let Err(error) = write_frame(&mut send, class, payload).await {
                             tracing::warn!(%addr, %error, "ingest connection lost");
                             return;
                         }
@@ -175,11 +175,12 @@ impl IngestClient {
         self.local_addr
     }
 
-    fn check(payload: &Bytes) -> Result<(), SendError> {
-        let max = Class::ClientTx.payload_bytes_max();
+    fn check(class: Class, payload: &Bytes) -> Result<(), SendError> {
+        debug_assert!(Class::FROM_CLIENTS.contains(&class));
+        let max = class.payload_bytes_max();
         if payload.len() > max {
             return Err(SendError::Oversize {
-                class: Class::ClientTx,
+                class,
                 len: payload.len(),
                 max,
             });
@@ -189,22 +190,35 @@ impl IngestClient {
 
     /// Queues a transaction, waiting while the queue is full (from a plain thread, not inside a runtime).
     pub fn submit(&self, payload: Bytes) -> Result<(), SendError> {
-        Self::check(&payload)?;
+        self.submit_class(Class::ClientTx, payload)
+    }
+
+    /// Queues a mining request ([`Class::Mining`]), waiting while the queue is full.
+    pub fn submit_mining(&self, payload: Bytes) -> Result<(), SendError> {
+        self.submit_class(Class::Mining, payload)
+    }
+
+    fn submit_class(&self, class: Class, payload: Bytes) -> Result<(), SendError> {
+        Self::check(class, &payload)?;
         let queue = self.queue.as_ref().ok_or(SendError::Closed)?;
-        queue.blocking_send(payload).map_err(|_| SendError::Closed)
+        queue
+            .blocking_send((class, payload))
+            .map_err(|_| SendError::Closed)
     }
 
     /// Queues a transaction if there is room.
     pub fn try_submit(&self, payload: Bytes) -> Result<(), SendError> {
-        Self::check(&payload)?;
+        Self::check(Class::ClientTx, &payload)?;
         let queue = self.queue.as_ref().ok_or(SendError::Closed)?;
-        queue.try_send(payload).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => SendError::QueueFull {
-                peer: PublicKey::default(),
-                class: Class::ClientTx,
-            },
-            mpsc::error::TrySendError::Closed(_) => SendError::Closed,
-        })
+        queue
+            .try_send((Class::ClientTx, payload))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull {
+                    peer: PublicKey::default(),
+                    class: Class::ClientTx,
+                },
+                mpsc::error::TrySendError::Closed(_) => SendError::Closed,
+            })
     }
 
     /// Sends everything queued, waits until the node has read it (or the connection is lost), then closes.

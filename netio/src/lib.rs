@@ -27,7 +27,8 @@
 //!   that sender on that lane only; clients are slowed the same way (never dropped). A message dequeued but cut
 //!   off by a lost connection is sent again first on the next one (at-least-once across reconnects).
 //! - **Ingest endpoint and the answer path**: a client connection has one stream client -> node carrying only
-//!   [`Class::ClientTx`] (delivered as `Inbound { origin: Origin::Client(addr), .. }` after the validator), and
+//!   [`Class::ClientTx`] and [`Class::Mining`] (a standalone miner's requests) (delivered as
+//!   `Inbound { origin: Origin::Client(addr), .. }` after the validator), and
 //!   one stream node -> client carrying only [`Class::ClientAnswer`] (opaque bytes the node encodes: accepted,
 //!   duplicate, rejected, overloaded, final receipts; at most [`limits::CLIENT_ANSWER_PAYLOAD_BYTES_MAX`]).
 //!   `ClientAnswer` is never sent between nodes (`WrongClass`); one received from a client or a peer is a

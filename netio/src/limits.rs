@@ -15,6 +15,8 @@ pub const CLIENT_TX_PAYLOAD_BYTES_MAX: usize = cas_engine::codec::TX_BYTES_MAX;
 /// Payload bytes of one answer from the node to a client (an answer to a submit, a final receipt). Answers are
 /// small; a larger one is refused by `Node::answer` (`Oversize`), and a client receiving one closes the connection.
 pub const CLIENT_ANSWER_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// The largest mining request (a found witness header, whose own bound is 64 KiB, with its envelope).
+pub const MINING_PAYLOAD_BYTES_MAX: usize = 80 * 1024;
 
 /// Outgoing consensus messages queued per peer. Full: `try_send` answers `QueueFull` at once and the rejection is
 /// counted and logged; consensus retransmits on its own timers, so nothing is dropped silently.
@@ -79,6 +81,7 @@ pub const FANOUT_DEFAULT: usize = 8;
 
 const _: () = assert!(CONSENSUS_PAYLOAD_BYTES_MAX <= BULK_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CLIENT_TX_PAYLOAD_BYTES_MAX <= CONSENSUS_PAYLOAD_BYTES_MAX);
+const _: () = assert!(MINING_PAYLOAD_BYTES_MAX <= CONSENSUS_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CLIENT_ANSWER_PAYLOAD_BYTES_MAX <= ANSWER_QUEUE_BYTES_MAX);
 // The length field is a u32 with room to spare.
 const _: () = assert!(BULK_PAYLOAD_BYTES_MAX < u32::MAX as usize);

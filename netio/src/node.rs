@@ -566,7 +566,7 @@ async fn read_stream(
         // is node -> client), peers only classes between nodes, each stream on one lane.
         let check = |class: Class| {
             let lane_error = match origin {
-                Origin::Client(_) if class != Class::ClientTx => {
+                Origin::Client(_) if !Class::FROM_CLIENTS.contains(&class) => {
                     Some("ingest stream from a client")
                 }
                 Origin::Client(_) => None,
@@ -590,7 +590,10 @@ async fn read_stream(
             }
             Err(error) => return refuse_frame(&shared, origin, &connection, &counters, error),
         };
-        debug_assert!(class.between_nodes(), "refused by the check above");
+        debug_assert!(
+            class.between_nodes() || class == Class::Mining,
+            "refused by the check above"
+        );
         stream_lane = Some(class.lane());
         if let Err(reason) = shared.validator.validate(class, &payload) {
             let error = FrameError::Invalid { class, reason };

@@ -55,6 +55,8 @@ pub struct BlockOutcome {
     /// One verdict per transaction, in block order.
     pub verdicts: Vec<Result<(), TxError>>,
     pub fees: u64,
+    /// CAS minted by the block's issuance transaction (witness rewards): supply grows only by this.
+    pub issued: u64,
     /// The UTXO set checksum after this block (the combine of every shard's commitment).
     pub utxo_commitment: Hash32,
 }
@@ -230,6 +232,7 @@ impl ShardedLedger {
             height: self.height,
             verdicts: outcome.verdicts,
             fees: outcome.fees,
+            issued: outcome.issued,
             utxo_commitment,
         })
     }

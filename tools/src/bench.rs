@@ -111,6 +111,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             dir: None,
             kill_one: false,
             mining_threads: 0,
+            witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             compare_mining: false,
         })
         .with_context(|| format!("the cluster of {n} nodes"))?;

@@ -53,6 +53,9 @@ pub struct ClusterArgs {
     /// Witness mining threads per node (at the lowest scheduling priority; 0: no mining).
     #[arg(long, default_value_t = 0)]
     pub mining_threads: usize,
+    /// DPOS blocks per witness, written into the genesis (a chain parameter).
+    #[arg(long, default_value_t = cas_engine::genesis::DEFAULT_WITNESS_SPAN)]
+    pub witness_span: u32,
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
     pub compare_mining: bool,
@@ -140,6 +143,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         params: ParamsSpec {
             min_fee: 1,
             block_interval_ms: 100,
+            witness_span: args.witness_span,
         },
         committee: node_keys
             .iter()
@@ -276,10 +280,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     }
 
     let statuses = settle_and_stop(&dir, &mut children, args.nodes)?;
-    // Blocks after the load are empty and leave the commitment as it is, so nodes stopped a block apart agree.
-    let commitments_equal = statuses
-        .windows(2)
-        .all(|w| w[0].utxo_commitment == w[1].utxo_commitment);
+    let commitments_equal = commitments_agree(&statuses);
 
     let blocks = statuses.iter().map(|s| s.height).max().unwrap_or(0);
     println!();
@@ -403,6 +404,27 @@ fn read_status(path: &Path) -> Option<Status> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
+/// Whether every node had the same UTXO commitment at the lowest height they all executed. Blocks may mint witness
+/// rewards even after the load, so nodes stopped a block apart are compared at one height, from each one's
+/// recent commitments (a node too far ahead to still list that height counts as a disagreement).
+fn commitments_agree(statuses: &[Status]) -> bool {
+    let Some(common) = statuses.iter().map(|s| s.height).min() else {
+        return true;
+    };
+    let at_common = |status: &Status| -> Option<String> {
+        if status.height == common {
+            return Some(status.utxo_commitment.clone());
+        }
+        status
+            .recent_commitments
+            .iter()
+            .find(|(height, _)| *height == common)
+            .map(|(_, commitment)| commitment.clone())
+    };
+    let commitments: Vec<Option<String>> = statuses.iter().map(at_common).collect();
+    commitments.iter().all(Option::is_some) && commitments.windows(2).all(|w| w[0] == w[1])
+}
+
 /// Waits for the nodes to agree on a height, then stops them with SIGTERM and reads their final status.
 fn settle_and_stop(dir: &Path, nodes: &mut Nodes, count: usize) -> Result<Vec<Status>> {
     let status_paths: Vec<PathBuf> = (0..count)
@@ -411,13 +433,12 @@ fn settle_and_stop(dir: &Path, nodes: &mut Nodes, count: usize) -> Result<Vec<St
     // A node that is catching up (after a restart) needs time to reach the others' state.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let states: Vec<Option<(u64, String)>> = status_paths
-            .iter()
-            .map(|p| read_status(p).map(|s| (s.height, s.utxo_commitment)))
-            .collect();
-        let settled = states.windows(2).all(|w| match (&w[0], &w[1]) {
-            (Some(a), Some(b)) => a.1 == b.1 && a.0.abs_diff(b.0) <= 1,
-            _ => false,
+        let states: Option<Vec<Status>> = status_paths.iter().map(|p| read_status(p)).collect();
+        let settled = states.is_some_and(|states| {
+            commitments_agree(&states)
+                && states
+                    .windows(2)
+                    .all(|w| w[0].height.abs_diff(w[1].height) <= 1)
         });
         if settled {
             break;

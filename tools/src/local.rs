@@ -57,6 +57,7 @@ pub fn run(args: &LocalArgs) -> Result<()> {
     let mut block_latencies = Vec::new();
     let run_started = Instant::now();
     let mut fees = 0u64;
+    let mut issued = 0u64;
     for (block_index, block) in load.txs.chunks(args.block_txs).enumerate() {
         let block_started = Instant::now();
         let archived: Vec<&ArchivedTransaction> = block
@@ -75,6 +76,7 @@ pub fn run(args: &LocalArgs) -> Result<()> {
         );
         ledger.commit(&outcome, height);
         fees += outcome.fees;
+        issued += outcome.issued;
         verdicts.extend(outcome.verdicts);
         block_latencies.push(block_started.elapsed());
         eprint!(
@@ -88,6 +90,7 @@ pub fn run(args: &LocalArgs) -> Result<()> {
 
     let rejected = verdicts.iter().filter(|v| v.is_err()).count();
     check_sabotage(&load.sabotaged, &verdicts)?;
+    // Supply is conserved except by issuance (in) and fees (out of the UTXO set).
     let supply_after: u128 = ledger
         .utxos()
         .values()
@@ -95,8 +98,8 @@ pub fn run(args: &LocalArgs) -> Result<()> {
         .sum::<u128>()
         + u128::from(fees);
     ensure!(
-        supply_after == supply_before,
-        "supply changed: {supply_before} -> {supply_after}"
+        supply_after == supply_before + u128::from(issued),
+        "supply changed: {supply_before} + issued {issued} -> {supply_after}"
     );
 
     let tps = load.txs.len() as f64 / elapsed.as_secs_f64();

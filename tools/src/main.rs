@@ -12,6 +12,7 @@ mod cluster;
 mod keyfile;
 mod load;
 mod local;
+mod mine_cmd;
 mod mining_compare;
 mod node;
 mod offline;
@@ -82,6 +83,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Drive running nodes with signed transfers (accounts funded by a `cas local` genesis) and measure receipts.
     Load(load::LoadArgs),
+    /// A standalone witness miner that follows one node (templates and finds over its client endpoint).
+    Mine(mine_cmd::MineArgs),
     /// The POW witness chain: audit a node's stored blocks against it.
     #[command(subcommand)]
     Witness(WitnessCommand),
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Command::Pipeline(args) => local::run(args),
         Command::Load(args) => load::run_command(args),
         Command::Bench(args) => bench::run(args),
+        Command::Mine(args) => mine_cmd::run(args),
         Command::Witness(WitnessCommand::Verify { data_dir }) => witness_cmd::verify(data_dir),
     };
     match result {

@@ -3,12 +3,18 @@
 //! chain's committed hashes are compared with each stored block's header hash, and each block's transactions with
 //! its header's tx root; the first DPOS height that does not match is reported. It never repairs anything; it opens
 //! the block store as the node does at start (so a torn last record is cut, exactly as the next start would).
+//! The witnesses come from the ledger itself (each block's issuance records the witness headers its consensus
+//! block carried) and from `witness.bin` (the node's recent witnesses, carried or not).
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use cas_consensus::witness::{WitnessChain, WitnessLimits, WitnessParams};
-use cas_engine::codec::decode_block;
+use cas_consensus::witness::{
+    decode_witness, WitnessChain, WitnessHeader, WitnessLimits, WitnessParams,
+};
+use cas_engine::codec::{decode_block, to_owned_block};
+use cas_engine::genesis::genesis_committee;
+use cas_engine::tx::ArchivedTxKind;
 use cas_engine::BlockHash;
 
 use crate::node::witness::WitnessFile;
@@ -37,16 +43,36 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
     let durable = store.durable_height().unwrap_or(0);
     // Per stored height: the header hash, and whether the body still matches the header's tx root.
     let mut stored: Vec<(BlockHash, bool)> = Vec::with_capacity(durable as usize);
+    let mut carried: Vec<WitnessHeader> = Vec::new();
     for height in 1..=durable {
         let bytes = store.read(height)?;
         let block = decode_block(&bytes).with_context(|| format!("stored block {height}"))?;
+        if let Some(ArchivedTxKind::Issuance { evidence, .. }) =
+            block.txs.last().map(|tx| &tx.body.kind)
+        {
+            for item in evidence.iter() {
+                let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(item.len());
+                aligned.extend_from_slice(item);
+                // Evidence that does not decode is no evidence; the body check below still covers the block.
+                if let Ok(header) = decode_witness(&aligned) {
+                    carried.push(header);
+                }
+            }
+        }
         let body_matches =
             block.compute_tx_root() == cas_engine::Hash32::from(&block.header.tx_root);
         stored.push((block.header.hash(), body_matches));
     }
 
-    let headers = WitnessFile::new(data_dir).load()?;
-    let params = WitnessParams::default();
+    let genesis = to_owned_block(decode_block(&store.read(0)?).context("the stored genesis")?);
+    let (_, chain_params) =
+        genesis_committee(&genesis).context("the stored genesis names no parameters")?;
+    let mut headers = carried;
+    headers.extend(WitnessFile::new(data_dir).load()?);
+    let params = WitnessParams {
+        span: chain_params.witness_span,
+        ..WitnessParams::default()
+    };
     // Nothing is forgotten: the audit walks the whole chain.
     let limits = WitnessLimits {
         finalized_kept: params.span as usize,
@@ -55,7 +81,9 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
     let mut chain = WitnessChain::detached(params, limits);
     for header in headers {
         // A stored witness that does not stand on its own work is no evidence; it is left out.
-        let _ = chain.insert(header, u64::MAX);
+        if !chain.contains(&header.hash()) {
+            let _ = chain.insert(header, u64::MAX);
+        }
     }
     let best = chain.best_chain();
     let mut audit = Audit {

@@ -620,6 +620,7 @@ impl Sim<'_> {
                     block.tc.clone(),
                     block.timestamp_ms + 1,
                     Vec::new(),
+                    Vec::new(),
                 );
                 for to in 0..self.nodes.len() {
                     if to != node {
@@ -647,6 +648,7 @@ impl Sim<'_> {
                         qc,
                         block.tc.clone(),
                         block.timestamp_ms,
+                        Vec::new(),
                         Vec::new(),
                     ),
                     None => block,

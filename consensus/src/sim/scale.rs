@@ -145,7 +145,7 @@ impl ScaleParams {
     ///   cores at the costs below);
     /// - 17.3 µs per batched signature check and 4.1 µs of other CPU per transfer: perf/README.md's micro suite
     ///   (batch of 1,024) and shards pipeline (non-signature work per transfer) on the 2-vCPU development VM;
-    /// - 380 bytes per transaction (a 1-input, 2-output transfer with its witness, rkyv-encoded: a test checks it);
+    /// - 384 bytes per transaction (a 1-input, 2-output transfer with its witness, rkyv-encoded: a test checks it);
     /// - 200 µs one-way latency and 1 Gbit/s (125,000,000 bytes/s) uplinks: one data-centre LAN;
     /// - packages every 100 ms or 2,000 transactions. The node packs every 20 ms; the model's run time grows with
     ///   the packages and rounds whose certificates it really signs and checks, and at 20 ms a 999-node search
@@ -162,7 +162,7 @@ impl ScaleParams {
             cores_per_node: 4,
             verify_us_per_signature: 17.3,
             execute_us_per_tx: 4.1,
-            tx_bytes: 380,
+            tx_bytes: 384,
             one_way_latency_us: 200,
             bandwidth_bytes_per_s: 125_000_000,
             offered_tps: 50_000.0,

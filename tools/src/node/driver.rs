@@ -18,12 +18,13 @@ use cas_consensus::availability::Availability;
 use cas_consensus::bft::{Bft, Event};
 use cas_consensus::committee::MemberIndex;
 use cas_consensus::messages::{decode_message, Block as ConsensusBlock, Message};
+use cas_consensus::mining::{MiningAnswer, MiningRequest};
 use cas_consensus::Action;
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::decode_tx;
 use cas_engine::synchronizer::{Admission, Synchronizer};
 use cas_engine::{PackageId, PublicKey, Transaction, TxId};
-use cas_netio::{Inbound, InboundQueues, Origin};
+use cas_netio::{Class, Inbound, InboundQueues, Origin};
 
 use super::durable::SafetyFile;
 use super::executor::{Committed, Executed};
@@ -34,7 +35,7 @@ use super::witness::{offer_input, WitnessInput, WitnessShared};
 const TICK_MS: u64 = 10;
 /// Messages taken from the bulk lane per loop turn, so consensus is looked at again soon.
 const BULK_PER_TURN: usize = 256;
-/// Client submissions admitted per loop turn (one batch of signature checks).
+/// Client submissions (transactions and mining requests) taken per loop turn (one batch of signature checks).
 const INGEST_PER_TURN: usize = 4_096;
 /// Submitters remembered for receipts; the oldest are forgotten first (their receipts are then not sent).
 const CLIENTS_REMEMBERED_MAX: usize = 1_000_000;
@@ -56,6 +57,9 @@ pub struct Parts {
     pub journal: Journal,
     pub execution: SyncSender<Committed>,
     pub started: Instant,
+    /// The wall clock (ms since the Unix epoch) at `started`: the driver's clock runs monotonically from it, so
+    /// proposals are stamped with wall time (the witness order judges carried witnesses by it) that never goes back.
+    pub started_wall_ms: u64,
     pub status_path: std::path::PathBuf,
     pub stats: Arc<Mutex<Executed>>,
     pub witness: Arc<WitnessShared>,
@@ -99,7 +103,7 @@ impl Driver {
     }
 
     fn now_ms(&self) -> u64 {
-        self.parts.started.elapsed().as_millis() as u64
+        self.parts.started_wall_ms + self.parts.started.elapsed().as_millis() as u64
     }
 
     /// Runs until `stop` is set; returns the round it stopped in and the BFT's counters.
@@ -120,10 +124,16 @@ impl Driver {
                 self.on_peer(inbound, now)?;
             }
             let mut submissions = Vec::new();
-            while submissions.len() < INGEST_PER_TURN {
+            // Mining requests count against the same per-turn bound, so a flood of them cannot hold this loop.
+            for _ in 0..INGEST_PER_TURN {
                 let Ok(inbound) = self.parts.queues.ingest.try_recv() else {
                     break;
                 };
+                if inbound.class == Class::Mining {
+                    busy = true;
+                    self.on_mining(inbound);
+                    continue;
+                }
                 submissions.push(inbound);
             }
             if !submissions.is_empty() {
@@ -136,6 +146,10 @@ impl Driver {
             }
             if now >= self.last_tick_ms + TICK_MS {
                 self.last_tick_ms = now;
+                // Witnesses this node accepted wait in the BFT's pool for a proposal of ours to carry them.
+                for header in self.parts.witness.take_for_carrying() {
+                    self.parts.bft.add_witness(header);
+                }
                 let mut actions = self.parts.bft.handle(Event::Tick { now_ms: now });
                 actions.extend(self.parts.availability.on_tick(now));
                 self.execute(actions)?;
@@ -204,6 +218,49 @@ impl Driver {
             &self.parts.witness,
             WitnessInput::Gossip(header),
         );
+    }
+
+    /// A standalone miner's request: a template is answered from the witness thread's current one, sealed for the
+    /// miner's key; a found witness goes to the witness thread, which validates it, answers the miner and, if it
+    /// is good, gossips it like a find of this node's own miners. A full witness inbox refuses it at once.
+    fn on_mining(&mut self, inbound: Inbound) {
+        let Origin::Client(client) = inbound.origin else {
+            return;
+        };
+        // netio validated the payload with this decoder; this cannot fail for a validated frame.
+        let Ok(request) = MiningRequest::decode(&inbound.payload) else {
+            return;
+        };
+        let answer = match request {
+            MiningRequest::Template { miner } => {
+                let template = self.parts.witness.current_template().map(|mut header| {
+                    header.miner = miner;
+                    header
+                });
+                MiningAnswer::Template(template)
+            }
+            MiningRequest::Submit(header) => {
+                let hash = header.hash();
+                match self
+                    .parts
+                    .witness_inbox
+                    .try_send(WitnessInput::Submitted { header, client })
+                {
+                    Ok(()) => return,
+                    Err(_) => {
+                        self.parts.witness.dropped.fetch_add(1, Ordering::Relaxed);
+                        MiningAnswer::refused(hash, "the node is busy: submit again")
+                    }
+                }
+            }
+        };
+        if let Err(error) = self
+            .parts
+            .netio
+            .answer(client, Bytes::from(answer.encode()))
+        {
+            tracing::debug!(%client, %error, "mining answer not delivered");
+        }
     }
 
     fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {

@@ -1,14 +1,18 @@
 //! The execution side of a node: committed consensus blocks, with their packages, become ledger blocks that the
 //! shards validate and store durably (fsync) in height order; only then are the receipts sent to the clients that
 //! submitted the transactions here. Runs on its own thread, fed by a bounded queue (back-pressure to consensus).
+//! It also keeps the ledger's witness order ([`WitnessOrder`]): the witness headers each committed block carries go
+//! into it in block order, and the rewards that mature are minted by the issuance transaction it appends last to
+//! every ledger block, byte-identical on every node.
 
 use std::net::SocketAddr;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use cas_consensus::messages::Block as ConsensusBlock;
+use cas_consensus::rewards::{issuance_tx, WitnessOrder};
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::encode_block;
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
@@ -27,13 +31,26 @@ pub struct Committed {
     pub attested: bool,
 }
 
+/// Recent (height, UTXO commitment) pairs kept for the status file, so nodes stopped a few blocks apart can
+/// still be compared at one height.
+pub const RECENT_COMMITMENTS_MAX: usize = 16;
+
 /// What the executor reports back (for `cas local`'s summary and the node's status file).
 #[derive(Clone, Debug, Default)]
 pub struct Executed {
     pub height: u64,
     pub utxo_commitment: Hash32,
+    /// Client transactions executed and rejected (the executor's own issuance is not counted).
     pub txs: u64,
     pub rejected: u64,
+    /// CAS minted as witness rewards by the blocks executed since this process started, and their outputs.
+    pub issued: u64,
+    pub reward_outputs: u64,
+    /// Carried witness headers the witness order took and skipped (invalid, duplicate, too late).
+    pub witnesses_ordered: u64,
+    pub witnesses_skipped: u64,
+    /// The newest [`RECENT_COMMITMENTS_MAX`] heights and their commitments, oldest first.
+    pub recent_commitments: std::collections::VecDeque<(u64, Hash32)>,
 }
 
 pub struct Executor {
@@ -48,6 +65,8 @@ pub struct Executor {
     /// Each stored block's hash goes to the witness thread (what miners commit to and validators check against).
     /// A bounded queue to a normal-priority thread: a full one makes the executor wait, never lose a hash.
     pub witness: std::sync::mpsc::SyncSender<WitnessInput>,
+    /// The ledger's witness order, rebuilt from the stored blocks at start (see [`WitnessOrder::replay`]).
+    pub order: WitnessOrder,
 }
 
 impl Executor {
@@ -63,13 +82,34 @@ impl Executor {
 
     fn execute(&mut self, committed: Committed) -> Result<()> {
         let height = committed.block.height;
+        ensure!(
+            height == self.order.executed_height() + 1,
+            "block {height} follows executed height {}",
+            self.order.executed_height()
+        );
         // Mark first: after a crash, whichever height the store ends at, its consensus hash is on disk.
         self.executed_marks.push((height, committed.block.hash()));
         if self.executed_marks.len() > 2 {
             self.executed_marks.remove(0);
         }
         self.executed_file.store(&self.executed_marks)?;
-        let ids: Vec<Hash32> = committed.txs.iter().map(Transaction::tx_id).collect();
+        let carried = &committed.block.witnesses;
+        let witnesses = self
+            .order
+            .execute(height, committed.block.timestamp_ms, carried);
+        for (index, error) in &witnesses.skipped {
+            tracing::debug!(height, index, %error, "a carried witness is skipped by the witness order");
+        }
+        let minted: u64 = witnesses.rewards.iter().map(|r| r.amount).sum();
+        let client_txs = committed.txs.len();
+        let mut txs = committed.txs;
+        txs.push(issuance_tx(
+            self.chain_id,
+            height,
+            carried,
+            &witnesses.rewards,
+        ));
+        let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
         let block = Block {
             header: BlockHeader {
                 chain_id: self.chain_id,
@@ -81,7 +121,7 @@ impl Executor {
                 timestamp_ms: committed.block.timestamp_ms,
                 utxo_commitment: Hash32::ZERO,
             },
-            txs: committed.txs,
+            txs,
         };
         let ledger_hash = block.header.hash();
         let bytes = encode_block(&block).to_vec();
@@ -91,6 +131,26 @@ impl Executor {
             self.node.append(bytes)
         };
         let receipt = receipt.with_context(|| format!("block {height}"))?;
+        // The issuance is built by the same rules that check it: a refusal or another amount is a bug that would
+        // fork this node's ledger from the others', so it stops the node.
+        assert_eq!(
+            receipt.outcome.verdicts.last(),
+            Some(&Ok(())),
+            "block {height}: the executor's issuance was refused"
+        );
+        assert_eq!(
+            receipt.outcome.issued, minted,
+            "block {height}: minted other than the rewards"
+        );
+        self.order.finalize(height, ledger_hash);
+        if !witnesses.rewards.is_empty() {
+            tracing::info!(
+                height,
+                minted,
+                outputs = witnesses.rewards.len(),
+                "witness rewards minted"
+            );
+        }
         self.previous_ledger_hash = ledger_hash;
         if self
             .witness
@@ -103,7 +163,7 @@ impl Executor {
             );
         }
         let mut rejected = 0;
-        for (index, ((id, verdict), client)) in ids
+        for (index, ((id, verdict), client)) in ids[..client_txs]
             .iter()
             .zip(&receipt.outcome.verdicts)
             .zip(&committed.clients)
@@ -129,8 +189,18 @@ impl Executor {
         let mut stats = self.stats.lock().expect("stats lock");
         stats.height = height;
         stats.utxo_commitment = receipt.outcome.utxo_commitment;
-        stats.txs += ids.len() as u64;
+        stats.txs += client_txs as u64;
         stats.rejected += rejected;
+        stats.issued += minted;
+        stats.reward_outputs += witnesses.rewards.len() as u64;
+        stats.witnesses_ordered += witnesses.accepted as u64;
+        stats.witnesses_skipped += witnesses.skipped.len() as u64;
+        stats
+            .recent_commitments
+            .push_back((height, receipt.outcome.utxo_commitment));
+        while stats.recent_commitments.len() > RECENT_COMMITMENTS_MAX {
+            stats.recent_commitments.pop_front();
+        }
         Ok(())
     }
 }

@@ -3,7 +3,9 @@
 //! that order of ownership, persisting safety state before any vote leaves; the executor thread turns committed
 //! blocks into ledger blocks that the shards validate and fsync, then answers clients with final receipts.
 //! Optional mining threads (`mining_threads`, at the lowest scheduling priority) build the POW witness chain over
-//! the stored blocks; every node validates gossiped witnesses against its own blocks ([`witness`]).
+//! the stored blocks; every node validates gossiped witnesses (and a standalone miner's, from `cas mine`) against
+//! its own blocks ([`witness`]) and offers the accepted ones to the BFT to carry; the executor mints the witness
+//! rewards that mature in the ledger's witness order, rebuilt here from the stored blocks at start.
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
 pub mod config;
@@ -23,8 +25,9 @@ use cas_consensus::availability::{Availability, AvailabilityConfig};
 use cas_consensus::bft::{Bft, BftConfig, Recovered};
 use cas_consensus::committee::Committee;
 use cas_consensus::messages::Message;
-use cas_consensus::witness::WitnessParams;
-use cas_engine::codec::{decode_block, to_owned_block};
+use cas_consensus::rewards::{WitnessOrder, REWARD_CONFIRMATIONS};
+use cas_consensus::witness::{WitnessLimits, WitnessParams};
+use cas_engine::codec::{decode_block, to_owned_block, to_owned_tx};
 use cas_engine::genesis::genesis_committee;
 use cas_engine::synchronizer::{Synchronizer, SynchronizerConfig};
 use cas_engine::PublicKey;
@@ -66,6 +69,23 @@ pub struct Status {
     pub witness_hashes: u64,
     #[serde(default)]
     pub witness_dropped: u64,
+    /// CAS minted as witness rewards by the blocks this process executed, and how many reward outputs.
+    #[serde(default)]
+    pub issued: u64,
+    #[serde(default)]
+    pub reward_outputs: u64,
+    /// Carried witnesses the ledger's witness order took and skipped; accepted witnesses dropped before the BFT
+    /// could carry them (the carry queue was full).
+    #[serde(default)]
+    pub witnesses_ordered: u64,
+    #[serde(default)]
+    pub witnesses_skipped: u64,
+    #[serde(default)]
+    pub witness_carry_dropped: u64,
+    /// The newest executed heights with their UTXO commitments (hex), oldest first: nodes stopped a few blocks
+    /// apart are compared at a height they all executed.
+    #[serde(default)]
+    pub recent_commitments: Vec<(u64, String)>,
 }
 
 pub fn run(config_path: &std::path::Path) -> Result<()> {
@@ -120,13 +140,37 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             recovery.durable_height
         );
     }
-    let mut stored_hashes = Vec::with_capacity(recovery.durable_height as usize);
+    // The ledger's witness order is rebuilt from the stored blocks (each records the witnesses its consensus block
+    // carried and the rewards it minted, checked again here), so a restart never mints twice or differently.
+    let witness_params = WitnessParams {
+        span: params.witness_span,
+        ..WitnessParams::default()
+    };
+    let mut order = WitnessOrder::new(
+        witness_params.clone(),
+        WitnessLimits::default(),
+        REWARD_CONFIRMATIONS,
+    );
     for height in 1..=recovery.durable_height {
         let bytes = shards_node.store().read(height)?;
-        stored_hashes.push(decode_block(&bytes)?.header.hash());
+        let block = decode_block(&bytes)?;
+        let last = block.txs.last().map(to_owned_tx);
+        order
+            .replay_issuance(
+                block.header.height.to_native(),
+                block.header.timestamp_ms.to_native(),
+                block.header.hash(),
+                last.as_ref(),
+            )
+            .context("rebuilding the witness order from the stored blocks")?;
     }
-    let witness_node =
-        witness::WitnessNode::open(&config.data_dir, WitnessParams::default(), stored_hashes)?;
+    // The node's own witness chain starts as the ledger's (every stored block final in it, every witness the
+    // ledger took); witness.bin, compacted to the recent witnesses, is replayed on top.
+    let witness_node = witness::WitnessNode::open_with(
+        &config.data_dir,
+        order.chain().clone(),
+        witness::WITNESS_FILE_BYTES_MAX,
+    )?;
     let last_ledger = shards_node.store().read(recovery.durable_height)?;
     let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
     tracing::info!(?recovery, "ledger open");
@@ -164,11 +208,29 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             }
         })
     };
+    // Witnesses held here that the ledger's order has not taken yet (mined or heard before a restart) are offered
+    // for carrying again; the newest first survive the queue's bound.
+    witness.queue_for_carrying(
+        witness_node
+            .chain
+            .headers()
+            .into_iter()
+            .filter(|h| !order.chain().contains(&h.hash()))
+            .cloned(),
+    );
     let witness_service = witness::WitnessService {
         node: witness_node,
         shared: witness.clone(),
         publish,
         miner: keypair.public(),
+        answer: {
+            let netio = netio.clone();
+            Arc::new(move |client, bytes| {
+                if let Err(error) = netio.answer(client, bytes::Bytes::from(bytes)) {
+                    tracing::debug!(%client, %error, "mining verdict not delivered");
+                }
+            })
+        },
     };
     let witness_thread = std::thread::Builder::new()
         .name("cas-witness".into())
@@ -188,12 +250,14 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         netio: netio.clone(),
         stats: stats.clone(),
         witness: witness_inbox.clone(),
+        order,
     };
     let executor_thread = std::thread::Builder::new()
         .name("cas-executor".into())
         .spawn(move || executor.run(execution_rx))?;
 
     let started = Instant::now();
+    let started_wall_ms = witness::wall_ms();
     let safety_file = SafetyFile::new(&config.data_dir);
     let (journal, replayed) = Journal::open(&config.data_dir.join("journal"))?;
     tracing::info!(
@@ -219,7 +283,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         keyfile::load(&config.key_file)?,
         bft_config,
         recovered,
-        0,
+        started_wall_ms,
     );
     let mut availability = Availability::new(
         committee,
@@ -235,7 +299,6 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         package_wait_ms: config.package_wait_ms,
         ..SynchronizerConfig::new(genesis.header.chain_id)
     });
-    let _ = params;
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
@@ -252,6 +315,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         journal,
         execution: execution_tx,
         started,
+        started_wall_ms,
         status_path: status_path.clone(),
         stats: stats.clone(),
         witness: witness.clone(),
@@ -308,6 +372,16 @@ fn write_status(
         witness_refused: witness.refused.load(Ordering::Relaxed),
         witness_hashes: witness.hashes.load(Ordering::Relaxed),
         witness_dropped: witness.dropped.load(Ordering::Relaxed),
+        issued: stats.issued,
+        reward_outputs: stats.reward_outputs,
+        witnesses_ordered: stats.witnesses_ordered,
+        witnesses_skipped: stats.witnesses_skipped,
+        witness_carry_dropped: witness.carry_dropped.load(Ordering::Relaxed),
+        recent_commitments: stats
+            .recent_commitments
+            .iter()
+            .map(|(height, commitment)| (*height, commitment.to_hex()))
+            .collect(),
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;

@@ -28,11 +28,17 @@ pub fn encode(message: &Message) -> (Class, Bytes) {
     )
 }
 
-/// netio's inbound check: client transactions through the engine's decoder, peer messages through the consensus
-/// decoder, and the class must be the one the message belongs to.
+/// netio's inbound check: client transactions through the engine's decoder, a standalone miner's requests through
+/// the mining decoder, peer messages through the consensus decoder, and the class must be the one the message
+/// belongs to.
 pub fn validate(class: Class, payload: &[u8]) -> Result<(), String> {
     if class == Class::ClientTx {
         return cas_engine::codec::decode_tx(payload)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    if class == Class::Mining {
+        return cas_consensus::mining::MiningRequest::decode(payload)
             .map(|_| ())
             .map_err(|e| e.to_string());
     }

@@ -14,11 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::net::SocketAddr;
+
 use anyhow::{Context, Result};
+use cas_consensus::mining::{MiningAnswer, Verdict};
 use cas_consensus::witness::{
-    decode_witness, encode_witness, mine, WitnessChain, WitnessError, WitnessHeader, WitnessLimits,
-    WitnessParams,
+    decode_witness, encode_witness, mine, WitnessChain, WitnessError, WitnessHeader,
 };
+#[cfg(test)]
+use cas_consensus::witness::{WitnessLimits, WitnessParams};
 use cas_engine::{BlockHash, PublicKey};
 
 /// Witnesses whose DPOS range is not final here yet, held until it is; the oldest is dropped when full.
@@ -31,6 +35,13 @@ const MINER_IDLE_WAIT: Duration = Duration::from_millis(100);
 pub const WITNESS_INBOX_MAX: usize = 1_024;
 /// How often the witness thread refreshes the miners' template even when nothing arrived (its timestamp).
 const TEMPLATE_REFRESH: Duration = Duration::from_millis(1_000);
+/// Accepted witnesses waiting for the driver to offer them to the BFT leader's pool (to be carried into the ledger's
+/// witness order); the oldest is dropped when full (counted).
+pub const CARRY_QUEUE_MAX: usize = 256;
+/// `witness.bin` is compacted (rewritten with only the witnesses the chain still holds) once it passes this size
+/// and twice its size after the last compaction. Older witnesses need not stay in it: those the ledger took are
+/// recorded in its blocks' issuance evidence, which is where `cas witness verify` reads the full history.
+pub const WITNESS_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// A record of `witness.bin` is at most this long (a witness header's decoder bound).
 const RECORD_BYTES_MAX: usize = cas_consensus::witness::WITNESS_BYTES_MAX;
 
@@ -49,11 +60,13 @@ pub struct WitnessStats {
     pub mined: u64,
     /// Pending witnesses dropped because the queue was full.
     pub pending_dropped: u64,
+    /// Times `witness.bin` was compacted.
+    pub compactions: u64,
 }
 
-/// `witness.bin`: every witness this node accepted, in acceptance order, as `length u32 LE | rkyv header`.
-/// Appends are not fsynced: a lost tail is refetched from peers or mined again, and a torn last record is
-/// ignored on load.
+/// `witness.bin`: the witnesses this node accepted, in acceptance order, as `length u32 LE | rkyv header`, bounded
+/// by compaction (see [`WITNESS_FILE_BYTES_MAX`]). Appends are not fsynced: a lost tail is refetched from peers or
+/// mined again, and a torn last record is ignored on load.
 pub struct WitnessFile {
     path: PathBuf,
 }
@@ -90,6 +103,36 @@ impl WitnessFile {
         Ok(headers)
     }
 
+    fn record(header: &WitnessHeader) -> Vec<u8> {
+        let bytes = encode_witness(header);
+        let mut record = Vec::with_capacity(4 + bytes.len());
+        record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        record.extend_from_slice(&bytes);
+        record
+    }
+
+    /// Replaces the file with `headers` only (parents before children), atomically: written aside, synced, renamed.
+    /// Returns the new size.
+    pub fn rewrite<'a>(&self, headers: impl IntoIterator<Item = &'a WitnessHeader>) -> Result<u64> {
+        let aside = self.path.with_extension("bin.tmp");
+        let mut file =
+            File::create(&aside).with_context(|| format!("cannot create {}", aside.display()))?;
+        let mut bytes = 0u64;
+        for header in headers {
+            let record = Self::record(header);
+            file.write_all(&record)?;
+            bytes += record.len() as u64;
+        }
+        file.sync_all()?;
+        std::fs::rename(&aside, &self.path)
+            .with_context(|| format!("cannot replace {}", self.path.display()))?;
+        Ok(bytes)
+    }
+
+    fn len(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
     fn open_append(&self) -> Result<File> {
         OpenOptions::new()
             .create(true)
@@ -103,13 +146,19 @@ impl WitnessFile {
 pub struct WitnessNode {
     pub chain: WitnessChain,
     pending: VecDeque<WitnessHeader>,
+    store: WitnessFile,
     file: File,
+    /// `witness.bin`'s size now, its bound, and its size after the last compaction.
+    file_bytes: u64,
+    file_bytes_max: u64,
+    compacted_bytes: u64,
     pub stats: WitnessStats,
 }
 
 impl WitnessNode {
-    /// Opens the node's witness state: the chain over the given finalized ledger hashes (heights 1.., in order),
-    /// then every stored witness replayed through validation (one that no longer validates is skipped).
+    /// Opens the node's witness state on a fresh chain over the given finalized ledger hashes (heights 1.., in
+    /// order), then every stored witness replayed through validation (one that no longer validates is skipped).
+    #[cfg(test)]
     pub fn open(
         data_dir: &Path,
         params: WitnessParams,
@@ -119,11 +168,23 @@ impl WitnessNode {
         for (index, hash) in finalized.into_iter().enumerate() {
             chain.add_finalized(index as u64 + 1, hash);
         }
+        Self::open_with(data_dir, chain, WITNESS_FILE_BYTES_MAX)
+    }
+
+    /// Opens the node's witness state on `chain` (the node seeds it with the ledger's witness order, rebuilt from
+    /// the stored blocks: every witness the ledger took, with its work, over every stored block's hash), then
+    /// replays `witness.bin` on top; `witness.bin` is bounded by `file_bytes_max`. A stored witness whose parent is
+    /// neither in the seed nor earlier in the file (compaction cut it off) is skipped.
+    pub fn open_with(
+        data_dir: &Path,
+        mut chain: WitnessChain,
+        file_bytes_max: u64,
+    ) -> Result<WitnessNode> {
         let file = WitnessFile::new(data_dir);
         let stored = file.load()?;
         let mut skipped = 0;
         for header in stored {
-            if chain.insert(header, u64::MAX).is_err() {
+            if !chain.contains(&header.hash()) && chain.insert(header, u64::MAX).is_err() {
                 skipped += 1;
             }
         }
@@ -137,6 +198,10 @@ impl WitnessNode {
             chain,
             pending: VecDeque::new(),
             file: file.open_append()?,
+            file_bytes: file.len(),
+            file_bytes_max,
+            compacted_bytes: 0,
+            store: file,
             stats: WitnessStats::default(),
         })
     }
@@ -147,12 +212,13 @@ impl WitnessNode {
         match self.chain.insert(header.clone(), now_ms) {
             Ok(inserted) => {
                 self.stats.accepted += 1;
-                let bytes = encode_witness(&header);
-                let mut record = Vec::with_capacity(4 + bytes.len());
-                record.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                record.extend_from_slice(&bytes);
-                if let Err(error) = self.file.write_all(&record) {
-                    tracing::warn!(%error, "a witness was not stored");
+                let record = WitnessFile::record(&header);
+                match self.file.write_all(&record) {
+                    Ok(()) => self.file_bytes += record.len() as u64,
+                    Err(error) => tracing::warn!(%error, "a witness was not stored"),
+                }
+                if let Err(error) = self.compact_if_due() {
+                    tracing::warn!(%error, "witness.bin was not compacted");
                 }
                 tracing::debug!(hash = %inserted.hash, height = header.height, best = inserted.new_best, "witness accepted");
                 Ok(())
@@ -170,6 +236,24 @@ impl WitnessNode {
                 Err(error)
             }
         }
+    }
+
+    /// Rewrites `witness.bin` with the witnesses the chain still holds once it is over its bound (and has doubled
+    /// since the last compaction, so a large live set is not rewritten on every append).
+    fn compact_if_due(&mut self) -> Result<()> {
+        if self.file_bytes <= self.file_bytes_max
+            || self.file_bytes <= self.compacted_bytes.saturating_mul(2)
+        {
+            return Ok(());
+        }
+        let before = self.file_bytes;
+        let after = self.store.rewrite(self.chain.headers())?;
+        self.file = self.store.open_append()?;
+        self.file_bytes = after;
+        self.compacted_bytes = after;
+        self.stats.compactions += 1;
+        tracing::info!(before, after, "witness.bin compacted");
+        Ok(())
     }
 
     /// The executor made ledger block `height` final: record it and retry the witnesses waiting for it.
@@ -203,6 +287,11 @@ pub enum WitnessInput {
     Gossip(WitnessHeader),
     /// A witness a local miner found.
     Mined(WitnessHeader),
+    /// A witness a standalone miner (`cas mine`) submitted through the client endpoint; it gets the verdict.
+    Submitted {
+        header: WitnessHeader,
+        client: SocketAddr,
+    },
 }
 
 /// What the witness thread publishes for the miners and the status file; miners read the template under a lock
@@ -220,9 +309,47 @@ pub struct WitnessShared {
     pub dropped: AtomicU64,
     /// Nonces this node's miners tried (their hash rate is what idle CPU they got).
     pub hashes: AtomicU64,
+    /// Accepted witnesses for the driver to hand to the BFT (see [`CARRY_QUEUE_MAX`]); only the witness thread
+    /// pushes and only the driver drains, each briefly.
+    carry: Mutex<VecDeque<WitnessHeader>>,
+    /// Witnesses dropped from the carry queue because the driver did not drain it in time.
+    pub carry_dropped: AtomicU64,
 }
 
 impl WitnessShared {
+    /// Queues accepted witnesses for the BFT to carry.
+    pub fn queue_for_carrying(&self, headers: impl IntoIterator<Item = WitnessHeader>) {
+        let mut queue = self.carry.lock().expect("carry lock");
+        for header in headers {
+            if queue.len() >= CARRY_QUEUE_MAX {
+                queue.pop_front();
+                self.carry_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            queue.push_back(header);
+        }
+    }
+
+    /// The miners' current template, if a range is ready to mine (standalone miners get it over the network).
+    pub fn current_template(&self) -> Option<WitnessHeader> {
+        self.template().1
+    }
+
+    /// Replaces the miners' template; a new parent (or none) moves them off their stale work.
+    pub fn set_template(&self, template: Option<WitnessHeader>) {
+        let mut slot = self.template.lock().expect("template lock");
+        let new_parent = slot.as_ref().map(|t| t.parent) != template.as_ref().map(|t| t.parent);
+        *slot = template;
+        drop(slot);
+        if new_parent {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Takes every witness waiting to be carried.
+    pub fn take_for_carrying(&self) -> Vec<WitnessHeader> {
+        self.carry.lock().expect("carry lock").drain(..).collect()
+    }
+
     fn template(&self) -> (u64, Option<WitnessHeader>) {
         let generation = self.generation.load(Ordering::Acquire);
         let template = self.template.lock().expect("template lock").clone();
@@ -248,7 +375,12 @@ pub struct WitnessService {
     pub publish: Publish,
     /// The key miners of this node mine for.
     pub miner: PublicKey,
+    /// Where the verdict on a standalone miner's submission goes (the node answers that client).
+    pub answer: AnswerClient,
 }
+
+/// Sends encoded bytes to a client of the ingest endpoint.
+pub type AnswerClient = Arc<dyn Fn(SocketAddr, Vec<u8>) + Send + Sync>;
 
 impl WitnessService {
     pub fn run(mut self, inbox: Receiver<WitnessInput>) {
@@ -293,6 +425,25 @@ impl WitnessService {
                     Vec::new()
                 }
             },
+            WitnessInput::Submitted { header, client } => {
+                let hash = header.hash();
+                let (verdict, accepted) = match self.node.offer(header.clone(), now) {
+                    Ok(()) => (Verdict::Accepted, vec![header]),
+                    Err(WitnessError::NotYetFinalized { .. }) => (Verdict::Pending, Vec::new()),
+                    Err(error) => {
+                        tracing::debug!(%client, %error, "a submitted witness was refused");
+                        let MiningAnswer::Submitted { verdict, .. } =
+                            MiningAnswer::refused(hash, error)
+                        else {
+                            unreachable!("refused builds a verdict")
+                        };
+                        (verdict, Vec::new())
+                    }
+                };
+                let answer = MiningAnswer::Submitted { hash, verdict };
+                (self.answer)(client, answer.encode());
+                accepted
+            }
             WitnessInput::Mined(header) => match self.node.offer(header.clone(), now) {
                 Ok(()) => {
                     self.node.stats.mined += 1;
@@ -308,6 +459,9 @@ impl WitnessService {
         for header in &accepted {
             (self.publish)(header);
         }
+        if !accepted.is_empty() {
+            self.shared.queue_for_carrying(accepted);
+        }
         let stats = &self.node.stats;
         let shared = &self.shared;
         shared
@@ -319,14 +473,8 @@ impl WitnessService {
     }
 
     fn refresh_template(&mut self) {
-        let template = self.node.chain.template(self.miner, wall_ms());
-        let mut slot = self.shared.template.lock().expect("template lock");
-        let new_parent = slot.as_ref().map(|t| t.parent) != template.as_ref().map(|t| t.parent);
-        *slot = template;
-        drop(slot);
-        if new_parent {
-            self.shared.generation.fetch_add(1, Ordering::Release);
-        }
+        self.shared
+            .set_template(self.node.chain.template(self.miner, wall_ms()));
     }
 }
 
@@ -506,5 +654,70 @@ mod tests {
         );
         assert_eq!(node.stats.refused, 1);
         assert_eq!(node.chain.best_height(), 0);
+    }
+
+    /// Mines the node's next witness at virtual time `now_ms` (the retarget then sees the target interval).
+    fn mined_at(node: &WitnessNode, now_ms: u64) -> WitnessHeader {
+        let mut header = node.chain.template(PublicKey([1; 32]), now_ms).unwrap();
+        let (nonce, _) = mine(&header, 0..u64::MAX, &AtomicBool::new(false));
+        header.nonce = nonce.unwrap();
+        header
+    }
+
+    #[test]
+    fn witness_bin_stays_bounded_and_reopens_on_the_ledger_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = WitnessLimits {
+            finalized_kept: 10_000,
+            depth_kept: 20,
+        };
+        let bound = 4 * 1024;
+        let witnesses = 150u64;
+        let interval = params().target_interval_ms;
+        let chain_over_ledger = || {
+            let mut chain = WitnessChain::new(params(), limits.clone());
+            for height in 1..=witnesses * 2 + 2 {
+                chain.add_finalized(height, ledger_hash(height));
+            }
+            chain
+        };
+        // What the ledger's witness order would hold: the same witnesses, carried in order.
+        let mut order = chain_over_ledger();
+        let mut node = WitnessNode::open_with(dir.path(), chain_over_ledger(), bound).unwrap();
+        let mut appended = 0u64;
+        for index in 1..=witnesses {
+            let now = index * interval;
+            let header = mined_at(&node, now);
+            appended += WitnessFile::record(&header).len() as u64;
+            order.insert(header.clone(), now).unwrap();
+            node.offer(header, now).unwrap();
+            // Never past the larger of the bound and twice the live set, plus the record just written.
+            let live: u64 = node
+                .chain
+                .headers()
+                .iter()
+                .map(|h| WitnessFile::record(h).len() as u64)
+                .sum();
+            assert!(node.file_bytes <= bound.max(2 * live) + 1_024);
+        }
+        assert!(node.stats.compactions >= 1);
+        let on_disk = std::fs::metadata(dir.path().join("witness.bin"))
+            .unwrap()
+            .len();
+        assert_eq!(on_disk, node.file_bytes);
+        assert!(on_disk < appended / 2, "{on_disk} of {appended} bytes");
+        let best = node.chain.best();
+        // A witness the ledger never took: only witness.bin has it; it must come back too.
+        let extra = mined_at(&node, (witnesses + 1) * interval);
+        node.offer(extra.clone(), (witnesses + 1) * interval)
+            .unwrap();
+        drop(node);
+
+        // The compacted file alone no longer reaches back to the first witness; on the ledger's order it does.
+        let fresh = WitnessNode::open_with(dir.path(), chain_over_ledger(), bound).unwrap();
+        assert_eq!(fresh.chain.best_height(), 0);
+        let reopened = WitnessNode::open_with(dir.path(), order, bound).unwrap();
+        assert!(reopened.chain.contains(&best));
+        assert_eq!(reopened.chain.best(), extra.hash());
     }
 }

@@ -9,11 +9,13 @@ const MESSAGE_FRAMING_BYTES: usize = 16;
 const SIGNATURE_BYTES: usize = 64;
 const HASH_BYTES: usize = 32;
 
-/// The encoded size of a message, a package's without its transactions.
+/// The encoded size of a message, a package's without its transactions. An archived enum is as wide as its widest
+/// variant (a block's inline fields), so no message is smaller than that.
 pub fn encoded_bytes(message: &Message) -> usize {
     const VOTE: usize = 8 + HASH_BYTES + 8 + 2 + SIGNATURE_BYTES;
+    let inline = core::mem::size_of::<crate::messages::ArchivedMessage>();
     MESSAGE_FRAMING_BYTES
-        + match message {
+        + inline.max(match message {
             Message::Proposal(block) | Message::BlockResponse(block) => block_bytes(block),
             Message::Vote(_) | Message::CommitVote(_) => VOTE,
             Message::Timeout(timeout) => 8 + qc_bytes(&timeout.high_qc) + 2 + SIGNATURE_BYTES,
@@ -23,7 +25,7 @@ pub fn encoded_bytes(message: &Message) -> usize {
             Message::Cert(cert) => cert_bytes(cert),
             // Not sent by the committee's state machines (node gossip); sized by its encoding if it ever is.
             Message::Witness(_) => crate::messages::encode_message(message).len(),
-        }
+        })
 }
 
 fn qc_bytes(qc: &QuorumCert) -> usize {

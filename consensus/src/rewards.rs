@@ -1,0 +1,213 @@
+//! The ledger's witness order: a [`WitnessChain`] fed only from committed consensus blocks, in height order, so
+//! every node holds the same one and mints the same witness rewards. Its finalized DPOS hashes are the ledger
+//! blocks executed, its clock is the committed block's timestamp (never a local clock), and it takes the witness
+//! headers each block carries in block order (an invalid one is skipped, the same way everywhere). This module owns
+//! that order and the issuance transaction it yields per block; it never reads a clock, a file or a socket.
+//! Restarts rebuild it from the stored ledger blocks ([`WitnessOrder::replay`]): each block's issuance
+//! transaction records the headers its consensus block carried, and its outputs are checked again on the way.
+
+use cas_engine::codec::{ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX};
+use cas_engine::{AssetId, Block, BlockHash, Transaction, TxBody, TxKind, TxOutput};
+
+use crate::witness::{
+    decode_witness, encode_witness, Reward, WitnessChain, WitnessDecodeError, WitnessError,
+    WitnessHeader, WitnessLimits, WitnessParams, UNCLES_PER_WITNESS_MAX,
+};
+
+/// A best-chain witness is paid once this many witness blocks are mined on top of it.
+pub const REWARD_CONFIRMATIONS: u64 = 2;
+/// Witness heights paid per ledger block at most: with a miner, uncle and nephew reward per cited uncle, their
+/// outputs fit one issuance transaction. Heights past it are paid by the next blocks, in order.
+pub const REWARD_HEIGHTS_PER_BLOCK_MAX: u64 =
+    (ISSUANCE_OUTPUTS_MAX / (1 + 2 * UNCLES_PER_WITNESS_MAX)) as u64;
+
+/// Why a stored ledger block does not replay into the witness order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("ledger block {height} does not end with its issuance transaction")]
+    MissingIssuance { height: u64 },
+    #[error("ledger block {height}: issuance evidence {index}: {source}")]
+    Evidence {
+        height: u64,
+        index: usize,
+        #[source]
+        source: WitnessDecodeError,
+    },
+    #[error("ledger block {height}: its issuance mints other outputs than the witness order pays")]
+    Mismatch { height: u64 },
+    #[error("ledger block {got} replayed after {executed}: blocks replay in height order from 1")]
+    OutOfOrder { executed: u64, got: u64 },
+}
+
+/// What one block did to the order (for logs and counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockWitnesses {
+    /// Carried headers the chain took.
+    pub accepted: usize,
+    /// Carried headers it refused (invalid, duplicate, too late): their index in the block and why. The driver
+    /// logs them; the order is unaffected.
+    pub skipped: Vec<(usize, WitnessError)>,
+    /// The rewards that matured with this block, in payment order.
+    pub rewards: Vec<Reward>,
+}
+
+/// The deterministic witness chain of the ledger (see the module header).
+#[derive(Clone, Debug)]
+pub struct WitnessOrder {
+    chain: WitnessChain,
+    confirmations: u64,
+    /// The last ledger height executed (0 before block 1).
+    executed_height: u64,
+}
+
+impl WitnessOrder {
+    pub fn new(params: WitnessParams, limits: WitnessLimits, confirmations: u64) -> WitnessOrder {
+        WitnessOrder {
+            chain: WitnessChain::new(params, limits),
+            confirmations,
+            executed_height: 0,
+        }
+    }
+
+    pub fn chain(&self) -> &WitnessChain {
+        &self.chain
+    }
+
+    pub fn executed_height(&self) -> u64 {
+        self.executed_height
+    }
+
+    /// Ledger block `height`, stamped `timestamp_ms` by its proposer, carries `witnesses`: the chain takes them
+    /// in order (every ledger block below `height` is final in it), and the rewards that mature are returned.
+    /// Call [`Self::finalize`] with the block's hash once it is built.
+    pub fn execute(
+        &mut self,
+        height: u64,
+        timestamp_ms: u64,
+        witnesses: &[WitnessHeader],
+    ) -> BlockWitnesses {
+        assert_eq!(
+            height,
+            self.executed_height + 1,
+            "ledger blocks execute in height order"
+        );
+        let mut outcome = BlockWitnesses::default();
+        for (index, header) in witnesses.iter().enumerate() {
+            match self.chain.insert(header.clone(), timestamp_ms) {
+                Ok(_) => outcome.accepted += 1,
+                Err(error) => outcome.skipped.push((index, error)),
+            }
+        }
+        outcome.rewards = self
+            .chain
+            .mature_rewards_bounded(self.confirmations, REWARD_HEIGHTS_PER_BLOCK_MAX);
+        assert!(outcome.rewards.len() <= ISSUANCE_OUTPUTS_MAX);
+        outcome
+    }
+
+    /// Ledger block `height` (the one just executed) is stored with `hash`: witnesses may now commit to it.
+    pub fn finalize(&mut self, height: u64, hash: BlockHash) {
+        assert_eq!(height, self.executed_height + 1, "finalize follows execute");
+        self.chain.add_finalized(height, hash);
+        self.executed_height = height;
+    }
+
+    /// Replays a stored ledger block (heights in order from 1): the headers its issuance recorded go through
+    /// [`Self::execute`] again, and the outputs it minted must be the ones the order pays.
+    pub fn replay(&mut self, block: &Block) -> Result<(), OrderError> {
+        self.replay_issuance(
+            block.header.height,
+            block.header.timestamp_ms,
+            block.header.hash(),
+            block.txs.last(),
+        )
+    }
+
+    /// [`Self::replay`] from the parts it reads: the block's height, timestamp and hash, and its last transaction
+    /// (so a restart need not deserialize every transaction of every stored block).
+    pub fn replay_issuance(
+        &mut self,
+        height: u64,
+        timestamp_ms: u64,
+        hash: BlockHash,
+        last: Option<&Transaction>,
+    ) -> Result<(), OrderError> {
+        if height != self.executed_height + 1 {
+            return Err(OrderError::OutOfOrder {
+                executed: self.executed_height,
+                got: height,
+            });
+        }
+        let Some(TxKind::Issuance {
+            height: issued_at,
+            evidence,
+        }) = last.map(|tx| &tx.body.kind)
+        else {
+            return Err(OrderError::MissingIssuance { height });
+        };
+        if *issued_at != height {
+            return Err(OrderError::MissingIssuance { height });
+        }
+        let mut witnesses = Vec::with_capacity(evidence.len());
+        for (index, bytes) in evidence.iter().enumerate() {
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            aligned.extend_from_slice(bytes);
+            let header = decode_witness(&aligned).map_err(|source| OrderError::Evidence {
+                height,
+                index,
+                source,
+            })?;
+            witnesses.push(header);
+        }
+        let outcome = self.execute(height, timestamp_ms, &witnesses);
+        let minted = &last.expect("checked above").body.outputs;
+        if *minted != reward_outputs(&outcome.rewards) {
+            return Err(OrderError::Mismatch { height });
+        }
+        self.finalize(height, hash);
+        Ok(())
+    }
+}
+
+/// The outputs that pay `rewards`: one unlocked CAS output per reward, in payment order.
+pub fn reward_outputs(rewards: &[Reward]) -> Vec<TxOutput> {
+    rewards
+        .iter()
+        .map(|reward| TxOutput {
+            amount: reward.amount,
+            asset: AssetId::CAS,
+            owner: reward.to,
+            unlock_height: None,
+        })
+        .collect()
+}
+
+/// The issuance transaction of ledger block `height`: the carried headers as evidence, the rewards as outputs.
+/// Built the same way by every node, so its id and outputs are byte-identical across the committee.
+pub fn issuance_tx(
+    chain_id: u32,
+    height: u64,
+    witnesses: &[WitnessHeader],
+    rewards: &[Reward],
+) -> Transaction {
+    assert!(witnesses.len() <= ISSUANCE_EVIDENCE_MAX);
+    Transaction {
+        body: TxBody {
+            chain_id,
+            vn: 0,
+            kind: TxKind::Issuance {
+                height,
+                evidence: witnesses
+                    .iter()
+                    .map(|w| encode_witness(w).to_vec())
+                    .collect(),
+            },
+            inputs: Vec::new(),
+            outputs: reward_outputs(rewards),
+            fee: 0,
+            memo: Vec::new(),
+            client_id: None,
+        },
+        witnesses: Vec::new(),
+    }
+}
