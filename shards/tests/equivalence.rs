@@ -29,8 +29,10 @@ fn check_chain(seed: u64, blocks: usize, txs_per_block: usize) {
         .flatten()
         .filter(|v| v.is_err())
         .count();
+    // About three transactions in ten are generated invalid, so a chain of 60 or more without a rejection (odds
+    // near 0.7^60) means the generator broke; a shorter one may honestly have none.
     assert!(
-        rejected > 0 || txs_per_block < 5,
+        rejected > 0 || blocks * txs_per_block < 60,
         "the chain exercises rejections"
     );
     for shards in [1, 2, 4] {
