@@ -17,7 +17,7 @@ use crate::tx::{write_output, OutPoint, TxOutput, OUTPUT_BYTES_MAX};
 pub const LANES: usize = 1024;
 /// An element's canonical bytes: outpoint (tx id, index) then the output.
 const ELEMENT_BYTES_MAX: usize = 36 + OUTPUT_BYTES_MAX;
-const _: () = assert!(keystream::KEYSTREAM_BYTES == LANES * 2);
+const _: () = assert!(keystream::KEYSTREAM_LANES == LANES);
 
 /// The multiset hash of a set of unspent outputs.
 #[derive(Clone, PartialEq, Eq)]
@@ -41,8 +41,8 @@ impl core::fmt::Debug for SetCommitment {
 
 static ELEMENT: DomainKey = DomainKey::new(domain::UTXO_ELEMENT);
 
-/// Adds or subtracts an element's lanes: the blake3 hash of its canonical bytes keys the keystream, written straight
-/// into a byte buffer that is added lane-wise, with no intermediate u16 array.
+/// Adds or subtracts an element's lanes: the blake3 hash of its canonical bytes keys the keystream, which is added
+/// to the lanes as it is generated.
 fn add_element(lanes: &mut [u16; LANES], outpoint: &OutPoint, output: &TxOutput, subtract: bool) {
     let mut h = ELEMENT.hasher();
     let mut canonical = [0u8; ELEMENT_BYTES_MAX];
@@ -50,22 +50,7 @@ fn add_element(lanes: &mut [u16; LANES], outpoint: &OutPoint, output: &TxOutput,
     canonical[32..36].copy_from_slice(&outpoint.index.to_le_bytes());
     let len = 36 + write_output(&mut canonical[36..], output);
     h.update(&canonical[..len]);
-    let mut bytes = [0u8; keystream::KEYSTREAM_BYTES];
-    keystream::fill(h.finalize().as_bytes(), &mut bytes);
-    let element = bytes
-        .chunks_exact(2)
-        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]));
-    if subtract {
-        lanes
-            .iter_mut()
-            .zip(element)
-            .for_each(|(lane, e)| *lane = lane.wrapping_sub(e));
-    } else {
-        lanes
-            .iter_mut()
-            .zip(element)
-            .for_each(|(lane, e)| *lane = lane.wrapping_add(e));
-    }
+    keystream::add_to_lanes(h.finalize().as_bytes(), lanes, subtract);
 }
 
 impl SetCommitment {

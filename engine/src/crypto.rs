@@ -136,7 +136,7 @@ pub const KEY_CACHE_SLOTS: usize = 16_384;
 /// sharing a slot with another).
 const KEY_CACHE_WAYS: usize = 4;
 const KEY_CACHE_SETS: usize = KEY_CACHE_SLOTS / KEY_CACHE_WAYS;
-const _: () = assert!(KEY_CACHE_SLOTS % KEY_CACHE_WAYS == 0);
+const _: () = assert!(KEY_CACHE_SLOTS.is_multiple_of(KEY_CACHE_WAYS));
 
 /// A cache slot: the compressed key and its point.
 type KeySlot = Option<([u8; 32], EdwardsPoint)>;
