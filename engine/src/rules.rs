@@ -349,8 +349,10 @@ pub fn apply_batch(
     // What this batch did to an outpoint: one map for both, so an input is looked up once before the view.
     let mut overlay: FastMap<OutPoint, InBatch> =
         FastMap::with_capacity_and_hasher(inputs + unresolved.len(), Default::default());
-    // Outputs created in this batch, in creation order, and whether they are still unspent.
-    let mut created: Vec<(OutPoint, TxOutput, bool)> = Vec::with_capacity(outputs);
+    // Outputs created in this batch, in creation order, and the positions of those spent again inside it (usually
+    // none, so the list becomes the outcome as it is, without a copy).
+    let mut created: Vec<(OutPoint, TxOutput)> = Vec::with_capacity(outputs);
+    let mut spent_created: Vec<usize> = Vec::new();
     let mut scratch = Scratch::default();
     let mut outcome = BatchOutcome {
         verdicts: Vec::with_capacity(txs.len()),
@@ -377,7 +379,7 @@ pub fn apply_batch(
                             index: index as u32,
                         };
                         overlay.insert(outpoint, InBatch::Created(created.len()));
-                        created.push((outpoint, TxOutput::from(archived), true));
+                        created.push((outpoint, TxOutput::from(archived)));
                     }
                     outcome.issued = minted;
                     outcome.verdicts.push(Ok(()));
@@ -406,7 +408,7 @@ pub fn apply_batch(
             let outpoint = OutPoint::from(archived);
             match overlay.insert(outpoint, InBatch::Spent) {
                 None => outcome.spent.push((outpoint, *coin)),
-                Some(InBatch::Created(index)) => created[index].2 = false,
+                Some(InBatch::Created(index)) => spent_created.push(index),
                 Some(InBatch::Spent) => unreachable!("check_with refuses a spent input"),
             }
         }
@@ -418,7 +420,7 @@ pub fn apply_batch(
             if !unresolved.is_empty() && unresolved.contains(&outpoint) {
                 overlay.insert(outpoint, InBatch::Created(created.len()));
             }
-            created.push((outpoint, TxOutput::from(archived), true));
+            created.push((outpoint, TxOutput::from(archived)));
         }
         outcome.fees = outcome
             .fees
@@ -426,11 +428,15 @@ pub fn apply_batch(
             .expect("fees are bounded by supply");
         outcome.verdicts.push(Ok(()));
     }
-    outcome.created = created
-        .into_iter()
-        .filter(|(_, _, unspent)| *unspent)
-        .map(|(outpoint, coin, _)| (outpoint, coin))
-        .collect();
+    if !spent_created.is_empty() {
+        let mut unspent = vec![true; created.len()];
+        spent_created
+            .iter()
+            .for_each(|&index| unspent[index] = false);
+        let mut flags = unspent.into_iter();
+        created.retain(|_| flags.next().expect("one flag per output"));
+    }
+    outcome.created = created;
     outcome
 }
 
