@@ -43,6 +43,9 @@ impl Default for LedgerConfig {
 pub struct PendingBlock {
     bytes: ValidatedBlock,
     pub height: u64,
+    /// The header's `utxo_commitment`: the set's commitment after the parent block (see
+    /// [`cas_engine::BlockHeader::utxo_commitment`]); [`crate::Node`] checks it before the block is applied.
+    pub parent_commitment: Hash32,
     tx_count: usize,
     jobs: usize,
     replies: Receiver<VerifyDone>,
@@ -157,7 +160,7 @@ impl ShardedLedger {
     }
 
     fn begin_with(&self, bytes: Vec<u8>, check_signatures: bool) -> Result<PendingBlock, Error> {
-        let (height, tx_count) = {
+        let (height, parent_commitment, tx_count) = {
             let block = decode_block(&bytes)?;
             let chain_id = block.header.chain_id.to_native();
             if chain_id != self.chain_id {
@@ -166,7 +169,11 @@ impl ShardedLedger {
                     got: chain_id,
                 });
             }
-            (block.header.height.to_native(), block.txs.len())
+            (
+                block.header.height.to_native(),
+                Hash32::from(&block.header.utxo_commitment),
+                block.txs.len(),
+            )
         };
         let bytes: ValidatedBlock = Arc::new(bytes);
         let jobs = tx_count.div_ceil(VERIFY_CHUNK_TXS);
@@ -185,6 +192,7 @@ impl ShardedLedger {
         Ok(PendingBlock {
             bytes,
             height,
+            parent_commitment,
             tx_count,
             jobs,
             replies,

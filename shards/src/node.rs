@@ -51,10 +51,12 @@ pub struct Recovery {
     pub utxo_commitment: Hash32,
 }
 
-/// A block being validated and written at once.
+/// A block being validated and written at once. Its durable append is queued at `begin` when its parent's
+/// commitment is known then (nothing else in flight), else at `complete`, once the header's commitment is checked:
+/// a block whose header does not match is never written.
 pub struct InFlight {
     pending: PendingBlock,
-    append: PendingAppend,
+    append: Option<PendingAppend>,
 }
 
 /// The acknowledgement of a block: applied, and durable on disk.
@@ -181,10 +183,12 @@ impl Node {
             in_flight.push_back(self.ledger.begin(self.store.read(height)?)?);
             if in_flight.len() >= IN_FLIGHT_BLOCKS_MAX {
                 let pending = in_flight.pop_front().expect("non-empty");
+                self.check_parent_commitment(&pending)?;
                 self.ledger.finish(pending)?;
             }
         }
         while let Some(pending) = in_flight.pop_front() {
+            self.check_parent_commitment(&pending)?;
             self.ledger.finish(pending)?;
         }
         Ok(to.saturating_sub(from - 1))
@@ -214,17 +218,61 @@ impl Node {
                 got: pending.height,
             });
         }
-        let append = self
-            .store
-            .append(pending.height, Arc::clone(pending.bytes()))?;
+        // With nothing in flight the ledger stands at the parent: check now and write while validating.
+        let append = if pending.height == self.ledger.height + 1 {
+            self.check_parent_commitment(&pending)?;
+            Some(
+                self.store
+                    .append(pending.height, Arc::clone(pending.bytes()))?,
+            )
+        } else {
+            None
+        };
         self.next_height += 1;
         Ok(InFlight { pending, append })
     }
 
-    /// Applies a begun block and waits until it is durable: only then is it acknowledged.
+    /// The header of a block about to be applied must commit to the set the ledger holds now (its parent's
+    /// post-state); a mismatch is refused before anything changes.
+    fn check_parent_commitment(&self, pending: &PendingBlock) -> Result<(), Error> {
+        if pending.height != self.ledger.height + 1 {
+            return Err(Error::HeightOutOfOrder {
+                expected: self.ledger.height + 1,
+                got: pending.height,
+            });
+        }
+        let computed = self.ledger.commitment();
+        if pending.parent_commitment != computed {
+            return Err(Error::ParentCommitmentMismatch {
+                height: pending.height,
+                header: pending.parent_commitment,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a begun block and waits until it is durable: only then is it acknowledged. Blocks complete in the
+    /// order they were begun. A block refused here (its header's commitment does not match) is not written, and
+    /// the blocks begun after it must be dropped: the node takes the next block at the refused one's height.
     pub fn complete(&mut self, in_flight: InFlight) -> Result<Receipt, Error> {
+        let append = match in_flight.append {
+            Some(append) => append,
+            None => {
+                if let Err(error) = self.check_parent_commitment(&in_flight.pending) {
+                    if matches!(error, Error::ParentCommitmentMismatch { .. }) {
+                        self.next_height = in_flight.pending.height;
+                    }
+                    return Err(error);
+                }
+                self.store.append(
+                    in_flight.pending.height,
+                    Arc::clone(in_flight.pending.bytes()),
+                )?
+            }
+        };
         let outcome = self.ledger.finish(in_flight.pending)?;
-        let location = self.store.acknowledge(in_flight.append)?;
+        let location = self.store.acknowledge(append)?;
         if outcome.height % self.snapshot_every_blocks == 0 {
             self.snapshot(outcome.height, outcome.utxo_commitment)?;
         }

@@ -79,7 +79,8 @@ impl Executor {
                 tx_root: merkle::root(&ids),
                 proposer: committed.proposer,
                 timestamp_ms: committed.block.timestamp_ms,
-                utxo_commitment: Hash32::ZERO,
+                // The set after the parent block, which this node holds now (the shards node checks it again).
+                utxo_commitment: self.node.ledger().commitment(),
             },
             txs: committed.txs,
         };
