@@ -276,6 +276,41 @@ impl Bft {
         self.me
     }
 
+    /// The height of the highest QC this member holds: how far the committee is known to be.
+    pub fn high_qc_height(&self) -> u64 {
+        self.safety.high_qc.height
+    }
+
+    /// The node installed a UTXO snapshot at `height`, whose committed consensus block is `hash` (trusted because
+    /// more than a third of the stake reported it): the committed chain continues from there. Blocks at or below it
+    /// are forgotten and never voted for (see `safe_to_vote`); a commit target above it is pursued from `height + 1`
+    /// (its missing blocks are requested again). Returns the actions that follow (requests, commits).
+    pub fn install_base(&mut self, height: u64, hash: BlockHash) -> Vec<Action> {
+        assert!(
+            height > self.committed_height,
+            "a snapshot base moves the committed height forward"
+        );
+        self.committed_height = height;
+        self.committed_hash = hash;
+        self.committed_by_height = BTreeMap::from([(height, hash)]);
+        self.blocks.retain(|_, b| b.height >= height);
+        self.requested.clear();
+        if self
+            .commit_target
+            .is_some_and(|t| self.blocks.get(&t).is_none_or(|b| b.height <= height))
+        {
+            self.commit_target = None;
+        }
+        let mut actions = self.take_deferred();
+        // The highest QC may certify a block whose parent is now final-able: run the commit rule for it again.
+        let high_qc = self.safety.high_qc.clone();
+        if high_qc.height > height {
+            self.process_qc(high_qc, &mut actions);
+        }
+        self.try_commit(&mut actions);
+        actions
+    }
+
     /// Offers a certified package for a future proposal; false when the pool is full (back-pressure) or the
     /// certificate does not verify.
     pub fn add_payload(&mut self, cert: AvailabilityCert) -> bool {
@@ -332,7 +367,11 @@ impl Bft {
                 | Message::Ack(_)
                 | Message::Cert(_)
                 | Message::PackageRequest(_)
-                | Message::Witness(_) => {}
+                | Message::Witness(_)
+                | Message::SnapshotInfoRequest
+                | Message::SnapshotInfo(_)
+                | Message::SnapshotChunkRequest(_)
+                | Message::SnapshotChunk(_) => {}
             },
         }
         actions
@@ -523,7 +562,8 @@ impl Bft {
     }
 
     fn safe_to_vote(&self, block: &Block) -> bool {
-        if block.round <= self.safety.last_voted_round {
+        // A block at or below the committed height (after a snapshot install too) can never be final again.
+        if block.round <= self.safety.last_voted_round || block.height <= self.committed_height {
             return false;
         }
         #[cfg(test)]

@@ -135,6 +135,30 @@ impl ShardedLedger {
         self.commit_changes(Vec::new(), outputs)
     }
 
+    /// Replaces the whole set with `outputs`, standing at `height` (an installed snapshot; the caller checked its
+    /// commitment). Returns the new commitment.
+    pub(crate) fn replace(
+        &mut self,
+        height: u64,
+        outputs: Vec<(OutPoint, TxOutput)>,
+    ) -> Result<Hash32, Error> {
+        let mut asked = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, answer) = bounded(1);
+            shard.urgent(Command::Clear { reply })?;
+            asked.push((shard, answer));
+        }
+        for (shard, answer) in asked {
+            shard.wait(&answer)?;
+        }
+        self.shard_commitments
+            .iter_mut()
+            .for_each(|c| *c = SetCommitment::default());
+        self.height = height;
+        self.load(outputs)?;
+        Ok(self.commitment())
+    }
+
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
