@@ -156,6 +156,8 @@ pub struct Bft {
     blocks: BTreeMap<BlockHash, Block>,
     committed_height: u64,
     committed_hash: BlockHash,
+    /// The height of the last snapshot installed ([`Bft::install_base`]); 0 when none was.
+    installed_height: u64,
     /// Recent committed blocks by height, to recognise a commit rule firing for a block that conflicts with them.
     committed_by_height: BTreeMap<u64, BlockHash>,
     /// The highest block that the commit rule made final but whose ancestors are not all here yet.
@@ -231,6 +233,7 @@ impl Bft {
                 .collect(),
             committed_height,
             committed_hash,
+            installed_height: 0,
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
             commit_target: None,
             votes: BTreeMap::new(),
@@ -283,7 +286,8 @@ impl Bft {
 
     /// The node installed a UTXO snapshot at `height`, whose committed consensus block is `hash` (trusted because
     /// more than a third of the stake reported it): the committed chain continues from there. Blocks at or below it
-    /// are forgotten and never voted for (see `safe_to_vote`); a commit target above it is pursued from `height + 1`
+    /// are forgotten and never voted for (see `safe_to_vote`: a belt on top of the round rules, which alone keep
+    /// every member safe, this one after a restart included); a commit target above it is pursued from `height + 1`
     /// (its missing blocks are requested again). Returns the actions that follow (requests, commits).
     pub fn install_base(&mut self, height: u64, hash: BlockHash) -> Vec<Action> {
         assert!(
@@ -292,6 +296,7 @@ impl Bft {
         );
         self.committed_height = height;
         self.committed_hash = hash;
+        self.installed_height = height;
         self.committed_by_height = BTreeMap::from([(height, hash)]);
         self.blocks.retain(|_, b| b.height >= height);
         self.requested.clear();
@@ -562,13 +567,16 @@ impl Bft {
     }
 
     fn safe_to_vote(&self, block: &Block) -> bool {
-        // A block at or below the committed height (after a snapshot install too) can never be final again.
-        if block.round <= self.safety.last_voted_round || block.height <= self.committed_height {
+        if block.round <= self.safety.last_voted_round {
             return false;
         }
         #[cfg(test)]
         if self.broken_vote_rule {
             return true;
+        }
+        // Below an installed snapshot this member knows no chain to judge a block by: it never votes there.
+        if block.height <= self.installed_height {
+            return false;
         }
         if block.qc.round + 1 == block.round {
             return true;
