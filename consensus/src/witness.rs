@@ -445,6 +445,17 @@ impl WitnessChain {
         }
     }
 
+    /// Forgets the finalized hashes kept and takes the next one at `height`: the node installed a UTXO snapshot at
+    /// `height - 1` and knows no DPOS hash below it. Witnesses over those heights are then refused as too old.
+    pub fn skip_finalized_to(&mut self, height: u64) {
+        assert!(
+            height > self.finalized_height() + 1,
+            "a skip moves the finalized heights forward"
+        );
+        self.finalized.clear();
+        self.finalized_first = height;
+    }
+
     fn height_of(&self, hash: &WitnessHash) -> u64 {
         self.entries.get(hash).map_or(0, |e| e.header.height)
     }

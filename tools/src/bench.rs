@@ -112,6 +112,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             kill_one: false,
             mining_threads: 0,
             compare_mining: false,
+            blocks_kept: cas_consensus::bft::BftConfig::default().blocks_kept,
+            snapshot_every: 500,
+            snapshot_sync_gap: 1_000,
+            restart_behind_blocks: 0,
         })
         .with_context(|| format!("the cluster of {n} nodes"))?;
         measured.push(measured_row(&report));

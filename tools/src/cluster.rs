@@ -53,6 +53,20 @@ pub struct ClusterArgs {
     /// Witness mining threads per node (at the lowest scheduling priority; 0: no mining).
     #[arg(long, default_value_t = 0)]
     pub mining_threads: usize,
+    /// With --kill-one: restart the killed node once every other node's height is this many blocks past the
+    /// killed node's last reported height (instead of at two thirds of the run), waiting after the load if needed
+    /// (0: at two thirds). Puts the node beyond its peers' in-memory block window on purpose.
+    #[arg(long, default_value_t = 0)]
+    pub restart_behind_blocks: u64,
+    /// Committed consensus blocks each node keeps in memory for peers catching up block by block.
+    #[arg(long, default_value_t = cas_consensus::bft::BftConfig::default().blocks_kept)]
+    pub blocks_kept: u64,
+    /// Blocks between UTXO snapshots on each node.
+    #[arg(long, default_value_t = 500)]
+    pub snapshot_every: u64,
+    /// How far behind (in blocks) a node fetches a snapshot instead of blocks.
+    #[arg(long, default_value_t = 1_000)]
+    pub snapshot_sync_gap: u64,
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
     pub compare_mining: bool,
@@ -195,7 +209,9 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             empty_block_wait_ms: 100,
             package_txs_max: 2_000,
             package_wait_ms: 20,
-            snapshot_every_blocks: 500,
+            snapshot_every_blocks: args.snapshot_every,
+            blocks_kept: args.blocks_kept,
+            snapshot_sync_gap_blocks: args.snapshot_sync_gap,
             mining_threads: args.mining_threads,
         };
         let config_path = dir.join(format!("node{i}.toml"));
@@ -235,21 +251,48 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         args.duration_s as f64 * 2.0 / 3.0,
     );
     let mut killed = false;
+    let mut restarted = false;
     let mut drill_error = None;
+    // A height the victim had not passed when it was killed: the others' highest, read once their status files
+    // (written every second) are newer than the kill. They must pass it by `restart_behind_blocks`.
+    let mut killed_at = Instant::now();
+    let mut killed_height: Option<u64> = None;
+    let heights = |dir: &Path| -> Vec<u64> {
+        (0..args.nodes)
+            .filter(|i| *i != victim)
+            .map(|i| read_status(&dir.join(format!("node{i}/status.json"))).map_or(0, |s| s.height))
+            .collect()
+    };
+    let restart_due = |elapsed: f64, killed_at: Instant, killed_height: &mut Option<u64>| -> bool {
+        if args.restart_behind_blocks == 0 {
+            return elapsed >= restart_at;
+        }
+        if killed_height.is_none() && killed_at.elapsed() >= Duration::from_millis(1_500) {
+            *killed_height = heights(&dir).into_iter().max();
+        }
+        killed_height.is_some_and(|killed| {
+            heights(&dir)
+                .iter()
+                .all(|h| *h >= killed + args.restart_behind_blocks)
+        })
+    };
     let mut progress = |sent: usize, total: usize| {
         let elapsed = started.elapsed().as_secs_f64();
         if args.kill_one && !killed && elapsed >= kill_at {
             eprintln!("  {elapsed:>5.1} s  SIGKILL node {victim}");
             let _ = children.0[victim].kill();
             let _ = children.0[victim].wait();
+            killed_at = Instant::now();
             killed = true;
         }
         if args.kill_one
             && killed
-            && elapsed >= restart_at
+            && !restarted
+            && restart_due(elapsed, killed_at, &mut killed_height)
             && children.0[victim].try_wait().ok().flatten().is_some()
         {
             eprintln!("  {elapsed:>5.1} s  restarting node {victim}");
+            restarted = true;
             match start_node(&dir, victim) {
                 Ok(child) => children.0[victim] = child,
                 Err(error) => drill_error = Some(error),
@@ -271,6 +314,27 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         (Some(before), Some(after)) if !args.kill_one => Some(after - before),
         _ => None,
     };
+    if args.kill_one && killed && !restarted {
+        // The load ended before the others got far enough ahead: wait for them (empty blocks keep coming).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !restart_due(f64::MAX, killed_at, &mut killed_height) {
+            ensure!(
+                Instant::now() < deadline,
+                "the other nodes did not get {} blocks past height {killed_height:?} in 120 s",
+                args.restart_behind_blocks
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "  {:>5.1} s  restarting node {victim} (others at heights {:?}, it stopped at or below {killed_height:?})",
+            started.elapsed().as_secs_f64(),
+            heights(&dir)
+        );
+        match start_node(&dir, victim) {
+            Ok(child) => children.0[victim] = child,
+            Err(error) => drill_error = Some(error),
+        }
+    }
     if let Some(error) = drill_error {
         return Err(error.context("restarting the killed node"));
     }

@@ -14,8 +14,16 @@ use cas_engine::codec::encode_block;
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
 use super::durable::ExecutedFile;
-
+use super::snapshot_serve::{Anchor, Anchors};
+use super::state_sync::Install;
 use super::witness::WitnessInput;
+
+/// What the driver hands the executor, in commit order.
+pub enum Work {
+    Block(Committed),
+    /// A verified snapshot to install as the new base (the BFT continues from its height).
+    Install(Install),
+}
 
 /// One committed block ready to execute: its transactions in order, and who submitted each here.
 pub struct Committed {
@@ -34,6 +42,9 @@ pub struct Executed {
     pub utxo_commitment: Hash32,
     pub txs: u64,
     pub rejected: u64,
+    /// Snapshots installed by state transfer since start, and the height of the last one.
+    pub snapshot_installs: u64,
+    pub snapshot_installed_height: u64,
 }
 
 pub struct Executor {
@@ -48,12 +59,18 @@ pub struct Executor {
     /// Each stored block's hash goes to the witness thread (what miners commit to and validators check against).
     /// A bounded queue to a normal-priority thread: a full one makes the executor wait, never lose a hash.
     pub witness: std::sync::mpsc::SyncSender<WitnessInput>,
+    /// Block hashes at this node's snapshot heights, for serving its snapshots to peers.
+    pub anchors: Arc<Anchors>,
+    pub snapshot_every_blocks: u64,
 }
 
 impl Executor {
-    pub fn run(mut self, queue: Receiver<Committed>) -> Result<()> {
-        while let Ok(committed) = queue.recv() {
-            self.execute(committed)?;
+    pub fn run(mut self, queue: Receiver<Work>) -> Result<()> {
+        while let Ok(work) = queue.recv() {
+            match work {
+                Work::Block(committed) => self.execute(committed)?,
+                Work::Install(install) => self.install(install)?,
+            }
         }
         self.node
             .wait_snapshot()
@@ -61,8 +78,64 @@ impl Executor {
         Ok(())
     }
 
+    /// Installs a verified snapshot as the ledger's new base. The execution marker names its consensus block first,
+    /// so a restart after the install resumes consensus from there.
+    fn install(&mut self, install: Install) -> Result<()> {
+        let Install { info, snapshot } = install;
+        if info.height <= self.node.height() {
+            tracing::info!(
+                height = info.height,
+                executed = self.node.height(),
+                "snapshot no longer ahead of execution; not installed"
+            );
+            return Ok(());
+        }
+        self.executed_marks.push((info.height, info.consensus_hash));
+        if self.executed_marks.len() > 2 {
+            self.executed_marks.remove(0);
+        }
+        self.executed_file.store(&self.executed_marks)?;
+        self.node
+            .install_snapshot(snapshot, info.ledger_hash)
+            .with_context(|| format!("installing the snapshot at height {}", info.height))?;
+        self.previous_ledger_hash = info.ledger_hash;
+        self.anchors.record(
+            info.height,
+            Anchor {
+                ledger_hash: info.ledger_hash,
+                consensus_hash: info.consensus_hash,
+            },
+        );
+        if self
+            .witness
+            .send(WitnessInput::SkipTo(info.height + 1))
+            .is_err()
+        {
+            tracing::warn!("the witness thread stopped");
+        }
+        tracing::warn!(
+            height = info.height,
+            commitment = %info.commitment,
+            "installed a snapshot from the committee; catching up from the next block"
+        );
+        let mut stats = self.stats.lock().expect("stats lock");
+        stats.height = info.height;
+        stats.utxo_commitment = info.commitment;
+        stats.snapshot_installs += 1;
+        stats.snapshot_installed_height = info.height;
+        Ok(())
+    }
+
     fn execute(&mut self, committed: Committed) -> Result<()> {
         let height = committed.block.height;
+        if height <= self.node.height() {
+            // Committed below a snapshot installed meanwhile: the set already includes it.
+            tracing::debug!(
+                height,
+                "committed block below the installed snapshot skipped"
+            );
+            return Ok(());
+        }
         // Mark first: after a crash, whichever height the store ends at, its consensus hash is on disk.
         self.executed_marks.push((height, committed.block.hash()));
         if self.executed_marks.len() > 2 {
@@ -93,6 +166,15 @@ impl Executor {
         };
         let receipt = receipt.with_context(|| format!("block {height}"))?;
         self.previous_ledger_hash = ledger_hash;
+        if height % self.snapshot_every_blocks == 0 {
+            self.anchors.record(
+                height,
+                Anchor {
+                    ledger_hash,
+                    consensus_hash: committed.block.hash(),
+                },
+            );
+        }
         if self
             .witness
             .send(WitnessInput::Finalized(height, ledger_hash))

@@ -4,6 +4,8 @@
 //! blocks into ledger blocks that the shards validate and fsync, then answers clients with final receipts.
 //! Optional mining threads (`mining_threads`, at the lowest scheduling priority) build the POW witness chain over
 //! the stored blocks; every node validates gossiped witnesses against its own blocks ([`witness`]).
+//! A node too far behind for block catch-up (peers keep `blocks_kept` blocks) installs a snapshot that more than
+//! a third of the stake vouches for ([`state_sync`]); every node serves its own from a thread ([`snapshot_serve`]).
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
 pub mod config;
@@ -11,6 +13,8 @@ mod driver;
 pub mod durable;
 mod executor;
 pub mod journal;
+mod snapshot_serve;
+mod state_sync;
 pub mod wire;
 pub mod witness;
 
@@ -66,6 +70,16 @@ pub struct Status {
     pub witness_hashes: u64,
     #[serde(default)]
     pub witness_dropped: u64,
+    /// Snapshots this node installed by state transfer since it started, and the height of the last one.
+    #[serde(default)]
+    pub snapshot_installs: u64,
+    #[serde(default)]
+    pub snapshot_installed_height: u64,
+    /// Snapshot chunks this node served to peers, and peer requests dropped for a full serving queue.
+    #[serde(default)]
+    pub snapshot_chunks_served: u64,
+    #[serde(default)]
+    pub snapshot_requests_dropped: u64,
 }
 
 pub fn run(config_path: &std::path::Path) -> Result<()> {
@@ -120,15 +134,20 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             recovery.durable_height
         );
     }
+    // Heights from 1, or from the base of a store that starts at an installed snapshot.
+    let first_stored = shards_node.store().first_height().max(1);
     let mut stored_hashes = Vec::with_capacity(recovery.durable_height as usize);
-    for height in 1..=recovery.durable_height {
+    for height in first_stored..=recovery.durable_height {
         let bytes = shards_node.store().read(height)?;
         stored_hashes.push(decode_block(&bytes)?.header.hash());
     }
-    let witness_node =
-        witness::WitnessNode::open(&config.data_dir, WitnessParams::default(), stored_hashes)?;
-    let last_ledger = shards_node.store().read(recovery.durable_height)?;
-    let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
+    let witness_node = witness::WitnessNode::open(
+        &config.data_dir,
+        WitnessParams::default(),
+        first_stored,
+        stored_hashes,
+    )?;
+    let previous_ledger_hash = shards_node.last_block_hash()?;
     tracing::info!(?recovery, "ledger open");
 
     let peers: Vec<cas_netio::Peer> = config
@@ -179,6 +198,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         ..Executed::default()
     }));
     let (execution_tx, execution_rx) = std::sync::mpsc::sync_channel(EXECUTION_QUEUE_MAX);
+    let anchors = Arc::new(snapshot_serve::Anchors::default());
+    let snapshot_every_blocks = shards_config.snapshot_every_blocks;
     let executor = Executor {
         node: shards_node,
         chain_id: genesis.header.chain_id,
@@ -188,6 +209,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         netio: netio.clone(),
         stats: stats.clone(),
         witness: witness_inbox.clone(),
+        anchors: anchors.clone(),
+        snapshot_every_blocks,
     };
     let executor_thread = std::thread::Builder::new()
         .name("cas-executor".into())
@@ -207,7 +230,28 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         blocks: replayed.blocks,
         committed,
     };
+    let (serve_tx, serve_rx) = std::sync::mpsc::sync_channel(snapshot_serve::SERVE_QUEUE_MAX);
+    let server = snapshot_serve::SnapshotServer {
+        snapshot_dir: config.data_dir.join("ledger").join("snapshots"),
+        anchors: anchors.clone(),
+        netio: netio.clone(),
+        keys: keys.clone(),
+        cached: None,
+    };
+    let serve_thread = std::thread::Builder::new()
+        .name("cas-snapshot-serve".into())
+        .spawn(move || server.run(serve_rx))?;
+    let state_sync = state_sync::StateSync::new(
+        me,
+        committee
+            .members()
+            .map(|member| committee.stake(member))
+            .collect(),
+        committee.validity_stake(),
+        config.snapshot_sync_gap_blocks,
+    );
     let bft_config = BftConfig {
+        blocks_kept: config.blocks_kept.max(1),
         round_timeout_ms: config.round_timeout_ms,
         round_timeout_max_ms: config.round_timeout_ms * 8,
         empty_block_wait_ms: config.empty_block_wait_ms,
@@ -251,6 +295,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         safety_file,
         journal,
         execution: execution_tx,
+        state_sync,
+        serve: serve_tx,
+        anchors: anchors.clone(),
         started,
         status_path: status_path.clone(),
         stats: stats.clone(),
@@ -273,7 +320,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             .join()
             .map_err(|_| anyhow::anyhow!("a mining thread panicked"))?;
     }
-    drop(driver); // closes the execution queue: the executor drains it and stops
+    drop(driver); // closes the execution and serving queues: the executor drains its queue and stops
+    serve_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the snapshot serving thread panicked"))?;
     executor_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the executor thread panicked"))??;
@@ -281,7 +331,15 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     witness_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the witness thread panicked"))?;
-    write_status(&status_path, &stats, &witness, round, &consensus, true)?;
+    write_status(
+        &status_path,
+        &stats,
+        &witness,
+        &anchors,
+        round,
+        &consensus,
+        true,
+    )?;
     Ok(())
 }
 
@@ -289,6 +347,7 @@ fn write_status(
     path: &std::path::Path,
     stats: &Mutex<Executed>,
     witness: &witness::WitnessShared,
+    anchors: &snapshot_serve::Anchors,
     round: u64,
     consensus: &str,
     stopped: bool,
@@ -308,6 +367,10 @@ fn write_status(
         witness_refused: witness.refused.load(Ordering::Relaxed),
         witness_hashes: witness.hashes.load(Ordering::Relaxed),
         witness_dropped: witness.dropped.load(Ordering::Relaxed),
+        snapshot_installs: stats.snapshot_installs,
+        snapshot_installed_height: stats.snapshot_installed_height,
+        snapshot_chunks_served: anchors.served_chunks.load(Ordering::Relaxed),
+        snapshot_requests_dropped: anchors.dropped.load(Ordering::Relaxed),
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;
