@@ -116,6 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             snapshot_every: 500,
             snapshot_sync_gap: 1_000,
             restart_behind_blocks: 0,
+            empty_block_wait_ms: 100,
         })
         .with_context(|| format!("the cluster of {n} nodes"))?;
         measured.push(measured_row(&report));

@@ -58,6 +58,10 @@ pub struct ClusterArgs {
     /// (0: at two thirds). Puts the node beyond its peers' in-memory block window on purpose.
     #[arg(long, default_value_t = 0)]
     pub restart_behind_blocks: u64,
+    /// A leader with no payload waits this long before proposing an empty block (0: at once, so an idle chain
+    /// grows as fast as rounds complete; used to build long chains for catch-up measurements).
+    #[arg(long, default_value_t = 100)]
+    pub empty_block_wait_ms: u64,
     /// Committed consensus blocks each node keeps in memory for peers catching up block by block.
     #[arg(long, default_value_t = cas_consensus::bft::BftConfig::default().blocks_kept)]
     pub blocks_kept: u64,
@@ -206,7 +210,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             shards: shards_per_node,
             pin_cores: false,
             round_timeout_ms: 1_000,
-            empty_block_wait_ms: 100,
+            empty_block_wait_ms: args.empty_block_wait_ms,
             package_txs_max: 2_000,
             package_wait_ms: 20,
             snapshot_every_blocks: args.snapshot_every,
@@ -316,11 +320,11 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     };
     if args.kill_one && killed && !restarted {
         // The load ended before the others got far enough ahead: wait for them (empty blocks keep coming).
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + Duration::from_secs(1_800);
         while !restart_due(f64::MAX, killed_at, &mut killed_height) {
             ensure!(
                 Instant::now() < deadline,
-                "the other nodes did not get {} blocks past height {killed_height:?} in 120 s",
+                "the other nodes did not get {} blocks past height {killed_height:?} in 30 minutes",
                 args.restart_behind_blocks
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -330,9 +334,31 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             started.elapsed().as_secs_f64(),
             heights(&dir)
         );
+        let target = heights(&dir).into_iter().max().unwrap_or(0);
+        let restarted_at = Instant::now();
         match start_node(&dir, victim) {
             Ok(child) => children.0[victim] = child,
             Err(error) => drill_error = Some(error),
+        }
+        // How long the restarted node takes to reach the height the others had when it restarted.
+        let status_path = dir.join(format!("node{victim}/status.json"));
+        let deadline = restarted_at + Duration::from_secs(600);
+        while drill_error.is_none() && Instant::now() < deadline {
+            let status = read_status(&status_path);
+            if status
+                .as_ref()
+                .is_some_and(|s| !s.stopped && s.height >= target)
+            {
+                let status = status.expect("checked above");
+                eprintln!(
+                    "  node {victim} caught up to height {target} in {:.1} s (snapshots installed: {}, at height {})",
+                    restarted_at.elapsed().as_secs_f64(),
+                    status.snapshot_installs,
+                    status.snapshot_installed_height
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
     if let Some(error) = drill_error {

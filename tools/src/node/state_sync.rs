@@ -14,6 +14,11 @@ use cas_consensus::Action;
 use cas_shards::snapshot::Snapshot;
 use cas_shards::transfer::Assembler;
 
+// A chunk the shards cut must fit the wire's chunk bound.
+const _: () = assert!(
+    cas_shards::transfer::CHUNK_BYTES_MAX <= cas_consensus::messages::SNAPSHOT_CHUNK_BYTES_MAX
+);
+
 /// How long the answers to one round of snapshot queries are collected.
 pub const QUERY_WAIT_MS: u64 = 2_000;
 /// The least time between two rounds of queries.
