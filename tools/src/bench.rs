@@ -117,6 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             snapshot_sync_gap: 1_000,
             restart_behind_blocks: 0,
             empty_block_wait_ms: 100,
+            round_timeout_ms: 1_000,
         })
         .with_context(|| format!("the cluster of {n} nodes"))?;
         measured.push(measured_row(&report));

@@ -58,6 +58,9 @@ pub struct ClusterArgs {
     /// (0: at two thirds). Puts the node beyond its peers' in-memory block window on purpose.
     #[arg(long, default_value_t = 0)]
     pub restart_behind_blocks: u64,
+    /// The first timeout of a BFT round (a round led by a stopped node costs this much).
+    #[arg(long, default_value_t = 1_000)]
+    pub round_timeout_ms: u64,
     /// A leader with no payload waits this long before proposing an empty block (0: at once, so an idle chain
     /// grows as fast as rounds complete; used to build long chains for catch-up measurements).
     #[arg(long, default_value_t = 100)]
@@ -209,7 +212,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
                 .collect(),
             shards: shards_per_node,
             pin_cores: false,
-            round_timeout_ms: 1_000,
+            round_timeout_ms: args.round_timeout_ms,
             empty_block_wait_ms: args.empty_block_wait_ms,
             package_txs_max: 2_000,
             package_wait_ms: 20,
