@@ -1,6 +1,6 @@
 //! Snapshot install (state transfer): a snapshot taken from one node, cut into chunks and assembled, installs into
 //! a node far behind as its new base; the node then takes the following blocks, and reopens (also after a reset
-//! interrupted before its old segments were deleted) at the same state. A tampered chunk stream or a snapshot
+//! interrupted before its old segments were deleted, or a crash before the reset) at a consistent state. A tampered chunk stream or a snapshot
 //! whose set does not give its commitment is refused and installs nothing.
 
 mod common;
@@ -221,6 +221,40 @@ fn an_installed_snapshot_is_a_base_that_survives_reopens_and_takes_the_next_bloc
         }
         other => panic!("expected Error::Snapshot, got {other:?}"),
     }
+    std::fs::remove_dir_all(&source).unwrap();
+    std::fs::remove_dir_all(&target).unwrap();
+}
+
+#[test]
+fn a_crash_after_the_snapshot_is_written_but_before_the_reset_reopens_at_the_old_state() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(23, 8, 12);
+    let source = common::temp_dir("install-source-crash");
+    let snapshot = source_snapshot(&source, &chain, 8, 8);
+    let target = common::temp_dir("install-target-crash");
+    let (mut node, _) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    node.append(chain.blocks[0].clone()).unwrap();
+    drop(node);
+    // What an install leaves when it dies right after writing the snapshot: the file, above the durable height.
+    snapshot::write(
+        &target.join("snapshots"),
+        snapshot.height,
+        &snapshot.entries,
+        snapshot.commitment,
+    )
+    .unwrap();
+    let (mut node, recovery) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.durable_height, 1);
+    assert_eq!(recovery.snapshot_height, None);
+    assert_eq!(recovery.utxo_commitment, chain.commitments[1]);
+    // The install is simply done again.
+    node.install_snapshot(snapshot, block_hash(&chain, 8))
+        .unwrap();
+    drop(node);
+    let (node, recovery) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.durable_height, 8);
+    assert_eq!(node.ledger().commitment(), chain.commitments[8]);
+    drop(node);
     std::fs::remove_dir_all(&source).unwrap();
     std::fs::remove_dir_all(&target).unwrap();
 }
