@@ -1,7 +1,7 @@
 //! Snapshot install (state transfer): a snapshot taken from one node, cut into chunks and assembled, installs into
-//! a node far behind as its new base; the node then takes the following blocks, and reopens (also after a reset
-//! interrupted before its old segments were deleted, or a crash before the reset) at a consistent state. A tampered chunk stream or a snapshot
-//! whose set does not give its commitment is refused and installs nothing.
+//! a node far behind as its new base; the node then takes the following blocks, and reopens at a consistent state,
+//! also after a reset interrupted before its old segments were deleted, or a crash before the reset. A tampered
+//! chunk stream or a snapshot whose set does not give its commitment is refused and installs nothing.
 
 mod common;
 
