@@ -42,8 +42,10 @@ pub mod partition;
 mod shard;
 pub mod snapshot;
 pub mod store;
+pub mod transfer;
 
 pub use error::Error;
 pub use ledger::{BlockOutcome, LedgerConfig, PendingBlock, ShardedLedger};
 pub use node::{InFlight, Node, NodeConfig, Receipt, Recovery};
 pub use store::{BlockStore, Location, StoreConfig};
+pub use transfer::{Assembler, TransferError};
