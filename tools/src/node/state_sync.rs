@@ -555,6 +555,66 @@ mod tests {
         assert!(!sync.busy());
     }
 
+    /// The witness order state follows the entries as chunks; bytes that do not hash to the trusted value are
+    /// refused as a whole and the next reporter's are taken.
+    #[test]
+    fn the_witness_order_state_follows_the_entries_and_must_match_its_hash() {
+        let (set, commitment) = entries(10);
+        let count = set.len() as u64;
+        let state: Vec<u8> = (0..SNAPSHOT_CHUNK_BYTES_MAX + 1_000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let trusted = SnapshotInfo {
+            witness_state: order_state_hash(&state),
+            witness_state_bytes: state.len() as u64,
+            ..info(100, commitment, count)
+        };
+        let mut chunks = vec![encode_chunk(&set, 0).unwrap()];
+        chunks.push(witness_chunk(&state, 0).unwrap());
+        chunks.push(witness_chunk(&state, 1).unwrap());
+        assert_eq!(witness_chunk(&state, 2), None);
+        assert_eq!(witness_chunk_count(state.len() as u64), 2);
+        let mut sync = StateSync::new(0, vec![1; 4], 2, 10);
+        sync.on_tick(0, 5, 5);
+        sync.on_info(1, trusted, 5, 1);
+        let actions = sync.on_info(2, trusted, 5, 1);
+        assert_eq!(requests(&actions), vec![(1, 0), (1, 1), (1, 2)]);
+        // Source 1 sends a damaged last byte of the state: everything else checks out, the hash does not.
+        let mut damaged = chunks.clone();
+        *damaged[2].last_mut().unwrap() ^= 1;
+        let mut last = Vec::new();
+        for (index, chunk) in damaged.into_iter().enumerate() {
+            let (actions, done) = sync.on_chunk(
+                1,
+                SnapshotChunk {
+                    height: 100,
+                    index: index as u32,
+                    entries: chunk,
+                },
+                2,
+            );
+            assert!(done.is_none());
+            last = actions;
+        }
+        assert_eq!(requests(&last), vec![(2, 0), (2, 1), (2, 2)]);
+        let mut installed = None;
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            let (_, done) = sync.on_chunk(
+                2,
+                SnapshotChunk {
+                    height: 100,
+                    index: index as u32,
+                    entries: chunk,
+                },
+                3,
+            );
+            installed = installed.or(done);
+        }
+        let install = installed.expect("the honest reporter's state matches");
+        assert_eq!(install.witness_state, state);
+        assert_eq!(install.snapshot.entries, set);
+    }
+
     #[test]
     fn a_snapshot_not_far_enough_ahead_is_not_fetched_and_silence_ends_a_round() {
         let (_, commitment) = entries(3);
