@@ -269,6 +269,8 @@ impl Driver {
             .send(Work::Install(install))
             .context("the executor stopped")?;
         self.pending.retain(|block| block.height > height);
+        // Requests for packages of the dropped blocks are moot; those still needed are asked again.
+        self.package_requests.clear();
         let actions = self.parts.bft.install_base(height, consensus_hash);
         self.execute(actions)
     }
