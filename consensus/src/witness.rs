@@ -907,6 +907,8 @@ pub enum ChainStateError {
     Entry { index: usize, reason: &'static str },
     #[error("the best witness is not among the entries")]
     UnknownBest,
+    #[error("finalized hashes from height {first} are out of range")]
+    FinalizedRange { first: u64 },
 }
 
 impl WitnessChain {
@@ -955,6 +957,18 @@ impl WitnessChain {
                 || entry.header.uncles.len() > UNCLES_PER_WITNESS_MAX
             {
                 Some("not of the chain's span or uncle bound")
+            } else if entry.header.height == 0
+                || entry.header.first_dpos_height == 0
+                || entry
+                    .header
+                    .first_dpos_height
+                    .checked_add(u64::from(chain.params.span))
+                    .is_none()
+            {
+                Some("heights out of range")
+            } else if entry.work_high >= entry.header.height {
+                // Each block adds at most u64::MAX, so `height` blocks stay below height << 64.
+                Some("work above what its height can carry")
             } else if chain.entries.contains_key(&hash) {
                 Some("duplicate")
             } else if chain
@@ -982,6 +996,16 @@ impl WitnessChain {
         }
         chain.best = state.best;
         chain.paid_height = state.paid_height;
+        if state.finalized_first == 0
+            || state
+                .finalized_first
+                .checked_add(state.finalized.len() as u64)
+                .is_none()
+        {
+            return Err(ChainStateError::FinalizedRange {
+                first: state.finalized_first,
+            });
+        }
         chain.finalized_first = state.finalized_first;
         chain.finalized = state.finalized.into();
         Ok(chain)

@@ -293,6 +293,25 @@ fn an_order_restored_at_any_height_continues_like_the_one_exported() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
 
+    /// Mutated order state bytes (untrusted until their hash is checked) restore to an error or to some order,
+    /// never a panic; an order that restores can still execute the next block.
+    #[test]
+    fn mutated_order_state_never_panics(flips in proptest::collection::vec((0usize..1 << 16, 1u8..=255), 1..6)) {
+        let (scenario, _, _) = run_executors();
+        let mut order = WitnessOrder::new(params(), limits(), REWARD_CONFIRMATIONS);
+        for block in &scenario.ledger[..8] {
+            order.replay(block).unwrap();
+        }
+        let mut bytes = order.export();
+        for (at, mask) in flips {
+            let len = bytes.len();
+            bytes[at % len] ^= mask;
+        }
+        if let Ok(mut restored) = order.restored(8, &bytes) {
+            let _ = restored.replay(&scenario.ledger[8]);
+        }
+    }
+
     /// Whatever headers a proposer carries (any heights, ranges, timestamps, parents; difficulty 1, so each passes
     /// the work check and reaches the stateful rules, which refuse them), execution never panics and two
     /// executors agree.
