@@ -388,6 +388,14 @@ impl WitnessChain {
         }
     }
 
+    /// This chain in audit mode (see [`Self::detached`]): a restored one keeps its witness blocks and work.
+    pub fn into_detached(self) -> WitnessChain {
+        WitnessChain {
+            detached: true,
+            ..self
+        }
+    }
+
     pub fn params(&self) -> &WitnessParams {
         &self.params
     }
