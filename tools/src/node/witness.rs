@@ -156,9 +156,9 @@ pub struct WitnessNode {
 }
 
 impl WitnessNode {
-    /// Opens the node's witness state: the chain over the given finalized ledger hashes (heights `first_height`..,
-    /// in order; above 1 when the node's store starts at an installed snapshot), then every stored witness replayed
-    /// through validation (one that no longer validates is skipped).
+    /// Opens the node's witness state on a fresh chain over the given finalized ledger hashes (heights
+    /// `first_height`.., in order), then every stored witness replayed through validation (one that no longer
+    /// validates is skipped). The node itself seeds the chain with the ledger's witness order ([`Self::open_with`]).
     #[cfg(test)]
     pub fn open(
         data_dir: &Path,
