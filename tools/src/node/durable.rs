@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cas_consensus::bft::SafetyState;
 use cas_consensus::messages::QuorumCert;
+use cas_consensus::rewards::order_state_hash;
 use cas_engine::{BlockHash, Hash32};
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -115,7 +116,8 @@ impl ExecutedFile {
 
 /// The ledger's witness order state at the base of a store that starts at an installed snapshot (the bytes the
 /// committee vouched for), one file per base height: a restart restores it and replays the stored blocks above.
-/// Written before the store is reset to the new base, so a crash between the two leaves a file for each base.
+/// Written before the store is reset to the new base, so a crash between the two leaves a file for each base. The
+/// file starts with the state's hash (the one the committee vouched for), checked again on load.
 pub struct WitnessBaseFile {
     dir: PathBuf,
 }
@@ -133,16 +135,27 @@ impl WitnessBaseFile {
 
     pub fn load(&self, height: u64) -> Result<Vec<u8>> {
         let path = self.path(height);
-        std::fs::read(&path).with_context(|| {
+        let mut bytes = std::fs::read(&path).with_context(|| {
             format!(
                 "reading {} (the witness order at the store's base)",
                 path.display()
             )
-        })
+        })?;
+        if bytes.len() < 32 || bytes[..32] != order_state_hash(&bytes[32..]).0 {
+            bail!(
+                "{} does not match the hash it was stored with",
+                path.display()
+            );
+        }
+        bytes.drain(..32);
+        Ok(bytes)
     }
 
-    pub fn store(&self, height: u64, bytes: &[u8]) -> Result<()> {
-        write_atomic(&self.path(height), bytes)
+    pub fn store(&self, height: u64, state: &[u8]) -> Result<()> {
+        let mut bytes = Vec::with_capacity(32 + state.len());
+        bytes.extend_from_slice(&order_state_hash(state).0);
+        bytes.extend_from_slice(state);
+        write_atomic(&self.path(height), &bytes)
     }
 
     /// Removes the files of bases other than `height` (best effort: a leftover is only disk space).
@@ -161,5 +174,26 @@ impl WitnessBaseFile {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_witness_base_file_round_trips_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = WitnessBaseFile::new(dir.path());
+        file.store(40, b"state at 40").unwrap();
+        file.store(80, b"state at 80").unwrap();
+        assert_eq!(file.load(80).unwrap(), b"state at 80");
+        file.keep_only(80);
+        assert!(file.load(40).is_err());
+        let path = file.path(80);
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(file.load(80).is_err());
     }
 }
