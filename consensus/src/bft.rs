@@ -171,6 +171,8 @@ pub struct Bft {
     blocks: BTreeMap<BlockHash, Block>,
     committed_height: u64,
     committed_hash: BlockHash,
+    /// The height of the last snapshot installed ([`Bft::install_base`]); 0 when none was.
+    installed_height: u64,
     /// Recent committed blocks by height, to recognise a commit rule firing for a block that conflicts with them.
     committed_by_height: BTreeMap<u64, BlockHash>,
     /// The highest block that the commit rule made final but whose ancestors are not all here yet.
@@ -249,6 +251,7 @@ impl Bft {
                 .collect(),
             committed_height,
             committed_hash,
+            installed_height: 0,
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
             commit_target: None,
             votes: BTreeMap::new(),
@@ -294,6 +297,43 @@ impl Bft {
 
     pub fn me(&self) -> MemberIndex {
         self.me
+    }
+
+    /// The height of the highest QC this member holds: how far the committee is known to be.
+    pub fn high_qc_height(&self) -> u64 {
+        self.safety.high_qc.height
+    }
+
+    /// The node installed a UTXO snapshot at `height`, whose committed consensus block is `hash` (trusted because
+    /// more than a third of the stake reported it): the committed chain continues from there. Blocks at or below it
+    /// are forgotten and never voted for (see `safe_to_vote`: a belt on top of the round rules, which alone keep
+    /// every member safe, this one after a restart included); a commit target above it is pursued from `height + 1`
+    /// (its missing blocks are requested again). Returns the actions that follow (requests, commits).
+    pub fn install_base(&mut self, height: u64, hash: BlockHash) -> Vec<Action> {
+        assert!(
+            height > self.committed_height,
+            "a snapshot base moves the committed height forward"
+        );
+        self.committed_height = height;
+        self.committed_hash = hash;
+        self.installed_height = height;
+        self.committed_by_height = BTreeMap::from([(height, hash)]);
+        self.blocks.retain(|_, b| b.height >= height);
+        self.requested.clear();
+        if self
+            .commit_target
+            .is_some_and(|t| self.blocks.get(&t).is_none_or(|b| b.height <= height))
+        {
+            self.commit_target = None;
+        }
+        let mut actions = self.take_deferred();
+        // The highest QC may certify a block whose parent is now final-able: run the commit rule for it again.
+        let high_qc = self.safety.high_qc.clone();
+        if high_qc.height > height {
+            self.process_qc(high_qc, &mut actions);
+        }
+        self.try_commit(&mut actions);
+        actions
     }
 
     /// Offers a certified package for a future proposal; false when the pool is full (back-pressure) or the
@@ -368,7 +408,11 @@ impl Bft {
                 | Message::Ack(_)
                 | Message::Cert(_)
                 | Message::PackageRequest(_)
-                | Message::Witness(_) => {}
+                | Message::Witness(_)
+                | Message::SnapshotInfoRequest
+                | Message::SnapshotInfo(_)
+                | Message::SnapshotChunkRequest(_)
+                | Message::SnapshotChunk(_) => {}
             },
         }
         actions
@@ -623,6 +667,10 @@ impl Bft {
         #[cfg(test)]
         if self.broken_vote_rule {
             return true;
+        }
+        // Below an installed snapshot this member knows no chain to judge a block by: it never votes there.
+        if block.height <= self.installed_height {
+            return false;
         }
         if block.qc.round + 1 == block.round {
             return true;

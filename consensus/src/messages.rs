@@ -308,6 +308,50 @@ impl AvailabilityCert {
     }
 }
 
+/// Bytes of snapshot entries one [`SnapshotChunk`] may carry (the entry layout is the shards crate's; 4,096
+/// entries of 117 bytes fit).
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 512 * 1024;
+
+/// A member's latest UTXO snapshot, as it describes it (state transfer for a member too far behind to catch up
+/// block by block). A receiver trusts it only when more than a third of the stake reports the same one.
+#[derive(
+    Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+pub struct SnapshotInfo {
+    /// The ledger height the snapshot holds the set after (0: the sender has no snapshot to offer).
+    pub height: u64,
+    /// The hash of the ledger block at `height` (the parent of the next one).
+    pub ledger_hash: BlockHash,
+    /// The UTXO set commitment at `height`.
+    pub commitment: Hash32,
+    /// The committed consensus block at `height`, from which the receiver's BFT resumes.
+    pub consensus_hash: BlockHash,
+    /// Unspent outputs in the set; fixes how many chunks of entries the transfer has.
+    pub entries: u64,
+    /// The hash of the ledger's witness order after `height` ([`crate::rewards::order_state_hash`]), so the
+    /// receiver mints the same witness rewards from the next block on, and its length in bytes: it follows the
+    /// entries as further chunks of at most [`SNAPSHOT_CHUNK_BYTES_MAX`] bytes each.
+    pub witness_state: Hash32,
+    pub witness_state_bytes: u64,
+}
+
+/// Asks for chunk `index` of the sender's snapshot at `height`.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotChunkRequest {
+    pub height: u64,
+    pub index: u32,
+}
+
+/// One chunk of a snapshot: encoded entries, sorted by outpoint across the whole snapshot (validated by the
+/// receiver's assembler; the set it builds must reproduce the trusted commitment), or, at the indexes after the
+/// entries' chunks, consecutive bytes of the witness order state (checked against the trusted hash).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    pub height: u64,
+    pub index: u32,
+    pub entries: Vec<u8>,
+}
+
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Proposal(Block),
@@ -325,6 +369,11 @@ pub enum Message {
     PackageRequest(PackageId),
     /// A POW witness block, gossiped to every node (see [`crate::witness`]); never on the ordering path.
     Witness(WitnessHeader),
+    /// Asks a member for its latest snapshot's [`SnapshotInfo`] (node-level state transfer, never the BFT's).
+    SnapshotInfoRequest,
+    SnapshotInfo(SnapshotInfo),
+    SnapshotChunkRequest(SnapshotChunkRequest),
+    SnapshotChunk(SnapshotChunk),
 }
 
 impl Message {
@@ -530,7 +579,15 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
             }
         }
         ArchivedMessage::Witness(header) => check_witness_bounds(header)?,
-        ArchivedMessage::Vote(_)
+        ArchivedMessage::SnapshotChunk(chunk) => bound(
+            "snapshot chunk bytes",
+            chunk.entries.len(),
+            SNAPSHOT_CHUNK_BYTES_MAX,
+        )?,
+        ArchivedMessage::SnapshotInfoRequest
+        | ArchivedMessage::SnapshotInfo(_)
+        | ArchivedMessage::SnapshotChunkRequest(_)
+        | ArchivedMessage::Vote(_)
         | ArchivedMessage::CommitVote(_)
         | ArchivedMessage::Ack(_)
         | ArchivedMessage::BlockRequest(_)

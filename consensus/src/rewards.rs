@@ -5,14 +5,67 @@
 //! that order and the issuance transaction it yields per block; it never reads a clock, a file or a socket.
 //! Restarts rebuild it from the stored ledger blocks ([`WitnessOrder::replay`]): each block's issuance
 //! transaction records the headers its consensus block carried, and its outputs are checked again on the way.
+//! A node that installs a UTXO snapshot at height h has no ledger blocks up to h to replay, so the order's whole
+//! state after h travels with the snapshot ([`WitnessOrder::export`], [`decode_order_state`]): its hash is part of
+//! what more than a third of the stake must report identically, the receiver checks the bytes against it, restores
+//! the order from them ([`WitnessOrder::restore`]) and keeps them on disk as the base a restart replays on top of.
 
 use cas_engine::codec::{ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX};
 use cas_engine::{AssetId, Block, BlockHash, Transaction, TxBody, TxKind, TxOutput};
 
+use cas_engine::Hash32;
+use rkyv::{Archive, Deserialize, Serialize};
+
 use crate::witness::{
-    decode_witness, encode_witness, Reward, WitnessChain, WitnessDecodeError, WitnessError,
-    WitnessHeader, WitnessLimits, WitnessParams, UNCLES_PER_WITNESS_MAX,
+    decode_witness, encode_witness, ChainState, ChainStateError, Reward, WitnessChain,
+    WitnessDecodeError, WitnessError, WitnessHeader, WitnessLimits, WitnessParams,
+    UNCLES_PER_WITNESS_MAX,
 };
+
+/// Bytes an encoded [`OrderState`] may take: the finalized hashes a default chain keeps (32 MiB) and room for the
+/// kept witness blocks. A larger state is not served, and not accepted.
+pub const ORDER_STATE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// The ledger's witness order after ledger block `executed_height`, as it travels with a snapshot at that height.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OrderState {
+    pub executed_height: u64,
+    pub chain: ChainState,
+}
+
+/// Why bytes are not the witness order a snapshot at some height needs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OrderStateError {
+    #[error("{len} bytes exceed the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed witness order state: {0}")]
+    Malformed(String),
+    #[error("the state is after ledger height {got}, the snapshot's is {expected}")]
+    WrongHeight { expected: u64, got: u64 },
+    #[error("finalized hashes end at {got}, the state is after ledger height {expected}")]
+    FinalizedHeight { expected: u64, got: u64 },
+    #[error(transparent)]
+    Chain(#[from] ChainStateError),
+}
+
+/// What the committee agrees on for a witness order state: the hash of its encoding.
+pub fn order_state_hash(bytes: &[u8]) -> Hash32 {
+    Hash32::of("CAS 2026-11 witness order state v1", bytes)
+}
+
+/// Validates untrusted bytes as an [`OrderState`] (size, bytecheck) and returns it owned.
+pub fn decode_order_state(bytes: &[u8]) -> Result<OrderState, OrderStateError> {
+    if bytes.len() > ORDER_STATE_BYTES_MAX {
+        return Err(OrderStateError::TooLarge {
+            len: bytes.len(),
+            max: ORDER_STATE_BYTES_MAX,
+        });
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<OrderState, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| OrderStateError::Malformed(e.to_string()))
+}
 
 /// A best-chain witness is paid once this many witness blocks are mined on top of it.
 pub const REWARD_CONFIRMATIONS: u64 = 2;
@@ -67,6 +120,58 @@ impl WitnessOrder {
             confirmations,
             executed_height: 0,
         }
+    }
+
+    /// The order's state, encoded: byte-identical on every node that executed the same ledger blocks.
+    pub fn export(&self) -> Vec<u8> {
+        let state = OrderState {
+            executed_height: self.executed_height,
+            chain: self.chain.export(),
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&state)
+            .expect("archiving into memory cannot fail")
+            .to_vec()
+    }
+
+    /// The order after ledger block `height`, from the bytes [`Self::export`] gave there (untrusted until the
+    /// caller has checked them against the hash the committee vouched for; decoded and checked again here).
+    pub fn restore(
+        params: WitnessParams,
+        limits: WitnessLimits,
+        confirmations: u64,
+        height: u64,
+        bytes: &[u8],
+    ) -> Result<WitnessOrder, OrderStateError> {
+        let state = decode_order_state(bytes)?;
+        if state.executed_height != height {
+            return Err(OrderStateError::WrongHeight {
+                expected: height,
+                got: state.executed_height,
+            });
+        }
+        let chain = WitnessChain::restore(params, limits, state.chain)?;
+        if chain.finalized_height() != height {
+            return Err(OrderStateError::FinalizedHeight {
+                expected: height,
+                got: chain.finalized_height(),
+            });
+        }
+        Ok(WitnessOrder {
+            chain,
+            confirmations,
+            executed_height: height,
+        })
+    }
+
+    /// [`Self::restore`] under this order's params, limits and confirmations.
+    pub fn restored(&self, height: u64, bytes: &[u8]) -> Result<WitnessOrder, OrderStateError> {
+        WitnessOrder::restore(
+            self.chain.params().clone(),
+            self.chain.limits().clone(),
+            self.confirmations,
+            height,
+            bytes,
+        )
     }
 
     pub fn chain(&self) -> &WitnessChain {

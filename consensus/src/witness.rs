@@ -388,8 +388,20 @@ impl WitnessChain {
         }
     }
 
+    /// This chain in audit mode (see [`Self::detached`]): a restored one keeps its witness blocks and work.
+    pub fn into_detached(self) -> WitnessChain {
+        WitnessChain {
+            detached: true,
+            ..self
+        }
+    }
+
     pub fn params(&self) -> &WitnessParams {
         &self.params
+    }
+
+    pub fn limits(&self) -> &WitnessLimits {
+        &self.limits
     }
 
     pub fn best(&self) -> WitnessHash {
@@ -454,6 +466,17 @@ impl WitnessChain {
             self.finalized.pop_front();
             self.finalized_first += 1;
         }
+    }
+
+    /// Forgets the finalized hashes kept and takes the next one at `height`: the node installed a UTXO snapshot at
+    /// `height - 1` and knows no DPOS hash below it. Witnesses over those heights are then refused as too old.
+    pub fn skip_finalized_to(&mut self, height: u64) {
+        assert!(
+            height > self.finalized_height() + 1,
+            "a skip moves the finalized heights forward"
+        );
+        self.finalized.clear();
+        self.finalized_first = height;
     }
 
     fn height_of(&self, hash: &WitnessHash) -> u64 {
@@ -858,6 +881,142 @@ impl WitnessChain {
 
     pub fn paid_height(&self) -> u64 {
         self.paid_height
+    }
+}
+
+/// One kept witness block and its cumulative work, as carried in a [`ChainState`] (the work as two halves: the
+/// archive format has no 128-bit integer the decoder checks the same on every platform).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StateEntry {
+    pub header: WitnessHeader,
+    pub work_low: u64,
+    pub work_high: u64,
+}
+
+/// Everything a [`WitnessChain`] decides with, besides its params and limits (which come from the genesis and the
+/// code): the kept witness blocks (sorted by height, then hash, so equal chains give equal bytes), the best tip,
+/// the finalized DPOS hashes kept and the height paid up to. A chain restored from it behaves exactly as the one
+/// exported (snapshot state transfer of the ledger's witness order).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChainState {
+    pub entries: Vec<StateEntry>,
+    pub best: WitnessHash,
+    pub finalized_first: u64,
+    pub finalized: Vec<BlockHash>,
+    pub paid_height: u64,
+}
+
+/// Why a [`ChainState`] cannot be restored (it is not one a chain with these params and limits exports).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainStateError {
+    #[error("{count} finalized hashes exceed the {max} kept")]
+    TooManyFinalized { count: usize, max: usize },
+    #[error("entry {index}: {reason}")]
+    Entry { index: usize, reason: &'static str },
+    #[error("the best witness is not among the entries")]
+    UnknownBest,
+    #[error("finalized hashes from height {first} are out of range")]
+    FinalizedRange { first: u64 },
+}
+
+impl WitnessChain {
+    /// The chain's state, byte-for-byte the same on every node holding the same chain (see [`ChainState`]).
+    pub fn export(&self) -> ChainState {
+        let mut entries: Vec<(u64, WitnessHash, &Entry)> = self
+            .entries
+            .iter()
+            .map(|(hash, e)| (e.header.height, *hash, e))
+            .collect();
+        entries.sort_by_key(|(height, hash, _)| (*height, *hash));
+        ChainState {
+            entries: entries
+                .into_iter()
+                .map(|(_, _, e)| StateEntry {
+                    header: e.header.clone(),
+                    work_low: e.work as u64,
+                    work_high: (e.work >> 64) as u64,
+                })
+                .collect(),
+            best: self.best,
+            finalized_first: self.finalized_first,
+            finalized: self.finalized.iter().copied().collect(),
+            paid_height: self.paid_height,
+        }
+    }
+
+    /// The chain [`Self::export`] described, under `params` and `limits`. Checks what the state must satisfy
+    /// (bounds, unique entries of the chain's span, work consistent with kept parents, a known best).
+    pub fn restore(
+        params: WitnessParams,
+        limits: WitnessLimits,
+        state: ChainState,
+    ) -> Result<WitnessChain, ChainStateError> {
+        let mut chain = WitnessChain::new(params, limits);
+        if state.finalized.len() > chain.limits.finalized_kept {
+            return Err(ChainStateError::TooManyFinalized {
+                count: state.finalized.len(),
+                max: chain.limits.finalized_kept,
+            });
+        }
+        for (index, entry) in state.entries.into_iter().enumerate() {
+            let work = u128::from(entry.work_low) | (u128::from(entry.work_high) << 64);
+            let hash = entry.header.hash();
+            let reason = if entry.header.dpos_hashes.len() != chain.params.span as usize
+                || entry.header.uncles.len() > UNCLES_PER_WITNESS_MAX
+            {
+                Some("not of the chain's span or uncle bound")
+            } else if entry.header.height == 0
+                || entry.header.first_dpos_height == 0
+                || entry
+                    .header
+                    .first_dpos_height
+                    .checked_add(u64::from(chain.params.span))
+                    .is_none()
+            {
+                Some("heights out of range")
+            } else if entry.work_high >= entry.header.height {
+                // Each block adds at most u64::MAX, so `height` blocks stay below height << 64.
+                Some("work above what its height can carry")
+            } else if chain.entries.contains_key(&hash) {
+                Some("duplicate")
+            } else if chain
+                .entries
+                .get(&entry.header.parent)
+                .is_some_and(|parent| parent.work + u128::from(entry.header.difficulty) != work)
+            {
+                Some("work other than its parent's plus its difficulty")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(ChainStateError::Entry { index, reason });
+            }
+            chain.entries.insert(
+                hash,
+                Entry {
+                    header: entry.header,
+                    work,
+                },
+            );
+        }
+        if state.best != GENESIS_WITNESS && !chain.entries.contains_key(&state.best) {
+            return Err(ChainStateError::UnknownBest);
+        }
+        chain.best = state.best;
+        chain.paid_height = state.paid_height;
+        if state.finalized_first == 0
+            || state
+                .finalized_first
+                .checked_add(state.finalized.len() as u64)
+                .is_none()
+        {
+            return Err(ChainStateError::FinalizedRange {
+                first: state.finalized_first,
+            });
+        }
+        chain.finalized_first = state.finalized_first;
+        chain.finalized = state.finalized.into();
+        Ok(chain)
     }
 }
 

@@ -2,8 +2,9 @@
 //! bytes are refused with a typed error, never a panic.
 
 use cas_consensus::messages::{
-    decode_message, encode_message, Block, Message, MessageDecodeError, Package, QuorumCert, Vote,
-    BLOCK_WITNESSES_MAX, MESSAGE_BYTES_MAX,
+    decode_message, encode_message, Block, Message, MessageDecodeError, Package, QuorumCert,
+    SnapshotChunk, SnapshotChunkRequest, SnapshotInfo, Vote, BLOCK_WITNESSES_MAX,
+    MESSAGE_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX,
 };
 use cas_consensus::witness::{WitnessDecodeError, WitnessHeader, WITNESS_SPAN_MAX};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
@@ -49,7 +50,46 @@ fn samples() -> Vec<Message> {
             txs: vec![tx],
         }),
         Message::Witness(witness(16)),
+        Message::SnapshotInfoRequest,
+        Message::SnapshotInfo(SnapshotInfo {
+            height: 40,
+            ledger_hash: Hash32([5; 32]),
+            commitment: Hash32([6; 32]),
+            consensus_hash: Hash32([7; 32]),
+            entries: 9_000,
+            witness_state: Hash32([8; 32]),
+            witness_state_bytes: 70_000,
+        }),
+        Message::SnapshotChunkRequest(SnapshotChunkRequest {
+            height: 40,
+            index: 2,
+        }),
+        Message::SnapshotChunk(SnapshotChunk {
+            height: 40,
+            index: 2,
+            entries: vec![8; 117 * 3],
+        }),
     ]
+}
+
+#[test]
+fn a_snapshot_chunk_past_its_bound_is_refused() {
+    let chunk = |len| {
+        Message::SnapshotChunk(SnapshotChunk {
+            height: 1,
+            index: 0,
+            entries: vec![0; len],
+        })
+    };
+    assert!(decode_message(&encode_message(&chunk(SNAPSHOT_CHUNK_BYTES_MAX))).is_ok());
+    assert_eq!(
+        decode_message(&encode_message(&chunk(SNAPSHOT_CHUNK_BYTES_MAX + 1))),
+        Err(MessageDecodeError::TooMany {
+            what: "snapshot chunk bytes",
+            count: SNAPSHOT_CHUNK_BYTES_MAX + 1,
+            max: SNAPSHOT_CHUNK_BYTES_MAX,
+        })
+    );
 }
 
 fn witness(hashes: usize) -> WitnessHeader {

@@ -1,10 +1,14 @@
 //! The ledger's witness order: two independent executors fed the same committed blocks (carrying witnesses,
 //! an uncle, a duplicate and a forgery among them) mint byte-identical issuance transactions; an uncle is paid
-//! once; a third order rebuilt from the stored ledger blocks alone agrees, and a doctored issuance is caught.
+//! once; a third order rebuilt from the stored ledger blocks alone agrees, and a doctored issuance is caught; an
+//! order restored from the state exported at any height (what a snapshot carries) and fed the blocks above it
+//! mints what the stored blocks minted and ends in the same state.
 
 use std::sync::atomic::AtomicBool;
 
-use cas_consensus::rewards::{issuance_tx, OrderError, WitnessOrder, REWARD_CONFIRMATIONS};
+use cas_consensus::rewards::{
+    issuance_tx, OrderError, OrderStateError, WitnessOrder, REWARD_CONFIRMATIONS,
+};
 use cas_consensus::witness::{
     mine, RewardKind, WitnessChain, WitnessError, WitnessHeader, WitnessLimits, WitnessParams,
 };
@@ -235,8 +239,78 @@ fn the_order_rebuilt_from_stored_blocks_agrees_and_catches_a_doctored_issuance()
     );
 }
 
+#[test]
+fn an_order_restored_at_any_height_continues_like_the_one_exported() {
+    let (scenario, a, b) = run_executors();
+    assert_eq!(
+        a.export(),
+        b.export(),
+        "equal orders export equal bytes (what f+1 members vouch for)"
+    );
+    let mut replayed = WitnessOrder::new(params(), limits(), REWARD_CONFIRMATIONS);
+    let mut exports = vec![replayed.export()];
+    for block in &scenario.ledger {
+        replayed.replay(block).unwrap();
+        exports.push(replayed.export());
+    }
+    let fresh = WitnessOrder::new(params(), limits(), REWARD_CONFIRMATIONS);
+    for (height, state) in exports.iter().enumerate() {
+        let height = height as u64;
+        let mut restored = fresh
+            .restored(height, state)
+            .expect("an exported state restores");
+        assert_eq!(
+            &restored.export(),
+            state,
+            "restore then export is the identity"
+        );
+        // The blocks above the snapshot replay: the restored order pays exactly what they minted.
+        for block in &scenario.ledger[height as usize..] {
+            restored
+                .replay(block)
+                .unwrap_or_else(|e| panic!("restored at {height}: {e}"));
+        }
+        assert_eq!(restored.export(), a.export(), "restored at {height}");
+    }
+
+    // The state of another height, or damaged bytes, are typed errors.
+    assert!(matches!(
+        fresh.restored(7, &exports[8]),
+        Err(OrderStateError::WrongHeight {
+            expected: 7,
+            got: 8
+        })
+    ));
+    let mut damaged = exports[8].clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    assert!(fresh.restored(8, &damaged).map(|o| o.export()) != Ok(exports[8].clone()));
+    assert!(fresh
+        .restored(8, &exports[8][..exports[8].len() - 1])
+        .is_err());
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// Mutated order state bytes (untrusted until their hash is checked) restore to an error or to some order,
+    /// never a panic; an order that restores can still execute the next block.
+    #[test]
+    fn mutated_order_state_never_panics(flips in proptest::collection::vec((0usize..1 << 16, 1u8..=255), 1..6)) {
+        let (scenario, _, _) = run_executors();
+        let mut order = WitnessOrder::new(params(), limits(), REWARD_CONFIRMATIONS);
+        for block in &scenario.ledger[..8] {
+            order.replay(block).unwrap();
+        }
+        let mut bytes = order.export();
+        for (at, mask) in flips {
+            let len = bytes.len();
+            bytes[at % len] ^= mask;
+        }
+        if let Ok(mut restored) = order.restored(8, &bytes) {
+            let _ = restored.replay(&scenario.ledger[8]);
+        }
+    }
 
     /// Whatever headers a proposer carries (any heights, ranges, timestamps, parents; difficulty 1, so each passes
     /// the work check and reaches the stateful rules, which refuse them), execution never panics and two

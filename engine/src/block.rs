@@ -22,7 +22,11 @@ pub struct BlockHeader {
     /// The proposer's wall clock, as the committed consensus block carries it: the same on every node, so it is
     /// the clock the witness order judges carried witness timestamps by (never a node's local clock).
     pub timestamp_ms: u64,
-    /// [`crate::commitment::SetCommitment::checksum`] of the UTXO set after applying this block.
+    /// [`crate::commitment::SetCommitment::checksum`] of the UTXO set *before* this block: the set after its
+    /// parent (height - 1). Genesis (height 0) has no parent and carries its own post-state, its outputs' set.
+    /// Why the parent's state: a block is built (by the executor, from a committed consensus block) before it is
+    /// executed, so its own post-state is unknown then, while the parent's is known; each header still commits to
+    /// the whole chain's state, one block late, and a node checks it on apply (a mismatch changes nothing).
     pub utxo_commitment: Hash32,
 }
 

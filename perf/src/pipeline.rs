@@ -13,7 +13,9 @@ use cas_engine::codec::{decode_block, encode_block, BLOCK_TXS_MAX};
 use cas_engine::crypto::{verify_batch, SigEntry};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::genesis_outputs;
-use cas_engine::{ArchivedTransaction, Block, OutPoint, Transaction, TxId};
+use cas_engine::{
+    ArchivedTransaction, Block, OutPoint, SetCommitment, Transaction, TxId, TxOutput,
+};
 use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger};
 
 use crate::CHAIN_ID;
@@ -75,12 +77,33 @@ pub fn load(accounts: u32, blocks: u64, threads: usize) -> Load {
     let mut parent = genesis.header.hash();
     let mut encoded = Vec::new();
     let mut all = Vec::new();
+    // The set and its commitment, followed block by block (every transfer is valid): each header commits to the
+    // set after its parent, as the durable node checks.
+    let mut set: std::collections::HashMap<OutPoint, TxOutput> = coins.iter().copied().collect();
+    let mut commitment = SetCommitment::default();
+    coins.iter().for_each(|(o, c)| commitment.insert(o, c));
     for height in 1..=blocks {
         let txs: Vec<Transaction> = chains
             .iter()
             .map(|c| c[height as usize - 1].clone())
             .collect();
-        let block = crate::block_at(height, parent, txs);
+        let mut block = crate::block_at(height, parent, txs);
+        block.header.utxo_commitment = commitment.checksum();
+        for tx in &block.txs {
+            for input in &tx.body.inputs {
+                let coin = set.remove(input).expect("the load spends existing coins");
+                commitment.remove(input, &coin);
+            }
+            let id = tx.tx_id();
+            for (index, coin) in tx.body.outputs.iter().enumerate() {
+                let outpoint = OutPoint {
+                    tx: id,
+                    index: index as u32,
+                };
+                commitment.insert(&outpoint, coin);
+                set.insert(outpoint, *coin);
+            }
+        }
         parent = block.header.hash();
         all.extend(block.txs.iter().cloned());
         encoded.push(encode_block(&block).to_vec());

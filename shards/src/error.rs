@@ -62,6 +62,15 @@ pub enum Error {
     RecordTooLarge { len: usize, max: usize },
     #[error("height {height} is not in the store (durable up to {durable:?})")]
     NotStored { height: u64, durable: Option<u64> },
+    #[error(
+        "block {height}'s header commits to UTXO set {header} before it, but the set after block {} is {computed}",
+        height - 1
+    )]
+    ParentCommitmentMismatch {
+        height: u64,
+        header: cas_engine::Hash32,
+        computed: cas_engine::Hash32,
+    },
     #[error("snapshot {path}: {reason}")]
     Snapshot { path: PathBuf, reason: String },
 }

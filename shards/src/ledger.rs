@@ -43,6 +43,9 @@ impl Default for LedgerConfig {
 pub struct PendingBlock {
     bytes: ValidatedBlock,
     pub height: u64,
+    /// The header's `utxo_commitment`: the set's commitment after the parent block (see
+    /// [`cas_engine::BlockHeader::utxo_commitment`]); [`crate::Node`] checks it before the block is applied.
+    pub parent_commitment: Hash32,
     tx_count: usize,
     jobs: usize,
     replies: Receiver<VerifyDone>,
@@ -134,6 +137,30 @@ impl ShardedLedger {
         self.commit_changes(Vec::new(), outputs)
     }
 
+    /// Replaces the whole set with `outputs`, standing at `height` (an installed snapshot; the caller checked its
+    /// commitment). Returns the new commitment.
+    pub(crate) fn replace(
+        &mut self,
+        height: u64,
+        outputs: Vec<(OutPoint, TxOutput)>,
+    ) -> Result<Hash32, Error> {
+        let mut asked = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, answer) = bounded(1);
+            shard.urgent(Command::Clear { reply })?;
+            asked.push((shard, answer));
+        }
+        for (shard, answer) in asked {
+            shard.wait(&answer)?;
+        }
+        self.shard_commitments
+            .iter_mut()
+            .for_each(|c| *c = SetCommitment::default());
+        self.height = height;
+        self.load(outputs)?;
+        Ok(self.commitment())
+    }
+
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
@@ -159,7 +186,7 @@ impl ShardedLedger {
     }
 
     fn begin_with(&self, bytes: Vec<u8>, check_signatures: bool) -> Result<PendingBlock, Error> {
-        let (height, tx_count) = {
+        let (height, parent_commitment, tx_count) = {
             let block = decode_block(&bytes)?;
             let chain_id = block.header.chain_id.to_native();
             if chain_id != self.chain_id {
@@ -168,7 +195,11 @@ impl ShardedLedger {
                     got: chain_id,
                 });
             }
-            (block.header.height.to_native(), block.txs.len())
+            (
+                block.header.height.to_native(),
+                Hash32::from(&block.header.utxo_commitment),
+                block.txs.len(),
+            )
         };
         let bytes: ValidatedBlock = Arc::new(bytes);
         let jobs = tx_count.div_ceil(VERIFY_CHUNK_TXS);
@@ -187,6 +218,7 @@ impl ShardedLedger {
         Ok(PendingBlock {
             bytes,
             height,
+            parent_commitment,
             tx_count,
             jobs,
             replies,

@@ -22,7 +22,13 @@
 //! A block is appended to the [`store::BlockStore`] (checksummed, 4 KiB-aligned records in append-only segments,
 //! written with glommio DMA files and `fdatasync`ed) while it is validated; its receipt is returned only once both
 //! are done. Every `snapshot_every_blocks` a UTXO snapshot is written (temp file, fsync, rename, fsync dir).
-//! Reopening truncates a torn tail, loads the newest valid snapshot and replays the blocks after it.
+//! Reopening truncates a torn tail, loads the newest valid snapshot and replays the blocks after it. Each block's
+//! header must commit to the UTXO set after its parent; it is checked before the block is written or applied.
+//!
+//! # State transfer ([`transfer`], [`node::Node::install_snapshot`])
+//! A node too far behind takes a snapshot from peers instead of every block: [`transfer::Assembler`] validates the
+//! chunks and the whole set against a trusted commitment, and the install makes it the node's new base (the block
+//! store then starts at the next height; see [`store`]).
 //!
 //! # Threads
 //! One glommio executor per shard (pinned to core `i % cores` unless told otherwise) plus one for the store's
@@ -42,8 +48,10 @@ pub mod partition;
 mod shard;
 pub mod snapshot;
 pub mod store;
+pub mod transfer;
 
 pub use error::Error;
 pub use ledger::{BlockOutcome, LedgerConfig, PendingBlock, ShardedLedger};
 pub use node::{InFlight, Node, NodeConfig, Receipt, Recovery};
 pub use store::{BlockStore, Location, StoreConfig};
+pub use transfer::{Assembler, TransferError};

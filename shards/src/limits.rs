@@ -42,7 +42,11 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 /// Entries a snapshot may hold (bounds what recovery reads before checking the checksum).
 pub const SNAPSHOT_ENTRIES_MAX: u64 = 1 << 32;
 
+/// Entries per snapshot transfer chunk (4,096 x 117 bytes = 468 KiB, under the wire's chunk limit).
+pub const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
+
 const _: () = assert!(SHARDS_MAX > 0);
+const _: () = assert!(SNAPSHOT_CHUNK_ENTRIES > 0);
 const _: () = assert!(VERIFY_CHUNK_TXS > 0);
 const _: () = assert!(SHARD_BULK_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
 const _: () = assert!(STORE_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);

@@ -51,10 +51,12 @@ pub struct Recovery {
     pub utxo_commitment: Hash32,
 }
 
-/// A block being validated and written at once.
+/// A block being validated and written at once. Its durable append is queued at `begin` when its parent's
+/// commitment is known then (nothing else in flight), else at `complete`, once the header's commitment is checked:
+/// a block whose header does not match is never written.
 pub struct InFlight {
     pending: PendingBlock,
-    append: PendingAppend,
+    append: Option<PendingAppend>,
 }
 
 /// The acknowledgement of a block: applied, and durable on disk.
@@ -67,12 +69,31 @@ pub struct Receipt {
 pub struct Node {
     ledger: ShardedLedger,
     store: BlockStore,
+    dir: PathBuf,
     snapshot_dir: PathBuf,
     snapshot_every_blocks: u64,
     /// The height the next `begin` must carry.
     next_height: u64,
     /// At most one snapshot is written at a time, off the coordinator's thread.
     snapshot_job: Option<JoinHandle<Result<PathBuf, Error>>>,
+}
+
+/// The genesis block kept beside a store that no longer holds height 0 (written before the first snapshot install).
+const GENESIS_FILE: &str = "genesis.block";
+
+fn check_same_genesis(
+    stored: &cas_engine::Block,
+    given: Option<&cas_engine::Block>,
+) -> Result<(), Error> {
+    if let Some(given) = given {
+        if given.header.hash() != stored.header.hash() {
+            return Err(Error::GenesisMismatch {
+                stored: stored.header.hash(),
+                given: given.header.hash(),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Node {
@@ -88,30 +109,44 @@ impl Node {
         );
         check_memlock(config.ledger.shards, true)?;
         let (mut store, truncated_bytes) = BlockStore::open(&dir.join("blocks"), &config.store)?;
-        let stored_genesis = match store.durable_height() {
-            None => {
-                let genesis = genesis.ok_or(Error::NoGenesis)?;
-                store.append_durable(0, encode_block(genesis).to_vec())?;
-                genesis.clone()
-            }
-            Some(_) => {
-                let bytes = store.read(0)?;
-                let stored = to_owned_block(decode_block(&bytes)?);
-                if let Some(given) = genesis {
-                    if given.header.hash() != stored.header.hash() {
-                        return Err(Error::GenesisMismatch {
-                            stored: stored.header.hash(),
-                            given: given.header.hash(),
-                        });
-                    }
+        let genesis_path = dir.join(GENESIS_FILE);
+        let stored_genesis = if store.first_height() > 0 {
+            // The store was reset to an installed snapshot: genesis is kept beside it.
+            let bytes =
+                std::fs::read(&genesis_path).map_err(|e| Error::io("read", &genesis_path, e))?;
+            let stored = to_owned_block(decode_block(&bytes)?);
+            check_same_genesis(&stored, genesis)?;
+            stored
+        } else {
+            match store.durable_height() {
+                None => {
+                    let genesis = genesis.ok_or(Error::NoGenesis)?;
+                    store.append_durable(0, encode_block(genesis).to_vec())?;
+                    genesis.clone()
                 }
-                stored
+                Some(_) => {
+                    let bytes = store.read(0)?;
+                    let stored = to_owned_block(decode_block(&bytes)?);
+                    check_same_genesis(&stored, genesis)?;
+                    stored
+                }
             }
         };
         let (chain_id, params, genesis_outputs) = genesis_parts(&stored_genesis)?;
-        let durable_height = store.durable_height().expect("genesis is stored");
+        // The ledger stands at the last durable block, or just below the base of a store that holds none yet.
+        let durable_height = store.next_height() - 1;
         let snapshot_dir = dir.join("snapshots");
         let snapshot = Self::newest_snapshot(&snapshot_dir, durable_height)?;
+        let base = store.first_height();
+        if base > 0 && snapshot.as_ref().is_none_or(|s| s.height + 1 < base) {
+            return Err(Error::Snapshot {
+                path: snapshot::snapshot_path(&snapshot_dir, base - 1),
+                reason: format!(
+                    "the block store starts at height {base}, but neither this installed snapshot nor a later \
+                     one reads back intact"
+                ),
+            });
+        }
         let start_height = snapshot.as_ref().map_or(0, |s| s.height);
         let mut ledger =
             ShardedLedger::start(chain_id, params, start_height, &config.ledger, false)?;
@@ -137,6 +172,7 @@ impl Node {
         let mut node = Node {
             ledger,
             store,
+            dir: dir.to_path_buf(),
             snapshot_dir,
             snapshot_every_blocks: config.snapshot_every_blocks,
             next_height: durable_height + 1,
@@ -181,10 +217,12 @@ impl Node {
             in_flight.push_back(self.ledger.begin(self.store.read(height)?)?);
             if in_flight.len() >= IN_FLIGHT_BLOCKS_MAX {
                 let pending = in_flight.pop_front().expect("non-empty");
+                self.check_parent_commitment(&pending)?;
                 self.ledger.finish(pending)?;
             }
         }
         while let Some(pending) = in_flight.pop_front() {
+            self.check_parent_commitment(&pending)?;
             self.ledger.finish(pending)?;
         }
         Ok(to.saturating_sub(from - 1))
@@ -214,17 +252,61 @@ impl Node {
                 got: pending.height,
             });
         }
-        let append = self
-            .store
-            .append(pending.height, Arc::clone(pending.bytes()))?;
+        // With nothing in flight the ledger stands at the parent: check now and write while validating.
+        let append = if pending.height == self.ledger.height + 1 {
+            self.check_parent_commitment(&pending)?;
+            Some(
+                self.store
+                    .append(pending.height, Arc::clone(pending.bytes()))?,
+            )
+        } else {
+            None
+        };
         self.next_height += 1;
         Ok(InFlight { pending, append })
     }
 
-    /// Applies a begun block and waits until it is durable: only then is it acknowledged.
+    /// The header of a block about to be applied must commit to the set the ledger holds now (its parent's
+    /// post-state); a mismatch is refused before anything changes.
+    fn check_parent_commitment(&self, pending: &PendingBlock) -> Result<(), Error> {
+        if pending.height != self.ledger.height + 1 {
+            return Err(Error::HeightOutOfOrder {
+                expected: self.ledger.height + 1,
+                got: pending.height,
+            });
+        }
+        let computed = self.ledger.commitment();
+        if pending.parent_commitment != computed {
+            return Err(Error::ParentCommitmentMismatch {
+                height: pending.height,
+                header: pending.parent_commitment,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies a begun block and waits until it is durable: only then is it acknowledged. Blocks complete in the
+    /// order they were begun. A block refused here (its header's commitment does not match) is not written, and
+    /// the blocks begun after it must be dropped: the node takes the next block at the refused one's height.
     pub fn complete(&mut self, in_flight: InFlight) -> Result<Receipt, Error> {
+        let append = match in_flight.append {
+            Some(append) => append,
+            None => {
+                if let Err(error) = self.check_parent_commitment(&in_flight.pending) {
+                    if matches!(error, Error::ParentCommitmentMismatch { .. }) {
+                        self.next_height = in_flight.pending.height;
+                    }
+                    return Err(error);
+                }
+                self.store.append(
+                    in_flight.pending.height,
+                    Arc::clone(in_flight.pending.bytes()),
+                )?
+            }
+        };
         let outcome = self.ledger.finish(in_flight.pending)?;
-        let location = self.store.acknowledge(in_flight.append)?;
+        let location = self.store.acknowledge(append)?;
         if outcome.height % self.snapshot_every_blocks == 0 {
             self.snapshot(outcome.height, outcome.utxo_commitment)?;
         }
@@ -273,6 +355,87 @@ impl Node {
                 .expect("snapshot thread does not panic")
                 .map(|_| ()),
             None => Ok(()),
+        }
+    }
+
+    /// Installs a UTXO snapshot as the node's new base (state transfer for a node too far behind to replay): the set
+    /// at `snapshot.height`, whose ledger block hashes to `block_hash`. The set must reproduce the snapshot's
+    /// commitment, else [`Error::Snapshot`] and nothing changes. Then, crash-safe in this order: genesis is kept
+    /// beside the store, the snapshot is written durably, the store is reset to start at `height + 1` (its base
+    /// file durable before any old segment goes), older snapshots are deleted, and the shards take the new set. A
+    /// crash before the reset reopens at the old state (the new snapshot lies above it, unused); after it, at the
+    /// snapshot. Nothing may be in flight; the snapshot must be above the node's height.
+    pub fn install_snapshot(
+        &mut self,
+        snapshot: snapshot::Snapshot,
+        block_hash: Hash32,
+    ) -> Result<(), Error> {
+        let path = snapshot::snapshot_path(&self.snapshot_dir, snapshot.height);
+        if snapshot.height <= self.ledger.height {
+            return Err(Error::Snapshot {
+                path,
+                reason: format!(
+                    "height {} is not above the node's height {}",
+                    snapshot.height, self.ledger.height
+                ),
+            });
+        }
+        assert_eq!(
+            self.next_height,
+            self.ledger.height + 1,
+            "no block in flight during an install"
+        );
+        let mut set = cas_engine::SetCommitment::default();
+        for (outpoint, coin) in &snapshot.entries {
+            set.insert(outpoint, coin);
+        }
+        if set.checksum() != snapshot.commitment {
+            return Err(Error::Snapshot {
+                path,
+                reason: format!(
+                    "its {} entries give commitment {}, it claims {}",
+                    snapshot.entries.len(),
+                    set.checksum(),
+                    snapshot.commitment
+                ),
+            });
+        }
+        self.wait_snapshot()?;
+        if self.store.first_height() == 0 {
+            let genesis = self.store.read(0)?;
+            crate::store::write_atomic(&self.dir.join(GENESIS_FILE), &genesis)?;
+        }
+        snapshot::write(
+            &self.snapshot_dir,
+            snapshot.height,
+            &snapshot.entries,
+            snapshot.commitment,
+        )?;
+        self.store
+            .reset_to_base(snapshot.height + 1, block_hash.0)?;
+        for (height, old) in snapshot::list(&self.snapshot_dir)? {
+            if height < snapshot.height {
+                std::fs::remove_file(&old).map_err(|e| Error::io("remove", &old, e))?;
+            }
+        }
+        let commitment = self.ledger.replace(snapshot.height, snapshot.entries)?;
+        assert_eq!(
+            commitment, snapshot.commitment,
+            "the shards hold the set that was checked"
+        );
+        self.next_height = snapshot.height + 1;
+        tracing::info!(height = snapshot.height, %commitment, "snapshot installed");
+        Ok(())
+    }
+
+    /// The hash of the last block the ledger applied (the parent of the next): read from the store, or the
+    /// installed snapshot's block when the store holds none after its base yet.
+    pub fn last_block_hash(&self) -> Result<Hash32, Error> {
+        match self.store.base() {
+            Some(base) if self.ledger.height + 1 == base.height => Ok(Hash32(base.anchor)),
+            _ => Ok(decode_block(&self.store.read(self.ledger.height)?)?
+                .header
+                .hash()),
         }
     }
 

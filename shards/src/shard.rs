@@ -57,6 +57,8 @@ pub(crate) enum Command {
     Dump {
         reply: Sender<Vec<(OutPoint, TxOutput)>>,
     },
+    /// Forget the whole partition (an installed snapshot replaces it); answers once empty.
+    Clear { reply: Sender<()> },
 }
 
 #[derive(Default)]
@@ -174,6 +176,10 @@ impl ShardState {
                     ids,
                     verdicts,
                 });
+            }
+            Command::Clear { reply } => {
+                *self = ShardState::default();
+                let _ = reply.send(());
             }
             Command::Lookup { outpoints, reply } => {
                 let coins = outpoints

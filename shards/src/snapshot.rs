@@ -18,10 +18,12 @@ use crate::store::sync_dir;
 
 const MAGIC: &[u8; 8] = b"CASSNAP1";
 const CHECKSUM_DOMAIN: &str = "CAS 2026-11 utxo snapshot v1";
-const ENTRY_BYTES: usize = 117;
+/// One encoded entry (the layout in the module header); snapshot files and transfer chunks share it.
+pub const ENTRY_BYTES: usize = 117;
 const HEAD_BYTES: usize = 24;
 
-/// A snapshot read back and checked.
+/// A snapshot read back and checked (or assembled from a transfer, see [`crate::transfer`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub height: u64,
     pub entries: Vec<(OutPoint, TxOutput)>,
@@ -33,7 +35,7 @@ pub fn snapshot_path(dir: &Path, height: u64) -> PathBuf {
     dir.join(format!("snapshot-{height:016}.snap"))
 }
 
-fn encode_entry(out: &mut Vec<u8>, outpoint: &OutPoint, coin: &TxOutput) {
+pub(crate) fn encode_entry(out: &mut Vec<u8>, outpoint: &OutPoint, coin: &TxOutput) {
     out.extend_from_slice(&outpoint.tx.0);
     out.extend_from_slice(&outpoint.index.to_le_bytes());
     out.extend_from_slice(&coin.amount.to_le_bytes());
@@ -43,7 +45,7 @@ fn encode_entry(out: &mut Vec<u8>, outpoint: &OutPoint, coin: &TxOutput) {
     out.extend_from_slice(&coin.unlock_height.unwrap_or(0).to_le_bytes());
 }
 
-fn decode_entry(bytes: &[u8]) -> Result<(OutPoint, TxOutput), String> {
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(OutPoint, TxOutput), String> {
     let take32 = |at: usize| -> [u8; 32] { bytes[at..at + 32].try_into().expect("32 bytes") };
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let outpoint = OutPoint {

@@ -9,6 +9,11 @@
 //! when nothing valid follows it, and is truncated; a bad record with a valid record after it, or in an earlier
 //! segment, is corruption ([`Error::Corrupt`], naming segment and offset) and the store refuses to open.
 //! Reads (recovery, replay) use plain `pread`: they happen once at start-up, off the hot path.
+//!
+//! A store may start above height 0 (a node that installed a UTXO snapshot): the `base` file names the first
+//! height, the first segment that may hold it, and an opaque 32-byte anchor the caller keeps for what precedes it
+//! (the node keeps the hash of block base - 1). [`BlockStore::reset_to_base`] writes that file durably first, then
+//! deletes the older segments; an open finishes an interrupted reset by deleting them again.
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -28,6 +33,78 @@ use crate::limits::{
 
 const RECORD_MAGIC: [u8; 4] = *b"CASR";
 const CHECKSUM_DOMAIN: &str = "CAS 2026-11 block store record v1";
+const BASE_MAGIC: [u8; 8] = *b"CASBASE1";
+const BASE_CHECKSUM_DOMAIN: &str = "CAS 2026-11 block store base v1";
+/// magic (8) + base height (8) + first segment (8) + anchor (32) + blake3 checksum (32).
+const BASE_FILE_BYTES: usize = 88;
+
+/// Where a store that does not start at height 0 starts (see the module header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Base {
+    /// The first height the store holds (or will hold).
+    pub height: u64,
+    /// Segments numbered below this are left over from before the base and are deleted.
+    pub first_segment: u64,
+    /// The caller's record of what precedes `height` (the node: block `height - 1`'s hash).
+    pub anchor: [u8; 32],
+}
+
+fn base_path(dir: &Path) -> PathBuf {
+    dir.join("base")
+}
+
+fn encode_base(base: &Base) -> [u8; BASE_FILE_BYTES] {
+    let mut out = [0u8; BASE_FILE_BYTES];
+    out[0..8].copy_from_slice(&BASE_MAGIC);
+    out[8..16].copy_from_slice(&base.height.to_le_bytes());
+    out[16..24].copy_from_slice(&base.first_segment.to_le_bytes());
+    out[24..56].copy_from_slice(&base.anchor);
+    let checksum = blake3::Hasher::new_derive_key(BASE_CHECKSUM_DOMAIN)
+        .update(&out[..56])
+        .finalize();
+    out[56..].copy_from_slice(checksum.as_bytes());
+    out
+}
+
+fn read_base(dir: &Path) -> Result<Option<Base>, Error> {
+    let path = base_path(dir);
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let corrupt = |reason: &str| Error::Corrupt {
+        segment: path.clone(),
+        offset: 0,
+        reason: reason.to_string(),
+    };
+    if bytes.len() != BASE_FILE_BYTES || bytes[0..8] != BASE_MAGIC {
+        return Err(corrupt("not a store base file"));
+    }
+    let checksum = blake3::Hasher::new_derive_key(BASE_CHECKSUM_DOMAIN)
+        .update(&bytes[..56])
+        .finalize();
+    if checksum.as_bytes()[..] != bytes[56..] {
+        return Err(corrupt("base file checksum mismatch"));
+    }
+    Ok(Some(Base {
+        height: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
+        first_segment: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+        anchor: bytes[24..56].try_into().expect("32 bytes"),
+    }))
+}
+
+/// Writes `bytes` to `path` through a temp file, fsync, rename and a directory fsync: old or new, never half.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let temp = path.with_extension("tmp");
+    let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("write", &temp, e))?;
+    drop(file);
+    fs::rename(&temp, path).map_err(|e| Error::io("rename", &temp, e))?;
+    sync_dir(path.parent().expect("a file path has a parent"))
+}
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -66,12 +143,15 @@ struct Append {
 
 pub struct BlockStore {
     dir: PathBuf,
-    /// `index[height]` locates block `height`; every entry is durable.
+    /// Where the store starts (None: at height 0, no base file).
+    base: Option<Base>,
+    /// `index[i]` locates block `first_height() + i`; every entry is durable.
     index: Vec<Location>,
     /// Heights handed to the writer so far (durable or not).
     appended: u64,
     writer: Option<Sender<Append>>,
     join: Option<ExecutorJoinHandle<()>>,
+    segment_bytes_max: u64,
 }
 
 pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -162,13 +242,31 @@ impl BlockStore {
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<(BlockStore, u64), Error> {
         assert!(config.segment_bytes_max >= RECORD_ALIGN_BYTES as u64);
         fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-        let numbers = segment_numbers(dir)?;
+        let base = read_base(dir)?;
+        let first_height = base.map_or(0, |b| b.height);
+        let first_segment = base.map_or(0, |b| b.first_segment);
+        let mut numbers = segment_numbers(dir)?;
+        let stale: Vec<u64> = numbers
+            .iter()
+            .copied()
+            .filter(|n| *n < first_segment)
+            .collect();
+        if !stale.is_empty() {
+            // A reset to a base was interrupted after its base file was durable: finish it.
+            for segment in &stale {
+                let path = segment_path(dir, *segment);
+                fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            }
+            sync_dir(dir)?;
+            tracing::warn!(dir = %dir.display(), segments = stale.len(), "store: segments below the base removed");
+            numbers.retain(|n| *n >= first_segment);
+        }
         let mut index = Vec::new();
         let mut truncated = 0u64;
-        let mut tail = (numbers.last().copied().unwrap_or(0), 0u64);
+        let mut tail = (numbers.last().copied().unwrap_or(first_segment), 0u64);
         for (position, &segment) in numbers.iter().enumerate() {
             let last = position + 1 == numbers.len();
-            let (end, cut) = Self::scan_segment(dir, segment, last, &mut index)?;
+            let (end, cut) = Self::scan_segment(dir, segment, last, first_height, &mut index)?;
             truncated += cut;
             if last {
                 tail = (segment, end);
@@ -178,18 +276,77 @@ impl BlockStore {
             tracing::warn!(dir = %dir.display(), truncated, "store: torn tail truncated");
         }
         let (writer, join) = Self::start_writer(dir, tail, config.segment_bytes_max)?;
-        let durable = index.len().checked_sub(1);
-        tracing::info!(dir = %dir.display(), durable_height = ?durable, segment = tail.0, "store opened");
-        Ok((
-            BlockStore {
-                dir: dir.to_path_buf(),
-                appended: index.len() as u64,
-                index,
-                writer: Some(writer),
-                join: Some(join),
-            },
-            truncated,
-        ))
+        let store = BlockStore {
+            dir: dir.to_path_buf(),
+            base,
+            appended: first_height + index.len() as u64,
+            index,
+            writer: Some(writer),
+            join: Some(join),
+            segment_bytes_max: config.segment_bytes_max,
+        };
+        tracing::info!(dir = %dir.display(), first_height, durable_height = ?store.durable_height(), segment = tail.0, "store opened");
+        Ok((store, truncated))
+    }
+
+    /// The first height this store holds or will hold (0 unless it was reset to a base).
+    pub fn first_height(&self) -> u64 {
+        self.base.map_or(0, |b| b.height)
+    }
+
+    /// The base the store was reset to, if any.
+    pub fn base(&self) -> Option<Base> {
+        self.base
+    }
+
+    /// The height the next append must carry.
+    pub fn next_height(&self) -> u64 {
+        self.appended
+    }
+
+    /// Drops every stored block and makes the store start at `height` (a snapshot of the state at `height - 1` is
+    /// installed by the caller before), remembering `anchor`. Crash-safe: the base file is durable before any
+    /// segment is deleted, and an open deletes what a crash left. Nothing may be in flight.
+    pub fn reset_to_base(&mut self, height: u64, anchor: [u8; 32]) -> Result<(), Error> {
+        assert_eq!(
+            self.appended,
+            self.first_height() + self.index.len() as u64,
+            "no append in flight during a reset"
+        );
+        self.stop_writer();
+        let numbers = segment_numbers(&self.dir)?;
+        let first_segment = numbers
+            .last()
+            .map_or(self.base.map_or(0, |b| b.first_segment), |n| n + 1);
+        let base = Base {
+            height,
+            first_segment,
+            anchor,
+        };
+        write_atomic(&base_path(&self.dir), &encode_base(&base))?;
+        for segment in numbers {
+            let path = segment_path(&self.dir, segment);
+            fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        }
+        sync_dir(&self.dir)?;
+        let (writer, join) =
+            Self::start_writer(&self.dir, (first_segment, 0), self.segment_bytes_max)?;
+        self.writer = Some(writer);
+        self.join = Some(join);
+        self.base = Some(base);
+        self.index.clear();
+        self.appended = height;
+        tracing::info!(dir = %self.dir.display(), height, first_segment, "store reset to a base");
+        Ok(())
+    }
+
+    fn stop_writer(&mut self) {
+        self.writer.take();
+        if let Some(join) = self.join.take() {
+            if let Err(error) = join.join() {
+                tracing::error!(%error, "store executor ended badly");
+            }
+        }
     }
 
     /// Scans one segment into `index`; returns the end of its valid records and how many bytes were cut.
@@ -197,6 +354,7 @@ impl BlockStore {
         dir: &Path,
         segment: u64,
         last: bool,
+        first_height: u64,
         index: &mut Vec<Location>,
     ) -> Result<(u64, u64), Error> {
         let path = segment_path(dir, segment);
@@ -205,11 +363,12 @@ impl BlockStore {
         while offset < bytes.len() {
             match parse_record(&bytes, offset) {
                 Ok((height, payload)) => {
-                    if height != index.len() as u64 {
+                    let expected = first_height + index.len() as u64;
+                    if height != expected {
                         return Err(Error::Corrupt {
                             segment: path,
                             offset: offset as u64,
-                            reason: format!("record of height {height}, expected {}", index.len()),
+                            reason: format!("record of height {height}, expected {expected}"),
                         });
                     }
                     index.push(Location {
@@ -312,7 +471,7 @@ impl BlockStore {
     pub fn acknowledge(&mut self, pending: PendingAppend) -> Result<Location, Error> {
         assert_eq!(
             pending.height,
-            self.index.len() as u64,
+            self.first_height() + self.index.len() as u64,
             "acknowledged in order"
         );
         let location = pending.reply.recv().map_err(|_| stopped())??;
@@ -326,13 +485,16 @@ impl BlockStore {
         self.acknowledge(pending)
     }
 
-    /// The height of the last durable block, or None when the store is empty.
+    /// The height of the last durable block, or None when the store holds none.
     pub fn durable_height(&self) -> Option<u64> {
-        (self.index.len() as u64).checked_sub(1)
+        (self.index.len() as u64)
+            .checked_sub(1)
+            .map(|last| self.first_height() + last)
     }
 
     pub fn location(&self, height: u64) -> Option<Location> {
-        self.index.get(height as usize).copied()
+        let position = height.checked_sub(self.first_height())?;
+        self.index.get(usize::try_from(position).ok()?).copied()
     }
 
     /// Reads block `height`'s payload, checking its checksum again.
@@ -371,12 +533,7 @@ fn stopped() -> Error {
 
 impl Drop for BlockStore {
     fn drop(&mut self) {
-        self.writer.take();
-        if let Some(join) = self.join.take() {
-            if let Err(error) = join.join() {
-                tracing::error!(%error, "store executor ended badly");
-            }
-        }
+        self.stop_writer();
     }
 }
 

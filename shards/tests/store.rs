@@ -1,5 +1,6 @@
 //! The durable node on disk: a bit flip inside a record is a typed error naming segment and offset; a torn tail
 //! is cut and the node reopens at the last whole block; snapshots shorten recovery and a damaged one is skipped.
+//! A header that commits to another parent state is refused before anything is written.
 
 mod common;
 
@@ -196,5 +197,63 @@ fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
         Node::open(&dir, &config(4), Some(&different)).err(),
         Some(Error::GenesisMismatch { .. })
     ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Re-encodes block bytes with another header commitment (the block is otherwise the same).
+fn with_parent_commitment(bytes: &[u8], commitment: cas_engine::Hash32) -> Vec<u8> {
+    let mut block =
+        cas_engine::codec::to_owned_block(cas_engine::codec::decode_block(bytes).unwrap());
+    block.header.utxo_commitment = commitment;
+    cas_engine::codec::encode_block(&block).to_vec()
+}
+
+#[test]
+fn a_header_committing_to_another_parent_state_is_refused_and_changes_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(16, 4, 10);
+    let dir = common::temp_dir("parent-commitment");
+    write_blocks(&dir, &chain, 2, 1000);
+    let (mut node, _) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    // Block 3 claiming the set after block 3 (its own post-state) instead of after block 2.
+    let wrong = with_parent_commitment(&chain.blocks[2], chain.commitments[3]);
+    match node.append(wrong).err() {
+        Some(Error::ParentCommitmentMismatch {
+            height,
+            header,
+            computed,
+        }) => {
+            assert_eq!(height, 3);
+            assert_eq!(header, chain.commitments[3]);
+            assert_eq!(computed, chain.commitments[2]);
+        }
+        other => panic!("expected ParentCommitmentMismatch, got {other:?}"),
+    }
+    assert_eq!(node.height(), 2);
+    assert_eq!(node.store().durable_height(), Some(2));
+    assert_eq!(node.ledger().commitment(), chain.commitments[2]);
+    // Pipelined: a bad block 4 begun while block 3 is in flight is checked when it completes, and is not written.
+    let good = node.begin(chain.blocks[2].clone()).unwrap();
+    let bad = node
+        .begin(with_parent_commitment(
+            &chain.blocks[3],
+            cas_engine::Hash32::ZERO,
+        ))
+        .unwrap();
+    let receipt = node.complete(good).unwrap();
+    assert_eq!(receipt.outcome.utxo_commitment, chain.commitments[3]);
+    assert!(matches!(
+        node.complete(bad).err(),
+        Some(Error::ParentCommitmentMismatch { height: 4, .. })
+    ));
+    assert_eq!(node.store().durable_height(), Some(3));
+    // The true block 4 is then taken, and a reopen replays (and re-checks) what is stored.
+    let receipt = node.append(chain.blocks[3].clone()).unwrap();
+    assert_eq!(receipt.outcome.utxo_commitment, chain.commitments[4]);
+    drop(node);
+    let (node, recovery) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    assert_eq!(recovery.durable_height, 4);
+    assert_eq!(node.ledger().commitment(), chain.commitments[4]);
+    drop(node);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -113,6 +113,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             mining_threads: 0,
             witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             compare_mining: false,
+            blocks_kept: cas_consensus::bft::BftConfig::default().blocks_kept,
+            snapshot_every: 500,
+            snapshot_sync_gap: 1_000,
+            restart_behind_blocks: 0,
+            empty_block_wait_ms: 100,
+            round_timeout_ms: 1_000,
         })
         .with_context(|| format!("the cluster of {n} nodes"))?;
         measured.push(measured_row(&report));

@@ -56,6 +56,27 @@ pub struct ClusterArgs {
     /// DPOS blocks per witness, written into the genesis (a chain parameter).
     #[arg(long, default_value_t = cas_engine::genesis::DEFAULT_WITNESS_SPAN)]
     pub witness_span: u32,
+    /// With --kill-one: restart the killed node once every other node's height is this many blocks past the
+    /// killed node's last reported height (instead of at two thirds of the run), waiting after the load if needed
+    /// (0: at two thirds). Puts the node beyond its peers' in-memory block window on purpose.
+    #[arg(long, default_value_t = 0)]
+    pub restart_behind_blocks: u64,
+    /// The first timeout of a BFT round (a round led by a stopped node costs this much).
+    #[arg(long, default_value_t = 1_000)]
+    pub round_timeout_ms: u64,
+    /// A leader with no payload waits this long before proposing an empty block (0: at once, so an idle chain
+    /// grows as fast as rounds complete; used to build long chains for catch-up measurements).
+    #[arg(long, default_value_t = 100)]
+    pub empty_block_wait_ms: u64,
+    /// Committed consensus blocks each node keeps in memory for peers catching up block by block.
+    #[arg(long, default_value_t = cas_consensus::bft::BftConfig::default().blocks_kept)]
+    pub blocks_kept: u64,
+    /// Blocks between UTXO snapshots on each node.
+    #[arg(long, default_value_t = 500)]
+    pub snapshot_every: u64,
+    /// How far behind (in blocks) a node fetches a snapshot instead of blocks.
+    #[arg(long, default_value_t = 1_000)]
+    pub snapshot_sync_gap: u64,
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
     pub compare_mining: bool,
@@ -195,11 +216,13 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
                 .collect(),
             shards: shards_per_node,
             pin_cores: false,
-            round_timeout_ms: 1_000,
-            empty_block_wait_ms: 100,
+            round_timeout_ms: args.round_timeout_ms,
+            empty_block_wait_ms: args.empty_block_wait_ms,
             package_txs_max: 2_000,
             package_wait_ms: 20,
-            snapshot_every_blocks: 500,
+            snapshot_every_blocks: args.snapshot_every,
+            blocks_kept: args.blocks_kept,
+            snapshot_sync_gap_blocks: args.snapshot_sync_gap,
             mining_threads: args.mining_threads,
         };
         let config_path = dir.join(format!("node{i}.toml"));
@@ -239,21 +262,48 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         args.duration_s as f64 * 2.0 / 3.0,
     );
     let mut killed = false;
+    let mut restarted = false;
     let mut drill_error = None;
+    // A height the victim had not passed when it was killed: the others' highest, read once their status files
+    // (written every second) are newer than the kill. They must pass it by `restart_behind_blocks`.
+    let mut killed_at = Instant::now();
+    let mut killed_height: Option<u64> = None;
+    let heights = |dir: &Path| -> Vec<u64> {
+        (0..args.nodes)
+            .filter(|i| *i != victim)
+            .map(|i| read_status(&dir.join(format!("node{i}/status.json"))).map_or(0, |s| s.height))
+            .collect()
+    };
+    let restart_due = |elapsed: f64, killed_at: Instant, killed_height: &mut Option<u64>| -> bool {
+        if args.restart_behind_blocks == 0 {
+            return elapsed >= restart_at;
+        }
+        if killed_height.is_none() && killed_at.elapsed() >= Duration::from_millis(1_500) {
+            *killed_height = heights(&dir).into_iter().max();
+        }
+        killed_height.is_some_and(|killed| {
+            heights(&dir)
+                .iter()
+                .all(|h| *h >= killed + args.restart_behind_blocks)
+        })
+    };
     let mut progress = |sent: usize, total: usize| {
         let elapsed = started.elapsed().as_secs_f64();
         if args.kill_one && !killed && elapsed >= kill_at {
             eprintln!("  {elapsed:>5.1} s  SIGKILL node {victim}");
             let _ = children.0[victim].kill();
             let _ = children.0[victim].wait();
+            killed_at = Instant::now();
             killed = true;
         }
         if args.kill_one
             && killed
-            && elapsed >= restart_at
+            && !restarted
+            && restart_due(elapsed, killed_at, &mut killed_height)
             && children.0[victim].try_wait().ok().flatten().is_some()
         {
             eprintln!("  {elapsed:>5.1} s  restarting node {victim}");
+            restarted = true;
             match start_node(&dir, victim) {
                 Ok(child) => children.0[victim] = child,
                 Err(error) => drill_error = Some(error),
@@ -275,6 +325,49 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         (Some(before), Some(after)) if !args.kill_one => Some(after - before),
         _ => None,
     };
+    if args.kill_one && killed && !restarted {
+        // The load ended before the others got far enough ahead: wait for them (empty blocks keep coming).
+        let deadline = Instant::now() + Duration::from_secs(1_800);
+        while !restart_due(f64::MAX, killed_at, &mut killed_height) {
+            ensure!(
+                Instant::now() < deadline,
+                "the other nodes did not get {} blocks past height {killed_height:?} in 30 minutes",
+                args.restart_behind_blocks
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "  {:>5.1} s  restarting node {victim} (others at heights {:?}, it stopped at or below {killed_height:?})",
+            started.elapsed().as_secs_f64(),
+            heights(&dir)
+        );
+        let target = heights(&dir).into_iter().max().unwrap_or(0);
+        let restarted_at = Instant::now();
+        match start_node(&dir, victim) {
+            Ok(child) => children.0[victim] = child,
+            Err(error) => drill_error = Some(error),
+        }
+        // How long the restarted node takes to reach the height the others had when it restarted.
+        let status_path = dir.join(format!("node{victim}/status.json"));
+        let deadline = restarted_at + Duration::from_secs(600);
+        while drill_error.is_none() && Instant::now() < deadline {
+            let status = read_status(&status_path);
+            if status
+                .as_ref()
+                .is_some_and(|s| !s.stopped && s.height >= target)
+            {
+                let status = status.expect("checked above");
+                eprintln!(
+                    "  node {victim} caught up to height {target} in {:.1} s (snapshots installed: {}, at height {})",
+                    restarted_at.elapsed().as_secs_f64(),
+                    status.snapshot_installs,
+                    status.snapshot_installed_height
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     if let Some(error) = drill_error {
         return Err(error.context("restarting the killed node"));
     }

@@ -4,11 +4,14 @@
 //! its header's tx root; the first DPOS height that does not match is reported. It never repairs anything; it opens
 //! the block store as the node does at start (so a torn last record is cut, exactly as the next start would).
 //! The witnesses come from the ledger itself (each block's issuance records the witness headers its consensus
-//! block carried) and from `witness.bin` (the node's recent witnesses, carried or not).
+//! block carried) and from `witness.bin` (the node's recent witnesses, carried or not). A store that starts at an
+//! installed snapshot is audited from its base: the witness order kept there seeds the chain, and DPOS heights at
+//! or below the base (vouched for with the snapshot, no longer stored) are not compared.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use cas_consensus::rewards::decode_order_state;
 use cas_consensus::witness::{
     decode_witness, WitnessChain, WitnessHeader, WitnessLimits, WitnessParams,
 };
@@ -22,7 +25,9 @@ use crate::node::witness::WitnessFile;
 /// What the audit found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
-    /// Stored DPOS blocks above the genesis.
+    /// The installed snapshot the store starts after (0: none); heights up to it are not compared.
+    pub base: u64,
+    /// Stored DPOS blocks above the genesis (the last stored height).
     pub stored: u64,
     /// Witness blocks on the best chain, and the DPOS heights they cover (1..=covered).
     pub witnesses: u64,
@@ -41,10 +46,13 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
     let (store, _) = cas_shards::BlockStore::open(&blocks_dir, &cas_shards::StoreConfig::default())
         .with_context(|| format!("cannot open the block store in {}", blocks_dir.display()))?;
     let durable = store.durable_height().unwrap_or(0);
-    // Per stored height: the header hash, and whether the body still matches the header's tx root.
-    let mut stored: Vec<(BlockHash, bool)> = Vec::with_capacity(durable as usize);
+    // The height of an installed snapshot the store starts after (0: the store starts at genesis).
+    let base = store.first_height().saturating_sub(1);
+    // Per stored height above the base: the header hash, and whether the body still matches the header's tx root.
+    let mut stored: Vec<(BlockHash, bool)> =
+        Vec::with_capacity(durable.saturating_sub(base) as usize);
     let mut carried: Vec<WitnessHeader> = Vec::new();
-    for height in 1..=durable {
+    for height in base + 1..=durable {
         let bytes = store.read(height)?;
         let block = decode_block(&bytes).with_context(|| format!("stored block {height}"))?;
         if let Some(ArchivedTxKind::Issuance { evidence, .. }) =
@@ -64,7 +72,13 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
         stored.push((block.header.hash(), body_matches));
     }
 
-    let genesis = to_owned_block(decode_block(&store.read(0)?).context("the stored genesis")?);
+    let genesis_bytes = if base > 0 {
+        let path = data_dir.join("ledger").join("genesis.block");
+        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?
+    } else {
+        store.read(0)?
+    };
+    let genesis = to_owned_block(decode_block(&genesis_bytes).context("the stored genesis")?);
     let (_, chain_params) =
         genesis_committee(&genesis).context("the stored genesis names no parameters")?;
     let mut headers = carried;
@@ -78,7 +92,19 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
         finalized_kept: params.span as usize,
         depth_kept: u64::MAX / 2,
     };
-    let mut chain = WitnessChain::detached(params, limits);
+    let mut chain = if base > 0 {
+        // The ledger's witness order at the base, as the node restores it; the DPOS hashes it kept are not needed.
+        let bytes = crate::node::durable::WitnessBaseFile::new(data_dir).load(base)?;
+        let mut state = decode_order_state(&bytes)
+            .with_context(|| format!("the witness order kept at the base {base}"))?;
+        state.chain.finalized.clear();
+        state.chain.finalized_first = base + 1;
+        WitnessChain::restore(params, limits, state.chain)
+            .with_context(|| format!("the witness order kept at the base {base}"))?
+            .into_detached()
+    } else {
+        WitnessChain::detached(params, limits)
+    };
     for header in headers {
         // A stored witness that does not stand on its own work is no evidence; it is left out.
         if !chain.contains(&header.hash()) {
@@ -87,6 +113,7 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
     }
     let best = chain.best_chain();
     let mut audit = Audit {
+        base,
         stored: durable,
         witnesses: best.len() as u64,
         covered: 0,
@@ -98,7 +125,10 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
         for (offset, witnessed) in header.dpos_hashes.iter().enumerate() {
             let height = header.first_dpos_height + offset as u64;
             audit.covered = height;
-            let problem = match stored.get(height as usize - 1) {
+            if height <= base {
+                continue;
+            }
+            let problem = match stored.get((height - base) as usize - 1) {
                 None => Some(format!(
                     "witnessed by witness {} but not stored (stored up to {durable})",
                     header.height
@@ -125,6 +155,12 @@ pub fn verify(data_dir: &Path) -> Result<()> {
     let audit = audit(data_dir)?;
     if let Some((height, problem)) = &audit.first_mismatch {
         bail!("DPOS block {height} does not match the witness chain: {problem}");
+    }
+    if audit.base > 0 {
+        println!(
+            "the store starts after the snapshot installed at DPOS block {}; blocks up to it are not compared",
+            audit.base
+        );
     }
     println!(
         "witness chain: {} blocks, cumulative work {}; DPOS blocks 1..={} of {} stored match it",

@@ -1,11 +1,18 @@
 //! The local cluster end to end, as processes: `cas local` starts 4 `cas node` processes, submits signed transfers
 //! (chains of dependent ones, plus bad signatures, double spends and unknown inputs), and fails unless every valid
 //! transaction is final with a receipt, every invalid one is rejected for its reason, and all nodes end with the
-//! same UTXO commitment. The drill kills one node with SIGKILL mid-run and restarts it; it must catch up.
+//! same UTXO commitment. The drill kills one node with SIGKILL mid-run and restarts it; it must catch up. With a
+//! small in-memory block window, the restarted node is further behind than its peers keep blocks: it must install
+//! a snapshot the committee vouches for, catch up from there and end with the same commitment.
 
 use std::process::Command;
 
 fn local(extra: &[&str]) -> String {
+    local_report(extra).0
+}
+
+/// Runs `cas local` with `extra` arguments; returns its output, its report.json and its folder.
+fn local_report(extra: &[&str]) -> (String, serde_json::Value, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_cas"))
         .args([
@@ -32,7 +39,11 @@ fn local(extra: &[&str]) -> String {
         std::fs::read_to_string(dir.path().join("report.json")).expect("report.json written");
     assert!(report.contains("\"commitments_equal\": true"), "{report}");
     assert!(report.contains("\"wrong_answer_count\": 0"), "{report}");
-    stdout
+    (
+        stdout,
+        serde_json::from_str(&report).expect("report.json parses"),
+        dir,
+    )
 }
 
 #[test]
@@ -53,4 +64,142 @@ fn four_nodes_settle_every_transaction() {
 fn a_killed_node_restarts_and_catches_up() {
     let stdout = local(&["--duration-s", "9", "--rate", "100", "--kill-one"]);
     assert!(stdout.contains("| yes |"), "{stdout}");
+}
+
+/// The commitment `status` reports at `height` (its own, or one of its recent ones).
+fn commitment_at(status: &serde_json::Value, height: u64) -> Option<String> {
+    if status["height"].as_u64() == Some(height) {
+        return status["utxo_commitment"].as_str().map(str::to_owned);
+    }
+    status["recent_commitments"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry[0].as_u64() == Some(height))
+        .and_then(|entry| entry[1].as_str().map(str::to_owned))
+}
+
+#[test]
+fn a_node_behind_the_peers_window_installs_a_snapshot_and_catches_up() {
+    // Peers keep 10 blocks in memory; the victim restarts once they are 30 blocks past where it stopped. Every node
+    // mines (a short witness span, so witnesses and their rewards come within the run): the snapshot must bring the
+    // ledger's witness order with it, or the victim mints other rewards than its peers after the install and its
+    // commitment departs from theirs.
+    let (stdout, report, dir) = local_report(&[
+        "--duration-s",
+        "6",
+        "--rate",
+        "100",
+        "--kill-one",
+        "--restart-behind-blocks",
+        "30",
+        "--blocks-kept",
+        "10",
+        "--snapshot-every",
+        "5",
+        "--snapshot-sync-gap",
+        "10",
+        "--mining-threads",
+        "1",
+        "--witness-span",
+        "4",
+    ]);
+    assert!(stdout.contains("| yes |"), "{stdout}");
+    let statuses = report["statuses"].as_array().expect("statuses");
+    let victim = &statuses[3];
+    let installs = victim["snapshot_installs"].as_u64().unwrap();
+    let installed_at = victim["snapshot_installed_height"].as_u64().unwrap();
+    assert!(
+        installs >= 1,
+        "the restarted node installed no snapshot: {victim}"
+    );
+    assert!(
+        installed_at >= 30,
+        "installed at height {installed_at}: {victim}"
+    );
+    let served: u64 = statuses[..3]
+        .iter()
+        .map(|s| s["snapshot_chunks_served"].as_u64().unwrap())
+        .sum();
+    assert!(served >= 1, "no peer served a chunk: {statuses:?}");
+    // It went on executing blocks after the snapshot, to the others' height and, at a height all executed, their
+    // commitment.
+    let height = victim["height"].as_u64().unwrap();
+    assert!(height > installed_at, "{victim}");
+    let common = statuses
+        .iter()
+        .map(|s| s["height"].as_u64().unwrap())
+        .min()
+        .unwrap();
+    assert!(common > installed_at, "{statuses:?}");
+    let victim_commitment = commitment_at(victim, common);
+    assert!(victim_commitment.is_some(), "{victim}");
+    for other in &statuses[..3] {
+        assert_eq!(
+            commitment_at(other, common),
+            victim_commitment,
+            "at {common}"
+        );
+        assert!(other["height"].as_u64().unwrap().abs_diff(height) <= 1);
+        assert_eq!(other["snapshot_installs"].as_u64(), Some(0));
+        // Witness rewards were minted on the way: the order the victim restored was not an empty one.
+        assert!(other["issued"].as_u64().unwrap() > 0, "{other}");
+        assert!(other["witnesses_ordered"].as_u64().unwrap() > 0, "{other}");
+    }
+
+    // Restarted alone, the victim rebuilds its witness order from the one kept at its store's base and the blocks
+    // stored above it (each issuance checked again on the way), and opens at the height it had.
+    let victim_dir = dir.path().join("node3");
+    let kept: Vec<_> = std::fs::read_dir(&victim_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("witness-order-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // The status file the node writes once it runs (its signal handlers are in place by then).
+    std::fs::remove_file(victim_dir.join("status.json")).unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args(["node", "--config"])
+        .arg(dir.path().join("node3.toml"))
+        .env("CAS_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cas node starts");
+    let stderr = node.stderr.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !victim_dir.join("status.json").exists() && std::time::Instant::now() < deadline {
+        if node.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(node.id() as i32, libc::SIGTERM) };
+    let exit = node.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(exit.success(), "{exit}\n{log}");
+    assert!(log.contains("ledger open"), "{log}");
+    let reopened: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(victim_dir.join("status.json")).unwrap()).unwrap();
+    assert!(reopened["height"].as_u64().unwrap() >= height, "{reopened}");
+    assert_eq!(
+        commitment_at(&reopened, height),
+        commitment_at(victim, height),
+        "{reopened}"
+    );
+    // The witness audit works from the store's base, seeded by the witness order kept there, and the witnesses
+    // above the base match the stored blocks.
+    let audit = Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args(["witness", "verify", "--data-dir"])
+        .arg(&victim_dir)
+        .output()
+        .expect("cas runs");
+    let audit_out = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success(),
+        "{audit_out}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(audit_out.contains("not compared"), "{audit_out}");
 }

@@ -156,7 +156,7 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
             }
         }
         let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
-        let mut block = Block {
+        let block = Block {
             header: BlockHeader {
                 chain_id: CHAIN_ID,
                 height,
@@ -165,7 +165,8 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                 tx_root: merkle::root(&ids),
                 proposer: PublicKey::default(),
                 timestamp_ms: height * 100,
-                utxo_commitment: Hash32::ZERO,
+                // The set after the parent: the header commits to the state the block applies to.
+                utxo_commitment: reference.commitment(),
             },
             txs,
         };
@@ -173,7 +174,6 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
             let bytes = encode_block(&block);
             reference.apply_block(decode_block(&bytes).expect("fixture block decodes"))
         };
-        block.header.utxo_commitment = reference.commitment();
         parent = block.header.hash();
         chain.blocks.push(encode_block(&block).to_vec());
         chain.verdicts.push(verdicts);

@@ -37,6 +37,14 @@ pub struct NodeConfig {
     /// Write a UTXO snapshot every this many blocks.
     #[serde(default = "default_snapshot_every_blocks")]
     pub snapshot_every_blocks: u64,
+    /// Committed consensus blocks kept in memory for peers that catch up block by block; a peer further behind
+    /// installs a snapshot instead.
+    #[serde(default = "default_blocks_kept")]
+    pub blocks_kept: u64,
+    /// A node asks the committee for its snapshot when it sees a QC more than this many blocks above its committed
+    /// height (and once at start), and installs one that lies more than this many blocks above it.
+    #[serde(default = "default_snapshot_sync_gap_blocks")]
+    pub snapshot_sync_gap_blocks: u64,
     /// Threads mining witness blocks at the lowest scheduling priority (0: none, the default on committee members).
     #[serde(default)]
     pub mining_threads: usize,
@@ -66,6 +74,12 @@ fn default_package_wait_ms() -> u64 {
 }
 fn default_snapshot_every_blocks() -> u64 {
     500
+}
+fn default_blocks_kept() -> u64 {
+    cas_consensus::bft::BftConfig::default().blocks_kept
+}
+fn default_snapshot_sync_gap_blocks() -> u64 {
+    1_000
 }
 
 impl NodeConfig {

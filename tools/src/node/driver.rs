@@ -27,8 +27,10 @@ use cas_engine::{PackageId, PublicKey, Transaction, TxId};
 use cas_netio::{Class, Inbound, InboundQueues, Origin};
 
 use super::durable::SafetyFile;
-use super::executor::{Committed, Executed};
+use super::executor::{Committed, Executed, Work};
 use super::journal::Journal;
+use super::snapshot_serve::{Anchors, ServeRequest};
+use super::state_sync::{Install, StateSync};
 use super::wire;
 use super::witness::{offer_input, WitnessInput, WitnessShared};
 
@@ -55,7 +57,11 @@ pub struct Parts {
     pub keys: Vec<PublicKey>,
     pub safety_file: SafetyFile,
     pub journal: Journal,
-    pub execution: SyncSender<Committed>,
+    pub execution: SyncSender<Work>,
+    /// Snapshot state transfer: fetching (here) and serving (a thread fed by `serve`).
+    pub state_sync: StateSync,
+    pub serve: SyncSender<(MemberIndex, ServeRequest)>,
+    pub anchors: Arc<Anchors>,
     pub started: Instant,
     /// The wall clock (ms since the Unix epoch) at `started`: the driver's clock runs monotonically from it, so
     /// proposals are stamped with wall time (the witness order judges carried witnesses by it) that never goes back.
@@ -152,6 +158,11 @@ impl Driver {
                 }
                 let mut actions = self.parts.bft.handle(Event::Tick { now_ms: now });
                 actions.extend(self.parts.availability.on_tick(now));
+                actions.extend(self.parts.state_sync.on_tick(
+                    now,
+                    self.parts.bft.committed_height(),
+                    self.parts.bft.high_qc_height(),
+                ));
                 self.execute(actions)?;
                 self.drain_pending(now)?;
             }
@@ -164,6 +175,7 @@ impl Driver {
                     &self.parts.status_path,
                     &self.parts.stats,
                     &self.parts.witness,
+                    &self.parts.anchors,
                     round,
                     &consensus,
                     false,
@@ -193,6 +205,25 @@ impl Driver {
             decode_message(&inbound.payload).context("a validated message failed to decode")?;
         let got_package = matches!(message, Message::Package(_));
         let actions = match message {
+            Message::SnapshotInfoRequest => {
+                self.serve(from, ServeRequest::Info);
+                Vec::new()
+            }
+            Message::SnapshotChunkRequest(request) => {
+                self.serve(from, ServeRequest::Chunk(request));
+                Vec::new()
+            }
+            Message::SnapshotInfo(info) => {
+                let committed = self.parts.bft.committed_height();
+                self.parts.state_sync.on_info(from, info, committed, now)
+            }
+            Message::SnapshotChunk(chunk) => {
+                let (actions, install) = self.parts.state_sync.on_chunk(from, chunk, now);
+                if let Some(install) = install {
+                    self.install(install)?;
+                }
+                actions
+            }
             Message::Package(_)
             | Message::Ack(_)
             | Message::Cert(_)
@@ -208,6 +239,40 @@ impl Driver {
             self.drain_pending(now)?;
         }
         Ok(())
+    }
+
+    /// Hands a peer's snapshot request to the serving thread; a full queue drops it (counted; the peer retries).
+    fn serve(&self, from: MemberIndex, request: ServeRequest) {
+        if self.parts.serve.try_send((from, request)).is_err() {
+            self.parts
+                .anchors
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A verified snapshot above the committed height becomes the base: the executor installs it (after every
+    /// block already handed to it, which it then skips as below it), the BFT continues from its consensus block,
+    /// and committed blocks at or below it waiting for packages are dropped.
+    fn install(&mut self, install: Install) -> Result<()> {
+        let height = install.info.height;
+        if height <= self.parts.bft.committed_height() {
+            tracing::info!(
+                height,
+                "snapshot no longer ahead of the committed height; dropped"
+            );
+            return Ok(());
+        }
+        let consensus_hash = install.info.consensus_hash;
+        self.parts
+            .execution
+            .send(Work::Install(install))
+            .context("the executor stopped")?;
+        self.pending.retain(|block| block.height > height);
+        // Requests for packages of the dropped blocks are moot; those still needed are asked again.
+        self.package_requests.clear();
+        let actions = self.parts.bft.install_base(height, consensus_hash);
+        self.execute(actions)
     }
 
     /// A gossiped witness goes to the witness thread, which validates it against this node's stored blocks and
@@ -431,13 +496,13 @@ impl Driver {
             let proposer = self.parts.keys[block.author as usize];
             self.parts
                 .execution
-                .send(Committed {
+                .send(Work::Block(Committed {
                     block,
                     proposer,
                     txs,
                     clients,
                     attested,
-                })
+                }))
                 .context("the executor stopped")?;
         }
         Ok(())

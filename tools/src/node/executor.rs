@@ -17,9 +17,17 @@ use cas_engine::client::ClientAnswer;
 use cas_engine::codec::encode_block;
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
-use super::durable::ExecutedFile;
-
+use super::durable::{ExecutedFile, WitnessBaseFile};
+use super::snapshot_serve::{Anchor, Anchors};
+use super::state_sync::Install;
 use super::witness::WitnessInput;
+
+/// What the driver hands the executor, in commit order.
+pub enum Work {
+    Block(Committed),
+    /// A verified snapshot to install as the new base (the BFT continues from its height).
+    Install(Install),
+}
 
 /// One committed block ready to execute: its transactions in order, and who submitted each here.
 pub struct Committed {
@@ -51,6 +59,9 @@ pub struct Executed {
     pub witnesses_skipped: u64,
     /// The newest [`RECENT_COMMITMENTS_MAX`] heights and their commitments, oldest first.
     pub recent_commitments: std::collections::VecDeque<(u64, Hash32)>,
+    /// Snapshots installed by state transfer since start, and the height of the last one.
+    pub snapshot_installs: u64,
+    pub snapshot_installed_height: u64,
 }
 
 pub struct Executor {
@@ -67,12 +78,20 @@ pub struct Executor {
     pub witness: std::sync::mpsc::SyncSender<WitnessInput>,
     /// The ledger's witness order, rebuilt from the stored blocks at start (see [`WitnessOrder::replay`]).
     pub order: WitnessOrder,
+    /// Block hashes at this node's snapshot heights, for serving its snapshots to peers.
+    pub anchors: Arc<Anchors>,
+    pub snapshot_every_blocks: u64,
+    /// Where the witness order state at an installed snapshot's height is kept for restarts.
+    pub witness_base: WitnessBaseFile,
 }
 
 impl Executor {
-    pub fn run(mut self, queue: Receiver<Committed>) -> Result<()> {
-        while let Ok(committed) = queue.recv() {
-            self.execute(committed)?;
+    pub fn run(mut self, queue: Receiver<Work>) -> Result<()> {
+        while let Ok(work) = queue.recv() {
+            match work {
+                Work::Block(committed) => self.execute(committed)?,
+                Work::Install(install) => self.install(install)?,
+            }
         }
         self.node
             .wait_snapshot()
@@ -80,8 +99,80 @@ impl Executor {
         Ok(())
     }
 
+    /// Installs a verified snapshot as the ledger's new base. The execution marker names its consensus block first,
+    /// so a restart after the install resumes consensus from there.
+    fn install(&mut self, install: Install) -> Result<()> {
+        let Install {
+            info,
+            snapshot,
+            witness_state,
+        } = install;
+        if info.height <= self.node.height() {
+            tracing::info!(
+                height = info.height,
+                executed = self.node.height(),
+                "snapshot no longer ahead of execution; not installed"
+            );
+            return Ok(());
+        }
+        // The witness order after the snapshot height comes with it (its hash vouched for with the set): without
+        // it this node would mint other rewards than its peers from the next block on.
+        let order = match self.order.restored(info.height, &witness_state) {
+            Ok(order) => order,
+            Err(error) => {
+                tracing::error!(height = info.height, %error, "the snapshot's witness order does not restore; not installed");
+                return Ok(());
+            }
+        };
+        // Kept before the store moves to the new base, so a restart at that base finds it.
+        self.witness_base
+            .store(info.height, &witness_state)
+            .context("storing the witness order at the snapshot height")?;
+        self.executed_marks.push((info.height, info.consensus_hash));
+        if self.executed_marks.len() > 2 {
+            self.executed_marks.remove(0);
+        }
+        self.executed_file.store(&self.executed_marks)?;
+        self.node
+            .install_snapshot(snapshot, info.ledger_hash)
+            .with_context(|| format!("installing the snapshot at height {}", info.height))?;
+        self.witness_base.keep_only(info.height);
+        self.order = order;
+        self.previous_ledger_hash = info.ledger_hash;
+        self.anchors.record(
+            info.height,
+            Anchor::new(info.ledger_hash, info.consensus_hash, witness_state),
+        );
+        if self
+            .witness
+            .send(WitnessInput::Reseed(Box::new(self.order.chain().clone())))
+            .is_err()
+        {
+            tracing::warn!("the witness thread stopped");
+        }
+        tracing::warn!(
+            height = info.height,
+            commitment = %info.commitment,
+            "installed a snapshot from the committee; catching up from the next block"
+        );
+        let mut stats = self.stats.lock().expect("stats lock");
+        stats.height = info.height;
+        stats.utxo_commitment = info.commitment;
+        stats.snapshot_installs += 1;
+        stats.snapshot_installed_height = info.height;
+        Ok(())
+    }
+
     fn execute(&mut self, committed: Committed) -> Result<()> {
         let height = committed.block.height;
+        if height <= self.node.height() {
+            // Committed below a snapshot installed meanwhile: the set already includes it.
+            tracing::debug!(
+                height,
+                "committed block below the installed snapshot skipped"
+            );
+            return Ok(());
+        }
         ensure!(
             height == self.order.executed_height() + 1,
             "block {height} follows executed height {}",
@@ -119,7 +210,8 @@ impl Executor {
                 tx_root: merkle::root(&ids),
                 proposer: committed.proposer,
                 timestamp_ms: committed.block.timestamp_ms,
-                utxo_commitment: Hash32::ZERO,
+                // The set after the parent block, which this node holds now (the shards node checks it again).
+                utxo_commitment: self.node.ledger().commitment(),
             },
             txs,
         };
@@ -152,6 +244,13 @@ impl Executor {
             );
         }
         self.previous_ledger_hash = ledger_hash;
+        if height.is_multiple_of(self.snapshot_every_blocks) {
+            // The snapshot the shards write at this height is served with the witness order after it.
+            self.anchors.record(
+                height,
+                Anchor::new(ledger_hash, committed.block.hash(), self.order.export()),
+            );
+        }
         if self
             .witness
             .send(WitnessInput::Finalized(height, ledger_hash))

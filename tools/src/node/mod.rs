@@ -6,6 +6,10 @@
 //! the stored blocks; every node validates gossiped witnesses (and a standalone miner's, from `cas mine`) against
 //! its own blocks ([`witness`]) and offers the accepted ones to the BFT to carry; the executor mints the witness
 //! rewards that mature in the ledger's witness order, rebuilt here from the stored blocks at start.
+//! A node too far behind for block catch-up (peers keep `blocks_kept` blocks) installs a snapshot that more than
+//! a third of the stake vouches for ([`state_sync`]), with the ledger's witness order at its height; every node
+//! serves its own from a thread ([`snapshot_serve`]). A store that starts at an installed snapshot rebuilds the
+//! witness order from the one kept at its base (`witness-order-<height>.bin`) and the stored blocks above it.
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
 pub mod config;
@@ -13,6 +17,8 @@ mod driver;
 pub mod durable;
 mod executor;
 pub mod journal;
+mod snapshot_serve;
+mod state_sync;
 pub mod wire;
 pub mod witness;
 
@@ -36,7 +42,7 @@ use serde::Serialize;
 use crate::keyfile;
 use config::NodeConfig;
 use driver::Driver;
-use durable::{ExecutedFile, SafetyFile};
+use durable::{ExecutedFile, SafetyFile, WitnessBaseFile};
 use executor::{Executed, Executor};
 use journal::Journal;
 
@@ -86,6 +92,16 @@ pub struct Status {
     /// apart are compared at a height they all executed.
     #[serde(default)]
     pub recent_commitments: Vec<(u64, String)>,
+    /// Snapshots this node installed by state transfer since it started, and the height of the last one.
+    #[serde(default)]
+    pub snapshot_installs: u64,
+    #[serde(default)]
+    pub snapshot_installed_height: u64,
+    /// Snapshot chunks this node served to peers, and peer requests dropped for a full serving queue.
+    #[serde(default)]
+    pub snapshot_chunks_served: u64,
+    #[serde(default)]
+    pub snapshot_requests_dropped: u64,
 }
 
 pub fn run(config_path: &std::path::Path) -> Result<()> {
@@ -141,7 +157,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         );
     }
     // The ledger's witness order is rebuilt from the stored blocks (each records the witnesses its consensus block
-    // carried and the rewards it minted, checked again here), so a restart never mints twice or differently.
+    // carried and the rewards it minted, checked again here), so a restart never mints twice or differently. A
+    // store that starts at an installed snapshot starts from the order that came with it, kept at its base.
     let witness_params = WitnessParams {
         span: params.witness_span,
         ..WitnessParams::default()
@@ -151,7 +168,16 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         WitnessLimits::default(),
         REWARD_CONFIRMATIONS,
     );
-    for height in 1..=recovery.durable_height {
+    let witness_base = WitnessBaseFile::new(&config.data_dir);
+    let base_height = shards_node.store().first_height().saturating_sub(1);
+    if base_height > 0 {
+        order = order
+            .restored(base_height, &witness_base.load(base_height)?)
+            .with_context(|| {
+                format!("restoring the witness order at the store's base {base_height}")
+            })?;
+    }
+    for height in base_height + 1..=recovery.durable_height {
         let bytes = shards_node.store().read(height)?;
         let block = decode_block(&bytes)?;
         let last = block.txs.last().map(to_owned_tx);
@@ -171,8 +197,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         order.chain().clone(),
         witness::WITNESS_FILE_BYTES_MAX,
     )?;
-    let last_ledger = shards_node.store().read(recovery.durable_height)?;
-    let previous_ledger_hash = decode_block(&last_ledger)?.header.hash();
+    let previous_ledger_hash = shards_node.last_block_hash()?;
     tracing::info!(?recovery, "ledger open");
 
     let peers: Vec<cas_netio::Peer> = config
@@ -241,6 +266,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         ..Executed::default()
     }));
     let (execution_tx, execution_rx) = std::sync::mpsc::sync_channel(EXECUTION_QUEUE_MAX);
+    let anchors = Arc::new(snapshot_serve::Anchors::default());
+    let snapshot_every_blocks = shards_config.snapshot_every_blocks;
     let executor = Executor {
         node: shards_node,
         chain_id: genesis.header.chain_id,
@@ -251,6 +278,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         stats: stats.clone(),
         witness: witness_inbox.clone(),
         order,
+        anchors: anchors.clone(),
+        snapshot_every_blocks,
+        witness_base,
     };
     let executor_thread = std::thread::Builder::new()
         .name("cas-executor".into())
@@ -271,7 +301,28 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         blocks: replayed.blocks,
         committed,
     };
+    let (serve_tx, serve_rx) = std::sync::mpsc::sync_channel(snapshot_serve::SERVE_QUEUE_MAX);
+    let server = snapshot_serve::SnapshotServer {
+        snapshot_dir: config.data_dir.join("ledger").join("snapshots"),
+        anchors: anchors.clone(),
+        netio: netio.clone(),
+        keys: keys.clone(),
+        cached: None,
+    };
+    let serve_thread = std::thread::Builder::new()
+        .name("cas-snapshot-serve".into())
+        .spawn(move || server.run(serve_rx))?;
+    let state_sync = state_sync::StateSync::new(
+        me,
+        committee
+            .members()
+            .map(|member| committee.stake(member))
+            .collect(),
+        committee.validity_stake(),
+        config.snapshot_sync_gap_blocks,
+    );
     let bft_config = BftConfig {
+        blocks_kept: config.blocks_kept.max(1),
         round_timeout_ms: config.round_timeout_ms,
         round_timeout_max_ms: config.round_timeout_ms * 8,
         empty_block_wait_ms: config.empty_block_wait_ms,
@@ -314,6 +365,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         safety_file,
         journal,
         execution: execution_tx,
+        state_sync,
+        serve: serve_tx,
+        anchors: anchors.clone(),
         started,
         started_wall_ms,
         status_path: status_path.clone(),
@@ -337,7 +391,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             .join()
             .map_err(|_| anyhow::anyhow!("a mining thread panicked"))?;
     }
-    drop(driver); // closes the execution queue: the executor drains it and stops
+    drop(driver); // closes the execution and serving queues: the executor drains its queue and stops
+    serve_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the snapshot serving thread panicked"))?;
     executor_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the executor thread panicked"))??;
@@ -345,7 +402,15 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     witness_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the witness thread panicked"))?;
-    write_status(&status_path, &stats, &witness, round, &consensus, true)?;
+    write_status(
+        &status_path,
+        &stats,
+        &witness,
+        &anchors,
+        round,
+        &consensus,
+        true,
+    )?;
     Ok(())
 }
 
@@ -353,6 +418,7 @@ fn write_status(
     path: &std::path::Path,
     stats: &Mutex<Executed>,
     witness: &witness::WitnessShared,
+    anchors: &snapshot_serve::Anchors,
     round: u64,
     consensus: &str,
     stopped: bool,
@@ -382,6 +448,10 @@ fn write_status(
             .iter()
             .map(|(height, commitment)| (*height, commitment.to_hex()))
             .collect(),
+        snapshot_installs: stats.snapshot_installs,
+        snapshot_installed_height: stats.snapshot_installed_height,
+        snapshot_chunks_served: anchors.served_chunks.load(Ordering::Relaxed),
+        snapshot_requests_dropped: anchors.dropped.load(Ordering::Relaxed),
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;

@@ -11,7 +11,13 @@ pub fn class_of(message: &Message) -> Class {
         Message::Proposal(_) => Class::Proposal,
         Message::Vote(_) | Message::CommitVote(_) => Class::Vote,
         Message::Timeout(_) => Class::Timeout,
-        Message::BlockRequest(_) | Message::BlockResponse(_) => Class::BlockSync,
+        // Catch-up traffic, blocks or snapshot state transfer: the sync class on the bulk lane.
+        Message::BlockRequest(_)
+        | Message::BlockResponse(_)
+        | Message::SnapshotInfoRequest
+        | Message::SnapshotInfo(_)
+        | Message::SnapshotChunkRequest(_)
+        | Message::SnapshotChunk(_) => Class::BlockSync,
         // Witness blocks are rare, small and never urgent: the bulk lane.
         Message::Package(_)
         | Message::Ack(_)

@@ -156,17 +156,22 @@ pub struct WitnessNode {
 }
 
 impl WitnessNode {
-    /// Opens the node's witness state on a fresh chain over the given finalized ledger hashes (heights 1.., in
-    /// order), then every stored witness replayed through validation (one that no longer validates is skipped).
+    /// Opens the node's witness state on a fresh chain over the given finalized ledger hashes (heights
+    /// `first_height`.., in order), then every stored witness replayed through validation (one that no longer
+    /// validates is skipped). The node itself seeds the chain with the ledger's witness order ([`Self::open_with`]).
     #[cfg(test)]
     pub fn open(
         data_dir: &Path,
         params: WitnessParams,
+        first_height: u64,
         finalized: impl IntoIterator<Item = BlockHash>,
     ) -> Result<WitnessNode> {
         let mut chain = WitnessChain::new(params, WitnessLimits::default());
+        if first_height > 1 {
+            chain.skip_finalized_to(first_height);
+        }
         for (index, hash) in finalized.into_iter().enumerate() {
-            chain.add_finalized(index as u64 + 1, hash);
+            chain.add_finalized(first_height + index as u64, hash);
         }
         Self::open_with(data_dir, chain, WITNESS_FILE_BYTES_MAX)
     }
@@ -283,6 +288,9 @@ impl WitnessNode {
 pub enum WitnessInput {
     /// The executor stored ledger block `height` with this hash.
     Finalized(u64, BlockHash),
+    /// The executor installed a UTXO snapshot: the node's chain starts again as the ledger's witness order restored
+    /// with it (every witness the ledger took, the finalized hashes it keeps up to the snapshot height).
+    Reseed(Box<WitnessChain>),
     /// A witness from a peer.
     Gossip(WitnessHeader),
     /// A witness a local miner found.
@@ -413,6 +421,10 @@ impl WitnessService {
         let now = wall_ms();
         let accepted = match input {
             WitnessInput::Finalized(height, hash) => self.node.add_finalized(height, hash, now),
+            WitnessInput::Reseed(chain) => {
+                self.node.chain = *chain;
+                Vec::new()
+            }
             WitnessInput::Gossip(header) | WitnessInput::Mined(header)
                 if self.node.chain.contains(&header.hash()) =>
             {
@@ -596,13 +608,15 @@ mod tests {
     #[test]
     fn early_witnesses_wait_for_finality_and_everything_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut node = WitnessNode::open(dir.path(), params(), (1..=2).map(ledger_hash)).unwrap();
+        let mut node =
+            WitnessNode::open(dir.path(), params(), 1, (1..=2).map(ledger_hash)).unwrap();
         let first = mined(&node);
         node.offer(first, wall_ms()).unwrap();
         // A second node ahead of this one mines over heights 3..=4; here they are not final yet.
         let mut ahead = WitnessNode::open(
             tempfile::tempdir().unwrap().path(),
             params(),
+            1,
             (1..=4).map(ledger_hash),
         )
         .unwrap();
@@ -631,7 +645,8 @@ mod tests {
         let path = dir.path().join("witness.bin");
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[200, 1, 0]).unwrap();
-        let reopened = WitnessNode::open(dir.path(), params(), (1..=4).map(ledger_hash)).unwrap();
+        let reopened =
+            WitnessNode::open(dir.path(), params(), 1, (1..=4).map(ledger_hash)).unwrap();
         assert_eq!(reopened.chain.best(), best);
         assert_eq!(WitnessFile::new(dir.path()).load().unwrap().len(), 2);
     }
@@ -639,11 +654,13 @@ mod tests {
     #[test]
     fn a_witness_over_other_blocks_is_refused_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut node = WitnessNode::open(dir.path(), params(), (1..=2).map(ledger_hash)).unwrap();
+        let mut node =
+            WitnessNode::open(dir.path(), params(), 1, (1..=2).map(ledger_hash)).unwrap();
         let other_dir = tempfile::tempdir().unwrap();
         let forked = WitnessNode::open(
             other_dir.path(),
             params(),
+            1,
             [Hash32([7; 32]), ledger_hash(2)],
         )
         .unwrap();

@@ -500,9 +500,13 @@ impl Model<'_> {
                 (1, Work::Overhead)
             }
             // Witness blocks are node gossip the committee's state machines never send; their check is hashing.
-            Message::BlockRequest(_) | Message::PackageRequest(_) | Message::Witness(_) => {
-                (0, Work::Overhead)
-            }
+            Message::BlockRequest(_)
+            | Message::PackageRequest(_)
+            | Message::Witness(_)
+            | Message::SnapshotInfoRequest
+            | Message::SnapshotInfo(_)
+            | Message::SnapshotChunkRequest(_)
+            | Message::SnapshotChunk(_) => (0, Work::Overhead),
         }
     }
 

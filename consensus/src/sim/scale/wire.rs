@@ -24,7 +24,11 @@ pub fn encoded_bytes(message: &Message) -> usize {
             Message::Ack(_) => HASH_BYTES + 1 + 2 + SIGNATURE_BYTES,
             Message::Cert(cert) => cert_bytes(cert),
             // Not sent by the committee's state machines (node gossip); sized by its encoding if it ever is.
-            Message::Witness(_) => crate::messages::encode_message(message).len(),
+            Message::Witness(_)
+            | Message::SnapshotInfoRequest
+            | Message::SnapshotInfo(_)
+            | Message::SnapshotChunkRequest(_)
+            | Message::SnapshotChunk(_) => crate::messages::encode_message(message).len(),
         })
 }
 
