@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger, StoreConfig};
+use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger};
 
 const SEED: u64 = 0x5eed;
 const BLOCKS: usize = 240;
@@ -21,17 +21,8 @@ const CHILD_DIR_VAR: &str = "CAS_SHARDS_CRASH_CHILD_DIR";
 const MEMLOCK_VAR: &str = "CAS_SHARDS_MEMLOCK_CHILD_BYTES";
 
 fn config() -> NodeConfig {
-    NodeConfig {
-        ledger: LedgerConfig {
-            shards: 2,
-            pin_cores: false,
-        },
-        // Small segments and frequent snapshots, so kills land during rolls and snapshot writes too.
-        store: StoreConfig {
-            segment_bytes_max: 48 * 1024,
-        },
-        snapshot_every_blocks: 5,
-    }
+    // Small segments and frequent snapshots, so kills land during rolls and snapshot writes too.
+    common::node_config(48 * 1024, 5)
 }
 
 fn child(test: &str) -> Command {

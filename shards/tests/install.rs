@@ -12,21 +12,12 @@ use cas_engine::codec::decode_block;
 use cas_engine::Hash32;
 use cas_shards::snapshot::{self, Snapshot};
 use cas_shards::transfer::{chunk_count, encode_chunk, Assembler, TransferError};
-use cas_shards::{Error, LedgerConfig, Node, NodeConfig, StoreConfig};
+use cas_shards::{Error, Node, NodeConfig};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn config() -> NodeConfig {
-    NodeConfig {
-        ledger: LedgerConfig {
-            shards: 2,
-            pin_cores: false,
-        },
-        store: StoreConfig {
-            segment_bytes_max: 64 * 1024,
-        },
-        snapshot_every_blocks: 4,
-    }
+    common::node_config(64 * 1024, 4)
 }
 
 /// A source node that stored `count` blocks of `chain`, and its snapshot at `height`.

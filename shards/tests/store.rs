@@ -10,21 +10,12 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use cas_shards::store::segment_path;
-use cas_shards::{Error, LedgerConfig, Node, NodeConfig, StoreConfig};
+use cas_shards::{Error, Node, NodeConfig};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn config(snapshot_every_blocks: u64) -> NodeConfig {
-    NodeConfig {
-        ledger: LedgerConfig {
-            shards: 2,
-            pin_cores: false,
-        },
-        store: StoreConfig {
-            segment_bytes_max: 64 * 1024,
-        },
-        snapshot_every_blocks,
-    }
+    common::node_config(64 * 1024, snapshot_every_blocks)
 }
 
 /// Writes `chain`'s blocks 1..=count into a new node in `dir`; returns each block's location.

@@ -13,6 +13,7 @@ use cas_engine::{
     merkle, Block, BlockHeader, Hash32, Keypair, MemoryLedger, OutPoint, PublicKey, Transaction,
     TxOutput,
 };
+use cas_shards::{LedgerConfig, NodeConfig, StoreConfig};
 
 pub const CHAIN_ID: u32 = 7;
 const ACCOUNTS: u32 = 24;
@@ -189,4 +190,17 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// A node of 2 unpinned shards with small segments (so tests roll them) and a snapshot every
+/// `snapshot_every_blocks` blocks.
+pub fn node_config(segment_bytes_max: u64, snapshot_every_blocks: u64) -> NodeConfig {
+    NodeConfig {
+        ledger: LedgerConfig {
+            shards: 2,
+            pin_cores: false,
+        },
+        store: StoreConfig { segment_bytes_max },
+        snapshot_every_blocks,
+    }
 }
