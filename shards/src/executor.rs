@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::error::Error;
@@ -80,18 +80,44 @@ where
         })
 }
 
-/// The coordinator's end of one shard.
+/// The coordinator's end of one shard: its own urgent lane and its executor. The bulk lane (signature jobs) is
+/// one queue shared by every shard ([`BulkLane`]): whichever shard is free takes the next job, so a shard slowed by
+/// the coordinator or a commit never leaves the others idle at the end of a block.
 pub(crate) struct ShardHandle {
     pub index: usize,
     urgent: Option<Sender<Command>>,
-    bulk: Option<Sender<Command>>,
     join: Option<ExecutorJoinHandle<()>>,
 }
 
+/// The sending end of the shards' shared bulk lane.
+pub(crate) struct BulkLane {
+    lane: Sender<Command>,
+}
+
+impl BulkLane {
+    /// A lane holding at most `SHARD_BULK_QUEUE_MAX` jobs per shard, and the receiving end each shard takes a
+    /// clone of.
+    pub fn new(shards: usize) -> (BulkLane, Receiver<Command>) {
+        let (lane, jobs) = bounded(SHARD_BULK_QUEUE_MAX * shards);
+        (BulkLane { lane }, jobs)
+    }
+
+    /// Queues a signature job for whichever shard is free first; waits while the lane is full (back-pressure on
+    /// the caller).
+    pub fn send(&self, command: Command) -> Result<(), Error> {
+        self.lane.send(command).map_err(|_| Error::ExecutorStopped {
+            name: "cas-shard-*".to_string(),
+        })
+    }
+}
+
 impl ShardHandle {
-    pub fn start(index: usize, pin_cores: bool) -> Result<ShardHandle, Error> {
+    pub fn start(
+        index: usize,
+        pin_cores: bool,
+        bulk_rx: Receiver<Command>,
+    ) -> Result<ShardHandle, Error> {
         let (urgent_tx, urgent_rx) = bounded(SHARD_URGENT_QUEUE_MAX);
-        let (bulk_tx, bulk_rx) = bounded(SHARD_BULK_QUEUE_MAX);
         let join = spawn_executor(
             &format!("cas-shard-{index}"),
             placement(index, pin_cores),
@@ -101,7 +127,6 @@ impl ShardHandle {
         Ok(ShardHandle {
             index,
             urgent: Some(urgent_tx),
-            bulk: Some(bulk_tx),
             join: Some(join),
         })
     }
@@ -118,12 +143,6 @@ impl ShardHandle {
         lane.send(command).map_err(|_| self.stopped())
     }
 
-    /// Queues a signature job; waits while the lane is full (back-pressure on the caller).
-    pub fn bulk(&self, command: Command) -> Result<(), Error> {
-        let lane = self.bulk.as_ref().expect("lanes close only on drop");
-        lane.send(command).map_err(|_| self.stopped())
-    }
-
     /// Waits for a reply from this shard.
     pub fn wait<T>(&self, reply: &crossbeam_channel::Receiver<T>) -> Result<T, Error> {
         reply.recv().map_err(|_| self.stopped())
@@ -132,9 +151,9 @@ impl ShardHandle {
 
 impl Drop for ShardHandle {
     fn drop(&mut self) {
-        // Closing both lanes ends the shard's loop; then its thread is joined.
+        // Closing its urgent lane ends the shard's loop (jobs left on the shared bulk lane are dropped with it);
+        // then its thread is joined.
         self.urgent.take();
-        self.bulk.take();
         if let Some(join) = self.join.take() {
             if let Err(error) = join.join() {
                 tracing::error!(shard = self.index, %error, "shard executor ended badly");

@@ -15,7 +15,7 @@ use cas_engine::{
 use crossbeam_channel::{bounded, Receiver};
 
 use crate::error::Error;
-use crate::executor::{check_memlock, ShardHandle};
+use crate::executor::{check_memlock, BulkLane, ShardHandle};
 use crate::hash::FastMap;
 use crate::limits::{SHARDS_MAX, VERIFY_CHUNK_TXS};
 use crate::partition::shard_of;
@@ -70,6 +70,8 @@ pub struct ShardedLedger {
     /// The height of the last applied block.
     pub height: u64,
     shards: Vec<ShardHandle>,
+    /// Signature jobs, taken by whichever shard is free.
+    bulk: BulkLane,
     /// Each shard's commitment after its last commit.
     shard_commitments: Vec<SetCommitment>,
 }
@@ -111,8 +113,9 @@ impl ShardedLedger {
             });
         }
         check_memlock(config.shards, !alone)?;
+        let (bulk, jobs) = BulkLane::new(config.shards);
         let shards = (0..config.shards)
-            .map(|index| ShardHandle::start(index, config.pin_cores))
+            .map(|index| ShardHandle::start(index, config.pin_cores, jobs.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         tracing::info!(shards = config.shards, height, "shards started");
         Ok(ShardedLedger {
@@ -121,6 +124,7 @@ impl ShardedLedger {
             height,
             shard_commitments: vec![SetCommitment::default(); shards.len()],
             shards,
+            bulk,
         })
     }
 
@@ -206,8 +210,7 @@ impl ShardedLedger {
         let (reply, replies) = bounded(jobs.max(1));
         for job in 0..jobs {
             let start = job * VERIFY_CHUNK_TXS;
-            let shard = &self.shards[(height as usize + job) % self.shards.len()];
-            shard.bulk(Command::Verify {
+            self.bulk.send(Command::Verify {
                 block: bytes.clone(),
                 start,
                 end: (start + VERIFY_CHUNK_TXS).min(tx_count),

@@ -5,11 +5,11 @@
 //! # The pipeline ([`ledger::ShardedLedger`])
 //! For each block, in height order:
 //! 1. **Decode** the untrusted bytes once ([`cas_engine::codec::decode_block`]) on the coordinator.
-//! 2. **Signatures**: the block's transactions are cut into ranges of [`limits::VERIFY_CHUNK_TXS`] and spread
-//!    round-robin over the shards, which compute tx ids and run the engine's batched, cofactored
-//!    verification. Verdicts never depend on where a range landed (the engine's batch verdicts are
-//!    batch-independent), so the shard count cannot change them. These jobs go on each shard's *bulk* lane,
-//!    so the signature checks of block k+1 run while block k commits.
+//! 2. **Signatures**: the block's transactions are cut into ranges of [`limits::VERIFY_CHUNK_TXS`] on one bulk
+//!    lane shared by the shards: whichever shard is free takes the next range, computes its tx ids and runs the
+//!    engine's batched, cofactored verification. Verdicts never depend on where a range landed (the engine's
+//!    batch verdicts are batch-independent), so neither the shard count nor the timing can change them. The
+//!    signature checks of block k+1 run while block k commits.
 //! 3. **Prefetch**: every input outpoint is looked up at its owning shard ([`partition::shard_of`]) in parallel.
 //! 4. **Rules**: the engine's [`cas_engine::rules::apply_batch`] runs in block order over the prefetched view on
 //!    the coordinator (about 1 µs per transaction): earlier transaction wins a double spend, chains inside the

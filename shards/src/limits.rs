@@ -20,7 +20,7 @@ pub const RING_DEPTH: usize = 64;
 pub const VERIFY_CHUNK_TXS: usize = VERIFY_BATCH_SIZE;
 /// Commands queued on a shard's urgent lane (lookups, commits, queries).
 pub const SHARD_URGENT_QUEUE_MAX: usize = 64;
-/// Signature jobs queued on a shard's bulk lane; a full lane makes the coordinator wait (back-pressure).
+/// Signature jobs queued per shard on the shared bulk lane; a full lane makes the coordinator wait (back-pressure).
 pub const SHARD_BULK_QUEUE_MAX: usize = 256;
 /// Appends queued at the store executor.
 pub const STORE_QUEUE_MAX: usize = 16;

@@ -221,8 +221,8 @@ impl ShardState {
     }
 }
 
-/// The shard's loop: urgent commands (lookups, commits, queries) before bulk ones (signature jobs), until both
-/// lanes are closed by the coordinator.
+/// The shard's loop: its own urgent commands (lookups, commits, queries) before bulk ones (signature jobs, from the
+/// lane every shard takes from), until the coordinator closes its urgent lane.
 pub(crate) fn run(index: usize, urgent: Receiver<Command>, bulk: Receiver<Command>) {
     let mut state = ShardState::default();
     tracing::debug!(shard = index, "shard started");
