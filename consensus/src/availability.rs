@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use cas_engine::codec::decode_tx;
 use cas_engine::codec::encode_tx;
 use cas_engine::rules::verify_signatures;
-use cas_engine::{Keypair, PackageId, Transaction, TxId};
+use cas_engine::tx::tx_ids;
+use cas_engine::{Keypair, PackageId, Transaction};
 
 use crate::committee::{Committee, MemberIndex};
 use crate::messages::{
@@ -422,6 +423,6 @@ pub fn signature_verdicts(txs: &[Transaction]) -> Vec<Result<(), cas_engine::TxE
         .iter()
         .map(|b| decode_tx(b).expect("our own encoding decodes"))
         .collect();
-    let ids: Vec<TxId> = archived.iter().map(|tx| tx.tx_id()).collect();
+    let ids = tx_ids(&archived);
     verify_signatures(&archived, &ids)
 }

@@ -41,16 +41,27 @@ impl core::fmt::Debug for SetCommitment {
 
 static ELEMENT: DomainKey = DomainKey::new(domain::UTXO_ELEMENT);
 
+/// Elements whose hashes [`SetCommitment::apply`] computes in one pass (a bounded stack buffer, four groups of
+/// [`crate::hash_many::LANES`]).
+const APPLY_GROUP: usize = 64;
+
+/// Writes an element's canonical bytes (outpoint, then output) at the start of `out`; returns how many.
+fn write_element(
+    out: &mut [u8; ELEMENT_BYTES_MAX],
+    outpoint: &OutPoint,
+    output: &TxOutput,
+) -> usize {
+    out[..32].copy_from_slice(&outpoint.tx.0);
+    out[32..36].copy_from_slice(&outpoint.index.to_le_bytes());
+    36 + write_output(&mut out[36..], output)
+}
+
 /// Adds or subtracts an element's lanes: the blake3 hash of its canonical bytes keys the keystream, which is added
 /// to the lanes as it is generated.
 fn add_element(lanes: &mut [u16; LANES], outpoint: &OutPoint, output: &TxOutput, subtract: bool) {
-    let mut h = ELEMENT.hasher();
     let mut canonical = [0u8; ELEMENT_BYTES_MAX];
-    canonical[..32].copy_from_slice(&outpoint.tx.0);
-    canonical[32..36].copy_from_slice(&outpoint.index.to_le_bytes());
-    let len = 36 + write_output(&mut canonical[36..], output);
-    h.update(&canonical[..len]);
-    keystream::add_to_lanes(h.finalize().as_bytes(), lanes, subtract);
+    let len = write_element(&mut canonical, outpoint, output);
+    keystream::add_to_lanes(&ELEMENT.hash(&canonical[..len]).0, lanes, subtract);
 }
 
 impl SetCommitment {
@@ -62,6 +73,31 @@ impl SetCommitment {
     /// Removes an element that is in the set.
     pub fn remove(&mut self, outpoint: &OutPoint, output: &TxOutput) {
         add_element(&mut self.lanes, outpoint, output, true);
+    }
+
+    /// Removes `removed` (elements in the set) and adds `inserted`: the same state as one [`SetCommitment::remove`]
+    /// or [`SetCommitment::insert`] per element, with the elements' hashes computed sixteen at a time
+    /// ([`crate::hash_many`]), which is about three times cheaper per element.
+    pub fn apply(&mut self, removed: &[(OutPoint, TxOutput)], inserted: &[(OutPoint, TxOutput)]) {
+        let mut canonical = [[0u8; ELEMENT_BYTES_MAX]; APPLY_GROUP];
+        let mut hashes = [Hash32::ZERO; APPLY_GROUP];
+        for (elements, subtract) in [(removed, true), (inserted, false)] {
+            for group in elements.chunks(APPLY_GROUP) {
+                let mut lens = [0usize; APPLY_GROUP];
+                for ((bytes, len), (outpoint, output)) in
+                    canonical.iter_mut().zip(&mut lens).zip(group)
+                {
+                    *len = write_element(bytes, outpoint, output);
+                }
+                let messages: [&[u8]; APPLY_GROUP] =
+                    std::array::from_fn(|i| &canonical[i][..lens[i]]);
+                let hashes = &mut hashes[..group.len()];
+                ELEMENT.hash_many(&messages[..group.len()], hashes);
+                for hash in hashes.iter() {
+                    keystream::add_to_lanes(&hash.0, &mut self.lanes, subtract);
+                }
+            }
+        }
     }
 
     /// Adds the state of a disjoint set (another shard's).
@@ -147,6 +183,27 @@ mod tests {
             SetCommitment::from_bytes(&forward.to_bytes()).unwrap(),
             forward
         );
+    }
+
+    #[test]
+    fn a_batch_applies_as_one_by_one_changes() {
+        let mut locked = element(7);
+        locked.1.unlock_height = Some(99);
+        for (removed, inserted) in [(0, 0), (1, 0), (0, 17), (16, 16), (70, 200)] {
+            let start: Vec<_> = (1000..1000 + removed).map(element).collect();
+            let mut added: Vec<_> = (0..inserted).map(element).collect();
+            added.push(locked);
+            let mut one_by_one = SetCommitment::default();
+            start.iter().for_each(|(o, out)| one_by_one.insert(o, out));
+            let mut batched = one_by_one.clone();
+            start.iter().for_each(|(o, out)| one_by_one.remove(o, out));
+            added.iter().for_each(|(o, out)| one_by_one.insert(o, out));
+            batched.apply(&start, &added);
+            assert_eq!(
+                batched, one_by_one,
+                "{removed} removed, {inserted} inserted"
+            );
+        }
     }
 
     #[test]

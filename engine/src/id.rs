@@ -35,16 +35,23 @@ impl DomainKey {
         }
     }
 
+    fn context_key(&self) -> &blake3::hazmat::ContextKey {
+        self.key
+            .get_or_init(|| blake3::hazmat::hash_derive_key_context(self.context))
+    }
+
     pub fn hasher(&self) -> blake3::Hasher {
         use blake3::hazmat::HasherExt;
-        let key = self
-            .key
-            .get_or_init(|| blake3::hazmat::hash_derive_key_context(self.context));
-        blake3::Hasher::new_from_context_key(key)
+        blake3::Hasher::new_from_context_key(self.context_key())
     }
 
     pub fn hash(&self, bytes: &[u8]) -> Hash32 {
         Hash32(*self.hasher().update(bytes).finalize().as_bytes())
+    }
+
+    /// Hashes many short messages at once ([`crate::hash_many`]): `out[i]` is `self.hash(messages[i])`.
+    pub fn hash_many(&self, messages: &[&[u8]], out: &mut [Hash32]) {
+        crate::hash_many::derive_key_many(self.context_key(), messages, out);
     }
 }
 

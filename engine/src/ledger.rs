@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use crate::block::{ArchivedBlock, Block};
 use crate::commitment::SetCommitment;
 use crate::genesis::{genesis_committee, genesis_outputs};
-use crate::id::{Hash32, TxId};
+use crate::id::Hash32;
 use crate::rules::{apply_batch, verify_signatures, BatchOutcome, RuleContext, TxError};
-use crate::tx::{ArchivedTransaction, ChainParams, OutPoint, TxOutput};
+use crate::tx::{tx_ids, ArchivedTransaction, ChainParams, OutPoint, TxOutput};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -67,7 +67,7 @@ impl MemoryLedger {
     /// Verifies signatures in batches, applies `txs` in order as block `height`, commits the accepted ones and
     /// returns every transaction's verdict.
     pub fn apply(&mut self, txs: &[&ArchivedTransaction], height: u64) -> Vec<Result<(), TxError>> {
-        let ids: Vec<TxId> = txs.iter().map(|tx| tx.tx_id()).collect();
+        let ids = tx_ids(txs);
         let signature_verdicts = verify_signatures(txs, &ids);
         let outcome = apply_batch(
             txs,

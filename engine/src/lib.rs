@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod fasthash;
 pub mod fixtures;
 pub mod genesis;
+pub mod hash_many;
 pub mod id;
 pub mod keystream;
 pub mod ledger;

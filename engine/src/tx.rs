@@ -132,6 +132,13 @@ pub struct Transaction {
 /// The tx id hasher with its derive-key context already absorbed (cloned per id: saves one compression).
 static TX_ID: DomainKey = DomainKey::new(domain::TX_ID);
 
+/// Where a body's canonical bytes go: straight into a hasher (one id), or appended to a buffer (many ids hashed
+/// side by side, see [`tx_ids`]). Both see the same bytes in the same order.
+trait Canonical {
+    fn put(&mut self, bytes: &[u8]);
+    fn put_output(&mut self, output: &TxOutput);
+}
+
 /// Gathers canonical bytes in a stack buffer and hands them to blake3 in large pieces: many small `update` calls
 /// cost more than the hashing of a transfer's ~250 bytes. The bytes hashed are the same as writing each field.
 struct CanonicalWriter {
@@ -163,6 +170,13 @@ impl CanonicalWriter {
         &mut self.buffer[self.len..self.len + bytes]
     }
 
+    fn finalize(mut self) -> Hash32 {
+        self.hasher.update(&self.buffer[..self.len]);
+        Hash32::from(self.hasher.finalize())
+    }
+}
+
+impl Canonical for CanonicalWriter {
     #[inline]
     fn put(&mut self, bytes: &[u8]) {
         if bytes.len() > Self::BUFFER_BYTES {
@@ -180,10 +194,19 @@ impl CanonicalWriter {
         let written = write_output(self.reserve(OUTPUT_BYTES_MAX), output);
         self.len += written;
     }
+}
 
-    fn finalize(mut self) -> Hash32 {
-        self.hasher.update(&self.buffer[..self.len]);
-        Hash32::from(self.hasher.finalize())
+impl Canonical for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn put_output(&mut self, output: &TxOutput) {
+        let mut bytes = [0u8; OUTPUT_BYTES_MAX];
+        let written = write_output(&mut bytes, output);
+        self.extend_from_slice(&bytes[..written]);
     }
 }
 
@@ -191,6 +214,12 @@ impl ArchivedTxBody {
     /// The tx id: the canonical hash of this body, read in place.
     pub fn tx_id(&self) -> TxId {
         let mut h = CanonicalWriter::new(TX_ID.hasher());
+        self.write_canonical(&mut h);
+        h.finalize()
+    }
+
+    /// Writes the body's canonical bytes (what its id hashes) to `h`.
+    fn write_canonical(&self, h: &mut impl Canonical) {
         h.put(&self.chain_id.to_native().to_le_bytes());
         h.put(&self.vn.to_native().to_le_bytes());
         match &self.kind {
@@ -242,8 +271,30 @@ impl ArchivedTxBody {
                 h.put(&id.to_native().to_le_bytes());
             }
         };
-        h.finalize()
     }
+}
+
+/// The tx ids of `txs`, in order: the same as calling [`ArchivedTransaction::tx_id`] on each, with the bodies of at
+/// most one blake3 chunk (a transfer's ~230 bytes) hashed sixteen at a time ([`crate::hash_many`]).
+pub fn tx_ids(txs: &[&ArchivedTransaction]) -> Vec<TxId> {
+    let mut bytes = Vec::with_capacity(txs.len() * 256);
+    let mut ends = Vec::with_capacity(txs.len());
+    for tx in txs {
+        tx.body.write_canonical(&mut bytes);
+        ends.push(bytes.len());
+    }
+    let mut start = 0;
+    let messages: Vec<&[u8]> = ends
+        .iter()
+        .map(|&end| {
+            let message = &bytes[start..end];
+            start = end;
+            message
+        })
+        .collect();
+    let mut ids = vec![TxId::default(); txs.len()];
+    TX_ID.hash_many(&messages, &mut ids);
+    ids
 }
 
 /// The most bytes [`write_output`] writes: amount, asset, owner, lock flag, unlock height.
@@ -370,14 +421,9 @@ mod tests {
         Hash32::from(h.finalize())
     }
 
-    #[test]
-    fn buffered_id_equals_field_by_field_hashing() {
-        let genesis = funded_genesis(7, 4, 40, 2, 1_000);
-        for tx in &genesis.txs {
-            assert_eq!(tx.tx_id(), reference_id(&tx.body));
-        }
+    fn many_inputs(count: u32, memo: usize, client_id: Option<u64>) -> TxBody {
         let owner = key(1, 1).public();
-        let many_inputs = |count: u32, memo: usize, client_id: Option<u64>| TxBody {
+        TxBody {
             chain_id: 7,
             vn: 3,
             kind: TxKind::Transfer,
@@ -398,7 +444,26 @@ mod tests {
             fee: 5,
             memo: vec![0xab; memo],
             client_id,
-        };
+        }
+    }
+
+    fn issuance(evidence: Vec<Vec<u8>>) -> TxBody {
+        TxBody {
+            kind: TxKind::Issuance {
+                height: 12,
+                evidence,
+            },
+            inputs: Vec::new(),
+            ..many_inputs(3, 0, None)
+        }
+    }
+
+    #[test]
+    fn buffered_id_equals_field_by_field_hashing() {
+        let genesis = funded_genesis(7, 4, 40, 2, 1_000);
+        for tx in &genesis.txs {
+            assert_eq!(tx.tx_id(), reference_id(&tx.body));
+        }
         for (count, memo, client_id) in [
             (1, 0, None),
             (2, 64, Some(9)),
@@ -409,17 +474,46 @@ mod tests {
             assert_eq!(body.tx_id(), reference_id(&body), "{count} inputs");
         }
         // An issuance with evidence past the writer's buffer, and one whose evidence is split differently.
-        let issuance = |evidence: Vec<Vec<u8>>| TxBody {
-            kind: TxKind::Issuance {
-                height: 12,
-                evidence,
-            },
-            inputs: Vec::new(),
-            ..many_inputs(3, 0, None)
-        };
         let whole = issuance(vec![vec![0xcd; 3_000], vec![1, 2]]);
         assert_eq!(whole.tx_id(), reference_id(&whole));
         let split = issuance(vec![vec![0xcd; 1_500], vec![0xcd; 1_500], vec![1, 2]]);
         assert_ne!(whole.tx_id(), split.tx_id(), "item lengths are hashed");
+    }
+
+    #[test]
+    fn ids_hashed_side_by_side_equal_field_by_field_hashing() {
+        // Bodies of every size class: transfers around and past one blake3 chunk (1,024 bytes), genesis parts and
+        // issuances, more than one group of sixteen and a tail.
+        let mut bodies: Vec<TxBody> = funded_genesis(7, 4, 40, 2, 1_000)
+            .txs
+            .into_iter()
+            .map(|tx| tx.body)
+            .collect();
+        for memo in (0..1_000).step_by(37) {
+            bodies.push(many_inputs(1 + (memo as u32 % 3), memo, Some(memo as u64)));
+        }
+        bodies.push(many_inputs(40, 17, None));
+        bodies.push(issuance(vec![vec![0xcd; 3_000], vec![1, 2]]));
+        let archived: Vec<rkyv::util::AlignedVec> = bodies
+            .iter()
+            .map(|body| {
+                let tx = Transaction {
+                    body: body.clone(),
+                    witnesses: Vec::new(),
+                };
+                rkyv::to_bytes::<rkyv::rancor::Error>(&tx).expect("archives")
+            })
+            .collect();
+        let txs: Vec<&ArchivedTransaction> = archived
+            .iter()
+            .map(|bytes| {
+                rkyv::access::<ArchivedTransaction, rkyv::rancor::Error>(bytes).expect("valid")
+            })
+            .collect();
+        let ids = tx_ids(&txs);
+        assert_eq!(ids.len(), bodies.len());
+        for (body, id) in bodies.iter().zip(ids) {
+            assert_eq!(id, reference_id(body));
+        }
     }
 }

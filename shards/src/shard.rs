@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cas_engine::codec::access_block_trusted;
 use cas_engine::rules::{verify_signatures, TxError};
+use cas_engine::tx::tx_ids;
 use cas_engine::{
     ArchivedTransaction, AssetId, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
 };
@@ -99,12 +100,7 @@ impl ShardState {
         for (outpoint, coin) in created {
             self.insert(*outpoint, *coin);
         }
-        for (outpoint, coin) in spent {
-            self.commitment.remove(outpoint, coin);
-        }
-        for (outpoint, coin) in created {
-            self.commitment.insert(outpoint, coin);
-        }
+        self.commitment.apply(spent, created);
     }
 
     /// Indexes a new coin (the caller updates the commitment).
@@ -165,7 +161,7 @@ impl ShardState {
                 // SAFETY: the coordinator sends only bytes it validated with `decode_block`.
                 let block = unsafe { access_block_trusted(&block) };
                 let txs: Vec<&ArchivedTransaction> = block.txs[start..end].iter().collect();
-                let ids: Vec<TxId> = txs.iter().map(|tx| tx.tx_id()).collect();
+                let ids = tx_ids(&txs);
                 let verdicts = if check_signatures {
                     verify_signatures(&txs, &ids)
                 } else {
