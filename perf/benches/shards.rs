@@ -2,7 +2,7 @@
 //! (a) UTXO check + commit without signatures (quorum-attested blocks), per CPU-second of the whole process;
 //! (b) the full pipeline (untrusted decode, batched signatures on the shards, UTXO rules, commit, fdatasync per
 //!     block) on every core, beside the batched-verification limit of the same cores, measured before and after
-//!     each of three rounds (the median round is the figure);
+//!     each of seven rounds (the median round is the figure);
 //! (c) the full pipeline on 1 shard against 2.
 //! The load: `ACCOUNTS` accounts each making one transfer per block that spends its change from the block before,
 //! so every block depends on the previous one.
@@ -18,7 +18,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ACCOUNTS: u32 = 10_000;
 const BLOCKS: u64 = 10;
 /// Rounds of (b); the median round is reported.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 7;
 
 fn main() {
     let cores = thread::available_parallelism().map_or(1, usize::from);
