@@ -187,23 +187,19 @@ mod wide {
                     _mm512_unpackhi_epi64(a, b)
                 }
             });
+            // Even 128-bit lanes of a then b (0x88), or odd ones (0xdd).
+            let lanes_128 = |a, b, odd: bool| {
+                if odd {
+                    _mm512_shuffle_i32x4::<0xdd>(a, b)
+                } else {
+                    _mm512_shuffle_i32x4::<0x88>(a, b)
+                }
+            };
             let octets: [__m512i; 16] = std::array::from_fn(|i| {
                 let (half, k) = (i / 8, i % 8);
-                let (a, b) = (quads[8 * half + k % 4], quads[8 * half + 4 + k % 4]);
-                if k < 4 {
-                    _mm512_shuffle_i32x4::<0x88>(a, b)
-                } else {
-                    _mm512_shuffle_i32x4::<0xdd>(a, b)
-                }
+                lanes_128(quads[8 * half + k % 4], quads[8 * half + 4 + k % 4], k >= 4)
             });
-            std::array::from_fn(|i| {
-                let (a, b) = (octets[i % 8], octets[8 + i % 8]);
-                if i < 8 {
-                    _mm512_shuffle_i32x4::<0x88>(a, b)
-                } else {
-                    _mm512_shuffle_i32x4::<0xdd>(a, b)
-                }
-            })
+            std::array::from_fn(|i| lanes_128(octets[i % 8], octets[8 + i % 8], i >= 8))
         }
     }
 
