@@ -250,11 +250,11 @@ pub fn verify_batch(entries: &[SigEntry<'_>]) -> Vec<usize> {
 
 /// Where in its 4 KiB page the frame that starts a verification lies. The batched verification's speed depends on
 /// it by up to a quarter: stack temporaries of the multiscalar multiplication whose addresses share their low 12
-/// bits with the heap data it loads stall those loads (4K aliasing). Measured single-threaded over the 64 offsets
-/// (11.4 µs per signature from 256 to 3,072, 12.6 to 13.1 µs from 3,328 to 128) and in the shards pipeline (the
-/// same plateau); 1,536 is the middle of the good range. Which offset a thread happens to run at otherwise depends
-/// on its call depth, so the same build could be fast on one thread and slow on another. Speed only: no verdict
-/// depends on it.
+/// bits with the heap data it loads stall those loads (4K aliasing). Measured on the 2-vCPU AMD EPYC development
+/// VM, single-threaded over the offsets (11.4 µs per signature from 256 to 3,072, 12.6 to 13.1 µs from 3,328 to
+/// 128) and in the shards pipeline (the same plateau); 1,536 is the middle of the good range there, and another
+/// CPU may have its slow range elsewhere. Which offset a thread happens to run at otherwise depends on its call
+/// depth, so the same build could be fast on one thread and slow on another. Speed only: no verdict depends on it.
 const VERIFY_STACK_OFFSET: usize = 1536;
 
 /// Runs `f` from a frame that starts at most 128 bytes above `offset` within its 4 KiB page: each level of the
