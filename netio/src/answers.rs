@@ -12,7 +12,7 @@ use cas_engine::PublicKey;
 use tokio::sync::mpsc;
 
 use crate::error::SendError;
-use crate::frame::{write_frame, Class};
+use crate::frame::{take_batch, write_frames, Class};
 use crate::limits::{ANSWER_QUEUE_BYTES_MAX, ANSWER_QUEUE_MAX, CLIENT_ANSWER_PAYLOAD_BYTES_MAX};
 use crate::node::close_code;
 
@@ -149,9 +149,14 @@ impl AnswerWriter {
     /// stopped. The stream is opened with the first answer, so a client that is never answered costs none.
     pub(crate) async fn run(mut self, sent: &AtomicU64) -> String {
         let mut stream: Option<quinn::SendStream> = None;
-        while let Some(payload) = self.answers.recv().await {
-            self.queued_bytes
-                .fetch_sub(payload.len(), Ordering::Relaxed);
+        let mut batch = Vec::new();
+        loop {
+            take_batch(&mut self.answers, &mut batch, Bytes::len).await;
+            if batch.is_empty() {
+                break;
+            }
+            let bytes: usize = batch.iter().map(Bytes::len).sum();
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             let send = match &mut stream {
                 Some(send) => send,
                 None => match self.connection.open_uni().await {
@@ -159,10 +164,14 @@ impl AnswerWriter {
                     Err(error) => return format!("opening the answer stream: {error}"),
                 },
             };
-            if let Err(error) = write_frame(send, Class::ClientAnswer, payload).await {
+            let count = batch.len() as u64;
+            let frames = batch
+                .drain(..)
+                .map(|payload| (Class::ClientAnswer, payload));
+            if let Err(error) = write_frames(send, frames).await {
                 return format!("writing an answer: {error}");
             }
-            sent.fetch_add(1, Ordering::Relaxed);
+            sent.fetch_add(count, Ordering::Relaxed);
         }
         "the client was forgotten".to_string()
     }

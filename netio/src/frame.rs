@@ -8,6 +8,7 @@ use crate::error::FrameError;
 use crate::limits::{
     BULK_PAYLOAD_BYTES_MAX, CLIENT_ANSWER_PAYLOAD_BYTES_MAX, CLIENT_TX_PAYLOAD_BYTES_MAX,
     CONSENSUS_PAYLOAD_BYTES_MAX, FRAME_HEADER_BYTES, MINING_PAYLOAD_BYTES_MAX,
+    WRITE_BATCH_BYTES_MAX, WRITE_BATCH_FRAMES_MAX,
 };
 
 /// What a message is, which decides its lane, its size limit and its queue policy.
@@ -240,6 +241,44 @@ pub async fn read_frame_checked(
             want: FRAME_HEADER_BYTES + len,
         }),
         Err(quinn::ReadExactError::ReadError(error)) => Err(FrameError::Read(error.to_string())),
+    }
+}
+
+/// Writes several frames to a QUIC stream in one write, without copying the payloads: one wake of the
+/// connection for the lot.
+pub async fn write_frames(
+    send: &mut quinn::SendStream,
+    frames: impl IntoIterator<Item = (Class, Bytes)>,
+) -> Result<(), quinn::WriteError> {
+    let mut chunks = Vec::new();
+    for (class, payload) in frames {
+        chunks.push(Bytes::copy_from_slice(&encode_header(class, payload.len())));
+        chunks.push(payload);
+    }
+    send.write_all_chunks(&mut chunks).await
+}
+
+/// Takes the first item from `queue` (waiting for it), then as many more as are already queued, up to
+/// [`WRITE_BATCH_FRAMES_MAX`] items and [`WRITE_BATCH_BYTES_MAX`] bytes past the first: what one coalesced write
+/// carries. Empty when the queue has closed.
+pub async fn take_batch<T>(
+    queue: &mut tokio::sync::mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+    bytes_of: impl Fn(&T) -> usize,
+) {
+    let Some(first) = queue.recv().await else {
+        return;
+    };
+    let mut bytes = bytes_of(&first);
+    batch.push(first);
+    while batch.len() < WRITE_BATCH_FRAMES_MAX && bytes < WRITE_BATCH_BYTES_MAX {
+        match queue.try_recv() {
+            Ok(item) => {
+                bytes += bytes_of(&item);
+                batch.push(item);
+            }
+            Err(_) => break,
+        }
     }
 }
 

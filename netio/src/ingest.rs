@@ -14,10 +14,11 @@ use cas_engine::PublicKey;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::error::{FrameError, NetError, SendError};
-use crate::frame::{read_frame_checked, write_frame, Class};
+use crate::frame::{read_frame_checked, take_batch, write_frames, Class};
 use crate::identity;
 use crate::limits::{
-    CLIENT_ANSWER_INBOX_MAX, CLIENT_QUEUE_MAX, CONNECT_TIMEOUT_MS, FLUSH_WAIT_MS, SHUTDOWN_WAIT_MS,
+    CLIENT_ANSWER_INBOX_MAX, CLIENT_BATCH_TXS_MAX, CLIENT_QUEUE_MAX, CONNECT_TIMEOUT_MS,
+    FLUSH_WAIT_MS, SHUTDOWN_WAIT_MS,
 };
 use crate::node::close_code;
 use crate::thread::IoThread;
@@ -28,7 +29,8 @@ use crate::thread::IoThread;
 /// client that leaves [`CLIENT_ANSWER_INBOX_MAX`] answers unread stalls its answer stream and, once the node's
 /// queue for it is full too, is disconnected by the node (see `limits::ANSWER_QUEUE_MAX`).
 pub struct IngestClient {
-    queue: Option<mpsc::Sender<(Class, Bytes)>>,
+    /// Submissions waiting for the writer: each one or several frames, sent together.
+    queue: Option<mpsc::Sender<Vec<(Class, Bytes)>>>,
     /// Answers received, bounded by `inbox_room`'s permits: the reader takes one per answer, a receive gives it
     /// back. A std channel so a plain thread can wait with a timeout even after the netio thread has ended.
     inbox: Mutex<std_mpsc::Receiver<Bytes>>,
@@ -44,7 +46,7 @@ impl IngestClient {
     /// Connects to the ingest endpoint at `addr`, which must present `node_key`.
     pub fn connect(addr: SocketAddr, node_key: PublicKey) -> Result<IngestClient, NetError> {
         let config = identity::ingest_client_config(node_key)?;
-        let (queue_tx, mut queue_rx) = mpsc::channel::<(Class, Bytes)>(CLIENT_QUEUE_MAX);
+        let (queue_tx, mut queue_rx) = mpsc::channel::<Vec<(Class, Bytes)>>(CLIENT_QUEUE_MAX);
         let (inbox_tx, inbox_rx) = std_mpsc::channel::<Bytes>();
         let inbox_room = Arc::new(Semaphore::new(CLIENT_ANSWER_INBOX_MAX));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
@@ -95,8 +97,18 @@ impl IngestClient {
                     std::future::pending::<()>().await
                 };
                 let writer = async {
-                    while let Some((class, payload)) = queue_rx.recv().await {
-                        if let Err(error) = write_frame(&mut send, class, payload).await {
+                    // What the client queued while the last write went out leaves in one write.
+                    let mut batch = Vec::new();
+                    loop {
+                        take_batch(&mut queue_rx, &mut batch, |frames: &Vec<(Class, Bytes)>| {
+                            frames.iter().map(|(_, payload)| payload.len()).sum()
+                        })
+                        .await;
+                        if batch.is_empty() {
+                            break;
+                        }
+                        if let Err(error) = write_frames(&mut send, batch.drain(..).flatten()).await
+                        {
                             tracing::warn!(%addr, %error, "ingest connection lost");
                             return;
                         }
@@ -202,8 +214,28 @@ impl IngestClient {
         Self::check(class, &payload)?;
         let queue = self.queue.as_ref().ok_or(SendError::Closed)?;
         queue
-            .blocking_send((class, payload))
+            .blocking_send(vec![(class, payload)])
             .map_err(|_| SendError::Closed)
+    }
+
+    /// Queues several transactions to leave together (one wake of the netio thread, one stream write), waiting
+    /// while the queue is full (from a plain thread). At most [`CLIENT_BATCH_TXS_MAX`] go in one queue entry;
+    /// more are split. All are checked before any is queued.
+    pub fn submit_batch(&self, payloads: Vec<Bytes>) -> Result<(), SendError> {
+        for payload in &payloads {
+            Self::check(Class::ClientTx, payload)?;
+        }
+        let queue = self.queue.as_ref().ok_or(SendError::Closed)?;
+        let mut frames = payloads
+            .into_iter()
+            .map(|payload| (Class::ClientTx, payload));
+        loop {
+            let entry: Vec<(Class, Bytes)> = frames.by_ref().take(CLIENT_BATCH_TXS_MAX).collect();
+            if entry.is_empty() {
+                return Ok(());
+            }
+            queue.blocking_send(entry).map_err(|_| SendError::Closed)?;
+        }
     }
 
     /// Queues a transaction if there is room.
@@ -211,7 +243,7 @@ impl IngestClient {
         Self::check(Class::ClientTx, &payload)?;
         let queue = self.queue.as_ref().ok_or(SendError::Closed)?;
         queue
-            .try_send((Class::ClientTx, payload))
+            .try_send(vec![(Class::ClientTx, payload)])
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => SendError::QueueFull {
                     peer: PublicKey::default(),

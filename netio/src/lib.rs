@@ -75,4 +75,4 @@ mod thread;
 
 pub use error::{FrameError, NetError, SendError};
 pub use frame::{Class, Lane, Validator};
-pub use node::{Inbound, InboundQueues, Node, NodeConfig, Origin, Peer};
+pub use node::{Inbound, InboundQueues, InboundWaker, Node, NodeConfig, Origin, Peer};

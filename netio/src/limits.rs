@@ -32,8 +32,11 @@ pub const INBOUND_BULK_MAX: usize = 256;
 /// Received client transactions waiting for validation. Full: the reader waits, so clients are slowed by QUIC
 /// flow control (back-pressure to clients, never a silent drop).
 pub const INBOUND_INGEST_MAX: usize = 8192;
-/// Transactions a client may queue before `submit` blocks.
+/// Submissions (a transaction, or a batch of at most [`CLIENT_BATCH_TXS_MAX`]) a client may queue before `submit`
+/// blocks.
 pub const CLIENT_QUEUE_MAX: usize = 1024;
+/// Transactions in one queued batch of `IngestClient::submit_batch`; larger batches are split.
+pub const CLIENT_BATCH_TXS_MAX: usize = 1024;
 /// Answers queued on the node for one client connection, waiting for that client's answer stream. Full (this
 /// or [`ANSWER_QUEUE_BYTES_MAX`]): the client is not reading its answers, so `Node::answer` refuses the answer
 /// with `QueueFull` at once, counts it, and closes that client's connection with code `SLOW_CLIENT`; later
@@ -76,6 +79,13 @@ pub const SHUTDOWN_WAIT_MS: u64 = 1_000;
 /// How long a finishing client waits for the node to read what it queued.
 pub const FLUSH_WAIT_MS: u64 = 10_000;
 
+/// Frames a stream writer takes from its queue for one write when more than one is waiting: one write (one wake
+/// of the connection) carries them all, so many small messages cost about what one does. The first frame is
+/// always taken, whatever its size; more are added while the write stays under [`WRITE_BATCH_BYTES_MAX`].
+pub const WRITE_BATCH_FRAMES_MAX: usize = 512;
+/// Bytes one coalesced write carries at most (past the first frame), so a lane's write never grows unbounded.
+pub const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
 /// Children per node in the third tier of the broadcast tree.
 pub const FANOUT_DEFAULT: usize = 8;
 
@@ -90,3 +100,5 @@ const _: () = assert!(KEEP_ALIVE_MS < IDLE_TIMEOUT_MS);
 const _: () = assert!(STREAMS_PER_CONNECTION_MAX >= 2);
 const _: () = assert!(CONSENSUS_QUEUE_MAX > 0 && BULK_QUEUE_MAX > 0 && CLIENT_QUEUE_MAX > 0);
 const _: () = assert!(ANSWER_QUEUE_MAX > 0 && CLIENT_ANSWER_INBOX_MAX > 0);
+const _: () =
+    assert!(WRITE_BATCH_FRAMES_MAX > 0 && WRITE_BATCH_BYTES_MAX >= CLIENT_ANSWER_PAYLOAD_BYTES_MAX);

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::answers::Clients;
 use crate::broadcast::{TreeError, TwoTierTree};
 use crate::error::{FrameError, NetError, SendError};
-use crate::frame::{read_frame_checked, write_frame, Class, Lane, Validator};
+use crate::frame::{read_frame_checked, take_batch, write_frames, Class, Lane, Validator};
 use crate::identity::{self, Identity};
 use crate::limits::*;
 use crate::peer::{Backoff, PeerCounters, PeerStats};
@@ -62,6 +62,30 @@ pub struct InboundQueues {
     pub bulk: mpsc::Receiver<Inbound>,
     /// Transactions from clients on the ingest endpoint.
     pub ingest: mpsc::Receiver<Inbound>,
+    /// Wakes the thread that reads these queues when something arrives on any of them.
+    pub waker: Arc<InboundWaker>,
+}
+
+/// Lets a plain thread that polls the inbound queues sleep until input arrives instead of on a timer: it calls
+/// [`InboundWaker::register_current`] once, then parks (`std::thread::park_timeout`) when it finds nothing; netio
+/// unparks it after every delivery. An unpark of a thread that is not parked only makes its next park return at
+/// once, so nothing is missed between its last look and its park.
+#[derive(Debug, Default)]
+pub struct InboundWaker {
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl InboundWaker {
+    /// Makes the calling thread the one woken (the first caller stays the one).
+    pub fn register_current(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
 }
 
 /// A node we keep a connection with, at the address the committee (or config) names for it.
@@ -134,6 +158,7 @@ struct Shared {
     validator: Arc<dyn Validator>,
     inbound: [mpsc::Sender<Inbound>; 2],
     inbound_ingest: mpsc::Sender<Inbound>,
+    waker: Arc<InboundWaker>,
     clients: Clients,
     counters: EndpointCounters,
 }
@@ -161,6 +186,8 @@ impl Node {
         let (bulk_tx, bulk_rx) = mpsc::channel(INBOUND_BULK_MAX);
         let (ingest_tx, ingest_rx) = mpsc::channel(INBOUND_INGEST_MAX);
         let validator: Arc<dyn Validator> = Arc::new(validator);
+        let waker = Arc::new(InboundWaker::default());
+        let waker_for_reader = waker.clone();
         let me = identity.key();
         let (listen, ingest_listen) = (config.listen, config.ingest_listen);
         let (io, (shared, local_addr, ingest_addr)) =
@@ -194,6 +221,7 @@ impl Node {
                     validator,
                     inbound: [consensus_tx, bulk_tx],
                     inbound_ingest: ingest_tx,
+                    waker: waker_for_reader,
                     clients: Clients::default(),
                     counters: EndpointCounters::default(),
                 });
@@ -228,6 +256,7 @@ impl Node {
             consensus: consensus_rx,
             bulk: bulk_rx,
             ingest: ingest_rx,
+            waker,
         };
         Ok((node, inbound))
     }
@@ -284,7 +313,7 @@ impl Node {
                 key,
                 addr,
                 queues: [consensus_rx, bulk_rx],
-                unsent: [None, None],
+                unsent: [Vec::new(), Vec::new()],
                 incoming: incoming_rx,
                 counters: counters.clone(),
             };
@@ -624,6 +653,7 @@ async fn read_stream(
         {
             return;
         }
+        shared.waker.wake();
     }
 }
 
@@ -649,9 +679,9 @@ struct Supervisor {
     key: PublicKey,
     addr: SocketAddr,
     queues: [mpsc::Receiver<Outgoing>; 2],
-    /// Per lane, a message taken from the queue whose write a lost connection interrupted: sent first on the
-    /// next connection, so a reconnect never loses a dequeued message (it may deliver it twice).
-    unsent: [Option<Outgoing>; 2],
+    /// Per lane, the messages taken from the queue whose write a lost connection interrupted: sent first on the
+    /// next connection, so a reconnect never loses a dequeued message (it may deliver some twice).
+    unsent: [Vec<Outgoing>; 2],
     incoming: mpsc::Receiver<quinn::Connection>,
     counters: Arc<PeerCounters>,
 }
@@ -771,30 +801,36 @@ impl Supervisor {
     }
 }
 
-/// Writes one lane's queue to its stream until the queue closes or a write fails.
+/// Writes one lane's queue to its stream until the queue closes or a write fails. What is queued when the writer
+/// comes round goes out in one write ([`take_batch`]).
 async fn write_lane(
     lane: Lane,
     send: &mut quinn::SendStream,
     queue: &mut mpsc::Receiver<Outgoing>,
-    unsent: &mut Option<Outgoing>,
+    unsent: &mut Vec<Outgoing>,
     counters: &PeerCounters,
 ) -> String {
     loop {
-        if unsent.is_none() {
-            match queue.recv().await {
-                Some(message) => *unsent = Some(message),
-                None => return format!("{} queue closed", lane.name()),
+        if unsent.is_empty() {
+            take_batch(queue, unsent, |message| message.payload.len()).await;
+            if unsent.is_empty() {
+                return format!("{} queue closed", lane.name());
             }
         }
-        let message = unsent.as_ref().expect("filled above");
-        let len = message.payload.len();
-        if let Err(error) = write_frame(send, message.class, message.payload.clone()).await {
-            PeerCounters::add(&counters.lost_on_disconnect, 1);
+        let frames = unsent
+            .iter()
+            .map(|message| (message.class, message.payload.clone()));
+        if let Err(error) = write_frames(send, frames).await {
+            PeerCounters::add(&counters.lost_on_disconnect, unsent.len() as u64);
             return format!("writing on the {}: {error}", lane.name());
         }
-        *unsent = None;
-        PeerCounters::add(&counters.messages_sent, 1);
-        PeerCounters::add(&counters.bytes_sent, (FRAME_HEADER_BYTES + len) as u64);
+        let bytes: usize = unsent
+            .iter()
+            .map(|message| FRAME_HEADER_BYTES + message.payload.len())
+            .sum();
+        PeerCounters::add(&counters.messages_sent, unsent.len() as u64);
+        PeerCounters::add(&counters.bytes_sent, bytes as u64);
+        unsent.clear();
     }
 }
 

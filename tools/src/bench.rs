@@ -119,6 +119,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             restart_behind_blocks: 0,
             empty_block_wait_ms: 100,
             round_timeout_ms: 1_000,
+            load_connections: 2,
         })
         .with_context(|| format!("the cluster of {n} nodes"))?;
         measured.push(measured_row(&report));

@@ -20,7 +20,7 @@ use cas_engine::PublicKey;
 use serde::Serialize;
 
 use crate::keyfile;
-use crate::load::{self, LoadPlan, LoadReport};
+use crate::load::{LoadReport, PROGRESS_PREFIX};
 use crate::node::config::{NodeConfig, PeerConfig};
 use crate::node::Status;
 
@@ -77,6 +77,9 @@ pub struct ClusterArgs {
     /// How far behind (in blocks) a node fetches a snapshot instead of blocks.
     #[arg(long, default_value_t = 1_000)]
     pub snapshot_sync_gap: u64,
+    /// Client connections the load generator opens per node.
+    #[arg(long, default_value_t = 2)]
+    pub load_connections: usize,
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
     pub compare_mining: bool,
@@ -97,6 +100,8 @@ pub struct ClusterReport {
     pub statuses: Vec<Status>,
     /// CPU seconds all node processes used while the load ran (None in the kill drill, where one was replaced).
     pub nodes_cpu_s: Option<f64>,
+    /// The same per committed transaction, in microseconds.
+    pub node_cpu_us_per_tx: Option<f64>,
 }
 
 /// Kills every node still running when dropped (an error path must not leave processes behind).
@@ -233,17 +238,6 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         }
     }
 
-    let rounds = (args.rate * args.duration_s)
-        .div_ceil(u64::from(args.accounts))
-        .max(1) as u32;
-    let plan = LoadPlan {
-        chain_id: CHAIN_ID,
-        accounts: args.accounts,
-        rounds,
-        fee: 1,
-        invalid_every: args.invalid_every,
-        rate_per_s: args.rate,
-    };
     // CPU of the node processes while the load runs: what the nodes themselves spend per transaction.
     let nodes_cpu = |children: &Nodes| -> Option<f64> {
         children
@@ -252,6 +246,17 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             .map(|child| cas_perf::pipeline::process_cpu_time(&child.id().to_string()))
             .sum::<Option<Duration>>()
             .map(|total| total.as_secs_f64())
+    };
+    let mut load = start_load(args, &dir, &genesis_path, &targets)?;
+    let (progress_tx, progress_rx) = std::sync::mpsc::channel();
+    let stderr = load.0[0].stderr.take().expect("the load's stderr is piped");
+    std::thread::spawn(move || forward_load_progress(stderr, progress_tx));
+    // The load signs everything first; the clock, and the nodes' CPU, start with its first submission.
+    let Ok(first) = progress_rx.recv() else {
+        let status = load.0[0].wait()?;
+        bail!(
+            "the load generator exited with {status} before sending anything; see its output above"
+        );
     };
     let cpu_before = nodes_cpu(&children);
     let started = Instant::now();
@@ -314,13 +319,29 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             eprintln!("  {elapsed:>5.1} s  submitted {sent}/{total}");
         }
     };
-    let report = load::run(
-        &targets,
-        &plan,
-        &genesis_outputs(&genesis.txs),
-        Duration::from_secs(20),
-        &mut progress,
-    )?;
+    progress(first.0, first.1);
+    let load_status = loop {
+        while let Ok((sent, total)) = progress_rx.try_recv() {
+            progress(sent, total);
+        }
+        if let Some(status) = load.0[0].try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for (sent, total) in progress_rx.try_iter() {
+        progress(sent, total);
+    }
+    load.0.clear();
+    let report_path = dir.join("load.json");
+    let report: LoadReport =
+        serde_json::from_slice(&fs::read(&report_path).with_context(|| {
+            format!(
+                "the load generator ({load_status}) wrote no report to {}",
+                report_path.display()
+            )
+        })?)
+        .context("the load generator's report")?;
     let nodes_cpu_s = match (cpu_before, nodes_cpu(&children)) {
         (Some(before), Some(after)) if !args.kill_one => Some(after - before),
         _ => None,
@@ -397,6 +418,19 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         report.unanswered,
         statuses.first().map_or("-", |s| s.utxo_commitment.as_str())
     );
+    let node_cpu_us_per_tx =
+        nodes_cpu_s.map(|cpu_s| cpu_s * 1e6 / report.final_accepted.max(1) as f64);
+    match node_cpu_us_per_tx {
+        Some(us) => println!(
+            "CPU per committed tx: nodes {us:.0} µs ({} nodes summed); load generator {:.1} µs per submitted tx \
+             (its own process, {} connections)",
+            args.nodes, report.load_cpu_us_per_tx, report.connections
+        ),
+        None => println!(
+            "CPU per tx: load generator {:.1} µs per submitted tx (nodes not counted: one was replaced)",
+            report.load_cpu_us_per_tx
+        ),
+    }
     println!(
         "CPU limit: {cores} cores x {verifications_per_core_s:.0} batched verifications/s per core / \
          {verifications_per_tx} verifications per tx = {cpu_limit_tps:.0} tx/s; committed TPS is {:.2} of it",
@@ -414,6 +448,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         commitments_equal,
         statuses,
         nodes_cpu_s,
+        node_cpu_us_per_tx,
     };
     let json_path = dir.join("report.json");
     fs::write(&json_path, serde_json::to_vec_pretty(&cluster)?)?;
@@ -431,6 +466,11 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     ensure!(
         commitments_equal,
         "the nodes ended with different UTXO commitments"
+    );
+    ensure!(
+        report.lost_connections.is_empty(),
+        "the load generator lost connections: {:?}",
+        report.lost_connections
     );
     Ok(cluster)
 }
@@ -475,6 +515,61 @@ fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
             entries.len() as f64 / started.elapsed().as_secs_f64()
         })
         .fold(0.0, f64::max)
+}
+
+/// Starts the load generator as its own process (`cas load`), so its CPU is its own and never the nodes': the
+/// nodes' processes measure only themselves. Its report goes to `load.json` in `dir`.
+fn start_load(
+    args: &ClusterArgs,
+    dir: &Path,
+    genesis: &Path,
+    targets: &[(SocketAddr, PublicKey)],
+) -> Result<Nodes> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("load").arg("--genesis").arg(genesis);
+    for (addr, key) in targets {
+        command
+            .arg("--target")
+            .arg(format!("{addr}={}", key.to_hex()));
+    }
+    command
+        .args(["--rate", &args.rate.to_string()])
+        .args(["--duration-s", &args.duration_s.to_string()])
+        .args(["--accounts", &args.accounts.to_string()])
+        .args(["--invalid-every", &args.invalid_every.to_string()])
+        .args(["--connections", &args.load_connections.to_string()])
+        .args(["--drain-s", "20"])
+        .arg("--report")
+        .arg(dir.join("load.json"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    Ok(Nodes(vec![command
+        .spawn()
+        .context("cannot start the load generator")?]))
+}
+
+/// Passes the load generator's progress lines on as (submitted, total); anything else it prints goes to our stderr.
+fn forward_load_progress(
+    stderr: std::process::ChildStderr,
+    progress: std::sync::mpsc::Sender<(usize, usize)>,
+) {
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let Ok(line) = line else { return };
+        let parsed = line.strip_prefix(PROGRESS_PREFIX).and_then(|rest| {
+            let (sent, total) = rest.split_once('/')?;
+            Some((sent.parse().ok()?, total.parse().ok()?))
+        });
+        match parsed {
+            Some(counts) => {
+                if progress.send(counts).is_err() {
+                    return;
+                }
+            }
+            None => eprintln!("load: {line}"),
+        }
+    }
 }
 
 /// Starts node `i` from its config in `dir`, its log appended to `node{i}.log`.

@@ -1,12 +1,14 @@
 //! The load generator (`cas load`, and the load of `cas local`): pre-signs transfers over many accounts, each a
 //! chain of dependent transactions (every transfer spends its account's change from the previous one), with a
 //! share of invalid ones (bad signature, double spend, unknown input); submits them open-loop at a fixed rate to
-//! the nodes' ingest endpoints (each account always to the same node, so its chain stays in order); and measures
-//! submit-to-final latency from the nodes' receipts.
+//! the nodes' ingest endpoints (each account always on the same connection to the same node, so its chain stays
+//! in order), in one burst per millisecond over several connections, resubmitting what a node answers
+//! `Overloaded` after its retry-after; and measures submit-to-final latency from the nodes' receipts and its own
+//! CPU per transaction. `cas local` runs it as its own process, so it never shares a process with what it measures.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,32 +44,6 @@ pub struct Planned {
     pub tx: Transaction,
     pub account: u32,
     pub sabotage: Option<Sabotage>,
-}
-
-/// What happened to one submitted transaction.
-#[derive(Clone, Debug, Default)]
-struct Outcome {
-    submitted: Option<Instant>,
-    admitted: Option<ClientAnswer>,
-    finalised: Option<(Instant, ClientAnswer)>,
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LoadReport {
-    pub offered_rate_per_s: u64,
-    pub submitted: usize,
-    pub final_accepted: usize,
-    pub rejected_at_admission: usize,
-    pub rejected_in_block: usize,
-    pub unanswered: usize,
-    pub committed_tps: f64,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    pub elapsed_s: f64,
-    /// Valid transactions that did not end final-and-accepted, or invalid ones not rejected for their reason.
-    pub wrong_answer_count: usize,
-    /// The first few of them.
-    pub wrong_answers: Vec<String>,
 }
 
 /// Signs the whole load up front (on all cores), in submission order: `rounds` transfers per account, each
@@ -201,80 +177,299 @@ fn right_answer(sabotage: Option<Sabotage>, outcome: &Outcome) -> Result<(), Str
     }
 }
 
-/// Runs the load against `targets` (ingest address and node key); accounts go to targets round-robin.
+/// What happened to one submitted transaction: its admission answer and its final receipt, each with when it came
+/// (nanoseconds since the load started).
+#[derive(Clone, Debug, Default)]
+struct Outcome {
+    admitted: Option<ClientAnswer>,
+    finalised: Option<(u64, ClientAnswer)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct LoadReport {
+    pub offered_rate_per_s: u64,
+    pub submitted: usize,
+    pub final_accepted: usize,
+    pub rejected_at_admission: usize,
+    pub rejected_in_block: usize,
+    pub unanswered: usize,
+    pub committed_tps: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub elapsed_s: f64,
+    /// Valid transactions that did not end final-and-accepted, or invalid ones not rejected for their reason.
+    pub wrong_answer_count: usize,
+    /// The first few of them.
+    pub wrong_answers: Vec<String>,
+    /// Client connections the load was spread over (each account always on the same one).
+    #[serde(default)]
+    pub connections: usize,
+    /// `Overloaded` answers: each transaction so answered was submitted again after its retry-after.
+    #[serde(default)]
+    pub overloaded_answers: usize,
+    /// How far the sender fell behind its schedule at worst (it sends what is due every millisecond).
+    #[serde(default)]
+    pub schedule_lag_max_ms: f64,
+    /// Connections that ended before the load did, with why (a generator that reads its answers must never be
+    /// disconnected: each is a failure of the run).
+    #[serde(default)]
+    pub lost_connections: Vec<String>,
+    /// CPU the load generator's process spent from the first submission to the last answer (signing, which
+    /// happens before, not included), and per submitted transaction.
+    #[serde(default)]
+    pub load_cpu_s: f64,
+    #[serde(default)]
+    pub load_cpu_us_per_tx: f64,
+}
+
+/// How the load is sent.
+#[derive(Clone, Debug)]
+pub struct SendOptions {
+    /// Client connections per target node.
+    pub connections_per_target: usize,
+    /// How long to wait for the last answers after the last submission.
+    pub drain: Duration,
+    /// How often the sender wakes to send what is due: what falls due in between leaves in one burst, one write
+    /// per connection. Shorter ticks send smaller bursts (more packets per transaction, more CPU); latency is
+    /// measured from each burst.
+    pub tick: Duration,
+}
+
+/// A transaction to send again once an `Overloaded` answer's retry-after has passed.
+struct Retry {
+    index: u32,
+    due_ns: u64,
+}
+
+/// What one connection's reader saw: answers by plan index, with when each came.
+type Answers = Vec<(u32, u64, ClientAnswer)>;
+
+/// Answers a reader takes at once before it looks at the clock again.
+const ANSWERS_PER_BATCH: usize = 4_096;
+
+/// Runs the load against `targets` (ingest address and node key): signs it all first, then submits it open-loop
+/// at the plan's rate, each account always on the same connection (accounts go to targets round-robin), and reads
+/// the answers on one thread per connection without locks. `progress` is called with (submitted, total) about
+/// every 100 ms once sending has started.
 pub fn run(
     targets: &[(SocketAddr, PublicKey)],
     load: &LoadPlan,
     genesis: &[(OutPoint, TxOutput)],
-    drain: Duration,
+    options: &SendOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadReport> {
+    anyhow::ensure!(!targets.is_empty(), "the load needs at least one target");
     let planned = plan(load, genesis);
-    let clients: Vec<Arc<IngestClient>> = targets
-        .iter()
-        .map(|(addr, key)| connect(*addr, *key).map(Arc::new))
-        .collect::<Result<_>>()?;
-    let ids: Vec<TxId> = planned.iter().map(|p| p.tx.tx_id()).collect();
-    let outcomes: Arc<Mutex<HashMap<TxId, Outcome>>> = Arc::new(Mutex::new(
-        ids.iter().map(|id| (*id, Outcome::default())).collect(),
-    ));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let receivers: Vec<_> = clients
-        .iter()
-        .map(|client| {
-            let (client, outcomes, done) = (client.clone(), outcomes.clone(), done.clone());
-            thread::spawn(move || receive(&client, &outcomes, &done))
-        })
-        .collect();
+    anyhow::ensure!(
+        planned.len() < u32::MAX as usize,
+        "{} transactions is more than one load can track",
+        planned.len()
+    );
+    let per_target = options.connections_per_target.max(1);
+    let mut clients: Vec<IngestClient> = Vec::with_capacity(targets.len() * per_target);
+    for (addr, key) in targets {
+        for _ in 0..per_target {
+            clients.push(connect(*addr, *key)?);
+        }
+    }
+    let clients: Vec<Arc<IngestClient>> = clients.into_iter().map(Arc::new).collect();
+    let connection_of = |account: u32| -> usize {
+        let target = account as usize % targets.len();
+        let lane = (account as usize / targets.len()) % per_target;
+        target * per_target + lane
+    };
     let encoded: Vec<Bytes> = planned
         .iter()
         .map(|p| Bytes::from(encode_tx(&p.tx).to_vec()))
         .collect();
+    let ids: Vec<TxId> = planned.iter().map(|p| p.tx.tx_id()).collect();
+    let index_of: Arc<HashMap<TxId, u32>> = Arc::new(
+        ids.iter()
+            .enumerate()
+            .map(|(index, id)| (*id, index as u32))
+            .collect(),
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Transactions answered for good (final, or refused at admission): the sender stops once all are.
+    let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (retry_tx, retry_rx) = std::sync::mpsc::channel::<Retry>();
     let started = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / load.rate_per_s.max(1) as f64);
-    for (index, (p, bytes)) in planned.iter().zip(encoded).enumerate() {
-        let due = started + interval * index as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+    let cpu_before = cas_perf::pipeline::process_cpu_time("self");
+    let readers: Vec<thread::JoinHandle<Answers>> = clients
+        .iter()
+        .enumerate()
+        .map(|(connection, client)| {
+            let (client, index_of, done, settled, retry) = (
+                client.clone(),
+                index_of.clone(),
+                done.clone(),
+                settled.clone(),
+                retry_tx.clone(),
+            );
+            thread::Builder::new()
+                .name(format!("cas-load-read-{connection}"))
+                .spawn(move || read_answers(&client, &index_of, &done, &settled, &retry, started))
+                .expect("spawning a reader thread")
+        })
+        .collect();
+    drop(retry_tx);
+
+    let total = planned.len();
+    let mut submitted_ns = vec![0u64; total];
+    let mut lost: Vec<Option<String>> = vec![None; clients.len()];
+    let mut waiting: Vec<Retry> = Vec::new();
+    let mut overloaded = 0usize;
+    let mut next = 0usize;
+    let mut lag_max = Duration::ZERO;
+    let mut last_progress = Instant::now();
+    let mut drain_until: Option<Instant> = None;
+    let per_tx = Duration::from_secs_f64(1.0 / load.rate_per_s.max(1) as f64);
+    // This tick's transactions per connection, submitted together at the end of the tick.
+    let mut batches: Vec<Vec<Bytes>> = vec![Vec::new(); clients.len()];
+    let mut queue = |index: usize, at_ns: u64, batches: &mut Vec<Vec<Bytes>>| {
+        batches[connection_of(planned[index].account)].push(encoded[index].clone());
+        // Latency runs from the first submission: a retry after an overload is part of the wait.
+        if submitted_ns[index] == 0 {
+            submitted_ns[index] = at_ns.max(1);
+        }
+    };
+    loop {
+        let now = started.elapsed();
+        let now_ns = now.as_nanos() as u64;
+        // Everything due by now leaves in this burst.
+        let due = ((now.as_secs_f64() * load.rate_per_s as f64) as usize + 1).min(total);
+        if next < due {
+            lag_max = lag_max.max(now.saturating_sub(per_tx * next as u32));
+        }
+        while next < due {
+            queue(next, now_ns, &mut batches);
+            next += 1;
+        }
+        waiting.extend(retry_rx.try_iter());
+        let mut index = 0;
+        while index < waiting.len() {
+            if waiting[index].due_ns <= now_ns {
+                let retry = waiting.swap_remove(index);
+                overloaded += 1;
+                queue(retry.index as usize, now_ns, &mut batches);
+            } else {
+                index += 1;
+            }
+        }
+        for (connection, batch) in batches.iter_mut().enumerate() {
+            if batch.is_empty() || lost[connection].is_some() {
+                batch.clear();
+                continue;
+            }
+            if let Err(error) = clients[connection].submit_batch(std::mem::take(batch)) {
+                let reason = match clients[connection].try_recv_answer() {
+                    Err(lost) => lost.to_string(),
+                    _ => error.to_string(),
+                };
+                lost[connection] = Some(format!("connection {connection}: {reason}"));
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_millis(100) {
+            last_progress = Instant::now();
+            progress(next, total);
+        }
+        if next == total {
+            let until = *drain_until.get_or_insert_with(|| {
+                progress(total, total);
+                Instant::now() + options.drain
+            });
+            let all_settled = settled.load(std::sync::atomic::Ordering::Relaxed) >= total;
+            if (all_settled && waiting.is_empty()) || Instant::now() >= until {
+                break;
+            }
+        }
+        let next_tick = now + options.tick;
+        if let Some(wait) = next_tick.checked_sub(started.elapsed()) {
             thread::sleep(wait);
         }
-        let client = &clients[p.account as usize % clients.len()];
-        outcomes
-            .lock()
-            .expect("outcomes")
-            .get_mut(&ids[index])
-            .expect("planned")
-            .submitted = Some(Instant::now());
-        client.submit(bytes).context("submitting a transaction")?;
-        if index % 100 == 0 {
-            progress(index, planned.len());
-        }
-    }
-    progress(planned.len(), planned.len());
-    // Wait for every receipt, up to the drain time.
-    let drain_until = Instant::now() + drain;
-    while Instant::now() < drain_until {
-        let pending = outcomes
-            .lock()
-            .expect("outcomes")
-            .values()
-            .filter(|o| !answered(o))
-            .count();
-        if pending == 0 {
-            break;
-        }
-        thread::sleep(Duration::from_millis(50));
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    for receiver in receivers {
-        let _ = receiver.join();
+    let mut outcomes = vec![Outcome::default(); total];
+    for reader in readers {
+        for (index, at_ns, answer) in reader.join().expect("reader thread") {
+            let outcome = &mut outcomes[index as usize];
+            match answer {
+                ClientAnswer::Final { .. } => outcome.finalised = Some((at_ns, answer)),
+                // An overload is not an admission: the transaction was sent again.
+                ClientAnswer::Overloaded { .. } => {}
+                answer => outcome.admitted = Some(answer),
+            }
+        }
     }
-    let outcomes = outcomes.lock().expect("outcomes");
-    let report = summarise(load, &planned, &ids, &outcomes, started);
+    let cpu_s = match (cpu_before, cas_perf::pipeline::process_cpu_time("self")) {
+        (Some(before), Some(after)) => (after - before).as_secs_f64(),
+        _ => 0.0,
+    };
+    let mut report = summarise(load, &planned, &ids, &outcomes, &submitted_ns);
+    report.connections = clients.len();
+    report.overloaded_answers = overloaded;
+    report.schedule_lag_max_ms = lag_max.as_secs_f64() * 1e3;
+    report.lost_connections = lost.into_iter().flatten().collect();
+    report.load_cpu_s = cpu_s;
+    report.load_cpu_us_per_tx = cpu_s * 1e6 / total.max(1) as f64;
     Ok(report)
 }
 
-fn answered(outcome: &Outcome) -> bool {
-    outcome.finalised.is_some() || matches!(outcome.admitted, Some(ClientAnswer::Rejected { .. }))
+/// Reads one connection's answers until `done`: each is matched to its plan index; an `Overloaded` one is handed
+/// back to the sender to submit again after its retry-after.
+fn read_answers(
+    client: &IngestClient,
+    index_of: &HashMap<TxId, u32>,
+    done: &std::sync::atomic::AtomicBool,
+    settled: &std::sync::atomic::AtomicUsize,
+    retry: &std::sync::mpsc::Sender<Retry>,
+    started: Instant,
+) -> Answers {
+    let mut answers = Answers::new();
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let first = match client.recv_answer(Duration::from_millis(20)) {
+            Ok(Some(first)) => first,
+            Ok(None) => continue,
+            // The sender notices a lost connection at its next submission and reports why.
+            Err(_) => break,
+        };
+        let at_ns = started.elapsed().as_nanos() as u64;
+        let mut batch = vec![first];
+        while batch.len() < ANSWERS_PER_BATCH {
+            match client.try_recv_answer() {
+                Ok(Some(bytes)) => batch.push(bytes),
+                _ => break,
+            }
+        }
+        let mut newly_settled = 0;
+        for bytes in batch {
+            let Ok(answer) = ClientAnswer::decode(&bytes) else {
+                continue;
+            };
+            let id = match &answer {
+                ClientAnswer::Accepted { tx }
+                | ClientAnswer::Duplicate { tx }
+                | ClientAnswer::Overloaded { tx, .. }
+                | ClientAnswer::Final { tx, .. } => *tx,
+                ClientAnswer::Rejected { tx: Some(tx), .. } => *tx,
+                ClientAnswer::Rejected { tx: None, .. } => continue,
+            };
+            let Some(&index) = index_of.get(&id) else {
+                continue;
+            };
+            match &answer {
+                ClientAnswer::Overloaded { retry_after_ms, .. } => {
+                    let due_ns = at_ns + retry_after_ms.saturating_mul(1_000_000);
+                    let _ = retry.send(Retry { index, due_ns });
+                }
+                ClientAnswer::Final { .. } | ClientAnswer::Rejected { .. } => newly_settled += 1,
+                _ => {}
+            }
+            answers.push((index, at_ns, answer));
+        }
+        settled.fetch_add(newly_settled, std::sync::atomic::Ordering::Relaxed);
+    }
+    answers
 }
 
 fn connect(addr: SocketAddr, key: PublicKey) -> Result<IngestClient> {
@@ -293,54 +488,12 @@ fn connect(addr: SocketAddr, key: PublicKey) -> Result<IngestClient> {
     }
 }
 
-fn receive(
-    client: &IngestClient,
-    outcomes: &Mutex<HashMap<TxId, Outcome>>,
-    done: &std::sync::atomic::AtomicBool,
-) {
-    /// Answers taken per lock of the shared outcomes, so reading keeps up with the node at high rates.
-    const ANSWERS_PER_BATCH: usize = 4_096;
-    let mut batch: Vec<(Instant, ClientAnswer)> = Vec::with_capacity(ANSWERS_PER_BATCH);
-    while !done.load(std::sync::atomic::Ordering::Relaxed) {
-        let Ok(Some(first)) = client.recv_answer(Duration::from_millis(100)) else {
-            continue;
-        };
-        let now = Instant::now();
-        batch.extend(ClientAnswer::decode(&first).ok().map(|a| (now, a)));
-        while batch.len() < ANSWERS_PER_BATCH {
-            let Ok(Some(bytes)) = client.try_recv_answer() else {
-                break;
-            };
-            batch.extend(ClientAnswer::decode(&bytes).ok().map(|a| (now, a)));
-        }
-        let mut outcomes = outcomes.lock().expect("outcomes");
-        for (at, answer) in batch.drain(..) {
-            let id = match &answer {
-                ClientAnswer::Accepted { tx }
-                | ClientAnswer::Duplicate { tx }
-                | ClientAnswer::Overloaded { tx, .. }
-                | ClientAnswer::Final { tx, .. } => *tx,
-                ClientAnswer::Rejected { tx: Some(tx), .. } => *tx,
-                ClientAnswer::Rejected { tx: None, .. } => continue,
-            };
-            let Some(outcome) = outcomes.get_mut(&id) else {
-                continue;
-            };
-            if matches!(answer, ClientAnswer::Final { .. }) {
-                outcome.finalised = Some((at, answer));
-            } else {
-                outcome.admitted = Some(answer);
-            }
-        }
-    }
-}
-
 fn summarise(
     load: &LoadPlan,
     planned: &[Planned],
     ids: &[TxId],
-    outcomes: &HashMap<TxId, Outcome>,
-    started: Instant,
+    outcomes: &[Outcome],
+    submitted_ns: &[u64],
 ) -> LoadReport {
     let mut report = LoadReport {
         offered_rate_per_s: load.rate_per_s,
@@ -348,20 +501,19 @@ fn summarise(
         ..LoadReport::default()
     };
     let mut latencies = Vec::new();
-    let mut last_final = started;
-    for (p, id) in planned.iter().zip(ids) {
-        let outcome = &outcomes[id];
+    let mut last_final_ns = 0u64;
+    for (index, (p, outcome)) in planned.iter().zip(outcomes).enumerate() {
         match &outcome.finalised {
             Some((
-                at,
+                at_ns,
                 ClientAnswer::Final {
                     rejection: None, ..
                 },
             )) => {
                 report.final_accepted += 1;
-                last_final = last_final.max(*at);
-                if let Some(submitted) = outcome.submitted {
-                    latencies.push(at.duration_since(submitted).as_secs_f64() * 1e3);
+                last_final_ns = last_final_ns.max(*at_ns);
+                if submitted_ns[index] > 0 {
+                    latencies.push(at_ns.saturating_sub(submitted_ns[index]) as f64 / 1e6);
                 }
             }
             Some(_) => report.rejected_in_block += 1,
@@ -373,7 +525,9 @@ fn summarise(
         if let Err(wrong) = right_answer(p.sabotage, outcome) {
             report.wrong_answer_count += 1;
             if report.wrong_answers.len() < 20 {
-                report.wrong_answers.push(format!("tx {id:?}: {wrong}"));
+                report
+                    .wrong_answers
+                    .push(format!("tx {:?}: {wrong}", ids[index]));
             }
         }
     }
@@ -383,7 +537,7 @@ fn summarise(
     };
     report.latency_p50_ms = percentile(50).copied().unwrap_or(0.0);
     report.latency_p99_ms = percentile(99).copied().unwrap_or(0.0);
-    report.elapsed_s = last_final.duration_since(started).as_secs_f64();
+    report.elapsed_s = last_final_ns as f64 / 1e9;
     report.committed_tps = report.final_accepted as f64 / report.elapsed_s.max(1e-9);
     report
 }
@@ -405,7 +559,22 @@ pub struct LoadArgs {
     pub accounts: u32,
     #[arg(long, default_value_t = 100)]
     pub invalid_every: usize,
+    /// Client connections per target.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// How long to wait for the last answers after the last submission.
+    #[arg(long, default_value_t = 20)]
+    pub drain_s: u64,
+    /// Milliseconds between the sender's bursts.
+    #[arg(long, default_value_t = 5)]
+    pub tick_ms: u64,
+    /// Also write the report (JSON) to this file.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
+
+/// The line `cas load` prints on stderr when sending starts and then about every 100 ms: `cas local` reads it.
+pub const PROGRESS_PREFIX: &str = "load: submitted ";
 
 /// `cas load`: the load generator against nodes that are already running.
 pub fn run_command(args: &LoadArgs) -> Result<()> {
@@ -437,22 +606,28 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         rate_per_s: args.rate,
     };
     let outputs = cas_engine::genesis::genesis_outputs(&genesis.txs);
-    let report = run(
-        &targets,
-        &plan,
-        &outputs,
-        Duration::from_secs(20),
-        &mut |sent, total| {
-            if sent % 1_000 == 0 || sent == total {
-                eprintln!("submitted {sent}/{total}");
-            }
-        },
-    )?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let options = SendOptions {
+        connections_per_target: args.connections,
+        drain: Duration::from_secs(args.drain_s),
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+    };
+    let report = run(&targets, &plan, &outputs, &options, &mut |sent, total| {
+        eprintln!("{PROGRESS_PREFIX}{sent}/{total}");
+    })?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{json}");
     anyhow::ensure!(
         report.wrong_answer_count == 0,
         "{} wrong answers",
         report.wrong_answer_count
+    );
+    anyhow::ensure!(
+        report.lost_connections.is_empty(),
+        "connections lost: {:?}",
+        report.lost_connections
     );
     Ok(())
 }

@@ -288,7 +288,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
 
     let started = Instant::now();
     let started_wall_ms = witness::wall_ms();
-    let safety_file = SafetyFile::new(&config.data_dir);
+    let mut safety_file = SafetyFile::new(&config.data_dir);
     let (journal, replayed) = Journal::open(&config.data_dir.join("journal"))?;
     tracing::info!(
         packages = replayed.packages.len(),
