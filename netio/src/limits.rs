@@ -42,10 +42,11 @@ pub const CLIENT_BATCH_TXS_MAX: usize = 1024;
 /// with `QueueFull` at once, counts it, and closes that client's connection with code `SLOW_CLIENT`; later
 /// answers to it are `UnknownClient`. A disconnected client learns why; a node never holds unread answers
 /// without bound, nor drops one while the client believes it is still connected.
-pub const ANSWER_QUEUE_MAX: usize = 4096;
-/// Payload bytes queued on the node for one client connection (the other bound of its answer queue). With
-/// [`INGEST_CONNECTIONS_MAX`] clients this bounds all queued answers to 1 GiB.
-pub const ANSWER_QUEUE_BYTES_MAX: usize = 1024 * 1024;
+pub const ANSWER_QUEUE_MAX: usize = 32 * 1024;
+/// Payload bytes queued on the node for one client connection (the other bound of its answer queue): a few seconds
+/// of answers to a client submitting thousands of transactions a second, so a node briefly short of CPU does not
+/// disconnect a client that reads. With [`INGEST_CONNECTIONS_MAX`] clients this bounds all queued answers to 8 GiB.
+pub const ANSWER_QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Answers a client has received and not yet taken with `recv_answer`. Full: the client's reader waits, so QUIC
 /// flow control stalls the node's writer for that client, and then its node-side queue fills (see
 /// [`ANSWER_QUEUE_MAX`]).

@@ -229,6 +229,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             blocks_kept: args.blocks_kept,
             snapshot_sync_gap_blocks: args.snapshot_sync_gap,
             mining_threads: args.mining_threads,
+            admission_in_flight_max: crate::node::in_flight::IN_FLIGHT_MAX_DEFAULT,
         };
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;

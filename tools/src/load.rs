@@ -210,6 +210,10 @@ pub struct LoadReport {
     /// How far the sender fell behind its schedule at worst (it sends what is due every millisecond).
     #[serde(default)]
     pub schedule_lag_max_ms: f64,
+    /// The most transactions that were due but held back at once (connections paused by `Overloaded`, or at
+    /// their window of unanswered submissions): above capacity, the load waits here rather than at the nodes.
+    #[serde(default)]
+    pub backlog_max: usize,
     /// Connections that ended before the load did, with why (a generator that reads its answers must never be
     /// disconnected: each is a failure of the run).
     #[serde(default)]
@@ -233,6 +237,11 @@ pub struct SendOptions {
     /// per connection. Shorter ticks send smaller bursts (more packets per transaction, more CPU); latency is
     /// measured from each burst.
     pub tick: Duration,
+    /// Submissions one connection may have unanswered (neither final, refused nor answered `Overloaded`); what
+    /// falls due beyond it waits in the generator's backlog. At most the node's own bound per client
+    /// (`IN_FLIGHT_PER_CLIENT_MAX`), so the generator never asks a node for more than it would admit; smaller
+    /// keeps latency at saturation near window / throughput (Little's law) instead of the node's whole backlog.
+    pub window: usize,
 }
 
 /// A transaction to send again once an `Overloaded` answer's retry-after has passed.
@@ -292,6 +301,9 @@ pub fn run(
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Transactions answered for good (final, or refused at admission): the sender stops once all are.
     let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Per connection, submissions answered for good or refused as overloaded: with what was sent, the window.
+    let answered: Vec<Arc<std::sync::atomic::AtomicUsize>> =
+        (0..clients.len()).map(|_| Arc::default()).collect();
     let (retry_tx, retry_rx) = std::sync::mpsc::channel::<Retry>();
     let started = Instant::now();
     let cpu_before = cas_perf::pipeline::process_cpu_time("self");
@@ -299,16 +311,18 @@ pub fn run(
         .iter()
         .enumerate()
         .map(|(connection, client)| {
-            let (client, index_of, done, settled, retry) = (
+            let (client, index_of, done, settled, answered, retry) = (
                 client.clone(),
                 index_of.clone(),
                 done.clone(),
                 settled.clone(),
+                answered[connection].clone(),
                 retry_tx.clone(),
             );
+            let counts = Counts { settled, answered };
             thread::Builder::new()
                 .name(format!("cas-load-read-{connection}"))
-                .spawn(move || read_answers(&client, &index_of, &done, &settled, &retry, started))
+                .spawn(move || read_answers(&client, &index_of, &done, &counts, &retry, started))
                 .expect("spawning a reader thread")
         })
         .collect();
@@ -317,7 +331,11 @@ pub fn run(
     let total = planned.len();
     let mut submitted_ns = vec![0u64; total];
     let mut lost: Vec<Option<String>> = vec![None; clients.len()];
-    let mut waiting: Vec<Retry> = Vec::new();
+    let mut paused_until_ns = vec![0u64; clients.len()];
+    let mut sent = vec![0usize; clients.len()];
+    let mut backlog_max = 0usize;
+    let mut backlog: Vec<std::collections::BTreeSet<usize>> =
+        vec![Default::default(); clients.len()];
     let mut overloaded = 0usize;
     let mut next = 0usize;
     let mut lag_max = Duration::ZERO;
@@ -341,21 +359,35 @@ pub fn run(
         if next < due {
             lag_max = lag_max.max(now.saturating_sub(per_tx * next as u32));
         }
+        // An `Overloaded` answer pauses its connection for the retry-after: what falls due meanwhile waits in the
+        // connection's backlog with the refused transaction, and all leave in plan order once the pause is over, so
+        // every account's chain reaches the node in order and a busy node is not asked again at once.
+        for retry in retry_rx.try_iter() {
+            overloaded += 1;
+            let connection = connection_of(planned[retry.index as usize].account);
+            paused_until_ns[connection] = paused_until_ns[connection].max(retry.due_ns);
+            backlog[connection].insert(retry.index as usize);
+        }
         while next < due {
-            queue(next, now_ns, &mut batches);
+            backlog[connection_of(planned[next].account)].insert(next);
             next += 1;
         }
-        waiting.extend(retry_rx.try_iter());
-        let mut index = 0;
-        while index < waiting.len() {
-            if waiting[index].due_ns <= now_ns {
-                let retry = waiting.swap_remove(index);
-                overloaded += 1;
-                queue(retry.index as usize, now_ns, &mut batches);
-            } else {
-                index += 1;
+        // Each connection keeps at most WINDOW submissions unanswered: above what the nodes can take, the rest wait
+        // here (counted as backlog) instead of being refused again and again.
+        for (connection, waiting) in backlog.iter_mut().enumerate() {
+            if paused_until_ns[connection] > now_ns {
+                continue;
+            }
+            let answered = answered[connection].load(std::sync::atomic::Ordering::Relaxed);
+            while sent[connection] - answered < options.window {
+                let Some(index) = waiting.pop_first() else {
+                    break;
+                };
+                queue(index, now_ns, &mut batches);
+                sent[connection] += 1;
             }
         }
+        backlog_max = backlog_max.max(backlog.iter().map(|b| b.len()).sum());
         for (connection, batch) in batches.iter_mut().enumerate() {
             if batch.is_empty() || lost[connection].is_some() {
                 batch.clear();
@@ -379,7 +411,7 @@ pub fn run(
                 Instant::now() + options.drain
             });
             let all_settled = settled.load(std::sync::atomic::Ordering::Relaxed) >= total;
-            if (all_settled && waiting.is_empty()) || Instant::now() >= until {
+            if (all_settled && backlog.iter().all(|b| b.is_empty())) || Instant::now() >= until {
                 break;
             }
         }
@@ -409,6 +441,7 @@ pub fn run(
     report.connections = clients.len();
     report.overloaded_answers = overloaded;
     report.schedule_lag_max_ms = lag_max.as_secs_f64() * 1e3;
+    report.backlog_max = backlog_max;
     report.lost_connections = lost.into_iter().flatten().collect();
     report.load_cpu_s = cpu_s;
     report.load_cpu_us_per_tx = cpu_s * 1e6 / total.max(1) as f64;
@@ -417,11 +450,18 @@ pub fn run(
 
 /// Reads one connection's answers until `done`: each is matched to its plan index; an `Overloaded` one is handed
 /// back to the sender to submit again after its retry-after.
+/// What a reader counts: all transactions settled (for the end of the run), and its connection's submissions
+/// answered (for the sender's window).
+struct Counts {
+    settled: Arc<std::sync::atomic::AtomicUsize>,
+    answered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 fn read_answers(
     client: &IngestClient,
     index_of: &HashMap<TxId, u32>,
     done: &std::sync::atomic::AtomicBool,
-    settled: &std::sync::atomic::AtomicUsize,
+    counts: &Counts,
     retry: &std::sync::mpsc::Sender<Retry>,
     started: Instant,
 ) -> Answers {
@@ -441,7 +481,7 @@ fn read_answers(
                 _ => break,
             }
         }
-        let mut newly_settled = 0;
+        let (mut newly_settled, mut newly_answered) = (0, 0);
         for bytes in batch {
             let Ok(answer) = ClientAnswer::decode(&bytes) else {
                 continue;
@@ -461,13 +501,23 @@ fn read_answers(
                 ClientAnswer::Overloaded { retry_after_ms, .. } => {
                     let due_ns = at_ns + retry_after_ms.saturating_mul(1_000_000);
                     let _ = retry.send(Retry { index, due_ns });
+                    newly_answered += 1;
                 }
-                ClientAnswer::Final { .. } | ClientAnswer::Rejected { .. } => newly_settled += 1,
-                _ => {}
+                ClientAnswer::Final { .. } | ClientAnswer::Rejected { .. } => {
+                    newly_settled += 1;
+                    newly_answered += 1;
+                }
+                ClientAnswer::Duplicate { .. } => newly_answered += 1,
+                ClientAnswer::Accepted { .. } => {}
             }
             answers.push((index, at_ns, answer));
         }
-        settled.fetch_add(newly_settled, std::sync::atomic::Ordering::Relaxed);
+        counts
+            .settled
+            .fetch_add(newly_settled, std::sync::atomic::Ordering::Relaxed);
+        counts
+            .answered
+            .fetch_add(newly_answered, std::sync::atomic::Ordering::Relaxed);
     }
     answers
 }
@@ -565,6 +615,9 @@ pub struct LoadArgs {
     /// How long to wait for the last answers after the last submission.
     #[arg(long, default_value_t = 20)]
     pub drain_s: u64,
+    /// Submissions a connection may have unanswered before the rest waits in the generator (see `SendOptions`).
+    #[arg(long, default_value_t = 2_048)]
+    pub window: usize,
     /// Milliseconds between the sender's bursts.
     #[arg(long, default_value_t = 5)]
     pub tick_ms: u64,
@@ -610,6 +663,9 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         connections_per_target: args.connections,
         drain: Duration::from_secs(args.drain_s),
         tick: Duration::from_millis(args.tick_ms.max(1)),
+        window: args
+            .window
+            .clamp(1, crate::node::in_flight::IN_FLIGHT_PER_CLIENT_MAX),
     };
     let report = run(&targets, &plan, &outputs, &options, &mut |sent, total| {
         eprintln!("{PROGRESS_PREFIX}{sent}/{total}");

@@ -48,6 +48,11 @@ pub struct NodeConfig {
     /// Threads mining witness blocks at the lowest scheduling priority (0: none, the default on committee members).
     #[serde(default)]
     pub mining_threads: usize,
+    /// Client transactions this node holds admitted but not yet executed; past it, new ones are answered
+    /// `Overloaded` with a retry-after before their signatures are checked (a few seconds of what the node commits,
+    /// so overload shows as pushback to clients, not as latency without bound).
+    #[serde(default = "default_admission_in_flight_max")]
+    pub admission_in_flight_max: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -80,6 +85,9 @@ fn default_blocks_kept() -> u64 {
 }
 fn default_snapshot_sync_gap_blocks() -> u64 {
     1_000
+}
+fn default_admission_in_flight_max() -> usize {
+    crate::node::in_flight::IN_FLIGHT_MAX_DEFAULT
 }
 
 impl NodeConfig {

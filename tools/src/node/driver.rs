@@ -23,11 +23,12 @@ use cas_consensus::Action;
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::decode_tx;
 use cas_engine::synchronizer::{Admission, Synchronizer};
-use cas_engine::{PackageId, PublicKey, Transaction, TxId};
+use cas_engine::{PackageId, PublicKey, Transaction};
 use cas_netio::{Class, Inbound, InboundQueues, Origin};
 
 use super::durable::SafetyFile;
 use super::executor::{Committed, Executed, Work};
+use super::in_flight::{InFlight, OVERLOADED_RETRY_AFTER_MS};
 use super::journal::Journal;
 use super::snapshot_serve::{Anchors, ServeRequest};
 use super::state_sync::{Install, StateSync};
@@ -46,8 +47,6 @@ const ADMISSION_BATCH_TXS: usize = 512;
 const ADMISSION_WAIT_MS: u64 = 2;
 /// How long the loop sleeps when it finds nothing to do, unless netio wakes it first (it does on every input).
 const IDLE_PARK: Duration = Duration::from_millis(1);
-/// Submitters remembered for receipts; the oldest are forgotten first (their receipts are then not sent).
-const CLIENTS_REMEMBERED_MAX: usize = 1_000_000;
 /// How long a missing package request waits before it is sent again.
 const PACKAGE_RETRY_MS: u64 = 300;
 /// Ackers asked at once for a missing package.
@@ -77,13 +76,17 @@ pub struct Parts {
     pub stats: Arc<Mutex<Executed>>,
     pub witness: Arc<WitnessShared>,
     pub witness_inbox: SyncSender<WitnessInput>,
+    /// See `NodeConfig::admission_in_flight_max`.
+    pub admission_in_flight_max: usize,
 }
 
 pub struct Driver {
     parts: Parts,
     members: HashMap<PublicKey, MemberIndex>,
-    clients: HashMap<TxId, SocketAddr>,
-    client_order: VecDeque<TxId>,
+    /// Admitted client transactions not yet handed to execution, and whom to answer.
+    in_flight: InFlight,
+    /// Submissions answered `Overloaded` (in-flight bounds or the Synchronizer's queue).
+    overloaded_answers: u64,
     /// Committed blocks waiting for packages this node does not hold yet.
     pending: VecDeque<ConsensusBlock>,
     /// Messages held until the journal records before them are durable, in order.
@@ -99,6 +102,7 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(parts: Parts) -> Driver {
+        let in_flight = InFlight::new(parts.admission_in_flight_max);
         let members = parts
             .keys
             .iter()
@@ -108,8 +112,8 @@ impl Driver {
         Driver {
             parts,
             members,
-            clients: HashMap::new(),
-            client_order: VecDeque::new(),
+            in_flight,
+            overloaded_answers: 0,
             pending: VecDeque::new(),
             outbox: Vec::new(),
             package_requests: BTreeMap::new(),
@@ -125,7 +129,7 @@ impl Driver {
     }
 
     /// Runs until `stop` is set; returns the round it stopped in and the BFT's counters.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<(u64, String)> {
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(u64, serde_json::Value)> {
         self.parts.queues.waker.register_current();
         while !stop.load(Ordering::Relaxed) {
             let now = self.now_ms();
@@ -175,6 +179,13 @@ impl Driver {
                 for header in self.parts.witness.take_for_carrying() {
                     self.parts.bft.add_witness(header);
                 }
+                let expired = self.in_flight.expire(now);
+                if expired > 0 {
+                    tracing::warn!(
+                        expired,
+                        "admitted transactions never reached execution; their answers are not sent"
+                    );
+                }
                 let mut actions = self.parts.bft.handle(Event::Tick { now_ms: now });
                 actions.extend(self.parts.availability.on_tick(now));
                 actions.extend(self.parts.state_sync.on_tick(
@@ -188,7 +199,7 @@ impl Driver {
             self.flush_outbox()?;
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
-                let consensus = format!("{:?}", self.parts.bft.stats);
+                let consensus = self.counters();
                 let round = self.parts.bft.round();
                 super::write_status(
                     &self.parts.status_path,
@@ -206,10 +217,38 @@ impl Driver {
         }
         // A graceful stop leaves every journal record durable; held messages are not sent (nothing waits on them).
         self.parts.journal.sync()?;
-        Ok((
-            self.parts.bft.round(),
-            format!("{:?}", self.parts.bft.stats),
-        ))
+        Ok((self.parts.bft.round(), self.counters()))
+    }
+
+    /// The consensus side's counters for `status.json`: the BFT's, package availability's and admission's.
+    fn counters(&self) -> serde_json::Value {
+        let bft = &self.parts.bft.stats;
+        let availability = &self.parts.availability.stats;
+        serde_json::json!({
+            "round": self.parts.bft.round(),
+            "committed_height": self.parts.bft.committed_height(),
+            "proposals": bft.proposals,
+            "votes_sent": bft.votes_sent,
+            "qcs_formed": bft.qcs_formed,
+            "commit_votes_sent": bft.commit_votes_sent,
+            "fast_commits": bft.fast_commits,
+            "tcs_formed": bft.tcs_formed,
+            "timeouts_sent": bft.timeouts_sent,
+            "commits": bft.commits,
+            "refused": bft.refused,
+            "conflicting_commits": bft.conflicting_commits,
+            "payload_refused": bft.payload_refused,
+            "witnesses_refused": bft.witnesses_refused,
+            "witnesses_committed": bft.witnesses_committed,
+            "packages_created": availability.packages_created,
+            "signatures_checked": availability.signatures_checked,
+            "certs_formed": availability.certs_formed,
+            "certs_attested": availability.certs_attested,
+            "packages_refused": availability.refused,
+            "in_flight": self.in_flight.len(),
+            "overloaded_answers": self.overloaded_answers,
+            "synchronizer_queued": self.parts.synchronizer.queued(),
+        })
     }
 
     fn on_peer(&mut self, inbound: Inbound, now: u64) -> Result<()> {
@@ -347,40 +386,63 @@ impl Driver {
         }
     }
 
+    /// Admits a batch of client transactions. Those from a client over its in-flight share, or arriving while the
+    /// node is over its own, are answered `Overloaded` before any signature is checked ([`InFlight`]).
     fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {
-        let payloads: Vec<&[u8]> = submissions.iter().map(|s| &s.payload[..]).collect();
-        let admissions = self.parts.synchronizer.admit(&payloads, now);
-        for (submission, admission) in submissions.iter().zip(admissions) {
+        let mut admitted = Vec::with_capacity(submissions.len());
+        for submission in submissions {
             let Origin::Client(client) = submission.origin else {
                 continue;
             };
+            if self.in_flight.admits(&client, now) {
+                admitted.push((client, submission.payload));
+                continue;
+            }
+            self.overloaded_answers += 1;
+            let answer = ClientAnswer::Overloaded {
+                tx: decode_tx(&submission.payload)
+                    .map(|tx| tx.tx_id())
+                    .unwrap_or_default(),
+                retry_after_ms: OVERLOADED_RETRY_AFTER_MS,
+            };
+            self.answer(client, answer);
+        }
+        let payloads: Vec<&[u8]> = admitted.iter().map(|(_, payload)| &payload[..]).collect();
+        let admissions = self.parts.synchronizer.admit(&payloads, now);
+        for ((client, payload), admission) in admitted.iter().zip(admissions) {
             let answer = match admission {
                 // Answered once the package holding it is certified: "accepted" means held by a quorum, so it
                 // survives the crash of this node (see `answer_accepted`).
                 Admission::Accepted { id } => {
-                    self.remember_client(id, client);
+                    self.in_flight.insert(id, *client, now);
                     continue;
                 }
                 Admission::Duplicate { id } => ClientAnswer::Duplicate { tx: id },
                 Admission::Rejected { reason } => ClientAnswer::Rejected {
-                    tx: decode_tx(&submission.payload).ok().map(|tx| tx.tx_id()),
+                    tx: decode_tx(payload).ok().map(|tx| tx.tx_id()),
                     code: reason.code(),
                     reason: ClientAnswer::reason(&reason),
                 },
-                Admission::Overloaded { retry_after_ms } => ClientAnswer::Overloaded {
-                    tx: decode_tx(&submission.payload)
-                        .map(|tx| tx.tx_id())
-                        .unwrap_or_default(),
-                    retry_after_ms,
-                },
+                Admission::Overloaded { retry_after_ms } => {
+                    self.overloaded_answers += 1;
+                    self.in_flight.refuse(*client, now);
+                    ClientAnswer::Overloaded {
+                        tx: decode_tx(payload).map(|tx| tx.tx_id()).unwrap_or_default(),
+                        retry_after_ms,
+                    }
+                }
             };
-            if let Err(error) = self
-                .parts
-                .netio
-                .answer(client, Bytes::from(answer.encode()))
-            {
-                tracing::debug!(%client, %error, "admission answer not delivered");
-            }
+            self.answer(*client, answer);
+        }
+    }
+
+    fn answer(&self, client: SocketAddr, answer: ClientAnswer) {
+        if let Err(error) = self
+            .parts
+            .netio
+            .answer(client, Bytes::from(answer.encode()))
+        {
+            tracing::debug!(%client, %error, "answer not delivered");
         }
     }
 
@@ -391,26 +453,8 @@ impl Driver {
         };
         for tx in &package.txs {
             let id = tx.tx_id();
-            let Some(client) = self.clients.get(&id) else {
-                continue;
-            };
-            let answer = ClientAnswer::Accepted { tx: id };
-            if let Err(error) = self
-                .parts
-                .netio
-                .answer(*client, Bytes::from(answer.encode()))
-            {
-                tracing::debug!(%client, %error, "accepted answer not delivered");
-            }
-        }
-    }
-
-    fn remember_client(&mut self, id: TxId, client: SocketAddr) {
-        self.clients.insert(id, client);
-        self.client_order.push_back(id);
-        while self.client_order.len() > CLIENTS_REMEMBERED_MAX {
-            if let Some(old) = self.client_order.pop_front() {
-                self.clients.remove(&old);
+            if let Some(client) = self.in_flight.client_of(&id) {
+                self.answer(client, ClientAnswer::Accepted { tx: id });
             }
         }
     }
@@ -510,7 +554,7 @@ impl Driver {
             }
             let clients = txs
                 .iter()
-                .map(|tx| self.clients.remove(&tx.tx_id()))
+                .map(|tx| self.in_flight.remove(&tx.tx_id()))
                 .collect();
             let proposer = self.parts.keys[block.author as usize];
             self.parts

@@ -16,6 +16,7 @@ pub mod config;
 mod driver;
 pub mod durable;
 mod executor;
+pub mod in_flight;
 pub mod journal;
 mod snapshot_serve;
 mod state_sync;
@@ -58,9 +59,10 @@ pub struct Status {
     pub rejected: u64,
     pub round: u64,
     pub stopped: bool,
-    /// The BFT's counters (commits, fast commits, timeouts, ...), for operators.
+    /// The consensus side's counters (BFT commits, fast commits, timeouts; package availability; admission's
+    /// in-flight and overloaded answers), as a JSON object, for operators.
     #[serde(default)]
-    pub consensus: String,
+    pub consensus: serde_json::Value,
     /// The best witness block's height, and the witnesses this node mined, accepted and refused.
     #[serde(default)]
     pub witness_height: u64,
@@ -374,6 +376,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         stats: stats.clone(),
         witness: witness.clone(),
         witness_inbox: witness_inbox.clone(),
+        admission_in_flight_max: config.admission_in_flight_max,
     });
     let mining_stop = Arc::new(AtomicBool::new(false));
     let miners = witness::spawn_miners(
@@ -420,7 +423,7 @@ fn write_status(
     witness: &witness::WitnessShared,
     anchors: &snapshot_serve::Anchors,
     round: u64,
-    consensus: &str,
+    consensus: &serde_json::Value,
     stopped: bool,
 ) -> Result<()> {
     let stats = stats.lock().expect("stats lock").clone();
@@ -431,7 +434,7 @@ fn write_status(
         rejected: stats.rejected,
         round,
         stopped,
-        consensus: consensus.to_string(),
+        consensus: consensus.clone(),
         witness_height: witness.best_height.load(Ordering::Relaxed),
         witness_mined: witness.mined.load(Ordering::Relaxed),
         witness_accepted: witness.accepted.load(Ordering::Relaxed),
