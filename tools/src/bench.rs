@@ -18,6 +18,7 @@ use cas_perf::report::{
 use cas_perf::suite::{self, Budget, MicroSummary};
 
 use crate::cluster::{self, ClusterArgs, ClusterReport};
+use crate::peak::{self, PeakSearch};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -76,9 +77,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let duration_s = args.duration_s.unwrap_or(if args.quick { 8 } else { 20 });
     let phase = |name: &str| eprintln!("[{:>5.1} s] {name}", started.elapsed().as_secs_f64());
     eprintln!(
-        "cas bench{}: {cores} cores; cluster sweep over {nodes:?} nodes at {rate} tx/s for {duration_s} s each; report \
-         in {}",
+        "cas bench{}: {cores} cores; cluster sweep over {nodes:?} nodes {} for {duration_s} s each; report in {}",
         if args.quick { " --quick" } else { "" },
+        if args.rate.is_some() {
+            format!("at {rate} tx/s")
+        } else {
+            format!("(each a peak search from {rate} tx/s, steps of")
+        },
         args.out.display()
     );
 
@@ -102,11 +107,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut cluster_reports = Vec::new();
     for &n in &nodes {
         phase(&format!("(c) cluster of {n} nodes"));
-        let report = cluster::measure(&ClusterArgs {
+        let cluster_args = ClusterArgs {
             nodes: n,
             duration_s,
-            rate,
-            accounts: rate.max(1_000) as u32,
+            rate: Some(rate),
+            find_peak: false,
+            accounts: rate.max(10_000) as u32,
             invalid_every: 100,
             dir: None,
             kill_one: false,
@@ -119,8 +125,28 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             restart_behind_blocks: 0,
             empty_block_wait_ms: 100,
             round_timeout_ms: 1_000,
-            load_connections: 2,
-        })
+            load_connections: 1,
+        };
+        // A given --rate measures that rate; otherwise each size's row is its peak (the search of `cas local
+        // --find-peak`, from the default rate), so the rows show capacity, not what was offered.
+        let report = if args.rate.is_some() {
+            cluster::measure(&cluster_args)
+        } else {
+            let search = PeakSearch {
+                start_rate: rate,
+                growth: 1.5,
+                refinements: if args.quick { 1 } else { 2 },
+                step_s: duration_s,
+                steps_max: None,
+            };
+            let base = pipeline::temp_dir(&format!("peak-{n}"));
+            peak::search(&cluster_args, &search, base).and_then(|outcome| {
+                peak::print(&outcome);
+                outcome
+                    .peak
+                    .context("not even the first rate of the peak search held")
+            })
+        }
         .with_context(|| format!("the cluster of {n} nodes"))?;
         measured.push(measured_row(&report));
         cluster_reports.push(report);

@@ -23,6 +23,7 @@ use crate::keyfile;
 use crate::load::{LoadReport, PROGRESS_PREFIX};
 use crate::node::config::{NodeConfig, PeerConfig};
 use crate::node::Status;
+use crate::peak::{self, PeakSearch};
 
 const CHAIN_ID: u32 = 1;
 
@@ -34,9 +35,14 @@ pub struct ClusterArgs {
     /// How long the load runs.
     #[arg(long, default_value_t = 20)]
     pub duration_s: u64,
-    /// Offered load, transactions per second (open loop).
-    #[arg(long, default_value_t = 1_500)]
-    pub rate: u64,
+    /// Offered load, transactions per second (open loop) [default: 1500, and the run ends with a short peak
+    /// search; with --find-peak: the search's first rate].
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Step the offered rate up from --rate (--duration-s per step) until committed TPS falls below 95% of the
+    /// offered rate or p99 passes 1 s, then bisect twice; print every step and the peak row.
+    #[arg(long)]
+    pub find_peak: bool,
     /// Funded accounts; each runs a chain of dependent transfers.
     #[arg(long, default_value_t = 1_500)]
     pub accounts: u32,
@@ -78,7 +84,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 1_000)]
     pub snapshot_sync_gap: u64,
     /// Client connections the load generator opens per node.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub load_connections: usize,
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
@@ -126,25 +132,71 @@ fn free_ports(count: usize) -> Result<Vec<u16>> {
         .collect::<Result<_, _>>()?)
 }
 
+/// The offered rate of a plain `cas local`.
+pub const DEFAULT_RATE: u64 = 1_500;
+/// Seconds per step of the short peak search that ends a plain `cas local`.
+const SHORT_SEARCH_STEP_S: u64 = 5;
+/// Steps of that search at most: a rough peak in about a minute, `--find-peak` for a precise one.
+const SHORT_SEARCH_STEPS: usize = 3;
+
+impl ClusterArgs {
+    pub fn rate(&self) -> u64 {
+        self.rate.unwrap_or(DEFAULT_RATE)
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("cas-local-{}", std::process::id()))
+        })
+    }
+}
+
 pub fn run(args: &ClusterArgs) -> Result<()> {
     if args.compare_mining {
         return crate::mining_compare::compare(args);
     }
-    measure(args).map(|_| ())
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+    let search = if args.find_peak {
+        PeakSearch {
+            start_rate: args.rate.unwrap_or(2_500 * cores),
+            growth: 1.5,
+            refinements: 2,
+            step_s: args.duration_s,
+            steps_max: None,
+        }
+    } else {
+        measure(args)?;
+        // A plain run (no rate given, no drill) ends with a short search, so a newcomer sees what the machine can
+        // do, not only the small default rate.
+        if args.rate.is_some() || args.kill_one {
+            return Ok(());
+        }
+        PeakSearch {
+            start_rate: 5_000 * cores,
+            growth: 1.5,
+            refinements: 1,
+            step_s: SHORT_SEARCH_STEP_S,
+            steps_max: Some(SHORT_SEARCH_STEPS),
+        }
+    };
+    let base = args.base_dir();
+    let outcome = peak::search(args, &search, base.clone())?;
+    peak::print(&outcome);
+    let path = base.join("peak.json");
+    fs::write(&path, serde_json::to_vec_pretty(&outcome)?)?;
+    println!("peak report: {}", path.display());
+    Ok(())
 }
 
 /// Runs the cluster, prints its table, writes `report.json`, and returns the report; an error if any transaction got
 /// a wrong answer or the nodes ended with different commitments.
 pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     ensure!(
-        args.nodes >= 1 && args.accounts > 0 && args.rate > 0,
+        args.nodes >= 1 && args.accounts > 0 && args.rate() > 0,
         "nodes, accounts and rate must be positive"
     );
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let dir = args
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("cas-local-{}", std::process::id())));
+    let dir = args.base_dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Shards per node so the CPU-bound threads (a driver and the shards per node) add up to about the cores.
     let shards_per_node = (cores / args.nodes).max(1);
@@ -534,7 +586,7 @@ fn start_load(
             .arg(format!("{addr}={}", key.to_hex()));
     }
     command
-        .args(["--rate", &args.rate.to_string()])
+        .args(["--rate", &args.rate().to_string()])
         .args(["--duration-s", &args.duration_s.to_string()])
         .args(["--accounts", &args.accounts.to_string()])
         .args(["--invalid-every", &args.invalid_every.to_string()])

@@ -16,6 +16,7 @@ mod mine_cmd;
 mod mining_compare;
 mod node;
 mod offline;
+mod peak;
 mod witness_cmd;
 
 #[global_allocator]
