@@ -256,8 +256,8 @@ impl Package {
         h.update(&self.creator.to_le_bytes());
         h.update(&self.sequence.to_le_bytes());
         h.update(&(self.txs.len() as u64).to_le_bytes());
-        for tx in &self.txs {
-            h.update(&tx.tx_id().0);
+        for id in cas_engine::tx::owned_tx_ids(&self.txs) {
+            h.update(&id.0);
         }
         Hash32::from(h.finalize())
     }

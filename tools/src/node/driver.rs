@@ -451,8 +451,7 @@ impl Driver {
         let Some(package) = self.parts.availability.package(package) else {
             return;
         };
-        for tx in &package.txs {
-            let id = tx.tx_id();
+        for id in cas_engine::tx::owned_tx_ids(&package.txs) {
             if let Some(client) = self.in_flight.client_of(&id) {
                 self.answer(client, ClientAnswer::Accepted { tx: id });
             }
@@ -532,6 +531,7 @@ impl Driver {
     fn drain_pending(&mut self, now: u64) -> Result<()> {
         while let Some(block) = self.pending.front() {
             let mut txs: Vec<Transaction> = Vec::new();
+            let mut ids = Vec::new();
             let mut missing = Vec::new();
             let mut attested = true;
             for cert in &block.payload {
@@ -539,6 +539,7 @@ impl Driver {
                     Ok((package, needs_verification)) => {
                         attested &= !needs_verification;
                         txs.extend(package.txs.iter().cloned());
+                        ids.extend(cas_engine::tx::owned_tx_ids(&package.txs));
                     }
                     Err(requests) => missing.push((cert.package, requests)),
                 }
@@ -552,10 +553,7 @@ impl Driver {
             for cert in &block.payload {
                 self.package_requests.remove(&cert.package);
             }
-            let clients = txs
-                .iter()
-                .map(|tx| self.in_flight.remove(&tx.tx_id()))
-                .collect();
+            let clients = ids.iter().map(|id| self.in_flight.remove(id)).collect();
             let proposer = self.parts.keys[block.author as usize];
             self.parts
                 .execution
@@ -563,6 +561,7 @@ impl Driver {
                     block,
                     proposer,
                     txs,
+                    ids,
                     clients,
                     attested,
                 }))

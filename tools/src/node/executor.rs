@@ -34,6 +34,8 @@ pub struct Committed {
     pub block: ConsensusBlock,
     pub proposer: PublicKey,
     pub txs: Vec<Transaction>,
+    /// The ids of `txs`, computed once by the driver.
+    pub ids: Vec<cas_engine::TxId>,
     pub clients: Vec<Option<SocketAddr>>,
     /// Every package's certificate is attested: the signatures were verified by an honest member already.
     pub attested: bool,
@@ -194,13 +196,11 @@ impl Executor {
         let minted: u64 = witnesses.rewards.iter().map(|r| r.amount).sum();
         let client_txs = committed.txs.len();
         let mut txs = committed.txs;
-        txs.push(issuance_tx(
-            self.chain_id,
-            height,
-            carried,
-            &witnesses.rewards,
-        ));
-        let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
+        let issuance = issuance_tx(self.chain_id, height, carried, &witnesses.rewards);
+        let mut ids = committed.ids;
+        debug_assert_eq!(ids.len(), txs.len());
+        ids.push(issuance.tx_id());
+        txs.push(issuance);
         let block = Block {
             header: BlockHeader {
                 chain_id: self.chain_id,
