@@ -63,6 +63,8 @@ pub const SEQUENCE_GAP_WAIT_MS: u64 = 2_000;
 /// Votes and timeouts further ahead than this many rounds are ignored, bounding what a Byzantine member can make
 /// us hold.
 pub const FUTURE_ROUNDS_MAX: Round = 10_000;
+/// Committed heights between passes that prune the blocks below the kept window, at most.
+pub const BLOCKS_PRUNE_STEP: u64 = 64;
 
 #[derive(Clone, Debug)]
 pub struct BftConfig {
@@ -81,6 +83,12 @@ pub struct BftConfig {
     /// A leader with nothing to propose waits this long for payload before proposing an empty block, so an idle
     /// chain does not spin through rounds (0: propose at once). Must be well under the round timeout.
     pub empty_block_wait_ms: u64,
+    /// A leader with some new payload, but less than one certificate per member, waits up to this long from the
+    /// round's start for more before proposing (0: propose at once). At low load this batches several packages per
+    /// block instead of one, so the per-block work (votes, fsyncs, a ledger block on every member) does not grow
+    /// with the number of packages; under load a block fills at once and nothing waits. At most
+    /// `empty_block_wait_ms` (ignored when that is 0).
+    pub proposal_wait_ms: u64,
 }
 
 impl Default for BftConfig {
@@ -93,6 +101,7 @@ impl Default for BftConfig {
             blocks_kept: 10_000,
             request_retry_ms: 500,
             empty_block_wait_ms: 100,
+            proposal_wait_ms: 0,
         }
     }
 }
@@ -175,6 +184,8 @@ pub struct Bft {
     installed_height: u64,
     /// Recent committed blocks by height, to recognise a commit rule firing for a block that conflicts with them.
     committed_by_height: BTreeMap<u64, BlockHash>,
+    /// Blocks below this height have been pruned (see `try_commit`).
+    pruned_below: u64,
     /// The highest block that the commit rule made final but whose ancestors are not all here yet.
     commit_target: Option<BlockHash>,
     votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
@@ -232,6 +243,11 @@ impl Bft {
             config.empty_block_wait_ms < config.round_timeout_ms,
             "an empty-block wait must leave the round time to finish"
         );
+        assert!(
+            config.empty_block_wait_ms == 0
+                || config.proposal_wait_ms <= config.empty_block_wait_ms,
+            "a leader with payload waits no longer than one without"
+        );
         let (committed_height, committed_hash) = recovered
             .committed
             .unwrap_or((0, crate::messages::GENESIS_HASH));
@@ -253,6 +269,7 @@ impl Bft {
             committed_hash,
             installed_height: 0,
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
+            pruned_below: 0,
             commit_target: None,
             votes: BTreeMap::new(),
             commit_votes: BTreeMap::new(),
@@ -357,7 +374,7 @@ impl Bft {
         }
         self.pool_arrival_ms.insert(cert.package, self.now_ms);
         self.payload_pool.push_back(cert);
-        if self.proposal_waiting {
+        if self.proposal_waiting && (self.config.proposal_wait_ms == 0 || self.ready_to_propose()) {
             let mut actions = Vec::new();
             self.propose(&mut actions);
             self.deferred.extend(actions);
@@ -445,15 +462,28 @@ impl Bft {
         self.qc_rounds.retain(|r| *r >= keep_from);
         self.tc_rounds.retain(|r| *r >= keep_from);
         self.proposal_waiting = self.committee.leader(round) == self.me;
-        if self.proposal_waiting && (self.config.empty_block_wait_ms == 0 || self.has_new_payload())
-        {
+        if self.proposal_waiting && self.ready_to_propose() {
             self.propose(actions);
         }
     }
 
-    /// Whether the pool holds a certificate that no uncommitted block extended by the next proposal carries yet.
-    fn has_new_payload(&self) -> bool {
-        !self.payload_pool.is_empty() && !self.select_payload(&self.safety.high_qc.block).is_empty()
+    /// Whether a leader waiting to propose does so now: at once when no wait is configured; with new payload
+    /// (certificates no uncommitted block extended by the proposal carries yet) once it is a certificate per member
+    /// or the round is `proposal_wait_ms` old; without, once it is `empty_block_wait_ms` old.
+    fn ready_to_propose(&self) -> bool {
+        if self.config.empty_block_wait_ms == 0 {
+            return true;
+        }
+        let waited_ms = self.now_ms.saturating_sub(self.round_started_ms);
+        let new = if self.payload_pool.is_empty() {
+            0
+        } else {
+            self.select_payload(&self.safety.high_qc.block).len()
+        };
+        if new == 0 {
+            return waited_ms >= self.config.empty_block_wait_ms;
+        }
+        new >= self.committee.size() || waited_ms >= self.config.proposal_wait_ms
     }
 
     fn propose(&mut self, actions: &mut Vec<Action>) {
@@ -980,12 +1010,17 @@ impl Bft {
             .retain(|c| !committed.contains(&c.package));
         self.pool_arrival_ms
             .retain(|package, _| !committed.contains(package));
+        // Pruned every few heights (a sixteenth of the window, at most BLOCKS_PRUNE_STEP), not on every commit: a
+        // pass over the kept blocks costs their number; between passes the window holds that many more.
         let keep_from = self
             .committed_height
             .saturating_sub(self.config.blocks_kept);
-        self.blocks.retain(|_, b| b.height >= keep_from);
-        self.committed_by_height
-            .retain(|height, _| *height >= keep_from);
+        let step = (self.config.blocks_kept / 16).clamp(1, BLOCKS_PRUNE_STEP);
+        if keep_from >= self.pruned_below + step {
+            self.blocks.retain(|_, b| b.height >= keep_from);
+            self.committed_by_height = self.committed_by_height.split_off(&keep_from);
+            self.pruned_below = keep_from;
+        }
     }
 
     fn local_timeout(&mut self, actions: &mut Vec<Action>) {
@@ -1008,9 +1043,7 @@ impl Bft {
 
     fn on_tick(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
         self.now_ms = self.now_ms.max(now_ms);
-        if self.proposal_waiting
-            && self.now_ms >= self.round_started_ms + self.config.empty_block_wait_ms
-        {
+        if self.proposal_waiting && self.ready_to_propose() {
             self.propose(actions);
         }
         match &self.my_timeout {

@@ -74,6 +74,9 @@ pub struct ClusterArgs {
     /// grows as fast as rounds complete; used to build long chains for catch-up measurements).
     #[arg(long, default_value_t = 100)]
     pub empty_block_wait_ms: u64,
+    /// A leader with some new payload but less than a package per member waits up to this long for more.
+    #[arg(long, default_value_t = 20)]
+    pub proposal_wait_ms: u64,
     /// Committed consensus blocks each node keeps in memory for peers catching up block by block.
     #[arg(long, default_value_t = cas_consensus::bft::BftConfig::default().blocks_kept)]
     pub blocks_kept: u64,
@@ -275,6 +278,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             pin_cores: false,
             round_timeout_ms: args.round_timeout_ms,
             empty_block_wait_ms: args.empty_block_wait_ms,
+            proposal_wait_ms: args.proposal_wait_ms,
             package_txs_max: 2_000,
             package_wait_ms: 20,
             snapshot_every_blocks: args.snapshot_every,

@@ -1,8 +1,8 @@
-//! The node's small durable files: the consensus safety state (written before any vote leaves, in place in one of
-//! two checksummed slots: see [`SafetyFile`]) and the execution marker (which consensus block each executed height
-//! was), and the witness order at the base of a store that starts at an installed snapshot. The last two go to a
-//! temporary file, are fsynced, renamed over the old one, and the folder is fsynced: a crash leaves the old or the
-//! new, never half.
+//! The node's small durable files: the consensus safety state (written before any vote leaves) and the execution
+//! marker (which consensus block each executed height was), each in place in one of two checksummed slots
+//! ([`SlotFile`]: one pwrite and one fdatasync a store); and the witness order at the base of a store that starts at
+//! an installed snapshot, which goes to a temporary file, is fsynced, renamed over the old one, and the folder is
+//! fsynced: a crash leaves the old or the new, never half.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -30,96 +30,105 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of one safety record slot: room for a quorum certificate of the largest committee.
-const SAFETY_SLOT_BYTES: usize = 128 * 1024;
-/// What every safety record starts with (and, with the version, what the checksum covers first).
-const SAFETY_MAGIC: [u8; 8] = *b"CASSAFE1";
 /// magic, sequence (u64), payload length (u32); the payload; then its blake3 checksum.
-const SAFETY_HEADER_BYTES: usize = 8 + 8 + 4;
-const SAFETY_CHECKSUM_BYTES: usize = 32;
-/// Two signatures' worth per member (index and signature, with the archive's overhead) for the largest committee.
-const _: () = assert!(
-    SAFETY_HEADER_BYTES + 16 + 256 + cas_engine::codec::COMMITTEE_MAX * 80 + SAFETY_CHECKSUM_BYTES
-        <= SAFETY_SLOT_BYTES
-);
+const SLOT_HEADER_BYTES: usize = 8 + 8 + 4;
+const SLOT_CHECKSUM_BYTES: usize = 32;
 
-/// The consensus safety state, in two fixed slots of one preallocated file written in turn, in place: a vote
-/// costs one `pwrite` and one `fdatasync` (no create, rename or folder sync). Each record carries a sequence
-/// number and a blake3 checksum, so a write torn by a crash spoils only the slot being written (the other still
-/// holds the previous state, and the vote it guarded never left); loading takes the intact record with the highest
-/// sequence. A file with no intact record is corruption: an error that names the file and what to do, never a
-/// silent start from the default state (which could vote twice in a round).
-pub struct SafetyFile {
+/// One small record kept durable in place: two fixed slots of one preallocated file, written in turn, so a store
+/// costs one `pwrite` and one `fdatasync` (no create, rename or folder sync). Each record carries a sequence number
+/// and a blake3 checksum, so a write torn by a crash spoils only the slot being written (the other still holds the
+/// previous record, and whatever the new one guarded has not happened yet); loading takes the intact record with
+/// the highest sequence. A file with no intact record is corruption: an error naming the file and what to do.
+struct SlotFile {
     path: PathBuf,
+    magic: [u8; 8],
+    slot_bytes: usize,
+    /// What the operator can do when the file is corrupt, for the error.
+    way_out: &'static str,
     file: Option<File>,
     /// The sequence of the next record written.
     sequence: u64,
 }
 
-impl SafetyFile {
-    pub fn new(data_dir: &Path) -> SafetyFile {
-        SafetyFile {
-            path: data_dir.join("safety.bin"),
+impl SlotFile {
+    fn new(path: PathBuf, magic: [u8; 8], slot_bytes: usize, way_out: &'static str) -> SlotFile {
+        SlotFile {
+            path,
+            magic,
+            slot_bytes,
+            way_out,
             file: None,
             sequence: 0,
         }
     }
 
-    /// The stored state; the default when the node has never voted (no file).
-    pub fn load(&mut self) -> Result<SafetyState> {
+    /// The newest intact record's payload; None when the file does not exist.
+    fn load(&mut self) -> Result<Option<Vec<u8>>> {
         if !self.path.exists() {
-            return Ok(SafetyState::default());
+            return Ok(None);
         }
         let bytes =
             fs::read(&self.path).with_context(|| format!("cannot read {}", self.path.display()))?;
-        if bytes.len() != 2 * SAFETY_SLOT_BYTES {
+        if bytes.len() != 2 * self.slot_bytes {
             bail!(
-                "{} is {} bytes, not the {} of a safety file: truncated, or not written by this version. Voting \
-                 from a default state could vote twice in a round; restore the data folder from a backup, or give \
-                 the node a new key and folder",
+                "{} is {} bytes, not {}: truncated, or not written by this version; {}",
                 self.path.display(),
                 bytes.len(),
-                2 * SAFETY_SLOT_BYTES
+                2 * self.slot_bytes,
+                self.way_out
             );
         }
         let newest = bytes
-            .chunks_exact(SAFETY_SLOT_BYTES)
-            .filter_map(decode_safety_record)
+            .chunks_exact(self.slot_bytes)
+            .filter_map(|slot| self.decode(slot))
             .max_by_key(|(sequence, _)| *sequence);
-        let Some((sequence, state)) = newest else {
+        let Some((sequence, payload)) = newest else {
             bail!(
-                "{}: neither safety record is intact (checksum mismatch at offsets 0 and {SAFETY_SLOT_BYTES}): the \
-                 file is corrupt. Voting from a default state could vote twice in a round; restore the data folder \
-                 from a backup, or give the node a new key and folder",
-                self.path.display()
+                "{}: neither record is intact (checksum mismatch at offsets 0 and {}): the file is corrupt; {}",
+                self.path.display(),
+                self.slot_bytes,
+                self.way_out
             );
         };
         self.sequence = sequence + 1;
-        Ok(state)
+        Ok(Some(payload.to_vec()))
     }
 
-    /// Makes `safety` durable before returning: written over the older of the two slots, then fdatasynced.
-    pub fn store(&mut self, safety: &SafetyState) -> Result<()> {
-        let mut payload = Vec::with_capacity(256);
-        payload.extend_from_slice(&safety.last_voted_round.to_le_bytes());
-        payload.extend_from_slice(&safety.last_timeout_round.to_le_bytes());
-        payload.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&safety.high_qc)?);
+    /// One slot's record, if it is intact: (sequence, payload).
+    fn decode<'a>(&self, slot: &'a [u8]) -> Option<(u64, &'a [u8])> {
+        if slot[..8] != self.magic {
+            return None;
+        }
+        let sequence = u64::from_le_bytes(slot[8..16].try_into().ok()?);
+        let len = u32::from_le_bytes(slot[16..20].try_into().ok()?) as usize;
+        let end = SLOT_HEADER_BYTES.checked_add(len)?;
+        let stored = slot.get(end..end.checked_add(SLOT_CHECKSUM_BYTES)?)?;
+        if blake3::hash(&slot[..end]).as_bytes() != stored {
+            return None;
+        }
+        Some((sequence, &slot[SLOT_HEADER_BYTES..end]))
+    }
+
+    /// Makes `payload` durable before returning: written over the older of the two slots, then fdatasynced.
+    fn store(&mut self, payload: &[u8]) -> Result<()> {
         let mut record =
-            Vec::with_capacity(SAFETY_HEADER_BYTES + payload.len() + SAFETY_CHECKSUM_BYTES);
-        record.extend_from_slice(&SAFETY_MAGIC);
+            Vec::with_capacity(SLOT_HEADER_BYTES + payload.len() + SLOT_CHECKSUM_BYTES);
+        record.extend_from_slice(&self.magic);
         record.extend_from_slice(&self.sequence.to_le_bytes());
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&payload);
+        record.extend_from_slice(payload);
         let checksum = blake3::hash(&record);
         record.extend_from_slice(checksum.as_bytes());
         assert!(
-            record.len() <= SAFETY_SLOT_BYTES,
-            "a safety record fits its slot (checked at compile time for the largest committee)"
+            record.len() <= self.slot_bytes,
+            "a record of {} bytes fits its slot of {} (sized for the largest record)",
+            record.len(),
+            self.slot_bytes
         );
-        let slot = (self.sequence % 2) as usize * SAFETY_SLOT_BYTES;
+        let slot = (self.sequence % 2) * self.slot_bytes as u64;
         let path = self.path.clone();
         let file = self.open()?;
-        std::os::unix::fs::FileExt::write_all_at(file, &record, slot as u64)
+        std::os::unix::fs::FileExt::write_all_at(file, &record, slot)
             .with_context(|| format!("writing {}", path.display()))?;
         file.sync_data()
             .with_context(|| format!("syncing {}", path.display()))?;
@@ -139,7 +148,7 @@ impl SafetyFile {
                 .open(&self.path)
                 .with_context(|| format!("opening {}", self.path.display()))?;
             if created {
-                file.set_len(2 * SAFETY_SLOT_BYTES as u64)?;
+                file.set_len(2 * self.slot_bytes as u64)?;
                 file.sync_all()?;
                 if let Some(folder) = self.path.parent() {
                     File::open(folder)?.sync_all()?;
@@ -151,61 +160,130 @@ impl SafetyFile {
     }
 }
 
-/// One slot's record, if it is intact: (sequence, state).
-fn decode_safety_record(slot: &[u8]) -> Option<(u64, SafetyState)> {
-    if slot[..8] != SAFETY_MAGIC {
-        return None;
+/// Bytes of one safety record slot: room for a quorum certificate of the largest committee.
+const SAFETY_SLOT_BYTES: usize = 128 * 1024;
+/// Two signatures' worth per member (index and signature, with the archive's overhead) for the largest committee.
+const _: () = assert!(
+    SLOT_HEADER_BYTES + 16 + 256 + cas_engine::codec::COMMITTEE_MAX * 80 + SLOT_CHECKSUM_BYTES
+        <= SAFETY_SLOT_BYTES
+);
+
+/// The consensus safety state (`safety.bin`), durable before any vote leaves, in a [`SlotFile`]: a torn write
+/// falls back to the previous state, and a file with no intact record stops the node rather than start it from
+/// the default state, which could vote twice in a round.
+pub struct SafetyFile {
+    slots: SlotFile,
+}
+
+impl SafetyFile {
+    pub fn new(data_dir: &Path) -> SafetyFile {
+        SafetyFile {
+            slots: SlotFile::new(
+                data_dir.join("safety.bin"),
+                *b"CASSAFE1",
+                SAFETY_SLOT_BYTES,
+                "voting from a default state could vote twice in a round: restore the data folder from a backup, or \
+                 give the node a new key and folder",
+            ),
+        }
     }
-    let sequence = u64::from_le_bytes(slot[8..16].try_into().ok()?);
-    let len = u32::from_le_bytes(slot[16..20].try_into().ok()?) as usize;
-    let end = SAFETY_HEADER_BYTES.checked_add(len)?;
-    let stored = slot.get(end..end + SAFETY_CHECKSUM_BYTES)?;
-    if blake3::hash(&slot[..end]).as_bytes() != stored || len < 16 {
-        return None;
-    }
-    let payload = &slot[SAFETY_HEADER_BYTES..end];
-    let last_voted_round = u64::from_le_bytes(payload[..8].try_into().ok()?);
-    let last_timeout_round = u64::from_le_bytes(payload[8..16].try_into().ok()?);
-    // rkyv needs its archive aligned; the payload's place in the slot is not.
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len - 16);
-    aligned.extend_from_slice(&payload[16..]);
-    let archived =
-        rkyv::access::<cas_consensus::messages::ArchivedQuorumCert, rkyv::rancor::Error>(&aligned)
-            .ok()?;
-    let high_qc = rkyv::deserialize::<QuorumCert, rkyv::rancor::Error>(archived).ok()?;
-    Some((
-        sequence,
-        SafetyState {
+
+    /// The stored state; the default when the node has never voted (no file).
+    pub fn load(&mut self) -> Result<SafetyState> {
+        let Some(payload) = self.slots.load()? else {
+            return Ok(SafetyState::default());
+        };
+        let path = self.slots.path.display();
+        if payload.len() < 16 {
+            bail!(
+                "{path}: the safety record is {} bytes, too short",
+                payload.len()
+            );
+        }
+        let last_voted_round = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+        let last_timeout_round = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+        // rkyv needs its archive aligned; the payload's place in the record is not.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len() - 16);
+        aligned.extend_from_slice(&payload[16..]);
+        let archived = rkyv::access::<
+            cas_consensus::messages::ArchivedQuorumCert,
+            rkyv::rancor::Error,
+        >(&aligned)
+        .map_err(|_| anyhow::anyhow!("{path}: the safety record's certificate does not decode"))?;
+        let high_qc =
+            rkyv::deserialize::<QuorumCert, rkyv::rancor::Error>(archived).map_err(|_| {
+                anyhow::anyhow!("{path}: the safety record's certificate does not decode")
+            })?;
+        Ok(SafetyState {
             last_voted_round,
             high_qc,
             last_timeout_round,
-        },
-    ))
+        })
+    }
+
+    /// Makes `safety` durable before returning.
+    pub fn store(&mut self, safety: &SafetyState) -> Result<()> {
+        let mut payload = Vec::with_capacity(256);
+        payload.extend_from_slice(&safety.last_voted_round.to_le_bytes());
+        payload.extend_from_slice(&safety.last_timeout_round.to_le_bytes());
+        payload.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&safety.high_qc)?);
+        self.slots.store(&payload)
+    }
 }
 
-/// (height, consensus block hash) of the last two blocks handed to execution: written before a block is
-/// executed, so whichever of the two the block store ends at, its consensus hash is known.
+/// Entries an execution marker holds: the last two blocks handed to execution.
+const EXECUTED_ENTRIES_MAX: usize = 2;
+/// Bytes of one entry: height (u64) and consensus block hash.
+const EXECUTED_ENTRY_BYTES: usize = 8 + 32;
+const EXECUTED_SLOT_BYTES: usize = 4096;
+const _: () = assert!(
+    SLOT_HEADER_BYTES + EXECUTED_ENTRIES_MAX * EXECUTED_ENTRY_BYTES + SLOT_CHECKSUM_BYTES
+        <= EXECUTED_SLOT_BYTES
+);
+
+/// What an operator can do when the execution marker cannot be trusted.
+pub const EXECUTED_WAY_OUT: &str = "restore the data folder from a backup, or move it aside and start the node on \
+                                    an empty one: it catches up from its peers (by snapshot when far behind)";
+
+/// (height, consensus block hash) of the last two blocks handed to execution (`executed.bin`, a [`SlotFile`]):
+/// written before a block is executed, so whichever of the two the block store ends at, its consensus hash is
+/// known.
 pub struct ExecutedFile {
-    path: PathBuf,
+    slots: SlotFile,
 }
 
 impl ExecutedFile {
     pub fn new(data_dir: &Path) -> ExecutedFile {
         ExecutedFile {
-            path: data_dir.join("executed.bin"),
+            slots: SlotFile::new(
+                data_dir.join("executed.bin"),
+                *b"CASEXEC1",
+                EXECUTED_SLOT_BYTES,
+                EXECUTED_WAY_OUT,
+            ),
         }
     }
 
-    pub fn load(&self) -> Result<Vec<(u64, BlockHash)>> {
-        if !self.path.exists() {
+    pub fn path(&self) -> &Path {
+        &self.slots.path
+    }
+
+    pub fn load(&mut self) -> Result<Vec<(u64, BlockHash)>> {
+        let Some(payload) = self.slots.load()? else {
             return Ok(Vec::new());
+        };
+        if payload.len() % EXECUTED_ENTRY_BYTES != 0
+            || payload.len() > EXECUTED_ENTRIES_MAX * EXECUTED_ENTRY_BYTES
+        {
+            bail!(
+                "{}: the execution marker holds {} bytes, not up to {EXECUTED_ENTRIES_MAX} entries of \
+                 {EXECUTED_ENTRY_BYTES}; {EXECUTED_WAY_OUT}",
+                self.slots.path.display(),
+                payload.len()
+            );
         }
-        let bytes = fs::read(&self.path)?;
-        if bytes.len() % 40 != 0 {
-            bail!("{} is malformed", self.path.display());
-        }
-        Ok(bytes
-            .chunks_exact(40)
+        Ok(payload
+            .chunks_exact(EXECUTED_ENTRY_BYTES)
             .map(|c| {
                 (
                     u64::from_le_bytes(c[..8].try_into().expect("8")),
@@ -215,12 +293,16 @@ impl ExecutedFile {
             .collect())
     }
 
-    pub fn store(&self, entries: &[(u64, BlockHash)]) -> Result<()> {
-        let bytes: Vec<u8> = entries
+    pub fn store(&mut self, entries: &[(u64, BlockHash)]) -> Result<()> {
+        assert!(
+            entries.len() <= EXECUTED_ENTRIES_MAX,
+            "the executor keeps two marks"
+        );
+        let payload: Vec<u8> = entries
             .iter()
             .flat_map(|(height, hash)| height.to_le_bytes().into_iter().chain(hash.0))
             .collect();
-        write_atomic(&self.path, &bytes)
+        self.slots.store(&payload)
     }
 }
 
@@ -333,17 +415,39 @@ mod tests {
         let path = dir.path().join("safety.bin");
         let mut bytes = std::fs::read(&path).unwrap();
         // A flipped byte in each record's last-voted round (the bug of old: round 4.6e18, never voting again).
-        bytes[SAFETY_HEADER_BYTES + 7] ^= 0x40;
-        bytes[SAFETY_SLOT_BYTES + SAFETY_HEADER_BYTES + 7] ^= 0x40;
+        bytes[SLOT_HEADER_BYTES + 7] ^= 0x40;
+        bytes[SAFETY_SLOT_BYTES + SLOT_HEADER_BYTES + 7] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let error = SafetyFile::new(dir.path()).load().unwrap_err().to_string();
         assert!(error.contains("safety.bin"), "{error}");
-        assert!(error.contains("neither safety record is intact"), "{error}");
+        assert!(error.contains("neither record is intact"), "{error}");
         assert!(error.contains("restore the data folder"), "{error}");
         // A truncated file is refused too.
         std::fs::write(&path, &bytes[..100]).unwrap();
         let error = SafetyFile::new(dir.path()).load().unwrap_err().to_string();
         assert!(error.contains("is 100 bytes"), "{error}");
+    }
+
+    #[test]
+    fn the_execution_marker_is_checksummed_and_its_errors_name_the_file_and_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = ExecutedFile::new(dir.path());
+        assert!(file.load().unwrap().is_empty());
+        let marks = vec![(7, Hash32([7; 32])), (8, Hash32([8; 32]))];
+        file.store(&marks[..1]).unwrap();
+        file.store(&marks).unwrap();
+        assert_eq!(ExecutedFile::new(dir.path()).load().unwrap(), marks);
+        let path = file.path().to_path_buf();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[SLOT_HEADER_BYTES + 3] ^= 1;
+        bytes[EXECUTED_SLOT_BYTES + SLOT_HEADER_BYTES + 3] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = ExecutedFile::new(dir.path())
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("executed.bin"), "{error}");
+        assert!(error.contains("catches up from its peers"), "{error}");
     }
 
     #[test]

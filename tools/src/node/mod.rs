@@ -146,7 +146,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         &shards_config,
         Some(&genesis),
     )?;
-    let executed_file = ExecutedFile::new(&config.data_dir);
+    let mut executed_file = ExecutedFile::new(&config.data_dir);
     let marks = executed_file.load()?;
     let committed = marks
         .iter()
@@ -154,8 +154,12 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         .copied();
     if recovery.durable_height > 0 && committed.is_none() {
         bail!(
-            "the execution marker {marks:?} does not name the stored height {}",
-            recovery.durable_height
+            "{}: the execution marker names heights {:?}, not the stored ledger's height {}, so the consensus block \
+             of that height is unknown; {}",
+            executed_file.path().display(),
+            marks.iter().map(|(height, _)| *height).collect::<Vec<_>>(),
+            recovery.durable_height,
+            durable::EXECUTED_WAY_OUT
         );
     }
     // The ledger's witness order is rebuilt from the stored blocks (each records the witnesses its consensus block
@@ -328,6 +332,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         round_timeout_ms: config.round_timeout_ms,
         round_timeout_max_ms: config.round_timeout_ms * 8,
         empty_block_wait_ms: config.empty_block_wait_ms,
+        // A leader with payload never waits longer than one without (none waits when that is 0).
+        proposal_wait_ms: config.proposal_wait_ms.min(config.empty_block_wait_ms),
         ..BftConfig::default()
     };
     let (bft, actions) = Bft::new(
