@@ -277,33 +277,13 @@ impl ArchivedTxBody {
 /// The tx ids of `txs`, in order: the same as calling [`ArchivedTransaction::tx_id`] on each, with the bodies of at
 /// most one blake3 chunk (a transfer's ~230 bytes) hashed sixteen at a time ([`crate::hash_many`]).
 pub fn tx_ids(txs: &[&ArchivedTransaction]) -> Vec<TxId> {
-    let mut bytes = Vec::with_capacity(txs.len() * 256);
-    let mut ends = Vec::with_capacity(txs.len());
-    for tx in txs {
-        tx.body.write_canonical(&mut bytes);
-        ends.push(bytes.len());
-    }
-    let mut start = 0;
-    let messages: Vec<&[u8]> = ends
-        .iter()
-        .map(|&end| {
-            let message = &bytes[start..end];
-            start = end;
-            message
-        })
-        .collect();
-    let mut ids = vec![TxId::default(); txs.len()];
-    TX_ID.hash_many(&messages, &mut ids);
-    ids
+    body_ids(txs.iter().map(|tx| &tx.body), txs.len())
 }
 
 /// The tx ids of owned transactions, in order: archived together in one buffer, then hashed as [`tx_ids`] does
 /// (sixteen at a time), instead of archiving each body on its own as [`TxBody::tx_id`] does: for packages and
 /// blocks held as owned values.
 pub fn owned_tx_ids(txs: &[Transaction]) -> Vec<TxId> {
-    if txs.is_empty() {
-        return Vec::new();
-    }
     let mut bytes = rkyv::util::AlignedVec::<16>::with_capacity(txs.len() * 320);
     let mut ends = Vec::with_capacity(txs.len());
     for tx in txs {
@@ -316,25 +296,33 @@ pub fn owned_tx_ids(txs: &[Transaction]) -> Vec<TxId> {
         }
     }
     let mut start = 0;
-    let mut canonical = Vec::with_capacity(txs.len() * 256);
-    let mut message_ends = Vec::with_capacity(txs.len());
-    for end in ends {
+    let bodies = ends.iter().map(|&end| {
         // SAFETY: bytes[start..end] was archived just above from a `TxBody`, its root at the end as rkyv puts it.
         let body = unsafe { rkyv::access_unchecked::<ArchivedTxBody>(&bytes[start..end]) };
-        body.write_canonical(&mut canonical);
-        message_ends.push(canonical.len());
         start = end.next_multiple_of(16);
+        body
+    });
+    body_ids(bodies, txs.len())
+}
+
+/// The ids of `count` bodies: their canonical bytes written one after another, then hashed sixteen at a time.
+fn body_ids<'a>(bodies: impl Iterator<Item = &'a ArchivedTxBody>, count: usize) -> Vec<TxId> {
+    let mut bytes = Vec::with_capacity(count * 256);
+    let mut ends = Vec::with_capacity(count);
+    for body in bodies {
+        body.write_canonical(&mut bytes);
+        ends.push(bytes.len());
     }
     let mut start = 0;
-    let messages: Vec<&[u8]> = message_ends
+    let messages: Vec<&[u8]> = ends
         .iter()
         .map(|&end| {
-            let message = &canonical[start..end];
+            let message = &bytes[start..end];
             start = end;
             message
         })
         .collect();
-    let mut ids = vec![TxId::default(); txs.len()];
+    let mut ids = vec![TxId::default(); messages.len()];
     TX_ID.hash_many(&messages, &mut ids);
     ids
 }
