@@ -394,11 +394,8 @@ pub fn run(
                 continue;
             }
             if let Err(error) = clients[connection].submit_batch(std::mem::take(batch)) {
-                let reason = match clients[connection].try_recv_answer() {
-                    Err(lost) => lost.to_string(),
-                    _ => error.to_string(),
-                };
-                lost[connection] = Some(format!("connection {connection}: {reason}"));
+                // Only the error: taking an answer here to learn the close reason would steal it from the reader.
+                lost[connection] = Some(format!("connection {connection}: {error}"));
             }
         }
         if last_progress.elapsed() >= Duration::from_millis(100) {
