@@ -17,7 +17,7 @@ use bytes::Bytes;
 use cas_consensus::availability::Availability;
 use cas_consensus::bft::{Bft, Event};
 use cas_consensus::committee::MemberIndex;
-use cas_consensus::messages::{decode_message, Block as ConsensusBlock, Message};
+use cas_consensus::messages::{Block as ConsensusBlock, Message};
 use cas_consensus::mining::{MiningAnswer, MiningRequest};
 use cas_consensus::Action;
 use cas_engine::client::ClientAnswer;
@@ -87,6 +87,8 @@ pub struct Driver {
     in_flight: InFlight,
     /// Submissions answered `Overloaded` (in-flight bounds or the Synchronizer's queue).
     overloaded_answers: u64,
+    /// Frames from committee peers that were no consensus message for the driver (see [`wire::peer_message`]).
+    peer_messages_refused: u64,
     /// Committed blocks waiting for packages this node does not hold yet.
     pending: VecDeque<ConsensusBlock>,
     /// Messages held until the journal records before them are durable, in order.
@@ -114,6 +116,7 @@ impl Driver {
             members,
             in_flight,
             overloaded_answers: 0,
+            peer_messages_refused: 0,
             pending: VecDeque::new(),
             outbox: Vec::new(),
             package_requests: BTreeMap::new(),
@@ -247,6 +250,7 @@ impl Driver {
             "packages_refused": availability.refused,
             "in_flight": self.in_flight.len(),
             "overloaded_answers": self.overloaded_answers,
+            "peer_messages_refused": self.peer_messages_refused,
             "synchronizer_queued": self.parts.synchronizer.queued(),
         })
     }
@@ -258,9 +262,14 @@ impl Driver {
         let Some(&from) = self.members.get(&key) else {
             return Ok(());
         };
-        // netio validated the payload with the same decoder; this cannot fail for a validated frame.
-        let message =
-            decode_message(&inbound.payload).context("a validated message failed to decode")?;
+        let message = match wire::peer_message(inbound.class, &inbound.payload) {
+            Ok(message) => message,
+            Err(error) => {
+                self.peer_messages_refused += 1;
+                tracing::debug!(from, %error, "a peer's frame refused");
+                return Ok(());
+            }
+        };
         let got_package = matches!(message, Message::Package(_));
         let actions = match message {
             Message::SnapshotInfoRequest => {

@@ -2,7 +2,7 @@
 //! validator netio runs on every inbound payload before the node sees it.
 
 use bytes::Bytes;
-use cas_consensus::messages::{decode_message, encode_message, Message};
+use cas_consensus::messages::{decode_message, encode_message, Message, MessageDecodeError};
 use cas_netio::Class;
 
 /// The netio class of a consensus message: the ordering path on the consensus lane, everything else bulk.
@@ -56,4 +56,81 @@ pub fn validate(class: Class, payload: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Why a committee peer's frame is not a message for the driver. Counted and dropped: a peer's bytes never stop
+/// the node.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerMessageError {
+    /// netio lets this class travel between nodes (client transactions may be gossiped), but members of this
+    /// committee exchange only consensus messages.
+    #[error("a {0:?} frame is not a consensus message; members send none")]
+    NotConsensus(Class),
+    #[error("the payload does not decode: {0}")]
+    Decode(#[from] MessageDecodeError),
+    #[error("a {message:?} message framed as {class:?}")]
+    WrongClass { message: Class, class: Class },
+}
+
+/// A committee peer's frame as the consensus message it must be.
+pub fn peer_message(class: Class, payload: &[u8]) -> Result<Message, PeerMessageError> {
+    if matches!(class, Class::ClientTx | Class::ClientAnswer | Class::Mining) {
+        return Err(PeerMessageError::NotConsensus(class));
+    }
+    let message = decode_message(payload)?;
+    if class_of(&message) != class {
+        return Err(PeerMessageError::WrongClass {
+            message: class_of(&message),
+            class,
+        });
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cas_engine::tx::{OutPoint, TxBody, TxKind};
+    use cas_engine::{Hash32, Keypair};
+
+    /// Issue 16 item 9: netio passes a committee peer's `ClientTx` frame (a valid transaction) to the driver,
+    /// whose decode failure used to end its loop and with it the node.
+    #[test]
+    fn a_peer_frame_that_is_no_consensus_message_is_a_typed_refusal() {
+        let keypair = Keypair::from_seed(&[7; 32]);
+        let tx = TxBody {
+            chain_id: 1,
+            vn: 0,
+            kind: TxKind::Transfer,
+            inputs: vec![OutPoint {
+                tx: Hash32([1; 32]),
+                index: 0,
+            }],
+            outputs: Vec::new(),
+            fee: 1,
+            memo: Vec::new(),
+            client_id: None,
+        }
+        .sign(&[&keypair]);
+        let bytes = cas_engine::codec::encode_tx(&tx);
+        assert_eq!(
+            validate(Class::ClientTx, &bytes),
+            Ok(()),
+            "netio lets it through"
+        );
+        assert!(matches!(
+            peer_message(Class::ClientTx, &bytes),
+            Err(PeerMessageError::NotConsensus(Class::ClientTx))
+        ));
+        assert!(matches!(
+            peer_message(Class::Package, &[0xab; 64]),
+            Err(PeerMessageError::Decode(_))
+        ));
+        let (class, request) = encode(&Message::BlockRequest(Hash32([2; 32])));
+        assert!(matches!(
+            peer_message(Class::Proposal, &request),
+            Err(PeerMessageError::WrongClass { .. })
+        ));
+        assert!(peer_message(class, &request).is_ok());
+    }
 }
