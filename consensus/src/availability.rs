@@ -156,13 +156,29 @@ impl Availability {
         actions.push(Action::StorePackage(package.clone()));
         self.packages.insert(id, package);
         self.arrival.push_back(id);
-        while self.arrival.len() > self.config.packages_kept {
-            if let Some(old) = self.arrival.pop_front() {
-                self.packages.remove(&old);
-                if let Some(pending) = self.pending.remove(&old) {
-                    self.uncertified.remove(&pending.sequence);
-                }
+        self.evict();
+    }
+
+    /// Drops the oldest packages past `packages_kept`, except our own not yet certified: their submitters were
+    /// promised an answer, and dropping one would leave its transactions in limbo (no certificate, no rejection).
+    /// Those are bounded by the node's admission (each holds admitted transactions the node counts in flight).
+    fn evict(&mut self) {
+        let mut excess = self.arrival.len().saturating_sub(self.config.packages_kept);
+        let mut uncertified_own = Vec::new();
+        while excess > 0 {
+            let Some(old) = self.arrival.pop_front() else {
+                break;
+            };
+            if self.pending.get(&old).is_some_and(|p| !p.certified) {
+                uncertified_own.push(old);
+                continue;
             }
+            self.packages.remove(&old);
+            self.pending.remove(&old);
+            excess -= 1;
+        }
+        for id in uncertified_own.into_iter().rev() {
+            self.arrival.push_front(id);
         }
     }
 
@@ -206,7 +222,7 @@ impl Availability {
             AckBehaviour::AttestWithoutChecking => true,
         };
         self.stats.packages_created += 1;
-        self.keep(id, package.clone(), &mut actions);
+        // Pending first: `keep` never evicts our own uncertified packages, this one included.
         self.pending.insert(
             id,
             Pending {
@@ -217,6 +233,7 @@ impl Availability {
                 certified: false,
             },
         );
+        self.keep(id, package.clone(), &mut actions);
         actions.push(Action::Broadcast(Message::Package(package)));
         let ack = self.ack(id, checked);
         self.on_ack(ack, &mut actions);

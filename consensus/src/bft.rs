@@ -74,7 +74,8 @@ pub struct BftConfig {
     pub round_timeout_max_ms: u64,
     /// Certificates per proposed block.
     pub payload_certs_max: usize,
-    /// Certificates waiting for a proposal; a full pool refuses more (the Synchronizer then slows its clients).
+    /// Other members' certificates waiting for a proposal; a full pool refuses more of theirs (each creator keeps
+    /// its own and proposes them when it leads). This member's own certificates are always taken.
     pub payload_pool_max: usize,
     /// Committed blocks kept in memory for members that catch up.
     pub blocks_kept: u64,
@@ -354,14 +355,15 @@ impl Bft {
     }
 
     /// Offers a certified package for a future proposal; false when the pool is full (back-pressure) or the
-    /// certificate does not verify.
+    /// certificate does not verify. Our own certificates are always taken: their submitters have been told
+    /// `accepted`, so this member must be able to propose them (its admission bounds how many there are).
     pub fn add_payload(&mut self, cert: AvailabilityCert) -> bool {
         if self.committed_packages.contains(&cert.package)
             || self.payload_pool.iter().any(|c| c.package == cert.package)
         {
             return true;
         }
-        if self.payload_pool.len() >= self.config.payload_pool_max {
+        if self.payload_pool.len() >= self.config.payload_pool_max && cert.creator != self.me {
             self.stats.payload_refused += 1;
             return false;
         }
