@@ -15,10 +15,8 @@
 
 use std::collections::BTreeMap;
 
-use cas_engine::codec::decode_tx;
-use cas_engine::codec::encode_tx;
-use cas_engine::rules::verify_signatures;
-use cas_engine::tx::tx_ids;
+use cas_engine::rules::verify_owned_signatures;
+use cas_engine::tx::owned_tx_ids;
 use cas_engine::{Keypair, PackageId, Transaction};
 
 use crate::committee::{Committee, MemberIndex};
@@ -427,19 +425,14 @@ impl Availability {
 
     /// Verifies a package's signatures at execution (unattested certificates), counting the work.
     pub fn verify_for_execution(&mut self, id: &PackageId) -> Option<Vec<bool>> {
-        let txs = self.packages.get(id)?.txs.clone();
+        let txs = &self.packages.get(id)?.txs;
         self.stats.signatures_checked += txs.len() as u64;
-        Some(signature_verdicts(&txs).iter().map(|v| v.is_ok()).collect())
+        Some(signature_verdicts(txs).iter().map(|v| v.is_ok()).collect())
     }
 }
 
-/// The engine's batched verdicts for owned transactions.
+/// The engine's batched verdicts for owned transactions: checked as they are held, never re-encoded, so no
+/// transaction a peer sent (however large) can make this fail.
 pub fn signature_verdicts(txs: &[Transaction]) -> Vec<Result<(), cas_engine::TxError>> {
-    let encoded: Vec<_> = txs.iter().map(encode_tx).collect();
-    let archived: Vec<_> = encoded
-        .iter()
-        .map(|b| decode_tx(b).expect("our own encoding decodes"))
-        .collect();
-    let ids = tx_ids(&archived);
-    verify_signatures(&archived, &ids)
+    verify_owned_signatures(txs, &owned_tx_ids(txs))
 }

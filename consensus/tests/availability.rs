@@ -156,3 +156,83 @@ fn a_full_payload_pool_still_takes_our_own_certificates() {
     assert!(bft.add_payload(own), "our own certificate is refused");
     assert_eq!(bft.stats.payload_refused, 1);
 }
+
+/// A transaction within every count the package decoder checks but larger, encoded alone, than a client may send
+/// (here an issuance with the most evidence, inputs and witnesses): a Byzantine creator can put one in a package.
+fn oversize_tx() -> Transaction {
+    let signer = Keypair::from_seed(&[201; 32]);
+    let witness = cas_engine::tx::Witness {
+        key: signer.public(),
+        signature: signer.sign(b"not the tx id"),
+    };
+    let item = vec![
+        7u8;
+        cas_engine::codec::ISSUANCE_EVIDENCE_BYTES_MAX
+            / cas_engine::codec::ISSUANCE_EVIDENCE_MAX
+    ];
+    Transaction {
+        body: TxBody {
+            chain_id: 1,
+            vn: 0,
+            kind: TxKind::Issuance {
+                height: 1,
+                evidence: vec![item; cas_engine::codec::ISSUANCE_EVIDENCE_MAX],
+            },
+            inputs: (0..cas_engine::codec::INPUTS_MAX as u32)
+                .map(|index| OutPoint {
+                    tx: Hash32([3; 32]),
+                    index,
+                })
+                .collect(),
+            outputs: Vec::new(),
+            fee: 0,
+            memo: Vec::new(),
+            client_id: None,
+        },
+        witnesses: vec![witness; cas_engine::codec::WITNESSES_MAX],
+    }
+}
+
+/// Issue 16 item 10: a checker verified a package's signatures by re-encoding each transaction and decoding it
+/// with the client decoder, which refuses one over the size limit, and `expect`ed that to succeed: one such
+/// package from a Byzantine creator panicked every checker. Now the signatures are checked as held.
+#[test]
+fn a_package_transaction_over_the_size_limit_is_no_panic_for_its_checkers() {
+    let oversize = oversize_tx();
+    let encoded = cas_engine::codec::encode_tx(&oversize);
+    assert!(encoded.len() > cas_engine::codec::TX_BYTES_MAX);
+    assert!(cas_engine::codec::decode_tx(&encoded).is_err());
+    let package = Message::Package(cas_consensus::messages::Package {
+        creator: 1,
+        sequence: 0,
+        txs: vec![tx(5), oversize],
+    });
+    // It passes the wire's decoder: any member can receive it.
+    let wire = cas_consensus::messages::encode_message(&package);
+    assert!(cas_consensus::messages::decode_message(&wire).is_ok());
+
+    let mut members = availabilities(100);
+    // Member 2 is a checker of member 1's packages (stake after the creator's up to a third).
+    assert!(Availability::is_checker(&committee(&keypairs()), 1, 2));
+    let actions = members[2].handle(1, package, 0);
+    let ack = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send {
+                message: Message::Ack(ack),
+                ..
+            } => Some(ack),
+            _ => None,
+        })
+        .expect("the checker acks");
+    assert!(!ack.checked, "a bad signature is not attested");
+    let id = match &members[2].package(&ack.package) {
+        Some(package) => package.id(),
+        None => panic!("stored"),
+    };
+    assert_eq!(
+        members[2].verify_for_execution(&id),
+        Some(vec![true, false]),
+        "the good one verifies, the oversize one (bad signature) does not"
+    );
+}

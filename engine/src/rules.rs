@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::crypto::{verify_batch, SigEntry};
 use crate::fasthash::{FastMap, FastSet};
 use crate::id::{AssetId, TxId};
-use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, TxOutput};
+use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, Transaction, TxOutput};
 
 /// Read access to the unspent outputs.
 pub trait UtxoView {
@@ -88,19 +88,55 @@ pub enum TxError {
 /// `ids[i]` must be `txs[i].tx_id()`. A transaction with a bad signature gets the first bad witness.
 pub fn verify_signatures(txs: &[&ArchivedTransaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
     assert_eq!(txs.len(), ids.len());
-    let mut entries = Vec::with_capacity(txs.len());
-    let mut owner = Vec::with_capacity(txs.len());
-    for (tx_index, (tx, id)) in txs.iter().zip(ids).enumerate() {
-        for (witness, w) in tx.witnesses.iter().enumerate() {
-            entries.push(SigEntry {
-                message: &id.0,
-                key: &w.key.0,
-                signature: &w.signature.0,
-            });
-            owner.push((tx_index, witness));
-        }
+    let entries = txs
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .flat_map(|(tx_index, (tx, id))| {
+            tx.witnesses.iter().enumerate().map(move |(witness, w)| {
+                let entry = SigEntry {
+                    message: &id.0,
+                    key: &w.key.0,
+                    signature: &w.signature.0,
+                };
+                (tx_index, witness, entry)
+            })
+        });
+    verify_witnesses(txs.len(), entries)
+}
+
+/// [`verify_signatures`] for owned transactions (packages held in memory), without archiving them first.
+pub fn verify_owned_signatures(txs: &[Transaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
+    assert_eq!(txs.len(), ids.len());
+    let entries = txs
+        .iter()
+        .zip(ids)
+        .enumerate()
+        .flat_map(|(tx_index, (tx, id))| {
+            tx.witnesses.iter().enumerate().map(move |(witness, w)| {
+                let entry = SigEntry {
+                    message: &id.0,
+                    key: &w.key.0,
+                    signature: &w.signature.0,
+                };
+                (tx_index, witness, entry)
+            })
+        });
+    verify_witnesses(txs.len(), entries)
+}
+
+/// One batch verification of every (transaction, witness, signature) entry; the verdict per transaction.
+fn verify_witnesses<'a>(
+    count: usize,
+    witnesses: impl Iterator<Item = (usize, usize, SigEntry<'a>)>,
+) -> Vec<Result<(), TxError>> {
+    let mut entries = Vec::with_capacity(count);
+    let mut owner = Vec::with_capacity(count);
+    for (tx_index, witness, entry) in witnesses {
+        entries.push(entry);
+        owner.push((tx_index, witness));
     }
-    let mut verdicts = vec![Ok(()); txs.len()];
+    let mut verdicts = vec![Ok(()); count];
     for bad in verify_batch(&entries) {
         let (tx_index, witness) = owner[bad];
         if verdicts[tx_index].is_ok() {
