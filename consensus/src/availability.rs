@@ -1,6 +1,8 @@
 //! Package availability, the Synchronizer's side of consensus: a member packs client transactions into a package
 //! and broadcasts it; members store it and answer a signed ack; acks of more than two thirds of the stake form an
-//! availability certificate, which is what blocks carry, so ordering cost does not grow with the payload.
+//! availability certificate, which is what blocks carry, so ordering cost does not grow with the payload. An ack also
+//! signs the package's size (transactions and encoded bytes), which the certificate carries: a leader fills a block
+//! only up to what the ledger block decoder accepts, and voters check it, without holding the packages.
 //!
 //! **Each signature is verified about f+1 times, not n times.** The creator verifies its package's signatures
 //! (its Synchronizer checked them at ingest), and so do the next members in committee order until their stake with
@@ -22,7 +24,7 @@ use cas_engine::{Keypair, PackageId, Transaction};
 use crate::committee::{Committee, MemberIndex};
 use crate::messages::{
     ack_digest, verify_availability, verify_member, Ack, AckSignature, AvailabilityCert, Message,
-    Package, PACKAGE_TXS_MAX,
+    Package, PackageSize, PACKAGE_TXS_MAX,
 };
 use crate::Action;
 
@@ -59,6 +61,7 @@ pub struct AvailabilityStats {
 
 struct Pending {
     sequence: u64,
+    size: PackageSize,
     created_ms: u64,
     resend_at_ms: u64,
     acks: BTreeMap<MemberIndex, AckSignature>,
@@ -186,8 +189,8 @@ impl Availability {
         !signature_verdicts(txs).iter().any(|v| v.is_err())
     }
 
-    fn ack(&self, package: PackageId, checked: bool) -> Ack {
-        let digest = ack_digest(&package, checked);
+    fn ack(&self, package: PackageId, size: PackageSize, checked: bool) -> Ack {
+        let digest = ack_digest(&package, size, checked);
         Ack {
             package,
             checked,
@@ -214,6 +217,7 @@ impl Availability {
         self.sequence += 1;
         self.uncertified.insert(package_sequence);
         let id = package.id();
+        let package_size = package.size();
         let checked = match self.behaviour {
             AckBehaviour::Honest if verified => true,
             AckBehaviour::Honest => self.check_signatures(&package.txs),
@@ -225,6 +229,7 @@ impl Availability {
             id,
             Pending {
                 sequence: package_sequence,
+                size: package_size,
                 created_ms: self.now_ms,
                 resend_at_ms: self.now_ms + self.config.resend_ms,
                 acks: BTreeMap::new(),
@@ -233,7 +238,7 @@ impl Availability {
         );
         self.keep(id, package.clone(), &mut actions);
         actions.push(Action::Broadcast(Message::Package(package)));
-        let ack = self.ack(id, checked);
+        let ack = self.ack(id, package_size, checked);
         self.on_ack(ack, &mut actions);
         actions
     }
@@ -265,6 +270,7 @@ impl Availability {
             return;
         }
         let id = package.id();
+        let size = package.size();
         let fresh = !self.packages.contains_key(&id);
         // A package answering our request (sender is not its creator) is stored but not acked.
         let ack_it = from == package.creator;
@@ -286,7 +292,7 @@ impl Availability {
         if ack_it {
             actions.push(Action::Send {
                 to: creator,
-                message: Message::Ack(self.ack(id, checked)),
+                message: Message::Ack(self.ack(id, size, checked)),
             });
         }
     }
@@ -340,6 +346,7 @@ impl Availability {
             package: id,
             creator: self.me,
             sequence: pending.sequence,
+            size: pending.size,
             acks: pending.acks.values().copied().collect(),
         };
         if verify_availability(&cert, committee).is_err() {
@@ -349,7 +356,7 @@ impl Availability {
                 verify_member(
                     committee,
                     *signer,
-                    &ack_digest(&id, a.checked),
+                    &ack_digest(&id, cert.size, a.checked),
                     &a.signature,
                 )
             });

@@ -39,9 +39,9 @@ use cas_engine::crypto::SigEntry;
 
 use crate::messages::{
     commit_vote_digest, timeout_digest, verify_availability, verify_member, verify_qc, verify_tc,
-    vote_digest, witness_bytes, AvailabilityCert, Block, Message, QuorumCert, Round,
-    SignerSignature, Timeout, TimeoutCert, TimeoutSignature, Vote, BLOCK_WITNESSES_MAX,
-    BLOCK_WITNESS_BYTES_MAX,
+    vote_digest, witness_bytes, AvailabilityCert, Block, Message, PackageSize, QuorumCert, Round,
+    SignerSignature, Timeout, TimeoutCert, TimeoutSignature, Vote, BLOCK_PAYLOAD_BYTES_MAX,
+    BLOCK_PAYLOAD_TXS_MAX, BLOCK_WITNESSES_MAX, BLOCK_WITNESS_BYTES_MAX,
 };
 use crate::witness::{encode_witness, meets_difficulty, WitnessHash, WitnessHeader};
 use crate::Action;
@@ -198,7 +198,8 @@ pub struct Bft {
     qc_rounds: BTreeSet<Round>,
     tc_rounds: BTreeSet<Round>,
     verified_qcs: BoundedSet<cas_engine::Hash32>,
-    verified_certs: BoundedSet<PackageId>,
+    /// Certificates verified, by what their acks sign (the size too: a leader cannot swap it in a verified one).
+    verified_certs: BoundedSet<(PackageId, PackageSize)>,
     round_deadline_ms: u64,
     round_started_ms: u64,
     /// This member leads the current round and has not proposed yet (waiting for payload).
@@ -367,12 +368,12 @@ impl Bft {
             self.stats.payload_refused += 1;
             return false;
         }
-        if !self.verified_certs.contains(&cert.package) {
+        if !self.verified_certs.contains(&(cert.package, cert.size)) {
             if verify_availability(&cert, &self.committee).is_err() {
                 self.stats.refused += 1;
                 return false;
             }
-            self.verified_certs.insert(cert.package);
+            self.verified_certs.insert((cert.package, cert.size));
         }
         self.pool_arrival_ms.insert(cert.package, self.now_ms);
         self.payload_pool.push_back(cert);
@@ -553,8 +554,10 @@ impl Bft {
             .collect();
         candidates.sort_by_key(|c| (c.creator, c.sequence));
         let mut payload = Vec::new();
+        let mut size = PayloadSize::default();
         for cert in candidates {
-            if payload.len() >= self.config.payload_certs_max {
+            // Stops at the first that does not fit: a creator's later package never goes before its earlier one.
+            if payload.len() >= self.config.payload_certs_max || !size.add(cert.size) {
                 break;
             }
             let next = expected.entry(cert.creator).or_insert(0);
@@ -634,6 +637,7 @@ impl Bft {
             || block.height != block.qc.height + 1
             || block.round <= block.qc.round
             || block.payload.len() > self.config.payload_certs_max
+            || PayloadSize::of(&block.payload).is_none()
             || !Self::witnesses_acceptable(&block.witnesses)
         {
             return false;
@@ -653,11 +657,11 @@ impl Bft {
             return false;
         }
         for cert in &block.payload {
-            if !self.verified_certs.contains(&cert.package) {
+            if !self.verified_certs.contains(&(cert.package, cert.size)) {
                 if verify_availability(cert, &self.committee).is_err() {
                     return false;
                 }
-                self.verified_certs.insert(cert.package);
+                self.verified_certs.insert((cert.package, cert.size));
             }
         }
         true
@@ -1069,5 +1073,32 @@ impl Bft {
             self.requested.remove(&hash);
             self.request(hash, None, actions);
         }
+    }
+}
+
+/// The ledger block a proposal's certificates make, as they add up: within [`BLOCK_PAYLOAD_TXS_MAX`] and
+/// [`BLOCK_PAYLOAD_BYTES_MAX`] every executor's block decoder accepts it.
+#[derive(Clone, Copy, Debug, Default)]
+struct PayloadSize {
+    txs: usize,
+    bytes: usize,
+}
+
+impl PayloadSize {
+    /// The size of these certificates' block, or None when it does not fit.
+    fn of(certs: &[AvailabilityCert]) -> Option<PayloadSize> {
+        let mut size = PayloadSize::default();
+        certs.iter().all(|cert| size.add(cert.size)).then_some(size)
+    }
+
+    /// Adds a package when the block still fits with it; false (and unchanged) when it does not.
+    fn add(&mut self, package: PackageSize) -> bool {
+        let txs = self.txs + package.txs as usize;
+        let bytes = self.bytes + package.bytes as usize;
+        if txs > BLOCK_PAYLOAD_TXS_MAX || bytes > BLOCK_PAYLOAD_BYTES_MAX {
+            return false;
+        }
+        *self = PayloadSize { txs, bytes };
+        true
     }
 }

@@ -39,6 +39,23 @@ pub const PAYLOAD_CERTS_MAX: usize = 1024;
 pub const PACKAGE_TXS_MAX: usize = 20_000;
 /// The largest encoded message accepted (a full package).
 pub const MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Transactions of one block's certified packages, in all: the ledger block made from it adds the executor's
+/// issuance and must pass the block decoder's count.
+pub const BLOCK_PAYLOAD_TXS_MAX: usize = cas_engine::codec::BLOCK_TXS_MAX - 1;
+/// The ledger block's fixed part (its header and the transactions' vector), bounded from above.
+const LEDGER_BLOCK_FIXED_BYTES_MAX: usize = 4096;
+/// Encoded bytes of one block's certified packages' transactions, in all (each as
+/// [`cas_engine::codec::encoded_tx_len`] counts it): the ledger block adds its fixed part and the issuance.
+pub const BLOCK_PAYLOAD_BYTES_MAX: usize = cas_engine::codec::BLOCK_BYTES_MAX
+    - cas_engine::codec::TX_BYTES_MAX
+    - LEDGER_BLOCK_FIXED_BYTES_MAX;
+
+const _: () = assert!(
+    std::mem::size_of::<cas_engine::block::ArchivedBlock>() <= LEDGER_BLOCK_FIXED_BYTES_MAX
+);
+// Any one package that decodes fits a block on its own, so none is ever stuck in a pool.
+const _: () = assert!(PACKAGE_TXS_MAX <= BLOCK_PAYLOAD_TXS_MAX);
+const _: () = assert!(MESSAGE_BYTES_MAX <= BLOCK_PAYLOAD_BYTES_MAX);
 
 /// One member's signature inside a certificate.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +118,11 @@ pub fn timeout_digest(round: Round, high_qc_round: Round) -> Hash32 {
     Hash32::from(h.finalize())
 }
 
-pub fn ack_digest(package: &PackageId, checked: bool) -> Hash32 {
+pub fn ack_digest(package: &PackageId, size: PackageSize, checked: bool) -> Hash32 {
     let mut h = blake3::Hasher::new_derive_key(domain::ACK);
     h.update(&package.0);
+    h.update(&size.txs.to_le_bytes());
+    h.update(&size.bytes.to_le_bytes());
     h.update(&[checked as u8]);
     Hash32::from(h.finalize())
 }
@@ -259,8 +278,49 @@ impl Package {
         for id in cas_engine::tx::owned_tx_ids(&self.txs) {
             h.update(&id.0);
         }
+        // The witnesses too: two packages with one id hold the same bytes, so every member that holds it verifies
+        // the same signatures and builds the same ledger block from it.
+        for tx in &self.txs {
+            h.update(&(tx.witnesses.len() as u32).to_le_bytes());
+            for witness in &tx.witnesses {
+                h.update(&witness.key.0);
+                h.update(&witness.signature.0);
+            }
+        }
         Hash32::from(h.finalize())
     }
+
+    /// What this package adds to a block.
+    pub fn size(&self) -> PackageSize {
+        let bytes: usize = self.txs.iter().map(cas_engine::codec::encoded_tx_len).sum();
+        PackageSize {
+            txs: self.txs.len() as u32,
+            bytes: bytes as u32,
+        }
+    }
+}
+
+/// What a package adds to a ledger block: its transactions and their encoded bytes
+/// ([`cas_engine::codec::encoded_tx_len`]). The ackers sign it with the package id, so a leader bounds a block by
+/// its certificates alone ([`BLOCK_PAYLOAD_TXS_MAX`], [`BLOCK_PAYLOAD_BYTES_MAX`]) and voters check the bound.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
+pub struct PackageSize {
+    pub txs: u32,
+    /// At most [`MESSAGE_BYTES_MAX`] for a package that decodes.
+    pub bytes: u32,
 }
 
 /// A member holds a package; `checked` says it also verified every signature in it and found them good.
@@ -288,6 +348,8 @@ pub struct AvailabilityCert {
     /// The creator's package counter (part of the package id): leaders order a creator's packages by it, so a
     /// client's later transactions never run before its earlier ones.
     pub sequence: u64,
+    /// Signed by every ack with the package id.
+    pub size: PackageSize,
     pub acks: Vec<AckSignature>,
 }
 
@@ -472,7 +534,7 @@ pub fn verify_availability(
     let digests: Vec<Hash32> = cert
         .acks
         .iter()
-        .map(|a| ack_digest(&cert.package, a.checked))
+        .map(|a| ack_digest(&cert.package, cert.size, a.checked))
         .collect();
     let signers = cert
         .acks

@@ -1,11 +1,15 @@
 //! Package availability and the BFT's payload pool keep their promise to clients (issue 16 item 12): a package
 //! whose submitters wait for `accepted` is never dropped before it is certified, and a certificate of ours is never
-//! refused by our own payload pool, so every `accepted` is followed by a commit.
+//! refused by our own payload pool, so every `accepted` is followed by a commit; and no block holds more than the
+//! ledger block decoder accepts.
 
 use cas_consensus::availability::{Availability, AvailabilityConfig};
-use cas_consensus::bft::{Bft, BftConfig, Recovered};
+use cas_consensus::bft::{Bft, BftConfig, Event, Recovered};
 use cas_consensus::committee::{Committee, MemberIndex};
-use cas_consensus::messages::{AvailabilityCert, Message};
+use cas_consensus::messages::{
+    ack_digest, AckSignature, AvailabilityCert, Message, PackageSize, BLOCK_PAYLOAD_BYTES_MAX,
+    BLOCK_PAYLOAD_TXS_MAX, PACKAGE_TXS_MAX,
+};
 use cas_consensus::Action;
 use cas_engine::tx::{OutPoint, TxBody, TxKind};
 use cas_engine::{Hash32, Keypair, Transaction};
@@ -235,4 +239,201 @@ fn a_package_transaction_over_the_size_limit_is_no_panic_for_its_checkers() {
         Some(vec![true, false]),
         "the good one verifies, the oversize one (bad signature) does not"
     );
+}
+
+/// A certificate of `creator`'s package number `sequence` of `size`, acked by members 0..3 (not checked).
+fn cert_of_size(creator: MemberIndex, sequence: u64, size: PackageSize) -> AvailabilityCert {
+    let keys = keypairs();
+    let package = Hash32(*blake3::hash(&[creator as u8, sequence as u8]).as_bytes());
+    let digest = ack_digest(&package, size, false);
+    AvailabilityCert {
+        package,
+        creator,
+        sequence,
+        size,
+        acks: (0..3)
+            .map(|signer| AckSignature {
+                signer,
+                checked: false,
+                signature: keys[signer as usize].sign(&digest.0),
+            })
+            .collect(),
+    }
+}
+
+/// Runs four BFT members until one proposes a block with payload (everyone's pool but round 1's leader's holds
+/// `certs`, so round 1 is empty and the next leader proposes from its pool); returns that block.
+fn first_payload_proposal(certs: &[AvailabilityCert]) -> cas_consensus::messages::Block {
+    let keys = keypairs();
+    let committee = committee(&keys);
+    let mut members: Vec<Bft> = Vec::new();
+    let mut queue = std::collections::VecDeque::new();
+    for (i, key) in keys.into_iter().enumerate() {
+        let (bft, actions) = Bft::new(
+            committee.clone(),
+            i as MemberIndex,
+            key,
+            BftConfig::default(),
+            Recovered::default(),
+            0,
+        );
+        members.push(bft);
+        queue.extend(actions.into_iter().map(|a| (i as MemberIndex, a)));
+    }
+    let first_leader = committee.leader(1);
+    for (i, member) in members.iter_mut().enumerate() {
+        if i as MemberIndex != first_leader {
+            for cert in certs {
+                assert!(member.add_payload(cert.clone()));
+            }
+        }
+    }
+    let mut now = 0;
+    for _ in 0..100 {
+        while let Some((from, action)) = queue.pop_front() {
+            let (targets, message): (Vec<MemberIndex>, Message) = match action {
+                Action::Broadcast(message) => (
+                    (0..MEMBERS as MemberIndex).filter(|m| *m != from).collect(),
+                    message,
+                ),
+                Action::Send { to, message } => (vec![to], message),
+                _ => continue,
+            };
+            if let Message::Proposal(block) = &message {
+                if !block.payload.is_empty() {
+                    return block.clone();
+                }
+            }
+            for to in targets {
+                let actions = members[to as usize].handle(Event::Message {
+                    from,
+                    message: message.clone(),
+                });
+                queue.extend(actions.into_iter().map(|a| (to, a)));
+            }
+        }
+        now += 50;
+        for (i, member) in members.iter_mut().enumerate() {
+            let actions = member.handle(Event::Tick { now_ms: now });
+            queue.extend(actions.into_iter().map(|a| (i as MemberIndex, a)));
+        }
+    }
+    panic!("no proposal with payload");
+}
+
+/// Issue 16 item 11: a block could carry more transactions (or bytes) than the ledger block decoder accepts, and
+/// then every executor failed on the same committed block, again after every restart. Certificates now carry the
+/// package's size, signed by the ackers; a leader fills a block only to the ledger's bounds.
+#[test]
+fn a_leader_fills_a_block_only_to_what_the_ledger_block_decoder_accepts() {
+    let by_count: Vec<AvailabilityCert> = (0..11)
+        .map(|s| {
+            cert_of_size(
+                1,
+                s,
+                PackageSize {
+                    txs: PACKAGE_TXS_MAX as u32,
+                    bytes: 1 << 20,
+                },
+            )
+        })
+        .collect();
+    let block = first_payload_proposal(&by_count);
+    let txs: usize = block.payload.iter().map(|c| c.size.txs as usize).sum();
+    assert!(txs <= BLOCK_PAYLOAD_TXS_MAX, "{txs}");
+    assert_eq!(
+        block.payload.len(),
+        BLOCK_PAYLOAD_TXS_MAX / PACKAGE_TXS_MAX,
+        "as many as fit"
+    );
+
+    let by_bytes: Vec<AvailabilityCert> = (0..6)
+        .map(|s| {
+            cert_of_size(
+                2,
+                s,
+                PackageSize {
+                    txs: 1,
+                    bytes: 20 << 20,
+                },
+            )
+        })
+        .collect();
+    let block = first_payload_proposal(&by_bytes);
+    let bytes: usize = block.payload.iter().map(|c| c.size.bytes as usize).sum();
+    assert!(bytes <= BLOCK_PAYLOAD_BYTES_MAX, "{bytes}");
+    assert_eq!(block.payload.len(), 3);
+}
+
+/// A proposal over the bound is refused by its voters, and a certificate whose size was changed after the acks
+/// does not verify.
+#[test]
+fn voters_refuse_a_block_over_the_ledger_bounds_and_a_resized_certificate() {
+    let keys = keypairs();
+    let committee = committee(&keys);
+    let leader = committee.leader(1);
+    // Not the next leader, who would keep its vote rather than send it.
+    let voter = (leader + 2) % MEMBERS as MemberIndex;
+    let size = PackageSize {
+        txs: PACKAGE_TXS_MAX as u32,
+        bytes: 1 << 20,
+    };
+    let fitting = BLOCK_PAYLOAD_TXS_MAX / PACKAGE_TXS_MAX;
+    let certs: Vec<AvailabilityCert> = (0..fitting as u64 + 1)
+        .map(|s| cert_of_size(3, s, size))
+        .collect();
+    let votes = |payload: Vec<AvailabilityCert>| {
+        let (mut bft, _) = Bft::new(
+            committee.clone(),
+            voter,
+            keypairs().swap_remove(voter as usize),
+            BftConfig::default(),
+            Recovered::default(),
+            0,
+        );
+        let block = cas_consensus::messages::Block::new_signed(
+            &keys[leader as usize],
+            leader,
+            1,
+            cas_consensus::messages::QuorumCert::genesis(),
+            None,
+            0,
+            payload,
+            Vec::new(),
+        );
+        let actions = bft.handle(Event::Message {
+            from: leader,
+            message: Message::Proposal(block),
+        });
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Broadcast(Message::Vote(_))))
+    };
+    assert!(
+        votes(certs[..fitting].to_vec()),
+        "a block that fits gets a vote"
+    );
+    assert!(!votes(certs.clone()), "one over the bound does not");
+    let mut resized = certs[0].clone();
+    resized.size.txs = 1;
+    assert!(
+        !votes(vec![resized]),
+        "nor does a certificate with a size its acks did not sign"
+    );
+}
+
+/// A package's id covers its transactions' witnesses, not only their bodies: a creator cannot hand two members
+/// packages with one id and other signatures, which would verify differently and fork their ledgers.
+#[test]
+fn a_package_id_covers_the_witnesses() {
+    let signed = tx(9);
+    let mut resigned = signed.clone();
+    resigned.witnesses[0].signature.0[0] ^= 1;
+    assert_eq!(signed.tx_id(), resigned.tx_id());
+    let package = |txs| cas_consensus::messages::Package {
+        creator: 0,
+        sequence: 0,
+        txs,
+    };
+    assert_ne!(package(vec![signed]).id(), package(vec![resigned]).id());
 }

@@ -163,6 +163,36 @@ pub fn encode_block(block: &Block) -> AlignedVec {
     rkyv::to_bytes::<rancor::Error>(block).expect("archiving into memory cannot fail")
 }
 
+/// The bytes `tx` takes in any archive: alone (`encode_tx(tx).len()`) or as one element of a block's or a package's
+/// transactions. The format is unaligned (no padding), so an archive of transactions is their sum plus its own
+/// fixed part; this computes it from the counts, without archiving.
+pub fn encoded_tx_len(tx: &Transaction) -> usize {
+    use crate::tx::{
+        ArchivedCommitteeMember, ArchivedOutPoint, ArchivedTxOutput, ArchivedWitness, TxKind,
+    };
+    use std::mem::size_of;
+    let body = &tx.body;
+    let kind = match &body.kind {
+        TxKind::Transfer => 0,
+        TxKind::Genesis { committee, .. } => committee.len() * size_of::<ArchivedCommitteeMember>(),
+        TxKind::Issuance { evidence, .. } => evidence
+            .iter()
+            .map(|item| size_of::<rkyv::vec::ArchivedVec<u8>>() + item.len())
+            .sum(),
+    };
+    size_of::<ArchivedTransaction>()
+        + body.inputs.len() * size_of::<ArchivedOutPoint>()
+        + body.outputs.len() * size_of::<ArchivedTxOutput>()
+        + body.memo.len()
+        + tx.witnesses.len() * size_of::<ArchivedWitness>()
+        + kind
+}
+
+/// The encoded length of a block whose transactions take `txs_bytes` in all (see [`encoded_tx_len`]).
+pub fn encoded_block_len(txs_bytes: usize) -> usize {
+    std::mem::size_of::<ArchivedBlock>() + txs_bytes
+}
+
 /// Turns a validated archived transaction back into an owned one (tools and tests; not the hot path).
 pub fn to_owned_tx(tx: &ArchivedTransaction) -> Transaction {
     rkyv::deserialize::<Transaction, rancor::Error>(tx).expect("a validated archive deserializes")

@@ -3,9 +3,10 @@
 //! round-trips and respects every bound).
 
 use cas_engine::codec::{
-    decode_block, decode_tx, encode_block, encode_tx, to_owned_block, to_owned_tx, DecodeError,
-    INPUTS_MAX, ISSUANCE_EVIDENCE_BYTES_MAX, ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX,
-    MEMO_BYTES_MAX, OUTPUTS_MAX, TX_BYTES_MAX, WITNESSES_MAX,
+    decode_block, decode_tx, encode_block, encode_tx, encoded_block_len, encoded_tx_len,
+    to_owned_block, to_owned_tx, DecodeError, INPUTS_MAX, ISSUANCE_EVIDENCE_BYTES_MAX,
+    ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX, MEMO_BYTES_MAX, OUTPUTS_MAX, TX_BYTES_MAX,
+    WITNESSES_MAX,
 };
 use cas_engine::tx::{ChainParams, CommitteeMember};
 use cas_engine::{
@@ -129,6 +130,18 @@ proptest! {
         let archived = decode_tx(&bytes).unwrap();
         prop_assert_eq!(archived.tx_id(), tx.tx_id());
         prop_assert_eq!(to_owned_tx(archived), tx);
+    }
+
+    /// The computed length is the archived one, alone and inside a block: what bounds a block's bytes before it
+    /// is built (consensus sums it over the certified packages).
+    #[test]
+    fn encoded_lengths_are_computed_exactly(block in block()) {
+        let mut sum = 0;
+        for tx in &block.txs {
+            prop_assert_eq!(encoded_tx_len(tx), encode_tx(tx).len());
+            sum += encoded_tx_len(tx);
+        }
+        prop_assert_eq!(encoded_block_len(sum), encode_block(&block).len());
     }
 
     #[test]
