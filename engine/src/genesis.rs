@@ -14,6 +14,15 @@ use crate::tx::{ChainParams, CommitteeMember, OutPoint, Transaction, TxBody, TxK
 
 /// Allocations a spec may list (each may split into several outputs).
 pub const ALLOCATIONS_MAX: usize = 1_000_000;
+/// Outputs all allocations may create together: the genesis block must pass the block decoder (its bytes), and
+/// the spec is refused before anything is allocated for it.
+pub const GENESIS_OUTPUTS_MAX: u64 = 500_000;
+const _: () = assert!(
+    GENESIS_OUTPUTS_MAX as usize * std::mem::size_of::<crate::tx::ArchivedTxOutput>()
+        + (GENESIS_OUTPUTS_MAX as usize / OUTPUTS_MAX + 1) * 1024
+        + COMMITTEE_MAX * std::mem::size_of::<crate::tx::ArchivedCommitteeMember>()
+        <= crate::codec::BLOCK_BYTES_MAX
+);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +97,12 @@ pub enum GenesisError {
     BadAllocation { index: usize, reason: String },
     #[error("too many allocations ({0})")]
     TooManyAllocations(usize),
+    #[error("the allocations create {count} outputs, more than {GENESIS_OUTPUTS_MAX}")]
+    TooManyOutputs { count: u64 },
+    #[error("the committee's stakes sum past the largest stake total (u64)")]
+    StakeOverflow,
+    #[error("the allocations of asset {asset} sum past the largest supply (u64)")]
+    SupplyOverflow { asset: String },
 }
 
 impl GenesisSpec {
@@ -126,6 +141,11 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
     if spec.allocations.len() > ALLOCATIONS_MAX {
         return Err(GenesisError::TooManyAllocations(spec.allocations.len()));
     }
+    // Counted before anything is built: a spec's counts are untrusted.
+    let count: u64 = spec.allocations.iter().map(|a| u64::from(a.outputs)).sum();
+    if count > GENESIS_OUTPUTS_MAX {
+        return Err(GenesisError::TooManyOutputs { count });
+    }
     let mut seen = HashSet::new();
     let mut committee = Vec::with_capacity(spec.committee.len());
     for (index, member) in spec.committee.iter().enumerate() {
@@ -142,7 +162,13 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
             stake: member.stake,
         });
     }
-    let mut outputs = Vec::new();
+    // Every node refuses a committee whose stakes overflow: refused here, not after it is handed out.
+    committee
+        .iter()
+        .try_fold(0u64, |sum, member| sum.checked_add(member.stake))
+        .ok_or(GenesisError::StakeOverflow)?;
+    let mut supply: std::collections::BTreeMap<AssetId, u64> = Default::default();
+    let mut outputs = Vec::with_capacity(count as usize);
     for (index, allocation) in spec.allocations.iter().enumerate() {
         let bad = |reason: String| GenesisError::BadAllocation { index, reason };
         let owner = parse_key(&allocation.owner).map_err(bad)?;
@@ -153,6 +179,14 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         if allocation.amount == 0 || allocation.outputs == 0 {
             return Err(bad("amount and outputs must be positive".into()));
         }
+        let total = supply.entry(asset).or_default();
+        *total = allocation
+            .amount
+            .checked_mul(u64::from(allocation.outputs))
+            .and_then(|amount| total.checked_add(amount))
+            .ok_or_else(|| GenesisError::SupplyOverflow {
+                asset: asset.0.to_string(),
+            })?;
         let output = TxOutput {
             amount: allocation.amount,
             asset,
@@ -248,4 +282,76 @@ pub fn genesis_committee(block: &Block) -> Option<(&[CommitteeMember], &ChainPar
         } => Some((committee.as_slice(), params)),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(members: &[(u8, u64)], allocations: &[(u64, u32)]) -> GenesisSpec {
+        let key = |seed: u8| {
+            crate::crypto::Keypair::from_seed(&[seed; 32])
+                .public()
+                .to_string()
+        };
+        GenesisSpec {
+            chain_id: 1,
+            timestamp_ms: 0,
+            params: ParamsSpec {
+                min_fee: 1,
+                block_interval_ms: 100,
+                witness_span: DEFAULT_WITNESS_SPAN,
+            },
+            committee: members
+                .iter()
+                .map(|&(seed, stake)| MemberSpec {
+                    key: key(seed),
+                    stake,
+                })
+                .collect(),
+            allocations: allocations
+                .iter()
+                .map(|&(amount, outputs)| AllocationSpec {
+                    owner: key(100),
+                    amount,
+                    asset: None,
+                    outputs,
+                })
+                .collect(),
+        }
+    }
+
+    /// Issue 16 item 6: `cas genesis` aborted on memory (378 GB asked) for a huge `outputs` count.
+    #[test]
+    fn a_huge_outputs_count_is_refused_before_anything_is_allocated() {
+        let error = genesis_block(&spec(&[(1, 1)], &[(1, u32::MAX), (1, u32::MAX)])).unwrap_err();
+        assert_eq!(
+            error,
+            GenesisError::TooManyOutputs {
+                count: 2 * u64::from(u32::MAX)
+            }
+        );
+        // The largest allowed genesis encodes within the block decoder's bound.
+        let block = genesis_block(&spec(&[(1, 1)], &[(1, GENESIS_OUTPUTS_MAX as u32)])).unwrap();
+        let bytes = crate::codec::encode_block(&block);
+        assert!(crate::codec::decode_block(&bytes).is_ok());
+    }
+
+    /// Issue 16 item 6: stakes that overflow passed `cas genesis` (exit 0) and every node then refused the chain.
+    #[test]
+    fn stakes_or_supplies_that_overflow_are_refused() {
+        assert_eq!(
+            genesis_block(&spec(&[(1, u64::MAX), (2, 1)], &[])).unwrap_err(),
+            GenesisError::StakeOverflow
+        );
+        assert!(matches!(
+            genesis_block(&spec(&[(1, 1)], &[(u64::MAX, 2)])).unwrap_err(),
+            GenesisError::SupplyOverflow { .. }
+        ));
+        assert!(matches!(
+            genesis_block(&spec(&[(1, 1)], &[(u64::MAX, 1), (1, 1)])).unwrap_err(),
+            GenesisError::SupplyOverflow { .. }
+        ));
+        assert!(genesis_block(&spec(&[(1, u64::MAX - 1), (2, 1)], &[(u64::MAX, 1)])).is_ok());
+    }
 }
