@@ -69,6 +69,17 @@ fn checksum(payload: &[u8]) -> [u8; 32] {
         .as_bytes()
 }
 
+/// What an operator can do about a corrupt journal, said with the error.
+const CORRUPT_WAY_OUT: &str = "to recover, stop the node, move its journal folder aside and start it again: it \
+     fetches the consensus blocks and packages it lacks from its peers, and its votes are kept apart in safety.bin";
+
+/// The offset of the first intact record that starts after `offset`, if any.
+fn intact_record_after(bytes: &[u8], offset: usize) -> Option<usize> {
+    (offset + 1..bytes.len().saturating_sub(HEADER_BYTES - 1))
+        .filter(|&at| bytes[at..at + 4] == MAGIC)
+        .find(|&at| parse_record(bytes, at).is_ok())
+}
+
 /// The record at `offset`: Ok((payload, next offset)), or Err(reason) when it is torn or corrupt.
 fn parse_record(bytes: &[u8], offset: usize) -> std::result::Result<(&[u8], usize), String> {
     let header = bytes
@@ -92,8 +103,8 @@ fn parse_record(bytes: &[u8], offset: usize) -> std::result::Result<(&[u8], usiz
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads back what it holds. A bad record at the end of the last
-    /// segment is a torn append and is cut; a bad record anywhere else is corruption and an error naming the
-    /// segment and offset.
+    /// segment, with no intact record after it, is a torn append and is cut; a bad record anywhere else is
+    /// corruption: an error naming the segment, the offset and the way out, and nothing is cut.
     pub fn open(dir: &Path) -> Result<(Journal, Replayed)> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let numbers = segments(dir)?;
@@ -119,7 +130,10 @@ impl Journal {
                         }
                         offset = next;
                     }
-                    Err(reason) if position + 1 == numbers.len() => {
+                    Err(reason)
+                        if position + 1 == numbers.len()
+                            && intact_record_after(&bytes, offset).is_none() =>
+                    {
                         // Only the append being written when the process died can be incomplete.
                         let cut = (bytes.len() - offset) as u64;
                         let file = OpenOptions::new().write(true).open(&path)?;
@@ -130,7 +144,8 @@ impl Journal {
                         break;
                     }
                     Err(reason) => bail!(
-                        "the journal is corrupt: {} at offset {offset}: {reason}",
+                        "the journal is corrupt: {} at offset {offset}: {reason}, and it is no torn last \
+                         append; {CORRUPT_WAY_OUT}",
                         path.display()
                     ),
                 }
@@ -268,6 +283,39 @@ mod tests {
         assert_eq!(replayed.packages, (0..3).map(package).collect::<Vec<_>>());
         assert_eq!(replayed.truncated, (whole.len() / 6) as u64);
         assert_eq!(fs::read(&path).unwrap(), whole, "the torn tail is cut");
+    }
+
+    /// Issue 16 item 3: a flipped byte early in the active segment was taken for a torn tail, and everything after
+    /// it (acknowledged packages and blocks) was cut with a warning.
+    #[test]
+    fn a_flipped_bit_in_the_active_segment_is_corruption_and_nothing_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut journal, _) = Journal::open(dir.path()).unwrap();
+            for sequence in 0..3 {
+                journal.append_package(package(sequence)).unwrap();
+            }
+            journal.sync().unwrap();
+        }
+        let path = segment_path(dir.path(), 0);
+        for at in [HEADER_BYTES + 5, 5, 10] {
+            let mut bytes = fs::read(&path).unwrap();
+            let whole = bytes.clone();
+            bytes[at] ^= 0x10;
+            fs::write(&path, &bytes).unwrap();
+            let error = Journal::open(dir.path())
+                .err()
+                .expect("corruption is refused")
+                .to_string();
+            assert!(
+                error.contains("0000000000.journal")
+                    && error.contains("offset 0")
+                    && error.contains("move its journal folder aside"),
+                "{error}"
+            );
+            assert_eq!(fs::read(&path).unwrap(), bytes, "nothing is cut");
+            fs::write(&path, &whole).unwrap();
+        }
     }
 
     #[test]
