@@ -23,8 +23,9 @@ pub struct SynchronizerConfig {
     pub package_txs_max: usize,
     /// A package is cut when its oldest transaction has waited this long, however few there are.
     pub package_wait_ms: u64,
-    /// Transaction ids remembered for duplicate detection (a duplicate older than this window is still caught:
-    /// its inputs are spent, so the UTXO rules reject it).
+    /// Transactions remembered for duplicate detection, with their (sender, client id) pairs: the newest this
+    /// many (a duplicate older than this window is still caught: its inputs are spent, so the UTXO rules reject it;
+    /// a client id older than it is free again until the ledger enforces idempotency).
     pub seen_ids_max: usize,
 }
 
@@ -92,7 +93,9 @@ pub struct Synchronizer {
     queue: VecDeque<Transaction>,
     oldest_queued_ms: Option<u64>,
     seen: HashSet<TxId>,
-    seen_order: VecDeque<TxId>,
+    /// What `seen` and `client_ids` hold, oldest first: both forget together, so neither outgrows
+    /// `seen_ids_max`.
+    seen_order: VecDeque<(TxId, Option<(PublicKey, u64)>)>,
     client_ids: HashMap<(PublicKey, u64), TxId>,
 }
 
@@ -177,21 +180,25 @@ impl Synchronizer {
                 retry_after_ms: self.config.package_wait_ms.max(1) * 5,
             };
         }
-        self.remember(id);
-        if let Some(key) = client_key {
-            self.client_ids.insert(key, id);
-        }
+        self.remember(id, client_key);
         self.queue.push_back(to_owned_tx(tx));
         self.oldest_queued_ms.get_or_insert(now_ms);
         Admission::Accepted { id }
     }
 
-    fn remember(&mut self, id: TxId) {
+    fn remember(&mut self, id: TxId, client_key: Option<(PublicKey, u64)>) {
         self.seen.insert(id);
-        self.seen_order.push_back(id);
+        if let Some(key) = client_key {
+            self.client_ids.insert(key, id);
+        }
+        self.seen_order.push_back((id, client_key));
         while self.seen_order.len() > self.config.seen_ids_max {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
+            let Some((old, old_key)) = self.seen_order.pop_front() else {
+                break;
+            };
+            self.seen.remove(&old);
+            if let Some(key) = old_key {
+                self.client_ids.remove(&key);
             }
         }
     }
@@ -358,6 +365,48 @@ mod tests {
                 Admission::Accepted { id: first.tx_id() },
                 Admission::Duplicate { id: first.tx_id() }
             ]
+        );
+    }
+
+    /// Issue 16 item 13: the (sender, client id) map was never pruned, so it grew with every transaction carrying
+    /// a client id. It now forgets with the seen ids, after `seen_ids_max` newer transactions.
+    #[test]
+    fn client_ids_are_forgotten_with_the_seen_ids() {
+        let txs = signed(4);
+        let owner = key(ACCOUNT_KEYS, 0);
+        let with_id = |tx: &Transaction, client_id, amount| {
+            let mut body = tx.body.clone();
+            body.client_id = Some(client_id);
+            body.outputs[0].amount = amount;
+            body.outputs[1].amount = 100 - amount - 1;
+            body.sign(&[&owner])
+        };
+        let mut sync = Synchronizer::new(SynchronizerConfig {
+            seen_ids_max: 2,
+            ..config()
+        });
+        let first = encode_tx(&with_id(&txs[0], 1, 5));
+        assert!(matches!(
+            sync.admit(&[&first], 0)[0],
+            Admission::Accepted { .. }
+        ));
+        let again = encode_tx(&with_id(&txs[0], 1, 6));
+        assert!(matches!(
+            sync.admit(&[&again], 0)[0],
+            Admission::Duplicate { .. }
+        ));
+        for (client_id, tx) in [(2, &txs[1]), (3, &txs[2])] {
+            let bytes = encode_tx(&with_id(tx, client_id, 5));
+            assert!(matches!(
+                sync.admit(&[&bytes], 0)[0],
+                Admission::Accepted { .. }
+            ));
+        }
+        assert_eq!(sync.client_ids.len(), 2);
+        assert_eq!(sync.seen.len(), 2);
+        assert!(
+            matches!(sync.admit(&[&again], 0)[0], Admission::Accepted { .. }),
+            "past the retention the first client id is free again"
         );
     }
 
