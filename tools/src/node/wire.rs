@@ -57,3 +57,22 @@ pub fn validate(class: Class, payload: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: undecodable bytes from a client or a peer get a reason that says what failed (not rancor's
+    /// "failed without error information" of release builds), within a bound.
+    #[test]
+    fn undecodable_bytes_get_a_readable_bounded_reason() {
+        for class in [Class::ClientTx, Class::Mining, Class::Vote, Class::Package] {
+            let reason = validate(class, &[0xab; 300]).unwrap_err();
+            assert!(
+                !reason.contains("without error information"),
+                "{class:?}: {reason}"
+            );
+            assert!(reason.len() < 1024, "{class:?}: {} bytes", reason.len());
+        }
+    }
+}
