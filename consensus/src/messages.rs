@@ -590,8 +590,8 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
             max: MESSAGE_BYTES_MAX,
         });
     }
-    let archived = rkyv::access::<ArchivedMessage, rkyv::rancor::Error>(bytes)
-        .map_err(|e| MessageDecodeError::Malformed(e.to_string()))?;
+    let archived = rkyv::access::<ArchivedMessage, cas_engine::codec::CheckError>(bytes)
+        .map_err(|e| MessageDecodeError::Malformed(cas_engine::text::reason(&e)))?;
     let bound = |what, count: usize, max| {
         if count > max {
             Err(MessageDecodeError::TooMany { what, count, max })
@@ -655,8 +655,8 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
         | ArchivedMessage::BlockRequest(_)
         | ArchivedMessage::PackageRequest(_) => {}
     }
-    rkyv::deserialize::<Message, rkyv::rancor::Error>(archived)
-        .map_err(|e| MessageDecodeError::Malformed(e.to_string()))
+    rkyv::deserialize::<Message, cas_engine::codec::CheckError>(archived)
+        .map_err(|e| MessageDecodeError::Malformed(cas_engine::text::reason(&e)))
 }
 
 pub fn encode_message(message: &Message) -> rkyv::util::AlignedVec {

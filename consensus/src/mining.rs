@@ -78,13 +78,14 @@ impl MiningRequest {
         check_size(bytes)?;
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
         aligned.extend_from_slice(bytes);
-        let archived = rkyv::access::<ArchivedMiningRequest, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| MiningDecodeError::Malformed(e.to_string()))?;
+        let archived =
+            rkyv::access::<ArchivedMiningRequest, cas_engine::codec::CheckError>(&aligned)
+                .map_err(|e| MiningDecodeError::Malformed(cas_engine::text::reason(&e)))?;
         if let ArchivedMiningRequest::Submit(header) = archived {
             check_witness_bounds(header)?;
         }
-        rkyv::deserialize::<MiningRequest, rkyv::rancor::Error>(archived)
-            .map_err(|e| MiningDecodeError::Malformed(e.to_string()))
+        rkyv::deserialize::<MiningRequest, cas_engine::codec::CheckError>(archived)
+            .map_err(|e| MiningDecodeError::Malformed(cas_engine::text::reason(&e)))
     }
 }
 
@@ -116,8 +117,9 @@ impl MiningAnswer {
         check_size(bytes)?;
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
         aligned.extend_from_slice(bytes);
-        let archived = rkyv::access::<ArchivedMiningAnswer, rkyv::rancor::Error>(&aligned)
-            .map_err(|e| MiningDecodeError::Malformed(e.to_string()))?;
+        let archived =
+            rkyv::access::<ArchivedMiningAnswer, cas_engine::codec::CheckError>(&aligned)
+                .map_err(|e| MiningDecodeError::Malformed(cas_engine::text::reason(&e)))?;
         match archived {
             ArchivedMiningAnswer::Template(template) => {
                 if let Some(header) = template.as_ref() {
@@ -135,7 +137,7 @@ impl MiningAnswer {
                 }
             }
         }
-        rkyv::deserialize::<MiningAnswer, rkyv::rancor::Error>(archived)
-            .map_err(|e| MiningDecodeError::Malformed(e.to_string()))
+        rkyv::deserialize::<MiningAnswer, cas_engine::codec::CheckError>(archived)
+            .map_err(|e| MiningDecodeError::Malformed(cas_engine::text::reason(&e)))
     }
 }

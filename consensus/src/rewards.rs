@@ -63,8 +63,8 @@ pub fn decode_order_state(bytes: &[u8]) -> Result<OrderState, OrderStateError> {
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<OrderState, rkyv::rancor::Error>(&aligned)
-        .map_err(|e| OrderStateError::Malformed(e.to_string()))
+    rkyv::from_bytes::<OrderState, cas_engine::codec::CheckError>(&aligned)
+        .map_err(|e| OrderStateError::Malformed(cas_engine::text::reason(&e)))
 }
 
 /// A best-chain witness is paid once this many witness blocks are mined on top of it.

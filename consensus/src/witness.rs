@@ -290,11 +290,11 @@ pub fn decode_witness(bytes: &[u8]) -> Result<WitnessHeader, WitnessDecodeError>
             max: WITNESS_BYTES_MAX,
         });
     }
-    let archived = rkyv::access::<ArchivedWitnessHeader, rkyv::rancor::Error>(bytes)
-        .map_err(|e| WitnessDecodeError::Malformed(e.to_string()))?;
+    let archived = rkyv::access::<ArchivedWitnessHeader, cas_engine::codec::CheckError>(bytes)
+        .map_err(|e| WitnessDecodeError::Malformed(cas_engine::text::reason(&e)))?;
     check_witness_bounds(archived)?;
-    rkyv::deserialize::<WitnessHeader, rkyv::rancor::Error>(archived)
-        .map_err(|e| WitnessDecodeError::Malformed(e.to_string()))
+    rkyv::deserialize::<WitnessHeader, cas_engine::codec::CheckError>(archived)
+        .map_err(|e| WitnessDecodeError::Malformed(cas_engine::text::reason(&e)))
 }
 
 pub fn encode_witness(header: &WitnessHeader) -> rkyv::util::AlignedVec {

@@ -4,6 +4,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::codec::CheckError;
 use crate::id::{BlockHash, TxId};
 
 /// The longest reason text an answer carries.
@@ -57,9 +58,9 @@ impl ClientAnswer {
                 bytes.len()
             ));
         }
-        let archived = rkyv::access::<ArchivedClientAnswer, rkyv::rancor::Error>(bytes)
-            .map_err(|e| e.to_string())?;
-        rkyv::deserialize::<ClientAnswer, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
+        let archived = rkyv::access::<ArchivedClientAnswer, CheckError>(bytes)
+            .map_err(|e| crate::text::reason(&e))?;
+        rkyv::deserialize::<ClientAnswer, CheckError>(archived).map_err(|e| crate::text::reason(&e))
     }
 
     /// Bounds a reason for the wire.

@@ -2,7 +2,9 @@
 //! workspace manifest), and the one entry point that admits untrusted bytes.
 //!
 //! `decode_*` bounds the size first, then runs bytecheck over every byte, then bounds the counts inside; any
-//! failure is a typed [`DecodeError`], never a panic. Bytes that came from our own store or were already decoded
+//! failure is a typed [`DecodeError`], never a panic. Its text says what failed (rkyv's checks run with rancor's
+//! [`rancor::BoxedError`], which keeps the message in every build, where `rancor::Error` drops it in release
+//! builds) and is bounded ([`crate::text::reason`]). Bytes that came from our own store or were already decoded
 //! once are read in place with `access_*_trusted`, which skips validation.
 
 use rkyv::rancor;
@@ -60,9 +62,12 @@ pub enum DecodeError {
     },
 }
 
-fn malformed(error: rancor::Error) -> DecodeError {
+/// The error type for checking untrusted archives: it keeps what failed and where, in release builds too.
+pub type CheckError = rancor::BoxedError;
+
+fn malformed(error: CheckError) -> DecodeError {
     DecodeError::Malformed {
-        reason: error.to_string(),
+        reason: crate::text::reason(&error),
     }
 }
 
@@ -81,7 +86,7 @@ pub fn decode_tx(bytes: &[u8]) -> Result<&ArchivedTransaction, DecodeError> {
             max: TX_BYTES_MAX,
         });
     }
-    let tx = rkyv::access::<ArchivedTransaction, rancor::Error>(bytes).map_err(malformed)?;
+    let tx = rkyv::access::<ArchivedTransaction, CheckError>(bytes).map_err(malformed)?;
     check_tx_bounds(tx)?;
     Ok(tx)
 }
@@ -128,7 +133,7 @@ pub fn decode_block(bytes: &[u8]) -> Result<&ArchivedBlock, DecodeError> {
             max: BLOCK_BYTES_MAX,
         });
     }
-    let block = rkyv::access::<ArchivedBlock, rancor::Error>(bytes).map_err(malformed)?;
+    let block = rkyv::access::<ArchivedBlock, CheckError>(bytes).map_err(malformed)?;
     bound("block transactions", block.txs.len(), BLOCK_TXS_MAX)?;
     for (index, tx) in block.txs.iter().enumerate() {
         check_tx_bounds(tx).map_err(|source| DecodeError::InBlock {

@@ -10,6 +10,7 @@ use crate::codec::{COMMITTEE_MAX, OUTPUTS_MAX};
 use crate::commitment::SetCommitment;
 use crate::crypto::PublicKey;
 use crate::id::{AssetId, Hash32};
+use crate::text::{quote, reason};
 use crate::tx::{ChainParams, CommitteeMember, OutPoint, Transaction, TxBody, TxKind, TxOutput};
 
 /// Allocations a spec may list (each may split into several outputs).
@@ -111,17 +112,20 @@ impl GenesisSpec {
             let line = e
                 .span()
                 .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
-            GenesisError::Toml(format!("line {line}: {}", e.message().trim()))
+            GenesisError::Toml(format!("line {line}: {}", reason(&e.message().trim())))
         })
     }
 }
 
 fn parse_key(text: &str) -> Result<PublicKey, String> {
-    let key =
-        PublicKey::from_hex(text).map_err(|e| format!("key {text:?} is not 32 hex bytes: {e}"))?;
+    let key = PublicKey::from_hex(text)
+        .map_err(|e| format!("key {} is not 32 hex bytes: {e}", quote(text)))?;
     let point = curve25519_dalek::edwards::CompressedEdwardsY(key.0).decompress();
     if point.is_none_or(|p| p.is_small_order()) {
-        return Err(format!("key {text} is not a valid ed25519 public key"));
+        return Err(format!(
+            "key {} is not a valid ed25519 public key",
+            quote(text)
+        ));
     }
     Ok(key)
 }
@@ -353,5 +357,27 @@ mod tests {
             GenesisError::SupplyOverflow { .. }
         ));
         assert!(genesis_block(&spec(&[(1, u64::MAX - 1), (2, 1)], &[(u64::MAX, 1)])).is_ok());
+    }
+
+    /// Issue 16: a key of 1 MB in a spec came back whole in the error; now it is quoted within a bound.
+    #[test]
+    fn errors_quote_bad_input_within_a_bound() {
+        let huge = "z".repeat(1 << 20);
+        let spec = format!(
+            "chain_id = 1\n[params]\nmin_fee = 1\nblock_interval_ms = 1\n[[committee]]\nkey = \"{huge}\"\nstake = 1\n"
+        );
+        let error = genesis_block(&GenesisSpec::from_toml(&spec).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is not 32 hex bytes"), "{error:.200}");
+        assert!(error.contains("more bytes)"), "{error:.200}");
+        assert!(error.len() < 1024, "{} bytes", error.len());
+
+        let spec = format!(
+            "chain_id = 1\n[params]\nmin_fee = \"{huge}\"\nblock_interval_ms = 1\ncommittee = []\n"
+        );
+        let error = GenesisSpec::from_toml(&spec).unwrap_err().to_string();
+        assert!(error.contains("line 3"), "{error:.200}");
+        assert!(error.len() < 1024, "{} bytes", error.len());
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Ids and hashes ([`id`]), keys and batch signature verification ([`crypto`]), transactions ([`tx`]), blocks and
 //! their Merkle trees ([`block`], [`merkle`]), the UTXO set commitment ([`commitment`]), the zero-copy codec with
-//! the one untrusted decoder ([`codec`]), the UTXO rules ([`rules`]), genesis ([`genesis`]) and an in-memory
-//! reference ledger ([`ledger`]). Every other crate builds on these types.
+//! the one untrusted decoder ([`codec`]), bounded echoes of untrusted text in errors ([`text`]), the UTXO rules
+//! ([`rules`]), genesis ([`genesis`]) and an in-memory reference ledger ([`ledger`]). Every other crate builds on these types.
 
 pub mod block;
 pub mod client;
@@ -20,6 +20,7 @@ pub mod ledger;
 pub mod merkle;
 pub mod rules;
 pub mod synchronizer;
+pub mod text;
 pub mod tx;
 
 pub use block::{ArchivedBlock, ArchivedBlockHeader, Block, BlockHeader};

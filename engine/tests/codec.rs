@@ -372,3 +372,37 @@ fn issuance_evidence_and_outputs_are_bounded_by_the_decoder() {
         })
     );
 }
+
+/// Issue 16: in release builds rancor's plain `Error` answered every malformed input with "failed without error
+/// information; enable debug assertions and the `alloc` feature in rancor" (the workspace builds rancor without
+/// debug assertions in every profile, so this test sees what operators see). The decoder now says what failed,
+/// within a bound.
+#[test]
+fn malformed_bytes_say_what_failed_within_a_bound() {
+    let useless = ["without error information", "enable debug assertions"];
+    let mut garbage = vec![0xab_u8; 200];
+    garbage[..4].copy_from_slice(&0u32.to_le_bytes());
+    for (what, error) in [
+        ("garbage tx", decode_tx(&garbage).unwrap_err().to_string()),
+        ("empty tx", decode_tx(&[]).unwrap_err().to_string()),
+        (
+            "garbage block",
+            decode_block(&[0x5a; 300]).unwrap_err().to_string(),
+        ),
+        (
+            "garbage answer",
+            cas_engine::client::ClientAnswer::decode(&[0xcd; 64]).unwrap_err(),
+        ),
+    ] {
+        assert!(
+            useless.iter().all(|text| !error.contains(text)),
+            "{what}: {error}"
+        );
+        assert!(error.len() > "malformed bytes: ".len(), "{what}: {error:?}");
+        assert!(
+            error.len() <= cas_engine::text::REASON_BYTES_MAX + 64,
+            "{what}: {} bytes",
+            error.len()
+        );
+    }
+}

@@ -39,6 +39,44 @@ pub(crate) struct AnswerWriter {
     connection: quinn::Connection,
     answers: mpsc::Receiver<Bytes>,
     queued_bytes: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
+}
+
+/// When a client connection last did something (a frame received, answers written): its idle bound
+/// (`IngestLimits::idle_timeout_ms`) counts from there. One relaxed store per event; the watchdog polls it.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis().min(u64::MAX as u128) as u64
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has happened for `idle_ms`.
+    pub(crate) async fn idle(&self, idle_ms: u64) {
+        loop {
+            let due = self.last_ms.load(Ordering::Relaxed).saturating_add(idle_ms);
+            let now = self.now_ms();
+            if now >= due {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(due - now)).await;
+        }
+    }
 }
 
 impl Clients {
@@ -48,6 +86,7 @@ impl Clients {
         &self,
         remote: SocketAddr,
         connection: quinn::Connection,
+        activity: Arc<Activity>,
     ) -> AnswerWriter {
         let (answers_tx, answers_rx) = mpsc::channel(ANSWER_QUEUE_MAX);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -72,6 +111,7 @@ impl Clients {
             connection,
             answers: answers_rx,
             queued_bytes,
+            activity,
         }
     }
 
@@ -146,7 +186,9 @@ impl Clients {
 
 impl AnswerWriter {
     /// Writes answers in order until the queue closes (the client was forgotten) or a write fails; returns why it
-    /// stopped. The stream is opened with the first answer, so a client that is never answered costs none.
+    /// stopped. The stream is opened with the first answer, so a client that is never answered costs none. When
+    /// the queue closes, what it held is written, then the stream is finished and the client's acknowledgement
+    /// awaited, so a connection closed right after (a refused client, `Node` drains it) still delivers it all.
     pub(crate) async fn run(mut self, sent: &AtomicU64) -> String {
         let mut stream: Option<quinn::SendStream> = None;
         let mut batch = Vec::new();
@@ -172,6 +214,13 @@ impl AnswerWriter {
                 return format!("writing an answer: {error}");
             }
             sent.fetch_add(count, Ordering::Relaxed);
+            self.activity.touch();
+        }
+        if let Some(mut send) = stream {
+            // Fails at once on a connection already closed; otherwise waits for the client to have it all.
+            if send.finish().is_ok() {
+                let _ = send.stopped().await;
+            }
         }
         "the client was forgotten".to_string()
     }

@@ -24,6 +24,9 @@ pub enum FrameError {
     Invalid { class: Class, reason: String },
     #[error("stream read failed: {0}")]
     Read(String),
+    /// A client frame begun but not completed in time (`limits::INGEST_FRAME_TIMEOUT_MS`).
+    #[error("frame not completed within {timeout_ms} ms of its first byte")]
+    Timeout { timeout_ms: u64 },
 }
 
 /// Start-up and configuration failures.
@@ -48,6 +51,8 @@ pub enum NetError {
     },
     #[error("{count} peers exceed the limit of {max}")]
     TooManyPeers { count: usize, max: usize },
+    #[error("ingest limits: {0}")]
+    Limits(&'static str),
     #[error("the peer list names our own key")]
     SelfAsPeer,
     #[error("connection to {addr} lost: {reason}")]

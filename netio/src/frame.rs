@@ -2,6 +2,8 @@
 //! anything is allocated. Owns the message classes and their lanes (which stream, which priority). It never
 //! interprets a payload: the layer above supplies the validating decoder ([`Validator`]).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use crate::error::FrameError;
@@ -134,6 +136,16 @@ impl Lane {
 /// (e.g. `cas_engine::codec::decode_tx` for [`Class::ClientTx`]).
 pub trait Validator: Send + Sync + 'static {
     fn validate(&self, class: Class, payload: &[u8]) -> Result<(), String>;
+
+    /// The answer (a [`Class::ClientAnswer`] payload, in the layer above's encoding) for a client whose frame of
+    /// `class` [`Validator::validate`] refused with `reason`. `Some`: the node queues it on that client's answer
+    /// stream and keeps the connection (a wallet's one bad transaction costs it neither its connection nor the
+    /// answers owed for its earlier ones). `None` (the default): the connection is refused as a bad frame, after
+    /// the answers already queued for it are sent.
+    fn rejection(&self, class: Class, reason: &str) -> Option<Bytes> {
+        let _ = (class, reason);
+        None
+    }
 }
 
 impl<F> Validator for F
@@ -207,22 +219,51 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Class, &[u8], &[u8]), FrameError> {
 pub async fn read_frame(
     recv: &mut quinn::RecvStream,
 ) -> Result<Option<(Class, Bytes)>, FrameError> {
-    read_frame_checked(recv, |_| Ok(())).await
+    read_frame_checked(recv, None, |_| Ok(())).await
 }
 
 /// Reads the next frame from a QUIC stream, refusing it with `check`'s error as soon as its header is read, so a
-/// frame of a class this stream never carries is refused before its payload is read or allocated.
+/// frame of a class this stream never carries is refused before its payload is read. With a `frame_timeout`, a
+/// frame whose first byte has been read must be complete within it ([`FrameError::Timeout`]); waiting for that
+/// first byte is not bounded here (the connection's idle bound is the caller's).
+///
+/// The payload buffer grows as its bytes arrive, never to the declared length up front: a header announcing a
+/// large frame that never comes costs what was actually sent, not the class's limit.
 pub async fn read_frame_checked(
     recv: &mut quinn::RecvStream,
+    frame_timeout: Option<Duration>,
     check: impl FnOnce(Class) -> Result<(), FrameError>,
 ) -> Result<Option<(Class, Bytes)>, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
-    match recv.read_exact(&mut header).await {
+    let first = match recv.read(&mut header).await {
+        Ok(Some(read)) => read,
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(FrameError::Read(error.to_string())),
+    };
+    let rest = read_frame_rest(recv, header, first, check);
+    match frame_timeout {
+        None => rest.await.map(Some),
+        Some(limit) => match tokio::time::timeout(limit, rest).await {
+            Ok(frame) => frame.map(Some),
+            Err(_) => Err(FrameError::Timeout {
+                timeout_ms: limit.as_millis().min(u64::MAX as u128) as u64,
+            }),
+        },
+    }
+}
+
+/// The rest of a frame whose first `got` header bytes are in `header`.
+async fn read_frame_rest(
+    recv: &mut quinn::RecvStream,
+    mut header: [u8; FRAME_HEADER_BYTES],
+    got: usize,
+    check: impl FnOnce(Class) -> Result<(), FrameError>,
+) -> Result<(Class, Bytes), FrameError> {
+    match recv.read_exact(&mut header[got..]).await {
         Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(quinn::ReadExactError::FinishedEarly(got)) => {
+        Err(quinn::ReadExactError::FinishedEarly(more)) => {
             return Err(FrameError::Truncated {
-                got,
+                got: got + more,
                 want: FRAME_HEADER_BYTES,
             })
         }
@@ -232,16 +273,26 @@ pub async fn read_frame_checked(
     }
     let (class, len) = decode_header(&header)?;
     check(class)?;
-    // The length is bounded by the class limit above, so this allocation is too.
-    let mut payload = vec![0u8; len];
-    match recv.read_exact(&mut payload).await {
-        Ok(()) => Ok(Some((class, Bytes::from(payload)))),
-        Err(quinn::ReadExactError::FinishedEarly(got)) => Err(FrameError::Truncated {
-            got: FRAME_HEADER_BYTES + got,
-            want: FRAME_HEADER_BYTES + len,
-        }),
-        Err(quinn::ReadExactError::ReadError(error)) => Err(FrameError::Read(error.to_string())),
+    // Grown by what arrives (amortised doubling), so at most twice the bytes received are ever allocated.
+    let mut payload = Vec::new();
+    while payload.len() < len {
+        match recv.read_chunk(len - payload.len(), true).await {
+            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got: FRAME_HEADER_BYTES + payload.len(),
+                    want: FRAME_HEADER_BYTES + len,
+                })
+            }
+            Err(error) => return Err(FrameError::Read(error.to_string())),
+        }
     }
+    debug_assert_eq!(
+        payload.len(),
+        len,
+        "read_chunk returns at most what is asked"
+    );
+    Ok((class, Bytes::from(payload)))
 }
 
 /// Writes several frames to a QUIC stream in one write, without copying the payloads: one wake of the

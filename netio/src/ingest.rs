@@ -109,8 +109,11 @@ impl IngestClient {
                         }
                         if let Err(error) = write_frames(&mut send, batch.drain(..).flatten()).await
                         {
-                            tracing::warn!(%addr, %error, "ingest connection lost");
-                            return;
+                            // The node stopped reading (it refused a frame) or the connection is gone. Either
+                            // way the connection's end says why, and answers the node still sends before it
+                            // closes are received meanwhile; `submit` waits, then answers `Closed`.
+                            tracing::warn!(%addr, %error, "ingest stream refused or lost");
+                            return std::future::pending::<()>().await;
                         }
                     }
                     // The queue closed: finish the stream and wait until the node has read it all.
@@ -292,7 +295,7 @@ async fn read_answers(
                     lane: "answer stream from the node",
                 }),
             };
-            match read_frame_checked(&mut recv, check).await {
+            match read_frame_checked(&mut recv, None, check).await {
                 Ok(Some((_, answer))) => {
                     let Ok(permit) = room.acquire().await else {
                         return;
@@ -302,7 +305,9 @@ async fn read_answers(
                         return; // The client is gone.
                     }
                 }
-                Ok(None) => return note_lost(&lost, "the node ended the answer stream".into()),
+                // The node ends its answer stream only right before it closes the connection (after sending
+                // what it owed, e.g. when it refused a frame of ours): the close says why.
+                Ok(None) => return,
                 Err(FrameError::Read(reason)) => {
                     // The connection's own error says why (e.g. the node's close reason); the read's does not.
                     let why = connection.close_reason().map(|error| error.to_string());

@@ -13,10 +13,11 @@
 //! - **Who dials**: of two peers, the one with the smaller key dials; the other waits. One connection per pair,
 //!   no races. A newer connection from a peer replaces the old one (a restart).
 //! - **Frames** ([`frame`]): `[len u32 LE][class u8][payload]`; the length is checked against the class's limit
-//!   ([`limits`]) before anything is allocated. An unknown class, an oversize or truncated frame, a class on the
-//!   wrong lane or a payload the validator rejects closes that connection with code `BAD_FRAME` and the reason
-//!   as the close reason; every other connection is untouched. Where a stream can carry only some classes, the
-//!   class is checked from the header, before the payload is read.
+//!   ([`limits`]) before anything is allocated, and the payload buffer grows with the bytes that arrive, never
+//!   to the declared length up front. An unknown class, an oversize or truncated frame, a class on the wrong
+//!   lane or a payload the validator rejects closes that connection with code `BAD_FRAME` and the reason as the
+//!   close reason (for clients, see the refusal policy below); every other connection is untouched. Where a
+//!   stream can carry only some classes, the class is checked from the header, before the payload is read.
 //! - **Lanes**: between nodes, a unidirectional stream per lane per direction. Consensus (proposal, vote,
 //!   timeout) has quinn priority 100, bulk (package, block sync, gossiped transaction) priority 0, so a vote
 //!   never waits behind a 256 KiB package being written. Inbound, each lane has its own queue.
@@ -46,6 +47,26 @@
 //!   node's writer; any frame but a `ClientAnswer` within its limit, or a second answer stream, closes the
 //!   connection as a bad frame. Answers received before a disconnection are still handed out, then
 //!   `NetError::ConnectionLost` with the reason.
+//! - **Ingest bounds** ([`IngestLimits`], set in [`NodeConfig`]): at most `connections_max` client connections
+//!   in all and `connections_per_source_max` from one source (an IPv4 address or an IPv6 /64), so one process
+//!   cannot lock honest clients out; more are refused before the handshake and counted
+//!   (`ingest_refused_full`, `ingest_refused_per_source`). A client connection with no frame received and no
+//!   answer written for `idle_timeout_ms`, or a frame whose first byte was read and that is not complete within
+//!   `frame_timeout_ms`, is closed with code `TIMEOUT` (counted in `ingest_timeouts`), so a silent or half-sent
+//!   client gives its slot and its buffer back.
+//! - **Refusing a client frame without losing its answers**: a client's transactions are answered later
+//!   (accepted once certified, final once committed), so closing its connection at its first bad frame would
+//!   lose the answers owed for the valid ones before it. Two rules keep them: (1) a payload the validator
+//!   refuses, where the validator supplies an answer for it ([`Validator::rejection`]; the node's answers a
+//!   `Rejected`), is answered on the client's answer stream like any other answer and the connection carries on
+//!   (counted in `ingest_rejected`); the rejection may reach the client before answers to earlier
+//!   transactions, which arrive as usual. (2) A frame that breaks the framing itself (bad header, wrong class,
+//!   truncated, timed out), or a refused payload with no rejection answer, ends the connection, but gracefully:
+//!   the node stops reading it and forgets the client (later answers to it are `UnknownClient`, a typed error
+//!   to the layer above), writes the answers already queued, waits up to [`limits::ANSWER_DRAIN_WAIT_MS`] for
+//!   the client to acknowledge them, then closes with the reason. Answers that the layer above produces after
+//!   that point (e.g. a final receipt) are not delivered on that connection: the client learns from the close
+//!   that it broke the protocol and asks for the status of what it sent.
 //! - **Peers** ([`node`], [`peer`]): a supervisor task per peer dials with capped exponential backoff
 //!   (50 ms doubling to 5 s) and keeps counters: bytes, messages, RTT, reconnects, refusals, full queues.
 //! - **Broadcast** ([`broadcast`]): send-to-all to the committee, and the deterministic two-tier tree
@@ -75,4 +96,5 @@ mod thread;
 
 pub use error::{FrameError, NetError, SendError};
 pub use frame::{Class, Lane, Validator};
+pub use limits::IngestLimits;
 pub use node::{Inbound, InboundQueues, InboundWaker, Node, NodeConfig, Origin, Peer};

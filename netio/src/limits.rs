@@ -55,8 +55,27 @@ pub const CLIENT_ANSWER_INBOX_MAX: usize = 4096;
 /// Unidirectional streams a peer or client may have open towards us at once (one per lane, plus slack for a
 /// stream being replaced). More are refused by QUIC's own stream limit.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 8;
-/// Client connections served at once by the ingest endpoint; more are refused with a reason.
+/// Client connections served at once by the ingest endpoint; more are refused before the handshake, logged and
+/// counted (`EndpointStats::ingest_refused_full`).
 pub const INGEST_CONNECTIONS_MAX: usize = 1024;
+/// Client connections one source may hold at once on the ingest endpoint: a source is an IPv4 address, or an IPv6
+/// /64 (what one host usually gets). More are refused before the handshake, logged and counted
+/// (`EndpointStats::ingest_refused_per_source`), so one process can take at most a sixteenth of
+/// [`INGEST_CONNECTIONS_MAX`] and never lock the others out. Load generators and exchanges behind one address
+/// open a few connections each; those needing more set [`IngestLimits`] higher.
+pub const INGEST_CONNECTIONS_PER_SOURCE_MAX: usize = 64;
+/// A client connection on which nothing happens for this long (no frame received, no answer written) is closed
+/// with code `TIMEOUT` and counted: an abandoned connection gives its slot back. QUIC keep-alives do not count,
+/// since they keep a connection open without carrying anything. Long enough for a client waiting for a final
+/// receipt.
+pub const INGEST_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// A client frame whose first header byte has been read must be complete (header and payload) within this long,
+/// or the connection is closed with code `TIMEOUT` and counted: a half-sent frame cannot hold a reader, a
+/// buffer and a slot for ever. A frame of [`CLIENT_TX_PAYLOAD_BYTES_MAX`] takes milliseconds on any live link.
+pub const INGEST_FRAME_TIMEOUT_MS: u64 = 10_000;
+/// How long a client connection refused for a broken frame (or a timeout) stays open to deliver the answers
+/// already queued for it before the close; it reads nothing more meanwhile.
+pub const ANSWER_DRAIN_WAIT_MS: u64 = 5_000;
 /// Handshakes in progress at once on one endpoint; more are refused by quinn.
 pub const HANDSHAKES_MAX: usize = 256;
 /// Peers one node keeps connections with (committee plus its broadcast children).
@@ -90,6 +109,50 @@ pub const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Children per node in the third tier of the broadcast tree.
 pub const FANOUT_DEFAULT: usize = 8;
 
+/// The ingest endpoint's bounds as a node is configured with them; [`IngestLimits::default`] is the constants
+/// above. Tests set them low (on loopback every client shares one source address); an operator may raise the
+/// per-source limit for a gateway that many clients share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// See [`INGEST_CONNECTIONS_MAX`].
+    pub connections_max: usize,
+    /// See [`INGEST_CONNECTIONS_PER_SOURCE_MAX`]; at least 1 and at most `connections_max`.
+    pub connections_per_source_max: usize,
+    /// See [`INGEST_IDLE_TIMEOUT_MS`]; positive.
+    pub idle_timeout_ms: u64,
+    /// See [`INGEST_FRAME_TIMEOUT_MS`]; positive.
+    pub frame_timeout_ms: u64,
+}
+
+impl Default for IngestLimits {
+    fn default() -> IngestLimits {
+        IngestLimits {
+            connections_max: INGEST_CONNECTIONS_MAX,
+            connections_per_source_max: INGEST_CONNECTIONS_PER_SOURCE_MAX,
+            idle_timeout_ms: INGEST_IDLE_TIMEOUT_MS,
+            frame_timeout_ms: INGEST_FRAME_TIMEOUT_MS,
+        }
+    }
+}
+
+impl IngestLimits {
+    /// Why these limits cannot work, if they cannot.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.connections_max == 0 {
+            return Err("connections_max must be positive");
+        }
+        if self.connections_per_source_max == 0
+            || self.connections_per_source_max > self.connections_max
+        {
+            return Err("connections_per_source_max must be within 1..=connections_max");
+        }
+        if self.idle_timeout_ms == 0 || self.frame_timeout_ms == 0 {
+            return Err("the ingest timeouts must be positive");
+        }
+        Ok(())
+    }
+}
+
 const _: () = assert!(CONSENSUS_PAYLOAD_BYTES_MAX <= BULK_PAYLOAD_BYTES_MAX);
 const _: () = assert!(CLIENT_TX_PAYLOAD_BYTES_MAX <= CONSENSUS_PAYLOAD_BYTES_MAX);
 const _: () = assert!(MINING_PAYLOAD_BYTES_MAX <= CONSENSUS_PAYLOAD_BYTES_MAX);
@@ -99,6 +162,15 @@ const _: () = assert!(BULK_PAYLOAD_BYTES_MAX < u32::MAX as usize);
 const _: () = assert!(BACKOFF_INITIAL_MS > 0 && BACKOFF_INITIAL_MS <= BACKOFF_MAX_MS);
 const _: () = assert!(KEEP_ALIVE_MS < IDLE_TIMEOUT_MS);
 const _: () = assert!(STREAMS_PER_CONNECTION_MAX >= 2);
+// One source holds at most a sixteenth of the ingest slots: at least sixteen are needed to fill the endpoint.
+const _: () = assert!(
+    INGEST_CONNECTIONS_PER_SOURCE_MAX > 0
+        && INGEST_CONNECTIONS_PER_SOURCE_MAX * 16 <= INGEST_CONNECTIONS_MAX
+);
+// A frame in progress is bounded more tightly than the silence between frames, and keep-alives (which carry
+// nothing) come far more often than either.
+const _: () = assert!(INGEST_FRAME_TIMEOUT_MS <= INGEST_IDLE_TIMEOUT_MS);
+const _: () = assert!(KEEP_ALIVE_MS < INGEST_FRAME_TIMEOUT_MS && ANSWER_DRAIN_WAIT_MS > 0);
 const _: () = assert!(CONSENSUS_QUEUE_MAX > 0 && BULK_QUEUE_MAX > 0 && CLIENT_QUEUE_MAX > 0);
 const _: () = assert!(ANSWER_QUEUE_MAX > 0 && CLIENT_ANSWER_INBOX_MAX > 0);
 const _: () =

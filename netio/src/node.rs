@@ -3,17 +3,17 @@
 //! every queue between quinn and the rest of the node; never interprets a payload beyond the [`Validator`].
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cas_engine::{Keypair, PublicKey};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::answers::Clients;
+use crate::answers::{Activity, Clients};
 use crate::broadcast::{TreeError, TwoTierTree};
 use crate::error::{FrameError, NetError, SendError};
 use crate::frame::{read_frame_checked, take_batch, write_frames, Class, Lane, Validator};
@@ -30,6 +30,8 @@ pub mod close_code {
     pub const REPLACED: u32 = 3;
     /// A client whose answer queue filled up: it does not read its answers.
     pub const SLOW_CLIENT: u32 = 4;
+    /// A client connection idle too long, or a frame begun and not completed in time.
+    pub const TIMEOUT: u32 = 5;
 }
 
 /// Connections from one peer waiting for its supervisor (a restart racing the old connection's close).
@@ -102,6 +104,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The client ingest endpoint; `None` for a node that serves no clients.
     pub ingest_listen: Option<SocketAddr>,
+    /// The ingest endpoint's connection limits and timeouts (`IngestLimits::default()`: the `limits` constants).
+    pub ingest_limits: IngestLimits,
 }
 
 /// Counters of the endpoints themselves (refusals happen before there is a peer to count them on).
@@ -110,7 +114,11 @@ struct EndpointCounters {
     refused_handshakes: AtomicU64,
     refused_connections: AtomicU64,
     ingest_connections: AtomicU64,
+    ingest_refused_full: AtomicU64,
+    ingest_refused_per_source: AtomicU64,
     ingest_bad_frames: AtomicU64,
+    ingest_timeouts: AtomicU64,
+    ingest_rejected: AtomicU64,
     ingest_messages: AtomicU64,
 }
 
@@ -123,8 +131,18 @@ pub struct EndpointStats {
     pub refused_connections: u64,
     /// Client connections accepted on the ingest endpoint.
     pub ingest_connections: u64,
-    /// Client connections closed for a bad frame.
+    /// Client connections refused because the ingest endpoint held its most ([`IngestLimits::connections_max`]).
+    pub ingest_refused_full: u64,
+    /// Client connections refused because their source held its most
+    /// ([`IngestLimits::connections_per_source_max`]).
+    pub ingest_refused_per_source: u64,
+    /// Client connections closed for a bad frame (a broken header, a class not for clients, a truncated frame,
+    /// or a payload the validator refused with no rejection answer).
     pub ingest_bad_frames: u64,
+    /// Client connections closed with `TIMEOUT`: idle too long, or a frame not completed in time.
+    pub ingest_timeouts: u64,
+    /// Client payloads the validator refused and the client was answered a rejection for (connection kept).
+    pub ingest_rejected: u64,
     /// Client transactions delivered.
     pub ingest_messages: u64,
     /// Client connections open now (each has an answer queue).
@@ -160,6 +178,7 @@ struct Shared {
     inbound_ingest: mpsc::Sender<Inbound>,
     waker: Arc<InboundWaker>,
     clients: Clients,
+    ingest_limits: IngestLimits,
     counters: EndpointCounters,
 }
 
@@ -178,6 +197,8 @@ impl Node {
         config: NodeConfig,
         validator: impl Validator,
     ) -> Result<(Node, InboundQueues), NetError> {
+        config.ingest_limits.check().map_err(NetError::Limits)?;
+        let ingest_limits = config.ingest_limits;
         let identity = Identity::new(&config.keypair)?;
         let peer_keys = Arc::new(RwLock::new(HashSet::new()));
         let node_server = identity::node_server_config(&identity, peer_keys.clone())?;
@@ -223,6 +244,7 @@ impl Node {
                     inbound_ingest: ingest_tx,
                     waker: waker_for_reader,
                     clients: Clients::default(),
+                    ingest_limits,
                     counters: EndpointCounters::default(),
                 });
                 let local_addr = endpoint
@@ -463,7 +485,11 @@ impl Node {
             refused_handshakes: load(&counters.refused_handshakes),
             refused_connections: load(&counters.refused_connections),
             ingest_connections: load(&counters.ingest_connections),
+            ingest_refused_full: load(&counters.ingest_refused_full),
+            ingest_refused_per_source: load(&counters.ingest_refused_per_source),
             ingest_bad_frames: load(&counters.ingest_bad_frames),
+            ingest_timeouts: load(&counters.ingest_timeouts),
+            ingest_rejected: load(&counters.ingest_rejected),
             ingest_messages: load(&counters.ingest_messages),
             ingest_clients_open: self.shared.clients.connected() as u64,
             answers_sent: load(&self.shared.clients.sent),
@@ -522,16 +548,97 @@ async fn accept_peer(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
 }
 
-/// Accepts client connections on the ingest endpoint, up to [`INGEST_CONNECTIONS_MAX`] at once.
+/// The ingest endpoint's connection slots: in all, and per source ([`IngestLimits`]).
+struct IngestSlots {
+    limits: IngestLimits,
+    /// Connections held, in all and by source. One short lock per connection opened or closed.
+    held: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Why a client was refused a slot.
+enum NoSlot {
+    Full,
+    SourceFull,
+}
+
+/// One client connection's slot, given back when dropped.
+struct IngestSlot {
+    slots: Arc<IngestSlots>,
+    source: IpAddr,
+}
+
+/// The source a client's connection counts against: its IPv4 address (also when written IPv4-mapped), or its
+/// IPv6 /64, the block one host usually has, so one host cannot take a slot per address it owns.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+impl IngestSlots {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<IngestSlot, NoSlot> {
+        let source = source_of(ip);
+        let mut held = self.held.lock().expect("ingest slots lock");
+        let (total, by_source) = &mut *held;
+        if *total >= self.limits.connections_max {
+            return Err(NoSlot::Full);
+        }
+        let of_source = by_source.entry(source).or_insert(0);
+        if *of_source >= self.limits.connections_per_source_max {
+            return Err(NoSlot::SourceFull);
+        }
+        *of_source += 1;
+        *total += 1;
+        Ok(IngestSlot {
+            slots: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for IngestSlot {
+    fn drop(&mut self) {
+        let mut held = self.slots.held.lock().expect("ingest slots lock");
+        let (total, by_source) = &mut *held;
+        *total -= 1;
+        let of_source = by_source
+            .get_mut(&self.source)
+            .expect("a held slot has its source counted");
+        *of_source -= 1;
+        if *of_source == 0 {
+            by_source.remove(&self.source);
+        }
+        debug_assert!(by_source.values().sum::<usize>() == *total);
+    }
+}
+
+/// Accepts client connections on the ingest endpoint, up to [`IngestLimits::connections_max`] at once and
+/// [`IngestLimits::connections_per_source_max`] from one source; more are refused before the handshake.
 async fn accept_clients(shared: Arc<Shared>, ingest: quinn::Endpoint) {
-    let slots = Arc::new(Semaphore::new(INGEST_CONNECTIONS_MAX));
+    let slots = Arc::new(IngestSlots {
+        limits: shared.ingest_limits,
+        held: Mutex::new((0, HashMap::new())),
+    });
     while let Some(incoming) = ingest.accept().await {
         let remote = incoming.remote_address();
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            PeerCounters::add(&shared.counters.refused_connections, 1);
-            tracing::warn!(%remote, "refused a client: ingest connections at the limit");
-            incoming.refuse();
-            continue;
+        let slot = match slots.take(remote.ip()) {
+            Ok(slot) => slot,
+            Err(NoSlot::Full) => {
+                PeerCounters::add(&shared.counters.ingest_refused_full, 1);
+                tracing::warn!(%remote, "refused a client: ingest connections at the limit");
+                incoming.refuse();
+                continue;
+            }
+            Err(NoSlot::SourceFull) => {
+                PeerCounters::add(&shared.counters.ingest_refused_per_source, 1);
+                tracing::warn!(%remote, "refused a client: its source holds the most ingest connections one may");
+                incoming.refuse();
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -545,50 +652,159 @@ async fn accept_clients(shared: Arc<Shared>, ingest: quinn::Endpoint) {
             };
             PeerCounters::add(&shared.counters.ingest_connections, 1);
             tracing::debug!(%remote, "client connected");
-            let answers = shared.clients.register(remote, connection.clone());
-            tokio::select! {
-                () = read_streams(shared.clone(), Origin::Client(remote), connection.clone(), None) => {}
-                reason = answers.run(&shared.clients.sent) => {
-                    tracing::debug!(%remote, %reason, "client answer stream ended");
-                    connection.close(close_code::SHUTDOWN.into(), reason.as_bytes());
-                }
-            }
-            shared.clients.deregister(remote, connection.stable_id());
+            serve_client(&shared, remote, connection).await;
             tracing::debug!(%remote, "client disconnected");
             drop(slot);
         });
     }
 }
 
-/// Reads every stream the far side opens until the connection ends.
+/// How a client connection ends, seen from the node.
+enum ClientEnd {
+    /// The client closed it, or it was lost.
+    Gone,
+    /// The answer writer stopped (the client was forgotten, or a write failed).
+    WriterStopped(String),
+    /// The node refuses the client: `code` and `reason` are the close's.
+    Refused { code: u32, reason: String },
+}
+
+/// Serves one client connection: its streams in, its answers out, its idle bound. A refused client (a broken
+/// frame, a timeout) is read no more, forgotten (later answers to it are `UnknownClient`), then given up to
+/// [`ANSWER_DRAIN_WAIT_MS`] to receive the answers already queued for it before the close.
+async fn serve_client(shared: &Arc<Shared>, remote: SocketAddr, connection: quinn::Connection) {
+    let limits = shared.ingest_limits;
+    let activity = Arc::new(Activity::new());
+    let writer = shared
+        .clients
+        .register(remote, connection.clone(), activity.clone())
+        .run(&shared.clients.sent);
+    tokio::pin!(writer);
+    let reader = read_streams(
+        shared.clone(),
+        Origin::Client(remote),
+        connection.clone(),
+        None,
+        Some(&activity),
+    );
+    let end = tokio::select! {
+        refused = reader => match refused {
+            None => ClientEnd::Gone,
+            Some(error) => {
+                let counter = match error {
+                    FrameError::Timeout { .. } => &shared.counters.ingest_timeouts,
+                    _ => &shared.counters.ingest_bad_frames,
+                };
+                PeerCounters::add(counter, 1);
+                let code = match error {
+                    FrameError::Timeout { .. } => close_code::TIMEOUT,
+                    _ => close_code::BAD_FRAME,
+                };
+                ClientEnd::Refused { code, reason: error.to_string() }
+            }
+        },
+        reason = &mut writer => ClientEnd::WriterStopped(reason),
+        () = activity.idle(limits.idle_timeout_ms) => {
+            PeerCounters::add(&shared.counters.ingest_timeouts, 1);
+            ClientEnd::Refused {
+                code: close_code::TIMEOUT,
+                reason: format!("idle for {} ms", limits.idle_timeout_ms),
+            }
+        }
+    };
+    match end {
+        ClientEnd::Gone => {}
+        ClientEnd::WriterStopped(reason) => {
+            tracing::debug!(%remote, %reason, "client answer stream ended");
+            connection.close(close_code::SHUTDOWN.into(), reason.as_bytes());
+        }
+        ClientEnd::Refused { code, reason } => {
+            tracing::warn!(%remote, %reason, "closing a client connection once its queued answers are sent");
+            // Forgetting the client closes its queue: the writer sends what it holds, then ends.
+            shared.clients.deregister(remote, connection.stable_id());
+            let drain = Duration::from_millis(ANSWER_DRAIN_WAIT_MS);
+            if tokio::time::timeout(drain, &mut writer).await.is_err() {
+                tracing::warn!(%remote, "the refused client did not take its answers in time");
+            }
+            connection.close(code.into(), reason.as_bytes());
+        }
+    }
+    shared.clients.deregister(remote, connection.stable_id());
+}
+
+/// Reads every stream the far side opens until the connection ends (`None`) or one stream's frame is refused
+/// (`Some`, the first such error; the other streams are no longer read). Each frame received marks `activity`.
 async fn read_streams(
     shared: Arc<Shared>,
     origin: Origin,
     connection: quinn::Connection,
     counters: Option<Arc<PeerCounters>>,
-) {
+    activity: Option<&Arc<Activity>>,
+) -> Option<FrameError> {
     let mut readers = JoinSet::new();
-    while let Ok(recv) = connection.accept_uni().await {
-        readers.spawn(read_stream(
-            shared.clone(),
-            origin,
-            connection.clone(),
-            recv,
-            counters.clone(),
-        ));
-        // Reap finished readers so the set stays bounded by the stream limit.
-        while readers.try_join_next().is_some() {}
+    loop {
+        tokio::select! {
+            accepted = connection.accept_uni() => match accepted {
+                Ok(recv) => {
+                    readers.spawn(read_stream(
+                        shared.clone(),
+                        origin,
+                        recv,
+                        counters.clone(),
+                        activity.cloned(),
+                    ));
+                }
+                Err(_) => return None,
+            },
+            // Also reaps finished readers, so the set stays bounded by the stream limit.
+            Some(done) = readers.join_next() => {
+                if let Ok(Some(error)) = done {
+                    return Some(error);
+                }
+            }
+        }
     }
 }
 
-/// Reads frames from one stream: checks, validates and delivers each; a bad frame closes the connection.
+/// Reads a peer's streams until the connection ends; a refused frame closes the connection.
+async fn read_peer_streams(
+    shared: Arc<Shared>,
+    key: PublicKey,
+    connection: quinn::Connection,
+    counters: Arc<PeerCounters>,
+) {
+    let origin = Origin::Peer(key);
+    let refused = read_streams(
+        shared,
+        origin,
+        connection.clone(),
+        Some(counters.clone()),
+        None,
+    )
+    .await;
+    if let Some(error) = refused {
+        PeerCounters::add(&counters.bad_frames, 1);
+        let reason = error.to_string();
+        tracing::warn!(?origin, %reason, "closing the connection: bad frame");
+        connection.close(close_code::BAD_FRAME.into(), reason.as_bytes());
+    }
+}
+
+/// Reads frames from one stream: checks, validates and delivers each, until the stream ends (`None`) or a frame
+/// is refused (`Some`). A client's payload the validator refuses is answered with the validator's rejection, if
+/// it has one, and reading goes on.
 async fn read_stream(
     shared: Arc<Shared>,
     origin: Origin,
-    connection: quinn::Connection,
     mut recv: quinn::RecvStream,
     counters: Option<Arc<PeerCounters>>,
-) {
+    activity: Option<Arc<Activity>>,
+) -> Option<FrameError> {
+    let frame_timeout = match origin {
+        Origin::Client(_) => Some(Duration::from_millis(shared.ingest_limits.frame_timeout_ms)),
+        // Peers are authenticated nodes whose bulk frames may be large on a busy link.
+        Origin::Peer(_) => None,
+    };
     let mut stream_lane: Option<Lane> = None;
     loop {
         // Checked from the header alone, before the payload is read: clients send only transactions (an answer
@@ -610,23 +826,38 @@ async fn read_stream(
                 None => Ok(()),
             }
         };
-        let (class, payload) = match read_frame_checked(&mut recv, check).await {
+        let (class, payload) = match read_frame_checked(&mut recv, frame_timeout, check).await {
             Ok(Some(frame)) => frame,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(FrameError::Read(reason)) => {
                 tracing::debug!(?origin, %reason, "stream ended");
-                return;
+                return None;
             }
-            Err(error) => return refuse_frame(&shared, origin, &connection, &counters, error),
+            Err(error) => return Some(error),
         };
         debug_assert!(
             class.between_nodes() || class == Class::Mining,
             "refused by the check above"
         );
+        if let Some(activity) = &activity {
+            activity.touch();
+        }
         stream_lane = Some(class.lane());
         if let Err(reason) = shared.validator.validate(class, &payload) {
-            let error = FrameError::Invalid { class, reason };
-            return refuse_frame(&shared, origin, &connection, &counters, error);
+            let Origin::Client(client) = origin else {
+                return Some(FrameError::Invalid { class, reason });
+            };
+            let Some(rejection) = shared.validator.rejection(class, &reason) else {
+                return Some(FrameError::Invalid { class, reason });
+            };
+            PeerCounters::add(&shared.counters.ingest_rejected, 1);
+            tracing::debug!(%client, ?class, %reason, "answered a rejection for a client's payload");
+            if let Err(error) = shared.clients.answer(client, rejection) {
+                // The client is being disconnected (its answer queue is full, or it is gone): read no more.
+                tracing::debug!(%client, %error, "rejection not queued");
+                return None;
+            }
+            continue;
         }
         let queue = match origin {
             Origin::Peer(_) => &shared.inbound[class.lane() as usize],
@@ -651,26 +882,10 @@ async fn read_stream(
             .await
             .is_err()
         {
-            return;
+            return None;
         }
         shared.waker.wake();
     }
-}
-
-fn refuse_frame(
-    shared: &Shared,
-    origin: Origin,
-    connection: &quinn::Connection,
-    counters: &Option<Arc<PeerCounters>>,
-    error: FrameError,
-) {
-    match counters {
-        Some(counters) => PeerCounters::add(&counters.bad_frames, 1),
-        None => PeerCounters::add(&shared.counters.ingest_bad_frames, 1),
-    }
-    let reason = error.to_string();
-    tracing::warn!(?origin, %reason, "closing the connection: bad frame");
-    connection.close(close_code::BAD_FRAME.into(), reason.as_bytes());
 }
 
 /// Keeps one peer connected for as long as it is configured.
@@ -759,11 +974,11 @@ impl Supervisor {
     /// Serves one connection: a stream per lane out, every stream in, RTT samples, until it ends or is replaced.
     async fn session(&mut self, connection: &quinn::Connection) -> SessionEnd {
         let mut readers = JoinSet::new();
-        readers.spawn(read_streams(
+        readers.spawn(read_peer_streams(
             self.shared.clone(),
-            Origin::Peer(self.key),
+            self.key,
             connection.clone(),
-            Some(self.counters.clone()),
+            self.counters.clone(),
         ));
         let mut streams = Vec::with_capacity(Lane::BETWEEN_NODES.len());
         for lane in Lane::BETWEEN_NODES {

@@ -24,6 +24,7 @@ fn start_open(namespace: u8) -> (Node, InboundQueues) {
             keypair: Keypair::from_seed(&cas_engine::fixtures::key(namespace, 0).seed()),
             listen: loopback(),
             ingest_listen: Some(loopback()),
+            ingest_limits: Default::default(),
         },
         |_: Class, _: &[u8]| Ok(()),
     )
@@ -378,4 +379,129 @@ fn a_client_that_does_not_read_its_answers_is_disconnected() {
     wait_until("the slow client's state to be gone", || {
         node.endpoint_stats().ingest_clients_open == 1
     });
+}
+
+/// A validator that refuses payloads starting with `bad` and gives the client a rejection answer for them.
+struct Rejecting;
+
+impl cas_netio::Validator for Rejecting {
+    fn validate(&self, _: Class, payload: &[u8]) -> Result<(), String> {
+        match payload.starts_with(b"bad") {
+            true => Err("starts with bad".to_string()),
+            false => Ok(()),
+        }
+    }
+
+    fn rejection(&self, _: Class, reason: &str) -> Option<Bytes> {
+        Some(Bytes::from(format!("rejected: {reason}")))
+    }
+}
+
+/// Issue 16 item 5: a refused payload closed the connection, and the answers owed for the client's earlier
+/// (valid) transactions were never sent. Now the refusal is an answer and the connection carries on.
+#[test]
+fn a_refused_payload_is_answered_and_the_connection_keeps_its_answers() {
+    init_logs();
+    let (node, mut inbound) = Node::start(
+        NodeConfig {
+            keypair: Keypair::from_seed(&cas_engine::fixtures::key(46, 0).seed()),
+            listen: loopback(),
+            ingest_listen: Some(loopback()),
+            ingest_limits: Default::default(),
+        },
+        Rejecting,
+    )
+    .expect("node starts");
+    let client = connect(&node);
+    for payload in ["good 1", "bad 2", "good 3"] {
+        client.submit(Bytes::from(payload)).unwrap();
+    }
+    // Both valid transactions arrive (the connection outlived the bad one) and are answered after it.
+    let first = recv(&mut inbound.ingest, "the first good transaction");
+    let second = recv(&mut inbound.ingest, "the second good transaction");
+    assert_eq!(
+        (&first.payload[..], &second.payload[..]),
+        (&b"good 1"[..], &b"good 3"[..])
+    );
+    let Origin::Client(addr) = first.origin else {
+        panic!("a client's transaction has a client origin")
+    };
+    node.answer(addr, answer_to(&first.payload)).unwrap();
+    node.answer(addr, answer_to(&second.payload)).unwrap();
+    let mut answers: Vec<Bytes> = (0..3)
+        .map(|index| next_answer(&client, &format!("answer {index}")))
+        .collect();
+    answers.sort();
+    let mut expected = vec![
+        answer_to(b"good 1"),
+        answer_to(b"good 3"),
+        Bytes::from_static(b"rejected: starts with bad"),
+    ];
+    expected.sort();
+    assert_eq!(answers, expected);
+    let stats = node.endpoint_stats();
+    assert_eq!((stats.ingest_rejected, stats.ingest_bad_frames), (1, 0));
+    assert_eq!(stats.ingest_clients_open, 1);
+}
+
+/// Issue 16 item 5: a broken frame (here a class clients may not send) still closes the connection, but only
+/// after the answers already queued for it are delivered: 100 answers of 60 KiB, far more than the client's
+/// stream window, queued while the client reads nothing, all arrive before the close.
+#[test]
+fn answers_queued_before_a_broken_frame_are_delivered_before_the_close() {
+    init_logs();
+    const ANSWERS: usize = 100;
+    let (node, mut inbound) = start_open(47);
+    let raw = RawEndpoint::bound("127.0.0.1:0");
+    let connection = raw.connect_ingest(&node).unwrap();
+    let mut send = raw.block_on(async {
+        let mut send = connection.open_uni().await.unwrap();
+        send.write_all(&encode_frame(Class::ClientTx, b"valid"))
+            .await
+            .unwrap();
+        send
+    });
+    let message = recv(&mut inbound.ingest, "the valid transaction");
+    let Origin::Client(addr) = message.origin else {
+        panic!("a client's transaction has a client origin")
+    };
+    let answer = |index: usize| Bytes::from(vec![index as u8; 60 * 1024]);
+    for index in 0..ANSWERS {
+        node.answer(addr, answer(index)).unwrap();
+    }
+    let (received, code, reason) = raw.block_on(async {
+        send.write_all(&encode_frame(Class::Vote, b"not for clients"))
+            .await
+            .unwrap();
+        let mut answers = connection.accept_uni().await.expect("the answer stream");
+        let mut received = Vec::new();
+        while let Ok(Some((class, payload))) = cas_netio::frame::read_frame(&mut answers).await {
+            assert_eq!(class, Class::ClientAnswer);
+            received.push(payload);
+        }
+        let closed = tokio::time::timeout(WAIT, connection.closed())
+            .await
+            .unwrap();
+        let quinn::ConnectionError::ApplicationClosed(close) = closed else {
+            panic!("expected an application close, got {closed}")
+        };
+        let reason = String::from_utf8_lossy(&close.reason).into_owned();
+        (received, close.error_code.into_inner(), reason)
+    });
+    assert_eq!(
+        received.len(),
+        ANSWERS,
+        "answers delivered before the close"
+    );
+    for (index, payload) in received.iter().enumerate() {
+        assert_eq!(payload, &answer(index), "answer {index}");
+    }
+    assert_eq!(code, u64::from(close_code::BAD_FRAME));
+    assert!(reason.contains("Vote is not allowed"), "{reason}");
+    assert_eq!(node.endpoint_stats().ingest_bad_frames, 1);
+    // Forgotten at the refusal: a later answer is a typed error, not a silent drop.
+    assert_eq!(
+        node.answer(addr, Bytes::from_static(b"late")),
+        Err(SendError::UnknownClient(addr))
+    );
 }

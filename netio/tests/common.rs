@@ -43,6 +43,7 @@ pub fn start(keypair: &Keypair, listen: SocketAddr) -> (Node, InboundQueues) {
             keypair: Keypair::from_seed(&keypair.seed()),
             listen,
             ingest_listen: Some(loopback()),
+            ingest_limits: Default::default(),
         },
         validate_client_tx,
     )
@@ -96,4 +97,102 @@ pub fn stats_of(node: &Node, key: PublicKey) -> cas_netio::peer::PeerStats {
         .into_iter()
         .find(|stats| stats.key == key)
         .expect("a configured peer has stats")
+}
+
+/// A raw quinn client endpoint on its own runtime, bound to `bind` (any 127.0.0.0/8 address works on Linux's
+/// loopback, so tests can play clients from different sources), to send what the real client never would. A
+/// thread of its own drives the runtime, so connections keep being served between `block_on` calls.
+pub struct RawEndpoint {
+    handle: tokio::runtime::Handle,
+    pub endpoint: quinn::Endpoint,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    driver: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RawEndpoint {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(driver) = self.driver.take() {
+            let _ = driver.join();
+        }
+    }
+}
+
+impl RawEndpoint {
+    pub fn bound(bind: &str) -> RawEndpoint {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = runtime.handle().clone();
+        let bind: SocketAddr = bind.parse().unwrap();
+        let endpoint = runtime.block_on(async { quinn::Endpoint::client(bind).unwrap() });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let driver = std::thread::spawn(move || {
+            let _ = runtime.block_on(stopped);
+        });
+        RawEndpoint {
+            handle,
+            endpoint,
+            stop: Some(stop),
+            driver: Some(driver),
+        }
+    }
+
+    /// Runs `future` to completion on this endpoint's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.handle.block_on(future)
+    }
+
+    /// A client connection to `node`'s ingest endpoint, or why there is none.
+    pub fn connect_ingest(&self, node: &Node) -> Result<quinn::Connection, String> {
+        let config = cas_netio::identity::ingest_client_config(node.key()).unwrap();
+        self.block_on(async {
+            let connecting = self
+                .endpoint
+                .connect_with(
+                    config,
+                    node.ingest_addr().unwrap(),
+                    cas_netio::identity::SERVER_NAME,
+                )
+                .unwrap();
+            tokio::time::timeout(WAIT, connecting)
+                .await
+                .map_err(|_| "timeout".to_string())?
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Waits for the node to close `connection`: its close code and reason.
+    pub fn await_close(&self, connection: &quinn::Connection) -> (u64, String) {
+        self.block_on(async {
+            match tokio::time::timeout(WAIT, connection.closed())
+                .await
+                .expect("the node closes the connection")
+            {
+                quinn::ConnectionError::ApplicationClosed(close) => (
+                    close.error_code.into_inner(),
+                    String::from_utf8_lossy(&close.reason).into_owned(),
+                ),
+                other => panic!("expected an application close, got {other}"),
+            }
+        })
+    }
+}
+
+/// A node with these ingest limits whose validator accepts any client bytes but those starting with `bad`.
+pub fn start_with_limits(namespace: u8, limits: cas_netio::IngestLimits) -> (Node, InboundQueues) {
+    Node::start(
+        NodeConfig {
+            keypair: Keypair::from_seed(&cas_engine::fixtures::key(namespace, 0).seed()),
+            listen: loopback(),
+            ingest_listen: Some(loopback()),
+            ingest_limits: limits,
+        },
+        |_: cas_netio::Class, payload: &[u8]| match payload.starts_with(b"bad") {
+            true => Err("starts with bad".to_string()),
+            false => Ok(()),
+        },
+    )
+    .expect("node starts")
 }

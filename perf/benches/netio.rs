@@ -31,6 +31,7 @@ fn netio_rounds() -> Vec<f64> {
                 keypair: cas_engine::Keypair::from_seed(&keys[index].seed()),
                 listen: loopback(),
                 ingest_listen: None,
+                ingest_limits: Default::default(),
             },
             |_: Class, _: &[u8]| Ok(()),
         )

@@ -42,8 +42,14 @@ pub fn create(path: &Path) -> Result<Keypair> {
 pub fn load(path: &Path) -> Result<Keypair> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read key file {}", path.display()))?;
-    let file: KeyFile =
-        toml::from_str(&text).with_context(|| format!("{} is not a key file", path.display()))?;
+    // toml's full message quotes the offending line, which may hold the secret: only its bounded message here.
+    let file: KeyFile = toml::from_str(&text).map_err(|error| {
+        anyhow::anyhow!(
+            "{} is not a key file: {}",
+            path.display(),
+            cas_engine::text::reason(&error.message())
+        )
+    })?;
     let mut seed = [0u8; 32];
     hex::decode_to_slice(&file.secret, &mut seed)
         .with_context(|| format!("{}: secret is not 32 hex bytes", path.display()))?;

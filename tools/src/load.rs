@@ -17,6 +17,7 @@ use bytes::Bytes;
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::encode_tx;
 use cas_engine::fixtures::{key, transfer, ACCOUNT_KEYS};
+use cas_engine::text::quote;
 use cas_engine::{Hash32, Keypair, OutPoint, PublicKey, Transaction, TxId, TxOutput};
 use cas_netio::ingest::IngestClient;
 use serde::Serialize;
@@ -637,10 +638,10 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         .map(|t| {
             let (addr, key) = t
                 .split_once('=')
-                .with_context(|| format!("target {t:?} is not ADDR=PUBLIC_KEY"))?;
+                .with_context(|| format!("target {} is not ADDR=PUBLIC_KEY", quote(t)))?;
             Ok((
                 addr.parse()
-                    .with_context(|| format!("bad address in {t:?}"))?,
+                    .with_context(|| format!("bad address in {}", quote(t)))?,
                 PublicKey::from_hex(key)?,
             ))
         })

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use cas_consensus::mining::{MiningAnswer, MiningRequest, Verdict};
+use cas_engine::text::quote;
 use cas_engine::PublicKey;
 use cas_netio::ingest::IngestClient;
 
@@ -58,11 +59,12 @@ struct Progress {
 fn parse_node(text: &str) -> Result<(SocketAddr, PublicKey)> {
     let (addr, key) = text
         .split_once('=')
-        .with_context(|| format!("--node {text:?} is not ADDR=PUBLIC_KEY"))?;
+        .with_context(|| format!("--node {} is not ADDR=PUBLIC_KEY", quote(text)))?;
     let addr = addr
         .parse()
-        .with_context(|| format!("{addr:?} is not a socket address"))?;
-    let key = PublicKey::from_hex(key).with_context(|| format!("{key:?} is not a public key"))?;
+        .with_context(|| format!("{} is not a socket address", quote(addr)))?;
+    let key =
+        PublicKey::from_hex(key).with_context(|| format!("{} is not a public key", quote(key)))?;
     Ok((addr, key))
 }
 

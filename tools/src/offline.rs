@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cas_engine::codec::{decode_block, decode_tx, encode_block, encode_tx};
 use cas_engine::genesis::{genesis_block, genesis_committee, GenesisSpec};
+use cas_engine::text::quote;
 use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxBody, TxKind, TxOutput};
 
 use crate::keyfile;
@@ -117,12 +118,12 @@ pub fn show(path: &Path) -> Result<()> {
 fn parse_outpoint(text: &str) -> Result<OutPoint> {
     let (tx, index) = text
         .split_once(':')
-        .with_context(|| format!("input {text:?} is not TXID:INDEX"))?;
+        .with_context(|| format!("input {} is not TXID:INDEX", quote(text)))?;
     let tx = Hash32::from_hex(tx)
-        .with_context(|| format!("input {text:?}: tx id is not 32 hex bytes"))?;
+        .with_context(|| format!("input {}: tx id is not 32 hex bytes", quote(text)))?;
     let index = index
         .parse()
-        .with_context(|| format!("input {text:?}: index is not a number"))?;
+        .with_context(|| format!("input {}: index is not a number", quote(text)))?;
     Ok(OutPoint { tx, index })
 }
 
@@ -131,31 +132,33 @@ fn parse_output(text: &str) -> Result<TxOutput> {
     let (main, unlock_height) = match text.split_once('@') {
         Some((main, height)) => (
             main,
-            Some(
-                height
-                    .parse()
-                    .with_context(|| format!("output {text:?}: unlock height is not a number"))?,
-            ),
+            Some(height.parse().with_context(|| {
+                format!("output {}: unlock height is not a number", quote(text))
+            })?),
         ),
         None => (text, None),
     };
     let mut parts = main.split(':');
     let (Some(owner), Some(amount)) = (parts.next(), parts.next()) else {
-        bail!("output {text:?} is not OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT]");
+        bail!(
+            "output {} is not OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT]",
+            quote(text)
+        );
     };
     let owner = PublicKey::from_hex(owner)
-        .with_context(|| format!("output {text:?}: owner is not 32 hex bytes"))?;
+        .with_context(|| format!("output {}: owner is not 32 hex bytes", quote(text)))?;
     let amount = amount
         .parse()
-        .with_context(|| format!("output {text:?}: amount is not a number"))?;
+        .with_context(|| format!("output {}: amount is not a number", quote(text)))?;
     let asset = match parts.next() {
         None => AssetId::CAS,
-        Some(asset) => {
-            AssetId(Hash32::from_hex(asset).with_context(|| format!("output {text:?}: bad asset"))?)
-        }
+        Some(asset) => AssetId(
+            Hash32::from_hex(asset)
+                .with_context(|| format!("output {}: bad asset", quote(text)))?,
+        ),
     };
     if parts.next().is_some() {
-        bail!("output {text:?} has too many ':' parts");
+        bail!("output {} has too many ':' parts", quote(text));
     }
     Ok(TxOutput {
         amount,
@@ -176,4 +179,24 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: an error about a bad argument quotes it within a bound, never whole (one echoed 1 MB).
+    #[test]
+    fn bad_arguments_are_quoted_within_a_bound() {
+        let huge = "k".repeat(1 << 20);
+        for error in [
+            parse_output(&format!("{huge}:5")).unwrap_err(),
+            parse_output(&huge).unwrap_err(),
+            parse_outpoint(&format!("{huge}:1")).unwrap_err(),
+        ] {
+            let text = format!("{error:#}");
+            assert!(text.contains("more bytes)"), "{text:.200}");
+            assert!(text.len() < 1024, "{} bytes", text.len());
+        }
+    }
 }

@@ -101,7 +101,14 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{} is not a node config", path.display()))
+        // toml's message quotes the offending line and value: bounded, since the file may hold anything.
+        toml::from_str(&text).map_err(|error| {
+            anyhow::anyhow!(
+                "{} is not a node config: {}",
+                path.display(),
+                cas_engine::text::reason(&error)
+            )
+        })
     }
 
     pub fn to_toml(&self) -> String {

@@ -222,8 +222,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             keypair: keyfile::load(&config.key_file)?,
             listen: config.listen,
             ingest_listen: Some(config.ingest_listen),
+            ingest_limits: Default::default(),
         },
-        wire::validate,
+        wire::WireValidator,
     )?;
     netio.set_peers(&peers)?;
     let netio = Arc::new(netio);

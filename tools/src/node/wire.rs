@@ -34,6 +34,34 @@ pub fn encode(message: &Message) -> (Class, Bytes) {
     )
 }
 
+/// netio's inbound check ([`validate`]), and the answer a client gets for a transaction that fails it: the same
+/// `Rejected` (code of `Rejection::Decode`, no tx id) that admission gives undecodable bytes, so the client keeps
+/// its connection and the answers owed for its other transactions. A miner's undecodable request has no answer
+/// to carry a refusal without a witness hash, so it still closes that connection.
+pub struct WireValidator;
+
+impl cas_netio::Validator for WireValidator {
+    fn validate(&self, class: Class, payload: &[u8]) -> Result<(), String> {
+        validate(class, payload)
+    }
+
+    fn rejection(&self, class: Class, reason: &str) -> Option<Bytes> {
+        (class == Class::ClientTx).then(|| {
+            let code =
+                cas_engine::synchronizer::Rejection::Decode(cas_engine::DecodeError::Malformed {
+                    reason: String::new(),
+                })
+                .code();
+            let answer = cas_engine::client::ClientAnswer::Rejected {
+                tx: None,
+                code,
+                reason: cas_engine::client::ClientAnswer::reason(format!("undecodable: {reason}")),
+            };
+            Bytes::from(answer.encode())
+        })
+    }
+}
+
 /// netio's inbound check: client transactions through the engine's decoder, a standalone miner's requests through
 /// the mining decoder, peer messages through the consensus decoder, and the class must be the one the message
 /// belongs to.
@@ -132,5 +160,34 @@ mod tests {
             Err(PeerMessageError::WrongClass { .. })
         ));
         assert!(peer_message(class, &request).is_ok());
+    }
+
+    /// Issue 16: undecodable bytes from a client or a peer get a reason that says what failed (not rancor's
+    /// "failed without error information" of release builds), within a bound.
+    #[test]
+    fn undecodable_bytes_get_a_readable_bounded_reason() {
+        for class in [Class::ClientTx, Class::Mining, Class::Vote, Class::Package] {
+            let reason = validate(class, &[0xab; 300]).unwrap_err();
+            assert!(
+                !reason.contains("without error information"),
+                "{class:?}: {reason}"
+            );
+            assert!(reason.len() < 1024, "{class:?}: {} bytes", reason.len());
+        }
+    }
+
+    #[test]
+    fn an_undecodable_client_tx_is_answered_rejected() {
+        use cas_engine::client::ClientAnswer;
+        use cas_netio::Validator;
+        let reason = validate(Class::ClientTx, &[0xab; 300]).unwrap_err();
+        let answer = WireValidator.rejection(Class::ClientTx, &reason).unwrap();
+        let ClientAnswer::Rejected { tx, code, reason } = ClientAnswer::decode(&answer).unwrap()
+        else {
+            panic!("a rejection")
+        };
+        assert_eq!((tx, code), (None, 1));
+        assert!(reason.starts_with("undecodable: "), "{reason}");
+        assert!(WireValidator.rejection(Class::Mining, "bad").is_none());
     }
 }
