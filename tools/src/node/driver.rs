@@ -200,6 +200,16 @@ impl Driver {
                 self.drain_pending(now)?;
             }
             self.flush_outbox()?;
+            // A commit that does not extend our committed chain means more than a third of the stake broke the
+            // rules (or a bug): going on would execute a forked ledger, so the node stops and says so.
+            anyhow::ensure!(
+                self.parts.bft.stats.conflicting_commits == 0,
+                "safety violation: the committee committed a block that conflicts with this node's committed \
+                 chain (round {}, committed height {}); the node stops rather than execute a fork: keep its data \
+                 folder for the investigation",
+                self.parts.bft.round(),
+                self.parts.bft.committed_height()
+            );
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
                 let consensus = self.counters();
