@@ -116,6 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             invalid_every: 100,
             dir: None,
             kill_one: false,
+            kill_every_s: None,
             mining_threads: 0,
             witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             compare_mining: false,

@@ -56,6 +56,10 @@ pub struct ClusterArgs {
     /// catch up and end with the same commitment. The load goes to the other nodes.
     #[arg(long)]
     pub kill_one: bool,
+    /// SIGKILL storm: every this many seconds of the load, SIGKILL a random node other than node 0 (which alone
+    /// takes the load) and restart it half an interval later; report the longest gap between committed blocks.
+    #[arg(long, conflicts_with = "kill_one")]
+    pub kill_every_s: Option<f64>,
     /// Witness mining threads per node (at the lowest scheduling priority; 0: no mining).
     #[arg(long, default_value_t = 0)]
     pub mining_threads: usize,
@@ -111,6 +115,11 @@ pub struct ClusterReport {
     pub nodes_cpu_s: Option<f64>,
     /// The same per committed transaction, in microseconds.
     pub node_cpu_us_per_tx: Option<f64>,
+    /// Nodes SIGKILLed by the storm (`--kill-every-s`).
+    pub kills: u64,
+    /// The longest gap between consecutive committed blocks while the load ran (node 0's stored blocks), in the
+    /// storm; with the height that ended it.
+    pub longest_block_gap_ms: Option<(u64, u64)>,
 }
 
 /// Kills every node still running when dropped (an error path must not leave processes behind).
@@ -171,7 +180,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         measure(args)?;
         // A plain run (no rate given, no drill) ends with a short search, so a newcomer sees what the machine can
         // do, not only the small default rate.
-        if args.rate.is_some() || args.kill_one {
+        if args.rate.is_some() || args.kill_one || args.kill_every_s.is_some() {
             return Ok(());
         }
         PeakSearch {
@@ -197,6 +206,10 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     ensure!(
         args.nodes >= 1 && args.accounts > 0 && args.rate() > 0,
         "nodes, accounts and rate must be positive"
+    );
+    ensure!(
+        args.kill_every_s.is_none_or(|every| every >= 0.5 && args.nodes >= 4),
+        "the storm needs at least 4 nodes (one down at a time of at least 4) and at least 0.5 s between kills"
     );
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let dir = args.base_dir();
@@ -290,7 +303,9 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;
         children.0.push(start_node(&dir, i)?);
-        if !(args.kill_one && i + 1 == args.nodes) {
+        let victim_only =
+            (args.kill_one && i + 1 == args.nodes) || (args.kill_every_s.is_some() && i > 0);
+        if !victim_only {
             targets.push((config.ingest_listen, node_keys[i]));
         }
     }
@@ -317,6 +332,10 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     };
     let cpu_before = nodes_cpu(&children);
     let started = Instant::now();
+    let started_wall_ms = wall_ms();
+    let mut storm = args
+        .kill_every_s
+        .map(|every| crate::storm::Storm::new(every, args.nodes, wall_ms()));
     let mut last_shown = Instant::now();
     let victim = args.nodes - 1;
     let (kill_at, restart_at) = (
@@ -371,6 +390,11 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
                 Err(error) => drill_error = Some(error),
             }
         }
+        if let Some(storm) = storm.as_mut() {
+            if let Err(error) = storm.step(elapsed, &mut children.0, |i| start_node(&dir, i)) {
+                drill_error = Some(error);
+            }
+        }
         if last_shown.elapsed() >= Duration::from_secs(1) || sent == total {
             last_shown = Instant::now();
             eprintln!("  {elapsed:>5.1} s  submitted {sent}/{total}");
@@ -389,6 +413,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     for (sent, total) in progress_rx.try_iter() {
         progress(sent, total);
     }
+    let ended_wall_ms = wall_ms();
     load.0.clear();
     let report_path = dir.join("load.json");
     let report: LoadReport =
@@ -400,7 +425,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         })?)
         .context("the load generator's report")?;
     let nodes_cpu_s = match (cpu_before, nodes_cpu(&children)) {
-        (Some(before), Some(after)) if !args.kill_one => Some(after - before),
+        (Some(before), Some(after)) if !args.kill_one && storm.is_none() => Some(after - before),
         _ => None,
     };
     if args.kill_one && killed && !restarted {
@@ -446,12 +471,23 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    if let Some(storm) = storm.as_mut() {
+        if let Err(error) = storm.finish(&mut children.0, |i| start_node(&dir, i)) {
+            drill_error = Some(error);
+        }
+    }
     if let Some(error) = drill_error {
         return Err(error.context("restarting the killed node"));
     }
 
     let statuses = settle_and_stop(&dir, &mut children, args.nodes)?;
     let commitments_equal = commitments_agree(&statuses);
+    let longest_block_gap_ms = match &storm {
+        Some(_) => {
+            crate::storm::longest_block_gap(&dir.join("node0"), started_wall_ms, ended_wall_ms)?
+        }
+        None => None,
+    };
 
     let blocks = statuses.iter().map(|s| s.height).max().unwrap_or(0);
     println!();
@@ -488,6 +524,15 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             report.load_cpu_us_per_tx
         ),
     }
+    if let Some(storm) = &storm {
+        println!(
+            "SIGKILL storm: {} kills, at most one node down at a time; longest gap between committed blocks {} \
+             (node 0's stored blocks; one round timeout is {} ms)",
+            storm.kills,
+            longest_block_gap_ms.map_or("-".to_string(), |(gap, height)| format!("{gap} ms, ended by height {height}")),
+            args.round_timeout_ms
+        );
+    }
     println!(
         "CPU limit: {cores} cores x {verifications_per_core_s:.0} batched verifications/s per core / \
          {verifications_per_tx} verifications per tx = {cpu_limit_tps:.0} tx/s; committed TPS is {:.2} of it",
@@ -506,6 +551,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         statuses,
         nodes_cpu_s,
         node_cpu_us_per_tx,
+        kills: storm.as_ref().map_or(0, |storm| storm.kills),
+        longest_block_gap_ms,
     };
     let json_path = dir.join("report.json");
     fs::write(&json_path, serde_json::to_vec_pretty(&cluster)?)?;
@@ -708,4 +755,11 @@ fn settle_and_stop(dir: &Path, nodes: &mut Nodes, count: usize) -> Result<Vec<St
         .iter()
         .map(|p| read_status(p).with_context(|| format!("no final status in {}", p.display())))
         .collect()
+}
+
+/// Milliseconds since the Unix epoch: what nodes stamp their proposals with.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

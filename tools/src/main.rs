@@ -17,6 +17,7 @@ mod mining_compare;
 mod node;
 mod offline;
 mod peak;
+mod storm;
 mod witness_cmd;
 
 #[global_allocator]

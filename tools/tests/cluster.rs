@@ -3,7 +3,8 @@
 //! transaction is final with a receipt, every invalid one is rejected for its reason, and all nodes end with the
 //! same UTXO commitment. The drill kills one node with SIGKILL mid-run and restarts it; it must catch up. With a
 //! small in-memory block window, the restarted node is further behind than its peers keep blocks: it must install
-//! a snapshot the committee vouches for, catch up from there and end with the same commitment.
+//! a snapshot the committee vouches for, catch up from there and end with the same commitment. A short SIGKILL storm
+//! kills the nodes that take no load in turn.
 
 use std::process::Command;
 
@@ -64,6 +65,18 @@ fn four_nodes_settle_every_transaction() {
 fn a_killed_node_restarts_and_catches_up() {
     let stdout = local(&["--duration-s", "9", "--rate", "100", "--kill-one"]);
     assert!(stdout.contains("| yes |"), "{stdout}");
+}
+
+/// A short SIGKILL storm (the long one is a documented command, see README): nodes 1-3 are killed in turn while
+/// node 0 takes the load; every valid transaction must still be final with its receipt and the commitments equal.
+#[test]
+fn a_sigkill_storm_loses_no_accepted_transaction() {
+    let (stdout, report, _dir) =
+        local_report(&["--duration-s", "8", "--rate", "100", "--kill-every-s", "2"]);
+    assert!(stdout.contains("| yes |"), "{stdout}");
+    assert!(report["kills"].as_u64().unwrap() >= 3, "{report}");
+    assert_eq!(report["load"]["unanswered"].as_u64(), Some(0), "{report}");
+    assert!(report["longest_block_gap_ms"].is_array(), "{report}");
 }
 
 /// The commitment `status` reports at `height` (its own, or one of its recent ones).

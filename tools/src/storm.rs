@@ -1,0 +1,122 @@
+//! The SIGKILL storm of `cas local --kill-every-s`: while the load runs, one node at a time (never node 0, which
+//! takes the load) is killed with SIGKILL every few seconds and restarted half an interval later, so at most one
+//! node is down at any moment. The run then checks what every run checks (every valid transaction final with its
+//! receipt, every answer right, equal commitments) and reports the longest gap between consecutive committed
+//! blocks, read from node 0's stored ledger blocks (proposal timestamps), beside one round timeout.
+
+use std::path::Path;
+use std::process::Child;
+
+use anyhow::{Context, Result};
+use cas_shards::{BlockStore, StoreConfig};
+
+/// Kills and restarts nodes on a schedule; see the module doc.
+pub struct Storm {
+    every_s: f64,
+    nodes: usize,
+    /// xorshift64 state: which node goes next.
+    rng: u64,
+    next_kill_s: f64,
+    /// The node down now, and when it was killed (seconds into the load).
+    down: Option<(usize, f64)>,
+    pub kills: u64,
+}
+
+impl Storm {
+    pub fn new(every_s: f64, nodes: usize, seed: u64) -> Storm {
+        Storm {
+            every_s,
+            nodes,
+            rng: seed | 1,
+            next_kill_s: every_s,
+            down: None,
+            kills: 0,
+        }
+    }
+
+    fn next_victim(&mut self) -> usize {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        1 + (self.rng % (self.nodes as u64 - 1)) as usize
+    }
+
+    /// One look at the schedule, `elapsed` seconds into the load: restarts the node that is down once it has been
+    /// down half an interval, or kills the next one when its time has come.
+    pub fn step(
+        &mut self,
+        elapsed: f64,
+        children: &mut [Child],
+        start: impl Fn(usize) -> Result<Child>,
+    ) -> Result<()> {
+        if let Some((victim, since)) = self.down {
+            if elapsed >= since + self.every_s / 2.0 {
+                eprintln!("  {elapsed:>5.1} s  restarting node {victim}");
+                children[victim] = start(victim)?;
+                self.down = None;
+            }
+            return Ok(());
+        }
+        if elapsed >= self.next_kill_s {
+            let victim = self.next_victim();
+            eprintln!("  {elapsed:>5.1} s  SIGKILL node {victim}");
+            let _ = children[victim].kill();
+            let _ = children[victim].wait();
+            self.down = Some((victim, elapsed));
+            self.kills += 1;
+            self.next_kill_s += self.every_s;
+        }
+        Ok(())
+    }
+
+    /// Restarts the node still down when the load ends, so every node is compared.
+    pub fn finish(
+        &mut self,
+        children: &mut [Child],
+        start: impl Fn(usize) -> Result<Child>,
+    ) -> Result<()> {
+        if let Some((victim, _)) = self.down.take() {
+            eprintln!("  restarting node {victim} after the load");
+            children[victim] = start(victim)?;
+        }
+        Ok(())
+    }
+}
+
+/// The longest gap between consecutive committed ledger blocks stored in `data_dir` (a stopped node's) whose
+/// timestamps fall in `from_ms..=to_ms` (wall clock), and the height that ended it.
+pub fn longest_block_gap(data_dir: &Path, from_ms: u64, to_ms: u64) -> Result<Option<(u64, u64)>> {
+    let (store, _) = BlockStore::open(
+        &data_dir.join("ledger").join("blocks"),
+        &StoreConfig::default(),
+    )
+    .with_context(|| format!("opening the block store of {}", data_dir.display()))?;
+    let Some(durable) = store.durable_height() else {
+        return Ok(None);
+    };
+    let mut longest: Option<(u64, u64)> = None;
+    let mut later: Option<u64> = None;
+    // Newest first, until the load's start (older heights may have been pruned after a snapshot).
+    for height in (1..=durable).rev() {
+        let Ok(bytes) = store.read(height) else {
+            break;
+        };
+        let block = cas_engine::codec::decode_block(&bytes)
+            .with_context(|| format!("stored block {height}"))?;
+        let at = block.header.timestamp_ms.to_native();
+        if at > to_ms {
+            continue;
+        }
+        if let Some(next) = later {
+            let gap = next.saturating_sub(at);
+            if longest.is_none_or(|(longest, _)| gap > longest) {
+                longest = Some((gap, height + 1));
+            }
+        }
+        if at < from_ms {
+            break;
+        }
+        later = Some(at);
+    }
+    Ok(longest)
+}
