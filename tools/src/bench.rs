@@ -117,6 +117,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             dir: None,
             kill_one: false,
             kill_every_s: None,
+            flood_rate: None,
+            flood_accounts: 10_000,
             mining_threads: 0,
             witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             compare_mining: false,

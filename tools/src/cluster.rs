@@ -60,6 +60,13 @@ pub struct ClusterArgs {
     /// takes the load) and restart it half an interval later; report the longest gap between committed blocks.
     #[arg(long, conflicts_with = "kill_one")]
     pub kill_every_s: Option<f64>,
+    /// Flood drill: besides the load, one hostile client sends this many valid transactions per second to node 0
+    /// on its own connection and ignores `Overloaded`; report what the honest load kept of its rate.
+    #[arg(long)]
+    pub flood_rate: Option<u64>,
+    /// Funded accounts of the flooder (its own, apart from the load's).
+    #[arg(long, default_value_t = 10_000)]
+    pub flood_accounts: u32,
     /// Witness mining threads per node (at the lowest scheduling priority; 0: no mining).
     #[arg(long, default_value_t = 0)]
     pub mining_threads: usize,
@@ -120,6 +127,10 @@ pub struct ClusterReport {
     /// The longest gap between consecutive committed blocks while the load ran (node 0's stored blocks), in the
     /// storm; with the height that ended it.
     pub longest_block_gap_ms: Option<(u64, u64)>,
+    /// The flooder's own report (`--flood-rate`).
+    pub flood: Option<LoadReport>,
+    /// Each node's largest resident memory seen while the load ran (sampled every second), in MiB.
+    pub nodes_rss_max_mib: Vec<f64>,
 }
 
 /// Kills every node still running when dropped (an error path must not leave processes behind).
@@ -246,7 +257,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
                 stake: 100,
             })
             .collect(),
-        allocations: (0..args.accounts)
+        allocations: (0..args.accounts + args.flood_rate.map_or(0, |_| args.flood_accounts))
             .map(|i| AllocationSpec {
                 owner: key(ACCOUNT_KEYS, i).public().to_hex(),
                 amount,
@@ -319,7 +330,16 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             .sum::<Option<Duration>>()
             .map(|total| total.as_secs_f64())
     };
-    let mut load = start_load(args, &dir, &genesis_path, &targets)?;
+    // The flooder signs its transactions first, then floods from before the load starts until after it ends.
+    let mut flood = match args.flood_rate {
+        Some(rate) => {
+            let flooder = start_load(args, &dir, &genesis_path, &targets[..1], Some(rate))?;
+            wait_for_flood(&dir)?;
+            Some(flooder)
+        }
+        None => None,
+    };
+    let mut load = start_load(args, &dir, &genesis_path, &targets, None)?;
     let (progress_tx, progress_rx) = std::sync::mpsc::channel();
     let stderr = load.0[0].stderr.take().expect("the load's stderr is piped");
     std::thread::spawn(move || forward_load_progress(stderr, progress_tx));
@@ -336,6 +356,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     let mut storm = args
         .kill_every_s
         .map(|every| crate::storm::Storm::new(every, args.nodes, wall_ms()));
+    let mut rss_max_mib = vec![0f64; args.nodes];
+    let mut rss_sampled = Instant::now() - Duration::from_secs(1);
     let mut last_shown = Instant::now();
     let victim = args.nodes - 1;
     let (kill_at, restart_at) = (
@@ -395,6 +417,12 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
                 drill_error = Some(error);
             }
         }
+        if rss_sampled.elapsed() >= Duration::from_secs(1) {
+            rss_sampled = Instant::now();
+            for (max, child) in rss_max_mib.iter_mut().zip(&children.0) {
+                *max = max.max(rss_mib(child.id()).unwrap_or(0.0));
+            }
+        }
         if last_shown.elapsed() >= Duration::from_secs(1) || sent == total {
             last_shown = Instant::now();
             eprintln!("  {elapsed:>5.1} s  submitted {sent}/{total}");
@@ -415,6 +443,22 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     }
     let ended_wall_ms = wall_ms();
     load.0.clear();
+    let flood = match flood.as_mut() {
+        Some(flooder) => {
+            let status = flooder.0[0].wait()?;
+            let path = dir.join("flood.json");
+            let report: LoadReport =
+                serde_json::from_slice(&fs::read(&path).with_context(|| {
+                    format!(
+                        "the flooder ({status}) wrote no report to {}; see flood.log",
+                        path.display()
+                    )
+                })?)
+                .context("the flooder's report")?;
+            Some(report)
+        }
+        None => None,
+    };
     let report_path = dir.join("load.json");
     let report: LoadReport =
         serde_json::from_slice(&fs::read(&report_path).with_context(|| {
@@ -524,6 +568,29 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             report.load_cpu_us_per_tx
         ),
     }
+    if let Some(flood) = &flood {
+        println!(
+            "flood: one hostile client offered {} tx/s to node 0 ({} submitted): {} final ({:.0} TPS), {} answered \
+             overloaded, {} accepted but not final; the honest load committed {:.0} of its {} tx/s ({:.2})",
+            flood.offered_rate_per_s,
+            flood.submitted,
+            flood.final_accepted,
+            flood.committed_tps,
+            flood.overloaded_answers,
+            flood.accepted_not_final,
+            report.committed_tps,
+            report.offered_rate_per_s,
+            report.committed_tps / report.offered_rate_per_s.max(1) as f64
+        );
+    }
+    println!(
+        "node memory: largest RSS seen {} MiB",
+        rss_max_mib
+            .iter()
+            .map(|m| format!("{m:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
     if let Some(storm) = &storm {
         println!(
             "SIGKILL storm: {} kills, at most one node down at a time; longest gap between committed blocks {} \
@@ -553,6 +620,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         node_cpu_us_per_tx,
         kills: storm.as_ref().map_or(0, |storm| storm.kills),
         longest_block_gap_ms,
+        flood,
+        nodes_rss_max_mib: rss_max_mib,
     };
     let json_path = dir.join("report.json");
     fs::write(&json_path, serde_json::to_vec_pretty(&cluster)?)?;
@@ -576,6 +645,13 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         "the load generator lost connections: {:?}",
         report.lost_connections
     );
+    if let Some(flood) = &cluster.flood {
+        ensure!(
+            flood.accepted_not_final == 0,
+            "{} of the flooder's transactions were answered accepted and never became final",
+            flood.accepted_not_final
+        );
+    }
     Ok(cluster)
 }
 
@@ -623,11 +699,15 @@ fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
 
 /// Starts the load generator as its own process (`cas load`), so its CPU is its own and never the nodes': the
 /// nodes' processes measure only themselves. Its report goes to `load.json` in `dir`.
+/// Starts `cas load` against `targets`: the run's load, or with `flood_rate` the hostile flooder (its own
+/// accounts after the load's, one connection, `Overloaded` ignored; its report in flood.json, its output in
+/// flood.log).
 fn start_load(
     args: &ClusterArgs,
     dir: &Path,
     genesis: &Path,
     targets: &[(SocketAddr, PublicKey)],
+    flood_rate: Option<u64>,
 ) -> Result<Nodes> {
     let mut command = Command::new(std::env::current_exe()?);
     command.arg("load").arg("--genesis").arg(genesis);
@@ -636,21 +716,66 @@ fn start_load(
             .arg("--target")
             .arg(format!("{addr}={}", key.to_hex()));
     }
-    command
-        .args(["--rate", &args.rate().to_string()])
-        .args(["--duration-s", &args.duration_s.to_string()])
-        .args(["--accounts", &args.accounts.to_string()])
-        .args(["--invalid-every", &args.invalid_every.to_string()])
-        .args(["--connections", &args.load_connections.to_string()])
-        .args(["--drain-s", "20"])
-        .arg("--report")
-        .arg(dir.join("load.json"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    match flood_rate {
+        None => command
+            .args(["--duration-s", &args.duration_s.to_string()])
+            .args(["--rate", &args.rate().to_string()])
+            .args(["--accounts", &args.accounts.to_string()])
+            .args(["--invalid-every", &args.invalid_every.to_string()])
+            .args(["--connections", &args.load_connections.to_string()])
+            .args(["--drain-s", "20"])
+            .arg("--report")
+            .arg(dir.join("load.json"))
+            .stderr(Stdio::piped()),
+        Some(rate) => command
+            .args([
+                "--duration-s",
+                &(args.duration_s + FLOOD_MARGIN_S).to_string(),
+            ])
+            .args(["--rate", &rate.to_string()])
+            .args(["--first-account", &args.accounts.to_string()])
+            .args(["--accounts", &args.flood_accounts.to_string()])
+            .args([
+                "--invalid-every",
+                "0",
+                "--connections",
+                "1",
+                "--drain-s",
+                "10",
+                "--hostile",
+            ])
+            .args([
+                "--window",
+                &crate::node::in_flight::IN_FLIGHT_PER_CLIENT_MAX.to_string(),
+            ])
+            .arg("--report")
+            .arg(dir.join("flood.json"))
+            .stderr(fs::File::create(dir.join("flood.log"))?),
+    };
+    command.stdin(Stdio::null()).stdout(Stdio::null());
     Ok(Nodes(vec![command
         .spawn()
         .context("cannot start the load generator")?]))
+}
+
+/// The flood runs this much longer than the load: it covers the load's signing and its drain.
+const FLOOD_MARGIN_S: u64 = 20;
+
+/// Waits until the flooder has signed its transactions and started sending (its first progress line).
+fn wait_for_flood(dir: &Path) -> Result<()> {
+    let log = dir.join("flood.log");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while Instant::now() < deadline {
+        if fs::read_to_string(&log).is_ok_and(|text| text.contains(PROGRESS_PREFIX)) {
+            eprintln!("  the flooder is sending");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!(
+        "the flooder did not start sending in 15 minutes; see {}",
+        log.display()
+    )
 }
 
 /// Passes the load generator's progress lines on as (submitted, total); anything else it prints goes to our stderr.
@@ -762,4 +887,18 @@ fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A process's resident memory in MiB, from /proc (None where it cannot be read).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }

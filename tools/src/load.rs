@@ -32,6 +32,9 @@ pub enum Sabotage {
 
 pub struct LoadPlan {
     pub chain_id: u32,
+    /// The first load account used (accounts `first_account..first_account + accounts`), so two loads can run
+    /// side by side on one genesis without spending each other's coins.
+    pub first_account: u32,
     pub accounts: u32,
     pub rounds: u32,
     pub fee: u64,
@@ -53,7 +56,7 @@ pub struct Planned {
 /// spend, unknown input).
 pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
     let threads = thread::available_parallelism().map_or(1, usize::from);
-    let accounts: Vec<u32> = (0..plan.accounts).collect();
+    let accounts: Vec<u32> = (plan.first_account..plan.first_account + plan.accounts).collect();
     let chains: Vec<Vec<Transaction>> = thread::scope(|scope| {
         let handles: Vec<_> = accounts
             .chunks(accounts.len().div_ceil(threads).max(1))
@@ -74,11 +77,12 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
     let mut planned = Vec::new();
     let mut valid = 0usize;
     for round in 0..plan.rounds as usize {
-        for (account, chain) in chains.iter().enumerate() {
+        for (account, chain) in accounts.iter().zip(&chains) {
+            let account = *account;
             let tx = &chain[round];
             planned.push(Planned {
                 tx: tx.clone(),
-                account: account as u32,
+                account,
                 sabotage: None,
             });
             valid += 1;
@@ -88,10 +92,10 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
                     Sabotage::DoubleSpend,
                     Sabotage::UnknownInput,
                 ][(valid / plan.invalid_every) % 3];
-                let bad = sabotage(tx, kind, &key(ACCOUNT_KEYS, account as u32));
+                let bad = sabotage(tx, kind, &key(ACCOUNT_KEYS, account));
                 planned.push(Planned {
                     tx: bad,
-                    account: account as u32,
+                    account,
                     sabotage: Some(kind),
                 });
             }
@@ -102,7 +106,10 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
 
 fn chain(plan: &LoadPlan, account: u32, genesis: &[(OutPoint, TxOutput)]) -> Vec<Transaction> {
     let owner = key(ACCOUNT_KEYS, account);
-    let next = key(ACCOUNT_KEYS, (account + 1) % plan.accounts);
+    let next = key(
+        ACCOUNT_KEYS,
+        plan.first_account + (account - plan.first_account + 1) % plan.accounts,
+    );
     let mut coin = *genesis
         .iter()
         .find(|(_, c)| c.owner == owner.public())
@@ -202,6 +209,10 @@ pub struct LoadReport {
     pub wrong_answer_count: usize,
     /// The first few of them.
     pub wrong_answers: Vec<String>,
+    /// Transactions answered `accepted` that never got their final receipt (must be 0: accepted means held by
+    /// a quorum, so it commits).
+    #[serde(default)]
+    pub accepted_not_final: usize,
     /// Client connections the load was spread over (each account always on the same one).
     #[serde(default)]
     pub connections: usize,
@@ -243,6 +254,10 @@ pub struct SendOptions {
     /// (`IN_FLIGHT_PER_CLIENT_MAX`), so the generator never asks a node for more than it would admit; smaller
     /// keeps latency at saturation near window / throughput (Little's law) instead of the node's whole backlog.
     pub window: usize,
+    /// A hostile flooder: an `Overloaded` answer neither pauses the connection nor sends the transaction again
+    /// (it is counted and dropped), and the later transactions of its chain go out regardless. Its answers are not
+    /// judged right or wrong, except that every one accepted must be final.
+    pub hostile: bool,
 }
 
 /// A transaction to send again once an `Overloaded` answer's retry-after has passed.
@@ -365,6 +380,9 @@ pub fn run(
         // every account's chain reaches the node in order and a busy node is not asked again at once.
         for retry in retry_rx.try_iter() {
             overloaded += 1;
+            if options.hostile {
+                continue;
+            }
             let connection = connection_of(planned[retry.index as usize].account);
             paused_until_ns[connection] = paused_until_ns[connection].max(retry.due_ns);
             backlog[connection].insert(retry.index as usize);
@@ -408,7 +426,9 @@ pub fn run(
                 progress(total, total);
                 Instant::now() + options.drain
             });
-            let all_settled = settled.load(std::sync::atomic::Ordering::Relaxed) >= total;
+            // A flooder's refused transactions are never settled: it waits out its drain.
+            let all_settled =
+                !options.hostile && settled.load(std::sync::atomic::Ordering::Relaxed) >= total;
             if (all_settled && backlog.iter().all(|b| b.is_empty())) || Instant::now() >= until {
                 break;
             }
@@ -436,6 +456,10 @@ pub fn run(
         _ => 0.0,
     };
     let mut report = summarise(load, &planned, &ids, &outcomes, &submitted_ns);
+    if options.hostile {
+        report.wrong_answer_count = 0;
+        report.wrong_answers.clear();
+    }
     report.connections = clients.len();
     report.overloaded_answers = overloaded;
     report.schedule_lag_max_ms = lag_max.as_secs_f64() * 1e3;
@@ -570,6 +594,11 @@ fn summarise(
             }
             None => report.unanswered += 1,
         }
+        if matches!(outcome.admitted, Some(ClientAnswer::Accepted { .. }))
+            && outcome.finalised.is_none()
+        {
+            report.accepted_not_final += 1;
+        }
         if let Err(wrong) = right_answer(p.sabotage, outcome) {
             report.wrong_answer_count += 1;
             if report.wrong_answers.len() < 20 {
@@ -605,6 +634,12 @@ pub struct LoadArgs {
     /// Accounts to use (at most the genesis's funded load accounts).
     #[arg(long, default_value_t = 1_000)]
     pub accounts: u32,
+    /// The first of them (load accounts are numbered; two loads on one genesis use disjoint ranges).
+    #[arg(long, default_value_t = 0)]
+    pub first_account: u32,
+    /// Act as a hostile flooder: ignore `Overloaded` (no pause, no resend; see `SendOptions::hostile`).
+    #[arg(long)]
+    pub hostile: bool,
     #[arg(long, default_value_t = 100)]
     pub invalid_every: usize,
     /// Client connections per target.
@@ -648,6 +683,7 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         .collect::<Result<Vec<(SocketAddr, PublicKey)>>>()?;
     let plan = LoadPlan {
         chain_id: genesis.header.chain_id,
+        first_account: args.first_account,
         accounts: args.accounts,
         rounds: (args.rate * args.duration_s)
             .div_ceil(u64::from(args.accounts))
@@ -664,6 +700,7 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         window: args
             .window
             .clamp(1, crate::node::in_flight::IN_FLIGHT_PER_CLIENT_MAX),
+        hostile: args.hostile,
     };
     let report = run(&targets, &plan, &outputs, &options, &mut |sent, total| {
         eprintln!("{PROGRESS_PREFIX}{sent}/{total}");
@@ -677,6 +714,11 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         report.wrong_answer_count == 0,
         "{} wrong answers",
         report.wrong_answer_count
+    );
+    anyhow::ensure!(
+        report.accepted_not_final == 0,
+        "{} transactions answered accepted never became final",
+        report.accepted_not_final
     );
     anyhow::ensure!(
         report.lost_connections.is_empty(),

@@ -143,6 +143,7 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
     let plan = LoadPlan {
         chain_id: CHAIN_ID,
+        first_account: 0,
         accounts: args.accounts,
         rounds: args.rounds,
         fee: FEE,

@@ -79,6 +79,28 @@ fn a_sigkill_storm_loses_no_accepted_transaction() {
     assert!(report["longest_block_gap_ms"].is_array(), "{report}");
 }
 
+/// A small flood drill (the 2x-capacity one is a documented command, see README): a hostile client floods node 0
+/// on its own connection while the load runs; the load keeps its rate and every accepted transaction is final.
+#[test]
+fn a_flooding_client_leaves_the_honest_load_its_rate() {
+    let (stdout, report, _dir) = local_report(&[
+        "--duration-s",
+        "5",
+        "--rate",
+        "100",
+        "--flood-rate",
+        "2000",
+        "--flood-accounts",
+        "500",
+    ]);
+    assert!(stdout.contains("flood: one hostile client"), "{stdout}");
+    let flood = &report["flood"];
+    assert_eq!(flood["accepted_not_final"].as_u64(), Some(0), "{flood}");
+    assert!(flood["final_accepted"].as_u64().unwrap() > 0, "{flood}");
+    let load = &report["load"];
+    assert_eq!(load["unanswered"].as_u64(), Some(0), "{load}");
+}
+
 /// The commitment `status` reports at `height` (its own, or one of its recent ones).
 fn commitment_at(status: &serde_json::Value, height: u64) -> Option<String> {
     if status["height"].as_u64() == Some(height) {
