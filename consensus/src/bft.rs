@@ -60,9 +60,11 @@ pub const COMMITTED_WITNESSES_KEPT: usize = 65_536;
 /// predecessor's certificate may never come: its creator crashed before sending it).
 pub const SEQUENCE_GAP_WAIT_MS: u64 = 2_000;
 
-/// Votes and timeouts further ahead than this many rounds are ignored, bounding what a Byzantine member can make
-/// us hold.
-pub const FUTURE_ROUNDS_MAX: Round = 10_000;
+/// Votes, timeouts and unrequested blocks further ahead than this many rounds are ignored, bounding what a
+/// Byzantine member can make us hold: at most one vote, one commit vote and one timeout per member and round, and
+/// one unrequested block per round, over this window. Honest members' rounds stay within a few of each other (each
+/// round needs a quorum to end); one far behind learns the round from certificates, not from votes.
+pub const FUTURE_ROUNDS_MAX: Round = 100;
 /// Committed heights between passes that prune the blocks below the kept window, at most.
 pub const BLOCKS_PRUNE_STEP: u64 = 64;
 
@@ -189,6 +191,11 @@ pub struct Bft {
     pruned_below: u64,
     /// The highest block that the commit rule made final but whose ancestors are not all here yet.
     commit_target: Option<BlockHash>,
+    /// The block accepted for each round above the committed one without having been requested: a second one for
+    /// the same round (an equivocating leader) is refused unless a certificate makes us request it.
+    round_blocks: BTreeMap<Round, BlockHash>,
+    /// The round of the last committed block.
+    committed_round: Round,
     votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
     commit_votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
     /// The highest round this member sent a commit vote for.
@@ -271,6 +278,8 @@ impl Bft {
             committed_hash,
             installed_height: 0,
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
+            round_blocks: BTreeMap::new(),
+            committed_round: 0,
             pruned_below: 0,
             commit_target: None,
             votes: BTreeMap::new(),
@@ -413,6 +422,12 @@ impl Bft {
             Event::Message { from, message } => match message {
                 Message::Proposal(block) => self.on_block(from, block, true, &mut actions),
                 Message::BlockResponse(block) => self.on_block(from, block, false, &mut actions),
+                // Members send their own votes and timeouts, never relay others': one that names another signer
+                // than its sender is refused before it is held.
+                Message::Vote(vote) | Message::CommitVote(vote) if vote.signer != from => {
+                    self.stats.refused += 1
+                }
+                Message::Timeout(timeout) if timeout.signer != from => self.stats.refused += 1,
                 Message::Vote(vote) => self.on_vote(vote, &mut actions),
                 Message::CommitVote(vote) => self.on_commit_vote(vote, &mut actions),
                 Message::Timeout(timeout) => self.on_timeout(timeout, &mut actions),
@@ -671,9 +686,18 @@ impl Bft {
         let hash = block.hash();
         let known = self.blocks.contains_key(&hash);
         if !known {
+            if !self.requested.contains_key(&hash)
+                && !self.unrequested_block_acceptable(&block, hash)
+            {
+                self.stats.refused += 1;
+                return;
+            }
             if !self.check_block(&block) {
                 self.stats.refused += 1;
                 return;
+            }
+            if block.round > self.committed_round {
+                self.round_blocks.entry(block.round).or_insert(hash);
             }
             actions.push(Action::StoreBlock(block.clone()));
             self.blocks.insert(hash, block.clone());
@@ -694,6 +718,32 @@ impl Bft {
         if live && block.round == self.round && self.safe_to_vote(&block) {
             self.vote(&block, hash, actions);
         }
+    }
+
+    /// Whether a block nobody asked for may be held: its round is above the committed one and within
+    /// [`FUTURE_ROUNDS_MAX`] of ours, and no other block was taken for its round (an equivocating leader's second
+    /// one is fetched only if a certificate names it).
+    fn unrequested_block_acceptable(&self, block: &Block, hash: BlockHash) -> bool {
+        block.round > self.committed_round
+            && block.round <= self.round + FUTURE_ROUNDS_MAX
+            && self
+                .round_blocks
+                .get(&block.round)
+                .is_none_or(|taken| *taken == hash)
+    }
+
+    /// Whether `vote`'s signer already has a vote held for another block in the same round (equivocation, or a
+    /// flood of made-up blocks): only its first is held.
+    fn voted_other_block(
+        &self,
+        held: &BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
+        vote: &Vote,
+    ) -> bool {
+        held.range(
+            (vote.round, cas_engine::Hash32([0; 32]))
+                ..=(vote.round, cas_engine::Hash32([0xff; 32])),
+        )
+        .any(|((_, block), votes)| *block != vote.block && votes.contains_key(&vote.signer))
     }
 
     fn safe_to_vote(&self, block: &Block) -> bool {
@@ -747,6 +797,10 @@ impl Bft {
         {
             return;
         }
+        if self.voted_other_block(&self.votes, &vote) {
+            self.stats.refused += 1;
+            return;
+        }
         let entry = self.votes.entry((vote.round, vote.block)).or_default();
         entry.insert(vote.signer, vote);
         let stake: u64 = entry.keys().map(|m| self.committee.stake(*m)).sum();
@@ -791,6 +845,10 @@ impl Bft {
             || vote.height <= self.committed_height
             || vote.round > self.round + FUTURE_ROUNDS_MAX
         {
+            return;
+        }
+        if self.voted_other_block(&self.commit_votes, &vote) {
+            self.stats.refused += 1;
             return;
         }
         let entry = self
@@ -996,6 +1054,9 @@ impl Bft {
             let block = self.blocks[&hash].clone();
             self.committed_height = block.height;
             self.committed_hash = hash;
+            self.committed_round = block.round;
+            // Rounds at or below the committed one take no more blocks: their bookkeeping goes.
+            self.round_blocks = self.round_blocks.split_off(&(block.round + 1));
             self.committed_by_height.insert(block.height, hash);
             for cert in &block.payload {
                 self.committed_packages.insert(cert.package);
