@@ -36,6 +36,9 @@ pub struct AvailabilityConfig {
     pub resend_ms: u64,
     /// Packages kept in memory (own and others'); the oldest go first.
     pub packages_kept: usize,
+    /// Their transactions' encoded bytes kept in memory, in all ([`PackageSize`]): the window is whichever bound
+    /// is reached first, so it does not grow with the size of packages.
+    pub package_bytes_kept: usize,
 }
 
 impl Default for AvailabilityConfig {
@@ -44,6 +47,7 @@ impl Default for AvailabilityConfig {
             attest_wait_ms: 500,
             resend_ms: 500,
             packages_kept: 10_000,
+            package_bytes_kept: 256 * 1024 * 1024,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct Availability {
     sequence: u64,
     packages: BTreeMap<PackageId, Package>,
     arrival: std::collections::VecDeque<PackageId>,
+    /// The encoded transaction bytes of `packages`.
+    package_bytes: usize,
     pending: BTreeMap<PackageId, Pending>,
     /// Sequences of our packages not certified yet, so certificates leave in creation order.
     uncertified: std::collections::BTreeSet<u64>,
@@ -108,6 +114,7 @@ impl Availability {
             sequence: 0,
             packages: BTreeMap::new(),
             arrival: std::collections::VecDeque::new(),
+            package_bytes: 0,
             pending: BTreeMap::new(),
             uncertified: std::collections::BTreeSet::new(),
 
@@ -141,8 +148,11 @@ impl Availability {
     /// Puts back a package read from the disk after a restart.
     pub fn restore(&mut self, package: Package) {
         let id = package.id();
+        let bytes = package.size().bytes as usize;
         if self.packages.insert(id, package).is_none() {
             self.arrival.push_back(id);
+            self.package_bytes += bytes;
+            self.evict();
         }
     }
 
@@ -155,18 +165,21 @@ impl Availability {
             return;
         }
         actions.push(Action::StorePackage(package.clone()));
+        self.package_bytes += package.size().bytes as usize;
         self.packages.insert(id, package);
         self.arrival.push_back(id);
         self.evict();
     }
 
-    /// Drops the oldest packages past `packages_kept`, except our own not yet certified: their submitters were
-    /// promised an answer, and dropping one would leave its transactions in limbo (no certificate, no rejection).
-    /// Those are bounded by the node's admission (each holds admitted transactions the node counts in flight).
+    /// Drops the oldest packages past `packages_kept` or `package_bytes_kept`, except our own not yet certified:
+    /// their submitters were promised an answer, and dropping one would leave its transactions in limbo (no
+    /// certificate, no rejection). Those are bounded by the node's admission (each holds admitted transactions the
+    /// node counts in flight).
     fn evict(&mut self) {
-        let mut excess = self.arrival.len().saturating_sub(self.config.packages_kept);
         let mut uncertified_own = Vec::new();
-        while excess > 0 {
+        while self.arrival.len() > self.config.packages_kept
+            || self.package_bytes > self.config.package_bytes_kept
+        {
             let Some(old) = self.arrival.pop_front() else {
                 break;
             };
@@ -174,9 +187,10 @@ impl Availability {
                 uncertified_own.push(old);
                 continue;
             }
-            self.packages.remove(&old);
+            if let Some(package) = self.packages.remove(&old) {
+                self.package_bytes -= package.size().bytes as usize;
+            }
             self.pending.remove(&old);
-            excess -= 1;
         }
         for id in uncertified_own.into_iter().rev() {
             self.arrival.push_front(id);

@@ -437,3 +437,40 @@ fn a_package_id_covers_the_witnesses() {
     };
     assert_ne!(package(vec![signed]).id(), package(vec![resigned]).id());
 }
+
+/// The package window is bounded in bytes too, not only in count: before, 10,000 packages were kept whatever
+/// their size (up to 32 MiB each), so memory grew with the size of packages (issue 16 item 13).
+#[test]
+fn the_package_window_is_bounded_in_bytes() {
+    let keys = keypairs();
+    let one = cas_consensus::messages::Package {
+        creator: 1,
+        sequence: 0,
+        txs: vec![tx(1)],
+    };
+    let bytes = one.size().bytes as usize;
+    let mut member = Availability::new(
+        committee(&keys),
+        0,
+        keys.into_iter().next().unwrap(),
+        AvailabilityConfig {
+            packages_kept: 1_000,
+            package_bytes_kept: 3 * bytes,
+            ..AvailabilityConfig::default()
+        },
+    );
+    let ids: Vec<_> = (0..5u8)
+        .map(|k| {
+            let package = cas_consensus::messages::Package {
+                creator: 1,
+                sequence: k as u64,
+                txs: vec![tx(k + 1)],
+            };
+            let id = package.id();
+            member.handle(1, Message::Package(package), 0);
+            id
+        })
+        .collect();
+    let kept: Vec<bool> = ids.iter().map(|id| member.package(id).is_some()).collect();
+    assert_eq!(kept, [false, false, true, true, true]);
+}

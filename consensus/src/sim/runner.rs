@@ -132,6 +132,7 @@ impl Scenario {
                 attest_wait_ms: 300,
                 resend_ms: 300,
                 packages_kept: 10_000,
+                ..AvailabilityConfig::default()
             },
             #[cfg(test)]
             broken_vote_rule: false,
