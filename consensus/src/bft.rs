@@ -81,6 +81,9 @@ pub struct BftConfig {
     pub payload_pool_max: usize,
     /// Committed blocks kept in memory for members that catch up.
     pub blocks_kept: u64,
+    /// Their encoded bytes kept, in all (estimated, [`Block::encoded_bytes_estimate`]): the window is whichever
+    /// bound is reached first, so under load it holds fewer, larger blocks instead of growing with block size.
+    pub blocks_bytes_kept: usize,
     /// How long an unanswered block request waits before it is sent again.
     pub request_retry_ms: u64,
     /// A leader with nothing to propose waits this long for payload before proposing an empty block, so an idle
@@ -102,6 +105,7 @@ impl Default for BftConfig {
             payload_certs_max: 256,
             payload_pool_max: 4_096,
             blocks_kept: 10_000,
+            blocks_bytes_kept: 64 * 1024 * 1024,
             request_retry_ms: 500,
             empty_block_wait_ms: 100,
             proposal_wait_ms: 0,
@@ -189,6 +193,9 @@ pub struct Bft {
     committed_by_height: BTreeMap<u64, BlockHash>,
     /// Blocks below this height have been pruned (see `try_commit`).
     pruned_below: u64,
+    /// The committed blocks in the window, oldest first, with their estimated bytes, and those bytes in all.
+    committed_bytes: VecDeque<(u64, usize)>,
+    committed_bytes_total: usize,
     /// The highest block that the commit rule made final but whose ancestors are not all here yet.
     commit_target: Option<BlockHash>,
     /// The block accepted for each round above the committed one without having been requested: a second one for
@@ -281,6 +288,8 @@ impl Bft {
             round_blocks: BTreeMap::new(),
             committed_round: 0,
             pruned_below: 0,
+            committed_bytes: VecDeque::new(),
+            committed_bytes_total: 0,
             commit_target: None,
             votes: BTreeMap::new(),
             commit_votes: BTreeMap::new(),
@@ -346,6 +355,8 @@ impl Bft {
         self.committed_hash = hash;
         self.installed_height = height;
         self.committed_by_height = BTreeMap::from([(height, hash)]);
+        self.committed_bytes.clear();
+        self.committed_bytes_total = 0;
         self.blocks.retain(|_, b| b.height >= height);
         self.requested.clear();
         if self
@@ -1058,6 +1069,9 @@ impl Bft {
             // Rounds at or below the committed one take no more blocks: their bookkeeping goes.
             self.round_blocks = self.round_blocks.split_off(&(block.round + 1));
             self.committed_by_height.insert(block.height, hash);
+            let bytes = block.encoded_bytes_estimate();
+            self.committed_bytes.push_back((block.height, bytes));
+            self.committed_bytes_total += bytes;
             for cert in &block.payload {
                 self.committed_packages.insert(cert.package);
                 let next = self.next_sequence.entry(cert.creator).or_insert(0);
@@ -1079,9 +1093,28 @@ impl Bft {
             .retain(|package, _| !committed.contains(package));
         // Pruned every few heights (a sixteenth of the window, at most BLOCKS_PRUNE_STEP), not on every commit: a
         // pass over the kept blocks costs their number; between passes the window holds that many more.
+        while self.committed_bytes_total > self.config.blocks_bytes_kept
+            && self.committed_bytes.len() > 1
+        {
+            let (_, bytes) = self.committed_bytes.pop_front().expect("not empty");
+            self.committed_bytes_total -= bytes;
+        }
+        let by_bytes = self
+            .committed_bytes
+            .front()
+            .map_or(0, |(height, _)| *height);
         let keep_from = self
             .committed_height
-            .saturating_sub(self.config.blocks_kept);
+            .saturating_sub(self.config.blocks_kept)
+            .max(by_bytes);
+        while self
+            .committed_bytes
+            .front()
+            .is_some_and(|(height, _)| *height < keep_from)
+        {
+            let (_, bytes) = self.committed_bytes.pop_front().expect("not empty");
+            self.committed_bytes_total -= bytes;
+        }
         let step = (self.config.blocks_kept / 16).clamp(1, BLOCKS_PRUNE_STEP);
         if keep_from >= self.pruned_below + step {
             self.blocks.retain(|_, b| b.height >= keep_from);

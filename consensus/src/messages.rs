@@ -231,6 +231,26 @@ impl Block {
         Hash32::from(h.finalize())
     }
 
+    /// About the bytes this block takes encoded (and so, roughly, in memory): what windows of kept blocks count.
+    pub fn encoded_bytes_estimate(&self) -> usize {
+        let signatures = |count: usize| count * std::mem::size_of::<ArchivedSignerSignature>();
+        std::mem::size_of::<ArchivedBlock>()
+            + signatures(self.qc.signatures.len())
+            + self.tc.as_ref().map_or(0, |tc| {
+                std::mem::size_of::<ArchivedTimeoutCert>()
+                    + tc.signatures.len() * std::mem::size_of::<ArchivedTimeoutSignature>()
+            })
+            + self
+                .payload
+                .iter()
+                .map(|cert| {
+                    std::mem::size_of::<ArchivedAvailabilityCert>()
+                        + cert.acks.len() * std::mem::size_of::<ArchivedAckSignature>()
+                })
+                .sum::<usize>()
+            + witness_bytes(&self.witnesses)
+    }
+
     /// Builds and signs a block.
     #[allow(clippy::too_many_arguments)]
     pub fn new_signed(

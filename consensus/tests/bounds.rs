@@ -115,3 +115,50 @@ fn a_leader_gets_one_unrequested_block_per_round_within_the_window() {
     assert!(!stored(&actions), "a block past the window is held");
     assert_eq!(bft.stats.refused, 50);
 }
+
+/// The kept-blocks window counts bytes by an estimate: it must be the encoded size, near enough.
+#[test]
+fn a_blocks_byte_estimate_is_its_encoded_size() {
+    use cas_consensus::messages::{
+        ack_digest, encode_message, AckSignature, AvailabilityCert, PackageSize,
+    };
+    let keys = keypairs();
+    for certs in [0usize, 1, 10, 256] {
+        let payload: Vec<AvailabilityCert> = (0..certs)
+            .map(|k| {
+                let package = Hash32(*blake3::hash(&k.to_le_bytes()).as_bytes());
+                let size = PackageSize { txs: 5, bytes: 900 };
+                let digest = ack_digest(&package, size, false);
+                AvailabilityCert {
+                    package,
+                    creator: 1,
+                    sequence: k as u64,
+                    size,
+                    acks: (0..3)
+                        .map(|signer| AckSignature {
+                            signer,
+                            checked: false,
+                            signature: keys[signer as usize].sign(&digest.0),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let block = Block::new_signed(
+            &keys[1],
+            1,
+            1,
+            QuorumCert::genesis(),
+            None,
+            0,
+            payload,
+            Vec::new(),
+        );
+        let encoded = encode_message(&Message::Proposal(block.clone())).len();
+        let estimate = block.encoded_bytes_estimate();
+        assert!(
+            estimate <= encoded + 64 && encoded <= estimate + 64,
+            "{certs} certificates: estimate {estimate}, encoded {encoded}"
+        );
+    }
+}
