@@ -19,6 +19,9 @@ pub struct SynchronizerConfig {
     pub chain_id: u32,
     /// Transactions waiting to be packed; past it, submissions are answered `Overloaded`.
     pub queue_txs_max: usize,
+    /// Their encoded bytes ([`crate::codec::encoded_tx_len`]), the same way: the queue's memory does not depend
+    /// on how large clients make their transactions.
+    pub queue_bytes_max: usize,
     /// A package is cut as soon as this many transactions wait.
     pub package_txs_max: usize,
     /// A package is cut when its oldest transaction has waited this long, however few there are.
@@ -34,6 +37,7 @@ impl SynchronizerConfig {
         SynchronizerConfig {
             chain_id,
             queue_txs_max: 200_000,
+            queue_bytes_max: 64 * 1024 * 1024,
             package_txs_max: 2_000,
             package_wait_ms: 20,
             seen_ids_max: 1_000_000,
@@ -91,6 +95,8 @@ impl Rejection {
 pub struct Synchronizer {
     config: SynchronizerConfig,
     queue: VecDeque<Transaction>,
+    /// The encoded bytes of `queue`.
+    queued_bytes: usize,
     oldest_queued_ms: Option<u64>,
     seen: HashSet<TxId>,
     /// What `seen` and `client_ids` hold, oldest first: both forget together, so neither outgrows
@@ -105,6 +111,7 @@ impl Synchronizer {
         Synchronizer {
             config,
             queue: VecDeque::new(),
+            queued_bytes: 0,
             oldest_queued_ms: None,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
@@ -175,13 +182,18 @@ impl Synchronizer {
         if let Some(first) = client_key.and_then(|key| self.client_ids.get(&key)) {
             return Admission::Duplicate { id: *first };
         }
-        if self.queue.len() >= self.config.queue_txs_max {
+        let owned = to_owned_tx(tx);
+        let bytes = crate::codec::encoded_tx_len(&owned);
+        if self.queue.len() >= self.config.queue_txs_max
+            || self.queued_bytes + bytes > self.config.queue_bytes_max
+        {
             return Admission::Overloaded {
                 retry_after_ms: self.config.package_wait_ms.max(1) * 5,
             };
         }
         self.remember(id, client_key);
-        self.queue.push_back(to_owned_tx(tx));
+        self.queued_bytes += bytes;
+        self.queue.push_back(owned);
         self.oldest_queued_ms.get_or_insert(now_ms);
         Admission::Accepted { id }
     }
@@ -212,6 +224,10 @@ impl Synchronizer {
         }
         let count = self.queue.len().min(self.config.package_txs_max);
         let package: Vec<Transaction> = self.queue.drain(..count).collect();
+        self.queued_bytes -= package
+            .iter()
+            .map(crate::codec::encoded_tx_len)
+            .sum::<usize>();
         self.oldest_queued_ms = if self.queue.is_empty() {
             None
         } else {
@@ -408,6 +424,30 @@ mod tests {
             matches!(sync.admit(&[&again], 0)[0], Admission::Accepted { .. }),
             "past the retention the first client id is free again"
         );
+    }
+
+    /// The queue is bounded in bytes too: large transactions fill it sooner than the count bound.
+    #[test]
+    fn the_queue_pushes_back_on_bytes() {
+        let txs = signed(3);
+        let one = crate::codec::encoded_tx_len(&txs[0]);
+        let mut sync = Synchronizer::new(SynchronizerConfig {
+            queue_bytes_max: 2 * one,
+            ..config()
+        });
+        let bytes: Vec<_> = txs.iter().map(encode_tx).collect();
+        let submissions: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        let answers = sync.admit(&submissions, 0);
+        assert!(matches!(answers[1], Admission::Accepted { .. }));
+        assert!(
+            matches!(answers[2], Admission::Overloaded { .. }),
+            "{answers:?}"
+        );
+        assert_eq!(sync.take_package(1_000).map(|p| p.len()), Some(2));
+        assert!(matches!(
+            sync.admit(&submissions[2..], 1_000)[0],
+            Admission::Accepted { .. }
+        ));
     }
 
     #[test]
