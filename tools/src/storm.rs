@@ -1,4 +1,5 @@
-//! The SIGKILL storm of `cas local --kill-every-s`: while the load runs, one node at a time (never node 0, which
+//! The fault drills' parts that `cas local` runs: the SIGKILL storm (`--kill-every-s`) and the ledger lookups
+//! the drills check with. The storm: while the load runs, one node at a time (never node 0, which
 //! takes the load) is killed with SIGKILL every few seconds and restarted half an interval later, so at most one
 //! node is down at any moment. The run then checks what every run checks (every valid transaction final with its
 //! receipt, every answer right, equal commitments) and reports the longest gap between consecutive committed
@@ -119,4 +120,28 @@ pub fn longest_block_gap(data_dir: &Path, from_ms: u64, to_ms: u64) -> Result<Op
         later = Some(at);
     }
     Ok(longest)
+}
+
+/// The ids of every transaction in the ledger blocks stored in `data_dir` (a stopped node's), from the oldest
+/// block still stored.
+pub fn stored_tx_ids(data_dir: &Path) -> Result<std::collections::HashSet<cas_engine::TxId>> {
+    let (store, _) = BlockStore::open(
+        &data_dir.join("ledger").join("blocks"),
+        &StoreConfig::default(),
+    )
+    .with_context(|| format!("opening the block store of {}", data_dir.display()))?;
+    let mut ids = std::collections::HashSet::new();
+    let Some(durable) = store.durable_height() else {
+        return Ok(ids);
+    };
+    for height in (1..=durable).rev() {
+        let Ok(bytes) = store.read(height) else {
+            break;
+        };
+        let block = cas_engine::codec::decode_block(&bytes)
+            .with_context(|| format!("stored block {height}"))?;
+        let txs: Vec<_> = block.txs.iter().collect();
+        ids.extend(cas_engine::tx::tx_ids(&txs));
+    }
+    Ok(ids)
 }
