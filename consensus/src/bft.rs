@@ -37,6 +37,7 @@ use crate::bounded::BoundedSet;
 use crate::committee::{Committee, MemberIndex};
 use cas_engine::crypto::SigEntry;
 
+use crate::leader::{LeaderSchedule, LEADER_LAG_ROUNDS, LEADER_WINDOW_ROUNDS};
 use crate::messages::{
     commit_vote_digest, timeout_digest, verify_availability, verify_member, verify_qc, verify_tc,
     vote_digest, witness_bytes, AvailabilityCert, Block, Message, PackageSize, QuorumCert, Round,
@@ -203,6 +204,8 @@ pub struct Bft {
     round_blocks: BTreeMap<Round, BlockHash>,
     /// The round of the last committed block.
     committed_round: Round,
+    /// Who leads each round, from the recent committed history ([`crate::leader`]).
+    leaders: LeaderSchedule,
     votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
     commit_votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
     /// The highest round this member sent a commit vote for.
@@ -287,6 +290,7 @@ impl Bft {
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
             round_blocks: BTreeMap::new(),
             committed_round: 0,
+            leaders: LeaderSchedule::from_genesis(),
             pruned_below: 0,
             committed_bytes: VecDeque::new(),
             committed_bytes_total: 0,
@@ -318,6 +322,7 @@ impl Bft {
             #[cfg(test)]
             broken_commit_vote_rule: false,
         };
+        bft.restore_leader_history();
         let mut actions = Vec::new();
         let start = bft.safety.high_qc.round.max(bft.safety.last_voted_round) + 1;
         bft.enter_round(start, false, &mut actions);
@@ -326,6 +331,39 @@ impl Bft {
 
     pub fn round(&self) -> Round {
         self.round
+    }
+
+    /// The leader of `round`, as this member sees it now ([`crate::leader`]).
+    pub fn leader(&self, round: Round) -> MemberIndex {
+        self.leaders.leader(&self.committee, round)
+    }
+
+    /// Rebuilds the leader history (and the committed round) from the committed chain read back at a restart:
+    /// walks back from the committed block through the stored blocks as far as the history reaches.
+    fn restore_leader_history(&mut self) {
+        if self.committed_height == 0 {
+            return;
+        }
+        let mut chain = Vec::new();
+        let mut cursor = self.committed_hash;
+        let mut reached_genesis = false;
+        while let Some(block) = self.blocks.get(&cursor) {
+            chain.push(block);
+            if block.height == 1 {
+                reached_genesis = true;
+                break;
+            }
+            let newest = chain[0].round;
+            if block.round + LEADER_LAG_ROUNDS + LEADER_WINDOW_ROUNDS < newest {
+                break;
+            }
+            cursor = block.parent();
+        }
+        chain.reverse();
+        self.committed_round = chain.last().map_or(0, |b| b.round);
+        let mut leaders = LeaderSchedule::default();
+        leaders.restore(&chain, reached_genesis);
+        self.leaders = leaders;
     }
 
     pub fn committed_height(&self) -> u64 {
@@ -357,6 +395,7 @@ impl Bft {
         self.committed_by_height = BTreeMap::from([(height, hash)]);
         self.committed_bytes.clear();
         self.committed_bytes_total = 0;
+        self.leaders.reset();
         self.blocks.retain(|_, b| b.height >= height);
         self.requested.clear();
         if self
@@ -490,7 +529,7 @@ impl Bft {
         self.timeouts.retain(|r, _| *r >= keep_from);
         self.qc_rounds.retain(|r| *r >= keep_from);
         self.tc_rounds.retain(|r| *r >= keep_from);
-        self.proposal_waiting = self.committee.leader(round) == self.me;
+        self.proposal_waiting = self.leader(round) == self.me;
         if self.proposal_waiting && self.ready_to_propose() {
             self.propose(actions);
         }
@@ -658,8 +697,11 @@ impl Bft {
         true
     }
 
-    fn check_block(&mut self, block: &Block) -> bool {
-        if block.author != self.committee.leader(block.round)
+    /// Checks a block's form, signatures and certificates. Its author must lead its round unless the block was
+    /// requested (a certificate names it: who proposed it no longer matters, and a member catching up may not
+    /// have the history that chose its leader).
+    fn check_block(&mut self, block: &Block, requested: bool) -> bool {
+        if (!requested && block.author != self.leader(block.round))
             || block.height != block.qc.height + 1
             || block.round <= block.qc.round
             || block.payload.len() > self.config.payload_certs_max
@@ -703,8 +745,15 @@ impl Bft {
                 self.stats.refused += 1;
                 return;
             }
-            if !self.check_block(&block) {
+            if !self.check_block(&block, self.requested.contains_key(&hash)) {
                 self.stats.refused += 1;
+                // Its QC is valid on its own (checked here): a member that does not see the block's author as the
+                // round's leader (behind on the history that chose it) still learns the QC, fetches what it
+                // certifies and catches up.
+                if block.qc.round > self.safety.high_qc.round && self.check_qc(&block.qc) {
+                    self.process_qc(block.qc.clone(), actions);
+                    self.try_commit(actions);
+                }
                 return;
             }
             if block.round > self.committed_round {
@@ -1066,6 +1115,7 @@ impl Bft {
             self.committed_height = block.height;
             self.committed_hash = hash;
             self.committed_round = block.round;
+            self.leaders.record(&block);
             // Rounds at or below the committed one take no more blocks: their bookkeeping goes.
             self.round_blocks = self.round_blocks.split_off(&(block.round + 1));
             self.committed_by_height.insert(block.height, hash);

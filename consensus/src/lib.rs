@@ -5,6 +5,7 @@
 //! [`bft`] orders blocks among the DPOS committee (pipelined, leader-rotating, 2-chain commit of the HotStuff-2 /
 //! Jolteon family); [`availability`] makes packages of transactions available and certified before they are
 //! ordered; [`messages`] holds the wire types and certificate checks; [`committee`] the members and thresholds;
+//! [`leader`] who leads each round (round-robin, skipping members silent in the recent committed history);
 //! [`witness`] the POW witness chain that miners build over finalized blocks; [`rewards`] the ledger's order of
 //! that chain (fed only from committed blocks) and the witness rewards minted from it; [`mining`] the protocol
 //! between a standalone miner and the node it follows.
@@ -13,6 +14,7 @@ pub mod availability;
 pub mod bft;
 pub mod bounded;
 pub mod committee;
+pub mod leader;
 pub mod messages;
 pub mod mining;
 pub mod rewards;

@@ -43,6 +43,8 @@ pub enum FaultClass {
     ForkingLeader,
     /// Seven members: an equivocating leader and a double voter (f = 2), loss, and a crash.
     Mixed,
+    /// One member crashes early and stays down until the faults heal, then restarts: what a dead leader costs.
+    LongCrash,
 }
 
 impl FaultClass {
@@ -69,6 +71,7 @@ impl FaultClass {
             FaultClass::ByzantineAcker => "byzantine-acker",
             FaultClass::ForkingLeader => "forking-leader",
             FaultClass::Mixed => "mixed",
+            FaultClass::LongCrash => "long-crash",
         }
     }
 }
@@ -159,6 +162,12 @@ pub struct Report {
     /// Transactions packed into packages, committed or not.
     pub txs_packaged: u64,
     pub messages: u64,
+    /// The most timeout certificates any honest member alive at the end formed (rounds that ended without a QC).
+    pub tcs_formed_max: u64,
+    /// Members crashed during the run.
+    pub crashed: Vec<usize>,
+    /// Per member, the proposals its last incarnation made (a restarted member's since its restart).
+    pub proposals: Vec<u64>,
 }
 
 // Most events are deliveries; boxing their message would cost an allocation each.
@@ -369,6 +378,13 @@ impl Sim<'_> {
                     last = last.max(restart);
                 }
                 last
+            }
+            FaultClass::LongCrash => {
+                let victim = self.rng.below(self.nodes.len());
+                self.schedule(400, SimEvent::Crash(victim));
+                self.schedule(until, SimEvent::Restart(victim));
+                self.report.crashed.push(victim);
+                until
             }
             _ => 0,
         }
@@ -690,6 +706,16 @@ impl Sim<'_> {
         let honest: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].byzantine.is_none())
             .collect();
+        for node in &self.nodes {
+            let stats = node.bft.as_ref().map(|bft| &bft.stats);
+            self.report.proposals.push(stats.map_or(0, |s| s.proposals));
+            if node.byzantine.is_none() {
+                self.report.tcs_formed_max = self
+                    .report
+                    .tcs_formed_max
+                    .max(stats.map_or(0, |s| s.tcs_formed));
+            }
+        }
         for &node in &honest {
             if let Some(bft) = &self.nodes[node].bft {
                 self.nodes[node].conflicting_commits += bft.stats.conflicting_commits;
