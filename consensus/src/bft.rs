@@ -206,6 +206,9 @@ pub struct Bft {
     committed_round: Round,
     /// Who leads each round, from the recent committed history ([`crate::leader`]).
     leaders: LeaderSchedule,
+    /// The first round this member voted in since it started: once its votes have had time to reach committed
+    /// QCs, the others count it active, so it takes its turns even while its own history is behind.
+    voting_since: Option<Round>,
     votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
     commit_votes: BTreeMap<(Round, BlockHash), BTreeMap<MemberIndex, Vote>>,
     /// The highest round this member sent a commit vote for.
@@ -291,6 +294,7 @@ impl Bft {
             round_blocks: BTreeMap::new(),
             committed_round: 0,
             leaders: LeaderSchedule::from_genesis(),
+            voting_since: None,
             pruned_below: 0,
             committed_bytes: VecDeque::new(),
             committed_bytes_total: 0,
@@ -529,7 +533,16 @@ impl Bft {
         self.timeouts.retain(|r, _| *r >= keep_from);
         self.qc_rounds.retain(|r| *r >= keep_from);
         self.tc_rounds.retain(|r| *r >= keep_from);
-        self.proposal_waiting = self.leader(round) == self.me;
+        self.proposal_waiting = if self.leaders.covers(round) {
+            self.leader(round) == self.me
+        } else {
+            // Behind on history: its round-robin turn, when the others are stuck (the round began with a TC) or
+            // have seen it vote long enough to count it active again.
+            let seen_voting = self
+                .voting_since
+                .is_some_and(|since| since + LEADER_LAG_ROUNDS + LEADER_WINDOW_ROUNDS / 2 <= round);
+            (via_timeout || seen_voting) && self.committee.leader(round) == self.me
+        };
         if self.proposal_waiting && self.ready_to_propose() {
             self.propose(actions);
         }
@@ -698,10 +711,12 @@ impl Bft {
     }
 
     /// Checks a block's form, signatures and certificates. Its author must lead its round unless the block was
-    /// requested (a certificate names it: who proposed it no longer matters, and a member catching up may not
-    /// have the history that chose its leader).
+    /// requested (a certificate names it: who proposed it no longer matters) or this member's history does not
+    /// cover the round (it cannot tell who leads; see [`crate::leader`]).
     fn check_block(&mut self, block: &Block, requested: bool) -> bool {
-        if (!requested && block.author != self.leader(block.round))
+        if (!requested
+            && self.leaders.covers(block.round)
+            && block.author != self.leader(block.round))
             || block.height != block.qc.height + 1
             || block.round <= block.qc.round
             || block.payload.len() > self.config.payload_certs_max
@@ -739,21 +754,15 @@ impl Bft {
         let hash = block.hash();
         let known = self.blocks.contains_key(&hash);
         if !known {
-            if !self.requested.contains_key(&hash)
-                && !self.unrequested_block_acceptable(&block, hash)
+            let requested = self.requested.contains_key(&hash);
+            if !(requested || self.unrequested_block_acceptable(&block, hash))
+                || !self.check_block(&block, requested)
             {
                 self.stats.refused += 1;
-                return;
-            }
-            if !self.check_block(&block, self.requested.contains_key(&hash)) {
-                self.stats.refused += 1;
-                // Its QC is valid on its own (checked here): a member that does not see the block's author as the
-                // round's leader (behind on the history that chose it) still learns the QC, fetches what it
-                // certifies and catches up.
-                if block.qc.round > self.safety.high_qc.round && self.check_qc(&block.qc) {
-                    self.process_qc(block.qc.clone(), actions);
-                    self.try_commit(actions);
-                }
+                // Its QC is valid on its own (checked here): a member far behind in rounds, or that does not see
+                // the block's author as the round's leader (behind on the history that chose it), still learns
+                // the QC, fetches what it certifies and catches up.
+                self.learn_qc(&block.qc, actions);
                 return;
             }
             if block.round > self.committed_round {
@@ -777,6 +786,15 @@ impl Bft {
         self.try_commit(actions);
         if live && block.round == self.round && self.safe_to_vote(&block) {
             self.vote(&block, hash, actions);
+        }
+    }
+
+    /// Takes a QC that came with a message this member does not hold (a refused block, a timeout too far ahead)
+    /// when it is higher than ours and verifies.
+    fn learn_qc(&mut self, qc: &QuorumCert, actions: &mut Vec<Action>) {
+        if qc.round > self.safety.high_qc.round && self.check_qc(qc) {
+            self.process_qc(qc.clone(), actions);
+            self.try_commit(actions);
         }
     }
 
@@ -828,6 +846,7 @@ impl Bft {
     }
 
     fn vote(&mut self, block: &Block, hash: BlockHash, actions: &mut Vec<Action>) {
+        self.voting_since.get_or_insert(block.round);
         self.safety.last_voted_round = block.round;
         actions.push(Action::Persist(self.safety.clone()));
         self.cast_vote(block, hash, actions);
@@ -958,6 +977,8 @@ impl Bft {
 
     fn on_timeout(&mut self, timeout: Timeout, actions: &mut Vec<Action>) {
         if timeout.round > self.round + FUTURE_ROUNDS_MAX {
+            // Too far ahead to hold, but its QC tells a member left behind where the others are.
+            self.learn_qc(&timeout.high_qc, actions);
             return;
         }
         if timeout.round < self.round || self.tc_rounds.contains(&timeout.round) {

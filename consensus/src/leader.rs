@@ -9,6 +9,13 @@
 //! not cover it (it has not committed up to round `r - LAG`, or its history starts after the window, as right after
 //! a snapshot install), it is plain round-robin.
 //!
+//! **A member whose history does not cover a round** (restarted, or behind) does not know whom the others chose:
+//! it votes for the first proposal of the round from any member (still one vote per round), and proposes only in
+//! its round-robin turns of rounds that began with a timeout certificate (when the others are stuck, or behind
+//! too, and fall back to round-robin themselves), or once it has voted long enough for its votes to be in the
+//! others' window (they count it active again). So a member coming back from a crash follows the others' leader
+//! at once instead of competing with it for votes, and takes its turns again while it still fetches old blocks.
+//!
 //! **Why every honest member computes the same leader.** The rule reads only committed blocks at rounds up to
 //! `r - LAG`, and only once this member has committed a block at round `r - LAG` or later. Committed chains never
 //! disagree (that is BFT safety), and a round at or below one's last committed block's round either holds a block
@@ -87,17 +94,26 @@ impl LeaderSchedule {
         *self = LeaderSchedule::default();
     }
 
-    /// The leader of `round` (see the module doc).
+    /// Whether this member's committed history covers the window of `round` (always, for the chain's first
+    /// rounds, where there is no window yet): only then does it know the leader every other such member chooses.
+    pub fn covers(&self, round: Round) -> bool {
+        let Some(horizon) = round.checked_sub(LEADER_LAG_ROUNDS) else {
+            return true;
+        };
+        let window_start = horizon.saturating_sub(LEADER_WINDOW_ROUNDS) + 1;
+        window_start > horizon
+            || (self.committed_round >= horizon
+                && self.complete_from.is_some_and(|from| from <= window_start))
+    }
+
+    /// The leader of `round` (see the module doc): round-robin where the history does not cover it.
     pub fn leader(&self, committee: &Committee, round: Round) -> MemberIndex {
         let rotation = committee.leader(round);
         let Some(horizon) = round.checked_sub(LEADER_LAG_ROUNDS) else {
             return rotation;
         };
         let window_start = horizon.saturating_sub(LEADER_WINDOW_ROUNDS) + 1;
-        let covered = window_start <= horizon
-            && self.committed_round >= horizon
-            && self.complete_from.is_some_and(|from| from <= window_start);
-        if !covered {
+        if window_start > horizon || !self.covers(round) {
             return rotation;
         }
         let active: BTreeSet<MemberIndex> = self
