@@ -18,6 +18,8 @@ mod disk_faults;
 mod driver;
 pub mod durable;
 mod executor;
+#[cfg(test)]
+mod fuzz;
 pub mod in_flight;
 pub mod journal;
 mod snapshot_serve;
