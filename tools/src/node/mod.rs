@@ -13,9 +13,13 @@
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
 pub mod config;
+#[cfg(test)]
+mod disk_faults;
 mod driver;
 pub mod durable;
 mod executor;
+#[cfg(test)]
+mod fuzz;
 pub mod in_flight;
 pub mod journal;
 mod snapshot_serve;
