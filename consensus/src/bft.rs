@@ -342,6 +342,11 @@ impl Bft {
         self.leaders.leader(&self.committee, round)
     }
 
+    /// Whether this member's history covers `round`, so that it holds others to [`Bft::leader`] there.
+    pub fn knows_leader(&self, round: Round) -> bool {
+        self.leaders.covers(round)
+    }
+
     /// Rebuilds the leader history (and the committed round) from the committed chain read back at a restart:
     /// walks back from the committed block through the stored blocks as far as the history reaches.
     fn restore_leader_history(&mut self) {
@@ -538,9 +543,9 @@ impl Bft {
         } else {
             // Behind on history: its round-robin turn, when the others are stuck (the round began with a TC) or
             // have seen it vote long enough to count it active again.
-            let seen_voting = self
-                .voting_since
-                .is_some_and(|since| since + LEADER_LAG_ROUNDS + LEADER_WINDOW_ROUNDS / 2 <= round);
+            let seen_voting = self.voting_since.is_some_and(|since| {
+                since.saturating_add(LEADER_LAG_ROUNDS + LEADER_WINDOW_ROUNDS / 2) <= round
+            });
             (via_timeout || seen_voting) && self.committee.leader(round) == self.me
         };
         if self.proposal_waiting && self.ready_to_propose() {
@@ -717,7 +722,7 @@ impl Bft {
         if (!requested
             && self.leaders.covers(block.round)
             && block.author != self.leader(block.round))
-            || block.height != block.qc.height + 1
+            || block.qc.height.checked_add(1) != Some(block.height)
             || block.round <= block.qc.round
             || block.payload.len() > self.config.payload_certs_max
             || PayloadSize::of(&block.payload).is_none()
@@ -726,7 +731,9 @@ impl Bft {
             return false;
         }
         if let Some(tc) = &block.tc {
-            if tc.round + 1 != block.round || verify_tc(tc, &self.committee).is_err() {
+            if tc.round.checked_add(1) != Some(block.round)
+                || verify_tc(tc, &self.committee).is_err()
+            {
                 return false;
             }
         }
@@ -803,7 +810,7 @@ impl Bft {
     /// one is fetched only if a certificate names it).
     fn unrequested_block_acceptable(&self, block: &Block, hash: BlockHash) -> bool {
         block.round > self.committed_round
-            && block.round <= self.round + FUTURE_ROUNDS_MAX
+            && block.round <= self.round.saturating_add(FUTURE_ROUNDS_MAX)
             && self
                 .round_blocks
                 .get(&block.round)
@@ -836,13 +843,12 @@ impl Bft {
         if block.height <= self.installed_height {
             return false;
         }
-        if block.qc.round + 1 == block.round {
+        if block.qc.round.checked_add(1) == Some(block.round) {
             return true;
         }
-        block
-            .tc
-            .as_ref()
-            .is_some_and(|tc| tc.round + 1 == block.round && block.qc.round >= tc.high_qc_round())
+        block.tc.as_ref().is_some_and(|tc| {
+            tc.round.checked_add(1) == Some(block.round) && block.qc.round >= tc.high_qc_round()
+        })
     }
 
     fn vote(&mut self, block: &Block, hash: BlockHash, actions: &mut Vec<Action>) {
@@ -870,8 +876,8 @@ impl Bft {
 
     fn on_vote(&mut self, vote: Vote, actions: &mut Vec<Action>) {
         if self.committee.key(vote.signer).is_none()
-            || vote.round + 1 < self.round
-            || vote.round > self.round + FUTURE_ROUNDS_MAX
+            || vote.round.saturating_add(1) < self.round
+            || vote.round > self.round.saturating_add(FUTURE_ROUNDS_MAX)
             || self.qc_rounds.contains(&vote.round)
         {
             return;
@@ -922,7 +928,7 @@ impl Bft {
     fn on_commit_vote(&mut self, vote: Vote, actions: &mut Vec<Action>) {
         if self.committee.key(vote.signer).is_none()
             || vote.height <= self.committed_height
-            || vote.round > self.round + FUTURE_ROUNDS_MAX
+            || vote.round > self.round.saturating_add(FUTURE_ROUNDS_MAX)
         {
             return;
         }
@@ -976,7 +982,7 @@ impl Bft {
     }
 
     fn on_timeout(&mut self, timeout: Timeout, actions: &mut Vec<Action>) {
-        if timeout.round > self.round + FUTURE_ROUNDS_MAX {
+        if timeout.round > self.round.saturating_add(FUTURE_ROUNDS_MAX) {
             // Too far ahead to hold, but its QC tells a member left behind where the others are.
             self.learn_qc(&timeout.high_qc, actions);
             return;
@@ -1060,7 +1066,7 @@ impl Bft {
         }
         // The 2-chain rule: a QC for B whose parent is from the round just before B makes the parent final.
         if let Some(certified) = self.blocks.get(&qc.block) {
-            if certified.qc.round + 1 == certified.round
+            if certified.qc.round.checked_add(1) == Some(certified.round)
                 && certified.qc.height > self.committed_height
             {
                 let target_height = self
@@ -1074,14 +1080,14 @@ impl Bft {
         } else if qc.height > self.committed_height {
             self.request(qc.block, None, actions);
         }
-        if qc.round + 1 > self.round {
-            self.enter_round(qc.round + 1, false, actions);
+        if qc.round.saturating_add(1) > self.round {
+            self.enter_round(qc.round.saturating_add(1), false, actions);
         }
     }
 
     fn process_tc(&mut self, tc: TimeoutCert, actions: &mut Vec<Action>) {
-        if tc.round + 1 > self.round {
-            let round = tc.round + 1;
+        if tc.round.saturating_add(1) > self.round {
+            let round = tc.round.saturating_add(1);
             self.last_tc = Some(tc);
             self.enter_round(round, true, actions);
         }

@@ -69,6 +69,9 @@ pub struct PeerConfig {
 fn one() -> usize {
     1
 }
+/// The longest first round timeout a config may set (an hour): the backoff cap is eight times it.
+pub const ROUND_TIMEOUT_MS_MAX: u64 = 3_600_000;
+
 fn default_round_timeout_ms() -> u64 {
     1_000
 }
@@ -102,13 +105,40 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         // toml's message quotes the offending line and value: bounded, since the file may hold anything.
-        toml::from_str(&text).map_err(|error| {
+        let config: NodeConfig = toml::from_str(&text).map_err(|error| {
             anyhow::anyhow!(
                 "{} is not a node config: {}",
                 path.display(),
                 cas_engine::text::reason(&error)
             )
-        })
+        })?;
+        config
+            .check()
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The relations between fields that the node relies on, each refused with the field it names.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.round_timeout_ms == 0 || self.round_timeout_ms > ROUND_TIMEOUT_MS_MAX {
+            return Err(format!(
+                "round_timeout_ms = {} is outside 1..={ROUND_TIMEOUT_MS_MAX}",
+                self.round_timeout_ms
+            ));
+        }
+        if self.empty_block_wait_ms >= self.round_timeout_ms {
+            return Err(format!(
+                "empty_block_wait_ms = {} must be below round_timeout_ms = {} (a round must have time to finish)",
+                self.empty_block_wait_ms, self.round_timeout_ms
+            ));
+        }
+        if self.empty_block_wait_ms != 0 && self.proposal_wait_ms > self.empty_block_wait_ms {
+            return Err(format!(
+                "proposal_wait_ms = {} must not exceed empty_block_wait_ms = {}",
+                self.proposal_wait_ms, self.empty_block_wait_ms
+            ));
+        }
+        Ok(())
     }
 
     pub fn to_toml(&self) -> String {

@@ -73,11 +73,34 @@ fn checksum(payload: &[u8]) -> [u8; 32] {
 const CORRUPT_WAY_OUT: &str = "to recover, stop the node, move its journal folder aside and start it again: it \
      fetches the consensus blocks and packages it lacks from its peers, and its votes are kept apart in safety.bin";
 
-/// The offset of the first intact record that starts after `offset`, if any.
-fn intact_record_after(bytes: &[u8], offset: usize) -> Option<usize> {
+/// Whether the bad record at `offset` of the last segment is an append cut short by a crash rather than damage:
+/// no intact chain of records starts after it and runs to the end of the file. (After damage the records that
+/// follow are still there, one after another, to the end; in a torn append anything after its start is its own
+/// payload, which a client may fill with record-like bytes, but such bytes do not chain, as whole records holding
+/// messages, exactly to where the crash cut the file.)
+fn torn_tail(bytes: &[u8], offset: usize) -> bool {
     (offset + 1..bytes.len().saturating_sub(HEADER_BYTES - 1))
         .filter(|&at| bytes[at..at + 4] == MAGIC)
-        .find(|&at| parse_record(bytes, at).is_ok())
+        .all(|at| !chains_to_end(bytes, at))
+}
+
+/// Whether intact records, each holding a message the journal writes, follow one another from `offset` to exactly
+/// the end of `bytes`.
+fn chains_to_end(bytes: &[u8], mut offset: usize) -> bool {
+    while offset < bytes.len() {
+        match parse_record(bytes, offset) {
+            Ok((payload, next))
+                if matches!(
+                    decode_message(payload),
+                    Ok(Message::Package(_) | Message::BlockResponse(_))
+                ) =>
+            {
+                offset = next
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The record at `offset`: Ok((payload, next offset)), or Err(reason) when it is torn or corrupt.
@@ -103,7 +126,8 @@ fn parse_record(bytes: &[u8], offset: usize) -> std::result::Result<(&[u8], usiz
 
 impl Journal {
     /// Opens (or creates) the journal in `dir` and reads back what it holds. A bad record at the end of the last
-    /// segment, with no intact record after it, is a torn append and is cut; a bad record anywhere else is
+    /// segment ([`torn_tail`]: cut short by the end of the file, or with no intact record after it) is a torn append
+    /// and is cut; a bad record anywhere else is
     /// corruption: an error naming the segment, the offset and the way out, and nothing is cut.
     pub fn open(dir: &Path) -> Result<(Journal, Replayed)> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -132,7 +156,7 @@ impl Journal {
                     }
                     Err(reason)
                         if position + 1 == numbers.len()
-                            && intact_record_after(&bytes, offset).is_none() =>
+                            && torn_tail(&bytes, offset) =>
                     {
                         // Only the append being written when the process died can be incomplete.
                         let cut = (bytes.len() - offset) as u64;
