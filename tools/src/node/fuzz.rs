@@ -214,7 +214,7 @@ proptest! {
                             _ => info.witness_state = Hash32([value as u8; 32]),
                         }
                     }
-                    reports.entry(from).or_default().push(info.clone());
+                    reports.entry(from).or_default().push(info);
                     (sync.on_info(from, info, committed, now_ms), None)
                 }
                 SyncOp::Chunk { from, index, height_off, flips, random } => {
