@@ -88,53 +88,47 @@ pub enum TxError {
 /// `ids[i]` must be `txs[i].tx_id()`. A transaction with a bad signature gets the first bad witness.
 pub fn verify_signatures(txs: &[&ArchivedTransaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
     assert_eq!(txs.len(), ids.len());
-    let entries = txs
-        .iter()
-        .zip(ids)
-        .enumerate()
-        .flat_map(|(tx_index, (tx, id))| {
-            tx.witnesses.iter().enumerate().map(move |(witness, w)| {
-                let entry = SigEntry {
-                    message: &id.0,
-                    key: &w.key.0,
-                    signature: &w.signature.0,
-                };
-                (tx_index, witness, entry)
-            })
-        });
-    verify_witnesses(txs.len(), entries)
+    verify_witnesses(
+        txs.len(),
+        ids.iter().zip(txs).map(|(id, tx)| {
+            let witnesses = tx.witnesses.iter();
+            (id, witnesses.map(|w| (&w.key.0, &w.signature.0)))
+        }),
+    )
 }
 
 /// [`verify_signatures`] for owned transactions (packages held in memory), without archiving them first.
 pub fn verify_owned_signatures(txs: &[Transaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
     assert_eq!(txs.len(), ids.len());
-    let entries = txs
-        .iter()
-        .zip(ids)
-        .enumerate()
-        .flat_map(|(tx_index, (tx, id))| {
-            tx.witnesses.iter().enumerate().map(move |(witness, w)| {
-                let entry = SigEntry {
-                    message: &id.0,
-                    key: &w.key.0,
-                    signature: &w.signature.0,
-                };
-                (tx_index, witness, entry)
-            })
-        });
-    verify_witnesses(txs.len(), entries)
+    verify_witnesses(
+        txs.len(),
+        ids.iter().zip(txs).map(|(id, tx)| {
+            let witnesses = tx.witnesses.iter();
+            (id, witnesses.map(|w| (&w.key.0, &w.signature.0)))
+        }),
+    )
 }
 
-/// One batch verification of every (transaction, witness, signature) entry; the verdict per transaction.
-fn verify_witnesses<'a>(
+/// One batch verification of every witness of `count` transactions, each given with its id; the verdict per
+/// transaction.
+fn verify_witnesses<'a, W>(
     count: usize,
-    witnesses: impl Iterator<Item = (usize, usize, SigEntry<'a>)>,
-) -> Vec<Result<(), TxError>> {
+    txs: impl Iterator<Item = (&'a TxId, W)>,
+) -> Vec<Result<(), TxError>>
+where
+    W: Iterator<Item = (&'a [u8; 32], &'a [u8; 64])>,
+{
     let mut entries = Vec::with_capacity(count);
     let mut owner = Vec::with_capacity(count);
-    for (tx_index, witness, entry) in witnesses {
-        entries.push(entry);
-        owner.push((tx_index, witness));
+    for (tx_index, (id, witnesses)) in txs.enumerate() {
+        for (witness, (key, signature)) in witnesses.enumerate() {
+            entries.push(SigEntry {
+                message: &id.0,
+                key,
+                signature,
+            });
+            owner.push((tx_index, witness));
+        }
     }
     let mut verdicts = vec![Ok(()); count];
     for bad in verify_batch(&entries) {
