@@ -60,6 +60,10 @@ pub const COMMITTED_WITNESSES_KEPT: usize = 65_536;
 /// How long a creator's package may wait in the pool for a missing predecessor before it is proposed anyway (the
 /// predecessor's certificate may never come: its creator crashed before sending it).
 pub const SEQUENCE_GAP_WAIT_MS: u64 = 2_000;
+/// How often a member sends its own uncommitted certificates again (see `on_tick`): well under
+/// [`SEQUENCE_GAP_WAIT_MS`], so a member that missed one has it before it would give up waiting.
+pub const CERT_RESEND_MS: u64 = 500;
+const _: () = assert!(CERT_RESEND_MS * 2 < SEQUENCE_GAP_WAIT_MS);
 
 /// Votes, timeouts and unrequested blocks further ahead than this many rounds are ignored, bounding what a
 /// Byzantine member can make us hold: at most one vote, one commit vote and one timeout per member and round, and
@@ -204,6 +208,8 @@ pub struct Bft {
     round_blocks: BTreeMap<Round, BlockHash>,
     /// The round of the last committed block.
     committed_round: Round,
+    /// When our own uncommitted certificates were last sent again.
+    certs_resent_ms: u64,
     /// Who leads each round, from the recent committed history ([`crate::leader`]).
     leaders: LeaderSchedule,
     /// The first round this member voted in since it started: once its votes have had time to reach committed
@@ -293,6 +299,7 @@ impl Bft {
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
             round_blocks: BTreeMap::new(),
             committed_round: 0,
+            certs_resent_ms: 0,
             leaders: LeaderSchedule::from_genesis(),
             voting_since: None,
             pruned_below: 0,
@@ -648,7 +655,10 @@ impl Bft {
                 .pool_arrival_ms
                 .get(&cert.package)
                 .map_or(0, |at| self.now_ms.saturating_sub(*at));
-            if cert.sequence <= *next || waited >= SEQUENCE_GAP_WAIT_MS {
+            // A member behind on the committed history does not know which sequences are already taken: it never
+            // proposes past a gap.
+            let gap_given_up = waited >= SEQUENCE_GAP_WAIT_MS && self.leaders.covers(self.round);
+            if cert.sequence <= *next || gap_given_up {
                 *next = (*next).max(cert.sequence + 1);
                 payload.push(cert.clone());
             }
@@ -1220,6 +1230,22 @@ impl Bft {
 
     fn on_tick(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
         self.now_ms = self.now_ms.max(now_ms);
+        // Our own certificates not yet committed are sent again now and then: a member that was down when one was
+        // first broadcast would otherwise wait for it past the sequence gap and propose its successors first.
+        if self.now_ms >= self.certs_resent_ms + CERT_RESEND_MS {
+            self.certs_resent_ms = self.now_ms;
+            let me = self.me;
+            let due_before = self.now_ms.saturating_sub(CERT_RESEND_MS);
+            for cert in self.payload_pool.iter().filter(|c| c.creator == me) {
+                if self
+                    .pool_arrival_ms
+                    .get(&cert.package)
+                    .is_some_and(|at| *at <= due_before)
+                {
+                    actions.push(Action::Broadcast(Message::Cert(cert.clone())));
+                }
+            }
+        }
         if self.proposal_waiting && self.ready_to_propose() {
             self.propose(actions);
         }

@@ -412,8 +412,15 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
                 Err(error) => drill_error = Some(error),
             }
         }
+        // The storm blows while the load is being sent; once it is all out, the node still down comes back and the
+        // cluster drains (what was accepted must then become final).
         if let Some(storm) = storm.as_mut() {
-            if let Err(error) = storm.step(elapsed, &mut children.0, |i| start_node(&dir, i)) {
+            let result = if sent < total {
+                storm.step(elapsed, &mut children.0, |i| start_node(&dir, i))
+            } else {
+                storm.finish(&mut children.0, |i| start_node(&dir, i))
+            };
+            if let Err(error) = result {
                 drill_error = Some(error);
             }
         }
