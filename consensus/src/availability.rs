@@ -88,7 +88,8 @@ pub struct Availability {
     now_ms: u64,
     sequence: u64,
     packages: BTreeMap<PackageId, Package>,
-    arrival: std::collections::VecDeque<PackageId>,
+    /// The kept packages in arrival order, with their encoded transaction bytes.
+    arrival: std::collections::VecDeque<(PackageId, usize)>,
     /// The encoded transaction bytes of `packages`.
     package_bytes: usize,
     pending: BTreeMap<PackageId, Pending>,
@@ -148,26 +149,37 @@ impl Availability {
     /// Puts back a package read from the disk after a restart.
     pub fn restore(&mut self, package: Package) {
         let id = package.id();
-        let bytes = package.size().bytes as usize;
-        if self.packages.insert(id, package).is_none() {
-            self.arrival.push_back(id);
-            self.package_bytes += bytes;
-            self.evict();
-        }
+        let size = package.size();
+        self.hold(id, package, size);
     }
 
     pub fn package(&self, id: &PackageId) -> Option<&Package> {
         self.packages.get(id)
     }
 
-    fn keep(&mut self, id: PackageId, package: Package, actions: &mut Vec<Action>) {
+    /// Holds a package new to this member and asks for it to be stored durably.
+    fn keep(
+        &mut self,
+        id: PackageId,
+        package: Package,
+        size: PackageSize,
+        actions: &mut Vec<Action>,
+    ) {
         if self.packages.contains_key(&id) {
             return;
         }
         actions.push(Action::StorePackage(package.clone()));
-        self.package_bytes += package.size().bytes as usize;
-        self.packages.insert(id, package);
-        self.arrival.push_back(id);
+        self.hold(id, package, size);
+    }
+
+    /// Holds a package (once) in the window, counting its bytes, and evicts what the window no longer holds.
+    fn hold(&mut self, id: PackageId, package: Package, size: PackageSize) {
+        if self.packages.insert(id, package).is_some() {
+            return;
+        }
+        let bytes = size.bytes as usize;
+        self.arrival.push_back((id, bytes));
+        self.package_bytes += bytes;
         self.evict();
     }
 
@@ -180,20 +192,19 @@ impl Availability {
         while self.arrival.len() > self.config.packages_kept
             || self.package_bytes > self.config.package_bytes_kept
         {
-            let Some(old) = self.arrival.pop_front() else {
+            let Some((old, bytes)) = self.arrival.pop_front() else {
                 break;
             };
             if self.pending.get(&old).is_some_and(|p| !p.certified) {
-                uncertified_own.push(old);
+                uncertified_own.push((old, bytes));
                 continue;
             }
-            if let Some(package) = self.packages.remove(&old) {
-                self.package_bytes -= package.size().bytes as usize;
-            }
+            self.packages.remove(&old);
+            self.package_bytes -= bytes;
             self.pending.remove(&old);
         }
-        for id in uncertified_own.into_iter().rev() {
-            self.arrival.push_front(id);
+        for entry in uncertified_own.into_iter().rev() {
+            self.arrival.push_front(entry);
         }
     }
 
@@ -250,7 +261,7 @@ impl Availability {
                 certified: false,
             },
         );
-        self.keep(id, package.clone(), &mut actions);
+        self.keep(id, package.clone(), package_size, &mut actions);
         actions.push(Action::Broadcast(Message::Package(package)));
         let ack = self.ack(id, package_size, checked);
         self.on_ack(ack, &mut actions);
@@ -302,7 +313,7 @@ impl Availability {
                 AckBehaviour::Honest => false,
             }
         };
-        self.keep(id, package, actions);
+        self.keep(id, package, size, actions);
         if ack_it {
             actions.push(Action::Send {
                 to: creator,

@@ -206,8 +206,6 @@ pub struct Bft {
     /// The block accepted for each round above the committed one without having been requested: a second one for
     /// the same round (an equivocating leader) is refused unless a certificate makes us request it.
     round_blocks: BTreeMap<Round, BlockHash>,
-    /// The round of the last committed block.
-    committed_round: Round,
     /// When our own uncommitted certificates were last sent again.
     certs_resent_ms: u64,
     /// Who leads each round, from the recent committed history ([`crate::leader`]).
@@ -298,7 +296,6 @@ impl Bft {
             installed_height: 0,
             committed_by_height: BTreeMap::from([(committed_height, committed_hash)]),
             round_blocks: BTreeMap::new(),
-            committed_round: 0,
             certs_resent_ms: 0,
             leaders: LeaderSchedule::from_genesis(),
             voting_since: None,
@@ -376,7 +373,6 @@ impl Bft {
             cursor = block.parent();
         }
         chain.reverse();
-        self.committed_round = chain.last().map_or(0, |b| b.round);
         let mut leaders = LeaderSchedule::default();
         leaders.restore(&chain, reached_genesis);
         self.leaders = leaders;
@@ -782,7 +778,7 @@ impl Bft {
                 self.learn_qc(&block.qc, actions);
                 return;
             }
-            if block.round > self.committed_round {
+            if block.round > self.leaders.committed_round() {
                 self.round_blocks.entry(block.round).or_insert(hash);
             }
             actions.push(Action::StoreBlock(block.clone()));
@@ -819,7 +815,7 @@ impl Bft {
     /// [`FUTURE_ROUNDS_MAX`] of ours, and no other block was taken for its round (an equivocating leader's second
     /// one is fetched only if a certificate names it).
     fn unrequested_block_acceptable(&self, block: &Block, hash: BlockHash) -> bool {
-        block.round > self.committed_round
+        block.round > self.leaders.committed_round()
             && block.round <= self.round.saturating_add(FUTURE_ROUNDS_MAX)
             && self
                 .round_blocks
@@ -1151,7 +1147,6 @@ impl Bft {
             let block = self.blocks[&hash].clone();
             self.committed_height = block.height;
             self.committed_hash = hash;
-            self.committed_round = block.round;
             self.leaders.record(&block);
             // Rounds at or below the committed one take no more blocks: their bookkeeping goes.
             self.round_blocks = self.round_blocks.split_off(&(block.round + 1));

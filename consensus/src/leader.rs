@@ -89,6 +89,11 @@ impl LeaderSchedule {
         }
     }
 
+    /// The round of the newest committed block recorded (0 when none is known).
+    pub fn committed_round(&self) -> Round {
+        self.committed_round
+    }
+
     /// Forgets the history (a snapshot was installed: what came before it is not known here).
     pub fn reset(&mut self) {
         *self = LeaderSchedule::default();

@@ -182,14 +182,16 @@ impl Synchronizer {
         if let Some(first) = client_key.and_then(|key| self.client_ids.get(&key)) {
             return Admission::Duplicate { id: *first };
         }
+        let overloaded = Admission::Overloaded {
+            retry_after_ms: self.config.package_wait_ms.max(1) * 5,
+        };
+        if self.queue.len() >= self.config.queue_txs_max {
+            return overloaded;
+        }
         let owned = to_owned_tx(tx);
         let bytes = crate::codec::encoded_tx_len(&owned);
-        if self.queue.len() >= self.config.queue_txs_max
-            || self.queued_bytes + bytes > self.config.queue_bytes_max
-        {
-            return Admission::Overloaded {
-                retry_after_ms: self.config.package_wait_ms.max(1) * 5,
-            };
+        if self.queued_bytes + bytes > self.config.queue_bytes_max {
+            return overloaded;
         }
         self.remember(id, client_key);
         self.queued_bytes += bytes;

@@ -84,29 +84,43 @@ impl Storm {
     }
 }
 
-/// The longest gap between consecutive committed ledger blocks stored in `data_dir` (a stopped node's) whose
-/// timestamps fall in `from_ms..=to_ms` (wall clock), and the height that ended it.
-pub fn longest_block_gap(data_dir: &Path, from_ms: u64, to_ms: u64) -> Result<Option<(u64, u64)>> {
+/// Visits the ledger blocks stored in `data_dir` (a stopped node's), newest first, until `visit` says stop or
+/// the oldest block still stored is passed.
+fn stored_blocks_newest_first(
+    data_dir: &Path,
+    mut visit: impl FnMut(u64, &cas_engine::ArchivedBlock) -> bool,
+) -> Result<()> {
     let (store, _) = BlockStore::open(
         &data_dir.join("ledger").join("blocks"),
         &StoreConfig::default(),
     )
     .with_context(|| format!("opening the block store of {}", data_dir.display()))?;
     let Some(durable) = store.durable_height() else {
-        return Ok(None);
+        return Ok(());
     };
-    let mut longest: Option<(u64, u64)> = None;
-    let mut later: Option<u64> = None;
-    // Newest first, until the load's start (older heights may have been pruned after a snapshot).
     for height in (1..=durable).rev() {
         let Ok(bytes) = store.read(height) else {
             break;
         };
         let block = cas_engine::codec::decode_block(&bytes)
             .with_context(|| format!("stored block {height}"))?;
+        if !visit(height, block) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The longest gap between consecutive committed ledger blocks stored in `data_dir` (a stopped node's) whose
+/// timestamps fall in `from_ms..=to_ms` (wall clock), and the height that ended it.
+pub fn longest_block_gap(data_dir: &Path, from_ms: u64, to_ms: u64) -> Result<Option<(u64, u64)>> {
+    let mut longest: Option<(u64, u64)> = None;
+    let mut later: Option<u64> = None;
+    // Newest first, until the load's start (older heights may have been pruned after a snapshot).
+    stored_blocks_newest_first(data_dir, |height, block| {
         let at = block.header.timestamp_ms.to_native();
         if at > to_ms {
-            continue;
+            return true;
         }
         if let Some(next) = later {
             let gap = next.saturating_sub(at);
@@ -114,34 +128,20 @@ pub fn longest_block_gap(data_dir: &Path, from_ms: u64, to_ms: u64) -> Result<Op
                 longest = Some((gap, height + 1));
             }
         }
-        if at < from_ms {
-            break;
-        }
         later = Some(at);
-    }
+        at >= from_ms
+    })?;
     Ok(longest)
 }
 
 /// The ids of every transaction in the ledger blocks stored in `data_dir` (a stopped node's), from the oldest
 /// block still stored.
 pub fn stored_tx_ids(data_dir: &Path) -> Result<std::collections::HashSet<cas_engine::TxId>> {
-    let (store, _) = BlockStore::open(
-        &data_dir.join("ledger").join("blocks"),
-        &StoreConfig::default(),
-    )
-    .with_context(|| format!("opening the block store of {}", data_dir.display()))?;
     let mut ids = std::collections::HashSet::new();
-    let Some(durable) = store.durable_height() else {
-        return Ok(ids);
-    };
-    for height in (1..=durable).rev() {
-        let Ok(bytes) = store.read(height) else {
-            break;
-        };
-        let block = cas_engine::codec::decode_block(&bytes)
-            .with_context(|| format!("stored block {height}"))?;
+    stored_blocks_newest_first(data_dir, |_, block| {
         let txs: Vec<_> = block.txs.iter().collect();
         ids.extend(cas_engine::tx::tx_ids(&txs));
-    }
+        true
+    })?;
     Ok(ids)
 }
