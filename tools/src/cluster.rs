@@ -19,11 +19,11 @@ use cas_engine::genesis::{
 use cas_engine::PublicKey;
 use serde::Serialize;
 
-use crate::keyfile;
 use crate::load::{LoadReport, PROGRESS_PREFIX};
-use crate::node::config::{NodeConfig, PeerConfig};
-use crate::node::Status;
 use crate::peak::{self, PeakSearch};
+use cas_node::config::{NodeConfig, PeerConfig};
+use cas_node::keyfile;
+use cas_node::Status;
 
 const CHAIN_ID: u32 = 1;
 
@@ -309,7 +309,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             blocks_kept: args.blocks_kept,
             snapshot_sync_gap_blocks: args.snapshot_sync_gap,
             mining_threads: args.mining_threads,
-            admission_in_flight_max: crate::node::in_flight::IN_FLIGHT_MAX_DEFAULT,
+            admission_in_flight_max: cas_node::in_flight::IN_FLIGHT_MAX_DEFAULT,
         };
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;
@@ -771,7 +771,7 @@ fn start_load(
             ])
             .args([
                 "--window",
-                &crate::node::in_flight::IN_FLIGHT_PER_CLIENT_MAX.to_string(),
+                &cas_node::in_flight::IN_FLIGHT_PER_CLIENT_MAX.to_string(),
             ])
             .arg("--report")
             .arg(dir.join("flood.json"))

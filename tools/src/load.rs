@@ -711,7 +711,7 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         tick: Duration::from_millis(args.tick_ms.max(1)),
         window: args
             .window
-            .clamp(1, crate::node::in_flight::IN_FLIGHT_PER_CLIENT_MAX),
+            .clamp(1, cas_node::in_flight::IN_FLIGHT_PER_CLIENT_MAX),
         hostile: args.hostile,
     };
     let report = run(&targets, &plan, &outputs, &options, &mut |sent, total| {

@@ -9,12 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 mod bench;
 mod cluster;
-mod keyfile;
 mod load;
 mod local;
 mod mine_cmd;
 mod mining_compare;
-mod node;
 mod offline;
 mod peak;
 mod storm;
@@ -147,7 +145,10 @@ fn main() -> ExitCode {
             out,
         }),
         Command::Show { file } => offline::show(file),
-        Command::Node { config } => node::run(config),
+        Command::Node { config } => {
+            init_node_logging();
+            cas_node::run(config)
+        }
         Command::Local(args) => cluster::run(args),
         Command::Pipeline(args) => local::run(args),
         Command::Load(args) => load::run_command(args),
@@ -162,4 +163,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A node logs to stderr at the level `CAS_LOG` names (default `warn`).
+fn init_node_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -17,8 +17,8 @@ use cas_engine::text::quote;
 use cas_engine::PublicKey;
 use cas_netio::ingest::IngestClient;
 
-use crate::keyfile;
-use crate::node::witness::{spawn_miners, WitnessInput, WitnessShared};
+use cas_node::keyfile;
+use cas_node::witness::{spawn_miners, WitnessInput, WitnessShared};
 
 /// How often the miner asks for a fresh template (a new best tip elsewhere makes its work stale).
 const TEMPLATE_POLL: Duration = Duration::from_millis(500);

@@ -9,7 +9,7 @@ use cas_engine::genesis::{genesis_block, genesis_committee, GenesisSpec};
 use cas_engine::text::quote;
 use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxBody, TxKind, TxOutput};
 
-use crate::keyfile;
+use cas_node::keyfile;
 
 pub fn keygen(out: &Path) -> Result<()> {
     let keypair = keyfile::create(out)?;

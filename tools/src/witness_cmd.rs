@@ -20,7 +20,7 @@ use cas_engine::genesis::genesis_committee;
 use cas_engine::tx::ArchivedTxKind;
 use cas_engine::BlockHash;
 
-use crate::node::witness::WitnessFile;
+use cas_node::witness::WitnessFile;
 
 /// What the audit found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,7 @@ pub fn audit(data_dir: &Path) -> Result<Audit> {
     };
     let mut chain = if base > 0 {
         // The ledger's witness order at the base, as the node restores it; the DPOS hashes it kept are not needed.
-        let bytes = crate::node::durable::WitnessBaseFile::new(data_dir).load(base)?;
+        let bytes = cas_node::durable::WitnessBaseFile::new(data_dir).load(base)?;
         let mut state = decode_order_state(&bytes)
             .with_context(|| format!("the witness order kept at the base {base}"))?;
         state.chain.finalized.clear();

@@ -25,7 +25,7 @@ const _: () =
     assert!(IN_FLIGHT_PER_CLIENT_MAX > 0 && IN_FLIGHT_PER_CLIENT_MAX <= IN_FLIGHT_MAX_DEFAULT);
 const _: () = assert!(2 * IN_FLIGHT_PER_CLIENT_MAX < cas_netio::limits::ANSWER_QUEUE_MAX);
 
-pub struct InFlight {
+pub(crate) struct InFlight {
     /// The node's bound (see [`IN_FLIGHT_MAX_DEFAULT`]).
     max: usize,
     by_tx: HashMap<TxId, SocketAddr>,

@@ -1,6 +1,6 @@
 //! Fuzz targets (issue 16) for the node's own untrusted inputs, proptest-driven so they run on stable in every
 //! `cargo test`: node.toml (`NodeConfig::load`) under random and edited text, and snapshot state sync
-//! ([`super::state_sync::StateSync`]) fed arbitrary reports and chunks by members. Nothing panics; a config error
+//! ([`crate::state_sync::StateSync`]) fed arbitrary reports and chunks by members. Nothing panics; a config error
 //! names the file; a snapshot is installed only as more than a third of the stake reported it, with its entries.
 //! Tests only. Cases per property: `CAS_FUZZ_CASES` (default small); the long run is in the README's test section.
 
@@ -14,8 +14,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::config::NodeConfig;
-use super::state_sync::StateSync;
+use crate::config::NodeConfig;
+use crate::state_sync::StateSync;
 
 fn config(default: u32) -> ProptestConfig {
     ProptestConfig {

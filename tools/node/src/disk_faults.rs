@@ -1,5 +1,5 @@
-//! Disk faults for the node's durable files (issue 16): the consensus journal ([`super::journal`]) and the small
-//! slot files ([`super::durable`]: the safety state and the execution marker) under a torn write at every byte
+//! Disk faults for the node's durable files (issue 16): the consensus journal ([`crate::journal`]) and the small
+//! slot files ([`crate::durable`]: the safety state and the execution marker) under a torn write at every byte
 //! offset of the last write, a flipped bit at every offset, and a lost fsync (the file back at its last synced
 //! content, with any part of the unsynced write on top). What was synced is read back, a torn tail is recovered,
 //! and damage is refused with an error naming the file and the offset; nothing is read back as other data, and
@@ -13,8 +13,8 @@ use cas_consensus::messages::{Package, QuorumCert};
 use cas_engine::tx::{OutPoint, TxBody, TxKind};
 use cas_engine::{Hash32, Keypair, Transaction};
 
-use super::durable::{ExecutedFile, SafetyFile};
-use super::journal::Journal;
+use crate::durable::{ExecutedFile, SafetyFile};
+use crate::journal::Journal;
 
 fn safety(round: u64) -> SafetyState {
     SafetyState {

@@ -26,14 +26,14 @@ use cas_engine::synchronizer::{Admission, Synchronizer};
 use cas_engine::{PackageId, PublicKey, Transaction};
 use cas_netio::{Class, Inbound, InboundQueues, Origin};
 
-use super::durable::SafetyFile;
-use super::executor::{Committed, Executed, Work};
-use super::in_flight::{InFlight, OVERLOADED_RETRY_AFTER_MS};
-use super::journal::Journal;
-use super::snapshot_serve::{Anchors, ServeRequest};
-use super::state_sync::{Install, StateSync};
-use super::wire;
-use super::witness::{offer_input, WitnessInput, WitnessShared};
+use crate::durable::SafetyFile;
+use crate::executor::{Committed, Executed, Work};
+use crate::in_flight::{InFlight, OVERLOADED_RETRY_AFTER_MS};
+use crate::journal::Journal;
+use crate::snapshot_serve::{Anchors, ServeRequest};
+use crate::state_sync::{Install, StateSync};
+use crate::wire;
+use crate::witness::{offer_input, WitnessInput, WitnessShared};
 
 const TICK_MS: u64 = 10;
 /// Messages taken from the bulk lane per loop turn, so consensus is looked at again soon.
@@ -214,7 +214,7 @@ impl Driver {
                 self.last_status_ms = now;
                 let consensus = self.counters();
                 let round = self.parts.bft.round();
-                super::write_status(
+                crate::write_status(
                     &self.parts.status_path,
                     &self.parts.stats,
                     &self.parts.witness,

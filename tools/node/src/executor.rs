@@ -17,10 +17,10 @@ use cas_engine::client::ClientAnswer;
 use cas_engine::codec::encode_block;
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
-use super::durable::{ExecutedFile, WitnessBaseFile};
-use super::snapshot_serve::{Anchor, Anchors};
-use super::state_sync::Install;
-use super::witness::WitnessInput;
+use crate::durable::{ExecutedFile, WitnessBaseFile};
+use crate::snapshot_serve::{Anchor, Anchors};
+use crate::state_sync::Install;
+use crate::witness::WitnessInput;
 
 /// What the driver hands the executor, in commit order.
 pub enum Work {

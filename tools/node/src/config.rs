@@ -97,7 +97,7 @@ fn default_proposal_wait_ms() -> u64 {
     20
 }
 fn default_admission_in_flight_max() -> usize {
-    crate::node::in_flight::IN_FLIGHT_MAX_DEFAULT
+    crate::in_flight::IN_FLIGHT_MAX_DEFAULT
 }
 
 impl NodeConfig {

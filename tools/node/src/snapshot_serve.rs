@@ -18,7 +18,7 @@ use cas_engine::{BlockHash, Hash32, PublicKey};
 use cas_shards::snapshot::{self, Snapshot};
 use cas_shards::transfer::{chunk_count, encode_chunk};
 
-use super::wire;
+use crate::wire;
 
 /// Requests waiting for the serving thread.
 pub const SERVE_QUEUE_MAX: usize = 64;
@@ -154,7 +154,7 @@ impl SnapshotServer {
             None => encode_chunk(&snapshot.entries, request.index)?,
             Some(index) => {
                 let anchor = self.anchors.get(request.height)?;
-                super::state_sync::witness_chunk(&anchor.witness_state, index)?
+                crate::state_sync::witness_chunk(&anchor.witness_state, index)?
             }
         };
         self.anchors.served_chunks.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,656 @@
+//! `cas node --config node.toml`: the whole node wired in one place. netio (its own thread) carries peer and
+//! client traffic; the driver thread runs the Synchronizer, package availability and the BFT state machine, in
+//! that order of ownership, persisting safety state before any vote leaves; the executor thread turns committed
+//! blocks into ledger blocks that the shards validate and fsync, then answers clients with final receipts.
+//! Optional mining threads (`mining_threads`, at the lowest scheduling priority) build the POW witness chain over
+//! the stored blocks; every node validates gossiped witnesses (and a standalone miner's, from `cas mine`) against
+//! its own blocks ([`witness`]) and offers the accepted ones to the BFT to carry; the executor mints the witness
+//! rewards that mature in the ledger's witness order, rebuilt here from the stored blocks at start.
+//! A node too far behind for block catch-up (peers keep `blocks_kept` blocks) installs a snapshot that more than
+//! a third of the stake vouches for ([`state_sync`]), with the ledger's witness order at its height; every node
+//! serves its own from a thread ([`snapshot_serve`]). A store that starts at an installed snapshot rebuilds the
+//! witness order from the one kept at its base (`witness-order-<height>.bin`) and the stored blocks above it.
+//! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
+
+pub mod config;
+#[cfg(test)]
+mod disk_faults;
+mod driver;
+pub mod durable;
+mod executor;
+#[cfg(test)]
+mod fuzz;
+pub mod in_flight;
+pub mod journal;
+pub mod keyfile;
+mod snapshot_serve;
+mod state_sync;
+pub mod wire;
+pub mod witness;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use cas_consensus::availability::{Availability, AvailabilityConfig};
+use cas_consensus::bft::{Bft, BftConfig, Recovered};
+use cas_consensus::committee::Committee;
+use cas_consensus::committee::MemberIndex;
+use cas_consensus::messages::Message;
+use cas_consensus::rewards::{WitnessOrder, REWARD_CONFIRMATIONS};
+use cas_consensus::witness::{WitnessLimits, WitnessParams};
+use cas_engine::codec::{decode_block, to_owned_block, to_owned_tx};
+use cas_engine::genesis::genesis_committee;
+use cas_engine::synchronizer::{Synchronizer, SynchronizerConfig};
+use cas_engine::{Block, BlockHash, Keypair, PublicKey};
+use serde::Serialize;
+
+use config::NodeConfig;
+use driver::Driver;
+use durable::{ExecutedFile, SafetyFile, WitnessBaseFile};
+use executor::{Executed, Executor};
+use journal::Journal;
+
+/// Committed blocks waiting for the executor; when full, consensus waits (back-pressure).
+const EXECUTION_QUEUE_MAX: usize = 64;
+
+/// What a node reports about itself, in `status.json` (every second and at exit).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub height: u64,
+    pub utxo_commitment: String,
+    pub txs: u64,
+    pub rejected: u64,
+    pub round: u64,
+    pub stopped: bool,
+    /// The consensus side's counters (BFT commits, fast commits, timeouts; package availability; admission's
+    /// in-flight and overloaded answers), as a JSON object, for operators.
+    #[serde(default)]
+    pub consensus: serde_json::Value,
+    /// The best witness block's height, and the witnesses this node mined, accepted and refused.
+    #[serde(default)]
+    pub witness_height: u64,
+    #[serde(default)]
+    pub witness_mined: u64,
+    #[serde(default)]
+    pub witness_accepted: u64,
+    #[serde(default)]
+    pub witness_refused: u64,
+    /// Nonces this node's miners tried, and witnesses dropped because the witness thread's inbox was full.
+    #[serde(default)]
+    pub witness_hashes: u64,
+    #[serde(default)]
+    pub witness_dropped: u64,
+    /// CAS minted as witness rewards by the blocks this process executed, and how many reward outputs.
+    #[serde(default)]
+    pub issued: u64,
+    #[serde(default)]
+    pub reward_outputs: u64,
+    /// Carried witnesses the ledger's witness order took and skipped; accepted witnesses dropped before the BFT
+    /// could carry them (the carry queue was full).
+    #[serde(default)]
+    pub witnesses_ordered: u64,
+    #[serde(default)]
+    pub witnesses_skipped: u64,
+    #[serde(default)]
+    pub witness_carry_dropped: u64,
+    /// The newest executed heights with their UTXO commitments (hex), oldest first: nodes stopped a few blocks
+    /// apart are compared at a height they all executed.
+    #[serde(default)]
+    pub recent_commitments: Vec<(u64, String)>,
+    /// Snapshots this node installed by state transfer since it started, and the height of the last one.
+    #[serde(default)]
+    pub snapshot_installs: u64,
+    #[serde(default)]
+    pub snapshot_installed_height: u64,
+    /// Snapshot chunks this node served to peers, and peer requests dropped for a full serving queue.
+    #[serde(default)]
+    pub snapshot_chunks_served: u64,
+    #[serde(default)]
+    pub snapshot_requests_dropped: u64,
+}
+
+/// Runs a node until SIGINT or SIGTERM: its identity and ledger from disk, then the data path's stages in the
+/// order a transaction meets them (netio, the driver's admission and consensus, the executor over the shards), with
+/// the witness and snapshot-serving threads beside them; then stops them in reverse and writes the final status.
+pub fn run(config_path: &std::path::Path) -> Result<()> {
+    let config = NodeConfig::load(config_path)?;
+    let identity = Identity::load(&config)?;
+    let (ledger, witness_node) = OpenLedger::open(&config, &identity)?;
+    let committed = ledger.committed;
+    let (netio, queues) = start_netio(&config)?;
+    let witness = WitnessThread::start(&identity, &netio, witness_node, &ledger.order)?;
+    let stats = Arc::new(Mutex::new(Executed {
+        height: ledger.recovery.durable_height,
+        utxo_commitment: ledger.recovery.utxo_commitment,
+        ..Executed::default()
+    }));
+    let anchors = Arc::new(snapshot_serve::Anchors::default());
+    let (execution, executor_thread) =
+        start_executor(&identity, ledger, &netio, &stats, &witness, &anchors)?;
+    let (serve, serve_thread) = start_snapshot_server(&config, &identity, &netio, &anchors)?;
+    let consensus = ConsensusState::recover(&config, &identity, committed)?;
+    let status_path = config.data_dir.join("status.json");
+    let mut driver = Driver::new(driver::Parts {
+        bft: consensus.bft,
+        availability: consensus.availability,
+        synchronizer: consensus.synchronizer,
+        netio,
+        queues,
+        keys: identity.keys.clone(),
+        safety_file: consensus.safety_file,
+        journal: consensus.journal,
+        execution,
+        state_sync: consensus.state_sync,
+        serve,
+        anchors: anchors.clone(),
+        started: consensus.started,
+        started_wall_ms: consensus.started_wall_ms,
+        status_path: status_path.clone(),
+        stats: stats.clone(),
+        witness: witness.shared.clone(),
+        witness_inbox: witness.inbox.clone(),
+        admission_in_flight_max: config.admission_in_flight_max,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let miners = witness.spawn_miners(config.mining_threads)?;
+    driver.execute(consensus.actions)?;
+    driver.flush_outbox()?;
+    let (round, consensus) = driver.run(&stop)?;
+    miners.stop()?;
+    drop(driver); // closes the execution and serving queues: the executor drains its queue and stops
+    join(serve_thread, "snapshot serving")?;
+    join(executor_thread, "executor")??;
+    let shared = witness.stop()?;
+    write_status(
+        &status_path,
+        &stats,
+        &shared,
+        &anchors,
+        round,
+        &consensus,
+        true,
+    )
+}
+
+fn join<T>(thread: std::thread::JoinHandle<T>, name: &str) -> Result<T> {
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))
+}
+
+/// Who this node is in which chain: its key, the genesis block, the committee and its own place in it.
+struct Identity {
+    keypair: Keypair,
+    genesis: Block,
+    witness_span: u32,
+    committee: Committee,
+    me: MemberIndex,
+    /// The members' keys, by member index.
+    keys: Vec<PublicKey>,
+}
+
+impl Identity {
+    fn load(config: &NodeConfig) -> Result<Identity> {
+        let keypair = keyfile::load(&config.key_file)?;
+        let genesis_bytes = std::fs::read(&config.genesis)
+            .with_context(|| format!("cannot read genesis {}", config.genesis.display()))?;
+        let genesis = to_owned_block(
+            decode_block(&genesis_bytes).context("the genesis file is not a block")?,
+        );
+        let (members, params) =
+            genesis_committee(&genesis).context("the genesis block names no committee")?;
+        let witness_span = params.witness_span;
+        let committee = Committee::new(members.iter().map(|m| (m.key, m.stake)).collect())?;
+        let me = committee
+            .index_of(&keypair.public())
+            .context("this node's key is not in the genesis committee")?;
+        let keys = committee
+            .members()
+            .map(|m| *committee.key(m).expect("member"))
+            .collect();
+        Ok(Identity {
+            keypair,
+            genesis,
+            witness_span,
+            committee,
+            me,
+            keys,
+        })
+    }
+
+    /// The node's key again, for a component that owns one (keys are not cloned in memory by design).
+    fn key(&self, config: &NodeConfig) -> Result<Keypair> {
+        keyfile::load(&config.key_file)
+    }
+}
+
+/// The ledger as recovered from disk: the shards' durable ledger, the consensus block of its height (from the
+/// execution marker) and the ledger's witness order rebuilt from the stored blocks; opened with the node's witness
+/// chain, which starts from that order.
+struct OpenLedger {
+    shards: cas_shards::Node,
+    recovery: cas_shards::Recovery,
+    snapshot_every_blocks: u64,
+    executed_file: ExecutedFile,
+    marks: Vec<(u64, BlockHash)>,
+    committed: Option<(u64, BlockHash)>,
+    previous_ledger_hash: BlockHash,
+    order: WitnessOrder,
+    witness_base: WitnessBaseFile,
+}
+
+impl OpenLedger {
+    fn open(
+        config: &NodeConfig,
+        identity: &Identity,
+    ) -> Result<(OpenLedger, witness::WitnessNode)> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let shards_config = cas_shards::NodeConfig {
+            ledger: cas_shards::LedgerConfig {
+                shards: config.shards.max(1),
+                pin_cores: config.pin_cores,
+            },
+            snapshot_every_blocks: config.snapshot_every_blocks.max(1),
+            ..cas_shards::NodeConfig::default()
+        };
+        let (shards, recovery) = cas_shards::Node::open(
+            &config.data_dir.join("ledger"),
+            &shards_config,
+            Some(&identity.genesis),
+        )?;
+        let mut executed_file = ExecutedFile::new(&config.data_dir);
+        let marks = executed_file.load()?;
+        let committed = marks
+            .iter()
+            .find(|(height, _)| *height == recovery.durable_height)
+            .copied();
+        if recovery.durable_height > 0 && committed.is_none() {
+            bail!(
+                "{}: the execution marker names heights {:?}, not the stored ledger's height {}, so the consensus \
+                 block of that height is unknown; {}",
+                executed_file.path().display(),
+                marks.iter().map(|(height, _)| *height).collect::<Vec<_>>(),
+                recovery.durable_height,
+                durable::EXECUTED_WAY_OUT
+            );
+        }
+        let witness_base = WitnessBaseFile::new(&config.data_dir);
+        let order = rebuild_witness_order(identity, &shards, &recovery, &witness_base)?;
+        // The node's own witness chain starts as the ledger's (every stored block final in it, every witness the
+        // ledger took); witness.bin, compacted to the recent witnesses, is replayed on top.
+        let witness_node = witness::WitnessNode::open_with(
+            &config.data_dir,
+            order.chain().clone(),
+            witness::WITNESS_FILE_BYTES_MAX,
+        )?;
+        let previous_ledger_hash = shards.last_block_hash()?;
+        tracing::info!(?recovery, "ledger open");
+        let ledger = OpenLedger {
+            shards,
+            recovery,
+            snapshot_every_blocks: shards_config.snapshot_every_blocks,
+            executed_file,
+            marks,
+            committed,
+            previous_ledger_hash,
+            order,
+            witness_base,
+        };
+        Ok((ledger, witness_node))
+    }
+}
+
+/// The ledger's witness order, rebuilt from the stored blocks (each records the witnesses its consensus block
+/// carried and the rewards it minted, checked again here), so a restart never mints twice or differently. A store
+/// that starts at an installed snapshot starts from the order that came with it, kept at its base.
+fn rebuild_witness_order(
+    identity: &Identity,
+    shards: &cas_shards::Node,
+    recovery: &cas_shards::Recovery,
+    witness_base: &WitnessBaseFile,
+) -> Result<WitnessOrder> {
+    let witness_params = WitnessParams {
+        span: identity.witness_span,
+        ..WitnessParams::default()
+    };
+    let mut order = WitnessOrder::new(
+        witness_params,
+        WitnessLimits::default(),
+        REWARD_CONFIRMATIONS,
+    );
+    let base_height = shards.store().first_height().saturating_sub(1);
+    if base_height > 0 {
+        order = order
+            .restored(base_height, &witness_base.load(base_height)?)
+            .with_context(|| {
+                format!("restoring the witness order at the store's base {base_height}")
+            })?;
+    }
+    for height in base_height + 1..=recovery.durable_height {
+        let bytes = shards.store().read(height)?;
+        let block = decode_block(&bytes)?;
+        let last = block.txs.last().map(to_owned_tx);
+        order
+            .replay_issuance(
+                block.header.height.to_native(),
+                block.header.timestamp_ms.to_native(),
+                block.header.hash(),
+                last.as_ref(),
+            )
+            .context("rebuilding the witness order from the stored blocks")?;
+    }
+    Ok(order)
+}
+
+/// The transport: peers from the config, the client ingest endpoint, and the queues the driver reads.
+fn start_netio(config: &NodeConfig) -> Result<(Arc<cas_netio::Node>, cas_netio::InboundQueues)> {
+    let peers: Vec<cas_netio::Peer> = config
+        .peers
+        .iter()
+        .map(|p| {
+            Ok(cas_netio::Peer {
+                key: PublicKey::from_hex(&p.key)?,
+                addr: p.addr,
+            })
+        })
+        .collect::<Result<_, hex::FromHexError>>()
+        .context("a peer key is not 32 hex bytes")?;
+    let (netio, queues) = cas_netio::Node::start(
+        cas_netio::NodeConfig {
+            keypair: keyfile::load(&config.key_file)?,
+            listen: config.listen,
+            ingest_listen: Some(config.ingest_listen),
+            ingest_limits: Default::default(),
+        },
+        wire::WireValidator,
+    )?;
+    netio.set_peers(&peers)?;
+    Ok((Arc::new(netio), queues))
+}
+
+/// The witness thread: it validates gossiped and mined witnesses against the stored blocks, gossips the accepted
+/// ones, and answers standalone miners. It ends once every holder of its inbox has dropped it.
+struct WitnessThread {
+    shared: Arc<witness::WitnessShared>,
+    inbox: std::sync::mpsc::SyncSender<witness::WitnessInput>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WitnessThread {
+    fn start(
+        identity: &Identity,
+        netio: &Arc<cas_netio::Node>,
+        node: witness::WitnessNode,
+        order: &WitnessOrder,
+    ) -> Result<WitnessThread> {
+        let shared = Arc::new(witness::WitnessShared::default());
+        let (inbox, witness_rx) = std::sync::mpsc::sync_channel(witness::WITNESS_INBOX_MAX);
+        let publish: witness::Publish = {
+            let netio = netio.clone();
+            Arc::new(move |header| {
+                let (class, bytes) = wire::encode(&Message::Witness(header.clone()));
+                for (peer, error) in netio.broadcast(class, bytes) {
+                    tracing::debug!(?peer, %error, "witness gossip refused for a peer");
+                }
+            })
+        };
+        // Witnesses held here that the ledger's order has not taken yet (mined or heard before a restart) are
+        // offered for carrying again; the newest first survive the queue's bound.
+        shared.queue_for_carrying(
+            node.chain
+                .headers()
+                .into_iter()
+                .filter(|h| !order.chain().contains(&h.hash()))
+                .cloned(),
+        );
+        let answer: witness::AnswerClient = {
+            let netio = netio.clone();
+            Arc::new(move |client, bytes| {
+                if let Err(error) = netio.answer(client, bytes::Bytes::from(bytes)) {
+                    tracing::debug!(%client, %error, "mining verdict not delivered");
+                }
+            })
+        };
+        let service = witness::WitnessService {
+            node,
+            shared: shared.clone(),
+            publish,
+            miner: identity.keypair.public(),
+            answer,
+        };
+        let thread = std::thread::Builder::new()
+            .name("cas-witness".into())
+            .spawn(move || service.run(witness_rx))?;
+        Ok(WitnessThread {
+            shared,
+            inbox,
+            thread,
+        })
+    }
+
+    fn spawn_miners(&self, count: usize) -> Result<Miners> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads =
+            witness::spawn_miners(count, self.shared.clone(), self.inbox.clone(), stop.clone())?;
+        Ok(Miners { stop, threads })
+    }
+
+    /// Drops this inbox and waits for the thread; the driver, the executor and the miners must be gone.
+    fn stop(self) -> Result<Arc<witness::WitnessShared>> {
+        drop(self.inbox);
+        join(self.thread, "witness")?;
+        Ok(self.shared)
+    }
+}
+
+/// Mining threads (`mining_threads`, at the lowest scheduling priority) and their stop flag.
+struct Miners {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Miners {
+    fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for miner in self.threads {
+            join(miner, "mining")?;
+        }
+        Ok(())
+    }
+}
+
+/// The executor thread over the shards' ledger, fed committed blocks through a bounded queue.
+fn start_executor(
+    identity: &Identity,
+    ledger: OpenLedger,
+    netio: &Arc<cas_netio::Node>,
+    stats: &Arc<Mutex<Executed>>,
+    witness: &WitnessThread,
+    anchors: &Arc<snapshot_serve::Anchors>,
+) -> Result<(
+    std::sync::mpsc::SyncSender<executor::Work>,
+    std::thread::JoinHandle<Result<()>>,
+)> {
+    let (execution, execution_rx) = std::sync::mpsc::sync_channel(EXECUTION_QUEUE_MAX);
+    let executor = Executor {
+        node: ledger.shards,
+        chain_id: identity.genesis.header.chain_id,
+        executed_file: ledger.executed_file,
+        executed_marks: ledger.marks,
+        previous_ledger_hash: ledger.previous_ledger_hash,
+        netio: netio.clone(),
+        stats: stats.clone(),
+        witness: witness.inbox.clone(),
+        order: ledger.order,
+        anchors: anchors.clone(),
+        snapshot_every_blocks: ledger.snapshot_every_blocks,
+        witness_base: ledger.witness_base,
+    };
+    let thread = std::thread::Builder::new()
+        .name("cas-executor".into())
+        .spawn(move || executor.run(execution_rx))?;
+    Ok((execution, thread))
+}
+
+/// Peers' snapshot requests on their way to the serving thread.
+type ServeQueue = std::sync::mpsc::SyncSender<(MemberIndex, snapshot_serve::ServeRequest)>;
+
+/// The thread that serves this node's snapshots to peers, fed through a bounded queue.
+fn start_snapshot_server(
+    config: &NodeConfig,
+    identity: &Identity,
+    netio: &Arc<cas_netio::Node>,
+    anchors: &Arc<snapshot_serve::Anchors>,
+) -> Result<(ServeQueue, std::thread::JoinHandle<()>)> {
+    let (serve, serve_rx) = std::sync::mpsc::sync_channel(snapshot_serve::SERVE_QUEUE_MAX);
+    let server = snapshot_serve::SnapshotServer {
+        snapshot_dir: config.data_dir.join("ledger").join("snapshots"),
+        anchors: anchors.clone(),
+        netio: netio.clone(),
+        keys: identity.keys.clone(),
+        cached: None,
+    };
+    let thread = std::thread::Builder::new()
+        .name("cas-snapshot-serve".into())
+        .spawn(move || server.run(serve_rx))?;
+    Ok((serve, thread))
+}
+
+/// The driver's consensus state recovered from disk: the BFT from the safety state and the journal's blocks,
+/// package availability from the journal's packages, a fresh Synchronizer and state-sync fetcher.
+struct ConsensusState {
+    bft: Bft,
+    /// What the BFT asks for on start (its first round's messages), executed before the driver's loop.
+    actions: Vec<cas_consensus::Action>,
+    availability: Availability,
+    synchronizer: Synchronizer,
+    state_sync: state_sync::StateSync,
+    safety_file: SafetyFile,
+    journal: Journal,
+    started: Instant,
+    started_wall_ms: u64,
+}
+
+impl ConsensusState {
+    fn recover(
+        config: &NodeConfig,
+        identity: &Identity,
+        committed: Option<(u64, BlockHash)>,
+    ) -> Result<ConsensusState> {
+        let started = Instant::now();
+        let started_wall_ms = witness::wall_ms();
+        let mut safety_file = SafetyFile::new(&config.data_dir);
+        let (journal, replayed) = Journal::open(&config.data_dir.join("journal"))?;
+        tracing::info!(
+            packages = replayed.packages.len(),
+            blocks = replayed.blocks.len(),
+            truncated = replayed.truncated,
+            "journal read back"
+        );
+        let recovered = Recovered {
+            safety: safety_file.load()?,
+            blocks: replayed.blocks,
+            committed,
+        };
+        let bft_config = BftConfig {
+            blocks_kept: config.blocks_kept.max(1),
+            round_timeout_ms: config.round_timeout_ms,
+            round_timeout_max_ms: config.round_timeout_ms * 8,
+            empty_block_wait_ms: config.empty_block_wait_ms,
+            // A leader with payload never waits longer than one without (none waits when that is 0).
+            proposal_wait_ms: config.proposal_wait_ms.min(config.empty_block_wait_ms),
+            ..BftConfig::default()
+        };
+        let committee = &identity.committee;
+        let (bft, actions) = Bft::new(
+            committee.clone(),
+            identity.me,
+            identity.key(config)?,
+            bft_config,
+            recovered,
+            started_wall_ms,
+        );
+        let mut availability = Availability::new(
+            committee.clone(),
+            identity.me,
+            identity.key(config)?,
+            AvailabilityConfig::default(),
+        );
+        for package in replayed.packages {
+            availability.restore(package);
+        }
+        let synchronizer = Synchronizer::new(SynchronizerConfig {
+            package_txs_max: config.package_txs_max,
+            package_wait_ms: config.package_wait_ms,
+            ..SynchronizerConfig::new(identity.genesis.header.chain_id)
+        });
+        let stakes = committee.members().map(|m| committee.stake(m)).collect();
+        let state_sync = state_sync::StateSync::new(
+            identity.me,
+            stakes,
+            committee.validity_stake(),
+            config.snapshot_sync_gap_blocks,
+        );
+        Ok(ConsensusState {
+            bft,
+            actions,
+            availability,
+            synchronizer,
+            state_sync,
+            safety_file,
+            journal,
+            started,
+            started_wall_ms,
+        })
+    }
+}
+
+fn write_status(
+    path: &std::path::Path,
+    stats: &Mutex<Executed>,
+    witness: &witness::WitnessShared,
+    anchors: &snapshot_serve::Anchors,
+    round: u64,
+    consensus: &serde_json::Value,
+    stopped: bool,
+) -> Result<()> {
+    let stats = stats.lock().expect("stats lock").clone();
+    let status = Status {
+        height: stats.height,
+        utxo_commitment: stats.utxo_commitment.to_hex(),
+        txs: stats.txs,
+        rejected: stats.rejected,
+        round,
+        stopped,
+        consensus: consensus.clone(),
+        witness_height: witness.best_height.load(Ordering::Relaxed),
+        witness_mined: witness.mined.load(Ordering::Relaxed),
+        witness_accepted: witness.accepted.load(Ordering::Relaxed),
+        witness_refused: witness.refused.load(Ordering::Relaxed),
+        witness_hashes: witness.hashes.load(Ordering::Relaxed),
+        witness_dropped: witness.dropped.load(Ordering::Relaxed),
+        issued: stats.issued,
+        reward_outputs: stats.reward_outputs,
+        witnesses_ordered: stats.witnesses_ordered,
+        witnesses_skipped: stats.witnesses_skipped,
+        witness_carry_dropped: witness.carry_dropped.load(Ordering::Relaxed),
+        recent_commitments: stats
+            .recent_commitments
+            .iter()
+            .map(|(height, commitment)| (*height, commitment.to_hex()))
+            .collect(),
+        snapshot_installs: stats.snapshot_installs,
+        snapshot_installed_height: stats.snapshot_installed_height,
+        snapshot_chunks_served: anchors.served_chunks.load(Ordering::Relaxed),
+        snapshot_requests_dropped: anchors.dropped.load(Ordering::Relaxed),
+    };
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}
