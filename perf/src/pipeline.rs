@@ -16,7 +16,7 @@ use cas_engine::genesis::genesis_outputs;
 use cas_engine::{
     ArchivedTransaction, Block, OutPoint, SetCommitment, Transaction, TxId, TxOutput,
 };
-use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger};
+use cas_shards::{DurableLedger, DurableLedgerConfig, LedgerConfig, ShardedLedger};
 
 use crate::CHAIN_ID;
 
@@ -240,20 +240,21 @@ pub struct Durable {
 /// (b): the durable node (signatures, rules, commit, fdatasync per block) on `shards` shards.
 pub fn durable(load: &Load, shards: usize) -> Durable {
     let dir = temp_dir(&format!("pipeline-{shards}"));
-    let config = NodeConfig {
+    let config = DurableLedgerConfig {
         ledger: LedgerConfig {
             shards,
             pin_cores: true,
         },
-        ..NodeConfig::default()
+        ..DurableLedgerConfig::default()
     };
     let (mut node, _) =
-        Node::open(&dir, &config, Some(&load.genesis)).expect("a fresh store opens");
+        DurableLedger::open(&dir, &config, Some(&load.genesis)).expect("a fresh store opens");
     let (started, cpu) = (Instant::now(), cpu_time());
     let mut in_flight = VecDeque::new();
     let mut latencies = Vec::new();
     let mut accepted = 0usize;
-    let mut complete = |node: &mut Node, (begun, flight): (Instant, cas_shards::InFlight)| {
+    let mut complete = |node: &mut DurableLedger,
+                        (begun, flight): (Instant, cas_shards::InFlight)| {
         let receipt = node.complete(flight).expect("a valid block commits");
         latencies.push(begun.elapsed());
         accepted += receipt

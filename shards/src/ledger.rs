@@ -15,10 +15,10 @@ use cas_engine::{
 use crossbeam_channel::{bounded, Receiver};
 
 use crate::error::Error;
-use crate::executor::{check_memlock, BulkLane, ShardHandle};
 use crate::hash::FastMap;
 use crate::limits::{SHARDS_MAX, VERIFY_CHUNK_TXS};
 use crate::partition::shard_of;
+use crate::runtime::{check_memlock, BulkLane, ShardHandle};
 use crate::shard::{Command, ValidatedBlock, VerifyDone};
 
 /// How many shards and where they run.
@@ -44,7 +44,7 @@ pub struct PendingBlock {
     bytes: ValidatedBlock,
     pub height: u64,
     /// The header's `utxo_commitment`: the set's commitment after the parent block (see
-    /// [`cas_engine::BlockHeader::utxo_commitment`]); [`crate::Node`] checks it before the block is applied.
+    /// [`cas_engine::BlockHeader::utxo_commitment`]); [`crate::DurableLedger`] checks it before the block is applied.
     pub parent_commitment: Hash32,
     tx_count: usize,
     jobs: usize,

@@ -18,14 +18,14 @@
 //!    and LtHash commitments in parallel; the block's UTXO commitment is the combine of the shards' states, equal
 //!    to [`cas_engine::MemoryLedger`]'s.
 //!
-//! # Durability ([`node::Node`])
+//! # Durability ([`durable_ledger::DurableLedger`])
 //! A block is appended to the [`store::BlockStore`] (checksummed, 4 KiB-aligned records in append-only segments,
 //! written with glommio DMA files and `fdatasync`ed) while it is validated; its receipt is returned only once both
 //! are done. Every `snapshot_every_blocks` a UTXO snapshot is written (temp file, fsync, rename, fsync dir).
 //! Reopening truncates a torn tail, loads the newest valid snapshot and replays the blocks after it. Each block's
 //! header must commit to the UTXO set after its parent; it is checked before the block is written or applied.
 //!
-//! # State transfer ([`transfer`], [`node::Node::install_snapshot`])
+//! # State transfer ([`transfer`], [`durable_ledger::DurableLedger::install_snapshot`])
 //! A node too far behind takes a snapshot from peers instead of every block: [`transfer::Assembler`] validates the
 //! chunks and the whole set against a trusted commitment, and the install makes it the node's new base (the block
 //! store then starts at the next height; see [`store`]).
@@ -35,23 +35,23 @@
 //! writes. Nothing else burns CPU: signature checks run on the shards themselves (no rayon pool competing for
 //! the same cores); the coordinator is the caller's thread and mostly waits. Each executor runs a single task that
 //! blocks on its bounded command channels, which is sound because no other task shares that executor.
-//! glommio locks `io_memory` per executor; [`executor::check_memlock`] refuses to start, naming
+//! glommio locks `io_memory` per executor; [`runtime::check_memlock`] refuses to start, naming
 //! `RLIMIT_MEMLOCK`, when the limit cannot hold every executor's share.
 
 pub mod error;
-pub mod executor;
+pub mod runtime;
 pub(crate) use cas_engine::fasthash as hash;
+pub mod durable_ledger;
 pub mod ledger;
 pub mod limits;
-pub mod node;
 pub mod partition;
 mod shard;
 pub mod snapshot;
 pub mod store;
 pub mod transfer;
 
+pub use durable_ledger::{DurableLedger, DurableLedgerConfig, InFlight, Receipt, Recovery};
 pub use error::Error;
 pub use ledger::{BlockOutcome, LedgerConfig, PendingBlock, ShardedLedger};
-pub use node::{InFlight, Node, NodeConfig, Receipt, Recovery};
 pub use store::{BlockStore, Location, StoreConfig};
 pub use transfer::{Assembler, TransferError};

@@ -25,11 +25,11 @@ use glommio::io::{DmaFile, OpenOptions as DmaOpenOptions};
 use glommio::{ExecutorJoinHandle, Placement};
 
 use crate::error::Error;
-use crate::executor::spawn_executor;
 use crate::limits::{
     RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_DEFAULT,
     STORE_IO_MEMORY_BYTES, STORE_QUEUE_MAX,
 };
+use crate::runtime::spawn_executor;
 
 const RECORD_MAGIC: [u8; 4] = *b"CASR";
 const CHECKSUM_DOMAIN: &str = "CAS 2026-11 block store record v1";

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cas_shards::{LedgerConfig, Node, NodeConfig, ShardedLedger};
+use cas_shards::{DurableLedger, DurableLedgerConfig, LedgerConfig, ShardedLedger};
 
 const SEED: u64 = 0x5eed;
 const BLOCKS: usize = 240;
@@ -20,7 +20,7 @@ const KILLS: usize = 16;
 const CHILD_DIR_VAR: &str = "CAS_SHARDS_CRASH_CHILD_DIR";
 const MEMLOCK_VAR: &str = "CAS_SHARDS_MEMLOCK_CHILD_BYTES";
 
-fn config() -> NodeConfig {
+fn config() -> DurableLedgerConfig {
     // Small segments and frequent snapshots, so kills land during rolls and snapshot writes too.
     common::node_config(48 * 1024, 5)
 }
@@ -46,7 +46,8 @@ fn crash_child() {
         return;
     };
     let chain = common::chain(SEED, BLOCKS, TXS_PER_BLOCK);
-    let (mut node, recovery) = Node::open(dir.as_ref(), &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, recovery) =
+        DurableLedger::open(dir.as_ref(), &config(), Some(&chain.genesis)).unwrap();
     let mut out = std::io::stdout().lock();
     writeln!(out, "recovered {}", recovery.durable_height).unwrap();
     let mut in_flight = std::collections::VecDeque::new();
@@ -148,7 +149,7 @@ fn sigkill_at_random_moments_leaves_a_durable_prefix() {
                 acked_max = acked_max.max(height);
             }
         }
-        let (node, recovery) = Node::open(&dir, &config(), Some(&chain.genesis)).unwrap();
+        let (node, recovery) = DurableLedger::open(&dir, &config(), Some(&chain.genesis)).unwrap();
         let durable = recovery.durable_height;
         assert!(
             durable >= acked_max,

@@ -12,17 +12,17 @@ use cas_engine::codec::decode_block;
 use cas_engine::Hash32;
 use cas_shards::snapshot::{self, Snapshot};
 use cas_shards::transfer::{chunk_count, encode_chunk, Assembler, TransferError};
-use cas_shards::{Error, Node, NodeConfig};
+use cas_shards::{DurableLedger, DurableLedgerConfig, Error};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn config() -> NodeConfig {
+fn config() -> DurableLedgerConfig {
     common::node_config(64 * 1024, 4)
 }
 
 /// A source node that stored `count` blocks of `chain`, and its snapshot at `height`.
 fn source_snapshot(dir: &Path, chain: &common::Chain, count: usize, height: u64) -> Snapshot {
-    let (mut node, _) = Node::open(dir, &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, _) = DurableLedger::open(dir, &config(), Some(&chain.genesis)).unwrap();
     for bytes in &chain.blocks[..count] {
         node.append(bytes.clone()).unwrap();
         node.wait_snapshot().unwrap();
@@ -85,7 +85,7 @@ fn a_tampered_transfer_is_refused_and_installs_nothing() {
 
     // A snapshot handed to the node directly with a commitment its set does not give: refused, nothing written.
     let target = common::temp_dir("install-target-bad");
-    let (mut node, _) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, _) = DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     node.append(chain.blocks[0].clone()).unwrap();
     let forged = Snapshot {
         commitment: chain.commitments[7],
@@ -130,7 +130,7 @@ fn an_installed_snapshot_is_a_base_that_survives_reopens_and_takes_the_next_bloc
 
     // A node that holds blocks 1..=2 only.
     let target = common::temp_dir("install-target");
-    let (mut node, _) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, _) = DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     for bytes in &chain.blocks[..2] {
         node.append(bytes.clone()).unwrap();
     }
@@ -160,7 +160,8 @@ fn an_installed_snapshot_is_a_base_that_survives_reopens_and_takes_the_next_bloc
     drop(node);
 
     // Reopened before any new block: the base alone.
-    let (mut node, recovery) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, recovery) =
+        DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 8);
     assert_eq!(recovery.snapshot_height, Some(8));
     assert_eq!(recovery.replayed_blocks, 0);
@@ -182,7 +183,8 @@ fn an_installed_snapshot_is_a_base_that_survives_reopens_and_takes_the_next_bloc
     for (name, bytes) in &old_segments {
         std::fs::write(target.join("blocks").join(name), bytes).unwrap();
     }
-    let (mut node, recovery) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, recovery) =
+        DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 12);
     assert_eq!(recovery.snapshot_height, Some(12));
     assert_eq!(recovery.utxo_commitment, chain.commitments[12]);
@@ -199,14 +201,14 @@ fn an_installed_snapshot_is_a_base_that_survives_reopens_and_takes_the_next_bloc
             std::fs::remove_file(path).unwrap();
         }
     }
-    let (node, recovery) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (node, recovery) = DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.snapshot_height, Some(8));
     assert_eq!(recovery.replayed_blocks, 5);
     assert_eq!(node.ledger().commitment(), chain.commitments[13]);
     drop(node);
     // Without the base snapshot, the store cannot be replayed: a clear error, not a wrong state.
     std::fs::remove_file(snapshot::snapshot_path(&snapshots, 8)).unwrap();
-    match Node::open(&target, &config(), Some(&chain.genesis)).err() {
+    match DurableLedger::open(&target, &config(), Some(&chain.genesis)).err() {
         Some(Error::Snapshot { reason, .. }) => {
             assert!(reason.contains("starts at height 9"), "{reason}")
         }
@@ -223,7 +225,7 @@ fn a_crash_after_the_snapshot_is_written_but_before_the_reset_reopens_at_the_old
     let source = common::temp_dir("install-source-crash");
     let snapshot = source_snapshot(&source, &chain, 8, 8);
     let target = common::temp_dir("install-target-crash");
-    let (mut node, _) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, _) = DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     node.append(chain.blocks[0].clone()).unwrap();
     drop(node);
     // What an install leaves when it dies right after writing the snapshot: the file, above the durable height.
@@ -234,7 +236,8 @@ fn a_crash_after_the_snapshot_is_written_but_before_the_reset_reopens_at_the_old
         snapshot.commitment,
     )
     .unwrap();
-    let (mut node, recovery) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (mut node, recovery) =
+        DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 1);
     assert_eq!(recovery.snapshot_height, None);
     assert_eq!(recovery.utxo_commitment, chain.commitments[1]);
@@ -242,7 +245,7 @@ fn a_crash_after_the_snapshot_is_written_but_before_the_reset_reopens_at_the_old
     node.install_snapshot(snapshot, block_hash(&chain, 8))
         .unwrap();
     drop(node);
-    let (node, recovery) = Node::open(&target, &config(), Some(&chain.genesis)).unwrap();
+    let (node, recovery) = DurableLedger::open(&target, &config(), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 8);
     assert_eq!(node.ledger().commitment(), chain.commitments[8]);
     drop(node);

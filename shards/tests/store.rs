@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use cas_shards::store::segment_path;
-use cas_shards::{Error, Node, NodeConfig};
+use cas_shards::{DurableLedger, DurableLedgerConfig, Error};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn config(snapshot_every_blocks: u64) -> NodeConfig {
+fn config(snapshot_every_blocks: u64) -> DurableLedgerConfig {
     common::node_config(64 * 1024, snapshot_every_blocks)
 }
 
@@ -26,7 +26,7 @@ fn write_blocks(
     snapshot_every: u64,
 ) -> Vec<cas_shards::Location> {
     let (mut node, recovery) =
-        Node::open(dir, &config(snapshot_every), Some(&chain.genesis)).unwrap();
+        DurableLedger::open(dir, &config(snapshot_every), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 0);
     let mut locations = Vec::new();
     for (index, bytes) in chain.blocks[..count].iter().enumerate() {
@@ -69,7 +69,7 @@ fn a_bit_flip_inside_a_record_names_segment_and_offset() {
         &segment,
         victim.offset + 48 + u64::from(victim.payload_len) / 2,
     );
-    let error = Node::open(&dir, &config(1000), Some(&chain.genesis))
+    let error = DurableLedger::open(&dir, &config(1000), Some(&chain.genesis))
         .err()
         .expect("corruption is refused");
     match &error {
@@ -94,7 +94,7 @@ fn a_bit_flip_inside_a_record_names_segment_and_offset() {
         &segment,
         victim.offset + 48 + u64::from(victim.payload_len) / 2,
     );
-    let (node, recovery) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    let (node, recovery) = DurableLedger::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 6);
     assert_eq!(node.ledger().commitment(), chain.commitments[6]);
     drop(node);
@@ -121,7 +121,7 @@ fn a_bit_flip_in_a_sealed_segment_header_is_corruption_too() {
         .unwrap();
     let segment = segment_path(&dir.join("blocks"), 0);
     flip_bit(&segment, victim.offset);
-    match Node::open(&dir, &config(1000), Some(&chain.genesis)).err() {
+    match DurableLedger::open(&dir, &config(1000), Some(&chain.genesis)).err() {
         Some(Error::Corrupt {
             segment: at,
             offset,
@@ -148,7 +148,8 @@ fn a_torn_tail_is_cut_and_the_node_reopens_at_the_last_whole_block() {
     file.set_len(last.offset + 48 + u64::from(last.payload_len) / 3)
         .unwrap();
     drop(file);
-    let (mut node, recovery) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    let (mut node, recovery) =
+        DurableLedger::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 4);
     assert!(recovery.truncated_bytes > 0);
     assert_eq!(recovery.utxo_commitment, chain.commitments[4]);
@@ -167,7 +168,7 @@ fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
     let chain = common::chain(14, 9, 15);
     let dir = common::temp_dir("snapshots");
     write_blocks(&dir, &chain, 9, 4);
-    let (node, recovery) = Node::open(&dir, &config(4), Some(&chain.genesis)).unwrap();
+    let (node, recovery) = DurableLedger::open(&dir, &config(4), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.snapshot_height, Some(8));
     assert_eq!(recovery.replayed_blocks, 1);
     assert_eq!(recovery.utxo_commitment, chain.commitments[9]);
@@ -175,7 +176,7 @@ fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
     // Damage the newest snapshot: recovery falls back to the one before and replays more.
     let newest = cas_shards::snapshot::snapshot_path(&dir.join("snapshots"), 8);
     flip_bit(&newest, 100);
-    let (node, recovery) = Node::open(&dir, &config(4), Some(&chain.genesis)).unwrap();
+    let (node, recovery) = DurableLedger::open(&dir, &config(4), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.snapshot_height, Some(4));
     assert_eq!(recovery.replayed_blocks, 5);
     assert_eq!(node.ledger().commitment(), chain.commitments[9]);
@@ -185,7 +186,7 @@ fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
     let mut different = other.genesis.clone();
     different.header.timestamp_ms += 1;
     assert!(matches!(
-        Node::open(&dir, &config(4), Some(&different)).err(),
+        DurableLedger::open(&dir, &config(4), Some(&different)).err(),
         Some(Error::GenesisMismatch { .. })
     ));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -205,7 +206,7 @@ fn a_header_committing_to_another_parent_state_is_refused_and_changes_nothing() 
     let chain = common::chain(16, 4, 10);
     let dir = common::temp_dir("parent-commitment");
     write_blocks(&dir, &chain, 2, 1000);
-    let (mut node, _) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    let (mut node, _) = DurableLedger::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
     // Block 3 claiming the set after block 3 (its own post-state) instead of after block 2.
     let wrong = with_parent_commitment(&chain.blocks[2], chain.commitments[3]);
     match node.append(wrong).err() {
@@ -242,7 +243,7 @@ fn a_header_committing_to_another_parent_state_is_refused_and_changes_nothing() 
     let receipt = node.append(chain.blocks[3].clone()).unwrap();
     assert_eq!(receipt.outcome.utxo_commitment, chain.commitments[4]);
     drop(node);
-    let (node, recovery) = Node::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
+    let (node, recovery) = DurableLedger::open(&dir, &config(1000), Some(&chain.genesis)).unwrap();
     assert_eq!(recovery.durable_height, 4);
     assert_eq!(node.ledger().commitment(), chain.commitments[4]);
     drop(node);

@@ -13,7 +13,7 @@ use cas_engine::{
     merkle, Block, BlockHeader, Hash32, Keypair, MemoryLedger, OutPoint, PublicKey, Transaction,
     TxOutput,
 };
-use cas_shards::{LedgerConfig, NodeConfig, StoreConfig};
+use cas_shards::{DurableLedgerConfig, LedgerConfig, StoreConfig};
 
 pub const CHAIN_ID: u32 = 7;
 const ACCOUNTS: u32 = 24;
@@ -194,8 +194,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// A node of 2 unpinned shards with small segments (so tests roll them) and a snapshot every
 /// `snapshot_every_blocks` blocks.
-pub fn node_config(segment_bytes_max: u64, snapshot_every_blocks: u64) -> NodeConfig {
-    NodeConfig {
+pub fn node_config(segment_bytes_max: u64, snapshot_every_blocks: u64) -> DurableLedgerConfig {
+    DurableLedgerConfig {
         ledger: LedgerConfig {
             shards: 2,
             pin_cores: false,

@@ -67,7 +67,7 @@ pub struct Executed {
 }
 
 pub struct Executor {
-    pub node: cas_shards::Node,
+    pub node: cas_shards::DurableLedger,
     pub chain_id: u32,
     pub executed_file: ExecutedFile,
     /// The last two (height, consensus hash) handed to execution.
@@ -210,7 +210,7 @@ impl Executor {
                 tx_root: merkle::root(&ids),
                 proposer: committed.proposer,
                 timestamp_ms: committed.block.timestamp_ms,
-                // The set after the parent block, which this node holds now (the shards node checks it again).
+                // The set after the parent block, which this node holds now (the durable ledger checks it again).
                 utxo_commitment: self.node.ledger().commitment(),
             },
             txs,

@@ -232,7 +232,7 @@ impl Identity {
 /// execution marker) and the ledger's witness order rebuilt from the stored blocks; opened with the node's witness
 /// chain, which starts from that order.
 struct OpenLedger {
-    shards: cas_shards::Node,
+    shards: cas_shards::DurableLedger,
     recovery: cas_shards::Recovery,
     snapshot_every_blocks: u64,
     executed_file: ExecutedFile,
@@ -250,15 +250,15 @@ impl OpenLedger {
     ) -> Result<(OpenLedger, witness::WitnessNode)> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        let shards_config = cas_shards::NodeConfig {
+        let shards_config = cas_shards::DurableLedgerConfig {
             ledger: cas_shards::LedgerConfig {
                 shards: config.shards.max(1),
                 pin_cores: config.pin_cores,
             },
             snapshot_every_blocks: config.snapshot_every_blocks.max(1),
-            ..cas_shards::NodeConfig::default()
+            ..cas_shards::DurableLedgerConfig::default()
         };
-        let (shards, recovery) = cas_shards::Node::open(
+        let (shards, recovery) = cas_shards::DurableLedger::open(
             &config.data_dir.join("ledger"),
             &shards_config,
             Some(&identity.genesis),
@@ -310,7 +310,7 @@ impl OpenLedger {
 /// that starts at an installed snapshot starts from the order that came with it, kept at its base.
 fn rebuild_witness_order(
     identity: &Identity,
-    shards: &cas_shards::Node,
+    shards: &cas_shards::DurableLedger,
     recovery: &cas_shards::Recovery,
     witness_base: &WitnessBaseFile,
 ) -> Result<WitnessOrder> {

@@ -1,5 +1,5 @@
 //! Snapshot state transfer, the serving side: a thread that answers peers' snapshot queries and chunk requests
-//! from this node's snapshot files (written by the shards node, read-only here) and the anchors the executor
+//! from this node's snapshot files (written by the durable ledger, read-only here) and the anchors the executor
 //! records for each snapshot height (the ledger and consensus block hashes there, and the ledger's witness order
 //! state, served as the chunks after the entries'). It keeps one snapshot in memory
 //! at a time; it reads files off the driver's thread, so consensus never waits on a snapshot read. Requests reach
@@ -22,7 +22,7 @@ use crate::wire;
 
 /// Requests waiting for the serving thread.
 pub const SERVE_QUEUE_MAX: usize = 64;
-/// Snapshot heights whose anchors are remembered (the shards node keeps two snapshot files).
+/// Snapshot heights whose anchors are remembered (the durable ledger keeps two snapshot files).
 pub const ANCHORS_KEPT: usize = 8;
 
 /// What a peer asked for.

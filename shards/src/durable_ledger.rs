@@ -11,26 +11,26 @@ use cas_engine::codec::{decode_block, encode_block, to_owned_block};
 use cas_engine::Hash32;
 
 use crate::error::Error;
-use crate::executor::check_memlock;
 use crate::ledger::{
     check_genesis_commitment, genesis_parts, BlockOutcome, LedgerConfig, PendingBlock,
 };
 use crate::limits::{IN_FLIGHT_BLOCKS_MAX, SNAPSHOT_EVERY_BLOCKS_DEFAULT};
+use crate::runtime::check_memlock;
 use crate::snapshot;
 use crate::store::{BlockStore, Location, PendingAppend, StoreConfig};
 use crate::ShardedLedger;
 
 #[derive(Clone, Debug)]
-pub struct NodeConfig {
+pub struct DurableLedgerConfig {
     pub ledger: LedgerConfig,
     pub store: StoreConfig,
     /// A UTXO snapshot is written after every block whose height is a multiple of this (must be > 0).
     pub snapshot_every_blocks: u64,
 }
 
-impl Default for NodeConfig {
+impl Default for DurableLedgerConfig {
     fn default() -> Self {
-        NodeConfig {
+        DurableLedgerConfig {
             ledger: LedgerConfig::default(),
             store: StoreConfig::default(),
             snapshot_every_blocks: SNAPSHOT_EVERY_BLOCKS_DEFAULT,
@@ -66,7 +66,7 @@ pub struct Receipt {
     pub location: Location,
 }
 
-pub struct Node {
+pub struct DurableLedger {
     ledger: ShardedLedger,
     store: BlockStore,
     dir: PathBuf,
@@ -96,13 +96,13 @@ fn check_same_genesis(
     Ok(())
 }
 
-impl Node {
+impl DurableLedger {
     /// Opens the node in `dir`, creating it from `genesis` when the store is empty, and recovers the ledger.
     pub fn open(
         dir: &Path,
-        config: &NodeConfig,
+        config: &DurableLedgerConfig,
         genesis: Option<&cas_engine::Block>,
-    ) -> Result<(Node, Recovery), Error> {
+    ) -> Result<(DurableLedger, Recovery), Error> {
         assert!(
             config.snapshot_every_blocks > 0,
             "snapshot_every_blocks > 0"
@@ -169,7 +169,7 @@ impl Node {
                 check_genesis_commitment(&stored_genesis, ledger.commitment())?;
             }
         }
-        let mut node = Node {
+        let mut node = DurableLedger {
             ledger,
             store,
             dir: dir.to_path_buf(),
@@ -233,7 +233,7 @@ impl Node {
         self.begin_checked(bytes, true)
     }
 
-    /// Like [`Node::begin`] for a block whose every package carries an attested availability certificate (more
+    /// Like [`DurableLedger::begin`] for a block whose every package carries an attested availability certificate (more
     /// than a third of the stake verified its signatures, so an honest member did): signatures are not checked
     /// again. Everything else (decoding, UTXO rules, durability) is the same.
     pub fn begin_attested(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
@@ -319,7 +319,7 @@ impl Node {
         self.complete(in_flight)
     }
 
-    /// Begins and completes one block whose signatures are attested (see [`Node::begin_attested`]).
+    /// Begins and completes one block whose signatures are attested (see [`DurableLedger::begin_attested`]).
     pub fn append_attested(&mut self, bytes: Vec<u8>) -> Result<Receipt, Error> {
         let in_flight = self.begin_attested(bytes)?;
         self.complete(in_flight)
@@ -452,7 +452,7 @@ impl Node {
     }
 }
 
-impl Drop for Node {
+impl Drop for DurableLedger {
     fn drop(&mut self) {
         if let Err(error) = self.wait_snapshot() {
             tracing::error!(%error, "snapshot failed");
