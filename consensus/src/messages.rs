@@ -298,13 +298,13 @@ impl Package {
         for id in cas_engine::tx::owned_tx_ids(&self.txs) {
             h.update(&id.0);
         }
-        // The witnesses too: two packages with one id hold the same bytes, so every member that holds it verifies
+        // The signatures too: two packages with one id hold the same bytes, so every member that holds it verifies
         // the same signatures and builds the same ledger block from it.
         for tx in &self.txs {
-            h.update(&(tx.witnesses.len() as u32).to_le_bytes());
-            for witness in &tx.witnesses {
-                h.update(&witness.key.0);
-                h.update(&witness.signature.0);
+            h.update(&(tx.signatures.len() as u32).to_le_bytes());
+            for signature in &tx.signatures {
+                h.update(&signature.key.0);
+                h.update(&signature.signature.0);
             }
         }
         Hash32::from(h.finalize())

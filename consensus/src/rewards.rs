@@ -313,6 +313,6 @@ pub fn issuance_tx(
             memo: Vec::new(),
             client_id: None,
         },
-        witnesses: Vec::new(),
+        signatures: Vec::new(),
     }
 }

@@ -165,7 +165,7 @@ fn a_full_payload_pool_still_takes_our_own_certificates() {
 /// (here an issuance with the most evidence, inputs and witnesses): a Byzantine creator can put one in a package.
 fn oversize_tx() -> Transaction {
     let signer = Keypair::from_seed(&[201; 32]);
-    let witness = cas_engine::tx::Witness {
+    let signature = cas_engine::tx::TxSignature {
         key: signer.public(),
         signature: signer.sign(b"not the tx id"),
     };
@@ -193,7 +193,7 @@ fn oversize_tx() -> Transaction {
             memo: Vec::new(),
             client_id: None,
         },
-        witnesses: vec![witness; cas_engine::codec::WITNESSES_MAX],
+        signatures: vec![signature; cas_engine::codec::SIGNATURES_MAX],
     }
 }
 
@@ -428,7 +428,7 @@ fn voters_refuse_a_block_over_the_ledger_bounds_and_a_resized_certificate() {
 fn a_package_id_covers_the_witnesses() {
     let signed = tx(9);
     let mut resigned = signed.clone();
-    resigned.witnesses[0].signature.0[0] ^= 1;
+    resigned.signatures[0].signature.0[0] ^= 1;
     assert_eq!(signed.tx_id(), resigned.tx_id());
     let package = |txs| cas_consensus::messages::Package {
         creator: 0,

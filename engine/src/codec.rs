@@ -20,7 +20,7 @@ pub const INPUTS_MAX: usize = 256;
 /// Outputs per transaction.
 pub const OUTPUTS_MAX: usize = 256;
 /// Witnesses per transaction: at most one per input owner.
-pub const WITNESSES_MAX: usize = INPUTS_MAX;
+pub const SIGNATURES_MAX: usize = INPUTS_MAX;
 /// Memo bytes (exchange deposit routing).
 pub const MEMO_BYTES_MAX: usize = 64;
 /// Committee members in a genesis transaction.
@@ -36,7 +36,7 @@ pub const BLOCK_TXS_MAX: usize = 200_000;
 /// The largest encoded block accepted.
 pub const BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-const _: () = assert!(WITNESSES_MAX <= INPUTS_MAX);
+const _: () = assert!(SIGNATURES_MAX <= INPUTS_MAX);
 const _: () = assert!(TX_BYTES_MAX <= BLOCK_BYTES_MAX);
 // Evidence plus a full set of issuance outputs (under 96 archived bytes each) and the rest of the body fit one tx.
 const _: () =
@@ -91,12 +91,12 @@ pub fn decode_tx(bytes: &[u8]) -> Result<&ArchivedTransaction, DecodeError> {
     Ok(tx)
 }
 
-/// Checks the counts inside an archived transaction (inputs, outputs, witnesses, memo, committee) against the limits;
+/// Checks the counts inside an archived transaction (inputs, outputs, signatures, memo, committee) against the limits;
 /// for containers (blocks, packages) that archive transactions inside themselves.
 pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
     bound("inputs", tx.body.inputs.len(), INPUTS_MAX)?;
     bound("outputs", tx.body.outputs.len(), OUTPUTS_MAX)?;
-    bound("witnesses", tx.witnesses.len(), WITNESSES_MAX)?;
+    bound("signatures", tx.signatures.len(), SIGNATURES_MAX)?;
     bound("memo bytes", tx.body.memo.len(), MEMO_BYTES_MAX)?;
     match &tx.body.kind {
         ArchivedTxKind::Genesis { committee, .. } => {
@@ -173,7 +173,7 @@ pub fn encode_block(block: &Block) -> AlignedVec {
 /// fixed part; this computes it from the counts, without archiving.
 pub fn encoded_tx_len(tx: &Transaction) -> usize {
     use crate::tx::{
-        ArchivedCommitteeMember, ArchivedOutPoint, ArchivedTxOutput, ArchivedWitness, TxKind,
+        ArchivedCommitteeMember, ArchivedOutPoint, ArchivedTxOutput, ArchivedTxSignature, TxKind,
     };
     use std::mem::size_of;
     let body = &tx.body;
@@ -189,7 +189,7 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
         + body.inputs.len() * size_of::<ArchivedOutPoint>()
         + body.outputs.len() * size_of::<ArchivedTxOutput>()
         + body.memo.len()
-        + tx.witnesses.len() * size_of::<ArchivedWitness>()
+        + tx.signatures.len() * size_of::<ArchivedTxSignature>()
         + kind
 }
 

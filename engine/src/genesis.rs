@@ -222,7 +222,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
                 memo: Vec::new(),
                 client_id: None,
             },
-            witnesses: Vec::new(),
+            signatures: Vec::new(),
         })
         .collect();
     let mut commitment = SetCommitment::default();

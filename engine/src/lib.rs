@@ -30,4 +30,6 @@ pub use crypto::{Keypair, PublicKey, Signature};
 pub use id::{AssetId, BlockHash, Hash32, PackageId, TxId};
 pub use ledger::MemoryLedger;
 pub use rules::{RuleContext, TxError, UtxoView};
-pub use tx::{ArchivedTransaction, OutPoint, Transaction, TxBody, TxKind, TxOutput, VnId, Witness};
+pub use tx::{
+    ArchivedTransaction, OutPoint, Transaction, TxBody, TxKind, TxOutput, TxSignature, VnId,
+};

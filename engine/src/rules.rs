@@ -1,7 +1,7 @@
 //! UTXO rules as pure functions over a [`UtxoView`]: one transaction, and a batch applied in order.
 //!
 //! Signatures are checked separately and in batches ([`verify_signatures`]); the rules then check that every
-//! input's owner has a witness, that inputs exist and are unspent (inside a batch the earlier transaction wins a
+//! input's owner has a signature, that inputs exist and are unspent (inside a batch the earlier transaction wins a
 //! double spend), that locks are open, and that value is conserved per asset with the fee paid in CAS. Every
 //! failure is its own [`TxError`] variant carrying the offending index. Nothing here mutates the view.
 
@@ -52,14 +52,14 @@ pub enum TxError {
     Locked { input: usize, unlock_height: u64 },
     #[error("output {output} has a zero amount")]
     ZeroAmount { output: usize },
-    #[error("input {input}'s owner has no witness")]
+    #[error("input {input}'s owner has not signed")]
     Unsigned { input: usize },
-    #[error("witness {witness} owns none of the inputs")]
-    UnusedWitness { witness: usize },
-    #[error("witness {witness} repeats an earlier key")]
-    DuplicateWitness { witness: usize },
-    #[error("witness {witness} has a bad signature")]
-    BadSignature { witness: usize },
+    #[error("signature {index}'s key owns none of the inputs")]
+    UnusedSignature { index: usize },
+    #[error("signature {index} repeats an earlier key")]
+    DuplicateSigner { index: usize },
+    #[error("signature {index} does not verify")]
+    BadSignature { index: usize },
     #[error("input {input} overflows the sum of its asset")]
     InputOverflow { input: usize },
     #[error("output {output} overflows the sum of its asset")]
@@ -78,21 +78,21 @@ pub enum TxError {
     IssuanceReserved,
     #[error("issuance for height {got} in block {expected}")]
     IssuanceWrongHeight { expected: u64, got: u64 },
-    #[error("issuance must not spend inputs, carry witnesses or pay a fee")]
+    #[error("issuance must not spend inputs, carry signatures or pay a fee")]
     IssuanceNotPlain,
     #[error("issuance output {output} is not CAS or is locked")]
     IssuanceNotCas { output: usize },
 }
 
-/// Checks the witnesses' signatures over their tx ids for many transactions at once.
-/// `ids[i]` must be `txs[i].tx_id()`. A transaction with a bad signature gets the first bad witness.
+/// Checks the signatures over their tx ids for many transactions at once.
+/// `ids[i]` must be `txs[i].tx_id()`. A transaction with a bad signature gets the first bad one's index.
 pub fn verify_signatures(txs: &[&ArchivedTransaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
     assert_eq!(txs.len(), ids.len());
-    verify_witnesses(
+    verify_batched(
         txs.len(),
         ids.iter().zip(txs).map(|(id, tx)| {
-            let witnesses = tx.witnesses.iter();
-            (id, witnesses.map(|w| (&w.key.0, &w.signature.0)))
+            let signatures = tx.signatures.iter();
+            (id, signatures.map(|w| (&w.key.0, &w.signature.0)))
         }),
     )
 }
@@ -100,18 +100,18 @@ pub fn verify_signatures(txs: &[&ArchivedTransaction], ids: &[TxId]) -> Vec<Resu
 /// [`verify_signatures`] for owned transactions (packages held in memory), without archiving them first.
 pub fn verify_owned_signatures(txs: &[Transaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
     assert_eq!(txs.len(), ids.len());
-    verify_witnesses(
+    verify_batched(
         txs.len(),
         ids.iter().zip(txs).map(|(id, tx)| {
-            let witnesses = tx.witnesses.iter();
-            (id, witnesses.map(|w| (&w.key.0, &w.signature.0)))
+            let signatures = tx.signatures.iter();
+            (id, signatures.map(|w| (&w.key.0, &w.signature.0)))
         }),
     )
 }
 
-/// One batch verification of every witness of `count` transactions, each given with its id; the verdict per
+/// One batch verification of every signature of `count` transactions, each given with its id; the verdict per
 /// transaction.
-fn verify_witnesses<'a, W>(
+fn verify_batched<'a, W>(
     count: usize,
     txs: impl Iterator<Item = (&'a TxId, W)>,
 ) -> Vec<Result<(), TxError>>
@@ -120,21 +120,21 @@ where
 {
     let mut entries = Vec::with_capacity(count);
     let mut owner = Vec::with_capacity(count);
-    for (tx_index, (id, witnesses)) in txs.enumerate() {
-        for (witness, (key, signature)) in witnesses.enumerate() {
+    for (tx_index, (id, signatures)) in txs.enumerate() {
+        for (index, (key, signature)) in signatures.enumerate() {
             entries.push(SigEntry {
                 message: &id.0,
                 key,
                 signature,
             });
-            owner.push((tx_index, witness));
+            owner.push((tx_index, index));
         }
     }
     let mut verdicts = vec![Ok(()); count];
     for bad in verify_batch(&entries) {
-        let (tx_index, witness) = owner[bad];
+        let (tx_index, index) = owner[bad];
         if verdicts[tx_index].is_ok() {
-            verdicts[tx_index] = Err(TxError::BadSignature { witness });
+            verdicts[tx_index] = Err(TxError::BadSignature { index });
         }
     }
     verdicts
@@ -175,8 +175,8 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
     if let Some(output) = body.outputs.iter().position(|o| o.amount.to_native() == 0) {
         return Err(TxError::ZeroAmount { output });
     }
-    if let Some(witness) = first_repeat_by(tx.witnesses.as_slice(), |w| w.key) {
-        return Err(TxError::DuplicateWitness { witness });
+    if let Some(index) = first_repeat_by(tx.signatures.as_slice(), |w| w.key) {
+        return Err(TxError::DuplicateSigner { index });
     }
     let fee = body.fee.to_native();
     if fee < ctx.min_fee {
@@ -214,7 +214,7 @@ fn first_repeat_by<'a, T, K: Eq + core::hash::Hash>(
 /// Buffers the rules reuse from one transaction to the next, so checking a transaction allocates nothing.
 #[derive(Default)]
 struct Scratch {
-    witness_used: Vec<bool>,
+    signature_used: Vec<bool>,
     /// (asset, sum of inputs, sum of outputs plus fee); a transaction touches few assets, so a scan beats a map.
     sums: Vec<(AssetId, u64, u64)>,
     /// The coins spent by the transaction last checked, in input order.
@@ -232,12 +232,12 @@ fn check_with(
     check_stateless(tx, ctx)?;
     let body = &tx.body;
     let Scratch {
-        witness_used,
+        signature_used,
         sums,
         coins,
     } = scratch;
-    witness_used.clear();
-    witness_used.resize(tx.witnesses.len(), false);
+    signature_used.clear();
+    signature_used.resize(tx.signatures.len(), false);
     sums.clear();
     sums.push((AssetId::CAS, 0, body.fee.to_native()));
     coins.clear();
@@ -251,11 +251,11 @@ fn check_with(
                 });
             }
         }
-        let witness = tx.witnesses.iter().position(|w| w.key.0 == coin.owner.0);
-        let Some(witness) = witness else {
+        let index = tx.signatures.iter().position(|w| w.key.0 == coin.owner.0);
+        let Some(index) = index else {
             return Err(TxError::Unsigned { input });
         };
-        witness_used[witness] = true;
+        signature_used[index] = true;
         let sum = sum_for(sums, coin.asset);
         sum.1 = sum
             .1
@@ -263,8 +263,8 @@ fn check_with(
             .ok_or(TxError::InputOverflow { input })?;
         coins.push(coin);
     }
-    if let Some(witness) = witness_used.iter().position(|used| !used) {
-        return Err(TxError::UnusedWitness { witness });
+    if let Some(index) = signature_used.iter().position(|used| !used) {
+        return Err(TxError::UnusedSignature { index });
     }
     for (output, archived) in body.outputs.iter().enumerate() {
         let sum = sum_for(sums, AssetId::from(&archived.asset));
@@ -304,7 +304,7 @@ fn check_issuance(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<u64, Tx
             got: height.to_native(),
         });
     }
-    if !body.inputs.is_empty() || !tx.witnesses.is_empty() || body.fee.to_native() != 0 {
+    if !body.inputs.is_empty() || !tx.signatures.is_empty() || body.fee.to_native() != 0 {
         return Err(TxError::IssuanceNotPlain);
     }
     let mut minted = 0u64;

@@ -70,7 +70,7 @@ pub enum Rejection {
     Decode(#[from] DecodeError),
     #[error("signed for chain {got}, this chain is {expected}")]
     WrongChain { expected: u32, got: u32 },
-    #[error("no witness: a transaction must be signed")]
+    #[error("unsigned: a transaction must carry a signature")]
     Unsigned,
     #[error("{0}")]
     Signature(TxError),
@@ -148,7 +148,7 @@ impl Synchronizer {
                 answers[index] = Some(Admission::Rejected {
                     reason: Rejection::Rule(TxError::IssuanceReserved),
                 });
-            } else if tx.witnesses.is_empty() {
+            } else if tx.signatures.is_empty() {
                 answers[index] = Some(Admission::Rejected {
                     reason: Rejection::Unsigned,
                 });
@@ -177,7 +177,7 @@ impl Synchronizer {
         if self.seen.contains(&id) {
             return Admission::Duplicate { id };
         }
-        let sender = PublicKey::from(&tx.witnesses[0].key);
+        let sender = PublicKey::from(&tx.signatures[0].key);
         let client_key = tx.body.client_id.as_ref().map(|c| (sender, c.to_native()));
         if let Some(first) = client_key.and_then(|key| self.client_ids.get(&key)) {
             return Admission::Duplicate { id: *first };
@@ -277,7 +277,7 @@ mod tests {
     fn every_submission_gets_its_answer() {
         let txs = signed(3);
         let mut bad_signature = txs[1].clone();
-        bad_signature.witnesses[0].signature.0[3] ^= 1;
+        bad_signature.signatures[0].signature.0[3] ^= 1;
         let mut other_chain = txs[2].clone();
         other_chain.body.chain_id = 4;
         let bytes: Vec<_> = [&txs[0], &bad_signature, &other_chain, &txs[0]]
@@ -292,7 +292,7 @@ mod tests {
         assert_eq!(
             answers[1],
             Admission::Rejected {
-                reason: Rejection::Signature(TxError::BadSignature { witness: 0 })
+                reason: Rejection::Signature(TxError::BadSignature { index: 0 })
             }
         );
         assert_eq!(
@@ -339,7 +339,7 @@ mod tests {
         // Unsigned as the executor builds it, and signed by a client hoping that helps: both refused.
         let unsigned = Transaction {
             body: body.clone(),
-            witnesses: Vec::new(),
+            signatures: Vec::new(),
         };
         let signed = body.sign(&[&owner]);
         let bytes = [encode_tx(&unsigned), encode_tx(&signed)];

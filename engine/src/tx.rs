@@ -1,5 +1,5 @@
 //! Transactions: UTXO inputs and outputs, fee, chain id, business network (`vn`), kind, memo, client id, and the
-//! witnesses (one signature per distinct input owner over the tx id).
+//! signatures (one per distinct input owner over the tx id).
 //!
 //! The tx id is a blake3 hash of the body's fields written in a fixed canonical order, computed from the archived
 //! (wire) form in place, so it never depends on how rkyv laid the bytes out. Witnesses are outside the id.
@@ -90,7 +90,7 @@ pub enum TxKind {
     /// New CAS minted by the node itself, never by a client: the POW witness rewards that matured at ledger block
     /// `height`, as outputs. Each node's executor builds it from the consensus block's carried witness headers
     /// (`evidence`, each an encoded witness header, kept so the issuance can be re-derived from the ledger alone)
-    /// and appends it as the last transaction of every ledger block. No inputs, no witnesses, no fee.
+    /// and appends it as the last transaction of every ledger block. No inputs, no signatures, no fee.
     Issuance { height: u64, evidence: Vec<Vec<u8>> },
 }
 
@@ -117,7 +117,7 @@ pub struct TxBody {
 /// A signature by one input owner over the tx id.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
-pub struct Witness {
+pub struct TxSignature {
     pub key: PublicKey,
     pub signature: Signature,
 }
@@ -126,7 +126,7 @@ pub struct Witness {
 #[rkyv(derive(Debug))]
 pub struct Transaction {
     pub body: TxBody,
-    pub witnesses: Vec<Witness>,
+    pub signatures: Vec<TxSignature>,
 }
 
 /// The tx id hasher with its derive-key context already absorbed (cloned per id: saves one compression).
@@ -360,16 +360,16 @@ impl TxBody {
     /// Signs the body with every key given (one per distinct input owner) and returns the transaction.
     pub fn sign(self, signers: &[&Keypair]) -> Transaction {
         let id = self.tx_id();
-        let witnesses = signers
+        let signatures = signers
             .iter()
-            .map(|k| Witness {
+            .map(|k| TxSignature {
                 key: k.public(),
                 signature: k.sign(&id.0),
             })
             .collect();
         Transaction {
             body: self,
-            witnesses,
+            signatures,
         }
     }
 }
@@ -529,7 +529,7 @@ mod tests {
             .map(|body| {
                 let tx = Transaction {
                     body: body.clone(),
-                    witnesses: Vec::new(),
+                    signatures: Vec::new(),
                 };
                 rkyv::to_bytes::<rkyv::rancor::Error>(&tx).expect("archives")
             })
@@ -550,7 +550,7 @@ mod tests {
             .iter()
             .map(|body| Transaction {
                 body: body.clone(),
-                witnesses: Vec::new(),
+                signatures: Vec::new(),
             })
             .collect();
         assert_eq!(owned_tx_ids(&owned), ids);

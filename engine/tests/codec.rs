@@ -5,13 +5,13 @@
 use cas_engine::codec::{
     decode_block, decode_tx, encode_block, encode_tx, encoded_block_len, encoded_tx_len,
     to_owned_block, to_owned_tx, DecodeError, INPUTS_MAX, ISSUANCE_EVIDENCE_BYTES_MAX,
-    ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX, MEMO_BYTES_MAX, OUTPUTS_MAX, TX_BYTES_MAX,
-    WITNESSES_MAX,
+    ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX, MEMO_BYTES_MAX, OUTPUTS_MAX, SIGNATURES_MAX,
+    TX_BYTES_MAX,
 };
 use cas_engine::tx::{ChainParams, CommitteeMember};
 use cas_engine::{
     AssetId, Block, BlockHeader, Hash32, OutPoint, PublicKey, Signature, Transaction, TxBody,
-    TxKind, TxOutput, Witness,
+    TxKind, TxOutput, TxSignature,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -79,16 +79,16 @@ fn transaction() -> impl Strategy<Value = Transaction> {
                 client_id,
             },
         );
-    let witness = (key(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(key, r, s)| {
+    let signature = (key(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(key, r, s)| {
         let mut signature = [0u8; 64];
         signature[..32].copy_from_slice(&r);
         signature[32..].copy_from_slice(&s);
-        Witness {
+        TxSignature {
             key,
             signature: Signature(signature),
         }
     });
-    (body, vec(witness, 0..4)).prop_map(|(body, witnesses)| Transaction { body, witnesses })
+    (body, vec(signature, 0..4)).prop_map(|(body, signatures)| Transaction { body, signatures })
 }
 
 fn block() -> impl Strategy<Value = Block> {
@@ -113,7 +113,7 @@ fn block() -> impl Strategy<Value = Block> {
 fn accepted_tx_is_sound(bytes: &[u8]) {
     if let Ok(tx) = decode_tx(bytes) {
         assert!(tx.body.inputs.len() <= INPUTS_MAX && tx.body.outputs.len() <= OUTPUTS_MAX);
-        assert!(tx.witnesses.len() <= WITNESSES_MAX && tx.body.memo.len() <= MEMO_BYTES_MAX);
+        assert!(tx.signatures.len() <= SIGNATURES_MAX && tx.body.memo.len() <= MEMO_BYTES_MAX);
         let owned = to_owned_tx(tx);
         assert_eq!(owned.tx_id(), tx.tx_id());
         let again = encode_tx(&owned);
@@ -222,7 +222,7 @@ fn oversize_and_over_count_inputs_are_typed_errors() {
             memo: vec![],
             client_id: None,
         },
-        witnesses: vec![],
+        signatures: vec![],
     };
     assert_eq!(
         decode_tx(&encode_tx(&too_many)).unwrap_err(),
@@ -238,7 +238,7 @@ fn oversize_and_over_count_inputs_are_typed_errors() {
             inputs: vec![],
             ..too_many.body.clone()
         },
-        witnesses: vec![],
+        signatures: vec![],
     };
     assert!(matches!(
         decode_tx(&encode_tx(&long_memo)),
@@ -268,7 +268,7 @@ fn oversize_and_over_count_inputs_are_typed_errors() {
 }
 
 #[test]
-fn tx_id_ignores_witnesses_and_covers_every_body_field() {
+fn tx_id_ignores_signatures_and_covers_every_body_field() {
     let base = Transaction {
         body: TxBody {
             chain_id: 1,
@@ -288,11 +288,11 @@ fn tx_id_ignores_witnesses_and_covers_every_body_field() {
             memo: vec![],
             client_id: None,
         },
-        witnesses: vec![],
+        signatures: vec![],
     };
     let id = base.tx_id();
     let mut signed = base.clone();
-    signed.witnesses.push(Witness {
+    signed.signatures.push(TxSignature {
         key: PublicKey([3; 32]),
         signature: Signature([4; 64]),
     });
@@ -338,7 +338,7 @@ fn issuance_evidence_and_outputs_are_bounded_by_the_decoder() {
             memo: Vec::new(),
             client_id: None,
         },
-        witnesses: Vec::new(),
+        signatures: Vec::new(),
     };
     let refused = |tx: &Transaction| decode_tx(&encode_tx(tx)).err();
     // At every bound: accepted, and the largest issuance still fits one transaction.

@@ -263,11 +263,11 @@ fn each_structural_rule_has_its_own_error() {
         ),
         (
             body(vec![c0.0], out(AMOUNT - 1), 1).sign(&[&account(0), &account(2)]),
-            TxError::UnusedWitness { witness: 1 },
+            TxError::UnusedSignature { index: 1 },
         ),
         (
             body(vec![c0.0], out(AMOUNT - 1), 1).sign(&[&account(0), &account(0)]),
-            TxError::DuplicateWitness { witness: 1 },
+            TxError::DuplicateSigner { index: 1 },
         ),
         (
             TxBody {
@@ -367,7 +367,7 @@ fn bad_signature_at_a_known_index_in_a_batch_of_1024() {
 }
 
 #[test]
-fn bad_signature_is_reported_per_transaction_and_witness() {
+fn bad_signature_is_reported_per_transaction_and_signature() {
     let f = fixture(4, 1);
     let mut txs: Vec<Transaction> = (0..4)
         .map(|i| {
@@ -381,7 +381,7 @@ fn bad_signature_is_reported_per_transaction_and_witness() {
             )
         })
         .collect();
-    txs[2].witnesses[0].signature.0[3] ^= 1;
+    txs[2].signatures[0].signature.0[3] ^= 1;
     let encoded: Vec<AlignedVec> = txs.iter().map(encode_tx).collect();
     let archived: Vec<_> = encoded.iter().map(|b| decode_tx(b).unwrap()).collect();
     let ids: Vec<_> = archived.iter().map(|tx| tx.tx_id()).collect();
@@ -390,7 +390,7 @@ fn bad_signature_is_reported_per_transaction_and_witness() {
         vec![
             Ok(()),
             Ok(()),
-            Err(TxError::BadSignature { witness: 0 }),
+            Err(TxError::BadSignature { index: 0 }),
             Ok(())
         ]
     );
@@ -405,7 +405,7 @@ fn issuance(height: u64, outputs: Vec<TxOutput>) -> Transaction {
             },
             ..body(Vec::new(), outputs, 0)
         },
-        witnesses: Vec::new(),
+        signatures: Vec::new(),
     }
 }
 

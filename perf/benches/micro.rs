@@ -31,8 +31,8 @@ static SIGNED: LazyLock<Vec<Signed>> = LazyLock::new(|| {
         .map(|tx| {
             (
                 tx.tx_id(),
-                tx.witnesses[0].key.0,
-                tx.witnesses[0].signature.0,
+                tx.signatures[0].key.0,
+                tx.signatures[0].signature.0,
             )
         })
         .collect()

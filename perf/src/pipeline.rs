@@ -132,7 +132,7 @@ pub fn verification_limit(load: &Load, threads: usize) -> f64 {
     batched_verification_rate(&signature_entries(&txs, &ids), threads)
 }
 
-/// The signature checks of `txs` (`ids[i]` is `txs[i]`'s id), one entry per witness, in order.
+/// The signature checks of `txs` (`ids[i]` is `txs[i]`'s id), one entry per signature, in order.
 pub fn signature_entries<'a>(
     txs: &[&'a ArchivedTransaction],
     ids: &'a [TxId],
@@ -140,7 +140,7 @@ pub fn signature_entries<'a>(
     txs.iter()
         .zip(ids)
         .flat_map(|(tx, id)| {
-            tx.witnesses.iter().map(move |w| SigEntry {
+            tx.signatures.iter().map(move |w| SigEntry {
                 message: &id.0,
                 key: &w.key.0,
                 signature: &w.signature.0,

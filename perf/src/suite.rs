@@ -92,8 +92,8 @@ pub fn micro(budget: Budget, mut progress: impl FnMut(&str)) -> MicroSummary {
         .map(|tx| {
             (
                 tx.tx_id(),
-                tx.witnesses[0].key.0,
-                tx.witnesses[0].signature.0,
+                tx.signatures[0].key.0,
+                tx.signatures[0].signature.0,
             )
         })
         .collect();

@@ -705,8 +705,8 @@ fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
         .zip(&ids)
         .map(|(tx, id)| SigEntry {
             message: &id.0,
-            key: &tx.witnesses[0].key.0,
-            signature: &tx.witnesses[0].signature.0,
+            key: &tx.signatures[0].key.0,
+            signature: &tx.signatures[0].signature.0,
         })
         .collect();
     // The best of five passes: the limit is what the core can do, not what a noisy moment let it do.

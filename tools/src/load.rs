@@ -136,7 +136,7 @@ pub fn sabotage(tx: &Transaction, kind: Sabotage, owner: &Keypair) -> Transactio
     bad.body.outputs[1].amount -= 1;
     match kind {
         Sabotage::BadSignature => {
-            bad.witnesses[0].signature.0[7] ^= 1;
+            bad.signatures[0].signature.0[7] ^= 1;
             bad
         }
         Sabotage::DoubleSpend => bad.body.sign(&[owner]),

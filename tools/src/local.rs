@@ -165,7 +165,7 @@ fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
 fn check_sabotage(sabotaged: &[(usize, Sabotage)], verdicts: &[Result<(), TxError>]) -> Result<()> {
     for &(index, kind) in sabotaged {
         let expected = match kind {
-            Sabotage::BadSignature => TxError::BadSignature { witness: 0 },
+            Sabotage::BadSignature => TxError::BadSignature { index: 0 },
             Sabotage::DoubleSpend => TxError::DoubleSpend { input: 0 },
             Sabotage::UnknownInput => TxError::MissingInput { input: 0 },
         };

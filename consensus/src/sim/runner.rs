@@ -484,7 +484,7 @@ impl Sim<'_> {
         let valid =
             !(self.nodes[node].byzantine == Some(Byzantine::Acker) && made.is_multiple_of(2));
         if !valid {
-            txs[1].witnesses[0].signature.0[9] ^= 1;
+            txs[1].signatures[0].signature.0[9] ^= 1;
         }
         let now = self.now_ms;
         let availability = self.nodes[node].availability.as_mut().unwrap();

@@ -135,7 +135,7 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                         .copied()
                         .and_then(|coin| pay(&mut rng, &keys, coin))
                         .map(|mut tx| {
-                            tx.witnesses[0].signature.0[flip] ^= 1;
+                            tx.signatures[0].signature.0[flip] ^= 1;
                             tx
                         })
                 }
