@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use cas_engine::codec::{decode_block, encode_block, to_owned_block};
 use cas_engine::Hash32;
@@ -15,6 +14,7 @@ use crate::ledger::{
     check_genesis_commitment, genesis_parts, BlockOutcome, LedgerConfig, PendingBlock,
 };
 use crate::limits::{IN_FLIGHT_BLOCKS_MAX, SNAPSHOT_EVERY_BLOCKS_DEFAULT};
+use crate::mirror::Mirror;
 use crate::runtime::check_memlock;
 use crate::snapshot;
 use crate::store::{BlockStore, Location, PendingAppend, StoreConfig};
@@ -74,8 +74,8 @@ pub struct DurableLedger {
     snapshot_every_blocks: u64,
     /// The height the next `begin` must carry.
     next_height: u64,
-    /// At most one snapshot is written at a time, off the coordinator's thread.
-    snapshot_job: Option<JoinHandle<Result<PathBuf, Error>>>,
+    /// The set's sorted copy that snapshots are written from, one at a time, off the coordinator's thread.
+    mirror: Mirror,
 }
 
 /// The genesis block kept beside a store that no longer holds height 0 (written before the first snapshot install).
@@ -150,6 +150,8 @@ impl DurableLedger {
         let start_height = snapshot.as_ref().map_or(0, |s| s.height);
         let mut ledger =
             ShardedLedger::start(chain_id, params, start_height, &config.ledger, false)?;
+        let (mirror, feed) = Mirror::start()?;
+        ledger.attach_mirror(feed);
         match snapshot {
             Some(snapshot) => {
                 ledger.load(snapshot.entries)?;
@@ -176,7 +178,7 @@ impl DurableLedger {
             snapshot_dir,
             snapshot_every_blocks: config.snapshot_every_blocks,
             next_height: durable_height + 1,
-            snapshot_job: None,
+            mirror,
         };
         let replayed_blocks = node.replay(start_height + 1, durable_height)?;
         let recovery = Recovery {
@@ -325,37 +327,19 @@ impl DurableLedger {
         self.complete(in_flight)
     }
 
-    /// Copies the set at `height` from the shards and writes it on a background thread; skipped (and logged) while
-    /// the previous snapshot is still being written.
+    /// Asks the mirror for the snapshot at `height` (it writes on its own thread); skipped (and logged) while the
+    /// previous snapshot is still being written. Returns the previous write's error, if it failed.
     fn snapshot(&mut self, height: u64, commitment: Hash32) -> Result<(), Error> {
-        if let Some(job) = self.snapshot_job.take() {
-            if !job.is_finished() {
-                tracing::warn!(height, "previous snapshot still writing; skipping this one");
-                self.snapshot_job = Some(job);
-                return Ok(());
-            }
-            job.join().expect("snapshot thread does not panic")?;
+        if self.mirror.writing() {
+            tracing::warn!(height, "previous snapshot still writing; skipping this one");
+            return Ok(());
         }
-        let entries = self.ledger.dump()?;
-        let dir = self.snapshot_dir.clone();
-        self.snapshot_job = Some(
-            std::thread::Builder::new()
-                .name("cas-snapshot".to_string())
-                .spawn(move || snapshot::write(&dir, height, &entries, commitment))
-                .map_err(|e| Error::io("spawn snapshot thread", &self.snapshot_dir, e))?,
-        );
-        Ok(())
+        self.mirror.write(&self.snapshot_dir, height, commitment)
     }
 
     /// Waits for a snapshot being written, returning its error if it failed.
     pub fn wait_snapshot(&mut self) -> Result<(), Error> {
-        match self.snapshot_job.take() {
-            Some(job) => job
-                .join()
-                .expect("snapshot thread does not panic")
-                .map(|_| ()),
-            None => Ok(()),
-        }
+        self.mirror.wait()
     }
 
     /// Installs a UTXO snapshot as the node's new base (state transfer for a node too far behind to replay): the set

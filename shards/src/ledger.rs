@@ -17,6 +17,7 @@ use crossbeam_channel::{bounded, Receiver};
 use crate::error::Error;
 use crate::hash::FastMap;
 use crate::limits::{SHARDS_MAX, VERIFY_CHUNK_TXS};
+use crate::mirror::MirrorFeed;
 use crate::partition::shard_of;
 use crate::runtime::{check_memlock, BulkLane, ShardHandle};
 use crate::shard::{Command, ValidatedBlock, VerifyDone};
@@ -74,6 +75,8 @@ pub struct ShardedLedger {
     bulk: BulkLane,
     /// Each shard's commitment after its last commit.
     shard_commitments: Vec<SetCommitment>,
+    /// Where every commit's changes are copied, when a durable ledger keeps a mirror for its snapshots.
+    mirror: Option<MirrorFeed>,
 }
 
 impl PendingBlock {
@@ -125,6 +128,7 @@ impl ShardedLedger {
             shard_commitments: vec![SetCommitment::default(); shards.len()],
             shards,
             bulk,
+            mirror: None,
         })
     }
 
@@ -134,6 +138,12 @@ impl ShardedLedger {
         let ledger = Self::from_outputs(chain_id, params, 0, outputs, config)?;
         check_genesis_commitment(genesis, ledger.commitment())?;
         Ok(ledger)
+    }
+
+    /// Copies every later commit's changes to `feed` (attached before anything is loaded, so the mirror sees the
+    /// whole set).
+    pub(crate) fn attach_mirror(&mut self, feed: MirrorFeed) {
+        self.mirror = Some(feed);
     }
 
     /// Adds outputs to their shards (genesis or snapshot load).
@@ -160,6 +170,9 @@ impl ShardedLedger {
         self.shard_commitments
             .iter_mut()
             .for_each(|c| *c = SetCommitment::default());
+        if let Some(mirror) = &self.mirror {
+            mirror.clear()?;
+        }
         self.height = height;
         self.load(outputs)?;
         Ok(self.commitment())
@@ -314,6 +327,12 @@ impl ShardedLedger {
         spent: Vec<(OutPoint, TxOutput)>,
         created: Vec<(OutPoint, TxOutput)>,
     ) -> Result<(), Error> {
+        if let Some(mirror) = &self.mirror {
+            mirror.changes(
+                spent.iter().map(|(outpoint, _)| *outpoint).collect(),
+                created.clone(),
+            )?;
+        }
         let count = self.shards.len();
         // Sized for an even spread (outpoints are uniform hashes), so routing rarely grows a vector.
         let share = |total: usize| total / count + total / (8 * count) + 16;
@@ -385,7 +404,7 @@ impl ShardedLedger {
         Ok(outputs)
     }
 
-    /// Every unspent output, sorted by outpoint (snapshots and tests).
+    /// Every unspent output, sorted by outpoint (tests).
     pub fn dump(&self) -> Result<Vec<(OutPoint, TxOutput)>, Error> {
         let mut outputs = self.gather(|reply| Command::Dump { reply })?;
         outputs.sort_unstable_by_key(|(outpoint, _)| *outpoint);

@@ -21,7 +21,8 @@
 //! # Durability ([`durable_ledger::DurableLedger`])
 //! A block is appended to the [`store::BlockStore`] (checksummed, 4 KiB-aligned records in append-only segments,
 //! written with glommio DMA files and `fdatasync`ed) while it is validated; its receipt is returned only once both
-//! are done. Every `snapshot_every_blocks` a UTXO snapshot is written (temp file, fsync, rename, fsync dir).
+//! are done. Every `snapshot_every_blocks` a UTXO snapshot is written (temp file, fsync, rename, fsync dir) from
+//! the set's mirror ([`mirror`]), a sorted copy kept on its own thread, so the shards never stop for it.
 //! Reopening truncates a torn tail, loads the newest valid snapshot and replays the blocks after it. Each block's
 //! header must commit to the UTXO set after its parent; it is checked before the block is written or applied.
 //!
@@ -44,6 +45,7 @@ pub(crate) use cas_engine::fasthash as hash;
 pub mod durable_ledger;
 pub mod ledger;
 pub mod limits;
+mod mirror;
 pub mod partition;
 mod shard;
 pub mod snapshot;

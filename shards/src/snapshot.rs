@@ -21,6 +21,39 @@ const CHECKSUM_DOMAIN: &str = "CAS 2026-11 utxo snapshot v1";
 /// One encoded entry (the layout in the module header); snapshot files and transfer chunks share it.
 pub const ENTRY_BYTES: usize = 117;
 const HEAD_BYTES: usize = 24;
+/// The buffer a snapshot is written through.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// A file written through a buffer whose every flushed byte also feeds the checksum.
+struct ChecksummedWriter {
+    file: File,
+    hasher: blake3::Hasher,
+    buffer: Vec<u8>,
+}
+
+impl ChecksummedWriter {
+    fn flush_when_full(&mut self) -> std::io::Result<()> {
+        if self.buffer.len() >= WRITE_BUFFER_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.hasher.update(&self.buffer);
+        self.file.write_all(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes what is buffered, then the checksum of everything before it, and syncs the file.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.flush()?;
+        let checksum = self.hasher.finalize();
+        self.file.write_all(checksum.as_bytes())?;
+        self.file.sync_all()
+    }
+}
 
 /// A snapshot read back and checked (or assembled from a transfer, see [`crate::transfer`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,30 +106,54 @@ pub fn write(
     entries: &[(OutPoint, TxOutput)],
     commitment: Hash32,
 ) -> Result<PathBuf, Error> {
-    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let mut bytes = Vec::with_capacity(HEAD_BYTES + entries.len() * ENTRY_BYTES + 64);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&height.to_le_bytes());
-    bytes.extend_from_slice(&(entries.len() as u64).to_le_bytes());
-    for (outpoint, coin) in entries {
-        encode_entry(&mut bytes, outpoint, coin);
-    }
-    bytes.extend_from_slice(&commitment.0);
-    let checksum = blake3::Hasher::new_derive_key(CHECKSUM_DOMAIN)
-        .update(&bytes)
-        .finalize();
-    bytes.extend_from_slice(checksum.as_bytes());
+    write_sorted(dir, height, entries.iter().map(|(o, c)| (o, c)), commitment)
+}
 
+/// [`write`] from entries already sorted by outpoint, as the mirror's ordered map yields them. In debug builds the
+/// entries' commitment is checked against `commitment` (a mirror that drifted from the shards fails loudly there).
+pub(crate) fn write_sorted<'a>(
+    dir: &Path,
+    height: u64,
+    entries: impl ExactSizeIterator<Item = (&'a OutPoint, &'a TxOutput)>,
+    commitment: Hash32,
+) -> Result<PathBuf, Error> {
+    let count = entries.len();
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
     let path = snapshot_path(dir, height);
     let temp = path.with_extension("tmp");
-    let mut file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
-    file.write_all(&bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("write", &temp, e))?;
-    drop(file);
+    let file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+    // Streamed through a buffer with the checksum computed on the way: the file is never held in memory whole.
+    let mut out = ChecksummedWriter {
+        file,
+        hasher: blake3::Hasher::new_derive_key(CHECKSUM_DOMAIN),
+        buffer: Vec::with_capacity(WRITE_BUFFER_BYTES + ENTRY_BYTES),
+    };
+    let written = (|| {
+        out.buffer.extend_from_slice(MAGIC);
+        out.buffer.extend_from_slice(&height.to_le_bytes());
+        out.buffer.extend_from_slice(&(count as u64).to_le_bytes());
+        let mut check = cfg!(debug_assertions).then(cas_engine::SetCommitment::default);
+        for (outpoint, coin) in entries {
+            encode_entry(&mut out.buffer, outpoint, coin);
+            out.flush_when_full()?;
+            if let Some(check) = check.as_mut() {
+                check.insert(outpoint, coin);
+            }
+        }
+        if let Some(check) = check {
+            assert_eq!(
+                check.checksum(),
+                commitment,
+                "snapshot entries match the commitment they are written with"
+            );
+        }
+        out.buffer.extend_from_slice(&commitment.0);
+        out.finish()
+    })();
+    written.map_err(|e| Error::io("write", &temp, e))?;
     fs::rename(&temp, &path).map_err(|e| Error::io("rename", &temp, e))?;
     sync_dir(dir)?;
-    tracing::info!(height, entries = entries.len(), path = %path.display(), "snapshot written");
+    tracing::info!(height, entries = count, path = %path.display(), "snapshot written");
     for (_, old) in list(dir)?.into_iter().skip(SNAPSHOTS_KEPT) {
         fs::remove_file(&old).map_err(|e| Error::io("remove", &old, e))?;
     }

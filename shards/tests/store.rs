@@ -249,3 +249,39 @@ fn a_header_committing_to_another_parent_state_is_refused_and_changes_nothing() 
     drop(node);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A snapshot is written off the shards from the set's mirror while later blocks go on: it holds the set at its
+/// own height exactly (the later blocks' changes are not in it), and it equals what the shards held there.
+#[test]
+fn a_snapshot_holds_the_set_at_its_height_while_later_blocks_apply() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(16, 8, 15);
+    let dir = common::temp_dir("mirror");
+    let (mut node, _) = DurableLedger::open(&dir, &config(4), Some(&chain.genesis)).unwrap();
+    let mut at_four = None;
+    for (index, bytes) in chain.blocks[..8].iter().enumerate() {
+        node.append(bytes.clone()).unwrap();
+        if index + 1 == 4 {
+            at_four = Some(node.ledger().dump().unwrap());
+        }
+    }
+    node.wait_snapshot().unwrap();
+    let snapshots = cas_shards::snapshot::list(&dir.join("snapshots")).unwrap();
+    let heights: Vec<u64> = snapshots.iter().map(|(height, _)| *height).collect();
+    assert!(heights.contains(&4), "snapshots at {heights:?}");
+    let snapshot = cas_shards::snapshot::read(&cas_shards::snapshot::snapshot_path(
+        &dir.join("snapshots"),
+        4,
+    ))
+    .unwrap();
+    assert_eq!(snapshot.height, 4);
+    assert_eq!(snapshot.commitment, chain.commitments[4]);
+    assert_eq!(Some(snapshot.entries), at_four);
+    assert_ne!(
+        node.ledger().dump().unwrap(),
+        at_four.unwrap(),
+        "later blocks changed the set"
+    );
+    drop(node);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -159,7 +159,7 @@ fn right_answer(sabotage: Option<Sabotage>, outcome: &Outcome) -> Result<(), Str
             }),
         ) => Ok(()),
         (Some(Sabotage::BadSignature), Some(ClientAnswer::Rejected { reason, .. }), None)
-            if reason.contains("bad signature") =>
+            if reason.contains("does not verify") =>
         {
             Ok(())
         }

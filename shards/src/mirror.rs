@@ -1,0 +1,165 @@
+//! The set's mirror: a sorted copy of the unspent set, kept on its own thread from the changes every commit sends
+//! it, from which UTXO snapshots are written. The shards never stop for a snapshot (copying a few million entries
+//! out of them stalled every block for seconds): the mirror takes changes in commit order, so when it meets a
+//! write request it holds the set at that height, and it writes while the changes of later blocks wait in its
+//! bounded queue (full: the committing thread waits, so a writer slower than the chain slows the chain instead of
+//! growing memory). The cost is a second copy of the set in memory and an ordered-map update per change, on a
+//! thread of its own. It owns its copy and the snapshot files it writes; it never reads the shards or the store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use cas_engine::{Hash32, OutPoint, TxOutput};
+
+use crate::error::Error;
+use crate::limits::MIRROR_QUEUE_MAX;
+use crate::snapshot;
+
+enum Input {
+    /// What one commit did to the set (a block, a genesis or snapshot load).
+    Changes {
+        spent: Vec<OutPoint>,
+        created: Vec<(OutPoint, TxOutput)>,
+    },
+    /// The set was emptied (a snapshot install replaces it; its load follows as changes).
+    Clear,
+    /// Write the set as it stands after every change before this one: the snapshot at `height`.
+    Write {
+        dir: PathBuf,
+        height: u64,
+        commitment: Hash32,
+    },
+    /// Answered once everything before it is done.
+    Wait { reply: SyncSender<()> },
+}
+
+/// What the ledger holds to send the mirror its changes.
+#[derive(Clone)]
+pub(crate) struct MirrorFeed(SyncSender<Input>);
+
+impl MirrorFeed {
+    pub(crate) fn changes(
+        &self,
+        spent: Vec<OutPoint>,
+        created: Vec<(OutPoint, TxOutput)>,
+    ) -> Result<(), Error> {
+        self.send(Input::Changes { spent, created })
+    }
+
+    pub(crate) fn clear(&self) -> Result<(), Error> {
+        self.send(Input::Clear)
+    }
+
+    fn send(&self, input: Input) -> Result<(), Error> {
+        self.0.send(input).map_err(|_| Error::ExecutorStopped {
+            name: "cas-mirror".to_string(),
+        })
+    }
+}
+
+/// The durable ledger's side: asks for snapshots, one at a time, and collects how they went.
+pub(crate) struct Mirror {
+    feed: MirrorFeed,
+    /// True from a write request until its file is durable (or failed).
+    writing: Arc<AtomicBool>,
+    /// The outcome of the last write, until taken.
+    last: Arc<Mutex<Option<Result<PathBuf, Error>>>>,
+}
+
+impl Mirror {
+    /// Starts the mirror's thread with an empty set; the ledger's loads and commits fill it.
+    pub(crate) fn start() -> Result<(Mirror, MirrorFeed), Error> {
+        let (sender, inputs) = sync_channel(MIRROR_QUEUE_MAX);
+        let writing = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(Mutex::new(None));
+        let keeper = Keeper {
+            set: BTreeMap::new(),
+            writing: writing.clone(),
+            last: last.clone(),
+        };
+        std::thread::Builder::new()
+            .name("cas-mirror".to_string())
+            .spawn(move || keeper.run(inputs))
+            .map_err(|e| Error::io("spawn mirror thread", Path::new("cas-mirror"), e))?;
+        let feed = MirrorFeed(sender);
+        let mirror = Mirror {
+            feed: feed.clone(),
+            writing,
+            last,
+        };
+        Ok((mirror, feed))
+    }
+
+    /// Whether a snapshot asked for is still being written.
+    pub(crate) fn writing(&self) -> bool {
+        self.writing.load(Ordering::Acquire)
+    }
+
+    /// Asks for the snapshot at `height` (after every change sent so far) and returns the previous write's error,
+    /// if it failed. The caller checks [`Mirror::writing`] first: one write at a time.
+    pub(crate) fn write(&self, dir: &Path, height: u64, commitment: Hash32) -> Result<(), Error> {
+        self.take_last()?;
+        self.writing.store(true, Ordering::Release);
+        self.feed.send(Input::Write {
+            dir: dir.to_path_buf(),
+            height,
+            commitment,
+        })
+    }
+
+    /// Waits until everything sent so far is done; returns the last write's error, if it failed.
+    pub(crate) fn wait(&self) -> Result<(), Error> {
+        let (reply, done) = sync_channel(1);
+        self.feed.send(Input::Wait { reply })?;
+        done.recv().map_err(|_| Error::ExecutorStopped {
+            name: "cas-mirror".to_string(),
+        })?;
+        self.take_last()
+    }
+
+    fn take_last(&self) -> Result<(), Error> {
+        match self.last.lock().expect("mirror result lock").take() {
+            Some(Err(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The mirror's thread.
+struct Keeper {
+    set: BTreeMap<OutPoint, TxOutput>,
+    writing: Arc<AtomicBool>,
+    last: Arc<Mutex<Option<Result<PathBuf, Error>>>>,
+}
+
+impl Keeper {
+    /// Runs until every sender is gone.
+    fn run(mut self, inputs: Receiver<Input>) {
+        for input in inputs {
+            match input {
+                Input::Changes { spent, created } => {
+                    for outpoint in &spent {
+                        self.set.remove(outpoint);
+                    }
+                    self.set.extend(created);
+                }
+                Input::Clear => self.set.clear(),
+                Input::Write {
+                    dir,
+                    height,
+                    commitment,
+                } => {
+                    let written = snapshot::write_sorted(&dir, height, self.set.iter(), commitment);
+                    *self.last.lock().expect("mirror result lock") = Some(written);
+                    self.writing.store(false, Ordering::Release);
+                }
+                Input::Wait { reply } => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+    }
+}
