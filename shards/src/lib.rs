@@ -51,6 +51,7 @@ mod shard;
 pub mod snapshot;
 pub mod store;
 pub mod transfer;
+mod utxo_map;
 
 pub use durable_ledger::{DurableLedger, DurableLedgerConfig, InFlight, Receipt, Recovery};
 pub use error::Error;

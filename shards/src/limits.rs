@@ -37,6 +37,9 @@ pub const RECORD_PAYLOAD_BYTES_MAX: usize = BLOCK_BYTES_MAX;
 pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
 /// Default blocks between UTXO snapshots.
 pub const SNAPSHOT_EVERY_BLOCKS_DEFAULT: u64 = 1024;
+/// Hash maps a shard's unspent outputs are split into, so growing the set moves one part at a time (see
+/// `utxo_map`); each part starts empty.
+pub const UTXO_MAP_PARTS: usize = 256;
 /// Commits (one per block, or a load) queued for the set's mirror. Full: the committing thread waits until the
 /// mirror catches up (it falls behind only while it writes a snapshot), so memory stays bounded.
 pub const MIRROR_QUEUE_MAX: usize = 1024;
@@ -51,6 +54,8 @@ pub const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 const _: () = assert!(SHARDS_MAX > 0);
 const _: () = assert!(SNAPSHOT_CHUNK_ENTRIES > 0);
 const _: () = assert!(MIRROR_QUEUE_MAX > 0);
+// A part is chosen by one byte of the tx id.
+const _: () = assert!(UTXO_MAP_PARTS > 0 && UTXO_MAP_PARTS <= 256);
 const _: () = assert!(VERIFY_CHUNK_TXS > 0);
 const _: () = assert!(SHARD_BULK_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
 const _: () = assert!(STORE_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);

@@ -14,6 +14,7 @@ use cas_engine::{
 use crossbeam_channel::{select_biased, Receiver, Sender};
 
 use crate::hash::FastMap;
+use crate::utxo_map::UtxoMap;
 
 /// A result of a signature job: the tx ids and verdicts of `txs[start..start + ids.len()]`.
 pub(crate) struct VerifyDone {
@@ -64,7 +65,7 @@ pub(crate) enum Command {
 
 #[derive(Default)]
 pub(crate) struct ShardState {
-    utxos: FastMap<OutPoint, TxOutput>,
+    utxos: UtxoMap,
     commitment: SetCommitment,
     owners: FastMap<PublicKey, Holdings>,
 }
@@ -210,7 +211,9 @@ impl ShardState {
                 let _ = reply.send(outputs);
             }
             Command::Dump { reply } => {
-                let _ = reply.send(self.utxos.iter().map(|(o, c)| (*o, *c)).collect());
+                let mut all = Vec::with_capacity(self.utxos.len());
+                all.extend(self.utxos.iter().map(|(o, c)| (*o, *c)));
+                let _ = reply.send(all);
             }
         }
         // A reply that cannot be sent means the coordinator gave up on it (it is stopping): nothing to undo.

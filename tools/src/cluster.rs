@@ -577,6 +577,9 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         report.unanswered,
         statuses.first().map_or("-", |s| s.utxo_commitment.as_str())
     );
+    if report.latency_windows.len() > 2 {
+        print_latency_windows(&report);
+    }
     let node_cpu_us_per_tx =
         nodes_cpu_s.map(|cpu_s| cpu_s * 1e6 / report.final_accepted.max(1) as f64);
     match node_cpu_us_per_tx {
@@ -926,4 +929,32 @@ fn rss_mib(pid: u32) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kib / 1024.0)
+}
+
+/// p99 per window of submissions, and the last full minute's against the first's: does latency hold over the run?
+fn print_latency_windows(report: &LoadReport) {
+    let p99s: Vec<String> = report
+        .latency_windows
+        .iter()
+        .map(|w| format!("{:.0}", w.p99_ms))
+        .collect();
+    println!(
+        "p99 ms per {} s of submissions: {}",
+        crate::load::LATENCY_WINDOW_S,
+        p99s.join(" ")
+    );
+    // The last minute is cut short by the end of sending: compare full minutes only.
+    let minutes = &report.latency_minutes;
+    if minutes.len() >= 3 {
+        let (first, last) = (&minutes[0], &minutes[minutes.len() - 2]);
+        println!(
+            "sustained: p99 {:.0} ms in minute {} against {:.0} ms in the first ({:.2}x); p50 {:.0} against {:.0} ms",
+            last.p99_ms,
+            minutes.len() - 1,
+            first.p99_ms,
+            last.p99_ms / first.p99_ms.max(1e-9),
+            last.p50_ms,
+            first.p50_ms
+        );
+    }
 }

@@ -193,6 +193,20 @@ struct Outcome {
     finalised: Option<(u64, ClientAnswer)>,
 }
 
+/// Seconds of submissions each [`LatencyWindow`] covers.
+pub const LATENCY_WINDOW_S: u64 = 10;
+
+/// Submit-to-final latency of the valid transactions submitted in one window of the run: whether latency holds
+/// over a long run, or grows.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct LatencyWindow {
+    /// Seconds from the start of sending.
+    pub start_s: u64,
+    pub finals: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct LoadReport {
     pub offered_rate_per_s: u64,
@@ -204,6 +218,12 @@ pub struct LoadReport {
     pub committed_tps: f64,
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
+    /// The same, per [`LATENCY_WINDOW_S`] seconds of submissions, in order.
+    #[serde(default)]
+    pub latency_windows: Vec<LatencyWindow>,
+    /// The same per minute of submissions (the last one cut short by the end of sending).
+    #[serde(default)]
+    pub latency_minutes: Vec<LatencyWindow>,
     pub elapsed_s: f64,
     /// Valid transactions that did not end final-and-accepted, or invalid ones not rejected for their reason.
     pub wrong_answer_count: usize,
@@ -584,6 +604,7 @@ fn summarise(
         ..LoadReport::default()
     };
     let mut latencies = Vec::new();
+    let mut timed: Vec<(u64, f64)> = Vec::new();
     let mut last_final_ns = 0u64;
     for (index, (p, outcome)) in planned.iter().zip(outcomes).enumerate() {
         match &outcome.finalised {
@@ -596,7 +617,9 @@ fn summarise(
                 report.final_accepted += 1;
                 last_final_ns = last_final_ns.max(*at_ns);
                 if submitted_ns[index] > 0 {
-                    latencies.push(at_ns.saturating_sub(submitted_ns[index]) as f64 / 1e6);
+                    let latency = at_ns.saturating_sub(submitted_ns[index]) as f64 / 1e6;
+                    latencies.push(latency);
+                    timed.push((submitted_ns[index], latency));
                 }
             }
             Some(_) => report.rejected_in_block += 1,
@@ -620,15 +643,47 @@ fn summarise(
             }
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |p: usize| {
-        latencies.get((latencies.len() * p / 100).min(latencies.len().saturating_sub(1)))
-    };
-    report.latency_p50_ms = percentile(50).copied().unwrap_or(0.0);
-    report.latency_p99_ms = percentile(99).copied().unwrap_or(0.0);
+    [report.latency_p50_ms, report.latency_p99_ms] = percentiles(&mut latencies);
+    report.latency_windows = latency_windows(&timed, LATENCY_WINDOW_S);
+    report.latency_minutes = latency_windows(&timed, 60);
     report.elapsed_s = last_final_ns as f64 / 1e9;
     report.committed_tps = report.final_accepted as f64 / report.elapsed_s.max(1e-9);
     report
+}
+
+/// Latency percentiles per `width_s` seconds of submissions, from (submitted at ns, latency ms) pairs.
+fn latency_windows(timed: &[(u64, f64)], width_s: u64) -> Vec<LatencyWindow> {
+    let mut by_window: Vec<Vec<f64>> = Vec::new();
+    for &(submitted_ns, latency) in timed {
+        let window = (submitted_ns / (width_s * 1_000_000_000)) as usize;
+        if by_window.len() <= window {
+            by_window.resize_with(window + 1, Vec::new);
+        }
+        by_window[window].push(latency);
+    }
+    by_window
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut window)| {
+            let [p50_ms, p99_ms] = percentiles(&mut window);
+            LatencyWindow {
+                start_s: index as u64 * width_s,
+                finals: window.len(),
+                p50_ms,
+                p99_ms,
+            }
+        })
+        .collect()
+}
+
+/// The 50th and 99th percentiles of `latencies` (sorted here), 0 when empty.
+fn percentiles(latencies: &mut [f64]) -> [f64; 2] {
+    latencies.sort_by(f64::total_cmp);
+    let at = |p: usize| {
+        let index = (latencies.len() * p / 100).min(latencies.len().saturating_sub(1));
+        latencies.get(index).copied().unwrap_or(0.0)
+    };
+    [at(50), at(99)]
 }
 
 #[derive(clap::Args, Clone, Debug)]
