@@ -22,6 +22,7 @@ use cas_engine::tx::owned_tx_ids;
 use cas_engine::{Keypair, PackageId, Transaction};
 
 use crate::committee::{Committee, MemberIndex};
+use crate::limits;
 use crate::messages::{
     ack_digest, verify_availability, verify_member, Ack, AckSignature, AvailabilityCert, Message,
     Package, PackageSize, PACKAGE_TXS_MAX,
@@ -44,10 +45,10 @@ pub struct AvailabilityConfig {
 impl Default for AvailabilityConfig {
     fn default() -> Self {
         AvailabilityConfig {
-            attest_wait_ms: 500,
-            resend_ms: 500,
-            packages_kept: 10_000,
-            package_bytes_kept: 256 * 1024 * 1024,
+            attest_wait_ms: limits::ATTEST_WAIT_MS_DEFAULT,
+            resend_ms: limits::PACKAGE_RESEND_MS_DEFAULT,
+            packages_kept: limits::PACKAGES_KEPT_DEFAULT,
+            package_bytes_kept: limits::PACKAGE_BYTES_KEPT_DEFAULT,
         }
     }
 }

@@ -6,8 +6,7 @@ use cas_engine::PublicKey;
 /// A member's position in the committee; certificates name signers by it.
 pub type MemberIndex = u16;
 
-/// The largest committee consensus accepts (certificates are bounded by it).
-pub const COMMITTEE_MEMBERS_MAX: usize = 1024;
+pub use crate::limits::COMMITTEE_MEMBERS_MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committee {

@@ -34,12 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::committee::{Committee, MemberIndex};
 use crate::messages::{Block, Round};
 
-/// Rounds between a round and the newest history its leader is chosen from: more than the usual commit lag (a block
-/// is committed about two rounds after its own), so members in step all have that history.
-pub const LEADER_LAG_ROUNDS: Round = 4;
-/// Rounds of committed history looked at: long enough that a live member shows up in it (every QC and certificate
-/// holds a quorum's signatures), short enough that a dead one drops out fast.
-pub const LEADER_WINDOW_ROUNDS: Round = 8;
+pub use crate::limits::{LEADER_LAG_ROUNDS, LEADER_WINDOW_ROUNDS};
 
 /// Recent committed history, by round: who showed a sign of life in each committed block.
 #[derive(Clone, Debug, Default)]

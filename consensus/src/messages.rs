@@ -15,10 +15,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::committee::{Committee, MemberIndex, COMMITTEE_MEMBERS_MAX};
 use crate::witness::{check_witness_bounds, WitnessDecodeError, WitnessHeader};
 
-/// Witness headers one consensus block may carry into the ledger's witness order (the issuance evidence bound).
-pub const BLOCK_WITNESSES_MAX: usize = cas_engine::codec::ISSUANCE_EVIDENCE_MAX;
-/// Encoded bytes of the witness headers one consensus block may carry, in all.
-pub const BLOCK_WITNESS_BYTES_MAX: usize = cas_engine::codec::ISSUANCE_EVIDENCE_BYTES_MAX;
+pub use crate::limits::{
+    BLOCK_PAYLOAD_BYTES_MAX, BLOCK_PAYLOAD_TXS_MAX, BLOCK_WITNESSES_MAX, BLOCK_WITNESS_BYTES_MAX,
+    MESSAGE_BYTES_MAX, PACKAGE_TXS_MAX, PAYLOAD_CERTS_MAX, SNAPSHOT_CHUNK_BYTES_MAX,
+};
 
 pub type Round = u64;
 
@@ -32,30 +32,6 @@ mod domain {
 
 /// The hash every chain's first quorum certificate certifies: the consensus chain starts from it at height 0.
 pub const GENESIS_HASH: BlockHash = Hash32([0; 32]);
-
-/// Availability certificates one block may carry.
-pub const PAYLOAD_CERTS_MAX: usize = 1024;
-/// Transactions one package may carry.
-pub const PACKAGE_TXS_MAX: usize = 20_000;
-/// The largest encoded message accepted (a full package).
-pub const MESSAGE_BYTES_MAX: usize = 32 * 1024 * 1024;
-/// Transactions of one block's certified packages, in all: the ledger block made from it adds the executor's
-/// issuance and must pass the block decoder's count.
-pub const BLOCK_PAYLOAD_TXS_MAX: usize = cas_engine::codec::BLOCK_TXS_MAX - 1;
-/// The ledger block's fixed part (its header and the transactions' vector), bounded from above.
-const LEDGER_BLOCK_FIXED_BYTES_MAX: usize = 4096;
-/// Encoded bytes of one block's certified packages' transactions, in all (each as
-/// [`cas_engine::codec::encoded_tx_len`] counts it): the ledger block adds its fixed part and the issuance.
-pub const BLOCK_PAYLOAD_BYTES_MAX: usize = cas_engine::codec::BLOCK_BYTES_MAX
-    - cas_engine::codec::TX_BYTES_MAX
-    - LEDGER_BLOCK_FIXED_BYTES_MAX;
-
-const _: () = assert!(
-    std::mem::size_of::<cas_engine::block::ArchivedBlock>() <= LEDGER_BLOCK_FIXED_BYTES_MAX
-);
-// Any one package that decodes fits a block on its own, so none is ever stuck in a pool.
-const _: () = assert!(PACKAGE_TXS_MAX <= BLOCK_PAYLOAD_TXS_MAX);
-const _: () = assert!(MESSAGE_BYTES_MAX <= BLOCK_PAYLOAD_BYTES_MAX);
 
 /// One member's signature inside a certificate.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -389,10 +365,6 @@ impl AvailabilityCert {
         self.checked_stake(committee) >= committee.validity_stake()
     }
 }
-
-/// Bytes of snapshot entries one [`SnapshotChunk`] may carry (the entry layout is the shards crate's; 4,096
-/// entries of 117 bytes fit).
-pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 512 * 1024;
 
 /// A member's latest UTXO snapshot, as it describes it (state transfer for a member too far behind to catch up
 /// block by block). A receiver trusts it only when more than a third of the stake reports the same one.

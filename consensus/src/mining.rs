@@ -9,10 +9,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::witness::{check_witness_bounds, WitnessDecodeError, WitnessHash, WitnessHeader};
 
-/// The largest encoded mining request or answer (a witness header and a short envelope).
-pub const MINING_BYTES_MAX: usize = crate::witness::WITNESS_BYTES_MAX + 1024;
-/// The longest refusal reason an answer carries.
-pub const MINING_REASON_BYTES_MAX: usize = 256;
+pub use crate::limits::{MINING_BYTES_MAX, MINING_REASON_BYTES_MAX};
 
 /// What a miner sends.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -19,12 +19,9 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::witness::{
     decode_witness, encode_witness, ChainState, ChainStateError, Reward, WitnessChain,
     WitnessDecodeError, WitnessError, WitnessHeader, WitnessLimits, WitnessParams,
-    UNCLES_PER_WITNESS_MAX,
 };
 
-/// Bytes an encoded [`OrderState`] may take: the finalized hashes a default chain keeps (32 MiB) and room for the
-/// kept witness blocks. A larger state is not served, and not accepted.
-pub const ORDER_STATE_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub use crate::limits::{ORDER_STATE_BYTES_MAX, REWARD_HEIGHTS_PER_BLOCK_MAX};
 
 /// The ledger's witness order after ledger block `executed_height`, as it travels with a snapshot at that height.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -69,10 +66,6 @@ pub fn decode_order_state(bytes: &[u8]) -> Result<OrderState, OrderStateError> {
 
 /// A best-chain witness is paid once this many witness blocks are mined on top of it.
 pub const REWARD_CONFIRMATIONS: u64 = 2;
-/// Witness heights paid per ledger block at most: with a miner, uncle and nephew reward per cited uncle, their
-/// outputs fit one issuance transaction. Heights past it are paid by the next blocks, in order.
-pub const REWARD_HEIGHTS_PER_BLOCK_MAX: u64 =
-    (ISSUANCE_OUTPUTS_MAX / (1 + 2 * UNCLES_PER_WITNESS_MAX)) as u64;
 
 /// Why a stored ledger block does not replay into the witness order.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

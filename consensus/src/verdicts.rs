@@ -12,8 +12,7 @@ thread_local! {
     static GOOD: RefCell<Option<HashSet<[u8; 32]>>> = const { RefCell::new(None) };
 }
 
-/// Good verdicts remembered at most; past it the memo starts again empty (it only saves time).
-pub const MEMO_ENTRIES_MAX: usize = 1 << 20;
+pub use crate::limits::MEMO_ENTRIES_MAX;
 
 fn triple_hash(entry: &SigEntry<'_>) -> [u8; 32] {
     let mut h = blake3::Hasher::new();

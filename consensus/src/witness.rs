@@ -18,16 +18,9 @@ pub type WitnessHash = Hash32;
 
 /// The parent of the first witness block: the chain starts before DPOS height 1.
 pub const GENESIS_WITNESS: WitnessHash = Hash32([0; 32]);
-/// The most DPOS hashes one witness may commit to (the decoder's bound on `span`).
-pub const WITNESS_SPAN_MAX: usize = cas_engine::genesis::WITNESS_SPAN_MAX as usize;
-/// Uncles one witness may cite.
-pub const UNCLES_PER_WITNESS_MAX: usize = 2;
-/// The largest encoded witness header accepted.
-pub const WITNESS_BYTES_MAX: usize = 64 * 1024;
-/// Retargets change the difficulty by at most this factor either way, so a burst of luck cannot swing it far.
-pub const RETARGET_CLAMP: u64 = 4;
-/// How often [`mine`] looks at its stop flag, in nonces.
-pub const STOP_CHECK_NONCES: u64 = 4_096;
+pub use crate::limits::{
+    RETARGET_CLAMP, STOP_CHECK_NONCES, UNCLES_PER_WITNESS_MAX, WITNESS_BYTES_MAX, WITNESS_SPAN_MAX,
+};
 
 mod domain {
     pub const SEAL: &str = "CAS 2026-11 witness header v1";
@@ -194,8 +187,8 @@ pub struct WitnessLimits {
 impl Default for WitnessLimits {
     fn default() -> Self {
         WitnessLimits {
-            finalized_kept: 1 << 20,
-            depth_kept: 1_024,
+            finalized_kept: crate::limits::WITNESS_FINALIZED_KEPT_DEFAULT,
+            depth_kept: crate::limits::WITNESS_DEPTH_KEPT_DEFAULT,
         }
     }
 }
