@@ -43,6 +43,8 @@ pub const UTXO_MAP_PARTS: usize = 256;
 /// Commits (one per block, or a load) queued for the set's mirror. Full: the committing thread waits until the
 /// mirror catches up (it falls behind only while it writes a snapshot), so memory stays bounded.
 pub const MIRROR_QUEUE_MAX: usize = 1024;
+/// The nice value of the mirror's thread (0 is normal, 19 the lowest): snapshots yield to block commits.
+pub const MIRROR_NICE: libc::c_int = 10;
 /// Snapshots kept on disk; older ones are deleted after a new one is durable.
 pub const SNAPSHOTS_KEPT: usize = 2;
 /// Entries a snapshot may hold (bounds what recovery reads before checking the checksum).

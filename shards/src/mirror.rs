@@ -4,7 +4,7 @@
 //! write request it holds the set at that height, and it writes while the changes of later blocks wait in its
 //! bounded queue (full: the committing thread waits, so a writer slower than the chain slows the chain instead of
 //! growing memory). The cost is a second copy of the set in memory and an ordered-map update per change, on a
-//! thread of its own. It owns its copy and the snapshot files it writes; it never reads the shards or the store.
+//! thread of its own at a lower priority. It owns its copy and the snapshot files it writes; it never reads the shards or the store.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use cas_engine::{Hash32, OutPoint, TxOutput};
 
 use crate::error::Error;
-use crate::limits::MIRROR_QUEUE_MAX;
+use crate::limits::{MIRROR_NICE, MIRROR_QUEUE_MAX};
 use crate::snapshot;
 
 enum Input {
@@ -82,7 +82,10 @@ impl Mirror {
         };
         std::thread::Builder::new()
             .name("cas-mirror".to_string())
-            .spawn(move || keeper.run(inputs))
+            .spawn(move || {
+                lower_priority();
+                keeper.run(inputs)
+            })
             .map_err(|e| Error::io("spawn mirror thread", Path::new("cas-mirror"), e))?;
         let feed = MirrorFeed(sender);
         let mirror = Mirror {
@@ -125,6 +128,21 @@ impl Mirror {
             Some(Err(error)) => Err(error),
             _ => Ok(()),
         }
+    }
+}
+
+/// Runs the calling thread at nice [`MIRROR_NICE`]: a snapshot's encoding, hashing and writing (seconds of CPU
+/// for millions of outputs) then yields to the threads that commit blocks on a machine without a spare core,
+/// instead of lengthening every block in flight; the thread still gets its share, so it keeps up on average (its
+/// queue absorbs a write). Speed only: nothing the mirror writes depends on it.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread with valid arguments.
+    let lowered = unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, MIRROR_NICE) == 0
+    };
+    if !lowered {
+        tracing::debug!("the mirror thread runs at normal priority (could not lower it)");
     }
 }
 
