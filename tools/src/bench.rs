@@ -128,6 +128,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             restart_behind_blocks: 0,
             empty_block_wait_ms: 100,
             proposal_wait_ms: 20,
+            package_wait_ms: 20,
             round_timeout_ms: 1_000,
             load_connections: 1,
         };

@@ -88,6 +88,10 @@ pub struct ClusterArgs {
     /// A leader with some new payload but less than a package per member waits up to this long for more.
     #[arg(long, default_value_t = 20)]
     pub proposal_wait_ms: u64,
+    /// A node forms a package of the transactions it admitted once it holds `package_txs_max` or its oldest has
+    /// waited this long (node.toml `package_wait_ms`): longer makes fewer, fuller packages at low per-node rates.
+    #[arg(long, default_value_t = 20)]
+    pub package_wait_ms: u64,
     /// Committed consensus blocks each node keeps in memory for peers catching up block by block.
     #[arg(long, default_value_t = cas_consensus::bft::BftConfig::default().blocks_kept)]
     pub blocks_kept: u64,
@@ -304,7 +308,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             empty_block_wait_ms: args.empty_block_wait_ms,
             proposal_wait_ms: args.proposal_wait_ms,
             package_txs_max: 2_000,
-            package_wait_ms: 20,
+            package_wait_ms: args.package_wait_ms,
             snapshot_every_blocks: args.snapshot_every,
             blocks_kept: args.blocks_kept,
             snapshot_sync_gap_blocks: args.snapshot_sync_gap,
