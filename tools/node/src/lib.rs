@@ -222,7 +222,7 @@ impl Identity {
         })
     }
 
-    /// The node's key again, for a component that owns one (keys are not cloned in memory by design).
+    /// The node's key again, for a component that owns one (a `Keypair` is not `Clone`: each owner loads its own).
     fn key(&self, config: &NodeConfig) -> Result<Keypair> {
         keyfile::load(&config.key_file)
     }
