@@ -106,6 +106,9 @@ pub const PROPOSAL_WAIT_MS_DEFAULT: u64 = 0;
 
 /// How long a creator waits for checked acks before certifying its package without attestation.
 pub const ATTEST_WAIT_MS_DEFAULT: u64 = 500;
+/// How long it waits when the checkers it misses are alive but behind (they acked one of its packages within this
+/// time): an unattested certificate costs a verification on every executor instead of f+1 checkers.
+pub const ATTEST_WAIT_MAX_MS_DEFAULT: u64 = 2_000;
 /// How often a creator re-sends a package to the members that have not acked it.
 pub const PACKAGE_RESEND_MS_DEFAULT: u64 = 500;
 /// Packages kept in memory (own and others'); past it the oldest go first.
@@ -160,6 +163,7 @@ const _: () = assert!(
     std::mem::size_of::<cas_engine::block::ArchivedBlock>() <= LEDGER_BLOCK_FIXED_BYTES_MAX
 );
 // Any one package that decodes fits a block on its own, so none is ever stuck in a pool.
+const _: () = assert!(ATTEST_WAIT_MS_DEFAULT <= ATTEST_WAIT_MAX_MS_DEFAULT);
 const _: () = assert!(PACKAGE_TXS_MAX <= BLOCK_PAYLOAD_TXS_MAX);
 const _: () = assert!(MESSAGE_BYTES_MAX <= BLOCK_PAYLOAD_BYTES_MAX);
 // A full snapshot chunk is a message that decodes.

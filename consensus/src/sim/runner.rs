@@ -133,6 +133,7 @@ impl Scenario {
             },
             availability: AvailabilityConfig {
                 attest_wait_ms: 300,
+                attest_wait_max_ms: 600,
                 resend_ms: 300,
                 packages_kept: 10_000,
                 ..AvailabilityConfig::default()

@@ -257,6 +257,7 @@ impl Driver {
             "signatures_checked": availability.signatures_checked,
             "certs_formed": availability.certs_formed,
             "certs_attested": availability.certs_attested,
+            "certs_unattested_after_wait": availability.certs_unattested_after_wait,
             "packages_refused": availability.refused,
             "in_flight": self.in_flight.len(),
             "overloaded_answers": self.overloaded_answers,
