@@ -22,7 +22,8 @@ pub enum ClientAnswer {
     Duplicate {
         tx: TxId,
     },
-    /// Refused at admission; `tx` is absent when the bytes did not even decode.
+    /// Refused at admission; `tx` is absent when the bytes did not even decode. `code` is a
+    /// [`crate::RejectCode`] number.
     Rejected {
         tx: Option<TxId>,
         code: u16,
@@ -39,8 +40,24 @@ pub enum ClientAnswer {
         height: u64,
         index: u32,
         block: BlockHash,
-        rejection: Option<String>,
+        rejection: Option<RuleFailure>,
     },
+}
+
+/// A rule a transaction broke in block order: its [`crate::RejectCode`] number and the reason in words.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RuleFailure {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl RuleFailure {
+    pub fn of(error: &crate::TxError) -> RuleFailure {
+        RuleFailure {
+            code: error.code().number(),
+            reason: ClientAnswer::reason(error),
+        }
+    }
 }
 
 impl ClientAnswer {

@@ -18,6 +18,7 @@ pub mod id;
 pub mod keystream;
 pub mod ledger;
 pub mod merkle;
+pub mod reject;
 pub mod rules;
 pub mod synchronizer;
 pub mod text;
@@ -29,6 +30,7 @@ pub use commitment::SetCommitment;
 pub use crypto::{Keypair, PublicKey, Signature};
 pub use id::{AssetId, BlockHash, Hash32, PackageId, TxId};
 pub use ledger::MemoryLedger;
+pub use reject::RejectCode;
 pub use rules::{RuleContext, TxError, UtxoView};
 pub use tx::{
     ArchivedTransaction, OutPoint, Transaction, TxBody, TxKind, TxOutput, TxSignature, VnId,

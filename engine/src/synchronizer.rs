@@ -80,14 +80,13 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A stable numeric code for clients.
-    pub fn code(&self) -> u16 {
+    /// The stable code for clients ([`crate::RejectCode`]).
+    pub fn code(&self) -> crate::RejectCode {
         match self {
-            Rejection::Decode(_) => 1,
-            Rejection::WrongChain { .. } => 2,
-            Rejection::Unsigned => 3,
-            Rejection::Signature(_) => 4,
-            Rejection::Rule(_) => 5,
+            Rejection::Decode(_) => crate::RejectCode::Undecodable,
+            Rejection::WrongChain { .. } => crate::RejectCode::WrongChain,
+            Rejection::Unsigned => crate::RejectCode::Unsigned,
+            Rejection::Signature(error) | Rejection::Rule(error) => error.code(),
         }
     }
 }
@@ -357,7 +356,7 @@ mod tests {
         let Admission::Rejected { reason } = &answers[0] else {
             unreachable!()
         };
-        assert_eq!(reason.code(), 5);
+        assert_eq!(reason.code(), crate::RejectCode::IssuanceReserved);
         assert_eq!(sync.queued(), 0);
     }
 

@@ -54,7 +54,10 @@ fn answers() -> Vec<ClientAnswer> {
             height: 9,
             index: 3,
             block: Hash32([6; 32]),
-            rejection: Some("fee below the minimum".into()),
+            rejection: Some(cas_engine::client::RuleFailure {
+                code: cas_engine::RejectCode::FeeTooLow.number(),
+                reason: "fee below the minimum".into(),
+            }),
         },
         ClientAnswer::Final {
             tx: Hash32([5; 32]),

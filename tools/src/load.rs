@@ -148,8 +148,10 @@ pub fn sabotage(tx: &Transaction, kind: Sabotage, owner: &Keypair) -> Transactio
 }
 
 fn right_answer(sabotage: Option<Sabotage>, outcome: &Outcome) -> Result<(), String> {
+    use cas_engine::RejectCode;
     let admitted = outcome.admitted.as_ref();
     let finalised = outcome.finalised.as_ref().map(|(_, a)| a);
+    let code = |code: &u16| RejectCode::from_u16(*code);
     match (sabotage, admitted, finalised) {
         (
             None,
@@ -158,8 +160,8 @@ fn right_answer(sabotage: Option<Sabotage>, outcome: &Outcome) -> Result<(), Str
                 rejection: None, ..
             }),
         ) => Ok(()),
-        (Some(Sabotage::BadSignature), Some(ClientAnswer::Rejected { reason, .. }), None)
-            if reason.contains("does not verify") =>
+        (Some(Sabotage::BadSignature), Some(ClientAnswer::Rejected { code: c, .. }), None)
+            if code(c) == Some(RejectCode::BadSignature) =>
         {
             Ok(())
         }
@@ -167,18 +169,24 @@ fn right_answer(sabotage: Option<Sabotage>, outcome: &Outcome) -> Result<(), Str
             Some(Sabotage::DoubleSpend),
             _,
             Some(ClientAnswer::Final {
-                rejection: Some(reason),
+                rejection: Some(failure),
                 ..
             }),
-        ) if reason.contains("already spent") || reason.contains("does not exist") => Ok(()),
+        ) if matches!(
+            code(&failure.code),
+            Some(RejectCode::DoubleSpend | RejectCode::MissingInput)
+        ) =>
+        {
+            Ok(())
+        }
         (
             Some(Sabotage::UnknownInput),
             _,
             Some(ClientAnswer::Final {
-                rejection: Some(reason),
+                rejection: Some(failure),
                 ..
             }),
-        ) if reason.contains("does not exist") => Ok(()),
+        ) if code(&failure.code) == Some(RejectCode::MissingInput) => Ok(()),
         _ => Err(format!(
             "{sabotage:?}: admitted {admitted:?}, final {finalised:?}"
         )),

@@ -440,7 +440,7 @@ impl Driver {
                 Admission::Duplicate { id } => ClientAnswer::Duplicate { tx: id },
                 Admission::Rejected { reason } => ClientAnswer::Rejected {
                     tx: decode_tx(payload).ok().map(|tx| tx.tx_id()),
-                    code: reason.code(),
+                    code: reason.code().number(),
                     reason: ClientAnswer::reason(&reason),
                 },
                 Admission::Overloaded { retry_after_ms } => {

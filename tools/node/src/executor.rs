@@ -13,7 +13,7 @@ use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use cas_consensus::messages::Block as ConsensusBlock;
 use cas_consensus::rewards::{issuance_tx, WitnessOrder};
-use cas_engine::client::ClientAnswer;
+use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
@@ -277,7 +277,7 @@ impl Executor {
                     height,
                     index: index as u32,
                     block: ledger_hash,
-                    rejection: verdict.as_ref().err().map(ClientAnswer::reason),
+                    rejection: verdict.as_ref().err().map(RuleFailure::of),
                 };
                 // A client that left, or that does not read its answers, loses them; the ledger is unaffected.
                 if let Err(error) = self.netio.answer(*client, Bytes::from(answer.encode())) {

@@ -47,11 +47,7 @@ impl cas_netio::Validator for WireValidator {
 
     fn rejection(&self, class: Class, reason: &str) -> Option<Bytes> {
         (class == Class::ClientTx).then(|| {
-            let code =
-                cas_engine::synchronizer::Rejection::Decode(cas_engine::DecodeError::Malformed {
-                    reason: String::new(),
-                })
-                .code();
+            let code = cas_engine::RejectCode::Undecodable.number();
             let answer = cas_engine::client::ClientAnswer::Rejected {
                 tx: None,
                 code,

@@ -1,0 +1,134 @@
+//! The stable rejection codes: one per reason a transaction is refused, at admission or by the rules in block
+//! order, the same number and name on the QUIC path, the HTTP API and the node's transaction index. Numbers are
+//! never reused or renumbered; a new rule gets a new code.
+
+use crate::rules::TxError;
+
+macro_rules! reject_codes {
+    ($($variant:ident = $code:literal, $name:literal, $meaning:literal;)*) => {
+        /// Why a transaction was refused, as clients see it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum RejectCode {
+            $(#[doc = $meaning] $variant = $code,)*
+        }
+
+        impl RejectCode {
+            /// Every code, in numeric order.
+            pub const ALL: &'static [RejectCode] = &[$(RejectCode::$variant,)*];
+
+            /// The code's snake_case name, as the HTTP API writes it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(RejectCode::$variant => $name,)*
+                }
+            }
+
+            /// One line saying what the code means.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(RejectCode::$variant => $meaning,)*
+                }
+            }
+
+            /// The code of a number, if it is one.
+            pub fn from_u16(code: u16) -> Option<RejectCode> {
+                match code {
+                    $($code => Some(RejectCode::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+reject_codes! {
+    Undecodable = 1, "undecodable", "the bytes are not a well-formed transaction within the size bounds";
+    WrongChain = 2, "wrong_chain", "signed for another chain id";
+    Unsigned = 3, "unsigned", "the transaction carries no signature at all";
+    GenesisOnly = 10, "genesis_only", "a genesis transaction outside the genesis block";
+    NoInputs = 11, "no_inputs", "the transaction spends no input";
+    DuplicateInput = 12, "duplicate_input", "an input repeats an earlier input of the same transaction";
+    MissingInput = 13, "missing_input", "an input does not exist (never created, or spent in an earlier block)";
+    DoubleSpend = 14, "double_spend", "an input was spent earlier in the same block";
+    Locked = 15, "locked", "an input is locked until a later height";
+    ZeroAmount = 16, "zero_amount", "an output has a zero amount";
+    InputUnsigned = 17, "input_unsigned", "an input's owner has not signed";
+    UnusedSignature = 18, "unused_signature", "a signature's key owns none of the inputs";
+    DuplicateSigner = 19, "duplicate_signer", "a signature repeats an earlier key";
+    BadSignature = 20, "bad_signature", "a signature does not verify";
+    InputOverflow = 21, "input_overflow", "the inputs' sum of an asset overflows";
+    OutputOverflow = 22, "output_overflow", "the outputs' sum of an asset overflows";
+    ValueNotConserved = 23, "value_not_conserved", "inputs differ from outputs plus fee for an asset";
+    FeeTooLow = 24, "fee_too_low", "the fee is below the chain's minimum";
+    IssuanceReserved = 25, "issuance_reserved", "issuance is minted only by the executor, last in a ledger block";
+    IssuanceWrongHeight = 26, "issuance_wrong_height", "an issuance names another block's height";
+    IssuanceNotPlain = 27, "issuance_not_plain", "an issuance spends inputs, carries signatures or pays a fee";
+    IssuanceNotCas = 28, "issuance_not_cas", "an issuance output is not CAS or is locked";
+}
+
+impl RejectCode {
+    pub fn number(self) -> u16 {
+        self as u16
+    }
+}
+
+impl std::fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.number())
+    }
+}
+
+impl TxError {
+    /// The stable code of this rule failure.
+    pub fn code(&self) -> RejectCode {
+        match self {
+            TxError::WrongChain { .. } => RejectCode::WrongChain,
+            TxError::GenesisOnly => RejectCode::GenesisOnly,
+            TxError::NoInputs => RejectCode::NoInputs,
+            TxError::DuplicateInput { .. } => RejectCode::DuplicateInput,
+            TxError::MissingInput { .. } => RejectCode::MissingInput,
+            TxError::DoubleSpend { .. } => RejectCode::DoubleSpend,
+            TxError::Locked { .. } => RejectCode::Locked,
+            TxError::ZeroAmount { .. } => RejectCode::ZeroAmount,
+            TxError::Unsigned { .. } => RejectCode::InputUnsigned,
+            TxError::UnusedSignature { .. } => RejectCode::UnusedSignature,
+            TxError::DuplicateSigner { .. } => RejectCode::DuplicateSigner,
+            TxError::BadSignature { .. } => RejectCode::BadSignature,
+            TxError::InputOverflow { .. } => RejectCode::InputOverflow,
+            TxError::OutputOverflow { .. } => RejectCode::OutputOverflow,
+            TxError::ValueNotConserved { .. } => RejectCode::ValueNotConserved,
+            TxError::FeeTooLow { .. } => RejectCode::FeeTooLow,
+            TxError::IssuanceReserved => RejectCode::IssuanceReserved,
+            TxError::IssuanceWrongHeight { .. } => RejectCode::IssuanceWrongHeight,
+            TxError::IssuanceNotPlain => RejectCode::IssuanceNotPlain,
+            TxError::IssuanceNotCas { .. } => RejectCode::IssuanceNotCas,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_round_trip_and_named_in_snake_case() {
+        let mut numbers = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for code in RejectCode::ALL {
+            assert!(numbers.insert(code.number()), "{code} repeats a number");
+            assert!(names.insert(code.name()), "{code} repeats a name");
+            assert_eq!(RejectCode::from_u16(code.number()), Some(*code));
+            assert!(code
+                .name()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        assert_eq!(RejectCode::from_u16(0), None);
+        assert_eq!(
+            RejectCode::from_u16(4),
+            None,
+            "4 (any signature failure) is retired"
+        );
+    }
+}
