@@ -9,11 +9,16 @@ use crate::tx::{OutPoint, Transaction, TxBody, TxKind, TxOutput};
 
 /// The key of account `index` under a seed namespace (`namespace` keeps committee keys apart from accounts').
 pub fn key(namespace: u8, index: u32) -> Keypair {
+    Keypair::from_seed(&seed(namespace, index))
+}
+
+/// The seed of [`key`].
+pub fn seed(namespace: u8, index: u32) -> [u8; 32] {
     let mut seed = [0u8; 32];
     seed[0] = namespace;
     seed[1..5].copy_from_slice(&index.to_le_bytes());
     seed[31] = 0xca;
-    Keypair::from_seed(&seed)
+    seed
 }
 
 pub const ACCOUNT_KEYS: u8 = 1;

@@ -83,7 +83,8 @@ impl InboundWaker {
         let _ = self.thread.set(std::thread::current());
     }
 
-    fn wake(&self) {
+    /// Wakes the registered thread (netio does on every input; an in-process source of input does too).
+    pub fn wake(&self) {
         if let Some(thread) = self.thread.get() {
             thread.unpark();
         }

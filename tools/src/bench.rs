@@ -122,6 +122,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             mining_threads: 0,
             witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             compare_mining: false,
+            serve: false,
             blocks_kept: cas_consensus::bft::BftConfig::default().blocks_kept,
             snapshot_every: 500,
             snapshot_sync_gap: 1_000,

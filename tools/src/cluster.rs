@@ -25,7 +25,7 @@ use cas_node::config::{NodeConfig, PeerConfig};
 use cas_node::keyfile;
 use cas_node::Status;
 
-const CHAIN_ID: u32 = 1;
+pub const CHAIN_ID: u32 = 1;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClusterArgs {
@@ -104,6 +104,10 @@ pub struct ClusterArgs {
     /// Client connections the load generator opens per node.
     #[arg(long, default_value_t = 1)]
     pub load_connections: usize,
+    /// No load: start the cluster and hold it for driving its HTTP APIs by hand or from a script (cluster.json in
+    /// the folder says where everything is), restarting a node that dies, until SIGINT, SIGTERM or a `stop` file.
+    #[arg(long, conflicts_with_all = ["find_peak", "kill_one", "kill_every_s", "compare_mining"])]
+    pub serve: bool,
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
     pub compare_mining: bool,
@@ -138,7 +142,7 @@ pub struct ClusterReport {
 }
 
 /// Kills every node still running when dropped (an error path must not leave processes behind).
-struct Nodes(Vec<Child>);
+pub struct Nodes(pub Vec<Child>);
 
 impl Drop for Nodes {
     fn drop(&mut self) {
@@ -147,6 +151,16 @@ impl Drop for Nodes {
             let _ = child.wait();
         }
     }
+}
+
+fn free_tcp_ports(count: usize) -> Result<Vec<u16>> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
 }
 
 fn free_ports(count: usize) -> Result<Vec<u16>> {
@@ -171,7 +185,7 @@ impl ClusterArgs {
         self.rate.unwrap_or(DEFAULT_RATE)
     }
 
-    fn base_dir(&self) -> PathBuf {
+    pub fn base_dir(&self) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("cas-local-{}", std::process::id()))
         })
@@ -179,6 +193,9 @@ impl ClusterArgs {
 }
 
 pub fn run(args: &ClusterArgs) -> Result<()> {
+    if args.serve {
+        return crate::serve::serve(args);
+    }
     if args.compare_mining {
         return crate::mining_compare::compare(args);
     }
@@ -239,91 +256,16 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         args.nodes * (1 + shards_per_node)
     );
 
-    let mut node_keys = Vec::new();
-    for i in 0..args.nodes {
-        let path = dir.join(format!("node{i}.key"));
-        let _ = fs::remove_file(&path);
-        node_keys.push(keyfile::create(&path)?.public());
-    }
-    let amount = 1_000_000_000u64;
-    let spec = GenesisSpec {
-        chain_id: CHAIN_ID,
-        timestamp_ms: 0,
-        params: ParamsSpec {
-            min_fee: 1,
-            block_interval_ms: 100,
-            witness_span: args.witness_span,
-        },
-        committee: node_keys
-            .iter()
-            .map(|k| MemberSpec {
-                key: k.to_hex(),
-                stake: 100,
-            })
-            .collect(),
-        allocations: (0..args.accounts + args.flood_rate.map_or(0, |_| args.flood_accounts))
-            .map(|i| AllocationSpec {
-                owner: key(ACCOUNT_KEYS, i).public().to_hex(),
-                amount,
-                asset: None,
-                outputs: 1,
-            })
-            .collect(),
-    };
-    let genesis = genesis_block(&spec)?;
-    let genesis_path = dir.join("genesis.bin");
-    fs::write(&genesis_path, encode_block(&genesis))?;
-
-    // The CPU's limit for this cluster, measured here before the nodes start: batched verifications per core.
-    let verifications_per_core_s = verification_rate_per_core(&genesis);
-    let committee_size = args.nodes as u64;
-    let f = (committee_size - 1) / 3;
-    // Per transaction across the cluster: the receiving node's Synchronizer, then f more checkers of its package
-    // (its certificate is then attested and executors skip the signatures).
-    let verifications_per_tx = 1 + f;
-    let cpu_limit_tps = cores as f64 * verifications_per_core_s / verifications_per_tx as f64;
-    let ports = free_ports(args.nodes * 2)?;
-    let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
-    let mut children = Nodes(Vec::new());
-    let mut targets: Vec<(SocketAddr, PublicKey)> = Vec::new();
-    for i in 0..args.nodes {
-        let data_dir = dir.join(format!("node{i}"));
-        let _ = fs::remove_dir_all(&data_dir);
-        let config = NodeConfig {
-            key_file: dir.join(format!("node{i}.key")),
-            genesis: genesis_path.clone(),
-            data_dir: data_dir.clone(),
-            listen: addr(ports[2 * i]),
-            ingest_listen: addr(ports[2 * i + 1]),
-            peers: (0..args.nodes)
-                .filter(|j| *j != i)
-                .map(|j| PeerConfig {
-                    key: node_keys[j].to_hex(),
-                    addr: addr(ports[2 * j]),
-                })
-                .collect(),
-            shards: shards_per_node,
-            pin_cores: false,
-            round_timeout_ms: args.round_timeout_ms,
-            empty_block_wait_ms: args.empty_block_wait_ms,
-            proposal_wait_ms: args.proposal_wait_ms,
-            package_txs_max: 2_000,
-            package_wait_ms: args.package_wait_ms,
-            snapshot_every_blocks: args.snapshot_every,
-            blocks_kept: args.blocks_kept,
-            snapshot_sync_gap_blocks: args.snapshot_sync_gap,
-            mining_threads: args.mining_threads,
-            admission_in_flight_max: cas_node::in_flight::IN_FLIGHT_MAX_DEFAULT,
-        };
-        let config_path = dir.join(format!("node{i}.toml"));
-        fs::write(&config_path, config.to_toml())?;
-        children.0.push(start_node(&dir, i)?);
-        let victim_only =
-            (args.kill_one && i + 1 == args.nodes) || (args.kill_every_s.is_some() && i > 0);
-        if !victim_only {
-            targets.push((config.ingest_listen, node_keys[i]));
-        }
-    }
+    let Started {
+        genesis_path,
+        mut children,
+        targets,
+        targets_all: _,
+        apis: _,
+        verifications_per_core_s,
+        verifications_per_tx,
+        cpu_limit_tps,
+    } = start_cluster(args, &dir, shards_per_node, cores)?;
 
     // CPU of the node processes while the load runs: what the nodes themselves spend per transaction.
     let nodes_cpu = |children: &Nodes| -> Option<f64> {
@@ -688,6 +630,129 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
 }
 
 /// Batched signature verifications per second on one core, on up to 2,048 freshly signed transfers of this genesis.
+/// A started cluster: its genesis, the node processes, where the load goes and where each node's HTTP API listens,
+/// and the CPU's verification limit measured before the nodes started.
+pub struct Started {
+    pub genesis_path: PathBuf,
+    pub children: Nodes,
+    /// The load's targets (ingest address and key), without the drills' victims.
+    pub targets: Vec<(SocketAddr, PublicKey)>,
+    /// Every node's ingest address, and its HTTP API address.
+    pub targets_all: Vec<SocketAddr>,
+    pub apis: Vec<SocketAddr>,
+    pub verifications_per_core_s: f64,
+    pub verifications_per_tx: u64,
+    pub cpu_limit_tps: f64,
+}
+
+/// Makes the node keys, the genesis (funded accounts and the committee) and the configs on loopback ports, and
+/// starts the node processes.
+pub fn start_cluster(args: &ClusterArgs, dir: &Path, shards_per_node: usize, cores: usize) -> Result<Started> {
+    let mut node_keys = Vec::new();
+    for i in 0..args.nodes {
+        let path = dir.join(format!("node{i}.key"));
+        let _ = fs::remove_file(&path);
+        node_keys.push(keyfile::create(&path)?.public());
+    }
+    let amount = 1_000_000_000u64;
+    let spec = GenesisSpec {
+        chain_id: CHAIN_ID,
+        timestamp_ms: 0,
+        params: ParamsSpec {
+            min_fee: 1,
+            block_interval_ms: 100,
+            witness_span: args.witness_span,
+        },
+        committee: node_keys
+            .iter()
+            .map(|k| MemberSpec {
+                key: k.to_hex(),
+                stake: 100,
+            })
+            .collect(),
+        allocations: (0..args.accounts + args.flood_rate.map_or(0, |_| args.flood_accounts))
+            .map(|i| AllocationSpec {
+                owner: key(ACCOUNT_KEYS, i).public().to_hex(),
+                amount,
+                asset: None,
+                outputs: 1,
+            })
+            .collect(),
+    };
+    let genesis = genesis_block(&spec)?;
+    let genesis_path = dir.join("genesis.bin");
+    fs::write(&genesis_path, encode_block(&genesis))?;
+
+    // The CPU's limit for this cluster, measured here before the nodes start: batched verifications per core.
+    let verifications_per_core_s = verification_rate_per_core(&genesis);
+    let committee_size = args.nodes as u64;
+    let f = (committee_size - 1) / 3;
+    // Per transaction across the cluster: the receiving node's Synchronizer, then f more checkers of its package
+    // (its certificate is then attested and executors skip the signatures).
+    let verifications_per_tx = 1 + f;
+    let cpu_limit_tps = cores as f64 * verifications_per_core_s / verifications_per_tx as f64;
+    let ports = free_ports(args.nodes * 2)?;
+    let api_ports = free_tcp_ports(args.nodes)?;
+    let mut apis = Vec::new();
+    let mut targets_all = Vec::new();
+    let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
+    let mut children = Nodes(Vec::new());
+    let mut targets: Vec<(SocketAddr, PublicKey)> = Vec::new();
+    for i in 0..args.nodes {
+        let data_dir = dir.join(format!("node{i}"));
+        let _ = fs::remove_dir_all(&data_dir);
+        let config = NodeConfig {
+            key_file: dir.join(format!("node{i}.key")),
+            genesis: genesis_path.clone(),
+            data_dir: data_dir.clone(),
+            listen: addr(ports[2 * i]),
+            ingest_listen: addr(ports[2 * i + 1]),
+            peers: (0..args.nodes)
+                .filter(|j| *j != i)
+                .map(|j| PeerConfig {
+                    key: node_keys[j].to_hex(),
+                    addr: addr(ports[2 * j]),
+                })
+                .collect(),
+            shards: shards_per_node,
+            pin_cores: false,
+            round_timeout_ms: args.round_timeout_ms,
+            empty_block_wait_ms: args.empty_block_wait_ms,
+            proposal_wait_ms: args.proposal_wait_ms,
+            package_txs_max: 2_000,
+            package_wait_ms: args.package_wait_ms,
+            snapshot_every_blocks: args.snapshot_every,
+            blocks_kept: args.blocks_kept,
+            snapshot_sync_gap_blocks: args.snapshot_sync_gap,
+            mining_threads: args.mining_threads,
+            admission_in_flight_max: cas_node::in_flight::IN_FLIGHT_MAX_DEFAULT,
+            api_listen: Some(addr(api_ports[i])),
+            tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
+        };
+        apis.push(addr(api_ports[i]));
+        targets_all.push(config.ingest_listen);
+        let config_path = dir.join(format!("node{i}.toml"));
+        fs::write(&config_path, config.to_toml())?;
+        children.0.push(start_node(&dir, i)?);
+        let victim_only =
+            (args.kill_one && i + 1 == args.nodes) || (args.kill_every_s.is_some() && i > 0);
+        if !victim_only {
+            targets.push((config.ingest_listen, node_keys[i]));
+        }
+    }
+
+    Ok(Started {
+        genesis_path,
+        targets_all,
+        children,
+        targets,
+        apis,
+        verifications_per_core_s,
+        verifications_per_tx,
+        cpu_limit_tps,
+    })
+}
+
 fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
     use cas_engine::crypto::{verify_batch, SigEntry};
     let outputs = genesis_outputs(&genesis.txs);
@@ -834,7 +899,7 @@ fn forward_load_progress(
 }
 
 /// Starts node `i` from its config in `dir`, its log appended to `node{i}.log`.
-fn start_node(dir: &Path, i: usize) -> Result<Child> {
+pub fn start_node(dir: &Path, i: usize) -> Result<Child> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -849,14 +914,14 @@ fn start_node(dir: &Path, i: usize) -> Result<Child> {
         .context("cannot start a node process")
 }
 
-fn read_status(path: &Path) -> Option<Status> {
+pub fn read_status(path: &Path) -> Option<Status> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
 /// Whether every node had the same UTXO commitment at the lowest height they all executed. Blocks may mint witness
 /// rewards even after the load, so nodes stopped a block apart are compared at one height, from each one's
 /// recent commitments (a node too far ahead to still list that height counts as a disagreement).
-fn commitments_agree(statuses: &[Status]) -> bool {
+pub fn commitments_agree(statuses: &[Status]) -> bool {
     let Some(common) = statuses.iter().map(|s| s.height).min() else {
         return true;
     };
@@ -875,7 +940,7 @@ fn commitments_agree(statuses: &[Status]) -> bool {
 }
 
 /// Waits for the nodes to agree on a height, then stops them with SIGTERM and reads their final status.
-fn settle_and_stop(dir: &Path, nodes: &mut Nodes, count: usize) -> Result<Vec<Status>> {
+pub fn settle_and_stop(dir: &Path, nodes: &mut Nodes, count: usize) -> Result<Vec<Status>> {
     let status_paths: Vec<PathBuf> = (0..count)
         .map(|i| dir.join(format!("node{i}/status.json")))
         .collect();

@@ -15,6 +15,7 @@ mod mine_cmd;
 mod mining_compare;
 mod offline;
 mod peak;
+mod serve;
 mod storm;
 mod witness_cmd;
 

@@ -57,6 +57,13 @@ pub struct NodeConfig {
     /// so overload shows as pushback to clients, not as latency without bound).
     #[serde(default = "default_admission_in_flight_max")]
     pub admission_in_flight_max: usize,
+    /// The HTTP/JSON client API's address (none: no HTTP API). See docs/openapi.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<SocketAddr>,
+    /// Transactions the status index answers (the newest; older ones answer `unknown`): about 100 bytes of memory
+    /// and 34 bytes of disk each.
+    #[serde(default = "default_tx_index_kept")]
+    pub tx_index_kept: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -95,6 +102,9 @@ fn default_snapshot_sync_gap_blocks() -> u64 {
 }
 fn default_proposal_wait_ms() -> u64 {
     20
+}
+fn default_tx_index_kept() -> usize {
+    crate::tx_index::TX_INDEX_KEPT_DEFAULT
 }
 fn default_admission_in_flight_max() -> usize {
     crate::in_flight::IN_FLIGHT_MAX_DEFAULT

@@ -6,7 +6,6 @@
 //! sent for something held only in memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
@@ -26,6 +25,8 @@ use cas_engine::synchronizer::{Admission, Synchronizer};
 use cas_engine::{PackageId, PublicKey, Transaction};
 use cas_netio::{Class, Inbound, InboundQueues, Origin};
 
+use crate::api::Submission;
+use crate::clients::{Client, Clients};
 use crate::durable::SafetyFile;
 use crate::executor::{Committed, Executed, Work};
 use crate::in_flight::{InFlight, OVERLOADED_RETRY_AFTER_MS};
@@ -78,6 +79,10 @@ pub struct Parts {
     pub witness_inbox: SyncSender<WitnessInput>,
     /// See `NodeConfig::admission_in_flight_max`.
     pub admission_in_flight_max: usize,
+    /// Submissions from the HTTP API (bounded; it wakes this thread as netio does).
+    pub api_submissions: std::sync::mpsc::Receiver<Submission>,
+    /// Where answers to clients go.
+    pub clients: Clients,
 }
 
 pub struct Driver {
@@ -98,7 +103,7 @@ pub struct Driver {
     last_tick_ms: u64,
     last_status_ms: u64,
     /// Client transactions waiting to be admitted together, and when the oldest arrived.
-    admission: Vec<Inbound>,
+    admission: Vec<Submission>,
     admission_since_ms: u64,
 }
 
@@ -159,14 +164,17 @@ impl Driver {
                     self.on_mining(inbound);
                     continue;
                 }
-                if self.admission.is_empty() {
-                    self.admission_since_ms = now;
-                }
-                self.admission.push(inbound);
-                if self.admission.len() >= ADMISSION_BATCH_TXS {
-                    let batch = std::mem::take(&mut self.admission);
-                    self.on_clients(batch, now);
-                }
+                let Origin::Client(addr) = inbound.origin else {
+                    continue;
+                };
+                self.queue_admission((Client::Quic(addr), inbound.payload), now);
+            }
+            for _ in 0..INGEST_PER_TURN {
+                let Ok(submission) = self.parts.api_submissions.try_recv() else {
+                    break;
+                };
+                busy = true;
+                self.queue_admission(submission, now);
             }
             if !self.admission.is_empty() && now >= self.admission_since_ms + ADMISSION_WAIT_MS {
                 let batch = std::mem::take(&mut self.admission);
@@ -406,21 +414,30 @@ impl Driver {
         }
     }
 
+    /// Queues a client transaction for the next admission batch, admitting the batch once it is full.
+    fn queue_admission(&mut self, submission: Submission, now: u64) {
+        if self.admission.is_empty() {
+            self.admission_since_ms = now;
+        }
+        self.admission.push(submission);
+        if self.admission.len() >= ADMISSION_BATCH_TXS {
+            let batch = std::mem::take(&mut self.admission);
+            self.on_clients(batch, now);
+        }
+    }
+
     /// Admits a batch of client transactions. Those from a client over its in-flight share, or arriving while the
     /// node is over its own, are answered `Overloaded` before any signature is checked ([`InFlight`]).
-    fn on_clients(&mut self, submissions: Vec<Inbound>, now: u64) {
+    fn on_clients(&mut self, submissions: Vec<Submission>, now: u64) {
         let mut admitted = Vec::with_capacity(submissions.len());
-        for submission in submissions {
-            let Origin::Client(client) = submission.origin else {
-                continue;
-            };
+        for (client, payload) in submissions {
             if self.in_flight.admits(&client, now) {
-                admitted.push((client, submission.payload));
+                admitted.push((client, payload));
                 continue;
             }
             self.overloaded_answers += 1;
             let answer = ClientAnswer::Overloaded {
-                tx: decode_tx(&submission.payload)
+                tx: decode_tx(&payload)
                     .map(|tx| tx.tx_id())
                     .unwrap_or_default(),
                 retry_after_ms: OVERLOADED_RETRY_AFTER_MS,
@@ -456,14 +473,8 @@ impl Driver {
         }
     }
 
-    fn answer(&self, client: SocketAddr, answer: ClientAnswer) {
-        if let Err(error) = self
-            .parts
-            .netio
-            .answer(client, Bytes::from(answer.encode()))
-        {
-            tracing::debug!(%client, %error, "answer not delivered");
-        }
+    fn answer(&self, client: Client, answer: ClientAnswer) {
+        self.parts.clients.answer(client, answer);
     }
 
     /// Tells the submitters of a package of ours that it is certified: their transactions are accepted.

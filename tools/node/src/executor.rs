@@ -5,28 +5,31 @@
 //! into it in block order, and the rewards that mature are minted by the issuance transaction it appends last to
 //! every ledger block, byte-identical on every node.
 
-use std::net::SocketAddr;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
-use bytes::Bytes;
 use cas_consensus::messages::Block as ConsensusBlock;
 use cas_consensus::rewards::{issuance_tx, WitnessOrder};
 use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
+use crate::api::LedgerQuery;
+use crate::clients::{Client, Clients};
 use crate::durable::{ExecutedFile, WitnessBaseFile};
+use crate::tx_index::TxIndex;
 use crate::snapshot_serve::{Anchor, Anchors};
 use crate::state_sync::Install;
 use crate::witness::WitnessInput;
 
-/// What the driver hands the executor, in commit order.
+/// What the driver hands the executor, in commit order, and the client API's reads between blocks.
 pub enum Work {
     Block(Committed),
     /// A verified snapshot to install as the new base (the BFT continues from its height).
     Install(Install),
+    /// A read for the client API, answered at the executed height.
+    Query(LedgerQuery),
 }
 
 /// One committed block ready to execute: its transactions in order, and who submitted each here.
@@ -36,7 +39,7 @@ pub struct Committed {
     pub txs: Vec<Transaction>,
     /// The ids of `txs`, computed once by the driver.
     pub ids: Vec<cas_engine::TxId>,
-    pub clients: Vec<Option<SocketAddr>>,
+    pub clients: Vec<Option<Client>>,
     /// Every package's certificate is attested: the signatures were verified by an honest member already.
     pub attested: bool,
 }
@@ -73,7 +76,10 @@ pub struct Executor {
     /// The last two (height, consensus hash) handed to execution.
     pub executed_marks: Vec<(u64, BlockHash)>,
     pub previous_ledger_hash: BlockHash,
-    pub netio: Arc<cas_netio::Node>,
+    /// Where final receipts go (QUIC clients and HTTP requests).
+    pub clients: Clients,
+    /// Each block's transactions and verdicts, durable before its receipts leave.
+    pub index: TxIndex,
     pub stats: Arc<std::sync::Mutex<Executed>>,
     /// Each stored block's hash goes to the witness thread (what miners commit to and validators check against).
     /// A bounded queue to a normal-priority thread: a full one makes the executor wait, never lose a hash.
@@ -93,12 +99,37 @@ impl Executor {
             match work {
                 Work::Block(committed) => self.execute(committed)?,
                 Work::Install(install) => self.install(install)?,
+                Work::Query(query) => self.answer(query),
             }
         }
         self.node
             .wait_snapshot()
             .context("finishing the last snapshot")?;
         Ok(())
+    }
+
+    /// Answers a client API read at the executed height (a requester that left gets nothing).
+    fn answer(&self, query: LedgerQuery) {
+        match query {
+            LedgerQuery::Block { height, reply } => {
+                let store = self.node.store();
+                let stored = height >= store.first_height() && height <= self.node.height();
+                let bytes = stored.then(|| store.read(height)).and_then(|read| {
+                    read.inspect_err(|error| tracing::warn!(height, %error, "a stored block does not read"))
+                        .ok()
+                });
+                let _ = reply.send(bytes);
+            }
+            LedgerQuery::Outputs { owner, reply } => {
+                let outputs = self
+                    .node
+                    .ledger()
+                    .outputs_of(&owner)
+                    .map(|outputs| (self.node.height(), outputs))
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(outputs);
+            }
+        }
     }
 
     /// Installs a verified snapshot as the ledger's new base. The execution marker names its consensus block first,
@@ -261,6 +292,11 @@ impl Executor {
                 "the witness thread stopped; the block is not witnessed here"
             );
         }
+        // Indexed (and fdatasynced) before any receipt leaves: every `final` a client heard is answered after a
+        // restart too.
+        self.index
+            .append(height, ledger_hash, &ids, &receipt.outcome.verdicts)
+            .with_context(|| format!("indexing block {height}"))?;
         let mut rejected = 0;
         for (index, ((id, verdict), client)) in ids[..client_txs]
             .iter()
@@ -279,10 +315,7 @@ impl Executor {
                     block: ledger_hash,
                     rejection: verdict.as_ref().err().map(RuleFailure::of),
                 };
-                // A client that left, or that does not read its answers, loses them; the ledger is unaffected.
-                if let Err(error) = self.netio.answer(*client, Bytes::from(answer.encode())) {
-                    tracing::debug!(%client, %error, "receipt not delivered");
-                }
+                self.clients.answer(*client, answer);
             }
         }
         let mut stats = self.stats.lock().expect("stats lock");

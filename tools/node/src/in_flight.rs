@@ -6,9 +6,10 @@
 //! can never close admission for good. Never touches the network or the disk.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 
 use cas_engine::TxId;
+
+use crate::clients::Client;
 
 /// Transactions one client connection may have in flight on this node: each gets two answers (accepted, final),
 /// which must fit the client's answer queue in netio with room for the answers to its refused submissions.
@@ -28,14 +29,14 @@ const _: () = assert!(2 * IN_FLIGHT_PER_CLIENT_MAX < cas_netio::limits::ANSWER_Q
 pub(crate) struct InFlight {
     /// The node's bound (see [`IN_FLIGHT_MAX_DEFAULT`]).
     max: usize,
-    by_tx: HashMap<TxId, SocketAddr>,
-    by_client: HashMap<SocketAddr, usize>,
+    by_tx: HashMap<TxId, Client>,
+    by_client: HashMap<Client, usize>,
     /// Admission order with times, for expiry; entries already removed are skipped when reached.
     order: VecDeque<(u64, TxId)>,
     /// Clients answered `Overloaded`, and until when everything they send is refused too: a refusal covers the
     /// whole retry-after, so a client's later transactions (which may spend the refused one's outputs) are never
     /// admitted ahead of it; the client sends them again, in order, after the pause.
-    refused_until_ms: HashMap<SocketAddr, u64>,
+    refused_until_ms: HashMap<Client, u64>,
 }
 
 impl InFlight {
@@ -51,7 +52,7 @@ impl InFlight {
 
     /// Whether a new transaction from `client` may be admitted now. When not, the client is refused everything
     /// for [`OVERLOADED_RETRY_AFTER_MS`] (see [`InFlight::refuse`]).
-    pub fn admits(&mut self, client: &SocketAddr, now_ms: u64) -> bool {
+    pub fn admits(&mut self, client: &Client, now_ms: u64) -> bool {
         if self
             .refused_until_ms
             .get(client)
@@ -68,7 +69,7 @@ impl InFlight {
     }
 
     /// Refuses everything from `client` for the retry-after (also when the Synchronizer's queue was full).
-    pub fn refuse(&mut self, client: SocketAddr, now_ms: u64) {
+    pub fn refuse(&mut self, client: Client, now_ms: u64) {
         self.refused_until_ms
             .insert(client, now_ms + OVERLOADED_RETRY_AFTER_MS);
     }
@@ -77,7 +78,7 @@ impl InFlight {
         self.by_tx.len()
     }
 
-    pub fn insert(&mut self, id: TxId, client: SocketAddr, now_ms: u64) {
+    pub fn insert(&mut self, id: TxId, client: Client, now_ms: u64) {
         if let Some(previous) = self.by_tx.insert(id, client) {
             self.release(previous);
         }
@@ -86,12 +87,12 @@ impl InFlight {
     }
 
     /// Where `id`'s answers go, while it is in flight.
-    pub fn client_of(&self, id: &TxId) -> Option<SocketAddr> {
+    pub fn client_of(&self, id: &TxId) -> Option<Client> {
         self.by_tx.get(id).copied()
     }
 
     /// Takes `id` out of flight (handed to execution), returning its client.
-    pub fn remove(&mut self, id: &TxId) -> Option<SocketAddr> {
+    pub fn remove(&mut self, id: &TxId) -> Option<Client> {
         let client = self.by_tx.remove(id)?;
         self.release(client);
         Some(client)
@@ -121,7 +122,7 @@ impl InFlight {
         expired
     }
 
-    fn release(&mut self, client: SocketAddr) {
+    fn release(&mut self, client: Client) {
         if let Some(count) = self.by_client.get_mut(&client) {
             *count -= 1;
             if *count == 0 {
@@ -143,9 +144,9 @@ mod tests {
 
     #[test]
     fn a_client_over_its_share_is_refused_and_admitted_again_once_answered() {
-        let (a, b): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
+        let (a, b) = (
+            Client::Quic("127.0.0.1:1".parse().unwrap()),
+            Client::Http("127.0.0.1:1".parse().unwrap()),
         );
         let mut in_flight = InFlight::new(IN_FLIGHT_MAX_DEFAULT);
         for n in 0..IN_FLIGHT_PER_CLIENT_MAX as u32 {
@@ -164,7 +165,7 @@ mod tests {
 
     #[test]
     fn what_is_never_executed_expires_and_the_order_stays_bounded() {
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let a = Client::Quic("127.0.0.1:1".parse().unwrap());
         let mut in_flight = InFlight::new(IN_FLIGHT_MAX_DEFAULT);
         for n in 0..10 {
             in_flight.insert(id(n), a, u64::from(n));

@@ -21,6 +21,12 @@ struct KeyFile {
 pub fn create(path: &Path) -> Result<Keypair> {
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).context("the OS gave no randomness")?;
+    create_from_seed(path, seed)
+}
+
+/// Creates `path` (which must not exist) holding the key of `seed` (a known test key: `cas local --serve` hands
+/// out its funded accounts' keys this way).
+pub fn create_from_seed(path: &Path, seed: [u8; 32]) -> Result<Keypair> {
     let keypair = Keypair::from_seed(&seed);
     let mut file = OpenOptions::new()
         .write(true)

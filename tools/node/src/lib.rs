@@ -12,6 +12,8 @@
 //! witness order from the one kept at its base (`witness-order-<height>.bin`) and the stored blocks above it.
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
+mod api;
+pub mod clients;
 pub mod config;
 #[cfg(test)]
 mod disk_faults;
@@ -25,6 +27,7 @@ pub mod journal;
 pub mod keyfile;
 mod snapshot_serve;
 mod state_sync;
+pub mod tx_index;
 pub mod wire;
 pub mod witness;
 
@@ -127,8 +130,37 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         ..Executed::default()
     }));
     let anchors = Arc::new(snapshot_serve::Anchors::default());
+    let waiters = Arc::new(api::Waiters::default());
+    let clients = clients::Clients::new(netio.clone(), waiters.clone());
+    let index = tx_index::TxIndex::open(&config.data_dir.join("txindex"), config.tx_index_kept)?;
+    let index_view = index.view();
+    let durable_height = stats.lock().expect("stats lock").height;
+    if index.last_height().is_some_and(|h| h < durable_height) {
+        tracing::warn!(
+            indexed = index.last_height(),
+            durable_height,
+            "the last stored blocks are not in the transaction index (a crash between a block's fsync and its \
+             index record, before any of its receipts left): their transactions answer `unknown`"
+        );
+    }
     let (execution, executor_thread) =
-        start_executor(&identity, ledger, &netio, &stats, &witness, &anchors)?;
+        start_executor(&identity, ledger, index, &clients, &stats, &witness, &anchors)?;
+    let (api_submit, api_submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
+    let api = match config.api_listen {
+        Some(listen) => Some(api::ApiServer::start(
+            listen,
+            api::ApiState {
+                waiters,
+                submit: api_submit,
+                waker: queues.waker.clone(),
+                execution: execution.clone(),
+                index: index_view,
+                stats: stats.clone(),
+                stopping: AtomicBool::new(false),
+            },
+        )?),
+        None => None,
+    };
     let (serve, serve_thread) = start_snapshot_server(&config, &identity, &netio, &anchors)?;
     let consensus = ConsensusState::recover(&config, &identity, committed)?;
     let status_path = config.data_dir.join("status.json");
@@ -152,6 +184,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         witness: witness.shared.clone(),
         witness_inbox: witness.inbox.clone(),
         admission_in_flight_max: config.admission_in_flight_max,
+        api_submissions,
+        clients,
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
@@ -160,6 +194,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     driver.execute(consensus.actions)?;
     driver.flush_outbox()?;
     let (round, consensus) = driver.run(&stop)?;
+    // The API first: it holds ends of the driver's and the executor's queues.
+    if let Some(api) = api {
+        api.stop()?;
+    }
     miners.stop()?;
     drop(driver); // closes the execution and serving queues: the executor drains its queue and stops
     join(serve_thread, "snapshot serving")?;
@@ -468,7 +506,8 @@ impl Miners {
 fn start_executor(
     identity: &Identity,
     ledger: OpenLedger,
-    netio: &Arc<cas_netio::Node>,
+    index: tx_index::TxIndex,
+    clients: &clients::Clients,
     stats: &Arc<Mutex<Executed>>,
     witness: &WitnessThread,
     anchors: &Arc<snapshot_serve::Anchors>,
@@ -483,7 +522,8 @@ fn start_executor(
         executed_file: ledger.executed_file,
         executed_marks: ledger.marks,
         previous_ledger_hash: ledger.previous_ledger_hash,
-        netio: netio.clone(),
+        clients: clients.clone(),
+        index,
         stats: stats.clone(),
         witness: witness.inbox.clone(),
         order: ledger.order,

@@ -1,0 +1,705 @@
+//! The client API over HTTP/JSON (`api_listen` in node.toml), for integrators in any language: submit a signed
+//! transaction (and wait for it to be final), ask a transaction's status from the durable index, read an account's
+//! balance and outputs, read a block, and follow finalized blocks from a height as a resumable stream of JSON lines
+//! (the deposit watcher). Documented in `docs/openapi.yaml`; a test checks the two agree.
+//!
+//! It runs on its own thread (`cas-api`, a small tokio runtime) and never touches consensus or the ledger itself:
+//! submissions go into the driver's admission like a QUIC client's (bounded queue; full: `overloaded`), their
+//! answers come back by tx id ([`Waiters`]), and reads are asked of the executor between blocks through the
+//! execution queue (bounded; full: `overloaded`), so every read sees the ledger at one block height.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cas_engine::client::ClientAnswer;
+use cas_engine::codec::{decode_block, decode_tx, to_owned_block};
+use cas_engine::tx::{OutPoint, TxKind, TxOutput};
+use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::clients::Client;
+use crate::executor::{Executed, Work};
+use crate::in_flight::OVERLOADED_RETRY_AFTER_MS;
+use crate::tx_index::TxIndexView;
+
+/// Requests waiting for their transaction's answers; more are answered `overloaded`.
+pub const WAITERS_MAX: usize = 16_384;
+/// Submissions on their way from the API to the driver's admission.
+pub const SUBMIT_QUEUE_MAX: usize = 4_096;
+/// How long a submission waits for its answer unless the caller says (`timeout_ms`), and the most it may say.
+pub const WAIT_MS_DEFAULT: u64 = 30_000;
+pub const WAIT_MS_MAX: u64 = 120_000;
+/// The largest request body (a transaction, in bytes or hex JSON).
+pub const BODY_BYTES_MAX: usize = 2 * cas_engine::codec::TX_BYTES_MAX + 1_024;
+/// How often the block stream looks for the next block when it is at the tip.
+const STREAM_POLL_MS: u64 = 50;
+/// How long a stopping node lets open requests finish.
+const DRAIN_MS: u64 = 1_000;
+
+/// A submission for the driver: who answers it (the HTTP peer) and the transaction's bytes.
+pub type Submission = (Client, bytes::Bytes);
+
+/// The requests waiting for answers about their transactions, by tx id (one request per transaction: a second
+/// submission of a transaction someone is waiting for is answered `duplicate` here).
+#[derive(Default)]
+pub struct Waiters {
+    by_tx: Mutex<HashMap<TxId, tokio::sync::mpsc::Sender<ClientAnswer>>>,
+}
+
+impl Waiters {
+    /// Hands an answer to the request waiting for its transaction; the last answer it will get removes it.
+    pub fn deliver(&self, answer: ClientAnswer) {
+        let (id, last) = match &answer {
+            ClientAnswer::Accepted { tx } => (*tx, false),
+            ClientAnswer::Duplicate { tx }
+            | ClientAnswer::Overloaded { tx, .. }
+            | ClientAnswer::Final { tx, .. } => (*tx, true),
+            ClientAnswer::Rejected { tx: Some(tx), .. } => (*tx, true),
+            ClientAnswer::Rejected { tx: None, .. } => return,
+        };
+        let mut by_tx = self.by_tx.lock().expect("waiters lock");
+        let Some(waiter) = by_tx.get(&id) else {
+            return;
+        };
+        if waiter.try_send(answer).is_err() || last {
+            by_tx.remove(&id);
+        }
+    }
+
+    fn register(&self, id: TxId) -> Result<tokio::sync::mpsc::Receiver<ClientAnswer>, Refusal> {
+        let mut by_tx = self.by_tx.lock().expect("waiters lock");
+        if by_tx.contains_key(&id) {
+            return Err(Refusal::Waited);
+        }
+        if by_tx.len() >= WAITERS_MAX {
+            return Err(Refusal::Full);
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        by_tx.insert(id, sender);
+        Ok(receiver)
+    }
+
+    fn forget(&self, id: &TxId) {
+        self.by_tx.lock().expect("waiters lock").remove(id);
+    }
+
+    fn waiting(&self, id: &TxId) -> bool {
+        self.by_tx.lock().expect("waiters lock").contains_key(id)
+    }
+}
+
+enum Refusal {
+    /// Another request is waiting for this transaction.
+    Waited,
+    Full,
+}
+
+/// What the API asks the executor, answered between blocks.
+pub enum LedgerQuery {
+    /// A stored ledger block's bytes (None: not stored here, above the height or below the store's base).
+    Block {
+        height: u64,
+        reply: tokio::sync::oneshot::Sender<Option<Vec<u8>>>,
+    },
+    /// An owner's unspent outputs, with the height they are read at.
+    Outputs {
+        owner: PublicKey,
+        reply: tokio::sync::oneshot::Sender<Result<(u64, Vec<(OutPoint, TxOutput)>), String>>,
+    },
+}
+
+/// What the handlers share.
+pub struct ApiState {
+    pub waiters: Arc<Waiters>,
+    pub submit: SyncSender<Submission>,
+    pub waker: Arc<cas_netio::InboundWaker>,
+    pub execution: SyncSender<Work>,
+    pub index: Arc<TxIndexView>,
+    pub stats: Arc<Mutex<Executed>>,
+    pub stopping: AtomicBool,
+}
+
+/// The API's thread; [`ApiServer::stop`] ends it.
+pub struct ApiServer {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<Result<()>>,
+    state: Arc<ApiState>,
+}
+
+impl ApiServer {
+    /// Binds `listen` now (an address in use fails the node's start) and serves on a thread of its own.
+    pub fn start(listen: SocketAddr, state: ApiState) -> Result<ApiServer> {
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen for the HTTP API on {listen}"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(state);
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let app = router(state.clone());
+        let thread = std::thread::Builder::new()
+            .name("cas-api".into())
+            .spawn(move || -> Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let mut drain = stopped.clone();
+                    let server = axum::serve(
+                        listener,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    });
+                    tokio::select! {
+                        served = server => served.context("the HTTP API server"),
+                        _ = async {
+                            let _ = drain.wait_for(|s| *s).await;
+                            tokio::time::sleep(Duration::from_millis(DRAIN_MS)).await;
+                        } => Ok(()),
+                    }
+                })
+            })?;
+        tracing::info!(%addr, "HTTP API listening");
+        Ok(ApiServer {
+            stop,
+            thread,
+            state,
+        })
+    }
+
+    /// Stops serving (open requests get up to a second), and drops the API's ends of the driver's and executor's
+    /// queues.
+    pub fn stop(self) -> Result<()> {
+        self.state.stopping.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        drop(self.state);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the HTTP API thread panicked"))?
+    }
+}
+
+fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/tx", post(submit))
+        .route("/v1/tx/{id}", get(tx_status))
+        .route("/v1/accounts/{owner}/balance", get(balance))
+        .route("/v1/accounts/{owner}/utxos", get(utxos))
+        .route("/v1/blocks", get(blocks_stream))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/codes", get(codes))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn bad_request(reason: impl std::fmt::Display) -> Response {
+    reply(
+        StatusCode::BAD_REQUEST,
+        json!({"status": "bad_request", "reason": reason.to_string()}),
+    )
+}
+
+fn overloaded(tx: Option<TxId>, retry_after_ms: u64) -> Response {
+    let mut response = reply(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({"status": "overloaded", "tx": tx.map(|t| t.to_hex()), "retry_after_ms": retry_after_ms}),
+    );
+    let seconds = retry_after_ms.div_ceil(1_000).max(1);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+    );
+    response
+}
+
+fn code_json(code: u16) -> Value {
+    match RejectCode::from_u16(code) {
+        Some(c) => json!({"code": code, "code_name": c.name()}),
+        None => json!({"code": code, "code_name": "unknown"}),
+    }
+}
+
+fn rejected(tx: Option<TxId>, code: u16, reason: &str) -> Response {
+    let mut body = code_json(code);
+    body["status"] = json!("rejected");
+    body["tx"] = json!(tx.map(|t| t.to_hex()));
+    body["reason"] = json!(reason);
+    reply(StatusCode::UNPROCESSABLE_ENTITY, body)
+}
+
+/// How a submitted or asked-about transaction stands, as JSON.
+fn answer_json(answer: &ClientAnswer) -> (StatusCode, Value) {
+    match answer {
+        ClientAnswer::Accepted { tx } => (
+            StatusCode::ACCEPTED,
+            json!({"status": "accepted", "tx": tx.to_hex()}),
+        ),
+        ClientAnswer::Duplicate { tx } => (
+            StatusCode::OK,
+            json!({"status": "duplicate", "tx": tx.to_hex()}),
+        ),
+        ClientAnswer::Final {
+            tx,
+            height,
+            index,
+            block,
+            rejection,
+        } => (
+            StatusCode::OK,
+            json!({
+                "status": "final",
+                "tx": tx.to_hex(),
+                "height": height,
+                "index": index,
+                "block": block.to_hex(),
+                "rejection": rejection.as_ref().map(|r| {
+                    let mut body = code_json(r.code);
+                    body["reason"] = json!(r.reason);
+                    body
+                }),
+            }),
+        ),
+        // Rejected and Overloaded are answered by their own responses.
+        other => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": "error", "reason": format!("{other:?}")}),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct SubmitParams {
+    /// `final`: hold the request until the transaction is final or rejected.
+    wait: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct HexTx {
+    tx: String,
+}
+
+/// `POST /v1/tx`: the signed transaction's bytes (`application/octet-stream`) or `{"tx": "<hex>"}`.
+async fn submit(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<SubmitParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let wait_final = match params.wait.as_deref() {
+        None => false,
+        Some("final") => true,
+        Some(other) => return bad_request(format!("wait={other}: only wait=final is known")),
+    };
+    let timeout = Duration::from_millis(params.timeout_ms.unwrap_or(WAIT_MS_DEFAULT).min(WAIT_MS_MAX));
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let bytes = if json_body {
+        let hex_tx: HexTx = match serde_json::from_slice(&body) {
+            Ok(parsed) => parsed,
+            Err(error) => return bad_request(format!("the body is not {{\"tx\": \"<hex>\"}}: {error}")),
+        };
+        match hex::decode(hex_tx.tx.trim()) {
+            Ok(bytes) => bytes::Bytes::from(bytes),
+            Err(error) => return bad_request(format!("tx is not hex: {error}")),
+        }
+    } else {
+        bytes::Bytes::from(body.to_vec())
+    };
+    let id = match decode_tx(&bytes) {
+        Ok(tx) => tx.tx_id(),
+        Err(error) => {
+            return rejected(
+                None,
+                RejectCode::Undecodable.number(),
+                &ClientAnswer::reason(format!("undecodable: {error}")),
+            )
+        }
+    };
+    let mut answers = match state.waiters.register(id) {
+        Ok(receiver) => receiver,
+        Err(Refusal::Waited) => {
+            return reply(
+                StatusCode::OK,
+                json!({"status": "duplicate", "tx": id.to_hex(), "reason": "another request is waiting for it"}),
+            )
+        }
+        Err(Refusal::Full) => return overloaded(Some(id), OVERLOADED_RETRY_AFTER_MS),
+    };
+    match state.submit.try_send((Client::Http(peer), bytes)) {
+        Ok(()) => state.waker.wake(),
+        Err(TrySendError::Full(_)) => {
+            state.waiters.forget(&id);
+            return overloaded(Some(id), OVERLOADED_RETRY_AFTER_MS);
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            state.waiters.forget(&id);
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "stopping", "tx": id.to_hex()}),
+            );
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = loop {
+        let answer = match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Ok(Some(answer)) => answer,
+            // Timed out, or the node dropped the waiter: the transaction may still become final; ask its status.
+            Ok(None) | Err(_) => {
+                break reply(
+                    StatusCode::ACCEPTED,
+                    json!({"status": "pending", "tx": id.to_hex()}),
+                )
+            }
+        };
+        match answer {
+            ClientAnswer::Accepted { .. } if wait_final => continue,
+            ClientAnswer::Rejected { code, reason, .. } => break rejected(Some(id), code, &reason),
+            ClientAnswer::Overloaded { retry_after_ms, .. } => {
+                break overloaded(Some(id), retry_after_ms)
+            }
+            answer => {
+                let (status, body) = answer_json(&answer);
+                break reply(status, body);
+            }
+        }
+    };
+    state.waiters.forget(&id);
+    response
+}
+
+fn parse_hash(text: &str, what: &str) -> std::result::Result<Hash32, Response> {
+    Hash32::from_hex(text).map_err(|e| bad_request(format!("{what} is not 32 bytes of hex: {e}")))
+}
+
+fn parse_owner(text: &str) -> std::result::Result<PublicKey, Response> {
+    PublicKey::from_hex(text).map_err(|e| bad_request(format!("owner is not a 32-byte hex key: {e}")))
+}
+
+/// `GET /v1/tx/{id}`: final (with its rejection, if the rules refused it in block order), pending (a request
+/// here waits for it), or unknown.
+async fn tx_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_hash(&id, "the tx id") {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    if let Some(landed) = state.index.get(&id) {
+        let rejection = landed.rejection.map(|code| {
+            json!({"code": code.number(), "code_name": code.name(), "reason": code.meaning()})
+        });
+        return reply(
+            StatusCode::OK,
+            json!({
+                "status": "final",
+                "tx": id.to_hex(),
+                "height": landed.height,
+                "index": landed.index,
+                "block": landed.block.to_hex(),
+                "rejection": rejection,
+            }),
+        );
+    }
+    if state.waiters.waiting(&id) {
+        return reply(StatusCode::OK, json!({"status": "pending", "tx": id.to_hex()}));
+    }
+    reply(
+        StatusCode::NOT_FOUND,
+        json!({
+            "status": "unknown",
+            "tx": id.to_hex(),
+            "indexed_from_height": state.index.first_height(),
+        }),
+    )
+}
+
+/// Asks the executor, between blocks; a full execution queue is `overloaded`.
+async fn ask<T>(
+    state: &ApiState,
+    query: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> LedgerQuery,
+) -> std::result::Result<T, Response> {
+    let (reply_to, answer) = tokio::sync::oneshot::channel();
+    match state.execution.try_send(Work::Query(query(reply_to))) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => return Err(overloaded(None, OVERLOADED_RETRY_AFTER_MS)),
+        Err(TrySendError::Disconnected(_)) => {
+            return Err(reply(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "stopping"})))
+        }
+    }
+    answer
+        .await
+        .map_err(|_| reply(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "stopping"})))
+}
+
+async fn outputs(
+    state: &ApiState,
+    owner: &str,
+) -> std::result::Result<(PublicKey, u64, Vec<(OutPoint, TxOutput)>), Response> {
+    let owner = parse_owner(owner)?;
+    let (height, outputs) = ask(state, |reply| LedgerQuery::Outputs { owner, reply })
+        .await?
+        .map_err(|e| reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"status": "error", "reason": e})))?;
+    Ok((owner, height, outputs))
+}
+
+/// `GET /v1/accounts/{owner}/balance`: per asset, at the executed height (given in the answer).
+async fn balance(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) -> Response {
+    let (owner, height, outputs) = match outputs(&state, &owner).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let mut by_asset: std::collections::BTreeMap<AssetId, (u128, u128)> = Default::default();
+    for (_, output) in &outputs {
+        let (total, locked) = by_asset.entry(output.asset).or_default();
+        *total += u128::from(output.amount);
+        if output.unlock_height.is_some_and(|h| h > height) {
+            *locked += u128::from(output.amount);
+        }
+    }
+    let balances: Vec<Value> = by_asset
+        .iter()
+        .map(|(asset, (total, locked))| {
+            json!({"asset": asset.0.to_hex(), "amount": total.to_string(), "locked": locked.to_string()})
+        })
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({"owner": owner.to_hex(), "height": height, "balances": balances}),
+    )
+}
+
+/// `GET /v1/accounts/{owner}/utxos`: the owner's unspent outputs at the executed height.
+async fn utxos(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) -> Response {
+    let (owner, height, outputs) = match outputs(&state, &owner).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let utxos: Vec<Value> = outputs
+        .iter()
+        .map(|(outpoint, output)| {
+            let mut body = output_json(output);
+            body["tx"] = json!(outpoint.tx.to_hex());
+            body["index"] = json!(outpoint.index);
+            body
+        })
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({"owner": owner.to_hex(), "height": height, "utxos": utxos}),
+    )
+}
+
+fn output_json(output: &TxOutput) -> Value {
+    json!({
+        "owner": output.owner.to_hex(),
+        "asset": output.asset.0.to_hex(),
+        "amount": output.amount,
+        "unlock_height": output.unlock_height,
+    })
+}
+
+fn kind_name(kind: &TxKind) -> &'static str {
+    match kind {
+        TxKind::Transfer => "transfer",
+        TxKind::Genesis { .. } => "genesis",
+        TxKind::Issuance { .. } => "issuance",
+    }
+}
+
+fn tx_json(tx: &Transaction, id: &TxId, index: usize, verdict: Option<Value>) -> Value {
+    json!({
+        "tx": id.to_hex(),
+        "index": index,
+        "kind": kind_name(&tx.body.kind),
+        "inputs": tx.body.inputs.iter().map(|i| json!({"tx": i.tx.to_hex(), "index": i.index})).collect::<Vec<_>>(),
+        "outputs": tx.body.outputs.iter().map(output_json).collect::<Vec<_>>(),
+        "fee": tx.body.fee,
+        "memo": hex::encode(&tx.body.memo),
+        "client_id": tx.body.client_id,
+        "signers": tx.signatures.iter().map(|s| s.key.to_hex()).collect::<Vec<_>>(),
+        "rejection": verdict,
+    })
+}
+
+/// Which transactions of a block a stream asks for (all when no filter is given).
+#[derive(Deserialize, Default)]
+struct Filter {
+    owner: Option<String>,
+    memo: Option<String>,
+    asset: Option<String>,
+}
+
+struct ParsedFilter {
+    owner: Option<PublicKey>,
+    memo: Option<Vec<u8>>,
+    asset: Option<AssetId>,
+}
+
+impl ParsedFilter {
+    fn parse(filter: &Filter) -> std::result::Result<ParsedFilter, Response> {
+        Ok(ParsedFilter {
+            owner: filter.owner.as_deref().map(parse_owner).transpose()?,
+            memo: filter
+                .memo
+                .as_deref()
+                .map(hex::decode)
+                .transpose()
+                .map_err(|e| bad_request(format!("memo is not hex: {e}")))?,
+            asset: filter
+                .asset
+                .as_deref()
+                .map(|a| parse_hash(a, "asset").map(AssetId))
+                .transpose()?,
+        })
+    }
+
+    /// A transaction matches when it pays the owner (or is signed by it), carries the memo, and moves the asset.
+    fn matches(&self, tx: &Transaction) -> bool {
+        let owner = self.owner.is_none_or(|owner| {
+            tx.body.outputs.iter().any(|o| o.owner == owner) || tx.signatures.iter().any(|s| s.key == owner)
+        });
+        let memo = self.memo.as_ref().is_none_or(|memo| tx.body.memo == *memo);
+        let asset = self
+            .asset
+            .is_none_or(|asset| tx.body.outputs.iter().any(|o| o.asset == asset));
+        owner && memo && asset
+    }
+}
+
+/// A stored block as JSON, with each transaction's verdict from the index; `filter` keeps only what matches.
+fn block_json(state: &ApiState, bytes: &[u8], filter: Option<&ParsedFilter>) -> std::result::Result<Value, String> {
+    let archived = decode_block(bytes).map_err(|e| e.to_string())?;
+    let block = to_owned_block(archived);
+    let header = &block.header;
+    let txs: Vec<Value> = block
+        .txs
+        .iter()
+        .enumerate()
+        .filter(|(_, tx)| filter.is_none_or(|f| f.matches(tx)))
+        .map(|(index, tx)| {
+            let id = tx.tx_id();
+            let verdict = state.index.get(&id).and_then(|l| l.rejection).map(|code| {
+                json!({"code": code.number(), "code_name": code.name(), "reason": code.meaning()})
+            });
+            tx_json(tx, &id, index, verdict)
+        })
+        .collect();
+    Ok(json!({
+        "height": header.height,
+        "hash": header.hash().to_hex(),
+        "parent": header.parent.to_hex(),
+        "round": header.round,
+        "timestamp_ms": header.timestamp_ms,
+        "proposer": header.proposer.to_hex(),
+        "tx_root": header.tx_root.to_hex(),
+        "utxo_commitment_before": header.utxo_commitment.to_hex(),
+        "tx_count": block.txs.len(),
+        "txs": txs,
+    }))
+}
+
+/// `GET /v1/blocks/{height}`.
+async fn block(State(state): State<Arc<ApiState>>, Path(height): Path<u64>) -> Response {
+    let bytes = match ask(&state, |reply| LedgerQuery::Block { height, reply }).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let executed = state.stats.lock().expect("stats lock").height;
+            return reply(
+                StatusCode::NOT_FOUND,
+                json!({"status": "unknown", "height": height, "executed_height": executed}),
+            );
+        }
+        Err(response) => return response,
+    };
+    match block_json(&state, &bytes, None) {
+        Ok(body) => reply(StatusCode::OK, body),
+        Err(reason) => reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"status": "error", "reason": reason})),
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamParams {
+    from: Option<u64>,
+    #[serde(flatten)]
+    filter: Filter,
+}
+
+/// `GET /v1/blocks?from=H[&owner=..][&memo=..][&asset=..]`: every finalized block from H on, one JSON line each, as
+/// they are executed; a block's line lists only the transactions that match the filter, but every height gets its
+/// line, so a client that reconnects with `from` = its last height + 1 misses nothing and sees nothing twice.
+async fn blocks_stream(State(state): State<Arc<ApiState>>, Query(params): Query<StreamParams>) -> Response {
+    let filter = match ParsedFilter::parse(&params.filter) {
+        Ok(filter) => filter,
+        Err(response) => return response,
+    };
+    let from = params.from.unwrap_or(1);
+    let stream = futures_util::stream::unfold(
+        (state, filter, Some(from)),
+        |(state, filter, height)| async move {
+            let height = height?;
+            loop {
+                if state.stopping.load(Ordering::Relaxed) {
+                    return None;
+                }
+                let executed = state.stats.lock().expect("stats lock").height;
+                if height > executed {
+                    tokio::time::sleep(Duration::from_millis(STREAM_POLL_MS)).await;
+                    continue;
+                }
+                let line = match ask(&state, |reply| LedgerQuery::Block { height, reply }).await {
+                    Ok(Some(bytes)) => match block_json(&state, &bytes, Some(&filter)) {
+                        Ok(body) => body,
+                        Err(reason) => json!({"height": height, "error": reason}),
+                    },
+                    // Below the store's base (this node installed a snapshot): say so and end the stream.
+                    Ok(None) => json!({"height": height, "error": "not stored on this node"}),
+                    Err(_) => {
+                        // Overloaded: try again shortly.
+                        tokio::time::sleep(Duration::from_millis(STREAM_POLL_MS)).await;
+                        continue;
+                    }
+                };
+                let ended = line.get("error").is_some();
+                let mut text = line.to_string();
+                text.push('\n');
+                let next = (!ended).then_some(height + 1);
+                return Some((Ok::<_, std::io::Error>(text), (state, filter, next)));
+            }
+        },
+    );
+    let mut response = Body::from_stream(stream).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+/// `GET /v1/codes`: every rejection code with its name and meaning.
+async fn codes() -> Response {
+    let codes: Vec<Value> = RejectCode::ALL
+        .iter()
+        .map(|c| json!({"code": c.number(), "code_name": c.name(), "meaning": c.meaning()}))
+        .collect();
+    reply(StatusCode::OK, json!({ "codes": codes }))
+}
+

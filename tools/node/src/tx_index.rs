@@ -1,0 +1,406 @@
+//! The transaction index: where each executed transaction landed (height, index, block) and its verdict (final, or
+//! rejected in block order with its [`RejectCode`]), for the client API's status queries. The executor appends one
+//! record per ledger block and fdatasyncs it before any receipt of that block is sent, so every `final` a client
+//! heard is still answered after a crash or restart; the index is read back from its files at start.
+//!
+//! Files: segments `txindex/<first height, 12 digits>.log` of checksummed records,
+//! `magic "CASI" | payload length u32 | blake3 checksum (32) | payload`, the payload
+//! `height u64 | block hash (32) | count u32 | count x (tx id (32) | code u16, 0 when applied)`, little-endian. A torn
+//! last record is cut at start; a bad record elsewhere is corruption and the node refuses to start.
+//!
+//! Retention: the newest `kept` transactions are answered (about 100 bytes of memory each, 38 bytes of disk);
+//! older ones answer `unknown`, and segments whose transactions all fell out are deleted.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use cas_engine::{BlockHash, Hash32, RejectCode, TxError, TxId};
+
+const MAGIC: [u8; 4] = *b"CASI";
+const HEADER_BYTES: usize = 4 + 4 + 32;
+const CHECKSUM_DOMAIN: &str = "CAS 2026-12 transaction index record v1";
+const ENTRY_BYTES: usize = 32 + 2;
+/// A new segment starts when the current one passes this size.
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Transactions answered by default (`tx_index_kept` in node.toml).
+pub const TX_INDEX_KEPT_DEFAULT: usize = 2_000_000;
+/// The most transactions one record holds: a ledger block's.
+const RECORD_TXS_MAX: usize = cas_engine::codec::BLOCK_TXS_MAX;
+
+/// Where a transaction landed, and whether the rules applied it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Landed {
+    pub height: u64,
+    pub index: u32,
+    pub block: BlockHash,
+    /// The rule it broke (nothing changed), or None when it was applied.
+    pub rejection: Option<RejectCode>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    height: u64,
+    index: u32,
+    code: u16,
+}
+
+/// The in-memory side, shared with the API: the newest `kept` transactions by id.
+pub struct TxIndexView {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    kept: usize,
+    by_tx: HashMap<TxId, Entry>,
+    /// Transactions in the order they were indexed, with their heights, for retention.
+    order: VecDeque<(u64, TxId)>,
+    blocks: BTreeMap<u64, BlockHash>,
+}
+
+impl TxIndexView {
+    pub fn get(&self, id: &TxId) -> Option<Landed> {
+        let inner = self.inner.lock().expect("index lock");
+        let entry = inner.by_tx.get(id)?;
+        Some(Landed {
+            height: entry.height,
+            index: entry.index,
+            block: *inner.blocks.get(&entry.height)?,
+            rejection: RejectCode::from_u16(entry.code),
+        })
+    }
+
+    /// The lowest height of which transactions are still answered (older ones fell out of retention).
+    pub fn first_height(&self) -> Option<u64> {
+        self.inner
+            .lock()
+            .expect("index lock")
+            .blocks
+            .keys()
+            .next()
+            .copied()
+    }
+
+    fn insert(&self, height: u64, block: BlockHash, entries: &[(TxId, u16)]) {
+        let mut inner = self.inner.lock().expect("index lock");
+        inner.blocks.insert(height, block);
+        for (index, (id, code)) in entries.iter().enumerate() {
+            let entry = Entry {
+                height,
+                index: index as u32,
+                code: *code,
+            };
+            inner.by_tx.insert(*id, entry);
+            inner.order.push_back((height, *id));
+        }
+        while inner.order.len() > inner.kept {
+            let (old_height, old) = inner.order.pop_front().expect("non-empty");
+            // An id indexed again at a later height (a replay after a snapshot install) keeps its newer place.
+            if inner.by_tx.get(&old).is_some_and(|e| e.height == old_height) {
+                inner.by_tx.remove(&old);
+            }
+        }
+        if let Some(&(front, _)) = inner.order.front() {
+            while inner.blocks.first_key_value().is_some_and(|(h, _)| *h < front) {
+                inner.blocks.pop_first();
+            }
+        }
+    }
+}
+
+/// The executor's side: appends records durably and keeps the view up to date.
+pub struct TxIndex {
+    dir: PathBuf,
+    segment: Option<(u64, File, u64)>,
+    last_height: Option<u64>,
+    view: Arc<TxIndexView>,
+}
+
+impl TxIndex {
+    /// Opens (or creates) the index in `dir`, reading back what it holds; `kept` bounds what is answered.
+    pub fn open(dir: &Path, kept: usize) -> Result<TxIndex> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let view = Arc::new(TxIndexView {
+            inner: Mutex::new(Inner {
+                kept: kept.max(1),
+                by_tx: HashMap::new(),
+                order: VecDeque::new(),
+                blocks: BTreeMap::new(),
+            }),
+        });
+        let mut index = TxIndex {
+            dir: dir.to_path_buf(),
+            segment: None,
+            last_height: None,
+            view,
+        };
+        let segments = index.segments()?;
+        let last = segments.len().saturating_sub(1);
+        for (position, (first, path)) in segments.iter().enumerate() {
+            let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let good = index.replay(&bytes, path, position == last)?;
+            if good < bytes.len() {
+                tracing::warn!(path = %path.display(), cut = bytes.len() - good, "cutting a torn index record");
+                let file = OpenOptions::new().write(true).open(path)?;
+                file.set_len(good as u64)?;
+                file.sync_data()?;
+            }
+            if position == last {
+                let file = OpenOptions::new().append(true).open(path)?;
+                index.segment = Some((*first, file, good as u64));
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn view(&self) -> Arc<TxIndexView> {
+        self.view.clone()
+    }
+
+    /// The last height indexed.
+    pub fn last_height(&self) -> Option<u64> {
+        self.last_height
+    }
+
+    fn segments(&self) -> Result<Vec<(u64, PathBuf)>> {
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let first = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(first) = first {
+                segments.push((first, path));
+            }
+        }
+        segments.sort();
+        Ok(segments)
+    }
+
+    /// Reads the records of one segment into the view; returns the length of its good prefix.
+    fn replay(&mut self, bytes: &[u8], path: &Path, last: bool) -> Result<usize> {
+        let mut at = 0;
+        while at < bytes.len() {
+            match decode_record(&bytes[at..]) {
+                Ok((height, block, entries, used)) => {
+                    self.view.insert(height, block, &entries);
+                    self.last_height = Some(height);
+                    at += used;
+                }
+                Err(reason) if last => {
+                    tracing::warn!(path = %path.display(), offset = at, %reason, "index tail is torn");
+                    return Ok(at);
+                }
+                Err(reason) => bail!(
+                    "{}: the transaction index is corrupt at offset {at}: {reason}; move the txindex folder \
+                     away to start with an empty index",
+                    path.display()
+                ),
+            }
+        }
+        Ok(at)
+    }
+
+    /// Appends a ledger block's transactions with their verdicts and fdatasyncs them.
+    pub fn append(
+        &mut self,
+        height: u64,
+        block: BlockHash,
+        ids: &[TxId],
+        verdicts: &[Result<(), TxError>],
+    ) -> Result<()> {
+        debug_assert_eq!(ids.len(), verdicts.len());
+        let entries: Vec<(TxId, u16)> = ids
+            .iter()
+            .zip(verdicts)
+            .map(|(id, verdict)| (*id, verdict.as_ref().err().map_or(0, |e| e.code().number())))
+            .collect();
+        let record = encode_record(height, block, &entries);
+        let roll = self
+            .segment
+            .as_ref()
+            .is_none_or(|(_, _, bytes)| *bytes >= SEGMENT_BYTES);
+        if roll {
+            let path = self.dir.join(format!("{height:012}.log"));
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            File::open(&self.dir)?.sync_all()?;
+            self.segment = Some((height, file, 0));
+            self.delete_old_segments()?;
+        }
+        let (_, file, bytes) = self.segment.as_mut().expect("a segment is open");
+        file.write_all(&record)?;
+        file.sync_data()?;
+        *bytes += record.len() as u64;
+        self.view.insert(height, block, &entries);
+        self.last_height = Some(height);
+        Ok(())
+    }
+
+    /// Deletes segments whose every height is below what the view still answers (the next segment's first height
+    /// is at or below the view's first height).
+    fn delete_old_segments(&self) -> Result<()> {
+        let Some(first_kept) = self.view.first_height() else {
+            return Ok(());
+        };
+        let segments = self.segments()?;
+        for pair in segments.windows(2) {
+            let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+            if *next_first <= first_kept {
+                fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_record(height: u64, block: BlockHash, entries: &[(TxId, u16)]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(8 + 32 + 4 + entries.len() * ENTRY_BYTES);
+    payload.extend_from_slice(&height.to_le_bytes());
+    payload.extend_from_slice(&block.0);
+    payload.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (id, code) in entries {
+        payload.extend_from_slice(&id.0);
+        payload.extend_from_slice(&code.to_le_bytes());
+    }
+    let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
+    record.extend_from_slice(&MAGIC);
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(blake3::derive_key(CHECKSUM_DOMAIN, &payload).as_slice());
+    record.extend_from_slice(&payload);
+    record
+}
+
+type Record = (u64, BlockHash, Vec<(TxId, u16)>, usize);
+
+fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(format!("{} bytes, a record header is {HEADER_BYTES}", bytes.len()));
+    }
+    if bytes[..4] != MAGIC {
+        return Err("no record magic".into());
+    }
+    let length = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    if length > 8 + 32 + 4 + RECORD_TXS_MAX * ENTRY_BYTES {
+        return Err(format!("a record of {length} bytes"));
+    }
+    let Some(payload) = bytes.get(HEADER_BYTES..HEADER_BYTES + length) else {
+        return Err("the record runs past the end of the file".into());
+    };
+    if blake3::derive_key(CHECKSUM_DOMAIN, payload) != bytes[8..40] {
+        return Err("checksum mismatch".into());
+    }
+    if payload.len() < 44 {
+        return Err("payload shorter than its fixed part".into());
+    }
+    let height = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+    let block = Hash32(payload[8..40].try_into().expect("32 bytes"));
+    let count = u32::from_le_bytes(payload[40..44].try_into().expect("4 bytes")) as usize;
+    if payload.len() != 44 + count * ENTRY_BYTES {
+        return Err(format!("{count} entries in {} payload bytes", payload.len()));
+    }
+    let entries = payload[44..]
+        .chunks_exact(ENTRY_BYTES)
+        .map(|e| {
+            let id = Hash32(e[..32].try_into().expect("32 bytes"));
+            (id, u16::from_le_bytes([e[32], e[33]]))
+        })
+        .collect();
+    Ok((height, block, entries, HEADER_BYTES + length))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> TxId {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&n.to_le_bytes());
+        Hash32(bytes)
+    }
+
+    fn block(height: u64) -> BlockHash {
+        Hash32([height as u8; 32])
+    }
+
+    /// What was indexed is answered after a reopen, with its verdict; a torn tail is cut and the index goes on.
+    #[test]
+    fn the_index_survives_a_reopen_and_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = TxIndex::open(dir.path(), 100).unwrap();
+        index
+            .append(1, block(1), &[id(1), id(2)], &[Ok(()), Err(TxError::NoInputs)])
+            .unwrap();
+        index.append(2, block(2), &[id(3)], &[Ok(())]).unwrap();
+        drop(index);
+        let segment = fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+        file.write_all(&encode_record(3, block(3), &[(id(4), 0)])[..50]).unwrap();
+        drop(file);
+
+        let mut index = TxIndex::open(dir.path(), 100).unwrap();
+        assert_eq!(index.last_height(), Some(2));
+        let view = index.view();
+        assert_eq!(
+            view.get(&id(2)),
+            Some(Landed {
+                height: 1,
+                index: 1,
+                block: block(1),
+                rejection: Some(RejectCode::NoInputs)
+            })
+        );
+        assert_eq!(view.get(&id(3)).unwrap().rejection, None);
+        assert_eq!(view.get(&id(4)), None, "the torn record is gone");
+        index.append(3, block(3), &[id(4)], &[Ok(())]).unwrap();
+        drop(index);
+        let index = TxIndex::open(dir.path(), 100).unwrap();
+        assert_eq!(index.view().get(&id(4)).unwrap().height, 3);
+    }
+
+    /// A bad record with good ones after it is corruption, not a torn tail: the node refuses to start.
+    #[test]
+    fn a_damaged_record_in_the_middle_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = TxIndex::open(dir.path(), 100).unwrap();
+        index.append(1, block(1), &[id(1)], &[Ok(())]).unwrap();
+        // Force a second segment so the first is not the last.
+        index.segment.as_mut().unwrap().2 = SEGMENT_BYTES;
+        index.append(2, block(2), &[id(2)], &[Ok(())]).unwrap();
+        drop(index);
+        let first = dir.path().join(format!("{:012}.log", 1));
+        let mut bytes = fs::read(&first).unwrap();
+        bytes[HEADER_BYTES + 3] ^= 1;
+        fs::write(&first, bytes).unwrap();
+        let error = TxIndex::open(dir.path(), 100).err().unwrap().to_string();
+        assert!(error.contains("corrupt"), "{error}");
+    }
+
+    /// Only the newest `kept` transactions are answered, and segments that hold only older ones are deleted.
+    #[test]
+    fn retention_bounds_memory_and_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = TxIndex::open(dir.path(), 4).unwrap();
+        for height in 1..=6u64 {
+            let ids = [id(height as u32 * 10), id(height as u32 * 10 + 1)];
+            index.append(height, block(height), &ids, &[Ok(()), Ok(())]).unwrap();
+            index.segment.as_mut().unwrap().2 = SEGMENT_BYTES; // one segment per block
+        }
+        let view = index.view();
+        assert_eq!(view.get(&id(40)).map(|l| l.height), None);
+        assert_eq!(view.get(&id(50)).map(|l| l.height), Some(5));
+        assert_eq!(view.get(&id(61)).map(|l| l.height), Some(6));
+        assert_eq!(view.first_height(), Some(5));
+        index.append(7, block(7), &[id(70)], &[Ok(())]).unwrap();
+        let left = fs::read_dir(dir.path()).unwrap().count();
+        assert!(left <= 3, "{left} segments left");
+    }
+}
