@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""An exchange's integration, driven through the HTTP API with nothing but Python's standard library.
+
+Usage: exchange_api.py CAS_BINARY WORK_DIR
+
+Starts `cas local --serve` (4 nodes), then as an exchange would: reads a balance and the outputs, signs transfers
+offline with `cas tx`, submits one and waits for it to be final, submits it again (duplicate), submits garbage
+(rejected with its code) and a double spend (final, rejected in block order with its code), asks the status on
+another node, SIGKILLs the node it submitted to and asks again once the cluster has restarted it, reads the
+receiver's balance, and follows the deposit stream, disconnecting and resuming from the last height: no gap, no
+repeat. Exits non-zero with a message on the first thing that is not as it must be.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+CAS, WORK = sys.argv[1], sys.argv[2]
+CLUSTER = os.path.join(WORK, "cluster")
+
+
+def fail(message):
+    print("FAIL:", message, file=sys.stderr)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def http(method, url, body=None, content_type="application/octet-stream", timeout=30):
+    """Returns (status, parsed JSON body)."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_for(what, probe, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    fail(f"timed out waiting for {what}")
+
+
+def sign(key_file, inputs, outputs, fee, out, memo=None, client_id=None):
+    args = [CAS, "tx", "--key", key_file, "--chain-id", "1", "--fee", str(fee), "--out", out]
+    for i in inputs:
+        args += ["--input", i]
+    for o in outputs:
+        args += ["--output", o]
+    if memo is not None:
+        args += ["--memo", memo]
+    if client_id is not None:
+        args += ["--client-id", str(client_id)]
+    tx_id = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().split()[-1]
+    check(len(tx_id) == 64, f"cas tx printed {tx_id!r}")
+    return tx_id
+
+
+def stream(api, start, owner, count):
+    """Reads `count` lines of the block stream from `start`, filtered by owner, then disconnects."""
+    lines = []
+    url = f"{api}/v1/blocks?from={start}&owner={owner}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        for raw in response:
+            lines.append(json.loads(raw))
+            if len(lines) == count:
+                break
+    return lines
+
+
+server = subprocess.Popen(
+    [CAS, "local", "--serve", "--nodes", "4", "--accounts", "8", "--dir", CLUSTER],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+)
+try:
+    cluster = wait_for("cluster.json", lambda: json.load(open(os.path.join(CLUSTER, "cluster.json"))), 120)
+    apis = [n["api"] for n in cluster["nodes"]]
+    a, b = cluster["accounts"][0], cluster["accounts"][1]
+
+    # 1. The sender's balance and outputs.
+    status, balance = http("GET", f"{apis[0]}/v1/accounts/{a['owner']}/balance")
+    check(status == 200 and len(balance["balances"]) == 1, f"balance: {status} {balance}")
+    funds = int(balance["balances"][0]["amount"])
+    status, utxos = http("GET", f"{apis[0]}/v1/accounts/{a['owner']}/utxos")
+    check(status == 200 and len(utxos["utxos"]) == 1, f"utxos: {status} {utxos}")
+    coin = f"{utxos['utxos'][0]['tx']}:{utxos['utxos'][0]['index']}"
+    status, before = http("GET", f"{apis[3]}/v1/accounts/{b['owner']}/balance")
+    received_before = int(before["balances"][0]["amount"])
+
+    # 2. A deposit to b, signed offline, submitted to node 0, held until final.
+    deposit = os.path.join(WORK, "deposit.bin")
+    fee = 10
+    deposit_id = sign(a["key_file"], [coin], [f"{b['owner']}:250", f"{a['owner']}:{funds - 250 - fee}"], fee,
+                      deposit, memo="invoice-17", client_id=1)
+    body = open(deposit, "rb").read()
+    status, answer = http("POST", f"{apis[0]}/v1/tx?wait=final&timeout_ms=20000", body)
+    check(status == 200 and answer["status"] == "final" and answer["tx"] == deposit_id,
+          f"submit wait=final: {status} {answer}")
+    check(answer["rejection"] is None, f"the deposit was rejected: {answer}")
+    height = answer["height"]
+
+    # 3. The same transaction again: duplicate, with its id. As hex JSON this time.
+    status, again = http("POST", f"{apis[0]}/v1/tx", json.dumps({"tx": body.hex()}).encode(), "application/json")
+    check(status == 200 and again["status"] == "duplicate" and again["tx"] == deposit_id, f"duplicate: {status} {again}")
+
+    # 4. Garbage: rejected with its code, nothing changes.
+    status, garbage = http("POST", f"{apis[1]}/v1/tx", b"\x00not a transaction")
+    check(status == 422 and garbage["status"] == "rejected" and garbage["code"] == 1
+          and garbage["code_name"] == "undecodable", f"garbage: {status} {garbage}")
+
+    # 5. A double spend of the deposit's input: final, rejected in block order with its code.
+    double = os.path.join(WORK, "double.bin")
+    double_id = sign(a["key_file"], [coin], [f"{b['owner']}:1", f"{a['owner']}:{funds - 1 - fee}"], fee, double)
+    status, spent = http("POST", f"{apis[1]}/v1/tx?wait=final&timeout_ms=20000", open(double, "rb").read())
+    check(status == 200 and spent["status"] == "final" and spent["rejection"] is not None
+          and spent["rejection"]["code_name"] == "missing_input", f"double spend: {status} {spent}")
+
+    # 6. The status on another node: the same height, index and block.
+    status, seen = http("GET", f"{apis[2]}/v1/tx/{deposit_id}")
+    check(status == 200 and seen["status"] == "final" and seen["height"] == height
+          and seen["block"] == answer["block"] and seen["index"] == answer["index"], f"status on node 2: {seen}")
+    status, seen = http("GET", f"{apis[2]}/v1/tx/{double_id}")
+    check(seen.get("rejection", {}).get("code") == 13, f"the double spend's status on node 2: {seen}")
+    status, unknown = http("GET", f"{apis[2]}/v1/tx/{'ab' * 32}")
+    check(status == 404 and unknown["status"] == "unknown", f"an unknown id: {status} {unknown}")
+
+    # 7. SIGKILL the node the deposit went to; once restarted, it still knows the deposit is final.
+    old_pid = cluster["nodes"][0]["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for("node 0's restart", lambda: json.load(open(os.path.join(CLUSTER, "cluster.json")))["nodes"][0]["pid"]
+             != old_pid)
+    seen = wait_for("node 0's API after the restart", lambda: http("GET", f"{apis[0]}/v1/tx/{deposit_id}")[1])
+    check(seen["status"] == "final" and seen["height"] == height and seen["block"] == answer["block"],
+          f"status after SIGKILL and restart: {seen}")
+
+    # 8. The receiver's balance, read on node 3.
+    status, after = http("GET", f"{apis[3]}/v1/accounts/{b['owner']}/balance")
+    check(int(after["balances"][0]["amount"]) == received_before + 250, f"receiver balance: {before} -> {after}")
+
+    # 9. The deposit stream: read some blocks, disconnect, resume from the last height + 1. Heights are
+    # consecutive across the reconnect (no gap, no repeat) and the deposit appears exactly once.
+    first = stream(apis[3], 1, b["owner"], height // 2 + 1)
+    resumed = stream(apis[3], first[-1]["height"] + 1, b["owner"], height - len(first) + 3)
+    heights = [line["height"] for line in first + resumed]
+    check(heights == list(range(1, len(heights) + 1)), f"stream heights {heights[:5]}..{heights[-5:]}")
+    deposits = [t for line in first + resumed for t in line["txs"] if t["tx"] == deposit_id]
+    check(len(deposits) == 1 and deposits[0]["memo"] == b"invoice-17".hex(), f"deposits seen: {deposits}")
+    check(any(o["owner"] == b["owner"] and o["amount"] == 250 for o in deposits[0]["outputs"]),
+          f"the deposit's outputs: {deposits[0]}")
+
+    # 10. The codes are listed.
+    status, codes = http("GET", f"{apis[0]}/v1/codes")
+    check({"undecodable", "missing_input", "bad_signature"} <= {c["code_name"] for c in codes["codes"]}, f"{codes}")
+finally:
+    open(os.path.join(CLUSTER, "stop"), "w").close() if os.path.isdir(CLUSTER) else None
+    try:
+        output, _ = server.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        output, _ = server.communicate()
+    print(output)
+
+check(server.returncode == 0, f"cas local --serve exited with {server.returncode}")
+check("every node at the same commitment" in output, "the nodes did not end at the same commitment")
+print("exchange API: all checks passed")
