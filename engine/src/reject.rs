@@ -131,4 +131,19 @@ mod tests {
             "4 (any signature failure) is retired"
         );
     }
+
+    /// The README's table of codes is the code's: a code added, renamed or renumbered shows up there too.
+    #[test]
+    fn the_readme_lists_every_code() {
+        let readme = include_str!("../../README.md");
+        for code in RejectCode::ALL {
+            let row = format!(
+                "| {} | `{}` | {} |",
+                code.number(),
+                code.name(),
+                code.meaning()
+            );
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
 }

@@ -647,7 +647,12 @@ pub struct Started {
 
 /// Makes the node keys, the genesis (funded accounts and the committee) and the configs on loopback ports, and
 /// starts the node processes.
-pub fn start_cluster(args: &ClusterArgs, dir: &Path, shards_per_node: usize, cores: usize) -> Result<Started> {
+pub fn start_cluster(
+    args: &ClusterArgs,
+    dir: &Path,
+    shards_per_node: usize,
+    cores: usize,
+) -> Result<Started> {
     let mut node_keys = Vec::new();
     for i in 0..args.nodes {
         let path = dir.join(format!("node{i}.key"));

@@ -14,7 +14,9 @@ use anyhow::{ensure, Context, Result};
 use cas_engine::fixtures::{key, seed, ACCOUNT_KEYS};
 use serde_json::json;
 
-use crate::cluster::{commitments_agree, read_status, settle_and_stop, start_cluster, start_node, ClusterArgs};
+use crate::cluster::{
+    commitments_agree, read_status, settle_and_stop, start_cluster, start_node, ClusterArgs,
+};
 
 /// Funded accounts whose key files `--serve` writes.
 const ACCOUNT_KEY_FILES: u32 = 8;
@@ -75,12 +77,18 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
         fs::rename(&temporary, &path)?;
         Ok(())
     };
-    let pids = |started: &crate::cluster::Started| started.children.0.iter().map(|c| c.id()).collect();
+    let pids =
+        |started: &crate::cluster::Started| started.children.0.iter().map(|c| c.id()).collect();
     write_cluster(pids(&started))?;
     println!(
         "serving {} nodes: {} (cluster.json in {}); SIGINT, SIGTERM or a `stop` file there ends it",
         args.nodes,
-        started.apis.iter().map(|a| format!("http://{a}")).collect::<Vec<_>>().join(" "),
+        started
+            .apis
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(" "),
         dir.display()
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -106,7 +114,10 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
     ensure!(
         commitments_agree(&statuses),
         "the nodes ended with different commitments: {:?}",
-        statuses.iter().map(|s| (s.height, &s.utxo_commitment)).collect::<Vec<_>>()
+        statuses
+            .iter()
+            .map(|s| (s.height, &s.utxo_commitment))
+            .collect::<Vec<_>>()
     );
     println!(
         "stopped; every node at the same commitment {} (height {})",
@@ -115,4 +126,3 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
     );
     Ok(())
 }
-

@@ -22,5 +22,8 @@ fn an_exchange_integrates_over_http_with_a_standard_library_client() {
         output.status.success(),
         "the exchange script failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains("exchange API: all checks passed"), "{stdout}");
+    assert!(
+        stdout.contains("exchange API: all checks passed"),
+        "{stdout}"
+    );
 }

@@ -20,7 +20,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::{decode_block, decode_tx, to_owned_block};
@@ -148,31 +148,32 @@ impl ApiServer {
         let state = Arc::new(state);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let app = router(state.clone());
-        let thread = std::thread::Builder::new()
-            .name("cas-api".into())
-            .spawn(move || -> Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let mut drain = stopped.clone();
-                    let server = axum::serve(
-                        listener,
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    });
-                    tokio::select! {
-                        served = server => served.context("the HTTP API server"),
-                        _ = async {
-                            let _ = drain.wait_for(|s| *s).await;
-                            tokio::time::sleep(Duration::from_millis(DRAIN_MS)).await;
-                        } => Ok(()),
-                    }
-                })
-            })?;
+        let thread =
+            std::thread::Builder::new()
+                .name("cas-api".into())
+                .spawn(move || -> Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        let mut drain = stopped.clone();
+                        let server = axum::serve(
+                            listener,
+                            app.into_make_service_with_connect_info::<SocketAddr>(),
+                        )
+                        .with_graceful_shutdown(async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        });
+                        tokio::select! {
+                            served = server => served.context("the HTTP API server"),
+                            _ = async {
+                                let _ = drain.wait_for(|s| *s).await;
+                                tokio::time::sleep(Duration::from_millis(DRAIN_MS)).await;
+                            } => Ok(()),
+                        }
+                    })
+                })?;
         tracing::info!(%addr, "HTTP API listening");
         Ok(ApiServer {
             stop,
@@ -193,15 +194,37 @@ impl ApiServer {
     }
 }
 
+/// Every route the API answers, as (method, path): the router is built from this list, and a test checks it
+/// against docs/openapi.yaml.
+const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/tx"),
+    ("get", "/v1/tx/{id}"),
+    ("get", "/v1/accounts/{owner}/balance"),
+    ("get", "/v1/accounts/{owner}/utxos"),
+    ("get", "/v1/blocks"),
+    ("get", "/v1/blocks/{height}"),
+    ("get", "/v1/codes"),
+];
+
+fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
+    match path {
+        "/v1/tx" => post(submit),
+        "/v1/tx/{id}" => get(tx_status),
+        "/v1/accounts/{owner}/balance" => get(balance),
+        "/v1/accounts/{owner}/utxos" => get(utxos),
+        "/v1/blocks" => get(blocks_stream),
+        "/v1/blocks/{height}" => get(block),
+        "/v1/codes" => get(codes),
+        other => unreachable!("{other} is in ROUTES without a handler"),
+    }
+}
+
 fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/v1/tx", post(submit))
-        .route("/v1/tx/{id}", get(tx_status))
-        .route("/v1/accounts/{owner}/balance", get(balance))
-        .route("/v1/accounts/{owner}/utxos", get(utxos))
-        .route("/v1/blocks", get(blocks_stream))
-        .route("/v1/blocks/{height}", get(block))
-        .route("/v1/codes", get(codes))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, (_, path)| {
+            router.route(path, handler(path))
+        })
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -310,7 +333,12 @@ async fn submit(
         Some("final") => true,
         Some(other) => return bad_request(format!("wait={other}: only wait=final is known")),
     };
-    let timeout = Duration::from_millis(params.timeout_ms.unwrap_or(WAIT_MS_DEFAULT).min(WAIT_MS_MAX));
+    let timeout = Duration::from_millis(
+        params
+            .timeout_ms
+            .unwrap_or(WAIT_MS_DEFAULT)
+            .min(WAIT_MS_MAX),
+    );
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -318,7 +346,9 @@ async fn submit(
     let bytes = if json_body {
         let hex_tx: HexTx = match serde_json::from_slice(&body) {
             Ok(parsed) => parsed,
-            Err(error) => return bad_request(format!("the body is not {{\"tx\": \"<hex>\"}}: {error}")),
+            Err(error) => {
+                return bad_request(format!("the body is not {{\"tx\": \"<hex>\"}}: {error}"))
+            }
         };
         match hex::decode(hex_tx.tx.trim()) {
             Ok(bytes) => bytes::Bytes::from(bytes),
@@ -394,7 +424,8 @@ fn parse_hash(text: &str, what: &str) -> std::result::Result<Hash32, Response> {
 }
 
 fn parse_owner(text: &str) -> std::result::Result<PublicKey, Response> {
-    PublicKey::from_hex(text).map_err(|e| bad_request(format!("owner is not a 32-byte hex key: {e}")))
+    PublicKey::from_hex(text)
+        .map_err(|e| bad_request(format!("owner is not a 32-byte hex key: {e}")))
 }
 
 /// `GET /v1/tx/{id}`: final (with its rejection, if the rules refused it in block order), pending (a request
@@ -421,7 +452,10 @@ async fn tx_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
         );
     }
     if state.waiters.waiting(&id) {
-        return reply(StatusCode::OK, json!({"status": "pending", "tx": id.to_hex()}));
+        return reply(
+            StatusCode::OK,
+            json!({"status": "pending", "tx": id.to_hex()}),
+        );
     }
     reply(
         StatusCode::NOT_FOUND,
@@ -443,12 +477,18 @@ async fn ask<T>(
         Ok(()) => {}
         Err(TrySendError::Full(_)) => return Err(overloaded(None, OVERLOADED_RETRY_AFTER_MS)),
         Err(TrySendError::Disconnected(_)) => {
-            return Err(reply(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "stopping"})))
+            return Err(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "stopping"}),
+            ))
         }
     }
-    answer
-        .await
-        .map_err(|_| reply(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "stopping"})))
+    answer.await.map_err(|_| {
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "stopping"}),
+        )
+    })
 }
 
 async fn outputs(
@@ -458,7 +498,12 @@ async fn outputs(
     let owner = parse_owner(owner)?;
     let (height, outputs) = ask(state, |reply| LedgerQuery::Outputs { owner, reply })
         .await?
-        .map_err(|e| reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"status": "error", "reason": e})))?;
+        .map_err(|e| {
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"status": "error", "reason": e}),
+            )
+        })?;
     Ok((owner, height, outputs))
 }
 
@@ -576,7 +621,8 @@ impl ParsedFilter {
     /// A transaction matches when it pays the owner (or is signed by it), carries the memo, and moves the asset.
     fn matches(&self, tx: &Transaction) -> bool {
         let owner = self.owner.is_none_or(|owner| {
-            tx.body.outputs.iter().any(|o| o.owner == owner) || tx.signatures.iter().any(|s| s.key == owner)
+            tx.body.outputs.iter().any(|o| o.owner == owner)
+                || tx.signatures.iter().any(|s| s.key == owner)
         });
         let memo = self.memo.as_ref().is_none_or(|memo| tx.body.memo == *memo);
         let asset = self
@@ -587,7 +633,11 @@ impl ParsedFilter {
 }
 
 /// A stored block as JSON, with each transaction's verdict from the index; `filter` keeps only what matches.
-fn block_json(state: &ApiState, bytes: &[u8], filter: Option<&ParsedFilter>) -> std::result::Result<Value, String> {
+fn block_json(
+    state: &ApiState,
+    bytes: &[u8],
+    filter: Option<&ParsedFilter>,
+) -> std::result::Result<Value, String> {
     let archived = decode_block(bytes).map_err(|e| e.to_string())?;
     let block = to_owned_block(archived);
     let header = &block.header;
@@ -633,7 +683,10 @@ async fn block(State(state): State<Arc<ApiState>>, Path(height): Path<u64>) -> R
     };
     match block_json(&state, &bytes, None) {
         Ok(body) => reply(StatusCode::OK, body),
-        Err(reason) => reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"status": "error", "reason": reason})),
+        Err(reason) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": "error", "reason": reason}),
+        ),
     }
 }
 
@@ -647,7 +700,10 @@ struct StreamParams {
 /// `GET /v1/blocks?from=H[&owner=..][&memo=..][&asset=..]`: every finalized block from H on, one JSON line each, as
 /// they are executed; a block's line lists only the transactions that match the filter, but every height gets its
 /// line, so a client that reconnects with `from` = its last height + 1 misses nothing and sees nothing twice.
-async fn blocks_stream(State(state): State<Arc<ApiState>>, Query(params): Query<StreamParams>) -> Response {
+async fn blocks_stream(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Query<StreamParams>,
+) -> Response {
     let filter = match ParsedFilter::parse(&params.filter) {
         Ok(filter) => filter,
         Err(response) => return response,
@@ -688,9 +744,10 @@ async fn blocks_stream(State(state): State<Arc<ApiState>>, Query(params): Query<
         },
     );
     let mut response = Body::from_stream(stream).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     response
 }
 
@@ -703,3 +760,88 @@ async fn codes() -> Response {
     reply(StatusCode::OK, json!({ "codes": codes }))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// The (method, path) pairs docs/openapi.yaml documents.
+    fn documented() -> Vec<(String, String)> {
+        let text = include_str!("../../../docs/openapi.yaml");
+        let mut routes = Vec::new();
+        let mut path = None;
+        for line in text.lines() {
+            if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+                path = Some(format!("/{p}"));
+            } else if !line.starts_with("   ") && !line.starts_with("  /") {
+                path = None;
+            }
+            let method = line.strip_prefix("    ").and_then(|l| l.strip_suffix(':'));
+            if let (Some(path), Some(method)) = (&path, method) {
+                if ["get", "post", "put", "delete"].contains(&method) {
+                    routes.push((method.to_string(), path.clone()));
+                }
+            }
+        }
+        routes.sort();
+        routes
+    }
+
+    /// A state whose driver and executor are gone: every route still answers (503 for what needs them).
+    fn detached_state() -> Arc<ApiState> {
+        let (submit, _) = std::sync::mpsc::sync_channel(1);
+        let (execution, _) = std::sync::mpsc::sync_channel(1);
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::tx_index::TxIndex::open(dir.path(), 10).unwrap();
+        Arc::new(ApiState {
+            waiters: Arc::new(Waiters::default()),
+            submit,
+            waker: Arc::new(cas_netio::InboundWaker::default()),
+            execution,
+            index: index.view(),
+            stats: Arc::new(Mutex::new(Executed::default())),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_openapi_file_lists_every_route_the_server_answers() {
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(
+            documented(),
+            served,
+            "docs/openapi.yaml and the server's routes differ"
+        );
+        let router = router(detached_state());
+        let key = "ab".repeat(32);
+        for (method, path) in ROUTES {
+            let uri = path
+                .replace("{id}", &key)
+                .replace("{owner}", &key)
+                .replace("{height}", "1");
+            let request = axum::http::Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(format!("{uri}?from=999999999"))
+                .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))))
+                .body(Body::from(vec![0u8; 3]))
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let is_stream = *path == "/v1/blocks";
+            if is_stream {
+                assert_eq!(status, StatusCode::OK, "{method} {path}");
+                continue;
+            }
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let parsed: Value = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| panic!("{method} {path}: {status}, not our JSON: {body:?}"));
+            assert!(parsed.is_object(), "{method} {path}: {parsed}");
+        }
+    }
+}

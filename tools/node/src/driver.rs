@@ -437,9 +437,7 @@ impl Driver {
             }
             self.overloaded_answers += 1;
             let answer = ClientAnswer::Overloaded {
-                tx: decode_tx(&payload)
-                    .map(|tx| tx.tx_id())
-                    .unwrap_or_default(),
+                tx: decode_tx(&payload).map(|tx| tx.tx_id()).unwrap_or_default(),
                 retry_after_ms: OVERLOADED_RETRY_AFTER_MS,
             };
             self.answer(client, answer);

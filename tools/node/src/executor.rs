@@ -18,9 +18,9 @@ use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Trans
 use crate::api::LedgerQuery;
 use crate::clients::{Client, Clients};
 use crate::durable::{ExecutedFile, WitnessBaseFile};
-use crate::tx_index::TxIndex;
 use crate::snapshot_serve::{Anchor, Anchors};
 use crate::state_sync::Install;
+use crate::tx_index::TxIndex;
 use crate::witness::WitnessInput;
 
 /// What the driver hands the executor, in commit order, and the client API's reads between blocks.
@@ -115,8 +115,10 @@ impl Executor {
                 let store = self.node.store();
                 let stored = height >= store.first_height() && height <= self.node.height();
                 let bytes = stored.then(|| store.read(height)).and_then(|read| {
-                    read.inspect_err(|error| tracing::warn!(height, %error, "a stored block does not read"))
-                        .ok()
+                    read.inspect_err(
+                        |error| tracing::warn!(height, %error, "a stored block does not read"),
+                    )
+                    .ok()
                 });
                 let _ = reply.send(bytes);
             }

@@ -143,8 +143,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
              index record, before any of its receipts left): their transactions answer `unknown`"
         );
     }
-    let (execution, executor_thread) =
-        start_executor(&identity, ledger, index, &clients, &stats, &witness, &anchors)?;
+    let (execution, executor_thread) = start_executor(
+        &identity, ledger, index, &clients, &stats, &witness, &anchors,
+    )?;
     let (api_submit, api_submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
     let api = match config.api_listen {
         Some(listen) => Some(api::ApiServer::start(

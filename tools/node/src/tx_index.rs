@@ -99,12 +99,20 @@ impl TxIndexView {
         while inner.order.len() > inner.kept {
             let (old_height, old) = inner.order.pop_front().expect("non-empty");
             // An id indexed again at a later height (a replay after a snapshot install) keeps its newer place.
-            if inner.by_tx.get(&old).is_some_and(|e| e.height == old_height) {
+            if inner
+                .by_tx
+                .get(&old)
+                .is_some_and(|e| e.height == old_height)
+            {
                 inner.by_tx.remove(&old);
             }
         }
         if let Some(&(front, _)) = inner.order.front() {
-            while inner.blocks.first_key_value().is_some_and(|(h, _)| *h < front) {
+            while inner
+                .blocks
+                .first_key_value()
+                .is_some_and(|(h, _)| *h < front)
+            {
                 inner.blocks.pop_first();
             }
         }
@@ -140,7 +148,8 @@ impl TxIndex {
         let segments = index.segments()?;
         let last = segments.len().saturating_sub(1);
         for (position, (first, path)) in segments.iter().enumerate() {
-            let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             let good = index.replay(&bytes, path, position == last)?;
             if good < bytes.len() {
                 tracing::warn!(path = %path.display(), cut = bytes.len() - good, "cutting a torn index record");
@@ -255,7 +264,8 @@ impl TxIndex {
         for pair in segments.windows(2) {
             let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
             if *next_first <= first_kept {
-                fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+                fs::remove_file(path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
             }
         }
         Ok(())
@@ -283,7 +293,10 @@ type Record = (u64, BlockHash, Vec<(TxId, u16)>, usize);
 
 fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
     if bytes.len() < HEADER_BYTES {
-        return Err(format!("{} bytes, a record header is {HEADER_BYTES}", bytes.len()));
+        return Err(format!(
+            "{} bytes, a record header is {HEADER_BYTES}",
+            bytes.len()
+        ));
     }
     if bytes[..4] != MAGIC {
         return Err("no record magic".into());
@@ -305,7 +318,10 @@ fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
     let block = Hash32(payload[8..40].try_into().expect("32 bytes"));
     let count = u32::from_le_bytes(payload[40..44].try_into().expect("4 bytes")) as usize;
     if payload.len() != 44 + count * ENTRY_BYTES {
-        return Err(format!("{count} entries in {} payload bytes", payload.len()));
+        return Err(format!(
+            "{count} entries in {} payload bytes",
+            payload.len()
+        ));
     }
     let entries = payload[44..]
         .chunks_exact(ENTRY_BYTES)
@@ -337,13 +353,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut index = TxIndex::open(dir.path(), 100).unwrap();
         index
-            .append(1, block(1), &[id(1), id(2)], &[Ok(()), Err(TxError::NoInputs)])
+            .append(
+                1,
+                block(1),
+                &[id(1), id(2)],
+                &[Ok(()), Err(TxError::NoInputs)],
+            )
             .unwrap();
         index.append(2, block(2), &[id(3)], &[Ok(())]).unwrap();
         drop(index);
-        let segment = fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let segment = fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-        file.write_all(&encode_record(3, block(3), &[(id(4), 0)])[..50]).unwrap();
+        file.write_all(&encode_record(3, block(3), &[(id(4), 0)])[..50])
+            .unwrap();
         drop(file);
 
         let mut index = TxIndex::open(dir.path(), 100).unwrap();
@@ -391,7 +418,9 @@ mod tests {
         let mut index = TxIndex::open(dir.path(), 4).unwrap();
         for height in 1..=6u64 {
             let ids = [id(height as u32 * 10), id(height as u32 * 10 + 1)];
-            index.append(height, block(height), &ids, &[Ok(()), Ok(())]).unwrap();
+            index
+                .append(height, block(height), &ids, &[Ok(()), Ok(())])
+                .unwrap();
             index.segment.as_mut().unwrap().2 = SEGMENT_BYTES; // one segment per block
         }
         let view = index.view();
