@@ -738,7 +738,7 @@ pub fn start_cluster(
         targets_all.push(config.ingest_listen);
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;
-        children.0.push(start_node(&dir, i)?);
+        children.0.push(start_node(dir, i)?);
         let victim_only =
             (args.kill_one && i + 1 == args.nodes) || (args.kill_every_s.is_some() && i > 0);
         if !victim_only {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod client_cmd;
 mod cluster;
 mod load;
 mod local;
@@ -89,6 +90,8 @@ enum Command {
     /// The POW witness chain: audit a node's stored blocks against it.
     #[command(subcommand)]
     Witness(WitnessCommand),
+    #[command(flatten)]
+    Client(client_cmd::ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +159,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Mine(args) => mine_cmd::run(args),
         Command::Witness(WitnessCommand::Verify { data_dir }) => witness_cmd::verify(data_dir),
+        Command::Client(command) => client_cmd::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -96,15 +96,14 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     let mut down_since: Vec<Option<Instant>> = vec![None; args.nodes];
     while !stop.load(Ordering::Relaxed) && !dir.join("stop").exists() {
-        for i in 0..args.nodes {
-            let child = &mut started.children.0[i];
-            if down_since[i].is_none() && child.try_wait()?.is_some() {
+        for (i, down) in down_since.iter_mut().enumerate() {
+            if down.is_none() && started.children.0[i].try_wait()?.is_some() {
                 eprintln!("node {i} exited; restarting it in {RESTART_AFTER:?}");
-                down_since[i] = Some(Instant::now());
+                *down = Some(Instant::now());
             }
-            if down_since[i].is_some_and(|at| at.elapsed() >= RESTART_AFTER) {
+            if down.is_some_and(|at| at.elapsed() >= RESTART_AFTER) {
                 started.children.0[i] = start_node(&dir, i)?;
-                down_since[i] = None;
+                *down = None;
                 write_cluster(pids(&started))?;
             }
         }

@@ -116,9 +116,15 @@ pub enum LedgerQuery {
     /// An owner's unspent outputs, with the height they are read at.
     Outputs {
         owner: PublicKey,
-        reply: tokio::sync::oneshot::Sender<Result<(u64, Vec<(OutPoint, TxOutput)>), String>>,
+        reply: tokio::sync::oneshot::Sender<OwnedOutputs>,
     },
 }
+
+/// An owner's unspent outputs at a height, or why they could not be read.
+pub type OwnedOutputs = Result<(u64, Vec<(OutPoint, TxOutput)>), String>;
+
+/// A request answered early (bad input, overload): boxed, so the `Result`s that carry it stay small.
+type Refused = Box<Response>;
 
 /// What the handlers share.
 pub struct ApiState {
@@ -231,6 +237,13 @@ fn router(state: Arc<ApiState>) -> Router {
 
 fn reply(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
+}
+
+fn stopping() -> Response {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"status": "stopping"}),
+    )
 }
 
 fn bad_request(reason: impl std::fmt::Display) -> Response {
@@ -419,13 +432,14 @@ async fn submit(
     response
 }
 
-fn parse_hash(text: &str, what: &str) -> std::result::Result<Hash32, Response> {
-    Hash32::from_hex(text).map_err(|e| bad_request(format!("{what} is not 32 bytes of hex: {e}")))
+fn parse_hash(text: &str, what: &str) -> std::result::Result<Hash32, Refused> {
+    Hash32::from_hex(text)
+        .map_err(|e| Box::new(bad_request(format!("{what} is not 32 bytes of hex: {e}"))))
 }
 
-fn parse_owner(text: &str) -> std::result::Result<PublicKey, Response> {
+fn parse_owner(text: &str) -> std::result::Result<PublicKey, Refused> {
     PublicKey::from_hex(text)
-        .map_err(|e| bad_request(format!("owner is not a 32-byte hex key: {e}")))
+        .map_err(|e| Box::new(bad_request(format!("owner is not a 32-byte hex key: {e}"))))
 }
 
 /// `GET /v1/tx/{id}`: final (with its rejection, if the rules refused it in block order), pending (a request
@@ -433,7 +447,7 @@ fn parse_owner(text: &str) -> std::result::Result<PublicKey, Response> {
 async fn tx_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     let id = match parse_hash(&id, "the tx id") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if let Some(landed) = state.index.get(&id) {
         let rejection = landed.rejection.map(|code| {
@@ -471,30 +485,22 @@ async fn tx_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
 async fn ask<T>(
     state: &ApiState,
     query: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> LedgerQuery,
-) -> std::result::Result<T, Response> {
+) -> std::result::Result<T, Refused> {
     let (reply_to, answer) = tokio::sync::oneshot::channel();
     match state.execution.try_send(Work::Query(query(reply_to))) {
         Ok(()) => {}
-        Err(TrySendError::Full(_)) => return Err(overloaded(None, OVERLOADED_RETRY_AFTER_MS)),
-        Err(TrySendError::Disconnected(_)) => {
-            return Err(reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"status": "stopping"}),
-            ))
+        Err(TrySendError::Full(_)) => {
+            return Err(Box::new(overloaded(None, OVERLOADED_RETRY_AFTER_MS)))
         }
+        Err(TrySendError::Disconnected(_)) => return Err(Box::new(stopping())),
     }
-    answer.await.map_err(|_| {
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "stopping"}),
-        )
-    })
+    answer.await.map_err(|_| Box::new(stopping()))
 }
 
 async fn outputs(
     state: &ApiState,
     owner: &str,
-) -> std::result::Result<(PublicKey, u64, Vec<(OutPoint, TxOutput)>), Response> {
+) -> std::result::Result<(PublicKey, u64, Vec<(OutPoint, TxOutput)>), Refused> {
     let owner = parse_owner(owner)?;
     let (height, outputs) = ask(state, |reply| LedgerQuery::Outputs { owner, reply })
         .await?
@@ -511,7 +517,7 @@ async fn outputs(
 async fn balance(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) -> Response {
     let (owner, height, outputs) = match outputs(&state, &owner).await {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut by_asset: std::collections::BTreeMap<AssetId, (u128, u128)> = Default::default();
     for (_, output) in &outputs {
@@ -537,7 +543,7 @@ async fn balance(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) 
 async fn utxos(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) -> Response {
     let (owner, height, outputs) = match outputs(&state, &owner).await {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let utxos: Vec<Value> = outputs
         .iter()
@@ -601,7 +607,7 @@ struct ParsedFilter {
 }
 
 impl ParsedFilter {
-    fn parse(filter: &Filter) -> std::result::Result<ParsedFilter, Response> {
+    fn parse(filter: &Filter) -> std::result::Result<ParsedFilter, Refused> {
         Ok(ParsedFilter {
             owner: filter.owner.as_deref().map(parse_owner).transpose()?,
             memo: filter
@@ -609,7 +615,7 @@ impl ParsedFilter {
                 .as_deref()
                 .map(hex::decode)
                 .transpose()
-                .map_err(|e| bad_request(format!("memo is not hex: {e}")))?,
+                .map_err(|e| Box::new(bad_request(format!("memo is not hex: {e}"))))?,
             asset: filter
                 .asset
                 .as_deref()
@@ -679,7 +685,7 @@ async fn block(State(state): State<Arc<ApiState>>, Path(height): Path<u64>) -> R
                 json!({"status": "unknown", "height": height, "executed_height": executed}),
             );
         }
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match block_json(&state, &bytes, None) {
         Ok(body) => reply(StatusCode::OK, body),
@@ -706,7 +712,7 @@ async fn blocks_stream(
 ) -> Response {
     let filter = match ParsedFilter::parse(&params.filter) {
         Ok(filter) => filter,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let from = params.from.unwrap_or(1);
     let stream = futures_util::stream::unfold(
