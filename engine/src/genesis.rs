@@ -177,6 +177,11 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
             None => AssetId::CAS,
             Some(text) => AssetId(Hash32::from_hex(text).map_err(|e| bad(format!("asset: {e}")))?),
         };
+        if asset == AssetId::CLIENT_ID_CLAIM {
+            return Err(bad(
+                "asset: ff..ff marks client id claims, it is not an asset".into(),
+            ));
+        }
         if allocation.amount == 0 || allocation.outputs == 0 {
             return Err(bad("amount and outputs must be positive".into()));
         }

@@ -17,6 +17,7 @@ pub mod domain {
     pub const UTXO_ELEMENT: &str = "CAS 2026-11 utxo set element v1";
     pub const UTXO_CHECKSUM: &str = "CAS 2026-11 utxo set checksum v1";
     pub const BATCH_WEIGHTS: &str = "CAS 2026-11 ed25519 batch weights v1";
+    pub const CLIENT_ID_CLAIM: &str = "CAS 2026-12 client id claim v1";
 }
 
 /// A blake3 derive-key context whose context key is computed once: a hasher made from it skips hashing the context
@@ -141,6 +142,9 @@ pub struct AssetId(pub Hash32);
 
 impl AssetId {
     pub const CAS: AssetId = AssetId(Hash32::ZERO);
+    /// Not an asset: the marker of a client id claim in the UTXO set ([`crate::rules::claim_outpoint`]). No genesis
+    /// may allocate it, and no transaction can spend or create one.
+    pub const CLIENT_ID_CLAIM: AssetId = AssetId(Hash32([0xff; 32]));
 }
 
 impl From<&ArchivedAssetId> for AssetId {

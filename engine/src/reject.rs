@@ -65,6 +65,7 @@ reject_codes! {
     IssuanceWrongHeight = 26, "issuance_wrong_height", "an issuance names another block's height";
     IssuanceNotPlain = 27, "issuance_not_plain", "an issuance spends inputs, carries signatures or pays a fee";
     IssuanceNotCas = 28, "issuance_not_cas", "an issuance output is not CAS or is locked";
+    DuplicateClientId = 29, "duplicate_client_id", "the sender used this client id in an earlier transaction";
 }
 
 impl RejectCode {
@@ -103,6 +104,7 @@ impl TxError {
             TxError::IssuanceWrongHeight { .. } => RejectCode::IssuanceWrongHeight,
             TxError::IssuanceNotPlain => RejectCode::IssuanceNotPlain,
             TxError::IssuanceNotCas { .. } => RejectCode::IssuanceNotCas,
+            TxError::DuplicateClientId { .. } => RejectCode::DuplicateClientId,
         }
     }
 }

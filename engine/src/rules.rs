@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 
+use crate::crypto::PublicKey;
 use crate::crypto::{verify_batch, SigEntry};
 use crate::fasthash::{FastMap, FastSet};
-use crate::id::{AssetId, TxId};
+use crate::id::{AssetId, Hash32, TxId};
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, Transaction, TxOutput};
 
 /// Read access to the unspent outputs.
@@ -82,6 +83,46 @@ pub enum TxError {
     IssuanceNotPlain,
     #[error("issuance output {output} is not CAS or is locked")]
     IssuanceNotCas { output: usize },
+    #[error("client id {client_id} of this sender was used by an earlier transaction")]
+    DuplicateClientId { client_id: u64 },
+}
+
+/// Where the ledger records that `sender` used `client_id`: an entry of the UTXO set at this outpoint (index
+/// `u32::MAX`, which no transaction output has), holding [`claim_output`]. So the claim is in the set's commitment,
+/// its snapshots and every node's state, and a second transaction with the same sender and client id is refused in
+/// block order wherever it was admitted. Claims are kept for good (one set entry per transaction that carries a
+/// client id); a claim is not a coin: no input can spend it.
+pub fn claim_outpoint(sender: &PublicKey, client_id: u64) -> OutPoint {
+    let mut hasher = blake3::Hasher::new_derive_key(crate::id::domain::CLIENT_ID_CLAIM);
+    hasher.update(&sender.0);
+    hasher.update(&client_id.to_le_bytes());
+    OutPoint {
+        tx: Hash32::from(hasher.finalize()),
+        index: u32::MAX,
+    }
+}
+
+/// The set entry of a claim by `sender`.
+pub fn claim_output(sender: &PublicKey) -> TxOutput {
+    TxOutput {
+        amount: 0,
+        asset: AssetId::CLIENT_ID_CLAIM,
+        owner: *sender,
+        unlock_height: None,
+    }
+}
+
+/// The claim a transaction makes: its sender (first signer) and client id, if it carries one.
+pub fn claim_of(tx: &ArchivedTransaction) -> Option<(PublicKey, u64)> {
+    let client_id = tx.body.client_id.as_ref()?.to_native();
+    let sender = PublicKey::from(&tx.signatures.first()?.key);
+    Some((sender, client_id))
+}
+
+/// A coin of the view: an entry that is not a client id claim.
+fn coin_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
+    view.get(outpoint)
+        .filter(|coin| coin.asset != AssetId::CLIENT_ID_CLAIM)
 }
 
 /// Checks the signatures over their tx ids for many transactions at once.
@@ -147,7 +188,7 @@ pub fn check_tx(
     ctx: &RuleContext,
 ) -> Result<(), TxError> {
     check_with(tx, ctx, &mut Scratch::default(), &mut |input, outpoint| {
-        view.get(outpoint).ok_or(TxError::MissingInput { input })
+        coin_of(view, outpoint).ok_or(TxError::MissingInput { input })
     })
 }
 
@@ -383,6 +424,8 @@ pub fn apply_batch(
     // none, so the list becomes the outcome as it is, without a copy).
     let mut created: Vec<(OutPoint, TxOutput)> = Vec::with_capacity(outputs);
     let mut spent_created: Vec<usize> = Vec::new();
+    // Client id claims made in this batch (see `claim_outpoint`).
+    let mut claimed: FastSet<OutPoint> = FastSet::default();
     let mut scratch = Scratch::default();
     let mut outcome = BatchOutcome {
         verdicts: Vec::with_capacity(txs.len()),
@@ -426,13 +469,25 @@ pub fn apply_batch(
                 &mut |input, outpoint| match overlay.get(outpoint) {
                     Some(InBatch::Created(index)) => Ok(created[*index].1),
                     Some(InBatch::Spent) => Err(TxError::DoubleSpend { input }),
-                    None => view.get(outpoint).ok_or(TxError::MissingInput { input }),
+                    None => coin_of(view, outpoint).ok_or(TxError::MissingInput { input }),
                 },
             )
         });
         if let Err(error) = verdict {
             outcome.verdicts.push(Err(error));
             continue;
+        }
+        // Its client id, once per sender: claimed in the set, or earlier in this batch, means a duplicate.
+        if let Some((sender, client_id)) = claim_of(tx) {
+            let claim = claim_outpoint(&sender, client_id);
+            if claimed.contains(&claim) || view.get(&claim).is_some() {
+                outcome
+                    .verdicts
+                    .push(Err(TxError::DuplicateClientId { client_id }));
+                continue;
+            }
+            claimed.insert(claim);
+            created.push((claim, claim_output(&sender)));
         }
         for (archived, coin) in tx.body.inputs.iter().zip(&scratch.coins) {
             let outpoint = OutPoint::from(archived);

@@ -124,6 +124,19 @@ impl Synchronizer {
 
     /// Admits a batch of submissions (signatures are verified together, in one batch).
     pub fn admit(&mut self, submissions: &[&[u8]], now_ms: u64) -> Vec<Admission> {
+        self.admit_known(submissions, now_ms, &|_, _| None)
+    }
+
+    /// [`Synchronizer::admit`], also answering `Duplicate` for a client id the ledger already applied:
+    /// `claimed(sender, client_id)` is the transaction that used it (the node's index of applied claims), so a
+    /// repeat is answered with the first one's id on every node and after restarts, not only while this
+    /// Synchronizer remembers it.
+    pub fn admit_known(
+        &mut self,
+        submissions: &[&[u8]],
+        now_ms: u64,
+        claimed: &dyn Fn(&PublicKey, u64) -> Option<TxId>,
+    ) -> Vec<Admission> {
         let mut answers: Vec<Option<Admission>> = vec![None; submissions.len()];
         let mut decoded: Vec<(usize, &ArchivedTransaction, TxId)> = Vec::new();
         for (index, bytes) in submissions.iter().enumerate() {
@@ -163,7 +176,7 @@ impl Synchronizer {
                 Err(error) => Admission::Rejected {
                     reason: Rejection::Signature(error),
                 },
-                Ok(()) => self.enqueue(tx, id, now_ms),
+                Ok(()) => self.enqueue(tx, id, now_ms, claimed),
             });
         }
         answers
@@ -172,7 +185,13 @@ impl Synchronizer {
             .collect()
     }
 
-    fn enqueue(&mut self, tx: &ArchivedTransaction, id: TxId, now_ms: u64) -> Admission {
+    fn enqueue(
+        &mut self,
+        tx: &ArchivedTransaction,
+        id: TxId,
+        now_ms: u64,
+        claimed: &dyn Fn(&PublicKey, u64) -> Option<TxId>,
+    ) -> Admission {
         if self.seen.contains(&id) {
             return Admission::Duplicate { id };
         }
@@ -180,6 +199,10 @@ impl Synchronizer {
         let client_key = tx.body.client_id.as_ref().map(|c| (sender, c.to_native()));
         if let Some(first) = client_key.and_then(|key| self.client_ids.get(&key)) {
             return Admission::Duplicate { id: *first };
+        }
+        if let Some(first) = client_key.and_then(|(sender, client_id)| claimed(&sender, client_id))
+        {
+            return Admission::Duplicate { id: first };
         }
         let overloaded = Admission::Overloaded {
             retry_after_ms: self.config.package_wait_ms.max(1) * 5,

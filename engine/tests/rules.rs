@@ -525,3 +525,71 @@ fn a_malformed_issuance_in_the_last_slot_gets_its_reason() {
         assert!(outcome.created.is_empty());
     }
 }
+
+/// A transfer of `amount` from account `from`'s genesis coin `coin` to account `to`, with a client id.
+fn with_client_id(
+    f: &Fixture,
+    from: u32,
+    coin: usize,
+    to: u32,
+    amount: u64,
+    client_id: u64,
+) -> Transaction {
+    let (outpoint, held) = f.coins[from as usize][coin];
+    let mut body = body(
+        vec![outpoint],
+        vec![
+            cas(&account(to), amount),
+            cas(&account(from), held.amount - amount - 1),
+        ],
+        1,
+    );
+    body.client_id = Some(client_id);
+    body.sign(&[&account(from)])
+}
+
+/// Issue 17 item 2: a sender's client id is applied once, by the ledger, in block order: a second transaction with
+/// it is refused in the same block and in later ones, whoever admitted it; another sender's same id, or the same
+/// sender's next id, is not a duplicate; the claim is in the set (and so in the commitment), and it is no coin.
+#[test]
+fn a_client_id_is_applied_once_per_sender_in_block_order() {
+    let mut f = fixture(3, 3);
+    let first = with_client_id(&f, 0, 0, 1, 10, 42);
+    let again_same_block = with_client_id(&f, 0, 1, 1, 20, 42);
+    let other_sender = with_client_id(&f, 2, 0, 1, 30, 42);
+    let before = f.ledger.commitment();
+    assert_eq!(
+        apply(&mut f.ledger, &[first, again_same_block, other_sender]),
+        vec![
+            Ok(()),
+            Err(TxError::DuplicateClientId { client_id: 42 }),
+            Ok(())
+        ]
+    );
+    assert_ne!(f.ledger.commitment(), before);
+    assert_eq!(
+        TxError::DuplicateClientId { client_id: 42 }.code(),
+        cas_engine::RejectCode::DuplicateClientId
+    );
+    // The refused one changed nothing: its coin is still there.
+    assert!(f.ledger.utxos().contains_key(&f.coins[0][1].0));
+    // In a later block, from the set.
+    let later = with_client_id(&f, 0, 2, 1, 5, 42);
+    assert_eq!(
+        apply(&mut f.ledger, &[later]),
+        vec![Err(TxError::DuplicateClientId { client_id: 42 })]
+    );
+    let next_id = with_client_id(&f, 0, 2, 1, 5, 43);
+    assert_eq!(apply(&mut f.ledger, &[next_id]), vec![Ok(())]);
+    // The claim is an entry of the set, but no coin: spending it is a missing input.
+    let claim = cas_engine::rules::claim_outpoint(&account(0).public(), 42);
+    assert_eq!(
+        f.ledger.utxos().get(&claim),
+        Some(&cas_engine::rules::claim_output(&account(0).public()))
+    );
+    let spend_claim = body(vec![claim], vec![cas(&account(1), 1)], 1).sign(&[&account(0)]);
+    assert_eq!(
+        apply(&mut f.ledger, &[spend_claim]),
+        vec![Err(TxError::MissingInput { input: 0 })]
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cas_engine::codec::{access_block_trusted, decode_block};
 use cas_engine::genesis::{genesis_committee, genesis_outputs};
 use cas_engine::ledger::LedgerError;
-use cas_engine::rules::{apply_batch, RuleContext, TxError, UtxoView};
+use cas_engine::rules::{apply_batch, claim_of, claim_outpoint, RuleContext, TxError, UtxoView};
 use cas_engine::tx::ChainParams;
 use cas_engine::{
     ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
@@ -291,7 +291,8 @@ impl ShardedLedger {
         self.finish(pending)
     }
 
-    /// The coins of every input of `txs` that exist in the set, asked of their owning shards in parallel.
+    /// The coins of every input of `txs` that exist in the set, and the client id claims they would make (see
+    /// [`cas_engine::rules::claim_outpoint`]), asked of their owning shards in parallel.
     fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<PrefetchedView, Error> {
         let per_shard = txs.len() / self.shards.len() + 1;
         let mut routed: Vec<Vec<OutPoint>> = (0..self.shards.len())
@@ -302,6 +303,11 @@ impl ShardedLedger {
             for input in tx.body.inputs.iter() {
                 let outpoint = OutPoint::from(input);
                 routed[shard_of(&outpoint, self.shards.len())].push(outpoint);
+                inputs += 1;
+            }
+            if let Some((sender, client_id)) = claim_of(tx) {
+                let claim = claim_outpoint(&sender, client_id);
+                routed[shard_of(&claim, self.shards.len())].push(claim);
                 inputs += 1;
             }
         }

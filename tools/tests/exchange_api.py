@@ -168,9 +168,57 @@ try:
     check(any(o["owner"] == b["owner"] and o["amount"] == 250 for o in deposits[0]["outputs"]),
           f"the deposit's outputs: {deposits[0]}")
 
-    # 10. The codes are listed.
+    # 10. Idempotency: another transaction with the deposit's client id, on another node, is a duplicate of the
+    # deposit (the node learnt it from the ledger, not from its own admission), and the id resolves to the deposit.
+    status, change = http("GET", f"{apis[2]}/v1/accounts/{a['owner']}/utxos")
+    change_coin = next(f"{u['tx']}:{u['index']}" for u in change["utxos"] if u["tx"] == deposit_id)
+    retry = os.path.join(WORK, "retry.bin")
+    retry_id = sign(a["key_file"], [change_coin], [f"{b['owner']}:250", f"{a['owner']}:{funds - 500 - 2 * fee}"], fee,
+                    retry, memo="invoice-17", client_id=1)
+    check(retry_id != deposit_id, "a different transaction")
+    status, dup = http("POST", f"{apis[2]}/v1/tx?wait=final&timeout_ms=20000", open(retry, "rb").read())
+    check(status == 200 and dup["status"] == "duplicate" and dup["tx"] == deposit_id, f"client id repeat: {dup}")
+    status, by_client = http("GET", f"{apis[3]}/v1/tx/by-client/{a['owner']}/1")
+    check(status == 200 and by_client["tx"] == deposit_id and by_client["status"] == "final", f"by client: {by_client}")
+
+    # 11. Two nodes admit two transactions with one client id at once: the ledger applies exactly one.
+    c = cluster["accounts"][2]
+    status, utxos = http("GET", f"{apis[0]}/v1/accounts/{c['owner']}/utxos")
+    c_funds = utxos["utxos"][0]["amount"]
+    split = os.path.join(WORK, "split.bin")
+    half = (c_funds - fee) // 2
+    c_coin = utxos["utxos"][0]
+    split_id = sign(c["key_file"], [f"{c_coin['tx']}:{c_coin['index']}"],
+                    [f"{c['owner']}:{half}", f"{c['owner']}:{c_funds - fee - half}"], fee, split)
+    status, answer = http("POST", f"{apis[0]}/v1/tx?wait=final&timeout_ms=20000", open(split, "rb").read())
+    check(answer.get("status") == "final" and answer["rejection"] is None, f"split: {answer}")
+    racers = []
+    for index, amount in [(0, half), (1, c_funds - fee - half)]:
+        path = os.path.join(WORK, f"race{index}.bin")
+        sign(c["key_file"], [f"{split_id}:{index}"], [f"{b['owner']}:{amount - fee}"], fee, path, client_id=2)
+        racers.append(open(path, "rb").read())
+    import threading
+    results = [None, None]
+
+    def race(slot, node):
+        results[slot] = http("POST", f"{apis[node]}/v1/tx?wait=final&timeout_ms=20000", racers[slot])
+
+    threads = [threading.Thread(target=race, args=(0, 1)), threading.Thread(target=race, args=(1, 3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    applied = [r for _, r in results if r.get("status") == "final" and r.get("rejection") is None]
+    refused = [r for _, r in results if r.get("status") == "duplicate"
+               or (r.get("status") == "final" and (r.get("rejection") or {}).get("code_name") == "duplicate_client_id")]
+    check(len(applied) == 1 and len(refused) == 1, f"one client id, two nodes: {results}")
+    print("one client id on two nodes at once:", [(r["status"], (r.get("rejection") or {}).get("code_name"))
+                                                  for _, r in results])
+
+    # 12. The codes are listed.
     status, codes = http("GET", f"{apis[0]}/v1/codes")
-    check({"undecodable", "missing_input", "bad_signature"} <= {c["code_name"] for c in codes["codes"]}, f"{codes}")
+    names = {code["code_name"] for code in codes["codes"]}
+    check({"undecodable", "missing_input", "bad_signature", "duplicate_client_id"} <= names, f"{codes}")
 finally:
     open(os.path.join(CLUSTER, "stop"), "w").close() if os.path.isdir(CLUSTER) else None
     try:

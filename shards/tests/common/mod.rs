@@ -67,7 +67,15 @@ fn pay(
     let owner = &keys[&coin.1.owner];
     let to = key(ACCOUNT_KEYS, rng.below(u64::from(ACCOUNTS)) as u32);
     let amount = 1 + rng.below(coin.1.amount - 2);
-    Some(transfer(CHAIN_ID, owner, &[coin], &to, amount, 1))
+    let tx = transfer(CHAIN_ID, owner, &[coin], &to, amount, 1);
+    // One in four carries a client id from a small space, so a sender repeats one now and then, in a block and
+    // across blocks (the ledger applies each once: issue 17).
+    if rng.below(4) > 0 {
+        return Some(tx);
+    }
+    let mut body = tx.body;
+    body.client_id = Some(rng.below(4));
+    Some(body.sign(&[owner]))
 }
 
 fn outputs_of(tx: &Transaction) -> Vec<(OutPoint, TxOutput)> {

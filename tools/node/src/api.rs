@@ -59,9 +59,11 @@ pub struct Waiters {
 }
 
 impl Waiters {
-    /// Hands an answer to the request waiting for its transaction; the last answer it will get removes it.
-    pub fn deliver(&self, answer: ClientAnswer) {
-        let (id, last) = match &answer {
+    /// Hands an answer to the request waiting for its transaction (`submitted`, when the answer names another: a
+    /// `Duplicate` of a client id names the first transaction that used it); the last answer it will get removes
+    /// the request.
+    pub fn deliver_for(&self, submitted: Option<TxId>, answer: ClientAnswer) {
+        let (named, last) = match &answer {
             ClientAnswer::Accepted { tx } => (*tx, false),
             ClientAnswer::Duplicate { tx }
             | ClientAnswer::Overloaded { tx, .. }
@@ -69,6 +71,7 @@ impl Waiters {
             ClientAnswer::Rejected { tx: Some(tx), .. } => (*tx, true),
             ClientAnswer::Rejected { tx: None, .. } => return,
         };
+        let id = submitted.unwrap_or(named);
         let mut by_tx = self.by_tx.lock().expect("waiters lock");
         let Some(waiter) = by_tx.get(&id) else {
             return;
@@ -205,6 +208,7 @@ impl ApiServer {
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tx"),
     ("get", "/v1/tx/{id}"),
+    ("get", "/v1/tx/by-client/{sender}/{client_id}"),
     ("get", "/v1/accounts/{owner}/balance"),
     ("get", "/v1/accounts/{owner}/utxos"),
     ("get", "/v1/blocks"),
@@ -216,6 +220,7 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
     match path {
         "/v1/tx" => post(submit),
         "/v1/tx/{id}" => get(tx_status),
+        "/v1/tx/by-client/{sender}/{client_id}" => get(tx_by_client),
         "/v1/accounts/{owner}/balance" => get(balance),
         "/v1/accounts/{owner}/utxos" => get(utxos),
         "/v1/blocks" => get(blocks_stream),
@@ -481,6 +486,30 @@ async fn tx_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
     )
 }
 
+/// `GET /v1/tx/by-client/{sender}/{client_id}`: the status of the transaction that used this client id, if the
+/// ledger applied one (within the index's retention).
+async fn tx_by_client(
+    State(state): State<Arc<ApiState>>,
+    Path((sender, client_id)): Path<(String, u64)>,
+) -> Response {
+    let sender = match parse_owner(&sender) {
+        Ok(sender) => sender,
+        Err(response) => return *response,
+    };
+    match state.index.by_client(&sender, client_id) {
+        Some(id) => tx_status(State(state), Path(id.to_hex())).await,
+        None => reply(
+            StatusCode::NOT_FOUND,
+            json!({
+                "status": "unknown",
+                "sender": sender.to_hex(),
+                "client_id": client_id,
+                "indexed_from_height": state.index.first_height(),
+            }),
+        ),
+    }
+}
+
 /// Asks the executor, between blocks; a full execution queue is `overloaded`.
 async fn ask<T>(
     state: &ApiState,
@@ -510,6 +539,11 @@ async fn outputs(
                 json!({"status": "error", "reason": e}),
             )
         })?;
+    // Client id claims are set entries, not coins.
+    let outputs = outputs
+        .into_iter()
+        .filter(|(_, output)| output.asset != AssetId::CLIENT_ID_CLAIM)
+        .collect();
     Ok((owner, height, outputs))
 }
 
@@ -827,6 +861,8 @@ mod tests {
         for (method, path) in ROUTES {
             let uri = path
                 .replace("{id}", &key)
+                .replace("{sender}", &key)
+                .replace("{client_id}", "7")
                 .replace("{owner}", &key)
                 .replace("{height}", "1");
             let request = axum::http::Request::builder()

@@ -40,6 +40,17 @@ impl Clients {
     }
 
     pub fn answer(&self, client: Client, answer: ClientAnswer) {
+        self.answer_for(client, None, answer)
+    }
+
+    /// [`Clients::answer`] for an answer that names another transaction than the one `client` submitted
+    /// (`submitted`): a `Duplicate` of a client id names the first transaction that used it.
+    pub fn answer_for(
+        &self,
+        client: Client,
+        submitted: Option<cas_engine::TxId>,
+        answer: ClientAnswer,
+    ) {
         match client {
             Client::Quic(addr) => {
                 // A client that left, or that does not read its answers, loses them; the ledger is unaffected.
@@ -47,7 +58,7 @@ impl Clients {
                     tracing::debug!(%addr, %error, "answer not delivered");
                 }
             }
-            Client::Http(_) => self.waiters.deliver(answer),
+            Client::Http(_) => self.waiters.deliver_for(submitted, answer),
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct Parts {
     pub api_submissions: std::sync::mpsc::Receiver<Submission>,
     /// Where answers to clients go.
     pub clients: Clients,
+    /// The client ids the ledger applied (for `duplicate` answers after restarts and on every node).
+    pub index: Arc<crate::tx_index::TxIndexView>,
 }
 
 pub struct Driver {
@@ -443,7 +445,13 @@ impl Driver {
             self.answer(client, answer);
         }
         let payloads: Vec<&[u8]> = admitted.iter().map(|(_, payload)| &payload[..]).collect();
-        let admissions = self.parts.synchronizer.admit(&payloads, now);
+        let index = &self.parts.index;
+        let admissions =
+            self.parts
+                .synchronizer
+                .admit_known(&payloads, now, &|sender, client_id| {
+                    index.by_client(sender, client_id)
+                });
         for ((client, payload), admission) in admitted.iter().zip(admissions) {
             let answer = match admission {
                 // Answered once the package holding it is certified: "accepted" means held by a quorum, so it
@@ -452,7 +460,16 @@ impl Driver {
                     self.in_flight.insert(id, *client, now);
                     continue;
                 }
-                Admission::Duplicate { id } => ClientAnswer::Duplicate { tx: id },
+                Admission::Duplicate { id } => {
+                    // It names the first transaction (of the same bytes, or of the same client id): an HTTP request
+                    // waits under the id it submitted.
+                    let submitted = matches!(client, Client::Http(_))
+                        .then(|| decode_tx(payload).ok().map(|tx| tx.tx_id()))
+                        .flatten();
+                    let answer = ClientAnswer::Duplicate { tx: id };
+                    self.parts.clients.answer_for(*client, submitted, answer);
+                    continue;
+                }
                 Admission::Rejected { reason } => ClientAnswer::Rejected {
                     tx: decode_tx(payload).ok().map(|tx| tx.tx_id()),
                     code: reason.code().number(),

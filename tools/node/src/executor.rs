@@ -20,7 +20,7 @@ use crate::clients::{Client, Clients};
 use crate::durable::{ExecutedFile, WitnessBaseFile};
 use crate::snapshot_serve::{Anchor, Anchors};
 use crate::state_sync::Install;
-use crate::tx_index::TxIndex;
+use crate::tx_index::{Claim, TxIndex};
 use crate::witness::WitnessInput;
 
 /// What the driver hands the executor, in commit order, and the client API's reads between blocks.
@@ -296,8 +296,28 @@ impl Executor {
         }
         // Indexed (and fdatasynced) before any receipt leaves: every `final` a client heard is answered after a
         // restart too.
+        let claims: Vec<Claim> = block
+            .txs
+            .iter()
+            .zip(&receipt.outcome.verdicts)
+            .enumerate()
+            .filter(|(_, (_, verdict))| verdict.is_ok())
+            .filter_map(|(index, (tx, _))| {
+                Some(Claim {
+                    sender: tx.signatures.first()?.key,
+                    client_id: tx.body.client_id?,
+                    index: index as u32,
+                })
+            })
+            .collect();
         self.index
-            .append(height, ledger_hash, &ids, &receipt.outcome.verdicts)
+            .append(
+                height,
+                ledger_hash,
+                &ids,
+                &receipt.outcome.verdicts,
+                &claims,
+            )
             .with_context(|| format!("indexing block {height}"))?;
         let mut rejected = 0;
         for (index, ((id, verdict), client)) in ids[..client_txs]

@@ -155,7 +155,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 submit: api_submit,
                 waker: queues.waker.clone(),
                 execution: execution.clone(),
-                index: index_view,
+                index: index_view.clone(),
                 stats: stats.clone(),
                 stopping: AtomicBool::new(false),
             },
@@ -187,6 +187,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         admission_in_flight_max: config.admission_in_flight_max,
         api_submissions,
         clients,
+        index: index_view,
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;

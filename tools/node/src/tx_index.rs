@@ -5,10 +5,12 @@
 //!
 //! Files: segments `txindex/<first height, 12 digits>.log` of checksummed records,
 //! `magic "CASI" | payload length u32 | blake3 checksum (32) | payload`, the payload
-//! `height u64 | block hash (32) | count u32 | count x (tx id (32) | code u16, 0 when applied)`, little-endian. A torn
-//! last record is cut at start; a bad record elsewhere is corruption and the node refuses to start.
+//! `height u64 | block hash (32) | count u32 | count x (tx id (32) | code u16, 0 when applied) | claims u32 |
+//! claims x (sender (32) | client id u64 | index in the block u32)`, little-endian: the client ids the block's applied
+//! transactions used ([`cas_engine::rules::claim_outpoint`]), for `duplicate` answers with the first one's id. A
+//! torn last record is cut at start; a bad record elsewhere is corruption and the node refuses to start.
 //!
-//! Retention: the newest `kept` transactions are answered (about 100 bytes of memory each, 38 bytes of disk);
+//! Retention: the newest `kept` transactions are answered (88 bytes of map keys and values each, before the maps' overhead, and 34 bytes of disk);
 //! older ones answer `unknown`, and segments whose transactions all fell out are deleted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -18,12 +20,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
-use cas_engine::{BlockHash, Hash32, RejectCode, TxError, TxId};
+use cas_engine::{BlockHash, Hash32, PublicKey, RejectCode, TxError, TxId};
 
 const MAGIC: [u8; 4] = *b"CASI";
 const HEADER_BYTES: usize = 4 + 4 + 32;
 const CHECKSUM_DOMAIN: &str = "CAS 2026-12 transaction index record v1";
 const ENTRY_BYTES: usize = 32 + 2;
+const CLAIM_BYTES: usize = 32 + 8 + 4;
+
+/// A client id an applied transaction used: its sender, the id, and the transaction's place in its block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub sender: PublicKey,
+    pub client_id: u64,
+    pub index: u32,
+}
 /// A new segment starts when the current one passes this size.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Transactions answered by default (`tx_index_kept` in node.toml).
@@ -59,9 +70,22 @@ struct Inner {
     /// Transactions in the order they were indexed, with their heights, for retention.
     order: VecDeque<(u64, TxId)>,
     blocks: BTreeMap<u64, BlockHash>,
+    by_client: HashMap<(PublicKey, u64), TxId>,
+    /// Claims in the order they were indexed, with their heights, for retention (with their transactions).
+    claim_order: VecDeque<(u64, (PublicKey, u64))>,
 }
 
 impl TxIndexView {
+    /// The transaction that used `client_id` for `sender`, if the ledger applied one within retention.
+    pub fn by_client(&self, sender: &PublicKey, client_id: u64) -> Option<TxId> {
+        self.inner
+            .lock()
+            .expect("index lock")
+            .by_client
+            .get(&(*sender, client_id))
+            .copied()
+    }
+
     pub fn get(&self, id: &TxId) -> Option<Landed> {
         let inner = self.inner.lock().expect("index lock");
         let entry = inner.by_tx.get(id)?;
@@ -84,9 +108,16 @@ impl TxIndexView {
             .copied()
     }
 
-    fn insert(&self, height: u64, block: BlockHash, entries: &[(TxId, u16)]) {
+    fn insert(&self, height: u64, block: BlockHash, entries: &[(TxId, u16)], claims: &[Claim]) {
         let mut inner = self.inner.lock().expect("index lock");
         inner.blocks.insert(height, block);
+        for claim in claims {
+            if let Some((id, _)) = entries.get(claim.index as usize) {
+                let key = (claim.sender, claim.client_id);
+                inner.by_client.insert(key, *id);
+                inner.claim_order.push_back((height, key));
+            }
+        }
         for (index, (id, code)) in entries.iter().enumerate() {
             let entry = Entry {
                 height,
@@ -137,6 +168,8 @@ impl TxIndex {
                 by_tx: HashMap::new(),
                 order: VecDeque::new(),
                 blocks: BTreeMap::new(),
+                by_client: HashMap::new(),
+                claim_order: VecDeque::new(),
             }),
         });
         let mut index = TxIndex {
@@ -196,8 +229,8 @@ impl TxIndex {
         let mut at = 0;
         while at < bytes.len() {
             match decode_record(&bytes[at..]) {
-                Ok((height, block, entries, used)) => {
-                    self.view.insert(height, block, &entries);
+                Ok((height, block, entries, claims, used)) => {
+                    self.view.insert(height, block, &entries, &claims);
                     self.last_height = Some(height);
                     at += used;
                 }
@@ -215,13 +248,15 @@ impl TxIndex {
         Ok(at)
     }
 
-    /// Appends a ledger block's transactions with their verdicts and fdatasyncs them.
+    /// Appends a ledger block's transactions with their verdicts, and the client ids its applied transactions
+    /// used, and fdatasyncs them.
     pub fn append(
         &mut self,
         height: u64,
         block: BlockHash,
         ids: &[TxId],
         verdicts: &[Result<(), TxError>],
+        claims: &[Claim],
     ) -> Result<()> {
         debug_assert_eq!(ids.len(), verdicts.len());
         let entries: Vec<(TxId, u16)> = ids
@@ -229,7 +264,7 @@ impl TxIndex {
             .zip(verdicts)
             .map(|(id, verdict)| (*id, verdict.as_ref().err().map_or(0, |e| e.code().number())))
             .collect();
-        let record = encode_record(height, block, &entries);
+        let record = encode_record(height, block, &entries, claims);
         let roll = self
             .segment
             .as_ref()
@@ -249,7 +284,7 @@ impl TxIndex {
         file.write_all(&record)?;
         file.sync_data()?;
         *bytes += record.len() as u64;
-        self.view.insert(height, block, &entries);
+        self.view.insert(height, block, &entries, claims);
         self.last_height = Some(height);
         Ok(())
     }
@@ -272,14 +307,27 @@ impl TxIndex {
     }
 }
 
-fn encode_record(height: u64, block: BlockHash, entries: &[(TxId, u16)]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(8 + 32 + 4 + entries.len() * ENTRY_BYTES);
+fn encode_record(
+    height: u64,
+    block: BlockHash,
+    entries: &[(TxId, u16)],
+    claims: &[Claim],
+) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(
+        8 + 32 + 4 + entries.len() * ENTRY_BYTES + 4 + claims.len() * CLAIM_BYTES,
+    );
     payload.extend_from_slice(&height.to_le_bytes());
     payload.extend_from_slice(&block.0);
     payload.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (id, code) in entries {
         payload.extend_from_slice(&id.0);
         payload.extend_from_slice(&code.to_le_bytes());
+    }
+    payload.extend_from_slice(&(claims.len() as u32).to_le_bytes());
+    for claim in claims {
+        payload.extend_from_slice(&claim.sender.0);
+        payload.extend_from_slice(&claim.client_id.to_le_bytes());
+        payload.extend_from_slice(&claim.index.to_le_bytes());
     }
     let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
     record.extend_from_slice(&MAGIC);
@@ -289,7 +337,7 @@ fn encode_record(height: u64, block: BlockHash, entries: &[(TxId, u16)]) -> Vec<
     record
 }
 
-type Record = (u64, BlockHash, Vec<(TxId, u16)>, usize);
+type Record = (u64, BlockHash, Vec<(TxId, u16)>, Vec<Claim>, usize);
 
 fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
     if bytes.len() < HEADER_BYTES {
@@ -302,7 +350,7 @@ fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
         return Err("no record magic".into());
     }
     let length = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
-    if length > 8 + 32 + 4 + RECORD_TXS_MAX * ENTRY_BYTES {
+    if length > 8 + 32 + 4 + RECORD_TXS_MAX * (ENTRY_BYTES + CLAIM_BYTES) + 4 {
         return Err(format!("a record of {length} bytes"));
     }
     let Some(payload) = bytes.get(HEADER_BYTES..HEADER_BYTES + length) else {
@@ -317,20 +365,36 @@ fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
     let height = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
     let block = Hash32(payload[8..40].try_into().expect("32 bytes"));
     let count = u32::from_le_bytes(payload[40..44].try_into().expect("4 bytes")) as usize;
-    if payload.len() != 44 + count * ENTRY_BYTES {
+    let claims_at = 44 + count * ENTRY_BYTES;
+    let Some(claims_field) = payload.get(claims_at..claims_at + 4) else {
         return Err(format!(
             "{count} entries in {} payload bytes",
             payload.len()
         ));
+    };
+    let claim_count = u32::from_le_bytes(claims_field.try_into().expect("4 bytes")) as usize;
+    if payload.len() != claims_at + 4 + claim_count * CLAIM_BYTES || claim_count > count {
+        return Err(format!(
+            "{count} entries and {claim_count} claims in {} payload bytes",
+            payload.len()
+        ));
     }
-    let entries = payload[44..]
+    let entries = payload[44..claims_at]
         .chunks_exact(ENTRY_BYTES)
         .map(|e| {
             let id = Hash32(e[..32].try_into().expect("32 bytes"));
             (id, u16::from_le_bytes([e[32], e[33]]))
         })
         .collect();
-    Ok((height, block, entries, HEADER_BYTES + length))
+    let claims = payload[claims_at + 4..]
+        .chunks_exact(CLAIM_BYTES)
+        .map(|c| Claim {
+            sender: PublicKey(c[..32].try_into().expect("32 bytes")),
+            client_id: u64::from_le_bytes(c[32..40].try_into().expect("8 bytes")),
+            index: u32::from_le_bytes(c[40..44].try_into().expect("4 bytes")),
+        })
+        .collect();
+    Ok((height, block, entries, claims, HEADER_BYTES + length))
 }
 
 #[cfg(test)]
@@ -358,9 +422,22 @@ mod tests {
                 block(1),
                 &[id(1), id(2)],
                 &[Ok(()), Err(TxError::NoInputs)],
+                &[],
             )
             .unwrap();
-        index.append(2, block(2), &[id(3)], &[Ok(())]).unwrap();
+        index
+            .append(
+                2,
+                block(2),
+                &[id(3)],
+                &[Ok(())],
+                &[Claim {
+                    sender: PublicKey([9; 32]),
+                    client_id: 5,
+                    index: 0,
+                }],
+            )
+            .unwrap();
         drop(index);
         let segment = fs::read_dir(dir.path())
             .unwrap()
@@ -369,7 +446,7 @@ mod tests {
             .unwrap()
             .path();
         let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-        file.write_all(&encode_record(3, block(3), &[(id(4), 0)])[..50])
+        file.write_all(&encode_record(3, block(3), &[(id(4), 0)], &[])[..50])
             .unwrap();
         drop(file);
 
@@ -387,7 +464,9 @@ mod tests {
         );
         assert_eq!(view.get(&id(3)).unwrap().rejection, None);
         assert_eq!(view.get(&id(4)), None, "the torn record is gone");
-        index.append(3, block(3), &[id(4)], &[Ok(())]).unwrap();
+        assert_eq!(view.by_client(&PublicKey([9; 32]), 5), Some(id(3)));
+        assert_eq!(view.by_client(&PublicKey([9; 32]), 6), None);
+        index.append(3, block(3), &[id(4)], &[Ok(())], &[]).unwrap();
         drop(index);
         let index = TxIndex::open(dir.path(), 100).unwrap();
         assert_eq!(index.view().get(&id(4)).unwrap().height, 3);
@@ -398,10 +477,10 @@ mod tests {
     fn a_damaged_record_in_the_middle_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut index = TxIndex::open(dir.path(), 100).unwrap();
-        index.append(1, block(1), &[id(1)], &[Ok(())]).unwrap();
+        index.append(1, block(1), &[id(1)], &[Ok(())], &[]).unwrap();
         // Force a second segment so the first is not the last.
         index.segment.as_mut().unwrap().2 = SEGMENT_BYTES;
-        index.append(2, block(2), &[id(2)], &[Ok(())]).unwrap();
+        index.append(2, block(2), &[id(2)], &[Ok(())], &[]).unwrap();
         drop(index);
         let first = dir.path().join(format!("{:012}.log", 1));
         let mut bytes = fs::read(&first).unwrap();
@@ -419,7 +498,7 @@ mod tests {
         for height in 1..=6u64 {
             let ids = [id(height as u32 * 10), id(height as u32 * 10 + 1)];
             index
-                .append(height, block(height), &ids, &[Ok(()), Ok(())])
+                .append(height, block(height), &ids, &[Ok(()), Ok(())], &[])
                 .unwrap();
             index.segment.as_mut().unwrap().2 = SEGMENT_BYTES; // one segment per block
         }
@@ -428,7 +507,9 @@ mod tests {
         assert_eq!(view.get(&id(50)).map(|l| l.height), Some(5));
         assert_eq!(view.get(&id(61)).map(|l| l.height), Some(6));
         assert_eq!(view.first_height(), Some(5));
-        index.append(7, block(7), &[id(70)], &[Ok(())]).unwrap();
+        index
+            .append(7, block(7), &[id(70)], &[Ok(())], &[])
+            .unwrap();
         let left = fs::read_dir(dir.path()).unwrap().count();
         assert!(left <= 3, "{left} segments left");
     }
