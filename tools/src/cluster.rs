@@ -108,6 +108,16 @@ pub struct ClusterArgs {
     /// the folder says where everything is), restarting a node that dies, until SIGINT, SIGTERM or a `stop` file.
     #[arg(long, conflicts_with_all = ["find_peak", "kill_one", "kill_every_s", "compare_mining"])]
     pub serve: bool,
+    /// Submit the load through the nodes' HTTP API (`cas load --api`) instead of the QUIC ingest endpoint.
+    #[arg(long)]
+    pub via_http: bool,
+    /// With --via-http: worker threads per node, each posting its accounts' transfers in order.
+    #[arg(long, default_value_t = 32)]
+    pub http_workers: usize,
+    /// Run the same cluster and load twice, through QUIC then through the HTTP API, and print both with the ratio
+    /// of node CPU per committed transaction.
+    #[arg(long, conflicts_with_all = ["compare_mining", "find_peak", "via_http"])]
+    pub compare_http: bool,
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
     pub compare_mining: bool,
@@ -199,6 +209,9 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
     if args.compare_mining {
         return crate::mining_compare::compare(args);
     }
+    if args.compare_http {
+        return crate::mining_compare::compare_http(args);
+    }
     let cores = std::thread::available_parallelism().map_or(1, usize::from) as u64;
     let search = if args.find_peak {
         PeakSearch {
@@ -261,7 +274,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         mut children,
         targets,
         targets_all: _,
-        apis: _,
+        apis,
         verifications_per_core_s,
         verifications_per_tx,
         cpu_limit_tps,
@@ -285,7 +298,11 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         }
         None => None,
     };
-    let mut load = start_load(args, &dir, &genesis_path, &targets, None)?;
+    let mut load = if args.via_http {
+        start_http_load(args, &dir, &genesis_path, &apis)?
+    } else {
+        start_load(args, &dir, &genesis_path, &targets, None)?
+    };
     let (progress_tx, progress_rx) = std::sync::mpsc::channel();
     let stderr = load.0[0].stderr.take().expect("the load's stderr is piped");
     std::thread::spawn(move || forward_load_progress(stderr, progress_tx));
@@ -855,6 +872,35 @@ fn start_load(
             .stderr(fs::File::create(dir.join("flood.log"))?),
     };
     command.stdin(Stdio::null()).stdout(Stdio::null());
+    Ok(Nodes(vec![command
+        .spawn()
+        .context("cannot start the load generator")?]))
+}
+
+/// The load through the nodes' HTTP APIs (`cas load --api`), reporting to load.json as the QUIC load does.
+fn start_http_load(
+    args: &ClusterArgs,
+    dir: &Path,
+    genesis: &Path,
+    apis: &[SocketAddr],
+) -> Result<Nodes> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("load").arg("--genesis").arg(genesis);
+    for api in apis {
+        command.arg("--api").arg(api.to_string());
+    }
+    command
+        .args(["--duration-s", &args.duration_s.to_string()])
+        .args(["--rate", &args.rate().to_string()])
+        .args(["--accounts", &args.accounts.to_string()])
+        .args(["--invalid-every", &args.invalid_every.to_string()])
+        .args(["--workers", &args.http_workers.to_string()])
+        .args(["--drain-s", "20"])
+        .arg("--report")
+        .arg(dir.join("load.json"))
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     Ok(Nodes(vec![command
         .spawn()
         .context("cannot start the load generator")?]))

@@ -196,9 +196,9 @@ fn right_answer(sabotage: Option<Sabotage>, outcome: &Outcome) -> Result<(), Str
 /// What happened to one submitted transaction: its admission answer and its final receipt, each with when it came
 /// (nanoseconds since the load started).
 #[derive(Clone, Debug, Default)]
-struct Outcome {
-    admitted: Option<ClientAnswer>,
-    finalised: Option<(u64, ClientAnswer)>,
+pub(crate) struct Outcome {
+    pub(crate) admitted: Option<ClientAnswer>,
+    pub(crate) finalised: Option<(u64, ClientAnswer)>,
 }
 
 /// Seconds of submissions each [`LatencyWindow`] covers.
@@ -599,7 +599,7 @@ fn connect(addr: SocketAddr, key: PublicKey) -> Result<IngestClient> {
     }
 }
 
-fn summarise(
+pub(crate) fn summarise(
     load: &LoadPlan,
     planned: &[Planned],
     ids: &[TxId],
@@ -700,8 +700,14 @@ pub struct LoadArgs {
     #[arg(long)]
     pub genesis: std::path::PathBuf,
     /// A node's ingest endpoint as ADDR=PUBLIC_KEY (repeat).
-    #[arg(long = "target", required = true)]
+    #[arg(long = "target", required_unless_present = "apis")]
     pub targets: Vec<String>,
+    /// Submit through nodes' HTTP APIs instead (ADDR, repeat; see `http_load`).
+    #[arg(long = "api", conflicts_with = "targets")]
+    pub apis: Vec<SocketAddr>,
+    /// With --api: worker threads per node.
+    #[arg(long, default_value_t = 32)]
+    pub workers: usize,
     #[arg(long, default_value_t = 1_000)]
     pub rate: u64,
     #[arg(long, default_value_t = 10)]
@@ -777,9 +783,21 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
             .clamp(1, cas_node::in_flight::IN_FLIGHT_PER_CLIENT_MAX),
         hostile: args.hostile,
     };
-    let report = run(&targets, &plan, &outputs, &options, &mut |sent, total| {
+    let mut progress = |sent: usize, total: usize| {
         eprintln!("{PROGRESS_PREFIX}{sent}/{total}");
-    })?;
+    };
+    let report = if args.apis.is_empty() {
+        run(&targets, &plan, &outputs, &options, &mut progress)?
+    } else {
+        crate::http_load::run(
+            &args.apis,
+            &plan,
+            &outputs,
+            args.workers,
+            options.drain,
+            &mut progress,
+        )?
+    };
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.report {
         std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 mod bench;
 mod client_cmd;
 mod cluster;
+mod http_load;
 mod load;
 mod local;
 mod mine_cmd;

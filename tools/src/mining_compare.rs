@@ -1,6 +1,7 @@
 //! `cas local --compare-mining`: the same cluster and load run twice in one invocation, first with witness mining
 //! off, then with `--mining-threads` per node (at least 1), and the committed TPS of both with their ratio. Mining
 //! runs at SCHED_IDLE, so the ratio says whether it really only takes idle CPU from the BFT and execution paths.
+//! `cas local --compare-http` does the same with the load through QUIC, then through the HTTP API.
 
 use std::path::Path;
 
@@ -58,6 +59,51 @@ pub fn compare(args: &ClusterArgs) -> Result<()> {
     println!("|---|---|---|---|---|---|");
     println!(
         "| {threads} | {off_tps:.0} | {on_tps:.0} | {ratio:.3} | {witness_height} | {hashes} |"
+    );
+    Ok(())
+}
+
+/// `cas local --compare-http`: the same cluster and load through the QUIC ingest endpoint, then through the HTTP
+/// API, and node CPU per committed transaction of both with their ratio.
+pub fn compare_http(args: &ClusterArgs) -> Result<()> {
+    let base = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("cas-compare-http-{}", std::process::id()))
+    });
+    let mut rows = Vec::new();
+    for (label, via_http) in [("quic", false), ("http", true)] {
+        let dir = base.join(label);
+        println!("== load through {label} ==");
+        cluster::run(&ClusterArgs {
+            compare_http: false,
+            via_http,
+            dir: Some(dir.clone()),
+            ..args.clone()
+        })?;
+        let path = dir.join("report.json");
+        let report: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?;
+        let load = &report["load"];
+        rows.push((
+            label,
+            load["committed_tps"].as_f64().unwrap_or(0.0),
+            load["latency_p50_ms"].as_f64().unwrap_or(0.0),
+            load["latency_p99_ms"].as_f64().unwrap_or(0.0),
+            report["node_cpu_us_per_tx"].as_f64().unwrap_or(f64::NAN),
+            load["load_cpu_us_per_tx"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    println!();
+    println!(
+        "| path | committed TPS | p50 ms | p99 ms | node CPU µs/tx | load generator CPU µs/tx |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (label, tps, p50, p99, node, load) in &rows {
+        println!("| {label} | {tps:.0} | {p50:.0} | {p99:.0} | {node:.0} | {load:.1} |");
+    }
+    println!(
+        "node CPU per tx, http / quic: {:.2} (the issue's bound: 1.5)",
+        rows[1].4 / rows[0].4
     );
     Ok(())
 }
