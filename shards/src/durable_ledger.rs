@@ -103,6 +103,20 @@ impl DurableLedger {
         config: &DurableLedgerConfig,
         genesis: Option<&cas_engine::Block>,
     ) -> Result<(DurableLedger, Recovery), Error> {
+        Self::open_observed(dir, config, genesis, None, &mut |_, _| {})
+    }
+
+    /// [`DurableLedger::open`] for a caller that keeps something derived from each block's outcome (the node's
+    /// transaction index): recovery starts from a snapshot at or below `replay_from - 1` where one is kept (else
+    /// from the newest, and blocks below it are not seen again), and `observe` gets every replayed block at or above
+    /// `replay_from`, with its bytes, in height order.
+    pub fn open_observed(
+        dir: &Path,
+        config: &DurableLedgerConfig,
+        genesis: Option<&cas_engine::Block>,
+        replay_from: Option<u64>,
+        observe: &mut dyn FnMut(&[u8], &BlockOutcome),
+    ) -> Result<(DurableLedger, Recovery), Error> {
         assert!(
             config.snapshot_every_blocks > 0,
             "snapshot_every_blocks > 0"
@@ -136,8 +150,18 @@ impl DurableLedger {
         // The ledger stands at the last durable block, or just below the base of a store that holds none yet.
         let durable_height = store.next_height() - 1;
         let snapshot_dir = dir.join("snapshots");
-        let snapshot = Self::newest_snapshot(&snapshot_dir, durable_height)?;
         let base = store.first_height();
+        // The observer's first height, when a snapshot below it is kept and usable (at or above the store's base).
+        let wanted = replay_from
+            .filter(|from| *from >= 1 && *from <= durable_height)
+            .map(|from| from - 1)
+            .and_then(|below| Self::newest_snapshot(&snapshot_dir, below).transpose())
+            .transpose()?
+            .filter(|s| s.height + 1 >= base);
+        let snapshot = match wanted {
+            Some(snapshot) => Some(snapshot),
+            None => Self::newest_snapshot(&snapshot_dir, durable_height)?,
+        };
         if base > 0 && snapshot.as_ref().is_none_or(|s| s.height + 1 < base) {
             return Err(Error::Snapshot {
                 path: snapshot::snapshot_path(&snapshot_dir, base - 1),
@@ -180,7 +204,12 @@ impl DurableLedger {
             next_height: durable_height + 1,
             mirror,
         };
-        let replayed_blocks = node.replay(start_height + 1, durable_height)?;
+        let replayed_blocks = node.replay(
+            start_height + 1,
+            durable_height,
+            replay_from.unwrap_or(u64::MAX),
+            observe,
+        )?;
         let recovery = Recovery {
             durable_height,
             snapshot_height: (start_height > 0).then_some(start_height),
@@ -212,22 +241,40 @@ impl DurableLedger {
         Ok(None)
     }
 
-    /// Re-applies stored blocks `from..=to` (pipelined like live blocks).
-    fn replay(&mut self, from: u64, to: u64) -> Result<u64, Error> {
+    /// Re-applies stored blocks `from..=to` (pipelined like live blocks); `observe` sees those from `observed_from`.
+    fn replay(
+        &mut self,
+        from: u64,
+        to: u64,
+        observed_from: u64,
+        observe: &mut dyn FnMut(&[u8], &BlockOutcome),
+    ) -> Result<u64, Error> {
         let mut in_flight = std::collections::VecDeque::new();
         for height in from..=to {
             in_flight.push_back(self.ledger.begin(self.store.read(height)?)?);
             if in_flight.len() >= IN_FLIGHT_BLOCKS_MAX {
                 let pending = in_flight.pop_front().expect("non-empty");
-                self.check_parent_commitment(&pending)?;
-                self.ledger.finish(pending)?;
+                self.finish_replayed(pending, observed_from, observe)?;
             }
         }
         while let Some(pending) = in_flight.pop_front() {
-            self.check_parent_commitment(&pending)?;
-            self.ledger.finish(pending)?;
+            self.finish_replayed(pending, observed_from, observe)?;
         }
         Ok(to.saturating_sub(from - 1))
+    }
+
+    fn finish_replayed(
+        &mut self,
+        pending: PendingBlock,
+        observed_from: u64,
+        observe: &mut dyn FnMut(&[u8], &BlockOutcome),
+    ) -> Result<(), Error> {
+        self.check_parent_commitment(&pending)?;
+        let outcome = self.ledger.finish(pending)?;
+        if outcome.height >= observed_from {
+            observe(&self.store.read(outcome.height)?, &outcome);
+        }
+        Ok(())
     }
 
     /// Validates untrusted block bytes, queues their signature checks and their durable append.

@@ -285,3 +285,49 @@ fn a_snapshot_holds_the_set_at_its_height_while_later_blocks_apply() {
     drop(node);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A caller that keeps something derived from each block (the node's transaction index) and lags the store sees
+/// the blocks it lacks again on reopen, with the verdicts they had: recovery starts from a snapshot below them.
+#[test]
+fn a_lagging_observer_sees_the_blocks_it_lacks_replayed_with_their_verdicts() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(21, 9, 15);
+    let dir = common::temp_dir("observed");
+    write_blocks(&dir, &chain, 9, 4);
+    let mut seen = Vec::new();
+    // The observer has blocks up to 8: the newest snapshot is at 8, so block 9 is the one replayed.
+    let (_, recovery) = DurableLedger::open_observed(
+        &dir,
+        &config(4),
+        Some(&chain.genesis),
+        Some(9),
+        &mut |bytes, outcome| seen.push((bytes.len(), outcome.height, outcome.verdicts.clone())),
+    )
+    .unwrap();
+    assert_eq!(recovery.snapshot_height, Some(8));
+    assert_eq!(
+        seen.iter().map(|s| s.1).collect::<Vec<_>>(),
+        vec![9],
+        "only what the observer lacks"
+    );
+    assert_eq!(seen[0].0, chain.blocks[8].len());
+    // It has blocks up to 6 only: recovery starts from the snapshot at 4, and blocks 7..=9 come with their verdicts.
+    seen.clear();
+    let (node, recovery) = DurableLedger::open_observed(
+        &dir,
+        &config(4),
+        Some(&chain.genesis),
+        Some(7),
+        &mut |_, outcome| seen.push((0, outcome.height, outcome.verdicts.clone())),
+    )
+    .unwrap();
+    assert_eq!(recovery.snapshot_height, Some(4));
+    assert_eq!(node.ledger().commitment(), chain.commitments[9]);
+    let heights: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(heights, vec![7, 8, 9]);
+    for (_, height, verdicts) in &seen {
+        assert_eq!(verdicts, &chain.verdicts[*height as usize - 1]);
+    }
+    drop(node);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

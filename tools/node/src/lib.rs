@@ -132,20 +132,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let anchors = Arc::new(snapshot_serve::Anchors::default());
     let waiters = Arc::new(api::Waiters::default());
     let clients = clients::Clients::new(netio.clone(), waiters.clone());
-    let index = tx_index::TxIndex::open(&config.data_dir.join("txindex"), config.tx_index_kept)?;
-    let index_view = index.view();
-    let durable_height = stats.lock().expect("stats lock").height;
-    if index.last_height().is_some_and(|h| h < durable_height) {
-        tracing::warn!(
-            indexed = index.last_height(),
-            durable_height,
-            "the last stored blocks are not in the transaction index (a crash between a block's fsync and its \
-             index record, before any of its receipts left): their transactions answer `unknown`"
-        );
-    }
-    let (execution, executor_thread) = start_executor(
-        &identity, ledger, index, &clients, &stats, &witness, &anchors,
-    )?;
+    let index_view = ledger.index.view();
+    let (execution, executor_thread) =
+        start_executor(&identity, ledger, &clients, &stats, &witness, &anchors)?;
     let (api_submit, api_submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
     let api = match config.api_listen {
         Some(listen) => Some(api::ApiServer::start(
@@ -273,6 +262,8 @@ impl Identity {
 /// chain, which starts from that order.
 struct OpenLedger {
     shards: cas_shards::DurableLedger,
+    /// The transaction index, caught up with the stored blocks.
+    index: tx_index::TxIndex,
     recovery: cas_shards::Recovery,
     snapshot_every_blocks: u64,
     executed_file: ExecutedFile,
@@ -298,11 +289,37 @@ impl OpenLedger {
             snapshot_every_blocks: config.snapshot_every_blocks.max(1),
             ..cas_shards::DurableLedgerConfig::default()
         };
-        let (shards, recovery) = cas_shards::DurableLedger::open(
+        // The transaction index first: stored blocks it lacks (a crash between a block's fsync and its index
+        // record) are indexed from their replay, with the verdicts the replay gives.
+        let mut index =
+            tx_index::TxIndex::open(&config.data_dir.join("txindex"), config.tx_index_kept)?;
+        let replay_from = index.last_height().map(|last| last + 1);
+        let mut index_error = None;
+        let (shards, recovery) = cas_shards::DurableLedger::open_observed(
             &config.data_dir.join("ledger"),
             &shards_config,
             Some(&identity.genesis),
+            replay_from,
+            &mut |bytes, outcome| {
+                if index_error.is_none() {
+                    index_error = index.append_stored(bytes, &outcome.verdicts).err();
+                }
+            },
         )?;
+        if let Some(error) = index_error {
+            return Err(error.context("indexing the replayed blocks"));
+        }
+        if index
+            .last_height()
+            .is_some_and(|h| h < recovery.durable_height)
+        {
+            tracing::warn!(
+                indexed = index.last_height(),
+                durable_height = recovery.durable_height,
+                "stored blocks below the recovery snapshot are not in the transaction index: their transactions \
+                 answer `unknown`"
+            );
+        }
         let mut executed_file = ExecutedFile::new(&config.data_dir);
         let marks = executed_file.load()?;
         let committed = marks
@@ -332,6 +349,7 @@ impl OpenLedger {
         tracing::info!(?recovery, "ledger open");
         let ledger = OpenLedger {
             shards,
+            index,
             recovery,
             snapshot_every_blocks: shards_config.snapshot_every_blocks,
             executed_file,
@@ -508,7 +526,6 @@ impl Miners {
 fn start_executor(
     identity: &Identity,
     ledger: OpenLedger,
-    index: tx_index::TxIndex,
     clients: &clients::Clients,
     stats: &Arc<Mutex<Executed>>,
     witness: &WitnessThread,
@@ -525,7 +542,7 @@ fn start_executor(
         executed_marks: ledger.marks,
         previous_ledger_hash: ledger.previous_ledger_hash,
         clients: clients.clone(),
-        index,
+        index: ledger.index,
         stats: stats.clone(),
         witness: witness.inbox.clone(),
         order: ledger.order,

@@ -97,6 +97,11 @@ impl TxIndexView {
         })
     }
 
+    #[cfg(test)]
+    fn order_len(&self) -> usize {
+        self.inner.lock().expect("index lock").order.len()
+    }
+
     /// The lowest height of which transactions are still answered (older ones fell out of retention).
     pub fn first_height(&self) -> Option<u64> {
         self.inner
@@ -287,6 +292,34 @@ impl TxIndex {
         self.view.insert(height, block, &entries, claims);
         self.last_height = Some(height);
         Ok(())
+    }
+
+    /// Indexes a stored block replayed at start (the node crashed after the block was durable and before its
+    /// index record was): its bytes as the store holds them, and the verdicts the replay gave.
+    pub fn append_stored(&mut self, bytes: &[u8], verdicts: &[Result<(), TxError>]) -> Result<()> {
+        let block =
+            cas_engine::codec::decode_block(bytes).context("a stored block does not decode")?;
+        let height = block.header.height.to_native();
+        if self.last_height.is_some_and(|last| last >= height) {
+            return Ok(());
+        }
+        let ids: Vec<TxId> = block.txs.iter().map(|tx| tx.tx_id()).collect();
+        let claims: Vec<Claim> = block
+            .txs
+            .iter()
+            .zip(verdicts)
+            .enumerate()
+            .filter(|(_, (_, verdict))| verdict.is_ok())
+            .filter_map(|(index, (tx, _))| {
+                let (sender, client_id) = cas_engine::rules::claim_of(tx)?;
+                Some(Claim {
+                    sender,
+                    client_id,
+                    index: index as u32,
+                })
+            })
+            .collect();
+        self.append(height, block.header.hash(), &ids, verdicts, &claims)
     }
 
     /// Deletes segments whose every height is below what the view still answers (the next segment's first height
@@ -512,5 +545,70 @@ mod tests {
             .unwrap();
         let left = fs::read_dir(dir.path()).unwrap().count();
         assert!(left <= 3, "{left} segments left");
+    }
+
+    /// A stored block replayed at start is indexed as the executor would have: its ids, verdicts and the client
+    /// ids of its applied transactions; one already indexed is not indexed twice.
+    #[test]
+    fn a_replayed_stored_block_is_indexed_like_an_executed_one() {
+        use cas_engine::fixtures::{key, ACCOUNT_KEYS};
+        use cas_engine::tx::{OutPoint, TxBody, TxKind, TxOutput};
+        let owner = key(ACCOUNT_KEYS, 0);
+        let tx = |client_id: Option<u64>, seed: u8| {
+            TxBody {
+                chain_id: 1,
+                vn: 0,
+                kind: TxKind::Transfer,
+                inputs: vec![OutPoint {
+                    tx: Hash32([seed; 32]),
+                    index: 0,
+                }],
+                outputs: vec![TxOutput {
+                    amount: 5,
+                    asset: cas_engine::AssetId::CAS,
+                    owner: owner.public(),
+                    unlock_height: None,
+                }],
+                fee: 1,
+                memo: Vec::new(),
+                client_id,
+            }
+            .sign(&[&owner])
+        };
+        let txs = vec![tx(Some(7), 1), tx(Some(8), 2), tx(None, 3)];
+        let block = cas_engine::Block {
+            header: cas_engine::BlockHeader {
+                chain_id: 1,
+                height: 4,
+                round: 4,
+                parent: Hash32([0; 32]),
+                tx_root: Hash32([0; 32]),
+                proposer: owner.public(),
+                timestamp_ms: 0,
+                utxo_commitment: Hash32([0; 32]),
+            },
+            txs: txs.clone(),
+        };
+        let bytes = cas_engine::codec::encode_block(&block);
+        let verdicts = [Ok(()), Err(TxError::NoInputs), Ok(())];
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = TxIndex::open(dir.path(), 100).unwrap();
+        index.append_stored(&bytes, &verdicts).unwrap();
+        index.append_stored(&bytes, &verdicts).unwrap();
+        let view = index.view();
+        let landed = view.get(&txs[1].tx_id()).unwrap();
+        assert_eq!((landed.height, landed.index), (4, 1));
+        assert_eq!(landed.block, block.header.hash());
+        assert_eq!(landed.rejection, Some(RejectCode::NoInputs));
+        assert_eq!(view.by_client(&owner.public(), 7), Some(txs[0].tx_id()));
+        assert_eq!(
+            view.by_client(&owner.public(), 8),
+            None,
+            "refused: no claim"
+        );
+        drop(index);
+        let reopened = TxIndex::open(dir.path(), 100).unwrap();
+        assert_eq!(reopened.last_height(), Some(4));
+        assert_eq!(reopened.view().order_len(), 3, "indexed once");
     }
 }
