@@ -28,15 +28,27 @@ enum Posted {
     Overloaded(u64),
 }
 
+/// How long the load waits for every node's API to answer before it starts, and how long a post may keep failing
+/// to connect (a node restarting) before the load gives up.
+const API_START_TIMEOUT: Duration = Duration::from_secs(60);
+const POST_RETRY_FOR: Duration = Duration::from_secs(30);
+
 fn post(agent: &ureq::Agent, url: &str, bytes: &[u8], id: TxId) -> Result<Posted> {
-    let response = match agent
-        .post(url)
-        .set("Content-Type", "application/octet-stream")
-        .send_bytes(bytes)
-    {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
-        Err(error) => return Err(error).context("posting a transaction"),
+    let failing_since = Instant::now();
+    let response = loop {
+        match agent
+            .post(url)
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(bytes)
+        {
+            Ok(response) => break response,
+            Err(ureq::Error::Status(_, response)) => break response,
+            // Not reached (a node restarting): sent again shortly.
+            Err(_) if failing_since.elapsed() < POST_RETRY_FOR => {
+                thread::sleep(Duration::from_millis(100))
+            }
+            Err(error) => return Err(error).context("posting a transaction"),
+        }
     };
     let body: serde_json::Value =
         serde_json::from_reader(response.into_reader()).context("the answer is not JSON")?;
@@ -117,6 +129,18 @@ pub fn run(
 ) -> Result<LoadReport> {
     anyhow::ensure!(!apis.is_empty(), "the load needs at least one node");
     let planned = plan(load, genesis);
+    // The nodes may still be starting: every API must answer before the clock starts.
+    let agent = ureq::AgentBuilder::new().build();
+    for api in apis {
+        let deadline = Instant::now() + API_START_TIMEOUT;
+        while let Err(error) = agent.get(&format!("http://{api}/v1/codes")).call() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the HTTP API at {api} did not answer in {API_START_TIMEOUT:?}: {error}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
     let total = planned.len();
     let ids: Vec<TxId> = planned.iter().map(|p| p.tx.tx_id()).collect();
     let index_of: Arc<HashMap<TxId, u32>> = Arc::new(
@@ -247,8 +271,14 @@ pub fn run(
         (Some(before), Some(after)) => (after - before).as_secs_f64(),
         _ => 0.0,
     };
-    // The stream thread ends at its next block line; it is not waited for.
-    drop(follower);
+    // The stream thread ends at its next block line; it is waited for only when it already ended (with an error,
+    // the finals it would have seen are missing: say why).
+    if follower.is_finished() {
+        follower
+            .join()
+            .map_err(|_| anyhow::anyhow!("the block stream thread panicked"))?
+            .context("following the block stream")?;
+    }
     let finals = finals.lock().expect("lock").clone();
     let admitted = admitted.lock().expect("lock").clone();
     let outcomes: Vec<Outcome> = admitted

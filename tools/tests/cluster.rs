@@ -238,3 +238,23 @@ fn a_node_behind_the_peers_window_installs_a_snapshot_and_catches_up() {
     );
     assert!(audit_out.contains("not compared"), "{audit_out}");
 }
+
+/// The same load through the nodes' HTTP API (`cas load --api`): every valid transaction final, every invalid one
+/// refused for its reason (the load generator judges each answer), the same commitment on every node.
+#[test]
+fn the_load_settles_through_the_http_api_too() {
+    let stdout = local(&[
+        "--duration-s",
+        "3",
+        "--rate",
+        "100",
+        "--via-http",
+        "--http-workers",
+        "4",
+    ]);
+    // 3 s x 100 tx/s over 150 accounts: 2 rounds each, 300 valid, 15 invalid (one after every 20 valid).
+    assert!(
+        stdout.contains("315 submitted, 300 final, 0 unanswered"),
+        "{stdout}"
+    );
+}
