@@ -5,12 +5,14 @@
 //!
 //! It runs on its own thread (`cas-api`, a small tokio runtime) and never touches consensus or the ledger itself:
 //! submissions go into the driver's admission like a QUIC client's (bounded queue; full: `overloaded`), their
-//! answers come back by tx id ([`Waiters`]), and reads are asked of the executor between blocks through the
-//! execution queue (bounded; full: `overloaded`), so every read sees the ledger at one block height.
+//! answers come back by tx id ([`Waiters`]), and reads are asked of the executor through a queue of their own
+//! (bounded; full: `overloaded`) that it serves only when no committed block waits: every read sees the ledger at
+//! one block height, and no number of readers can hold up execution or, behind it, consensus. At most
+//! [`STREAMS_MAX`] block streams are open at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::clients::Client;
-use crate::executor::{Executed, Work};
+use crate::executor::Executed;
 use crate::in_flight::OVERLOADED_RETRY_AFTER_MS;
 use crate::tx_index::TxIndexView;
 
@@ -43,6 +45,10 @@ pub const WAIT_MS_DEFAULT: u64 = 30_000;
 pub const WAIT_MS_MAX: u64 = 120_000;
 /// The largest request body (a transaction, in bytes or hex JSON).
 pub const BODY_BYTES_MAX: usize = 2 * cas_engine::codec::TX_BYTES_MAX + 1_024;
+/// Reads waiting for the executor (it answers them only between blocks); more are answered `overloaded`.
+pub const QUERY_QUEUE_MAX: usize = 256;
+/// Block streams open at once; more are answered `overloaded`.
+pub const STREAMS_MAX: usize = 64;
 /// How often the block stream looks for the next block when it is at the tip.
 const STREAM_POLL_MS: u64 = 50;
 /// How long a stopping node lets open requests finish.
@@ -134,7 +140,10 @@ pub struct ApiState {
     pub waiters: Arc<Waiters>,
     pub submit: SyncSender<Submission>,
     pub waker: Arc<cas_netio::InboundWaker>,
-    pub execution: SyncSender<Work>,
+    /// Reads for the executor (bounded; see [`QUERY_QUEUE_MAX`]).
+    pub queries: crossbeam_channel::Sender<LedgerQuery>,
+    /// Block streams open now (at most [`STREAMS_MAX`]).
+    pub streams: AtomicUsize,
     pub index: Arc<TxIndexView>,
     pub stats: Arc<Mutex<Executed>>,
     pub stopping: AtomicBool,
@@ -510,18 +519,18 @@ async fn tx_by_client(
     }
 }
 
-/// Asks the executor, between blocks; a full execution queue is `overloaded`.
+/// Asks the executor (it answers when no committed block waits); a full query queue is `overloaded`.
 async fn ask<T>(
     state: &ApiState,
     query: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> LedgerQuery,
 ) -> std::result::Result<T, Refused> {
     let (reply_to, answer) = tokio::sync::oneshot::channel();
-    match state.execution.try_send(Work::Query(query(reply_to))) {
+    match state.queries.try_send(query(reply_to)) {
         Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
+        Err(crossbeam_channel::TrySendError::Full(_)) => {
             return Err(Box::new(overloaded(None, OVERLOADED_RETRY_AFTER_MS)))
         }
-        Err(TrySendError::Disconnected(_)) => return Err(Box::new(stopping())),
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(Box::new(stopping())),
     }
     answer.await.map_err(|_| Box::new(stopping()))
 }
@@ -749,10 +758,14 @@ async fn blocks_stream(
         Err(response) => return *response,
     };
     let from = params.from.unwrap_or(1);
+    let Some(slot) = StreamSlot::take(&state) else {
+        return overloaded(None, OVERLOADED_RETRY_AFTER_MS);
+    };
     let stream = futures_util::stream::unfold(
-        (state, filter, Some(from)),
-        |(state, filter, height)| async move {
+        (slot, filter, Some(from)),
+        |(slot, filter, height)| async move {
             let height = height?;
+            let state = &slot.0;
             loop {
                 if state.stopping.load(Ordering::Relaxed) {
                     return None;
@@ -762,8 +775,8 @@ async fn blocks_stream(
                     tokio::time::sleep(Duration::from_millis(STREAM_POLL_MS)).await;
                     continue;
                 }
-                let line = match ask(&state, |reply| LedgerQuery::Block { height, reply }).await {
-                    Ok(Some(bytes)) => match block_json(&state, &bytes, Some(&filter)) {
+                let line = match ask(state, |reply| LedgerQuery::Block { height, reply }).await {
+                    Ok(Some(bytes)) => match block_json(state, &bytes, Some(&filter)) {
                         Ok(body) => body,
                         Err(reason) => json!({"height": height, "error": reason}),
                     },
@@ -779,7 +792,7 @@ async fn blocks_stream(
                 let mut text = line.to_string();
                 text.push('\n');
                 let next = (!ended).then_some(height + 1);
-                return Some((Ok::<_, std::io::Error>(text), (state, filter, next)));
+                return Some((Ok::<_, std::io::Error>(text), (slot, filter, next)));
             }
         },
     );
@@ -789,6 +802,27 @@ async fn blocks_stream(
         HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+/// One of the [`STREAMS_MAX`] block streams, given back when the stream ends or its client leaves.
+struct StreamSlot(Arc<ApiState>);
+
+impl StreamSlot {
+    fn take(state: &Arc<ApiState>) -> Option<StreamSlot> {
+        let taken = state
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < STREAMS_MAX).then_some(open + 1)
+            })
+            .is_ok();
+        taken.then(|| StreamSlot(state.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// `GET /v1/codes`: every rejection code with its name and meaning.
@@ -830,14 +864,15 @@ mod tests {
     /// A state whose driver and executor are gone: every route still answers (503 for what needs them).
     fn detached_state() -> Arc<ApiState> {
         let (submit, _) = std::sync::mpsc::sync_channel(1);
-        let (execution, _) = std::sync::mpsc::sync_channel(1);
+        let (queries, _) = crossbeam_channel::bounded(1);
         let dir = tempfile::tempdir().unwrap();
         let index = crate::tx_index::TxIndex::open(dir.path(), 10).unwrap();
         Arc::new(ApiState {
             waiters: Arc::new(Waiters::default()),
             submit,
             waker: Arc::new(cas_netio::InboundWaker::default()),
-            execution,
+            queries,
+            streams: AtomicUsize::new(0),
             index: index.view(),
             stats: Arc::new(Mutex::new(Executed::default())),
             stopping: AtomicBool::new(false),

@@ -64,7 +64,7 @@ pub struct Parts {
     pub keys: Vec<PublicKey>,
     pub safety_file: SafetyFile,
     pub journal: Journal,
-    pub execution: SyncSender<Work>,
+    pub execution: crossbeam_channel::Sender<Work>,
     /// Snapshot state transfer: fetching (here) and serving (a thread fed by `serve`).
     pub state_sync: StateSync,
     pub serve: SyncSender<(MemberIndex, ServeRequest)>,

@@ -5,7 +5,7 @@
 //! into it in block order, and the rewards that mature are minted by the issuance transaction it appends last to
 //! every ledger block, byte-identical on every node.
 
-use std::sync::mpsc::Receiver;
+use crossbeam_channel::Receiver;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
@@ -23,13 +23,11 @@ use crate::state_sync::Install;
 use crate::tx_index::{Claim, TxIndex};
 use crate::witness::WitnessInput;
 
-/// What the driver hands the executor, in commit order, and the client API's reads between blocks.
+/// What the driver hands the executor, in commit order.
 pub enum Work {
     Block(Committed),
     /// A verified snapshot to install as the new base (the BFT continues from its height).
     Install(Install),
-    /// A read for the client API, answered at the executed height.
-    Query(LedgerQuery),
 }
 
 /// One committed block ready to execute: its transactions in order, and who submitted each here.
@@ -94,12 +92,36 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn run(mut self, queue: Receiver<Work>) -> Result<()> {
-        while let Ok(work) = queue.recv() {
+    /// Executes what the driver hands over until it closes the queue; the client API's reads (`queries`) are
+    /// answered only when no committed block waits, so readers, however many, never hold up the ledger or, through
+    /// the full execution queue, consensus.
+    pub fn run(mut self, queue: Receiver<Work>, queries: Receiver<LedgerQuery>) -> Result<()> {
+        let mut queries = queries;
+        loop {
+            let work = match queue.try_recv() {
+                Ok(work) => Some(work),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => break,
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    crossbeam_channel::select! {
+                        recv(queue) -> work => match work {
+                            Ok(work) => Some(work),
+                            Err(_) => break,
+                        },
+                        recv(queries) -> query => {
+                            match query {
+                                Ok(query) => self.answer(query),
+                                // The API stopped: nothing more will come from it.
+                                Err(_) => queries = crossbeam_channel::never(),
+                            }
+                            None
+                        }
+                    }
+                }
+            };
             match work {
-                Work::Block(committed) => self.execute(committed)?,
-                Work::Install(install) => self.install(install)?,
-                Work::Query(query) => self.answer(query),
+                Some(Work::Block(committed)) => self.execute(committed)?,
+                Some(Work::Install(install)) => self.install(install)?,
+                None => {}
             }
         }
         self.node

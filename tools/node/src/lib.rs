@@ -133,8 +133,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let waiters = Arc::new(api::Waiters::default());
     let clients = clients::Clients::new(netio.clone(), waiters.clone());
     let index_view = ledger.index.view();
-    let (execution, executor_thread) =
-        start_executor(&identity, ledger, &clients, &stats, &witness, &anchors)?;
+    let (queries, queries_rx) = crossbeam_channel::bounded(api::QUERY_QUEUE_MAX);
+    let (execution, executor_thread) = start_executor(
+        &identity, ledger, &clients, &stats, &witness, &anchors, queries_rx,
+    )?;
     let (api_submit, api_submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
     let api = match config.api_listen {
         Some(listen) => Some(api::ApiServer::start(
@@ -143,10 +145,11 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 waiters,
                 submit: api_submit,
                 waker: queues.waker.clone(),
-                execution: execution.clone(),
+                queries,
                 index: index_view.clone(),
                 stats: stats.clone(),
                 stopping: AtomicBool::new(false),
+                streams: std::sync::atomic::AtomicUsize::new(0),
             },
         )?),
         None => None,
@@ -530,11 +533,12 @@ fn start_executor(
     stats: &Arc<Mutex<Executed>>,
     witness: &WitnessThread,
     anchors: &Arc<snapshot_serve::Anchors>,
+    queries: crossbeam_channel::Receiver<api::LedgerQuery>,
 ) -> Result<(
-    std::sync::mpsc::SyncSender<executor::Work>,
+    crossbeam_channel::Sender<executor::Work>,
     std::thread::JoinHandle<Result<()>>,
 )> {
-    let (execution, execution_rx) = std::sync::mpsc::sync_channel(EXECUTION_QUEUE_MAX);
+    let (execution, execution_rx) = crossbeam_channel::bounded(EXECUTION_QUEUE_MAX);
     let executor = Executor {
         node: ledger.shards,
         chain_id: identity.genesis.header.chain_id,
@@ -552,7 +556,7 @@ fn start_executor(
     };
     let thread = std::thread::Builder::new()
         .name("cas-executor".into())
-        .spawn(move || executor.run(execution_rx))?;
+        .spawn(move || executor.run(execution_rx, queries))?;
     Ok((execution, thread))
 }
 
