@@ -135,11 +135,17 @@ try:
     check(status == 200 and spent["status"] == "final" and spent["rejection"] is not None
           and spent["rejection"]["code_name"] == "missing_input", f"double spend: {status} {spent}")
 
-    # 6. The status on another node: the same height, index and block.
-    status, seen = http("GET", f"{apis[2]}/v1/tx/{deposit_id}")
+    # 6. The status on another node: the same height, index and block, once that node has executed the block
+    # (nodes execute a committed block at slightly different times).
+    def final_on(api, tx_id):
+        return wait_for(f"{tx_id} final on {api}",
+                        lambda: (lambda r: r if r[1]["status"] == "final" else None)(http("GET", f"{api}/v1/tx/{tx_id}")),
+                        20)
+
+    status, seen = final_on(apis[2], deposit_id)
     check(status == 200 and seen["status"] == "final" and seen["height"] == height
           and seen["block"] == answer["block"] and seen["index"] == answer["index"], f"status on node 2: {seen}")
-    status, seen = http("GET", f"{apis[2]}/v1/tx/{double_id}")
+    status, seen = final_on(apis[2], double_id)
     check(seen.get("rejection", {}).get("code") == 13, f"the double spend's status on node 2: {seen}")
     status, unknown = http("GET", f"{apis[2]}/v1/tx/{'ab' * 32}")
     check(status == 404 and unknown["status"] == "unknown", f"an unknown id: {status} {unknown}")
@@ -153,7 +159,8 @@ try:
     check(seen["status"] == "final" and seen["height"] == height and seen["block"] == answer["block"],
           f"status after SIGKILL and restart: {seen}")
 
-    # 8. The receiver's balance, read on node 3.
+    # 8. The receiver's balance, read on node 3 (once it has executed the deposit's block).
+    final_on(apis[3], deposit_id)
     status, after = http("GET", f"{apis[3]}/v1/accounts/{b['owner']}/balance")
     check(int(after["balances"][0]["amount"]) == received_before + 250, f"receiver balance: {before} -> {after}")
 
