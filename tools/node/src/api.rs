@@ -239,7 +239,7 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
     }
 }
 
-fn router(state: Arc<ApiState>) -> Router {
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
     ROUTES
         .iter()
         .fold(Router::new(), |router, (_, path)| {
@@ -834,6 +834,25 @@ async fn codes() -> Response {
     reply(StatusCode::OK, json!({ "codes": codes }))
 }
 
+/// A state whose driver and executor are gone (tests): every route still answers, 503 for what needs them.
+#[cfg(test)]
+pub(crate) fn detached_state() -> Arc<ApiState> {
+    let (submit, _) = std::sync::mpsc::sync_channel(1);
+    let (queries, _) = crossbeam_channel::bounded(1);
+    let dir = tempfile::tempdir().unwrap();
+    let index = crate::tx_index::TxIndex::open(dir.path(), 10).unwrap();
+    Arc::new(ApiState {
+        waiters: Arc::new(Waiters::default()),
+        submit,
+        waker: Arc::new(cas_netio::InboundWaker::default()),
+        queries,
+        streams: AtomicUsize::new(0),
+        index: index.view(),
+        stats: Arc::new(Mutex::new(Executed::default())),
+        stopping: AtomicBool::new(false),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -861,24 +880,6 @@ mod tests {
         routes
     }
 
-    /// A state whose driver and executor are gone: every route still answers (503 for what needs them).
-    fn detached_state() -> Arc<ApiState> {
-        let (submit, _) = std::sync::mpsc::sync_channel(1);
-        let (queries, _) = crossbeam_channel::bounded(1);
-        let dir = tempfile::tempdir().unwrap();
-        let index = crate::tx_index::TxIndex::open(dir.path(), 10).unwrap();
-        Arc::new(ApiState {
-            waiters: Arc::new(Waiters::default()),
-            submit,
-            waker: Arc::new(cas_netio::InboundWaker::default()),
-            queries,
-            streams: AtomicUsize::new(0),
-            index: index.view(),
-            stats: Arc::new(Mutex::new(Executed::default())),
-            stopping: AtomicBool::new(false),
-        })
-    }
-
     #[tokio::test]
     async fn the_openapi_file_lists_every_route_the_server_answers() {
         let mut served: Vec<(String, String)> = ROUTES
@@ -891,7 +892,7 @@ mod tests {
             served,
             "docs/openapi.yaml and the server's routes differ"
         );
-        let router = router(detached_state());
+        let router = router(super::detached_state());
         let key = "ab".repeat(32);
         for (method, path) in ROUTES {
             let uri = path

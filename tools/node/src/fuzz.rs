@@ -1,7 +1,8 @@
 //! Fuzz targets (issue 16) for the node's own untrusted inputs, proptest-driven so they run on stable in every
 //! `cargo test`: node.toml (`NodeConfig::load`) under random and edited text, and snapshot state sync
-//! ([`crate::state_sync::StateSync`]) fed arbitrary reports and chunks by members. Nothing panics; a config error
-//! names the file; a snapshot is installed only as more than a third of the stake reported it, with its entries.
+//! ([`crate::state_sync::StateSync`]) fed arbitrary reports and chunks by members, the HTTP API under arbitrary
+//! requests and the transaction index under arbitrary files. Nothing panics; a config error names the file; a
+//! snapshot is installed only as more than a third of the stake reported it, with its entries.
 //! Tests only. Cases per property: `CAS_FUZZ_CASES` (default small); the long run is in the README's test section.
 
 use std::collections::BTreeMap;
@@ -250,6 +251,111 @@ proptest! {
                 if install.info == honest {
                     prop_assert_eq!(&install.snapshot.entries, &set);
                 }
+            }
+        }
+    }
+}
+
+/// A request to the HTTP API: a route template with its holes filled by arbitrary text, a query and a body.
+fn api_request() -> impl Strategy<Value = (bool, String, String, Vec<u8>, bool)> {
+    let routes = prop::sample::select(vec![
+        "/v1/tx",
+        "/v1/tx/{}",
+        "/v1/tx/by-client/{}/{}",
+        "/v1/accounts/{}/balance",
+        "/v1/accounts/{}/utxos",
+        "/v1/blocks/{}",
+        "/v1/codes",
+        "/v1/{}",
+        "/{}",
+    ]);
+    let hole = prop_oneof![
+        "[0-9a-f]{64}",
+        "[0-9]{1,20}",
+        "[a-zA-Z0-9%._~-]{0,80}",
+        Just("ab".repeat(40)),
+    ];
+    let query = prop_oneof![
+        Just(String::new()),
+        "wait=[a-z]{0,8}&timeout_ms=[0-9]{0,22}",
+        "from=[0-9]{0,22}&owner=[0-9a-f]{0,70}&memo=[0-9a-fz]{0,20}&asset=[0-9a-f]{0,66}",
+        "[a-z=&%0-9]{0,60}",
+    ];
+    (
+        any::<bool>(),
+        routes,
+        vec(hole, 2),
+        query,
+        vec(any::<u8>(), 0..300),
+        any::<bool>(),
+    )
+        .prop_map(|(post, route, holes, query, body, json)| {
+            let mut path = route.to_string();
+            for hole in &holes {
+                path = path.replacen("{}", hole, 1);
+            }
+            let uri = if query.is_empty() {
+                path
+            } else {
+                format!("{path}?{query}")
+            };
+            (post, uri, holes.concat(), body, json)
+        })
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Issue 17 on issue 16's terms: no request to the HTTP API panics it or answers with anything but its own JSON
+    /// (or the router's plain 404/405 for a path or method it does not serve), whatever the path, query and body.
+    #[test]
+    fn fuzz_api_requests((post, uri, _holes, body, json) in api_request()) {
+        use axum::body::Body;
+        use tower::ServiceExt;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let router = crate::api::router(crate::api::detached_state());
+        let mut request = axum::http::Request::builder()
+            .method(if post { "POST" } else { "GET" })
+            .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
+        if json {
+            request = request.header("content-type", "application/json");
+        }
+        let Ok(request) = request.uri(uri.as_str()).body(Body::from(body)) else {
+            // Not a URI at all: nothing reaches the server.
+            return Ok(());
+        };
+        // The block stream never ends on a node without blocks (its bounds are the stream limit, not the body).
+        if request.uri().path() == "/v1/blocks" {
+            return Ok(());
+        }
+        let (status, bytes) = runtime.block_on(async {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap_or_default();
+            (status, bytes)
+        });
+        prop_assert!(status != axum::http::StatusCode::INTERNAL_SERVER_ERROR || !bytes.is_empty(), "{} {}", uri, status);
+        let ours = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
+        let routers_own = matches!(status.as_u16(), 400 | 404 | 405 | 415 | 413 | 422);
+        prop_assert!(ours || routers_own, "{} -> {} {:?}", uri, status, String::from_utf8_lossy(&bytes));
+    }
+
+    /// The transaction index's files under arbitrary bytes: the only segment's bad tail is cut, a bad earlier
+    /// segment refuses the open with a reason; nothing panics, and what opens answers lookups.
+    #[test]
+    fn fuzz_tx_index_files(first in vec(any::<u8>(), 0..400), second in vec(any::<u8>(), 0..400), two in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{:012}.log", 1)), &first).unwrap();
+        if two {
+            std::fs::write(dir.path().join(format!("{:012}.log", 2)), &second).unwrap();
+        }
+        match crate::tx_index::TxIndex::open(dir.path(), 100) {
+            Ok(index) => {
+                prop_assert!(index.view().get(&Hash32([7; 32])).is_none());
+            }
+            Err(error) => {
+                prop_assert!(two, "a lone segment's bad bytes are a torn tail, not an error: {}", error);
+                prop_assert!(error.to_string().contains("corrupt"), "{}", error);
             }
         }
     }
