@@ -378,11 +378,11 @@ async fn submit(
             }
         };
         match hex::decode(hex_tx.tx.trim()) {
-            Ok(bytes) => bytes::Bytes::from(bytes),
+            Ok(bytes) => Bytes::from(bytes),
             Err(error) => return bad_request(format!("tx is not hex: {error}")),
         }
     } else {
-        bytes::Bytes::from(body.to_vec())
+        body
     };
     let id = match decode_tx(&bytes) {
         Ok(tx) => tx.tx_id(),
