@@ -222,7 +222,20 @@ try:
     print("one client id on two nodes at once:", [(r["status"], (r.get("rejection") or {}).get("code_name"))
                                                   for _, r in results])
 
-    # 12. The codes are listed.
+    # 12. Submitted without waiting: `accepted`, then the node that admitted it says `pending` until it is final.
+    d = cluster["accounts"][3]
+    status, utxos = http("GET", f"{apis[1]}/v1/accounts/{d['owner']}/utxos")
+    d_coin = utxos["utxos"][0]
+    later = os.path.join(WORK, "later.bin")
+    later_id = sign(d["key_file"], [f"{d_coin['tx']}:{d_coin['index']}"],
+                    [f"{b['owner']}:7", f"{d['owner']}:{d_coin['amount'] - 7 - fee}"], fee, later)
+    status, accepted = http("POST", f"{apis[1]}/v1/tx", open(later, "rb").read())
+    check(status == 202 and accepted["status"] == "accepted", f"submit without waiting: {status} {accepted}")
+    status, asked = http("GET", f"{apis[1]}/v1/tx/{later_id}")
+    check(asked["status"] in ("pending", "final"), f"status right after accepted: {asked}")
+    final_on(apis[1], later_id)
+
+    # 13. The codes are listed.
     status, codes = http("GET", f"{apis[0]}/v1/codes")
     names = {code["code_name"] for code in codes["codes"]}
     check({"undecodable", "missing_input", "bad_signature", "duplicate_client_id"} <= names, f"{codes}")

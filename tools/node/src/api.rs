@@ -456,8 +456,8 @@ fn parse_owner(text: &str) -> std::result::Result<PublicKey, Refused> {
         .map_err(|e| Box::new(bad_request(format!("owner is not a 32-byte hex key: {e}"))))
 }
 
-/// `GET /v1/tx/{id}`: final (with its rejection, if the rules refused it in block order), pending (a request
-/// here waits for it), or unknown.
+/// `GET /v1/tx/{id}`: final (with its rejection, if the rules refused it in block order), pending (this node
+/// admitted it and has not executed it yet), or unknown.
 async fn tx_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
     let id = match parse_hash(&id, "the tx id") {
         Ok(id) => id,
@@ -479,7 +479,9 @@ async fn tx_status(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
             }),
         );
     }
-    if state.waiters.waiting(&id) {
+    // Admitted here and not executed yet (a node knows what it admitted; another node's admissions it learns
+    // when they are final).
+    if state.index.is_pending(&id) || state.waiters.waiting(&id) {
         return reply(
             StatusCode::OK,
             json!({"status": "pending", "tx": id.to_hex()}),

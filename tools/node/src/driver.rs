@@ -193,9 +193,10 @@ impl Driver {
                     self.parts.bft.add_witness(header);
                 }
                 let expired = self.in_flight.expire(now);
-                if expired > 0 {
+                if !expired.is_empty() {
+                    self.parts.index.unmark_pending(&expired);
                     tracing::warn!(
-                        expired,
+                        expired = expired.len(),
                         "admitted transactions never reached execution; their answers are not sent"
                     );
                 }
@@ -452,12 +453,14 @@ impl Driver {
                 .admit_known(&payloads, now, &|sender, client_id| {
                     index.by_client(sender, client_id)
                 });
+        let mut accepted = Vec::with_capacity(admitted.len());
         for ((client, payload), admission) in admitted.iter().zip(admissions) {
             let answer = match admission {
                 // Answered once the package holding it is certified: "accepted" means held by a quorum, so it
                 // survives the crash of this node (see `answer_accepted`).
                 Admission::Accepted { id } => {
                     self.in_flight.insert(id, *client, now);
+                    accepted.push(id);
                     continue;
                 }
                 Admission::Duplicate { id } => {
@@ -485,6 +488,9 @@ impl Driver {
                 }
             };
             self.answer(*client, answer);
+        }
+        if !accepted.is_empty() {
+            self.parts.index.mark_pending(&accepted);
         }
     }
 

@@ -99,9 +99,9 @@ impl InFlight {
     }
 
     /// Forgets what was admitted before `now_ms - IN_FLIGHT_EXPIRY_MS` and is still here; drops the order's entries
-    /// of transactions already gone. Returns how many expired.
-    pub fn expire(&mut self, now_ms: u64) -> usize {
-        let mut expired = 0;
+    /// of transactions already gone. Returns those that expired.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<TxId> {
+        let mut expired = Vec::new();
         while let Some(&(admitted_ms, id)) = self.order.front() {
             let gone = !self.by_tx.contains_key(&id);
             if !gone && admitted_ms + IN_FLIGHT_EXPIRY_MS > now_ms {
@@ -110,7 +110,7 @@ impl InFlight {
             self.order.pop_front();
             if !gone {
                 self.remove(&id);
-                expired += 1;
+                expired.push(id);
             }
         }
         self.refused_until_ms.retain(|_, until| *until > now_ms);
@@ -173,7 +173,11 @@ mod tests {
         for n in 0..5 {
             in_flight.remove(&id(n * 2));
         }
-        assert_eq!(in_flight.expire(IN_FLIGHT_EXPIRY_MS + 4), 2, "ids 1 and 3");
+        assert_eq!(
+            in_flight.expire(IN_FLIGHT_EXPIRY_MS + 4),
+            vec![id(1), id(3)],
+            "ids 1 and 3"
+        );
         assert_eq!(in_flight.len(), 3);
         assert_eq!(in_flight.client_of(&id(1)), None);
         assert_eq!(in_flight.client_of(&id(5)), Some(a));

@@ -62,6 +62,10 @@ struct Entry {
 /// The in-memory side, shared with the API: the newest `kept` transactions by id.
 pub struct TxIndexView {
     inner: Mutex<Inner>,
+    /// Transactions this node admitted and has not indexed yet (bounded by the node's in-flight bound: the driver
+    /// takes out those that expire). Its own lock, taken once per admission batch and once per block, so the
+    /// driver never waits on a block's index insert.
+    pending: Mutex<std::collections::HashSet<TxId>>,
 }
 
 struct Inner {
@@ -76,6 +80,27 @@ struct Inner {
 }
 
 impl TxIndexView {
+    /// Marks transactions this node admitted: `pending` until they are indexed.
+    pub fn mark_pending(&self, ids: &[TxId]) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .extend(ids.iter().copied());
+    }
+
+    /// Forgets admitted transactions that will not be executed here (their admission expired).
+    pub fn unmark_pending(&self, ids: &[TxId]) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        for id in ids {
+            pending.remove(id);
+        }
+    }
+
+    /// Whether this node admitted the transaction and has not indexed it yet.
+    pub fn is_pending(&self, id: &TxId) -> bool {
+        self.pending.lock().expect("pending lock").contains(id)
+    }
+
     /// The transaction that used `client_id` for `sender`, if the ledger applied one within retention.
     pub fn by_client(&self, sender: &PublicKey, client_id: u64) -> Option<TxId> {
         self.inner
@@ -114,6 +139,14 @@ impl TxIndexView {
     }
 
     fn insert(&self, height: u64, block: BlockHash, entries: &[(TxId, u16)], claims: &[Claim]) {
+        {
+            let mut pending = self.pending.lock().expect("pending lock");
+            if !pending.is_empty() {
+                for (id, _) in entries {
+                    pending.remove(id);
+                }
+            }
+        }
         let mut inner = self.inner.lock().expect("index lock");
         inner.blocks.insert(height, block);
         for claim in claims {
@@ -176,6 +209,7 @@ impl TxIndex {
                 by_client: HashMap::new(),
                 claim_order: VecDeque::new(),
             }),
+            pending: Mutex::new(std::collections::HashSet::new()),
         });
         let mut index = TxIndex {
             dir: dir.to_path_buf(),
@@ -610,5 +644,23 @@ mod tests {
         let reopened = TxIndex::open(dir.path(), 100).unwrap();
         assert_eq!(reopened.last_height(), Some(4));
         assert_eq!(reopened.view().order_len(), 3, "indexed once");
+    }
+
+    /// What this node admitted is pending until it is indexed; what expired unexecuted is forgotten.
+    #[test]
+    fn admitted_transactions_are_pending_until_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = TxIndex::open(dir.path(), 100).unwrap();
+        let view = index.view();
+        view.mark_pending(&[id(1), id(2)]);
+        assert!(view.is_pending(&id(1)) && view.is_pending(&id(2)));
+        index.append(1, block(1), &[id(1)], &[Ok(())], &[]).unwrap();
+        assert!(
+            !view.is_pending(&id(1)),
+            "indexed: final, no longer pending"
+        );
+        assert!(view.get(&id(1)).is_some());
+        view.unmark_pending(&[id(2)]);
+        assert!(!view.is_pending(&id(2)));
     }
 }
