@@ -109,7 +109,9 @@ fn follow(
                 block: hash,
                 rejection,
             };
-            if finals[index as usize].replace((at_ns, answer)).is_none() {
+            // The first time it is in a block is what happened to it (a later copy is refused, spending nothing).
+            if finals[index as usize].is_none() {
+                finals[index as usize] = Some((at_ns, answer));
                 settled.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -162,6 +162,11 @@ impl TxIndexView {
                 index: index as u32,
                 code: *code,
             };
+            // A transaction in the ledger twice (sent to two nodes, say) was applied at most once, the first time;
+            // the later copy was refused (its inputs were spent). The first is its status.
+            if inner.by_tx.contains_key(id) {
+                continue;
+            }
             inner.by_tx.insert(*id, entry);
             inner.order.push_back((height, *id));
         }
@@ -662,5 +667,25 @@ mod tests {
         assert!(view.get(&id(1)).is_some());
         view.unmark_pending(&[id(2)]);
         assert!(!view.is_pending(&id(2)));
+    }
+
+    /// A transaction in the ledger twice was applied the first time and refused the second: the index answers the
+    /// first.
+    #[test]
+    fn a_transaction_included_twice_keeps_its_first_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = TxIndex::open(dir.path(), 100).unwrap();
+        index.append(1, block(1), &[id(9)], &[Ok(())], &[]).unwrap();
+        index
+            .append(
+                2,
+                block(2),
+                &[id(9)],
+                &[Err(TxError::MissingInput { input: 0 })],
+                &[],
+            )
+            .unwrap();
+        let landed = index.view().get(&id(9)).unwrap();
+        assert_eq!((landed.height, landed.rejection), (1, None));
     }
 }
