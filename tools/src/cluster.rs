@@ -292,17 +292,24 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     // The flooder signs its transactions first, then floods from before the load starts until after it ends.
     let mut flood = match args.flood_rate {
         Some(rate) => {
-            let flooder = start_load(args, &dir, &genesis_path, &targets[..1], Some(rate))?;
+            let flooder = start_load(
+                args,
+                &dir,
+                &genesis_path,
+                Via::Quic(&targets[..1]),
+                Some(rate),
+            )?;
             wait_for_flood(&dir)?;
             Some(flooder)
         }
         None => None,
     };
-    let mut load = if args.via_http {
-        start_http_load(args, &dir, &genesis_path, &apis)?
+    let via = if args.via_http {
+        Via::Http(&apis)
     } else {
-        start_load(args, &dir, &genesis_path, &targets, None)?
+        Via::Quic(&targets)
     };
+    let mut load = start_load(args, &dir, &genesis_path, via, None)?;
     let (progress_tx, progress_rx) = std::sync::mpsc::channel();
     let stderr = load.0[0].stderr.take().expect("the load's stderr is piped");
     std::thread::spawn(move || forward_load_progress(stderr, progress_tx));
@@ -816,32 +823,51 @@ fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Where the load goes: the nodes' QUIC ingest endpoints, or their HTTP APIs (`cas load --api`).
+enum Via<'a> {
+    Quic(&'a [(SocketAddr, PublicKey)]),
+    Http(&'a [SocketAddr]),
+}
+
 /// Starts the load generator as its own process (`cas load`), so its CPU is its own and never the nodes': the
-/// nodes' processes measure only themselves. Its report goes to `load.json` in `dir`.
-/// Starts `cas load` against `targets`: the run's load, or with `flood_rate` the hostile flooder (its own
-/// accounts after the load's, one connection, `Overloaded` ignored; its report in flood.json, its output in
-/// flood.log).
+/// nodes' processes measure only themselves. Its report goes to `load.json` in `dir`. With `flood_rate` it is the
+/// hostile flooder instead (its own accounts after the load's, one QUIC connection, `Overloaded` ignored; its
+/// report in flood.json, its output in flood.log).
 fn start_load(
     args: &ClusterArgs,
     dir: &Path,
     genesis: &Path,
-    targets: &[(SocketAddr, PublicKey)],
+    via: Via<'_>,
     flood_rate: Option<u64>,
 ) -> Result<Nodes> {
     let mut command = Command::new(std::env::current_exe()?);
     command.arg("load").arg("--genesis").arg(genesis);
-    for (addr, key) in targets {
-        command
-            .arg("--target")
-            .arg(format!("{addr}={}", key.to_hex()));
-    }
+    let lanes = match via {
+        Via::Quic(targets) => {
+            for (addr, key) in targets {
+                command
+                    .arg("--target")
+                    .arg(format!("{addr}={}", key.to_hex()));
+            }
+            [
+                "--connections".to_string(),
+                args.load_connections.to_string(),
+            ]
+        }
+        Via::Http(apis) => {
+            for api in apis {
+                command.arg("--api").arg(api.to_string());
+            }
+            ["--workers".to_string(), args.http_workers.to_string()]
+        }
+    };
     match flood_rate {
         None => command
             .args(["--duration-s", &args.duration_s.to_string()])
             .args(["--rate", &args.rate().to_string()])
             .args(["--accounts", &args.accounts.to_string()])
             .args(["--invalid-every", &args.invalid_every.to_string()])
-            .args(["--connections", &args.load_connections.to_string()])
+            .args(lanes)
             .args(["--drain-s", "20"])
             .arg("--report")
             .arg(dir.join("load.json"))
@@ -872,35 +898,6 @@ fn start_load(
             .stderr(fs::File::create(dir.join("flood.log"))?),
     };
     command.stdin(Stdio::null()).stdout(Stdio::null());
-    Ok(Nodes(vec![command
-        .spawn()
-        .context("cannot start the load generator")?]))
-}
-
-/// The load through the nodes' HTTP APIs (`cas load --api`), reporting to load.json as the QUIC load does.
-fn start_http_load(
-    args: &ClusterArgs,
-    dir: &Path,
-    genesis: &Path,
-    apis: &[SocketAddr],
-) -> Result<Nodes> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command.arg("load").arg("--genesis").arg(genesis);
-    for api in apis {
-        command.arg("--api").arg(api.to_string());
-    }
-    command
-        .args(["--duration-s", &args.duration_s.to_string()])
-        .args(["--rate", &args.rate().to_string()])
-        .args(["--accounts", &args.accounts.to_string()])
-        .args(["--invalid-every", &args.invalid_every.to_string()])
-        .args(["--workers", &args.http_workers.to_string()])
-        .args(["--drain-s", "20"])
-        .arg("--report")
-        .arg(dir.join("load.json"))
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
     Ok(Nodes(vec![command
         .spawn()
         .context("cannot start the load generator")?]))

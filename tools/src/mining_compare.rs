@@ -9,13 +9,18 @@ use anyhow::{Context, Result};
 
 use crate::cluster::{self, ClusterArgs};
 
+/// A finished run's `report.json`.
+fn read_report(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("report.json");
+    Ok(serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+    )?)
+}
+
 /// Committed TPS, the best witness height (over the nodes) and the nonces all miners tried, of one finished run,
 /// from its `report.json`.
 fn read_run(dir: &Path) -> Result<(f64, u64, u64)> {
-    let path = dir.join("report.json");
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
-    )?;
+    let report = read_report(dir)?;
     let tps = report["load"]["committed_tps"]
         .as_f64()
         .context("the report has no committed TPS")?;
@@ -79,10 +84,7 @@ pub fn compare_http(args: &ClusterArgs) -> Result<()> {
             dir: Some(dir.clone()),
             ..args.clone()
         })?;
-        let path = dir.join("report.json");
-        let report: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
-        )?;
+        let report = read_report(&dir)?;
         let load = &report["load"];
         rows.push((
             label,

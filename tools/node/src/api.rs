@@ -568,7 +568,8 @@ async fn balance(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) 
     for (_, output) in &outputs {
         let (total, locked) = by_asset.entry(output.asset).or_default();
         *total += u128::from(output.amount);
-        if output.unlock_height.is_some_and(|h| h > height) {
+        // Spendable from the block at its unlock height on; the next block is `height + 1`.
+        if output.unlock_height.is_some_and(|h| h > height + 1) {
             *locked += u128::from(output.amount);
         }
     }

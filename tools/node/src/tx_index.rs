@@ -590,29 +590,27 @@ mod tests {
     /// ids of its applied transactions; one already indexed is not indexed twice.
     #[test]
     fn a_replayed_stored_block_is_indexed_like_an_executed_one() {
-        use cas_engine::fixtures::{key, ACCOUNT_KEYS};
-        use cas_engine::tx::{OutPoint, TxBody, TxKind, TxOutput};
+        use cas_engine::fixtures::{key, transfer, ACCOUNT_KEYS};
+        use cas_engine::tx::{OutPoint, TxOutput};
         let owner = key(ACCOUNT_KEYS, 0);
+        // A fixture transfer, given a client id (and signed again).
         let tx = |client_id: Option<u64>, seed: u8| {
-            TxBody {
-                chain_id: 1,
-                vn: 0,
-                kind: TxKind::Transfer,
-                inputs: vec![OutPoint {
+            let coin = TxOutput {
+                amount: 10,
+                asset: cas_engine::AssetId::CAS,
+                owner: owner.public(),
+                unlock_height: None,
+            };
+            let input = (
+                OutPoint {
                     tx: Hash32([seed; 32]),
                     index: 0,
-                }],
-                outputs: vec![TxOutput {
-                    amount: 5,
-                    asset: cas_engine::AssetId::CAS,
-                    owner: owner.public(),
-                    unlock_height: None,
-                }],
-                fee: 1,
-                memo: Vec::new(),
-                client_id,
-            }
-            .sign(&[&owner])
+                },
+                coin,
+            );
+            let mut body = transfer(1, &owner, &[input], &owner, 5, 1).body;
+            body.client_id = client_id;
+            body.sign(&[&owner])
         };
         let txs = vec![tx(Some(7), 1), tx(Some(8), 2), tx(None, 3)];
         let block = cas_engine::Block {
