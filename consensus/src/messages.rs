@@ -428,6 +428,8 @@ pub enum Message {
     SnapshotInfo(SnapshotInfo),
     SnapshotChunkRequest(SnapshotChunkRequest),
     SnapshotChunk(SnapshotChunk),
+    /// A member's signature on its result of executing a ledger block (see [`crate::ledger_cert`]).
+    LedgerVote(crate::ledger_cert::LedgerVote),
 }
 
 impl Message {
@@ -456,7 +458,7 @@ pub enum CertError {
 }
 
 /// Checks distinct known signers and their stake, then verifies every signature in one batch.
-fn verify_signed<'a>(
+pub(crate) fn verify_signed<'a>(
     committee: &Committee,
     signers: impl Iterator<Item = (MemberIndex, &'a [u8], &'a Signature)>,
     required: u64,
@@ -645,7 +647,8 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
         | ArchivedMessage::CommitVote(_)
         | ArchivedMessage::Ack(_)
         | ArchivedMessage::BlockRequest(_)
-        | ArchivedMessage::PackageRequest(_) => {}
+        | ArchivedMessage::PackageRequest(_)
+        | ArchivedMessage::LedgerVote(_) => {}
     }
     rkyv::deserialize::<Message, cas_engine::codec::CheckError>(archived)
         .map_err(|e| MessageDecodeError::Malformed(cas_engine::text::reason(&e)))

@@ -1,5 +1,7 @@
-//! The client API from the command line: `cas submit`, `cas status`, `cas balance` and `cas watch`, each one call
-//! of a node's HTTP API (docs/openapi.yaml), printing its JSON answer. The node is `--api URL` or `$CAS_API`.
+//! The client API from the command line: `cas submit`, `cas status`, `cas balance`, `cas watch` and
+//! `cas receipt get`, each one call of a node's HTTP API (docs/openapi.yaml), printing its JSON answer (the node is
+//! `--api URL` or `$CAS_API`); and `cas receipt verify`, which checks a settlement receipt offline against the
+//! genesis committee, with no node.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -50,6 +52,30 @@ pub enum ClientCommand {
         memo: Option<String>,
         #[command(flatten)]
         api: ApiArg,
+    },
+    /// Settlement receipts: fetch one from a node, or check one offline.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum ReceiptCommand {
+    /// Fetch a final transaction's settlement receipt (JSON) from a node.
+    Get {
+        id: String,
+        /// Write it to this file instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// Check a receipt file with nothing but the genesis (its committee keys): prints what it proves, or fails
+    /// saying which check did not hold.
+    Verify {
+        file: PathBuf,
+        /// The chain's genesis block file (`cas genesis`).
+        #[arg(long)]
+        genesis: PathBuf,
     },
 }
 
@@ -133,5 +159,62 @@ pub fn run(command: &ClientCommand) -> Result<()> {
             }
             Ok(())
         }
+        ClientCommand::Receipt(ReceiptCommand::Get { id, out, api }) => {
+            let url = format!("{}/v1/tx/{id}/receipt", api.api.trim_end_matches('/'));
+            match (agent().get(&url).call(), out) {
+                (Ok(response), Some(out)) => {
+                    let body = response.into_string().context("reading the answer")?;
+                    std::fs::write(out, body)
+                        .with_context(|| format!("cannot write {}", out.display()))
+                }
+                (result, _) => print_answer(result),
+            }
+        }
+        ClientCommand::Receipt(ReceiptCommand::Verify { file, genesis }) => {
+            let settled = verify_receipt_file(file, genesis)?;
+            let verdict = match settled.rejection {
+                None => "applied".to_string(),
+                Some(code) => format!("rejected with code {} ({})", code.number(), code.name()),
+            };
+            println!(
+                "receipt good: tx {} is final at height {} index {} of ledger block {} (consensus block {}), {verdict}; \
+                 certified by stake {} of {} of the epoch {} committee",
+                settled.tx.to_hex(),
+                settled.height,
+                settled.index,
+                settled.block.to_hex(),
+                settled.consensus.to_hex(),
+                settled.signed_stake,
+                settled.committee_stake,
+                settled.epoch
+            );
+            Ok(())
+        }
     }
+}
+
+/// Reads a receipt file and checks it against the committee of a genesis file.
+pub fn verify_receipt_file(
+    file: &std::path::Path,
+    genesis: &std::path::Path,
+) -> Result<cas_consensus::receipt::Settled> {
+    let genesis_bytes =
+        std::fs::read(genesis).with_context(|| format!("cannot read {}", genesis.display()))?;
+    let genesis = cas_engine::codec::to_owned_block(
+        cas_engine::codec::decode_block(&genesis_bytes)
+            .context("the genesis file is not a block")?,
+    );
+    let (members, _) = cas_engine::genesis::genesis_committee(&genesis)
+        .context("the genesis block names no committee")?;
+    let committee = cas_consensus::committee::Committee::new(
+        members.iter().map(|m| (m.key, m.stake)).collect(),
+    )?;
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let json: cas_node::receipt::ReceiptJson =
+        serde_json::from_slice(&text).context("the receipt is not receipt JSON")?;
+    let receipt = json
+        .to_receipt()
+        .context("the receipt does not hold together")?;
+    cas_consensus::receipt::verify_receipt(&receipt, genesis.header.chain_id, committee)
+        .context("the receipt does not verify")
 }

@@ -8,7 +8,8 @@ offline with `cas tx`, submits one and waits for it to be final, submits it agai
 (rejected with its code) and a double spend (final, rejected in block order with its code), asks the status on
 another node, SIGKILLs the node it submitted to and asks again once the cluster has restarted it, reads the
 receiver's balance, and follows the deposit stream, disconnecting and resuming from the last height: no gap, no
-repeat. Exits non-zero with a message on the first thing that is not as it must be.
+repeat; fetches the deposit's and the double spend's settlement receipts, checks them offline with
+`cas receipt verify` against the genesis alone, and checks that a receipt with one byte changed fails. Exits non-zero with a message on the first thing that is not as it must be.
 """
 
 import json
@@ -235,7 +236,51 @@ try:
     check(asked["status"] in ("pending", "final"), f"status right after accepted: {asked}")
     final_on(apis[1], later_id)
 
-    # 13. The codes are listed.
+    # 13. Settlement receipts, checked offline with the genesis alone: the deposit (applied) from node 2, the double
+    # spend (rejected in block order) from node 3. The certificate forms just after execution: retry while 503.
+    def receipt(api, tx_id, name):
+        def probe():
+            status, body = http("GET", f"{api}/v1/tx/{tx_id}/receipt")
+            if status == 503 and body["status"] == "uncertified":
+                return None
+            check(status == 200, f"receipt of {tx_id}: {status} {body}")
+            return body
+        body = wait_for(f"the receipt of {tx_id}", probe, 20)
+        path = os.path.join(WORK, name)
+        with open(path, "w") as f:
+            json.dump(body, f, indent=1)
+        return path, body
+
+    def verify(path):
+        return subprocess.run([CAS, "receipt", "verify", path, "--genesis", cluster["genesis"]],
+                              capture_output=True, text=True)
+
+    deposit_receipt, deposit_body = receipt(apis[2], deposit_id, "deposit.receipt.json")
+    checked = verify(deposit_receipt)
+    check(checked.returncode == 0 and f"tx {deposit_id} is final at height {height}" in checked.stdout
+          and "applied" in checked.stdout, f"the deposit's receipt: {checked.stdout} {checked.stderr}")
+    print(checked.stdout.strip())
+    double_receipt, _ = receipt(apis[3], double_id, "double.receipt.json")
+    checked = verify(double_receipt)
+    check(checked.returncode == 0 and "rejected with code 13 (missing_input)" in checked.stdout,
+          f"the double spend's receipt: {checked.stdout} {checked.stderr}")
+    # One byte changed, in each part of the receipt: the transaction, each Merkle path, the header, the statement
+    # and a signature. Every one fails, and says which check did not hold.
+    text = open(deposit_receipt).read()
+    cert = deposit_body["certificate"]
+    for field in [deposit_body["tx"], deposit_body["results_path"][0]["sibling"] if deposit_body["results_path"]
+                  else deposit_body["tx_id"], deposit_body["header"]["tx_root"], cert["statement"]["results_root"],
+                  cert["signatures"][0]["signature"]]:
+        at = text.index(field) + len(field) // 2
+        changed = text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1:]
+        path = os.path.join(WORK, "changed.receipt.json")
+        open(path, "w").write(changed)
+        refused = verify(path)
+        check(refused.returncode != 0 and "receipt" in refused.stderr,
+              f"a receipt with one byte changed passed: {refused.stdout} {refused.stderr}")
+    print("a receipt with one byte changed fails:", refused.stderr.strip().splitlines()[-1])
+
+    # 14. The codes are listed.
     status, codes = http("GET", f"{apis[0]}/v1/codes")
     names = {code["code_name"] for code in codes["codes"]}
     check({"undecodable", "missing_input", "bad_signature", "duplicate_client_id"} <= names, f"{codes}")

@@ -422,7 +422,8 @@ impl Bft {
                 | Message::SnapshotInfoRequest
                 | Message::SnapshotInfo(_)
                 | Message::SnapshotChunkRequest(_)
-                | Message::SnapshotChunk(_) => {}
+                | Message::SnapshotChunk(_)
+                | Message::LedgerVote(_) => {}
             },
         }
         actions

@@ -1,6 +1,6 @@
 //! The client API over HTTP/JSON (`api_listen` in node.toml), for integrators in any language: submit a signed
 //! transaction (and wait for it to be final), ask a transaction's status from the durable index, read an account's
-//! balance and outputs, read a block, and follow finalized blocks from a height as a resumable stream of JSON lines
+//! balance and outputs, read a block, fetch a settlement receipt checked offline, and follow finalized blocks from a height as a resumable stream of JSON lines
 //! (the deposit watcher). Documented in `docs/openapi.yaml`; a test checks the two agree.
 //!
 //! It runs on its own thread (`cas-api`, a small tokio runtime) and never touches consensus or the ledger itself:
@@ -217,6 +217,7 @@ impl ApiServer {
 const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/tx"),
     ("get", "/v1/tx/{id}"),
+    ("get", "/v1/tx/{id}/receipt"),
     ("get", "/v1/tx/by-client/{sender}/{client_id}"),
     ("get", "/v1/accounts/{owner}/balance"),
     ("get", "/v1/accounts/{owner}/utxos"),
@@ -229,6 +230,7 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
     match path {
         "/v1/tx" => post(submit),
         "/v1/tx/{id}" => get(tx_status),
+        "/v1/tx/{id}/receipt" => get(tx_receipt),
         "/v1/tx/by-client/{sender}/{client_id}" => get(tx_by_client),
         "/v1/accounts/{owner}/balance" => get(balance),
         "/v1/accounts/{owner}/utxos" => get(utxos),
@@ -454,6 +456,105 @@ fn parse_hash(text: &str, what: &str) -> std::result::Result<Hash32, Refused> {
 fn parse_owner(text: &str) -> std::result::Result<PublicKey, Refused> {
     PublicKey::from_hex(text)
         .map_err(|e| Box::new(bad_request(format!("owner is not a 32-byte hex key: {e}"))))
+}
+
+/// How long a client waits before asking again for a receipt whose certificate has not formed yet.
+const RECEIPT_RETRY_AFTER_MS: u64 = 200;
+
+/// `GET /v1/tx/{id}/receipt`: the transaction, its Merkle paths to the ledger block's tx root and to the certified
+/// results root, the block's header and the committee's ledger certificate (see [`crate::receipt`]). 404 for a
+/// transaction this node does not hold as final; 503 with Retry-After while the certificate has not formed here.
+async fn tx_receipt(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_hash(&id, "the tx id") {
+        Ok(id) => id,
+        Err(response) => return *response,
+    };
+    let Some(landed) = state.index.get(&id) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"status": "unknown", "tx": id.to_hex(), "reason": "not final on this node (or out of retention)"}),
+        );
+    };
+    let error = |reason: String| {
+        reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": "error", "reason": reason}),
+        )
+    };
+    let results = match state.index.results(landed.height) {
+        Ok(Some(results)) => results,
+        Ok(None) => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                json!({"status": "unknown", "tx": id.to_hex(), "reason": "the block fell out of retention"}),
+            )
+        }
+        Err(e) => return error(format!("{e:#}")),
+    };
+    let Some(cert) = results.cert else {
+        let executed = state.stats.lock().expect("stats lock").height;
+        let mut response = reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "status": "uncertified",
+                "tx": id.to_hex(),
+                "height": landed.height,
+                "retry_after_ms": RECEIPT_RETRY_AFTER_MS,
+                "reason": if executed > landed.height + cas_consensus::ledger_cert::VOTES_BEHIND {
+                    "this node holds no ledger certificate for the block (it formed while the node was down): ask another node"
+                } else {
+                    "the committee's ledger certificate for the block has not formed yet"
+                },
+            }),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let height = landed.height;
+    let bytes = match ask(&state, |reply| LedgerQuery::Block { height, reply }).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return error(format!("block {height} is indexed but not stored")),
+        Err(response) => return *response,
+    };
+    match build_receipt(&bytes, landed.index, &results.results, cert) {
+        Ok(receipt) => reply(
+            StatusCode::OK,
+            serde_json::to_value(crate::receipt::ReceiptJson::from_receipt(&receipt))
+                .expect("a receipt serializes"),
+        ),
+        Err(reason) => error(reason),
+    }
+}
+
+/// A receipt for the transaction at `index` of a stored block, from the block's indexed results and certificate.
+fn build_receipt(
+    bytes: &[u8],
+    index: u32,
+    results: &[(TxId, u16)],
+    cert: cas_consensus::ledger_cert::LedgerCert,
+) -> std::result::Result<cas_consensus::receipt::Receipt, String> {
+    let block = to_owned_block(decode_block(bytes).map_err(|e| e.to_string())?);
+    let ids: Vec<TxId> = block.txs.iter().map(Transaction::tx_id).collect();
+    let at = index as usize;
+    let (Some(tx), Some((result_id, code))) = (block.txs.get(at), results.get(at)) else {
+        return Err(format!("index {index} is outside the block"));
+    };
+    if ids[at] != *result_id || block.header.hash() != cert.statement.block {
+        return Err("the stored block is not the indexed one".into());
+    }
+    let leaves = cas_consensus::ledger_cert::result_leaves(results);
+    Ok(cas_consensus::receipt::Receipt {
+        tx: cas_engine::codec::encode_tx(tx).to_vec(),
+        index,
+        code: *code,
+        tx_path: cas_engine::merkle::proof(&ids, at).expect("in range"),
+        results_path: cas_engine::merkle::proof(&leaves, at).expect("in range"),
+        header: block.header,
+        cert,
+        handovers: Vec::new(),
+    })
 }
 
 /// `GET /v1/tx/{id}`: final (with its rejection, if the rules refused it in block order), pending (this node

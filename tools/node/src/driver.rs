@@ -85,6 +85,8 @@ pub struct Parts {
     pub clients: Clients,
     /// The client ids the ledger applied (for `duplicate` answers after restarts and on every node).
     pub index: Arc<crate::tx_index::TxIndexView>,
+    /// Peers' votes on executed blocks' results, for the executor's certifier (bounded; full drops, counted).
+    pub ledger_votes: crossbeam_channel::Sender<cas_consensus::ledger_cert::LedgerVote>,
 }
 
 pub struct Driver {
@@ -96,6 +98,8 @@ pub struct Driver {
     overloaded_answers: u64,
     /// Frames from committee peers that were no consensus message for the driver (see [`wire::peer_message`]).
     peer_messages_refused: u64,
+    /// Ledger votes dropped: naming another signer than their sender, or for a full executor queue.
+    ledger_votes_dropped: u64,
     /// Committed blocks waiting for packages this node does not hold yet.
     pending: VecDeque<ConsensusBlock>,
     /// Messages held until the journal records before them are durable, in order.
@@ -124,6 +128,7 @@ impl Driver {
             in_flight,
             overloaded_answers: 0,
             peer_messages_refused: 0,
+            ledger_votes_dropped: 0,
             pending: VecDeque::new(),
             outbox: Vec::new(),
             package_requests: BTreeMap::new(),
@@ -273,6 +278,7 @@ impl Driver {
             "in_flight": self.in_flight.len(),
             "overloaded_answers": self.overloaded_answers,
             "peer_messages_refused": self.peer_messages_refused,
+            "ledger_votes_dropped": self.ledger_votes_dropped,
             "synchronizer_queued": self.parts.synchronizer.queued(),
         })
     }
@@ -319,6 +325,13 @@ impl Driver {
             | Message::PackageRequest(_) => self.parts.availability.handle(from, message, now),
             Message::Witness(header) => {
                 self.on_witness(header);
+                Vec::new()
+            }
+            // A member signs its own result, never relays another's.
+            Message::LedgerVote(vote) => {
+                if vote.signer != from || self.parts.ledger_votes.try_send(vote).is_err() {
+                    self.ledger_votes_dropped += 1;
+                }
                 Vec::new()
             }
             message => self.parts.bft.handle(Event::Message { from, message }),

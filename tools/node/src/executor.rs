@@ -3,13 +3,17 @@
 //! submitted the transactions here. Runs on its own thread, fed by a bounded queue (back-pressure to consensus).
 //! It also keeps the ledger's witness order ([`WitnessOrder`]): the witness headers each committed block carries go
 //! into it in block order, and the rewards that mature are minted by the issuance transaction it appends last to
-//! every ledger block, byte-identical on every node.
+//! every ledger block, byte-identical on every node. After each block it signs its result for the committee's
+//! ledger certificate ([`LedgerCertifier`]) and keeps the certificates that form in the index (settlement receipts).
 
 use crossbeam_channel::Receiver;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
-use cas_consensus::messages::Block as ConsensusBlock;
+use cas_consensus::ledger_cert::{
+    results_root, CertifierStats, LedgerCertifier, LedgerStatement, LedgerVote,
+};
+use cas_consensus::messages::{Block as ConsensusBlock, Message};
 use cas_consensus::rewards::{issuance_tx, WitnessOrder};
 use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
@@ -65,6 +69,8 @@ pub struct Executed {
     /// Snapshots installed by state transfer since start, and the height of the last one.
     pub snapshot_installs: u64,
     pub snapshot_installed_height: u64,
+    /// The ledger certifier's counters.
+    pub certifier: CertifierStats,
 }
 
 pub struct Executor {
@@ -89,15 +95,29 @@ pub struct Executor {
     pub snapshot_every_blocks: u64,
     /// Where the witness order state at an installed snapshot's height is kept for restarts.
     pub witness_base: WitnessBaseFile,
+    /// Collects the committee's votes on each executed block's result.
+    pub certifier: LedgerCertifier,
+    /// Where this node's ledger votes go out.
+    pub netio: Arc<cas_netio::Node>,
 }
 
 impl Executor {
     /// Executes what the driver hands over until it closes the queue; the client API's reads (`queries`) are
     /// answered only when no committed block waits, so readers, however many, never hold up the ledger or, through
     /// the full execution queue, consensus.
-    pub fn run(mut self, queue: Receiver<Work>, queries: Receiver<LedgerQuery>) -> Result<()> {
+    /// Peers' ledger votes (`votes`) are taken before each block and whenever nothing else waits.
+    pub fn run(
+        mut self,
+        queue: Receiver<Work>,
+        queries: Receiver<LedgerQuery>,
+        votes: Receiver<LedgerVote>,
+    ) -> Result<()> {
         let mut queries = queries;
+        let mut votes = votes;
         loop {
+            while let Ok(vote) = votes.try_recv() {
+                self.on_vote(vote)?;
+            }
             let work = match queue.try_recv() {
                 Ok(work) => Some(work),
                 Err(crossbeam_channel::TryRecvError::Disconnected) => break,
@@ -115,6 +135,13 @@ impl Executor {
                             }
                             None
                         }
+                        recv(votes) -> vote => {
+                            match vote {
+                                Ok(vote) => self.on_vote(vote)?,
+                                Err(_) => votes = crossbeam_channel::never(),
+                            }
+                            None
+                        }
                     }
                 }
             };
@@ -127,6 +154,27 @@ impl Executor {
         self.node
             .wait_snapshot()
             .context("finishing the last snapshot")?;
+        self.index.sync().context("syncing the index")?;
+        Ok(())
+    }
+
+    /// A peer's vote on a block's result (the driver checked it comes from the member it names).
+    fn on_vote(&mut self, vote: LedgerVote) -> Result<()> {
+        let (_, cert) = self.certifier.on_vote(vote);
+        self.certified(cert)
+    }
+
+    /// Keeps a certificate that formed, and the certifier's counters for the status.
+    fn certified(&mut self, cert: Option<cas_consensus::ledger_cert::LedgerCert>) -> Result<()> {
+        if let Some(cert) = cert {
+            self.index.append_cert(&cert).with_context(|| {
+                format!(
+                    "keeping the ledger certificate of block {}",
+                    cert.statement.height
+                )
+            })?;
+        }
+        self.stats.lock().expect("stats lock").certifier = self.certifier.stats;
         Ok(())
     }
 
@@ -236,7 +284,8 @@ impl Executor {
             self.order.executed_height()
         );
         // Mark first: after a crash, whichever height the store ends at, its consensus hash is on disk.
-        self.executed_marks.push((height, committed.block.hash()));
+        let consensus_hash = committed.block.hash();
+        self.executed_marks.push((height, consensus_hash));
         if self.executed_marks.len() > 2 {
             self.executed_marks.remove(0);
         }
@@ -341,6 +390,26 @@ impl Executor {
                 &claims,
             )
             .with_context(|| format!("indexing block {height}"))?;
+        // The committee certifies the block's result: this node's vote goes to every peer.
+        let results: Vec<(cas_engine::TxId, u16)> = ids
+            .iter()
+            .zip(&receipt.outcome.verdicts)
+            .map(|(id, verdict)| (*id, verdict.as_ref().err().map_or(0, |e| e.code().number())))
+            .collect();
+        let (vote, cert) = self.certifier.executed(LedgerStatement {
+            chain_id: self.chain_id,
+            epoch: self.certifier.epoch(),
+            height,
+            block: ledger_hash,
+            consensus: consensus_hash,
+            results_root: results_root(&results),
+            utxo_commitment: receipt.outcome.utxo_commitment,
+        });
+        let (class, bytes) = crate::wire::encode(&Message::LedgerVote(vote));
+        for (peer, error) in self.netio.broadcast(class, bytes) {
+            tracing::debug!(?peer, %error, "ledger vote refused for a peer");
+        }
+        self.certified(cert)?;
         let mut rejected = 0;
         for (index, ((id, verdict), client)) in ids[..client_txs]
             .iter()

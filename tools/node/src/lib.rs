@@ -25,6 +25,7 @@ mod fuzz;
 pub mod in_flight;
 pub mod journal;
 pub mod keyfile;
+pub mod receipt;
 mod snapshot_serve;
 mod state_sync;
 pub mod tx_index;
@@ -40,6 +41,7 @@ use cas_consensus::availability::{Availability, AvailabilityConfig};
 use cas_consensus::bft::{Bft, BftConfig, Recovered};
 use cas_consensus::committee::Committee;
 use cas_consensus::committee::MemberIndex;
+use cas_consensus::ledger_cert::LedgerCertifier;
 use cas_consensus::messages::Message;
 use cas_consensus::rewards::{WitnessOrder, REWARD_CONFIRMATIONS};
 use cas_consensus::witness::{WitnessLimits, WitnessParams};
@@ -112,6 +114,20 @@ pub struct Status {
     pub snapshot_chunks_served: u64,
     #[serde(default)]
     pub snapshot_requests_dropped: u64,
+    /// The committee's ledger certificates: formed here, votes taken, refused, late, diverging from this node's
+    /// result, and forged.
+    #[serde(default)]
+    pub ledger_certs_formed: u64,
+    #[serde(default)]
+    pub ledger_votes_taken: u64,
+    #[serde(default)]
+    pub ledger_votes_refused: u64,
+    #[serde(default)]
+    pub ledger_votes_late: u64,
+    #[serde(default)]
+    pub ledger_votes_diverging: u64,
+    #[serde(default)]
+    pub ledger_votes_bad_signatures: u64,
 }
 
 /// Runs a node until SIGINT or SIGTERM: its identity and ledger from disk, then the data path's stages in the
@@ -134,8 +150,20 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let clients = clients::Clients::new(netio.clone(), waiters.clone());
     let index_view = ledger.index.view();
     let (queries, queries_rx) = crossbeam_channel::bounded(api::QUERY_QUEUE_MAX);
+    let (ledger_votes, ledger_votes_rx) = crossbeam_channel::bounded(LEDGER_VOTES_QUEUE_MAX);
     let (execution, executor_thread) = start_executor(
-        &identity, ledger, &clients, &stats, &witness, &anchors, queries_rx,
+        &config,
+        &identity,
+        ledger,
+        Queues {
+            clients: &clients,
+            stats: &stats,
+            witness: &witness,
+            anchors: &anchors,
+            netio: &netio,
+            queries: queries_rx,
+            votes: ledger_votes_rx,
+        },
     )?;
     let (api_submit, api_submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
     let api = match config.api_listen {
@@ -180,6 +208,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         api_submissions,
         clients,
         index: index_view,
+        ledger_votes,
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
@@ -525,20 +554,48 @@ impl Miners {
     }
 }
 
+/// Peers' ledger votes waiting for the executor: a few blocks' worth from every member. A full queue drops a vote
+/// (counted): a certificate needs only a quorum of them.
+const LEDGER_VOTES_QUEUE_MAX: usize = 4_096;
+
+/// What the executor thread is connected to.
+struct Queues<'a> {
+    clients: &'a clients::Clients,
+    stats: &'a Arc<Mutex<Executed>>,
+    witness: &'a WitnessThread,
+    anchors: &'a Arc<snapshot_serve::Anchors>,
+    netio: &'a Arc<cas_netio::Node>,
+    queries: crossbeam_channel::Receiver<api::LedgerQuery>,
+    votes: crossbeam_channel::Receiver<cas_consensus::ledger_cert::LedgerVote>,
+}
+
 /// The executor thread over the shards' ledger, fed committed blocks through a bounded queue.
 fn start_executor(
+    config: &NodeConfig,
     identity: &Identity,
     ledger: OpenLedger,
-    clients: &clients::Clients,
-    stats: &Arc<Mutex<Executed>>,
-    witness: &WitnessThread,
-    anchors: &Arc<snapshot_serve::Anchors>,
-    queries: crossbeam_channel::Receiver<api::LedgerQuery>,
+    queues: Queues<'_>,
 ) -> Result<(
     crossbeam_channel::Sender<executor::Work>,
     std::thread::JoinHandle<Result<()>>,
 )> {
     let (execution, execution_rx) = crossbeam_channel::bounded(EXECUTION_QUEUE_MAX);
+    let Queues {
+        clients,
+        stats,
+        witness,
+        anchors,
+        netio,
+        queries,
+        votes,
+    } = queues;
+    let certifier = LedgerCertifier::new(
+        identity.committee.clone(),
+        identity.me,
+        identity.key(config)?,
+        0,
+        ledger.recovery.durable_height,
+    );
     let executor = Executor {
         node: ledger.shards,
         chain_id: identity.genesis.header.chain_id,
@@ -553,10 +610,12 @@ fn start_executor(
         anchors: anchors.clone(),
         snapshot_every_blocks: ledger.snapshot_every_blocks,
         witness_base: ledger.witness_base,
+        certifier,
+        netio: netio.clone(),
     };
     let thread = std::thread::Builder::new()
         .name("cas-executor".into())
-        .spawn(move || executor.run(execution_rx, queries))?;
+        .spawn(move || executor.run(execution_rx, queries, votes))?;
     Ok((execution, thread))
 }
 
@@ -711,6 +770,12 @@ fn write_status(
         snapshot_installed_height: stats.snapshot_installed_height,
         snapshot_chunks_served: anchors.served_chunks.load(Ordering::Relaxed),
         snapshot_requests_dropped: anchors.dropped.load(Ordering::Relaxed),
+        ledger_certs_formed: stats.certifier.certs_formed,
+        ledger_votes_taken: stats.certifier.votes_taken,
+        ledger_votes_refused: stats.certifier.votes_refused,
+        ledger_votes_late: stats.certifier.votes_late,
+        ledger_votes_diverging: stats.certifier.votes_diverging,
+        ledger_votes_bad_signatures: stats.certifier.bad_signatures,
     };
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;

@@ -7,8 +7,13 @@
 //! `magic "CASI" | payload length u32 | blake3 checksum (32) | payload`, the payload
 //! `height u64 | block hash (32) | count u32 | count x (tx id (32) | code u16, 0 when applied) | claims u32 |
 //! claims x (sender (32) | client id u64 | index in the block u32)`, little-endian: the client ids the block's applied
-//! transactions used ([`cas_engine::rules::claim_outpoint`]), for `duplicate` answers with the first one's id. A
-//! torn last record is cut at start; a bad record elsewhere is corruption and the node refuses to start.
+//! transactions used ([`cas_engine::rules::claim_outpoint`]), for `duplicate` answers with the first one's id.
+//! The same segments hold the committee's ledger certificates (magic `"CASC"`, the payload
+//! [`LedgerCert::to_bytes`]), written as they form and made durable by the next block's fdatasync (a crash loses at
+//! most the certificates formed since the last executed block: those heights have no receipt on this node). A torn
+//! last record is cut at start; a bad record elsewhere is corruption and the node refuses to start.
+//!
+//! The view keeps where each block's record and certificate lie, and reads them back for a settlement receipt.
 //!
 //! Retention: the newest `kept` transactions are answered (88 bytes of map keys and values each, before the maps' overhead, and 34 bytes of disk);
 //! older ones answer `unknown`, and segments whose transactions all fell out are deleted.
@@ -20,9 +25,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
+use cas_consensus::ledger_cert::LedgerCert;
 use cas_engine::{BlockHash, Hash32, PublicKey, RejectCode, TxError, TxId};
 
 const MAGIC: [u8; 4] = *b"CASI";
+const CERT_MAGIC: [u8; 4] = *b"CASC";
 const HEADER_BYTES: usize = 4 + 4 + 32;
 const CHECKSUM_DOMAIN: &str = "CAS 2026-12 transaction index record v1";
 const ENTRY_BYTES: usize = 32 + 2;
@@ -52,6 +59,29 @@ pub struct Landed {
     pub rejection: Option<RejectCode>,
 }
 
+/// Where a record lies: its segment (by first height) and offset.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    segment: u64,
+    offset: u64,
+}
+
+/// What the view keeps per indexed height.
+struct BlockEntry {
+    hash: BlockHash,
+    record: Place,
+    cert: Option<Place>,
+}
+
+/// A block's results as the index holds them, for a settlement receipt.
+pub struct BlockResults {
+    pub hash: BlockHash,
+    /// Each transaction's id and verdict code (0 when applied), in block order.
+    pub results: Vec<(TxId, u16)>,
+    /// The committee's certificate on the block's result, when this node holds one.
+    pub cert: Option<LedgerCert>,
+}
+
 #[derive(Clone, Copy)]
 struct Entry {
     height: u64,
@@ -61,6 +91,7 @@ struct Entry {
 
 /// The in-memory side, shared with the API: the newest `kept` transactions by id.
 pub struct TxIndexView {
+    dir: PathBuf,
     inner: Mutex<Inner>,
     /// Transactions this node admitted and has not indexed yet (bounded by the node's in-flight bound: the driver
     /// takes out those that expire). Its own lock, taken once per admission batch and once per block, so the
@@ -73,7 +104,7 @@ struct Inner {
     by_tx: HashMap<TxId, Entry>,
     /// Transactions in the order they were indexed, with their heights, for retention.
     order: VecDeque<(u64, TxId)>,
-    blocks: BTreeMap<u64, BlockHash>,
+    blocks: BTreeMap<u64, BlockEntry>,
     by_client: HashMap<(PublicKey, u64), TxId>,
     /// Claims in the order they were indexed, with their heights, for retention (with their transactions).
     claim_order: VecDeque<(u64, (PublicKey, u64))>,
@@ -117,7 +148,7 @@ impl TxIndexView {
         Some(Landed {
             height: entry.height,
             index: entry.index,
-            block: *inner.blocks.get(&entry.height)?,
+            block: inner.blocks.get(&entry.height)?.hash,
             rejection: RejectCode::from_u16(entry.code),
         })
     }
@@ -138,7 +169,65 @@ impl TxIndexView {
             .copied()
     }
 
-    fn insert(&self, height: u64, block: BlockHash, entries: &[(TxId, u16)], claims: &[Claim]) {
+    /// A block's results and certificate, read back from the segments; None when the height is not indexed here
+    /// (or fell out of retention meanwhile).
+    pub fn results(&self, height: u64) -> Result<Option<BlockResults>> {
+        let (hash, record, cert) = {
+            let inner = self.inner.lock().expect("index lock");
+            let Some(entry) = inner.blocks.get(&height) else {
+                return Ok(None);
+            };
+            (entry.hash, entry.record, entry.cert)
+        };
+        let read = |place: Place, magic: [u8; 4]| -> Result<Option<Vec<u8>>> {
+            let path = self.dir.join(format!("{:012}.log", place.segment));
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                // Deleted by retention after the lookup.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+            };
+            read_frame_at(&file, place.offset, magic)
+                .map(Some)
+                .with_context(|| format!("{} at offset {}", path.display(), place.offset))
+        };
+        let Some(payload) = read(record, MAGIC)? else {
+            return Ok(None);
+        };
+        let (_, _, results, _) = decode_payload(&payload).map_err(anyhow::Error::msg)?;
+        let cert = match cert {
+            Some(place) => read(place, CERT_MAGIC)?
+                .map(|bytes| LedgerCert::from_bytes(&bytes).map_err(anyhow::Error::msg))
+                .transpose()?,
+            None => None,
+        };
+        Ok(Some(BlockResults {
+            hash,
+            results,
+            cert,
+        }))
+    }
+
+    fn insert_cert(&self, height: u64, place: Place) {
+        if let Some(entry) = self
+            .inner
+            .lock()
+            .expect("index lock")
+            .blocks
+            .get_mut(&height)
+        {
+            entry.cert = Some(place);
+        }
+    }
+
+    fn insert(
+        &self,
+        height: u64,
+        block: BlockHash,
+        record: Place,
+        entries: &[(TxId, u16)],
+        claims: &[Claim],
+    ) {
         {
             let mut pending = self.pending.lock().expect("pending lock");
             if !pending.is_empty() {
@@ -148,7 +237,14 @@ impl TxIndexView {
             }
         }
         let mut inner = self.inner.lock().expect("index lock");
-        inner.blocks.insert(height, block);
+        inner.blocks.insert(
+            height,
+            BlockEntry {
+                hash: block,
+                record,
+                cert: None,
+            },
+        );
         for claim in claims {
             if let Some((id, _)) = entries.get(claim.index as usize) {
                 let key = (claim.sender, claim.client_id);
@@ -206,6 +302,7 @@ impl TxIndex {
     pub fn open(dir: &Path, kept: usize) -> Result<TxIndex> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let view = Arc::new(TxIndexView {
+            dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 kept: kept.max(1),
                 by_tx: HashMap::new(),
@@ -227,7 +324,7 @@ impl TxIndex {
         for (position, (first, path)) in segments.iter().enumerate() {
             let bytes =
                 fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let good = index.replay(&bytes, path, position == last)?;
+            let good = index.replay(*first, &bytes, path, position == last)?;
             if good < bytes.len() {
                 tracing::warn!(path = %path.display(), cut = bytes.len() - good, "cutting a torn index record");
                 let file = OpenOptions::new().write(true).open(path)?;
@@ -269,13 +366,34 @@ impl TxIndex {
     }
 
     /// Reads the records of one segment into the view; returns the length of its good prefix.
-    fn replay(&mut self, bytes: &[u8], path: &Path, last: bool) -> Result<usize> {
+    fn replay(&mut self, segment: u64, bytes: &[u8], path: &Path, last: bool) -> Result<usize> {
         let mut at = 0;
         while at < bytes.len() {
-            match decode_record(&bytes[at..]) {
-                Ok((height, block, entries, claims, used)) => {
-                    self.view.insert(height, block, &entries, &claims);
+            let place = Place {
+                segment,
+                offset: at as u64,
+            };
+            match decode_frame(&bytes[at..]) {
+                Ok((MAGIC, payload, used)) => {
+                    let (height, block, entries, claims) = match decode_payload(payload) {
+                        Ok(record) => record,
+                        Err(reason) => bail!(
+                            "{}: the transaction index is corrupt at offset {at}: {reason}",
+                            path.display()
+                        ),
+                    };
+                    self.view.insert(height, block, place, &entries, &claims);
                     self.last_height = Some(height);
+                    at += used;
+                }
+                Ok((_, payload, used)) => {
+                    let cert = LedgerCert::from_bytes(payload).map_err(|reason| {
+                        anyhow::anyhow!(
+                            "{}: a ledger certificate in the index is corrupt at offset {at}: {reason}",
+                            path.display()
+                        )
+                    })?;
+                    self.view.insert_cert(cert.statement.height, place);
                     at += used;
                 }
                 Err(reason) if last => {
@@ -324,12 +442,52 @@ impl TxIndex {
             self.segment = Some((height, file, 0));
             self.delete_old_segments()?;
         }
-        let (_, file, bytes) = self.segment.as_mut().expect("a segment is open");
+        let (segment, file, bytes) = self.segment.as_mut().expect("a segment is open");
+        let place = Place {
+            segment: *segment,
+            offset: *bytes,
+        };
         file.write_all(&record)?;
         file.sync_data()?;
         *bytes += record.len() as u64;
-        self.view.insert(height, block, &entries, claims);
+        self.view.insert(height, block, place, &entries, claims);
         self.last_height = Some(height);
+        Ok(())
+    }
+
+    /// Keeps the committee's certificate on an indexed block's result: written now, durable with the next
+    /// block's fdatasync (or [`TxIndex::sync`]). A certificate for a height not indexed here is not kept.
+    pub fn append_cert(&mut self, cert: &LedgerCert) -> Result<()> {
+        let height = cert.statement.height;
+        let Some((segment, file, bytes)) = self.segment.as_mut() else {
+            return Ok(());
+        };
+        if !self
+            .view
+            .inner
+            .lock()
+            .expect("index lock")
+            .blocks
+            .contains_key(&height)
+        {
+            return Ok(());
+        }
+        let record = frame(CERT_MAGIC, &cert.to_bytes());
+        let place = Place {
+            segment: *segment,
+            offset: *bytes,
+        };
+        file.write_all(&record)?;
+        *bytes += record.len() as u64;
+        self.view.insert_cert(height, place);
+        Ok(())
+    }
+
+    /// Makes what was written durable (a graceful stop).
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some((_, file, _)) = self.segment.as_mut() {
+            file.sync_data()?;
+        }
         Ok(())
     }
 
@@ -401,28 +559,37 @@ fn encode_record(
         payload.extend_from_slice(&claim.client_id.to_le_bytes());
         payload.extend_from_slice(&claim.index.to_le_bytes());
     }
+    frame(MAGIC, &payload)
+}
+
+/// `magic | payload length u32 | checksum (32) | payload`.
+fn frame(magic: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
-    record.extend_from_slice(&MAGIC);
+    record.extend_from_slice(&magic);
     record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(blake3::derive_key(CHECKSUM_DOMAIN, &payload).as_slice());
-    record.extend_from_slice(&payload);
+    record.extend_from_slice(blake3::derive_key(CHECKSUM_DOMAIN, payload).as_slice());
+    record.extend_from_slice(payload);
     record
 }
 
-type Record = (u64, BlockHash, Vec<(TxId, u16)>, Vec<Claim>, usize);
+/// The largest payload a frame may carry: a block record of the most transactions, each with a claim.
+const PAYLOAD_BYTES_MAX: usize = 8 + 32 + 4 + RECORD_TXS_MAX * (ENTRY_BYTES + CLAIM_BYTES) + 4;
 
-fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
+/// Checks one frame at the start of `bytes`: its magic (a block record or a certificate), length and checksum.
+/// Returns the magic, the payload and the frame's length.
+fn decode_frame(bytes: &[u8]) -> std::result::Result<([u8; 4], &[u8], usize), String> {
     if bytes.len() < HEADER_BYTES {
         return Err(format!(
             "{} bytes, a record header is {HEADER_BYTES}",
             bytes.len()
         ));
     }
-    if bytes[..4] != MAGIC {
+    let magic: [u8; 4] = bytes[..4].try_into().expect("4 bytes");
+    if magic != MAGIC && magic != CERT_MAGIC {
         return Err("no record magic".into());
     }
     let length = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
-    if length > 8 + 32 + 4 + RECORD_TXS_MAX * (ENTRY_BYTES + CLAIM_BYTES) + 4 {
+    if length > PAYLOAD_BYTES_MAX {
         return Err(format!("a record of {length} bytes"));
     }
     let Some(payload) = bytes.get(HEADER_BYTES..HEADER_BYTES + length) else {
@@ -431,6 +598,29 @@ fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
     if blake3::derive_key(CHECKSUM_DOMAIN, payload) != bytes[8..40] {
         return Err("checksum mismatch".into());
     }
+    Ok((magic, payload, HEADER_BYTES + length))
+}
+
+/// Reads the frame at `offset` of a segment and returns its payload, which must carry `magic`.
+fn read_frame_at(file: &File, offset: u64, magic: [u8; 4]) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; HEADER_BYTES];
+    file.read_exact_at(&mut header, offset)?;
+    let length = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    if header[..4] != magic || length > PAYLOAD_BYTES_MAX {
+        bail!("no {} record here", String::from_utf8_lossy(&magic));
+    }
+    let mut bytes = vec![0u8; HEADER_BYTES + length];
+    bytes[..HEADER_BYTES].copy_from_slice(&header);
+    file.read_exact_at(&mut bytes[HEADER_BYTES..], offset + HEADER_BYTES as u64)?;
+    let (_, payload, _) = decode_frame(&bytes).map_err(anyhow::Error::msg)?;
+    Ok(payload.to_vec())
+}
+
+type Record = (u64, BlockHash, Vec<(TxId, u16)>, Vec<Claim>);
+
+/// A block record's payload.
+fn decode_payload(payload: &[u8]) -> std::result::Result<Record, String> {
     if payload.len() < 44 {
         return Err("payload shorter than its fixed part".into());
     }
@@ -466,7 +656,7 @@ fn decode_record(bytes: &[u8]) -> std::result::Result<Record, String> {
             index: u32::from_le_bytes(c[40..44].try_into().expect("4 bytes")),
         })
         .collect();
-    Ok((height, block, entries, claims, HEADER_BYTES + length))
+    Ok((height, block, entries, claims))
 }
 
 #[cfg(test)]
@@ -542,6 +732,66 @@ mod tests {
         drop(index);
         let index = TxIndex::open(dir.path(), 100).unwrap();
         assert_eq!(index.view().get(&id(4)).unwrap().height, 3);
+    }
+
+    /// A block's results and its ledger certificate are read back, after a reopen too; a certificate for a height
+    /// not indexed is not kept, and a torn certificate at the tail is cut like a torn block record.
+    #[test]
+    fn results_and_certificates_are_read_back() {
+        use cas_consensus::ledger_cert::LedgerStatement;
+        use cas_consensus::messages::SignerSignature;
+        let cert = |height: u64| LedgerCert {
+            statement: LedgerStatement {
+                chain_id: 1,
+                epoch: 0,
+                height,
+                block: block(height),
+                consensus: Hash32([7; 32]),
+                results_root: Hash32([8; 32]),
+                utxo_commitment: Hash32([9; 32]),
+            },
+            signatures: vec![SignerSignature {
+                signer: 2,
+                signature: cas_engine::Signature([5; 64]),
+            }],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = TxIndex::open(dir.path(), 100).unwrap();
+        index
+            .append(
+                1,
+                block(1),
+                &[id(1), id(2)],
+                &[Ok(()), Err(TxError::NoInputs)],
+                &[],
+            )
+            .unwrap();
+        index.append(2, block(2), &[id(3)], &[Ok(())], &[]).unwrap();
+        index.append_cert(&cert(1)).unwrap();
+        index.append_cert(&cert(5)).unwrap();
+        let view = index.view();
+        let one = view.results(1).unwrap().unwrap();
+        assert_eq!(
+            one.results,
+            vec![(id(1), 0), (id(2), RejectCode::NoInputs.number())]
+        );
+        assert_eq!(one.cert, Some(cert(1)));
+        assert_eq!(view.results(2).unwrap().unwrap().cert, None);
+        assert!(view.results(5).unwrap().is_none());
+        index.append_cert(&cert(2)).unwrap();
+        index.sync().unwrap();
+        drop(index);
+        // A torn certificate after them.
+        let segment = dir.path().join(format!("{:012}.log", 1));
+        let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+        file.write_all(&frame(CERT_MAGIC, &cert(2).to_bytes())[..60])
+            .unwrap();
+        drop(file);
+        let index = TxIndex::open(dir.path(), 100).unwrap();
+        let view = index.view();
+        assert_eq!(view.results(1).unwrap().unwrap().cert, Some(cert(1)));
+        assert_eq!(view.results(2).unwrap().unwrap().cert, Some(cert(2)));
+        assert_eq!(view.results(2).unwrap().unwrap().results, vec![(id(3), 0)]);
     }
 
     /// A bad record with good ones after it is corruption, not a torn tail: the node refuses to start.

@@ -23,7 +23,8 @@ pub fn class_of(message: &Message) -> Class {
         | Message::Ack(_)
         | Message::Cert(_)
         | Message::PackageRequest(_)
-        | Message::Witness(_) => Class::Package,
+        | Message::Witness(_)
+        | Message::LedgerVote(_) => Class::Package,
     }
 }
 

@@ -506,7 +506,8 @@ impl Model<'_> {
             | Message::SnapshotInfoRequest
             | Message::SnapshotInfo(_)
             | Message::SnapshotChunkRequest(_)
-            | Message::SnapshotChunk(_) => (0, Work::Overhead),
+            | Message::SnapshotChunk(_)
+            | Message::LedgerVote(_) => (0, Work::Overhead),
         }
     }
 

@@ -28,7 +28,8 @@ pub fn encoded_bytes(message: &Message) -> usize {
             | Message::SnapshotInfoRequest
             | Message::SnapshotInfo(_)
             | Message::SnapshotChunkRequest(_)
-            | Message::SnapshotChunk(_) => crate::messages::encode_message(message).len(),
+            | Message::SnapshotChunk(_)
+            | Message::LedgerVote(_) => crate::messages::encode_message(message).len(),
         })
 }
 
