@@ -125,6 +125,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             serve: false,
             via_http: false,
             http_workers: 32,
+            wait_final: false,
             compare_http: false,
             blocks_kept: cas_consensus::bft::BftConfig::default().blocks_kept,
             snapshot_every: 500,

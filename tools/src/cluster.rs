@@ -114,6 +114,10 @@ pub struct ClusterArgs {
     /// With --via-http: worker threads per node, each posting its accounts' transfers in order.
     #[arg(long, default_value_t = 32)]
     pub http_workers: usize,
+    /// With --via-http (or --compare-http): every post holds until final (`?wait=final`), and latency is measured
+    /// from the post to its HTTP answer.
+    #[arg(long)]
+    pub wait_final: bool,
     /// Run the same cluster and load twice, through QUIC then through the HTTP API, and print both with the ratio
     /// of node CPU per committed transaction.
     #[arg(long, conflicts_with_all = ["compare_mining", "find_peak", "via_http"])]
@@ -849,7 +853,7 @@ fn start_load(
                     .arg("--target")
                     .arg(format!("{addr}={}", key.to_hex()));
             }
-            [
+            vec![
                 "--connections".to_string(),
                 args.load_connections.to_string(),
             ]
@@ -858,7 +862,11 @@ fn start_load(
             for api in apis {
                 command.arg("--api").arg(api.to_string());
             }
-            ["--workers".to_string(), args.http_workers.to_string()]
+            let mut lanes = vec!["--workers".to_string(), args.http_workers.to_string()];
+            if args.wait_final {
+                lanes.push("--wait-final".to_string());
+            }
+            lanes
         }
     };
     match flood_rate {

@@ -4,7 +4,11 @@
 //! earlier one, so it is posted once the earlier one is `accepted`); the workers of a node share its accounts.
 //! Finality comes from one block stream (`GET /v1/blocks`), so no request waits for a block: a worker waits only
 //! for admission. Refusals are answers as on the QUIC path: `overloaded` pauses the worker for the retry-after and
-//! the transaction is posted again.
+//! the transaction is posted again. With `wait_final` each post holds until the transaction is final
+//! (`?wait=final`) and its latency is the HTTP answer's: no block stream is read.
+
+/// How long a `?wait=final` post may be held by the node.
+const WAIT_FINAL_TIMEOUT_MS: u64 = 30_000;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -54,6 +58,16 @@ fn post(agent: &ureq::Agent, url: &str, bytes: &[u8], id: TxId) -> Result<Posted
         serde_json::from_reader(response.into_reader()).context("the answer is not JSON")?;
     let text = |key: &str| body[key].as_str().unwrap_or_default().to_string();
     Ok(match body["status"].as_str() {
+        Some("final") => Posted::Answer(ClientAnswer::Final {
+            tx: id,
+            height: body["height"].as_u64().unwrap_or(0),
+            index: body["index"].as_u64().unwrap_or(0) as u32,
+            block: Hash32::from_hex(&text("block")).unwrap_or_default(),
+            rejection: body["rejection"].as_object().map(|r| RuleFailure {
+                code: r["code"].as_u64().unwrap_or(0) as u16,
+                reason: r["reason"].as_str().unwrap_or_default().to_string(),
+            }),
+        }),
         Some("accepted") | Some("pending") => Posted::Answer(ClientAnswer::Accepted { tx: id }),
         Some("duplicate") => Posted::Answer(ClientAnswer::Duplicate { tx: id }),
         Some("rejected") => Posted::Answer(ClientAnswer::Rejected {
@@ -120,12 +134,15 @@ fn follow(
 }
 
 /// Runs the load through the HTTP APIs `apis` (accounts go to them round-robin, as on the QUIC path), with
-/// `workers` threads per node; waits up to `drain` after the last post for the last finals.
+/// `workers` threads per node; waits up to `drain` after the last post for the last finals. With `wait_final`
+/// every post holds until final and the answer is the final.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     apis: &[SocketAddr],
     load: &LoadPlan,
     genesis: &[(OutPoint, TxOutput)],
     workers: usize,
+    wait_final: bool,
     drain: Duration,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadReport> {
@@ -172,24 +189,33 @@ pub fn run(
     let failed = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let cpu_before = cas_perf::pipeline::process_cpu_time("self");
-    let follower = {
-        let (index_of, finals, settled, done) = (
-            index_of.clone(),
-            finals.clone(),
-            settled.clone(),
-            done.clone(),
-        );
-        let api = apis[0];
-        thread::Builder::new()
-            .name("cas-load-stream".into())
-            .spawn(move || follow(api, &index_of, &finals, &settled, &done, started))?
-    };
+    let follower = (!wait_final)
+        .then(|| {
+            let (index_of, finals, settled, done) = (
+                index_of.clone(),
+                finals.clone(),
+                settled.clone(),
+                done.clone(),
+            );
+            let api = apis[0];
+            thread::Builder::new()
+                .name("cas-load-stream".into())
+                .spawn(move || follow(api, &index_of, &finals, &settled, &done, started))
+        })
+        .transpose()?;
     let per_tx_ns = 1e9 / load.rate_per_s.max(1) as f64;
     let handles: Vec<thread::JoinHandle<Result<()>>> = lane_txs
         .into_iter()
         .enumerate()
         .map(|(lane, txs)| {
-            let url = format!("http://{}/v1/tx", apis[lane / workers]);
+            let url = match wait_final {
+                false => format!("http://{}/v1/tx", apis[lane / workers]),
+                true => format!(
+                    "http://{}/v1/tx?wait=final&timeout_ms={WAIT_FINAL_TIMEOUT_MS}",
+                    apis[lane / workers]
+                ),
+            };
+            let finals = finals.clone();
             let failed = failed.clone();
             let (encoded, ids, admitted, submitted_ns, settled, posted, overloaded, done) = (
                 encoded.clone(),
@@ -226,6 +252,23 @@ pub fn run(
                                 Posted::Overloaded(retry_after_ms) => {
                                     overloaded.fetch_add(1, Ordering::Relaxed);
                                     thread::sleep(Duration::from_millis(retry_after_ms));
+                                }
+                                // Final already (a repeat post after overload): nothing new.
+                                Posted::Answer(ClientAnswer::Final { .. })
+                                    if finals.lock().expect("lock")[index as usize].is_some() =>
+                                {
+                                    break
+                                }
+                                Posted::Answer(answer @ ClientAnswer::Final { .. }) => {
+                                    // The held request's answer is the final: admitted, and final now.
+                                    let at_ns = started.elapsed().as_nanos() as u64;
+                                    let tx = ids[index as usize];
+                                    admitted.lock().expect("lock")[index as usize] =
+                                        Some(ClientAnswer::Accepted { tx });
+                                    finals.lock().expect("lock")[index as usize] =
+                                        Some((at_ns, answer));
+                                    settled.fetch_add(1, Ordering::Relaxed);
+                                    break;
                                 }
                                 Posted::Answer(answer) => {
                                     if !matches!(answer, ClientAnswer::Accepted { .. }) {
@@ -275,7 +318,7 @@ pub fn run(
     };
     // The stream thread ends at its next block line; it is waited for only when it already ended (with an error,
     // the finals it would have seen are missing: say why).
-    if follower.is_finished() {
+    if let Some(follower) = follower.filter(|f| f.is_finished()) {
         follower
             .join()
             .map_err(|_| anyhow::anyhow!("the block stream thread panicked"))?

@@ -708,6 +708,9 @@ pub struct LoadArgs {
     /// With --api: worker threads per node.
     #[arg(long, default_value_t = 32)]
     pub workers: usize,
+    /// With --api: every post holds until its transaction is final (`?wait=final`); latency is the HTTP answer's.
+    #[arg(long, requires = "apis")]
+    pub wait_final: bool,
     #[arg(long, default_value_t = 1_000)]
     pub rate: u64,
     #[arg(long, default_value_t = 10)]
@@ -794,6 +797,7 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
             &plan,
             &outputs,
             args.workers,
+            args.wait_final,
             options.drain,
             &mut progress,
         )?

@@ -794,6 +794,14 @@ fn block_json(
     let archived = decode_block(bytes).map_err(|e| e.to_string())?;
     let block = to_owned_block(archived);
     let header = &block.header;
+    // Each place's own verdict (a transaction in the block twice was refused the second time): from the block's
+    // index record, or by id where the record is out of reach.
+    let results = state
+        .index
+        .results(header.height)
+        .ok()
+        .flatten()
+        .map(|r| r.results);
     let txs: Vec<Value> = block
         .txs
         .iter()
@@ -801,7 +809,11 @@ fn block_json(
         .filter(|(_, tx)| filter.is_none_or(|f| f.matches(tx)))
         .map(|(index, tx)| {
             let id = tx.tx_id();
-            let verdict = state.index.get(&id).and_then(|l| l.rejection).map(|code| {
+            let code = match results.as_ref().and_then(|r| r.get(index)) {
+                Some((_, code)) => RejectCode::from_u16(*code),
+                None => state.index.get(&id).and_then(|l| l.rejection),
+            };
+            let verdict = code.map(|code| {
                 json!({"code": code.number(), "code_name": code.name(), "reason": code.meaning()})
             });
             tx_json(tx, &id, index, verdict)
