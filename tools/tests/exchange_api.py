@@ -8,7 +8,7 @@ offline with `cas tx`, submits one and waits for it to be final, submits it agai
 (rejected with its code) and a double spend (final, rejected in block order with its code), asks the status on
 another node, SIGKILLs the node it submitted to and asks again once the cluster has restarted it, reads the
 receiver's balance, and follows the deposit stream, disconnecting and resuming from the last height: no gap, no
-repeat; fetches the deposit's and the double spend's settlement receipts, checks them offline with
+repeat; reads balances and outputs at past heights; fetches the deposit's and the double spend's settlement receipts, checks them offline with
 `cas receipt verify` against the genesis alone, and checks that a receipt with one byte changed fails. Exits non-zero with a message on the first thing that is not as it must be.
 """
 
@@ -119,6 +119,24 @@ try:
           f"submit wait=final: {status} {answer}")
     check(answer["rejection"] is None, f"the deposit was rejected: {answer}")
     height = answer["height"]
+
+    # 2b. Balances at past heights: the block before the deposit's, and the deposit's (read on node 1).
+    def balance_at(api, owner, at):
+        status, body = http("GET", f"{api}/v1/accounts/{owner}/balance?height={at}")
+        check(status == 200 and body["height"] == at, f"balance of {owner} at {at}: {status} {body}")
+        return int(body["balances"][0]["amount"]) if body["balances"] else 0
+
+    wait_for("the deposit on node 1",
+             lambda: http("GET", f"{apis[1]}/v1/tx/{deposit_id}")[1]["status"] == "final" or None, 20)
+    check(balance_at(apis[1], a["owner"], height - 1) == funds, "the sender's balance before the deposit")
+    check(balance_at(apis[1], a["owner"], height) == funds - 250 - fee, "the sender's balance at the deposit")
+    check(balance_at(apis[1], b["owner"], height - 1) == received_before, "the receiver's balance before the deposit")
+    check(balance_at(apis[1], b["owner"], height) == received_before + 250, "the receiver's balance at the deposit")
+    status, past = http("GET", f"{apis[1]}/v1/accounts/{a['owner']}/utxos?height={height - 1}")
+    check(status == 200 and [f"{u['tx']}:{u['index']}" for u in past["utxos"]] == [coin],
+          f"the sender's outputs before the deposit: {past}")
+    status, ahead = http("GET", f"{apis[1]}/v1/accounts/{a['owner']}/balance?height={10 ** 9}")
+    check(status == 404, f"a height above the executed one: {status} {ahead}")
 
     # 3. The same transaction again: duplicate, with its id. As hex JSON this time.
     status, again = http("POST", f"{apis[0]}/v1/tx", json.dumps({"tx": body.hex()}).encode(), "application/json")

@@ -2,7 +2,7 @@
 //! cluster through the HTTP API with nothing but Python's standard library, as an integrator in another language
 //! would: balance and outputs, submit and wait for final, duplicate, rejections with their codes, status on another
 //! node and after the submitting node is SIGKILLed and restarted, and the deposit stream resumed after a disconnect
-//! with no gap and no repeat, and settlement receipts checked offline with `cas receipt verify` (one byte changed
+//! with no gap and no repeat, balances at past heights, and settlement receipts checked offline with `cas receipt verify` (one byte changed
 //! fails). The script says what failed.
 
 use std::process::Command;

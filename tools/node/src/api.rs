@@ -49,6 +49,9 @@ pub const BODY_BYTES_MAX: usize = 2 * cas_engine::codec::TX_BYTES_MAX + 1_024;
 pub const QUERY_QUEUE_MAX: usize = 256;
 /// Block streams open at once; more are answered `overloaded`.
 pub const STREAMS_MAX: usize = 64;
+/// How far back `?height=` reads an account: this many blocks below the executed height (each one read from the
+/// store through the executor's query queue, newest first; a past read holds one of the [`STREAMS_MAX`] slots).
+pub const HISTORY_BLOCKS_MAX: u64 = 10_000;
 /// How often the block stream looks for the next block when it is at the tip.
 const STREAM_POLL_MS: u64 = 50;
 /// How long a stopping node lets open requests finish.
@@ -659,9 +662,147 @@ async fn outputs(
     Ok((owner, height, outputs))
 }
 
-/// `GET /v1/accounts/{owner}/balance`: per asset, at the executed height (given in the answer).
-async fn balance(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) -> Response {
-    let (owner, height, outputs) = match outputs(&state, &owner).await {
+#[derive(Deserialize)]
+struct AtHeight {
+    height: Option<u64>,
+}
+
+/// The owner's outputs at `at` (the executed height when None): the outputs now, with the blocks above `at` undone
+/// newest first (an applied transaction's outputs to the owner taken out, and the inputs it spent that the owner
+/// held put back). Only a transaction the owner signed can spend the owner's outputs, so only those inputs are
+/// looked up (their creating transaction from the index, its block from the store).
+async fn outputs_at(
+    state: &Arc<ApiState>,
+    owner: &str,
+    at: Option<u64>,
+) -> std::result::Result<(PublicKey, u64, Vec<(OutPoint, TxOutput)>), Refused> {
+    let (owner, now, outputs) = outputs(state, owner).await?;
+    let Some(at) = at.filter(|at| *at != now) else {
+        return Ok((owner, now, outputs));
+    };
+    let refuse = |status: StatusCode, reason: String| {
+        Box::new(reply(
+            status,
+            json!({"status": "unknown", "height": at, "executed_height": now, "reason": reason}),
+        ))
+    };
+    if at > now {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            "above the executed height".into(),
+        ));
+    }
+    if now - at > HISTORY_BLOCKS_MAX {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("more than {HISTORY_BLOCKS_MAX} blocks below the executed height"),
+        ));
+    }
+    let Some(_slot) = StreamSlot::take(state) else {
+        return Err(Box::new(overloaded(None, OVERLOADED_RETRY_AFTER_MS)));
+    };
+    let mut set: std::collections::BTreeMap<OutPoint, TxOutput> = outputs.into_iter().collect();
+    let mut blocks: HashMap<u64, Arc<cas_engine::Block>> = HashMap::new();
+    for height in (at + 1..=now).rev() {
+        let block = stored_block(state, &mut blocks, height)
+            .await?
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::NOT_FOUND,
+                    format!("block {height} is not stored here"),
+                )
+            })?;
+        let results = state.index.results(height).ok().flatten().ok_or_else(|| {
+            refuse(
+                StatusCode::NOT_FOUND,
+                format!("block {height} is out of the index's retention"),
+            )
+        })?;
+        for (tx, (id, code)) in block.txs.iter().zip(&results.results).rev() {
+            if *code != 0 {
+                continue;
+            }
+            for (index, output) in tx.body.outputs.iter().enumerate() {
+                if output.owner == owner {
+                    set.remove(&OutPoint {
+                        tx: *id,
+                        index: index as u32,
+                    });
+                }
+            }
+            if !tx.signatures.iter().any(|s| s.key == owner) {
+                continue;
+            }
+            for input in &tx.body.inputs {
+                let output = spent_output(state, &mut blocks, input)
+                    .await?
+                    .ok_or_else(|| {
+                        refuse(
+                            StatusCode::NOT_FOUND,
+                            format!(
+                                "the output {}:{} it spent is out of the index's retention",
+                                input.tx.to_hex(),
+                                input.index
+                            ),
+                        )
+                    })?;
+                if output.owner == owner {
+                    set.insert(*input, output);
+                }
+            }
+        }
+    }
+    Ok((owner, at, set.into_iter().collect()))
+}
+
+/// A stored block, read once per request.
+async fn stored_block(
+    state: &ApiState,
+    blocks: &mut HashMap<u64, Arc<cas_engine::Block>>,
+    height: u64,
+) -> std::result::Result<Option<Arc<cas_engine::Block>>, Refused> {
+    if let Some(block) = blocks.get(&height) {
+        return Ok(Some(block.clone()));
+    }
+    let Some(bytes) = ask(state, |reply| LedgerQuery::Block { height, reply }).await? else {
+        return Ok(None);
+    };
+    let block = Arc::new(to_owned_block(decode_block(&bytes).map_err(|e| {
+        Box::new(reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": "error", "reason": format!("stored block {height}: {e}")}),
+        ))
+    })?));
+    blocks.insert(height, block.clone());
+    Ok(Some(block))
+}
+
+/// The output an input spent: from its creating transaction's block (the index says where), or from the genesis.
+async fn spent_output(
+    state: &ApiState,
+    blocks: &mut HashMap<u64, Arc<cas_engine::Block>>,
+    input: &OutPoint,
+) -> std::result::Result<Option<TxOutput>, Refused> {
+    let place = state.index.get(&input.tx).map(|l| (l.height, l.index));
+    let block = stored_block(state, blocks, place.map_or(0, |p| p.0)).await?;
+    let tx = block.as_ref().and_then(|block| match place {
+        Some((_, index)) => block.txs.get(index as usize).cloned(),
+        // Not indexed: a genesis transaction (the genesis block is stored at height 0, never executed).
+        None => block.txs.iter().find(|tx| tx.tx_id() == input.tx).cloned(),
+    });
+    Ok(tx
+        .filter(|tx| tx.tx_id() == input.tx)
+        .and_then(|tx| tx.body.outputs.get(input.index as usize).copied()))
+}
+
+/// `GET /v1/accounts/{owner}/balance[?height=H]`: per asset, at the executed height or at H (within
+/// [`HISTORY_BLOCKS_MAX`] blocks below it); the answer gives the height.
+async fn balance(
+    State(state): State<Arc<ApiState>>,
+    Path(owner): Path<String>,
+    Query(at): Query<AtHeight>,
+) -> Response {
+    let (owner, height, outputs) = match outputs_at(&state, &owner, at.height).await {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -686,9 +827,13 @@ async fn balance(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) 
     )
 }
 
-/// `GET /v1/accounts/{owner}/utxos`: the owner's unspent outputs at the executed height.
-async fn utxos(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) -> Response {
-    let (owner, height, outputs) = match outputs(&state, &owner).await {
+/// `GET /v1/accounts/{owner}/utxos[?height=H]`: the owner's unspent outputs at the executed height or at H.
+async fn utxos(
+    State(state): State<Arc<ApiState>>,
+    Path(owner): Path<String>,
+    Query(at): Query<AtHeight>,
+) -> Response {
+    let (owner, height, outputs) = match outputs_at(&state, &owner, at.height).await {
         Ok(found) => found,
         Err(response) => return *response,
     };
