@@ -279,6 +279,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         targets,
         targets_all: _,
         apis,
+        operators: _,
         verifications_per_core_s,
         verifications_per_tx,
         cpu_limit_tps,
@@ -668,6 +669,8 @@ pub struct Started {
     /// Every node's ingest address, and its HTTP API address.
     pub targets_all: Vec<SocketAddr>,
     pub apis: Vec<SocketAddr>,
+    /// Each node's operator endpoints (`/metrics`, `/health`, `/status`).
+    pub operators: Vec<SocketAddr>,
     pub verifications_per_core_s: f64,
     pub verifications_per_tx: u64,
     pub cpu_limit_tps: f64,
@@ -725,8 +728,11 @@ pub fn start_cluster(
     let verifications_per_tx = 1 + f;
     let cpu_limit_tps = cores as f64 * verifications_per_core_s / verifications_per_tx as f64;
     let ports = free_ports(args.nodes * 2)?;
-    let api_ports = free_tcp_ports(args.nodes)?;
+    // One call for both, so no port is handed out twice.
+    let tcp_ports = free_tcp_ports(2 * args.nodes)?;
+    let (api_ports, operator_ports) = tcp_ports.split_at(args.nodes);
     let mut apis = Vec::new();
+    let mut operators = Vec::new();
     let mut targets_all = Vec::new();
     let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
     let mut children = Nodes(Vec::new());
@@ -760,9 +766,11 @@ pub fn start_cluster(
             mining_threads: args.mining_threads,
             admission_in_flight_max: cas_node::in_flight::IN_FLIGHT_MAX_DEFAULT,
             api_listen: Some(addr(api_ports[i])),
+            operator_listen: Some(addr(operator_ports[i])),
             tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
         };
         apis.push(addr(api_ports[i]));
+        operators.push(addr(operator_ports[i]));
         targets_all.push(config.ingest_listen);
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;
@@ -780,6 +788,7 @@ pub fn start_cluster(
         children,
         targets,
         apis,
+        operators,
         verifications_per_core_s,
         verifications_per_tx,
         cpu_limit_tps,

@@ -57,6 +57,7 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
                 json!({
                     "index": i,
                     "api": format!("http://{}", started.apis[i]),
+                    "operator": format!("http://{}", started.operators[i]),
                     "ingest": started.targets_all[i].to_string(),
                     "config": dir.join(format!("node{i}.toml")),
                     "pid": pids[i],

@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// The HTTP/JSON client API's address (none: no HTTP API). See docs/openapi.yaml.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_listen: Option<SocketAddr>,
+    /// The operator endpoints' address: `/metrics` (Prometheus), `/health`, `/status` (none: not served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_listen: Option<SocketAddr>,
     /// Transactions the status index answers (the newest; older ones answer `unknown`): 88 bytes of map keys and values
     /// and 34 bytes of disk each.
     #[serde(default = "default_tx_index_kept")]

@@ -87,6 +87,8 @@ pub struct Parts {
     pub index: Arc<crate::tx_index::TxIndexView>,
     /// Peers' votes on executed blocks' results, for the executor's certifier (bounded; full drops, counted).
     pub ledger_votes: crossbeam_channel::Sender<cas_consensus::ledger_cert::LedgerVote>,
+    /// Where the consensus side is published every second (the operator endpoints read it).
+    pub view: Arc<Mutex<crate::operator::ConsensusView>>,
 }
 
 pub struct Driver {
@@ -230,6 +232,13 @@ impl Driver {
                 self.last_status_ms = now;
                 let consensus = self.counters();
                 let round = self.parts.bft.round();
+                *self.parts.view.lock().expect("consensus view lock") =
+                    crate::operator::ConsensusView {
+                        counters: consensus.clone(),
+                        high_qc_height: self.parts.bft.high_qc_height(),
+                        catching_up: self.parts.state_sync.busy(),
+                        at: Instant::now(),
+                    };
                 crate::write_status(
                     &self.parts.status_path,
                     &self.parts.stats,
@@ -280,6 +289,9 @@ impl Driver {
             "peer_messages_refused": self.peer_messages_refused,
             "ledger_votes_dropped": self.ledger_votes_dropped,
             "synchronizer_queued": self.parts.synchronizer.queued(),
+            "execution_queue": self.parts.execution.len(),
+            "pending_blocks": self.pending.len(),
+            "ledger_votes_queue": self.parts.ledger_votes.len(),
         })
     }
 
@@ -618,7 +630,13 @@ impl Driver {
             for cert in &block.payload {
                 self.package_requests.remove(&cert.package);
             }
-            let clients = ids.iter().map(|id| self.in_flight.remove(id)).collect();
+            let (clients, admitted_ms) = ids
+                .iter()
+                .map(|id| match self.in_flight.remove(id) {
+                    Some((client, admitted_ms)) => (Some(client), admitted_ms),
+                    None => (None, 0),
+                })
+                .unzip();
             let proposer = self.parts.keys[block.author as usize];
             self.parts
                 .execution
@@ -628,6 +646,7 @@ impl Driver {
                     txs,
                     ids,
                     clients,
+                    admitted_ms,
                     attested,
                 }))
                 .context("the executor stopped")?;

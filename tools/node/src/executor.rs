@@ -42,6 +42,8 @@ pub struct Committed {
     /// The ids of `txs`, computed once by the driver.
     pub ids: Vec<cas_engine::TxId>,
     pub clients: Vec<Option<Client>>,
+    /// When this node admitted each of `txs` (driver clock, ms; 0 when another node admitted it).
+    pub admitted_ms: Vec<u64>,
     /// Every package's certificate is attested: the signatures were verified by an honest member already.
     pub attested: bool,
 }
@@ -71,6 +73,8 @@ pub struct Executed {
     pub snapshot_installed_height: u64,
     /// The ledger certifier's counters.
     pub certifier: CertifierStats,
+    /// Client transactions the rules rejected, by code.
+    pub rejected_by_code: std::collections::BTreeMap<u16, u64>,
 }
 
 pub struct Executor {
@@ -99,6 +103,8 @@ pub struct Executor {
     pub certifier: LedgerCertifier,
     /// Where this node's ledger votes go out.
     pub netio: Arc<cas_netio::Node>,
+    /// Admission to final of the transactions admitted here (the operator's `/metrics`).
+    pub submit_to_final: prometheus::Histogram,
 }
 
 impl Executor {
@@ -411,14 +417,24 @@ impl Executor {
         }
         self.certified(cert)?;
         let mut rejected = 0;
-        for (index, ((id, verdict), client)) in ids[..client_txs]
+        let mut rejected_by_code = std::collections::BTreeMap::<u16, u64>::new();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for (index, (((id, verdict), client), admitted_ms)) in ids[..client_txs]
             .iter()
             .zip(&receipt.outcome.verdicts)
             .zip(&committed.clients)
+            .zip(&committed.admitted_ms)
             .enumerate()
         {
-            if verdict.is_err() {
+            if let Err(error) = verdict {
                 rejected += 1;
+                *rejected_by_code.entry(error.code().number()).or_default() += 1;
+            }
+            if *admitted_ms > 0 {
+                self.submit_to_final
+                    .observe(now_ms.saturating_sub(*admitted_ms) as f64 / 1e3);
             }
             if let Some(client) = client {
                 let answer = ClientAnswer::Final {
@@ -436,6 +452,9 @@ impl Executor {
         stats.utxo_commitment = receipt.outcome.utxo_commitment;
         stats.txs += client_txs as u64;
         stats.rejected += rejected;
+        for (code, count) in rejected_by_code {
+            *stats.rejected_by_code.entry(code).or_default() += count;
+        }
         stats.issued += minted;
         stats.reward_outputs += witnesses.rewards.len() as u64;
         stats.witnesses_ordered += witnesses.accepted as u64;

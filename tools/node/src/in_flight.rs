@@ -29,7 +29,8 @@ const _: () = assert!(2 * IN_FLIGHT_PER_CLIENT_MAX < cas_netio::limits::ANSWER_Q
 pub(crate) struct InFlight {
     /// The node's bound (see [`IN_FLIGHT_MAX_DEFAULT`]).
     max: usize,
-    by_tx: HashMap<TxId, Client>,
+    /// Each transaction's client and when it was admitted.
+    by_tx: HashMap<TxId, (Client, u64)>,
     by_client: HashMap<Client, usize>,
     /// Admission order with times, for expiry; entries already removed are skipped when reached.
     order: VecDeque<(u64, TxId)>,
@@ -79,7 +80,7 @@ impl InFlight {
     }
 
     pub fn insert(&mut self, id: TxId, client: Client, now_ms: u64) {
-        if let Some(previous) = self.by_tx.insert(id, client) {
+        if let Some((previous, _)) = self.by_tx.insert(id, (client, now_ms)) {
             self.release(previous);
         }
         *self.by_client.entry(client).or_default() += 1;
@@ -88,14 +89,15 @@ impl InFlight {
 
     /// Where `id`'s answers go, while it is in flight.
     pub fn client_of(&self, id: &TxId) -> Option<Client> {
-        self.by_tx.get(id).copied()
+        self.by_tx.get(id).map(|(client, _)| *client)
     }
 
     /// Takes `id` out of flight (handed to execution), returning its client.
-    pub fn remove(&mut self, id: &TxId) -> Option<Client> {
-        let client = self.by_tx.remove(id)?;
+    /// Takes a transaction out (handed to execution); returns its client and when it was admitted.
+    pub fn remove(&mut self, id: &TxId) -> Option<(Client, u64)> {
+        let (client, admitted_ms) = self.by_tx.remove(id)?;
         self.release(client);
-        Some(client)
+        Some((client, admitted_ms))
     }
 
     /// Forgets what was admitted before `now_ms - IN_FLIGHT_EXPIRY_MS` and is still here; drops the order's entries
@@ -155,7 +157,7 @@ mod tests {
         }
         assert!(!in_flight.admits(&a, 0), "a is at its share");
         assert!(in_flight.admits(&b, 0), "b is not held back by a");
-        assert_eq!(in_flight.remove(&id(3)), Some(a));
+        assert_eq!(in_flight.remove(&id(3)), Some((a, 0)));
         // Room again, but a refusal covers its whole retry-after: nothing of a's overtakes the refused one.
         assert!(!in_flight.admits(&a, OVERLOADED_RETRY_AFTER_MS - 1));
         assert!(in_flight.admits(&a, OVERLOADED_RETRY_AFTER_MS));

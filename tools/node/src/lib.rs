@@ -25,6 +25,7 @@ mod fuzz;
 pub mod in_flight;
 pub mod journal;
 pub mod keyfile;
+pub mod operator;
 pub mod receipt;
 mod snapshot_serve;
 mod state_sync;
@@ -151,6 +152,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let index_view = ledger.index.view();
     let (queries, queries_rx) = crossbeam_channel::bounded(api::QUERY_QUEUE_MAX);
     let (ledger_votes, ledger_votes_rx) = crossbeam_channel::bounded(LEDGER_VOTES_QUEUE_MAX);
+    let submit_to_final = operator::submit_to_final_histogram();
     let (execution, executor_thread) = start_executor(
         &config,
         &identity,
@@ -163,8 +165,33 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             netio: &netio,
             queries: queries_rx,
             votes: ledger_votes_rx,
+            submit_to_final: submit_to_final.clone(),
         },
     )?;
+    let view = Arc::new(Mutex::new(operator::ConsensusView::default()));
+    let operator = match config.operator_listen {
+        Some(listen) => Some(operator::OperatorServer::start(
+            listen,
+            operator::OperatorState::new(
+                identity.genesis.header.chain_id,
+                identity.me,
+                identity
+                    .committee
+                    .members()
+                    .map(|m| (identity.keys[m as usize], identity.committee.stake(m)))
+                    .collect(),
+                identity.committee.quorum_stake(),
+                netio.clone(),
+                stats.clone(),
+                view.clone(),
+                witness.shared.clone(),
+                anchors.clone(),
+                config.data_dir.clone(),
+                submit_to_final,
+            ),
+        )?),
+        None => None,
+    };
     let (api_submit, api_submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
     let api = match config.api_listen {
         Some(listen) => Some(api::ApiServer::start(
@@ -209,6 +236,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         clients,
         index: index_view,
         ledger_votes,
+        view,
     });
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
@@ -220,6 +248,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     // The API first: it holds ends of the driver's and the executor's queues.
     if let Some(api) = api {
         api.stop()?;
+    }
+    if let Some(operator) = operator {
+        operator.stop()?;
     }
     miners.stop()?;
     drop(driver); // closes the execution and serving queues: the executor drains its queue and stops
@@ -567,6 +598,7 @@ struct Queues<'a> {
     netio: &'a Arc<cas_netio::Node>,
     queries: crossbeam_channel::Receiver<api::LedgerQuery>,
     votes: crossbeam_channel::Receiver<cas_consensus::ledger_cert::LedgerVote>,
+    submit_to_final: prometheus::Histogram,
 }
 
 /// The executor thread over the shards' ledger, fed committed blocks through a bounded queue.
@@ -588,6 +620,7 @@ fn start_executor(
         netio,
         queries,
         votes,
+        submit_to_final,
     } = queues;
     let certifier = LedgerCertifier::new(
         identity.committee.clone(),
@@ -612,6 +645,7 @@ fn start_executor(
         witness_base: ledger.witness_base,
         certifier,
         netio: netio.clone(),
+        submit_to_final,
     };
     let thread = std::thread::Builder::new()
         .name("cas-executor".into())

@@ -74,6 +74,15 @@ impl Anchors {
         }
     }
 
+    /// The newest snapshot height this node recorded.
+    pub fn latest_height(&self) -> Option<u64> {
+        self.by_height
+            .lock()
+            .expect("anchors lock")
+            .last_key_value()
+            .map(|(height, _)| *height)
+    }
+
     fn get(&self, height: u64) -> Option<Anchor> {
         self.by_height
             .lock()

@@ -147,7 +147,6 @@ impl StateSync {
     }
 
     /// Whether a round of queries or a transfer is under way.
-    #[cfg(test)]
     pub fn busy(&self) -> bool {
         !matches!(self.phase, Phase::Idle)
     }
