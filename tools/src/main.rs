@@ -93,6 +93,15 @@ enum Command {
     Witness(WitnessCommand),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
+    /// Node configs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a node.toml without starting the node: prints one line, ok or what is wrong.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +162,9 @@ fn main() -> ExitCode {
         Command::Node { config } => {
             init_node_logging();
             cas_node::run(config)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            cas_node::check_config(file).map(|summary| println!("{summary}"))
         }
         Command::Local(args) => cluster::run(args),
         Command::Pipeline(args) => local::run(args),

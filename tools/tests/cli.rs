@@ -136,6 +136,11 @@ fn bad_input_is_one_clear_line() {
         "--out",
         "t",
     ];
+    // Readable by others: refused before it is read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path.join("k.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_clean_failure(&cas(&args, path), "chmod 600");
+    std::fs::set_permissions(path.join("k.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_clean_failure(&cas(&args, path), "secret is not 32 hex bytes");
 }
 

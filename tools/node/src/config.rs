@@ -117,12 +117,20 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        // toml's message quotes the offending line and value: bounded, since the file may hold anything.
+        // One line: toml's own message, with the line it found it on (its full text quotes the line, and the file
+        // may hold anything, so it is bounded).
         let config: NodeConfig = toml::from_str(&text).map_err(|error| {
+            let line = error.span().map(|span| {
+                format!(
+                    "line {}: ",
+                    text[..span.start.min(text.len())].matches('\n').count() + 1
+                )
+            });
             anyhow::anyhow!(
-                "{} is not a node config: {}",
+                "{} is not a node config: {}{}",
                 path.display(),
-                cas_engine::text::reason(&error)
+                line.unwrap_or_default(),
+                cas_engine::text::reason(&error.message().replace('\n', " "))
             )
         })?;
         config
@@ -156,5 +164,60 @@ impl NodeConfig {
 
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a config always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../docs/deploy/node.toml");
+
+    /// docs/deploy/node.toml is a valid config that sets every field, each to its default (so its comments, which
+    /// give the defaults, cannot drift from the code).
+    #[test]
+    fn the_deployment_example_sets_every_field_to_its_default() {
+        let example: NodeConfig = toml::from_str(EXAMPLE).expect("the example parses");
+        example.check().expect("the example passes the checks");
+        let fields: Vec<String> = toml::from_str::<toml::Table>(&example.to_toml())
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        for field in &fields {
+            assert!(
+                EXAMPLE
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{field} = ")))
+                    || (field == "peers" && EXAMPLE.contains("[[peers]]")),
+                "the example does not set `{field}`"
+            );
+        }
+        let minimal: NodeConfig = toml::from_str(
+            "key_file = \"k\"\ngenesis = \"g\"\ndata_dir = \"d\"\nlisten = \"0.0.0.0:7000\"\n\
+             ingest_listen = \"0.0.0.0:7001\"\n",
+        )
+        .unwrap();
+        let defaults: toml::Table = toml::from_str(&minimal.to_toml()).unwrap();
+        let set: toml::Table = toml::from_str(&example.to_toml()).unwrap();
+        for (field, default) in &defaults {
+            if [
+                "key_file",
+                "genesis",
+                "data_dir",
+                "listen",
+                "ingest_listen",
+                "peers",
+            ]
+            .contains(&field.as_str())
+            {
+                continue;
+            }
+            assert_eq!(
+                Some(default),
+                set.get(field),
+                "`{field}` in the example is not its default"
+            );
+        }
     }
 }

@@ -44,8 +44,22 @@ pub fn create_from_seed(path: &Path, seed: [u8; 32]) -> Result<Keypair> {
     Ok(keypair)
 }
 
-/// Reads a key file and checks that its public key matches its secret.
+/// Reads a key file and checks that its public key matches its secret. A key file that its group or others may
+/// read, write or run is refused: the secret would not be the node's alone.
 pub fn load(path: &Path) -> Result<Keypair> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "key file {} has mode {:o}: others than its owner may use it; `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read key file {}", path.display()))?;
     // toml's full message quotes the offending line, which may hold the secret: only its bounded message here.
@@ -67,4 +81,27 @@ pub fn load(path: &Path) -> Result<Keypair> {
         );
     }
     Ok(keypair)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A key file is created for its owner only and loads; once others may read it, it is refused with the fix.
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        let created = create(&path).unwrap();
+        assert_eq!(load(&path).unwrap().public(), created.public());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = load(&path).err().unwrap().to_string();
+        assert!(
+            error.contains("mode 644") && error.contains("chmod 600"),
+            "{error}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load(&path).is_ok());
+    }
 }

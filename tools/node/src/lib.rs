@@ -131,6 +131,80 @@ pub struct Status {
     pub ledger_votes_bad_signatures: u64,
 }
 
+/// Checks a node config without starting the node: the file and its field relations, the key file (readable by its
+/// owner only, a key of the genesis committee), the genesis, the peers (every other member, once, none a stranger),
+/// distinct listen addresses and a writable data folder. Returns a one-line summary; the error says what is wrong in
+/// one line.
+pub fn check_config(path: &std::path::Path) -> Result<String> {
+    let config = NodeConfig::load(path)?;
+    let identity = Identity::load(&config)?;
+    let mut peers = std::collections::BTreeSet::new();
+    for peer in &config.peers {
+        let key = PublicKey::from_hex(&peer.key)
+            .with_context(|| format!("peer {}: the key is not 32 hex bytes", peer.addr))?;
+        let Some(member) = identity.committee.index_of(&key) else {
+            bail!(
+                "peer {} ({}) is not a member of the genesis committee",
+                peer.addr,
+                peer.key
+            );
+        };
+        if member == identity.me {
+            bail!("peer {} has this node's own key", peer.addr);
+        }
+        if !peers.insert(member) {
+            bail!("committee member {member} is listed as a peer twice");
+        }
+    }
+    if let Some(missing) = identity
+        .committee
+        .members()
+        .find(|m| *m != identity.me && !peers.contains(m))
+    {
+        bail!(
+            "committee member {missing} ({}) is not among the peers: this node could not reach it",
+            identity.keys[missing as usize].to_hex()
+        );
+    }
+    let mut addresses = vec![
+        ("listen", config.listen),
+        ("ingest_listen", config.ingest_listen),
+    ];
+    addresses.extend(config.api_listen.map(|a| ("api_listen", a)));
+    addresses.extend(config.operator_listen.map(|a| ("operator_listen", a)));
+    for (i, (name, addr)) in addresses.iter().enumerate() {
+        if let Some((other, _)) = addresses[..i].iter().find(|(_, a)| a == addr) {
+            bail!("{name} and {other} are both {addr}");
+        }
+    }
+    let mut folder = config.data_dir.as_path();
+    while !folder.exists() {
+        folder = folder
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+    }
+    let probe = folder.join(".cas-config-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "data_dir {}: {} is not writable",
+                config.data_dir.display(),
+                folder.display()
+            )
+        })?;
+    Ok(format!(
+        "{}: ok: member {} of {} on chain {}, key {}, data in {}",
+        path.display(),
+        identity.me,
+        identity.committee.size(),
+        identity.genesis.header.chain_id,
+        identity.keypair.public().to_hex(),
+        config.data_dir.display()
+    ))
+}
+
 /// Runs a node until SIGINT or SIGTERM: its identity and ledger from disk, then the data path's stages in the
 /// order a transaction meets them (netio, the driver's admission and consensus, the executor over the shards), with
 /// the witness and snapshot-serving threads beside them; then stops them in reverse and writes the final status.
