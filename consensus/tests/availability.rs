@@ -127,8 +127,9 @@ fn own_packages_are_kept_until_certified_however_many_arrive_meanwhile() {
     }
 }
 
-/// A full payload pool refuses other members' certificates but never ours: before the fix our own certificate was
-/// refused after its clients were told `accepted`, and nothing would ever propose it.
+/// A full payload pool refuses other members' certificates but never ours (before the fix our own certificate was
+/// refused after its clients were told `accepted`, and nothing would ever propose it), nor a creator's next one in
+/// sequence.
 #[test]
 fn a_full_payload_pool_still_takes_our_own_certificates() {
     let mut members = availabilities(100);
@@ -156,8 +157,18 @@ fn a_full_payload_pool_still_takes_our_own_certificates() {
     );
     assert!(bft.add_payload(others[0].clone()));
     assert!(bft.add_payload(others[1].clone()));
-    assert!(!bft.add_payload(others[2].clone()), "the pool is full");
+    let size = PackageSize { txs: 1, bytes: 200 };
+    assert!(
+        !bft.add_payload(cert_of_size(3, 1, size)),
+        "the pool is full"
+    );
     assert!(bft.add_payload(own), "our own certificate is refused");
+    // A creator's next package in sequence is taken even so: refusing it while a later one is taken (once there is
+    // room) would leave a gap the proposal rule gives up on, ordering the later one first.
+    assert!(
+        bft.add_payload(others[2].clone()),
+        "member 3's package 0 (next in its sequence) is refused"
+    );
     assert_eq!(bft.stats.payload_refused, 1);
 }
 
