@@ -125,7 +125,27 @@ pub struct ClusterArgs {
     /// Run the cluster twice, mining off then on (`--mining-threads`, at least 1), and print the TPS ratio.
     #[arg(long)]
     pub compare_mining: bool,
+    /// Run every node in a network namespace of its own on a bridge (veth + iproute2; needs root), the load
+    /// generator in another: real interfaces instead of one loopback.
+    #[arg(long, conflicts_with_all = ["serve", "compare_http", "compare_mining", "kill_one", "kill_every_s", "flood_rate", "find_peak"])]
+    pub netns: bool,
+    /// With --netns: one-way delay on every committee link, each direction, ms (a UDP relay per link: the
+    /// kernels here have no netem).
+    #[arg(long, default_value_t = 0, requires = "netns")]
+    pub link_delay_ms: u64,
+    /// With --netns: jitter around that delay, +/- ms (uniform).
+    #[arg(long, default_value_t = 0, requires = "netns")]
+    pub link_jitter_ms: u64,
+    /// With --netns: datagrams lost on every committee link, each direction, percent.
+    #[arg(long, default_value_t = 0.0, requires = "netns")]
+    pub link_loss_pct: f64,
+    /// With --netns: every node's egress bandwidth, Mbit/s (tc tbf on its interface; 0: unshaped).
+    #[arg(long, default_value_t = 0, requires = "netns")]
+    pub link_mbit: u64,
 }
+
+/// Ports every node uses on its own address in namespaces: committee, ingest, HTTP API, operator.
+const NETNS_PORTS: [u16; 4] = [7000, 7001, 8080, 9100];
 
 /// What one cluster run measured (also written as `report.json` in its folder).
 #[derive(Clone, Debug, Serialize)]
@@ -155,8 +175,9 @@ pub struct ClusterReport {
     pub nodes_rss_max_mib: Vec<f64>,
 }
 
-/// Kills every node still running when dropped (an error path must not leave processes behind).
-pub struct Nodes(pub Vec<Child>);
+/// Kills every node still running when dropped (an error path must not leave processes behind); then the network
+/// namespaces they ran in, if any, go (the field drops after [`Drop::drop`]).
+pub struct Nodes(pub Vec<Child>, pub Option<crate::netns::Network>);
 
 impl Drop for Nodes {
     fn drop(&mut self) {
@@ -229,7 +250,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         measure(args)?;
         // A plain run (no rate given, no drill) ends with a short search, so a newcomer sees what the machine can
         // do, not only the small default rate.
-        if args.rate.is_some() || args.kill_one || args.kill_every_s.is_some() {
+        if args.rate.is_some() || args.kill_one || args.kill_every_s.is_some() || args.netns {
             return Ok(());
         }
         PeakSearch {
@@ -735,7 +756,33 @@ pub fn start_cluster(
     let mut operators = Vec::new();
     let mut targets_all = Vec::new();
     let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
-    let mut children = Nodes(Vec::new());
+    // In namespaces every node has an address of its own on the bridge, with the same ports.
+    let at = |i: usize, port: u16| -> SocketAddr {
+        match args.netns {
+            true => SocketAddr::from((
+                crate::netns::Network::node_ip(i),
+                NETNS_PORTS[port as usize],
+            )),
+            false => addr(port),
+        }
+    };
+    let shape = crate::netns::LinkShape {
+        delay_ms: args.link_delay_ms,
+        jitter_ms: args.link_jitter_ms,
+        loss_pct: args.link_loss_pct,
+        mbit: args.link_mbit,
+    };
+    let network = if args.netns {
+        crate::netns::Network::available()
+            .map_err(|why| anyhow::anyhow!("--netns cannot run here: {why}"))?;
+        let network = crate::netns::Network::create(args.nodes, &shape)?;
+        fs::write(dir.join("client.netns"), network.client_ns())?;
+        Some(network)
+    } else {
+        let _ = fs::remove_file(dir.join("client.netns"));
+        None
+    };
+    let mut children = Nodes(Vec::new(), network);
     let mut targets: Vec<(SocketAddr, PublicKey)> = Vec::new();
     for i in 0..args.nodes {
         let data_dir = dir.join(format!("node{i}"));
@@ -744,13 +791,28 @@ pub fn start_cluster(
             key_file: dir.join(format!("node{i}.key")),
             genesis: genesis_path.clone(),
             data_dir: data_dir.clone(),
-            listen: addr(ports[2 * i]),
-            ingest_listen: addr(ports[2 * i + 1]),
+            listen: if args.netns {
+                at(i, 0)
+            } else {
+                addr(ports[2 * i])
+            },
+            ingest_listen: if args.netns {
+                at(i, 1)
+            } else {
+                addr(ports[2 * i + 1])
+            },
             peers: (0..args.nodes)
                 .filter(|j| *j != i)
                 .map(|j| PeerConfig {
                     key: node_keys[j].to_hex(),
-                    addr: addr(ports[2 * j]),
+                    // The smaller key dials: in namespaces with shaped links it dials the relay on its loopback.
+                    addr: match args.netns {
+                        true if node_keys[i] < node_keys[j] => {
+                            crate::netns::Network::dial_addr(&shape, j, NETNS_PORTS[0])
+                        }
+                        true => at(j, 0),
+                        false => addr(ports[2 * j]),
+                    },
                 })
                 .collect(),
             shards: shards_per_node,
@@ -765,15 +827,38 @@ pub fn start_cluster(
             snapshot_sync_gap_blocks: args.snapshot_sync_gap,
             mining_threads: args.mining_threads,
             admission_in_flight_max: cas_node::in_flight::IN_FLIGHT_MAX_DEFAULT,
-            api_listen: Some(addr(api_ports[i])),
-            operator_listen: Some(addr(operator_ports[i])),
+            api_listen: Some(if args.netns {
+                at(i, 2)
+            } else {
+                addr(api_ports[i])
+            }),
+            operator_listen: Some(if args.netns {
+                at(i, 3)
+            } else {
+                addr(operator_ports[i])
+            }),
             tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
         };
-        apis.push(addr(api_ports[i]));
-        operators.push(addr(operator_ports[i]));
+        apis.push(config.api_listen.expect("set above"));
+        operators.push(config.operator_listen.expect("set above"));
         targets_all.push(config.ingest_listen);
         let config_path = dir.join(format!("node{i}.toml"));
         fs::write(&config_path, config.to_toml())?;
+        let netns_path = dir.join(format!("node{i}.netns"));
+        match children.1.as_mut() {
+            Some(network) => {
+                fs::write(&netns_path, network.node_ns(i))?;
+                if shape.relayed() {
+                    let dials: Vec<usize> = (0..args.nodes)
+                        .filter(|j| node_keys[i] < node_keys[*j])
+                        .collect();
+                    network.start_relays(&shape, i, &dials, NETNS_PORTS[0])?;
+                }
+            }
+            None => {
+                let _ = fs::remove_file(&netns_path);
+            }
+        }
         children.0.push(start_node(dir, i)?);
         let victim_only =
             (args.kill_one && i + 1 == args.nodes) || (args.kill_every_s.is_some() && i > 0);
@@ -853,7 +938,7 @@ fn start_load(
     via: Via<'_>,
     flood_rate: Option<u64>,
 ) -> Result<Nodes> {
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = cas_command(&dir.join("client.netns"))?;
     command.arg("load").arg("--genesis").arg(genesis);
     let lanes = match via {
         Via::Quic(targets) => {
@@ -915,9 +1000,10 @@ fn start_load(
             .stderr(fs::File::create(dir.join("flood.log"))?),
     };
     command.stdin(Stdio::null()).stdout(Stdio::null());
-    Ok(Nodes(vec![command
-        .spawn()
-        .context("cannot start the load generator")?]))
+    Ok(Nodes(
+        vec![command.spawn().context("cannot start the load generator")?],
+        None,
+    ))
 }
 
 /// The flood runs this much longer than the load: it covers the load's signing and its drain.
@@ -964,12 +1050,24 @@ fn forward_load_progress(
 }
 
 /// Starts node `i` from its config in `dir`, its log appended to `node{i}.log`.
+/// A command that runs `cas` in the namespace named in `ns_file` when the cluster runs in namespaces.
+fn cas_command(ns_file: &Path) -> Result<Command> {
+    Ok(match fs::read_to_string(ns_file) {
+        Ok(ns) => {
+            let mut command = crate::netns::Network::command_in(ns.trim());
+            command.arg(std::env::current_exe()?);
+            command
+        }
+        Err(_) => Command::new(std::env::current_exe()?),
+    })
+}
+
 pub fn start_node(dir: &Path, i: usize) -> Result<Child> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join(format!("node{i}.log")))?;
-    Command::new(std::env::current_exe()?)
+    cas_command(&dir.join(format!("node{i}.netns")))?
         .args(["node", "--config"])
         .arg(dir.join(format!("node{i}.toml")))
         .stdin(Stdio::null())

@@ -15,6 +15,7 @@ mod load;
 mod local;
 mod mine_cmd;
 mod mining_compare;
+mod netns;
 mod offline;
 mod peak;
 mod serve;
@@ -96,6 +97,23 @@ enum Command {
     /// Node configs.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// A UDP relay that delays, jitters and drops datagrams between one client and a target (one committee link of
+    /// `cas local --netns`; see netns.rs).
+    #[command(hide = true)]
+    Relay {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
+        #[arg(long, default_value_t = 0.0)]
+        loss_pct: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +184,14 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => {
             cas_node::check_config(file).map(|summary| println!("{summary}"))
         }
+        Command::Relay {
+            listen,
+            to,
+            delay_ms,
+            jitter_ms,
+            loss_pct,
+            seed,
+        } => netns::relay(*listen, *to, *delay_ms, *jitter_ms, *loss_pct, *seed),
         Command::Local(args) => cluster::run(args),
         Command::Pipeline(args) => local::run(args),
         Command::Load(args) => load::run_command(args),
