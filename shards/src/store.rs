@@ -110,13 +110,26 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 pub struct StoreConfig {
     /// A new segment file starts when the next record would pass this size.
     pub segment_bytes_max: u64,
+    /// Told how long each append's fdatasync took (the node's metrics), on the store's thread.
+    pub on_fsync: Option<FsyncObserver>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             segment_bytes_max: SEGMENT_BYTES_DEFAULT,
+            on_fsync: None,
         }
+    }
+}
+
+/// A callback given each fdatasync's duration: it must be cheap (it runs on the store's thread, per block).
+#[derive(Clone)]
+pub struct FsyncObserver(pub std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>);
+
+impl std::fmt::Debug for FsyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncObserver")
     }
 }
 
@@ -152,6 +165,7 @@ pub struct BlockStore {
     writer: Option<Sender<Append>>,
     join: Option<ExecutorJoinHandle<()>>,
     segment_bytes_max: u64,
+    on_fsync: Option<FsyncObserver>,
 }
 
 pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -275,7 +289,8 @@ impl BlockStore {
         if truncated > 0 {
             tracing::warn!(dir = %dir.display(), truncated, "store: torn tail truncated");
         }
-        let (writer, join) = Self::start_writer(dir, tail, config.segment_bytes_max)?;
+        let (writer, join) =
+            Self::start_writer(dir, tail, config.segment_bytes_max, config.on_fsync.clone())?;
         let store = BlockStore {
             dir: dir.to_path_buf(),
             base,
@@ -284,6 +299,7 @@ impl BlockStore {
             writer: Some(writer),
             join: Some(join),
             segment_bytes_max: config.segment_bytes_max,
+            on_fsync: config.on_fsync.clone(),
         };
         tracing::info!(dir = %dir.display(), first_height, durable_height = ?store.durable_height(), segment = tail.0, "store opened");
         Ok((store, truncated))
@@ -329,8 +345,12 @@ impl BlockStore {
             fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
         }
         sync_dir(&self.dir)?;
-        let (writer, join) =
-            Self::start_writer(&self.dir, (first_segment, 0), self.segment_bytes_max)?;
+        let (writer, join) = Self::start_writer(
+            &self.dir,
+            (first_segment, 0),
+            self.segment_bytes_max,
+            self.on_fsync.clone(),
+        )?;
         self.writer = Some(writer);
         self.join = Some(join);
         self.base = Some(base);
@@ -410,6 +430,7 @@ impl BlockStore {
         dir: &Path,
         tail: (u64, u64),
         segment_bytes_max: u64,
+        on_fsync: Option<FsyncObserver>,
     ) -> Result<(Sender<Append>, ExecutorJoinHandle<()>), Error> {
         let (sender, receiver) = bounded::<Append>(STORE_QUEUE_MAX);
         let dir = dir.to_path_buf();
@@ -424,6 +445,7 @@ impl BlockStore {
                     offset: tail.1,
                     segment_bytes_max,
                     file: None,
+                    on_fsync,
                 };
                 while let Ok(append) = receiver.recv() {
                     let result = writer.append(append.height, &append.payload).await;
@@ -544,6 +566,7 @@ struct Writer {
     offset: u64,
     segment_bytes_max: u64,
     file: Option<DmaFile>,
+    on_fsync: Option<FsyncObserver>,
 }
 
 impl Writer {
@@ -596,9 +619,13 @@ impl Writer {
                 ),
             ));
         }
+        let syncing = std::time::Instant::now();
         file.fdatasync()
             .await
             .map_err(|e| Error::io("fdatasync segment", &path, e.into()))?;
+        if let Some(observe) = &self.on_fsync {
+            (observe.0)(syncing.elapsed());
+        }
         let location = Location {
             segment: self.segment,
             offset: self.offset,

@@ -146,6 +146,11 @@ try:
         for instance in sorted(txs):
             print(f"{instance}: cas_committed_txs_total {before_txs[instance]:.0f} -> {txs[instance]:.0f}, "
                   f"cas_height {before_height[instance]:.0f} -> {height[instance]:.0f}")
+        for file in ["ledger", "index", "journal"]:
+            synced = on_every_node(f'cas_fsync_seconds_count{{file="{file}"}}')
+            check(synced and all(v > 0 for v in synced.values()), f"{file} fdatasyncs seen: {synced}")
+        print("ledger fdatasync p99 over the last 30 s, from Prometheus:", query(
+            'histogram_quantile(0.99, sum(rate(cas_fsync_seconds_bucket{file="ledger"}[30s])) by (le))'))
         healthy = on_every_node("cas_healthy")
         check(healthy and all(v == 1 for v in healthy.values()), f"cas_healthy: {healthy}")
         latency = query("histogram_quantile(0.5, sum(rate(cas_submit_to_final_seconds_bucket[30s])) by (le))")

@@ -208,7 +208,10 @@ pub fn node_config(segment_bytes_max: u64, snapshot_every_blocks: u64) -> Durabl
             shards: 2,
             pin_cores: false,
         },
-        store: StoreConfig { segment_bytes_max },
+        store: StoreConfig {
+            segment_bytes_max,
+            ..StoreConfig::default()
+        },
         snapshot_every_blocks,
     }
 }

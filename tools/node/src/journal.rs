@@ -43,6 +43,8 @@ pub struct Journal {
     /// Records written since the last sync.
     dirty: bool,
     pub syncs: u64,
+    /// Told each group commit's fdatasync duration (the operator's metrics).
+    pub fsync: Option<prometheus::Histogram>,
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -190,6 +192,7 @@ impl Journal {
                 writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
                 dirty: false,
                 syncs: 0,
+                fsync: None,
             },
             replayed,
         ))
@@ -232,10 +235,14 @@ impl Journal {
             return Ok(());
         }
         self.writer.flush().context("journal write")?;
+        let syncing = std::time::Instant::now();
         self.writer
             .get_ref()
             .sync_data()
             .context("journal fdatasync")?;
+        if let Some(fsync) = &self.fsync {
+            fsync.observe(syncing.elapsed().as_secs_f64());
+        }
         self.dirty = false;
         self.syncs += 1;
         Ok(())

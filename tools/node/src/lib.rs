@@ -211,7 +211,9 @@ pub fn check_config(path: &std::path::Path) -> Result<String> {
 pub fn run(config_path: &std::path::Path) -> Result<()> {
     let config = NodeConfig::load(config_path)?;
     let identity = Identity::load(&config)?;
-    let (ledger, witness_node) = OpenLedger::open(&config, &identity)?;
+    let fsync = operator::fsync_histogram();
+    let (mut ledger, witness_node) = OpenLedger::open(&config, &identity, &fsync)?;
+    ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
     let committed = ledger.committed;
     let (netio, queues) = start_netio(&config)?;
     let witness = WitnessThread::start(&identity, &netio, witness_node, &ledger.order)?;
@@ -262,6 +264,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 anchors.clone(),
                 config.data_dir.clone(),
                 submit_to_final,
+                fsync.clone(),
             ),
         )?),
         None => None,
@@ -284,7 +287,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         None => None,
     };
     let (serve, serve_thread) = start_snapshot_server(&config, &identity, &netio, &anchors)?;
-    let consensus = ConsensusState::recover(&config, &identity, committed)?;
+    let mut consensus = ConsensusState::recover(&config, &identity, committed)?;
+    consensus.journal.fsync = Some(fsync.with_label_values(&["journal"]));
     let status_path = config.data_dir.join("status.json");
     let mut driver = Driver::new(driver::Parts {
         bft: consensus.bft,
@@ -415,7 +419,9 @@ impl OpenLedger {
     fn open(
         config: &NodeConfig,
         identity: &Identity,
+        fsync: &prometheus::HistogramVec,
     ) -> Result<(OpenLedger, witness::WitnessNode)> {
+        let ledger_fsync = fsync.with_label_values(&["ledger"]);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let shards_config = cas_shards::DurableLedgerConfig {
@@ -424,7 +430,12 @@ impl OpenLedger {
                 pin_cores: config.pin_cores,
             },
             snapshot_every_blocks: config.snapshot_every_blocks.max(1),
-            ..cas_shards::DurableLedgerConfig::default()
+            store: cas_shards::StoreConfig {
+                on_fsync: Some(cas_shards::store::FsyncObserver(Arc::new(move |took| {
+                    ledger_fsync.observe(took.as_secs_f64())
+                }))),
+                ..cas_shards::StoreConfig::default()
+            },
         };
         // The transaction index first: stored blocks it lacks (a crash between a block's fsync and its index
         // record) are indexed from their replay, with the verdicts the replay gives.

@@ -82,7 +82,23 @@ pub struct OperatorState {
     pub started: Instant,
     /// Fed by the executor when it answers a client: from admission on this node to final.
     pub submit_to_final: Histogram,
+    /// Fed by the block store, the index and the journal.
+    pub fsync: prometheus::HistogramVec,
     disk: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+/// fdatasync durations by file: the ledger's block store (`ledger`), the transaction index (`index`) and the
+/// consensus journal (`journal`); made before the node opens them (they observe into it).
+pub fn fsync_histogram() -> prometheus::HistogramVec {
+    prometheus::HistogramVec::new(
+        HistogramOpts::new(
+            "cas_fsync_seconds",
+            "How long each fdatasync took, by file.",
+        )
+        .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
+        &["file"],
+    )
+    .expect("valid histogram")
 }
 
 /// The submit-to-final histogram, made before the executor starts (it observes into it).
@@ -111,6 +127,7 @@ impl OperatorState {
         anchors: Arc<Anchors>,
         data_dir: PathBuf,
         submit_to_final: Histogram,
+        fsync: prometheus::HistogramVec,
     ) -> OperatorState {
         OperatorState {
             chain_id,
@@ -125,6 +142,7 @@ impl OperatorState {
             data_dir,
             started: Instant::now(),
             submit_to_final,
+            fsync,
             disk: Mutex::new(None),
         }
     }
@@ -493,6 +511,7 @@ pub fn render(state: &OperatorState) -> Result<String> {
         rss_bytes as i64,
     )?;
     registry.register(Box::new(state.submit_to_final.clone()))?;
+    registry.register(Box::new(state.fsync.clone()))?;
     let mut text = Vec::new();
     prometheus::TextEncoder::new().encode(&registry.gather(), &mut text)?;
     Ok(String::from_utf8(text)?)

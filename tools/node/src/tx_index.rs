@@ -295,6 +295,8 @@ pub struct TxIndex {
     segment: Option<(u64, File, u64)>,
     last_height: Option<u64>,
     view: Arc<TxIndexView>,
+    /// Told each record's fdatasync duration (the operator's metrics).
+    pub fsync: Option<prometheus::Histogram>,
 }
 
 impl TxIndex {
@@ -318,6 +320,7 @@ impl TxIndex {
             segment: None,
             last_height: None,
             view,
+            fsync: None,
         };
         let segments = index.segments()?;
         let last = segments.len().saturating_sub(1);
@@ -448,7 +451,11 @@ impl TxIndex {
             offset: *bytes,
         };
         file.write_all(&record)?;
+        let syncing = std::time::Instant::now();
         file.sync_data()?;
+        if let Some(fsync) = &self.fsync {
+            fsync.observe(syncing.elapsed().as_secs_f64());
+        }
         *bytes += record.len() as u64;
         self.view.insert(height, block, place, &entries, claims);
         self.last_height = Some(height);
