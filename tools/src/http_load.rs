@@ -2,8 +2,8 @@
 //! ingest endpoint, to weigh the two paths against each other (`cas local --compare-http`). Each account's chain
 //! of transfers stays on one worker thread, which posts them in order (a later transfer spends the change of the
 //! earlier one, so it is posted once the earlier one is `accepted`); the workers of a node share its accounts.
-//! Finality comes from one block stream (`GET /v1/blocks`), so no request waits for a block: a worker waits only
-//! for admission. Refusals are answers as on the QUIC path: `overloaded` pauses the worker for the retry-after and
+//! Finality comes from one block stream (`GET /v1/blocks`, resumed on another node from the next height when its
+//! node stops), so no request waits for a block: a worker waits only for admission. Refusals are answers as on the QUIC path: `overloaded` pauses the worker for the retry-after and
 //! the transaction is posted again. With `wait_final` each post holds until the transaction is final
 //! (`?wait=final`) and its latency is the HTTP answer's: no block stream is read.
 
@@ -80,53 +80,77 @@ fn post(agent: &ureq::Agent, url: &str, bytes: &[u8], id: TxId) -> Result<Posted
     })
 }
 
-/// Reads the block stream from `api` and records, by plan index, when each planned transaction was final and its
-/// verdict, until `done`.
+/// Reads the block stream and records, by plan index, when each planned transaction was final and its verdict,
+/// until `done`. The stream is resumable: when it breaks (its node restarting), it is opened again on the next node
+/// from the height after the last one read, so nothing is missed or seen twice; it gives up after
+/// [`POST_RETRY_FOR`] without a stream.
 fn follow(
-    api: SocketAddr,
+    apis: &[SocketAddr],
     index_of: &HashMap<TxId, u32>,
     finals: &Mutex<Vec<Option<(u64, ClientAnswer)>>>,
     settled: &AtomicUsize,
     done: &AtomicBool,
     started: Instant,
 ) -> Result<()> {
-    let response = ureq::AgentBuilder::new()
-        .build()
-        .get(&format!("http://{api}/v1/blocks"))
-        .query("from", "1")
-        .call()
-        .context("opening the block stream")?;
-    for line in BufReader::new(response.into_reader()).lines() {
-        if done.load(Ordering::Relaxed) {
-            break;
-        }
-        let block: serde_json::Value = serde_json::from_str(&line?)?;
-        let at_ns = started.elapsed().as_nanos() as u64;
-        let height = block["height"].as_u64().unwrap_or(0);
-        let hash = Hash32::from_hex(block["hash"].as_str().unwrap_or_default()).unwrap_or_default();
-        let mut finals = finals.lock().expect("finals lock");
-        for tx in block["txs"].as_array().into_iter().flatten() {
-            let Some(id) = tx["tx"].as_str().and_then(|t| Hash32::from_hex(t).ok()) else {
-                continue;
-            };
-            let Some(&index) = index_of.get(&id) else {
-                continue;
-            };
-            let rejection = tx["rejection"].as_object().map(|r| RuleFailure {
-                code: r["code"].as_u64().unwrap_or(0) as u16,
-                reason: r["reason"].as_str().unwrap_or_default().to_string(),
-            });
-            let answer = ClientAnswer::Final {
-                tx: id,
-                height,
-                index: tx["index"].as_u64().unwrap_or(0) as u32,
-                block: hash,
-                rejection,
-            };
-            // The first time it is in a block is what happened to it (a later copy is refused, spending nothing).
-            if finals[index as usize].is_none() {
-                finals[index as usize] = Some((at_ns, answer));
-                settled.fetch_add(1, Ordering::Relaxed);
+    let agent = ureq::AgentBuilder::new().build();
+    let mut from = 1u64;
+    let mut attempt = 0usize;
+    let mut failing_since: Option<Instant> = None;
+    while !done.load(Ordering::Relaxed) {
+        let api = apis[attempt % apis.len()];
+        attempt += 1;
+        let lines = agent
+            .get(&format!("http://{api}/v1/blocks"))
+            .query("from", &from.to_string())
+            .call()
+            .map(|response| BufReader::new(response.into_reader()).lines());
+        let Ok(lines) = lines else {
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            anyhow::ensure!(
+                since.elapsed() < POST_RETRY_FOR,
+                "no node served the block stream for {POST_RETRY_FOR:?}"
+            );
+            thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        failing_since = None;
+        for line in lines {
+            if done.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            // A broken stream (its node stopped) is opened again elsewhere from `from`.
+            let Ok(line) = line else { break };
+            let block: serde_json::Value = serde_json::from_str(&line)?;
+            let at_ns = started.elapsed().as_nanos() as u64;
+            let height = block["height"].as_u64().unwrap_or(0);
+            from = height + 1;
+            let hash =
+                Hash32::from_hex(block["hash"].as_str().unwrap_or_default()).unwrap_or_default();
+            let mut finals = finals.lock().expect("finals lock");
+            for tx in block["txs"].as_array().into_iter().flatten() {
+                let Some(id) = tx["tx"].as_str().and_then(|t| Hash32::from_hex(t).ok()) else {
+                    continue;
+                };
+                let Some(&index) = index_of.get(&id) else {
+                    continue;
+                };
+                let rejection = tx["rejection"].as_object().map(|r| RuleFailure {
+                    code: r["code"].as_u64().unwrap_or(0) as u16,
+                    reason: r["reason"].as_str().unwrap_or_default().to_string(),
+                });
+                let answer = ClientAnswer::Final {
+                    tx: id,
+                    height,
+                    index: tx["index"].as_u64().unwrap_or(0) as u32,
+                    block: hash,
+                    rejection,
+                };
+                // The first time it is in a block is what happened to it (a later copy is refused, spending
+                // nothing).
+                if finals[index as usize].is_none() {
+                    finals[index as usize] = Some((at_ns, answer));
+                    settled.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -197,10 +221,10 @@ pub fn run(
                 settled.clone(),
                 done.clone(),
             );
-            let api = apis[0];
+            let apis = apis.to_vec();
             thread::Builder::new()
                 .name("cas-load-stream".into())
-                .spawn(move || follow(api, &index_of, &finals, &settled, &done, started))
+                .spawn(move || follow(&apis, &index_of, &finals, &settled, &done, started))
         })
         .transpose()?;
     let per_tx_ns = 1e9 / load.rate_per_s.max(1) as f64;
