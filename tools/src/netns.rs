@@ -67,19 +67,7 @@ fn ip(args: &[&str]) -> Result<()> {
 
 /// Runs `args` (a program and its arguments: `ip ...` or `tc ...`) inside namespace `ns`.
 fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
-    let output = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .context("cannot run `ip netns exec` (iproute2)")?;
-    if !output.status.success() {
-        bail!(
-            "{} (in {ns}): {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
+    ip(&[&["netns", "exec", ns], args].concat())
 }
 
 impl Network {
@@ -191,8 +179,7 @@ impl Network {
         for &to in dials {
             let listen = Network::dial_addr(shape, to, peer_port);
             let target = SocketAddr::V4(SocketAddrV4::new(Network::node_ip(to), peer_port));
-            let child = Command::new("ip")
-                .args(["netns", "exec", &self.node_ns(dialer)])
+            let child = Network::command_in(&self.node_ns(dialer))
                 .arg(std::env::current_exe()?)
                 .args([
                     "relay",

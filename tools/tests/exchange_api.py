@@ -8,8 +8,9 @@ offline with `cas tx`, submits one and waits for it to be final, submits it agai
 (rejected with its code) and a double spend (final, rejected in block order with its code), asks the status on
 another node, SIGKILLs the node it submitted to and asks again once the cluster has restarted it, reads the
 receiver's balance, and follows the deposit stream, disconnecting and resuming from the last height: no gap, no
-repeat; reads balances and outputs at past heights; fetches the deposit's and the double spend's settlement receipts, checks them offline with
-`cas receipt verify` against the genesis alone, and checks that a receipt with one byte changed fails. Exits non-zero with a message on the first thing that is not as it must be.
+repeat; reads balances and outputs at past heights; fetches the deposit's and the double spend's settlement
+receipts, checks them offline with `cas receipt verify` against the genesis alone, and checks that a receipt with
+one byte changed fails. Exits non-zero with a message on the first thing that is not as it must be.
 """
 
 import json
@@ -17,47 +18,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
+
+from harness import Cluster, check, http, wait_for
 
 CAS, WORK = sys.argv[1], sys.argv[2]
 CLUSTER = os.path.join(WORK, "cluster")
-
-
-def fail(message):
-    print("FAIL:", message, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
-def http(method, url, body=None, content_type="application/octet-stream", timeout=30):
-    """Returns (status, parsed JSON body)."""
-    request = urllib.request.Request(url, data=body, method=method)
-    if body is not None:
-        request.add_header("Content-Type", content_type)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def wait_for(what, probe, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    fail(f"timed out waiting for {what}")
 
 
 def sign(key_file, inputs, outputs, fee, out, memo=None, client_id=None):
@@ -87,14 +53,9 @@ def stream(api, start, owner, count):
     return lines
 
 
-server = subprocess.Popen(
-    [CAS, "local", "--serve", "--nodes", "4", "--accounts", "8", "--dir", CLUSTER],
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-)
+cluster_run = Cluster(CAS, CLUSTER)
 try:
-    cluster = wait_for("cluster.json", lambda: json.load(open(os.path.join(CLUSTER, "cluster.json"))), 120)
+    cluster = cluster_run.wait_ready()
     apis = [n["api"] for n in cluster["nodes"]]
     a, b = cluster["accounts"][0], cluster["accounts"][1]
 
@@ -303,14 +264,7 @@ try:
     names = {code["code_name"] for code in codes["codes"]}
     check({"undecodable", "missing_input", "bad_signature", "duplicate_client_id"} <= names, f"{codes}")
 finally:
-    open(os.path.join(CLUSTER, "stop"), "w").close() if os.path.isdir(CLUSTER) else None
-    try:
-        output, _ = server.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        output, _ = server.communicate()
-    print(output)
+    output = cluster_run.stop()
 
-check(server.returncode == 0, f"cas local --serve exited with {server.returncode}")
 check("every node at the same commitment" in output, "the nodes did not end at the same commitment")
 print("exchange API: all checks passed")

@@ -21,42 +21,15 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.error
-import urllib.request
+
+from harness import Cluster, check, http_text, wait_for
 
 CAS, WORK = sys.argv[1], sys.argv[2]
 CLUSTER = os.path.join(WORK, "cluster")
 
 
-def fail(message):
-    print("FAIL:", message, file=sys.stderr)
-    sys.exit(1)
-
-
-def check(condition, message):
-    if not condition:
-        fail(message)
-
-
 def get(url, timeout=10):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def wait_for(what, probe, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.2)
-    fail(f"timed out waiting for {what}")
+    return http_text("GET", url, timeout=timeout)
 
 
 def free_port():
@@ -67,12 +40,10 @@ def free_port():
 
 HAS_PROMETHEUS = bool(shutil.which("prometheus") and shutil.which("promtool"))
 
-server = subprocess.Popen(
-    [CAS, "local", "--serve", "--nodes", "4", "--accounts", "400", "--dir", CLUSTER],
-    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+cluster_run = Cluster(CAS, CLUSTER, accounts=400)
 prometheus = None
 try:
-    cluster = wait_for("cluster.json", lambda: json.load(open(os.path.join(CLUSTER, "cluster.json"))), 120)
+    cluster = cluster_run.wait_ready()
     operators = [n["operator"] for n in cluster["nodes"]]
     targets = [urllib.parse.urlparse(o).netloc for o in operators]
 
@@ -182,12 +153,6 @@ finally:
     if prometheus:
         prometheus.terminate()
         prometheus.wait(timeout=30)
-    open(os.path.join(CLUSTER, "stop"), "w").close() if os.path.isdir(CLUSTER) else None
-    try:
-        output, _ = server.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        output, _ = server.communicate()
+    cluster_run.stop()
 
-check(server.returncode == 0, f"cas local --serve exited with {server.returncode}: {output[-3000:]}")
 print("operator surface: all checks passed")

@@ -154,24 +154,35 @@ pub struct ApiState {
 
 /// The API's thread; [`ApiServer::stop`] ends it.
 pub struct ApiServer {
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: std::thread::JoinHandle<Result<()>>,
+    http: HttpThread,
     state: Arc<ApiState>,
 }
 
-impl ApiServer {
-    /// Binds `listen` now (an address in use fails the node's start) and serves on a thread of its own.
-    pub fn start(listen: SocketAddr, state: ApiState) -> Result<ApiServer> {
+/// An axum router served on a thread of its own with a small current-thread runtime; [`HttpThread::stop`] ends it,
+/// giving open requests (block streams among them) up to [`DRAIN_MS`]. The client API and the operator endpoints
+/// each run on one.
+pub(crate) struct HttpThread {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl HttpThread {
+    /// Binds `listen` now (an address in use fails the node's start; `what` names it in the error and the log).
+    pub(crate) fn start(
+        name: &str,
+        what: &str,
+        listen: SocketAddr,
+        app: Router,
+    ) -> Result<HttpThread> {
         let listener = std::net::TcpListener::bind(listen)
-            .with_context(|| format!("cannot listen for the HTTP API on {listen}"))?;
+            .with_context(|| format!("cannot listen for {what} on {listen}"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(state);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let app = router(state.clone());
+        let served_what = what.to_string();
         let thread =
             std::thread::Builder::new()
-                .name("cas-api".into())
+                .name(name.into())
                 .spawn(move || -> Result<()> {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -187,7 +198,7 @@ impl ApiServer {
                             let _ = stopped.wait_for(|s| *s).await;
                         });
                         tokio::select! {
-                            served = server => served.context("the HTTP API server"),
+                            served = server => served.with_context(|| served_what.clone()),
                             _ = async {
                                 let _ = drain.wait_for(|s| *s).await;
                                 tokio::time::sleep(Duration::from_millis(DRAIN_MS)).await;
@@ -195,23 +206,34 @@ impl ApiServer {
                         }
                     })
                 })?;
-        tracing::info!(%addr, "HTTP API listening");
-        Ok(ApiServer {
-            stop,
-            thread,
-            state,
-        })
+        tracing::info!(%addr, "{what} listening");
+        Ok(HttpThread { stop, thread })
+    }
+
+    pub(crate) fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("an HTTP server thread panicked"))?
+    }
+}
+
+impl ApiServer {
+    /// Binds `listen` now (an address in use fails the node's start) and serves on a thread of its own.
+    pub fn start(listen: SocketAddr, state: ApiState) -> Result<ApiServer> {
+        let state = Arc::new(state);
+        let http = HttpThread::start("cas-api", "the HTTP API", listen, router(state.clone()))?;
+        Ok(ApiServer { http, state })
     }
 
     /// Stops serving (open requests get up to a second), and drops the API's ends of the driver's and executor's
     /// queues.
     pub fn stop(self) -> Result<()> {
         self.state.stopping.store(true, Ordering::Relaxed);
-        let _ = self.stop.send(true);
-        drop(self.state);
-        self.thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the HTTP API thread panicked"))?
+        let ApiServer { http, state } = self;
+        let stopped = http.stop();
+        drop(state);
+        stopped
     }
 }
 
@@ -539,12 +561,17 @@ fn build_receipt(
     cert: cas_consensus::ledger_cert::LedgerCert,
 ) -> std::result::Result<cas_consensus::receipt::Receipt, String> {
     let block = to_owned_block(decode_block(bytes).map_err(|e| e.to_string())?);
-    let ids: Vec<TxId> = block.txs.iter().map(Transaction::tx_id).collect();
+    // The index holds every id of the block: only the receipt's own transaction is hashed again, to check that the
+    // stored block is the indexed one.
+    let ids: Vec<TxId> = results.iter().map(|(id, _)| *id).collect();
     let at = index as usize;
     let (Some(tx), Some((result_id, code))) = (block.txs.get(at), results.get(at)) else {
         return Err(format!("index {index} is outside the block"));
     };
-    if ids[at] != *result_id || block.header.hash() != cert.statement.block {
+    if tx.tx_id() != *result_id
+        || block.txs.len() != results.len()
+        || block.header.hash() != cert.statement.block
+    {
         return Err("the stored block is not the indexed one".into());
     }
     let leaves = cas_consensus::ledger_cert::result_leaves(results);
@@ -939,19 +966,20 @@ fn block_json(
     let archived = decode_block(bytes).map_err(|e| e.to_string())?;
     let block = to_owned_block(archived);
     let header = &block.header;
-    // Each place's own verdict (a transaction in the block twice was refused the second time): from the block's
-    // index record, or by id where the record is out of reach.
-    let results = state
-        .index
-        .results(header.height)
-        .ok()
-        .flatten()
-        .map(|r| r.results);
-    let txs: Vec<Value> = block
+    let shown: Vec<(usize, &Transaction)> = block
         .txs
         .iter()
         .enumerate()
         .filter(|(_, tx)| filter.is_none_or(|f| f.matches(tx)))
+        .collect();
+    // Each place's own verdict (a transaction in the block twice was refused the second time): from the block's
+    // index record, read only when a transaction is shown, or by id where the record is out of reach.
+    let results = (!shown.is_empty())
+        .then(|| state.index.results(header.height).ok().flatten())
+        .flatten()
+        .map(|r| r.results);
+    let txs: Vec<Value> = shown
+        .into_iter()
         .map(|(index, tx)| {
             let id = tx.tx_id();
             let code = match results.as_ref().and_then(|r| r.get(index)) {

@@ -387,21 +387,11 @@ impl Executor {
                 })
             })
             .collect();
+        let results = crate::tx_index::results_of(&ids, &receipt.outcome.verdicts);
         self.index
-            .append(
-                height,
-                ledger_hash,
-                &ids,
-                &receipt.outcome.verdicts,
-                &claims,
-            )
+            .append_results(height, ledger_hash, &results, &claims)
             .with_context(|| format!("indexing block {height}"))?;
         // The committee certifies the block's result: this node's vote goes to every peer.
-        let results: Vec<(cas_engine::TxId, u16)> = ids
-            .iter()
-            .zip(&receipt.outcome.verdicts)
-            .map(|(id, verdict)| (*id, verdict.as_ref().err().map_or(0, |e| e.code().number())))
-            .collect();
         let (vote, cert) = self.certifier.executed(LedgerStatement {
             chain_id: self.chain_id,
             epoch: self.certifier.epoch(),

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -227,43 +227,18 @@ impl OperatorState {
 }
 
 /// The operator endpoints' thread.
-pub struct OperatorServer {
-    stop: tokio::sync::watch::Sender<bool>,
-    thread: std::thread::JoinHandle<Result<()>>,
-}
+pub struct OperatorServer(crate::api::HttpThread);
 
 impl OperatorServer {
     /// Binds `listen` now (an address in use fails the node's start) and serves on a thread of its own.
     pub fn start(listen: SocketAddr, state: OperatorState) -> Result<OperatorServer> {
-        let listener = std::net::TcpListener::bind(listen)
-            .with_context(|| format!("cannot listen for the operator endpoints on {listen}"))?;
-        listener.set_nonblocking(true)?;
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let app = router(Arc::new(state));
-        let thread = std::thread::Builder::new()
-            .name("cas-operator".into())
-            .spawn(move || -> Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stopped.wait_for(|stop| *stop).await;
-                        })
-                        .await?;
-                    Ok(())
-                })
-            })?;
-        Ok(OperatorServer { stop, thread })
+        crate::api::HttpThread::start("cas-operator", "the operator endpoints", listen, app)
+            .map(OperatorServer)
     }
 
     pub fn stop(self) -> Result<()> {
-        let _ = self.stop.send(true);
-        self.thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the operator thread panicked"))?
+        self.0.stop()
     }
 }
 

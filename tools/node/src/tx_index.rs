@@ -423,13 +423,19 @@ impl TxIndex {
         verdicts: &[Result<(), TxError>],
         claims: &[Claim],
     ) -> Result<()> {
-        debug_assert_eq!(ids.len(), verdicts.len());
-        let entries: Vec<(TxId, u16)> = ids
-            .iter()
-            .zip(verdicts)
-            .map(|(id, verdict)| (*id, verdict.as_ref().err().map_or(0, |e| e.code().number())))
-            .collect();
-        let record = encode_record(height, block, &entries, claims);
+        self.append_results(height, block, &results_of(ids, verdicts), claims)
+    }
+
+    /// [`TxIndex::append`] with the block's results already made ([`results_of`]): the executor makes them once,
+    /// for the index and for its ledger vote.
+    pub fn append_results(
+        &mut self,
+        height: u64,
+        block: BlockHash,
+        entries: &[(TxId, u16)],
+        claims: &[Claim],
+    ) -> Result<()> {
+        let record = encode_record(height, block, entries, claims);
         let roll = self
             .segment
             .as_ref()
@@ -457,7 +463,7 @@ impl TxIndex {
             fsync.observe(syncing.elapsed().as_secs_f64());
         }
         *bytes += record.len() as u64;
-        self.view.insert(height, block, place, &entries, claims);
+        self.view.insert(height, block, place, entries, claims);
         self.last_height = Some(height);
         Ok(())
     }
@@ -542,6 +548,15 @@ impl TxIndex {
         }
         Ok(())
     }
+}
+
+/// A block's results as the index keeps them: each transaction's id and verdict code (0 when applied), in order.
+pub fn results_of(ids: &[TxId], verdicts: &[Result<(), TxError>]) -> Vec<(TxId, u16)> {
+    debug_assert_eq!(ids.len(), verdicts.len());
+    ids.iter()
+        .zip(verdicts)
+        .map(|(id, verdict)| (*id, verdict.as_ref().err().map_or(0, |e| e.code().number())))
+        .collect()
 }
 
 fn encode_record(
