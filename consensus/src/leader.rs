@@ -152,6 +152,7 @@ mod tests {
         Block {
             round,
             height: round,
+            protocol: 1,
             qc: QuorumCert {
                 round: round - 1,
                 block: Hash32([round as u8; 32]),

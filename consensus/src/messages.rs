@@ -155,6 +155,9 @@ pub struct Vote {
 pub struct Block {
     pub round: Round,
     pub height: u64,
+    /// The rules this block follows: the version its height has in the committee's schedule
+    /// ([`crate::protocol`]).
+    pub protocol: u32,
     pub qc: QuorumCert,
     /// Present when the previous round ended in a timeout rather than a QC.
     pub tc: Option<TimeoutCert>,
@@ -188,6 +191,7 @@ impl Block {
         let mut h = blake3::Hasher::new_derive_key(domain::BLOCK);
         h.update(&self.round.to_le_bytes());
         h.update(&self.height.to_le_bytes());
+        h.update(&self.protocol.to_le_bytes());
         h.update(&self.qc.digest().0);
         match &self.tc {
             None => h.update(&[0]),
@@ -233,6 +237,7 @@ impl Block {
         keypair: &Keypair,
         author: MemberIndex,
         round: Round,
+        protocol: u32,
         qc: QuorumCert,
         tc: Option<TimeoutCert>,
         timestamp_ms: u64,
@@ -243,6 +248,7 @@ impl Block {
         let mut block = Block {
             round,
             height,
+            protocol,
             qc,
             tc,
             author,

@@ -406,6 +406,7 @@ fn voters_refuse_a_block_over_the_ledger_bounds_and_a_resized_certificate() {
             &keys[leader as usize],
             leader,
             1,
+            1,
             cas_consensus::messages::QuorumCert::genesis(),
             None,
             0,

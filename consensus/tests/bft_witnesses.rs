@@ -118,6 +118,7 @@ fn a_voter_refuses_a_proposal_over_the_bound_or_with_a_forged_witness() {
             &leader_key,
             leader,
             1,
+            1,
             QuorumCert::genesis(),
             None,
             5,

@@ -73,6 +73,7 @@ fn proposal(round: u64, timestamp_ms: u64) -> (MemberIndex, Block) {
         &keypairs()[leader as usize],
         leader,
         round,
+        1,
         QuorumCert::genesis(),
         None,
         timestamp_ms,
@@ -146,6 +147,7 @@ fn a_blocks_byte_estimate_is_its_encoded_size() {
             .collect();
         let block = Block::new_signed(
             &keys[1],
+            1,
             1,
             1,
             QuorumCert::genesis(),

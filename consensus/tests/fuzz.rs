@@ -160,6 +160,7 @@ fn samples() -> &'static [Message] {
             &keypairs()[1],
             1,
             5,
+            1,
             signed_qc(3, Hash32([9; 32]), 2),
             Some(tc),
             77,
@@ -899,6 +900,7 @@ impl Cluster {
                     round: *round,
                     // The height a well-formed block has, unless the fuzzer picked another.
                     height: height.unwrap_or(qc.height.wrapping_add(1)),
+                    protocol: 1,
                     qc,
                     tc,
                     author: *author,
@@ -1124,6 +1126,7 @@ fn block_from_the_leader(qc: QuorumCert, height: u64, tc: Option<TimeoutCert>) -
     let mut block = Block {
         round,
         height,
+        protocol: 1,
         qc,
         tc,
         author: BYZANTINE,

@@ -44,6 +44,7 @@ fn no_vote_at_or_below_an_installed_snapshot() {
         &key(COMMITTEE_KEYS, u32::from(leader)),
         leader,
         1,
+        1,
         QuorumCert::genesis(),
         None,
         5,

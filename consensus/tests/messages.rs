@@ -18,6 +18,7 @@ fn samples() -> Vec<Message> {
         &leader,
         1,
         1,
+        1,
         QuorumCert::genesis(),
         None,
         5,
@@ -128,6 +129,7 @@ fn carried_witnesses_are_bounded_by_the_decoder_and_covered_by_the_block_hash() 
     let carrying = |witnesses: Vec<WitnessHeader>| {
         Block::new_signed(
             &leader,
+            1,
             1,
             1,
             QuorumCert::genesis(),

@@ -147,3 +147,40 @@ fn a_long_crash_costs_a_few_rounds_and_the_member_leads_again() {
         }
     }
 }
+
+/// Issue 18 (rolling upgrade): every member schedules protocol 2 at height 8, inside the faults' window, in every
+/// fault class: each committed block carries its height's version (the runner checks it, and the version's
+/// timestamp rule), the committee crosses the switch without a violation, and blocks of the new version commit.
+#[test]
+fn the_committee_switches_protocol_at_the_scheduled_height_through_every_fault() {
+    use cas_consensus::protocol::{ProtocolSchedule, ProtocolUpgrade};
+    let schedule = ProtocolSchedule::new(vec![ProtocolUpgrade {
+        version: 2,
+        height: 8,
+    }])
+    .unwrap();
+    for fault in FaultClass::ALL {
+        for seed in 1..=12 {
+            // Twice the usual run, so every class gets well past the switch after its faults heal.
+            let mut scenario = Scenario {
+                duration_ms: 8_000,
+                ..Scenario::new(seed, fault)
+            };
+            scenario.bft.protocol = schedule.clone();
+            let report = run(&scenario);
+            assert!(
+                report.violations.is_empty(),
+                "seed={seed} fault={}: {:?}",
+                fault.name(),
+                report.violations
+            );
+            assert!(
+                report.commits > 8 && report.protocol_committed_max == 2,
+                "seed={seed} fault={}: {} commits, newest protocol {}",
+                fault.name(),
+                report.commits,
+                report.protocol_committed_max
+            );
+        }
+    }
+}

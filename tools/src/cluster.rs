@@ -838,6 +838,7 @@ pub fn start_cluster(
                 addr(operator_ports[i])
             }),
             tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
+            protocol_upgrades: Vec::new(),
         };
         apis.push(config.api_listen.expect("set above"));
         operators.push(config.operator_listen.expect("set above"));

@@ -33,6 +33,10 @@ impl Bft {
     /// requested (a certificate names it: who proposed it no longer matters) or this member's history does not
     /// cover the round (it cannot tell who leads; see [`crate::leader`]).
     fn check_block(&mut self, block: &Block, requested: bool) -> bool {
+        if block.protocol != self.config.protocol.at(block.height) {
+            self.stats.protocol_refused += 1;
+            return false;
+        }
         if (!requested
             && self.leaders.covers(block.round)
             && block.author != self.leader(block.round))
@@ -112,7 +116,11 @@ impl Bft {
         }
         self.try_commit(actions);
         if live && block.round == self.round && self.safe_to_vote(&block) {
-            self.vote(&block, hash, actions);
+            if self.timestamp_acceptable(&block) {
+                self.vote(&block, hash, actions);
+            } else {
+                self.stats.timestamps_refused += 1;
+            }
         }
     }
 

@@ -51,6 +51,7 @@ use crate::limits;
 use crate::messages::{
     AvailabilityCert, Block, Message, PackageSize, QuorumCert, Round, Timeout, TimeoutCert, Vote,
 };
+use crate::protocol::ProtocolSchedule;
 use crate::witness::{WitnessHash, WitnessHeader};
 use crate::Action;
 
@@ -86,6 +87,8 @@ pub struct BftConfig {
     /// with the number of packages; under load a block fills at once and nothing waits. At most
     /// `empty_block_wait_ms` (ignored when that is 0).
     pub proposal_wait_ms: u64,
+    /// Which rules each height follows ([`crate::protocol`]): the same on every member.
+    pub protocol: ProtocolSchedule,
 }
 
 impl Default for BftConfig {
@@ -100,6 +103,7 @@ impl Default for BftConfig {
             request_retry_ms: limits::REQUEST_RETRY_MS_DEFAULT,
             empty_block_wait_ms: limits::EMPTY_BLOCK_WAIT_MS_DEFAULT,
             proposal_wait_ms: limits::PROPOSAL_WAIT_MS_DEFAULT,
+            protocol: ProtocolSchedule::default(),
         }
     }
 }
@@ -163,6 +167,12 @@ pub struct BftStats {
     pub witnesses_refused: u64,
     /// Witness headers carried by committed blocks.
     pub witnesses_committed: u64,
+    /// Blocks refused because their protocol version is not the one this member's schedule gives their height: a
+    /// member on one side of an upgrade the other side did not schedule (also counted in `refused`).
+    pub protocol_refused: u64,
+    /// Proposals not voted for because their timestamp broke the version's rules (behind its parent, or too far
+    /// ahead of this member's clock).
+    pub timestamps_refused: u64,
 }
 
 pub struct Bft {
@@ -388,6 +398,16 @@ impl Bft {
     /// Actions produced outside `handle` (a waiting proposal released by new payload); the driver takes them.
     pub fn take_deferred(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.deferred)
+    }
+
+    /// The protocol version blocks at `height` follow under this member's schedule.
+    pub fn protocol_at(&self, height: u64) -> u32 {
+        self.config.protocol.at(height)
+    }
+
+    /// The first scheduled upgrade above `height`.
+    pub fn protocol_next_after(&self, height: u64) -> Option<crate::protocol::ProtocolUpgrade> {
+        self.config.protocol.next_after(height)
     }
 
     pub fn handle(&mut self, event: Event) -> Vec<Action> {

@@ -9,6 +9,7 @@ use crate::limits::{
     CERT_RESEND_MS, LEADER_LAG_ROUNDS, LEADER_WINDOW_ROUNDS, ROUND_TIMEOUT_DOUBLINGS_MAX,
 };
 use crate::messages::{timeout_digest, Block, Message, Round, Timeout, TimeoutCert};
+use crate::protocol::Rules;
 use crate::Action;
 
 use super::Bft;
@@ -123,13 +124,23 @@ impl Bft {
         };
         let payload = self.select_payload(&qc.block);
         let witnesses = self.select_witnesses(&qc.block);
+        let protocol = self.config.protocol.at(qc.height.saturating_add(1));
+        // Under monotonic timestamps never below the parent's, whatever this member's clock says (a parent not
+        // held, which a leader almost never lacks, leaves the voters to judge).
+        let timestamp_ms = match self.parent_timestamp_ms(&qc) {
+            Some(parent_ms) if Rules::of(protocol).monotonic_timestamps => {
+                self.now_ms.max(parent_ms)
+            }
+            _ => self.now_ms,
+        };
         let block = Block::new_signed(
             &self.keypair,
             self.me,
             round,
+            protocol,
             qc,
             tc,
-            self.now_ms,
+            timestamp_ms,
             payload,
             witnesses,
         );

@@ -13,6 +13,7 @@ use crate::messages::{
     commit_vote_digest, timeout_digest, verify_member, verify_qc, vote_digest, Block, Message,
     QuorumCert, Round, SignerSignature, Timeout, TimeoutCert, TimeoutSignature, Vote,
 };
+use crate::protocol::{Rules, TIMESTAMP_AHEAD_MAX_MS};
 use crate::Action;
 
 use super::Bft;
@@ -50,6 +51,26 @@ impl Bft {
         block.tc.as_ref().is_some_and(|tc| {
             tc.round.checked_add(1) == Some(block.round) && block.qc.round >= tc.high_qc_round()
         })
+    }
+
+    /// The timestamp rule of the block's version: under monotonic timestamps, at least its parent's (so a member
+    /// votes under it only for blocks whose parent it holds) and at most [`TIMESTAMP_AHEAD_MAX_MS`] ahead of this
+    /// member's clock.
+    pub(super) fn timestamp_acceptable(&self, block: &Block) -> bool {
+        if !Rules::of(block.protocol).monotonic_timestamps {
+            return true;
+        }
+        self.parent_timestamp_ms(&block.qc)
+            .is_some_and(|parent_ms| block.timestamp_ms >= parent_ms)
+            && block.timestamp_ms <= self.now_ms.saturating_add(TIMESTAMP_AHEAD_MAX_MS)
+    }
+
+    /// The timestamp of the block `qc` certifies, when it is held (genesis: 0).
+    pub(super) fn parent_timestamp_ms(&self, qc: &QuorumCert) -> Option<u64> {
+        if qc.is_genesis() {
+            return Some(0);
+        }
+        self.blocks.get(&qc.block).map(|parent| parent.timestamp_ms)
     }
 
     pub(super) fn vote(&mut self, block: &Block, hash: BlockHash, actions: &mut Vec<Action>) {

@@ -14,6 +14,7 @@ use crate::committee::{Committee, MemberIndex};
 use crate::messages::{
     verify_qc, verify_tc, vote_digest, Block, Message, Package, QuorumCert, Vote,
 };
+use crate::protocol::Rules;
 use crate::sim::machines::{
     member_keypair, offer_payload, route_message, simulated_committee, tick, EventQueue,
 };
@@ -169,6 +170,8 @@ pub struct Report {
     pub crashed: Vec<usize>,
     /// Per member, the proposals its last incarnation made (a restarted member's since its restart).
     pub proposals: Vec<u64>,
+    /// The newest protocol version of a block any honest member committed.
+    pub protocol_committed_max: u32,
 }
 
 // Most events are deliveries; boxing their message would cost an allocation each.
@@ -203,6 +206,8 @@ struct Node {
     byzantine: Option<Byzantine>,
     /// Committed (height, hash, commit time), in order.
     log: Vec<(u64, BlockHash, u64)>,
+    /// The last committed block's height and timestamp.
+    last_commit: Option<(u64, u64)>,
     conflicting_commits: u64,
     signatures_checked: u64,
     packages_made: u64,
@@ -277,6 +282,7 @@ pub fn run(scenario: &Scenario) -> Report {
             disk: Disk::default(),
             byzantine,
             log: Vec::new(),
+            last_commit: None,
             conflicting_commits: 0,
             signatures_checked: 0,
             packages_made: 0,
@@ -585,12 +591,37 @@ impl Sim<'_> {
             self.report
                 .commit_latencies_ms
                 .push(self.now_ms.saturating_sub(block.timestamp_ms));
+            self.check_protocol(node, &block);
         }
+        self.nodes[node].last_commit = Some((block.height, block.timestamp_ms));
         for cert in &block.payload {
             let attested = cert.attested(&self.committee);
             self.nodes[node].attested.insert(cert.package, attested);
             self.execute_package(node, cert.package);
         }
+    }
+
+    /// A committed block follows the schedule's version for its height, and that version's timestamp rule.
+    fn check_protocol(&mut self, node: usize, block: &Block) {
+        let expected = self.scenario.bft.protocol.at(block.height);
+        if block.protocol != expected {
+            self.report.violations.push(format!(
+                "member {node} committed block {} of protocol {} where the schedule says {expected}",
+                block.height, block.protocol
+            ));
+        }
+        let parent = self.nodes[node].last_commit;
+        if Rules::of(block.protocol).monotonic_timestamps
+            && parent.is_some_and(|(height, timestamp_ms)| {
+                height + 1 == block.height && block.timestamp_ms < timestamp_ms
+            })
+        {
+            self.report.violations.push(format!(
+                "member {node} committed block {} with a timestamp behind its parent's under protocol {}",
+                block.height, block.protocol
+            ));
+        }
+        self.report.protocol_committed_max = self.report.protocol_committed_max.max(block.protocol);
     }
 
     /// Executes a committed package: verifies its signatures unless its certificate is attested, or asks the
@@ -634,6 +665,7 @@ impl Sim<'_> {
                     &keypair,
                     block.author,
                     block.round,
+                    block.protocol,
                     block.qc.clone(),
                     block.tc.clone(),
                     block.timestamp_ms + 1,
@@ -663,6 +695,7 @@ impl Sim<'_> {
                         &keypair,
                         block.author,
                         block.round,
+                        self.scenario.bft.protocol.at(qc.height + 1),
                         qc,
                         block.tc.clone(),
                         block.timestamp_ms,

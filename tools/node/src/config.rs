@@ -1,9 +1,11 @@
-//! The node's TOML configuration: its key, data folder, genesis, listen addresses, peers, and tuning.
+//! The node's TOML configuration: its key, data folder, genesis, listen addresses, peers, tuning, and scheduled
+//! protocol upgrades.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use cas_consensus::protocol::{ProtocolSchedule, ProtocolUpgrade};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -67,6 +69,17 @@ pub struct NodeConfig {
     /// and 34 bytes of disk each.
     #[serde(default = "default_tx_index_kept")]
     pub tx_index_kept: usize,
+    /// Scheduled protocol upgrades ([`cas_consensus::protocol`]): from `height` on, blocks follow `version`. Every
+    /// member must schedule the same; in order, each raising the version, none newer than this binary runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocol_upgrades: Vec<ProtocolUpgradeConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolUpgradeConfig {
+    pub version: u32,
+    pub height: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -159,7 +172,24 @@ impl NodeConfig {
                 self.proposal_wait_ms, self.empty_block_wait_ms
             ));
         }
+        self.protocol_schedule()
+            .map_err(|error| format!("protocol_upgrades: {error}"))?;
         Ok(())
+    }
+
+    /// The schedule `protocol_upgrades` gives (refused by [`NodeConfig::load`] when it is not one).
+    pub fn protocol_schedule(
+        &self,
+    ) -> std::result::Result<ProtocolSchedule, cas_consensus::protocol::ScheduleError> {
+        ProtocolSchedule::new(
+            self.protocol_upgrades
+                .iter()
+                .map(|u| ProtocolUpgrade {
+                    version: u.version,
+                    height: u.height,
+                })
+                .collect(),
+        )
     }
 
     pub fn to_toml(&self) -> String {

@@ -278,6 +278,15 @@ impl Driver {
             "payload_refused": bft.payload_refused,
             "witnesses_refused": bft.witnesses_refused,
             "witnesses_committed": bft.witnesses_committed,
+            "protocol": self.parts.bft.protocol_at(self.parts.bft.committed_height() + 1),
+            "protocol_max": cas_consensus::protocol::PROTOCOL_VERSION_MAX,
+            "protocol_next_upgrade": self
+                .parts
+                .bft
+                .protocol_next_after(self.parts.bft.committed_height())
+                .map(|u| serde_json::json!({"version": u.version, "height": u.height})),
+            "protocol_refused": bft.protocol_refused,
+            "timestamps_refused": bft.timestamps_refused,
             "packages_created": availability.packages_created,
             "signatures_checked": availability.signatures_checked,
             "certs_formed": availability.certs_formed,

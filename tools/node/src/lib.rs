@@ -805,6 +805,9 @@ impl ConsensusState {
             empty_block_wait_ms: config.empty_block_wait_ms,
             // A leader with payload never waits longer than one without (none waits when that is 0).
             proposal_wait_ms: config.proposal_wait_ms.min(config.empty_block_wait_ms),
+            protocol: config
+                .protocol_schedule()
+                .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
             ..BftConfig::default()
         };
         let committee = &identity.committee;

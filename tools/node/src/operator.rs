@@ -287,6 +287,9 @@ async fn status(State(state): State<Arc<OperatorState>>) -> Response {
         "height": stats.height,
         "final_height": view.counters["committed_height"],
         "round": view.counters["round"],
+        "protocol": view.counters["protocol"],
+        "protocol_max": view.counters["protocol_max"],
+        "protocol_next_upgrade": view.counters["protocol_next_upgrade"],
         "high_qc_height": view.high_qc_height,
         "catching_up": view.catching_up,
         "healthy": unhealthy.is_none(),
@@ -531,6 +534,31 @@ const CONSENSUS_METRICS: &[(&str, &str, &str, bool)] = &[
         "cas_consensus_refused_total",
         "Consensus messages refused (bad signature, wrong sender, ...).",
         true,
+    ),
+    (
+        "protocol_refused",
+        "cas_protocol_refused_total",
+        "Blocks refused for a protocol version their height does not have here (one side of an unscheduled \
+         upgrade).",
+        true,
+    ),
+    (
+        "timestamps_refused",
+        "cas_timestamps_refused_total",
+        "Proposals not voted for: timestamp behind the parent's or too far ahead (protocol 2).",
+        true,
+    ),
+    (
+        "protocol",
+        "cas_protocol_version",
+        "The protocol version the next block follows here.",
+        false,
+    ),
+    (
+        "protocol_max",
+        "cas_protocol_version_max",
+        "The newest protocol version this binary runs.",
+        false,
     ),
     (
         "payload_refused",
