@@ -117,6 +117,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             dir: None,
             kill_one: false,
             kill_every_s: None,
+            upgrade_drill: false,
             flood_rate: None,
             flood_accounts: 10_000,
             mining_threads: 0,

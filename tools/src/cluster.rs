@@ -60,6 +60,12 @@ pub struct ClusterArgs {
     /// takes the load) and restart it half an interval later; report the longest gap between committed blocks.
     #[arg(long, conflicts_with = "kill_one")]
     pub kill_every_s: Option<f64>,
+    /// Rolling-upgrade drill: every node in turn (node 0 too) is stopped with SIGTERM and started again with an
+    /// upgrade to this binary's newest protocol version scheduled at one height after the last restart; every node
+    /// must switch there, nothing may be lost, and the longest gap between committed blocks is reported. Needs
+    /// --via-http: the HTTP load moves to another node while one restarts.
+    #[arg(long, requires = "via_http", conflicts_with_all = ["kill_one", "kill_every_s", "serve", "compare_http", "compare_mining", "find_peak"])]
+    pub upgrade_drill: bool,
     /// Flood drill: besides the load, one hostile client sends this many valid transactions per second to node 0
     /// on its own connection and ignores `Overloaded`; report what the honest load kept of its rate.
     #[arg(long)]
@@ -169,6 +175,8 @@ pub struct ClusterReport {
     /// The longest gap between consecutive committed blocks while the load ran (node 0's stored blocks), in the
     /// storm; with the height that ended it.
     pub longest_block_gap_ms: Option<(u64, u64)>,
+    /// The rolling-upgrade drill's (`--upgrade-drill`).
+    pub upgrade: Option<crate::upgrade::UpgradeReport>,
     /// The flooder's own report (`--flood-rate`).
     pub flood: Option<LoadReport>,
     /// Each node's largest resident memory seen while the load ran (sampled every second), in MiB.
@@ -250,7 +258,12 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
         measure(args)?;
         // A plain run (no rate given, no drill) ends with a short search, so a newcomer sees what the machine can
         // do, not only the small default rate.
-        if args.rate.is_some() || args.kill_one || args.kill_every_s.is_some() || args.netns {
+        if args.rate.is_some()
+            || args.kill_one
+            || args.kill_every_s.is_some()
+            || args.upgrade_drill
+            || args.netns
+        {
             return Ok(());
         }
         PeakSearch {
@@ -352,6 +365,9 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     let mut storm = args
         .kill_every_s
         .map(|every| crate::storm::Storm::new(every, args.nodes, wall_ms()));
+    let mut upgrade = args
+        .upgrade_drill
+        .then(|| crate::upgrade::UpgradeDrill::new(&dir, args.nodes, args.duration_s as f64));
     let mut rss_max_mib = vec![0f64; args.nodes];
     let mut rss_sampled = Instant::now() - Duration::from_secs(1);
     let mut last_shown = Instant::now();
@@ -420,6 +436,11 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
                 drill_error = Some(error);
             }
         }
+        if let Some(drill) = upgrade.as_mut() {
+            if let Err(error) = drill.step(elapsed, &mut children.0, |i| start_node(&dir, i)) {
+                drill_error = Some(error);
+            }
+        }
         if rss_sampled.elapsed() >= Duration::from_secs(1) {
             rss_sampled = Instant::now();
             for (max, child) in rss_max_mib.iter_mut().zip(&children.0) {
@@ -472,7 +493,9 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         })?)
         .context("the load generator's report")?;
     let nodes_cpu_s = match (cpu_before, nodes_cpu(&children)) {
-        (Some(before), Some(after)) if !args.kill_one && storm.is_none() => Some(after - before),
+        (Some(before), Some(after)) if !args.kill_one && storm.is_none() && upgrade.is_none() => {
+            Some(after - before)
+        }
         _ => None,
     };
     if args.kill_one && killed && !restarted {
@@ -523,8 +546,15 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             drill_error = Some(error);
         }
     }
+    if let Some(drill) = upgrade.as_mut() {
+        if drill_error.is_none() {
+            if let Err(error) = drill.finish(started, &mut children.0, |i| start_node(&dir, i)) {
+                drill_error = Some(error);
+            }
+        }
+    }
     if let Some(error) = drill_error {
-        return Err(error.context("restarting the killed node"));
+        return Err(error.context("restarting a node in a drill"));
     }
 
     let statuses = settle_and_stop(&dir, &mut children, args.nodes)?;
@@ -544,11 +574,12 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         }
         _ => 0,
     };
-    let longest_block_gap_ms = match &storm {
-        Some(_) => {
-            crate::storm::longest_block_gap(&dir.join("node0"), started_wall_ms, ended_wall_ms)?
-        }
-        None => None,
+    if let Some(drill) = upgrade.as_mut() {
+        drill.count_final(&statuses);
+    }
+    let longest_block_gap_ms = match (&storm, &upgrade) {
+        (None, None) => None,
+        _ => crate::storm::longest_block_gap(&dir.join("node0"), started_wall_ms, ended_wall_ms)?,
     };
 
     let blocks = statuses.iter().map(|s| s.height).max().unwrap_or(0);
@@ -627,6 +658,32 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             args.round_timeout_ms
         );
     }
+    if let Some(drill) = &upgrade {
+        let upgrade = &drill.report;
+        println!(
+            "rolling upgrade: {} nodes restarted one at a time (SIGTERM, new config) at {} s; protocol {} from height \
+             {}, {}; blocks refused for their version {}, proposals refused for their timestamp {}; longest gap \
+             between committed blocks {} (node 0's stored blocks; one round timeout is {} ms)",
+            upgrade.restarts_s.len(),
+            upgrade
+                .restarts_s
+                .iter()
+                .map(|s| format!("{s:.1}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            upgrade.version,
+            upgrade.height,
+            upgrade.switched_s.map_or("reached after the load".to_string(), |s| format!(
+                "reached by node 0 {s:.1} s into the load"
+            )),
+            upgrade.protocol_refused,
+            upgrade.timestamps_refused,
+            longest_block_gap_ms.map_or("-".to_string(), |(gap, height)| format!(
+                "{gap} ms, ended by height {height}"
+            )),
+            args.round_timeout_ms
+        );
+    }
     println!(
         "CPU limit: {cores} cores x {verifications_per_core_s:.0} batched verifications/s per core / \
          {verifications_per_tx} verifications per tx = {cpu_limit_tps:.0} tx/s; committed TPS is {:.2} of it",
@@ -647,6 +704,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         node_cpu_us_per_tx,
         kills: storm.as_ref().map_or(0, |storm| storm.kills),
         longest_block_gap_ms,
+        upgrade: upgrade.as_ref().map(|drill| drill.report.clone()),
         flood,
         nodes_rss_max_mib: rss_max_mib,
     };
@@ -672,6 +730,13 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         "the load generator lost connections: {:?}",
         report.lost_connections
     );
+    if let Some(upgrade) = &cluster.upgrade {
+        ensure!(
+            upgrade.protocol_refused == 0,
+            "{} blocks were refused for their protocol version during the upgrade",
+            upgrade.protocol_refused
+        );
+    }
     ensure!(
         flood_accepted_missing == 0,
         "{flood_accepted_missing} of the flooder's transactions were answered accepted and are not in the ledger"

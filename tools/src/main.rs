@@ -20,6 +20,7 @@ mod offline;
 mod peak;
 mod serve;
 mod storm;
+mod upgrade;
 mod witness_cmd;
 
 #[global_allocator]

@@ -250,4 +250,34 @@ mod tests {
             );
         }
     }
+
+    /// A schedule the binary cannot keep is refused with one line naming the field; the example's commented
+    /// entry, uncommented, is one it can.
+    #[test]
+    fn protocol_upgrades_are_checked() {
+        let base = EXAMPLE.replace(
+            "# [[protocol_upgrades]]\n# version = 2\n# height = 1000000\n",
+            "",
+        );
+        assert_ne!(base, EXAMPLE, "the example shows a commented upgrade");
+        let with = |entries: &str| -> std::result::Result<NodeConfig, String> {
+            let config: NodeConfig =
+                toml::from_str(&format!("{base}{entries}")).map_err(|e| e.to_string())?;
+            config.check().map(|()| config)
+        };
+        let good = with("[[protocol_upgrades]]\nversion = 2\nheight = 1000000\n").unwrap();
+        assert_eq!(good.protocol_schedule().unwrap().at(1_000_000), 2);
+        assert_eq!(good.protocol_schedule().unwrap().at(999_999), 1);
+        let newer = with("[[protocol_upgrades]]\nversion = 99\nheight = 10\n").unwrap_err();
+        assert!(
+            newer.starts_with(
+                "protocol_upgrades: protocol version 99 is newer than this binary runs"
+            ),
+            "{newer}"
+        );
+        let backwards =
+            with("[[protocol_upgrades]]\nversion = 2\nheight = 10\n[[protocol_upgrades]]\nversion = 2\nheight = 20\n")
+                .unwrap_err();
+        assert!(backwards.contains("must raise the version"), "{backwards}");
+    }
 }

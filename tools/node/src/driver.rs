@@ -110,6 +110,8 @@ pub struct Driver {
     package_requests: BTreeMap<PackageId, (u64, usize)>,
     last_tick_ms: u64,
     last_status_ms: u64,
+    /// Blocks refused for their protocol version when the operator was last told.
+    protocol_refused_told: u64,
     /// Client transactions waiting to be admitted together, and when the oldest arrived.
     admission: Vec<Submission>,
     admission_since_ms: u64,
@@ -136,6 +138,7 @@ impl Driver {
             package_requests: BTreeMap::new(),
             last_tick_ms: 0,
             last_status_ms: 0,
+            protocol_refused_told: 0,
             admission: Vec::with_capacity(ADMISSION_BATCH_TXS),
             admission_since_ms: 0,
         }
@@ -230,6 +233,18 @@ impl Driver {
             );
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
+                let refused = self.parts.bft.stats.protocol_refused;
+                if refused > self.protocol_refused_told {
+                    self.protocol_refused_told = refused;
+                    let next = self.parts.bft.committed_height() + 1;
+                    tracing::warn!(
+                        refused,
+                        height = next,
+                        protocol = self.parts.bft.protocol_at(next),
+                        "blocks of another protocol version than this node's schedule gives their height were \
+                         refused: if the committee upgraded, install its binary and its protocol_upgrades"
+                    );
+                }
                 let consensus = self.counters();
                 let round = self.parts.bft.round();
                 *self.parts.view.lock().expect("consensus view lock") =

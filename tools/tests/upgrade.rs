@@ -1,0 +1,85 @@
+//! Issue 18's rolling upgrade as processes: `cas local --upgrade-drill` stops each of 4 nodes in turn (SIGTERM),
+//! schedules protocol 2 in its node.toml at one height after the last restart and starts it again, while HTTP load
+//! runs. Every valid transaction must be final (one round per account, so none waits on another's output), every
+//! invalid one refused for its reason, the commitments equal, every node on protocol 2 at the end with no block
+//! refused for its version, and no two rounds in a row may time out (the round timeout doubles after each, so a
+//! longest gap under two timeouts means at most one timed-out round at a time: the restarted node's turn).
+//! Its own test binary, so it does not share the cores with the other cluster tests.
+
+use std::process::Command;
+
+#[test]
+fn a_rolling_upgrade_under_load_loses_nothing_and_stalls_at_most_one_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let round_timeout_ms = 1_000;
+    let output = Command::new(env!("CARGO_BIN_EXE_cas"))
+        .args([
+            "local",
+            "--nodes",
+            "4",
+            "--accounts",
+            "400",
+            "--invalid-every",
+            "20",
+        ])
+        .args([
+            "--rate",
+            "25",
+            "--duration-s",
+            "16",
+            "--via-http",
+            "--http-workers",
+            "8",
+        ])
+        .args([
+            "--round-timeout-ms",
+            &round_timeout_ms.to_string(),
+            "--upgrade-drill",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("cas runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "cas local failed:\n{stdout}\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("report.json")).expect("report.json written"),
+    )
+    .unwrap();
+    let load = &report["load"];
+    assert_eq!(load["wrong_answer_count"].as_u64(), Some(0), "{report}");
+    assert_eq!(load["unanswered"].as_u64(), Some(0), "{report}");
+    // 16 s x 25 tx/s: 400 valid (one per account), 20 invalid.
+    assert_eq!(load["final_accepted"].as_u64(), Some(400), "{report}");
+    assert_eq!(
+        report["commitments_equal"].as_bool(),
+        Some(true),
+        "{report}"
+    );
+    let upgrade = &report["upgrade"];
+    assert_eq!(upgrade["version"].as_u64(), Some(2), "{report}");
+    assert_eq!(
+        upgrade["restarts_s"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
+    assert_eq!(upgrade["protocol_refused"].as_u64(), Some(0), "{report}");
+    for status in report["statuses"].as_array().unwrap() {
+        assert_eq!(
+            status["consensus"]["protocol"].as_u64(),
+            Some(2),
+            "{status}"
+        );
+    }
+    let gap_ms = report["longest_block_gap_ms"][0]
+        .as_u64()
+        .expect("a gap was measured");
+    assert!(
+        gap_ms < 2 * round_timeout_ms,
+        "longest gap between committed blocks {gap_ms} ms: two rounds in a row timed out\n{stdout}\n{stderr}"
+    );
+}
