@@ -110,7 +110,8 @@ pub fn write(
 }
 
 /// [`write`] from entries already sorted by outpoint, as the mirror's ordered map yields them. In debug builds the
-/// entries' commitment is checked against `commitment` (a mirror that drifted from the shards fails loudly there).
+/// entries' order and commitment are checked (a mirror that drifted from the shards fails loudly there): every node
+/// writes the same set in the same bytes.
 pub(crate) fn write_sorted<'a>(
     dir: &Path,
     height: u64,
@@ -133,7 +134,13 @@ pub(crate) fn write_sorted<'a>(
         out.buffer.extend_from_slice(&height.to_le_bytes());
         out.buffer.extend_from_slice(&(count as u64).to_le_bytes());
         let mut check = cfg!(debug_assertions).then(cas_engine::SetCommitment::default);
+        let mut previous: Option<&OutPoint> = None;
         for (outpoint, coin) in entries {
+            debug_assert!(
+                previous < Some(outpoint),
+                "snapshot entries in strictly ascending outpoint order"
+            );
+            previous = Some(outpoint);
             encode_entry(&mut out.buffer, outpoint, coin);
             out.flush_when_full()?;
             if let Some(check) = check.as_mut() {
