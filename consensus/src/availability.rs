@@ -68,8 +68,10 @@ impl Default for AvailabilityConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AvailabilityStats {
     pub packages_created: u64,
-    /// Transactions whose signatures this member verified.
+    /// Transactions whose signatures this member verified (packages it checked, and unattested ones at execution),
+    /// and the batches they were verified in (one per package).
     pub signatures_checked: u64,
+    pub signature_batches: u64,
     pub certs_formed: u64,
     pub certs_attested: u64,
     /// Certificates issued unattested because the wait for checked acks ran out.
@@ -236,6 +238,7 @@ impl Availability {
     /// Verifies every signature of a package; true when all are good.
     fn check_signatures(&mut self, txs: &[Transaction]) -> bool {
         self.stats.signatures_checked += txs.len() as u64;
+        self.stats.signature_batches += 1;
         !signature_verdicts(txs).iter().any(|v| v.is_err())
     }
 
@@ -527,6 +530,7 @@ impl Availability {
     pub fn verify_for_execution(&mut self, id: &PackageId) -> Option<Vec<bool>> {
         let txs = &self.packages.get(id)?.txs;
         self.stats.signatures_checked += txs.len() as u64;
+        self.stats.signature_batches += 1;
         Some(signature_verdicts(txs).iter().map(|v| v.is_ok()).collect())
     }
 }

@@ -102,6 +102,10 @@ pub struct Synchronizer {
     /// `seen_ids_max`.
     seen_order: VecDeque<(TxId, Option<(PublicKey, u64)>)>,
     client_ids: HashMap<(PublicKey, u64), TxId>,
+    /// Admission's signature work: transactions verified, and the batches they were verified in (their ratio is
+    /// the batch size, what batching gains).
+    pub signatures_checked: u64,
+    pub signature_batches: u64,
 }
 
 impl Synchronizer {
@@ -115,6 +119,8 @@ impl Synchronizer {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             client_ids: HashMap::new(),
+            signatures_checked: 0,
+            signature_batches: 0,
         }
     }
 
@@ -171,6 +177,10 @@ impl Synchronizer {
         let txs: Vec<&ArchivedTransaction> = decoded.iter().map(|(_, tx, _)| *tx).collect();
         let ids: Vec<TxId> = decoded.iter().map(|(_, _, id)| *id).collect();
         let verdicts = verify_signatures(&txs, &ids);
+        if !txs.is_empty() {
+            self.signatures_checked += txs.len() as u64;
+            self.signature_batches += 1;
+        }
         for ((index, tx, id), verdict) in decoded.into_iter().zip(verdicts) {
             answers[index] = Some(match verdict {
                 Err(error) => Admission::Rejected {

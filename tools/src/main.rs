@@ -78,6 +78,11 @@ enum Command {
     Node {
         #[arg(long)]
         config: PathBuf,
+        /// Log one JSON object per line (also with `CAS_LOG_FORMAT=json` in the environment, which `cas local`
+        /// passes on to its nodes); the level is `CAS_LOG`'s (default `warn`; `info` adds one line per event:
+        /// start, peers, snapshots, protocol switches, never one per transaction or block).
+        #[arg(long)]
+        log_json: bool,
     },
     /// The main job: a local cluster of node processes under generated load, printing TPS and latency.
     Local(cluster::ClusterArgs),
@@ -178,8 +183,10 @@ fn main() -> ExitCode {
             out,
         }),
         Command::Show { file } => offline::show(file),
-        Command::Node { config } => {
-            init_node_logging();
+        Command::Node { config, log_json } => {
+            init_node_logging(
+                *log_json || std::env::var("CAS_LOG_FORMAT").is_ok_and(|format| format == "json"),
+            );
             cas_node::run(config)
         }
         Command::Config(ConfigCommand::Check { file }) => {
@@ -210,13 +217,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// A node logs to stderr at the level `CAS_LOG` names (default `warn`).
-fn init_node_logging() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+/// A node logs to stderr at the level `CAS_LOG` names (default `warn`), as text or one JSON object per line.
+fn init_node_logging(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CAS_LOG").unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        logs.try_init()
+    };
 }

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.parse
 
-from harness import Cluster, check, http_text, wait_for
+from harness import Cluster, check, fail, http_text, wait_for
 
 CAS, WORK = sys.argv[1], sys.argv[2]
 CLUSTER = os.path.join(WORK, "cluster")
@@ -40,6 +40,9 @@ def free_port():
 
 HAS_PROMETHEUS = bool(shutil.which("prometheus") and shutil.which("promtool"))
 
+# The nodes log at info, one JSON object per line: checked at the end.
+os.environ["CAS_LOG"] = "info"
+os.environ["CAS_LOG_FORMAT"] = "json"
 cluster_run = Cluster(CAS, CLUSTER, accounts=400)
 prometheus = None
 try:
@@ -122,6 +125,18 @@ try:
             check(synced and all(v > 0 for v in synced.values()), f"{file} fdatasyncs seen: {synced}")
         print("ledger fdatasync p99 over the last 30 s, from Prometheus:", query(
             'histogram_quantile(0.99, sum(rate(cas_fsync_seconds_bucket{file="ledger"}[30s])) by (le))'))
+        # Signature work and its batches, the protocol version, the catch-up and HTTP API gauges, on every node.
+        for name, expected in [("cas_admission_signature_batches_total", lambda v: v > 0),
+                               ("cas_package_signature_batches_total", lambda v: v > 0),
+                               ("cas_protocol_version", lambda v: v == 1),
+                               ("cas_protocol_version_max", lambda v: v >= 2),
+                               ("cas_catch_up_chunks", lambda v: v == 0),
+                               ("cas_api_query_queue", lambda v: v >= 0),
+                               ("cas_api_waiting_requests", lambda v: v >= 0)]:
+            values = on_every_node(name)
+            check(values and all(expected(v) for v in values.values()), f"{name}: {values}")
+        batch = query("sum(cas_admission_signatures_checked_total) / sum(cas_admission_signature_batches_total)")
+        print("admission's mean signature batch, from Prometheus:", batch)
         healthy = on_every_node("cas_healthy")
         check(healthy and all(v == 1 for v in healthy.values()), f"cas_healthy: {healthy}")
         latency = query("histogram_quantile(0.5, sum(rate(cas_submit_to_final_seconds_bucket[30s])) by (le))")
@@ -149,6 +164,23 @@ try:
           f"/health transitions: {seen}")
     reason = next(a[1] for _, a in seen if a[0] == 503)
     check(reason.startswith("catching up") or "reported" in reason, f"the 503's reason: {reason}")
+    # The logs: every line of every node's log is a JSON event; at info, one line per event (start, peers,
+    # snapshots), so far fewer lines than the load's 2,000 transactions.
+    for i in range(4):
+        with open(os.path.join(CLUSTER, f"node{i}.log")) as f:
+            lines = [line for line in f if line.strip()]
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                fail(f"node{i}.log: not a JSON line: {line[:200]}")
+        check(all("level" in e and "message" in e and "timestamp" in e for e in events),
+              f"node{i}.log: an event without level, message or timestamp")
+        info = [e for e in events if e["level"] == "INFO"]
+        check(any(e["message"] == "netio started" for e in info) and len(info) < 200,
+              f"node{i}.log: {len(info)} info events")
+    print("node logs: JSON lines, info events per node:", len(info))
 finally:
     if prometheus:
         prometheus.terminate()

@@ -68,6 +68,15 @@ pub struct Waiters {
 }
 
 impl Waiters {
+    /// Requests waiting now.
+    pub fn len(&self) -> usize {
+        self.by_tx.lock().expect("waiters lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Hands an answer to the request waiting for its transaction (`submitted`, when the answer names another: a
     /// `Duplicate` of a client id names the first transaction that used it); the last answer it will get removes
     /// the request.
@@ -146,7 +155,7 @@ pub struct ApiState {
     /// Reads for the executor (bounded; see [`QUERY_QUEUE_MAX`]).
     pub queries: crossbeam_channel::Sender<LedgerQuery>,
     /// Block streams open now (at most [`STREAMS_MAX`]).
-    pub streams: AtomicUsize,
+    pub streams: Arc<AtomicUsize>,
     pub index: Arc<TxIndexView>,
     pub stats: Arc<Mutex<Executed>>,
     pub stopping: AtomicBool,
@@ -1135,7 +1144,7 @@ pub(crate) fn detached_state() -> Arc<ApiState> {
         submit,
         waker: Arc::new(cas_netio::InboundWaker::default()),
         queries,
-        streams: AtomicUsize::new(0),
+        streams: Arc::new(AtomicUsize::new(0)),
         index: index.view(),
         stats: Arc::new(Mutex::new(Executed::default())),
         stopping: AtomicBool::new(false),

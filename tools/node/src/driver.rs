@@ -112,6 +112,8 @@ pub struct Driver {
     last_status_ms: u64,
     /// Blocks refused for their protocol version when the operator was last told.
     protocol_refused_told: u64,
+    /// The protocol version of the next block when last looked at (a switch is logged).
+    protocol: u32,
     /// Client transactions waiting to be admitted together, and when the oldest arrived.
     admission: Vec<Submission>,
     admission_since_ms: u64,
@@ -139,6 +141,7 @@ impl Driver {
             last_tick_ms: 0,
             last_status_ms: 0,
             protocol_refused_told: 0,
+            protocol: 0,
             admission: Vec::with_capacity(ADMISSION_BATCH_TXS),
             admission_since_ms: 0,
         }
@@ -233,14 +236,23 @@ impl Driver {
             );
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
+                let next = self.parts.bft.committed_height() + 1;
+                let protocol = self.parts.bft.protocol_at(next);
+                if protocol != self.protocol {
+                    tracing::info!(
+                        protocol,
+                        height = next,
+                        "blocks follow protocol version {protocol}"
+                    );
+                    self.protocol = protocol;
+                }
                 let refused = self.parts.bft.stats.protocol_refused;
                 if refused > self.protocol_refused_told {
                     self.protocol_refused_told = refused;
-                    let next = self.parts.bft.committed_height() + 1;
                     tracing::warn!(
                         refused,
                         height = next,
-                        protocol = self.parts.bft.protocol_at(next),
+                        protocol,
                         "blocks of another protocol version than this node's schedule gives their height were \
                          refused: if the committee upgraded, install its binary and its protocol_upgrades"
                     );
@@ -277,6 +289,8 @@ impl Driver {
     fn counters(&self) -> serde_json::Value {
         let bft = &self.parts.bft.stats;
         let availability = &self.parts.availability.stats;
+        let fetch = self.parts.state_sync.progress();
+        let sync = &self.parts.state_sync.stats;
         serde_json::json!({
             "round": self.parts.bft.round(),
             "committed_height": self.parts.bft.committed_height(),
@@ -304,6 +318,15 @@ impl Driver {
             "timestamps_refused": bft.timestamps_refused,
             "packages_created": availability.packages_created,
             "signatures_checked": availability.signatures_checked,
+            "package_signature_batches": availability.signature_batches,
+            "admission_signatures_checked": self.parts.synchronizer.signatures_checked,
+            "admission_signature_batches": self.parts.synchronizer.signature_batches,
+            "catch_up_snapshot_height": fetch.map_or(0, |(height, _, _)| height),
+            "catch_up_chunks_taken": fetch.map_or(0, |(_, taken, _)| taken),
+            "catch_up_chunks_total": fetch.map_or(0, |(_, _, total)| total),
+            "catch_up_queries": sync.queries,
+            "catch_up_chunks_received": sync.chunks_received,
+            "catch_up_transfers_failed": sync.transfers_failed,
             "certs_formed": availability.certs_formed,
             "certs_attested": availability.certs_attested,
             "certs_unattested_after_wait": availability.certs_unattested_after_wait,

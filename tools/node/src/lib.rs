@@ -12,6 +12,9 @@
 //! witness order from the one kept at its base (`witness-order-<height>.bin`) and the stored blocks above it.
 //! SIGINT or SIGTERM stops intake, lets the executor finish what was committed, writes `status.json`, exits 0.
 
+// The status counters are one `serde_json::json!` object of ~60 fields, deeper than the default macro limit.
+#![recursion_limit = "256"]
+
 mod api;
 pub mod clients;
 pub mod config;
@@ -245,6 +248,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         },
     )?;
     let view = Arc::new(Mutex::new(operator::ConsensusView::default()));
+    let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let operator = match config.operator_listen {
         Some(listen) => Some(operator::OperatorServer::start(
             listen,
@@ -265,7 +269,12 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 config.data_dir.clone(),
                 submit_to_final,
                 fsync.clone(),
-            ),
+            )
+            .with_api(config.api_listen.map(|_| operator::ApiQueues {
+                queries: queries.clone(),
+                streams: streams.clone(),
+                waiters: waiters.clone(),
+            })),
         )?),
         None => None,
     };
@@ -281,7 +290,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 index: index_view.clone(),
                 stats: stats.clone(),
                 stopping: AtomicBool::new(false),
-                streams: std::sync::atomic::AtomicUsize::new(0),
+                streams,
             },
         )?),
         None => None,

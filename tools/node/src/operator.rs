@@ -84,7 +84,19 @@ pub struct OperatorState {
     pub submit_to_final: Histogram,
     /// Fed by the block store, the index and the journal.
     pub fsync: prometheus::HistogramVec,
+    /// The HTTP API's queues, when it runs.
+    api: Option<ApiQueues>,
     disk: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+/// What the HTTP API holds in its bounded queues, read for their depths.
+pub struct ApiQueues {
+    /// Reads waiting for the executor (at most [`crate::api::QUERY_QUEUE_MAX`]).
+    pub queries: crossbeam_channel::Sender<crate::api::LedgerQuery>,
+    /// Block streams open (at most [`crate::api::STREAMS_MAX`]).
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests held until their transaction is final (`?wait=final`).
+    pub waiters: Arc<crate::api::Waiters>,
 }
 
 /// fdatasync durations by file: the ledger's block store (`ledger`), the transaction index (`index`) and the
@@ -143,8 +155,14 @@ impl OperatorState {
             started: Instant::now(),
             submit_to_final,
             fsync,
+            api: None,
             disk: Mutex::new(None),
         }
+    }
+
+    /// With the HTTP API's queues to export.
+    pub fn with_api(self, api: Option<ApiQueues>) -> OperatorState {
+        OperatorState { api, ..self }
     }
 
     /// Writes and fsyncs a small file in the data folder, at most every [`DISK_CHECK_EVERY`].
@@ -363,6 +381,23 @@ pub fn render(state: &OperatorState) -> Result<String> {
         "1 when /health answers ok.",
         state.unhealthy().is_none() as i64,
     )?;
+    if let Some(api) = &state.api {
+        gauge(
+            "cas_api_query_queue",
+            "HTTP API reads waiting for the executor (bounded).",
+            api.queries.len() as i64,
+        )?;
+        gauge(
+            "cas_api_streams_open",
+            "HTTP block streams open (bounded).",
+            api.streams.load(std::sync::atomic::Ordering::Relaxed) as i64,
+        )?;
+        gauge(
+            "cas_api_waiting_requests",
+            "HTTP submissions held until final (?wait=final).",
+            api.waiters.len() as i64,
+        )?;
+    }
     counter(
         "cas_committed_txs_total",
         "Client transactions executed in final blocks (applied or rejected by the rules).",
@@ -587,7 +622,61 @@ const CONSENSUS_METRICS: &[(&str, &str, &str, bool)] = &[
     (
         "signatures_checked",
         "cas_signatures_checked_total",
-        "Transaction signatures verified by admission and package checks.",
+        "Transaction signatures verified checking packages (as a checker, or unattested at execution).",
+        true,
+    ),
+    (
+        "package_signature_batches",
+        "cas_package_signature_batches_total",
+        "Batches those were verified in (one per package): checked / batches is the batch size.",
+        true,
+    ),
+    (
+        "admission_signatures_checked",
+        "cas_admission_signatures_checked_total",
+        "Client transactions whose signatures admission verified.",
+        true,
+    ),
+    (
+        "admission_signature_batches",
+        "cas_admission_signature_batches_total",
+        "Batches admission verified them in: checked / batches is the batch size.",
+        true,
+    ),
+    (
+        "catch_up_snapshot_height",
+        "cas_catch_up_snapshot_height",
+        "The height of the snapshot being fetched (0: none).",
+        false,
+    ),
+    (
+        "catch_up_chunks_taken",
+        "cas_catch_up_chunks_taken",
+        "Chunks of that snapshot taken so far.",
+        false,
+    ),
+    (
+        "catch_up_chunks_total",
+        "cas_catch_up_chunks",
+        "Chunks of that snapshot in all.",
+        false,
+    ),
+    (
+        "catch_up_queries",
+        "cas_catch_up_queries_total",
+        "Rounds of snapshot queries to the committee.",
+        true,
+    ),
+    (
+        "catch_up_chunks_received",
+        "cas_catch_up_chunks_received_total",
+        "Snapshot chunks received.",
+        true,
+    ),
+    (
+        "catch_up_transfers_failed",
+        "cas_catch_up_transfers_failed_total",
+        "Snapshot transfers abandoned (a chunk refused, a wrong commitment, a silent source).",
         true,
     ),
     (

@@ -146,6 +146,14 @@ impl StateSync {
         }
     }
 
+    /// The snapshot being fetched: its height, the chunks taken so far and the transfer's chunks in all.
+    pub fn progress(&self) -> Option<(u64, u32, u32)> {
+        match &self.phase {
+            Phase::Fetching(fetch) => Some((fetch.info.height, fetch.next_to_take, fetch.chunks())),
+            _ => None,
+        }
+    }
+
     /// Whether a round of queries or a transfer is under way.
     pub fn busy(&self) -> bool {
         !matches!(self.phase, Phase::Idle)
