@@ -43,6 +43,10 @@ pub const UTXO_MAP_PARTS: usize = 256;
 /// Commits (one per block, or a load) queued for the set's mirror. Full: the committing thread waits until the
 /// mirror catches up (it falls behind only while it writes a snapshot), so memory stays bounded.
 pub const MIRROR_QUEUE_MAX: usize = 1024;
+/// Changes (spent outpoints plus created outputs) the mirror logs before it folds them into its sorted copy, when
+/// the copy is smaller than that: past `max(copy, this)` it folds them in (a snapshot folds whatever is logged), so
+/// the log stays within the copy's size and each change is moved a bounded number of times.
+pub const MIRROR_LOG_MIN: usize = 1 << 18;
 /// The nice value of the mirror's thread (0 is normal, 19 the lowest): snapshots yield to block commits.
 pub const MIRROR_NICE: libc::c_int = 10;
 /// Snapshots kept on disk; older ones are deleted after a new one is durable.
@@ -55,7 +59,7 @@ pub const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 
 const _: () = assert!(SHARDS_MAX > 0);
 const _: () = assert!(SNAPSHOT_CHUNK_ENTRIES > 0);
-const _: () = assert!(MIRROR_QUEUE_MAX > 0);
+const _: () = assert!(MIRROR_QUEUE_MAX > 0 && MIRROR_LOG_MIN > 0);
 // A part is chosen by one byte of the tx id.
 const _: () = assert!(UTXO_MAP_PARTS > 0 && UTXO_MAP_PARTS <= 256);
 const _: () = assert!(VERIFY_CHUNK_TXS > 0);

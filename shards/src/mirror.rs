@@ -3,10 +3,12 @@
 //! out of them stalled every block for seconds): the mirror takes changes in commit order, so when it meets a
 //! write request it holds the set at that height, and it writes while the changes of later blocks wait in its
 //! bounded queue (full: the committing thread waits, so a writer slower than the chain slows the chain instead of
-//! growing memory). The cost is a second copy of the set in memory and an ordered-map update per change, on a
-//! thread of its own at a lower priority. It owns its copy and the snapshot files it writes; it never reads the shards or the store.
+//! growing memory). The cost is a second copy of the set in memory, on a thread of its own at a lower priority. The
+//! copy is a sorted vector plus a log of the changes since ([`SortedSet`]): a change is only appended, and the log
+//! is folded in with one sort and merge when a snapshot is written or the log outgrows the copy, instead of an
+//! ordered-map update per change. It owns its copy and the snapshot files it writes; it never reads the shards or
+//! the store.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use cas_engine::{Hash32, OutPoint, TxOutput};
 
 use crate::error::Error;
-use crate::limits::{MIRROR_NICE, MIRROR_QUEUE_MAX};
+use crate::limits::{MIRROR_LOG_MIN, MIRROR_NICE, MIRROR_QUEUE_MAX};
 use crate::snapshot;
 
 enum Input {
@@ -76,7 +78,7 @@ impl Mirror {
         let writing = Arc::new(AtomicBool::new(false));
         let last = Arc::new(Mutex::new(None));
         let keeper = Keeper {
-            set: BTreeMap::new(),
+            set: SortedSet::default(),
             writing: writing.clone(),
             last: last.clone(),
         };
@@ -148,7 +150,7 @@ fn lower_priority() {
 
 /// The mirror's thread.
 struct Keeper {
-    set: BTreeMap<OutPoint, TxOutput>,
+    set: SortedSet,
     writing: Arc<AtomicBool>,
     last: Arc<Mutex<Option<Result<PathBuf, Error>>>>,
 }
@@ -158,12 +160,7 @@ impl Keeper {
     fn run(mut self, inputs: Receiver<Input>) {
         for input in inputs {
             match input {
-                Input::Changes { spent, created } => {
-                    for outpoint in &spent {
-                        self.set.remove(outpoint);
-                    }
-                    self.set.extend(created);
-                }
+                Input::Changes { spent, created } => self.set.log(spent, created),
                 Input::Clear => self.set.clear(),
                 Input::Write {
                     dir,
@@ -179,5 +176,140 @@ impl Keeper {
                 }
             }
         }
+    }
+}
+
+/// The unspent set as a sorted vector and the changes logged since it was last folded. An outpoint is created
+/// once and spent at most once, so a logged spend removes it whether it is in the vector or among the logged
+/// creations, and order among the logged changes does not matter.
+#[derive(Default)]
+struct SortedSet {
+    /// Sorted by outpoint, each once.
+    sorted: Vec<(OutPoint, TxOutput)>,
+    spent: Vec<OutPoint>,
+    created: Vec<(OutPoint, TxOutput)>,
+}
+
+impl SortedSet {
+    fn log(&mut self, spent: Vec<OutPoint>, created: Vec<(OutPoint, TxOutput)>) {
+        self.spent.extend(spent);
+        self.created.extend(created);
+        if self.spent.len() + self.created.len() > self.sorted.len().max(MIRROR_LOG_MIN) {
+            self.fold();
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = SortedSet::default();
+    }
+
+    /// Folds the log into the sorted vector: drops the spent from both, then appends the creations sorted and
+    /// sorts once more, which the standard library's stable sort does as one merge of the two sorted runs.
+    fn fold(&mut self) {
+        if self.spent.is_empty() && self.created.is_empty() {
+            return;
+        }
+        self.spent.sort_unstable();
+        self.created.sort_unstable_by_key(|(outpoint, _)| *outpoint);
+        let spent = std::mem::take(&mut self.spent);
+        Self::remove_sorted(&mut self.sorted, &spent);
+        Self::remove_sorted(&mut self.created, &spent);
+        self.sorted.append(&mut self.created);
+        self.sorted.sort_by_key(|(outpoint, _)| *outpoint);
+        debug_assert!(self.sorted.windows(2).all(|w| w[0].0 < w[1].0));
+        self.spent = spent;
+        self.spent.clear();
+    }
+
+    /// Removes from `entries` (sorted) every outpoint in `spent` (sorted), in one pass over both.
+    fn remove_sorted(entries: &mut Vec<(OutPoint, TxOutput)>, spent: &[OutPoint]) {
+        let mut next = 0;
+        entries.retain(|(outpoint, _)| {
+            while next < spent.len() && spent[next] < *outpoint {
+                next += 1;
+            }
+            spent.get(next) != Some(outpoint)
+        });
+    }
+
+    /// Every unspent output, in outpoint order.
+    fn iter(&mut self) -> impl ExactSizeIterator<Item = (&OutPoint, &TxOutput)> {
+        self.fold();
+        self.sorted.iter().map(|(outpoint, coin)| (outpoint, coin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cas_engine::{AssetId, Hash32, PublicKey};
+
+    use super::*;
+
+    fn outpoint(n: u64) -> OutPoint {
+        OutPoint {
+            tx: Hash32(*blake3::hash(&n.to_le_bytes()).as_bytes()),
+            index: (n % 3) as u32,
+        }
+    }
+
+    fn coin(n: u64) -> TxOutput {
+        TxOutput {
+            amount: n + 1,
+            asset: AssetId::CAS,
+            owner: PublicKey::default(),
+            unlock_height: None,
+        }
+    }
+
+    /// Random commits (each spends some live outputs, including ones created in the same log, and creates new
+    /// ones), folded at random points and by size: the set always lists what an ordered map fed the same changes
+    /// holds, in order.
+    #[test]
+    fn the_sorted_set_lists_what_an_ordered_map_holds_through_any_folds() {
+        // A fixed xorshift: the same changes every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut below = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        let mut set = SortedSet::default();
+        let mut model: BTreeMap<OutPoint, TxOutput> = BTreeMap::new();
+        let mut live: Vec<OutPoint> = Vec::new();
+        let mut next = 0u64;
+        for commit in 0..2_000 {
+            let mut spent = Vec::new();
+            for _ in 0..below(live.len().min(40) + 1) {
+                let outpoint = live.swap_remove(below(live.len()));
+                model.remove(&outpoint);
+                spent.push(outpoint);
+            }
+            let mut created = Vec::new();
+            for _ in 0..below(60) {
+                let (outpoint, coin) = (outpoint(next), coin(next));
+                next += 1;
+                model.insert(outpoint, coin);
+                live.push(outpoint);
+                created.push((outpoint, coin));
+            }
+            set.log(spent, created);
+            if commit % 97 == 0 || below(50) == 0 {
+                let listed: Vec<(OutPoint, TxOutput)> = set
+                    .iter()
+                    .map(|(outpoint, coin)| (*outpoint, *coin))
+                    .collect();
+                let expected: Vec<(OutPoint, TxOutput)> = model
+                    .iter()
+                    .map(|(outpoint, coin)| (*outpoint, *coin))
+                    .collect();
+                assert_eq!(listed, expected, "after commit {commit}");
+            }
+        }
+        assert!(next > 20_000 && !model.is_empty());
+        set.clear();
+        assert_eq!(set.iter().len(), 0);
     }
 }

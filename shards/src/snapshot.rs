@@ -109,7 +109,7 @@ pub fn write(
     write_sorted(dir, height, entries.iter().map(|(o, c)| (o, c)), commitment)
 }
 
-/// [`write`] from entries already sorted by outpoint, as the mirror's ordered map yields them. In debug builds the
+/// [`write`] from entries already sorted by outpoint, as the mirror's sorted set yields them. In debug builds the
 /// entries' order and commitment are checked (a mirror that drifted from the shards fails loudly there): every node
 /// writes the same set in the same bytes.
 pub(crate) fn write_sorted<'a>(
