@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::FrameError;
 use crate::limits::{
@@ -215,96 +215,127 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(Class, &[u8], &[u8]), FrameError> {
     Ok((class, &body[..len], &body[len..]))
 }
 
-/// Reads the next frame from a QUIC stream. `Ok(None)` is a clean end between frames.
-pub async fn read_frame(
-    recv: &mut quinn::RecvStream,
-) -> Result<Option<(Class, Bytes)>, FrameError> {
-    read_frame_checked(recv, None, |_| Ok(())).await
+/// Chunks one read takes from a stream at most: everything that has arrived, up to this many received segments
+/// (each at most a datagram), so a stream of small frames costs one read per many frames, not several per frame.
+const READ_CHUNKS_MAX: usize = 64;
+
+/// Reads frames from one QUIC stream through a buffer: each read takes the segments that have arrived (often many
+/// small frames), and frames are cut from the buffer, each payload copied out on its own (a kept payload never pins
+/// the buffer). The buffer holds at most the frame being completed plus one read's segments: reading stops while
+/// the caller has not asked for the next frame, so QUIC flow control still holds a sender back.
+pub struct FrameReader {
+    recv: quinn::RecvStream,
+    buffered: BytesMut,
+    chunks: Vec<Bytes>,
 }
 
-/// Reads the next frame from a QUIC stream, refusing it with `check`'s error as soon as its header is read, so a
-/// frame of a class this stream never carries is refused before its payload is read. With a `frame_timeout`, a
-/// frame whose first byte has been read must be complete within it ([`FrameError::Timeout`]); waiting for that
-/// first byte is not bounded here (the connection's idle bound is the caller's).
-///
-/// The payload buffer grows as its bytes arrive, never to the declared length up front: a header announcing a
-/// large frame that never comes costs what was actually sent, not the class's limit.
-pub async fn read_frame_checked(
-    recv: &mut quinn::RecvStream,
-    frame_timeout: Option<Duration>,
-    check: impl FnOnce(Class) -> Result<(), FrameError>,
-) -> Result<Option<(Class, Bytes)>, FrameError> {
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    let first = match recv.read(&mut header).await {
-        Ok(Some(read)) => read,
-        Ok(None) => return Ok(None),
-        Err(error) => return Err(FrameError::Read(error.to_string())),
-    };
-    let rest = read_frame_rest(recv, header, first, check);
-    match frame_timeout {
-        None => rest.await.map(Some),
-        Some(limit) => match tokio::time::timeout(limit, rest).await {
-            Ok(frame) => frame.map(Some),
-            Err(_) => Err(FrameError::Timeout {
-                timeout_ms: limit.as_millis().min(u64::MAX as u128) as u64,
-            }),
-        },
+impl FrameReader {
+    pub fn new(recv: quinn::RecvStream) -> FrameReader {
+        FrameReader {
+            recv,
+            buffered: BytesMut::new(),
+            chunks: vec![Bytes::new(); READ_CHUNKS_MAX],
+        }
     }
-}
 
-/// The rest of a frame whose first `got` header bytes are in `header`.
-async fn read_frame_rest(
-    recv: &mut quinn::RecvStream,
-    mut header: [u8; FRAME_HEADER_BYTES],
-    got: usize,
-    check: impl FnOnce(Class) -> Result<(), FrameError>,
-) -> Result<(Class, Bytes), FrameError> {
-    match recv.read_exact(&mut header[got..]).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(more)) => {
-            return Err(FrameError::Truncated {
-                got: got + more,
-                want: FRAME_HEADER_BYTES,
-            })
+    /// The next frame; `Ok(None)` is a clean end between frames. `check` refuses a frame by its class as soon as
+    /// its header is in, before its payload is read, so a frame of a class this stream never carries is refused
+    /// before its payload is read. With a `frame_timeout`, a frame whose first byte has been read must be complete
+    /// within it ([`FrameError::Timeout`]); waiting for that first byte is not bounded here (the connection's idle
+    /// bound is the caller's).
+    ///
+    /// The buffer grows as bytes arrive, never to the declared length up front: a header announcing a large frame
+    /// that never comes costs what was actually sent, not the class's limit.
+    pub async fn next(
+        &mut self,
+        frame_timeout: Option<Duration>,
+        check: impl FnOnce(Class) -> Result<(), FrameError>,
+    ) -> Result<Option<(Class, Bytes)>, FrameError> {
+        if self.buffered.is_empty() && !self.fill().await? {
+            return Ok(None);
         }
-        Err(quinn::ReadExactError::ReadError(error)) => {
-            return Err(FrameError::Read(error.to_string()))
+        let rest = self.complete(check);
+        match frame_timeout {
+            None => rest.await.map(Some),
+            Some(limit) => match tokio::time::timeout(limit, rest).await {
+                Ok(frame) => frame.map(Some),
+                Err(_) => Err(FrameError::Timeout {
+                    timeout_ms: limit.as_millis().min(u64::MAX as u128) as u64,
+                }),
+            },
         }
     }
-    let (class, len) = decode_header(&header)?;
-    check(class)?;
-    // Grown by what arrives (amortised doubling), so at most twice the bytes received are ever allocated.
-    let mut payload = Vec::new();
-    while payload.len() < len {
-        match recv.read_chunk(len - payload.len(), true).await {
-            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
-            Ok(None) => {
+
+    /// Cuts the frame that starts the buffer, reading until it is complete.
+    async fn complete(
+        &mut self,
+        check: impl FnOnce(Class) -> Result<(), FrameError>,
+    ) -> Result<(Class, Bytes), FrameError> {
+        self.fill_to(FRAME_HEADER_BYTES).await?;
+        let header: &[u8; FRAME_HEADER_BYTES] = self.buffered[..FRAME_HEADER_BYTES]
+            .try_into()
+            .expect("the buffer holds a header");
+        let (class, len) = decode_header(header)?;
+        check(class)?;
+        self.fill_to(FRAME_HEADER_BYTES + len).await?;
+        self.buffered.advance(FRAME_HEADER_BYTES);
+        let payload = Bytes::copy_from_slice(&self.buffered[..len]);
+        self.buffered.advance(len);
+        Ok((class, payload))
+    }
+
+    /// Reads until the buffer holds `want` bytes; the stream ending first is a truncated frame.
+    async fn fill_to(&mut self, want: usize) -> Result<(), FrameError> {
+        while self.buffered.len() < want {
+            if !self.fill().await? {
                 return Err(FrameError::Truncated {
-                    got: FRAME_HEADER_BYTES + payload.len(),
-                    want: FRAME_HEADER_BYTES + len,
-                })
+                    got: self.buffered.len(),
+                    want,
+                });
             }
-            Err(error) => return Err(FrameError::Read(error.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Appends what has arrived (waiting for at least one segment); false once the stream has ended.
+    async fn fill(&mut self) -> Result<bool, FrameError> {
+        match self.recv.read_chunks(&mut self.chunks).await {
+            Ok(Some(read)) => {
+                for chunk in &mut self.chunks[..read] {
+                    self.buffered.extend_from_slice(chunk);
+                    *chunk = Bytes::new();
+                }
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(error) => Err(FrameError::Read(error.to_string())),
         }
     }
-    debug_assert_eq!(
-        payload.len(),
-        len,
-        "read_chunk returns at most what is asked"
-    );
-    Ok((class, Bytes::from(payload)))
 }
 
-/// Writes several frames to a QUIC stream in one write, without copying the payloads: one wake of the
-/// connection for the lot.
+/// Payloads up to this size are copied next to their headers when written: one buffer for a run of small frames
+/// (answers, transactions, votes) instead of two chunks per frame; larger ones go as chunks of their own.
+const WRITE_COPY_BYTES_MAX: usize = 1024;
+
+/// Writes several frames to a QUIC stream in one write: one wake of the connection for the lot. Small payloads are
+/// gathered with the headers into one buffer, large ones are passed on without copying.
 pub async fn write_frames(
     send: &mut quinn::SendStream,
     frames: impl IntoIterator<Item = (Class, Bytes)>,
 ) -> Result<(), quinn::WriteError> {
     let mut chunks = Vec::new();
+    let mut gathered = BytesMut::new();
     for (class, payload) in frames {
-        chunks.push(Bytes::copy_from_slice(&encode_header(class, payload.len())));
-        chunks.push(payload);
+        gathered.extend_from_slice(&encode_header(class, payload.len()));
+        if payload.len() <= WRITE_COPY_BYTES_MAX {
+            gathered.extend_from_slice(&payload);
+        } else {
+            chunks.push(gathered.split().freeze());
+            chunks.push(payload);
+        }
+    }
+    if !gathered.is_empty() {
+        chunks.push(gathered.freeze());
     }
     send.write_all_chunks(&mut chunks).await
 }

@@ -14,7 +14,7 @@ use cas_engine::PublicKey;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::error::{FrameError, NetError, SendError};
-use crate::frame::{read_frame_checked, take_batch, write_frames, Class};
+use crate::frame::{take_batch, write_frames, Class, FrameReader};
 use crate::identity;
 use crate::limits::{
     CLIENT_ANSWER_INBOX_MAX, CLIENT_BATCH_TXS_MAX, CLIENT_QUEUE_MAX, CONNECT_TIMEOUT_MS,
@@ -282,8 +282,8 @@ async fn read_answers(
         note_lost(&lost, format!("refused a frame from the node: {reason}"));
         connection.close(close_code::BAD_FRAME.into(), reason.as_bytes());
     };
-    let mut recv = match connection.accept_uni().await {
-        Ok(recv) => recv,
+    let mut frames = match connection.accept_uni().await {
+        Ok(recv) => FrameReader::new(recv),
         Err(error) => return note_lost(&lost, error.to_string()),
     };
     let read = async {
@@ -295,7 +295,7 @@ async fn read_answers(
                     lane: "answer stream from the node",
                 }),
             };
-            match read_frame_checked(&mut recv, None, check).await {
+            match frames.next(None, check).await {
                 Ok(Some((_, answer))) => {
                     let Ok(permit) = room.acquire().await else {
                         return;

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::answers::{Activity, Clients};
 use crate::broadcast::{TreeError, TwoTierTree};
 use crate::error::{FrameError, NetError, SendError};
-use crate::frame::{read_frame_checked, take_batch, write_frames, Class, Lane, Validator};
+use crate::frame::{take_batch, write_frames, Class, FrameReader, Lane, Validator};
 use crate::identity::{self, Identity};
 use crate::limits::*;
 use crate::peer::{Backoff, PeerCounters, PeerStats};
@@ -797,7 +797,7 @@ async fn read_peer_streams(
 async fn read_stream(
     shared: Arc<Shared>,
     origin: Origin,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     counters: Option<Arc<PeerCounters>>,
     activity: Option<Arc<Activity>>,
 ) -> Option<FrameError> {
@@ -807,6 +807,7 @@ async fn read_stream(
         Origin::Peer(_) => None,
     };
     let mut stream_lane: Option<Lane> = None;
+    let mut frames = FrameReader::new(recv);
     loop {
         // Checked from the header alone, before the payload is read: clients send only transactions (an answer
         // is node -> client), peers only classes between nodes, each stream on one lane.
@@ -827,7 +828,7 @@ async fn read_stream(
                 None => Ok(()),
             }
         };
-        let (class, payload) = match read_frame_checked(&mut recv, frame_timeout, check).await {
+        let (class, payload) = match frames.next(frame_timeout, check).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return None,
             Err(FrameError::Read(reason)) => {

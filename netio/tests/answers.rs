@@ -473,9 +473,11 @@ fn answers_queued_before_a_broken_frame_are_delivered_before_the_close() {
         send.write_all(&encode_frame(Class::Vote, b"not for clients"))
             .await
             .unwrap();
-        let mut answers = connection.accept_uni().await.expect("the answer stream");
+        let mut answers = cas_netio::frame::FrameReader::new(
+            connection.accept_uni().await.expect("the answer stream"),
+        );
         let mut received = Vec::new();
-        while let Ok(Some((class, payload))) = cas_netio::frame::read_frame(&mut answers).await {
+        while let Ok(Some((class, payload))) = answers.next(None, |_| Ok(())).await {
             assert_eq!(class, Class::ClientAnswer);
             received.push(payload);
         }

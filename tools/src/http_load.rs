@@ -19,12 +19,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use bytes::Bytes;
 use cas_engine::client::{ClientAnswer, RuleFailure};
-use cas_engine::codec::encode_tx;
 use cas_engine::tx::OutPoint;
 use cas_engine::{Hash32, TxId, TxOutput};
 
-use crate::load::{plan, summarise, LoadPlan, LoadReport, Outcome};
+use crate::load::{plan, summarise, Answer, LoadPlan, LoadReport, Outcome};
 
 /// How one worker's post ended.
 enum Posted {
@@ -185,15 +185,14 @@ pub fn run(
         }
     }
     let total = planned.len();
-    let ids: Vec<TxId> = planned.iter().map(|p| p.tx.tx_id()).collect();
+    let ids: Vec<TxId> = planned.iter().map(|p| p.id).collect();
     let index_of: Arc<HashMap<TxId, u32>> = Arc::new(
         ids.iter()
             .enumerate()
             .map(|(i, id)| (*id, i as u32))
             .collect(),
     );
-    let encoded: Arc<Vec<Vec<u8>>> =
-        Arc::new(planned.iter().map(|p| encode_tx(&p.tx).to_vec()).collect());
+    let encoded: Arc<Vec<Bytes>> = Arc::new(planned.iter().map(|p| p.encoded.clone()).collect());
     // Each worker's transactions, in plan (submission) order: all of an account's on one worker.
     let workers = workers.max(1);
     let lanes = apis.len() * workers;
@@ -354,12 +353,12 @@ pub fn run(
         .into_iter()
         .zip(finals)
         .map(|(admitted, finalised)| Outcome {
-            admitted,
-            finalised,
+            admitted: admitted.as_ref().and_then(Answer::of),
+            finalised: finalised.and_then(|(at_ns, answer)| Some((at_ns, Answer::of(&answer)?))),
         })
         .collect();
     let submitted_ns = submitted_ns.lock().expect("lock").clone();
-    let mut report = summarise(load, &planned, &ids, &outcomes, &submitted_ns);
+    let mut report = summarise(load, &planned, &outcomes, &submitted_ns);
     report.connections = lanes;
     report.overloaded_answers = overloaded.load(Ordering::Relaxed);
     report.load_cpu_s = cpu_s;

@@ -43,21 +43,35 @@ pub struct LoadPlan {
     pub rate_per_s: u64,
 }
 
-/// One transaction of the plan, in submission order.
+/// One transaction of the plan, in submission order: its wire bytes and id (a long run plans millions, so the
+/// signed transaction itself is not kept).
 pub struct Planned {
-    pub tx: Transaction,
+    pub encoded: Bytes,
+    pub id: TxId,
     pub account: u32,
     pub sabotage: Option<Sabotage>,
+}
+
+impl Planned {
+    fn of(tx: &Transaction, account: u32, sabotage: Option<Sabotage>) -> Planned {
+        Planned {
+            encoded: Bytes::from(encode_tx(tx).to_vec()),
+            id: tx.tx_id(),
+            account,
+            sabotage,
+        }
+    }
 }
 
 /// Signs the whole load up front (on all cores), in submission order: `rounds` transfers per account, each
 /// spending the account's change from its previous one (chains of dependent transactions), sending 1 CAS to the
 /// next account; after every `invalid_every`-th valid one an invalid copy follows (rotating bad signature, double
-/// spend, unknown input).
+/// spend, unknown input). Each signing thread encodes what it signs, so the plan never holds a signed transaction
+/// and its wire bytes at once.
 pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
     let threads = thread::available_parallelism().map_or(1, usize::from);
     let accounts: Vec<u32> = (plan.first_account..plan.first_account + plan.accounts).collect();
-    let chains: Vec<Vec<Transaction>> = thread::scope(|scope| {
+    let chains: Vec<Vec<(Planned, Option<Planned>)>> = thread::scope(|scope| {
         let handles: Vec<_> = accounts
             .chunks(accounts.len().div_ceil(threads).max(1))
             .map(|chunk| {
@@ -74,37 +88,36 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
             .flat_map(|h| h.join().expect("signing thread"))
             .collect()
     });
+    let mut chains: Vec<_> = chains.into_iter().map(Vec::into_iter).collect();
     let mut planned = Vec::new();
-    let mut valid = 0usize;
-    for round in 0..plan.rounds as usize {
-        for (account, chain) in accounts.iter().zip(&chains) {
-            let account = *account;
-            let tx = &chain[round];
-            planned.push(Planned {
-                tx: tx.clone(),
-                account,
-                sabotage: None,
-            });
-            valid += 1;
-            if plan.invalid_every > 0 && valid.is_multiple_of(plan.invalid_every) {
-                let kind = [
-                    Sabotage::BadSignature,
-                    Sabotage::DoubleSpend,
-                    Sabotage::UnknownInput,
-                ][(valid / plan.invalid_every) % 3];
-                let bad = sabotage(tx, kind, &key(ACCOUNT_KEYS, account));
-                planned.push(Planned {
-                    tx: bad,
-                    account,
-                    sabotage: Some(kind),
-                });
-            }
+    for _ in 0..plan.rounds {
+        for chain in &mut chains {
+            let (valid, invalid) = chain.next().expect("a transfer per account and round");
+            planned.push(valid);
+            planned.extend(invalid);
         }
     }
     planned
 }
 
-fn chain(plan: &LoadPlan, account: u32, genesis: &[(OutPoint, TxOutput)]) -> Vec<Transaction> {
+/// The sabotage that follows the `valid`-th valid transaction of the plan (counted from 1 in submission order),
+/// if any.
+fn sabotage_after(plan: &LoadPlan, valid: usize) -> Option<Sabotage> {
+    (plan.invalid_every > 0 && valid.is_multiple_of(plan.invalid_every)).then(|| {
+        [
+            Sabotage::BadSignature,
+            Sabotage::DoubleSpend,
+            Sabotage::UnknownInput,
+        ][(valid / plan.invalid_every) % 3]
+    })
+}
+
+/// One account's transfers, a round each: the valid one and, where the plan puts one, its invalid copy.
+fn chain(
+    plan: &LoadPlan,
+    account: u32,
+    genesis: &[(OutPoint, TxOutput)],
+) -> Vec<(Planned, Option<Planned>)> {
     let owner = key(ACCOUNT_KEYS, account);
     let next = key(
         ACCOUNT_KEYS,
@@ -114,8 +127,9 @@ fn chain(plan: &LoadPlan, account: u32, genesis: &[(OutPoint, TxOutput)]) -> Vec
         .iter()
         .find(|(_, c)| c.owner == owner.public())
         .expect("every account is funded");
-    (0..plan.rounds)
-        .map(|_| {
+    let position = (account - plan.first_account) as usize;
+    (0..plan.rounds as usize)
+        .map(|round| {
             let tx = transfer(plan.chain_id, &owner, &[coin], &next, 1, plan.fee);
             coin = (
                 OutPoint {
@@ -124,7 +138,10 @@ fn chain(plan: &LoadPlan, account: u32, genesis: &[(OutPoint, TxOutput)]) -> Vec
                 },
                 tx.body.outputs[1],
             );
-            tx
+            let valid = round * plan.accounts as usize + position + 1;
+            let invalid = sabotage_after(plan, valid)
+                .map(|kind| Planned::of(&sabotage(&tx, kind, &owner), account, Some(kind)));
+            (Planned::of(&tx, account, None), invalid)
         })
         .collect()
 }
@@ -149,56 +166,72 @@ pub fn sabotage(tx: &Transaction, kind: Sabotage, owner: &Keypair) -> Transactio
 
 fn right_answer(sabotage: Option<Sabotage>, outcome: &Outcome) -> Result<(), String> {
     use cas_engine::RejectCode;
-    let admitted = outcome.admitted.as_ref();
-    let finalised = outcome.finalised.as_ref().map(|(_, a)| a);
-    let code = |code: &u16| RejectCode::from_u16(*code);
-    match (sabotage, admitted, finalised) {
-        (
-            None,
-            _,
-            Some(ClientAnswer::Final {
-                rejection: None, ..
-            }),
-        ) => Ok(()),
-        (Some(Sabotage::BadSignature), Some(ClientAnswer::Rejected { code: c, .. }), None)
+    let code = |code: u16| RejectCode::from_u16(code);
+    match (
+        sabotage,
+        outcome.admitted,
+        outcome.finalised.map(|(_, a)| a),
+    ) {
+        (None, _, Some(Answer::Final { rejection: None })) => Ok(()),
+        (Some(Sabotage::BadSignature), Some(Answer::Rejected { code: c }), None)
             if code(c) == Some(RejectCode::BadSignature) =>
         {
             Ok(())
         }
-        (
-            Some(Sabotage::DoubleSpend),
-            _,
-            Some(ClientAnswer::Final {
-                rejection: Some(failure),
-                ..
-            }),
-        ) if matches!(
-            code(&failure.code),
-            Some(RejectCode::DoubleSpend | RejectCode::MissingInput)
-        ) =>
+        (Some(Sabotage::DoubleSpend), _, Some(Answer::Final { rejection: Some(c) }))
+            if matches!(
+                code(c),
+                Some(RejectCode::DoubleSpend | RejectCode::MissingInput)
+            ) =>
         {
             Ok(())
         }
-        (
-            Some(Sabotage::UnknownInput),
-            _,
-            Some(ClientAnswer::Final {
-                rejection: Some(failure),
-                ..
-            }),
-        ) if code(&failure.code) == Some(RejectCode::MissingInput) => Ok(()),
-        _ => Err(format!(
+        (Some(Sabotage::UnknownInput), _, Some(Answer::Final { rejection: Some(c) }))
+            if code(c) == Some(RejectCode::MissingInput) =>
+        {
+            Ok(())
+        }
+        (sabotage, admitted, finalised) => Err(format!(
             "{sabotage:?}: admitted {admitted:?}, final {finalised:?}"
         )),
     }
 }
 
+/// What the load keeps of a node's answer: its kind and reject code (a long run holds millions of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Accepted,
+    Duplicate,
+    Rejected {
+        code: u16,
+    },
+    /// Final; `rejection` is the code of the rule it broke, if any.
+    Final {
+        rejection: Option<u16>,
+    },
+}
+
+impl Answer {
+    /// `None` for `Overloaded`, which is not an answer about the transaction but a request to send it again.
+    pub(crate) fn of(answer: &ClientAnswer) -> Option<Answer> {
+        match answer {
+            ClientAnswer::Accepted { .. } => Some(Answer::Accepted),
+            ClientAnswer::Duplicate { .. } => Some(Answer::Duplicate),
+            ClientAnswer::Rejected { code, .. } => Some(Answer::Rejected { code: *code }),
+            ClientAnswer::Overloaded { .. } => None,
+            ClientAnswer::Final { rejection, .. } => Some(Answer::Final {
+                rejection: rejection.as_ref().map(|failure| failure.code),
+            }),
+        }
+    }
+}
+
 /// What happened to one submitted transaction: its admission answer and its final receipt, each with when it came
 /// (nanoseconds since the load started).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Outcome {
-    pub(crate) admitted: Option<ClientAnswer>,
-    pub(crate) finalised: Option<(u64, ClientAnswer)>,
+    pub(crate) admitted: Option<Answer>,
+    pub(crate) finalised: Option<(u64, Answer)>,
 }
 
 /// Seconds of submissions each [`LatencyWindow`] covers.
@@ -299,7 +332,7 @@ struct Retry {
 }
 
 /// What one connection's reader saw: answers by plan index, with when each came.
-type Answers = Vec<(u32, u64, ClientAnswer)>;
+type Answers = Vec<(u32, u64, Answer)>;
 
 /// Answers a reader takes at once before it looks at the clock again.
 const ANSWERS_PER_BATCH: usize = 4_096;
@@ -335,15 +368,11 @@ pub fn run(
         let lane = (account as usize / targets.len()) % per_target;
         target * per_target + lane
     };
-    let encoded: Vec<Bytes> = planned
-        .iter()
-        .map(|p| Bytes::from(encode_tx(&p.tx).to_vec()))
-        .collect();
-    let ids: Vec<TxId> = planned.iter().map(|p| p.tx.tx_id()).collect();
     let index_of: Arc<HashMap<TxId, u32>> = Arc::new(
-        ids.iter()
+        planned
+            .iter()
             .enumerate()
-            .map(|(index, id)| (*id, index as u32))
+            .map(|(index, p)| (p.id, index as u32))
             .collect(),
     );
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -393,7 +422,7 @@ pub fn run(
     // This tick's transactions per connection, submitted together at the end of the tick.
     let mut batches: Vec<Vec<Bytes>> = vec![Vec::new(); clients.len()];
     let mut queue = |index: usize, at_ns: u64, batches: &mut Vec<Vec<Bytes>>| {
-        batches[connection_of(planned[index].account)].push(encoded[index].clone());
+        batches[connection_of(planned[index].account)].push(planned[index].encoded.clone());
         // Latency runs from the first submission: a retry after an overload is part of the wait.
         if submitted_ns[index] == 0 {
             submitted_ns[index] = at_ns.max(1);
@@ -483,9 +512,7 @@ pub fn run(
         for (index, at_ns, answer) in reader.join().expect("reader thread") {
             let outcome = &mut outcomes[index as usize];
             match answer {
-                ClientAnswer::Final { .. } => outcome.finalised = Some((at_ns, answer)),
-                // An overload is not an admission: the transaction was sent again.
-                ClientAnswer::Overloaded { .. } => {}
+                Answer::Final { .. } => outcome.finalised = Some((at_ns, answer)),
                 answer => outcome.admitted = Some(answer),
             }
         }
@@ -494,7 +521,7 @@ pub fn run(
         (Some(before), Some(after)) => (after - before).as_secs_f64(),
         _ => 0.0,
     };
-    let mut report = summarise(load, &planned, &ids, &outcomes, &submitted_ns);
+    let mut report = summarise(load, &planned, &outcomes, &submitted_ns);
     if options.hostile {
         report.wrong_answer_count = 0;
         report.wrong_answers.clear();
@@ -571,7 +598,10 @@ fn read_answers(
                 ClientAnswer::Duplicate { .. } => newly_answered += 1,
                 ClientAnswer::Accepted { .. } => {}
             }
-            answers.push((index, at_ns, answer));
+            // An overload is not an admission: the transaction is sent again.
+            if let Some(answer) = Answer::of(&answer) {
+                answers.push((index, at_ns, answer));
+            }
         }
         counts
             .settled
@@ -602,7 +632,6 @@ fn connect(addr: SocketAddr, key: PublicKey) -> Result<IngestClient> {
 pub(crate) fn summarise(
     load: &LoadPlan,
     planned: &[Planned],
-    ids: &[TxId],
     outcomes: &[Outcome],
     submitted_ns: &[u64],
 ) -> LoadReport {
@@ -616,12 +645,7 @@ pub(crate) fn summarise(
     let mut last_final_ns = 0u64;
     for (index, (p, outcome)) in planned.iter().zip(outcomes).enumerate() {
         match &outcome.finalised {
-            Some((
-                at_ns,
-                ClientAnswer::Final {
-                    rejection: None, ..
-                },
-            )) => {
+            Some((at_ns, Answer::Final { rejection: None })) => {
                 report.final_accepted += 1;
                 last_final_ns = last_final_ns.max(*at_ns);
                 if submitted_ns[index] > 0 {
@@ -631,23 +655,19 @@ pub(crate) fn summarise(
                 }
             }
             Some(_) => report.rejected_in_block += 1,
-            None if matches!(outcome.admitted, Some(ClientAnswer::Rejected { .. })) => {
+            None if matches!(outcome.admitted, Some(Answer::Rejected { .. })) => {
                 report.rejected_at_admission += 1
             }
             None => report.unanswered += 1,
         }
-        if matches!(outcome.admitted, Some(ClientAnswer::Accepted { .. }))
-            && outcome.finalised.is_none()
-        {
+        if matches!(outcome.admitted, Some(Answer::Accepted)) && outcome.finalised.is_none() {
             report.accepted_not_final += 1;
-            report.accepted_not_final_ids.push(ids[index].to_string());
+            report.accepted_not_final_ids.push(p.id.to_string());
         }
         if let Err(wrong) = right_answer(p.sabotage, outcome) {
             report.wrong_answer_count += 1;
             if report.wrong_answers.len() < 20 {
-                report
-                    .wrong_answers
-                    .push(format!("tx {:?}: {wrong}", ids[index]));
+                report.wrong_answers.push(format!("tx {:?}: {wrong}", p.id));
             }
         }
     }

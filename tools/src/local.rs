@@ -6,7 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use cas_engine::codec::{decode_tx, encode_tx};
+use cas_engine::codec::decode_tx;
 use cas_engine::fixtures::funded_genesis;
 use cas_engine::genesis::genesis_outputs;
 use cas_engine::rules::{apply_batch, verify_signatures, TxError};
@@ -157,7 +157,14 @@ fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
         .filter_map(|(i, p)| p.sabotage.map(|kind| (i, kind)))
         .collect();
     Load {
-        txs: planned.iter().map(|p| encode_tx(&p.tx)).collect(),
+        txs: planned
+            .iter()
+            .map(|p| {
+                let mut aligned = AlignedVec::with_capacity(p.encoded.len());
+                aligned.extend_from_slice(&p.encoded);
+                aligned
+            })
+            .collect(),
         sabotaged,
     }
 }
