@@ -167,7 +167,8 @@ impl Keeper {
                     height,
                     commitment,
                 } => {
-                    let written = snapshot::write_sorted(&dir, height, self.set.iter(), commitment);
+                    let written =
+                        snapshot::write_sorted(&dir, height, self.set.folded(), commitment);
                     *self.last.lock().expect("mirror result lock") = Some(written);
                     self.writing.store(false, Ordering::Release);
                 }
@@ -233,7 +234,7 @@ impl SortedSet {
     }
 
     /// Every unspent output, in outpoint order.
-    fn iter(&mut self) -> impl ExactSizeIterator<Item = (&OutPoint, &TxOutput)> {
+    fn folded(&mut self) -> impl ExactSizeIterator<Item = (&OutPoint, &TxOutput)> {
         self.fold();
         self.sorted.iter().map(|(outpoint, coin)| (outpoint, coin))
     }
@@ -298,7 +299,7 @@ mod tests {
             set.log(spent, created);
             if commit % 97 == 0 || below(50) == 0 {
                 let listed: Vec<(OutPoint, TxOutput)> = set
-                    .iter()
+                    .folded()
                     .map(|(outpoint, coin)| (*outpoint, *coin))
                     .collect();
                 let expected: Vec<(OutPoint, TxOutput)> = model
@@ -310,6 +311,6 @@ mod tests {
         }
         assert!(next > 20_000 && !model.is_empty());
         set.clear();
-        assert_eq!(set.iter().len(), 0);
+        assert_eq!(set.folded().len(), 0);
     }
 }

@@ -6,45 +6,29 @@
 //! a snapshot the committee vouches for, catch up from there and end with the same commitment. A short SIGKILL storm
 //! kills the nodes that take no load in turn.
 
+mod common;
+
 use std::process::Command;
 
 fn local(extra: &[&str]) -> String {
     local_report(extra).0
 }
 
-/// Runs `cas local` with `extra` arguments; returns its output, its report.json and its folder.
+/// Runs `cas local` with `extra` arguments; returns its output, its report.json and its folder, once every answer
+/// was right and the commitments are equal.
 fn local_report(extra: &[&str]) -> (String, serde_json::Value, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_cas"))
-        .args([
-            "local",
-            "--nodes",
-            "4",
-            "--accounts",
-            "150",
-            "--invalid-every",
-            "20",
-        ])
-        .args(extra)
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .expect("cas runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "cas local failed:\n{stdout}\n{stderr}"
+    let (stdout, _, report, dir) = common::run_local(150, extra);
+    assert_eq!(
+        report["commitments_equal"].as_bool(),
+        Some(true),
+        "{report}"
     );
-    let report =
-        std::fs::read_to_string(dir.path().join("report.json")).expect("report.json written");
-    assert!(report.contains("\"commitments_equal\": true"), "{report}");
-    assert!(report.contains("\"wrong_answer_count\": 0"), "{report}");
-    (
-        stdout,
-        serde_json::from_str(&report).expect("report.json parses"),
-        dir,
-    )
+    assert_eq!(
+        report["load"]["wrong_answer_count"].as_u64(),
+        Some(0),
+        "{report}"
+    );
+    (stdout, report, dir)
 }
 
 #[test]

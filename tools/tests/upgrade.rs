@@ -6,23 +6,14 @@
 //! longest gap under two timeouts means at most one timed-out round at a time: the restarted node's turn).
 //! Its own test binary, so it does not share the cores with the other cluster tests.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn a_rolling_upgrade_under_load_loses_nothing_and_stalls_at_most_one_round() {
-    let dir = tempfile::tempdir().unwrap();
     let round_timeout_ms = 1_000;
-    let output = Command::new(env!("CARGO_BIN_EXE_cas"))
-        .args([
-            "local",
-            "--nodes",
-            "4",
-            "--accounts",
-            "400",
-            "--invalid-every",
-            "20",
-        ])
-        .args([
+    let (stdout, stderr, report, _dir) = common::run_local(
+        400,
+        &[
             "--rate",
             "25",
             "--duration-s",
@@ -30,26 +21,11 @@ fn a_rolling_upgrade_under_load_loses_nothing_and_stalls_at_most_one_round() {
             "--via-http",
             "--http-workers",
             "8",
-        ])
-        .args([
             "--round-timeout-ms",
             &round_timeout_ms.to_string(),
             "--upgrade-drill",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .output()
-        .expect("cas runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "cas local failed:\n{stdout}\n{stderr}"
+        ],
     );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("report.json")).expect("report.json written"),
-    )
-    .unwrap();
     let load = &report["load"];
     assert_eq!(load["wrong_answer_count"].as_u64(), Some(0), "{report}");
     assert_eq!(load["unanswered"].as_u64(), Some(0), "{report}");
