@@ -3,13 +3,16 @@
 //! binary's newest protocol version at one agreed height, and it is started again, one node at a time. The height is
 //! chosen when the first node goes, from the committee's block rate, to fall after the last restart: until then the
 //! restarted nodes propose and vote under the old version beside the ones not yet restarted; at the height all
-//! switch in the same block. After the load the drill waits until every node runs the new version, and the run then
+//! switch in the same block. When the chain runs faster than it did when the height was chosen, the drill hurries:
+//! once the node restarted last is back in step, the next goes at once rather than on its schedule, whenever the
+//! blocks left to the height would not cover the remaining restarts at the recent block rate. After the load the drill waits until every node runs the new version, and the run then
 //! checks what every run checks (every valid transaction final, every answer right, equal commitments) and reports
 //! the longest gap between committed blocks beside one round timeout.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use cas_consensus::protocol::PROTOCOL_VERSION_MAX;
@@ -33,6 +36,15 @@ pub struct UpgradeReport {
     pub timestamps_refused: u64,
 }
 
+/// Seconds of looks the recent block rate is measured over.
+const RATE_WINDOW_S: f64 = 3.0;
+/// Seconds the drill allows each remaining restart (stop, start, back in step) when it decides whether to hurry.
+const RESTART_ALLOWANCE_S: f64 = 2.0;
+/// Seconds a node's status.json may lag its chain (it is written once a second), in blocks at the recent rate.
+const STATUS_LAG_S: f64 = 1.0;
+/// Blocks of margin beyond the rate's estimates, both when the height is chosen and when hurrying.
+const MARGIN_BLOCKS: u64 = 20;
+
 /// Restarts nodes into the upgrade on a schedule; see the module doc.
 pub struct UpgradeDrill {
     dir: PathBuf,
@@ -41,6 +53,10 @@ pub struct UpgradeDrill {
     every_s: f64,
     /// (seconds into the load, height) of the first look: the block rate is measured from there.
     first_look: Option<(f64, u64)>,
+    /// (seconds into the load, highest height) of the looks of the last RATE_WINDOW_S.
+    looks: VecDeque<(f64, u64)>,
+    /// The node restarted last and when its new process was started.
+    restarted: Option<(usize, SystemTime)>,
     next: usize,
     pub report: UpgradeReport,
 }
@@ -58,6 +74,8 @@ impl UpgradeDrill {
             nodes,
             every_s: duration_s * 0.75 / (nodes as f64 + 1.0),
             first_look: None,
+            looks: VecDeque::new(),
+            restarted: None,
             next: 0,
             report: UpgradeReport {
                 version: PROTOCOL_VERSION_MAX,
@@ -78,6 +96,37 @@ impl UpgradeDrill {
             .unwrap_or(0)
     }
 
+    /// Blocks per second over the last RATE_WINDOW_S of looks.
+    fn recent_rate(&self) -> f64 {
+        match (self.looks.front(), self.looks.back()) {
+            (Some((t0, h0)), Some((t1, h1))) => (h1 - h0) as f64 / (t1 - t0).max(0.5),
+            _ => 0.0,
+        }
+    }
+
+    /// Whether the node restarted last runs again (its new process wrote a status) within a few blocks of the
+    /// chain: only then may the next go without stalling the committee.
+    fn restarted_in_step(&self, highest: u64) -> bool {
+        let Some((i, started)) = self.restarted else {
+            return false;
+        };
+        let path = self.dir.join(format!("node{i}/status.json"));
+        let written = std::fs::metadata(&path).and_then(|m| m.modified());
+        written.is_ok_and(|written| written > started)
+            && self.status(i).is_some_and(|s| s.height + 3 >= highest)
+    }
+
+    /// Whether the chain would reach the upgrade before the remaining restarts at their schedule's pace: the
+    /// blocks left do not cover them at the recent rate.
+    fn must_hurry(&self, highest: u64) -> bool {
+        if self.next == 0 || self.next >= self.nodes {
+            return false;
+        }
+        let left_s = (self.nodes - self.next) as f64 * RESTART_ALLOWANCE_S + STATUS_LAG_S;
+        let needed = (self.recent_rate() * left_s).ceil() as u64 + MARGIN_BLOCKS;
+        highest + needed >= self.report.height
+    }
+
     /// One look at the schedule, `elapsed` seconds into the load.
     pub fn step(
         &mut self,
@@ -85,7 +134,16 @@ impl UpgradeDrill {
         children: &mut [Child],
         start: impl Fn(usize) -> Result<Child>,
     ) -> Result<()> {
-        let first_look = *self.first_look.get_or_insert((elapsed, self.highest()));
+        let highest = self.highest();
+        let first_look = *self.first_look.get_or_insert((elapsed, highest));
+        self.looks.push_back((elapsed, highest));
+        while self
+            .looks
+            .front()
+            .is_some_and(|(t, _)| *t < elapsed - RATE_WINDOW_S)
+        {
+            self.looks.pop_front();
+        }
         if self.report.switched_s.is_none()
             && self.report.height > 0
             && self
@@ -98,17 +156,29 @@ impl UpgradeDrill {
             );
             self.report.switched_s = Some(elapsed);
         }
-        if self.next >= self.nodes || elapsed < self.every_s * (self.next as f64 + 1.0) {
+        if self.next >= self.nodes {
             return Ok(());
+        }
+        let scheduled = elapsed >= self.every_s * (self.next as f64 + 1.0);
+        let hurry = !scheduled && self.must_hurry(highest) && self.restarted_in_step(highest);
+        if !scheduled && !hurry {
+            return Ok(());
+        }
+        if hurry {
+            eprintln!(
+                "  {elapsed:>5.1} s  hurrying: height {highest} of {}, {:.1} blocks/s",
+                self.report.height,
+                self.recent_rate()
+            );
         }
         if self.next == 0 {
             // Where the chain will be once every node has restarted, at the rate it grew so far, plus a margin for
             // the restarts' own slowdown: the upgrade must not come before the last node runs the new binary.
             let (since_s, since_height) = first_look;
-            let height = self.highest();
+            let height = highest;
             let rate = (height - since_height) as f64 / (elapsed - since_s).max(0.5);
             let to_last_restart_s = self.every_s * (self.nodes as f64 - 1.0);
-            self.report.height = height + (rate * to_last_restart_s * 1.5) as u64 + 20;
+            self.report.height = height + (rate * to_last_restart_s * 1.5) as u64 + MARGIN_BLOCKS;
             eprintln!(
                 "  {elapsed:>5.1} s  upgrade to protocol {} scheduled at height {} (now {height}, {rate:.1} blocks/s)",
                 self.report.version, self.report.height
@@ -151,7 +221,9 @@ impl UpgradeDrill {
             height: self.report.height,
         }];
         std::fs::write(&path, config.to_toml())?;
+        let started = SystemTime::now();
         children[i] = start(i)?;
+        self.restarted = Some((i, started));
         self.report.restarts_s.push(elapsed);
         Ok(())
     }
