@@ -64,6 +64,9 @@ pub struct InFlight {
 pub struct Receipt {
     pub outcome: BlockOutcome,
     pub location: Location,
+    /// Whether the block's height is a snapshot height ([`snapshot::snapshot_due`]): its snapshot is being written
+    /// (or was skipped, when the previous one was still writing).
+    pub snapshot: bool,
 }
 
 pub struct DurableLedger {
@@ -356,10 +359,19 @@ impl DurableLedger {
         };
         let outcome = self.ledger.finish(in_flight.pending)?;
         let location = self.store.acknowledge(append)?;
-        if outcome.height % self.snapshot_every_blocks == 0 {
+        let snapshot = snapshot::snapshot_due(
+            outcome.height,
+            self.ledger.outputs(),
+            self.snapshot_every_blocks,
+        );
+        if snapshot {
             self.snapshot(outcome.height, outcome.utxo_commitment)?;
         }
-        Ok(Receipt { outcome, location })
+        Ok(Receipt {
+            outcome,
+            location,
+            snapshot,
+        })
     }
 
     /// Begins and completes one block.

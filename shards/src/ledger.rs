@@ -77,6 +77,8 @@ pub struct ShardedLedger {
     shard_commitments: Vec<SetCommitment>,
     /// Where every commit's changes are copied, when a durable ledger keeps a mirror for its snapshots.
     mirror: Option<MirrorFeed>,
+    /// Unspent outputs in the set (created minus spent over every commit).
+    outputs: u64,
 }
 
 impl PendingBlock {
@@ -129,6 +131,7 @@ impl ShardedLedger {
             shards,
             bulk,
             mirror: None,
+            outputs: 0,
         })
     }
 
@@ -173,9 +176,15 @@ impl ShardedLedger {
         if let Some(mirror) = &self.mirror {
             mirror.clear()?;
         }
+        self.outputs = 0;
         self.height = height;
         self.load(outputs)?;
         Ok(self.commitment())
+    }
+
+    /// Unspent outputs in the set after the last applied block.
+    pub fn outputs(&self) -> u64 {
+        self.outputs
     }
 
     pub fn shard_count(&self) -> usize {
@@ -339,6 +348,8 @@ impl ShardedLedger {
                 created.clone(),
             )?;
         }
+        // Only outputs in the set are spent, and a creation is new to it (the rules check both).
+        self.outputs = self.outputs + created.len() as u64 - spent.len() as u64;
         let count = self.shards.len();
         // Sized for an even spread (outpoints are uniform hashes), so routing rarely grows a vector.
         let share = |total: usize| total / count + total / (8 * count) + 16;

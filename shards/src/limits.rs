@@ -35,8 +35,14 @@ pub const RECORD_HEADER_BYTES: usize = 48;
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = BLOCK_BYTES_MAX;
 /// Default segment size before a new segment file is started.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
-/// Default blocks between UTXO snapshots.
+/// Default blocks between UTXO snapshots while the set is small (see `snapshot::snapshot_due`).
 pub const SNAPSHOT_EVERY_BLOCKS_DEFAULT: u64 = 1024;
+/// A snapshot writes the whole set, so the spacing between snapshots doubles (from `snapshot_every_blocks`) until
+/// the set holds at most this many outputs per block of spacing: the snapshot bytes written per block stay bounded
+/// as the set grows, instead of growing with it.
+pub const SNAPSHOT_OUTPUTS_PER_BLOCK: u64 = 1024;
+/// At most this many doublings (64 x `snapshot_every_blocks`): a restart replays at most that many blocks.
+pub const SNAPSHOT_SPACING_DOUBLINGS_MAX: u32 = 6;
 /// Hash maps a shard's unspent outputs are split into, so growing the set moves one part at a time (see
 /// `utxo_map`); each part starts empty.
 pub const UTXO_MAP_PARTS: usize = 256;
@@ -59,6 +65,7 @@ pub const SNAPSHOT_CHUNK_ENTRIES: usize = 4096;
 
 const _: () = assert!(SHARDS_MAX > 0);
 const _: () = assert!(SNAPSHOT_CHUNK_ENTRIES > 0);
+const _: () = assert!(SNAPSHOT_OUTPUTS_PER_BLOCK > 0 && SNAPSHOT_SPACING_DOUBLINGS_MAX < 32);
 const _: () = assert!(MIRROR_QUEUE_MAX > 0 && MIRROR_LOG_MIN > 0);
 // A part is chosen by one byte of the tx id.
 const _: () = assert!(UTXO_MAP_PARTS > 0 && UTXO_MAP_PARTS <= 256);

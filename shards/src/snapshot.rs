@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxOutput};
 
 use crate::error::Error;
-use crate::limits::{SNAPSHOTS_KEPT, SNAPSHOT_ENTRIES_MAX};
+use crate::limits::{
+    SNAPSHOTS_KEPT, SNAPSHOT_ENTRIES_MAX, SNAPSHOT_OUTPUTS_PER_BLOCK,
+    SNAPSHOT_SPACING_DOUBLINGS_MAX,
+};
 use crate::store::sync_dir;
 
 const MAGIC: &[u8; 8] = b"CASSNAP1";
@@ -97,6 +100,23 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<(OutPoint, TxOutput), String>
         unlock_height,
     };
     Ok((outpoint, coin))
+}
+
+/// Whether a snapshot is taken at `height`, whose block left `outputs` unspent outputs in the set: every
+/// `every_blocks` while the set is small, the spacing doubling (at most [`SNAPSHOT_SPACING_DOUBLINGS_MAX`] times)
+/// while the set holds more than [`SNAPSHOT_OUTPUTS_PER_BLOCK`] outputs per block of spacing. A function of the
+/// height and the set's size, which every member's ledger has the same after the block, so members snapshot at the
+/// same heights and a node that fetches one finds it on many of them. Spacings are `every_blocks` times a power
+/// of two, so a height due under a longer spacing is due under every shorter one.
+pub fn snapshot_due(height: u64, outputs: u64, every_blocks: u64) -> bool {
+    let mut spacing = every_blocks.max(1);
+    for _ in 0..SNAPSHOT_SPACING_DOUBLINGS_MAX {
+        if spacing.saturating_mul(SNAPSHOT_OUTPUTS_PER_BLOCK) >= outputs {
+            break;
+        }
+        spacing = spacing.saturating_mul(2);
+    }
+    height.is_multiple_of(spacing)
 }
 
 /// Writes the snapshot of `entries` at `height` durably, then deletes all but the newest [`SNAPSHOTS_KEPT`].
@@ -227,4 +247,46 @@ pub fn read(path: &Path) -> Result<Snapshot, Error> {
         entries,
         commitment,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spacing_is_the_configured_one_while_the_set_is_small() {
+        let small = 500 * SNAPSHOT_OUTPUTS_PER_BLOCK;
+        let due: Vec<u64> = (1..=2_000)
+            .filter(|h| snapshot_due(*h, small, 500))
+            .collect();
+        assert_eq!(due, [500, 1_000, 1_500, 2_000]);
+    }
+
+    #[test]
+    fn spacing_doubles_with_the_set_up_to_its_cap() {
+        let every = 500;
+        let spacing = |outputs: u64| {
+            (1..=every * 200)
+                .find(|h| snapshot_due(*h, outputs, every))
+                .unwrap()
+        };
+        assert_eq!(spacing(every * SNAPSHOT_OUTPUTS_PER_BLOCK + 1), 2 * every);
+        assert_eq!(spacing(4 * every * SNAPSHOT_OUTPUTS_PER_BLOCK), 4 * every);
+        assert_eq!(
+            spacing(4 * every * SNAPSHOT_OUTPUTS_PER_BLOCK + 1),
+            8 * every
+        );
+        assert_eq!(
+            spacing(u64::MAX),
+            every << SNAPSHOT_SPACING_DOUBLINGS_MAX,
+            "capped"
+        );
+        // A height due under a longer spacing is due under every shorter one.
+        for outputs in [0, every * SNAPSHOT_OUTPUTS_PER_BLOCK * 3, u64::MAX] {
+            for h in (0..every * 200).filter(|h| snapshot_due(*h, outputs, every)) {
+                assert!(snapshot_due(h, 0, every));
+            }
+        }
+        assert!(snapshot_due(7, u64::MAX, 1) == 7u64.is_multiple_of(64));
+    }
 }

@@ -39,6 +39,12 @@ fn write_blocks(
             chain.commitments[index + 1]
         );
         assert_eq!(receipt.outcome.verdicts, chain.verdicts[index]);
+        // The ledger counts its set as it changes, and a set this small is snapshotted at the configured spacing.
+        let outputs = node.ledger().dump().unwrap().len() as u64;
+        assert_eq!(node.ledger().outputs(), outputs);
+        let height = index as u64 + 1;
+        assert!(outputs <= snapshot_every * cas_shards::limits::SNAPSHOT_OUTPUTS_PER_BLOCK);
+        assert_eq!(receipt.snapshot, height.is_multiple_of(snapshot_every));
         locations.push(receipt.location);
     }
     locations
@@ -180,6 +186,9 @@ fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
     assert_eq!(recovery.snapshot_height, Some(4));
     assert_eq!(recovery.replayed_blocks, 5);
     assert_eq!(node.ledger().commitment(), chain.commitments[9]);
+    // A snapshot load and a replay count the set as the blocks did.
+    let outputs = node.ledger().dump().unwrap().len() as u64;
+    assert_eq!(node.ledger().outputs(), outputs);
     drop(node);
     // Another genesis is refused.
     let other = common::chain(15, 0, 1);

@@ -40,7 +40,8 @@ pub struct NodeConfig {
     pub package_txs_max: usize,
     #[serde(default = "default_package_wait_ms")]
     pub package_wait_ms: u64,
-    /// Write a UTXO snapshot every this many blocks.
+    /// Write a UTXO snapshot every this many blocks while the set is small (the spacing grows with the set; see
+    /// `cas_shards::snapshot::snapshot_due`).
     #[serde(default = "default_snapshot_every_blocks")]
     pub snapshot_every_blocks: u64,
     /// Committed consensus blocks kept in memory for peers that catch up block by block; a peer further behind

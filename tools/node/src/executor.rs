@@ -96,7 +96,6 @@ pub struct Executor {
     pub order: WitnessOrder,
     /// Block hashes at this node's snapshot heights, for serving its snapshots to peers.
     pub anchors: Arc<Anchors>,
-    pub snapshot_every_blocks: u64,
     /// Where the witness order state at an installed snapshot's height is kept for restarts.
     pub witness_base: WitnessBaseFile,
     /// Collects the committee's votes on each executed block's result.
@@ -354,7 +353,7 @@ impl Executor {
             );
         }
         self.previous_ledger_hash = ledger_hash;
-        if height.is_multiple_of(self.snapshot_every_blocks) {
+        if receipt.snapshot {
             // The snapshot the shards write at this height is served with the witness order after it.
             self.anchors.record(
                 height,

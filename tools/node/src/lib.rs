@@ -415,7 +415,6 @@ struct OpenLedger {
     /// The transaction index, caught up with the stored blocks.
     index: tx_index::TxIndex,
     recovery: cas_shards::Recovery,
-    snapshot_every_blocks: u64,
     executed_file: ExecutedFile,
     marks: Vec<(u64, BlockHash)>,
     committed: Option<(u64, BlockHash)>,
@@ -508,7 +507,6 @@ impl OpenLedger {
             shards,
             index,
             recovery,
-            snapshot_every_blocks: shards_config.snapshot_every_blocks,
             executed_file,
             marks,
             committed,
@@ -735,7 +733,6 @@ fn start_executor(
         witness: witness.inbox.clone(),
         order: ledger.order,
         anchors: anchors.clone(),
-        snapshot_every_blocks: ledger.snapshot_every_blocks,
         witness_base: ledger.witness_base,
         certifier,
         netio: netio.clone(),
