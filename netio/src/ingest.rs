@@ -1,8 +1,8 @@
 //! The client side of the ingest endpoint, for wallets, load generators and business APIs: no node key, checks
 //! the node's key, and sends client transactions on one stream through a bounded queue (a full queue blocks
 //! `submit`: back-pressure to the client, never a drop). Receives the node's answers on the one node -> client
-//! stream into a bounded inbox (full: reading stops, flow control holds the node back). Runs its own netio
-//! thread.
+//! stream into a bounded inbox (full: reading stops, flow control holds the node back). Runs on a netio thread
+//! of its own, or one shared by the clients connected together ([`IngestClient::connect_all`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::mpsc as std_mpsc;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cas_engine::PublicKey;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::{FrameError, NetError, SendError};
 use crate::frame::{take_batch, write_frames, Class, FrameReader};
@@ -39,105 +39,105 @@ pub struct IngestClient {
     lost: Arc<Mutex<Option<String>>>,
     node_addr: SocketAddr,
     local_addr: SocketAddr,
-    io: IoThread,
+    /// Dropped (with the client) to close the connection at once.
+    close: Option<oneshot::Sender<()>>,
+    /// Disconnected when the connection's task has ended.
+    ended: Mutex<std_mpsc::Receiver<()>>,
+    /// The netio thread, shared by the clients [`IngestClient::connect_all`] made together: held, never read, so
+    /// it stops with the last of them.
+    _io: Arc<IoThread>,
 }
 
 impl IngestClient {
-    /// Connects to the ingest endpoint at `addr`, which must present `node_key`.
+    /// Connects to the ingest endpoint at `addr`, which must present `node_key`, on a netio thread of its own.
     pub fn connect(addr: SocketAddr, node_key: PublicKey) -> Result<IngestClient, NetError> {
+        let mut clients = Self::connect_all(&[(addr, node_key)])?;
+        Ok(clients.pop().expect("one client per target"))
+    }
+
+    /// Connects to every `(address, node key)` in `targets`, all on one netio thread, so a client of many nodes
+    /// (a load generator) pays for one thread's wake-ups instead of one per connection. Connections to distinct
+    /// nodes share one UDP endpoint; the same target repeated gets another endpoint per repeat (a node tells its
+    /// clients apart by address). Connections are made one after another; the first that fails fails the call.
+    pub fn connect_all(targets: &[(SocketAddr, PublicKey)]) -> Result<Vec<IngestClient>, NetError> {
+        let endpoints: Arc<Mutex<Vec<quinn::Endpoint>>> = Arc::default();
+        let kept = endpoints.clone();
+        let (io, ()) = IoThread::start("cas-netio-client", move |ready, shutdown| async move {
+            let _ = ready.send(Ok(()));
+            let _ = shutdown.await;
+            // Each client closed its connection when dropped or finished; give the close frames time to leave.
+            let endpoints = std::mem::take(&mut *kept.lock().expect("endpoints lock"));
+            let idle = all_idle(&endpoints);
+            let _ = tokio::time::timeout(Duration::from_millis(SHUTDOWN_WAIT_MS), idle).await;
+        })?;
+        let io = Arc::new(io);
+        let mut clients = Vec::with_capacity(targets.len());
+        for (index, (addr, node_key)) in targets.iter().enumerate() {
+            let repeat = targets[..index].iter().filter(|(a, _)| a == addr).count();
+            let mut endpoints = endpoints.lock().expect("endpoints lock");
+            if repeat == endpoints.len() {
+                let bind: SocketAddr = if addr.is_ipv4() {
+                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                // Inside the runtime's context: quinn spawns the endpoint's driver on it.
+                let _context = io.runtime.enter();
+                let endpoint = quinn::Endpoint::client(bind)
+                    .map_err(|source| NetError::Bind { addr: bind, source })?;
+                endpoints.push(endpoint);
+            }
+            let endpoint = endpoints[repeat].clone();
+            drop(endpoints);
+            clients.push(Self::open(&io, endpoint, *addr, *node_key)?);
+        }
+        Ok(clients)
+    }
+
+    /// Opens one connection on `endpoint`, whose task runs on `io`'s thread.
+    fn open(
+        io: &Arc<IoThread>,
+        endpoint: quinn::Endpoint,
+        addr: SocketAddr,
+        node_key: PublicKey,
+    ) -> Result<IngestClient, NetError> {
+        let local_addr = endpoint.local_addr().map_err(|source| NetError::Bind {
+            addr: (Ipv4Addr::UNSPECIFIED, 0).into(),
+            source,
+        })?;
         let config = identity::ingest_client_config(node_key)?;
-        let (queue_tx, mut queue_rx) = mpsc::channel::<Vec<(Class, Bytes)>>(CLIENT_QUEUE_MAX);
+        let (queue_tx, queue_rx) = mpsc::channel::<Vec<(Class, Bytes)>>(CLIENT_QUEUE_MAX);
         let (inbox_tx, inbox_rx) = std_mpsc::channel::<Bytes>();
         let inbox_room = Arc::new(Semaphore::new(CLIENT_ANSWER_INBOX_MAX));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
-        let (room, lost_in_io) = (inbox_room.clone(), lost.clone());
-        let bind: SocketAddr = if addr.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
+        let (close_tx, close_rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), NetError>>();
+        let (ended_tx, ended_rx) = std_mpsc::channel::<()>();
+        let task = Connection {
+            addr,
+            queue: queue_rx,
+            inbox: inbox_tx,
+            room: inbox_room.clone(),
+            lost: lost.clone(),
         };
-        let (io, local_addr) =
-            IoThread::start("cas-netio-client", move |ready, shutdown| async move {
-                let endpoint = match quinn::Endpoint::client(bind) {
-                    Ok(endpoint) => endpoint,
-                    Err(source) => {
-                        let _ = ready.send(Err(NetError::Bind { addr: bind, source }));
-                        return;
-                    }
-                };
-                let connect = |reason: String| NetError::Connect { addr, reason };
-                let connection = match endpoint.connect_with(config, addr, identity::SERVER_NAME) {
-                    Ok(connecting) => {
-                        let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
-                        match tokio::time::timeout(timeout, connecting).await {
-                            Ok(Ok(connection)) => connection,
-                            Ok(Err(error)) => {
-                                return drop(ready.send(Err(connect(error.to_string()))))
-                            }
-                            Err(_) => {
-                                return drop(ready.send(Err(connect("handshake timed out".into()))))
-                            }
-                        }
-                    }
-                    Err(error) => return drop(ready.send(Err(connect(error.to_string())))),
-                };
-                let mut send = match connection.open_uni().await {
-                    Ok(send) => send,
-                    Err(error) => return drop(ready.send(Err(connect(error.to_string())))),
-                };
-                let local_addr = endpoint
-                    .local_addr()
-                    .expect("a bound endpoint has an address");
-                let _ = ready.send(Ok(local_addr));
-                // The reader only borrows the inbox's sender: it is dropped below, after the queue and the reason,
-                // so a receiver that sees the inbox end finds `submit` closed and the reason recorded.
-                let reader = async {
-                    read_answers(connection.clone(), &inbox_tx, room, lost_in_io.clone()).await;
-                    // A reader that stops has closed the connection or seen it end: `closed()` below fires.
-                    std::future::pending::<()>().await
-                };
-                let writer = async {
-                    // What the client queued while the last write went out leaves in one write.
-                    let mut batch = Vec::new();
-                    loop {
-                        take_batch(&mut queue_rx, &mut batch, |frames: &Vec<(Class, Bytes)>| {
-                            frames.iter().map(|(_, payload)| payload.len()).sum()
-                        })
-                        .await;
-                        if batch.is_empty() {
-                            break;
-                        }
-                        if let Err(error) = write_frames(&mut send, batch.drain(..).flatten()).await
-                        {
-                            // The node stopped reading (it refused a frame) or the connection is gone. Either
-                            // way the connection's end says why, and answers the node still sends before it
-                            // closes are received meanwhile; `submit` waits, then answers `Closed`.
-                            tracing::warn!(%addr, %error, "ingest stream refused or lost");
-                            return std::future::pending::<()>().await;
-                        }
-                    }
-                    // The queue closed: finish the stream and wait until the node has read it all.
-                    let _ = send.finish();
-                    let flush = Duration::from_millis(FLUSH_WAIT_MS);
-                    let _ = tokio::time::timeout(flush, send.stopped()).await;
-                };
-                let end = tokio::select! {
-                    () = writer => "the client finished".to_string(),
-                    _ = shutdown => "the client closed".to_string(),
-                    error = connection.closed() => error.to_string(),
-                    () = reader => unreachable!("the reader never completes"),
-                };
-                note_lost(&lost_in_io, end);
-                // `submit` answers `Closed` from now on, then receivers see the inbox end.
-                drop(queue_rx);
-                drop(inbox_tx);
-                connection.close(close_code::SHUTDOWN.into(), b"client done");
-                let _ = tokio::time::timeout(
-                    Duration::from_millis(SHUTDOWN_WAIT_MS),
-                    endpoint.wait_idle(),
-                )
-                .await;
-            })?;
+        io.runtime.spawn(async move {
+            // Inside the runtime: quinn spawns the connection's driver on it.
+            let connecting = endpoint
+                .connect_with(config, addr, identity::SERVER_NAME)
+                .map_err(|error| error.to_string());
+            task.run(connecting, ready_tx, close_rx).await;
+            drop(ended_tx);
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {
+                return Err(NetError::Connect {
+                    addr,
+                    reason: "the netio thread ended".to_string(),
+                })
+            }
+        }
         Ok(IngestClient {
             queue: Some(queue_tx),
             inbox: Mutex::new(inbox_rx),
@@ -145,7 +145,9 @@ impl IngestClient {
             lost,
             node_addr: addr,
             local_addr,
-            io,
+            close: Some(close_tx),
+            ended: Mutex::new(ended_rx),
+            _io: io.clone(),
         })
     }
 
@@ -259,7 +261,111 @@ impl IngestClient {
     /// Sends everything queued, waits until the node has read it (or the connection is lost), then closes.
     pub fn finish(mut self) {
         self.queue = None;
-        self.io.join_body();
+        let _ = self.ended.lock().expect("ended lock").recv();
+    }
+}
+
+impl Drop for IngestClient {
+    fn drop(&mut self) {
+        // Close at once (the task answers the signal), before the netio thread may stop with the last client.
+        if let Some(close) = self.close.take() {
+            let _ = close.send(());
+        }
+        let ended = self.ended.lock().expect("ended lock");
+        let _ = ended.recv_timeout(Duration::from_millis(SHUTDOWN_WAIT_MS));
+    }
+}
+
+/// One connection's task on the shared netio thread: connects, then writes the client's queue to its stream and
+/// reads the node's answers into the inbox until the client finishes or closes, or the connection ends.
+struct Connection {
+    addr: SocketAddr,
+    queue: mpsc::Receiver<Vec<(Class, Bytes)>>,
+    inbox: std_mpsc::Sender<Bytes>,
+    room: Arc<Semaphore>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        connecting: Result<quinn::Connecting, String>,
+        ready: std_mpsc::Sender<Result<(), NetError>>,
+        close: oneshot::Receiver<()>,
+    ) {
+        let Connection {
+            addr,
+            mut queue,
+            inbox,
+            room,
+            lost,
+        } = self;
+        let connect = |reason: String| NetError::Connect { addr, reason };
+        let connection = match connecting {
+            Ok(connecting) => {
+                let timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
+                match tokio::time::timeout(timeout, connecting).await {
+                    Ok(Ok(connection)) => connection,
+                    Ok(Err(error)) => return drop(ready.send(Err(connect(error.to_string())))),
+                    Err(_) => return drop(ready.send(Err(connect("handshake timed out".into())))),
+                }
+            }
+            Err(reason) => return drop(ready.send(Err(connect(reason)))),
+        };
+        let mut send = match connection.open_uni().await {
+            Ok(send) => send,
+            Err(error) => return drop(ready.send(Err(connect(error.to_string())))),
+        };
+        let _ = ready.send(Ok(()));
+        // The reader only borrows the inbox's sender: it is dropped below, after the queue and the reason, so a
+        // receiver that sees the inbox end finds `submit` closed and the reason recorded.
+        let reader = async {
+            read_answers(connection.clone(), &inbox, room, lost.clone()).await;
+            // A reader that stops has closed the connection or seen it end: `closed()` below fires.
+            std::future::pending::<()>().await
+        };
+        let writer = async {
+            // What the client queued while the last write went out leaves in one write.
+            let mut batch = Vec::new();
+            loop {
+                take_batch(&mut queue, &mut batch, |frames: &Vec<(Class, Bytes)>| {
+                    frames.iter().map(|(_, payload)| payload.len()).sum()
+                })
+                .await;
+                if batch.is_empty() {
+                    break;
+                }
+                if let Err(error) = write_frames(&mut send, batch.drain(..).flatten()).await {
+                    // The node stopped reading (it refused a frame) or the connection is gone. Either way the
+                    // connection's end says why, and answers the node still sends before it closes are received
+                    // meanwhile; `submit` waits, then answers `Closed`.
+                    tracing::warn!(%addr, %error, "ingest stream refused or lost");
+                    return std::future::pending::<()>().await;
+                }
+            }
+            // The queue closed: finish the stream and wait until the node has read it all.
+            let _ = send.finish();
+            let flush = Duration::from_millis(FLUSH_WAIT_MS);
+            let _ = tokio::time::timeout(flush, send.stopped()).await;
+        };
+        let end = tokio::select! {
+            () = writer => "the client finished".to_string(),
+            _ = close => "the client closed".to_string(),
+            error = connection.closed() => error.to_string(),
+            () = reader => unreachable!("the reader never completes"),
+        };
+        note_lost(&lost, end);
+        // `submit` answers `Closed` from now on, then receivers see the inbox end.
+        drop(queue);
+        drop(inbox);
+        connection.close(close_code::SHUTDOWN.into(), b"client done");
+    }
+}
+
+/// Waits until every endpoint has no connection left (their close frames sent).
+async fn all_idle(endpoints: &[quinn::Endpoint]) {
+    for endpoint in endpoints {
+        endpoint.wait_idle().await;
     }
 }
 

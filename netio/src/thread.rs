@@ -57,15 +57,6 @@ impl IoThread {
         }
     }
 
-    /// Waits for the body to return by itself (no shutdown signal), e.g. after its input queue closed.
-    pub(crate) fn join_body(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the netio thread panicked");
-            }
-        }
-    }
-
     fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());

@@ -507,3 +507,78 @@ fn answers_queued_before_a_broken_frame_are_delivered_before_the_close() {
         Err(SendError::UnknownClient(addr))
     );
 }
+
+#[test]
+fn clients_connected_together_share_a_thread_and_each_gets_its_own_answers() {
+    init_logs();
+    const TXS_PER_CLIENT: usize = 200;
+    let (a, mut a_inbound) = start_open(44);
+    let (b, mut b_inbound) = start_open(45);
+    let (a_addr, b_addr) = (a.ingest_addr().unwrap(), b.ingest_addr().unwrap());
+    // Node a twice: the repeat needs its own endpoint, since a node tells its clients apart by address.
+    let clients =
+        IngestClient::connect_all(&[(a_addr, a.key()), (b_addr, b.key()), (a_addr, a.key())])
+            .expect("clients connect");
+    assert_eq!(
+        clients[0].local_addr(),
+        clients[1].local_addr(),
+        "one endpoint for distinct nodes"
+    );
+    assert_ne!(
+        clients[0].local_addr(),
+        clients[2].local_addr(),
+        "another for a repeated node"
+    );
+    let payload =
+        |who: usize, index: usize| Bytes::from(format!("client {who} transaction {index}"));
+    for index in 0..TXS_PER_CLIENT {
+        for (who, client) in clients.iter().enumerate() {
+            client.submit(payload(who, index)).unwrap();
+        }
+    }
+    for _ in 0..2 * TXS_PER_CLIENT {
+        answer_one(&a, &mut a_inbound);
+    }
+    for _ in 0..TXS_PER_CLIENT {
+        answer_one(&b, &mut b_inbound);
+    }
+    for (who, client) in clients.iter().enumerate() {
+        for index in 0..TXS_PER_CLIENT {
+            let answer = next_answer(client, &format!("client {who} answer {index}"));
+            assert_eq!(
+                answer,
+                answer_to(&payload(who, index)),
+                "client {who} answer {index}"
+            );
+        }
+        assert_eq!(
+            client.recv_answer(Duration::from_millis(100)).unwrap(),
+            None
+        );
+    }
+    // One finishes (the node reads everything it sent), one is dropped; the last keeps working on the thread.
+    let mut clients = clients.into_iter();
+    let (first, second, third) = (
+        clients.next().unwrap(),
+        clients.next().unwrap(),
+        clients.next().unwrap(),
+    );
+    first.submit(Bytes::from_static(b"last words")).unwrap();
+    first.finish();
+    assert_eq!(
+        recv(
+            &mut a_inbound.ingest,
+            "the finished client's last transaction"
+        )
+        .payload,
+        Bytes::from_static(b"last words")
+    );
+    drop(second);
+    third.submit(Bytes::from_static(b"still here")).unwrap();
+    let client = answer_one(&a, &mut a_inbound);
+    assert_eq!(client.port(), third.local_addr().port());
+    assert_eq!(
+        next_answer(&third, "the last client's answer"),
+        answer_to(b"still here")
+    );
+}

@@ -356,13 +356,12 @@ pub fn run(
         planned.len()
     );
     let per_target = options.connections_per_target.max(1);
-    let mut clients: Vec<IngestClient> = Vec::with_capacity(targets.len() * per_target);
-    for (addr, key) in targets {
-        for _ in 0..per_target {
-            clients.push(connect(*addr, *key)?);
-        }
-    }
-    let clients: Vec<Arc<IngestClient>> = clients.into_iter().map(Arc::new).collect();
+    let connections: Vec<(SocketAddr, PublicKey)> = targets
+        .iter()
+        .flat_map(|target| std::iter::repeat_n(*target, per_target))
+        .collect();
+    let clients: Vec<Arc<IngestClient>> =
+        connect(&connections)?.into_iter().map(Arc::new).collect();
     let connection_of = |account: u32| -> usize {
         let target = account as usize % targets.len();
         let lane = (account as usize / targets.len()) % per_target;
@@ -613,18 +612,18 @@ fn read_answers(
     answers
 }
 
-fn connect(addr: SocketAddr, key: PublicKey) -> Result<IngestClient> {
+/// Connects to every target on one netio thread (see [`IngestClient::connect_all`]), trying again for 20 s while
+/// a node is not up yet.
+fn connect(targets: &[(SocketAddr, PublicKey)]) -> Result<Vec<IngestClient>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match IngestClient::connect(addr, key) {
-            Ok(client) => return Ok(client),
+        match IngestClient::connect_all(targets) {
+            Ok(clients) => return Ok(clients),
             Err(error) if Instant::now() < deadline => {
-                tracing::debug!(%addr, %error, "node not up yet");
+                tracing::debug!(%error, "a node is not up yet");
                 thread::sleep(Duration::from_millis(200));
             }
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot connect to the node at {addr}"))
-            }
+            Err(error) => return Err(error).context("cannot connect to the nodes"),
         }
     }
 }
