@@ -18,6 +18,7 @@ pub mod id;
 pub mod keystream;
 pub mod ledger;
 pub mod merkle;
+pub mod parted_map;
 pub mod reject;
 pub mod rules;
 pub mod synchronizer;

@@ -51,7 +51,6 @@ mod shard;
 pub mod snapshot;
 pub mod store;
 pub mod transfer;
-mod utxo_map;
 
 pub use durable_ledger::{DurableLedger, DurableLedgerConfig, InFlight, Receipt, Recovery};
 pub use error::Error;

@@ -43,9 +43,6 @@ pub const SNAPSHOT_EVERY_BLOCKS_DEFAULT: u64 = 1024;
 pub const SNAPSHOT_OUTPUTS_PER_BLOCK: u64 = 1024;
 /// At most this many doublings (64 x `snapshot_every_blocks`): a restart replays at most that many blocks.
 pub const SNAPSHOT_SPACING_DOUBLINGS_MAX: u32 = 6;
-/// Hash maps a shard's unspent outputs are split into, so growing the set moves one part at a time (see
-/// `utxo_map`); each part starts empty.
-pub const UTXO_MAP_PARTS: usize = 256;
 /// Commits (one per block, or a load) queued for the set's mirror. Full: the committing thread waits until the
 /// mirror catches up (it falls behind only while it writes a snapshot), so memory stays bounded.
 pub const MIRROR_QUEUE_MAX: usize = 1024;
@@ -68,7 +65,6 @@ const _: () = assert!(SNAPSHOT_CHUNK_ENTRIES > 0);
 const _: () = assert!(SNAPSHOT_OUTPUTS_PER_BLOCK > 0 && SNAPSHOT_SPACING_DOUBLINGS_MAX < 32);
 const _: () = assert!(MIRROR_QUEUE_MAX > 0 && MIRROR_LOG_MIN > 0);
 // A part is chosen by one byte of the tx id.
-const _: () = assert!(UTXO_MAP_PARTS > 0 && UTXO_MAP_PARTS <= 256);
 const _: () = assert!(VERIFY_CHUNK_TXS > 0);
 const _: () = assert!(SHARD_BULK_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
 const _: () = assert!(STORE_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);

@@ -14,7 +14,7 @@ use cas_engine::{
 use crossbeam_channel::{select_biased, Receiver, Sender};
 
 use crate::hash::FastMap;
-use crate::utxo_map::UtxoMap;
+use cas_engine::parted_map::PartedMap;
 
 /// A result of a signature job: the tx ids and verdicts of `txs[start..start + ids.len()]`.
 pub(crate) struct VerifyDone {
@@ -65,7 +65,9 @@ pub(crate) enum Command {
 
 #[derive(Default)]
 pub(crate) struct ShardState {
-    utxos: UtxoMap,
+    /// The partition's unspent outputs: a map of staggered parts, so the set outgrows its tables a part at a time
+    /// (one map of millions doubling at once made a 10 s window's p99 3.7 s).
+    utxos: PartedMap<OutPoint, TxOutput>,
     commitment: SetCommitment,
     owners: FastMap<PublicKey, Holdings>,
 }

@@ -18,7 +18,7 @@
 //! Retention: the newest `kept` transactions are answered (88 bytes of map keys and values each, before the maps' overhead, and 34 bytes of disk);
 //! older ones answer `unknown`, and segments whose transactions all fell out are deleted.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use cas_consensus::ledger_cert::LedgerCert;
+use cas_engine::parted_map::PartedMap;
 use cas_engine::{BlockHash, Hash32, PublicKey, RejectCode, TxError, TxId};
 
 const MAGIC: [u8; 4] = *b"CASI";
@@ -101,11 +102,13 @@ pub struct TxIndexView {
 
 struct Inner {
     kept: usize,
-    by_tx: HashMap<TxId, Entry>,
+    /// Maps of staggered parts (see `cas_engine::parted_map`): they grow to millions of entries, and one map
+    /// doubling at once held the executor and the API's readers for the whole move.
+    by_tx: PartedMap<TxId, Entry>,
     /// Transactions in the order they were indexed, with their heights, for retention.
     order: VecDeque<(u64, TxId)>,
     blocks: BTreeMap<u64, BlockEntry>,
-    by_client: HashMap<(PublicKey, u64), TxId>,
+    by_client: PartedMap<(PublicKey, u64), TxId>,
     /// Claims in the order they were indexed, with their heights, for retention (with their transactions).
     claim_order: VecDeque<(u64, (PublicKey, u64))>,
 }
@@ -278,6 +281,13 @@ impl TxIndexView {
             }
         }
         if let Some(&(front, _)) = inner.order.front() {
+            while let Some(&(claim_height, key)) = inner.claim_order.front() {
+                if claim_height >= front {
+                    break;
+                }
+                inner.claim_order.pop_front();
+                inner.by_client.remove(&key);
+            }
             while inner
                 .blocks
                 .first_key_value()
@@ -307,10 +317,10 @@ impl TxIndex {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 kept: kept.max(1),
-                by_tx: HashMap::new(),
+                by_tx: PartedMap::default(),
                 order: VecDeque::new(),
                 blocks: BTreeMap::new(),
-                by_client: HashMap::new(),
+                by_client: PartedMap::default(),
                 claim_order: VecDeque::new(),
             }),
             pending: Mutex::new(std::collections::HashSet::new()),
@@ -834,15 +844,22 @@ mod tests {
         assert!(error.contains("corrupt"), "{error}");
     }
 
-    /// Only the newest `kept` transactions are answered, and segments that hold only older ones are deleted.
+    /// Only the newest `kept` transactions (and the client ids they claimed) are answered, and segments that hold
+    /// only older ones are deleted.
     #[test]
     fn retention_bounds_memory_and_disk() {
         let dir = tempfile::tempdir().unwrap();
         let mut index = TxIndex::open(dir.path(), 4).unwrap();
+        let sender = PublicKey([9; 32]);
         for height in 1..=6u64 {
             let ids = [id(height as u32 * 10), id(height as u32 * 10 + 1)];
+            let claims = [Claim {
+                sender,
+                client_id: height,
+                index: 0,
+            }];
             index
-                .append(height, block(height), &ids, &[Ok(()), Ok(())], &[])
+                .append(height, block(height), &ids, &[Ok(()), Ok(())], &claims)
                 .unwrap();
             index.segment.as_mut().unwrap().2 = SEGMENT_BYTES; // one segment per block
         }
@@ -851,6 +868,9 @@ mod tests {
         assert_eq!(view.get(&id(50)).map(|l| l.height), Some(5));
         assert_eq!(view.get(&id(61)).map(|l| l.height), Some(6));
         assert_eq!(view.first_height(), Some(5));
+        assert_eq!(view.by_client(&sender, 4), None);
+        assert_eq!(view.by_client(&sender, 5), Some(id(50)));
+        assert_eq!(view.inner.lock().unwrap().claim_order.len(), 2);
         index
             .append(7, block(7), &[id(70)], &[Ok(())], &[])
             .unwrap();
