@@ -6,7 +6,6 @@
 //! `Overloaded` after its retry-after; and measures submit-to-final latency from the nodes' receipts and its own
 //! CPU per transaction. `cas local` runs it as its own process, so it never shares a process with what it measures.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
@@ -16,6 +15,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::encode_tx;
+use cas_engine::fasthash::FastMap;
 use cas_engine::fixtures::{key, transfer, ACCOUNT_KEYS};
 use cas_engine::text::quote;
 use cas_engine::{Hash32, Keypair, OutPoint, PublicKey, Transaction, TxId, TxOutput};
@@ -367,7 +367,8 @@ pub fn run(
         let lane = (account as usize / targets.len()) % per_target;
         target * per_target + lane
     };
-    let index_of: Arc<HashMap<TxId, u32>> = Arc::new(
+    // Keyed by the fast hasher: ids are blake3 hashes, and every answer is looked up here.
+    let index_of: Arc<FastMap<TxId, u32>> = Arc::new(
         planned
             .iter()
             .enumerate()
@@ -546,7 +547,7 @@ struct Counts {
 
 fn read_answers(
     client: &IngestClient,
-    index_of: &HashMap<TxId, u32>,
+    index_of: &FastMap<TxId, u32>,
     done: &std::sync::atomic::AtomicBool,
     counts: &Counts,
     retry: &std::sync::mpsc::Sender<Retry>,
