@@ -21,8 +21,8 @@
 //! # Durability ([`durable_ledger::DurableLedger`])
 //! A block is appended to the [`store::BlockStore`] (checksummed, 4 KiB-aligned records in append-only segments,
 //! written with glommio DMA files and `fdatasync`ed) while it is validated; its receipt is returned only once both
-//! are done. Every `snapshot_every_blocks` (more apart as the set grows: [`snapshot::snapshot_due`]) a UTXO snapshot is written (temp file, fsync, rename, fsync dir) from
-//! the set's mirror ([`mirror`]), a sorted copy kept on its own thread, so the shards never stop for it.
+//! are done. Every `snapshot_every_blocks` (further apart as the set grows: [`snapshot::snapshot_due`]) a UTXO
+//! snapshot is written (temp file, fsync, rename, fsync dir) from the set's mirror ([`mirror`]), a sorted copy kept on its own thread, so the shards never stop for it.
 //! Reopening truncates a torn tail, loads the newest valid snapshot and replays the blocks after it. Each block's
 //! header must commit to the UTXO set after its parent; it is checked before the block is written or applied.
 //!

@@ -64,7 +64,6 @@ const _: () = assert!(SHARDS_MAX > 0);
 const _: () = assert!(SNAPSHOT_CHUNK_ENTRIES > 0);
 const _: () = assert!(SNAPSHOT_OUTPUTS_PER_BLOCK > 0 && SNAPSHOT_SPACING_DOUBLINGS_MAX < 32);
 const _: () = assert!(MIRROR_QUEUE_MAX > 0 && MIRROR_LOG_MIN > 0);
-// A part is chosen by one byte of the tx id.
 const _: () = assert!(VERIFY_CHUNK_TXS > 0);
 const _: () = assert!(SHARD_BULK_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
 const _: () = assert!(STORE_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use cas_engine::codec::access_block_trusted;
+use cas_engine::parted_map::PartedMap;
 use cas_engine::rules::{verify_signatures, TxError};
 use cas_engine::tx::tx_ids;
 use cas_engine::{
@@ -14,7 +15,6 @@ use cas_engine::{
 use crossbeam_channel::{select_biased, Receiver, Sender};
 
 use crate::hash::FastMap;
-use cas_engine::parted_map::PartedMap;
 
 /// A result of a signature job: the tx ids and verdicts of `txs[start..start + ids.len()]`.
 pub(crate) struct VerifyDone {

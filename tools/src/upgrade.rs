@@ -5,9 +5,10 @@
 //! restarted nodes propose and vote under the old version beside the ones not yet restarted; at the height all
 //! switch in the same block. When the chain runs faster than it did when the height was chosen, the drill hurries:
 //! once the node restarted last is back in step, the next goes at once rather than on its schedule, whenever the
-//! blocks left to the height would not cover the remaining restarts at the recent block rate. After the load the drill waits until every node runs the new version, and the run then
-//! checks what every run checks (every valid transaction final, every answer right, equal commitments) and reports
-//! the longest gap between committed blocks beside one round timeout.
+//! blocks left to the height would not cover the remaining restarts at the recent block rate. After the load the
+//! drill waits until every node runs the new version, and the run then checks what every run checks (every valid
+//! transaction final, every answer right, equal commitments) and reports the longest gap between committed blocks
+//! beside one round timeout.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -51,8 +52,6 @@ pub struct UpgradeDrill {
     nodes: usize,
     /// Seconds between restarts; the first comes one interval into the load.
     every_s: f64,
-    /// (seconds into the load, height) of the first look: the block rate is measured from there.
-    first_look: Option<(f64, u64)>,
     /// (seconds into the load, highest height) of the looks of the last RATE_WINDOW_S.
     looks: VecDeque<(f64, u64)>,
     /// The node restarted last and when its new process was started.
@@ -73,7 +72,6 @@ impl UpgradeDrill {
             dir: dir.to_path_buf(),
             nodes,
             every_s: duration_s * 0.75 / (nodes as f64 + 1.0),
-            first_look: None,
             looks: VecDeque::new(),
             restarted: None,
             next: 0,
@@ -135,7 +133,6 @@ impl UpgradeDrill {
         start: impl Fn(usize) -> Result<Child>,
     ) -> Result<()> {
         let highest = self.highest();
-        let first_look = *self.first_look.get_or_insert((elapsed, highest));
         self.looks.push_back((elapsed, highest));
         while self
             .looks
@@ -172,11 +169,9 @@ impl UpgradeDrill {
             );
         }
         if self.next == 0 {
-            // Where the chain will be once every node has restarted, at the rate it grew so far, plus a margin for
-            // the restarts' own slowdown: the upgrade must not come before the last node runs the new binary.
-            let (since_s, since_height) = first_look;
-            let height = highest;
-            let rate = (height - since_height) as f64 / (elapsed - since_s).max(0.5);
+            // Where the chain will be once every node has restarted, at its recent rate, plus a margin for the
+            // restarts' own slowdown: the upgrade must not come before the last node runs the new binary.
+            let (height, rate) = (highest, self.recent_rate());
             let to_last_restart_s = self.every_s * (self.nodes as f64 - 1.0);
             self.report.height = height + (rate * to_last_restart_s * 1.5) as u64 + MARGIN_BLOCKS;
             eprintln!(
