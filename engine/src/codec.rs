@@ -31,6 +31,9 @@ pub const ISSUANCE_EVIDENCE_MAX: usize = 8;
 pub const ISSUANCE_EVIDENCE_BYTES_MAX: usize = 48 * 1024;
 /// Outputs (rewards) one issuance transaction may mint.
 pub const ISSUANCE_OUTPUTS_MAX: usize = 128;
+/// Bytes of a candidacy's address (an IPv6 socket address; the rules refuse other lengths than
+/// [`crate::stake::ADDRESS_BYTES`]).
+pub const CANDIDACY_ADDRESS_BYTES_MAX: usize = 18;
 /// Transactions per block.
 pub const BLOCK_TXS_MAX: usize = 200_000;
 /// The largest encoded block accepted.
@@ -120,7 +123,14 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
                 ISSUANCE_OUTPUTS_MAX,
             )?;
         }
-        ArchivedTxKind::Transfer => {}
+        ArchivedTxKind::Candidacy { address } => {
+            bound(
+                "candidacy address bytes",
+                address.len(),
+                CANDIDACY_ADDRESS_BYTES_MAX,
+            )?;
+        }
+        ArchivedTxKind::Transfer | ArchivedTxKind::Bond { .. } | ArchivedTxKind::Unbond { .. } => {}
     }
     Ok(())
 }
@@ -178,8 +188,12 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
     use std::mem::size_of;
     let body = &tx.body;
     let kind = match &body.kind {
-        TxKind::Transfer => 0,
-        TxKind::Genesis { committee, .. } => committee.len() * size_of::<ArchivedCommitteeMember>(),
+        TxKind::Transfer | TxKind::Bond { .. } | TxKind::Unbond { .. } => 0,
+        TxKind::Candidacy { address } => address.len(),
+        TxKind::Genesis { committee, .. } => {
+            committee.len() * size_of::<ArchivedCommitteeMember>()
+                + size_of::<crate::tx::ArchivedChainParams>()
+        }
         TxKind::Issuance { evidence, .. } => evidence
             .iter()
             .map(|item| size_of::<rkyv::vec::ArchivedVec<u8>>() + item.len())

@@ -40,6 +40,7 @@ pub fn funded_spec(
             min_fee: 1,
             block_interval_ms: 100,
             witness_span: crate::genesis::DEFAULT_WITNESS_SPAN,
+            stake: Default::default(),
         },
         committee: (0..members)
             .map(|i| MemberSpec {

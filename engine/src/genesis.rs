@@ -10,8 +10,11 @@ use crate::codec::{COMMITTEE_MAX, OUTPUTS_MAX};
 use crate::commitment::SetCommitment;
 use crate::crypto::PublicKey;
 use crate::id::{AssetId, Hash32};
+use crate::stake::{candidacy_outpoint, candidacy_record};
 use crate::text::{quote, reason};
-use crate::tx::{ChainParams, CommitteeMember, OutPoint, Transaction, TxBody, TxKind, TxOutput};
+use crate::tx::{
+    ChainParams, CommitteeMember, OutPoint, StakeParams, Transaction, TxBody, TxKind, TxOutput,
+};
 
 /// Allocations a spec may list (each may split into several outputs).
 pub const ALLOCATIONS_MAX: usize = 1_000_000;
@@ -45,6 +48,40 @@ pub struct ParamsSpec {
     /// DPOS blocks per POW witness; [`DEFAULT_WITNESS_SPAN`] when absent.
     #[serde(default = "default_witness_span")]
     pub witness_span: u32,
+    /// Stake, elections and rewards; every field has a default.
+    #[serde(default)]
+    pub stake: StakeSpec,
+}
+
+/// The `[params.stake]` table (see [`StakeParams`] for what each field means).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StakeSpec {
+    pub epoch_blocks: u64,
+    /// The genesis committee's size when absent.
+    pub committee_size: Option<u32>,
+    pub candidacy_stake_min: u64,
+    pub unbond_delay_blocks: u64,
+    pub block_reward: u64,
+    pub committee_share_percent: u32,
+}
+
+/// The whitepaper's split: 70% of each block's fees and reward to the committee, 30% to POS nodes by stake.
+pub const DEFAULT_COMMITTEE_SHARE_PERCENT: u32 = 70;
+/// Blocks unbonded CAS stays locked when the genesis names no delay.
+pub const DEFAULT_UNBOND_DELAY_BLOCKS: u64 = 1_000;
+
+impl Default for StakeSpec {
+    fn default() -> StakeSpec {
+        StakeSpec {
+            epoch_blocks: 0,
+            committee_size: None,
+            candidacy_stake_min: 1,
+            unbond_delay_blocks: DEFAULT_UNBOND_DELAY_BLOCKS,
+            block_reward: 0,
+            committee_share_percent: DEFAULT_COMMITTEE_SHARE_PERCENT,
+        }
+    }
 }
 
 /// The witness span of a chain whose genesis names none.
@@ -102,6 +139,8 @@ pub enum GenesisError {
     TooManyOutputs { count: u64 },
     #[error("the committee's stakes sum past the largest stake total (u64)")]
     StakeOverflow,
+    #[error("params.stake: {0}")]
+    BadStakeParams(String),
 }
 
 impl GenesisSpec {
@@ -128,6 +167,30 @@ fn parse_key(text: &str) -> Result<PublicKey, String> {
     Ok(key)
 }
 
+/// The stake parameters a spec gives, checked.
+fn stake_params(spec: &StakeSpec, genesis_members: usize) -> Result<StakeParams, GenesisError> {
+    let committee_size = spec.committee_size.unwrap_or(genesis_members as u32);
+    if committee_size == 0 || committee_size as usize > COMMITTEE_MAX {
+        return Err(GenesisError::BadStakeParams(format!(
+            "committee_size {committee_size} is outside 1..={COMMITTEE_MAX}"
+        )));
+    }
+    if spec.committee_share_percent > 100 {
+        return Err(GenesisError::BadStakeParams(format!(
+            "committee_share_percent {} is over 100",
+            spec.committee_share_percent
+        )));
+    }
+    Ok(StakeParams {
+        epoch_blocks: spec.epoch_blocks,
+        committee_size,
+        candidacy_stake_min: spec.candidacy_stake_min,
+        unbond_delay_blocks: spec.unbond_delay_blocks,
+        block_reward: spec.block_reward,
+        committee_share_percent: spec.committee_share_percent,
+    })
+}
+
 /// Builds the genesis block: height 0, no parent, one or more genesis transactions (part 0 carries the committee;
 /// outputs are split into parts of at most [`OUTPUTS_MAX`]) and the UTXO commitment of the allocations.
 pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
@@ -140,6 +203,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
     if spec.committee.len() > COMMITTEE_MAX {
         return Err(GenesisError::CommitteeTooLarge(spec.committee.len()));
     }
+    let stake = stake_params(&spec.params.stake, spec.committee.len())?;
     if spec.allocations.len() > ALLOCATIONS_MAX {
         return Err(GenesisError::TooManyAllocations(spec.allocations.len()));
     }
@@ -177,6 +241,14 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
             None => AssetId::CAS,
             Some(text) => AssetId(Hash32::from_hex(text).map_err(|e| bad(format!("asset: {e}")))?),
         };
+        if committee
+            .iter()
+            .any(|member| asset == AssetId::stake_of(&member.key))
+        {
+            return Err(bad(
+                "asset: stake is bonded by transactions, not allocated".into()
+            ));
+        }
         if asset == AssetId::CLIENT_ID_CLAIM {
             return Err(bad(
                 "asset: ff..ff marks client id claims, it is not an asset".into(),
@@ -193,11 +265,12 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         };
         outputs.extend(std::iter::repeat_n(output, allocation.outputs as usize));
     }
-    let params = ChainParams {
+    let params = Box::new(ChainParams {
         min_fee: spec.params.min_fee,
         block_interval_ms: spec.params.block_interval_ms,
         witness_span: spec.params.witness_span,
-    };
+        stake,
+    });
     let mut parts: Vec<Vec<TxOutput>> = outputs
         .chunks(OUTPUTS_MAX)
         .map(<[TxOutput]>::to_vec)
@@ -231,7 +304,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         })
         .collect();
     let mut commitment = SetCommitment::default();
-    for (outpoint, output) in genesis_outputs(&txs) {
+    for (outpoint, output) in genesis_set(&txs) {
         commitment.insert(&outpoint, &output);
     }
     let mut block = Block {
@@ -251,7 +324,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
     Ok(block)
 }
 
-/// The outputs the genesis transactions create, with their outpoints.
+/// The coins the genesis allocations create, with their outpoints (the genesis transactions' outputs).
 pub fn genesis_outputs(txs: &[Transaction]) -> Vec<(OutPoint, TxOutput)> {
     txs.iter()
         .filter(|tx| matches!(tx.body.kind, TxKind::Genesis { .. }))
@@ -270,6 +343,36 @@ pub fn genesis_outputs(txs: &[Transaction]) -> Vec<(OutPoint, TxOutput)> {
         .collect()
 }
 
+/// The whole set the genesis starts the ledger with (what its header commits to): the allocations'
+/// [`genesis_outputs`], and for each member of the genesis committee a candidacy record (no address announced)
+/// and its stake, as a stake output owned by the member at index [`OUTPUTS_MAX`] + its position in the committee's
+/// transaction (no transaction output has that index). So the genesis committee stands for election like any
+/// candidate, with the stake the genesis gives it.
+pub fn genesis_set(txs: &[Transaction]) -> Vec<(OutPoint, TxOutput)> {
+    let mut set = genesis_outputs(txs);
+    for tx in txs {
+        let TxKind::Genesis { committee, .. } = &tx.body.kind else {
+            continue;
+        };
+        let id = tx.tx_id();
+        for (position, member) in committee.iter().enumerate() {
+            set.push((
+                candidacy_outpoint(&member.key),
+                candidacy_record(&member.key, &[]),
+            ));
+            let stake = TxOutput {
+                amount: member.stake,
+                asset: AssetId::stake_of(&member.key),
+                owner: member.key,
+                unlock_height: None,
+            };
+            let index = (OUTPUTS_MAX + position) as u32;
+            set.push((OutPoint { tx: id, index }, stake));
+        }
+    }
+    set
+}
+
 /// The committee and parameters recorded in a genesis block, if it has them.
 pub fn genesis_committee(block: &Block) -> Option<(&[CommitteeMember], &ChainParams)> {
     block.txs.iter().find_map(|tx| match &tx.body.kind {
@@ -277,7 +380,7 @@ pub fn genesis_committee(block: &Block) -> Option<(&[CommitteeMember], &ChainPar
             part: 0,
             committee,
             params,
-        } => Some((committee.as_slice(), params)),
+        } => Some((committee.as_slice(), &**params)),
         _ => None,
     })
 }
@@ -299,6 +402,7 @@ mod tests {
                 min_fee: 1,
                 block_interval_ms: 100,
                 witness_span: DEFAULT_WITNESS_SPAN,
+                stake: StakeSpec::default(),
             },
             committee: members
                 .iter()

@@ -18,6 +18,8 @@ pub mod domain {
     pub const UTXO_CHECKSUM: &str = "CAS 2026-11 utxo set checksum v1";
     pub const BATCH_WEIGHTS: &str = "CAS 2026-11 ed25519 batch weights v1";
     pub const CLIENT_ID_CLAIM: &str = "CAS 2026-12 client id claim v1";
+    pub const STAKE_ASSET: &str = "CAS 2026-12 stake asset v1";
+    pub const CANDIDACY: &str = "CAS 2026-12 candidacy record v1";
 }
 
 /// A blake3 derive-key context whose context key is computed once: a hasher made from it skips hashing the context
@@ -145,6 +147,13 @@ impl AssetId {
     /// Not an asset: the marker of a client id claim in the UTXO set ([`crate::rules::claim_outpoint`]). No genesis
     /// may allocate it, and no transaction can spend or create one.
     pub const CLIENT_ID_CLAIM: AssetId = AssetId(Hash32([0xff; 32]));
+
+    /// The asset of CAS bonded as stake for the POS candidate `candidate` ([`crate::stake`]): one asset per
+    /// candidate, so a stake output names whom it backs, and per-asset conservation keeps stake from being
+    /// created or freed except by the stake transactions that convert it to and from CAS.
+    pub fn stake_of(candidate: &crate::crypto::PublicKey) -> AssetId {
+        AssetId(Hash32::of(domain::STAKE_ASSET, &candidate.0))
+    }
 }
 
 impl From<&ArchivedAssetId> for AssetId {

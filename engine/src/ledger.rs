@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use crate::block::{ArchivedBlock, Block};
 use crate::commitment::SetCommitment;
-use crate::genesis::{genesis_committee, genesis_outputs};
+use crate::genesis::{genesis_committee, genesis_set};
 use crate::id::Hash32;
 use crate::rules::{apply_batch, verify_signatures, BatchOutcome, RuleContext, TxError};
+use crate::stake::StakeRegistry;
 use crate::tx::{tx_ids, ArchivedTransaction, ChainParams, OutPoint, TxOutput};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +28,8 @@ pub struct MemoryLedger {
     pub height: u64,
     utxos: HashMap<OutPoint, TxOutput>,
     commitment: SetCommitment,
+    /// Candidates and their stake, as the set holds them.
+    stake: StakeRegistry,
 }
 
 impl MemoryLedger {
@@ -41,8 +44,11 @@ impl MemoryLedger {
             height: 0,
             utxos: HashMap::new(),
             commitment: SetCommitment::default(),
+            stake: StakeRegistry::default(),
         };
-        for (outpoint, output) in genesis_outputs(&genesis.txs) {
+        let outputs = genesis_set(&genesis.txs);
+        ledger.stake.apply(&[], &outputs);
+        for (outpoint, output) in outputs {
             ledger.commitment.insert(&outpoint, &output);
             ledger.utxos.insert(outpoint, output);
         }
@@ -61,6 +67,7 @@ impl MemoryLedger {
             chain_id: self.chain_id,
             height,
             min_fee: self.params.min_fee,
+            unbond_delay_blocks: self.params.stake.unbond_delay_blocks,
         }
     }
 
@@ -103,7 +110,13 @@ impl MemoryLedger {
             assert!(previous.is_none(), "an outpoint is created once");
             self.commitment.insert(outpoint, coin);
         }
+        self.stake.apply(&outcome.spent, &outcome.created);
         self.height = height;
+    }
+
+    /// The candidates and their stake after the last applied block.
+    pub fn stake(&self) -> &StakeRegistry {
+        &self.stake
     }
 
     pub fn utxos(&self) -> &HashMap<OutPoint, TxOutput> {

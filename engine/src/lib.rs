@@ -3,7 +3,8 @@
 //! Ids and hashes ([`id`]), keys and batch signature verification ([`crypto`]), transactions ([`tx`]), blocks and
 //! their Merkle trees ([`block`], [`merkle`]), the UTXO set commitment ([`commitment`]), the zero-copy codec with
 //! the one untrusted decoder ([`codec`]), bounded echoes of untrusted text in errors ([`text`]), the UTXO rules
-//! ([`rules`]), genesis ([`genesis`]) and an in-memory reference ledger ([`ledger`]). Every other crate builds on these types.
+//! ([`rules`]), stake, candidacy and elections ([`stake`]), genesis ([`genesis`]) and an in-memory reference
+//! ledger ([`ledger`]). Every other crate builds on these types.
 
 pub mod block;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod merkle;
 pub mod parted_map;
 pub mod reject;
 pub mod rules;
+pub mod stake;
 pub mod synchronizer;
 pub mod text;
 pub mod tx;

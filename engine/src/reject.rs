@@ -66,6 +66,12 @@ reject_codes! {
     IssuanceNotPlain = 27, "issuance_not_plain", "an issuance spends inputs, carries signatures or pays a fee";
     IssuanceNotCas = 28, "issuance_not_cas", "an issuance output is not CAS or is locked";
     DuplicateClientId = 29, "duplicate_client_id", "the sender used this client id in an earlier transaction";
+    NotACandidate = 30, "not_a_candidate", "a bond or unbond names a node key with no declared candidacy";
+    AlreadyCandidate = 31, "already_candidate", "the node key has declared its candidacy already";
+    BadAddress = 32, "bad_address", "a candidacy address is not empty, an IPv4 or an IPv6 socket address";
+    BondFreesStake = 33, "bond_frees_stake", "a bond returns less stake than it spends";
+    UnbondAddsStake = 34, "unbond_adds_stake", "an unbond creates more stake than it spends";
+    UnbondNotLocked = 35, "unbond_not_locked", "unbonded CAS, less the fee, is not locked for the unbonding delay";
 }
 
 impl RejectCode {
@@ -105,6 +111,12 @@ impl TxError {
             TxError::IssuanceNotPlain => RejectCode::IssuanceNotPlain,
             TxError::IssuanceNotCas { .. } => RejectCode::IssuanceNotCas,
             TxError::DuplicateClientId { .. } => RejectCode::DuplicateClientId,
+            TxError::NotACandidate => RejectCode::NotACandidate,
+            TxError::AlreadyCandidate => RejectCode::AlreadyCandidate,
+            TxError::BadAddress { .. } => RejectCode::BadAddress,
+            TxError::BondFreesStake { .. } => RejectCode::BondFreesStake,
+            TxError::UnbondAddsStake { .. } => RejectCode::UnbondAddsStake,
+            TxError::UnbondNotLocked { .. } => RejectCode::UnbondNotLocked,
         }
     }
 }

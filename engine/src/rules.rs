@@ -2,7 +2,8 @@
 //!
 //! Signatures are checked separately and in batches ([`verify_signatures`]); the rules then check that every
 //! input's owner has a signature, that inputs exist and are unspent (inside a batch the earlier transaction wins a
-//! double spend), that locks are open, and that value is conserved per asset with the fee paid in CAS. Every
+//! double spend), that locks are open, and that value is conserved per asset with the fee paid in CAS; stake
+//! transactions convert between CAS and a candidate's stake asset under the rules of [`crate::stake`]. Every
 //! failure is its own [`TxError`] variant carrying the offending index. Nothing here mutates the view.
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use crate::crypto::PublicKey;
 use crate::crypto::{verify_batch, SigEntry};
 use crate::fasthash::{FastMap, FastSet};
 use crate::id::{AssetId, Hash32, TxId};
+use crate::stake::{candidacy_outpoint, candidacy_record, decode_address};
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, Transaction, TxOutput};
 
 /// Read access to the unspent outputs.
@@ -32,6 +34,8 @@ pub struct RuleContext {
     pub height: u64,
     /// The smallest fee in CAS.
     pub min_fee: u64,
+    /// Blocks an unbonded amount stays locked.
+    pub unbond_delay_blocks: u64,
 }
 
 /// Why a transaction is rejected.
@@ -85,10 +89,42 @@ pub enum TxError {
     IssuanceNotCas { output: usize },
     #[error("client id {client_id} of this sender was used by an earlier transaction")]
     DuplicateClientId { client_id: u64 },
+    #[error("the stake transaction names no declared candidate")]
+    NotACandidate,
+    #[error("this node key has declared its candidacy already")]
+    AlreadyCandidate,
+    #[error("a candidacy address has 0, 6 or 18 bytes, got {len}")]
+    BadAddress { len: usize },
+    #[error(
+        "a bond takes {spent} of stake and returns only {bonded}: stake leaves only by an unbond"
+    )]
+    BondFreesStake { spent: u64, bonded: u64 },
+    #[error(
+        "an unbond spends {spent} of stake and creates {created}: stake is added only by a bond"
+    )]
+    UnbondAddsStake { spent: u64, created: u64 },
+    #[error("{unbonded} unbonded, but only {locked} of the CAS outputs (the fee aside) stay locked until height {until}")]
+    UnbondNotLocked {
+        unbonded: u64,
+        locked: u64,
+        until: u64,
+    },
 }
 
+/// Set entries at output indexes from here up are ledger records (client id claims, candidacies), never coins: no
+/// transaction has this many outputs, and no input can spend one.
+pub const RECORD_INDEX_MIN: u32 = u32::MAX - 255;
+/// The index of a client id claim ([`claim_outpoint`]).
+pub const CLAIM_INDEX: u32 = u32::MAX;
+/// The index of a candidacy record ([`crate::stake::candidacy_outpoint`]).
+pub const CANDIDACY_INDEX: u32 = u32::MAX - 1;
+// Genesis stake outputs sit at OUTPUTS_MAX + a member's position (see `genesis::genesis_set`).
+const _: () =
+    assert!((crate::codec::OUTPUTS_MAX + crate::codec::COMMITTEE_MAX) as u32 <= RECORD_INDEX_MIN);
+const _: () = assert!(CANDIDACY_INDEX >= RECORD_INDEX_MIN);
+
 /// Where the ledger records that `sender` used `client_id`: an entry of the UTXO set at this outpoint (index
-/// `u32::MAX`, which no transaction output has), holding [`claim_output`]. So the claim is in the set's commitment,
+/// [`CLAIM_INDEX`], which no transaction output has), holding [`claim_output`]. So the claim is in the set's commitment,
 /// its snapshots and every node's state, and a second transaction with the same sender and client id is refused in
 /// block order wherever it was admitted. Claims are kept for good (one set entry per transaction that carries a
 /// client id); a claim is not a coin: no input can spend it.
@@ -98,7 +134,7 @@ pub fn claim_outpoint(sender: &PublicKey, client_id: u64) -> OutPoint {
     hasher.update(&client_id.to_le_bytes());
     OutPoint {
         tx: Hash32::from(hasher.finalize()),
-        index: u32::MAX,
+        index: CLAIM_INDEX,
     }
 }
 
@@ -119,10 +155,36 @@ pub fn claim_of(tx: &ArchivedTransaction) -> Option<(PublicKey, u64)> {
     Some((sender, client_id))
 }
 
-/// A coin of the view: an entry that is not a client id claim.
+/// Whether a set entry at `outpoint` is a ledger record rather than a coin.
+pub fn is_record(outpoint: &OutPoint) -> bool {
+    outpoint.index >= RECORD_INDEX_MIN
+}
+
+/// A coin of the view: an entry that is not a record.
 fn coin_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
+    if is_record(outpoint) {
+        return None;
+    }
     view.get(outpoint)
-        .filter(|coin| coin.asset != AssetId::CLIENT_ID_CLAIM)
+}
+
+/// The records `tx` reads besides its inputs: its client id claim, and for a stake transaction the candidacy it
+/// names. The sharded ledger fetches them with the inputs.
+pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> {
+    let claim = claim_of(tx).map(|(sender, client_id)| claim_outpoint(&sender, client_id));
+    let candidacy = stake_candidate(tx).map(|candidate| candidacy_outpoint(&candidate));
+    claim.into_iter().chain(candidacy)
+}
+
+/// The candidate a stake transaction is about: named by a bond or unbond, the first signer of a candidacy.
+pub fn stake_candidate(tx: &ArchivedTransaction) -> Option<PublicKey> {
+    match &tx.body.kind {
+        ArchivedTxKind::Bond { candidate } | ArchivedTxKind::Unbond { candidate } => {
+            Some(PublicKey::from(candidate))
+        }
+        ArchivedTxKind::Candidacy { .. } => tx.signatures.first().map(|s| PublicKey::from(&s.key)),
+        _ => None,
+    }
 }
 
 /// Checks the signatures over their tx ids for many transactions at once.
@@ -189,7 +251,8 @@ pub fn check_tx(
 ) -> Result<(), TxError> {
     check_with(tx, ctx, &mut Scratch::default(), &mut |input, outpoint| {
         coin_of(view, outpoint).ok_or(TxError::MissingInput { input })
-    })
+    })?;
+    check_candidacy(tx, view, &FastSet::default()).map(|_| ())
 }
 
 /// The checks that need no UTXO lookup: cheap, so they run first.
@@ -201,11 +264,14 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
             got: body.chain_id.to_native(),
         });
     }
-    match body.kind {
+    match &body.kind {
         ArchivedTxKind::Genesis { .. } => return Err(TxError::GenesisOnly),
         // Only `apply_batch` admits one, at the executor's slot (see `check_issuance`).
         ArchivedTxKind::Issuance { .. } => return Err(TxError::IssuanceReserved),
-        ArchivedTxKind::Transfer => {}
+        ArchivedTxKind::Candidacy { address } => {
+            decode_address(address.as_slice()).map_err(|e| TxError::BadAddress { len: e.len })?;
+        }
+        ArchivedTxKind::Transfer | ArchivedTxKind::Bond { .. } | ArchivedTxKind::Unbond { .. } => {}
     }
     if body.inputs.is_empty() {
         return Err(TxError::NoInputs);
@@ -314,6 +380,9 @@ fn check_with(
             .checked_add(archived.amount.to_native())
             .ok_or(TxError::OutputOverflow { output })?;
     }
+    if let Some(candidate) = stake_candidate(tx) {
+        convert_stake(tx, ctx, &candidate, sums)?;
+    }
     if let Some(&(asset, inputs, outputs)) =
         sums.iter().find(|(_, inputs, outputs)| inputs != outputs)
     {
@@ -323,6 +392,65 @@ fn check_with(
             outputs,
         });
     }
+    Ok(())
+}
+
+/// A stake transaction's conversion between CAS and `candidate`'s stake asset, folded into `sums` so the usual
+/// per-asset check conserves their total: a bond (or a candidacy's self-bond) may only add stake, an unbond may
+/// only take it away, and what it takes away (less the fee, which may be paid from it) must come back as CAS locked
+/// for the unbonding delay.
+fn convert_stake(
+    tx: &ArchivedTransaction,
+    ctx: &RuleContext,
+    candidate: &PublicKey,
+    sums: &mut Vec<(AssetId, u64, u64)>,
+) -> Result<(), TxError> {
+    let stake_asset = AssetId::stake_of(candidate);
+    let Some(position) = sums.iter().position(|(asset, _, _)| *asset == stake_asset) else {
+        return Ok(());
+    };
+    let (_, spent, created) = sums.swap_remove(position);
+    if let ArchivedTxKind::Unbond { .. } = tx.body.kind {
+        let unbonded = spent
+            .checked_sub(created)
+            .ok_or(TxError::UnbondAddsStake { spent, created })?;
+        let until = ctx.height.saturating_add(ctx.unbond_delay_blocks);
+        let locked = tx
+            .body
+            .outputs
+            .iter()
+            .filter(|o| AssetId::from(&o.asset) == AssetId::CAS)
+            .filter(|o| {
+                o.unlock_height
+                    .as_ref()
+                    .is_some_and(|h| h.to_native() >= until)
+            })
+            .map(|o| o.amount.to_native())
+            .fold(0u64, u64::saturating_add);
+        // The fee may come out of the unbonded amount; the rest must stay locked.
+        let owed = unbonded.saturating_sub(tx.body.fee.to_native());
+        if locked < owed {
+            return Err(TxError::UnbondNotLocked {
+                unbonded,
+                locked,
+                until,
+            });
+        }
+    } else if created < spent {
+        return Err(TxError::BondFreesStake {
+            spent,
+            bonded: created,
+        });
+    }
+    let cas = sum_for(sums, AssetId::CAS);
+    cas.1 = cas
+        .1
+        .checked_add(spent)
+        .ok_or(TxError::InputOverflow { input: 0 })?;
+    cas.2 = cas
+        .2
+        .checked_add(created)
+        .ok_or(TxError::OutputOverflow { output: 0 })?;
     Ok(())
 }
 
@@ -426,6 +554,8 @@ pub fn apply_batch(
     let mut spent_created: Vec<usize> = Vec::new();
     // Client id claims made in this batch (see `claim_outpoint`).
     let mut claimed: FastSet<OutPoint> = FastSet::default();
+    // Candidacies declared in this batch.
+    let mut declared: FastSet<PublicKey> = FastSet::default();
     let mut scratch = Scratch::default();
     let mut outcome = BatchOutcome {
         verdicts: Vec::with_capacity(txs.len()),
@@ -477,6 +607,13 @@ pub fn apply_batch(
             outcome.verdicts.push(Err(error));
             continue;
         }
+        let record = match check_candidacy(tx, view, &declared) {
+            Ok(record) => record,
+            Err(error) => {
+                outcome.verdicts.push(Err(error));
+                continue;
+            }
+        };
         // Its client id, once per sender: claimed in the set, or earlier in this batch, means a duplicate.
         if let Some((sender, client_id)) = claim_of(tx) {
             let claim = claim_outpoint(&sender, client_id);
@@ -488,6 +625,10 @@ pub fn apply_batch(
             }
             claimed.insert(claim);
             created.push((claim, claim_output(&sender)));
+        }
+        if let Some(record) = record {
+            declared.insert(record.1.owner);
+            created.push(record);
         }
         for (archived, coin) in tx.body.inputs.iter().zip(&scratch.coins) {
             let outpoint = OutPoint::from(archived);
@@ -523,6 +664,29 @@ pub fn apply_batch(
     }
     outcome.created = created;
     outcome
+}
+
+/// The candidacy side of a stake transaction that passed every other rule: a bond or unbond needs its candidate
+/// declared (in the view or by `declared`, earlier in the batch); a candidacy needs its node key undeclared, and
+/// gives the record to create.
+fn check_candidacy(
+    tx: &ArchivedTransaction,
+    view: &impl UtxoView,
+    declared: &FastSet<PublicKey>,
+) -> Result<Option<(OutPoint, TxOutput)>, TxError> {
+    let Some(candidate) = stake_candidate(tx) else {
+        return Ok(None);
+    };
+    let record = candidacy_outpoint(&candidate);
+    let exists = declared.contains(&candidate) || view.get(&record).is_some();
+    match &tx.body.kind {
+        ArchivedTxKind::Candidacy { .. } if exists => Err(TxError::AlreadyCandidate),
+        ArchivedTxKind::Candidacy { address } => {
+            Ok(Some((record, candidacy_record(&candidate, address))))
+        }
+        _ if exists => Ok(None),
+        _ => Err(TxError::NotACandidate),
+    }
 }
 
 /// What a batch did to an outpoint so far.

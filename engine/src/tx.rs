@@ -71,9 +71,31 @@ pub struct ChainParams {
     pub block_interval_ms: u64,
     /// N: finalized DPOS blocks each POW witness commits to (1 ..= [`crate::genesis::WITNESS_SPAN_MAX`]).
     pub witness_span: u32,
+    pub stake: StakeParams,
+}
+
+/// The DPOS parameters: stake, elections and the reward split (the whitepaper leaves the values open; the genesis
+/// defaults are in [`crate::genesis`]).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct StakeParams {
+    /// Blocks per epoch: the committee is elected again at every multiple of it. 0: the genesis committee serves
+    /// for good.
+    pub epoch_blocks: u64,
+    /// Members an election picks (3f + 1).
+    pub committee_size: u32,
+    /// Stake a candidate needs (its own and its delegators') to be a POS node, eligible for election.
+    pub candidacy_stake_min: u64,
+    /// Blocks an unbonded amount stays locked before it can be spent.
+    pub unbond_delay_blocks: u64,
+    /// CAS minted per block for the validators, beside the fees.
+    pub block_reward: u64,
+    /// The committee's share of each block's fees and reward, in percent (the rest goes to POS nodes by stake).
+    pub committee_share_percent: u32,
 }
 
 /// What a transaction does beyond moving outputs. Tokens, contracts and governance votes join as variants.
+/// Every variant stays at most 32 bytes archived (a key), so the kind does not grow every transfer on the wire.
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
 pub enum TxKind {
@@ -85,13 +107,23 @@ pub enum TxKind {
     Genesis {
         part: u32,
         committee: Vec<CommitteeMember>,
-        params: ChainParams,
+        params: Box<ChainParams>,
     },
     /// New CAS minted by the node itself, never by a client: the POW witness rewards that matured at ledger block
     /// `height`, as outputs. Each node's executor builds it from the consensus block's carried witness headers
     /// (`evidence`, each an encoded witness header, kept so the issuance can be re-derived from the ledger alone)
     /// and appends it as the last transaction of every ledger block. No inputs, no signatures, no fee.
     Issuance { height: u64, evidence: Vec<Vec<u8>> },
+    /// Bonds CAS as stake for the POS candidate `candidate` (delegation; a candidate bonding to itself is its
+    /// self-bond): CAS inputs become outputs of [`AssetId::stake_of`] the candidate, owned by the staker
+    /// ([`crate::stake`] has the rules). The candidate must have declared its candidacy.
+    Bond { candidate: PublicKey },
+    /// Turns stake for `candidate` back into CAS, locked for the chain's unbonding delay.
+    Unbond { candidate: PublicKey },
+    /// Declares (or updates) a POS candidacy: the node key is the first signer, `address` where its node listens
+    /// ([`crate::stake::encode_address`]: empty, or an IPv4 or IPv6 socket address). May bond stake to itself in
+    /// the same transaction.
+    Candidacy { address: Vec<u8> },
 }
 
 /// The signed part of a transaction.
@@ -241,6 +273,13 @@ impl ArchivedTxBody {
                 h.put(&params.min_fee.to_native().to_le_bytes());
                 h.put(&params.block_interval_ms.to_native().to_le_bytes());
                 h.put(&params.witness_span.to_native().to_le_bytes());
+                let stake = &params.stake;
+                h.put(&stake.epoch_blocks.to_native().to_le_bytes());
+                h.put(&stake.committee_size.to_native().to_le_bytes());
+                h.put(&stake.candidacy_stake_min.to_native().to_le_bytes());
+                h.put(&stake.unbond_delay_blocks.to_native().to_le_bytes());
+                h.put(&stake.block_reward.to_native().to_le_bytes());
+                h.put(&stake.committee_share_percent.to_native().to_le_bytes());
             }
             ArchivedTxKind::Issuance { height, evidence } => {
                 h.put(&[2]);
@@ -250,6 +289,19 @@ impl ArchivedTxBody {
                     h.put(&(item.len() as u64).to_le_bytes());
                     h.put(item);
                 }
+            }
+            ArchivedTxKind::Bond { candidate } => {
+                h.put(&[3]);
+                h.put(&candidate.0);
+            }
+            ArchivedTxKind::Unbond { candidate } => {
+                h.put(&[4]);
+                h.put(&candidate.0);
+            }
+            ArchivedTxKind::Candidacy { address } => {
+                h.put(&[5]);
+                h.put(&(address.len() as u64).to_le_bytes());
+                h.put(address);
             }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
@@ -415,6 +467,13 @@ mod tests {
                 h.update(&params.min_fee.to_le_bytes());
                 h.update(&params.block_interval_ms.to_le_bytes());
                 h.update(&params.witness_span.to_le_bytes());
+                let stake = &params.stake;
+                h.update(&stake.epoch_blocks.to_le_bytes());
+                h.update(&stake.committee_size.to_le_bytes());
+                h.update(&stake.candidacy_stake_min.to_le_bytes());
+                h.update(&stake.unbond_delay_blocks.to_le_bytes());
+                h.update(&stake.block_reward.to_le_bytes());
+                h.update(&stake.committee_share_percent.to_le_bytes());
             }
             TxKind::Issuance { height, evidence } => {
                 h.update(&[2]);
@@ -424,6 +483,17 @@ mod tests {
                     h.update(&(item.len() as u64).to_le_bytes());
                     h.update(item);
                 }
+            }
+            TxKind::Bond { candidate } => {
+                h.update(&[3]).update(&candidate.0);
+            }
+            TxKind::Unbond { candidate } => {
+                h.update(&[4]).update(&candidate.0);
+            }
+            TxKind::Candidacy { address } => {
+                h.update(&[5]);
+                h.update(&(address.len() as u64).to_le_bytes());
+                h.update(address);
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());

@@ -8,7 +8,7 @@ use cas_engine::codec::{
     ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX, MEMO_BYTES_MAX, OUTPUTS_MAX, SIGNATURES_MAX,
     TX_BYTES_MAX,
 };
-use cas_engine::tx::{ChainParams, CommitteeMember};
+use cas_engine::tx::{ChainParams, CommitteeMember, StakeParams};
 use cas_engine::{
     AssetId, Block, BlockHeader, Hash32, OutPoint, PublicKey, Signature, Transaction, TxBody,
     TxKind, TxOutput, TxSignature,
@@ -42,16 +42,31 @@ fn output() -> impl Strategy<Value = TxOutput> {
 fn kind() -> impl Strategy<Value = TxKind> {
     prop_oneof![
         4 => Just(TxKind::Transfer),
-        1 => (any::<u32>(), vec((key(), any::<u64>()), 0..4), any::<(u64, u64, u32)>()).prop_map(|(part, members, p)| {
+        1 => (any::<u32>(), vec((key(), any::<u64>()), 0..4), any::<(u64, u64, u32)>(), any::<(u64, u32, u64, u64, u64, u32)>()).prop_map(|(part, members, p, s)| {
             TxKind::Genesis {
                 part,
                 committee: members.into_iter().map(|(key, stake)| CommitteeMember { key, stake }).collect(),
-                params: ChainParams { min_fee: p.0, block_interval_ms: p.1, witness_span: p.2 },
+                params: Box::new(ChainParams {
+                    min_fee: p.0,
+                    block_interval_ms: p.1,
+                    witness_span: p.2,
+                    stake: StakeParams {
+                        epoch_blocks: s.0,
+                        committee_size: s.1,
+                        candidacy_stake_min: s.2,
+                        unbond_delay_blocks: s.3,
+                        block_reward: s.4,
+                        committee_share_percent: s.5,
+                    },
+                }),
             }
         }),
         1 => (any::<u64>(), vec(vec(any::<u8>(), 0..64), 0..4)).prop_map(|(height, evidence)| {
             TxKind::Issuance { height, evidence }
         }),
+        1 => key().prop_map(|candidate| TxKind::Bond { candidate }),
+        1 => key().prop_map(|candidate| TxKind::Unbond { candidate }),
+        1 => vec(any::<u8>(), 0..19).prop_map(|address| TxKind::Candidacy { address }),
     ]
 }
 

@@ -79,9 +79,10 @@ pub fn load(accounts: u32, blocks: u64, threads: usize) -> Load {
     let mut all = Vec::new();
     // The set and its commitment, followed block by block (every transfer is valid): each header commits to the
     // set after its parent, as the durable node checks.
-    let mut set: std::collections::HashMap<OutPoint, TxOutput> = coins.iter().copied().collect();
+    let whole = cas_engine::genesis::genesis_set(&genesis.txs);
+    let mut set: std::collections::HashMap<OutPoint, TxOutput> = whole.iter().copied().collect();
     let mut commitment = SetCommitment::default();
-    coins.iter().for_each(|(o, c)| commitment.insert(o, c));
+    whole.iter().for_each(|(o, c)| commitment.insert(o, c));
     for height in 1..=blocks {
         let txs: Vec<Transaction> = chains
             .iter()

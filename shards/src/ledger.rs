@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use cas_engine::codec::{access_block_trusted, decode_block};
-use cas_engine::genesis::{genesis_committee, genesis_outputs};
+use cas_engine::genesis::{genesis_committee, genesis_set};
 use cas_engine::ledger::LedgerError;
-use cas_engine::rules::{apply_batch, claim_of, claim_outpoint, RuleContext, TxError, UtxoView};
+use cas_engine::rules::{apply_batch, records_read, RuleContext, TxError, UtxoView};
+use cas_engine::stake::StakeRegistry;
 use cas_engine::tx::ChainParams;
 use cas_engine::{
     ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
@@ -79,6 +80,8 @@ pub struct ShardedLedger {
     mirror: Option<MirrorFeed>,
     /// Unspent outputs in the set (created minus spent over every commit).
     outputs: u64,
+    /// Candidates and their stake, as the set holds them (kept with every commit, rebuilt with every load).
+    stake: StakeRegistry,
 }
 
 impl PendingBlock {
@@ -132,6 +135,7 @@ impl ShardedLedger {
             bulk,
             mirror: None,
             outputs: 0,
+            stake: StakeRegistry::default(),
         })
     }
 
@@ -151,6 +155,7 @@ impl ShardedLedger {
 
     /// Adds outputs to their shards (genesis or snapshot load).
     pub(crate) fn load(&mut self, outputs: Vec<(OutPoint, TxOutput)>) -> Result<(), Error> {
+        self.stake.apply(&[], &outputs);
         self.commit_changes(Vec::new(), outputs)
     }
 
@@ -177,6 +182,7 @@ impl ShardedLedger {
             mirror.clear()?;
         }
         self.outputs = 0;
+        self.stake = StakeRegistry::default();
         self.height = height;
         self.load(outputs)?;
         Ok(self.commitment())
@@ -185,6 +191,11 @@ impl ShardedLedger {
     /// Unspent outputs in the set after the last applied block.
     pub fn outputs(&self) -> u64 {
         self.outputs
+    }
+
+    /// The candidates and their stake after the last applied block.
+    pub fn stake(&self) -> &StakeRegistry {
+        &self.stake
     }
 
     pub fn shard_count(&self) -> usize {
@@ -196,6 +207,7 @@ impl ShardedLedger {
             chain_id: self.chain_id,
             height,
             min_fee: self.params.min_fee,
+            unbond_delay_blocks: self.params.stake.unbond_delay_blocks,
         }
     }
 
@@ -281,6 +293,7 @@ impl ShardedLedger {
             &view,
             &self.context_for(pending.height),
         );
+        self.stake.apply(&outcome.spent, &outcome.created);
         self.commit_changes(outcome.spent, outcome.created)?;
         self.height = pending.height;
         let utxo_commitment = self.commitment();
@@ -300,8 +313,8 @@ impl ShardedLedger {
         self.finish(pending)
     }
 
-    /// The coins of every input of `txs` that exist in the set, and the client id claims they would make (see
-    /// [`cas_engine::rules::claim_outpoint`]), asked of their owning shards in parallel.
+    /// The coins of every input of `txs` that exist in the set, and the records they read (client id claims and
+    /// candidacies, see [`cas_engine::rules::records_read`]), asked of their owning shards in parallel.
     fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<PrefetchedView, Error> {
         let per_shard = txs.len() / self.shards.len() + 1;
         let mut routed: Vec<Vec<OutPoint>> = (0..self.shards.len())
@@ -314,9 +327,8 @@ impl ShardedLedger {
                 routed[shard_of(&outpoint, self.shards.len())].push(outpoint);
                 inputs += 1;
             }
-            if let Some((sender, client_id)) = claim_of(tx) {
-                let claim = claim_outpoint(&sender, client_id);
-                routed[shard_of(&claim, self.shards.len())].push(claim);
+            for record in records_read(tx) {
+                routed[shard_of(&record, self.shards.len())].push(record);
                 inputs += 1;
             }
         }
@@ -466,7 +478,7 @@ pub(crate) fn genesis_parts(genesis: &Block) -> Result<GenesisParts, Error> {
     Ok((
         genesis.header.chain_id,
         params.clone(),
-        genesis_outputs(&genesis.txs),
+        genesis_set(&genesis.txs),
     ))
 }
 

@@ -1,6 +1,6 @@
 //! The sharded ledger gives the same verdicts and UTXO commitments as `MemoryLedger`, whatever the shard count,
-//! on random blocks with double spends, missing inputs, bad signatures and chains inside a block; and its balance
-//! index agrees with a scan of the reference set.
+//! on random blocks with double spends, missing inputs, bad signatures, stake transactions and chains inside a
+//! block; its stake registry is the reference's, and its balance index agrees with a scan of the reference set.
 
 mod common;
 
@@ -72,22 +72,29 @@ fn check_chain(seed: u64, blocks: usize, txs_per_block: usize) {
             .collect();
         expected.sort_unstable_by_key(|(o, _)| *o);
         assert_eq!(ledger.dump().unwrap(), expected);
+        assert_eq!(
+            ledger.stake(),
+            chain.reference.stake(),
+            "seed {seed} shards {shards}"
+        );
         check_balances(&ledger, &chain.reference);
     }
 }
 
 fn check_balances(ledger: &ShardedLedger, reference: &cas_engine::MemoryLedger) {
-    let mut balances: HashMap<PublicKey, u128> = HashMap::new();
+    let mut balances: HashMap<(PublicKey, AssetId), u128> = HashMap::new();
     let mut outputs: HashMap<PublicKey, Vec<_>> = HashMap::new();
     for (outpoint, coin) in reference.utxos() {
-        *balances.entry(coin.owner).or_default() += u128::from(coin.amount);
+        *balances.entry((coin.owner, coin.asset)).or_default() += u128::from(coin.amount);
         outputs
             .entry(coin.owner)
             .or_default()
             .push((*outpoint, *coin));
     }
-    for (owner, balance) in &balances {
-        assert_eq!(ledger.balance(owner, &AssetId::CAS).unwrap(), *balance);
+    for ((owner, asset), balance) in &balances {
+        assert_eq!(ledger.balance(owner, asset).unwrap(), *balance);
+    }
+    for owner in outputs.keys() {
         let mut expected = outputs[owner].clone();
         expected.sort_unstable_by_key(|(o, _)| *o);
         assert_eq!(&ledger.outputs_of(owner).unwrap(), &expected);
@@ -114,21 +121,38 @@ proptest! {
 #[test]
 fn blocks_larger_than_one_signature_job_split_over_shards() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // 1,500 transactions: two signature jobs per block, landing on different shards.
-    check_chain(42, 2, 1500);
-    let chain = common::chain(42, 2, 1500);
+    // 1,500 transactions: two signature jobs per block, landing on different shards; three blocks, so stake bonded
+    // in one is unbonded in a later one.
+    check_chain(42, 3, 1500);
+    let chain = common::chain(42, 3, 1500);
     let errors: Vec<_> = chain
         .verdicts
         .iter()
         .flatten()
         .filter_map(|v| v.clone().err())
         .collect();
-    for kind in ["DoubleSpend", "MissingInput", "BadSignature"] {
+    for kind in [
+        "DoubleSpend",
+        "MissingInput",
+        "BadSignature",
+        "AlreadyCandidate",
+        "NotACandidate",
+        "UnbondNotLocked",
+    ] {
         assert!(
             errors.iter().any(|e| format!("{e:?}").starts_with(kind)),
             "no {kind} in the chain"
         );
     }
+    // Stake transactions were accepted too: candidates hold stake, and one was unbonded into locked CAS.
+    let stake = chain.reference.stake();
+    assert!(stake.candidates().filter(|c| c.stake > 0).count() >= 2);
+    let unbonded = chain
+        .reference
+        .utxos()
+        .values()
+        .any(|c| c.unlock_height.is_some());
+    assert!(unbonded, "no unbond was accepted");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The client API from the command line: `cas submit`, `cas status`, `cas balance`, `cas watch` and
+//! The client API from the command line: `cas submit`, `cas status`, `cas balance`, `cas stake`, `cas watch` and
 //! `cas receipt get`, each one call of a node's HTTP API (docs/openapi.yaml), printing its JSON answer (the node is
 //! `--api URL` or `$CAS_API`); and `cas receipt verify`, which checks a settlement receipt offline against the
 //! genesis committee, with no node.
@@ -50,6 +50,11 @@ pub enum ClientCommand {
         /// Only transactions with this memo (text).
         #[arg(long)]
         memo: Option<String>,
+        #[command(flatten)]
+        api: ApiArg,
+    },
+    /// The POS candidates, their stake and the committee an election now would pick.
+    Stake {
         #[command(flatten)]
         api: ApiArg,
     },
@@ -131,6 +136,11 @@ pub fn run(command: &ClientCommand) -> Result<()> {
                     "{}/v1/accounts/{owner}/balance",
                     api.api.trim_end_matches('/')
                 ))
+                .call(),
+        ),
+        ClientCommand::Stake { api } => print_answer(
+            agent()
+                .get(&format!("{}/v1/stake", api.api.trim_end_matches('/')))
                 .call(),
         ),
         ClientCommand::Watch {

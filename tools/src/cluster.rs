@@ -784,6 +784,7 @@ pub fn start_cluster(
             min_fee: 1,
             block_interval_ms: 100,
             witness_span: args.witness_span,
+            stake: Default::default(),
         },
         committee: node_keys
             .iter()

@@ -60,9 +60,19 @@ enum Command {
         /// An input as TXID:INDEX (repeat).
         #[arg(long = "input", required = true)]
         inputs: Vec<String>,
-        /// An output as OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT] (repeat).
+        /// An output as OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT] (repeat). ASSET is hex, or `stake-CANDIDATE` for
+        /// stake bonded to a candidate's node key.
         #[arg(long = "output", required = true)]
         outputs: Vec<String>,
+        /// Bond the transaction's stake outputs to this candidate (its node key, hex): a delegation.
+        #[arg(long, conflicts_with_all = ["unbond", "candidacy"])]
+        bond: Option<String>,
+        /// Unbond stake from this candidate into CAS locked for the chain's unbonding delay.
+        #[arg(long, conflicts_with = "candidacy")]
+        unbond: Option<String>,
+        /// Declare the first key's candidacy, announcing this address (IP:PORT, or `none`).
+        #[arg(long)]
+        candidacy: Option<String>,
         #[arg(long)]
         fee: u64,
         #[arg(long)]
@@ -167,6 +177,9 @@ fn main() -> ExitCode {
             vn,
             inputs,
             outputs,
+            bond,
+            unbond,
+            candidacy,
             fee,
             memo,
             client_id,
@@ -175,6 +188,9 @@ fn main() -> ExitCode {
             keys,
             chain_id: *chain_id,
             vn: *vn,
+            bond: bond.as_deref(),
+            unbond: unbond.as_deref(),
+            candidacy: candidacy.as_deref(),
             inputs,
             outputs,
             fee: *fee,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use cas_engine::codec::{decode_block, decode_tx, encode_block, encode_tx};
 use cas_engine::genesis::{genesis_block, genesis_committee, GenesisSpec};
+use cas_engine::stake::encode_address;
 use cas_engine::text::quote;
 use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxBody, TxKind, TxOutput};
 
@@ -42,6 +43,10 @@ pub struct TxArgs<'a> {
     pub keys: &'a [PathBuf],
     pub chain_id: u32,
     pub vn: u32,
+    /// At most one of these (clap refuses more): the stake kinds; a transfer when none.
+    pub bond: Option<&'a str>,
+    pub unbond: Option<&'a str>,
+    pub candidacy: Option<&'a str>,
     pub inputs: &'a [String],
     pub outputs: &'a [String],
     pub fee: u64,
@@ -73,7 +78,7 @@ pub fn tx(args: TxArgs<'_>) -> Result<()> {
     let body = TxBody {
         chain_id: args.chain_id,
         vn: args.vn,
-        kind: TxKind::Transfer,
+        kind: kind(args.bond, args.unbond, args.candidacy)?,
         inputs,
         outputs,
         fee: args.fee,
@@ -87,6 +92,31 @@ pub fn tx(args: TxArgs<'_>) -> Result<()> {
     write_synced(args.out, &bytes)?;
     println!("{}", tx.tx_id());
     Ok(())
+}
+
+/// The kind `cas tx`'s flags ask for (clap lets at most one through): a transfer when none.
+fn kind(bond: Option<&str>, unbond: Option<&str>, candidacy: Option<&str>) -> Result<TxKind> {
+    let key = |flag: &str, text: &str| {
+        PublicKey::from_hex(text)
+            .with_context(|| format!("--{flag} {}: not a 32-byte hex key", quote(text)))
+    };
+    Ok(match (bond, unbond, candidacy) {
+        (Some(candidate), _, _) => TxKind::Bond {
+            candidate: key("bond", candidate)?,
+        },
+        (_, Some(candidate), _) => TxKind::Unbond {
+            candidate: key("unbond", candidate)?,
+        },
+        (_, _, Some("none")) => TxKind::Candidacy {
+            address: Vec::new(),
+        },
+        (_, _, Some(address)) => TxKind::Candidacy {
+            address: encode_address(Some(address.parse().with_context(|| {
+                format!("--candidacy {}: not IP:PORT or none", quote(address))
+            })?)),
+        },
+        (None, None, None) => TxKind::Transfer,
+    })
 }
 
 pub fn show(path: &Path) -> Result<()> {
@@ -152,6 +182,10 @@ fn parse_output(text: &str) -> Result<TxOutput> {
         .with_context(|| format!("output {}: amount is not a number", quote(text)))?;
     let asset = match parts.next() {
         None => AssetId::CAS,
+        Some(asset) if asset.starts_with("stake-") => AssetId::stake_of(
+            &PublicKey::from_hex(&asset["stake-".len()..])
+                .with_context(|| format!("output {}: bad stake candidate", quote(text)))?,
+        ),
         Some(asset) => AssetId(
             Hash32::from_hex(asset)
                 .with_context(|| format!("output {}: bad asset", quote(text)))?,

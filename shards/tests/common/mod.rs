@@ -1,5 +1,6 @@
 //! Deterministic random chains for the shards tests: blocks mixing valid transfers, chains inside a block, double
-//! spends, missing inputs and bad signatures, with the reference verdicts and commitments of `MemoryLedger`.
+//! spends, missing inputs, bad signatures and stake transactions (candidacies, bonds to declared and undeclared
+//! candidates, unbonds), with the reference verdicts and commitments of `MemoryLedger`.
 
 #![allow(dead_code)]
 
@@ -10,8 +11,8 @@ use cas_engine::codec::{decode_block, encode_block};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::rules::TxError;
 use cas_engine::{
-    merkle, Block, BlockHeader, Hash32, Keypair, MemoryLedger, OutPoint, PublicKey, Transaction,
-    TxOutput,
+    merkle, AssetId, Block, BlockHeader, Hash32, Keypair, MemoryLedger, OutPoint, PublicKey,
+    Transaction, TxBody, TxKind, TxOutput,
 };
 use cas_shards::{DurableLedgerConfig, LedgerConfig, StoreConfig};
 
@@ -64,7 +65,8 @@ fn pay(
     if coin.1.amount < 3 {
         return None;
     }
-    let owner = &keys[&coin.1.owner];
+    // The genesis committee's stake is not the generator's to spend.
+    let owner = keys.get(&coin.1.owner)?;
     let to = key(ACCOUNT_KEYS, rng.below(u64::from(ACCOUNTS)) as u32);
     let amount = 1 + rng.below(coin.1.amount - 2);
     let tx = transfer(CHAIN_ID, owner, &[coin], &to, amount, 1);
@@ -75,6 +77,70 @@ fn pay(
     }
     let mut body = tx.body;
     body.client_id = Some(rng.below(4));
+    Some(body.sign(&[owner]))
+}
+
+/// A stake transaction spending `coin`: from CAS a candidacy with a self-bond or a bond to a random account
+/// (declared or not); from stake, an unbond into CAS locked for the delay (or, one time in four, not long enough).
+fn stake(
+    rng: &mut Rng,
+    keys: &HashMap<PublicKey, Keypair>,
+    coin: (OutPoint, TxOutput),
+    height: u64,
+    unbond_delay_blocks: u64,
+) -> Option<Transaction> {
+    if coin.1.amount < 3 {
+        return None;
+    }
+    // The genesis committee's stake is not the generator's to spend.
+    let owner = keys.get(&coin.1.owner)?;
+    let amount = 1 + rng.below(coin.1.amount - 2);
+    let change = coin.1.amount - amount - 1;
+    let output = |amount, asset, unlock_height| TxOutput {
+        amount,
+        asset,
+        owner: owner.public(),
+        unlock_height,
+    };
+    let backed = (0..ACCOUNTS)
+        .map(|i| key(ACCOUNT_KEYS, i).public())
+        .find(|k| AssetId::stake_of(k) == coin.1.asset);
+    let (kind, outputs) = match backed {
+        Some(candidate) => {
+            let short = u64::from(rng.below(4) == 0);
+            let locked = output(
+                coin.1.amount - 1,
+                AssetId::CAS,
+                Some(height + unbond_delay_blocks - short),
+            );
+            (TxKind::Unbond { candidate }, vec![locked])
+        }
+        None if coin.1.asset != AssetId::CAS => return None,
+        None => {
+            let (kind, candidate) = if rng.below(2) == 0 {
+                let address = vec![10, 0, 0, rng.below(255) as u8, 0x23, 0x28];
+                (TxKind::Candidacy { address }, owner.public())
+            } else {
+                let candidate = key(ACCOUNT_KEYS, rng.below(u64::from(ACCOUNTS)) as u32).public();
+                (TxKind::Bond { candidate }, candidate)
+            };
+            let mut outputs = vec![output(amount, AssetId::stake_of(&candidate), None)];
+            if change > 0 {
+                outputs.push(output(change, AssetId::CAS, None));
+            }
+            (kind, outputs)
+        }
+    };
+    let body = TxBody {
+        chain_id: CHAIN_ID,
+        vn: 0,
+        kind,
+        inputs: vec![coin.0],
+        outputs,
+        fee: 1,
+        memo: Vec::new(),
+        client_id: None,
+    };
     Some(body.sign(&[owner]))
 }
 
@@ -154,6 +220,21 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                     spent_here.push(coin);
                     pay(&mut rng, &keys, coin)
                 }
+                // A stake transaction; half of them over a stake coin when there is one (an unbond).
+                4 => {
+                    let staked = fresh.iter().position(|(o, c)| {
+                        c.asset != AssetId::CAS && !cas_engine::rules::is_record(o)
+                    });
+                    match staked.filter(|_| rng.below(2) == 0) {
+                        Some(index) => Some(fresh.swap_remove(index)),
+                        None => pick(&mut rng, &mut fresh),
+                    }
+                }
+                .and_then(|coin| {
+                    spent_here.push(coin);
+                    let delay = reference.params.stake.unbond_delay_blocks;
+                    stake(&mut rng, &keys, coin, height, delay)
+                }),
                 _ => pick(&mut rng, &mut fresh).and_then(|coin| {
                     spent_here.push(coin);
                     pay(&mut rng, &keys, coin)

@@ -26,7 +26,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::{decode_block, decode_tx, to_owned_block};
-use cas_engine::tx::{OutPoint, TxKind, TxOutput};
+use cas_engine::stake::StakeRegistry;
+use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -138,6 +139,10 @@ pub enum LedgerQuery {
     Outputs {
         owner: PublicKey,
         reply: tokio::sync::oneshot::Sender<OwnedOutputs>,
+    },
+    /// The candidates and their stake, with the height they are read at and the chain's stake parameters.
+    Stake {
+        reply: tokio::sync::oneshot::Sender<(u64, StakeParams, StakeRegistry)>,
     },
 }
 
@@ -258,6 +263,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/blocks"),
     ("get", "/v1/blocks/{height}"),
     ("get", "/v1/codes"),
+    ("get", "/v1/stake"),
 ];
 
 fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
@@ -271,6 +277,7 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
         "/v1/blocks" => get(blocks_stream),
         "/v1/blocks/{height}" => get(block),
         "/v1/codes" => get(codes),
+        "/v1/stake" => get(stake),
         other => unreachable!("{other} is in ROUTES without a handler"),
     }
 }
@@ -690,12 +697,54 @@ async fn outputs(
                 json!({"status": "error", "reason": e}),
             )
         })?;
-    // Client id claims are set entries, not coins.
+    // Client id claims and candidacies are set records, not coins.
     let outputs = outputs
         .into_iter()
-        .filter(|(_, output)| output.asset != AssetId::CLIENT_ID_CLAIM)
+        .filter(|(outpoint, _)| !cas_engine::rules::is_record(outpoint))
         .collect();
     Ok((owner, height, outputs))
+}
+
+/// The POS candidates at the executed height, their stake, and the committee an election there would pick.
+async fn stake(State(state): State<Arc<ApiState>>) -> Response {
+    let (height, params, registry) = match ask(&state, |reply| LedgerQuery::Stake { reply }).await {
+        Ok(answer) => answer,
+        Err(refused) => return *refused,
+    };
+    let pos: std::collections::HashSet<PublicKey> =
+        registry.pos_nodes(&params).map(|c| c.key).collect();
+    let candidates: Vec<Value> = registry
+        .candidates()
+        .map(|c| {
+            json!({
+                "key": c.key.to_hex(),
+                "address": c.address.map(|a| a.to_string()),
+                "stake": c.stake,
+                "pos": pos.contains(&c.key),
+            })
+        })
+        .collect();
+    let elected: Vec<String> = registry
+        .elect(&params)
+        .iter()
+        .map(|c| c.key.to_hex())
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({
+            "height": height,
+            "params": {
+                "epoch_blocks": params.epoch_blocks,
+                "committee_size": params.committee_size,
+                "candidacy_stake_min": params.candidacy_stake_min,
+                "unbond_delay_blocks": params.unbond_delay_blocks,
+                "block_reward": params.block_reward,
+                "committee_share_percent": params.committee_share_percent,
+            },
+            "candidates": candidates,
+            "elected": elected,
+        }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -902,6 +951,26 @@ fn kind_name(kind: &TxKind) -> &'static str {
         TxKind::Transfer => "transfer",
         TxKind::Genesis { .. } => "genesis",
         TxKind::Issuance { .. } => "issuance",
+        TxKind::Bond { .. } => "bond",
+        TxKind::Unbond { .. } => "unbond",
+        TxKind::Candidacy { .. } => "candidacy",
+    }
+}
+
+/// What a stake transaction is about: the candidate it bonds to or unbonds from, or the address it declares.
+fn stake_json(tx: &Transaction) -> Value {
+    match &tx.body.kind {
+        TxKind::Bond { candidate } | TxKind::Unbond { candidate } => {
+            json!({"candidate": candidate.to_hex()})
+        }
+        TxKind::Candidacy { address } => json!({
+            "candidate": tx.signatures.first().map(|s| s.key.to_hex()),
+            "address": cas_engine::stake::decode_address(address)
+                .ok()
+                .flatten()
+                .map(|a| a.to_string()),
+        }),
+        _ => Value::Null,
     }
 }
 
@@ -910,6 +979,7 @@ fn tx_json(tx: &Transaction, id: &TxId, index: usize, verdict: Option<Value>) ->
         "tx": id.to_hex(),
         "index": index,
         "kind": kind_name(&tx.body.kind),
+        "stake": stake_json(tx),
         "inputs": tx.body.inputs.iter().map(|i| json!({"tx": i.tx.to_hex(), "index": i.index})).collect::<Vec<_>>(),
         "outputs": tx.body.outputs.iter().map(output_json).collect::<Vec<_>>(),
         "fee": tx.body.fee,

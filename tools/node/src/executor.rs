@@ -206,6 +206,14 @@ impl Executor {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(outputs);
             }
+            LedgerQuery::Stake { reply } => {
+                let ledger = self.node.ledger();
+                let _ = reply.send((
+                    self.node.height(),
+                    ledger.params.stake,
+                    ledger.stake().clone(),
+                ));
+            }
         }
     }
 

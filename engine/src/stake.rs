@@ -1,0 +1,323 @@
+//! Stake and POS candidacy on the ledger, and the election they feed: what the DPOS committee is made from.
+//!
+//! A candidacy is a record in the UTXO set ([`candidacy_outpoint`]): the node key, and the address its node listens
+//! on. It is declared once, by a [`TxKind::Candidacy`](crate::tx::TxKind::Candidacy) signed by the node key, and
+//! never spent, like a client id claim. Stake is CAS converted into the candidate's own asset
+//! ([`AssetId::stake_of`]) by a bond, and back into CAS, locked for the unbonding delay, by an unbond: so a stake
+//! output is an ordinary set entry, owned by its staker, that names whom it backs, and per-asset conservation keeps
+//! every transfer from creating or freeing stake. Because both live in the set, they travel with its snapshots and
+//! its commitment covers them: [`StakeRegistry`] is a pure function of the set, kept up to date from each block's
+//! spent and created entries and rebuilt from the set on a restart. [`StakeRegistry::elect`] picks the committee.
+//! No IO here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::crypto::PublicKey;
+use crate::fasthash::FastMap;
+use crate::id::{domain, AssetId, Hash32};
+use crate::rules::CANDIDACY_INDEX;
+use crate::tx::{OutPoint, StakeParams, TxOutput};
+
+/// The encoded address of a candidacy: empty (none announced), an IPv4 or an IPv6 socket address.
+pub const ADDRESS_BYTES: [usize; 3] = [0, 4 + 2, 16 + 2];
+
+/// A candidacy address's wire form: the IP's octets, then the port big-endian; empty for none.
+pub fn encode_address(address: Option<SocketAddr>) -> Vec<u8> {
+    let Some(address) = address else {
+        return Vec::new();
+    };
+    let mut bytes = match address.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    bytes.extend_from_slice(&address.port().to_be_bytes());
+    bytes
+}
+
+/// Why bytes are not a candidacy address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a candidacy address has 0, 6 or 18 bytes, got {len}")]
+pub struct AddressError {
+    pub len: usize,
+}
+
+/// Reads [`encode_address`]'s form.
+pub fn decode_address(bytes: &[u8]) -> Result<Option<SocketAddr>, AddressError> {
+    let port = |tail: &[u8]| u16::from_be_bytes([tail[0], tail[1]]);
+    match bytes.len() {
+        0 => Ok(None),
+        6 => {
+            let ip: [u8; 4] = bytes[..4].try_into().expect("four bytes");
+            Ok(Some(SocketAddr::new(
+                Ipv4Addr::from(ip).into(),
+                port(&bytes[4..]),
+            )))
+        }
+        18 => {
+            let ip: [u8; 16] = bytes[..16].try_into().expect("sixteen bytes");
+            Ok(Some(SocketAddr::new(
+                Ipv6Addr::from(ip).into(),
+                port(&bytes[16..]),
+            )))
+        }
+        len => Err(AddressError { len }),
+    }
+}
+
+/// Where the set holds `node`'s candidacy record.
+pub fn candidacy_outpoint(node: &PublicKey) -> OutPoint {
+    OutPoint {
+        tx: Hash32::of(domain::CANDIDACY, &node.0),
+        index: CANDIDACY_INDEX,
+    }
+}
+
+/// The set entry of `node`'s candidacy: a record, not a coin (amount 0, at a record index). It reuses the output
+/// layout: the owner is the node key and the asset field carries the address (its length, then its bytes).
+pub fn candidacy_record(node: &PublicKey, address: &[u8]) -> TxOutput {
+    debug_assert!(ADDRESS_BYTES.contains(&address.len()));
+    let mut packed = [0u8; 32];
+    packed[0] = address.len() as u8;
+    packed[1..1 + address.len()].copy_from_slice(address);
+    TxOutput {
+        amount: 0,
+        asset: AssetId(Hash32(packed)),
+        owner: *node,
+        unlock_height: None,
+    }
+}
+
+/// The candidate a set entry declares, if it is a candidacy record (its outpoint is the owner's record place).
+pub fn decode_candidacy(outpoint: &OutPoint, entry: &TxOutput) -> Option<Candidate> {
+    if outpoint.index != CANDIDACY_INDEX || *outpoint != candidacy_outpoint(&entry.owner) {
+        return None;
+    }
+    let packed = entry.asset.0 .0;
+    let len = usize::from(packed[0]).min(packed.len() - 1);
+    Some(Candidate {
+        key: entry.owner,
+        address: decode_address(&packed[1..1 + len]).ok().flatten(),
+        stake: 0,
+    })
+}
+
+/// A POS candidate: its node key, where it listens, and the stake bonded to it (its own and its delegators').
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub key: PublicKey,
+    pub address: Option<SocketAddr>,
+    pub stake: u64,
+}
+
+/// Every candidate and its stake, as the set holds them (see the module header).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StakeRegistry {
+    /// By node key: the order elections break ties in.
+    candidates: BTreeMap<PublicKey, Candidate>,
+    /// Each candidate's stake asset, back to its key.
+    by_asset: FastMap<AssetId, PublicKey>,
+}
+
+impl StakeRegistry {
+    /// The registry of a whole set (a genesis, a snapshot, a restart).
+    pub fn from_entries(entries: &[(OutPoint, TxOutput)]) -> StakeRegistry {
+        let mut registry = StakeRegistry::default();
+        registry.apply(&[], entries);
+        registry
+    }
+
+    /// Follows one block's net change to the set. The rules let a stake asset exist only for a declared candidate,
+    /// so every stake entry spent or created here names one (declared earlier or in `created`).
+    pub fn apply(&mut self, spent: &[(OutPoint, TxOutput)], created: &[(OutPoint, TxOutput)]) {
+        for (outpoint, entry) in created {
+            if outpoint.index == CANDIDACY_INDEX {
+                if let Some(candidate) = decode_candidacy(outpoint, entry) {
+                    self.by_asset
+                        .insert(AssetId::stake_of(&candidate.key), candidate.key);
+                    self.candidates.insert(candidate.key, candidate);
+                }
+            }
+        }
+        if self.by_asset.is_empty() {
+            return;
+        }
+        for (_, coin) in spent {
+            if let Some(candidate) = self.candidate_of(&coin.asset) {
+                candidate.stake = candidate
+                    .stake
+                    .checked_sub(coin.amount)
+                    .expect("a candidate's stake is the sum of its stake outputs");
+            }
+        }
+        for (_, coin) in created {
+            if let Some(candidate) = self.candidate_of(&coin.asset) {
+                candidate.stake = candidate
+                    .stake
+                    .checked_add(coin.amount)
+                    .expect("stake is bounded by the supply");
+            }
+        }
+    }
+
+    fn candidate_of(&mut self, asset: &AssetId) -> Option<&mut Candidate> {
+        let key = self.by_asset.get(asset)?;
+        self.candidates.get_mut(key)
+    }
+
+    pub fn candidate(&self, key: &PublicKey) -> Option<&Candidate> {
+        self.candidates.get(key)
+    }
+
+    /// Every candidate, by node key.
+    pub fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates.values()
+    }
+
+    /// The POS nodes: candidates whose stake reaches the chain's threshold, by node key.
+    pub fn pos_nodes<'a>(&'a self, params: &'a StakeParams) -> impl Iterator<Item = &'a Candidate> {
+        self.candidates
+            .values()
+            .filter(|c| c.stake > 0 && c.stake >= params.candidacy_stake_min)
+    }
+
+    /// The committee an election at this state picks: the `committee_size` POS nodes with the most stake, ties to
+    /// the smaller node key, listed in that order. Every node computes the same from the same set.
+    pub fn elect(&self, params: &StakeParams) -> Vec<Candidate> {
+        let mut ranked: Vec<&Candidate> = self.pos_nodes(params).collect();
+        ranked.sort_by(|a, b| b.stake.cmp(&a.stake).then(a.key.cmp(&b.key)));
+        ranked
+            .into_iter()
+            .take(params.committee_size as usize)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> PublicKey {
+        PublicKey([seed; 32])
+    }
+
+    fn params(committee_size: u32, candidacy_stake_min: u64) -> StakeParams {
+        StakeParams {
+            epoch_blocks: 10,
+            committee_size,
+            candidacy_stake_min,
+            unbond_delay_blocks: 5,
+            block_reward: 0,
+            committee_share_percent: 70,
+        }
+    }
+
+    fn stake(candidate: u8, owner: u8, amount: u64, index: u32) -> (OutPoint, TxOutput) {
+        (
+            OutPoint {
+                tx: Hash32([owner; 32]),
+                index,
+            },
+            TxOutput {
+                amount,
+                asset: AssetId::stake_of(&key(candidate)),
+                owner: key(owner),
+                unlock_height: None,
+            },
+        )
+    }
+
+    fn declare(candidate: u8, address: Option<SocketAddr>) -> (OutPoint, TxOutput) {
+        let node = key(candidate);
+        (
+            candidacy_outpoint(&node),
+            candidacy_record(&node, &encode_address(address)),
+        )
+    }
+
+    #[test]
+    fn addresses_round_trip_and_bad_lengths_are_refused() {
+        for address in [
+            None,
+            Some("10.1.2.3:9000".parse().unwrap()),
+            Some("[2001:db8::7]:65535".parse().unwrap()),
+        ] {
+            let bytes = encode_address(address);
+            assert!(ADDRESS_BYTES.contains(&bytes.len()));
+            assert_eq!(decode_address(&bytes), Ok(address));
+            let (outpoint, entry) = declare(3, address);
+            assert_eq!(
+                decode_candidacy(&outpoint, &entry).unwrap().address,
+                address
+            );
+        }
+        assert_eq!(decode_address(&[1, 2, 3]), Err(AddressError { len: 3 }));
+    }
+
+    #[test]
+    fn a_record_elsewhere_is_not_a_candidacy() {
+        let (outpoint, entry) = declare(3, None);
+        let moved = OutPoint {
+            tx: Hash32([9; 32]),
+            ..outpoint
+        };
+        assert!(decode_candidacy(&moved, &entry).is_none());
+        let other_owner = TxOutput {
+            owner: key(4),
+            ..entry
+        };
+        assert!(decode_candidacy(&outpoint, &other_owner).is_none());
+    }
+
+    #[test]
+    fn stake_follows_the_set_and_a_rebuild_agrees() {
+        let mut registry = StakeRegistry::default();
+        // Block 1: two candidacies with self-bonds; a delegation to candidate 2.
+        let block1 = vec![
+            declare(1, Some("10.0.0.1:1".parse().unwrap())),
+            stake(1, 1, 500, 0),
+            declare(2, None),
+            stake(2, 2, 300, 0),
+            stake(2, 7, 400, 1),
+        ];
+        registry.apply(&[], &block1);
+        assert_eq!(registry.candidate(&key(1)).unwrap().stake, 500);
+        assert_eq!(registry.candidate(&key(2)).unwrap().stake, 700);
+        // Block 2: the delegator unbonds 150 of its 400 (spends it, keeps 250 as stake).
+        let block2_spent = vec![block1[4]];
+        let block2_created = vec![stake(2, 7, 250, 2)];
+        registry.apply(&block2_spent, &block2_created);
+        assert_eq!(registry.candidate(&key(2)).unwrap().stake, 550);
+        // The set after both blocks gives the same registry when read whole.
+        let set = vec![
+            block1[0],
+            block1[1],
+            block1[2],
+            block1[3],
+            block2_created[0],
+        ];
+        assert_eq!(StakeRegistry::from_entries(&set), registry);
+    }
+
+    #[test]
+    fn election_takes_the_most_stake_and_breaks_ties_by_key() {
+        let mut set = Vec::new();
+        for (candidate, amount) in [(1, 100), (2, 900), (3, 500), (4, 500), (5, 40), (6, 0)] {
+            set.push(declare(candidate, None));
+            if amount > 0 {
+                set.push(stake(candidate, candidate, amount, 0));
+            }
+        }
+        let registry = StakeRegistry::from_entries(&set);
+        let elected: Vec<(u8, u64)> = registry
+            .elect(&params(4, 50))
+            .iter()
+            .map(|c| (c.key.0[0], c.stake))
+            .collect();
+        // 5 is under the threshold and 6 has no stake; 3 and 4 tie and the smaller key goes first.
+        assert_eq!(elected, vec![(2, 900), (3, 500), (4, 500), (1, 100)]);
+        assert_eq!(registry.elect(&params(2, 50)).len(), 2);
+        assert_eq!(registry.pos_nodes(&params(4, 50)).count(), 4);
+    }
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Stake and POS candidacy on a real cluster, through `cas tx` and the HTTP API (issue 19, the ledger part).
+
+Usage: stake.py CAS_BINARY WORK_DIR
+
+Starts `cas local --serve` (4 nodes). Account a declares its candidacy with a self-bond; account b delegates to a;
+a bond to an account that never declared, a second declaration and an unbond locked too briefly are refused in
+block order with their codes; `GET /v1/stake` (and `cas stake`) on another node lists the genesis members with their
+genesis stake and a with the summed stake, its address and POS standing, and elects a first; b unbonds into CAS locked for the delay, which a's stake loses and b's
+locked output shows. Exits non-zero with a message on the first thing that is not as it must be.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from harness import Cluster, check, http, wait_for
+
+CAS, WORK = sys.argv[1], sys.argv[2]
+FEE = 10
+
+
+def sign(name, key_file, inputs, outputs, extra):
+    out = os.path.join(WORK, f"{name}.bin")
+    args = [CAS, "tx", "--key", key_file, "--chain-id", "1", "--fee", str(FEE), "--out", out] + extra
+    for i in inputs:
+        args += ["--input", i]
+    for o in outputs:
+        args += ["--output", o]
+    tx_id = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().split()[-1]
+    return tx_id, open(out, "rb").read()
+
+
+def final(api, body):
+    status, answer = http("POST", f"{api}/v1/tx?wait=final&timeout_ms=20000", body)
+    check(status == 200 and answer.get("status") == "final", f"submit: {status} {answer}")
+    return answer
+
+
+def coin_of(api, owner):
+    status, utxos = http("GET", f"{api}/v1/accounts/{owner}/utxos")
+    check(status == 200 and len(utxos["utxos"]) == 1, f"utxos of {owner}: {status} {utxos}")
+    u = utxos["utxos"][0]
+    return f"{u['tx']}:{u['index']}", int(u["amount"])
+
+
+cluster_run = Cluster(CAS, os.path.join(WORK, "cluster"))
+try:
+    cluster = cluster_run.wait_ready()
+    apis = [n["api"] for n in cluster["nodes"]]
+    a, b, c, d = cluster["accounts"][:4]
+
+    # 1. a declares its candidacy, bonding 600,000 to itself.
+    coin, funds = coin_of(apis[0], a["owner"])
+    declare_id, declare = sign("declare", a["key_file"], [coin],
+                               [f"{a['owner']}:600000:stake-{a['owner']}", f"{a['owner']}:{funds - 600000 - FEE}"],
+                               ["--candidacy", "127.0.0.1:9100"])
+    answer = final(apis[0], declare)
+    check(answer["rejection"] is None, f"the candidacy was refused: {answer}")
+
+    # 2. b delegates 400,000 to a.
+    coin, b_funds = coin_of(apis[1], b["owner"])
+    delegate_id, delegate = sign("delegate", b["key_file"], [coin],
+                                 [f"{b['owner']}:400000:stake-{a['owner']}", f"{b['owner']}:{b_funds - 400000 - FEE}"],
+                                 ["--bond", a["owner"]])
+    answer = final(apis[1], delegate)
+    check(answer["rejection"] is None, f"the delegation was refused: {answer}")
+    height = answer["height"]
+
+    # 3. Refusals in block order, each with its code.
+    coin, c_funds = coin_of(apis[2], c["owner"])
+    _, stray = sign("stray", c["key_file"], [coin],
+                    [f"{c['owner']}:1000:stake-{d['owner']}", f"{c['owner']}:{c_funds - 1000 - FEE}"],
+                    ["--bond", d["owner"]])
+    answer = final(apis[2], stray)
+    check((answer["rejection"] or {}).get("code_name") == "not_a_candidate", f"a bond to a non-candidate: {answer}")
+    status, utxos = http("GET", f"{apis[0]}/v1/accounts/{a['owner']}/utxos")
+    change = next(f"{u['tx']}:{u['index']}" for u in utxos["utxos"] if u["tx"] == declare_id and u["index"] == 1)
+    _, again = sign("again", a["key_file"], [change], [f"{a['owner']}:{funds - 600000 - 2 * FEE}"],
+                    ["--candidacy", "none"])
+    answer = final(apis[3], again)
+    check((answer["rejection"] or {}).get("code_name") == "already_candidate", f"a second candidacy: {answer}")
+
+    # 4. The registry on another node (once it has executed the delegation), over HTTP and with `cas stake`.
+    def stake_on(api):
+        status, body = http("GET", f"{api}/v1/stake")
+        check(status == 200, f"GET /v1/stake: {status} {body}")
+        return body
+
+    view = wait_for("the delegation on node 3", lambda: (lambda s: s if s["height"] >= height else None)(
+        stake_on(apis[3])), 20)
+    candidates = {entry["key"]: entry for entry in view["candidates"]}
+    # The genesis committee stands as candidates with its genesis stake; a joins them.
+    check(len(candidates) == 5 and a["owner"] in candidates, f"candidates: {view}")
+    entry = candidates[a["owner"]]
+    check(entry["stake"] == 1_000_000 and entry["address"] == "127.0.0.1:9100" and entry["pos"],
+          f"a's candidacy: {entry}")
+    members = [key for key in candidates if key != a["owner"]]
+    check(all(candidates[m]["stake"] == 100 and candidates[m]["address"] is None for m in members),
+          f"the genesis members: {view}")
+    # Most stake first, the tie among the members to the smaller key.
+    check(view["elected"] == [a["owner"]] + sorted(members)[:3], f"elected: {view}")
+    printed = subprocess.run([CAS, "stake", "--api", apis[2]], check=True, capture_output=True, text=True).stdout
+    check(json.loads(printed)["elected"][0] == a["owner"], f"cas stake printed {printed}")
+
+    # 5. b unbonds: a lock shorter than the delay is refused, one past it is final and a's stake drops by 400,000.
+    delay = view["params"]["unbond_delay_blocks"]
+    stake_coin = f"{delegate_id}:0"
+    _, short = sign("short", b["key_file"], [stake_coin], [f"{b['owner']}:{400000 - FEE}@{height + 1}"],
+                    ["--unbond", a["owner"]])
+    answer = final(apis[1], short)
+    check((answer["rejection"] or {}).get("code_name") == "unbond_not_locked", f"a short lock: {answer}")
+    unlock = answer["height"] + delay + 100
+    unbond_id, unbond = sign("unbond", b["key_file"], [stake_coin], [f"{b['owner']}:{400000 - FEE}@{unlock}"],
+                             ["--unbond", a["owner"]])
+    answer = final(apis[1], unbond)
+    check(answer["rejection"] is None, f"the unbond was refused: {answer}")
+    view = wait_for("the unbond on node 0", lambda: (lambda s: s if s["height"] >= answer["height"] else None)(
+        stake_on(apis[0])), 20)
+    check({e["key"]: e["stake"] for e in view["candidates"]}[a["owner"]] == 600_000, f"a's stake after the unbond: {view}")
+    status, utxos = http("GET", f"{apis[0]}/v1/accounts/{b['owner']}/utxos")
+    locked = [u for u in utxos["utxos"] if u["tx"] == unbond_id]
+    check(len(locked) == 1 and locked[0]["unlock_height"] == unlock and locked[0]["amount"] == 400000 - FEE,
+          f"b's locked CAS: {utxos}")
+    print("stake: all checks passed")
+finally:
+    cluster_run.stop()
