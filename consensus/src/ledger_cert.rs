@@ -396,6 +396,11 @@ impl LedgerCertifier {
         self.epoch
     }
 
+    /// The committee whose votes this certifier collects.
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
     /// This node executed a block: returns its signed vote (to broadcast) and the certificate if the votes held
     /// for the height already make a quorum with it.
     pub fn executed(&mut self, statement: LedgerStatement) -> (LedgerVote, Option<LedgerCert>) {

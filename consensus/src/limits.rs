@@ -149,7 +149,7 @@ pub const ORDER_STATE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Witness heights paid per ledger block at most: with a miner, uncle and nephew reward per cited uncle, their
 /// outputs fit one issuance transaction. Heights past it are paid by the next blocks, in order.
 pub const REWARD_HEIGHTS_PER_BLOCK_MAX: u64 =
-    (cas_engine::codec::ISSUANCE_OUTPUTS_MAX / (1 + 2 * UNCLES_PER_WITNESS_MAX)) as u64;
+    (cas_engine::codec::WITNESS_REWARD_OUTPUTS_MAX / (1 + 2 * UNCLES_PER_WITNESS_MAX)) as u64;
 
 // ---- Signature verification ----
 

@@ -10,8 +10,10 @@
 //! what more than a third of the stake must report identically, the receiver checks the bytes against it, restores
 //! the order from them ([`WitnessOrder::restore`]) and keeps them on disk as the base a restart replays on top of.
 
-use cas_engine::codec::{ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX};
-use cas_engine::{AssetId, Block, BlockHash, Transaction, TxBody, TxKind, TxOutput};
+use cas_engine::codec::{ISSUANCE_EVIDENCE_MAX, WITNESS_REWARD_OUTPUTS_MAX};
+use cas_engine::{
+    AssetId, Block, BlockHash, OutPoint, PublicKey, Transaction, TxBody, TxKind, TxOutput,
+};
 
 use cas_engine::Hash32;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -199,7 +201,7 @@ impl WitnessOrder {
         outcome.rewards = self
             .chain
             .mature_rewards_bounded(self.confirmations, REWARD_HEIGHTS_PER_BLOCK_MAX);
-        assert!(outcome.rewards.len() <= ISSUANCE_OUTPUTS_MAX);
+        assert!(outcome.rewards.len() <= WITNESS_REWARD_OUTPUTS_MAX);
         outcome
     }
 
@@ -258,8 +260,11 @@ impl WitnessOrder {
             witnesses.push(header);
         }
         let outcome = self.execute(height, timestamp_ms, &witnesses);
+        // The witness rewards come first; the validator payouts after them follow from the ledger's state, not the
+        // witness order, and were checked against the committee's commitment when the block was certified.
         let minted = &last.expect("checked above").body.outputs;
-        if *minted != reward_outputs(&outcome.rewards) {
+        let paid = reward_outputs(&outcome.rewards);
+        if minted.get(..paid.len()) != Some(&paid[..]) {
             return Err(OrderError::Mismatch { height });
         }
         self.finalize(height, hash);
@@ -280,15 +285,26 @@ pub fn reward_outputs(rewards: &[Reward]) -> Vec<TxOutput> {
         .collect()
 }
 
-/// The issuance transaction of ledger block `height`: the carried headers as evidence, the rewards as outputs.
-/// Built the same way by every node, so its id and outputs are byte-identical across the committee.
+/// The issuance transaction of ledger block `height`: the carried headers as evidence; the previous block's fee pot
+/// as its input, when there is one; the witness rewards, then the validator payouts
+/// ([`cas_engine::stake::validator_payouts`]) as outputs. Built the same way by every node, so its id and outputs are
+/// byte-identical across the committee.
 pub fn issuance_tx(
     chain_id: u32,
     height: u64,
     witnesses: &[WitnessHeader],
     rewards: &[Reward],
+    pot: Option<OutPoint>,
+    validators: &[(PublicKey, u64)],
 ) -> Transaction {
     assert!(witnesses.len() <= ISSUANCE_EVIDENCE_MAX);
+    let mut outputs = reward_outputs(rewards);
+    outputs.extend(validators.iter().map(|(to, amount)| TxOutput {
+        amount: *amount,
+        asset: AssetId::CAS,
+        owner: *to,
+        unlock_height: None,
+    }));
     Transaction {
         body: TxBody {
             chain_id,
@@ -300,8 +316,8 @@ pub fn issuance_tx(
                     .map(|w| encode_witness(w).to_vec())
                     .collect(),
             },
-            inputs: Vec::new(),
-            outputs: reward_outputs(rewards),
+            inputs: pot.into_iter().collect(),
+            outputs,
             fee: 0,
             memo: Vec::new(),
             client_id: None,

@@ -62,7 +62,14 @@ fn execute(
     carried: &[WitnessHeader],
 ) -> (Block, Vec<(usize, WitnessError)>) {
     let outcome = order.execute(height, timestamp(height), carried);
-    let txs: Vec<Transaction> = vec![issuance_tx(CHAIN, height, carried, &outcome.rewards)];
+    let txs: Vec<Transaction> = vec![issuance_tx(
+        CHAIN,
+        height,
+        carried,
+        &outcome.rewards,
+        None,
+        &[],
+    )];
     let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
     let block = Block {
         header: BlockHeader {

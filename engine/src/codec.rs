@@ -29,8 +29,11 @@ pub const COMMITTEE_MAX: usize = 1024;
 pub const ISSUANCE_EVIDENCE_MAX: usize = 8;
 /// Evidence bytes one issuance transaction may carry in all: with its outputs it stays under [`TX_BYTES_MAX`].
 pub const ISSUANCE_EVIDENCE_BYTES_MAX: usize = 48 * 1024;
-/// Outputs (rewards) one issuance transaction may mint.
-pub const ISSUANCE_OUTPUTS_MAX: usize = 128;
+/// Witness reward outputs one issuance transaction may pay.
+pub const WITNESS_REWARD_OUTPUTS_MAX: usize = 128;
+/// Outputs one issuance transaction may have: witness rewards, then validator rewards.
+pub const ISSUANCE_OUTPUTS_MAX: usize =
+    WITNESS_REWARD_OUTPUTS_MAX + crate::stake::VALIDATOR_PAYEES_MAX;
 /// Bytes of a candidacy's address (an IPv6 socket address; the rules refuse other lengths than
 /// [`crate::stake::ADDRESS_BYTES`]).
 pub const CANDIDACY_ADDRESS_BYTES_MAX: usize = 18;

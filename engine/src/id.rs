@@ -20,6 +20,7 @@ pub mod domain {
     pub const CLIENT_ID_CLAIM: &str = "CAS 2026-12 client id claim v1";
     pub const STAKE_ASSET: &str = "CAS 2026-12 stake asset v1";
     pub const CANDIDACY: &str = "CAS 2026-12 candidacy record v1";
+    pub const FEE_POT: &str = "CAS 2026-12 fee pot v1";
 }
 
 /// A blake3 derive-key context whose context key is computed once: a hasher made from it skips hashing the context

@@ -63,7 +63,7 @@ reject_codes! {
     FeeTooLow = 24, "fee_too_low", "the fee is below the chain's minimum";
     IssuanceReserved = 25, "issuance_reserved", "issuance is minted only by the executor, last in a ledger block";
     IssuanceWrongHeight = 26, "issuance_wrong_height", "an issuance names another block's height";
-    IssuanceNotPlain = 27, "issuance_not_plain", "an issuance spends inputs, carries signatures or pays a fee";
+    IssuanceNotPlain = 27, "issuance_not_plain", "an issuance spends other than the previous block's fee pot, carries signatures or pays a fee";
     IssuanceNotCas = 28, "issuance_not_cas", "an issuance output is not CAS or is locked";
     DuplicateClientId = 29, "duplicate_client_id", "the sender used this client id in an earlier transaction";
     NotACandidate = 30, "not_a_candidate", "a bond or unbond names a node key with no declared candidacy";
@@ -72,6 +72,8 @@ reject_codes! {
     BondFreesStake = 33, "bond_frees_stake", "a bond returns less stake than it spends";
     UnbondAddsStake = 34, "unbond_adds_stake", "an unbond creates more stake than it spends";
     UnbondNotLocked = 35, "unbond_not_locked", "unbonded CAS, less the fee, is not locked for the unbonding delay";
+    IssuancePotUnspent = 36, "issuance_pot_unspent", "an issuance leaves the previous block's fee pot unspent";
+    IssuanceBurnsFees = 37, "issuance_burns_fees", "an issuance pays out less than the fee pot it spends";
 }
 
 impl RejectCode {
@@ -117,6 +119,8 @@ impl TxError {
             TxError::BondFreesStake { .. } => RejectCode::BondFreesStake,
             TxError::UnbondAddsStake { .. } => RejectCode::UnbondAddsStake,
             TxError::UnbondNotLocked { .. } => RejectCode::UnbondNotLocked,
+            TxError::IssuancePotUnspent { .. } => RejectCode::IssuancePotUnspent,
+            TxError::IssuanceBurnsFees { .. } => RejectCode::IssuanceBurnsFees,
         }
     }
 }

@@ -83,8 +83,12 @@ pub enum TxError {
     IssuanceReserved,
     #[error("issuance for height {got} in block {expected}")]
     IssuanceWrongHeight { expected: u64, got: u64 },
-    #[error("issuance must not spend inputs, carry signatures or pay a fee")]
+    #[error("issuance must spend nothing but the previous block's fee pot, carry no signatures and pay no fee")]
     IssuanceNotPlain,
+    #[error("the previous block's fee pot of {pot} is not spent by this block's issuance")]
+    IssuancePotUnspent { pot: u64 },
+    #[error("issuance pays out {paid}, less than the fee pot of {pot} it spends")]
+    IssuanceBurnsFees { pot: u64, paid: u64 },
     #[error("issuance output {output} is not CAS or is locked")]
     IssuanceNotCas { output: usize },
     #[error("client id {client_id} of this sender was used by an earlier transaction")]
@@ -118,10 +122,32 @@ pub const RECORD_INDEX_MIN: u32 = u32::MAX - 255;
 pub const CLAIM_INDEX: u32 = u32::MAX;
 /// The index of a candidacy record ([`crate::stake::candidacy_outpoint`]).
 pub const CANDIDACY_INDEX: u32 = u32::MAX - 1;
+/// The index of a block's fee pot ([`fee_pot_outpoint`]).
+pub const FEE_POT_INDEX: u32 = u32::MAX - 2;
 // Genesis stake outputs sit at OUTPUTS_MAX + a member's position (see `genesis::genesis_set`).
 const _: () =
     assert!((crate::codec::OUTPUTS_MAX + crate::codec::COMMITTEE_MAX) as u32 <= RECORD_INDEX_MIN);
-const _: () = assert!(CANDIDACY_INDEX >= RECORD_INDEX_MIN);
+const _: () = assert!(CANDIDACY_INDEX >= RECORD_INDEX_MIN && FEE_POT_INDEX >= RECORD_INDEX_MIN);
+
+/// Where the fees of block `height` wait to be paid out: a record of the set (so nothing is burned, and the pot
+/// travels with snapshots), created by the rules at the end of a block whose accepted transactions paid fees, and
+/// spent by the next block's issuance, which pays it to the validators ([`crate::stake::validator_payouts`]).
+pub fn fee_pot_outpoint(height: u64) -> OutPoint {
+    OutPoint {
+        tx: Hash32::of(crate::id::domain::FEE_POT, &height.to_le_bytes()),
+        index: FEE_POT_INDEX,
+    }
+}
+
+/// The set entry of a fee pot holding `fees`: CAS owned by no key (the all-zero key, which nobody can sign for).
+pub fn fee_pot_output(fees: u64) -> TxOutput {
+    TxOutput {
+        amount: fees,
+        asset: AssetId::CAS,
+        owner: PublicKey::default(),
+        unlock_height: None,
+    }
+}
 
 /// Where the ledger records that `sender` used `client_id`: an entry of the UTXO set at this outpoint (index
 /// [`CLAIM_INDEX`], which no transaction output has), holding [`claim_output`]. So the claim is in the set's commitment,
@@ -168,12 +194,18 @@ fn coin_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
     view.get(outpoint)
 }
 
-/// The records `tx` reads besides its inputs: its client id claim, and for a stake transaction the candidacy it
-/// names. The sharded ledger fetches them with the inputs.
+/// The records `tx` reads besides its inputs: its client id claim, for a stake transaction the candidacy it names,
+/// and for an issuance the previous block's fee pot. The sharded ledger fetches them with the inputs.
 pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> {
     let claim = claim_of(tx).map(|(sender, client_id)| claim_outpoint(&sender, client_id));
     let candidacy = stake_candidate(tx).map(|candidate| candidacy_outpoint(&candidate));
-    claim.into_iter().chain(candidacy)
+    let pot = match &tx.body.kind {
+        ArchivedTxKind::Issuance { height, .. } => {
+            height.to_native().checked_sub(1).map(fee_pot_outpoint)
+        }
+        _ => None,
+    };
+    claim.into_iter().chain(candidacy).chain(pot)
 }
 
 /// The candidate a stake transaction is about: named by a bond or unbond, the first signer of a candidacy.
@@ -454,9 +486,15 @@ fn convert_stake(
     Ok(())
 }
 
-/// Checks the executor's issuance transaction (the last of a block): for this height, nothing spent, signed or
-/// paid, only unlocked CAS outputs with amounts. Returns the CAS it mints.
-fn check_issuance(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<u64, TxError> {
+/// Checks the executor's issuance transaction (the last of a block): for this height, spending the previous
+/// block's fee pot if there is one and nothing else, signed by nobody, paying no fee, with only unlocked CAS
+/// outputs with amounts that pay out at least the pot. Returns the pot spent (if any) and the CAS it mints (what it
+/// pays beyond the pot).
+fn check_issuance(
+    tx: &ArchivedTransaction,
+    ctx: &RuleContext,
+    view: &impl UtxoView,
+) -> Result<(Option<(OutPoint, TxOutput)>, u64), TxError> {
     let body = &tx.body;
     if body.chain_id.to_native() != ctx.chain_id {
         return Err(TxError::WrongChain {
@@ -473,10 +511,22 @@ fn check_issuance(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<u64, Tx
             got: height.to_native(),
         });
     }
-    if !body.inputs.is_empty() || !tx.signatures.is_empty() || body.fee.to_native() != 0 {
+    let pot = ctx.height.checked_sub(1).and_then(|previous| {
+        let outpoint = fee_pot_outpoint(previous);
+        view.get(&outpoint).map(|entry| (outpoint, entry))
+    });
+    let spends_pot = match (body.inputs.as_slice(), &pot) {
+        ([], _) => false,
+        ([input], Some((outpoint, _))) if OutPoint::from(input) == *outpoint => true,
+        _ => return Err(TxError::IssuanceNotPlain),
+    };
+    if !tx.signatures.is_empty() || body.fee.to_native() != 0 {
         return Err(TxError::IssuanceNotPlain);
     }
-    let mut minted = 0u64;
+    if let (false, Some((_, entry))) = (spends_pot, &pot) {
+        return Err(TxError::IssuancePotUnspent { pot: entry.amount });
+    }
+    let mut paid = 0u64;
     for (output, archived) in body.outputs.iter().enumerate() {
         if AssetId::from(&archived.asset) != AssetId::CAS || archived.unlock_height.is_some() {
             return Err(TxError::IssuanceNotCas { output });
@@ -485,11 +535,18 @@ fn check_issuance(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<u64, Tx
         if amount == 0 {
             return Err(TxError::ZeroAmount { output });
         }
-        minted = minted
+        paid = paid
             .checked_add(amount)
             .ok_or(TxError::OutputOverflow { output })?;
     }
-    Ok(minted)
+    let pot_amount = pot.as_ref().map_or(0, |(_, entry)| entry.amount);
+    let minted = paid
+        .checked_sub(pot_amount)
+        .ok_or(TxError::IssuanceBurnsFees {
+            pot: pot_amount,
+            paid,
+        })?;
+    Ok((pot, minted))
 }
 
 fn sum_for(sums: &mut Vec<(AssetId, u64, u64)>, asset: AssetId) -> &mut (AssetId, u64, u64) {
@@ -511,9 +568,10 @@ pub struct BatchOutcome {
     pub spent: Vec<(OutPoint, TxOutput)>,
     /// Outputs created by accepted transactions and not spent again inside the batch.
     pub created: Vec<(OutPoint, TxOutput)>,
-    /// The fees of the accepted transactions.
+    /// The fees of the accepted transactions, gathered in the block's fee pot ([`fee_pot_outpoint`]).
     pub fees: u64,
-    /// The CAS minted by an accepted issuance transaction (the only way supply grows after genesis).
+    /// The CAS minted by an accepted issuance transaction, beyond the fee pot it pays out (the only way supply grows
+    /// after genesis).
     pub issued: u64,
 }
 
@@ -521,7 +579,7 @@ pub struct BatchOutcome {
 /// spends of one outpoint the earlier wins (the later gets [`TxError::DoubleSpend`]). Rejected transactions change
 /// nothing. `signature_verdicts[i]` is [`verify_signatures`]' verdict for `txs[i]`; `ids[i]` its tx id.
 /// An issuance transaction is admitted only as the last of the batch (the executor's slot); anywhere else it gets
-/// [`TxError::IssuanceReserved`]. Supply is conserved except by `issued` (up) and `fees` (out of the UTXO set).
+/// [`TxError::IssuanceReserved`]. Fees stay in the set, in the block's fee pot; supply grows only by `issued`.
 pub fn apply_batch(
     txs: &[&ArchivedTransaction],
     ids: &[TxId],
@@ -570,12 +628,16 @@ pub fn apply_batch(
             let verdict = if position == last {
                 signature_verdict
                     .clone()
-                    .and_then(|()| check_issuance(tx, ctx))
+                    .and_then(|()| check_issuance(tx, ctx, view))
             } else {
                 Err(TxError::IssuanceReserved)
             };
             match verdict {
-                Ok(minted) => {
+                Ok((pot, minted)) => {
+                    if let Some((outpoint, entry)) = pot {
+                        overlay.insert(outpoint, InBatch::Spent);
+                        outcome.spent.push((outpoint, entry));
+                    }
                     for (index, archived) in tx.body.outputs.iter().enumerate() {
                         let outpoint = OutPoint {
                             tx: *id,
@@ -653,6 +715,10 @@ pub fn apply_batch(
             .checked_add(tx.body.fee.to_native())
             .expect("fees are bounded by supply");
         outcome.verdicts.push(Ok(()));
+    }
+    // The block's fees wait in its pot for the next block's issuance.
+    if outcome.fees > 0 {
+        created.push((fee_pot_outpoint(ctx.height), fee_pot_output(outcome.fees)));
     }
     if !spent_created.is_empty() {
         let mut unspent = vec![true; created.len()];

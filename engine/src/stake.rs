@@ -194,6 +194,83 @@ impl StakeRegistry {
     }
 }
 
+/// Payees one block's validator rewards go to at most: with the witness rewards they fit one issuance
+/// ([`crate::codec::ISSUANCE_OUTPUTS_MAX`]).
+pub const VALIDATOR_PAYEES_MAX: usize = 32;
+
+/// How block `h`'s issuance pays `pot` (block `h - 1`'s fees plus the block reward) to the validators, every node
+/// the same: the committee's share (`committee_share_percent`) to the members whose votes are in the certificate
+/// of block `h - 1` (`voters`, with their committee stake), by stake; the rest to the POS nodes (`pos`, with their
+/// stake), by stake. A share with nobody to take it goes to the other; with neither, the whole pot goes to the
+/// block's `proposer`, so nothing is burned. Shares are floored; the remainder of each goes to its first payee. At
+/// most [`VALIDATOR_PAYEES_MAX`] payees: the voters with the most stake first, then the POS nodes with the most. One
+/// amount per key (a voter that is also a POS node gets one output), in key order, none zero.
+pub fn validator_payouts(
+    params: &StakeParams,
+    pot: u64,
+    voters: &[(PublicKey, u64)],
+    pos: &[(PublicKey, u64)],
+    proposer: PublicKey,
+) -> Vec<(PublicKey, u64)> {
+    let by_stake = |list: &[(PublicKey, u64)]| {
+        let mut sorted: Vec<(PublicKey, u64)> = list
+            .iter()
+            .copied()
+            .filter(|(_, stake)| *stake > 0)
+            .collect();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        sorted.dedup_by_key(|(key, _)| *key);
+        sorted
+    };
+    let mut voters = by_stake(voters);
+    voters.truncate(VALIDATOR_PAYEES_MAX);
+    let mut pos = by_stake(pos);
+    // POS nodes fill the payees the voters leave, the ones that are voters too counting once.
+    let mut room = VALIDATOR_PAYEES_MAX - voters.len();
+    pos.retain(|(key, _)| {
+        let voter = voters.iter().any(|(v, _)| v == key);
+        let kept = voter || room > 0;
+        if kept && !voter {
+            room -= 1;
+        }
+        kept
+    });
+    let committee_share =
+        (u128::from(pot) * u128::from(params.committee_share_percent.min(100)) / 100) as u64;
+    let (committee_share, pos_share) = match (voters.is_empty(), pos.is_empty()) {
+        (false, false) => (committee_share, pot - committee_share),
+        (false, true) => (pot, 0),
+        (true, false) => (0, pot),
+        (true, true) => {
+            return if pot > 0 {
+                vec![(proposer, pot)]
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    let mut paid: BTreeMap<PublicKey, u64> = BTreeMap::new();
+    for (share, payees) in [(committee_share, &voters), (pos_share, &pos)] {
+        split_by_stake(share, payees, &mut paid);
+    }
+    paid.into_iter().filter(|(_, amount)| *amount > 0).collect()
+}
+
+/// Splits `share` over `payees` in proportion to their stake (floored), the remainder to the first.
+fn split_by_stake(share: u64, payees: &[(PublicKey, u64)], paid: &mut BTreeMap<PublicKey, u64>) {
+    let total: u128 = payees.iter().map(|(_, stake)| u128::from(*stake)).sum();
+    if share == 0 || total == 0 {
+        return;
+    }
+    let mut given = 0u64;
+    for (key, stake) in payees {
+        let amount = (u128::from(share) * u128::from(*stake) / total) as u64;
+        given += amount;
+        *paid.entry(*key).or_default() += amount;
+    }
+    *paid.entry(payees[0].0).or_default() += share - given;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +375,62 @@ mod tests {
             block2_created[0],
         ];
         assert_eq!(StakeRegistry::from_entries(&set), registry);
+    }
+
+    #[test]
+    fn payouts_split_70_30_by_stake_and_pay_every_unit() {
+        let p = params(4, 1);
+        // 1,000 split: 700 to voters 1 (stake 3) and 2 (stake 1); 300 to POS nodes 2 (stake 200) and 3 (stake 100).
+        let payouts = validator_payouts(
+            &p,
+            1_000,
+            &[(key(1), 3), (key(2), 1)],
+            &[(key(3), 100), (key(2), 200)],
+            key(9),
+        );
+        assert_eq!(
+            payouts,
+            vec![(key(1), 525), (key(2), 175 + 200), (key(3), 100)]
+        );
+        // Floors leave a remainder; it goes to the first payee of its share, and the total is exact.
+        let payouts = validator_payouts(
+            &p,
+            10,
+            &[(key(1), 1), (key(2), 1), (key(3), 1)],
+            &[(key(4), 1)],
+            key(9),
+        );
+        assert_eq!(payouts.iter().map(|(_, a)| a).sum::<u64>(), 10);
+        assert_eq!(
+            payouts,
+            vec![(key(1), 3), (key(2), 2), (key(3), 2), (key(4), 3)]
+        );
+        // Nobody to take one share: the other takes the whole; nobody at all: the proposer.
+        assert_eq!(
+            validator_payouts(&p, 10, &[], &[(key(4), 5)], key(9)),
+            vec![(key(4), 10)]
+        );
+        assert_eq!(
+            validator_payouts(&p, 10, &[(key(1), 5)], &[], key(9)),
+            vec![(key(1), 10)]
+        );
+        assert_eq!(
+            validator_payouts(&p, 10, &[], &[], key(9)),
+            vec![(key(9), 10)]
+        );
+        assert!(validator_payouts(&p, 0, &[(key(1), 5)], &[], key(9)).is_empty());
+    }
+
+    #[test]
+    fn payouts_are_bounded_and_keep_the_largest_stakes() {
+        let p = params(4, 1);
+        let voters: Vec<(PublicKey, u64)> = (1..=40).map(|i| (key(i), u64::from(i))).collect();
+        let payouts = validator_payouts(&p, 1_000_000, &voters, &[(key(200), 1)], key(9));
+        assert_eq!(payouts.len(), VALIDATOR_PAYEES_MAX);
+        // The 32 voters with the most stake (9..=40) take the committee's share; no room is left for POS nodes, so
+        // the voters take the whole pot.
+        assert!(payouts.iter().all(|(k, _)| k.0[0] >= 9 && k.0[0] <= 40));
+        assert_eq!(payouts.iter().map(|(_, a)| a).sum::<u64>(), 1_000_000);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use cas_engine::codec::{decode_tx, encode_tx};
 use cas_engine::crypto::{verify_batch, Keypair, SigEntry, VERIFY_BATCH_SIZE};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::genesis_outputs;
-use cas_engine::rules::{check_tx, verify_signatures};
+use cas_engine::rules::{check_tx, fee_pot_outpoint, fee_pot_output, verify_signatures};
 use cas_engine::{
     AssetId, Hash32, MemoryLedger, OutPoint, Transaction, TxBody, TxError, TxKind, TxOutput,
 };
@@ -420,12 +420,15 @@ fn issuance_mints_only_in_the_executors_slot_and_is_counted() {
     let payment = transfer(CHAIN, &account(0), &f.coins[0], &account(1), 300, 5);
     let mint = issuance(1, vec![cas(&account(1), 70), cas(&account(0), 3)]);
 
-    // A client's issuance, before the block's last transaction, is refused; the transfer after it applies.
+    // A client's issuance, before the block's last transaction, is refused; the transfer after it applies. Its fee
+    // stays in the set, in the block's fee pot.
     let verdicts = apply(&mut f.ledger, &[mint.clone(), payment.clone()]);
     assert_eq!(verdicts, vec![Err(TxError::IssuanceReserved), Ok(())]);
-    assert_eq!(total_supply(&f.ledger), supply - 5);
+    assert_eq!(total_supply(&f.ledger), supply);
+    assert_eq!(f.ledger.utxos()[&fee_pot_outpoint(1)], fee_pot_output(5));
 
-    // The last slot, with the block's own height: minted, and only there does supply grow.
+    // The last slot, with the block's own height, spending the previous block's pot: it pays the pot out and mints
+    // what it pays beyond it; only there does supply grow.
     let payment = transfer(
         CHAIN,
         &account(1),
@@ -440,27 +443,54 @@ fn issuance_mints_only_in_the_executors_slot_and_is_counted() {
         100,
         5,
     );
-    let mint = issuance(2, vec![cas(&account(1), 70), cas(&account(0), 3)]);
-    let encoded: Vec<AlignedVec> = [&payment, &mint].iter().map(|t| encode_tx(t)).collect();
-    let archived: Vec<_> = encoded.iter().map(|b| decode_tx(b).unwrap()).collect();
-    let ids: Vec<_> = archived.iter().map(|t| t.tx_id()).collect();
-    let outcome = cas_engine::rules::apply_batch(
-        &archived,
-        &ids,
-        &verify_signatures(&archived, &ids),
-        f.ledger.utxos(),
-        &f.ledger.context_for(2),
-    );
+    let with_pot = |outputs: Vec<TxOutput>| {
+        let mut tx = issuance(2, outputs);
+        tx.body.inputs.push(fee_pot_outpoint(1));
+        tx
+    };
+    let mint = with_pot(vec![cas(&account(1), 70), cas(&account(0), 8)]);
+    let apply_with = |f: &Fixture, txs: &[&Transaction]| {
+        let encoded: Vec<AlignedVec> = txs.iter().map(|t| encode_tx(t)).collect();
+        let archived: Vec<_> = encoded.iter().map(|b| decode_tx(b).unwrap()).collect();
+        let ids: Vec<_> = archived.iter().map(|t| t.tx_id()).collect();
+        cas_engine::rules::apply_batch(
+            &archived,
+            &ids,
+            &verify_signatures(&archived, &ids),
+            f.ledger.utxos(),
+            &f.ledger.context_for(2),
+        )
+    };
+    // Leaving the pot, or paying out less than it holds, is refused.
+    let leaves = issuance(2, vec![cas(&account(1), 70)]);
+    let burns = with_pot(vec![cas(&account(1), 4)]);
+    for (tx, error) in [
+        (leaves, TxError::IssuancePotUnspent { pot: 5 }),
+        (burns, TxError::IssuanceBurnsFees { pot: 5, paid: 4 }),
+    ] {
+        let outcome = apply_with(&f, &[&payment, &tx]);
+        assert_eq!(outcome.verdicts, vec![Ok(()), Err(error)]);
+    }
+    let outcome = apply_with(&f, &[&payment, &mint]);
     assert_eq!(outcome.verdicts, vec![Ok(()), Ok(())]);
     assert_eq!(outcome.issued, 73);
     assert_eq!(outcome.fees, 5);
     f.ledger.commit(&outcome, 2);
-    assert_eq!(total_supply(&f.ledger), supply - 10 + 73);
+    assert_eq!(total_supply(&f.ledger), supply + 73);
+    assert!(!f.ledger.utxos().contains_key(&fee_pot_outpoint(1)));
+    assert_eq!(f.ledger.utxos()[&fee_pot_outpoint(2)], fee_pot_output(5));
     let minted = OutPoint {
         tx: mint.tx_id(),
         index: 0,
     };
     assert_eq!(f.ledger.utxos()[&minted], cas(&account(1), 70));
+
+    // A client cannot spend a pot: it is a record, not a coin.
+    let thief = body(vec![fee_pot_outpoint(2)], vec![cas(&account(0), 4)], 1).sign(&[&account(0)]);
+    assert_eq!(
+        apply(&mut f.ledger, &[thief]),
+        vec![Err(TxError::MissingInput { input: 0 })]
+    );
 
     // Through the client path (`check_tx`), an issuance is always reserved.
     let bytes = encode_tx(&issuance(3, vec![cas(&account(0), 1)]));

@@ -13,6 +13,7 @@ use cas_engine::codec::{decode_block, encode_block, BLOCK_TXS_MAX};
 use cas_engine::crypto::{verify_batch, SigEntry};
 use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::genesis_outputs;
+use cas_engine::rules::{fee_pot_outpoint, fee_pot_output};
 use cas_engine::{
     ArchivedTransaction, Block, OutPoint, SetCommitment, Transaction, TxId, TxOutput,
 };
@@ -104,6 +105,13 @@ pub fn load(accounts: u32, blocks: u64, threads: usize) -> Load {
                 commitment.insert(&outpoint, coin);
                 set.insert(outpoint, *coin);
             }
+        }
+        // The block's fees wait in its pot (no issuance spends it here: the pipeline has no executor).
+        let fees: u64 = block.txs.iter().map(|tx| tx.body.fee).sum();
+        if fees > 0 {
+            let (outpoint, pot) = (fee_pot_outpoint(height), fee_pot_output(fees));
+            commitment.insert(&outpoint, &pot);
+            set.insert(outpoint, pot);
         }
         parent = block.header.hash();
         all.extend(block.txs.iter().cloned());

@@ -193,6 +193,21 @@ impl ShardedLedger {
         self.outputs
     }
 
+    /// The set's entry at `outpoint` (a coin or a record), asked of its shard.
+    pub fn get(&self, outpoint: &OutPoint) -> Result<Option<TxOutput>, Error> {
+        let shard = &self.shards[shard_of(outpoint, self.shards.len())];
+        let (reply, answer) = bounded(1);
+        shard.urgent(Command::Lookup {
+            outpoints: vec![*outpoint],
+            reply,
+        })?;
+        let found = shard.wait(&answer)?;
+        Ok(found
+            .into_iter()
+            .find(|(o, _)| o == outpoint)
+            .map(|(_, entry)| entry))
+    }
+
     /// The candidates and their stake after the last applied block.
     pub fn stake(&self) -> &StakeRegistry {
         &self.stake

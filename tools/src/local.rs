@@ -90,13 +90,12 @@ pub fn run(args: &LocalArgs) -> Result<()> {
 
     let rejected = verdicts.iter().filter(|v| v.is_err()).count();
     check_sabotage(&load.sabotaged, &verdicts)?;
-    // Supply is conserved except by issuance (in) and fees (out of the UTXO set).
+    // Supply is conserved except by issuance (in); fees stay in the set, in each block's fee pot.
     let supply_after: u128 = ledger
         .utxos()
         .values()
         .map(|c| u128::from(c.amount))
-        .sum::<u128>()
-        + u128::from(fees);
+        .sum::<u128>();
     ensure!(
         supply_after == supply_before + u128::from(issued),
         "supply changed: {supply_before} + issued {issued} -> {supply_after}"

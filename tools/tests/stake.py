@@ -7,7 +7,8 @@ Starts `cas local --serve` (4 nodes). Account a declares its candidacy with a se
 a bond to an account that never declared, a second declaration and an unbond locked too briefly are refused in
 block order with their codes; `GET /v1/stake` (and `cas stake`) on another node lists the genesis members with their
 genesis stake and a with the summed stake, its address and POS standing, and elects a first; b unbonds into CAS locked for the delay, which a's stake loses and b's
-locked output shows. Exits non-zero with a message on the first thing that is not as it must be.
+locked output shows; every block's issuance pays out exactly the previous block's fees, and a gets exactly its POS
+share. Exits non-zero with a message on the first thing that is not as it must be.
 """
 
 import json
@@ -123,6 +124,43 @@ try:
     locked = [u for u in utxos["utxos"] if u["tx"] == unbond_id]
     check(len(locked) == 1 and locked[0]["unlock_height"] == unlock and locked[0]["amount"] == 400000 - FEE,
           f"b's locked CAS: {utxos}")
+    unbond_height = answer["height"]
+
+    # 6. Validator rewards. Two payments with fees after the unbond; then every block's issuance (no mining, block
+    # reward 0) pays out exactly the previous block's fees, spending its pot; and from the unbond on, a (a POS node
+    # with 600,000 of the 600,400 POS stake, no committee member) gets exactly its share of the 30%, with the
+    # remainder (it has the most stake).
+    last = unbond_height
+    for n in range(2):
+        coin, amount = coin_of(apis[2], c["owner"])
+        _, pay = sign(f"pay{n}", c["key_file"], [coin], [f"{c['owner']}:{amount - FEE}"], [])
+        paid = final(apis[2], pay)
+        check(paid["rejection"] is None, f"payment {n}: {paid}")
+        last = paid["height"]
+    wait_for("two blocks past the payments", lambda: stake_on(apis[0])["height"] >= last + 1 or None, 20)
+
+    def block(height):
+        status, body = http("GET", f"{apis[0]}/v1/blocks/{height}")
+        check(status == 200, f"block {height}: {status} {body}")
+        return body
+
+    blocks = {h: block(h) for h in range(1, last + 2)}
+    a_paid = 0
+    for h in range(2, last + 2):
+        fees = sum(t["fee"] for t in blocks[h - 1]["txs"] if t["kind"] != "issuance" and t["rejection"] is None)
+        issuance = blocks[h]["txs"][-1]
+        check(issuance["kind"] == "issuance", f"block {h} ends with {issuance}")
+        paid = sum(o["amount"] for o in issuance["outputs"])
+        check(paid == fees and len(issuance["inputs"]) == (1 if fees else 0),
+              f"block {h} pays {paid} with inputs {issuance['inputs']}, block {h - 1} took fees {fees}")
+        if h - 1 >= unbond_height and fees:
+            pos_share = fees - fees * 70 // 100
+            a_share = pos_share * 600_000 // 600_400
+            a_share += pos_share - a_share - 4 * (pos_share * 100 // 600_400)
+            got = sum(o["amount"] for o in issuance["outputs"] if o["owner"] == a["owner"])
+            check(got == a_share, f"block {h}: a got {got} of {fees} in fees, its share is {a_share}")
+            a_paid += got
+    check(a_paid > 0, "a was paid nothing after the unbond")
     print("stake: all checks passed")
 finally:
     cluster_run.stop()

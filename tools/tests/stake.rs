@@ -1,7 +1,8 @@
 //! Stake and POS candidacy on a real 4-node cluster (issue 19, the ledger part): `tools/tests/stake.py` declares a
 //! candidacy with `cas tx --candidacy`, delegates with `--bond`, unbonds with `--unbond`, checks the refusals and
-//! their codes, and reads the registry and the election with `GET /v1/stake` and `cas stake`. The script says what
-//! failed.
+//! their codes, reads the registry and the election with `GET /v1/stake` and `cas stake`, and checks the validator
+//! rewards block by block (each issuance pays out the previous block's fees; a POS node gets exactly its share). The
+//! script says what failed.
 
 mod common;
 

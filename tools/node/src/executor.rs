@@ -17,7 +17,9 @@ use cas_consensus::messages::{Block as ConsensusBlock, Message};
 use cas_consensus::rewards::{issuance_tx, WitnessOrder};
 use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
-use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
+use cas_engine::rules::fee_pot_outpoint;
+use cas_engine::stake::validator_payouts;
+use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, OutPoint, PublicKey, Transaction};
 
 use crate::api::LedgerQuery;
 use crate::clients::{Client, Clients};
@@ -63,6 +65,8 @@ pub struct Executed {
     /// CAS minted as witness rewards by the blocks executed since this process started, and their outputs.
     pub issued: u64,
     pub reward_outputs: u64,
+    /// CAS paid to validators (fee pots and block rewards) by the blocks executed since this process started.
+    pub validator_rewards: u64,
     /// Carried witness headers the witness order took and skipped (invalid, duplicate, too late).
     pub witnesses_ordered: u64,
     pub witnesses_skipped: u64,
@@ -76,6 +80,9 @@ pub struct Executed {
     /// Client transactions the rules rejected, by code.
     pub rejected_by_code: std::collections::BTreeMap<u16, u64>,
 }
+
+/// Validator payouts: a key and its amount each.
+type Payouts = Vec<(PublicKey, u64)>;
 
 pub struct Executor {
     pub node: cas_shards::DurableLedger,
@@ -281,6 +288,48 @@ impl Executor {
         Ok(())
     }
 
+    /// What block `height`'s issuance pays the validators: the previous block's fee pot (if it has one: its outpoint
+    /// and amount) plus the block reward, split by [`validator_payouts`] between the members whose votes certified
+    /// the previous block (the certificate this block carries) and the POS nodes, as the ledger holds them now.
+    fn validator_payouts(
+        &self,
+        height: u64,
+        committed: &Committed,
+    ) -> Result<(Option<(OutPoint, u64)>, Payouts)> {
+        let ledger = self.node.ledger();
+        let pot_outpoint = fee_pot_outpoint(height - 1);
+        let pot = ledger
+            .get(&pot_outpoint)?
+            .map(|entry| (pot_outpoint, entry.amount));
+        let committee = self.certifier.committee();
+        let voters: Vec<(PublicKey, u64)> = committed
+            .block
+            .qc
+            .signatures
+            .iter()
+            .filter_map(|s| {
+                committee
+                    .key(s.signer)
+                    .map(|key| (*key, committee.stake(s.signer)))
+            })
+            .collect();
+        let params = ledger.params.stake;
+        let pos: Vec<(PublicKey, u64)> = ledger
+            .stake()
+            .pos_nodes(&params)
+            .map(|c| (c.key, c.stake))
+            .collect();
+        let pot_amount = pot.map_or(0, |(_, amount)| amount);
+        let payouts = validator_payouts(
+            &params,
+            pot_amount + params.block_reward,
+            &voters,
+            &pos,
+            committed.proposer,
+        );
+        Ok((pot, payouts))
+    }
+
     fn execute(&mut self, committed: Committed) -> Result<()> {
         let height = committed.block.height;
         if height <= self.node.height() {
@@ -310,10 +359,20 @@ impl Executor {
         for (index, error) in &witnesses.skipped {
             tracing::debug!(height, index, %error, "a carried witness is skipped by the witness order");
         }
-        let minted: u64 = witnesses.rewards.iter().map(|r| r.amount).sum();
+        let witness_minted: u64 = witnesses.rewards.iter().map(|r| r.amount).sum();
+        let (pot, payouts) = self.validator_payouts(height, &committed)?;
+        let paid: u64 = payouts.iter().map(|(_, amount)| amount).sum();
+        let minted = witness_minted + paid - pot.map_or(0, |(_, amount)| amount);
         let client_txs = committed.txs.len();
         let mut txs = committed.txs;
-        let issuance = issuance_tx(self.chain_id, height, carried, &witnesses.rewards);
+        let issuance = issuance_tx(
+            self.chain_id,
+            height,
+            carried,
+            &witnesses.rewards,
+            pot.map(|(outpoint, _)| outpoint),
+            &payouts,
+        );
         let mut ids = committed.ids;
         debug_assert_eq!(ids.len(), txs.len());
         ids.push(issuance.tx_id());
@@ -351,6 +410,7 @@ impl Executor {
             receipt.outcome.issued, minted,
             "block {height}: minted other than the rewards"
         );
+        self.stats.lock().expect("stats lock").validator_rewards += paid;
         self.order.finalize(height, ledger_hash);
         if !witnesses.rewards.is_empty() {
             tracing::info!(
