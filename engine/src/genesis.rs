@@ -175,6 +175,13 @@ fn stake_params(spec: &StakeSpec, genesis_members: usize) -> Result<StakeParams,
             "committee_size {committee_size} is outside 1..={COMMITTEE_MAX}"
         )));
     }
+    if spec.epoch_blocks != 0 && spec.epoch_blocks < crate::stake::EPOCH_BLOCKS_MIN {
+        return Err(GenesisError::BadStakeParams(format!(
+            "epoch_blocks {} is neither 0 (no elections) nor at least {}",
+            spec.epoch_blocks,
+            crate::stake::EPOCH_BLOCKS_MIN
+        )));
+    }
     if spec.committee_share_percent > 100 {
         return Err(GenesisError::BadStakeParams(format!(
             "committee_share_percent {} is over 100",

@@ -9,7 +9,7 @@ use crate::commitment::SetCommitment;
 use crate::genesis::{genesis_committee, genesis_set};
 use crate::id::Hash32;
 use crate::rules::{apply_batch, verify_signatures, BatchOutcome, RuleContext, TxError};
-use crate::stake::StakeRegistry;
+use crate::stake::{election_records, StakeRegistry};
 use crate::tx::{tx_ids, ArchivedTransaction, ChainParams, OutPoint, TxOutput};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,7 +93,8 @@ impl MemoryLedger {
         self.apply(&txs, block.header.height.to_native())
     }
 
-    /// Writes a batch's net change, applied as block `height`, into the set and its commitment.
+    /// Writes a batch's net change, applied as block `height`, into the set and its commitment, with the records of
+    /// an election when `height` is an election height.
     pub fn commit(&mut self, outcome: &BatchOutcome, height: u64) {
         assert!(height > self.height, "blocks apply in height order");
         for (outpoint, coin) in &outcome.spent {
@@ -111,6 +112,11 @@ impl MemoryLedger {
             self.commitment.insert(outpoint, coin);
         }
         self.stake.apply(&outcome.spent, &outcome.created);
+        for (outpoint, record) in election_records(&self.params.stake, height, &self.stake) {
+            let previous = self.utxos.insert(outpoint, record);
+            assert!(previous.is_none(), "an epoch is elected once");
+            self.commitment.insert(&outpoint, &record);
+        }
         self.height = height;
     }
 

@@ -124,10 +124,12 @@ pub const CLAIM_INDEX: u32 = u32::MAX;
 pub const CANDIDACY_INDEX: u32 = u32::MAX - 1;
 /// The index of a block's fee pot ([`fee_pot_outpoint`]).
 pub const FEE_POT_INDEX: u32 = u32::MAX - 2;
+/// The index of an election record ([`crate::stake::election_outpoint`]).
+pub const ELECTION_INDEX: u32 = u32::MAX - 3;
 // Genesis stake outputs sit at OUTPUTS_MAX + a member's position (see `genesis::genesis_set`).
 const _: () =
     assert!((crate::codec::OUTPUTS_MAX + crate::codec::COMMITTEE_MAX) as u32 <= RECORD_INDEX_MIN);
-const _: () = assert!(CANDIDACY_INDEX >= RECORD_INDEX_MIN && FEE_POT_INDEX >= RECORD_INDEX_MIN);
+const _: () = assert!(ELECTION_INDEX >= RECORD_INDEX_MIN);
 
 /// Where the fees of block `height` wait to be paid out: a record of the set (so nothing is burned, and the pot
 /// travels with snapshots), created by the rules at the end of a block whose accepted transactions paid fees, and

@@ -7,8 +7,10 @@
 //! output is an ordinary set entry, owned by its staker, that names whom it backs, and per-asset conservation keeps
 //! every transfer from creating or freeing stake. Because both live in the set, they travel with its snapshots and
 //! its commitment covers them: [`StakeRegistry`] is a pure function of the set, kept up to date from each block's
-//! spent and created entries and rebuilt from the set on a restart. [`StakeRegistry::elect`] picks the committee.
-//! No IO here.
+//! spent and created entries and rebuilt from the set on a restart. [`StakeRegistry::elect`] picks the committee;
+//! at each election height of the epoch schedule ([`elects_at`]) the ledger records the pick in the set
+//! ([`election_records`]), so the next committee is a ledger fact before it serves. Validator rewards
+//! ([`validator_payouts`]) split each block's fees and reward between the committee and the POS nodes. No IO here.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::crypto::PublicKey;
 use crate::fasthash::FastMap;
 use crate::id::{domain, AssetId, Hash32};
-use crate::rules::CANDIDACY_INDEX;
+use crate::rules::{CANDIDACY_INDEX, ELECTION_INDEX};
 use crate::tx::{OutPoint, StakeParams, TxOutput};
 
 /// The encoded address of a candidacy: empty (none announced), an IPv4 or an IPv6 socket address.
@@ -74,18 +76,91 @@ pub fn candidacy_outpoint(node: &PublicKey) -> OutPoint {
 }
 
 /// The set entry of `node`'s candidacy: a record, not a coin (amount 0, at a record index). It reuses the output
-/// layout: the owner is the node key and the asset field carries the address (its length, then its bytes).
+/// layout: the owner is the node key and the asset field carries the address ([`pack_address`]).
 pub fn candidacy_record(node: &PublicKey, address: &[u8]) -> TxOutput {
+    TxOutput {
+        amount: 0,
+        asset: pack_address(address),
+        owner: *node,
+        unlock_height: None,
+    }
+}
+
+/// An encoded address ([`encode_address`]) in a record's 32-byte asset field: its length, then its bytes.
+fn pack_address(address: &[u8]) -> AssetId {
     debug_assert!(ADDRESS_BYTES.contains(&address.len()));
     let mut packed = [0u8; 32];
     packed[0] = address.len() as u8;
     packed[1..1 + address.len()].copy_from_slice(address);
-    TxOutput {
-        amount: 0,
-        asset: AssetId(Hash32(packed)),
-        owner: *node,
-        unlock_height: None,
+    AssetId(Hash32(packed))
+}
+
+/// The address [`pack_address`] packed (None when none was announced or the bytes are not one).
+fn unpack_address(asset: &AssetId) -> Option<SocketAddr> {
+    let packed = asset.0 .0;
+    let len = usize::from(packed[0]).min(packed.len() - 1);
+    decode_address(&packed[1..1 + len]).ok().flatten()
+}
+
+/// Where the set holds member `position` (0-based, in election order) of the committee elected for `epoch`.
+pub fn election_outpoint(epoch: u64, position: u32) -> OutPoint {
+    let mut bytes = [0u8; 12];
+    bytes[..8].copy_from_slice(&epoch.to_le_bytes());
+    bytes[8..].copy_from_slice(&position.to_le_bytes());
+    OutPoint {
+        tx: Hash32::of(domain::ELECTION, &bytes),
+        index: ELECTION_INDEX,
     }
+}
+
+/// The records an election after block `height` adds to the set, if `height` is an election height
+/// ([`elects_at`]): one per elected member, in election order ([`StakeRegistry::elect`] on `registry`, the state
+/// after the block). So the next committee is a ledger fact: the same on every node, covered by the set's
+/// commitment and its snapshots, readable until it serves ([`elected_committee`]). A record holds no CAS (amount
+/// 0); the owner is the member's key, the asset field its address, and the unlock height field its stake.
+pub fn election_records(
+    params: &StakeParams,
+    height: u64,
+    registry: &StakeRegistry,
+) -> Vec<(OutPoint, TxOutput)> {
+    let Some(epoch) = elects_at(params, height) else {
+        return Vec::new();
+    };
+    registry
+        .elect(params)
+        .into_iter()
+        .enumerate()
+        .map(|(position, member)| {
+            let address = encode_address(member.address);
+            let record = TxOutput {
+                amount: 0,
+                asset: pack_address(&address),
+                owner: member.key,
+                unlock_height: Some(member.stake),
+            };
+            (election_outpoint(epoch, position as u32), record)
+        })
+        .collect()
+}
+
+/// The committee elected for `epoch`, read from the set through `get` (positions in order until one is missing);
+/// None when no election for it is recorded.
+pub fn elected_committee(
+    epoch: u64,
+    get: impl Fn(&OutPoint) -> Option<TxOutput>,
+) -> Option<Vec<Candidate>> {
+    let mut members = Vec::new();
+    for position in 0.. {
+        let Some(record) = get(&election_outpoint(epoch, position)) else {
+            break;
+        };
+        members.push(Candidate {
+            key: record.owner,
+            address: unpack_address(&record.asset),
+            stake: record.unlock_height.unwrap_or(0),
+        });
+    }
+    (!members.is_empty()).then_some(members)
 }
 
 /// The candidate a set entry declares, if it is a candidacy record (its outpoint is the owner's record place).
@@ -93,11 +168,9 @@ pub fn decode_candidacy(outpoint: &OutPoint, entry: &TxOutput) -> Option<Candida
     if outpoint.index != CANDIDACY_INDEX || *outpoint != candidacy_outpoint(&entry.owner) {
         return None;
     }
-    let packed = entry.asset.0 .0;
-    let len = usize::from(packed[0]).min(packed.len() - 1);
     Some(Candidate {
         key: entry.owner,
-        address: decode_address(&packed[1..1 + len]).ok().flatten(),
+        address: unpack_address(&entry.asset),
         stake: 0,
     })
 }
@@ -192,6 +265,42 @@ impl StakeRegistry {
             .cloned()
             .collect()
     }
+}
+
+/// The shortest epoch a genesis may set (besides 0, no elections): half an epoch of notice before a committee
+/// serves leaves at least this many blocks' half for its hand-over to be certified and its members to connect.
+pub const EPOCH_BLOCKS_MIN: u64 = 8;
+
+/// The epoch schedule (`epoch_blocks` = E > 0): epoch e covers ledger heights e·E + 1 ..= (e + 1)·E, and its
+/// committee is elected from the set after height [`election_height`] = e·E − E/2, the middle of the epoch before,
+/// so every node knows it E/2 blocks before it serves. The genesis committee serves epoch 0 (and every epoch when
+/// E = 0).
+pub fn epoch_of(params: &StakeParams, height: u64) -> u64 {
+    match params.epoch_blocks {
+        0 => 0,
+        blocks => height.saturating_sub(1) / blocks,
+    }
+}
+
+/// The first ledger height of `epoch` (see [`epoch_of`]).
+pub fn first_height(params: &StakeParams, epoch: u64) -> u64 {
+    epoch.saturating_mul(params.epoch_blocks).saturating_add(1)
+}
+
+/// The height after which the committee of `epoch` is elected; None for epoch 0 and when there are no elections.
+pub fn election_height(params: &StakeParams, epoch: u64) -> Option<u64> {
+    let blocks = params.epoch_blocks;
+    (blocks > 0 && epoch > 0).then(|| epoch * blocks - blocks / 2)
+}
+
+/// The epoch whose committee an election after `height` picks, if `height` is an election height.
+pub fn elects_at(params: &StakeParams, height: u64) -> Option<u64> {
+    let blocks = params.epoch_blocks;
+    if blocks == 0 {
+        return None;
+    }
+    let epoch = (height + blocks / 2) / blocks;
+    (election_height(params, epoch) == Some(height)).then_some(epoch)
 }
 
 /// Payees one block's validator rewards go to at most: with the witness rewards they fit one issuance
@@ -375,6 +484,63 @@ mod tests {
             block2_created[0],
         ];
         assert_eq!(StakeRegistry::from_entries(&set), registry);
+    }
+
+    #[test]
+    fn the_schedule_elects_each_committee_half_an_epoch_ahead() {
+        let mut p = params(4, 1);
+        p.epoch_blocks = 10;
+        assert_eq!(
+            (epoch_of(&p, 1), epoch_of(&p, 10), epoch_of(&p, 11)),
+            (0, 0, 1)
+        );
+        assert_eq!(
+            (
+                first_height(&p, 0),
+                first_height(&p, 1),
+                first_height(&p, 3)
+            ),
+            (1, 11, 31)
+        );
+        assert_eq!(election_height(&p, 0), None);
+        assert_eq!(election_height(&p, 1), Some(5));
+        assert_eq!(election_height(&p, 2), Some(15));
+        let elections: Vec<(u64, u64)> = (0..40)
+            .filter_map(|h| elects_at(&p, h).map(|e| (h, e)))
+            .collect();
+        assert_eq!(elections, vec![(5, 1), (15, 2), (25, 3), (35, 4)]);
+        for (height, epoch) in elections {
+            assert!(height < first_height(&p, epoch) && epoch_of(&p, height) == epoch - 1);
+        }
+        // No elections: the genesis committee serves every height.
+        p.epoch_blocks = 0;
+        assert_eq!(epoch_of(&p, 1_000_000), 0);
+        assert!((0..100).all(|h| elects_at(&p, h).is_none()));
+    }
+
+    #[test]
+    fn an_election_is_recorded_at_its_height_and_read_back() {
+        let mut p = params(2, 1);
+        p.epoch_blocks = 10;
+        let registry = StakeRegistry::from_entries(&[
+            declare(1, Some("10.0.0.1:9000".parse().unwrap())),
+            stake(1, 1, 300, 0),
+            declare(2, None),
+            stake(2, 2, 500, 0),
+            declare(3, None),
+            stake(3, 3, 100, 0),
+        ]);
+        assert!(election_records(&p, 14, &registry).is_empty());
+        let records = election_records(&p, 15, &registry);
+        assert_eq!(records.len(), 2);
+        assert!(records
+            .iter()
+            .all(|(o, r)| crate::rules::is_record(o) && r.amount == 0));
+        let set: std::collections::HashMap<OutPoint, TxOutput> = records.into_iter().collect();
+        let elected = elected_committee(2, |o| set.get(o).copied()).unwrap();
+        assert_eq!(elected, registry.elect(&p));
+        assert_eq!(elected[1].address, Some("10.0.0.1:9000".parse().unwrap()));
+        assert!(elected_committee(3, |o| set.get(o).copied()).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use cas_engine::codec::{access_block_trusted, decode_block};
 use cas_engine::genesis::{genesis_committee, genesis_set};
 use cas_engine::ledger::LedgerError;
 use cas_engine::rules::{apply_batch, records_read, RuleContext, TxError, UtxoView};
-use cas_engine::stake::StakeRegistry;
+use cas_engine::stake::{election_records, StakeRegistry};
 use cas_engine::tx::ChainParams;
 use cas_engine::{
     ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
@@ -309,7 +309,13 @@ impl ShardedLedger {
             &self.context_for(pending.height),
         );
         self.stake.apply(&outcome.spent, &outcome.created);
-        self.commit_changes(outcome.spent, outcome.created)?;
+        let mut created = outcome.created;
+        created.extend(election_records(
+            &self.params.stake,
+            pending.height,
+            &self.stake,
+        ));
+        self.commit_changes(outcome.spent, created)?;
         self.height = pending.height;
         let utxo_commitment = self.commitment();
         tracing::debug!(height = self.height, txs = txs.len(), %utxo_commitment, "block applied");

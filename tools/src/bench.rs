@@ -122,6 +122,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             flood_accounts: 10_000,
             mining_threads: 0,
             witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
+            epoch_blocks: 0,
             compare_mining: false,
             serve: false,
             via_http: false,

@@ -79,6 +79,11 @@ pub struct ClusterArgs {
     /// DPOS blocks per witness, written into the genesis (a chain parameter).
     #[arg(long, default_value_t = cas_engine::genesis::DEFAULT_WITNESS_SPAN)]
     pub witness_span: u32,
+    /// Blocks per election epoch, written into the genesis (0: no elections; else at least 8). The ledger records
+    /// each next committee at the middle of the epoch before (`GET /v1/stake` shows it); the consensus hand-over
+    /// to it is not built yet.
+    #[arg(long, default_value_t = 0)]
+    pub epoch_blocks: u64,
     /// With --kill-one: restart the killed node once every other node's height is this many blocks past the
     /// killed node's last reported height (instead of at two thirds of the run), waiting after the load if needed
     /// (0: at two thirds). Puts the node beyond its peers' in-memory block window on purpose.
@@ -784,7 +789,10 @@ pub fn start_cluster(
             min_fee: 1,
             block_interval_ms: 100,
             witness_span: args.witness_span,
-            stake: Default::default(),
+            stake: cas_engine::genesis::StakeSpec {
+                epoch_blocks: args.epoch_blocks,
+                ..Default::default()
+            },
         },
         committee: node_keys
             .iter()

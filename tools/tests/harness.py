@@ -56,10 +56,10 @@ def wait_for(what, probe, seconds=60):
 class Cluster:
     """`cas local --serve` in `folder` until `stop()`: `info` is its cluster.json."""
 
-    def __init__(self, cas, folder, nodes=4, accounts=8):
+    def __init__(self, cas, folder, nodes=4, accounts=8, extra=()):
         self.folder = folder
         self.server = subprocess.Popen(
-            [cas, "local", "--serve", "--nodes", str(nodes), "--accounts", str(accounts), "--dir", folder],
+            [cas, "local", "--serve", "--nodes", str(nodes), "--accounts", str(accounts), "--dir", folder, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.info = None
 

@@ -6,7 +6,9 @@ Usage: stake.py CAS_BINARY WORK_DIR
 Starts `cas local --serve` (4 nodes). Account a declares its candidacy with a self-bond; account b delegates to a;
 a bond to an account that never declared, a second declaration and an unbond locked too briefly are refused in
 block order with their codes; `GET /v1/stake` (and `cas stake`) on another node lists the genesis members with their
-genesis stake and a with the summed stake, its address and POS standing, and elects a first; b unbonds into CAS locked for the delay, which a's stake loses and b's
+genesis stake and a with the summed stake, its address and POS standing, and elects a first; the next election
+(epochs of 16 blocks, one election at the middle of each) is recorded in the ledger and read the same on every
+node; b unbonds into CAS locked for the delay, which a's stake loses and b's
 locked output shows; every block's issuance pays out exactly the previous block's fees, and a gets exactly its POS
 share. Exits non-zero with a message on the first thing that is not as it must be.
 """
@@ -46,7 +48,8 @@ def coin_of(api, owner):
     return f"{u['tx']}:{u['index']}", int(u["amount"])
 
 
-cluster_run = Cluster(CAS, os.path.join(WORK, "cluster"))
+EPOCH_BLOCKS = 16
+cluster_run = Cluster(CAS, os.path.join(WORK, "cluster"), extra=["--epoch-blocks", str(EPOCH_BLOCKS)])
 try:
     cluster = cluster_run.wait_ready()
     apis = [n["api"] for n in cluster["nodes"]]
@@ -104,6 +107,27 @@ try:
     check(view["elected"] == [a["owner"]] + sorted(members)[:3], f"elected: {view}")
     printed = subprocess.run([CAS, "stake", "--api", apis[2]], check=True, capture_output=True, text=True).stdout
     check(json.loads(printed)["elected"][0] == a["owner"], f"cas stake printed {printed}")
+
+    # 4b. Elections are ledger facts: at the middle of each epoch the ledger records the committee of the next one.
+    # The first election after the delegation puts a first with its 1,000,000, then three genesis members, and every
+    # node reads the same committee for that epoch.
+    check(view["params"]["epoch_blocks"] == EPOCH_BLOCKS and view["epoch"] == (view["height"] - 1) // EPOCH_BLOCKS,
+          f"the epoch schedule: {view}")
+    epoch = (height + EPOCH_BLOCKS // 2) // EPOCH_BLOCKS + 1
+    election = epoch * EPOCH_BLOCKS - EPOCH_BLOCKS // 2
+    recorded = []
+    for api in apis:
+        wait_for(f"the election at {election} on {api}", lambda: stake_on(api)["height"] >= election or None, 30)
+        status, body = http("GET", f"{api}/v1/stake?epoch={epoch}")
+        check(status == 200 and body["next"] is not None and body["next"]["epoch"] == epoch,
+              f"epoch {epoch}'s committee on {api}: {status} {body}")
+        recorded.append(body["next"])
+    check(all(r == recorded[0] for r in recorded), f"the nodes disagree on epoch {epoch}'s committee: {recorded}")
+    members = recorded[0]["members"]
+    check(recorded[0]["first_height"] == epoch * EPOCH_BLOCKS + 1, f"first height: {recorded[0]}")
+    check(members[0] == {"key": a["owner"], "address": "127.0.0.1:9100", "stake": 1_000_000}
+          and [m["key"] for m in members[1:]] == sorted(k for k in candidates if k != a["owner"])[:3],
+          f"epoch {epoch}'s committee: {members}")
 
     # 5. b unbonds: a lock shorter than the delay is refused, one past it is final and a's stake drops by 400,000.
     delay = view["params"]["unbond_delay_blocks"]

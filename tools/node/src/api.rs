@@ -26,7 +26,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::{decode_block, decode_tx, to_owned_block};
-use cas_engine::stake::StakeRegistry;
+use cas_engine::stake::{first_height, Candidate, StakeRegistry};
 use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
 use serde::Deserialize;
@@ -140,10 +140,30 @@ pub enum LedgerQuery {
         owner: PublicKey,
         reply: tokio::sync::oneshot::Sender<OwnedOutputs>,
     },
-    /// The candidates and their stake, with the height they are read at and the chain's stake parameters.
+    /// The candidates and their stake, the epoch, and the committee elected for `epoch` (the next one when None),
+    /// as the executed height has them.
     Stake {
-        reply: tokio::sync::oneshot::Sender<(u64, StakeParams, StakeRegistry)>,
+        epoch: Option<u64>,
+        reply: tokio::sync::oneshot::Sender<StakeView>,
     },
+}
+
+/// What `GET /v1/stake` shows, read by the executor.
+pub struct StakeView {
+    pub height: u64,
+    pub params: StakeParams,
+    pub registry: StakeRegistry,
+    /// The epoch of the executed height.
+    pub epoch: u64,
+    /// The epoch asked about (the next one by default) and the committee the ledger recorded for it, if its
+    /// election height is executed.
+    pub elected_for: (u64, Option<Vec<Candidate>>),
+}
+
+#[derive(Deserialize)]
+struct StakeQuery {
+    /// The epoch whose recorded committee to show (default: the next one).
+    epoch: Option<u64>,
 }
 
 /// An owner's unspent outputs at a height, or why they could not be read.
@@ -705,12 +725,22 @@ async fn outputs(
     Ok((owner, height, outputs))
 }
 
-/// The POS candidates at the executed height, their stake, and the committee an election there would pick.
-async fn stake(State(state): State<Arc<ApiState>>) -> Response {
-    let (height, params, registry) = match ask(&state, |reply| LedgerQuery::Stake { reply }).await {
-        Ok(answer) => answer,
+/// The POS candidates at the executed height, their stake, the committee an election there would pick, and the
+/// epoch schedule: the current epoch and the committee the ledger recorded for `?epoch=` (default: the next one),
+/// once its election height is executed.
+async fn stake(State(state): State<Arc<ApiState>>, Query(query): Query<StakeQuery>) -> Response {
+    let epoch = query.epoch;
+    let view = match ask(&state, |reply| LedgerQuery::Stake { epoch, reply }).await {
+        Ok(view) => view,
         Err(refused) => return *refused,
     };
+    let StakeView {
+        height,
+        params,
+        registry,
+        epoch,
+        elected_for: (next_epoch, next),
+    } = view;
     let pos: std::collections::HashSet<PublicKey> =
         registry.pos_nodes(&params).map(|c| c.key).collect();
     let candidates: Vec<Value> = registry
@@ -729,10 +759,22 @@ async fn stake(State(state): State<Arc<ApiState>>) -> Response {
         .iter()
         .map(|c| c.key.to_hex())
         .collect();
+    let next = next.map(|members| {
+        json!({
+            "epoch": next_epoch,
+            "first_height": first_height(&params, next_epoch),
+            "members": members.iter().map(|m| json!({
+                "key": m.key.to_hex(),
+                "address": m.address.map(|a| a.to_string()),
+                "stake": m.stake,
+            })).collect::<Vec<_>>(),
+        })
+    });
     reply(
         StatusCode::OK,
         json!({
             "height": height,
+            "epoch": epoch,
             "params": {
                 "epoch_blocks": params.epoch_blocks,
                 "committee_size": params.committee_size,
@@ -743,6 +785,7 @@ async fn stake(State(state): State<Arc<ApiState>>) -> Response {
             },
             "candidates": candidates,
             "elected": elected,
+            "next": next,
         }),
     )
 }

@@ -18,10 +18,10 @@ use cas_consensus::rewards::{issuance_tx, WitnessOrder};
 use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
 use cas_engine::rules::fee_pot_outpoint;
-use cas_engine::stake::validator_payouts;
+use cas_engine::stake::{elected_committee, epoch_of, validator_payouts};
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, OutPoint, PublicKey, Transaction};
 
-use crate::api::LedgerQuery;
+use crate::api::{LedgerQuery, StakeView};
 use crate::clients::{Client, Clients};
 use crate::durable::{ExecutedFile, WitnessBaseFile};
 use crate::snapshot_serve::{Anchor, Anchors};
@@ -213,13 +213,30 @@ impl Executor {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(outputs);
             }
-            LedgerQuery::Stake { reply } => {
+            LedgerQuery::Stake {
+                epoch: asked,
+                reply,
+            } => {
                 let ledger = self.node.ledger();
-                let _ = reply.send((
-                    self.node.height(),
-                    ledger.params.stake,
-                    ledger.stake().clone(),
-                ));
+                let (height, params) = (self.node.height(), ledger.params.stake);
+                let epoch = epoch_of(&params, height);
+                let asked = asked.unwrap_or(epoch + 1);
+                let elected = elected_committee(asked, |outpoint| {
+                    ledger
+                        .get(outpoint)
+                        .inspect_err(
+                            |error| tracing::warn!(%error, "an election record does not read"),
+                        )
+                        .ok()
+                        .flatten()
+                });
+                let _ = reply.send(StakeView {
+                    height,
+                    params,
+                    registry: ledger.stake().clone(),
+                    epoch,
+                    elected_for: (asked, elected),
+                });
             }
         }
     }
