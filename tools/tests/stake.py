@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 
 from harness import Cluster, check, http, wait_for
 
@@ -185,6 +186,12 @@ try:
             check(got == a_share, f"block {h}: a got {got} of {fees} in fees, its share is {a_share}")
             a_paid += got
     check(a_paid > 0, "a was paid nothing after the unbond")
+    # What the operator sees: the validator rewards the node paid, as a Prometheus counter.
+    operator = cluster["nodes"][0]["operator"]
+    with urllib.request.urlopen(f"{operator}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    line = next((l for l in metrics.splitlines() if l.startswith("cas_validator_rewards_total ")), None)
+    check(line is not None and int(float(line.split()[1])) > 0, f"cas_validator_rewards_total: {line}")
     print("stake: all checks passed")
 finally:
     cluster_run.stop()

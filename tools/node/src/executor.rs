@@ -62,7 +62,8 @@ pub struct Executed {
     /// Client transactions executed and rejected (the executor's own issuance is not counted).
     pub txs: u64,
     pub rejected: u64,
-    /// CAS minted as witness rewards by the blocks executed since this process started, and their outputs.
+    /// CAS minted (witness rewards, block rewards) by the blocks executed since this process started, and the
+    /// witness reward outputs.
     pub issued: u64,
     pub reward_outputs: u64,
     /// CAS paid to validators (fee pots and block rewards) by the blocks executed since this process started.

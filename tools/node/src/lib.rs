@@ -91,11 +91,15 @@ pub struct Status {
     pub witness_hashes: u64,
     #[serde(default)]
     pub witness_dropped: u64,
-    /// CAS minted as witness rewards by the blocks this process executed, and how many reward outputs.
+    /// CAS minted (witness and block rewards) by the blocks this process executed, and how many witness reward
+    /// outputs.
     #[serde(default)]
     pub issued: u64,
     #[serde(default)]
     pub reward_outputs: u64,
+    /// CAS the blocks this process executed paid to validators (fee pots and block rewards).
+    #[serde(default)]
+    pub validator_rewards: u64,
     /// Carried witnesses the ledger's witness order took and skipped; accepted witnesses dropped before the BFT
     /// could carry them (the carry queue was full).
     #[serde(default)]
@@ -886,6 +890,7 @@ fn write_status(
         witness_dropped: witness.dropped.load(Ordering::Relaxed),
         issued: stats.issued,
         reward_outputs: stats.reward_outputs,
+        validator_rewards: stats.validator_rewards,
         witnesses_ordered: stats.witnesses_ordered,
         witnesses_skipped: stats.witnesses_skipped,
         witness_carry_dropped: witness.carry_dropped.load(Ordering::Relaxed),

@@ -417,8 +417,13 @@ pub fn render(state: &OperatorState) -> Result<String> {
     registry.register(Box::new(rejects))?;
     counter(
         "cas_issued_total",
-        "CAS minted as witness rewards since this process started (smallest unit).",
+        "CAS minted (witness rewards and block rewards) since this process started (smallest unit).",
         stats.issued,
+    )?;
+    counter(
+        "cas_validator_rewards_total",
+        "CAS paid to validators (fee pots and block rewards, 70% committee / 30% POS) since this process started.",
+        stats.validator_rewards,
     )?;
     // The driver's counters, by name: (status.json key, metric, help, counter or gauge).
     for (key, name, help, is_counter) in CONSENSUS_METRICS {
