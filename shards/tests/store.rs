@@ -178,6 +178,10 @@ fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
     assert_eq!(recovery.snapshot_height, Some(8));
     assert_eq!(recovery.replayed_blocks, 1);
     assert_eq!(recovery.utxo_commitment, chain.commitments[9]);
+    // The stake registry is the set's: rebuilt from the snapshot, then followed through the replay. The chain holds
+    // candidacies and stake beyond the genesis member's.
+    assert!(chain.reference.stake().candidates().count() >= 2);
+    assert_eq!(node.ledger().stake(), chain.reference.stake());
     drop(node);
     // Damage the newest snapshot: recovery falls back to the one before and replays more.
     let newest = cas_shards::snapshot::snapshot_path(&dir.join("snapshots"), 8);
@@ -186,6 +190,7 @@ fn snapshots_shorten_recovery_and_a_damaged_one_is_skipped() {
     assert_eq!(recovery.snapshot_height, Some(4));
     assert_eq!(recovery.replayed_blocks, 5);
     assert_eq!(node.ledger().commitment(), chain.commitments[9]);
+    assert_eq!(node.ledger().stake(), chain.reference.stake());
     // A snapshot load and a replay count the set as the blocks did.
     let outputs = node.ledger().dump().unwrap().len() as u64;
     assert_eq!(node.ledger().outputs(), outputs);

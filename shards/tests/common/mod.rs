@@ -223,7 +223,9 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                 // A stake transaction; half of them over a stake coin when there is one (an unbond).
                 4 => {
                     let staked = fresh.iter().position(|(o, c)| {
-                        c.asset != AssetId::CAS && !cas_engine::rules::is_record(o)
+                        c.asset != AssetId::CAS
+                            && !cas_engine::rules::is_record(o)
+                            && keys.contains_key(&c.owner)
                     });
                     match staked.filter(|_| rng.below(2) == 0) {
                         Some(index) => Some(fresh.swap_remove(index)),
