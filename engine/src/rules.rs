@@ -107,7 +107,9 @@ pub enum TxError {
         "an unbond spends {spent} of stake and creates {created}: stake is added only by a bond"
     )]
     UnbondAddsStake { spent: u64, created: u64 },
-    #[error("{unbonded} unbonded, but only {locked} of the CAS outputs (the fee aside) stay locked until height {until}")]
+    #[error(
+        "{unbonded} unbonded, only {locked} of it (the fee aside) locked until height {until}"
+    )]
     UnbondNotLocked {
         unbonded: u64,
         locked: u64,
@@ -115,8 +117,8 @@ pub enum TxError {
     },
 }
 
-/// Set entries at output indexes from here up are ledger records (client id claims, candidacies), never coins: no
-/// transaction has this many outputs, and no input can spend one.
+/// Set entries at output indexes from here up are ledger records (client id claims, candidacies, fee pots, election
+/// records), never coins: no transaction has this many outputs, and no client input can spend one.
 pub const RECORD_INDEX_MIN: u32 = u32::MAX - 255;
 /// The index of a client id claim ([`claim_outpoint`]).
 pub const CLAIM_INDEX: u32 = u32::MAX;
