@@ -141,6 +141,8 @@ pub enum GenesisError {
     StakeOverflow,
     #[error("params.stake: {0}")]
     BadStakeParams(String),
+    #[error("the CAS allocations and the committee's stake sum past a u64")]
+    CasSupplyOverflow,
 }
 
 impl GenesisSpec {
@@ -241,6 +243,10 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         .try_fold(0u64, |sum, member| sum.checked_add(member.stake))
         .ok_or(GenesisError::StakeOverflow)?;
     let mut outputs = Vec::with_capacity(count as usize);
+    // CAS's supply, the committee's stake (CAS bonded at genesis) included, must fit a u64: stake and fees are CAS,
+    // so every sum the stake registry and the fee pots keep is then bounded. (Other assets may allocate more in
+    // all; the rules refuse spending more than a u64 of one together, `InputOverflow`.)
+    let mut cas_supply: u128 = committee.iter().map(|m| u128::from(m.stake)).sum();
     for (index, allocation) in spec.allocations.iter().enumerate() {
         let bad = |reason: String| GenesisError::BadAllocation { index, reason };
         let owner = parse_key(&allocation.owner).map_err(bad)?;
@@ -263,6 +269,12 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         }
         if allocation.amount == 0 || allocation.outputs == 0 {
             return Err(bad("amount and outputs must be positive".into()));
+        }
+        if asset == AssetId::CAS {
+            cas_supply += u128::from(allocation.amount) * u128::from(allocation.outputs);
+            if cas_supply > u128::from(u64::MAX) {
+                return Err(GenesisError::CasSupplyOverflow);
+            }
         }
         let output = TxOutput {
             amount: allocation.amount,
@@ -430,6 +442,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_cas_supply_past_a_u64_is_refused() {
+        let error = genesis_block(&spec(&[(1, 10)], &[(u64::MAX / 2, 2), (5, 1)])).unwrap_err();
+        assert_eq!(error, GenesisError::CasSupplyOverflow);
+        // The committee's stake counts toward CAS.
+        let error = genesis_block(&spec(&[(1, 10)], &[(u64::MAX - 5, 1)])).unwrap_err();
+        assert_eq!(error, GenesisError::CasSupplyOverflow);
+        assert!(genesis_block(&spec(&[(1, 10)], &[(u64::MAX - 10, 1)])).is_ok());
+        // Another asset may allocate more than a u64 in all.
+        let mut token = spec(&[(1, 10)], &[(u64::MAX, 2)]);
+        token.allocations[0].asset = Some("ab".repeat(32));
+        assert!(genesis_block(&token).is_ok());
+    }
+
     /// Issue 16 item 6: `cas genesis` aborted on memory (378 GB asked) for a huge `outputs` count.
     #[test]
     fn a_huge_outputs_count_is_refused_before_anything_is_allocated() {
@@ -447,14 +473,15 @@ mod tests {
     }
 
     /// Issue 16 item 6: stakes that overflow passed `cas genesis` (exit 0) and every node then refused the chain.
-    /// (Allocations that sum past u64 stay allowed: the rules refuse spending them together, `InputOverflow`.)
+    /// (Allocations of other assets that sum past u64 stay allowed: the rules refuse spending them together,
+    /// `InputOverflow`; CAS's supply is bounded, see `a_cas_supply_past_a_u64_is_refused`.)
     #[test]
     fn stakes_that_overflow_are_refused() {
         assert_eq!(
             genesis_block(&spec(&[(1, u64::MAX), (2, 1)], &[])).unwrap_err(),
             GenesisError::StakeOverflow
         );
-        assert!(genesis_block(&spec(&[(1, u64::MAX - 1), (2, 1)], &[(u64::MAX, 1)])).is_ok());
+        assert!(genesis_block(&spec(&[(1, u64::MAX - 1), (2, 1)], &[])).is_ok());
     }
 
     /// Issue 16: a key of 1 MB in a spec came back whole in the error; now it is quoted within a bound.

@@ -207,9 +207,11 @@ fn u64_overflow_is_rejected_on_both_sides() {
         vec![Err(TxError::OutputOverflow { output: 0 })]
     );
 
-    // Inputs that sum past u64::MAX: a genesis that hands out two outputs of u64::MAX.
+    // Inputs that sum past u64::MAX: a genesis that hands out two outputs of u64::MAX of a token (CAS's supply is
+    // bounded to a u64 by the genesis).
     let mut spec = cas_engine::fixtures::funded_spec(CHAIN, 4, 1, 2, u64::MAX);
     spec.params.min_fee = 0;
+    spec.allocations[0].asset = Some("ab".repeat(32));
     let genesis = cas_engine::genesis::genesis_block(&spec).unwrap();
     let mut ledger = MemoryLedger::from_genesis(&genesis).unwrap();
     let inputs = genesis_outputs(&genesis.txs)
