@@ -204,38 +204,35 @@ impl StakeRegistry {
     /// so every stake entry spent or created here names one (declared earlier or in `created`).
     pub fn apply(&mut self, spent: &[(OutPoint, TxOutput)], created: &[(OutPoint, TxOutput)]) {
         for (outpoint, entry) in created {
-            if outpoint.index == CANDIDACY_INDEX {
-                if let Some(candidate) = decode_candidacy(outpoint, entry) {
-                    self.by_asset
-                        .insert(AssetId::stake_of(&candidate.key), candidate.key);
-                    self.candidates.insert(candidate.key, candidate);
-                }
+            if let Some(candidate) = decode_candidacy(outpoint, entry) {
+                self.by_asset
+                    .insert(AssetId::stake_of(&candidate.key), candidate.key);
+                self.candidates.insert(candidate.key, candidate);
             }
         }
         if self.by_asset.is_empty() {
             return;
         }
-        for (_, coin) in spent {
-            if let Some(candidate) = self.candidate_of(&coin.asset) {
-                candidate.stake = candidate
-                    .stake
-                    .checked_sub(coin.amount)
-                    .expect("a candidate's stake is the sum of its stake outputs");
+        // Spent first: a block may spend a stake output and create another for the same candidate.
+        for (entries, bonded) in [(spent, false), (created, true)] {
+            for (_, coin) in entries {
+                let Some(key) = self.by_asset.get(&coin.asset) else {
+                    continue;
+                };
+                let candidate = self
+                    .candidates
+                    .get_mut(key)
+                    .expect("mapped with its record");
+                candidate.stake = if bonded {
+                    candidate.stake.checked_add(coin.amount)
+                } else {
+                    candidate.stake.checked_sub(coin.amount)
+                }
+                .expect(
+                    "a candidate's stake is the sum of its stake outputs, within the CAS supply",
+                );
             }
         }
-        for (_, coin) in created {
-            if let Some(candidate) = self.candidate_of(&coin.asset) {
-                candidate.stake = candidate
-                    .stake
-                    .checked_add(coin.amount)
-                    .expect("stake is bounded by the supply");
-            }
-        }
-    }
-
-    fn candidate_of(&mut self, asset: &AssetId) -> Option<&mut Candidate> {
-        let key = self.by_asset.get(asset)?;
-        self.candidates.get_mut(key)
     }
 
     pub fn candidate(&self, key: &PublicKey) -> Option<&Candidate> {
@@ -313,7 +310,8 @@ pub const VALIDATOR_PAYEES_MAX: usize = 32;
 /// stake), by stake. A share with nobody to take it goes to the other; with neither, the whole pot goes to the
 /// block's `proposer`, so nothing is burned. Shares are floored; the remainder of each goes to its first payee. At
 /// most [`VALIDATOR_PAYEES_MAX`] payees: the voters with the most stake first, then the POS nodes with the most. One
-/// amount per key (a voter that is also a POS node gets one output), in key order, none zero.
+/// amount per key (a voter that is also a POS node gets one output), in key order, none zero. Keys are distinct
+/// within `voters` (a certificate's signers) and within `pos` (the registry's candidates).
 pub fn validator_payouts(
     params: &StakeParams,
     pot: u64,
@@ -328,7 +326,6 @@ pub fn validator_payouts(
             .filter(|(_, stake)| *stake > 0)
             .collect();
         sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        sorted.dedup_by_key(|(key, _)| *key);
         sorted
     };
     let mut voters = by_stake(voters);

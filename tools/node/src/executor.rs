@@ -309,7 +309,7 @@ impl Executor {
     /// What block `height`'s issuance pays the validators: the previous block's fee pot (if it has one: its outpoint
     /// and amount) plus the block reward, split by [`validator_payouts`] between the members whose votes certified
     /// the previous block (the certificate this block carries) and the POS nodes, as the ledger holds them now.
-    fn validator_payouts(
+    fn payouts_for(
         &self,
         height: u64,
         committed: &Committed,
@@ -378,7 +378,7 @@ impl Executor {
             tracing::debug!(height, index, %error, "a carried witness is skipped by the witness order");
         }
         let witness_minted: u64 = witnesses.rewards.iter().map(|r| r.amount).sum();
-        let (pot, payouts) = self.validator_payouts(height, &committed)?;
+        let (pot, payouts) = self.payouts_for(height, &committed)?;
         let paid: u64 = payouts.iter().map(|(_, amount)| amount).sum();
         let minted = witness_minted + paid - pot.map_or(0, |(_, amount)| amount);
         let client_txs = committed.txs.len();
