@@ -20,6 +20,8 @@ pub enum TreeError {
     Duplicate(PublicKey),
     #[error("the origin {0:?} is not a committee member")]
     OriginNotInCommittee(PublicKey),
+    #[error("{0} nodes below the POS tier, but no POS node to root them")]
+    NoPosTier(usize),
 }
 
 /// The members of each tier, in an order every node agrees on (e.g. by stake, then key).
@@ -51,6 +53,9 @@ impl TwoTierTree {
                 return Err(TreeError::Duplicate(*key));
             }
         }
+        if pos.is_empty() && !others.is_empty() {
+            return Err(TreeError::NoPosTier(others.len()));
+        }
         let pos_count = pos.len();
         let mut lower = pos;
         lower.extend(others);
@@ -69,6 +74,30 @@ impl TwoTierTree {
 
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// Who relays to `me` (whatever the origin, below the committee): the committee member `j mod D` for POS node
+    /// `j`, the node `(p - P) / fanout` of the lower list for the node at its position `p >= P`. None for a
+    /// committee member (it hears the origin itself) and for a key not in the tree. A follower reads from its parent.
+    pub fn parent(&self, me: &PublicKey) -> Option<PublicKey> {
+        let position = self.lower.iter().position(|key| key == me)?;
+        Some(if position < self.pos_count {
+            self.committee[position % self.committee.len()]
+        } else {
+            self.lower[(position - self.pos_count) / self.fanout]
+        })
+    }
+
+    /// `me`'s parent, its parent's parent and so on up to a committee member: where a follower reads from, nearest
+    /// first (each further one a fallback). Empty for a committee member or a key not in the tree.
+    pub fn ancestors(&self, me: &PublicKey) -> Vec<PublicKey> {
+        let mut chain = Vec::new();
+        let mut node = *me;
+        while let Some(parent) = self.parent(&node) {
+            chain.push(parent);
+            node = parent;
+        }
+        chain
     }
 
     /// Whom `me` relays a message from `origin` to. Empty for leaves and for keys not in the tree.
@@ -155,6 +184,31 @@ mod tests {
     }
 
     #[test]
+    fn parents_are_the_inverse_of_children() {
+        for (committee, pos, others, fanout) in [
+            (4, 3, 0, 2),
+            (4, 3, 50, 2),
+            (21, 100, 878, 8),
+            (3, 1, 10, 1),
+        ] {
+            let tree = TwoTierTree::new(keys(1, committee), keys(2, pos), keys(3, others), fanout)
+                .unwrap();
+            let origin = keys(1, committee)[0];
+            for node in keys(2, pos).into_iter().chain(keys(3, others)) {
+                let parent = tree.parent(&node).expect("below the committee");
+                assert!(tree.children(origin, parent).unwrap().contains(&node));
+                let ancestors = tree.ancestors(&node);
+                assert_eq!(ancestors[0], parent);
+                assert!(keys(1, committee).contains(ancestors.last().unwrap()));
+                assert!(ancestors.len() <= 1 + pos + others, "no cycle");
+            }
+            for member in keys(1, committee) {
+                assert_eq!(tree.parent(&member), None);
+            }
+        }
+    }
+
+    #[test]
     fn the_tree_is_deterministic_and_bounded_by_the_fanout() {
         let build = || TwoTierTree::new(keys(1, 4), keys(2, 8), keys(3, 100), 3).unwrap();
         let (a, b) = (build(), build());
@@ -175,6 +229,10 @@ mod tests {
         assert_eq!(
             TwoTierTree::new(keys(1, 2), vec![], vec![], 0).unwrap_err(),
             TreeError::ZeroFanout
+        );
+        assert_eq!(
+            TwoTierTree::new(keys(1, 2), vec![], keys(3, 4), 2).unwrap_err(),
+            TreeError::NoPosTier(4)
         );
         let duplicate = keys(1, 2)[1];
         assert_eq!(

@@ -109,6 +109,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         phase(&format!("(c) cluster of {n} nodes"));
         let cluster_args = ClusterArgs {
             nodes: n,
+            followers: 0,
             duration_s,
             rate: Some(rate),
             find_peak: false,

@@ -32,6 +32,11 @@ pub struct ClusterArgs {
     /// Committee nodes, each its own process.
     #[arg(long, default_value_t = 4)]
     pub nodes: usize,
+    /// Follower nodes (keys outside the committee), each its own process: they follow the committee's certified
+    /// ledger over the broadcast tree (the first `--nodes` of them as the POS tier, children of the members; the
+    /// rest below them) and serve the client API; the report gives their CPU and checks their commitment too.
+    #[arg(long, default_value_t = 0)]
+    pub followers: usize,
     /// How long the load runs.
     #[arg(long, default_value_t = 20)]
     pub duration_s: u64,
@@ -175,6 +180,9 @@ pub struct ClusterReport {
     pub nodes_cpu_s: Option<f64>,
     /// The same per committed transaction, in microseconds.
     pub node_cpu_us_per_tx: Option<f64>,
+    /// Followers, and the CPU each spent per committed tx, on average.
+    pub followers: usize,
+    pub followers_cpu_us_per_tx: Option<f64>,
     /// Nodes SIGKILLed by the storm (`--kill-every-s`).
     pub kills: u64,
     /// The longest gap between consecutive committed blocks while the load ran (node 0's stored blocks), in the
@@ -318,21 +326,32 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         targets,
         targets_all: _,
         apis,
+        follower_apis,
         operators: _,
         verifications_per_core_s,
         verifications_per_tx,
         cpu_limit_tps,
     } = start_cluster(args, &dir, shards_per_node, cores)?;
 
-    // CPU of the node processes while the load runs: what the nodes themselves spend per transaction.
-    let nodes_cpu = |children: &Nodes| -> Option<f64> {
-        children
-            .0
-            .iter()
-            .map(|child| cas_perf::pipeline::process_cpu_time(&child.id().to_string()))
-            .sum::<Option<Duration>>()
-            .map(|total| total.as_secs_f64())
-    };
+    if !follower_apis.is_empty() {
+        println!(
+            "cas local: {} followers (nodes {}..{}) follow the committee's certified ledger over the broadcast tree; \
+             their HTTP APIs: {}",
+            follower_apis.len(),
+            args.nodes,
+            args.nodes + follower_apis.len() - 1,
+            follower_apis
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    // CPU of the node processes while the load runs: what the nodes themselves spend per transaction. The members'
+    // and the followers' apart.
+    let nodes_cpu = |children: &Nodes| -> Option<f64> { processes_cpu(&children.0[..args.nodes]) };
+    let followers_cpu =
+        |children: &Nodes| -> Option<f64> { processes_cpu(&children.0[args.nodes..]) };
     // The flooder signs its transactions first, then floods from before the load starts until after it ends.
     let mut flood = match args.flood_rate {
         Some(rate) => {
@@ -365,6 +384,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         );
     };
     let cpu_before = nodes_cpu(&children);
+    let followers_cpu_before = followers_cpu(&children);
     let started = Instant::now();
     let started_wall_ms = wall_ms();
     let mut storm = args
@@ -373,7 +393,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     let mut upgrade = args
         .upgrade_drill
         .then(|| crate::upgrade::UpgradeDrill::new(&dir, args.nodes, args.duration_s as f64));
-    let mut rss_max_mib = vec![0f64; args.nodes];
+    let mut rss_max_mib = vec![0f64; args.nodes + args.followers];
     let mut rss_sampled = Instant::now() - Duration::from_secs(1);
     let mut last_shown = Instant::now();
     let victim = args.nodes - 1;
@@ -503,6 +523,10 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         }
         _ => None,
     };
+    let followers_cpu_s = match (followers_cpu_before, followers_cpu(&children)) {
+        (Some(before), Some(after)) if args.followers > 0 => Some(after - before),
+        _ => None,
+    };
     if args.kill_one && killed && !restarted {
         // The load ended before the others got far enough ahead: wait for them (empty blocks keep coming).
         let deadline = Instant::now() + Duration::from_secs(1_800);
@@ -562,7 +586,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         return Err(error.context("restarting a node in a drill"));
     }
 
-    let statuses = settle_and_stop(&dir, &mut children, args.nodes)?;
+    let statuses = settle_and_stop(&dir, &mut children, args.nodes + args.followers)?;
     let commitments_equal = commitments_agree(&statuses);
     // A flooder cut off as a slow reader never got the receipts of what it had been told `accepted`: those must be
     // in the ledger all the same.
@@ -624,6 +648,21 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             "CPU per tx: load generator {:.1} µs per submitted tx (nodes not counted: one was replaced)",
             report.load_cpu_us_per_tx
         ),
+    }
+    if let Some(cpu_s) = followers_cpu_s {
+        let follower_statuses = &statuses[args.nodes..];
+        println!(
+            "followers: {} (heights {}), {:.0} µs of CPU per committed tx each, on average; same commitment as the \
+             committee: {}",
+            args.followers,
+            follower_statuses
+                .iter()
+                .map(|s| s.height.to_string())
+                .collect::<Vec<_>>()
+                .join(" / "),
+            cpu_s * 1e6 / report.final_accepted.max(1) as f64 / args.followers as f64,
+            if commitments_equal { "yes" } else { "NO" }
+        );
     }
     if let Some(flood) = &flood {
         println!(
@@ -694,6 +733,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
          {verifications_per_tx} verifications per tx = {cpu_limit_tps:.0} tx/s; committed TPS is {:.2} of it",
         report.committed_tps / cpu_limit_tps
     );
+    let followers_cpu_us_per_tx = followers_cpu_s
+        .map(|cpu_s| cpu_s * 1e6 / report.final_accepted.max(1) as f64 / args.followers as f64);
     let cluster = ClusterReport {
         nodes: args.nodes,
         cores,
@@ -707,6 +748,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         statuses,
         nodes_cpu_s,
         node_cpu_us_per_tx,
+        followers: args.followers,
+        followers_cpu_us_per_tx,
         kills: storm.as_ref().map_or(0, |storm| storm.kills),
         longest_block_gap_ms,
         upgrade: upgrade.as_ref().map(|drill| drill.report.clone()),
@@ -760,6 +803,8 @@ pub struct Started {
     /// Every node's ingest address, and its HTTP API address.
     pub targets_all: Vec<SocketAddr>,
     pub apis: Vec<SocketAddr>,
+    /// The followers' HTTP API addresses (node `nodes + j` is follower `j`).
+    pub follower_apis: Vec<SocketAddr>,
     /// Each node's operator endpoints (`/metrics`, `/health`, `/status`).
     pub operators: Vec<SocketAddr>,
     pub verifications_per_core_s: f64,
@@ -822,10 +867,15 @@ pub fn start_cluster(
     // (its certificate is then attested and executors skip the signatures).
     let verifications_per_tx = 1 + f;
     let cpu_limit_tps = cores as f64 * verifications_per_core_s / verifications_per_tx as f64;
-    let ports = free_ports(args.nodes * 2)?;
+    ensure!(
+        !(args.netns && args.followers > 0),
+        "--followers does not run in network namespaces yet"
+    );
+    let total = args.nodes + args.followers;
+    let ports = free_ports(total * 2)?;
     // One call for both, so no port is handed out twice.
-    let tcp_ports = free_tcp_ports(2 * args.nodes)?;
-    let (api_ports, operator_ports) = tcp_ports.split_at(args.nodes);
+    let tcp_ports = free_tcp_ports(2 * total)?;
+    let (api_ports, operator_ports) = tcp_ports.split_at(total);
     let mut apis = Vec::new();
     let mut operators = Vec::new();
     let mut targets_all = Vec::new();
@@ -913,6 +963,7 @@ pub fn start_cluster(
             }),
             tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
             protocol_upgrades: Vec::new(),
+            upstream: Vec::new(),
         };
         apis.push(config.api_listen.expect("set above"));
         operators.push(config.operator_listen.expect("set above"));
@@ -942,8 +993,20 @@ pub fn start_cluster(
         }
     }
 
+    let follower_apis = start_followers(
+        args,
+        dir,
+        &genesis_path,
+        &node_keys,
+        &apis,
+        &ports,
+        &api_ports[args.nodes..],
+        &mut children,
+    )?;
+
     Ok(Started {
         genesis_path,
+        follower_apis,
         targets_all,
         children,
         targets,
@@ -954,6 +1017,75 @@ pub fn start_cluster(
         cpu_limit_tps,
     })
 }
+
+/// Starts `--followers` nodes (node `nodes + j`), each with a key outside the committee, reading the ledger from its
+/// ancestors in the broadcast tree ([`cas_netio::broadcast::TwoTierTree`]: the first `nodes` followers form the
+/// POS tier, one under each member, the rest hang below them two by two), then from the other members. Returns their
+/// HTTP API addresses.
+#[allow(clippy::too_many_arguments)]
+fn start_followers(
+    args: &ClusterArgs,
+    dir: &Path,
+    genesis_path: &Path,
+    member_keys: &[PublicKey],
+    member_apis: &[SocketAddr],
+    udp_ports: &[u16],
+    api_ports: &[u16],
+    children: &mut Nodes,
+) -> Result<Vec<SocketAddr>> {
+    let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
+    let mut keys = Vec::new();
+    for j in 0..args.followers {
+        let path = dir.join(format!("node{}.key", args.nodes + j));
+        let _ = fs::remove_file(&path);
+        keys.push(keyfile::create(&path)?.public());
+    }
+    let pos = args.followers.min(args.nodes);
+    let tree = cas_netio::broadcast::TwoTierTree::new(
+        member_keys.to_vec(),
+        keys[..pos].to_vec(),
+        keys[pos..].to_vec(),
+        FOLLOWER_FANOUT,
+    )?;
+    let api_of = |key: &PublicKey| -> SocketAddr {
+        match member_keys.iter().position(|k| k == key) {
+            Some(member) => member_apis[member],
+            None => addr(api_ports[keys.iter().position(|k| k == key).expect("in the tree")]),
+        }
+    };
+    let mut apis = Vec::new();
+    for (j, key) in keys.iter().enumerate() {
+        let i = args.nodes + j;
+        let data_dir = dir.join(format!("node{i}"));
+        let _ = fs::remove_dir_all(&data_dir);
+        let mut upstream: Vec<SocketAddr> = tree.ancestors(key).iter().map(api_of).collect();
+        for member in member_apis {
+            if !upstream.contains(member) {
+                upstream.push(*member);
+            }
+        }
+        let config = NodeConfig {
+            api_listen: Some(addr(api_ports[j])),
+            upstream,
+            snapshot_every_blocks: args.snapshot_every,
+            ..NodeConfig::with_defaults(
+                dir.join(format!("node{i}.key")),
+                genesis_path.to_path_buf(),
+                data_dir,
+                addr(udp_ports[2 * i]),
+                addr(udp_ports[2 * i + 1]),
+            )
+        };
+        apis.push(addr(api_ports[j]));
+        fs::write(dir.join(format!("node{i}.toml")), config.to_toml())?;
+        let _ = fs::remove_file(dir.join(format!("node{i}.netns")));
+        children.0.push(start_node(dir, i)?);
+    }
+    Ok(apis)
+}
+
+/// Children per follower below the POS tier in `cas local`'s broadcast tree.
+const FOLLOWER_FANOUT: usize = 2;
 
 fn verification_rate_per_core(genesis: &cas_engine::Block) -> f64 {
     use cas_engine::crypto::{verify_batch, SigEntry};
@@ -1215,6 +1347,15 @@ pub fn settle_and_stop(dir: &Path, nodes: &mut Nodes, count: usize) -> Result<Ve
         .iter()
         .map(|p| read_status(p).with_context(|| format!("no final status in {}", p.display())))
         .collect()
+}
+
+/// The CPU seconds `processes` have used so far (None when one cannot be read).
+fn processes_cpu(processes: &[Child]) -> Option<f64> {
+    processes
+        .iter()
+        .map(|child| cas_perf::pipeline::process_cpu_time(&child.id().to_string()))
+        .sum::<Option<Duration>>()
+        .map(|total| total.as_secs_f64())
 }
 
 /// Milliseconds since the Unix epoch: what nodes stamp their proposals with.

@@ -55,6 +55,11 @@ pub const STREAMS_MAX: usize = 64;
 pub const HISTORY_BLOCKS_MAX: u64 = 10_000;
 /// How often the block stream looks for the next block when it is at the tip.
 const STREAM_POLL_MS: u64 = 50;
+/// How often the ledger stream looks for the next block, or its certificate, at the tip.
+const LEDGER_POLL_MS: u64 = 10;
+/// How long the ledger stream waits at the tip for a block's certificate before it sends the block without one (the
+/// follower then waits for a later certificate, which covers it through the hash chain).
+const LEDGER_CERT_WAIT_MS: u64 = 2_000;
 /// How long a stopping node lets open requests finish.
 const DRAIN_MS: u64 = 1_000;
 
@@ -284,6 +289,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/blocks/{height}"),
     ("get", "/v1/codes"),
     ("get", "/v1/stake"),
+    ("get", "/v1/ledger"),
 ];
 
 fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
@@ -298,6 +304,7 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
         "/v1/blocks/{height}" => get(block),
         "/v1/codes" => get(codes),
         "/v1/stake" => get(stake),
+        "/v1/ledger" => get(ledger_stream),
         other => unreachable!("{other} is in ROUTES without a handler"),
     }
 }
@@ -1215,6 +1222,73 @@ async fn blocks_stream(
     response
 }
 
+#[derive(Deserialize)]
+struct LedgerParams {
+    from: Option<u64>,
+}
+
+/// `GET /v1/ledger?from=H`: the certified ledger from height H on, as executed here, for followers
+/// ([`crate::ledger_stream`] frames: each stored ledger block with the committee's certificate on its result when
+/// this node holds one). At the tip it waits up to [`LEDGER_CERT_WAIT_MS`] for a block's certificate. Ends with the
+/// stream when H is below this node's store (it installed a snapshot): the follower asks another node.
+async fn ledger_stream(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Query<LedgerParams>,
+) -> Response {
+    let from = params.from.unwrap_or(1).max(1);
+    let Some(slot) = StreamSlot::take(&state) else {
+        return overloaded(None, OVERLOADED_RETRY_AFTER_MS);
+    };
+    let stream = futures_util::stream::unfold((slot, Some(from)), |(slot, height)| async move {
+        let height = height?;
+        let state = &slot.0;
+        let mut cert_wait_ms = 0;
+        loop {
+            if state.stopping.load(Ordering::Relaxed) {
+                return None;
+            }
+            let executed = state.stats.lock().expect("stats lock").height;
+            if height > executed {
+                tokio::time::sleep(Duration::from_millis(LEDGER_POLL_MS)).await;
+                continue;
+            }
+            let cert = match state.index.results(height) {
+                Ok(results) => results.and_then(|r| r.cert),
+                Err(error) => {
+                    tracing::warn!(height, %error, "the index does not read; the stream ends");
+                    return None;
+                }
+            };
+            if cert.is_none() && height == executed && cert_wait_ms < LEDGER_CERT_WAIT_MS {
+                tokio::time::sleep(Duration::from_millis(LEDGER_POLL_MS)).await;
+                cert_wait_ms += LEDGER_POLL_MS;
+                continue;
+            }
+            let block = match ask(state, |reply| LedgerQuery::Block { height, reply }).await {
+                Ok(Some(bytes)) => bytes,
+                // Below the store's base: this node cannot serve the height.
+                Ok(None) => return None,
+                Err(_) => {
+                    // Overloaded: try again shortly.
+                    tokio::time::sleep(Duration::from_millis(STREAM_POLL_MS)).await;
+                    continue;
+                }
+            };
+            let frame = crate::ledger_stream::encode_frame(height, &block, cert.as_ref());
+            return Some((
+                Ok::<_, std::io::Error>(Bytes::from(frame)),
+                (slot, Some(height + 1)),
+            ));
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
 /// One of the [`STREAMS_MAX`] block streams, given back when the stream ends or its client leaves.
 struct StreamSlot(Arc<ApiState>);
 
@@ -1320,7 +1394,7 @@ mod tests {
                 .unwrap();
             let response = router.clone().oneshot(request).await.unwrap();
             let status = response.status();
-            let is_stream = *path == "/v1/blocks";
+            let is_stream = ["/v1/blocks", "/v1/ledger"].contains(path);
             if is_stream {
                 assert_eq!(status, StatusCode::OK, "{method} {path}");
                 continue;

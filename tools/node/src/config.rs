@@ -74,6 +74,11 @@ pub struct NodeConfig {
     /// member must schedule the same; in order, each raising the version, none newer than this binary runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocol_upgrades: Vec<ProtocolUpgradeConfig>,
+    /// Where a follower (a node whose key is not in the committee) reads the certified ledger from: the HTTP API
+    /// addresses of the nodes above it in the broadcast tree, its parent first; it moves to the next one when one
+    /// fails. A committee member ignores it.
+    #[serde(default)]
+    pub upstream: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -128,6 +133,41 @@ fn default_admission_in_flight_max() -> usize {
 }
 
 impl NodeConfig {
+    /// A config with the given identity and endpoints and every other field at its default.
+    pub fn with_defaults(
+        key_file: PathBuf,
+        genesis: PathBuf,
+        data_dir: PathBuf,
+        listen: SocketAddr,
+        ingest_listen: SocketAddr,
+    ) -> NodeConfig {
+        NodeConfig {
+            key_file,
+            genesis,
+            data_dir,
+            listen,
+            ingest_listen,
+            peers: Vec::new(),
+            shards: one(),
+            pin_cores: false,
+            round_timeout_ms: default_round_timeout_ms(),
+            empty_block_wait_ms: default_empty_block_wait_ms(),
+            proposal_wait_ms: default_proposal_wait_ms(),
+            package_txs_max: default_package_txs_max(),
+            package_wait_ms: default_package_wait_ms(),
+            snapshot_every_blocks: default_snapshot_every_blocks(),
+            blocks_kept: default_blocks_kept(),
+            snapshot_sync_gap_blocks: default_snapshot_sync_gap_blocks(),
+            mining_threads: 0,
+            admission_in_flight_max: default_admission_in_flight_max(),
+            api_listen: None,
+            operator_listen: None,
+            tx_index_kept: default_tx_index_kept(),
+            protocol_upgrades: Vec::new(),
+            upstream: Vec::new(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
@@ -229,6 +269,18 @@ mod tests {
              ingest_listen = \"0.0.0.0:7001\"\n",
         )
         .unwrap();
+        let built = NodeConfig::with_defaults(
+            "k".into(),
+            "g".into(),
+            "d".into(),
+            minimal.listen,
+            minimal.ingest_listen,
+        );
+        assert_eq!(
+            built.to_toml(),
+            minimal.to_toml(),
+            "with_defaults gives the defaults"
+        );
         let defaults: toml::Table = toml::from_str(&minimal.to_toml()).unwrap();
         let set: toml::Table = toml::from_str(&example.to_toml()).unwrap();
         for (field, default) in &defaults {

@@ -193,53 +193,7 @@ impl Executor {
 
     /// Answers a client API read at the executed height (a requester that left gets nothing).
     fn answer(&self, query: LedgerQuery) {
-        match query {
-            LedgerQuery::Block { height, reply } => {
-                let store = self.node.store();
-                let stored = height >= store.first_height() && height <= self.node.height();
-                let bytes = stored.then(|| store.read(height)).and_then(|read| {
-                    read.inspect_err(
-                        |error| tracing::warn!(height, %error, "a stored block does not read"),
-                    )
-                    .ok()
-                });
-                let _ = reply.send(bytes);
-            }
-            LedgerQuery::Outputs { owner, reply } => {
-                let outputs = self
-                    .node
-                    .ledger()
-                    .outputs_of(&owner)
-                    .map(|outputs| (self.node.height(), outputs))
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(outputs);
-            }
-            LedgerQuery::Stake {
-                epoch: asked,
-                reply,
-            } => {
-                let ledger = self.node.ledger();
-                let (height, params) = (self.node.height(), ledger.params.stake);
-                let epoch = epoch_of(&params, height);
-                let asked = asked.unwrap_or(epoch + 1);
-                let elected = elected_committee(asked, |outpoint| {
-                    ledger
-                        .get(outpoint)
-                        .inspect_err(
-                            |error| tracing::warn!(%error, "an election record does not read"),
-                        )
-                        .ok()
-                        .flatten()
-                });
-                let _ = reply.send(StakeView {
-                    height,
-                    params,
-                    registry: ledger.stake().clone(),
-                    epoch,
-                    elected_for: (asked, elected),
-                });
-            }
-        }
+        answer_query(&self.node, query)
     }
 
     /// Installs a verified snapshot as the ledger's new base. The execution marker names its consensus block first,
@@ -541,5 +495,54 @@ impl Executor {
             stats.recent_commitments.pop_front();
         }
         Ok(())
+    }
+}
+
+/// Answers a client API read from `node` at its executed height (a requester that left gets nothing): the
+/// executor's, and a follower's ([`crate::follower`]).
+pub(crate) fn answer_query(node: &cas_shards::DurableLedger, query: LedgerQuery) {
+    match query {
+        LedgerQuery::Block { height, reply } => {
+            let store = node.store();
+            let stored = height >= store.first_height() && height <= node.height();
+            let bytes = stored.then(|| store.read(height)).and_then(|read| {
+                read.inspect_err(
+                    |error| tracing::warn!(height, %error, "a stored block does not read"),
+                )
+                .ok()
+            });
+            let _ = reply.send(bytes);
+        }
+        LedgerQuery::Outputs { owner, reply } => {
+            let outputs = node
+                .ledger()
+                .outputs_of(&owner)
+                .map(|outputs| (node.height(), outputs))
+                .map_err(|e| e.to_string());
+            let _ = reply.send(outputs);
+        }
+        LedgerQuery::Stake {
+            epoch: asked,
+            reply,
+        } => {
+            let ledger = node.ledger();
+            let (height, params) = (node.height(), ledger.params.stake);
+            let epoch = epoch_of(&params, height);
+            let asked = asked.unwrap_or(epoch + 1);
+            let elected = elected_committee(asked, |outpoint| {
+                ledger
+                    .get(outpoint)
+                    .inspect_err(|error| tracing::warn!(%error, "an election record does not read"))
+                    .ok()
+                    .flatten()
+            });
+            let _ = reply.send(StakeView {
+                height,
+                params,
+                registry: ledger.stake().clone(),
+                epoch,
+                elected_for: (asked, elected),
+            });
+        }
     }
 }

@@ -23,11 +23,13 @@ mod disk_faults;
 mod driver;
 pub mod durable;
 mod executor;
+mod follower;
 #[cfg(test)]
 mod fuzz;
 pub mod in_flight;
 pub mod journal;
 pub mod keyfile;
+pub mod ledger_stream;
 pub mod operator;
 pub mod receipt;
 mod snapshot_serve;
@@ -145,6 +147,30 @@ pub struct Status {
 pub fn check_config(path: &std::path::Path) -> Result<String> {
     let config = NodeConfig::load(path)?;
     let identity = Identity::load(&config)?;
+    let Some(me) = identity.me else {
+        if config.upstream.is_empty() {
+            bail!(
+                "this node's key is not in the genesis committee, so it follows the committee, but `upstream` names \
+                 no node to follow"
+            );
+        }
+        check_addresses(&config)?;
+        check_writable(&config)?;
+        return Ok(format!(
+            "{}: ok: follower of the {}-member committee on chain {} (upstream {}), key {}, data in {}",
+            path.display(),
+            identity.committee.size(),
+            identity.genesis.header.chain_id,
+            config
+                .upstream
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            identity.keypair.public().to_hex(),
+            config.data_dir.display()
+        ));
+    };
     let mut peers = std::collections::BTreeSet::new();
     for peer in &config.peers {
         let key = PublicKey::from_hex(&peer.key)
@@ -156,7 +182,7 @@ pub fn check_config(path: &std::path::Path) -> Result<String> {
                 peer.key
             );
         };
-        if member == identity.me {
+        if member == me {
             bail!("peer {} has this node's own key", peer.addr);
         }
         if !peers.insert(member) {
@@ -166,13 +192,28 @@ pub fn check_config(path: &std::path::Path) -> Result<String> {
     if let Some(missing) = identity
         .committee
         .members()
-        .find(|m| *m != identity.me && !peers.contains(m))
+        .find(|m| *m != me && !peers.contains(m))
     {
         bail!(
             "committee member {missing} ({}) is not among the peers: this node could not reach it",
             identity.keys[missing as usize].to_hex()
         );
     }
+    check_addresses(&config)?;
+    check_writable(&config)?;
+    Ok(format!(
+        "{}: ok: member {} of {} on chain {}, key {}, data in {}",
+        path.display(),
+        me,
+        identity.committee.size(),
+        identity.genesis.header.chain_id,
+        identity.keypair.public().to_hex(),
+        config.data_dir.display()
+    ))
+}
+
+/// No two listeners of a config on one address.
+fn check_addresses(config: &NodeConfig) -> Result<()> {
     let mut addresses = vec![
         ("listen", config.listen),
         ("ingest_listen", config.ingest_listen),
@@ -184,6 +225,11 @@ pub fn check_config(path: &std::path::Path) -> Result<String> {
             bail!("{name} and {other} are both {addr}");
         }
     }
+    Ok(())
+}
+
+/// The data folder, or the nearest existing folder above it, takes a file.
+fn check_writable(config: &NodeConfig) -> Result<()> {
     let mut folder = config.data_dir.as_path();
     while !folder.exists() {
         folder = folder
@@ -201,15 +247,7 @@ pub fn check_config(path: &std::path::Path) -> Result<String> {
                 folder.display()
             )
         })?;
-    Ok(format!(
-        "{}: ok: member {} of {} on chain {}, key {}, data in {}",
-        path.display(),
-        identity.me,
-        identity.committee.size(),
-        identity.genesis.header.chain_id,
-        identity.keypair.public().to_hex(),
-        config.data_dir.display()
-    ))
+    Ok(())
 }
 
 /// Runs a node until SIGINT or SIGTERM: its identity and ledger from disk, then the data path's stages in the
@@ -218,6 +256,9 @@ pub fn check_config(path: &std::path::Path) -> Result<String> {
 pub fn run(config_path: &std::path::Path) -> Result<()> {
     let config = NodeConfig::load(config_path)?;
     let identity = Identity::load(&config)?;
+    if identity.me.is_none() {
+        return follower::run(&config, &identity);
+    }
     let fsync = operator::fsync_histogram();
     let (mut ledger, witness_node) = OpenLedger::open(&config, &identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
@@ -258,7 +299,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             listen,
             operator::OperatorState::new(
                 identity.genesis.header.chain_id,
-                identity.me,
+                identity.member(),
                 identity
                     .committee
                     .members()
@@ -371,7 +412,8 @@ struct Identity {
     genesis: Block,
     witness_span: u32,
     committee: Committee,
-    me: MemberIndex,
+    /// This node's place in the committee; none for a follower.
+    me: Option<MemberIndex>,
     /// The members' keys, by member index.
     keys: Vec<PublicKey>,
 }
@@ -388,9 +430,7 @@ impl Identity {
             genesis_committee(&genesis).context("the genesis block names no committee")?;
         let witness_span = params.witness_span;
         let committee = Committee::new(members.iter().map(|m| (m.key, m.stake)).collect())?;
-        let me = committee
-            .index_of(&keypair.public())
-            .context("this node's key is not in the genesis committee")?;
+        let me = committee.index_of(&keypair.public());
         let keys = committee
             .members()
             .map(|m| *committee.key(m).expect("member"))
@@ -403,6 +443,11 @@ impl Identity {
             me,
             keys,
         })
+    }
+
+    /// This member's place in the committee ([`run`] starts a follower instead when it has none).
+    fn member(&self) -> MemberIndex {
+        self.me.expect("only a committee member runs consensus")
     }
 
     /// The node's key again, for a component that owns one (a `Keypair` is not `Clone`: each owner loads its own).
@@ -720,7 +765,7 @@ fn start_executor(
     } = queues;
     let certifier = LedgerCertifier::new(
         identity.committee.clone(),
-        identity.me,
+        identity.member(),
         identity.key(config)?,
         0,
         ledger.recovery.durable_height,
@@ -823,7 +868,7 @@ impl ConsensusState {
         let committee = &identity.committee;
         let (bft, actions) = Bft::new(
             committee.clone(),
-            identity.me,
+            identity.member(),
             identity.key(config)?,
             bft_config,
             recovered,
@@ -831,7 +876,7 @@ impl ConsensusState {
         );
         let mut availability = Availability::new(
             committee.clone(),
-            identity.me,
+            identity.member(),
             identity.key(config)?,
             AvailabilityConfig::default(),
         );
@@ -845,7 +890,7 @@ impl ConsensusState {
         });
         let stakes = committee.members().map(|m| committee.stake(m)).collect();
         let state_sync = state_sync::StateSync::new(
-            identity.me,
+            identity.member(),
             stakes,
             committee.validity_stake(),
             config.snapshot_sync_gap_blocks,

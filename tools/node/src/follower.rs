@@ -1,0 +1,595 @@
+//! A follower: a node outside the committee that keeps the whole ledger without taking part in consensus, so it can
+//! serve clients (and later join the committee) while the committee stays small.
+//!
+//! It reads the certified ledger ([`crate::ledger_stream`], `GET /v1/ledger`) from the nodes above it in the
+//! broadcast tree (`upstream` in node.toml: its parent first, a committee member or a follower nearer the committee,
+//! as [`cas_netio::broadcast::TwoTierTree`] lays them out), and trusts nothing it has not checked:
+//!
+//! - **Fetching** (thread `cas-follow`): each block must decode, extend the last block taken by its header's parent
+//!   hash, and carry the Merkle root of its transactions' ids. Blocks are held until a frame brings the committee's
+//!   ledger certificate; a certificate on the newest held block, with more than two thirds of the stake's
+//!   signatures, vouches for every held block through the hash chain, and the run goes to be applied. A refused
+//!   frame, a stalled or closed stream, or more than [`UNCERTIFIED_BLOCKS_MAX`] blocks without a certificate drops
+//!   what is held and moves to the next upstream, from the last certified height.
+//! - **Applying** (the node's main thread): each block goes through this node's own shards under every UTXO rule
+//!   (the signatures are vouched for by the certificate, as a member's executor takes attested packages), durably;
+//!   each header's commitment to its parent's set is checked against the set here, and after the run the result
+//!   (block hash, results root, UTXO commitment) must be the certified one. A difference means this node's ledger
+//!   is not the committee's: it stops and says so (nothing to retry: the rules are deterministic).
+//! - **Serving**: the same client API as a member, reads answered between runs from this node's ledger, and the
+//!   same ledger stream, so followers further down the tree follow this one. Submissions are relayed to the
+//!   upstream (thread `cas-relay`); a client that waits hears `final` when this node executes the transaction.
+//!
+//! Only the genesis committee's certificates (epoch 0) are followed so far: hand-overs come with the BFT's.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cas_consensus::committee::Committee;
+use cas_consensus::ledger_cert::{results_root, verify_ledger_cert, LedgerCert};
+use cas_engine::client::{ClientAnswer, RuleFailure};
+use cas_engine::codec::decode_block;
+use cas_engine::{merkle, BlockHash, TxId};
+
+use crate::api::{self, LedgerQuery, Submission, Waiters};
+use crate::config::NodeConfig;
+use crate::executor::{answer_query, Executed, RECENT_COMMITMENTS_MAX};
+use crate::ledger_stream::{read_frame, Frame};
+use crate::tx_index::{results_of, Claim, TxIndex};
+use crate::{Identity, OpenLedger};
+
+/// Blocks held without a certificate before the upstream is given up (a member certifies nearly every block; one
+/// that certifies none is not worth following).
+pub const UNCERTIFIED_BLOCKS_MAX: usize = 256;
+/// Their bytes, in all.
+pub const UNCERTIFIED_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Certified runs waiting to be applied; when full, fetching waits (back-pressure to the upstream's stream).
+const RUNS_QUEUE_MAX: usize = 16;
+/// An upstream that sends nothing for this long is given up (members make blocks even when idle).
+const STREAM_STALL_MS: u64 = 10_000;
+/// How long connecting to an upstream, and relaying one submission to it, may take.
+const CONNECT_TIMEOUT_MS: u64 = 2_000;
+const RELAY_TIMEOUT_MS: u64 = 5_000;
+/// The pause after every upstream has failed in turn.
+const RETRY_PAUSE_MS: u64 = 500;
+/// How often the status file is written.
+const STATUS_EVERY_MS: u64 = 1_000;
+
+/// A block checked against the hash chain, waiting for (or covered by) a certificate.
+struct Held {
+    height: u64,
+    hash: BlockHash,
+    bytes: Vec<u8>,
+    ids: Vec<TxId>,
+    /// Every transaction's client-id claim, kept for those the rules apply.
+    claims: Vec<Claim>,
+}
+
+/// Blocks that one certificate vouches for, oldest first; the certificate is on the last.
+struct Run {
+    blocks: Vec<Held>,
+    cert: LedgerCert,
+}
+
+/// What the fetching side reports, for the status file.
+#[derive(Default)]
+struct FollowStats {
+    /// Which upstream (index into `upstream`) the stream comes from now.
+    upstream: AtomicUsize,
+    /// Streams opened, and frames or streams refused (each moves to the next upstream).
+    connects: AtomicU64,
+    refused: AtomicU64,
+    /// Blocks held now without a certificate.
+    held: AtomicU64,
+}
+
+/// Runs a follower until SIGINT or SIGTERM.
+pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
+    if config.upstream.is_empty() {
+        bail!(
+            "this node's key is not in the genesis committee, so it follows the committee, but `upstream` in {} \
+             names no node to follow",
+            config.data_dir.display()
+        );
+    }
+    let fsync = crate::operator::fsync_histogram();
+    let (mut ledger, _witness_node) = OpenLedger::open(config, identity, &fsync)?;
+    ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
+    let stats = Arc::new(Mutex::new(Executed {
+        height: ledger.recovery.durable_height,
+        utxo_commitment: ledger.recovery.utxo_commitment,
+        ..Executed::default()
+    }));
+    let waiters = Arc::new(Waiters::default());
+    let (queries, queries_rx) = crossbeam_channel::bounded(api::QUERY_QUEUE_MAX);
+    let (submit, submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
+    let api = config
+        .api_listen
+        .map(|listen| {
+            api::ApiServer::start(
+                listen,
+                api::ApiState {
+                    waiters: waiters.clone(),
+                    submit,
+                    waker: Arc::new(cas_netio::InboundWaker::default()),
+                    queries,
+                    index: ledger.index.view(),
+                    stats: stats.clone(),
+                    stopping: AtomicBool::new(false),
+                    streams: Arc::new(AtomicUsize::new(0)),
+                },
+            )
+        })
+        .transpose()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let follow = Arc::new(FollowStats::default());
+    let (runs, runs_rx) = crossbeam_channel::bounded(RUNS_QUEUE_MAX);
+    let fetcher = Fetcher {
+        upstream: config.upstream.clone(),
+        chain_id: identity.genesis.header.chain_id,
+        committee: identity.committee.clone(),
+        next: ledger.shards.height() + 1,
+        last_hash: ledger.previous_ledger_hash,
+        held: Vec::new(),
+        held_bytes: 0,
+        runs,
+        stop: stop.clone(),
+        stats: follow.clone(),
+    };
+    // Not joined at the end: it may sit in a read for up to STREAM_STALL_MS and holds nothing durable.
+    std::thread::Builder::new()
+        .name("cas-follow".into())
+        .spawn(move || fetcher.run())?;
+    let relay = {
+        let upstream = config.upstream.clone();
+        let waiters = waiters.clone();
+        std::thread::Builder::new()
+            .name("cas-relay".into())
+            .spawn(move || relay(&upstream, submissions, &waiters))?
+    };
+    tracing::info!(
+        upstream = ?config.upstream,
+        height = ledger.shards.height(),
+        "following the committee"
+    );
+    let mut applier = Applier {
+        ledger: ledger.shards,
+        index: ledger.index,
+        stats: stats.clone(),
+        waiters,
+    };
+    let status_path = config.data_dir.join("status.json");
+    let status = |stopped: bool| {
+        let consensus = serde_json::json!({
+            "role": "follower",
+            "upstream": config.upstream[follow.upstream.load(Ordering::Relaxed) % config.upstream.len()]
+                .to_string(),
+            "connects": follow.connects.load(Ordering::Relaxed),
+            "refused": follow.refused.load(Ordering::Relaxed),
+            "uncertified_held": follow.held.load(Ordering::Relaxed),
+        });
+        crate::write_status(
+            &status_path,
+            &stats,
+            &crate::witness::WitnessShared::default(),
+            &crate::snapshot_serve::Anchors::default(),
+            0,
+            &consensus,
+            stopped,
+        )
+    };
+    let applied = applier.run(&runs_rx, &queries_rx, &stop, &|| status(false));
+    if let Some(api) = api {
+        api.stop()?;
+    }
+    crate::join(relay, "relay")?;
+    applier
+        .ledger
+        .wait_snapshot()
+        .context("finishing the last snapshot")?;
+    applier.index.sync().context("syncing the index")?;
+    applied?;
+    status(true)
+}
+
+/// The fetching side: one upstream stream at a time, blocks checked and held until certified.
+struct Fetcher {
+    upstream: Vec<SocketAddr>,
+    chain_id: u32,
+    committee: Committee,
+    /// The next height to take, and the hash of the block below it (the last one certified).
+    next: u64,
+    last_hash: BlockHash,
+    held: Vec<Held>,
+    held_bytes: usize,
+    runs: crossbeam_channel::Sender<Run>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<FollowStats>,
+}
+
+impl Fetcher {
+    fn run(mut self) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .timeout_read(Duration::from_millis(STREAM_STALL_MS))
+            .build();
+        let mut current = 0;
+        let mut failures = 0;
+        while !self.stop.load(Ordering::Relaxed) {
+            let addr = self.upstream[current];
+            self.stats.upstream.store(current, Ordering::Relaxed);
+            let from = self.next;
+            let outcome = self.follow(&agent, addr);
+            self.held.clear();
+            self.held_bytes = 0;
+            self.stats.held.store(0, Ordering::Relaxed);
+            match outcome {
+                Ok(Ended::Stopped) => return,
+                Ok(Ended::Closed) if self.next > from => {
+                    tracing::info!(%addr, height = self.next - 1, "the upstream closed its stream; reconnecting");
+                    failures = 0;
+                    continue;
+                }
+                Ok(Ended::Closed) => {
+                    tracing::warn!(%addr, from, "the upstream does not serve this height (its store starts above it)")
+                }
+                Err(error) => {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%addr, height = self.next, %error, "following this upstream failed; trying the next");
+                }
+            }
+            if self.next > from {
+                failures = 0;
+            }
+            failures += 1;
+            current = (current + 1) % self.upstream.len();
+            if failures >= self.upstream.len() {
+                failures = 0;
+                std::thread::sleep(Duration::from_millis(RETRY_PAUSE_MS));
+            }
+        }
+    }
+
+    /// Follows one upstream's stream until it ends, fails or the node stops.
+    fn follow(&mut self, agent: &ureq::Agent, addr: SocketAddr) -> Result<Ended> {
+        let url = format!("http://{addr}/v1/ledger?from={}", self.next);
+        let response = agent
+            .get(&url)
+            .call()
+            .with_context(|| format!("GET {url}"))?;
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let mut reader = response.into_reader();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(Ended::Stopped);
+            }
+            let Some(frame) = read_frame(&mut reader)? else {
+                return Ok(Ended::Closed);
+            };
+            if let Some(run) = self.take(frame)? {
+                if self.runs.send(run).is_err() {
+                    return Ok(Ended::Stopped);
+                }
+            }
+        }
+    }
+
+    /// Checks one frame against the chain held so far; returns the run its certificate completes.
+    fn take(&mut self, frame: Frame) -> Result<Option<Run>> {
+        let expected = self.next + self.held.len() as u64;
+        if frame.height != expected {
+            bail!("sent height {} where {expected} was due", frame.height);
+        }
+        let parent = self.held.last().map_or(self.last_hash, |h| h.hash);
+        let held = check_block(frame.block, frame.height, self.chain_id, parent)?;
+        if self.held.len() >= UNCERTIFIED_BLOCKS_MAX
+            || self.held_bytes + held.bytes.len() > UNCERTIFIED_BYTES_MAX
+        {
+            bail!(
+                "{} blocks ({} bytes) came without a ledger certificate",
+                self.held.len() + 1,
+                self.held_bytes + held.bytes.len()
+            );
+        }
+        let hash = held.hash;
+        self.held_bytes += held.bytes.len();
+        self.held.push(held);
+        self.stats
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
+        let Some(cert) = frame.cert else {
+            return Ok(None);
+        };
+        let statement = &cert.statement;
+        if statement.chain_id != self.chain_id
+            || statement.height != frame.height
+            || statement.block != hash
+        {
+            bail!(
+                "the certificate at height {} names chain {} height {} block {}, not this block {}",
+                frame.height,
+                statement.chain_id,
+                statement.height,
+                statement.block,
+                hash
+            );
+        }
+        if statement.epoch != 0 {
+            bail!(
+                "the certificate at height {} is signed by the committee of epoch {}: this follower follows the \
+                 genesis committee only",
+                frame.height,
+                statement.epoch
+            );
+        }
+        verify_ledger_cert(&cert, &self.committee)
+            .map_err(|e| anyhow::anyhow!("the certificate at height {}: {e}", frame.height))?;
+        let blocks = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        self.stats.held.store(0, Ordering::Relaxed);
+        self.next = frame.height + 1;
+        self.last_hash = hash;
+        Ok(Some(Run { blocks, cert }))
+    }
+}
+
+enum Ended {
+    /// The node is stopping.
+    Stopped,
+    /// The upstream ended the stream between frames.
+    Closed,
+}
+
+/// Decodes a streamed block and checks what its hash does not cover by itself: its height, chain, parent and the
+/// root of its transactions.
+fn check_block(bytes: Vec<u8>, height: u64, chain_id: u32, parent: BlockHash) -> Result<Held> {
+    let block = decode_block(&bytes).with_context(|| format!("block {height} does not decode"))?;
+    let header = &block.header;
+    if header.height.to_native() != height || header.chain_id.to_native() != chain_id {
+        bail!(
+            "block {height} says height {} on chain {}",
+            header.height.to_native(),
+            header.chain_id.to_native()
+        );
+    }
+    if cas_engine::Hash32(header.parent.0) != parent {
+        bail!("block {height} does not extend the block below it (parent {parent})");
+    }
+    let ids: Vec<TxId> = block.txs.iter().map(|tx| tx.tx_id()).collect();
+    if merkle::root(&ids).0 != header.tx_root.0 {
+        bail!("block {height}: its transactions are not the ones its header's root names");
+    }
+    let claims = block
+        .txs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, tx)| {
+            let (sender, client_id) = cas_engine::rules::claim_of(tx)?;
+            Some(Claim {
+                sender,
+                client_id,
+                index: index as u32,
+            })
+        })
+        .collect();
+    let hash = header.hash();
+    Ok(Held {
+        height,
+        hash,
+        bytes,
+        ids,
+        claims,
+    })
+}
+
+/// The applying side: certified runs into this node's ledger and index, API reads between them.
+struct Applier {
+    ledger: cas_shards::DurableLedger,
+    index: TxIndex,
+    stats: Arc<Mutex<Executed>>,
+    waiters: Arc<Waiters>,
+}
+
+impl Applier {
+    fn run(
+        &mut self,
+        runs: &crossbeam_channel::Receiver<Run>,
+        queries: &crossbeam_channel::Receiver<LedgerQuery>,
+        stop: &AtomicBool,
+        status: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
+        let mut queries = queries.clone();
+        let mut status_at = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            crossbeam_channel::select! {
+                recv(runs) -> run => match run {
+                    Ok(run) => self.apply(run)?,
+                    // It stops on the same flag.
+                    Err(_) if stop.load(Ordering::Relaxed) => break,
+                    Err(_) => bail!("the fetching thread stopped"),
+                },
+                recv(queries) -> query => match query {
+                    Ok(query) => answer_query(&self.ledger, query),
+                    Err(_) => queries = crossbeam_channel::never(),
+                },
+                default(Duration::from_millis(100)) => {}
+            }
+            if status_at.elapsed() >= Duration::from_millis(STATUS_EVERY_MS) {
+                status_at = Instant::now();
+                status()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, run: Run) -> Result<()> {
+        let Run { blocks, cert } = run;
+        let last = blocks.len() - 1;
+        for (position, held) in blocks.into_iter().enumerate() {
+            let Held {
+                height,
+                hash,
+                bytes,
+                ids,
+                claims,
+            } = held;
+            let receipt = self
+                .ledger
+                .append_attested(bytes)
+                .with_context(|| format!("applying certified block {height}"))?;
+            let verdicts = &receipt.outcome.verdicts;
+            let results = results_of(&ids, verdicts);
+            if position == last {
+                let statement = &cert.statement;
+                let root = results_root(&results);
+                if receipt.outcome.utxo_commitment != statement.utxo_commitment
+                    || root != statement.results_root
+                {
+                    bail!(
+                        "block {height}: this node's result (UTXO commitment {}, results root {root}) is not the \
+                         one the committee certified ({}, {}): its ledger is not the committee's; stopping",
+                        receipt.outcome.utxo_commitment,
+                        statement.utxo_commitment,
+                        statement.results_root
+                    );
+                }
+            }
+            let claims: Vec<Claim> = claims
+                .into_iter()
+                .filter(|c| verdicts[c.index as usize].is_ok())
+                .collect();
+            self.index
+                .append_results(height, hash, &results, &claims)
+                .with_context(|| format!("indexing block {height}"))?;
+            if position == last {
+                self.index
+                    .append_cert(&cert)
+                    .with_context(|| format!("keeping the ledger certificate of block {height}"))?;
+            }
+            self.executed(height, hash, &ids, &receipt.outcome);
+        }
+        Ok(())
+    }
+
+    /// The block's counters, and its answers to the clients waiting here.
+    fn executed(
+        &mut self,
+        height: u64,
+        hash: BlockHash,
+        ids: &[TxId],
+        outcome: &cas_shards::BlockOutcome,
+    ) {
+        // The issuance, last, is the executors' own, not a client's.
+        let client_txs = ids.len().saturating_sub(1);
+        if !self.waiters.is_empty() {
+            for (index, (id, verdict)) in
+                ids[..client_txs].iter().zip(&outcome.verdicts).enumerate()
+            {
+                self.waiters.deliver_for(
+                    None,
+                    ClientAnswer::Final {
+                        tx: *id,
+                        height,
+                        index: index as u32,
+                        block: hash,
+                        rejection: verdict.as_ref().err().map(RuleFailure::of),
+                    },
+                );
+            }
+        }
+        let mut stats = self.stats.lock().expect("stats lock");
+        stats.height = height;
+        stats.utxo_commitment = outcome.utxo_commitment;
+        stats.txs += client_txs as u64;
+        for verdict in &outcome.verdicts[..client_txs] {
+            if let Err(error) = verdict {
+                stats.rejected += 1;
+                *stats
+                    .rejected_by_code
+                    .entry(error.code().number())
+                    .or_default() += 1;
+            }
+        }
+        stats.issued += outcome.issued;
+        stats
+            .recent_commitments
+            .push_back((height, outcome.utxo_commitment));
+        while stats.recent_commitments.len() > RECENT_COMMITMENTS_MAX {
+            stats.recent_commitments.pop_front();
+        }
+    }
+}
+
+/// Relays the API's submissions to the upstream, in turn, until one takes it; the answer goes to the waiting
+/// request. Ends when the API stops.
+fn relay(
+    upstream: &[SocketAddr],
+    submissions: std::sync::mpsc::Receiver<Submission>,
+    waiters: &Waiters,
+) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .timeout(Duration::from_millis(RELAY_TIMEOUT_MS))
+        .build();
+    for (_client, bytes) in submissions {
+        // The API decoded it before queueing it.
+        let Ok(id) = cas_engine::codec::decode_tx(&bytes).map(|tx| tx.tx_id()) else {
+            continue;
+        };
+        let answer = upstream
+            .iter()
+            .find_map(|addr| relay_one(&agent, *addr, &bytes, id))
+            .unwrap_or(ClientAnswer::Overloaded {
+                tx: id,
+                retry_after_ms: RETRY_PAUSE_MS * 2,
+            });
+        waiters.deliver_for(None, answer);
+    }
+}
+
+/// One upstream's answer to a relayed submission, as the client answer it stands for; None when that upstream
+/// cannot take it now (unreachable, stopping) and the next one should be asked.
+fn relay_one(
+    agent: &ureq::Agent,
+    addr: SocketAddr,
+    bytes: &[u8],
+    id: TxId,
+) -> Option<ClientAnswer> {
+    let url = format!("http://{addr}/v1/tx");
+    let response = match agent
+        .post(&url)
+        .set("Content-Type", "application/octet-stream")
+        .send_bytes(bytes)
+    {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => {
+            tracing::debug!(%addr, %error, "relaying a submission failed");
+            return None;
+        }
+    };
+    let body: serde_json::Value = response.into_json().ok()?;
+    let text = |field: &str| body.get(field).and_then(|v| v.as_str()).unwrap_or_default();
+    let number = |field: &str| body.get(field).and_then(|v| v.as_u64());
+    match text("status") {
+        // Final there: this node answers `final` when it executes the block.
+        "accepted" | "pending" | "final" => Some(ClientAnswer::Accepted { tx: id }),
+        "duplicate" => Some(ClientAnswer::Duplicate { tx: id }),
+        "rejected" => Some(ClientAnswer::Rejected {
+            tx: Some(id),
+            code: number("code")
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(0),
+            reason: ClientAnswer::reason(format!("{} (relayed from {addr})", text("reason"))),
+        }),
+        "overloaded" => Some(ClientAnswer::Overloaded {
+            tx: id,
+            retry_after_ms: number("retry_after_ms").unwrap_or(RETRY_PAUSE_MS),
+        }),
+        _ => None,
+    }
+}
