@@ -1,6 +1,7 @@
 //! `cas local --serve`: the cluster without load, held up for a person or a script to drive through each node's
 //! HTTP API. It writes `cluster.json` in its folder (each node's API URL, ingest address, config and process id, the
-//! genesis, and key files of the first funded accounts) once every node has committed a block, supervises the nodes
+//! followers' (`--followers`) API URL, config and process id, the genesis, and key files of the first funded
+//! accounts) once every node has committed a block, supervises the nodes
 //! (one that dies, for example SIGKILLed by a test, is restarted a second later and cluster.json gets its new pid),
 //! and stops them gracefully on SIGINT, SIGTERM or a file named `stop` in the folder; then it checks that every node
 //! ends with the same UTXO commitment.
@@ -40,8 +41,9 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
         cas_node::keyfile::create_from_seed(&path, seed(ACCOUNT_KEYS, i))?;
         accounts.push(json!({"key_file": path, "owner": key(ACCOUNT_KEYS, i).public().to_hex()}));
     }
+    let total = args.nodes + args.followers;
     let deadline = Instant::now() + START_TIMEOUT;
-    while !(0..args.nodes).all(|i| {
+    while !(0..total).all(|i| {
         read_status(&dir.join(format!("node{i}/status.json"))).is_some_and(|s| s.height > 0)
     }) {
         ensure!(
@@ -64,11 +66,22 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
                 })
             })
             .collect();
+        let followers: Vec<_> = (args.nodes..total)
+            .map(|i| {
+                json!({
+                    "index": i,
+                    "api": format!("http://{}", started.follower_apis[i - args.nodes]),
+                    "config": dir.join(format!("node{i}.toml")),
+                    "pid": pids[i],
+                })
+            })
+            .collect();
         let cluster = json!({
             "chain_id": crate::cluster::CHAIN_ID,
             "genesis": started.genesis_path,
             "min_fee": 1,
             "nodes": nodes,
+            "followers": followers,
             "accounts": accounts,
         });
         // Written whole, then renamed: a reader never sees half a file.
@@ -95,7 +108,7 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    let mut down_since: Vec<Option<Instant>> = vec![None; args.nodes];
+    let mut down_since: Vec<Option<Instant>> = vec![None; total];
     while !stop.load(Ordering::Relaxed) && !dir.join("stop").exists() {
         for (i, down) in down_since.iter_mut().enumerate() {
             if down.is_none() && started.children.0[i].try_wait()?.is_some() {
@@ -110,7 +123,7 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let statuses = settle_and_stop(&dir, &mut started.children, args.nodes)?;
+    let statuses = settle_and_stop(&dir, &mut started.children, total)?;
     ensure!(
         commitments_agree(&statuses),
         "the nodes ended with different commitments: {:?}",

@@ -57,8 +57,9 @@ pub const HISTORY_BLOCKS_MAX: u64 = 10_000;
 const STREAM_POLL_MS: u64 = 50;
 /// How often the ledger stream looks for the next block, or its certificate, at the tip.
 const LEDGER_POLL_MS: u64 = 10;
-/// How long the ledger stream waits at the tip for a block's certificate before it sends the block without one (the
-/// follower then waits for a later certificate, which covers it through the hash chain).
+/// How long the ledger stream waits for a block's certificate, while it may still form, before it sends the block
+/// without one (the follower then waits for a later certificate, which covers it through the hash chain, but holds
+/// no certificate of its own for that block to serve receipts with).
 const LEDGER_CERT_WAIT_MS: u64 = 2_000;
 /// How long a stopping node lets open requests finish.
 const DRAIN_MS: u64 = 1_000;
@@ -1229,7 +1230,7 @@ struct LedgerParams {
 
 /// `GET /v1/ledger?from=H`: the certified ledger from height H on, as executed here, for followers
 /// ([`crate::ledger_stream`] frames: each stored ledger block with the committee's certificate on its result when
-/// this node holds one). At the tip it waits up to [`LEDGER_CERT_WAIT_MS`] for a block's certificate. Ends with the
+/// this node holds one). It waits up to [`LEDGER_CERT_WAIT_MS`] for a certificate that may still form. Ends with the
 /// stream when H is below this node's store (it installed a snapshot): the follower asks another node.
 async fn ledger_stream(
     State(state): State<Arc<ApiState>>,
@@ -1259,7 +1260,9 @@ async fn ledger_stream(
                     return None;
                 }
             };
-            if cert.is_none() && height == executed && cert_wait_ms < LEDGER_CERT_WAIT_MS {
+            // A missing certificate may still form while the height is within the certifier's vote window.
+            let may_form = height + cas_consensus::ledger_cert::VOTES_BEHIND >= executed;
+            if cert.is_none() && may_form && cert_wait_ms < LEDGER_CERT_WAIT_MS {
                 tokio::time::sleep(Duration::from_millis(LEDGER_POLL_MS)).await;
                 cert_wait_ms += LEDGER_POLL_MS;
                 continue;

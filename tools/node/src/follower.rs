@@ -10,7 +10,8 @@
 //!   ledger certificate; a certificate on the newest held block, with more than two thirds of the stake's
 //!   signatures, vouches for every held block through the hash chain, and the run goes to be applied. A refused
 //!   frame, a stalled or closed stream, or more than [`UNCERTIFIED_BLOCKS_MAX`] blocks without a certificate drops
-//!   what is held and moves to the next upstream, from the last certified height.
+//!   what is held and moves to the next upstream, from the last certified height; after [`PARENT_RETRY_MS`] on a
+//!   fallback it tries its parent again.
 //! - **Applying** (the node's main thread): each block goes through this node's own shards under every UTXO rule
 //!   (the signatures are vouched for by the certificate, as a member's executor takes attested packages), durably;
 //!   each header's commitment to its parent's set is checked against the set here, and after the run the result
@@ -53,6 +54,9 @@ const STREAM_STALL_MS: u64 = 10_000;
 /// How long connecting to an upstream, and relaying one submission to it, may take.
 const CONNECT_TIMEOUT_MS: u64 = 2_000;
 const RELAY_TIMEOUT_MS: u64 = 5_000;
+/// A follower reading from a fallback upstream goes back to its parent after this long (the tree keeps the load off
+/// the committee only while followers read from their parents).
+const PARENT_RETRY_MS: u64 = 10_000;
 /// The pause after every upstream has failed in turn.
 const RETRY_PAUSE_MS: u64 = 500;
 /// How often the status file is written.
@@ -224,12 +228,20 @@ impl Fetcher {
             let addr = self.upstream[current];
             self.stats.upstream.store(current, Ordering::Relaxed);
             let from = self.next;
-            let outcome = self.follow(&agent, addr);
+            let parent_retry =
+                (current != 0).then(|| Instant::now() + Duration::from_millis(PARENT_RETRY_MS));
+            let outcome = self.follow(&agent, addr, parent_retry);
             self.held.clear();
             self.held_bytes = 0;
             self.stats.held.store(0, Ordering::Relaxed);
             match outcome {
                 Ok(Ended::Stopped) => return,
+                Ok(Ended::BackToParent) => {
+                    tracing::info!(%addr, height = self.next - 1, "back to the parent upstream");
+                    current = 0;
+                    failures = 0;
+                    continue;
+                }
                 Ok(Ended::Closed) if self.next > from => {
                     tracing::info!(%addr, height = self.next - 1, "the upstream closed its stream; reconnecting");
                     failures = 0;
@@ -255,8 +267,14 @@ impl Fetcher {
         }
     }
 
-    /// Follows one upstream's stream until it ends, fails or the node stops.
-    fn follow(&mut self, agent: &ureq::Agent, addr: SocketAddr) -> Result<Ended> {
+    /// Follows one upstream's stream until it ends, fails, the node stops, or `parent_retry` passes at a certified
+    /// block (nothing held).
+    fn follow(
+        &mut self,
+        agent: &ureq::Agent,
+        addr: SocketAddr,
+        parent_retry: Option<Instant>,
+    ) -> Result<Ended> {
         let url = format!("http://{addr}/v1/ledger?from={}", self.next);
         let response = agent
             .get(&url)
@@ -274,6 +292,9 @@ impl Fetcher {
             if let Some(run) = self.take(frame)? {
                 if self.runs.send(run).is_err() {
                     return Ok(Ended::Stopped);
+                }
+                if parent_retry.is_some_and(|at| Instant::now() >= at) {
+                    return Ok(Ended::BackToParent);
                 }
             }
         }
@@ -343,6 +364,8 @@ enum Ended {
     Stopped,
     /// The upstream ended the stream between frames.
     Closed,
+    /// A fallback upstream was followed long enough: the parent is tried again.
+    BackToParent,
 }
 
 /// Decodes a streamed block and checks what its hash does not cover by itself: its height, chain, parent and the
@@ -591,5 +614,178 @@ fn relay_one(
             retry_after_ms: number("retry_after_ms").unwrap_or(RETRY_PAUSE_MS),
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cas_consensus::ledger_cert::LedgerStatement;
+    use cas_consensus::messages::SignerSignature;
+    use cas_engine::codec::encode_block;
+    use cas_engine::fixtures::{key, COMMITTEE_KEYS};
+    use cas_engine::{Block, BlockHeader, Hash32, Keypair, PublicKey};
+
+    const CHAIN: u32 = 1;
+
+    fn members() -> Vec<Keypair> {
+        (0..4).map(|i| key(COMMITTEE_KEYS, i)).collect()
+    }
+
+    fn fetcher(last_hash: BlockHash) -> (Fetcher, crossbeam_channel::Receiver<Run>) {
+        let (runs, runs_rx) = crossbeam_channel::bounded(4);
+        let committee =
+            Committee::new(members().iter().map(|k| (k.public(), 1)).collect()).unwrap();
+        let fetcher = Fetcher {
+            upstream: vec!["127.0.0.1:1".parse().unwrap()],
+            chain_id: CHAIN,
+            committee,
+            next: 1,
+            last_hash,
+            held: Vec::new(),
+            held_bytes: 0,
+            runs,
+            stop: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(FollowStats::default()),
+        };
+        (fetcher, runs_rx)
+    }
+
+    /// An empty block at `height` over `parent`.
+    fn block(height: u64, parent: BlockHash) -> Block {
+        Block {
+            header: BlockHeader {
+                chain_id: CHAIN,
+                height,
+                round: height,
+                parent,
+                tx_root: merkle::root(&[]),
+                proposer: PublicKey([7; 32]),
+                timestamp_ms: height,
+                utxo_commitment: Hash32([height as u8; 32]),
+            },
+            txs: Vec::new(),
+        }
+    }
+
+    /// A certificate on `block` signed by the first `signers` members.
+    fn cert(block: &Block, signers: usize) -> LedgerCert {
+        let statement = LedgerStatement {
+            chain_id: CHAIN,
+            epoch: 0,
+            height: block.header.height,
+            block: block.header.hash(),
+            consensus: Hash32([1; 32]),
+            results_root: Hash32([2; 32]),
+            utxo_commitment: Hash32([3; 32]),
+        };
+        let digest = statement.digest();
+        LedgerCert {
+            statement,
+            signatures: members()[..signers]
+                .iter()
+                .enumerate()
+                .map(|(i, k)| SignerSignature {
+                    signer: i as u16,
+                    signature: k.sign(&digest.0),
+                })
+                .collect(),
+        }
+    }
+
+    fn frame(block: &Block, cert: Option<LedgerCert>) -> Frame {
+        Frame {
+            height: block.header.height,
+            block: encode_block(block).to_vec(),
+            cert,
+        }
+    }
+
+    /// Three blocks, the certificate on the third: one run of three, handed over only then.
+    #[test]
+    fn a_certificate_releases_every_block_it_covers() {
+        let genesis = Hash32([9; 32]);
+        let (mut fetcher, _runs) = fetcher(genesis);
+        let b1 = block(1, genesis);
+        let b2 = block(2, b1.header.hash());
+        let b3 = block(3, b2.header.hash());
+        assert!(fetcher.take(frame(&b1, None)).unwrap().is_none());
+        assert!(fetcher.take(frame(&b2, None)).unwrap().is_none());
+        let run = fetcher
+            .take(frame(&b3, Some(cert(&b3, 3))))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            run.blocks.iter().map(|b| b.height).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!((fetcher.next, fetcher.last_hash), (4, b3.header.hash()));
+        assert!(fetcher.held.is_empty());
+    }
+
+    #[test]
+    fn what_the_chain_or_the_committee_does_not_vouch_for_is_refused() {
+        let genesis = Hash32([9; 32]);
+        let b1 = block(1, genesis);
+        let refused = |frames: Vec<Frame>| -> String {
+            let (mut fetcher, _runs) = fetcher(genesis);
+            let mut last = None;
+            for frame in frames {
+                last = Some(fetcher.take(frame));
+            }
+            let error = last.unwrap().err().expect("refused").to_string();
+            assert_eq!(
+                (fetcher.next, fetcher.last_hash),
+                (1, genesis),
+                "nothing taken"
+            );
+            error
+        };
+        // Another height than the next.
+        let skipped = block(2, genesis);
+        assert!(refused(vec![frame(&skipped, None)]).contains("where 1 was due"));
+        // Not over the last block.
+        let stranger = block(1, Hash32([8; 32]));
+        assert!(refused(vec![frame(&stranger, None)]).contains("does not extend"));
+        // Transactions the header's root does not name.
+        let mut swapped = block(1, genesis);
+        swapped.header.tx_root = Hash32([5; 32]);
+        assert!(refused(vec![frame(&swapped, None)]).contains("root"));
+        // A certificate on another block, or short of a quorum, or of a later epoch.
+        let other = block(1, Hash32([6; 32]));
+        assert!(refused(vec![frame(&b1, Some(cert(&other, 3)))]).contains("not this block"));
+        assert!(refused(vec![frame(&b1, Some(cert(&b1, 2)))]).contains("certificate at height 1"));
+        let mut later = cert(&b1, 3);
+        later.statement.epoch = 1;
+        assert!(refused(vec![frame(&b1, Some(later))]).contains("epoch 1"));
+        // A signature on something else.
+        let mut forged = cert(&b1, 3);
+        forged.signatures[0].signature = members()[0].sign(b"something else");
+        assert!(refused(vec![frame(&b1, Some(forged))]).contains("certificate at height 1"));
+        // Undecodable bytes.
+        let garbage = Frame {
+            height: 1,
+            block: vec![0xff; 40],
+            cert: None,
+        };
+        assert!(refused(vec![garbage]).contains("does not decode"));
+    }
+
+    #[test]
+    fn an_upstream_that_never_certifies_is_given_up() {
+        let genesis = Hash32([9; 32]);
+        let (mut fetcher, _runs) = fetcher(genesis);
+        let mut parent = genesis;
+        for height in 1..=UNCERTIFIED_BLOCKS_MAX as u64 {
+            let b = block(height, parent);
+            parent = b.header.hash();
+            assert!(fetcher.take(frame(&b, None)).unwrap().is_none());
+        }
+        let one_more = block(UNCERTIFIED_BLOCKS_MAX as u64 + 1, parent);
+        let error = fetcher.take(frame(&one_more, None)).err().unwrap();
+        assert!(
+            error.to_string().contains("without a ledger certificate"),
+            "{error}"
+        );
     }
 }
