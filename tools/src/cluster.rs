@@ -805,7 +805,7 @@ pub struct Started {
     pub apis: Vec<SocketAddr>,
     /// The followers' HTTP API addresses (node `nodes + j` is follower `j`).
     pub follower_apis: Vec<SocketAddr>,
-    /// Each node's operator endpoints (`/metrics`, `/health`, `/status`).
+    /// Each node's operator endpoints (`/metrics`, `/health`, `/status`), the followers' after the members'.
     pub operators: Vec<SocketAddr>,
     pub verifications_per_core_s: f64,
     pub verifications_per_tx: u64,
@@ -993,16 +993,17 @@ pub fn start_cluster(
         }
     }
 
-    let follower_apis = start_followers(
+    let (follower_apis, follower_operators) = start_followers(
         args,
         dir,
         &genesis_path,
         &node_keys,
         &apis,
         &ports,
-        &api_ports[args.nodes..],
+        (&api_ports[args.nodes..], &operator_ports[args.nodes..]),
         &mut children,
     )?;
+    operators.extend(follower_operators);
 
     Ok(Started {
         genesis_path,
@@ -1021,7 +1022,7 @@ pub fn start_cluster(
 /// Starts `--followers` nodes (node `nodes + j`), each with a key outside the committee, reading the ledger from its
 /// ancestors in the broadcast tree ([`cas_netio::broadcast::TwoTierTree`]: the first `nodes` followers form the
 /// POS tier, one under each member, the rest hang below them two by two), then from the other members. Returns their
-/// HTTP API addresses.
+/// HTTP API and operator endpoint addresses.
 #[allow(clippy::too_many_arguments)]
 fn start_followers(
     args: &ClusterArgs,
@@ -1030,9 +1031,9 @@ fn start_followers(
     member_keys: &[PublicKey],
     member_apis: &[SocketAddr],
     udp_ports: &[u16],
-    api_ports: &[u16],
+    (api_ports, operator_ports): (&[u16], &[u16]),
     children: &mut Nodes,
-) -> Result<Vec<SocketAddr>> {
+) -> Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
     let addr = |port: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], port)) };
     let mut keys = Vec::new();
     for j in 0..args.followers {
@@ -1053,7 +1054,7 @@ fn start_followers(
             None => addr(api_ports[keys.iter().position(|k| k == key).expect("in the tree")]),
         }
     };
-    let mut apis = Vec::new();
+    let (mut apis, mut operators) = (Vec::new(), Vec::new());
     for (j, key) in keys.iter().enumerate() {
         let i = args.nodes + j;
         let data_dir = dir.join(format!("node{i}"));
@@ -1066,6 +1067,7 @@ fn start_followers(
         }
         let config = NodeConfig {
             api_listen: Some(addr(api_ports[j])),
+            operator_listen: Some(addr(operator_ports[j])),
             upstream,
             snapshot_every_blocks: args.snapshot_every,
             ..NodeConfig::with_defaults(
@@ -1077,11 +1079,12 @@ fn start_followers(
             )
         };
         apis.push(addr(api_ports[j]));
+        operators.push(addr(operator_ports[j]));
         fs::write(dir.join(format!("node{i}.toml")), config.to_toml())?;
         let _ = fs::remove_file(dir.join(format!("node{i}.netns")));
         children.0.push(start_node(dir, i)?);
     }
-    Ok(apis)
+    Ok((apis, operators))
 }
 
 /// Children per follower below the POS tier in `cas local`'s broadcast tree.

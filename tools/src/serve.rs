@@ -71,6 +71,7 @@ pub fn serve(args: &ClusterArgs) -> Result<()> {
                 json!({
                     "index": i,
                     "api": format!("http://{}", started.follower_apis[i - args.nodes]),
+                    "operator": format!("http://{}", started.operators[i]),
                     "config": dir.join(format!("node{i}.toml")),
                     "pid": pids[i],
                 })

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import urllib.request
 
-from harness import Cluster, check, http, wait_for
+from harness import Cluster, check, http, http_text, wait_for
 
 CAS, WORK = sys.argv[1], sys.argv[2]
 FEE = 10
@@ -62,6 +62,17 @@ try:
         wait_for(f"follower {i} at height {target}", lambda: height_of(api) >= target, 60)
         check(status_of(4 + i)["consensus"]["role"] == "follower", f"node {4 + i}'s status")
     print("followers at height", [height_of(api) for api in followers], "members at", height_of(members[0]))
+
+    # 1b. A follower's operator endpoints: healthy, and its metrics say it follows.
+    operator = cluster["followers"][4]["operator"]
+    status, text = http_text("GET", f"{operator}/health")
+    check(status == 200 and text.strip() == "ok", f"a follower's /health: {status} {text}")
+    status, text = http_text("GET", f"{operator}/metrics")
+    check(status == 200 and "cas_follower_connects_total" in text and "\ncas_height " in text,
+          f"a follower's /metrics: {status} {text[:500]}")
+    status, view = http("GET", f"{operator}/status")
+    check(status == 200 and view["member"] is None and view["follower"]["role"] == "follower"
+          and view["healthy"], f"a follower's /status: {status} {view}")
 
     # 2. The ledger stream a follower serves: frame 1 is block 1 with the committee's certificate.
     with urllib.request.urlopen(f"{followers[0]}/v1/ledger?from=1", timeout=30) as stream:

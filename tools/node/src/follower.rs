@@ -20,11 +20,13 @@
 //! - **Serving**: the same client API as a member, reads answered between runs from this node's ledger, and the
 //!   same ledger stream, so followers further down the tree follow this one. Submissions are relayed to the
 //!   upstream (thread `cas-relay`); a client that waits hears `final` when this node executes the transaction.
+//!   `operator_listen` serves `/metrics`, `/health` (ok while certified blocks keep being applied) and `/status`
+//!   ([`crate::operator::FollowerSurface`]).
 //!
 //! Only the genesis committee's certificates (epoch 0) are followed so far: hand-overs come with the BFT's.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,7 @@ use crate::api::{self, LedgerQuery, Submission, Waiters};
 use crate::config::NodeConfig;
 use crate::executor::{answer_query, Executed, RECENT_COMMITMENTS_MAX};
 use crate::ledger_stream::{read_frame, Frame};
+use crate::operator::{FollowerCounters, FollowerServer, FollowerSurface};
 use crate::tx_index::{results_of, Claim, TxIndex};
 use crate::{Identity, OpenLedger};
 
@@ -76,18 +79,6 @@ struct Held {
 struct Run {
     blocks: Vec<Held>,
     cert: LedgerCert,
-}
-
-/// What the fetching side reports, for the status file.
-#[derive(Default)]
-struct FollowStats {
-    /// Which upstream (index into `upstream`) the stream comes from now.
-    upstream: AtomicUsize,
-    /// Streams opened, and frames or streams refused (each moves to the next upstream).
-    connects: AtomicU64,
-    refused: AtomicU64,
-    /// Blocks held now without a certificate.
-    held: AtomicU64,
 }
 
 /// Runs a follower until SIGINT or SIGTERM.
@@ -131,7 +122,24 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
-    let follow = Arc::new(FollowStats::default());
+    let follow = Arc::new(FollowerCounters::default());
+    let surface = Arc::new(FollowerSurface::new(
+        identity.genesis.header.chain_id,
+        identity
+            .committee
+            .members()
+            .map(|m| (identity.keys[m as usize], identity.committee.stake(m)))
+            .collect(),
+        config.upstream.clone(),
+        stats.clone(),
+        follow.clone(),
+        fsync.clone(),
+        config.data_dir.clone(),
+    ));
+    let operator = config
+        .operator_listen
+        .map(|listen| FollowerServer::start(listen, surface.clone()))
+        .transpose()?;
     let (runs, runs_rx) = crossbeam_channel::bounded(RUNS_QUEUE_MAX);
     let fetcher = Fetcher {
         upstream: config.upstream.clone(),
@@ -165,18 +173,12 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
         ledger: ledger.shards,
         index: ledger.index,
         stats: stats.clone(),
+        counters: follow.clone(),
         waiters,
     };
     let status_path = config.data_dir.join("status.json");
     let status = |stopped: bool| {
-        let consensus = serde_json::json!({
-            "role": "follower",
-            "upstream": config.upstream[follow.upstream.load(Ordering::Relaxed) % config.upstream.len()]
-                .to_string(),
-            "connects": follow.connects.load(Ordering::Relaxed),
-            "refused": follow.refused.load(Ordering::Relaxed),
-            "uncertified_held": follow.held.load(Ordering::Relaxed),
-        });
+        let consensus = surface.view();
         crate::write_status(
             &status_path,
             &stats,
@@ -190,6 +192,9 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
     let applied = applier.run(&runs_rx, &queries_rx, &stop, &|| status(false));
     if let Some(api) = api {
         api.stop()?;
+    }
+    if let Some(operator) = operator {
+        operator.stop()?;
     }
     crate::join(relay, "relay")?;
     applier
@@ -213,7 +218,7 @@ struct Fetcher {
     held_bytes: usize,
     runs: crossbeam_channel::Sender<Run>,
     stop: Arc<AtomicBool>,
-    stats: Arc<FollowStats>,
+    stats: Arc<FollowerCounters>,
 }
 
 impl Fetcher {
@@ -415,6 +420,7 @@ struct Applier {
     ledger: cas_shards::DurableLedger,
     index: TxIndex,
     stats: Arc<Mutex<Executed>>,
+    counters: Arc<FollowerCounters>,
     waiters: Arc<Waiters>,
 }
 
@@ -496,6 +502,9 @@ impl Applier {
             }
             self.executed(height, hash, &ids, &receipt.outcome);
         }
+        self.counters
+            .applied_ms
+            .store(crate::witness::wall_ms(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -646,7 +655,7 @@ mod tests {
             held_bytes: 0,
             runs,
             stop: Arc::new(AtomicBool::new(false)),
-            stats: Arc::new(FollowStats::default()),
+            stats: Arc::new(FollowerCounters::default()),
         };
         (fetcher, runs_rx)
     }

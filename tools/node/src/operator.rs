@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -86,7 +86,47 @@ pub struct OperatorState {
     pub fsync: prometheus::HistogramVec,
     /// The HTTP API's queues, when it runs.
     api: Option<ApiQueues>,
-    disk: Mutex<Option<(Instant, Result<(), String>)>>,
+    disk: DiskProbe,
+}
+
+/// Whether the data folder takes a write: a small file written and fsynced, the verdict reused for
+/// [`DISK_CHECK_EVERY`].
+pub(crate) struct DiskProbe {
+    data_dir: PathBuf,
+    last: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl DiskProbe {
+    pub(crate) fn new(data_dir: PathBuf) -> DiskProbe {
+        DiskProbe {
+            data_dir,
+            last: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().expect("disk lock");
+        if let Some((at, verdict)) = last.as_ref() {
+            if at.elapsed() < DISK_CHECK_EVERY {
+                return verdict.clone();
+            }
+        }
+        let path = self.data_dir.join("health.probe");
+        let verdict = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(b"ok\n")?;
+            file.sync_all()
+        })()
+        .map_err(|e| {
+            format!(
+                "the data folder {} is not writable: {e}",
+                self.data_dir.display()
+            )
+        });
+        *last = Some((Instant::now(), verdict.clone()));
+        verdict
+    }
 }
 
 /// What the HTTP API holds in its bounded queues, read for their depths.
@@ -151,12 +191,12 @@ impl OperatorState {
             consensus,
             witness,
             anchors,
+            disk: DiskProbe::new(data_dir.clone()),
             data_dir,
             started: Instant::now(),
             submit_to_final,
             fsync,
             api: None,
-            disk: Mutex::new(None),
         }
     }
 
@@ -165,34 +205,9 @@ impl OperatorState {
         OperatorState { api, ..self }
     }
 
-    /// Writes and fsyncs a small file in the data folder, at most every [`DISK_CHECK_EVERY`].
-    fn disk_writable(&self) -> Result<(), String> {
-        let mut disk = self.disk.lock().expect("disk lock");
-        if let Some((at, verdict)) = disk.as_ref() {
-            if at.elapsed() < DISK_CHECK_EVERY {
-                return verdict.clone();
-            }
-        }
-        let path = self.data_dir.join("health.probe");
-        let verdict = (|| -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&path)?;
-            file.write_all(b"ok\n")?;
-            file.sync_all()
-        })()
-        .map_err(|e| {
-            format!(
-                "the data folder {} is not writable: {e}",
-                self.data_dir.display()
-            )
-        });
-        *disk = Some((Instant::now(), verdict.clone()));
-        verdict
-    }
-
     /// None when in sync with a writable disk, else the first reason it is not.
     pub fn unhealthy(&self) -> Option<String> {
-        if let Err(reason) = self.disk_writable() {
+        if let Err(reason) = self.disk.check() {
             return Some(reason);
         }
         let view = self.consensus.lock().expect("consensus view lock").clone();
@@ -338,19 +353,10 @@ async fn metrics(State(state): State<Arc<OperatorState>>) -> Response {
 
 /// One scrape's worth of metrics, in Prometheus text format.
 pub fn render(state: &OperatorState) -> Result<String> {
-    let registry = prometheus::Registry::new();
-    let gauge = |name: &str, help: &str, value: i64| -> Result<()> {
-        let g = IntGauge::new(name, help)?;
-        g.set(value);
-        registry.register(Box::new(g))?;
-        Ok(())
-    };
-    let counter = |name: &str, help: &str, value: u64| -> Result<()> {
-        let c = IntCounter::new(name, help)?;
-        c.inc_by(value);
-        registry.register(Box::new(c))?;
-        Ok(())
-    };
+    let scrape = Scrape::default();
+    let registry = &scrape.registry;
+    let gauge = |name: &str, help: &str, value: i64| scrape.gauge(name, help, value);
+    let counter = |name: &str, help: &str, value: u64| scrape.counter(name, help, value);
     let view = state.consensus.lock().expect("consensus view lock").clone();
     let stats = state.stats.lock().expect("stats lock").clone();
     let field = |key: &str| view.counters[key].as_u64().unwrap_or(0);
@@ -403,18 +409,7 @@ pub fn render(state: &OperatorState) -> Result<String> {
         "Client transactions executed in final blocks (applied or rejected by the rules).",
         stats.txs,
     )?;
-    let rejects = IntCounterVec::new(
-        Opts::new(
-            "cas_rejected_txs_total",
-            "Client transactions the rules rejected in block order, by code.",
-        ),
-        &["code"],
-    )?;
-    for (code, count) in &stats.rejected_by_code {
-        let name = cas_engine::RejectCode::from_u16(*code).map_or("unknown", |c| c.name());
-        rejects.with_label_values(&[name]).inc_by(*count);
-    }
-    registry.register(Box::new(rejects))?;
+    scrape.rejects(&stats)?;
     counter(
         "cas_issued_total",
         "CAS minted (witness rewards and block rewards) since this process started (smallest unit).",
@@ -475,7 +470,7 @@ pub fn render(state: &OperatorState) -> Result<String> {
         "Witness blocks accepted.",
         witness.accepted.load(Ordering::Relaxed),
     )?;
-    peer_metrics(&registry, &state.netio)?;
+    peer_metrics(registry, &state.netio)?;
     let endpoint = state.netio.endpoint_stats();
     for (name, help, value) in [
         (
@@ -516,23 +511,72 @@ pub fn render(state: &OperatorState) -> Result<String> {
         "Client connections open now.",
         endpoint.ingest_clients_open as i64,
     )?;
-    let (cpu_s, rss_bytes) = process_usage();
-    let cpu = prometheus::Counter::new(
-        "cas_process_cpu_seconds_total",
-        "CPU time of the node process, user and system.",
-    )?;
-    cpu.inc_by(cpu_s);
-    registry.register(Box::new(cpu))?;
-    gauge(
-        "cas_process_resident_memory_bytes",
-        "Resident memory of the node process.",
-        rss_bytes as i64,
-    )?;
+    scrape.process()?;
     registry.register(Box::new(state.submit_to_final.clone()))?;
     registry.register(Box::new(state.fsync.clone()))?;
-    let mut text = Vec::new();
-    prometheus::TextEncoder::new().encode(&registry.gather(), &mut text)?;
-    Ok(String::from_utf8(text)?)
+    scrape.text()
+}
+
+/// One scrape's registry, and the kinds of metric every node exports.
+#[derive(Default)]
+struct Scrape {
+    registry: prometheus::Registry,
+}
+
+impl Scrape {
+    fn gauge(&self, name: &str, help: &str, value: i64) -> Result<()> {
+        let g = IntGauge::new(name, help)?;
+        g.set(value);
+        self.registry.register(Box::new(g))?;
+        Ok(())
+    }
+
+    fn counter(&self, name: &str, help: &str, value: u64) -> Result<()> {
+        let c = IntCounter::new(name, help)?;
+        c.inc_by(value);
+        self.registry.register(Box::new(c))?;
+        Ok(())
+    }
+
+    /// Client transactions the rules rejected, by code.
+    fn rejects(&self, stats: &Executed) -> Result<()> {
+        let rejects = IntCounterVec::new(
+            Opts::new(
+                "cas_rejected_txs_total",
+                "Client transactions the rules rejected in block order, by code.",
+            ),
+            &["code"],
+        )?;
+        for (code, count) in &stats.rejected_by_code {
+            let name = cas_engine::RejectCode::from_u16(*code).map_or("unknown", |c| c.name());
+            rejects.with_label_values(&[name]).inc_by(*count);
+        }
+        self.registry.register(Box::new(rejects))?;
+        Ok(())
+    }
+
+    /// The process's CPU time and resident memory.
+    fn process(&self) -> Result<()> {
+        let (cpu_s, rss_bytes) = process_usage();
+        let cpu = prometheus::Counter::new(
+            "cas_process_cpu_seconds_total",
+            "CPU time of the node process, user and system.",
+        )?;
+        cpu.inc_by(cpu_s);
+        self.registry.register(Box::new(cpu))?;
+        self.gauge(
+            "cas_process_resident_memory_bytes",
+            "Resident memory of the node process.",
+            rss_bytes as i64,
+        )
+    }
+
+    /// Prometheus text format.
+    fn text(&self) -> Result<String> {
+        let mut text = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut text)?;
+        Ok(String::from_utf8(text)?)
+    }
 }
 
 /// (status.json `consensus` key, metric name, help, is a counter).
@@ -816,4 +860,203 @@ fn process_usage() -> (f64, u64) {
         .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * page);
     (cpu, rss)
+}
+
+/// What a follower's fetching and applying sides publish ([`crate::follower`]).
+#[derive(Default)]
+pub struct FollowerCounters {
+    /// Which upstream (index into `upstream`) the stream comes from now.
+    pub upstream: AtomicUsize,
+    /// Streams opened, and frames or streams refused (each moves to the next upstream).
+    pub connects: AtomicU64,
+    pub refused: AtomicU64,
+    /// Blocks held now without a certificate.
+    pub held: AtomicU64,
+    /// When the last certified run was applied (Unix ms; 0: none since start).
+    pub applied_ms: AtomicU64,
+}
+
+/// A follower that has applied no certified block for this long is not following (members make blocks even when
+/// idle, and an upstream that stalls is left after 10 s).
+pub const HEALTH_FOLLOWER_STALE: Duration = Duration::from_secs(15);
+
+/// A follower's operator endpoints: the same three paths as a member's, with what a follower has.
+pub struct FollowerSurface {
+    pub chain_id: u32,
+    pub committee: Vec<(PublicKey, u64)>,
+    pub upstream: Vec<SocketAddr>,
+    pub stats: Arc<Mutex<Executed>>,
+    pub counters: Arc<FollowerCounters>,
+    pub fsync: prometheus::HistogramVec,
+    disk: DiskProbe,
+    started: Instant,
+}
+
+impl FollowerSurface {
+    pub fn new(
+        chain_id: u32,
+        committee: Vec<(PublicKey, u64)>,
+        upstream: Vec<SocketAddr>,
+        stats: Arc<Mutex<Executed>>,
+        counters: Arc<FollowerCounters>,
+        fsync: prometheus::HistogramVec,
+        data_dir: PathBuf,
+    ) -> FollowerSurface {
+        FollowerSurface {
+            chain_id,
+            committee,
+            upstream,
+            stats,
+            counters,
+            fsync,
+            disk: DiskProbe::new(data_dir),
+            started: Instant::now(),
+        }
+    }
+
+    /// The upstream the stream comes from now.
+    pub fn upstream_now(&self) -> SocketAddr {
+        self.upstream[self.counters.upstream.load(Ordering::Relaxed) % self.upstream.len()]
+    }
+
+    /// None while it applies certified blocks with a writable disk, else the first reason it does not.
+    pub fn unhealthy(&self) -> Option<String> {
+        if let Err(reason) = self.disk.check() {
+            return Some(reason);
+        }
+        let applied_ms = self.counters.applied_ms.load(Ordering::Relaxed);
+        let since = match applied_ms {
+            0 => self.started.elapsed(),
+            at => Duration::from_millis(crate::witness::wall_ms().saturating_sub(at)),
+        };
+        if since > HEALTH_FOLLOWER_STALE {
+            return Some(format!(
+                "not following: no certified block applied for {} s (upstream {}, {} streams refused)",
+                since.as_secs(),
+                self.upstream_now(),
+                self.counters.refused.load(Ordering::Relaxed)
+            ));
+        }
+        None
+    }
+
+    /// The follower's side of status.json's `consensus` field and of `/status`.
+    pub fn view(&self) -> Value {
+        json!({
+            "role": "follower",
+            "upstream": self.upstream_now().to_string(),
+            "connects": self.counters.connects.load(Ordering::Relaxed),
+            "refused": self.counters.refused.load(Ordering::Relaxed),
+            "uncertified_held": self.counters.held.load(Ordering::Relaxed),
+        })
+    }
+
+    fn render(&self) -> Result<String> {
+        let scrape = Scrape::default();
+        let stats = self.stats.lock().expect("stats lock").clone();
+        scrape.gauge(
+            "cas_height",
+            "The executed ledger height.",
+            stats.height as i64,
+        )?;
+        scrape.gauge(
+            "cas_healthy",
+            "1 when /health answers ok.",
+            self.unhealthy().is_none() as i64,
+        )?;
+        scrape.counter(
+            "cas_committed_txs_total",
+            "Client transactions executed in final blocks (applied or rejected by the rules).",
+            stats.txs,
+        )?;
+        scrape.rejects(&stats)?;
+        scrape.counter(
+            "cas_issued_total",
+            "CAS minted (witness rewards and block rewards) since this process started (smallest unit).",
+            stats.issued,
+        )?;
+        scrape.counter(
+            "cas_follower_connects_total",
+            "Ledger streams this follower opened to its upstream nodes.",
+            self.counters.connects.load(Ordering::Relaxed),
+        )?;
+        scrape.counter(
+            "cas_follower_refused_total",
+            "Ledger streams left for a refused frame, a stall or an error (each moves to the next upstream).",
+            self.counters.refused.load(Ordering::Relaxed),
+        )?;
+        scrape.gauge(
+            "cas_follower_uncertified_blocks",
+            "Blocks held now until a ledger certificate covers them.",
+            self.counters.held.load(Ordering::Relaxed) as i64,
+        )?;
+        scrape.process()?;
+        scrape.registry.register(Box::new(self.fsync.clone()))?;
+        scrape.text()
+    }
+}
+
+/// A follower's operator endpoints' thread.
+pub struct FollowerServer(crate::api::HttpThread);
+
+impl FollowerServer {
+    /// Binds `listen` now (an address in use fails the follower's start) and serves on a thread of its own.
+    pub fn start(listen: SocketAddr, surface: Arc<FollowerSurface>) -> Result<FollowerServer> {
+        let app = Router::new()
+            .route("/metrics", get(follower_metrics))
+            .route("/health", get(follower_health))
+            .route("/status", get(follower_status))
+            .with_state(surface);
+        crate::api::HttpThread::start("cas-operator", "the operator endpoints", listen, app)
+            .map(FollowerServer)
+    }
+
+    pub fn stop(self) -> Result<()> {
+        self.0.stop()
+    }
+}
+
+async fn follower_metrics(State(surface): State<Arc<FollowerSurface>>) -> Response {
+    match surface.render() {
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", prometheus::TEXT_FORMAT)],
+            text,
+        )
+            .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics: {error:#}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn follower_health(State(surface): State<Arc<FollowerSurface>>) -> Response {
+    match surface.unhealthy() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+async fn follower_status(State(surface): State<Arc<FollowerSurface>>) -> Response {
+    let stats = surface.stats.lock().expect("stats lock").clone();
+    let committee: Vec<Value> = surface
+        .committee
+        .iter()
+        .map(|(key, stake)| json!({"key": key.to_hex(), "stake": stake}))
+        .collect();
+    let unhealthy = surface.unhealthy();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "chain_id": surface.chain_id,
+        "member": null,
+        "committee": committee,
+        "height": stats.height,
+        "utxo_commitment": stats.utxo_commitment.to_hex(),
+        "follower": surface.view(),
+        "healthy": unhealthy.is_none(),
+        "unhealthy_reason": unhealthy,
+    }))
+    .into_response()
 }
