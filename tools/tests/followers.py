@@ -9,8 +9,9 @@ submitted to the deepest follower is relayed up, becomes final there (its status
 and has a settlement receipt on a follower that `cas receipt verify` accepts against the genesis alone; that a double
 spend submitted to a follower is final and rejected in block order with its code, and a transaction for another
 chain is refused at the member's admission with its code, relayed back; that the ledger stream a follower serves
-starts with a certified block 1; that balances read on a follower equal the members'; that a follower whose parent
-is SIGKILLed goes on from the next upstream; and, when the cluster stops, that all 9 nodes end with one commitment.
+starts with a certified block 1; that balances read on a follower equal the members'; that a follower's operator
+endpoints say it is healthy and following; that a SIGKILLed follower catches up after its restart from what it
+made durable; that a follower whose parent is SIGKILLed goes on from the next upstream; and, when the cluster stops, that all 9 nodes end with one commitment.
 Exits non-zero with a message on the first thing that is not as it must be.
 """
 
@@ -131,6 +132,15 @@ try:
     status, refused = http("POST", f"{followers[0]}/v1/tx", other)
     check(status == 422 and refused.get("status") == "rejected" and refused.get("code_name") == "wrong_chain",
           f"another chain's transaction through a follower: {status} {refused}")
+
+    # 7b. A follower SIGKILLed (a leaf, follower 8) comes back (restarted by `cas local --serve`) from what it had
+    # made durable and catches up.
+    victim = cluster["followers"][4]
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_for("follower 8 restarted", lambda: json.load(open(os.path.join(WORK, "cluster", "cluster.json")))
+             ["followers"][4]["pid"] != victim["pid"], 30)
+    target = height_of(members[1])
+    wait_for("follower 8 caught up after its restart", lambda: height_of(followers[4]) >= target, 60)
 
     # 8. Follower 4 reads from its parent, member 0 (back to it within 10 s if it started on a fallback); member 0 is
     # SIGKILLed: the follower goes on from its next upstream.

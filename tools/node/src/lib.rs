@@ -262,7 +262,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let fsync = operator::fsync_histogram();
     let (mut ledger, witness_node) = OpenLedger::open(&config, &identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
-    let committed = ledger.committed;
+    let committed = ledger.consensus_base()?;
     let (netio, queues) = start_netio(&config)?;
     let witness = WitnessThread::start(&identity, &netio, witness_node, &ledger.order)?;
     let stats = Arc::new(Mutex::new(Executed {
@@ -473,6 +473,23 @@ struct OpenLedger {
 }
 
 impl OpenLedger {
+    /// The committed consensus block of the stored ledger's height, from the execution marker: where a member's
+    /// consensus resumes. A follower keeps no marker (it applies ledger blocks, not consensus blocks).
+    fn consensus_base(&self) -> Result<Option<(u64, BlockHash)>> {
+        let durable_height = self.recovery.durable_height;
+        if durable_height > 0 && self.committed.is_none() {
+            bail!(
+                "{}: the execution marker names heights {:?}, not the stored ledger's height {}, so the consensus \
+                 block of that height is unknown; {}",
+                self.executed_file.path().display(),
+                self.marks.iter().map(|(height, _)| *height).collect::<Vec<_>>(),
+                durable_height,
+                durable::EXECUTED_WAY_OUT
+            );
+        }
+        Ok(self.committed)
+    }
+
     fn open(
         config: &NodeConfig,
         identity: &Identity,
@@ -531,16 +548,6 @@ impl OpenLedger {
             .iter()
             .find(|(height, _)| *height == recovery.durable_height)
             .copied();
-        if recovery.durable_height > 0 && committed.is_none() {
-            bail!(
-                "{}: the execution marker names heights {:?}, not the stored ledger's height {}, so the consensus \
-                 block of that height is unknown; {}",
-                executed_file.path().display(),
-                marks.iter().map(|(height, _)| *height).collect::<Vec<_>>(),
-                recovery.durable_height,
-                durable::EXECUTED_WAY_OUT
-            );
-        }
         let witness_base = WitnessBaseFile::new(&config.data_dir);
         let order = rebuild_witness_order(identity, &shards, &recovery, &witness_base)?;
         // The node's own witness chain starts as the ledger's (every stored block final in it, every witness the
