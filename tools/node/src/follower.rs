@@ -60,6 +60,8 @@ const RELAY_TIMEOUT_MS: u64 = 5_000;
 /// A follower reading from a fallback upstream goes back to its parent after this long (the tree keeps the load off
 /// the committee only while followers read from their parents).
 const PARENT_RETRY_MS: u64 = 10_000;
+/// Submissions relayed upstream at once.
+const RELAY_WORKERS: usize = 4;
 /// The pause after every upstream has failed in turn.
 const RETRY_PAUSE_MS: u64 = 500;
 /// How often the status file is written.
@@ -558,30 +560,42 @@ impl Applier {
 }
 
 /// Relays the API's submissions to the upstream, in turn, until one takes it; the answer goes to the waiting
-/// request. Ends when the API stops.
+/// request. [`RELAY_WORKERS`] at once, each waiting for its upstream's answer. Ends when the API stops.
 fn relay(
     upstream: &[SocketAddr],
     submissions: std::sync::mpsc::Receiver<Submission>,
     waiters: &Waiters,
 ) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .timeout(Duration::from_millis(RELAY_TIMEOUT_MS))
-        .build();
-    for (_client, bytes) in submissions {
-        // The API decoded it before queueing it.
-        let Ok(id) = cas_engine::codec::decode_tx(&bytes).map(|tx| tx.tx_id()) else {
-            continue;
-        };
-        let answer = upstream
-            .iter()
-            .find_map(|addr| relay_one(&agent, *addr, &bytes, id))
-            .unwrap_or(ClientAnswer::Overloaded {
-                tx: id,
-                retry_after_ms: RETRY_PAUSE_MS * 2,
+    let submissions = Mutex::new(submissions);
+    std::thread::scope(|scope| {
+        for _ in 0..RELAY_WORKERS {
+            scope.spawn(|| {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout_connect(Duration::from_millis(CONNECT_TIMEOUT_MS))
+                    .timeout(Duration::from_millis(RELAY_TIMEOUT_MS))
+                    .build();
+                loop {
+                    // One worker waits on the queue at a time; it lets go as soon as it has a submission.
+                    let next = submissions.lock().expect("relay queue lock").recv();
+                    let Ok((_client, bytes)) = next else {
+                        return;
+                    };
+                    // The API decoded it before queueing it.
+                    let Ok(id) = cas_engine::codec::decode_tx(&bytes).map(|tx| tx.tx_id()) else {
+                        continue;
+                    };
+                    let answer = upstream
+                        .iter()
+                        .find_map(|addr| relay_one(&agent, *addr, &bytes, id))
+                        .unwrap_or(ClientAnswer::Overloaded {
+                            tx: id,
+                            retry_after_ms: RETRY_PAUSE_MS * 2,
+                        });
+                    waiters.deliver_for(None, answer);
+                }
             });
-        waiters.deliver_for(None, answer);
-    }
+        }
+    });
 }
 
 /// One upstream's answer to a relayed submission, as the client answer it stands for; None when that upstream
