@@ -150,6 +150,7 @@ mod tests {
     /// A committed block of `round` by `author` whose QC `signers` signed.
     fn block(round: Round, author: MemberIndex, signers: &[MemberIndex]) -> Block {
         Block {
+            epoch: 0,
             round,
             height: round,
             protocol: 1,

@@ -49,4 +49,7 @@ pub enum Action {
     Certified(AvailabilityCert),
     /// This block is final. Commits come in height order, each exactly once.
     Commit(Block),
+    /// The epoch's last height is final: this block (`height`, `hash`, `timestamp_ms`) is the base the next
+    /// epoch's instance starts from ([`bft::Recovered::at_base`]). Once, after the last `Commit` of the epoch.
+    EpochEnd(bft::Base),
 }

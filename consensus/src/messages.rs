@@ -23,10 +23,10 @@ pub use crate::limits::{
 pub type Round = u64;
 
 mod domain {
-    pub const BLOCK: &str = "CAS 2026-11 consensus block v1";
+    pub const BLOCK: &str = "CAS 2026-12 consensus block v2";
     pub const VOTE: &str = "CAS 2026-11 consensus vote v1";
     pub const COMMIT_VOTE: &str = "CAS 2026-11 consensus commit vote v1";
-    pub const TIMEOUT: &str = "CAS 2026-11 consensus timeout v1";
+    pub const TIMEOUT: &str = "CAS 2026-12 consensus timeout v2";
     pub const ACK: &str = "CAS 2026-11 package ack v1";
 }
 
@@ -52,10 +52,17 @@ pub struct QuorumCert {
 impl QuorumCert {
     /// The certificate of the genesis: round 0, height 0, no signatures needed.
     pub fn genesis() -> QuorumCert {
+        QuorumCert::base(0, GENESIS_HASH)
+    }
+
+    /// The certificate an epoch's BFT instance starts from: round 0 over the last block of the epoch before
+    /// (`height`, `block`), no signatures (that block is final by the previous committee's certificates; each
+    /// instance accepts only its own base, [`crate::bft`]).
+    pub fn base(height: u64, block: BlockHash) -> QuorumCert {
         QuorumCert {
             round: 0,
-            block: GENESIS_HASH,
-            height: 0,
+            block,
+            height,
             signatures: Vec::new(),
         }
     }
@@ -87,8 +94,9 @@ pub fn commit_vote_digest(round: Round, block: &BlockHash, height: u64) -> Hash3
     Hash32::from(h.finalize())
 }
 
-pub fn timeout_digest(round: Round, high_qc_round: Round) -> Hash32 {
+pub fn timeout_digest(epoch: u64, round: Round, high_qc_round: Round) -> Hash32 {
     let mut h = blake3::Hasher::new_derive_key(domain::TIMEOUT);
+    h.update(&epoch.to_le_bytes());
     h.update(&round.to_le_bytes());
     h.update(&high_qc_round.to_le_bytes());
     Hash32::from(h.finalize())
@@ -153,6 +161,9 @@ pub struct Vote {
 /// the payload. Its parent is the block its `qc` certifies.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Block {
+    /// The committee epoch whose BFT instance made this block ([`crate::bft`]): inside the hash, so a block of one
+    /// epoch never counts in another's, even where the two committees are the same keys.
+    pub epoch: u64,
     pub round: Round,
     pub height: u64,
     /// The rules this block follows: the version its height has in the committee's schedule
@@ -189,6 +200,7 @@ impl Block {
     /// The block hash, which the author signs: every field but the signatures inside the certificates.
     pub fn hash(&self) -> BlockHash {
         let mut h = blake3::Hasher::new_derive_key(domain::BLOCK);
+        h.update(&self.epoch.to_le_bytes());
         h.update(&self.round.to_le_bytes());
         h.update(&self.height.to_le_bytes());
         h.update(&self.protocol.to_le_bytes());
@@ -231,7 +243,7 @@ impl Block {
             + witness_bytes(&self.witnesses)
     }
 
-    /// Builds and signs a block.
+    /// Builds and signs a block of the genesis committee's epoch (0).
     #[allow(clippy::too_many_arguments)]
     pub fn new_signed(
         keypair: &Keypair,
@@ -244,8 +256,37 @@ impl Block {
         payload: Vec<AvailabilityCert>,
         witnesses: Vec<WitnessHeader>,
     ) -> Block {
+        Block::new_signed_in(
+            0,
+            keypair,
+            author,
+            round,
+            protocol,
+            qc,
+            tc,
+            timestamp_ms,
+            payload,
+            witnesses,
+        )
+    }
+
+    /// Builds and signs a block of `epoch`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_signed_in(
+        epoch: u64,
+        keypair: &Keypair,
+        author: MemberIndex,
+        round: Round,
+        protocol: u32,
+        qc: QuorumCert,
+        tc: Option<TimeoutCert>,
+        timestamp_ms: u64,
+        payload: Vec<AvailabilityCert>,
+        witnesses: Vec<WitnessHeader>,
+    ) -> Block {
         let height = qc.height + 1;
         let mut block = Block {
+            epoch,
             round,
             height,
             protocol,
@@ -513,11 +554,12 @@ pub fn verify_qc(qc: &QuorumCert, committee: &Committee) -> Result<(), CertError
     verify_signed(committee, signers, committee.quorum_stake())
 }
 
-pub fn verify_tc(tc: &TimeoutCert, committee: &Committee) -> Result<(), CertError> {
+/// Checks a TC of `epoch`'s committee.
+pub fn verify_tc(tc: &TimeoutCert, committee: &Committee, epoch: u64) -> Result<(), CertError> {
     let digests: Vec<Hash32> = tc
         .signatures
         .iter()
-        .map(|s| timeout_digest(tc.round, s.high_qc_round))
+        .map(|s| timeout_digest(epoch, tc.round, s.high_qc_round))
         .collect();
     let signers = tc
         .signatures

@@ -152,7 +152,7 @@ fn samples() -> &'static [Message] {
                 .map(|signer| TimeoutSignature {
                     signer,
                     high_qc_round: 3,
-                    signature: keypairs()[signer as usize].sign(&timeout_digest(4, 3).0),
+                    signature: keypairs()[signer as usize].sign(&timeout_digest(0, 4, 3).0),
                 })
                 .collect(),
         };
@@ -444,6 +444,7 @@ impl Cluster {
                     bft.add_payload(cert);
                     actions.extend(bft.take_deferred());
                 }
+                Action::EpochEnd(_) => unreachable!("no last height here"),
                 Action::Commit(block) => {
                     let hash = block.hash();
                     let previous = self.commits[me as usize].insert(block.height, hash);
@@ -843,7 +844,7 @@ impl Cluster {
                 signing,
             } => {
                 let high_qc = self.qc(qc);
-                let signature = sign(*signing, &timeout_digest(*round, high_qc.round).0);
+                let signature = sign(*signing, &timeout_digest(0, *round, high_qc.round).0);
                 Message::Timeout(Timeout {
                     round: *round,
                     high_qc,
@@ -871,7 +872,7 @@ impl Cluster {
                             high_qc_round: *high_qc_round,
                             signature: byzantine_or_garbage(
                                 *signer,
-                                &timeout_digest(*round, *high_qc_round).0,
+                                &timeout_digest(0, *round, *high_qc_round).0,
                             ),
                         })
                         .collect(),
@@ -897,6 +898,7 @@ impl Cluster {
                     })
                     .collect();
                 let mut block = Block {
+                    epoch: 0,
                     round: *round,
                     // The height a well-formed block has, unless the fuzzer picked another.
                     height: height.unwrap_or(qc.height.wrapping_add(1)),
@@ -1124,6 +1126,7 @@ fn block_from_the_leader(qc: QuorumCert, height: u64, tc: Option<TimeoutCert>) -
     let round = 3; // led by member 3, the Byzantine one
     assert_eq!(committee().leader(round), BYZANTINE);
     let mut block = Block {
+        epoch: 0,
         round,
         height,
         protocol: 1,

@@ -18,6 +18,10 @@ use super::Bft;
 
 impl Bft {
     pub(super) fn check_qc(&mut self, qc: &QuorumCert) -> bool {
+        if qc.round == 0 {
+            // No signatures: only the certificate this instance starts from.
+            return self.is_base(qc);
+        }
         let digest = qc.digest();
         if self.verified_qcs.contains(&digest) {
             return true;
@@ -37,6 +41,13 @@ impl Bft {
             self.stats.protocol_refused += 1;
             return false;
         }
+        if block.epoch != self.config.epoch
+            || (self.is_tail(block.height)
+                && (!block.payload.is_empty() || !block.witnesses.is_empty()))
+        {
+            self.stats.epoch_refused += 1;
+            return false;
+        }
         if (!requested
             && self.leaders.covers(block.round)
             && block.author != self.leader(block.round))
@@ -50,7 +61,7 @@ impl Bft {
         }
         if let Some(tc) = &block.tc {
             if tc.round.checked_add(1) != Some(block.round)
-                || verify_tc(tc, &self.committee).is_err()
+                || verify_tc(tc, &self.committee, self.config.epoch).is_err()
             {
                 return false;
             }
@@ -210,6 +221,11 @@ impl Bft {
         });
     }
 
+    /// Whether a block at `height` lies above the epoch's last height.
+    pub(super) fn is_tail(&self, height: u64) -> bool {
+        self.config.last_height.is_some_and(|last| height > last)
+    }
+
     /// Commits the chain up to the commit target once every block of it is here.
     pub(super) fn try_commit(&mut self, actions: &mut Vec<Action>) {
         let Some(target) = self.commit_target else {
@@ -242,6 +258,9 @@ impl Bft {
             cursor = block.parent();
         }
         self.commit_target = None;
+        let tail_in_chain = chain
+            .first()
+            .is_some_and(|newest| self.is_tail(self.blocks[newest].height));
         for hash in chain.into_iter().rev() {
             let block = self.blocks[&hash].clone();
             self.committed_height = block.height;
@@ -264,8 +283,25 @@ impl Bft {
                 self.witness_pool.remove(&(witness.height, hash));
                 self.stats.witnesses_committed += 1;
             }
-            self.stats.commits += 1;
-            actions.push(Action::Commit(block));
+            if self.is_tail(block.height) {
+                self.stats.tail_commits += 1;
+            } else {
+                self.stats.commits += 1;
+                let end = Some(block.height) == self.config.last_height;
+                let base = crate::bft::Base {
+                    height: block.height,
+                    hash,
+                    timestamp_ms: block.timestamp_ms,
+                };
+                actions.push(Action::Commit(block));
+                if end {
+                    self.epoch_ended = true;
+                    if tail_in_chain {
+                        self.stats.ends_through_tail += 1;
+                    }
+                    actions.push(Action::EpochEnd(base));
+                }
+            }
         }
         let committed = &self.committed_packages;
         self.payload_pool

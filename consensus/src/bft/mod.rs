@@ -29,6 +29,16 @@
 //! that the witness chain the ledger's rewards are minted from has one order on every node; voters check the bound
 //! and the headers' claimed work only (their validity is judged, the same way everywhere, at execution).
 //!
+//! **Epochs.** One instance runs one committee's epoch (`BftConfig::epoch`, signed into every block and timeout, so
+//! nothing of one epoch counts in another even when the committee is re-elected unchanged). With a last height
+//! (`BftConfig::last_height`) it orders payload up to that height only; above it leaders propose *tail* blocks
+//! without payload or witnesses, which exist only so the 2-chain rule can make the last height final when the fast
+//! path does not; commits stop at the last height and [`Action::EpochEnd`] names it once. The next committee's
+//! instance starts from that block ([`Recovered::at_base`]): its chain extends a *base* certificate (round 0, no
+//! signatures) that it accepts for its own base only, as epoch 0's extends genesis. Safety across the boundary is
+//! each instance's own (the base is final before the next instance exists); `consensus/tests/epochs.rs` runs
+//! hand-overs under loss, crashes and splits at the boundary.
+//!
 //! This module holds the state machine's state, configuration and entry points (`new`, `handle`, the pools' inputs,
 //! `install_base`); its steps live beside it: `rounds` (entering rounds, proposing, timeouts), `votes` (votes, commit
 //! votes and timeouts received), `commit` (blocks, certificates and the commit rules), `payload` and `witnesses`
@@ -89,6 +99,13 @@ pub struct BftConfig {
     pub proposal_wait_ms: u64,
     /// Which rules each height follows ([`crate::protocol`]): the same on every member.
     pub protocol: ProtocolSchedule,
+    /// The committee epoch this instance runs (0: the genesis committee's), signed into its blocks and timeouts.
+    pub epoch: u64,
+    /// The epoch's last height (None: the committee serves for good). Blocks above it are *tail* blocks: no payload,
+    /// no witnesses, there only so the 2-chain rule can make the last height final; they are never committed to the
+    /// ledger. Once the last height is final the instance says so ([`Action::EpochEnd`]) and the next epoch's
+    /// instance starts from it ([`Recovered::at_base`]).
+    pub last_height: Option<u64>,
 }
 
 impl Default for BftConfig {
@@ -104,6 +121,8 @@ impl Default for BftConfig {
             empty_block_wait_ms: limits::EMPTY_BLOCK_WAIT_MS_DEFAULT,
             proposal_wait_ms: limits::PROPOSAL_WAIT_MS_DEFAULT,
             protocol: ProtocolSchedule::default(),
+            epoch: 0,
+            last_height: None,
         }
     }
 }
@@ -127,6 +146,34 @@ impl Default for SafetyState {
     }
 }
 
+/// The block an instance starts from: genesis for epoch 0, the last block of the epoch before otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Base {
+    pub height: u64,
+    pub hash: BlockHash,
+    /// Its timestamp: the first block above it may not be stamped earlier (monotonic timestamps).
+    pub timestamp_ms: u64,
+}
+
+impl Base {
+    pub const GENESIS: Base = Base {
+        height: 0,
+        hash: crate::messages::GENESIS_HASH,
+        timestamp_ms: 0,
+    };
+
+    /// The certificate that stands for it ([`QuorumCert::base`]).
+    pub fn qc(&self) -> QuorumCert {
+        QuorumCert::base(self.height, self.hash)
+    }
+}
+
+impl Default for Base {
+    fn default() -> Self {
+        Base::GENESIS
+    }
+}
+
 /// What a restarting member reads back from its disk.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
@@ -135,6 +182,23 @@ pub struct Recovered {
     pub blocks: Vec<Block>,
     /// The last committed block, if any.
     pub committed: Option<(u64, BlockHash)>,
+    /// Where the instance's chain starts (genesis unless it is a later epoch's).
+    pub base: Base,
+}
+
+impl Recovered {
+    /// A fresh instance of a later epoch, starting from `base` (final by the previous committee).
+    pub fn at_base(base: Base) -> Recovered {
+        Recovered {
+            safety: SafetyState {
+                high_qc: base.qc(),
+                ..SafetyState::default()
+            },
+            blocks: Vec::new(),
+            committed: Some((base.height, base.hash)),
+            base,
+        }
+    }
 }
 
 // A message event is moved once from the driver into `handle`; boxing it would cost an allocation per message.
@@ -173,10 +237,20 @@ pub struct BftStats {
     /// Proposals not voted for because their timestamp broke the version's rules (behind its parent, or too far
     /// ahead of this member's clock).
     pub timestamps_refused: u64,
+    /// Blocks refused for naming another epoch, or for carrying payload or witnesses above the epoch's last height.
+    pub epoch_refused: u64,
+    /// Tail blocks committed (above the epoch's last height: never delivered).
+    pub tail_commits: u64,
+    /// The epoch's last height was made final by a tail block's certificate (2-chain), not by commit votes.
+    pub ends_through_tail: u64,
 }
 
 pub struct Bft {
     committee: Committee,
+    /// Where this instance's chain starts.
+    base: Base,
+    /// The epoch's last height is final and [`Action::EpochEnd`] was emitted.
+    epoch_ended: bool,
     me: MemberIndex,
     keypair: Keypair,
     config: BftConfig,
@@ -270,11 +344,17 @@ impl Bft {
                 || config.proposal_wait_ms <= config.empty_block_wait_ms,
             "a leader with payload waits no longer than one without"
         );
-        let (committed_height, committed_hash) = recovered
-            .committed
-            .unwrap_or((0, crate::messages::GENESIS_HASH));
+        let base = recovered.base;
+        let (committed_height, committed_hash) =
+            recovered.committed.unwrap_or((base.height, base.hash));
+        assert!(
+            committed_height >= base.height,
+            "an instance never commits below its base"
+        );
         let mut bft = Bft {
             committee,
+            base,
+            epoch_ended: false,
             me,
             keypair,
             config,
@@ -349,6 +429,21 @@ impl Bft {
 
     pub fn committed_height(&self) -> u64 {
         self.committed_height
+    }
+
+    /// The committee epoch this instance runs.
+    pub fn epoch(&self) -> u64 {
+        self.config.epoch
+    }
+
+    /// Whether the epoch's last height is final (the instance proposes only tail blocks from here).
+    pub fn epoch_ended(&self) -> bool {
+        self.epoch_ended
+    }
+
+    /// Whether `qc` is the certificate this instance starts from (no signatures: see [`QuorumCert::base`]).
+    pub(crate) fn is_base(&self, qc: &QuorumCert) -> bool {
+        qc.round == 0 && qc.height == self.base.height && qc.block == self.base.hash
     }
 
     pub fn me(&self) -> MemberIndex {

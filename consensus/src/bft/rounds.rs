@@ -18,7 +18,7 @@ impl Bft {
     /// Rebuilds the leader history (and the committed round) from the committed chain read back at a restart:
     /// walks back from the committed block through the stored blocks as far as the history reaches.
     pub(super) fn restore_leader_history(&mut self) {
-        if self.committed_height == 0 {
+        if self.committed_height == self.base.height {
             return;
         }
         let mut chain = Vec::new();
@@ -26,7 +26,7 @@ impl Bft {
         let mut reached_genesis = false;
         while let Some(block) = self.blocks.get(&cursor) {
             chain.push(block);
-            if block.height == 1 {
+            if block.height == self.base.height + 1 {
                 reached_genesis = true;
                 break;
             }
@@ -122,8 +122,16 @@ impl Bft {
                 _ => return, // Entered this round without a certificate of the previous one: cannot justify.
             }
         };
-        let payload = self.select_payload(&qc.block);
-        let witnesses = self.select_witnesses(&qc.block);
+        // Above the epoch's last height only tail blocks: nothing to order, only the certificates that make the
+        // last height final.
+        let (payload, witnesses) = if self.is_tail(qc.height.saturating_add(1)) {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                self.select_payload(&qc.block),
+                self.select_witnesses(&qc.block),
+            )
+        };
         let protocol = self.config.protocol.at(qc.height.saturating_add(1));
         // Under monotonic timestamps never below the parent's, whatever this member's clock says (a parent not
         // held, which a leader almost never lacks, leaves the voters to judge).
@@ -133,7 +141,8 @@ impl Bft {
             }
             _ => self.now_ms,
         };
-        let block = Block::new_signed(
+        let block = Block::new_signed_in(
+            self.config.epoch,
             &self.keypair,
             self.me,
             round,
@@ -168,7 +177,7 @@ impl Bft {
         self.safety.last_timeout_round = self.safety.last_timeout_round.max(self.round);
         actions.push(Action::Persist(self.safety.clone()));
         let high_qc = self.safety.high_qc.clone();
-        let digest = timeout_digest(self.round, high_qc.round);
+        let digest = timeout_digest(self.config.epoch, self.round, high_qc.round);
         let timeout = Timeout {
             round: self.round,
             high_qc,

@@ -67,8 +67,8 @@ impl Bft {
 
     /// The timestamp of the block `qc` certifies, when it is held (genesis: 0).
     pub(super) fn parent_timestamp_ms(&self, qc: &QuorumCert) -> Option<u64> {
-        if qc.is_genesis() {
-            return Some(0);
+        if self.is_base(qc) {
+            return Some(self.base.timestamp_ms);
         }
         self.blocks.get(&qc.block).map(|parent| parent.timestamp_ms)
     }
@@ -218,7 +218,7 @@ impl Bft {
             }
             return;
         }
-        let digest = timeout_digest(timeout.round, timeout.high_qc.round);
+        let digest = timeout_digest(self.config.epoch, timeout.round, timeout.high_qc.round);
         if !verify_member(&self.committee, timeout.signer, &digest, &timeout.signature)
             || !self.check_qc(&timeout.high_qc)
         {

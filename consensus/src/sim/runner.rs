@@ -406,6 +406,7 @@ impl Sim<'_> {
             safety: self.nodes[node].disk.safety.clone(),
             blocks: self.nodes[node].disk.blocks.values().cloned().collect(),
             committed: self.nodes[node].disk.committed,
+            base: crate::bft::Base::GENESIS,
         };
         let (mut bft, actions) = Bft::new(
             self.committee.clone(),
@@ -579,6 +580,8 @@ impl Sim<'_> {
                     self.execute(node, released);
                 }
                 Action::Commit(block) => self.commit(node, block),
+                // The fault runner's committee serves for good (no `last_height`).
+                Action::EpochEnd(_) => {}
             }
         }
     }
@@ -797,7 +800,7 @@ impl Sim<'_> {
                     || block
                         .tc
                         .as_ref()
-                        .is_some_and(|tc| verify_tc(tc, &self.committee).is_err())
+                        .is_some_and(|tc| verify_tc(tc, &self.committee, 0).is_err())
                 {
                     self.report.violations.push(format!(
                         "committed block {hash:?} carries an invalid certificate"

@@ -859,6 +859,7 @@ impl ConsensusState {
             safety: safety_file.load()?,
             blocks: replayed.blocks,
             committed,
+            base: cas_consensus::bft::Base::GENESIS,
         };
         let bft_config = BftConfig {
             blocks_kept: config.blocks_kept.max(1),

@@ -412,7 +412,10 @@ impl Model<'_> {
                     self.execute(member, released);
                 }
                 Action::Commit(block) => self.commit(member, &block),
-                Action::Persist(_) | Action::StoreBlock(_) | Action::StorePackage(_) => {}
+                Action::Persist(_)
+                | Action::StoreBlock(_)
+                | Action::StorePackage(_)
+                | Action::EpochEnd(_) => {}
             }
         }
     }
