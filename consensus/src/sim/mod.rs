@@ -9,6 +9,7 @@
 //! model ([`scale`]) drives the same state machines with CPU and bandwidth queues to project TPS and latency for
 //! networks of up to a thousand nodes.
 
+pub mod epochs;
 pub mod machines;
 pub mod network;
 pub mod runner;
