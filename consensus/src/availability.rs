@@ -50,6 +50,8 @@ pub struct AvailabilityConfig {
     /// Their transactions' encoded bytes kept in memory, in all ([`PackageSize`]): the window is whichever bound
     /// is reached first, so it does not grow with the size of packages.
     pub package_bytes_kept: usize,
+    /// The committee epoch the acks sign ([`crate::messages::ack_digest`]).
+    pub epoch: u64,
 }
 
 impl Default for AvailabilityConfig {
@@ -60,6 +62,7 @@ impl Default for AvailabilityConfig {
             resend_ms: limits::PACKAGE_RESEND_MS_DEFAULT,
             packages_kept: limits::PACKAGES_KEPT_DEFAULT,
             package_bytes_kept: limits::PACKAGE_BYTES_KEPT_DEFAULT,
+            epoch: 0,
         }
     }
 }
@@ -243,7 +246,7 @@ impl Availability {
     }
 
     fn ack(&self, package: PackageId, size: PackageSize, checked: bool) -> Ack {
-        let digest = ack_digest(&package, size, checked);
+        let digest = ack_digest(self.config.epoch, &package, size, checked);
         Ack {
             package,
             checked,
@@ -418,14 +421,15 @@ impl Availability {
             size: pending.size,
             acks: pending.acks.values().copied().collect(),
         };
-        if verify_availability(&cert, committee).is_err() {
+        let epoch = self.config.epoch;
+        if verify_availability(&cert, committee, epoch).is_err() {
             // A forged ack is among them: keep only the acks that verify alone, and wait for more.
             self.stats.refused += 1;
             pending.acks.retain(|signer, a| {
                 verify_member(
                     committee,
                     *signer,
-                    &ack_digest(&id, cert.size, a.checked),
+                    &ack_digest(epoch, &id, cert.size, a.checked),
                     &a.signature,
                 )
             });

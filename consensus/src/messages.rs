@@ -27,7 +27,7 @@ mod domain {
     pub const VOTE: &str = "CAS 2026-11 consensus vote v1";
     pub const COMMIT_VOTE: &str = "CAS 2026-11 consensus commit vote v1";
     pub const TIMEOUT: &str = "CAS 2026-12 consensus timeout v2";
-    pub const ACK: &str = "CAS 2026-11 package ack v1";
+    pub const ACK: &str = "CAS 2026-12 package ack v2";
 }
 
 /// The hash every chain's first quorum certificate certifies: the consensus chain starts from it at height 0.
@@ -102,8 +102,11 @@ pub fn timeout_digest(epoch: u64, round: Round, high_qc_round: Round) -> Hash32 
     Hash32::from(h.finalize())
 }
 
-pub fn ack_digest(package: &PackageId, size: PackageSize, checked: bool) -> Hash32 {
+/// What an ack signs: the package, its size, whether its signatures were checked, and the committee epoch (a
+/// certificate of one epoch is never payload in another's, [`crate::bft`]).
+pub fn ack_digest(epoch: u64, package: &PackageId, size: PackageSize, checked: bool) -> Hash32 {
     let mut h = blake3::Hasher::new_derive_key(domain::ACK);
+    h.update(&epoch.to_le_bytes());
     h.update(&package.0);
     h.update(&size.txs.to_le_bytes());
     h.update(&size.bytes.to_le_bytes());
@@ -569,14 +572,16 @@ pub fn verify_tc(tc: &TimeoutCert, committee: &Committee, epoch: u64) -> Result<
     verify_signed(committee, signers, committee.quorum_stake())
 }
 
+/// Checks a package certificate of `epoch`'s committee.
 pub fn verify_availability(
     cert: &AvailabilityCert,
     committee: &Committee,
+    epoch: u64,
 ) -> Result<(), CertError> {
     let digests: Vec<Hash32> = cert
         .acks
         .iter()
-        .map(|a| ack_digest(&cert.package, cert.size, a.checked))
+        .map(|a| ack_digest(epoch, &cert.package, cert.size, a.checked))
         .collect();
     let signers = cert
         .acks

@@ -256,7 +256,7 @@ fn a_package_transaction_over_the_size_limit_is_no_panic_for_its_checkers() {
 fn cert_of_size(creator: MemberIndex, sequence: u64, size: PackageSize) -> AvailabilityCert {
     let keys = keypairs();
     let package = Hash32(*blake3::hash(&[creator as u8, sequence as u8]).as_bytes());
-    let digest = ack_digest(&package, size, false);
+    let digest = ack_digest(0, &package, size, false);
     AvailabilityCert {
         package,
         creator,

@@ -129,7 +129,7 @@ fn a_blocks_byte_estimate_is_its_encoded_size() {
             .map(|k| {
                 let package = Hash32(*blake3::hash(&k.to_le_bytes()).as_bytes());
                 let size = PackageSize { txs: 5, bytes: 900 };
-                let digest = ack_digest(&package, size, false);
+                let digest = ack_digest(0, &package, size, false);
                 AvailabilityCert {
                     package,
                     creator: 1,

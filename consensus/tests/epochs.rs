@@ -137,3 +137,29 @@ fn above_the_last_height_only_payload_free_blocks() {
         "a tail block with payload"
     );
 }
+
+/// A package certificate signs its epoch: the same acks that certify a package in one epoch certify nothing in the
+/// next, even from the same keys.
+#[test]
+fn a_package_certificate_counts_in_its_own_epoch_only() {
+    use cas_consensus::messages::{ack_digest, verify_availability, AckSignature};
+    let committee = committee_of(1);
+    let package = Hash32([4; 32]);
+    let size = PackageSize { txs: 2, bytes: 300 };
+    let cert = AvailabilityCert {
+        package,
+        creator: 0,
+        sequence: 0,
+        size,
+        acks: (0..3u16)
+            .map(|signer| AckSignature {
+                signer,
+                checked: true,
+                signature: key(COMMITTEE_KEYS, members_of(1)[signer as usize] as u32)
+                    .sign(&ack_digest(1, &package, size, true).0),
+            })
+            .collect(),
+    };
+    assert!(verify_availability(&cert, &committee, 1).is_ok());
+    assert!(verify_availability(&cert, &committee, 2).is_err());
+}

@@ -126,7 +126,7 @@ fn signed_qc(round: u64, block: Hash32, height: u64) -> QuorumCert {
 fn cert(sequence: u64) -> AvailabilityCert {
     let package = Hash32::of("fuzz package", &sequence.to_le_bytes());
     let size = PackageSize { txs: 2, bytes: 700 };
-    let digest = ack_digest(&package, size, true);
+    let digest = ack_digest(0, &package, size, true);
     AvailabilityCert {
         package,
         creator: 1,
@@ -935,7 +935,7 @@ impl Cluster {
                 signing,
             } => {
                 let package = self.hash(package);
-                let digest = ack_digest(&package, PackageSize { txs: 1, bytes: 300 }, *checked);
+                let digest = ack_digest(0, &package, PackageSize { txs: 1, bytes: 300 }, *checked);
                 Message::Ack(Ack {
                     package,
                     checked: *checked,
@@ -956,7 +956,7 @@ impl Cluster {
                     txs: *txs,
                     bytes: *bytes,
                 };
-                let digest = ack_digest(&package, size, false);
+                let digest = ack_digest(0, &package, size, false);
                 Message::Cert(AvailabilityCert {
                     package,
                     creator: *creator,

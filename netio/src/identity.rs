@@ -20,7 +20,7 @@ use crate::error::NetError;
 /// ALPN of node-to-node connections: the wire format's version. A change to the bytes of a peer message takes a
 /// new one (a node of the old format then fails the handshake, instead of refusing every frame); a change to the
 /// rules only is a protocol version in the block (`cas_consensus::protocol`). 2: blocks carry their protocol
-/// version. 3: blocks carry their committee epoch, and timeouts sign it.
+/// version. 3: blocks carry their committee epoch, and timeouts and package acks sign it.
 pub const ALPN_NODE: &[u8] = b"cas-node/3";
 /// ALPN of client connections to the ingest endpoint.
 pub const ALPN_INGEST: &[u8] = b"cas-ingest/1";

@@ -77,7 +77,7 @@ impl Bft {
         }
         for cert in &block.payload {
             if !self.verified_certs.contains(&(cert.package, cert.size)) {
-                if verify_availability(cert, &self.committee).is_err() {
+                if verify_availability(cert, &self.committee, self.config.epoch).is_err() {
                     return false;
                 }
                 self.verified_certs.insert((cert.package, cert.size));

@@ -35,7 +35,7 @@ impl Bft {
             return false;
         }
         if !self.verified_certs.contains(&(cert.package, cert.size)) {
-            if verify_availability(&cert, &self.committee).is_err() {
+            if verify_availability(&cert, &self.committee, self.config.epoch).is_err() {
                 self.stats.refused += 1;
                 return false;
             }
