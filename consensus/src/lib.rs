@@ -52,4 +52,7 @@ pub enum Action {
     /// The epoch's last height is final: this block (`height`, `hash`, `timestamp_ms`) is the base the next
     /// epoch's instance starts from ([`bft::Recovered::at_base`]). Once, after the last `Commit` of the epoch.
     EpochEnd(bft::Base),
+    /// A member was seen voting for two blocks in one round: the proof, checked ([`messages::Equivocation::proves`]),
+    /// once per member and round.
+    Equivocation(Box<messages::Equivocation>),
 }

@@ -160,6 +160,34 @@ pub struct Vote {
     pub signature: Signature,
 }
 
+/// Two votes by one member for different blocks in one round: proof that it broke the rule every honest member
+/// keeps (one vote per round). Kept by whoever sees both, for the punishment the ledger will record
+/// (docs/dpos.md).
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Equivocation {
+    pub first: Vote,
+    pub second: Vote,
+}
+
+impl Equivocation {
+    /// Whether this proves `committee`'s member `first.signer` equivocated: one signer, one round, two blocks, both
+    /// signatures its own.
+    pub fn proves(&self, committee: &Committee) -> bool {
+        let (a, b) = (&self.first, &self.second);
+        a.signer == b.signer
+            && a.round == b.round
+            && a.block != b.block
+            && [a, b].iter().all(|v| {
+                verify_member(
+                    committee,
+                    v.signer,
+                    &vote_digest(v.round, &v.block, v.height),
+                    &v.signature,
+                )
+            })
+    }
+}
+
 /// A consensus block: it orders availability certificates, never transactions, so its size does not grow with
 /// the payload. Its parent is the block its `qc` certifies.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

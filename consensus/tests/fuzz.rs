@@ -445,6 +445,7 @@ impl Cluster {
                     actions.extend(bft.take_deferred());
                 }
                 Action::EpochEnd(_) => unreachable!("no last height here"),
+                Action::Equivocation(_) => {}
                 Action::Commit(block) => {
                     let hash = block.hash();
                     let previous = self.commits[me as usize].insert(block.height, hash);

@@ -202,3 +202,39 @@ proptest! {
         }
     }
 }
+
+/// Two votes of one member in one round, for two blocks, both signed by it: a proof; anything less is not.
+#[test]
+fn an_equivocation_proves_only_what_it_shows() {
+    use cas_consensus::messages::{vote_digest, Equivocation, Vote};
+    use cas_engine::fixtures::{key, COMMITTEE_KEYS};
+    use cas_engine::Hash32;
+    let committee = cas_consensus::committee::Committee::new(
+        (0..4)
+            .map(|i| (key(COMMITTEE_KEYS, i).public(), 100))
+            .collect(),
+    )
+    .unwrap();
+    let vote = |signer: u16, round: u64, block: u8, by: u32| {
+        let block = Hash32([block; 32]);
+        Vote {
+            round,
+            block,
+            height: 3,
+            signer,
+            signature: key(COMMITTEE_KEYS, by).sign(&vote_digest(round, &block, 3).0),
+        }
+    };
+    let proof = |first, second| Equivocation { first, second }.proves(&committee);
+    assert!(proof(vote(1, 5, 1, 1), vote(1, 5, 2, 1)));
+    assert!(
+        !proof(vote(1, 5, 1, 1), vote(1, 5, 1, 1)),
+        "the same block twice"
+    );
+    assert!(!proof(vote(1, 5, 1, 1), vote(1, 6, 2, 1)), "two rounds");
+    assert!(!proof(vote(1, 5, 1, 1), vote(2, 5, 2, 2)), "two members");
+    assert!(
+        !proof(vote(1, 5, 1, 1), vote(1, 5, 2, 2)),
+        "a signature that is not its own"
+    );
+}

@@ -239,6 +239,8 @@ pub struct BftStats {
     pub timestamps_refused: u64,
     /// Blocks refused for naming another epoch, or for carrying payload or witnesses above the epoch's last height.
     pub epoch_refused: u64,
+    /// Members proven to have voted for two blocks in one round ([`Action::Equivocation`]), once per round.
+    pub equivocations: u64,
     /// Tail blocks committed (above the epoch's last height: never delivered).
     pub tail_commits: u64,
     /// The epoch's last height was made final by a tail block's certificate (2-chain), not by commit votes.
@@ -292,6 +294,8 @@ pub struct Bft {
     qc_rounds: BTreeSet<Round>,
     tc_rounds: BTreeSet<Round>,
     verified_qcs: BoundedSet<cas_engine::Hash32>,
+    /// (member, round) of the equivocations already reported.
+    equivocations: BoundedSet<(MemberIndex, Round)>,
     /// Certificates verified, by what their acks sign (the size too: a leader cannot swap it in a verified one).
     verified_certs: BoundedSet<(PackageId, PackageSize)>,
     round_deadline_ms: u64,
@@ -386,6 +390,7 @@ impl Bft {
             qc_rounds: BTreeSet::new(),
             tc_rounds: BTreeSet::new(),
             verified_qcs: BoundedSet::new(VERIFIED_CACHE_MAX),
+            equivocations: BoundedSet::new(VERIFIED_CACHE_MAX),
             verified_certs: BoundedSet::new(VERIFIED_CACHE_MAX),
             round_deadline_ms: 0,
             round_started_ms: now_ms,

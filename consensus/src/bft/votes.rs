@@ -10,8 +10,8 @@ use cas_engine::BlockHash;
 use crate::committee::MemberIndex;
 use crate::limits::FUTURE_ROUNDS_MAX;
 use crate::messages::{
-    commit_vote_digest, timeout_digest, verify_member, verify_qc, vote_digest, Block, Message,
-    QuorumCert, Round, SignerSignature, Timeout, TimeoutCert, TimeoutSignature, Vote,
+    commit_vote_digest, timeout_digest, verify_member, verify_qc, vote_digest, Block, Equivocation,
+    Message, QuorumCert, Round, SignerSignature, Timeout, TimeoutCert, TimeoutSignature, Vote,
 };
 use crate::protocol::{Rules, TIMESTAMP_AHEAD_MAX_MS};
 use crate::Action;
@@ -31,6 +31,34 @@ impl Bft {
                 ..=(vote.round, cas_engine::Hash32([0xff; 32])),
         )
         .any(|((_, block), votes)| *block != vote.block && votes.contains_key(&vote.signer))
+    }
+
+    /// `vote` names another block than the one its signer's held vote of that round: when both signatures are its
+    /// own, that is an equivocation, reported once per member and round.
+    fn report_equivocation(&mut self, vote: Vote, actions: &mut Vec<Action>) {
+        if self.equivocations.contains(&(vote.signer, vote.round)) {
+            return;
+        }
+        let held = self
+            .votes
+            .range(
+                (vote.round, cas_engine::Hash32([0; 32]))
+                    ..=(vote.round, cas_engine::Hash32([0xff; 32])),
+            )
+            .find_map(|(_, votes)| votes.get(&vote.signer))
+            .copied();
+        let Some(first) = held else {
+            return;
+        };
+        let evidence = Equivocation {
+            first,
+            second: vote,
+        };
+        if evidence.proves(&self.committee) {
+            self.equivocations.insert((vote.signer, vote.round));
+            self.stats.equivocations += 1;
+            actions.push(Action::Equivocation(Box::new(evidence)));
+        }
     }
 
     pub(super) fn safe_to_vote(&self, block: &Block) -> bool {
@@ -106,6 +134,7 @@ impl Bft {
         }
         if self.voted_other_block(&self.votes, &vote) {
             self.stats.refused += 1;
+            self.report_equivocation(vote, actions);
             return;
         }
         let entry = self.votes.entry((vote.round, vote.block)).or_default();

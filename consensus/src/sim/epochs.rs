@@ -326,6 +326,11 @@ impl Run {
                 Action::StorePackage(_) | Action::Certified(_) => {}
                 Action::Commit(block) => self.commit(node, epoch, block),
                 Action::EpochEnd(base) => self.epoch_end(node, epoch, base),
+                // Every node here is honest: a proof against one is a violation.
+                Action::Equivocation(evidence) => self.violations.push(format!(
+                    "node {node} proved member {} of epoch {epoch} equivocating",
+                    evidence.first.signer
+                )),
             }
         }
     }

@@ -172,6 +172,8 @@ pub struct Report {
     pub proposals: Vec<u64>,
     /// The newest protocol version of a block any honest member committed.
     pub protocol_committed_max: u32,
+    /// Equivocations (two votes of one member in one round) proven by some member, each counted per reporter.
+    pub equivocations_proven: u64,
 }
 
 // Most events are deliveries; boxing their message would cost an allocation each.
@@ -582,6 +584,20 @@ impl Sim<'_> {
                 Action::Commit(block) => self.commit(node, block),
                 // The fault runner's committee serves for good (no `last_height`).
                 Action::EpochEnd(_) => {}
+                Action::Equivocation(evidence) => {
+                    let signer = evidence.first.signer as usize;
+                    if !evidence.proves(&self.committee) {
+                        self.report.violations.push(format!(
+                            "node {node} reported an equivocation that proves nothing"
+                        ));
+                    } else if self.nodes[signer].byzantine.is_none() {
+                        self.report.violations.push(format!(
+                            "node {node} proved honest member {signer} equivocating"
+                        ));
+                    } else {
+                        self.report.equivocations_proven += 1;
+                    }
+                }
             }
         }
     }

@@ -648,6 +648,14 @@ impl Driver {
                 }
                 // The node runs one instance with no last height (the hand-over to an elected committee is not
                 // wired into the node yet: docs/dpos.md), so its epoch never ends.
+                // Kept for the ledger's punishment (docs/dpos.md); for now the operator hears of it.
+                Action::Equivocation(evidence) => tracing::warn!(
+                    member = evidence.first.signer,
+                    round = evidence.first.round,
+                    first = %evidence.first.block,
+                    second = %evidence.second.block,
+                    "a committee member voted for two blocks in one round"
+                ),
                 Action::EpochEnd(base) => {
                     tracing::warn!(
                         height = base.height,

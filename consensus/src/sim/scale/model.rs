@@ -415,7 +415,8 @@ impl Model<'_> {
                 Action::Persist(_)
                 | Action::StoreBlock(_)
                 | Action::StorePackage(_)
-                | Action::EpochEnd(_) => {}
+                | Action::EpochEnd(_)
+                | Action::Equivocation(_) => {}
             }
         }
     }
