@@ -316,6 +316,7 @@ impl Driver {
                 .map(|u| serde_json::json!({"version": u.version, "height": u.height})),
             "protocol_refused": bft.protocol_refused,
             "timestamps_refused": bft.timestamps_refused,
+            "equivocations": bft.equivocations,
             "packages_created": availability.packages_created,
             "signatures_checked": availability.signatures_checked,
             "package_signature_batches": availability.signature_batches,

@@ -633,6 +633,12 @@ const CONSENSUS_METRICS: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     (
+        "equivocations",
+        "cas_equivocations_total",
+        "Committee members this node proved voting for two blocks in one round (once per member and round).",
+        true,
+    ),
+    (
         "protocol",
         "cas_protocol_version",
         "The protocol version the next block follows here.",
