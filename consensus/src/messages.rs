@@ -24,8 +24,8 @@ pub type Round = u64;
 
 mod domain {
     pub const BLOCK: &str = "CAS 2026-12 consensus block v2";
-    pub const VOTE: &str = "CAS 2026-11 consensus vote v1";
-    pub const COMMIT_VOTE: &str = "CAS 2026-11 consensus commit vote v1";
+    pub const VOTE: &str = "CAS 2026-12 consensus vote v2";
+    pub const COMMIT_VOTE: &str = "CAS 2026-12 consensus commit vote v2";
     pub const TIMEOUT: &str = "CAS 2026-12 consensus timeout v2";
     pub const ACK: &str = "CAS 2026-12 package ack v2";
 }
@@ -71,14 +71,15 @@ impl QuorumCert {
         self.round == 0 && self.block == GENESIS_HASH && self.height == 0
     }
 
-    /// A digest naming this certificate, for caches of verified certificates.
-    pub fn digest(&self) -> Hash32 {
-        vote_digest(self.round, &self.block, self.height)
+    /// What its signers signed in `epoch`: also the digest naming it, for caches of verified certificates.
+    pub fn digest(&self, epoch: u64) -> Hash32 {
+        vote_digest(epoch, self.round, &self.block, self.height)
     }
 }
 
-pub fn vote_digest(round: Round, block: &BlockHash, height: u64) -> Hash32 {
+pub fn vote_digest(epoch: u64, round: Round, block: &BlockHash, height: u64) -> Hash32 {
     let mut h = blake3::Hasher::new_derive_key(domain::VOTE);
+    h.update(&epoch.to_le_bytes());
     h.update(&round.to_le_bytes());
     h.update(&block.0);
     h.update(&height.to_le_bytes());
@@ -86,8 +87,9 @@ pub fn vote_digest(round: Round, block: &BlockHash, height: u64) -> Hash32 {
 }
 
 /// What a commit vote signs: "I hold the QC of this block, persisted, and had not timed out in its round or later".
-pub fn commit_vote_digest(round: Round, block: &BlockHash, height: u64) -> Hash32 {
+pub fn commit_vote_digest(epoch: u64, round: Round, block: &BlockHash, height: u64) -> Hash32 {
     let mut h = blake3::Hasher::new_derive_key(domain::COMMIT_VOTE);
+    h.update(&epoch.to_le_bytes());
     h.update(&round.to_le_bytes());
     h.update(&block.0);
     h.update(&height.to_le_bytes());
@@ -170,9 +172,9 @@ pub struct Equivocation {
 }
 
 impl Equivocation {
-    /// Whether this proves `committee`'s member `first.signer` equivocated: one signer, one round, two blocks, both
-    /// signatures its own.
-    pub fn proves(&self, committee: &Committee) -> bool {
+    /// Whether this proves `committee`'s member `first.signer` equivocated in `epoch`: one signer, one round, two
+    /// blocks, both signatures its own.
+    pub fn proves(&self, committee: &Committee, epoch: u64) -> bool {
         let (a, b) = (&self.first, &self.second);
         a.signer == b.signer
             && a.round == b.round
@@ -181,7 +183,7 @@ impl Equivocation {
                 verify_member(
                     committee,
                     v.signer,
-                    &vote_digest(v.round, &v.block, v.height),
+                    &vote_digest(epoch, v.round, &v.block, v.height),
                     &v.signature,
                 )
             })
@@ -235,7 +237,7 @@ impl Block {
         h.update(&self.round.to_le_bytes());
         h.update(&self.height.to_le_bytes());
         h.update(&self.protocol.to_le_bytes());
-        h.update(&self.qc.digest().0);
+        h.update(&self.qc.digest(self.epoch).0);
         match &self.tc {
             None => h.update(&[0]),
             Some(tc) => h.update(&[1]).update(&tc.round.to_le_bytes()),
@@ -569,7 +571,8 @@ pub(crate) fn verify_signed<'a>(
     }
 }
 
-pub fn verify_qc(qc: &QuorumCert, committee: &Committee) -> Result<(), CertError> {
+/// Checks a QC of `epoch`'s committee.
+pub fn verify_qc(qc: &QuorumCert, committee: &Committee, epoch: u64) -> Result<(), CertError> {
     if qc.block == GENESIS_HASH || qc.round == 0 {
         return if qc.is_genesis() {
             Ok(())
@@ -577,7 +580,7 @@ pub fn verify_qc(qc: &QuorumCert, committee: &Committee) -> Result<(), CertError
             Err(CertError::BadGenesis)
         };
     }
-    let digest = qc.digest();
+    let digest = qc.digest(epoch);
     let signers = qc
         .signatures
         .iter()

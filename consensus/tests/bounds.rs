@@ -33,7 +33,7 @@ fn member(me: MemberIndex) -> Bft {
 }
 
 fn vote(signer: MemberIndex, round: u64, block: Hash32) -> Vote {
-    let digest = vote_digest(round, &block, 1);
+    let digest = vote_digest(0, round, &block, 1);
     Vote {
         round,
         block,

@@ -163,3 +163,104 @@ fn a_package_certificate_counts_in_its_own_epoch_only() {
     assert!(verify_availability(&cert, &committee, 1).is_ok());
     assert!(verify_availability(&cert, &committee, 2).is_err());
 }
+
+/// A QC signed in one epoch certifies nothing in the next, even when the committee is the same keys at the same
+/// indexes: the votes sign their epoch.
+#[test]
+fn a_quorum_certificate_counts_in_its_own_epoch_only() {
+    use cas_consensus::messages::{vote_digest, SignerSignature};
+    let base = Base {
+        height: E,
+        hash: Hash32([7; 32]),
+        timestamp_ms: 50,
+    };
+    let certified = Hash32([9; 32]);
+    let qc_signed_in = |epoch: u64| QuorumCert {
+        round: 3,
+        block: certified,
+        height: E + 1,
+        signatures: (0..3u16)
+            .map(|signer| SignerSignature {
+                signer,
+                signature: key(COMMITTEE_KEYS, members_of(1)[signer as usize] as u32)
+                    .sign(&vote_digest(epoch, 3, &certified, E + 1).0),
+            })
+            .collect(),
+    };
+    let committee = committee_of(1);
+    let leader = committee.leader(4);
+    let block_over = |qc: QuorumCert| {
+        Block::new_signed_in(
+            1,
+            &key(COMMITTEE_KEYS, members_of(1)[leader as usize] as u32),
+            leader,
+            4,
+            1,
+            qc,
+            None,
+            100,
+            Vec::new(),
+            Vec::new(),
+        )
+    };
+    assert_eq!(answer_to(base, block_over(qc_signed_in(1))).0, 1);
+    assert_eq!(
+        answer_to(base, block_over(qc_signed_in(0))).0,
+        0,
+        "a QC of epoch 0"
+    );
+}
+
+/// A member that crashed between committing its epoch's last height and starting the next instance says the epoch
+/// ended again when it restarts from its disk.
+#[test]
+fn a_restart_at_the_last_height_ends_the_epoch_again() {
+    let base = Base {
+        height: E,
+        hash: Hash32([7; 32]),
+        timestamp_ms: 50,
+    };
+    // Epoch 1's last height is 2E; here the member's disk holds that block as committed.
+    let last = Block::new_signed_in(
+        1,
+        &key(COMMITTEE_KEYS, members_of(1)[1] as u32),
+        1,
+        9,
+        1,
+        QuorumCert::base(2 * E - 1, Hash32([5; 32])),
+        None,
+        777,
+        Vec::new(),
+        Vec::new(),
+    );
+    let hash = last.hash();
+    let recovered = Recovered {
+        blocks: vec![last],
+        committed: Some((2 * E, hash)),
+        ..Recovered::at_base(base)
+    };
+    let (bft, actions) = Bft::new(
+        committee_of(1),
+        2,
+        key(COMMITTEE_KEYS, members_of(1)[2] as u32),
+        epoch_config(1),
+        recovered,
+        1_000,
+    );
+    assert!(bft.epoch_ended());
+    let ends: Vec<&Base> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::EpochEnd(base) => Some(base),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [&Base {
+            height: 2 * E,
+            hash,
+            timestamp_ms: 777
+        }]
+    );
+}

@@ -109,7 +109,7 @@ fn witness(hashes: usize, uncles: usize) -> WitnessHeader {
 }
 
 fn signed_qc(round: u64, block: Hash32, height: u64) -> QuorumCert {
-    let digest = vote_digest(round, &block, height);
+    let digest = vote_digest(0, round, &block, height);
     QuorumCert {
         round,
         block,
@@ -821,9 +821,9 @@ impl Cluster {
             } => {
                 let block = self.hash(block);
                 let digest = if *commit {
-                    commit_vote_digest(*round, &block, *height)
+                    commit_vote_digest(0, *round, &block, *height)
                 } else {
-                    vote_digest(*round, &block, *height)
+                    vote_digest(0, *round, &block, *height)
                 };
                 let vote = Vote {
                     round: *round,
@@ -1110,7 +1110,7 @@ fn member(me: MemberIndex) -> Bft {
 #[test]
 fn a_vote_for_the_last_round_is_refused_without_a_panic() {
     let mut bft = member(0);
-    let digest = vote_digest(u64::MAX, &Hash32([1; 32]), 2);
+    let digest = vote_digest(0, u64::MAX, &Hash32([1; 32]), 2);
     bft.handle(Event::Message {
         from: BYZANTINE,
         message: Message::Vote(Vote {

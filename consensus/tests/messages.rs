@@ -222,10 +222,10 @@ fn an_equivocation_proves_only_what_it_shows() {
             block,
             height: 3,
             signer,
-            signature: key(COMMITTEE_KEYS, by).sign(&vote_digest(round, &block, 3).0),
+            signature: key(COMMITTEE_KEYS, by).sign(&vote_digest(0, round, &block, 3).0),
         }
     };
-    let proof = |first, second| Equivocation { first, second }.proves(&committee);
+    let proof = |first, second| Equivocation { first, second }.proves(&committee, 0);
     assert!(proof(vote(1, 5, 1, 1), vote(1, 5, 2, 1)));
     assert!(
         !proof(vote(1, 5, 1, 1), vote(1, 5, 1, 1)),

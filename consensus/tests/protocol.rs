@@ -69,7 +69,7 @@ fn block(round: u64, protocol: u32, qc: QuorumCert, timestamp_ms: u64) -> Block 
 
 fn qc_for(block: &Block) -> QuorumCert {
     let hash = block.hash();
-    let digest = vote_digest(block.round, &hash, block.height);
+    let digest = vote_digest(0, block.round, &hash, block.height);
     QuorumCert {
         round: block.round,
         block: hash,
@@ -157,7 +157,7 @@ fn a_leader_whose_clock_is_behind_stamps_its_parents_timestamp_under_version_2()
         let first = block(1, 1, QuorumCert::genesis(), PARENT_MS);
         let mut actions = deliver(&mut leader, first.clone());
         // Votes for it come to the next leader, which forms the QC, enters round 2 and proposes at once.
-        let digest = vote_digest(first.round, &first.hash(), first.height);
+        let digest = vote_digest(0, first.round, &first.hash(), first.height);
         for signer in [0, 3] {
             actions.extend(leader.handle(Event::Message {
                 from: signer,

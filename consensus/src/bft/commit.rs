@@ -18,15 +18,15 @@ use super::Bft;
 
 impl Bft {
     pub(super) fn check_qc(&mut self, qc: &QuorumCert) -> bool {
-        if qc.round == 0 {
-            // No signatures: only the certificate this instance starts from.
+        if qc.round == 0 || qc.height <= self.base.height {
+            // No signatures: only the certificate this instance starts from; nothing else at or below its base.
             return self.is_base(qc);
         }
-        let digest = qc.digest();
+        let digest = qc.digest(self.config.epoch);
         if self.verified_qcs.contains(&digest) {
             return true;
         }
-        if verify_qc(qc, &self.committee).is_err() {
+        if verify_qc(qc, &self.committee, self.config.epoch).is_err() {
             return false;
         }
         self.verified_qcs.insert(digest);
@@ -171,7 +171,7 @@ impl Bft {
         {
             self.commit_voted_round = qc.round;
             actions.push(Action::Persist(self.safety.clone()));
-            let digest = commit_vote_digest(qc.round, &qc.block, qc.height);
+            let digest = commit_vote_digest(self.config.epoch, qc.round, &qc.block, qc.height);
             let vote = Vote {
                 round: qc.round,
                 block: qc.block,

@@ -243,7 +243,8 @@ pub struct BftStats {
     pub equivocations: u64,
     /// Tail blocks committed (above the epoch's last height: never delivered).
     pub tail_commits: u64,
-    /// The epoch's last height was made final by a tail block's certificate (2-chain), not by commit votes.
+    /// The epoch's last height was made final together with a tail block (its 2-chain, or commit votes on it), not
+    /// by commit votes on the last height itself.
     pub ends_through_tail: u64,
 }
 
@@ -413,6 +414,20 @@ impl Bft {
         };
         bft.restore_leader_history();
         let mut actions = Vec::new();
+        // Restarted with the epoch's last height already committed (a crash between the commit and the hand-over):
+        // say so again, so the next instance starts.
+        if bft.config.last_height == Some(bft.committed_height)
+            && bft.committed_height > base.height
+        {
+            if let Some(last) = bft.blocks.get(&bft.committed_hash) {
+                bft.epoch_ended = true;
+                actions.push(Action::EpochEnd(Base {
+                    height: last.height,
+                    hash: bft.committed_hash,
+                    timestamp_ms: last.timestamp_ms,
+                }));
+            }
+        }
         let start = bft.safety.high_qc.round.max(bft.safety.last_voted_round) + 1;
         bft.enter_round(start, false, &mut actions);
         (bft, actions)

@@ -54,7 +54,7 @@ impl Bft {
             first,
             second: vote,
         };
-        if evidence.proves(&self.committee) {
+        if evidence.proves(&self.committee, self.config.epoch) {
             self.equivocations.insert((vote.signer, vote.round));
             self.stats.equivocations += 1;
             actions.push(Action::Equivocation(Box::new(evidence)));
@@ -111,7 +111,7 @@ impl Bft {
     /// Signs and sends a vote whose round is already persisted as voted.
     pub(super) fn cast_vote(&mut self, block: &Block, hash: BlockHash, actions: &mut Vec<Action>) {
         debug_assert_eq!(self.safety.last_voted_round, block.round);
-        let digest = vote_digest(block.round, &hash, block.height);
+        let digest = vote_digest(self.config.epoch, block.round, &hash, block.height);
         let vote = Vote {
             round: block.round,
             block: hash,
@@ -158,17 +158,17 @@ impl Bft {
                 })
                 .collect(),
         };
-        match verify_qc(&qc, &self.committee) {
+        match verify_qc(&qc, &self.committee, self.config.epoch) {
             Ok(()) => {
                 self.qc_rounds.insert(qc.round);
-                self.verified_qcs.insert(qc.digest());
+                self.verified_qcs.insert(qc.digest(self.config.epoch));
                 self.stats.qcs_formed += 1;
                 self.process_qc(qc, actions);
                 self.try_commit(actions);
             }
             Err(_) => {
                 // Keep only votes that verify one by one, so a forged vote cannot block the round.
-                let digest = vote_digest(vote.round, &vote.block, vote.height);
+                let digest = vote_digest(self.config.epoch, vote.round, &vote.block, vote.height);
                 let committee = &self.committee;
                 entry.retain(|signer, v| verify_member(committee, *signer, &digest, &v.signature));
                 self.stats.refused += 1;
@@ -196,7 +196,7 @@ impl Bft {
         if stake < self.committee.quorum_stake() {
             return;
         }
-        let digest = commit_vote_digest(vote.round, &vote.block, vote.height);
+        let digest = commit_vote_digest(self.config.epoch, vote.round, &vote.block, vote.height);
         let signatures: Vec<(MemberIndex, cas_engine::Signature)> =
             entry.values().map(|v| (v.signer, v.signature)).collect();
         let entries: Vec<SigEntry<'_>> = signatures

@@ -548,7 +548,7 @@ impl Sim<'_> {
         if !self.nodes[node].voted_for.insert(hash) {
             return;
         }
-        let digest = vote_digest(block.round, &hash, block.height);
+        let digest = vote_digest(0, block.round, &hash, block.height);
         let vote = Vote {
             round: block.round,
             block: hash,
@@ -586,7 +586,7 @@ impl Sim<'_> {
                 Action::EpochEnd(_) => {}
                 Action::Equivocation(evidence) => {
                     let signer = evidence.first.signer as usize;
-                    if !evidence.proves(&self.committee) {
+                    if !evidence.proves(&self.committee, 0) {
                         self.report.violations.push(format!(
                             "node {node} reported an equivocation that proves nothing"
                         ));
@@ -812,7 +812,7 @@ impl Sim<'_> {
                 let Some(block) = self.nodes[node].disk.blocks.get(&hash) else {
                     continue;
                 };
-                if verify_qc(&block.qc, &self.committee).is_err()
+                if verify_qc(&block.qc, &self.committee, 0).is_err()
                     || block
                         .tc
                         .as_ref()
