@@ -190,6 +190,9 @@ pub struct ApiState {
     pub index: Arc<TxIndexView>,
     pub stats: Arc<Mutex<Executed>>,
     pub stopping: AtomicBool,
+    /// This node forms ledger certificates (a member; a follower keeps only those it is sent): the ledger stream
+    /// waits for one that may still form.
+    pub forms_certificates: bool,
 }
 
 /// The API's thread; [`ApiServer::stop`] ends it.
@@ -1260,8 +1263,9 @@ async fn ledger_stream(
                     return None;
                 }
             };
-            // A missing certificate may still form while the height is within the certifier's vote window.
-            let may_form = height + cas_consensus::ledger_cert::VOTES_BEHIND >= executed;
+            // A missing certificate may still form here while the height is within the certifier's vote window.
+            let may_form = state.forms_certificates
+                && height + cas_consensus::ledger_cert::VOTES_BEHIND > executed;
             if cert.is_none() && may_form && cert_wait_ms < LEDGER_CERT_WAIT_MS {
                 tokio::time::sleep(Duration::from_millis(LEDGER_POLL_MS)).await;
                 cert_wait_ms += LEDGER_POLL_MS;
@@ -1338,6 +1342,7 @@ pub(crate) fn detached_state() -> Arc<ApiState> {
         index: index.view(),
         stats: Arc::new(Mutex::new(Executed::default())),
         stopping: AtomicBool::new(false),
+        forms_certificates: true,
     })
 }
 

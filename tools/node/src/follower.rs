@@ -6,14 +6,15 @@
 //! as [`cas_netio::broadcast::TwoTierTree`] lays them out), and trusts nothing it has not checked:
 //!
 //! - **Fetching** (thread `cas-follow`): each block must decode, extend the last block taken by its header's parent
-//!   hash, and carry the Merkle root of its transactions' ids. Blocks are held until a frame brings the committee's
+//!   hash, carry the Merkle root of its transactions' ids, and hold only signatures that verify (a tx id leaves
+//!   them out, so nothing else covers them). Blocks are held until a frame brings the committee's
 //!   ledger certificate; a certificate on the newest held block, with more than two thirds of the stake's
 //!   signatures, vouches for every held block through the hash chain, and the run goes to be applied. A refused
 //!   frame, a stalled or closed stream, or more than [`UNCERTIFIED_BLOCKS_MAX`] blocks without a certificate drops
 //!   what is held and moves to the next upstream, from the last certified height; after [`PARENT_RETRY_MS`] on a
 //!   fallback it tries its parent again.
 //! - **Applying** (the node's main thread): each block goes through this node's own shards under every UTXO rule
-//!   (the signatures are vouched for by the certificate, as a member's executor takes attested packages), durably;
+//!   (the signatures were checked while fetching), durably;
 //!   each header's commitment to its parent's set is checked against the set here, and after the run the result
 //!   (block hash, results root, UTXO commitment) must be the certified one. A difference means this node's ledger
 //!   is not the committee's: it stops and says so (nothing to retry: the rules are deterministic).
@@ -60,6 +61,8 @@ const RELAY_TIMEOUT_MS: u64 = 5_000;
 /// A follower reading from a fallback upstream goes back to its parent after this long (the tree keeps the load off
 /// the committee only while followers read from their parents).
 const PARENT_RETRY_MS: u64 = 10_000;
+/// In the data folder when this follower's result differed from the certified one: it refuses to start again.
+pub const DIVERGED_FILE: &str = "DIVERGED";
 /// Submissions relayed upstream at once.
 const RELAY_WORKERS: usize = 4;
 /// The pause after every upstream has failed in turn.
@@ -92,6 +95,15 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
             config.data_dir.display()
         );
     }
+    let diverged_path = config.data_dir.join(DIVERGED_FILE);
+    if let Ok(reason) = std::fs::read_to_string(&diverged_path) {
+        bail!(
+            "{} says this follower's ledger left the committee's: {}; it will not serve it again (move the data \
+             folder away and follow from genesis)",
+            diverged_path.display(),
+            reason.trim()
+        );
+    }
     let fsync = crate::operator::fsync_histogram();
     let (mut ledger, _witness_node) = OpenLedger::open(config, identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
@@ -116,6 +128,7 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
                     index: ledger.index.view(),
                     stats: stats.clone(),
                     stopping: AtomicBool::new(false),
+                    forms_certificates: false,
                     streams: Arc::new(AtomicUsize::new(0)),
                 },
             )
@@ -162,9 +175,10 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
     let relay = {
         let upstream = config.upstream.clone();
         let waiters = waiters.clone();
+        let stop = stop.clone();
         std::thread::Builder::new()
             .name("cas-relay".into())
-            .spawn(move || relay(&upstream, submissions, &waiters))?
+            .spawn(move || relay(&upstream, submissions, &waiters, &stop))?
     };
     tracing::info!(
         upstream = ?config.upstream,
@@ -177,6 +191,7 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
         stats: stats.clone(),
         counters: follow.clone(),
         waiters,
+        diverged_path,
     };
     let status_path = config.data_dir.join("status.json");
     let status = |stopped: bool| {
@@ -394,6 +409,16 @@ fn check_block(bytes: Vec<u8>, height: u64, chain_id: u32, parent: BlockHash) ->
     if merkle::root(&ids).0 != header.tx_root.0 {
         bail!("block {height}: its transactions are not the ones its header's root names");
     }
+    // A tx id leaves out the signatures, so neither the root nor the certificate covers them: checked here, before
+    // anything is written (the members checked them at admission; a certified block never holds a bad one).
+    let txs: Vec<&cas_engine::ArchivedTransaction> = block.txs.iter().collect();
+    if let Some((index, error)) = cas_engine::rules::verify_signatures(&txs, &ids)
+        .into_iter()
+        .enumerate()
+        .find_map(|(index, verdict)| verdict.err().map(|e| (index, e)))
+    {
+        bail!("block {height}: transaction {index}'s signatures do not verify ({error}): not the block the committee certified");
+    }
     let claims = block
         .txs
         .iter()
@@ -424,6 +449,8 @@ struct Applier {
     stats: Arc<Mutex<Executed>>,
     counters: Arc<FollowerCounters>,
     waiters: Arc<Waiters>,
+    /// Written when this node's result differs from the certified one ([`DIVERGED_FILE`]).
+    diverged_path: std::path::PathBuf,
 }
 
 impl Applier {
@@ -481,6 +508,16 @@ impl Applier {
                 if receipt.outcome.utxo_commitment != statement.utxo_commitment
                     || root != statement.results_root
                 {
+                    let reason = format!(
+                        "block {height}: this node's result (UTXO commitment {}, results root {root}) is not the \
+                         one the committee certified ({}, {})",
+                        receipt.outcome.utxo_commitment,
+                        statement.utxo_commitment,
+                        statement.results_root
+                    );
+                    // Kept, so the node does not serve this ledger again after a restart.
+                    std::fs::write(&self.diverged_path, format!("{reason}\n"))
+                        .with_context(|| format!("writing {}", self.diverged_path.display()))?;
                     bail!(
                         "block {height}: this node's result (UTXO commitment {}, results root {root}) is not the \
                          one the committee certified ({}, {}): its ledger is not the committee's; stopping",
@@ -565,6 +602,7 @@ fn relay(
     upstream: &[SocketAddr],
     submissions: std::sync::mpsc::Receiver<Submission>,
     waiters: &Waiters,
+    stop: &AtomicBool,
 ) {
     let submissions = Mutex::new(submissions);
     std::thread::scope(|scope| {
@@ -580,6 +618,11 @@ fn relay(
                     let Ok((_client, bytes)) = next else {
                         return;
                     };
+                    // Stopping: what is still queued is dropped (its requests time out `pending`), not relayed
+                    // to an upstream that may be why it queued.
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
                     // The API decoded it before queueing it.
                     let Ok(id) = cas_engine::codec::decode_tx(&bytes).map(|tx| tx.tx_id()) else {
                         continue;
@@ -792,6 +835,46 @@ mod tests {
             cert: None,
         };
         assert!(refused(vec![garbage]).contains("does not decode"));
+    }
+
+    /// Signatures are outside the tx ids, so outside the root and the certificate: a block whose signature an
+    /// upstream changed is refused before anything is written; the same block as signed is taken.
+    #[test]
+    fn a_block_with_a_changed_signature_is_refused() {
+        use cas_engine::fixtures::{transfer, ACCOUNT_KEYS};
+        use cas_engine::{AssetId, OutPoint, TxOutput};
+        let genesis = Hash32([9; 32]);
+        let owner = key(ACCOUNT_KEYS, 0);
+        let coin = (
+            OutPoint {
+                tx: Hash32([1; 32]),
+                index: 0,
+            },
+            TxOutput {
+                amount: 100,
+                asset: AssetId::CAS,
+                owner: owner.public(),
+                unlock_height: None,
+            },
+        );
+        let tx = transfer(CHAIN, &owner, &[coin], &key(ACCOUNT_KEYS, 1), 10, 1);
+        let with = |tx: cas_engine::Transaction| {
+            let mut b = block(1, genesis);
+            b.header.tx_root = merkle::root(&[tx.tx_id()]);
+            b.txs = vec![tx];
+            b
+        };
+        let signed = with(tx.clone());
+        let (mut taker, _runs) = fetcher(genesis);
+        assert!(taker.take(frame(&signed, None)).unwrap().is_none());
+        let mut changed = tx;
+        changed.signatures[0].signature.0[0] ^= 1;
+        let (mut taker, _runs) = fetcher(genesis);
+        let error = taker.take(frame(&with(changed), None)).err().unwrap();
+        assert!(
+            error.to_string().contains("signatures do not verify"),
+            "{error}"
+        );
     }
 
     #[test]

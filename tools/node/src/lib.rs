@@ -335,6 +335,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
                 index: index_view.clone(),
                 stats: stats.clone(),
                 stopping: AtomicBool::new(false),
+                forms_certificates: true,
                 streams,
             },
         )?),
