@@ -276,36 +276,9 @@ impl Block {
             + witness_bytes(&self.witnesses)
     }
 
-    /// Builds and signs a block of the genesis committee's epoch (0).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new_signed(
-        keypair: &Keypair,
-        author: MemberIndex,
-        round: Round,
-        protocol: u32,
-        qc: QuorumCert,
-        tc: Option<TimeoutCert>,
-        timestamp_ms: u64,
-        payload: Vec<AvailabilityCert>,
-        witnesses: Vec<WitnessHeader>,
-    ) -> Block {
-        Block::new_signed_in(
-            0,
-            keypair,
-            author,
-            round,
-            protocol,
-            qc,
-            tc,
-            timestamp_ms,
-            payload,
-            witnesses,
-        )
-    }
-
     /// Builds and signs a block of `epoch`.
     #[allow(clippy::too_many_arguments)]
-    pub fn new_signed_in(
+    pub fn new_signed(
         epoch: u64,
         keypair: &Keypair,
         author: MemberIndex,

@@ -403,6 +403,7 @@ fn voters_refuse_a_block_over_the_ledger_bounds_and_a_resized_certificate() {
             0,
         );
         let block = cas_consensus::messages::Block::new_signed(
+            0,
             &keys[leader as usize],
             leader,
             1,

@@ -115,6 +115,7 @@ fn a_voter_refuses_a_proposal_over_the_bound_or_with_a_forged_witness() {
     let voter = (0..MEMBERS as u16).find(|m| *m != leader).unwrap();
     let propose = |witnesses: Vec<WitnessHeader>| {
         Block::new_signed(
+            0,
             &leader_key,
             leader,
             1,

@@ -70,6 +70,7 @@ fn votes_are_held_only_from_their_signer_and_once_per_round() {
 fn proposal(round: u64, timestamp_ms: u64) -> (MemberIndex, Block) {
     let leader = committee().leader(round);
     let block = Block::new_signed(
+        0,
         &keypairs()[leader as usize],
         leader,
         round,
@@ -146,6 +147,7 @@ fn a_blocks_byte_estimate_is_its_encoded_size() {
             })
             .collect();
         let block = Block::new_signed(
+            0,
             &keys[1],
             1,
             1,

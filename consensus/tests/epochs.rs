@@ -77,7 +77,7 @@ fn answer_to(base: Base, block: Block) -> (usize, u64) {
 
 fn proposal(epoch: u64, qc: QuorumCert, payload: Vec<AvailabilityCert>) -> Block {
     let leader = committee_of(1).leader(1);
-    Block::new_signed_in(
+    Block::new_signed(
         epoch,
         &key(COMMITTEE_KEYS, members_of(1)[leader as usize] as u32),
         leader,
@@ -190,7 +190,7 @@ fn a_quorum_certificate_counts_in_its_own_epoch_only() {
     let committee = committee_of(1);
     let leader = committee.leader(4);
     let block_over = |qc: QuorumCert| {
-        Block::new_signed_in(
+        Block::new_signed(
             1,
             &key(COMMITTEE_KEYS, members_of(1)[leader as usize] as u32),
             leader,
@@ -221,7 +221,7 @@ fn a_restart_at_the_last_height_ends_the_epoch_again() {
         timestamp_ms: 50,
     };
     // Epoch 1's last height is 2E; here the member's disk holds that block as committed.
-    let last = Block::new_signed_in(
+    let last = Block::new_signed(
         1,
         &key(COMMITTEE_KEYS, members_of(1)[1] as u32),
         1,

@@ -157,6 +157,7 @@ fn samples() -> &'static [Message] {
                 .collect(),
         };
         let block = Block::new_signed(
+            0,
             &keypairs()[1],
             1,
             5,

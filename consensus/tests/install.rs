@@ -41,6 +41,7 @@ fn no_vote_at_or_below_an_installed_snapshot() {
     let committee = committee();
     let leader = committee.leader(1);
     let proposal = Block::new_signed(
+        0,
         &key(COMMITTEE_KEYS, u32::from(leader)),
         leader,
         1,

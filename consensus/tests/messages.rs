@@ -15,6 +15,7 @@ use proptest::prelude::*;
 fn samples() -> Vec<Message> {
     let leader = key(COMMITTEE_KEYS, 1);
     let block = Block::new_signed(
+        0,
         &leader,
         1,
         1,
@@ -128,6 +129,7 @@ fn carried_witnesses_are_bounded_by_the_decoder_and_covered_by_the_block_hash() 
     let leader = key(COMMITTEE_KEYS, 1);
     let carrying = |witnesses: Vec<WitnessHeader>| {
         Block::new_signed(
+            0,
             &leader,
             1,
             1,

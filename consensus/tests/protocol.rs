@@ -55,6 +55,7 @@ fn member(me: MemberIndex, upgraded: bool, now_ms: u64) -> Bft {
 fn block(round: u64, protocol: u32, qc: QuorumCert, timestamp_ms: u64) -> Block {
     let author = committee().leader(round);
     Block::new_signed(
+        0,
         &keypair(author),
         author,
         round,

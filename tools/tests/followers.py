@@ -23,21 +23,14 @@ import subprocess
 import sys
 import urllib.request
 
-from harness import Cluster, check, http, http_text, wait_for
+from harness import Cluster, check, http, http_text, sign_tx, wait_for
 
 CAS, WORK = sys.argv[1], sys.argv[2]
 FEE = 10
 
 
 def sign(name, key_file, inputs, outputs, chain_id=1):
-    out = os.path.join(WORK, f"{name}.bin")
-    args = [CAS, "tx", "--key", key_file, "--chain-id", str(chain_id), "--fee", str(FEE), "--out", out]
-    for i in inputs:
-        args += ["--input", i]
-    for o in outputs:
-        args += ["--output", o]
-    tx_id = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().split()[-1]
-    return tx_id, open(out, "rb").read()
+    return sign_tx(CAS, WORK, name, key_file, inputs, outputs, FEE, chain_id=chain_id)
 
 
 def status_of(index):

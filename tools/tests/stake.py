@@ -19,21 +19,14 @@ import subprocess
 import sys
 import urllib.request
 
-from harness import Cluster, check, http, wait_for
+from harness import Cluster, check, http, sign_tx, wait_for
 
 CAS, WORK = sys.argv[1], sys.argv[2]
 FEE = 10
 
 
 def sign(name, key_file, inputs, outputs, extra):
-    out = os.path.join(WORK, f"{name}.bin")
-    args = [CAS, "tx", "--key", key_file, "--chain-id", "1", "--fee", str(FEE), "--out", out] + extra
-    for i in inputs:
-        args += ["--input", i]
-    for o in outputs:
-        args += ["--output", o]
-    tx_id = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().split()[-1]
-    return tx_id, open(out, "rb").read()
+    return sign_tx(CAS, WORK, name, key_file, inputs, outputs, FEE, extra=extra)
 
 
 def final(api, body):

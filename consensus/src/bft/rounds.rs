@@ -141,7 +141,7 @@ impl Bft {
             }
             _ => self.now_ms,
         };
-        let block = Block::new_signed_in(
+        let block = Block::new_signed(
             self.config.epoch,
             &self.keypair,
             self.me,

@@ -681,6 +681,7 @@ impl Sim<'_> {
         match self.nodes[node].byzantine {
             Some(Byzantine::Equivocate) => {
                 let twin = Block::new_signed(
+                    0,
                     &keypair,
                     block.author,
                     block.round,
@@ -711,6 +712,7 @@ impl Sim<'_> {
                     .cloned();
                 let fork = match stale {
                     Some(qc) => Block::new_signed(
+                        0,
                         &keypair,
                         block.author,
                         block.round,

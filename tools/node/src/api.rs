@@ -1218,11 +1218,19 @@ async fn blocks_stream(
             }
         },
     );
+    streamed(stream, "application/x-ndjson")
+}
+
+/// A streamed body of `content_type`.
+fn streamed<S, B>(stream: S, content_type: &'static str) -> Response
+where
+    S: futures_util::Stream<Item = std::result::Result<B, std::io::Error>> + Send + 'static,
+    B: Into<Bytes> + 'static,
+{
     let mut response = Body::from_stream(stream).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -1256,6 +1264,15 @@ async fn ledger_stream(
                 tokio::time::sleep(Duration::from_millis(LEDGER_POLL_MS)).await;
                 continue;
             }
+            // A missing certificate may still form here while the height is within the certifier's vote window:
+            // waited for by a lookup in memory, read from the index once.
+            let may_form = state.forms_certificates
+                && height + cas_consensus::ledger_cert::VOTES_BEHIND > executed;
+            if may_form && cert_wait_ms < LEDGER_CERT_WAIT_MS && !state.index.has_cert(height) {
+                tokio::time::sleep(Duration::from_millis(LEDGER_POLL_MS)).await;
+                cert_wait_ms += LEDGER_POLL_MS;
+                continue;
+            }
             let cert = match state.index.results(height) {
                 Ok(results) => results.and_then(|r| r.cert),
                 Err(error) => {
@@ -1263,14 +1280,6 @@ async fn ledger_stream(
                     return None;
                 }
             };
-            // A missing certificate may still form here while the height is within the certifier's vote window.
-            let may_form = state.forms_certificates
-                && height + cas_consensus::ledger_cert::VOTES_BEHIND > executed;
-            if cert.is_none() && may_form && cert_wait_ms < LEDGER_CERT_WAIT_MS {
-                tokio::time::sleep(Duration::from_millis(LEDGER_POLL_MS)).await;
-                cert_wait_ms += LEDGER_POLL_MS;
-                continue;
-            }
             let block = match ask(state, |reply| LedgerQuery::Block { height, reply }).await {
                 Ok(Some(bytes)) => bytes,
                 // Below the store's base: this node cannot serve the height.
@@ -1288,12 +1297,7 @@ async fn ledger_stream(
             ));
         }
     });
-    let mut response = Body::from_stream(stream).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    response
+    streamed(stream, "application/octet-stream")
 }
 
 /// One of the [`STREAMS_MAX`] block streams, given back when the stream ends or its client leaves.

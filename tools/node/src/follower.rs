@@ -43,7 +43,7 @@ use crate::config::NodeConfig;
 use crate::executor::{answer_query, Executed, RECENT_COMMITMENTS_MAX};
 use crate::ledger_stream::{read_frame, Frame};
 use crate::operator::{FollowerCounters, FollowerServer, FollowerSurface};
-use crate::tx_index::{results_of, Claim, TxIndex};
+use crate::tx_index::{applied_claims, claims_of, results_of, Claim, TxIndex};
 use crate::{Identity, OpenLedger};
 
 /// Blocks held without a certificate before the upstream is given up (a member certifies nearly every block; one
@@ -419,19 +419,7 @@ fn check_block(bytes: Vec<u8>, height: u64, chain_id: u32, parent: BlockHash) ->
     {
         bail!("block {height}: transaction {index}'s signatures do not verify ({error}): not the block the committee certified");
     }
-    let claims = block
-        .txs
-        .iter()
-        .enumerate()
-        .filter_map(|(index, tx)| {
-            let (sender, client_id) = cas_engine::rules::claim_of(tx)?;
-            Some(Claim {
-                sender,
-                client_id,
-                index: index as u32,
-            })
-        })
-        .collect();
+    let claims = claims_of(block.txs.iter());
     let hash = header.hash();
     Ok(Held {
         height,
@@ -527,10 +515,7 @@ impl Applier {
                     );
                 }
             }
-            let claims: Vec<Claim> = claims
-                .into_iter()
-                .filter(|c| verdicts[c.index as usize].is_ok())
-                .collect();
+            let claims = applied_claims(claims, verdicts);
             self.index
                 .append_results(height, hash, &results, &claims)
                 .with_context(|| format!("indexing block {height}"))?;

@@ -284,10 +284,7 @@ fn router(state: Arc<OperatorState>) -> Router {
 }
 
 async fn health(State(state): State<Arc<OperatorState>>) -> Response {
-    match state.unhealthy() {
-        None => (StatusCode::OK, "ok\n").into_response(),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
-    }
+    health_response(state.unhealthy())
 }
 
 async fn status(State(state): State<Arc<OperatorState>>) -> Response {
@@ -336,7 +333,12 @@ async fn status(State(state): State<Arc<OperatorState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<OperatorState>>) -> Response {
-    match render(&state) {
+    metrics_response(render(&state))
+}
+
+/// A scrape's answer: the text, or 500 with why it could not be rendered.
+fn metrics_response(rendered: Result<String>) -> Response {
+    match rendered {
         Ok(text) => (
             StatusCode::OK,
             [("content-type", prometheus::TEXT_FORMAT)],
@@ -348,6 +350,14 @@ async fn metrics(State(state): State<Arc<OperatorState>>) -> Response {
             format!("metrics: {error:#}\n"),
         )
             .into_response(),
+    }
+}
+
+/// `/health`'s answer: 200 `ok`, or 503 with the one-line reason.
+fn health_response(unhealthy: Option<String>) -> Response {
+    match unhealthy {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
     }
 }
 
@@ -1023,26 +1033,11 @@ impl FollowerServer {
 }
 
 async fn follower_metrics(State(surface): State<Arc<FollowerSurface>>) -> Response {
-    match surface.render() {
-        Ok(text) => (
-            StatusCode::OK,
-            [("content-type", prometheus::TEXT_FORMAT)],
-            text,
-        )
-            .into_response(),
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("metrics: {error:#}\n"),
-        )
-            .into_response(),
-    }
+    metrics_response(surface.render())
 }
 
 async fn follower_health(State(surface): State<Arc<FollowerSurface>>) -> Response {
-    match surface.unhealthy() {
-        None => (StatusCode::OK, "ok\n").into_response(),
-        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
-    }
+    health_response(surface.unhealthy())
 }
 
 async fn follower_status(State(surface): State<Arc<FollowerSurface>>) -> Response {

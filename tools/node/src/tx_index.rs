@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context, Result};
 use cas_consensus::ledger_cert::LedgerCert;
 use cas_engine::parted_map::PartedMap;
-use cas_engine::{BlockHash, Hash32, PublicKey, RejectCode, TxError, TxId};
+use cas_engine::{ArchivedTransaction, BlockHash, Hash32, PublicKey, RejectCode, TxError, TxId};
 
 const MAGIC: [u8; 4] = *b"CASI";
 const CERT_MAGIC: [u8; 4] = *b"CASC";
@@ -209,6 +209,16 @@ impl TxIndexView {
             results,
             cert,
         }))
+    }
+
+    /// Whether the committee's certificate on block `height` is kept here (a map lookup; no file is read).
+    pub fn has_cert(&self, height: u64) -> bool {
+        self.inner
+            .lock()
+            .expect("index lock")
+            .blocks
+            .get(&height)
+            .is_some_and(|entry| entry.cert.is_some())
     }
 
     fn insert_cert(&self, height: u64, place: Place) {
@@ -524,21 +534,7 @@ impl TxIndex {
             return Ok(());
         }
         let ids: Vec<TxId> = block.txs.iter().map(|tx| tx.tx_id()).collect();
-        let claims: Vec<Claim> = block
-            .txs
-            .iter()
-            .zip(verdicts)
-            .enumerate()
-            .filter(|(_, (_, verdict))| verdict.is_ok())
-            .filter_map(|(index, (tx, _))| {
-                let (sender, client_id) = cas_engine::rules::claim_of(tx)?;
-                Some(Claim {
-                    sender,
-                    client_id,
-                    index: index as u32,
-                })
-            })
-            .collect();
+        let claims = applied_claims(claims_of(block.txs.iter()), verdicts);
         self.append(height, block.header.hash(), &ids, verdicts, &claims)
     }
 
@@ -558,6 +554,28 @@ impl TxIndex {
         }
         Ok(())
     }
+}
+
+/// The client-id claim of every transaction of a block that makes one, by its place in the block.
+pub fn claims_of<'a>(txs: impl Iterator<Item = &'a ArchivedTransaction>) -> Vec<Claim> {
+    txs.enumerate()
+        .filter_map(|(index, tx)| {
+            let (sender, client_id) = cas_engine::rules::claim_of(tx)?;
+            Some(Claim {
+                sender,
+                client_id,
+                index: index as u32,
+            })
+        })
+        .collect()
+}
+
+/// The claims of the transactions the rules applied (a rejected transaction claims nothing).
+pub fn applied_claims(claims: Vec<Claim>, verdicts: &[Result<(), TxError>]) -> Vec<Claim> {
+    claims
+        .into_iter()
+        .filter(|c| verdicts[c.index as usize].is_ok())
+        .collect()
 }
 
 /// A block's results as the index keeps them: each transaction's id and verdict code (0 when applied), in order.
