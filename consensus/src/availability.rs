@@ -82,6 +82,19 @@ pub struct AvailabilityStats {
     pub refused: u64,
 }
 
+impl AvailabilityStats {
+    /// Adds `other`'s counts (an ended instance's, so an operator's counters never go back at a hand-over).
+    pub fn add(&mut self, other: &AvailabilityStats) {
+        self.packages_created += other.packages_created;
+        self.signatures_checked += other.signatures_checked;
+        self.signature_batches += other.signature_batches;
+        self.certs_formed += other.certs_formed;
+        self.certs_attested += other.certs_attested;
+        self.certs_unattested_after_wait += other.certs_unattested_after_wait;
+        self.refused += other.refused;
+    }
+}
+
 struct Pending {
     sequence: u64,
     size: PackageSize,
@@ -185,6 +198,14 @@ impl Availability {
 
     pub fn package(&self, id: &PackageId) -> Option<&Package> {
         self.packages.get(id)
+    }
+
+    /// This member's own packages still held, oldest first.
+    pub fn own_packages(&self) -> impl Iterator<Item = &Package> {
+        self.arrival
+            .iter()
+            .filter_map(|(id, _)| self.packages.get(id))
+            .filter(|package| package.creator == self.me)
     }
 
     /// Holds a package new to this member and asks for it to be stored durably.

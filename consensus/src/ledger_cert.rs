@@ -351,6 +351,18 @@ pub struct CertifierStats {
     pub certs_formed: u64,
 }
 
+impl CertifierStats {
+    /// Adds `other`'s counts (an ended epoch's certifier, so an operator's counters never go back).
+    pub fn add(&mut self, other: &CertifierStats) {
+        self.votes_taken += other.votes_taken;
+        self.votes_refused += other.votes_refused;
+        self.votes_late += other.votes_late;
+        self.votes_diverging += other.votes_diverging;
+        self.bad_signatures += other.bad_signatures;
+        self.certs_formed += other.certs_formed;
+    }
+}
+
 struct Height {
     /// This node's statement and its digest, once executed.
     own: Option<(LedgerStatement, Hash32)>,

@@ -18,11 +18,17 @@
 //!   only for a block whose timestamp is at least its parent's and at most [`TIMESTAMP_AHEAD_MAX_MS`] ahead of its
 //!   own clock. The committed timestamp is the clock the executors judge witness headers by (and what receipts
 //!   show); under version 1 one proposer with a clock far behind could take it backwards.
+//! - **3**: version 2, and committee hand-overs: with epochs in the genesis (`epoch_blocks` E > 0), from the
+//!   first epoch that starts at or above the version's height, each epoch's committee is the one the ledger
+//!   elected for it, running its own BFT instance over the epoch's heights (`BftConfig::epoch`, `last_height`;
+//!   the node's epoch plan). Under versions 1 and 2 elections are recorded and the genesis committee serves on.
 
 /// The version from genesis.
 pub const PROTOCOL_GENESIS: u32 = 1;
 /// The newest version this binary can run.
-pub const PROTOCOL_VERSION_MAX: u32 = 2;
+pub const PROTOCOL_VERSION_MAX: u32 = 3;
+/// The first version whose elected committees take over at epoch boundaries (see the module doc).
+pub const PROTOCOL_HANDOVERS: u32 = 3;
 /// Under version 2, how far ahead of a voter's clock a block's timestamp may be (clock skew between members plus
 /// the time a proposal takes to arrive, with a wide margin).
 pub const TIMESTAMP_AHEAD_MAX_MS: u64 = 5_000;
@@ -89,6 +95,14 @@ impl ProtocolSchedule {
             .map_or(PROTOCOL_GENESIS, |upgrade| upgrade.version)
     }
 
+    /// The first height whose blocks follow `version` or a later one, if the schedule ever reaches it.
+    pub fn first_height_of(&self, version: u32) -> Option<u64> {
+        self.upgrades
+            .iter()
+            .find(|upgrade| upgrade.version >= version)
+            .map(|upgrade| upgrade.height)
+    }
+
     /// The first upgrade above `height`, if one is scheduled.
     pub fn next_after(&self, height: u64) -> Option<ProtocolUpgrade> {
         self.upgrades.iter().copied().find(|u| u.height > height)
@@ -128,13 +142,19 @@ mod tests {
         assert_eq!(schedule.next_after(99), Some(upgrade(2, 100)));
         assert_eq!(schedule.next_after(100), None);
         assert_eq!(ProtocolSchedule::default().at(5), PROTOCOL_GENESIS);
+        let schedule = ProtocolSchedule::new(vec![upgrade(2, 10), upgrade(3, 50)]).unwrap();
+        assert_eq!(schedule.first_height_of(2), Some(10));
+        assert_eq!(schedule.first_height_of(PROTOCOL_HANDOVERS), Some(50));
+        assert_eq!(ProtocolSchedule::default().first_height_of(2), None);
     }
 
     #[test]
     fn schedules_that_lower_repeat_or_outrun_the_binary_are_refused() {
         assert_eq!(
-            ProtocolSchedule::new(vec![upgrade(3, 10)]),
-            Err(ScheduleError::Unknown { version: 3 })
+            ProtocolSchedule::new(vec![upgrade(PROTOCOL_VERSION_MAX + 1, 10)]),
+            Err(ScheduleError::Unknown {
+                version: PROTOCOL_VERSION_MAX + 1
+            })
         );
         for bad in [
             vec![upgrade(1, 10)],
@@ -147,5 +167,6 @@ mod tests {
             ));
         }
         assert!(Rules::of(2).monotonic_timestamps && !Rules::of(1).monotonic_timestamps);
+        assert!(Rules::of(3).monotonic_timestamps);
     }
 }

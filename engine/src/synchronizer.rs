@@ -249,6 +249,20 @@ impl Synchronizer {
         }
     }
 
+    /// Puts admitted transactions back at the front of the queue, in order: their package was never committed (a
+    /// committee hand-over ended its epoch first), and they were admitted (and answered for) already, so no
+    /// bound refuses them and no check runs again.
+    pub fn requeue(&mut self, txs: Vec<Transaction>, now_ms: u64) {
+        if txs.is_empty() {
+            return;
+        }
+        self.queued_bytes += txs.iter().map(crate::codec::encoded_tx_len).sum::<usize>();
+        for tx in txs.into_iter().rev() {
+            self.queue.push_front(tx);
+        }
+        self.oldest_queued_ms = Some(now_ms);
+    }
+
     /// The next package, when one is due: a full one, or whatever waits once the oldest has waited long enough.
     pub fn take_package(&mut self, now_ms: u64) -> Option<Vec<Transaction>> {
         let oldest = self.oldest_queued_ms?;
@@ -303,6 +317,27 @@ mod tests {
             package_wait_ms: 10,
             ..SynchronizerConfig::new(3)
         }
+    }
+
+    #[test]
+    fn requeued_transactions_go_first_in_their_order_without_a_check() {
+        let txs = signed(3);
+        let mut sync = Synchronizer::new(config());
+        let late = encode_tx(&txs[2]);
+        assert!(matches!(
+            sync.admit(&[&late[..]], 0)[0],
+            Admission::Accepted { .. }
+        ));
+        sync.requeue(txs[..2].to_vec(), 5);
+        assert_eq!(sync.queued(), 3);
+        let taken: Vec<Transaction> = std::iter::from_fn(|| sync.take_package(1_000))
+            .flatten()
+            .collect();
+        assert_eq!(taken, txs, "the carried ones first, in order");
+        assert_eq!(
+            sync.signatures_checked, 1,
+            "only the admitted one was checked"
+        );
     }
 
     #[test]

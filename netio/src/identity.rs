@@ -20,8 +20,9 @@ use crate::error::NetError;
 /// ALPN of node-to-node connections: the wire format's version. A change to the bytes of a peer message takes a
 /// new one (a node of the old format then fails the handshake, instead of refusing every frame); a change to the
 /// rules only is a protocol version in the block (`cas_consensus::protocol`). 2: blocks carry their protocol
-/// version. 3: blocks carry their committee epoch, and timeouts and package acks sign it.
-pub const ALPN_NODE: &[u8] = b"cas-node/3";
+/// version. 3: blocks carry their committee epoch, and timeouts and package acks sign it. 4: every peer frame ends
+/// with the epoch of the BFT instance it belongs to (two run side by side around a committee hand-over).
+pub const ALPN_NODE: &[u8] = b"cas-node/4";
 /// ALPN of client connections to the ingest endpoint.
 pub const ALPN_INGEST: &[u8] = b"cas-ingest/1";
 /// The TLS server name we present; ignored by our verifiers (the key is the identity).

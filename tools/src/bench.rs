@@ -124,6 +124,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             mining_threads: 0,
             witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             epoch_blocks: 0,
+            hand_over: false,
             compare_mining: false,
             serve: false,
             via_http: false,

@@ -85,10 +85,14 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = cas_engine::genesis::DEFAULT_WITNESS_SPAN)]
     pub witness_span: u32,
     /// Blocks per election epoch, written into the genesis (0: no elections; else at least 8). The ledger records
-    /// each next committee at the middle of the epoch before (`GET /v1/stake` shows it); the consensus hand-over
-    /// to it is not built yet.
+    /// each next committee at the middle of the epoch before (`GET /v1/stake` shows it); with --hand-over it
+    /// takes over at the epoch's start.
     #[arg(long, default_value_t = 0)]
     pub epoch_blocks: u64,
+    /// Schedule protocol version 3 from height 1 on every node: each epoch's elected committee runs its own BFT
+    /// instance (needs --epoch-blocks). This build hands over only among the running members (docs/dpos.md).
+    #[arg(long)]
+    pub hand_over: bool,
     /// With --kill-one: restart the killed node once every other node's height is this many blocks past the
     /// killed node's last reported height (instead of at two thirds of the run), waiting after the load if needed
     /// (0: at two thirds). Puts the node beyond its peers' in-memory block window on purpose.
@@ -868,6 +872,10 @@ pub fn start_cluster(
     let verifications_per_tx = 1 + f;
     let cpu_limit_tps = cores as f64 * verifications_per_core_s / verifications_per_tx as f64;
     ensure!(
+        !args.hand_over || args.epoch_blocks > 0,
+        "--hand-over needs --epoch-blocks: without epochs there is nothing to hand over"
+    );
+    ensure!(
         !(args.netns && args.followers > 0),
         "--followers does not run in network namespaces yet"
     );
@@ -962,7 +970,14 @@ pub fn start_cluster(
                 addr(operator_ports[i])
             }),
             tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
-            protocol_upgrades: Vec::new(),
+            protocol_upgrades: if args.hand_over {
+                vec![cas_node::config::ProtocolUpgradeConfig {
+                    version: cas_consensus::protocol::PROTOCOL_HANDOVERS,
+                    height: 1,
+                }]
+            } else {
+                Vec::new()
+            },
             upstream: Vec::new(),
         };
         apis.push(config.api_listen.expect("set above"));

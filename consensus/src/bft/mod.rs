@@ -248,6 +248,31 @@ pub struct BftStats {
     pub ends_through_tail: u64,
 }
 
+impl BftStats {
+    /// Adds `other`'s counts (an ended instance's, so an operator's counters never go back at a hand-over).
+    pub fn add(&mut self, other: &BftStats) {
+        self.proposals += other.proposals;
+        self.votes_sent += other.votes_sent;
+        self.qcs_formed += other.qcs_formed;
+        self.commit_votes_sent += other.commit_votes_sent;
+        self.fast_commits += other.fast_commits;
+        self.tcs_formed += other.tcs_formed;
+        self.timeouts_sent += other.timeouts_sent;
+        self.commits += other.commits;
+        self.refused += other.refused;
+        self.conflicting_commits += other.conflicting_commits;
+        self.payload_refused += other.payload_refused;
+        self.witnesses_refused += other.witnesses_refused;
+        self.witnesses_committed += other.witnesses_committed;
+        self.protocol_refused += other.protocol_refused;
+        self.timestamps_refused += other.timestamps_refused;
+        self.epoch_refused += other.epoch_refused;
+        self.equivocations += other.equivocations;
+        self.tail_commits += other.tail_commits;
+        self.ends_through_tail += other.ends_through_tail;
+    }
+}
+
 pub struct Bft {
     committee: Committee,
     /// Where this instance's chain starts.

@@ -4,6 +4,12 @@
 //! Packages and blocks to keep go to the journal; messages that follow them wait in the outbox until the journal is
 //! fdatasynced, once per phase of a turn for everything written in it (group commit), so an ack or a vote is never
 //! sent for something held only in memory.
+//!
+//! The consensus state machines of one committee epoch form an [`Instance`]. At a hand-over ([`crate::epochs`]) the
+//! driver starts the next epoch's instance from the last block of the one that ended, once every block of the old
+//! one is handed to execution and the ledger has recorded the next committee; the old instance stays a while beside
+//! it, answering the block and package requests of members still finishing its epoch. Peer frames carry their
+//! instance's epoch ([`wire`]) and go to the instance they belong to.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,21 +19,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use cas_consensus::availability::Availability;
-use cas_consensus::bft::{Bft, Event};
-use cas_consensus::committee::MemberIndex;
-use cas_consensus::messages::{Block as ConsensusBlock, Message};
+use cas_consensus::availability::{Availability, AvailabilityConfig};
+use cas_consensus::bft::{Base, Bft, BftConfig, Event, Recovered, SafetyState};
+use cas_consensus::committee::{Committee, MemberIndex};
+use cas_consensus::messages::{Block as ConsensusBlock, Message, Package};
 use cas_consensus::mining::{MiningAnswer, MiningRequest};
 use cas_consensus::Action;
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::decode_tx;
 use cas_engine::synchronizer::{Admission, Synchronizer};
-use cas_engine::{PackageId, PublicKey, Transaction};
+use cas_engine::{BlockHash, Keypair, PackageId, PublicKey, Transaction};
 use cas_netio::{Class, Inbound, InboundQueues, Origin};
 
 use crate::api::Submission;
 use crate::clients::{Client, Clients};
-use crate::durable::SafetyFile;
+use crate::durable::{EpochBaseFile, SafetyFile};
+use crate::epochs::{committee_of, Committees, EpochPlan};
 use crate::executor::{Committed, Executed, Work};
 use crate::in_flight::{InFlight, OVERLOADED_RETRY_AFTER_MS};
 use crate::journal::Journal;
@@ -54,20 +61,140 @@ const PACKAGE_RETRY_MS: u64 = 300;
 const PACKAGE_REQUEST_FANOUT: usize = 2;
 /// Committed blocks whose missing packages are fetched ahead of execution.
 const PENDING_PREFETCH_BLOCKS: usize = 64;
+/// How long an instance whose epoch ended keeps answering peers after the hand-over (stragglers of its epoch fetch
+/// its last blocks and packages from it).
+const ENDED_INSTANCE_KEPT_MS: u64 = 60_000;
 
-pub struct Parts {
+/// One committee epoch's consensus: the BFT instance, package availability and snapshot fetching of that committee,
+/// its own safety state, and who its members are.
+pub struct Instance {
+    pub epoch: u64,
     pub bft: Bft,
     pub availability: Availability,
+    pub state_sync: StateSync,
+    pub safety_file: SafetyFile,
+    /// The members' keys, by member index.
+    pub keys: Vec<PublicKey>,
+    members: HashMap<PublicKey, MemberIndex>,
+}
+
+/// What each instance of this node is made of, besides its committee and base.
+pub struct InstanceMaker {
+    pub keypair: Keypair,
+    /// Every instance's configuration but its epoch and last height.
+    pub bft: BftConfig,
+    pub availability: AvailabilityConfig,
+    pub snapshot_sync_gap_blocks: u64,
+    pub data_dir: std::path::PathBuf,
+    pub plan: EpochPlan,
+}
+
+impl InstanceMaker {
+    /// Starts instance `epoch` of `committee` above `base`: from its safety state on disk and its journal `blocks` if
+    /// it ran before (a restart), fresh otherwise; `committed` is the last block this node executed, when within
+    /// the epoch. Returns the instance and what it asks for first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &self,
+        epoch: u64,
+        committee: Committee,
+        base: Base,
+        committed: Option<(u64, BlockHash)>,
+        blocks: Vec<ConsensusBlock>,
+        packages: Vec<Package>,
+        now_ms: u64,
+    ) -> Result<(Instance, Vec<Action>)> {
+        let me = committee
+            .index_of(&self.keypair.public())
+            .with_context(|| format!("this node is no member of epoch {epoch}'s committee"))?;
+        let mut safety_file = SafetyFile::for_epoch(&self.data_dir, epoch);
+        let safety = if safety_file.exists() {
+            safety_file.load()?
+        } else {
+            SafetyState {
+                high_qc: base.qc(),
+                ..SafetyState::default()
+            }
+        };
+        let committed = match epoch {
+            0 => committed,
+            _ => committed
+                .filter(|(height, _)| *height > base.height)
+                .or(Some((base.height, base.hash))),
+        };
+        let recovered = Recovered {
+            safety,
+            blocks,
+            committed,
+            base,
+        };
+        let key = || Keypair::from_seed(&self.keypair.seed());
+        let config = BftConfig {
+            epoch,
+            last_height: self.plan.last_height(epoch),
+            ..self.bft.clone()
+        };
+        let (bft, actions) = Bft::new(committee.clone(), me, key(), config, recovered, now_ms);
+        let mut availability = Availability::new(
+            committee.clone(),
+            me,
+            key(),
+            AvailabilityConfig {
+                epoch,
+                ..self.availability.clone()
+            },
+        );
+        for package in packages {
+            availability.restore(package);
+        }
+        let stakes = committee.members().map(|m| committee.stake(m)).collect();
+        let state_sync = StateSync::new(
+            me,
+            stakes,
+            committee.validity_stake(),
+            self.snapshot_sync_gap_blocks,
+        );
+        let keys: Vec<PublicKey> = committee
+            .members()
+            .map(|m| *committee.key(m).expect("a member"))
+            .collect();
+        let members = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, i as MemberIndex))
+            .collect();
+        Ok((
+            Instance {
+                epoch,
+                bft,
+                availability,
+                state_sync,
+                safety_file,
+                keys,
+                members,
+            },
+            actions,
+        ))
+    }
+}
+
+pub struct Parts {
+    pub instance: Instance,
+    pub maker: InstanceMaker,
+    /// The committees the ledger elected (the executor records them).
+    pub committees: Arc<Committees>,
+    /// The keys netio connects to: a committee with others cannot be served by this build (docs/dpos.md).
+    pub peers: std::collections::HashSet<PublicKey>,
+    /// Journal blocks of instances after the current one (a restart inside a hand-over), for when they start.
+    pub later_blocks: Vec<ConsensusBlock>,
+    pub epoch_bases: EpochBaseFile,
     pub synchronizer: Synchronizer,
     pub netio: Arc<cas_netio::Node>,
     pub queues: InboundQueues,
-    pub keys: Vec<PublicKey>,
-    pub safety_file: SafetyFile,
     pub journal: Journal,
     pub execution: crossbeam_channel::Sender<Work>,
-    /// Snapshot state transfer: fetching (here) and serving (a thread fed by `serve`).
-    pub state_sync: StateSync,
-    pub serve: SyncSender<(MemberIndex, ServeRequest)>,
+    /// Snapshot serving (a thread fed by `serve`): who asked, the epoch to tag the answer with, what.
+    pub serve: SyncSender<(PublicKey, u64, ServeRequest)>,
     pub anchors: Arc<Anchors>,
     pub started: Instant,
     /// The wall clock (ms since the Unix epoch) at `started`: the driver's clock runs monotonically from it, so
@@ -85,15 +212,27 @@ pub struct Parts {
     pub clients: Clients,
     /// The client ids the ledger applied (for `duplicate` answers after restarts and on every node).
     pub index: Arc<crate::tx_index::TxIndexView>,
-    /// Peers' votes on executed blocks' results, for the executor's certifier (bounded; full drops, counted).
-    pub ledger_votes: crossbeam_channel::Sender<cas_consensus::ledger_cert::LedgerVote>,
+    /// Peers' votes on executed blocks' results with their sender, for the executor's certifier (bounded; full
+    /// drops, counted).
+    pub ledger_votes:
+        crossbeam_channel::Sender<(PublicKey, cas_consensus::ledger_cert::LedgerVote)>,
     /// Where the consensus side is published every second (the operator endpoints read it).
     pub view: Arc<Mutex<crate::operator::ConsensusView>>,
 }
 
 pub struct Driver {
     parts: Parts,
-    members: HashMap<PublicKey, MemberIndex>,
+    /// The instance whose epoch ended, kept until this time (ms) for stragglers of its epoch.
+    ended: Option<(Instance, u64)>,
+    /// The current instance's epoch ended at this base: the hand-over is due.
+    epoch_end: Option<Base>,
+    /// Why the hand-over cannot happen, once told (the operator's status).
+    handover_stuck: Option<String>,
+    /// Peer frames tagged with an epoch no instance here runs.
+    other_epoch_frames: u64,
+    /// The counters of the instances that ended, added to the current one's in the status.
+    ended_bft: cas_consensus::bft::BftStats,
+    ended_availability: cas_consensus::availability::AvailabilityStats,
     /// Admitted client transactions not yet handed to execution, and whom to answer.
     in_flight: InFlight,
     /// Submissions answered `Overloaded` (in-flight bounds or the Synchronizer's queue).
@@ -122,15 +261,14 @@ pub struct Driver {
 impl Driver {
     pub fn new(parts: Parts) -> Driver {
         let in_flight = InFlight::new(parts.admission_in_flight_max);
-        let members = parts
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (*k, i as MemberIndex))
-            .collect();
         Driver {
             parts,
-            members,
+            ended: None,
+            epoch_end: None,
+            handover_stuck: None,
+            other_epoch_frames: 0,
+            ended_bft: Default::default(),
+            ended_availability: Default::default(),
             in_flight,
             overloaded_answers: 0,
             peer_messages_refused: 0,
@@ -196,14 +334,18 @@ impl Driver {
                 self.on_clients(batch, now);
             }
             while let Some(txs) = self.parts.synchronizer.take_package(now) {
-                let actions = self.parts.availability.create(txs, true, now);
+                let actions = self.parts.instance.availability.create(txs, true, now);
                 self.execute(actions)?;
             }
             if now >= self.last_tick_ms + TICK_MS {
                 self.last_tick_ms = now;
+                self.hand_over(now)?;
+                if self.ended.as_ref().is_some_and(|(_, until)| now >= *until) {
+                    self.ended = None;
+                }
                 // Witnesses this node accepted wait in the BFT's pool for a proposal of ours to carry them.
                 for header in self.parts.witness.take_for_carrying() {
-                    self.parts.bft.add_witness(header);
+                    self.parts.instance.bft.add_witness(header);
                 }
                 let expired = self.in_flight.expire(now);
                 if !expired.is_empty() {
@@ -213,12 +355,12 @@ impl Driver {
                         "admitted transactions never reached execution; their answers are not sent"
                     );
                 }
-                let mut actions = self.parts.bft.handle(Event::Tick { now_ms: now });
-                actions.extend(self.parts.availability.on_tick(now));
-                actions.extend(self.parts.state_sync.on_tick(
+                let mut actions = self.parts.instance.bft.handle(Event::Tick { now_ms: now });
+                actions.extend(self.parts.instance.availability.on_tick(now));
+                actions.extend(self.parts.instance.state_sync.on_tick(
                     now,
-                    self.parts.bft.committed_height(),
-                    self.parts.bft.high_qc_height(),
+                    self.parts.instance.bft.committed_height(),
+                    self.parts.instance.bft.high_qc_height(),
                 ));
                 self.execute(actions)?;
                 self.drain_pending(now)?;
@@ -227,17 +369,17 @@ impl Driver {
             // A commit that does not extend our committed chain means more than a third of the stake broke the
             // rules (or a bug): going on would execute a forked ledger, so the node stops and says so.
             anyhow::ensure!(
-                self.parts.bft.stats.conflicting_commits == 0,
+                self.parts.instance.bft.stats.conflicting_commits == 0,
                 "safety violation: the committee committed a block that conflicts with this node's committed \
                  chain (round {}, committed height {}); the node stops rather than execute a fork: keep its data \
                  folder for the investigation",
-                self.parts.bft.round(),
-                self.parts.bft.committed_height()
+                self.parts.instance.bft.round(),
+                self.parts.instance.bft.committed_height()
             );
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
-                let next = self.parts.bft.committed_height() + 1;
-                let protocol = self.parts.bft.protocol_at(next);
+                let next = self.parts.instance.bft.committed_height() + 1;
+                let protocol = self.parts.instance.bft.protocol_at(next);
                 if protocol != self.protocol {
                     tracing::info!(
                         protocol,
@@ -246,7 +388,7 @@ impl Driver {
                     );
                     self.protocol = protocol;
                 }
-                let refused = self.parts.bft.stats.protocol_refused;
+                let refused = self.parts.instance.bft.stats.protocol_refused;
                 if refused > self.protocol_refused_told {
                     self.protocol_refused_told = refused;
                     tracing::warn!(
@@ -258,12 +400,12 @@ impl Driver {
                     );
                 }
                 let consensus = self.counters();
-                let round = self.parts.bft.round();
+                let round = self.parts.instance.bft.round();
                 *self.parts.view.lock().expect("consensus view lock") =
                     crate::operator::ConsensusView {
                         counters: consensus.clone(),
-                        high_qc_height: self.parts.bft.high_qc_height(),
-                        catching_up: self.parts.state_sync.busy(),
+                        high_qc_height: self.parts.instance.bft.high_qc_height(),
+                        catching_up: self.parts.instance.state_sync.busy(),
                         at: Instant::now(),
                     };
                 crate::write_status(
@@ -282,18 +424,20 @@ impl Driver {
         }
         // A graceful stop leaves every journal record durable; held messages are not sent (nothing waits on them).
         self.parts.journal.sync()?;
-        Ok((self.parts.bft.round(), self.counters()))
+        Ok((self.parts.instance.bft.round(), self.counters()))
     }
 
     /// The consensus side's counters for `status.json`: the BFT's, package availability's and admission's.
     fn counters(&self) -> serde_json::Value {
-        let bft = &self.parts.bft.stats;
-        let availability = &self.parts.availability.stats;
-        let fetch = self.parts.state_sync.progress();
-        let sync = &self.parts.state_sync.stats;
+        let mut bft = self.ended_bft.clone();
+        bft.add(&self.parts.instance.bft.stats);
+        let mut availability = self.ended_availability.clone();
+        availability.add(&self.parts.instance.availability.stats);
+        let fetch = self.parts.instance.state_sync.progress();
+        let sync = &self.parts.instance.state_sync.stats;
         serde_json::json!({
-            "round": self.parts.bft.round(),
-            "committed_height": self.parts.bft.committed_height(),
+            "round": self.parts.instance.bft.round(),
+            "committed_height": self.parts.instance.bft.committed_height(),
             "proposals": bft.proposals,
             "votes_sent": bft.votes_sent,
             "qcs_formed": bft.qcs_formed,
@@ -307,12 +451,10 @@ impl Driver {
             "payload_refused": bft.payload_refused,
             "witnesses_refused": bft.witnesses_refused,
             "witnesses_committed": bft.witnesses_committed,
-            "protocol": self.parts.bft.protocol_at(self.parts.bft.committed_height() + 1),
+            "protocol": self.parts.instance.bft.protocol_at(self.parts.instance.bft.committed_height() + 1),
             "protocol_max": cas_consensus::protocol::PROTOCOL_VERSION_MAX,
-            "protocol_next_upgrade": self
-                .parts
-                .bft
-                .protocol_next_after(self.parts.bft.committed_height())
+            "protocol_next_upgrade": self.parts.instance.bft
+                .protocol_next_after(self.parts.instance.bft.committed_height())
                 .map(|u| serde_json::json!({"version": u.version, "height": u.height})),
             "protocol_refused": bft.protocol_refused,
             "timestamps_refused": bft.timestamps_refused,
@@ -340,6 +482,10 @@ impl Driver {
             "execution_queue": self.parts.execution.len(),
             "pending_blocks": self.pending.len(),
             "ledger_votes_queue": self.parts.ledger_votes.len(),
+            "epoch": self.parts.instance.epoch,
+            "epoch_last_height": self.parts.maker.plan.last_height(self.parts.instance.epoch),
+            "other_epoch_frames": self.other_epoch_frames,
+            "handover_stuck": self.handover_stuck,
         })
     }
 
@@ -347,33 +493,58 @@ impl Driver {
         let Origin::Peer(key) = inbound.origin else {
             return Ok(());
         };
-        let Some(&from) = self.members.get(&key) else {
-            return Ok(());
-        };
-        let message = match wire::peer_message(inbound.class, &inbound.payload) {
-            Ok(message) => message,
+        let (epoch, message) = match wire::peer_message(inbound.class, &inbound.payload) {
+            Ok(tagged) => tagged,
             Err(error) => {
                 self.peer_messages_refused += 1;
-                tracing::debug!(from, %error, "a peer's frame refused");
+                tracing::debug!(peer = %key, %error, "a peer's frame refused");
                 return Ok(());
             }
         };
-        let got_package = matches!(message, Message::Package(_));
-        let actions = match message {
+        // What no instance owns: snapshot serving, witnesses, and ledger votes (each signs its own epoch; the
+        // executor's certifier checks the signer against the committee of the vote's height).
+        match message {
             Message::SnapshotInfoRequest => {
-                self.serve(from, ServeRequest::Info);
-                Vec::new()
+                self.serve(key, epoch, ServeRequest::Info);
+                return Ok(());
             }
             Message::SnapshotChunkRequest(request) => {
-                self.serve(from, ServeRequest::Chunk(request));
-                Vec::new()
+                self.serve(key, epoch, ServeRequest::Chunk(request));
+                return Ok(());
             }
+            Message::Witness(header) => {
+                self.on_witness(header);
+                return Ok(());
+            }
+            Message::LedgerVote(vote) => {
+                if self.parts.ledger_votes.try_send((key, vote)).is_err() {
+                    self.ledger_votes_dropped += 1;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        if epoch != self.parts.instance.epoch {
+            return self.on_ended_instance(key, epoch, message, now);
+        }
+        let Some(&from) = self.parts.instance.members.get(&key) else {
+            return Ok(());
+        };
+        let got_package = matches!(message, Message::Package(_));
+        let actions = match message {
             Message::SnapshotInfo(info) => {
-                let committed = self.parts.bft.committed_height();
-                self.parts.state_sync.on_info(from, info, committed, now)
+                let committed = self.parts.instance.bft.committed_height();
+                // A snapshot of another epoch's heights is not this instance's to install.
+                if self.parts.maker.plan.instance_of(info.height) != self.parts.instance.epoch {
+                    return Ok(());
+                }
+                self.parts
+                    .instance
+                    .state_sync
+                    .on_info(from, info, committed, now)
             }
             Message::SnapshotChunk(chunk) => {
-                let (actions, install) = self.parts.state_sync.on_chunk(from, chunk, now);
+                let (actions, install) = self.parts.instance.state_sync.on_chunk(from, chunk, now);
                 if let Some(install) = install {
                     self.install(install)?;
                 }
@@ -382,19 +553,14 @@ impl Driver {
             Message::Package(_)
             | Message::Ack(_)
             | Message::Cert(_)
-            | Message::PackageRequest(_) => self.parts.availability.handle(from, message, now),
-            Message::Witness(header) => {
-                self.on_witness(header);
-                Vec::new()
+            | Message::PackageRequest(_) => {
+                self.parts.instance.availability.handle(from, message, now)
             }
-            // A member signs its own result, never relays another's.
-            Message::LedgerVote(vote) => {
-                if vote.signer != from || self.parts.ledger_votes.try_send(vote).is_err() {
-                    self.ledger_votes_dropped += 1;
-                }
-                Vec::new()
-            }
-            message => self.parts.bft.handle(Event::Message { from, message }),
+            message => self
+                .parts
+                .instance
+                .bft
+                .handle(Event::Message { from, message }),
         };
         self.execute(actions)?;
         if got_package {
@@ -403,9 +569,61 @@ impl Driver {
         Ok(())
     }
 
+    /// A frame for the instance whose epoch ended here: it still answers (block and package requests, votes of its
+    /// stragglers) until it is dropped; its answers leave at once (it keeps nothing new in the journal). Frames of
+    /// any other epoch are counted and dropped.
+    fn on_ended_instance(
+        &mut self,
+        key: PublicKey,
+        epoch: u64,
+        message: Message,
+        now: u64,
+    ) -> Result<()> {
+        let Some((ended, _)) = self
+            .ended
+            .as_mut()
+            .filter(|(ended, _)| ended.epoch == epoch)
+        else {
+            self.other_epoch_frames += 1;
+            return Ok(());
+        };
+        let Some(&from) = ended.members.get(&key) else {
+            return Ok(());
+        };
+        let actions = match message {
+            Message::Package(_)
+            | Message::Ack(_)
+            | Message::Cert(_)
+            | Message::PackageRequest(_) => ended.availability.handle(from, message, now),
+            Message::SnapshotInfo(_) | Message::SnapshotChunk(_) => Vec::new(),
+            message => ended.bft.handle(Event::Message { from, message }),
+        };
+        for action in actions {
+            match action {
+                Action::Send { to, message } => {
+                    let (class, bytes) = wire::encode(epoch, &message);
+                    if let Err(error) =
+                        self.parts
+                            .netio
+                            .try_send(&ended.keys[to as usize], class, bytes)
+                    {
+                        tracing::debug!(to, %error, "send refused");
+                    }
+                }
+                Action::Persist(safety) => ended
+                    .safety_file
+                    .store(&safety)
+                    .context("persisting the ended instance's safety state")?,
+                // Nothing else matters to an epoch this node finished: it committed its last height already.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Hands a peer's snapshot request to the serving thread; a full queue drops it (counted; the peer retries).
-    fn serve(&self, from: MemberIndex, request: ServeRequest) {
-        if self.parts.serve.try_send((from, request)).is_err() {
+    fn serve(&self, from: PublicKey, epoch: u64, request: ServeRequest) {
+        if self.parts.serve.try_send((from, epoch, request)).is_err() {
             self.parts
                 .anchors
                 .dropped
@@ -413,12 +631,100 @@ impl Driver {
         }
     }
 
+    /// Starts the next epoch's instance once the current one ended, every block up to its base is with the executor,
+    /// and the ledger has recorded the next committee. The old instance is kept a while for stragglers; the
+    /// transactions of this node's packages that its epoch did not commit go into the next one's packages (they
+    /// were admitted and are owed an answer). A committee this build cannot serve (this node not re-elected, or a
+    /// member netio does not connect to) stops consensus here, said once (docs/dpos.md: the switch between member
+    /// and follower is not built).
+    fn hand_over(&mut self, now: u64) -> Result<()> {
+        let Some(base) = self.epoch_end else {
+            return Ok(());
+        };
+        let epoch = self.parts.instance.epoch;
+        let next = self
+            .parts
+            .maker
+            .plan
+            .next(epoch)
+            .context("an epoch ended that the plan never ends")?;
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
+        // Recorded E/2 blocks before the base: only an executor far behind makes this wait.
+        let Some(elected) = self.parts.committees.get(next) else {
+            return Ok(());
+        };
+        let me = self.parts.maker.keypair.public();
+        let refusal = match committee_of(&elected) {
+            Err(error) => Some(format!("epoch {next}'s elected committee is no committee: {error}")),
+            Ok(committee) if committee.index_of(&me).is_none() => Some(format!(
+                "this node is not in epoch {next}'s committee, and a member leaving the committee does not                  become a follower in this build (docs/dpos.md)"
+            )),
+            Ok(_) => elected
+                .iter()
+                .find(|member| member.key != me && !self.parts.peers.contains(&member.key))
+                .map(|stranger| {
+                    format!(
+                        "epoch {next}'s committee has member {} that is no peer of this node, and a follower                          joining the committee is not built yet (docs/dpos.md)",
+                        stranger.key
+                    )
+                }),
+        };
+        if let Some(refusal) = refusal {
+            if self.handover_stuck.as_ref() != Some(&refusal) {
+                tracing::error!(epoch, next, "no hand-over: {refusal}");
+                self.handover_stuck = Some(refusal);
+            }
+            return Ok(());
+        }
+        let committee = committee_of(&elected).expect("checked above");
+        self.flush_outbox()?;
+        self.parts.epoch_bases.store(next, base)?;
+        let (blocks, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parts.later_blocks)
+            .into_iter()
+            .filter(|block| block.epoch >= next)
+            .partition(|block| block.epoch == next);
+        self.parts.later_blocks = later;
+        let (instance, actions) =
+            self.parts
+                .maker
+                .start(next, committee, base, None, blocks, Vec::new(), now)?;
+        let old = std::mem::replace(&mut self.parts.instance, instance);
+        self.ended_bft.add(&old.bft.stats);
+        self.ended_availability.add(&old.availability.stats);
+        let mut carried = Vec::new();
+        for package in old.availability.own_packages() {
+            carried.extend(
+                package
+                    .txs
+                    .iter()
+                    .zip(cas_engine::tx::owned_tx_ids(&package.txs))
+                    .filter(|(_, id)| self.in_flight.client_of(id).is_some())
+                    .map(|(tx, _)| tx.clone()),
+            );
+        }
+        tracing::info!(
+            epoch = next,
+            base = base.height,
+            members = elected.len(),
+            carried = carried.len(),
+            "handed over to the next committee"
+        );
+        self.parts.synchronizer.requeue(carried, now);
+        self.ended = Some((old, now + ENDED_INSTANCE_KEPT_MS));
+        self.epoch_end = None;
+        self.handover_stuck = None;
+        self.package_requests.clear();
+        self.execute(actions)
+    }
+
     /// A verified snapshot above the committed height becomes the base: the executor installs it (after every
     /// block already handed to it, which it then skips as below it), the BFT continues from its consensus block,
     /// and committed blocks at or below it waiting for packages are dropped.
     fn install(&mut self, install: Install) -> Result<()> {
         let height = install.info.height;
-        if height <= self.parts.bft.committed_height() {
+        if height <= self.parts.instance.bft.committed_height() {
             tracing::info!(
                 height,
                 "snapshot no longer ahead of the committed height; dropped"
@@ -433,7 +739,7 @@ impl Driver {
         self.pending.retain(|block| block.height > height);
         // Requests for packages of the dropped blocks are moot; those still needed are asked again.
         self.package_requests.clear();
-        let actions = self.parts.bft.install_base(height, consensus_hash);
+        let actions = self.parts.instance.bft.install_base(height, consensus_hash);
         self.execute(actions)
     }
 
@@ -573,7 +879,7 @@ impl Driver {
 
     /// Tells the submitters of a package of ours that it is certified: their transactions are accepted.
     fn answer_accepted(&mut self, package: &PackageId) {
-        let Some(package) = self.parts.availability.package(package) else {
+        let Some(package) = self.parts.instance.availability.package(package) else {
             return;
         };
         for id in cas_engine::tx::owned_tx_ids(&package.txs) {
@@ -598,17 +904,17 @@ impl Driver {
     fn transmit(&self, action: Action) {
         match action {
             Action::Send { to, message } => {
-                let (class, bytes) = wire::encode(&message);
+                let (class, bytes) = wire::encode(self.parts.instance.epoch, &message);
                 if let Err(error) =
                     self.parts
                         .netio
-                        .try_send(&self.parts.keys[to as usize], class, bytes)
+                        .try_send(&self.parts.instance.keys[to as usize], class, bytes)
                 {
                     tracing::debug!(to, %error, "send refused");
                 }
             }
             Action::Broadcast(message) => {
-                let (class, bytes) = wire::encode(&message);
+                let (class, bytes) = wire::encode(self.parts.instance.epoch, &message);
                 for (peer, error) in self.parts.netio.broadcast(class, bytes) {
                     tracing::debug!(?peer, %error, "broadcast refused for a peer");
                 }
@@ -629,17 +935,18 @@ impl Driver {
                 action @ (Action::Send { .. } | Action::Broadcast(_)) => self.transmit(action),
                 Action::Persist(safety) => self
                     .parts
+                    .instance
                     .safety_file
                     .store(&safety)
                     .context("persisting safety state")?,
                 Action::StoreBlock(block) => self.parts.journal.append_block(block)?,
                 Action::StorePackage(package) => self.parts.journal.append_package(package)?,
                 Action::Certified(cert) => {
-                    if cert.creator == self.parts.bft.me() {
+                    if cert.creator == self.parts.instance.bft.me() {
                         self.answer_accepted(&cert.package);
                     }
-                    self.parts.bft.add_payload(cert);
-                    let released = self.parts.bft.take_deferred();
+                    self.parts.instance.bft.add_payload(cert);
+                    let released = self.parts.instance.bft.take_deferred();
                     self.execute(released)?;
                 }
                 Action::Commit(block) => {
@@ -647,8 +954,6 @@ impl Driver {
                     let now = self.now_ms();
                     self.drain_pending(now)?;
                 }
-                // The node runs one instance with no last height (the hand-over to an elected committee is not
-                // wired into the node yet: docs/dpos.md), so its epoch never ends.
                 // Kept for the ledger's punishment (docs/dpos.md); for now the operator hears of it.
                 Action::Equivocation(evidence) => tracing::warn!(
                     member = evidence.first.signer,
@@ -657,11 +962,14 @@ impl Driver {
                     second = %evidence.second.block,
                     "a committee member voted for two blocks in one round"
                 ),
+                // The hand-over runs from the loop, once every block up to the base is handed to execution.
                 Action::EpochEnd(base) => {
-                    tracing::warn!(
+                    tracing::info!(
+                        epoch = self.parts.instance.epoch,
                         height = base.height,
-                        "the BFT instance's epoch ended; no hand-over is wired in"
-                    )
+                        "the committee's epoch ended"
+                    );
+                    self.epoch_end = Some(base);
                 }
             }
         }
@@ -676,7 +984,7 @@ impl Driver {
             let mut missing = Vec::new();
             let mut attested = true;
             for cert in &block.payload {
-                match self.parts.availability.executable(cert) {
+                match self.parts.instance.availability.executable(cert) {
                     Ok((package, needs_verification)) => {
                         attested &= !needs_verification;
                         txs.extend(package.txs.iter().cloned());
@@ -701,7 +1009,7 @@ impl Driver {
                     None => (None, 0),
                 })
                 .unzip();
-            let proposer = self.parts.keys[block.author as usize];
+            let proposer = self.parts.instance.keys[block.author as usize];
             self.parts
                 .execution
                 .send(Work::Block(Committed {
@@ -724,7 +1032,7 @@ impl Driver {
         let mut due = Vec::new();
         for block in self.pending.iter().take(PENDING_PREFETCH_BLOCKS) {
             for cert in &block.payload {
-                let Err(requests) = self.parts.availability.executable(cert) else {
+                let Err(requests) = self.parts.instance.availability.executable(cert) else {
                     continue;
                 };
                 let (last, attempt) = self

@@ -177,15 +177,30 @@ pub struct SafetyFile {
 
 impl SafetyFile {
     pub fn new(data_dir: &Path) -> SafetyFile {
+        SafetyFile::for_epoch(data_dir, 0)
+    }
+
+    /// The safety state of the BFT instance of committee epoch `epoch` (each instance votes in its own rounds,
+    /// from 1): `safety.bin` for the genesis committee's, `safety-<epoch>.bin` for later ones.
+    pub fn for_epoch(data_dir: &Path, epoch: u64) -> SafetyFile {
+        let name = match epoch {
+            0 => "safety.bin".to_string(),
+            epoch => format!("safety-{epoch}.bin"),
+        };
         SafetyFile {
             slots: SlotFile::new(
-                data_dir.join("safety.bin"),
+                data_dir.join(name),
                 *b"CASSAFE1",
                 SAFETY_SLOT_BYTES,
                 "voting from a default state could vote twice in a round: restore the data folder from a backup, or \
                  give the node a new key and folder",
             ),
         }
+    }
+
+    /// Whether a state was ever stored (the instance voted or timed out in some round).
+    pub fn exists(&self) -> bool {
+        self.slots.path.exists()
     }
 
     /// The stored state; the default when the node has never voted (no file).
@@ -227,6 +242,76 @@ impl SafetyFile {
         payload.extend_from_slice(&safety.last_voted_round.to_le_bytes());
         payload.extend_from_slice(&safety.last_timeout_round.to_le_bytes());
         payload.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&safety.high_qc)?);
+        self.slots.store(&payload)
+    }
+}
+
+/// Bytes of one epoch base: epoch, height, consensus block hash, timestamp.
+const BASE_ENTRY_BYTES: usize = 8 + 8 + 32 + 8;
+const BASE_SLOT_BYTES: usize = 512;
+const _: () =
+    assert!(SLOT_HEADER_BYTES + 2 * BASE_ENTRY_BYTES + SLOT_CHECKSUM_BYTES <= BASE_SLOT_BYTES);
+
+/// The bases of the last two BFT instances this node started at a hand-over (`epoch_bases.bin`, a [`SlotFile`]):
+/// an instance restarted inside its epoch starts from its base again, which the ledger alone does not give (it
+/// keeps the consensus hash of the last two executed heights only).
+pub struct EpochBaseFile {
+    slots: SlotFile,
+}
+
+impl EpochBaseFile {
+    pub fn new(data_dir: &Path) -> EpochBaseFile {
+        EpochBaseFile {
+            slots: SlotFile::new(
+                data_dir.join("epoch_bases.bin"),
+                *b"CASBASE1",
+                BASE_SLOT_BYTES,
+                EXECUTED_WAY_OUT,
+            ),
+        }
+    }
+
+    /// The stored bases, oldest first: (epoch, base).
+    pub fn load(&mut self) -> Result<Vec<(u64, cas_consensus::bft::Base)>> {
+        let Some(payload) = self.slots.load()? else {
+            return Ok(Vec::new());
+        };
+        if payload.len() % BASE_ENTRY_BYTES != 0 || payload.len() > 2 * BASE_ENTRY_BYTES {
+            bail!(
+                "{}: {} bytes, not up to two epoch bases; {EXECUTED_WAY_OUT}",
+                self.slots.path.display(),
+                payload.len()
+            );
+        }
+        Ok(payload
+            .chunks_exact(BASE_ENTRY_BYTES)
+            .map(|c| {
+                let word = |at: usize| u64::from_le_bytes(c[at..at + 8].try_into().expect("8"));
+                (
+                    word(0),
+                    cas_consensus::bft::Base {
+                        height: word(8),
+                        hash: Hash32(c[16..48].try_into().expect("32")),
+                        timestamp_ms: word(48),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Keeps `base` as epoch `epoch`'s (with the newest one before it), durable before returning.
+    pub fn store(&mut self, epoch: u64, base: cas_consensus::bft::Base) -> Result<()> {
+        let mut entries = self.load()?;
+        entries.retain(|(e, _)| *e < epoch);
+        entries.push((epoch, base));
+        let skip = entries.len().saturating_sub(2);
+        let mut payload = Vec::with_capacity(2 * BASE_ENTRY_BYTES);
+        for (epoch, base) in &entries[skip..] {
+            payload.extend_from_slice(&epoch.to_le_bytes());
+            payload.extend_from_slice(&base.height.to_le_bytes());
+            payload.extend_from_slice(&base.hash.0);
+            payload.extend_from_slice(&base.timestamp_ms.to_le_bytes());
+        }
         self.slots.store(&payload)
     }
 }
@@ -382,6 +467,43 @@ mod tests {
                 ..QuorumCert::genesis()
             },
         }
+    }
+
+    #[test]
+    fn each_epoch_votes_from_its_own_safety_file() {
+        let dir = tempfile::tempdir().unwrap();
+        SafetyFile::for_epoch(dir.path(), 0)
+            .store(&safety(9))
+            .unwrap();
+        let mut later = SafetyFile::for_epoch(dir.path(), 3);
+        assert!(!later.exists(), "epoch 3's instance never voted");
+        later.store(&safety(2)).unwrap();
+        assert_eq!(SafetyFile::new(dir.path()).load().unwrap(), safety(9));
+        assert_eq!(
+            SafetyFile::for_epoch(dir.path(), 3).load().unwrap(),
+            safety(2)
+        );
+    }
+
+    #[test]
+    fn the_epoch_base_file_keeps_the_two_newest_bases() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = |height: u64| cas_consensus::bft::Base {
+            height,
+            hash: Hash32([height as u8; 32]),
+            timestamp_ms: height * 1_000,
+        };
+        let mut file = EpochBaseFile::new(dir.path());
+        assert!(file.load().unwrap().is_empty());
+        for epoch in 1..=3 {
+            file.store(epoch, base(epoch * 16)).unwrap();
+        }
+        // Storing an epoch again (a restart that hands over once more) replaces it and what came after.
+        file.store(3, base(48)).unwrap();
+        assert_eq!(
+            EpochBaseFile::new(dir.path()).load().unwrap(),
+            vec![(2, base(32)), (3, base(48))]
+        );
     }
 
     #[test]

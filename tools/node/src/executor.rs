@@ -18,12 +18,13 @@ use cas_consensus::rewards::{issuance_tx, WitnessOrder};
 use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
 use cas_engine::rules::fee_pot_outpoint;
-use cas_engine::stake::{elected_committee, epoch_of, validator_payouts};
+use cas_engine::stake::{elected_committee, elects_at, epoch_of, validator_payouts, Candidate};
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, OutPoint, PublicKey, Transaction};
 
 use crate::api::{LedgerQuery, StakeView};
 use crate::clients::{Client, Clients};
 use crate::durable::{ExecutedFile, WitnessBaseFile};
+use crate::epochs::{committee_of, Committees, EpochPlan};
 use crate::snapshot_serve::{Anchor, Anchors};
 use crate::state_sync::Install;
 use crate::tx_index::{Claim, TxIndex};
@@ -106,8 +107,20 @@ pub struct Executor {
     pub anchors: Arc<Anchors>,
     /// Where the witness order state at an installed snapshot's height is kept for restarts.
     pub witness_base: WitnessBaseFile,
-    /// Collects the committee's votes on each executed block's result.
+    /// Collects the committee's votes on each executed block's result: the committee of the instance serving the
+    /// last executed height ([`EpochPlan`]).
     pub certifier: LedgerCertifier,
+    /// The certifier of the instance before, and its last height, kept for the votes on its last blocks that
+    /// arrive after this node executed past them.
+    pub ended_certifier: Option<(u64, LedgerCertifier)>,
+    /// The counts of the certifiers dropped before those two.
+    pub certifier_before: CertifierStats,
+    /// Which instance serves which heights, the committees the ledger elected (recorded here for the driver), the
+    /// genesis committee, and this node's key (to sign as a member of each).
+    pub plan: EpochPlan,
+    pub committees: Arc<Committees>,
+    pub genesis_committee: cas_consensus::committee::Committee,
+    pub keypair: cas_engine::Keypair,
     /// Where this node's ledger votes go out.
     pub netio: Arc<cas_netio::Node>,
     /// Admission to final of the transactions admitted here (the operator's `/metrics`).
@@ -123,13 +136,13 @@ impl Executor {
         mut self,
         queue: Receiver<Work>,
         queries: Receiver<LedgerQuery>,
-        votes: Receiver<LedgerVote>,
+        votes: Receiver<(PublicKey, LedgerVote)>,
     ) -> Result<()> {
         let mut queries = queries;
         let mut votes = votes;
         loop {
-            while let Ok(vote) = votes.try_recv() {
-                self.on_vote(vote)?;
+            while let Ok((sender, vote)) = votes.try_recv() {
+                self.on_vote(sender, vote)?;
             }
             let work = match queue.try_recv() {
                 Ok(work) => Some(work),
@@ -150,7 +163,7 @@ impl Executor {
                         }
                         recv(votes) -> vote => {
                             match vote {
-                                Ok(vote) => self.on_vote(vote)?,
+                                Ok((sender, vote)) => self.on_vote(sender, vote)?,
                                 Err(_) => votes = crossbeam_channel::never(),
                             }
                             None
@@ -171,10 +184,55 @@ impl Executor {
         Ok(())
     }
 
-    /// A peer's vote on a block's result (the driver checked it comes from the member it names).
-    fn on_vote(&mut self, vote: LedgerVote) -> Result<()> {
-        let (_, cert) = self.certifier.on_vote(vote);
+    /// A peer's vote on a block's result, taken by the certifier of its height's committee when `sender` is the
+    /// member it names (a member signs its own result, never relays another's).
+    fn on_vote(&mut self, sender: PublicKey, vote: LedgerVote) -> Result<()> {
+        let certifier = match &mut self.ended_certifier {
+            Some((last, ended)) if vote.height <= *last => ended,
+            _ => &mut self.certifier,
+        };
+        if certifier.committee().key(vote.signer) != Some(&sender) {
+            certifier.stats.votes_refused += 1;
+            return Ok(());
+        }
+        let (_, cert) = certifier.on_vote(vote);
         self.certified(cert)
+    }
+
+    /// Before executing `height`: the certifier of the instance that serves it (a new one at the first height of an
+    /// instance, from the committee the ledger elected for it).
+    pub fn certifier_for(&mut self, height: u64) -> Result<()> {
+        let epoch = self.plan.instance_of(height);
+        if epoch == self.certifier.epoch() {
+            return Ok(());
+        }
+        let committee = match epoch {
+            0 => self.genesis_committee.clone(),
+            epoch => {
+                let elected = read_election(&self.node, epoch).with_context(|| {
+                    format!("block {height}: the ledger holds no committee for epoch {epoch}")
+                })?;
+                committee_of(&elected)
+                    .map_err(|error| anyhow::anyhow!("epoch {epoch}'s committee: {error}"))?
+            }
+        };
+        let me = committee
+            .index_of(&self.keypair.public())
+            .with_context(|| {
+                format!("block {height}: this node is no member of epoch {epoch}'s committee")
+            })?;
+        let certifier = LedgerCertifier::new(
+            committee,
+            me,
+            cas_engine::Keypair::from_seed(&self.keypair.seed()),
+            epoch,
+            height - 1,
+        );
+        let ended = std::mem::replace(&mut self.certifier, certifier);
+        if let Some((_, dropped)) = self.ended_certifier.replace((height - 1, ended)) {
+            self.certifier_before.add(&dropped.stats);
+        }
+        Ok(())
     }
 
     /// Keeps a certificate that formed, and the certifier's counters for the status.
@@ -187,7 +245,12 @@ impl Executor {
                 )
             })?;
         }
-        self.stats.lock().expect("stats lock").certifier = self.certifier.stats;
+        let mut stats = self.certifier_before;
+        stats.add(&self.certifier.stats);
+        if let Some((_, ended)) = &self.ended_certifier {
+            stats.add(&ended.stats);
+        }
+        self.stats.lock().expect("stats lock").certifier = stats;
         Ok(())
     }
 
@@ -317,6 +380,7 @@ impl Executor {
             "block {height} follows executed height {}",
             self.order.executed_height()
         );
+        self.certifier_for(height)?;
         // Mark first: after a crash, whichever height the store ends at, its consensus hash is on disk.
         let consensus_hash = committed.block.hash();
         self.executed_marks.push((height, consensus_hash));
@@ -440,7 +504,8 @@ impl Executor {
             results_root: results_root(&results),
             utxo_commitment: receipt.outcome.utxo_commitment,
         });
-        let (class, bytes) = crate::wire::encode(&Message::LedgerVote(vote));
+        let (class, bytes) =
+            crate::wire::encode(self.certifier.epoch(), &Message::LedgerVote(vote));
         for (peer, error) in self.netio.broadcast(class, bytes) {
             tracing::debug!(?peer, %error, "ledger vote refused for a peer");
         }
@@ -474,6 +539,12 @@ impl Executor {
                     rejection: verdict.as_ref().err().map(RuleFailure::of),
                 };
                 self.clients.answer(*client, answer);
+            }
+        }
+        // The committee an election after this block picks, for the driver's hand-over.
+        if let Some(epoch) = elects_at(&self.node.ledger().params.stake, height) {
+            if let Some(members) = read_election(&self.node, epoch) {
+                self.committees.record(epoch, members);
             }
         }
         let mut stats = self.stats.lock().expect("stats lock");
@@ -529,13 +600,7 @@ pub(crate) fn answer_query(node: &cas_shards::DurableLedger, query: LedgerQuery)
             let (height, params) = (node.height(), ledger.params.stake);
             let epoch = epoch_of(&params, height);
             let asked = asked.unwrap_or(epoch + 1);
-            let elected = elected_committee(asked, |outpoint| {
-                ledger
-                    .get(outpoint)
-                    .inspect_err(|error| tracing::warn!(%error, "an election record does not read"))
-                    .ok()
-                    .flatten()
-            });
+            let elected = read_election(node, asked);
             let _ = reply.send(StakeView {
                 height,
                 params,
@@ -545,4 +610,19 @@ pub(crate) fn answer_query(node: &cas_shards::DurableLedger, query: LedgerQuery)
             });
         }
     }
+}
+
+/// The committee the ledger in `node` recorded for `epoch`, if it holds its election.
+pub(crate) fn read_election(
+    node: &cas_shards::DurableLedger,
+    epoch: u64,
+) -> Option<Vec<Candidate>> {
+    let ledger = node.ledger();
+    elected_committee(epoch, |outpoint| {
+        ledger
+            .get(outpoint)
+            .inspect_err(|error| tracing::warn!(%error, "an election record does not read"))
+            .ok()
+            .flatten()
+    })
 }

@@ -22,6 +22,7 @@ pub mod config;
 mod disk_faults;
 mod driver;
 pub mod durable;
+pub mod epochs;
 mod executor;
 mod follower;
 #[cfg(test)]
@@ -43,8 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use cas_consensus::availability::{Availability, AvailabilityConfig};
-use cas_consensus::bft::{Bft, BftConfig, Recovered};
+use cas_consensus::availability::AvailabilityConfig;
+use cas_consensus::bft::{Base, BftConfig};
 use cas_consensus::committee::Committee;
 use cas_consensus::committee::MemberIndex;
 use cas_consensus::ledger_cert::LedgerCertifier;
@@ -59,7 +60,8 @@ use serde::Serialize;
 
 use config::NodeConfig;
 use driver::Driver;
-use durable::{ExecutedFile, SafetyFile, WitnessBaseFile};
+use durable::{EpochBaseFile, ExecutedFile, WitnessBaseFile};
+use epochs::{committee_of, Committees, EpochPlan};
 use executor::{Executed, Executor};
 use journal::Journal;
 
@@ -263,6 +265,14 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     let (mut ledger, witness_node) = OpenLedger::open(&config, &identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
     let committed = ledger.consensus_base()?;
+    let plan = EpochPlan::new(
+        ledger.shards.ledger().params.stake.epoch_blocks,
+        &config
+            .protocol_schedule()
+            .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
+    );
+    let committees = Arc::new(Committees::default());
+    let base_timestamp_ms = ledger.epoch_facts(&committees)?;
     let (netio, queues) = start_netio(&config)?;
     let witness = WitnessThread::start(&identity, &netio, witness_node, &ledger.order)?;
     let stats = Arc::new(Mutex::new(Executed {
@@ -291,6 +301,8 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             votes: ledger_votes_rx,
             submit_to_final: submit_to_final.clone(),
         },
+        plan,
+        committees.clone(),
     )?;
     let view = Arc::new(Mutex::new(operator::ConsensusView::default()));
     let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -341,21 +353,29 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         )?),
         None => None,
     };
-    let (serve, serve_thread) = start_snapshot_server(&config, &identity, &netio, &anchors)?;
-    let mut consensus = ConsensusState::recover(&config, &identity, committed)?;
+    let (serve, serve_thread) = start_snapshot_server(&config, &netio, &anchors)?;
+    let mut consensus = ConsensusState::recover(
+        &config,
+        &identity,
+        committed,
+        plan,
+        &committees,
+        base_timestamp_ms,
+    )?;
     consensus.journal.fsync = Some(fsync.with_label_values(&["journal"]));
     let status_path = config.data_dir.join("status.json");
     let mut driver = Driver::new(driver::Parts {
-        bft: consensus.bft,
-        availability: consensus.availability,
+        instance: consensus.instance,
+        maker: consensus.maker,
+        committees,
+        peers: identity.keys.iter().copied().collect(),
+        later_blocks: consensus.later_blocks,
+        epoch_bases: consensus.epoch_bases,
         synchronizer: consensus.synchronizer,
         netio,
         queues,
-        keys: identity.keys.clone(),
-        safety_file: consensus.safety_file,
         journal: consensus.journal,
         execution,
-        state_sync: consensus.state_sync,
         serve,
         anchors: anchors.clone(),
         started: consensus.started,
@@ -474,6 +494,31 @@ struct OpenLedger {
 }
 
 impl OpenLedger {
+    /// What consensus needs from the ledger before the executor takes it: the committees recorded for the epoch of
+    /// the next height and the one after (into `committees`), and the timestamp of the last stored block (the base
+    /// of an instance that starts above it).
+    fn epoch_facts(&self, committees: &Committees) -> Result<u64> {
+        let height = self.recovery.durable_height;
+        let params = self.shards.ledger().params.stake;
+        let epoch = cas_engine::stake::epoch_of(&params, height + 1);
+        for epoch in [epoch, epoch + 1] {
+            if let Some(members) = executor::read_election(&self.shards, epoch) {
+                committees.record(epoch, members);
+            }
+        }
+        if height == 0 {
+            return Ok(0);
+        }
+        let bytes = self
+            .shards
+            .store()
+            .read(height)
+            .with_context(|| format!("reading stored block {height}"))?;
+        let block = decode_block(&bytes)
+            .map_err(|error| anyhow::anyhow!("stored block {height} does not decode: {error}"))?;
+        Ok(block.header.timestamp_ms.to_native())
+    }
+
     /// The committed consensus block of the stored ledger's height, from the execution marker: where a member's
     /// consensus resumes. A follower keeps no marker (it applies ledger blocks, not consensus blocks).
     fn consensus_base(&self) -> Result<Option<(u64, BlockHash)>> {
@@ -663,7 +708,7 @@ impl WitnessThread {
         let publish: witness::Publish = {
             let netio = netio.clone();
             Arc::new(move |header| {
-                let (class, bytes) = wire::encode(&Message::Witness(header.clone()));
+                let (class, bytes) = wire::encode(0, &Message::Witness(header.clone()));
                 for (peer, error) in netio.broadcast(class, bytes) {
                     tracing::debug!(?peer, %error, "witness gossip refused for a peer");
                 }
@@ -746,7 +791,7 @@ struct Queues<'a> {
     anchors: &'a Arc<snapshot_serve::Anchors>,
     netio: &'a Arc<cas_netio::Node>,
     queries: crossbeam_channel::Receiver<api::LedgerQuery>,
-    votes: crossbeam_channel::Receiver<cas_consensus::ledger_cert::LedgerVote>,
+    votes: crossbeam_channel::Receiver<(PublicKey, cas_consensus::ledger_cert::LedgerVote)>,
     submit_to_final: prometheus::Histogram,
 }
 
@@ -756,6 +801,8 @@ fn start_executor(
     identity: &Identity,
     ledger: OpenLedger,
     queues: Queues<'_>,
+    plan: EpochPlan,
+    committees: Arc<Committees>,
 ) -> Result<(
     crossbeam_channel::Sender<executor::Work>,
     std::thread::JoinHandle<Result<()>>,
@@ -771,6 +818,8 @@ fn start_executor(
         votes,
         submit_to_final,
     } = queues;
+    // The genesis committee's certifier; the executor switches to the committee of the instance serving each
+    // height it executes (the current one's at its first block).
     let certifier = LedgerCertifier::new(
         identity.committee.clone(),
         identity.member(),
@@ -778,7 +827,8 @@ fn start_executor(
         0,
         ledger.recovery.durable_height,
     );
-    let executor = Executor {
+    let durable_height = ledger.recovery.durable_height;
+    let mut executor = Executor {
         node: ledger.shards,
         chain_id: identity.genesis.header.chain_id,
         executed_file: ledger.executed_file,
@@ -792,9 +842,16 @@ fn start_executor(
         anchors: anchors.clone(),
         witness_base: ledger.witness_base,
         certifier,
+        ended_certifier: None,
+        certifier_before: Default::default(),
+        plan,
+        committees,
+        genesis_committee: identity.committee.clone(),
+        keypair: identity.key(config)?,
         netio: netio.clone(),
         submit_to_final,
     };
+    executor.certifier_for(durable_height + 1)?;
     let thread = std::thread::Builder::new()
         .name("cas-executor".into())
         .spawn(move || executor.run(execution_rx, queries, votes))?;
@@ -802,12 +859,11 @@ fn start_executor(
 }
 
 /// Peers' snapshot requests on their way to the serving thread.
-type ServeQueue = std::sync::mpsc::SyncSender<(MemberIndex, snapshot_serve::ServeRequest)>;
+type ServeQueue = std::sync::mpsc::SyncSender<(PublicKey, u64, snapshot_serve::ServeRequest)>;
 
 /// The thread that serves this node's snapshots to peers, fed through a bounded queue.
 fn start_snapshot_server(
     config: &NodeConfig,
-    identity: &Identity,
     netio: &Arc<cas_netio::Node>,
     anchors: &Arc<snapshot_serve::Anchors>,
 ) -> Result<(ServeQueue, std::thread::JoinHandle<()>)> {
@@ -816,7 +872,6 @@ fn start_snapshot_server(
         snapshot_dir: config.data_dir.join("ledger").join("snapshots"),
         anchors: anchors.clone(),
         netio: netio.clone(),
-        keys: identity.keys.clone(),
         cached: None,
     };
     let thread = std::thread::Builder::new()
@@ -828,27 +883,34 @@ fn start_snapshot_server(
 /// The driver's consensus state recovered from disk: the BFT from the safety state and the journal's blocks,
 /// package availability from the journal's packages, a fresh Synchronizer and state-sync fetcher.
 struct ConsensusState {
-    bft: Bft,
-    /// What the BFT asks for on start (its first round's messages), executed before the driver's loop.
+    instance: driver::Instance,
+    /// What the instance asks for on start (its first round's messages), executed before the driver's loop.
     actions: Vec<cas_consensus::Action>,
-    availability: Availability,
+    maker: driver::InstanceMaker,
+    /// Journal blocks of the instances after the recovered one.
+    later_blocks: Vec<cas_consensus::messages::Block>,
+    epoch_bases: EpochBaseFile,
     synchronizer: Synchronizer,
-    state_sync: state_sync::StateSync,
-    safety_file: SafetyFile,
     journal: Journal,
     started: Instant,
     started_wall_ms: u64,
 }
 
 impl ConsensusState {
+    /// Recovers the instance serving the height after `committed` (the last executed block): its committee (the
+    /// genesis one, or the one the ledger elected, in `committees`), its base (genesis; the executed block itself
+    /// when it is the last of the epoch before, its timestamp `base_timestamp_ms`; else the base kept when this
+    /// node handed over), its safety state and its blocks from the journal.
     fn recover(
         config: &NodeConfig,
         identity: &Identity,
         committed: Option<(u64, BlockHash)>,
+        plan: EpochPlan,
+        committees: &Committees,
+        base_timestamp_ms: u64,
     ) -> Result<ConsensusState> {
         let started = Instant::now();
         let started_wall_ms = witness::wall_ms();
-        let mut safety_file = SafetyFile::new(&config.data_dir);
         let (journal, replayed) = Journal::open(&config.data_dir.join("journal"))?;
         tracing::info!(
             packages = replayed.packages.len(),
@@ -856,61 +918,86 @@ impl ConsensusState {
             truncated = replayed.truncated,
             "journal read back"
         );
-        let recovered = Recovered {
-            safety: safety_file.load()?,
-            blocks: replayed.blocks,
+        let height = committed.map_or(0, |(height, _)| height);
+        let epoch = plan.instance_of(height + 1);
+        let mut epoch_bases = EpochBaseFile::new(&config.data_dir);
+        let (committee, base) = match (epoch, committed) {
+            (0, _) => (identity.committee.clone(), Base::GENESIS),
+            (epoch, Some((height, hash))) => {
+                let elected = committees.get(epoch).with_context(|| {
+                    format!("the ledger at height {height} holds no committee for epoch {epoch}")
+                })?;
+                let committee = committee_of(&elected)
+                    .map_err(|error| anyhow::anyhow!("epoch {epoch}'s committee: {error}"))?;
+                let base = if height == plan.base_height(epoch) {
+                    Base {
+                        height,
+                        hash,
+                        timestamp_ms: base_timestamp_ms,
+                    }
+                } else {
+                    epoch_bases
+                        .load()?
+                        .into_iter()
+                        .find(|(e, _)| *e == epoch)
+                        .map(|(_, base)| base)
+                        .with_context(|| {
+                            format!(
+                                "the ledger is inside epoch {epoch} (height {height}) but this node kept no base \
+                                 for it; {}",
+                                durable::EXECUTED_WAY_OUT
+                            )
+                        })?
+                };
+                (committee, base)
+            }
+            (epoch, None) => bail!("epoch {epoch} serves height 1: no epoch plan does that"),
+        };
+        let maker = driver::InstanceMaker {
+            keypair: identity.key(config)?,
+            bft: BftConfig {
+                blocks_kept: config.blocks_kept.max(1),
+                round_timeout_ms: config.round_timeout_ms,
+                round_timeout_max_ms: config.round_timeout_ms * 8,
+                empty_block_wait_ms: config.empty_block_wait_ms,
+                // A leader with payload never waits longer than one without (none waits when that is 0).
+                proposal_wait_ms: config.proposal_wait_ms.min(config.empty_block_wait_ms),
+                protocol: config
+                    .protocol_schedule()
+                    .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
+                ..BftConfig::default()
+            },
+            availability: AvailabilityConfig::default(),
+            snapshot_sync_gap_blocks: config.snapshot_sync_gap_blocks,
+            data_dir: config.data_dir.clone(),
+            plan,
+        };
+        let (blocks, later_blocks): (Vec<_>, Vec<_>) = replayed
+            .blocks
+            .into_iter()
+            .filter(|block| block.epoch >= epoch)
+            .partition(|block| block.epoch == epoch);
+        let (instance, actions) = maker.start(
+            epoch,
+            committee,
+            base,
             committed,
-            base: cas_consensus::bft::Base::GENESIS,
-        };
-        let bft_config = BftConfig {
-            blocks_kept: config.blocks_kept.max(1),
-            round_timeout_ms: config.round_timeout_ms,
-            round_timeout_max_ms: config.round_timeout_ms * 8,
-            empty_block_wait_ms: config.empty_block_wait_ms,
-            // A leader with payload never waits longer than one without (none waits when that is 0).
-            proposal_wait_ms: config.proposal_wait_ms.min(config.empty_block_wait_ms),
-            protocol: config
-                .protocol_schedule()
-                .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
-            ..BftConfig::default()
-        };
-        let committee = &identity.committee;
-        let (bft, actions) = Bft::new(
-            committee.clone(),
-            identity.member(),
-            identity.key(config)?,
-            bft_config,
-            recovered,
+            blocks,
+            replayed.packages,
             started_wall_ms,
-        );
-        let mut availability = Availability::new(
-            committee.clone(),
-            identity.member(),
-            identity.key(config)?,
-            AvailabilityConfig::default(),
-        );
-        for package in replayed.packages {
-            availability.restore(package);
-        }
+        )?;
         let synchronizer = Synchronizer::new(SynchronizerConfig {
             package_txs_max: config.package_txs_max,
             package_wait_ms: config.package_wait_ms,
             ..SynchronizerConfig::new(identity.genesis.header.chain_id)
         });
-        let stakes = committee.members().map(|m| committee.stake(m)).collect();
-        let state_sync = state_sync::StateSync::new(
-            identity.member(),
-            stakes,
-            committee.validity_stake(),
-            config.snapshot_sync_gap_blocks,
-        );
         Ok(ConsensusState {
-            bft,
+            instance,
             actions,
-            availability,
+            maker,
+            later_blocks,
+            epoch_bases,
             synchronizer,
-            state_sync,
-            safety_file,
             journal,
             started,
             started_wall_ms,

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
-use cas_consensus::committee::MemberIndex;
 use cas_consensus::messages::{Message, SnapshotChunk, SnapshotChunkRequest, SnapshotInfo};
 use cas_consensus::rewards::order_state_hash;
 use cas_engine::{BlockHash, Hash32, PublicKey};
@@ -96,24 +95,24 @@ pub struct SnapshotServer {
     pub snapshot_dir: PathBuf,
     pub anchors: Arc<Anchors>,
     pub netio: Arc<cas_netio::Node>,
-    pub keys: Vec<PublicKey>,
     /// The snapshot last read, kept for the chunk requests that follow a query.
     pub cached: Option<Arc<Snapshot>>,
 }
 
 impl SnapshotServer {
-    pub fn run(mut self, requests: Receiver<(MemberIndex, ServeRequest)>) {
-        while let Ok((from, request)) = requests.recv() {
+    /// Answers each request to the peer that sent it, tagged with the epoch it was asked in.
+    pub fn run(mut self, requests: Receiver<(PublicKey, u64, ServeRequest)>) {
+        while let Ok((from, epoch, request)) = requests.recv() {
             let reply = match request {
                 ServeRequest::Info => Some(Message::SnapshotInfo(self.info())),
                 ServeRequest::Chunk(request) => self.chunk(request).map(Message::SnapshotChunk),
             };
-            let (Some(message), Some(key)) = (reply, self.keys.get(from as usize)) else {
+            let Some(message) = reply else {
                 continue;
             };
-            let (class, bytes) = wire::encode(&message);
-            if let Err(error) = self.netio.try_send(key, class, bytes) {
-                tracing::debug!(to = from, %error, "snapshot answer refused");
+            let (class, bytes) = wire::encode(epoch, &message);
+            if let Err(error) = self.netio.try_send(&from, class, bytes) {
+                tracing::debug!(to = %from, %error, "snapshot answer refused");
             }
         }
     }

@@ -1,5 +1,11 @@
-//! How consensus messages ride netio: which class (and so which lane and priority) each message takes, and the
-//! validator netio runs on every inbound payload before the node sees it.
+//! How consensus messages ride netio: which class (and so which lane and priority) each message takes, the epoch
+//! of the BFT instance each frame belongs to, and the validator netio runs on every inbound payload before the node
+//! sees it.
+//!
+//! A peer frame is `message | epoch (u64 LE)`: the epoch goes last so the archived message keeps the alignment it
+//! was written with. Around a committee hand-over a member runs two instances for a while (the epoch that ended
+//! answers stragglers, the next one proceeds), and the tag routes each frame to its instance without decoding it
+//! twice ([`crate::epochs`]).
 
 use bytes::Bytes;
 use cas_consensus::messages::{decode_message, encode_message, Message, MessageDecodeError};
@@ -28,11 +34,30 @@ pub fn class_of(message: &Message) -> Class {
     }
 }
 
-pub fn encode(message: &Message) -> (Class, Bytes) {
-    (
-        class_of(message),
-        Bytes::from(encode_message(message).to_vec()),
-    )
+/// Bytes of the epoch tag at the end of a peer frame.
+const EPOCH_TAG_BYTES: usize = 8;
+
+/// A peer frame: the message, tagged with the epoch of the instance that sends it (0 for what no instance owns:
+/// witnesses, ledger votes carry their own epoch in what they sign).
+pub fn encode(epoch: u64, message: &Message) -> (Class, Bytes) {
+    let archived = encode_message(message);
+    let mut bytes = Vec::with_capacity(archived.len() + EPOCH_TAG_BYTES);
+    bytes.extend_from_slice(&archived);
+    bytes.extend_from_slice(&epoch.to_le_bytes());
+    (class_of(message), Bytes::from(bytes))
+}
+
+/// A peer frame's message bytes and epoch tag.
+fn untag(payload: &[u8]) -> Result<(&[u8], u64), MessageDecodeError> {
+    let split = payload
+        .len()
+        .checked_sub(EPOCH_TAG_BYTES)
+        .ok_or_else(|| MessageDecodeError::Malformed("shorter than its epoch tag".into()))?;
+    let (message, tag) = payload.split_at(split);
+    Ok((
+        message,
+        u64::from_le_bytes(tag.try_into().expect("8 bytes")),
+    ))
 }
 
 /// netio's inbound check ([`validate`]), and the answer a client gets for a transaction that fails it: the same
@@ -73,7 +98,8 @@ pub fn validate(class: Class, payload: &[u8]) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| e.to_string());
     }
-    let message = decode_message(payload).map_err(|e| e.to_string())?;
+    let (message, _) = untag(payload).map_err(|e| e.to_string())?;
+    let message = decode_message(message).map_err(|e| e.to_string())?;
     if class_of(&message) != class {
         return Err(format!(
             "a {:?} message framed as {class:?}",
@@ -97,19 +123,20 @@ pub enum PeerMessageError {
     WrongClass { message: Class, class: Class },
 }
 
-/// A committee peer's frame as the consensus message it must be.
-pub fn peer_message(class: Class, payload: &[u8]) -> Result<Message, PeerMessageError> {
+/// A committee peer's frame as the consensus message it must be, and the epoch it is tagged with.
+pub fn peer_message(class: Class, payload: &[u8]) -> Result<(u64, Message), PeerMessageError> {
     if matches!(class, Class::ClientTx | Class::ClientAnswer | Class::Mining) {
         return Err(PeerMessageError::NotConsensus(class));
     }
-    let message = decode_message(payload)?;
+    let (message, epoch) = untag(payload)?;
+    let message = decode_message(message)?;
     if class_of(&message) != class {
         return Err(PeerMessageError::WrongClass {
             message: class_of(&message),
             class,
         });
     }
-    Ok(message)
+    Ok((epoch, message))
 }
 
 #[cfg(test)]
@@ -151,12 +178,19 @@ mod tests {
             peer_message(Class::Package, &[0xab; 64]),
             Err(PeerMessageError::Decode(_))
         ));
-        let (class, request) = encode(&Message::BlockRequest(Hash32([2; 32])));
+        let (class, request) = encode(7, &Message::BlockRequest(Hash32([2; 32])));
         assert!(matches!(
             peer_message(Class::Proposal, &request),
             Err(PeerMessageError::WrongClass { .. })
         ));
-        assert!(peer_message(class, &request).is_ok());
+        assert!(matches!(
+            peer_message(class, &request),
+            Ok((7, Message::BlockRequest(_)))
+        ));
+        assert!(matches!(
+            peer_message(class, &request[..4]),
+            Err(PeerMessageError::Decode(_))
+        ));
     }
 
     /// Issue 16: undecodable bytes from a client or a peer get a reason that says what failed (not rancor's
