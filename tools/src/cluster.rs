@@ -241,6 +241,17 @@ const SHORT_SEARCH_STEP_S: u64 = 5;
 const SHORT_SEARCH_STEPS: usize = 3;
 
 impl ClusterArgs {
+    /// Every node's protocol schedule: version 3 from height 1 with --hand-over, none otherwise.
+    fn protocol_upgrades(&self) -> Vec<cas_node::config::ProtocolUpgradeConfig> {
+        if !self.hand_over {
+            return Vec::new();
+        }
+        vec![cas_node::config::ProtocolUpgradeConfig {
+            version: cas_consensus::protocol::PROTOCOL_HANDOVERS,
+            height: 1,
+        }]
+    }
+
     pub fn rate(&self) -> u64 {
         self.rate.unwrap_or(DEFAULT_RATE)
     }
@@ -970,14 +981,7 @@ pub fn start_cluster(
                 addr(operator_ports[i])
             }),
             tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
-            protocol_upgrades: if args.hand_over {
-                vec![cas_node::config::ProtocolUpgradeConfig {
-                    version: cas_consensus::protocol::PROTOCOL_HANDOVERS,
-                    height: 1,
-                }]
-            } else {
-                Vec::new()
-            },
+            protocol_upgrades: args.protocol_upgrades(),
             upstream: Vec::new(),
         };
         apis.push(config.api_listen.expect("set above"));
@@ -1085,6 +1089,7 @@ fn start_followers(
             operator_listen: Some(addr(operator_ports[j])),
             upstream,
             snapshot_every_blocks: args.snapshot_every,
+            protocol_upgrades: args.protocol_upgrades(),
             ..NodeConfig::with_defaults(
                 dir.join(format!("node{i}.key")),
                 genesis_path.to_path_buf(),

@@ -24,7 +24,10 @@
 //!   `operator_listen` serves `/metrics`, `/health` (ok while certified blocks keep being applied) and `/status`
 //!   ([`crate::operator::FollowerSurface`]).
 //!
-//! Only the genesis committee's certificates (epoch 0) are followed so far: hand-overs come with the BFT's.
+//! Hand-overs ([`crate::epochs`]): a certificate must be signed as the instance its height belongs to, by that
+//! instance's committee: the genesis one, or the one this follower's own ledger recorded at the epoch's election
+//! (applied, and so checked, before the epoch's first certificate can arrive; the fetcher waits for the applier
+//! when it is ahead).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,6 +43,7 @@ use cas_engine::{merkle, BlockHash, TxId};
 
 use crate::api::{self, LedgerQuery, Submission, Waiters};
 use crate::config::NodeConfig;
+use crate::epochs::{committee_of, Committees, EpochPlan};
 use crate::executor::{answer_query, Executed, RECENT_COMMITMENTS_MAX};
 use crate::ledger_stream::{read_frame, Frame};
 use crate::operator::{FollowerCounters, FollowerServer, FollowerSurface};
@@ -107,6 +111,14 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
     let fsync = crate::operator::fsync_histogram();
     let (mut ledger, _witness_node) = OpenLedger::open(config, identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
+    let plan = EpochPlan::new(
+        ledger.shards.ledger().params.stake.epoch_blocks,
+        &config
+            .protocol_schedule()
+            .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
+    );
+    let committees = Arc::new(Committees::default());
+    ledger.epoch_facts(&committees)?;
     let stats = Arc::new(Mutex::new(Executed {
         height: ledger.recovery.durable_height,
         utxo_commitment: ledger.recovery.utxo_commitment,
@@ -159,7 +171,9 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
     let fetcher = Fetcher {
         upstream: config.upstream.clone(),
         chain_id: identity.genesis.header.chain_id,
-        committee: identity.committee.clone(),
+        plan,
+        genesis_committee: identity.committee.clone(),
+        committees: committees.clone(),
         next: ledger.shards.height() + 1,
         last_hash: ledger.previous_ledger_hash,
         held: Vec::new(),
@@ -192,6 +206,7 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
         counters: follow.clone(),
         waiters,
         diverged_path,
+        committees,
     };
     let status_path = config.data_dir.join("status.json");
     let status = |stopped: bool| {
@@ -227,7 +242,10 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
 struct Fetcher {
     upstream: Vec<SocketAddr>,
     chain_id: u32,
-    committee: Committee,
+    /// Which instance certifies which heights, and the committees that sign them.
+    plan: EpochPlan,
+    genesis_committee: Committee,
+    committees: Arc<Committees>,
     /// The next height to take, and the hash of the block below it (the last one certified).
     next: u64,
     last_hash: BlockHash,
@@ -362,15 +380,16 @@ impl Fetcher {
                 hash
             );
         }
-        if statement.epoch != 0 {
+        let epoch = self.plan.instance_of(frame.height);
+        if statement.epoch != epoch {
             bail!(
-                "the certificate at height {} is signed by the committee of epoch {}: this follower follows the \
-                 genesis committee only",
+                "the certificate at height {} is signed as epoch {}, but epoch {epoch} serves that height",
                 frame.height,
                 statement.epoch
             );
         }
-        verify_ledger_cert(&cert, &self.committee)
+        let committee = self.committee(epoch)?;
+        verify_ledger_cert(&cert, &committee)
             .map_err(|e| anyhow::anyhow!("the certificate at height {}: {e}", frame.height))?;
         let blocks = std::mem::take(&mut self.held);
         self.held_bytes = 0;
@@ -378,6 +397,28 @@ impl Fetcher {
         self.next = frame.height + 1;
         self.last_hash = hash;
         Ok(Some(Run { blocks, cert }))
+    }
+}
+
+impl Fetcher {
+    /// The committee of instance `epoch`: the genesis one, or the one the ledger here recorded for it. The election
+    /// lies in a run already certified (half an epoch before the epoch starts), so an unknown committee means the
+    /// applier has not reached it yet: this waits for it, as long as a stream may stall.
+    fn committee(&self, epoch: u64) -> Result<Committee> {
+        if epoch == 0 {
+            return Ok(self.genesis_committee.clone());
+        }
+        let deadline = Instant::now() + Duration::from_millis(STREAM_STALL_MS);
+        loop {
+            if let Some(elected) = self.committees.get(epoch) {
+                return committee_of(&elected)
+                    .map_err(|error| anyhow::anyhow!("epoch {epoch}'s committee: {error}"));
+            }
+            if Instant::now() >= deadline || self.stop.load(Ordering::Relaxed) {
+                bail!("the ledger here holds no committee for epoch {epoch} yet");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -439,6 +480,8 @@ struct Applier {
     waiters: Arc<Waiters>,
     /// Written when this node's result differs from the certified one ([`DIVERGED_FILE`]).
     diverged_path: std::path::PathBuf,
+    /// Where the elections this node applies are told to the fetcher.
+    committees: Arc<Committees>,
 }
 
 impl Applier {
@@ -525,6 +568,12 @@ impl Applier {
                     .with_context(|| format!("keeping the ledger certificate of block {height}"))?;
             }
             self.executed(height, hash, &ids, &receipt.outcome);
+            let params = self.ledger.ledger().params.stake;
+            if let Some(epoch) = cas_engine::stake::elects_at(&params, height) {
+                if let Some(members) = crate::executor::read_election(&self.ledger, epoch) {
+                    self.committees.record(epoch, members);
+                }
+            }
         }
         self.counters
             .applied_ms
@@ -690,7 +739,9 @@ mod tests {
         let fetcher = Fetcher {
             upstream: vec!["127.0.0.1:1".parse().unwrap()],
             chain_id: CHAIN,
-            committee,
+            plan: EpochPlan::new(0, &Default::default()),
+            genesis_committee: committee,
+            committees: Default::default(),
             next: 1,
             last_hash,
             held: Vec::new(),
@@ -774,6 +825,97 @@ mod tests {
         assert!(fetcher.held.is_empty());
     }
 
+    /// With hand-overs every 8 blocks, height 9 is epoch 1's: its certificate must name epoch 1 and carry a quorum
+    /// of the committee the ledger elected for it (here the last two members with most of the stake), which the
+    /// fetcher waits for until the applier records it.
+    #[test]
+    fn a_later_epoch_is_certified_by_its_elected_committee() {
+        let genesis = Hash32([9; 32]);
+        let (mut fetcher, _runs) = fetcher(genesis);
+        fetcher.plan = EpochPlan::new(
+            8,
+            &cas_consensus::protocol::ProtocolSchedule::new(vec![
+                cas_consensus::protocol::ProtocolUpgrade {
+                    version: cas_consensus::protocol::PROTOCOL_HANDOVERS,
+                    height: 1,
+                },
+            ])
+            .unwrap(),
+        );
+        let mut parent = genesis;
+        for height in 1..=8 {
+            let b = block(height, parent);
+            parent = b.header.hash();
+            let certified = (height == 8).then(|| cert(&b, 3));
+            fetcher.take(frame(&b, certified)).unwrap();
+        }
+        let b9 = block(9, parent);
+        let signed = |epoch: u64, signers: &[usize]| {
+            let mut c = cert(&b9, 0);
+            c.statement.epoch = epoch;
+            let digest = c.statement.digest();
+            c.signatures = signers
+                .iter()
+                .enumerate()
+                .map(|(i, m)| SignerSignature {
+                    signer: i as u16,
+                    signature: members()[*m].sign(&digest.0),
+                })
+                .collect();
+            c
+        };
+        // Still the genesis committee's signatures, as epoch 0.
+        let error = fetcher
+            .take(frame(&b9, Some(signed(0, &[0, 1, 2]))))
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("epoch 1 serves"), "{error}");
+        // Epoch 1 before the ledger here recorded its committee: given up (at once, as the node stops).
+        let (mut fetcher, _runs) = {
+            let plan = fetcher.plan;
+            let (mut f, runs) = self::fetcher(genesis);
+            f.plan = plan;
+            f.next = 9;
+            f.last_hash = parent;
+            (f, runs)
+        };
+        fetcher.stop.store(true, Ordering::Relaxed);
+        let error = fetcher
+            .take(frame(&b9, Some(signed(1, &[3, 2]))))
+            .err()
+            .expect("refused");
+        assert!(
+            error.to_string().contains("no committee for epoch 1"),
+            "{error}"
+        );
+        fetcher.stop.store(false, Ordering::Relaxed);
+        // Recorded: members 3 and 2 elected with 10 each, 0 and 1 with 1: the first two are a quorum.
+        let elected = |m: usize, stake: u64| cas_engine::stake::Candidate {
+            key: members()[m].public(),
+            address: None,
+            stake,
+        };
+        fetcher.committees.record(
+            1,
+            vec![elected(3, 10), elected(2, 10), elected(0, 1), elected(1, 1)],
+        );
+        fetcher.held.clear();
+        let error = fetcher
+            .take(frame(&b9, Some(signed(1, &[0, 1]))))
+            .err()
+            .expect("refused");
+        assert!(
+            error.to_string().contains("certificate at height 9"),
+            "{error}"
+        );
+        fetcher.held.clear();
+        let run = fetcher
+            .take(frame(&b9, Some(signed(1, &[3, 2]))))
+            .unwrap()
+            .expect("certified by epoch 1's quorum");
+        assert_eq!(run.blocks.len(), 1);
+    }
+
     #[test]
     fn what_the_chain_or_the_committee_does_not_vouch_for_is_refused() {
         let genesis = Hash32([9; 32]);
@@ -808,7 +950,7 @@ mod tests {
         assert!(refused(vec![frame(&b1, Some(cert(&b1, 2)))]).contains("certificate at height 1"));
         let mut later = cert(&b1, 3);
         later.statement.epoch = 1;
-        assert!(refused(vec![frame(&b1, Some(later))]).contains("epoch 1"));
+        assert!(refused(vec![frame(&b1, Some(later))]).contains("signed as epoch 1"));
         // A signature on something else.
         let mut forged = cert(&b1, 3);
         forged.signatures[0].signature = members()[0].sign(b"something else");
