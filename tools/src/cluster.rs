@@ -982,7 +982,20 @@ pub fn start_cluster(
             }),
             tx_index_kept: cas_node::tx_index::TX_INDEX_KEPT_DEFAULT,
             protocol_upgrades: args.protocol_upgrades(),
-            upstream: Vec::new(),
+            // A member that leaves the committee at a hand-over follows the others' certified ledger.
+            upstream: match args.hand_over {
+                true => (0..args.nodes)
+                    .filter(|j| *j != i)
+                    .map(|j| {
+                        if args.netns {
+                            at(j, 2)
+                        } else {
+                            addr(api_ports[j])
+                        }
+                    })
+                    .collect(),
+                false => Vec::new(),
+            },
         };
         apis.push(config.api_listen.expect("set above"));
         operators.push(config.operator_listen.expect("set above"));
@@ -1090,6 +1103,18 @@ fn start_followers(
             upstream,
             snapshot_every_blocks: args.snapshot_every,
             protocol_upgrades: args.protocol_upgrades(),
+            // Where the members are, for when this follower is elected into the committee.
+            peers: match args.hand_over {
+                true => member_keys
+                    .iter()
+                    .enumerate()
+                    .map(|(m, key)| PeerConfig {
+                        key: key.to_hex(),
+                        addr: addr(udp_ports[2 * m]),
+                    })
+                    .collect(),
+                false => Vec::new(),
+            },
             ..NodeConfig::with_defaults(
                 dir.join(format!("node{i}.key")),
                 genesis_path.to_path_buf(),

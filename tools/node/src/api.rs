@@ -1251,6 +1251,7 @@ async fn ledger_stream(
     let Some(slot) = StreamSlot::take(&state) else {
         return overloaded(None, OVERLOADED_RETRY_AFTER_MS);
     };
+    let executed = state.stats.lock().expect("stats lock").height;
     let stream = futures_util::stream::unfold((slot, Some(from)), |(slot, height)| async move {
         let height = height?;
         let state = &slot.0;
@@ -1297,7 +1298,13 @@ async fn ledger_stream(
             ));
         }
     });
-    streamed(stream, "application/octet-stream")
+    let mut response = streamed(stream, "application/octet-stream");
+    // How far this node is: a follower deciding whether it may join the committee compares it with the epoch.
+    response.headers_mut().insert(
+        crate::ledger_stream::HEIGHT_HEADER,
+        axum::http::HeaderValue::from(executed),
+    );
+    response
 }
 
 /// One of the [`STREAMS_MAX`] block streams, given back when the stream ends or its client leaves.

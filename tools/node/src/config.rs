@@ -218,6 +218,21 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// The committee peers' addresses by key (`peers`).
+    pub fn peer_addresses(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<cas_engine::PublicKey, std::net::SocketAddr>>
+    {
+        self.peers
+            .iter()
+            .map(|p| {
+                let key = cas_engine::PublicKey::from_hex(&p.key)
+                    .map_err(|_| anyhow::anyhow!("peer key {} is not 32 hex bytes", p.key))?;
+                Ok((key, p.addr))
+            })
+            .collect()
+    }
+
     /// The schedule `protocol_upgrades` gives (refused by [`NodeConfig::load`] when it is not one).
     pub fn protocol_schedule(
         &self,

@@ -64,6 +64,9 @@ const PENDING_PREFETCH_BLOCKS: usize = 64;
 /// How long an instance whose epoch ended keeps answering peers after the hand-over (stragglers of its epoch fetch
 /// its last blocks and packages from it).
 const ENDED_INSTANCE_KEPT_MS: u64 = 60_000;
+/// How long members with more than a third of the stake must be heard from in a later epoch before this node
+/// takes itself for behind (a hand-over reaches members a little apart).
+const BEHIND_WAIT_MS: u64 = 5_000;
 
 /// One committee epoch's consensus: the BFT instance, package availability and snapshot fetching of that committee,
 /// its own safety state, and who its members are.
@@ -73,6 +76,7 @@ pub struct Instance {
     pub availability: Availability,
     pub state_sync: StateSync,
     pub safety_file: SafetyFile,
+    pub committee: Committee,
     /// The members' keys, by member index.
     pub keys: Vec<PublicKey>,
     members: HashMap<PublicKey, MemberIndex>,
@@ -170,6 +174,7 @@ impl InstanceMaker {
                 availability,
                 state_sync,
                 safety_file,
+                committee,
                 keys,
                 members,
             },
@@ -183,8 +188,9 @@ pub struct Parts {
     pub maker: InstanceMaker,
     /// The committees the ledger elected (the executor records them).
     pub committees: Arc<Committees>,
-    /// The keys netio connects to: a committee with others cannot be served by this build (docs/dpos.md).
-    pub peers: std::collections::HashSet<PublicKey>,
+    /// The addresses of the nodes this one may connect to as committee peers, besides the candidacies' own:
+    /// node.toml's `peers`.
+    pub peer_addresses: HashMap<PublicKey, std::net::SocketAddr>,
     /// Journal blocks of instances after the current one (a restart inside a hand-over), for when they start.
     pub later_blocks: Vec<ConsensusBlock>,
     pub epoch_bases: EpochBaseFile,
@@ -230,6 +236,11 @@ pub struct Driver {
     handover_stuck: Option<String>,
     /// Peer frames tagged with an epoch no instance here runs.
     other_epoch_frames: u64,
+    /// Members of the current committee heard from in a later epoch while this instance had not ended, and since
+    /// when: the committee moved on without this node (see [`Driver::later_epoch`]).
+    ahead: (std::collections::BTreeSet<MemberIndex>, u64),
+    /// Why the loop ends other than by a stop signal: the node leaves the committee, or falls an epoch behind.
+    exit: Option<crate::Next>,
     /// The counters of the instances that ended, added to the current one's in the status.
     ended_bft: cas_consensus::bft::BftStats,
     ended_availability: cas_consensus::availability::AvailabilityStats,
@@ -267,6 +278,8 @@ impl Driver {
             epoch_end: None,
             handover_stuck: None,
             other_epoch_frames: 0,
+            ahead: (Default::default(), 0),
+            exit: None,
             ended_bft: Default::default(),
             ended_availability: Default::default(),
             in_flight,
@@ -289,10 +302,11 @@ impl Driver {
         self.parts.started_wall_ms + self.parts.started.elapsed().as_millis() as u64
     }
 
-    /// Runs until `stop` is set; returns the round it stopped in and the BFT's counters.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<(u64, serde_json::Value)> {
+    /// Runs until `stop` is set, or until this node must follow instead (it left the committee, or the committee
+    /// went on to a later epoch without it); returns the round it stopped in, the BFT's counters and what next.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(u64, serde_json::Value, crate::Next)> {
         self.parts.queues.waker.register_current();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && self.exit.is_none() {
             let now = self.now_ms();
             let mut busy = false;
             while let Ok(inbound) = self.parts.queues.consensus.try_recv() {
@@ -424,7 +438,8 @@ impl Driver {
         }
         // A graceful stop leaves every journal record durable; held messages are not sent (nothing waits on them).
         self.parts.journal.sync()?;
-        Ok((self.parts.instance.bft.round(), self.counters()))
+        let next = self.exit.take().unwrap_or(crate::Next::Stop);
+        Ok((self.parts.instance.bft.round(), self.counters(), next))
     }
 
     /// The consensus side's counters for `status.json`: the BFT's, package availability's and admission's.
@@ -585,6 +600,7 @@ impl Driver {
             .filter(|(ended, _)| ended.epoch == epoch)
         else {
             self.other_epoch_frames += 1;
+            self.later_epoch(key, epoch, now);
             return Ok(());
         };
         let Some(&from) = ended.members.get(&key) else {
@@ -619,6 +635,37 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// A frame of a later epoch than this instance's, from a member of its committee. Around a hand-over some members
+    /// switch a little before the others; but when members with more than a third of the stake are heard from in a
+    /// later epoch for [`BEHIND_WAIT_MS`] while this instance has not ended, the committee went on without this
+    /// node (it was down, or cut off, past the end of its epoch) and no instance here can catch up: the node
+    /// follows the certified ledger instead, up to an epoch it can join ([`crate::follower`]).
+    fn later_epoch(&mut self, key: PublicKey, epoch: u64, now: u64) {
+        let instance = &self.parts.instance;
+        if epoch <= instance.epoch || self.epoch_end.is_some() || self.exit.is_some() {
+            return;
+        }
+        let Some(&member) = instance.members.get(&key) else {
+            return;
+        };
+        let (members, since) = &mut self.ahead;
+        if members.is_empty() {
+            *since = now;
+        }
+        members.insert(member);
+        let committee = &instance.committee;
+        let stake: u64 = members.iter().map(|m| committee.stake(*m)).sum();
+        if stake >= committee.validity_stake() && now >= *since + BEHIND_WAIT_MS {
+            tracing::warn!(
+                epoch = instance.epoch,
+                later = epoch,
+                committed = instance.bft.committed_height(),
+                "the committee went on to a later epoch without this node: following the certified ledger to catch up"
+            );
+            self.exit = Some(crate::Next::Follow);
+        }
     }
 
     /// Hands a peer's snapshot request to the serving thread; a full queue drops it (counted; the peer retries).
@@ -656,29 +703,48 @@ impl Driver {
             return Ok(());
         };
         let me = self.parts.maker.keypair.public();
-        let refusal = match committee_of(&elected) {
-            Err(error) => Some(format!("epoch {next}'s elected committee is no committee: {error}")),
-            Ok(committee) if committee.index_of(&me).is_none() => Some(format!(
-                "this node is not in epoch {next}'s committee, and a member leaving the committee does not                  become a follower in this build (docs/dpos.md)"
-            )),
-            Ok(_) => elected
-                .iter()
-                .find(|member| member.key != me && !self.parts.peers.contains(&member.key))
-                .map(|stranger| {
-                    format!(
-                        "epoch {next}'s committee has member {} that is no peer of this node, and a follower                          joining the committee is not built yet (docs/dpos.md)",
-                        stranger.key
-                    )
-                }),
+        let committee = match committee_of(&elected) {
+            Ok(committee) => committee,
+            Err(error) => {
+                let refusal = format!("epoch {next}'s elected committee is no committee: {error}");
+                if self.handover_stuck.as_ref() != Some(&refusal) {
+                    tracing::error!(epoch, next, "no hand-over: {refusal}");
+                    self.handover_stuck = Some(refusal);
+                }
+                return Ok(());
+            }
         };
-        if let Some(refusal) = refusal {
+        if committee.index_of(&me).is_none() {
+            tracing::info!(
+                epoch,
+                next,
+                "this node is not in the next committee: it follows the certified ledger from here"
+            );
+            self.exit = Some(crate::Next::Follow);
+            return Ok(());
+        }
+        let peers = peers_of(&elected, &me, &self.parts.peer_addresses);
+        if peers.len() + 1 < elected.len() {
+            let refusal = format!(
+                "epoch {next}'s committee has a member with no address (none in node.toml's peers, none declared \
+                 with its candidacy)"
+            );
             if self.handover_stuck.as_ref() != Some(&refusal) {
                 tracing::error!(epoch, next, "no hand-over: {refusal}");
                 self.handover_stuck = Some(refusal);
             }
             return Ok(());
         }
-        let committee = committee_of(&elected).expect("checked above");
+        if committee.members().any(|m| {
+            !self
+                .parts
+                .instance
+                .members
+                .contains_key(committee.key(m).expect("member"))
+        }) || committee.size() != self.parts.instance.committee.size()
+        {
+            self.parts.netio.set_peers(&peers)?;
+        }
         self.flush_outbox()?;
         self.parts.epoch_bases.store(next, base)?;
         let (blocks, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parts.later_blocks)
@@ -1052,4 +1118,24 @@ impl Driver {
         }
         self.execute(due)
     }
+}
+
+/// The netio peers of an elected committee (every member but `me`), each at its address in node.toml's `peers`, or
+/// the one its candidacy declared; a member with neither is left out.
+pub fn peers_of(
+    elected: &[cas_engine::stake::Candidate],
+    me: &PublicKey,
+    configured: &HashMap<PublicKey, std::net::SocketAddr>,
+) -> Vec<cas_netio::Peer> {
+    elected
+        .iter()
+        .filter(|member| member.key != *me)
+        .filter_map(|member| {
+            let addr = configured.get(&member.key).copied().or(member.address)?;
+            Some(cas_netio::Peer {
+                key: member.key,
+                addr,
+            })
+        })
+        .collect()
 }

@@ -48,6 +48,8 @@ struct SlotFile {
     file: Option<File>,
     /// The sequence of the next record written.
     sequence: u64,
+    /// The file was read (or found missing): `sequence` follows what it holds.
+    loaded: bool,
 }
 
 impl SlotFile {
@@ -59,11 +61,13 @@ impl SlotFile {
             way_out,
             file: None,
             sequence: 0,
+            loaded: false,
         }
     }
 
     /// The newest intact record's payload; None when the file does not exist.
     fn load(&mut self) -> Result<Option<Vec<u8>>> {
+        self.loaded = true;
         if !self.path.exists() {
             return Ok(None);
         }
@@ -111,6 +115,10 @@ impl SlotFile {
 
     /// Makes `payload` durable before returning: written over the older of the two slots, then fdatasynced.
     fn store(&mut self, payload: &[u8]) -> Result<()> {
+        // A record must outnumber those on disk, or the next load would take an older one for the newest.
+        if !self.loaded {
+            self.load()?;
+        }
         let mut record =
             Vec::with_capacity(SLOT_HEADER_BYTES + payload.len() + SLOT_CHECKSUM_BYTES);
         record.extend_from_slice(&self.magic);
@@ -467,6 +475,24 @@ mod tests {
                 ..QuorumCert::genesis()
             },
         }
+    }
+
+    /// A follower that is about to join writes the execution marker through a new handle, over a member's old
+    /// marks with a higher sequence: its record must still be the one read back.
+    #[test]
+    fn a_store_through_a_new_handle_outnumbers_the_records_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut member = ExecutedFile::new(dir.path());
+        for height in 1..=9u64 {
+            member.store(&[(height, Hash32([height as u8; 32]))]).unwrap();
+        }
+        ExecutedFile::new(dir.path())
+            .store(&[(64, Hash32([64; 32]))])
+            .unwrap();
+        assert_eq!(
+            ExecutedFile::new(dir.path()).load().unwrap(),
+            vec![(64, Hash32([64; 32]))]
+        );
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crate::executor::{answer_query, Executed, RECENT_COMMITMENTS_MAX};
 use crate::ledger_stream::{read_frame, Frame};
 use crate::operator::{FollowerCounters, FollowerServer, FollowerSurface};
 use crate::tx_index::{applied_claims, claims_of, results_of, Claim, TxIndex};
-use crate::{Identity, OpenLedger};
+use crate::{Identity, Next, OpenLedger};
 
 /// Blocks held without a certificate before the upstream is given up (a member certifies nearly every block; one
 /// that certifies none is not worth following).
@@ -90,8 +90,13 @@ struct Run {
     cert: LedgerCert,
 }
 
-/// Runs a follower until SIGINT or SIGTERM.
-pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
+/// Runs a follower until `stop` (SIGINT or SIGTERM), or until its ledger ends at the base of an instance whose
+/// committee it is in ([`Next::Join`]).
+pub(crate) fn run(
+    config: &NodeConfig,
+    identity: &Identity,
+    stop: &Arc<AtomicBool>,
+) -> Result<Next> {
     if config.upstream.is_empty() {
         bail!(
             "this node's key is not in the genesis committee, so it follows the committee, but `upstream` in {} \
@@ -146,9 +151,8 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
             )
         })
         .transpose()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    // This run's own flag: set by the node's, or when the follower joins the committee.
+    let stopping = Arc::new(AtomicBool::new(false));
     let follow = Arc::new(FollowerCounters::default());
     let surface = Arc::new(FollowerSurface::new(
         identity.genesis.header.chain_id,
@@ -179,7 +183,7 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
         held: Vec::new(),
         held_bytes: 0,
         runs,
-        stop: stop.clone(),
+        stop: stopping.clone(),
         stats: follow.clone(),
     };
     // Not joined at the end: it may sit in a read for up to STREAM_STALL_MS and holds nothing durable.
@@ -189,7 +193,7 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
     let relay = {
         let upstream = config.upstream.clone();
         let waiters = waiters.clone();
-        let stop = stop.clone();
+        let stop = stopping.clone();
         std::thread::Builder::new()
             .name("cas-relay".into())
             .spawn(move || relay(&upstream, submissions, &waiters, &stop))?
@@ -207,6 +211,14 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
         waiters,
         diverged_path,
         committees,
+        join: Joining {
+            plan,
+            me: identity.keypair.public(),
+            data_dir: config.data_dir.clone(),
+            marked: ledger.committed,
+            first_run: true,
+        },
+        joined: false,
     };
     let status_path = config.data_dir.join("status.json");
     let status = |stopped: bool| {
@@ -221,7 +233,8 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
             stopped,
         )
     };
-    let applied = applier.run(&runs_rx, &queries_rx, &stop, &|| status(false));
+    let applied = applier.run(&runs_rx, &queries_rx, stop, &|| status(false));
+    stopping.store(true, Ordering::Relaxed);
     if let Some(api) = api {
         api.stop()?;
     }
@@ -235,7 +248,16 @@ pub(crate) fn run(config: &NodeConfig, identity: &Identity) -> Result<()> {
         .context("finishing the last snapshot")?;
     applier.index.sync().context("syncing the index")?;
     applied?;
-    status(true)
+    if applier.joined {
+        tracing::info!(
+            height = applier.ledger.height(),
+            "this node is in the committee from here: it joins"
+        );
+        status(false)?;
+        return Ok(Next::Join);
+    }
+    status(true)?;
+    Ok(Next::Stop)
 }
 
 /// The fetching side: one upstream stream at a time, blocks checked and held until certified.
@@ -321,6 +343,14 @@ impl Fetcher {
             .call()
             .with_context(|| format!("GET {url}"))?;
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        if let Some(height) = response
+            .header(crate::ledger_stream::HEIGHT_HEADER)
+            .and_then(|h| h.parse::<u64>().ok())
+        {
+            self.stats
+                .upstream_height
+                .fetch_max(height, Ordering::Relaxed);
+        }
         let mut reader = response.into_reader();
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -394,6 +424,9 @@ impl Fetcher {
         let blocks = std::mem::take(&mut self.held);
         self.held_bytes = 0;
         self.stats.held.store(0, Ordering::Relaxed);
+        self.stats
+            .certified_tip
+            .store(frame.height, Ordering::Relaxed);
         self.next = frame.height + 1;
         self.last_hash = hash;
         Ok(Some(Run { blocks, cert }))
@@ -482,6 +515,22 @@ struct Applier {
     diverged_path: std::path::PathBuf,
     /// Where the elections this node applies are told to the fetcher.
     committees: Arc<Committees>,
+    join: Joining,
+    /// The ledger here ends where this node joins the committee: the run stops.
+    joined: bool,
+}
+
+/// What a follower needs to know when it may join the committee: at the base of an instance whose committee it is
+/// in (or inside it, when it was a member before a restart), while the committee is still in that epoch.
+struct Joining {
+    plan: EpochPlan,
+    me: cas_engine::PublicKey,
+    data_dir: std::path::PathBuf,
+    /// The consensus block of the ledger's height, when the execution marker names it (kept at every base this
+    /// node could join at, and by a member).
+    marked: Option<(u64, BlockHash)>,
+    /// No run taken yet since start.
+    first_run: bool,
 }
 
 impl Applier {
@@ -494,7 +543,7 @@ impl Applier {
     ) -> Result<()> {
         let mut queries = queries.clone();
         let mut status_at = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) && !self.joined {
             crossbeam_channel::select! {
                 recv(runs) -> run => match run {
                     Ok(run) => self.apply(run)?,
@@ -519,6 +568,25 @@ impl Applier {
     fn apply(&mut self, run: Run) -> Result<()> {
         let Run { blocks, cert } = run;
         let last = blocks.len() - 1;
+        let tip = self
+            .counters
+            .certified_tip
+            .load(Ordering::Relaxed)
+            .max(self.counters.upstream_height.load(Ordering::Relaxed));
+        if std::mem::take(&mut self.join.first_run) && self.may_join(tip)? {
+            self.joined = true;
+            return Ok(());
+        }
+        let base_timestamp_ms = {
+            let end = blocks[last].height;
+            let epoch = self.join.plan.instance_of(end + 1);
+            (epoch != 0 && self.join.plan.base_height(epoch) == end)
+                .then(|| {
+                    decode_block(&blocks[last].bytes).map(|b| b.header.timestamp_ms.to_native())
+                })
+                .transpose()
+                .map_err(|error| anyhow::anyhow!("block {end}: {error}"))?
+        };
         for (position, held) in blocks.into_iter().enumerate() {
             let Held {
                 height,
@@ -578,7 +646,66 @@ impl Applier {
         self.counters
             .applied_ms
             .store(crate::witness::wall_ms(), Ordering::Relaxed);
+        if let Some(timestamp_ms) = base_timestamp_ms {
+            self.at_base(&cert, timestamp_ms)?;
+            if self.may_join(tip)? {
+                self.joined = true;
+            }
+        }
         Ok(())
+    }
+
+    /// The run ended at the last block of an instance, certified (`cert`): if this node is in the next instance's
+    /// committee, the block's consensus hash becomes the execution marker and the next instance's base is kept,
+    /// so the member it becomes starts there.
+    fn at_base(&mut self, cert: &LedgerCert, timestamp_ms: u64) -> Result<()> {
+        let statement = &cert.statement;
+        let epoch = self.join.plan.instance_of(statement.height + 1);
+        if !self.in_committee(epoch) {
+            return Ok(());
+        }
+        crate::durable::ExecutedFile::new(&self.join.data_dir)
+            .store(&[(statement.height, statement.consensus)])?;
+        crate::durable::EpochBaseFile::new(&self.join.data_dir).store(
+            epoch,
+            cas_consensus::bft::Base {
+                height: statement.height,
+                hash: statement.consensus,
+                timestamp_ms,
+            },
+        )?;
+        self.join.marked = Some((statement.height, statement.consensus));
+        Ok(())
+    }
+
+    fn in_committee(&self, epoch: u64) -> bool {
+        epoch != 0
+            && self
+                .committees
+                .get(epoch)
+                .is_some_and(|members| members.iter().any(|m| m.key == self.join.me))
+    }
+
+    /// Whether the member path can start from the ledger here: this node is in the committee of the instance
+    /// serving the next height, the execution marker names the ledger's height, that instance's base is known,
+    /// and the committee is still in that epoch (`tip`, the newest height certified or reported by an upstream, is
+    /// within it; an instance the committee has left could not catch up).
+    fn may_join(&self, tip: u64) -> Result<bool> {
+        let height = self.ledger.height();
+        let plan = &self.join.plan;
+        let epoch = plan.instance_of(height + 1);
+        if !self.in_committee(epoch)
+            || self.join.marked.map(|(h, _)| h) != Some(height)
+            || plan.last_height(epoch).is_some_and(|last| tip > last)
+        {
+            return Ok(false);
+        }
+        let base_known = height == plan.base_height(epoch)
+            || crate::durable::EpochBaseFile::new(&self.join.data_dir)
+                .load()?
+                .iter()
+                .any(|(e, _)| *e == epoch);
+        Ok(base_known)
     }
 
     /// The block's counters, and its answers to the clients waiting here.

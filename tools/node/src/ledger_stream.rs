@@ -8,6 +8,9 @@
 //! for that height. Every length is bounded before anything is allocated; the bytes are untrusted until the
 //! follower has checked the certificate and the hash chain ([`crate::follower`]).
 
+/// The response header of `GET /v1/ledger` that gives the serving node's executed height when the stream started.
+pub const HEIGHT_HEADER: &str = "x-cas-height";
+
 use std::io::Read;
 
 use cas_consensus::committee::COMMITTEE_MEMBERS_MAX;

@@ -258,11 +258,44 @@ fn check_writable(config: &NodeConfig) -> Result<()> {
 pub fn run(config_path: &std::path::Path) -> Result<()> {
     let config = NodeConfig::load(config_path)?;
     let identity = Identity::load(&config)?;
-    if identity.me.is_none() {
-        return follower::run(&config, &identity);
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    // The role follows the committee: a member that leaves it (or falls an epoch behind) follows the certified
+    // ledger, a follower elected joins at its epoch's start, each over the same data folder, in this process.
+    let mut member = identity.me.is_some();
+    loop {
+        let next = if member {
+            run_member(&config, &identity, &stop)?
+        } else {
+            follower::run(&config, &identity, &stop)?
+        };
+        member = match next {
+            Next::Stop => return Ok(()),
+            Next::Follow => false,
+            Next::Join => true,
+        };
+        tracing::info!(member, "the node changes its role");
     }
+}
+
+/// What ends a role's run ([`run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A stop signal.
+    Stop,
+    /// Follow the certified ledger: not in the committee of the next instance, or behind the committee by an epoch.
+    Follow,
+    /// Join the committee: the ledger here ends at the base of an instance this node is a member of.
+    Join,
+}
+
+/// A committee member's run (see [`run`]); [`Next::Follow`] at once when the instance serving the next height has
+/// another committee.
+fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) -> Result<Next> {
+    let config = config.clone();
     let fsync = operator::fsync_histogram();
-    let (mut ledger, witness_node) = OpenLedger::open(&config, &identity, &fsync)?;
+    let (mut ledger, witness_node) = OpenLedger::open(&config, identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
     let committed = ledger.consensus_base()?;
     let plan = EpochPlan::new(
@@ -273,8 +306,29 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     );
     let committees = Arc::new(Committees::default());
     let base_timestamp_ms = ledger.epoch_facts(&committees)?;
-    let (netio, queues) = start_netio(&config)?;
-    let witness = WitnessThread::start(&identity, &netio, witness_node, &ledger.order)?;
+    let epoch = plan.instance_of(committed.map_or(0, |(height, _)| height) + 1);
+    let (committee, elected) = instance_committee(identity, epoch, &committees)?;
+    let me = identity.keypair.public();
+    let Some(member) = committee.index_of(&me) else {
+        tracing::info!(
+            epoch,
+            "this node is not in the committee of the epoch its ledger is in: it follows"
+        );
+        return Ok(Next::Follow);
+    };
+    let peer_addresses = config.peer_addresses()?;
+    let peers = match &elected {
+        None => peer_addresses
+            .iter()
+            .map(|(key, addr)| cas_netio::Peer {
+                key: *key,
+                addr: *addr,
+            })
+            .collect(),
+        Some(elected) => driver::peers_of(elected, &me, &peer_addresses),
+    };
+    let (netio, queues) = start_netio(&config, &peers)?;
+    let witness = WitnessThread::start(identity, &netio, witness_node, &ledger.order)?;
     let stats = Arc::new(Mutex::new(Executed {
         height: ledger.recovery.durable_height,
         utxo_commitment: ledger.recovery.utxo_commitment,
@@ -311,13 +365,12 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
             listen,
             operator::OperatorState::new(
                 identity.genesis.header.chain_id,
-                identity.member(),
-                identity
-                    .committee
+                member,
+                committee
                     .members()
-                    .map(|m| (identity.keys[m as usize], identity.committee.stake(m)))
+                    .map(|m| (*committee.key(m).expect("member"), committee.stake(m)))
                     .collect(),
-                identity.committee.quorum_stake(),
+                committee.quorum_stake(),
                 netio.clone(),
                 stats.clone(),
                 view.clone(),
@@ -368,7 +421,7 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         instance: consensus.instance,
         maker: consensus.maker,
         committees,
-        peers: identity.keys.iter().copied().collect(),
+        peer_addresses,
         later_blocks: consensus.later_blocks,
         epoch_bases: consensus.epoch_bases,
         synchronizer: consensus.synchronizer,
@@ -391,13 +444,10 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         ledger_votes,
         view,
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     let miners = witness.spawn_miners(config.mining_threads)?;
     driver.execute(consensus.actions)?;
     driver.flush_outbox()?;
-    let (round, consensus) = driver.run(&stop)?;
+    let (round, consensus, next) = driver.run(stop)?;
     // The API first: it holds ends of the driver's and the executor's queues.
     if let Some(api) = api {
         api.stop()?;
@@ -417,8 +467,9 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
         &anchors,
         round,
         &consensus,
-        true,
-    )
+        next == Next::Stop,
+    )?;
+    Ok(next)
 }
 
 fn join<T>(thread: std::thread::JoinHandle<T>, name: &str) -> Result<T> {
@@ -464,11 +515,6 @@ impl Identity {
             me,
             keys,
         })
-    }
-
-    /// This member's place in the committee ([`run`] starts a follower instead when it has none).
-    fn member(&self) -> MemberIndex {
-        self.me.expect("only a committee member runs consensus")
     }
 
     /// The node's key again, for a component that owns one (a `Keypair` is not `Clone`: each owner loads its own).
@@ -663,18 +709,10 @@ fn rebuild_witness_order(
 }
 
 /// The transport: peers from the config, the client ingest endpoint, and the queues the driver reads.
-fn start_netio(config: &NodeConfig) -> Result<(Arc<cas_netio::Node>, cas_netio::InboundQueues)> {
-    let peers: Vec<cas_netio::Peer> = config
-        .peers
-        .iter()
-        .map(|p| {
-            Ok(cas_netio::Peer {
-                key: PublicKey::from_hex(&p.key)?,
-                addr: p.addr,
-            })
-        })
-        .collect::<Result<_, hex::FromHexError>>()
-        .context("a peer key is not 32 hex bytes")?;
+fn start_netio(
+    config: &NodeConfig,
+    peers: &[cas_netio::Peer],
+) -> Result<(Arc<cas_netio::Node>, cas_netio::InboundQueues)> {
     let (netio, queues) = cas_netio::Node::start(
         cas_netio::NodeConfig {
             keypair: keyfile::load(&config.key_file)?,
@@ -684,7 +722,7 @@ fn start_netio(config: &NodeConfig) -> Result<(Arc<cas_netio::Node>, cas_netio::
         },
         wire::WireValidator,
     )?;
-    netio.set_peers(&peers)?;
+    netio.set_peers(peers)?;
     Ok((Arc::new(netio), queues))
 }
 
@@ -818,17 +856,21 @@ fn start_executor(
         votes,
         submit_to_final,
     } = queues;
-    // The genesis committee's certifier; the executor switches to the committee of the instance serving each
-    // height it executes (the current one's at its first block).
-    let certifier = LedgerCertifier::new(
-        identity.committee.clone(),
-        identity.member(),
-        identity.key(config)?,
-        0,
-        ledger.recovery.durable_height,
-    );
+    // The certifier of the instance serving the next height; the executor switches to the committee of the
+    // instance serving each height it executes (at its first block).
     let durable_height = ledger.recovery.durable_height;
-    let mut executor = Executor {
+    let epoch = plan.instance_of(durable_height + 1);
+    let (committee, _) = instance_committee(identity, epoch, &committees)?;
+    let certifier = LedgerCertifier::new(
+        committee.clone(),
+        committee
+            .index_of(&identity.keypair.public())
+            .context("this node is no member of its instance's committee")?,
+        identity.key(config)?,
+        epoch,
+        durable_height,
+    );
+    let executor = Executor {
         node: ledger.shards,
         chain_id: identity.genesis.header.chain_id,
         executed_file: ledger.executed_file,
@@ -851,7 +893,6 @@ fn start_executor(
         netio: netio.clone(),
         submit_to_final,
     };
-    executor.certifier_for(durable_height + 1)?;
     let thread = std::thread::Builder::new()
         .name("cas-executor".into())
         .spawn(move || executor.run(execution_rx, queries, votes))?;
@@ -921,15 +962,11 @@ impl ConsensusState {
         let height = committed.map_or(0, |(height, _)| height);
         let epoch = plan.instance_of(height + 1);
         let mut epoch_bases = EpochBaseFile::new(&config.data_dir);
-        let (committee, base) = match (epoch, committed) {
-            (0, _) => (identity.committee.clone(), Base::GENESIS),
+        let (committee, _) = instance_committee(identity, epoch, committees)?;
+        let base = match (epoch, committed) {
+            (0, _) => Base::GENESIS,
             (epoch, Some((height, hash))) => {
-                let elected = committees.get(epoch).with_context(|| {
-                    format!("the ledger at height {height} holds no committee for epoch {epoch}")
-                })?;
-                let committee = committee_of(&elected)
-                    .map_err(|error| anyhow::anyhow!("epoch {epoch}'s committee: {error}"))?;
-                let base = if height == plan.base_height(epoch) {
+                if height == plan.base_height(epoch) {
                     Base {
                         height,
                         hash,
@@ -948,8 +985,7 @@ impl ConsensusState {
                                 durable::EXECUTED_WAY_OUT
                             )
                         })?
-                };
-                (committee, base)
+                }
             }
             (epoch, None) => bail!("epoch {epoch} serves height 1: no epoch plan does that"),
         };
@@ -1055,4 +1091,22 @@ fn write_status(
     std::fs::write(&temporary, serde_json::to_vec_pretty(&status)?)?;
     std::fs::rename(&temporary, path)?;
     Ok(())
+}
+
+/// The committee of instance `epoch` (the genesis one, or the one the ledger elected, from `committees`) and, for an
+/// elected one, its members as the ledger recorded them.
+fn instance_committee(
+    identity: &Identity,
+    epoch: u64,
+    committees: &Committees,
+) -> Result<(Committee, Option<Vec<cas_engine::stake::Candidate>>)> {
+    if epoch == 0 {
+        return Ok((identity.committee.clone(), None));
+    }
+    let elected = committees
+        .get(epoch)
+        .with_context(|| format!("the ledger here holds no committee for epoch {epoch}"))?;
+    let committee = committee_of(&elected)
+        .map_err(|error| anyhow::anyhow!("epoch {epoch}'s committee: {error}"))?;
+    Ok((committee, Some(elected)))
 }

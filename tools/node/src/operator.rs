@@ -890,6 +890,10 @@ pub struct FollowerCounters {
     pub held: AtomicU64,
     /// When the last certified run was applied (Unix ms; 0: none since start).
     pub applied_ms: AtomicU64,
+    /// The newest height a certificate vouched for (fetched, maybe not applied yet).
+    pub certified_tip: AtomicU64,
+    /// The highest executed height an upstream reported when its stream started.
+    pub upstream_height: AtomicU64,
 }
 
 /// A follower that has applied no certified block for this long is not following (members make blocks even when
