@@ -249,6 +249,13 @@ impl Synchronizer {
         }
     }
 
+    /// Takes every queued transaction, in order (a member leaving the committee hands them on).
+    pub fn take_all(&mut self) -> Vec<Transaction> {
+        self.queued_bytes = 0;
+        self.oldest_queued_ms = None;
+        self.queue.drain(..).collect()
+    }
+
     /// Puts admitted transactions back at the front of the queue, in order: their package was never committed (a
     /// committee hand-over ended its epoch first), and they were admitted (and answered for) already, so no
     /// bound refuses them and no check runs again.

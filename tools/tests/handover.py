@@ -10,8 +10,10 @@ a self-bond of 101 (the genesis members hold 100 each) and its netio address. Th
 the three genesis members with the smallest keys after it; at that epoch's first height follower 4 joins the
 committee (it starts the member path at the epoch's base, from its own ledger) and the member with the largest key
 leaves it (it follows the certified ledger). Meanwhile two accounts keep paying through a member that stays and
-through a follower. Checks: both switches happen without the processes restarting; the new committee commits, and
-the leaver and the other followers keep following it; every payment is final and accepted; every block's issuance
+through a follower, and just before the boundary five accounts submit to the leaver. Checks: both switches happen
+without the processes restarting; the new committee commits, and
+the leaver and the other followers keep following it; every payment is final and accepted, and so is every
+transaction the leaver answered `accepted`; every block's issuance
 in the new epoch pays exactly the previous block's fees by the formula (70% to the certificate's signers of the new
 committee by stake, 30% to the POS nodes by stake; the signers are not in the ledger block, so one subset of the new
 committee holding a quorum must give exactly the paid outputs; an epoch's first block carries its base's certificate,
@@ -162,6 +164,29 @@ try:
     first = epoch * EPOCH_BLOCKS + 1
     print(f"epoch {epoch} (from height {first}) elected:", [k[:8] for k in elected])
 
+    # 2b. Just before the boundary, five accounts submit to the leaver without waiting for finality: what it answers
+    # `accepted` (held by a quorum) must become final, also when its epoch ends first (the leaver hands what it
+    # admitted and its epoch did not commit to the next committee, or carries it into its own next instance).
+    wait_for(f"node {leaver} near height {first}", lambda: status_of(leaver)["height"] >= first - 4, 60)
+    accepted = []
+
+    def submit_to_leaver(account, n):
+        try:
+            coin, amount = coin_of(members[staying[0]], account["owner"])
+            tx_id, tx = sign(f"late{n}", account["key_file"], [coin], [f"{account['owner']}:{amount - FEE}"])
+            status, answer = http("POST", f"{members[leaver]}/v1/tx?timeout_ms=10000", tx)
+            if status in (200, 202) and answer.get("status") == "accepted":
+                accepted.append(tx_id)
+        except OSError:
+            pass  # the leaver's API restarting: not accepted, nothing promised
+
+    late = [threading.Thread(target=submit_to_leaver, args=(account, n))
+            for n, account in enumerate(cluster["accounts"][3:8])]
+    for thread in late:
+        thread.start()
+    for thread in late:
+        thread.join(30)
+
     # 3. At its first height node 4 becomes a member and the leaver a follower, in the same processes.
     wait_for("node 4 a member", lambda: role_of(4) == "member" and status_of(4)["consensus"]["epoch"] >= epoch, 90)
     wait_for(f"node {leaver} a follower", lambda: role_of(leaver) == "follower", 60)
@@ -175,7 +200,11 @@ try:
     print("node 4 member at epoch", status_of(4)["consensus"]["epoch"], "; node", leaver, "follows at height",
           status_of(leaver)["height"])
 
-    # 4. The payments: all final and accepted, through the hand-over.
+    # 4. The payments: all final and accepted, through the hand-over; and what the leaver accepted, final.
+    for tx_id in accepted:
+        wait_for(f"{tx_id} final", lambda: http("GET", f"{members[staying[0]]}/v1/tx/{tx_id}")[1]
+                 .get("status") == "final", 30)
+    print("accepted by the leaver at the boundary, all final:", len(accepted))
     for payer in payers:
         payer.stopping = True
     for payer in payers:

@@ -438,7 +438,13 @@ impl Driver {
         }
         // A graceful stop leaves every journal record durable; held messages are not sent (nothing waits on them).
         self.parts.journal.sync()?;
-        let next = self.exit.take().unwrap_or(crate::Next::Stop);
+        let next = match self.exit.take() {
+            Some(crate::Next::Follow { .. }) => crate::Next::Follow {
+                carried: self.uncommitted(),
+            },
+            Some(next) => next,
+            None => crate::Next::Stop,
+        };
         Ok((self.parts.instance.bft.round(), self.counters(), next))
     }
 
@@ -664,8 +670,35 @@ impl Driver {
                 committed = instance.bft.committed_height(),
                 "the committee went on to a later epoch without this node: following the certified ledger to catch up"
             );
-            self.exit = Some(crate::Next::Follow);
+            self.exit = Some(crate::Next::Follow {
+                carried: Vec::new(),
+            });
         }
+    }
+
+    /// The transactions admitted here and not handed to execution: those of this node's packages still held, and
+    /// those waiting to be packaged (for the follower this node becomes to relay to the committee).
+    fn uncommitted(&mut self) -> Vec<Transaction> {
+        let mut carried = Self::carried(&self.parts.instance, &self.in_flight);
+        carried.extend(self.parts.synchronizer.take_all());
+        carried
+    }
+
+    /// The transactions of this node's packages held by `instance` that are still in flight (admitted here, never
+    /// handed to execution): what its epoch did not commit.
+    fn carried(instance: &Instance, in_flight: &InFlight) -> Vec<Transaction> {
+        let mut carried = Vec::new();
+        for package in instance.availability.own_packages() {
+            carried.extend(
+                package
+                    .txs
+                    .iter()
+                    .zip(cas_engine::tx::owned_tx_ids(&package.txs))
+                    .filter(|(_, id)| in_flight.client_of(id).is_some())
+                    .map(|(tx, _)| tx.clone()),
+            );
+        }
+        carried
     }
 
     /// Hands a peer's snapshot request to the serving thread; a full queue drops it (counted; the peer retries).
@@ -720,7 +753,9 @@ impl Driver {
                 next,
                 "this node is not in the next committee: it follows the certified ledger from here"
             );
-            self.exit = Some(crate::Next::Follow);
+            self.exit = Some(crate::Next::Follow {
+                carried: Vec::new(),
+            });
             return Ok(());
         }
         let peers = peers_of(&elected, &me, &self.parts.peer_addresses);
@@ -759,17 +794,7 @@ impl Driver {
         let old = std::mem::replace(&mut self.parts.instance, instance);
         self.ended_bft.add(&old.bft.stats);
         self.ended_availability.add(&old.availability.stats);
-        let mut carried = Vec::new();
-        for package in old.availability.own_packages() {
-            carried.extend(
-                package
-                    .txs
-                    .iter()
-                    .zip(cas_engine::tx::owned_tx_ids(&package.txs))
-                    .filter(|(_, id)| self.in_flight.client_of(id).is_some())
-                    .map(|(tx, _)| tx.clone()),
-            );
-        }
+        let carried = Self::carried(&old, &self.in_flight);
         tracing::info!(
             epoch = next,
             base = base.height,

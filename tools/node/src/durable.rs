@@ -484,7 +484,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut member = ExecutedFile::new(dir.path());
         for height in 1..=9u64 {
-            member.store(&[(height, Hash32([height as u8; 32]))]).unwrap();
+            member
+                .store(&[(height, Hash32([height as u8; 32]))])
+                .unwrap();
         }
         ExecutedFile::new(dir.path())
             .store(&[(64, Hash32([64; 32]))])

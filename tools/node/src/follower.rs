@@ -92,10 +92,12 @@ struct Run {
 
 /// Runs a follower until `stop` (SIGINT or SIGTERM), or until its ledger ends at the base of an instance whose
 /// committee it is in ([`Next::Join`]).
+/// `carried`: transactions this node admitted as a member and its epoch did not commit, relayed first.
 pub(crate) fn run(
     config: &NodeConfig,
     identity: &Identity,
     stop: &Arc<AtomicBool>,
+    carried: Vec<cas_engine::Transaction>,
 ) -> Result<Next> {
     if config.upstream.is_empty() {
         bail!(
@@ -132,6 +134,7 @@ pub(crate) fn run(
     let waiters = Arc::new(Waiters::default());
     let (queries, queries_rx) = crossbeam_channel::bounded(api::QUERY_QUEUE_MAX);
     let (submit, submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
+    let relayed = submit.clone();
     let api = config
         .api_listen
         .map(|listen| {
@@ -190,6 +193,22 @@ pub(crate) fn run(
     std::thread::Builder::new()
         .name("cas-follow".into())
         .spawn(move || fetcher.run())?;
+    if !carried.is_empty() {
+        tracing::info!(
+            transactions = carried.len(),
+            "relaying what this node admitted as a member and its epoch did not commit"
+        );
+    }
+    for tx in carried {
+        let bytes = bytes::Bytes::from(cas_engine::codec::encode_tx(&tx).to_vec());
+        // No client waits here for it: the answer goes nowhere, the transaction to the committee.
+        let nobody = crate::clients::Client::Http(SocketAddr::from(([0, 0, 0, 0], 0)));
+        if relayed.try_send((nobody, bytes)).is_err() {
+            tracing::warn!("the relay queue is full: a carried transaction is dropped");
+        }
+    }
+    // The relay ends when the API's end of the queue goes too.
+    drop(relayed);
     let relay = {
         let upstream = config.upstream.clone();
         let waiters = waiters.clone();

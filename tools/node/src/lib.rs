@@ -264,15 +264,20 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
     // The role follows the committee: a member that leaves it (or falls an epoch behind) follows the certified
     // ledger, a follower elected joins at its epoch's start, each over the same data folder, in this process.
     let mut member = identity.me.is_some();
+    // What a member that leaves had admitted and its epoch did not commit: the follower relays it upstream.
+    let mut carry = Vec::new();
     loop {
         let next = if member {
             run_member(&config, &identity, &stop)?
         } else {
-            follower::run(&config, &identity, &stop)?
+            follower::run(&config, &identity, &stop, std::mem::take(&mut carry))?
         };
         member = match next {
             Next::Stop => return Ok(()),
-            Next::Follow => false,
+            Next::Follow { carried } => {
+                carry = carried;
+                false
+            }
             Next::Join => true,
         };
         tracing::info!(member, "the node changes its role");
@@ -280,12 +285,15 @@ pub fn run(config_path: &std::path::Path) -> Result<()> {
 }
 
 /// What ends a role's run ([`run`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Next {
     /// A stop signal.
     Stop,
     /// Follow the certified ledger: not in the committee of the next instance, or behind the committee by an epoch.
-    Follow,
+    /// `carried`: the transactions this node admitted that its epoch did not commit, to relay to the committee.
+    Follow {
+        carried: Vec<cas_engine::Transaction>,
+    },
     /// Join the committee: the ledger here ends at the base of an instance this node is a member of.
     Join,
 }
@@ -314,7 +322,9 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
             epoch,
             "this node is not in the committee of the epoch its ledger is in: it follows"
         );
-        return Ok(Next::Follow);
+        return Ok(Next::Follow {
+            carried: Vec::new(),
+        });
     };
     let peer_addresses = config.peer_addresses()?;
     let peers = match &elected {
@@ -343,7 +353,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
     let submit_to_final = operator::submit_to_final_histogram();
     let (execution, executor_thread) = start_executor(
         &config,
-        &identity,
+        identity,
         ledger,
         Queues {
             clients: &clients,
@@ -409,7 +419,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
     let (serve, serve_thread) = start_snapshot_server(&config, &netio, &anchors)?;
     let mut consensus = ConsensusState::recover(
         &config,
-        &identity,
+        identity,
         committed,
         plan,
         &committees,
@@ -467,7 +477,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
         &anchors,
         round,
         &consensus,
-        next == Next::Stop,
+        matches!(next, Next::Stop),
     )?;
     Ok(next)
 }
