@@ -6,7 +6,8 @@ Usage: handover.py CAS_BINARY WORK_DIR
 
 Starts `cas local --serve --followers 3 --epoch-blocks 32 --hand-over` (protocol version 3: each epoch's elected
 committee runs its own BFT instance). Follower 4's node key gets CAS from an account and declares its candidacy with
-a self-bond of 101 (the genesis members hold 100 each) and its netio address. The next election puts it first and
+a self-bond of 1 and its netio address; the account delegates 100 to it (101 in all; the genesis members hold 100
+each). The next election puts it first and
 the three genesis members with the smallest keys after it; at that epoch's first height follower 4 joins the
 committee (it starts the member path at the epoch's base, from its own ledger) and the member with the largest key
 leaves it (it follows the certified ledger). Meanwhile two accounts keep paying through a member that stays and
@@ -36,7 +37,9 @@ from harness import Cluster, check, http, sign_tx, wait_for
 CAS, WORK = sys.argv[1], sys.argv[2]
 FEE = 10
 EPOCH_BLOCKS = 32
-BOND = 101
+SELF_BOND = 1
+DELEGATED = 100
+BOND = SELF_BOND + DELEGATED
 
 
 def sign(name, key_file, inputs, outputs, extra=()):
@@ -147,10 +150,16 @@ try:
     fund_id, fund = sign("fund", a["key_file"], [coin], [f"{joiner}:1000", f"{a['owner']}:{funds - 1000 - FEE}"])
     final(members[staying[0]], fund, "funding the candidate")
     declare_id, declare = sign("declare", key_file, [f"{fund_id}:0"],
-                               [f"{joiner}:{BOND}:stake-{joiner}", f"{joiner}:{1000 - BOND - FEE}"],
+                               [f"{joiner}:{SELF_BOND}:stake-{joiner}", f"{joiner}:{1000 - SELF_BOND - FEE}"],
                                ["--candidacy", node4["listen"]])
-    declared = final(members[staying[0]], declare, "the candidacy")
-    print("candidacy final at height", declared["height"])
+    final(members[staying[0]], declare, "the candidacy")
+    # Stake moves to it by delegation: the account bonds 100 to the candidate (its stake output stays the account's).
+    coin, funds = coin_of(members[staying[0]], a["owner"])
+    _, delegate = sign("delegate", a["key_file"], [coin],
+                       [f"{a['owner']}:{DELEGATED}:stake-{joiner}", f"{a['owner']}:{funds - DELEGATED - FEE}"],
+                       ["--bond", joiner])
+    declared = final(members[staying[0]], delegate, "the delegation")
+    print("candidacy and delegation final at height", declared["height"])
 
     # 2. The next election picks it first, then the three members with the smallest keys.
     height = declared["height"]
@@ -168,17 +177,18 @@ try:
     # `accepted` (held by a quorum) must become final, also when its epoch ends first (the leaver hands what it
     # admitted and its epoch did not commit to the next committee, or carries it into its own next instance).
     wait_for(f"node {leaver} near height {first}", lambda: status_of(leaver)["height"] >= first - 4, 60)
-    accepted = []
+    accepted, answers = [], []
 
     def submit_to_leaver(account, n):
         try:
             coin, amount = coin_of(members[staying[0]], account["owner"])
             tx_id, tx = sign(f"late{n}", account["key_file"], [coin], [f"{account['owner']}:{amount - FEE}"])
             status, answer = http("POST", f"{members[leaver]}/v1/tx?timeout_ms=10000", tx)
+            answers.append((status, answer.get("status")))
             if status in (200, 202) and answer.get("status") == "accepted":
                 accepted.append(tx_id)
-        except OSError:
-            pass  # the leaver's API restarting: not accepted, nothing promised
+        except OSError as error:
+            answers.append(("error", repr(error)))  # the leaver's API restarting: nothing promised
 
     late = [threading.Thread(target=submit_to_leaver, args=(account, n))
             for n, account in enumerate(cluster["accounts"][3:8])]
@@ -204,7 +214,7 @@ try:
     for tx_id in accepted:
         wait_for(f"{tx_id} final", lambda: http("GET", f"{members[staying[0]]}/v1/tx/{tx_id}")[1]
                  .get("status") == "final", 30)
-    print("accepted by the leaver at the boundary, all final:", len(accepted))
+    print("the leaver's answers at the boundary:", answers, "; the accepted ones are final")
     for payer in payers:
         payer.stopping = True
     for payer in payers:
