@@ -222,6 +222,127 @@ impl CommitteeHandover {
     }
 }
 
+/// One member's signature on the hand-over to epoch `epoch`'s committee (the digest of the [`CommitteeHandover`]
+/// its own ledger gives: the committee elected for that epoch, and its first height).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandoverVote {
+    pub epoch: u64,
+    pub digest: Hash32,
+    pub signer: MemberIndex,
+    pub signature: Signature,
+}
+
+/// Why a hand-over vote is not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandoverVoteError {
+    #[error("a vote for the hand-over to epoch {found}, this one is to epoch {expected}")]
+    Epoch { found: u64, expected: u64 },
+    #[error("a vote for another hand-over than this member's ledger gives (another committee or first height)")]
+    Digest,
+    #[error("signer {0} is not a member of the signing committee")]
+    UnknownSigner(MemberIndex),
+    #[error("the signature of member {0} does not verify")]
+    Signature(MemberIndex),
+}
+
+/// Collects the current committee's signatures on the hand-over to the next one until more than two thirds of its
+/// stake signed: then the [`CommitteeHandover`] is certified, and a verifier that knows the current committee
+/// knows the next one ([`follow_handovers`]).
+pub struct HandoverSigning {
+    committee: Committee,
+    proposal: CommitteeHandover,
+    digest: Hash32,
+    votes: BTreeMap<MemberIndex, Signature>,
+    formed: bool,
+}
+
+impl HandoverSigning {
+    /// This member's signature on `proposal` (its signatures empty), as `me` of `committee`, and the collector.
+    pub fn new(
+        committee: Committee,
+        me: MemberIndex,
+        keypair: &Keypair,
+        proposal: CommitteeHandover,
+    ) -> (HandoverSigning, HandoverVote) {
+        let digest = proposal.digest();
+        let vote = HandoverVote {
+            epoch: proposal.epoch,
+            digest,
+            signer: me,
+            signature: keypair.sign(&digest.0),
+        };
+        let mut votes = BTreeMap::new();
+        votes.insert(me, vote.signature);
+        let signing = HandoverSigning {
+            committee,
+            proposal,
+            digest,
+            votes,
+            formed: false,
+        };
+        (signing, vote)
+    }
+
+    /// The epoch handed over to.
+    pub fn epoch(&self) -> u64 {
+        self.proposal.epoch
+    }
+
+    /// Whether the hand-over was certified here.
+    pub fn formed(&self) -> bool {
+        self.formed
+    }
+
+    /// A peer's vote; returns the certified hand-over when this vote completes the quorum (once).
+    pub fn on_vote(
+        &mut self,
+        vote: &HandoverVote,
+    ) -> Result<Option<CommitteeHandover>, HandoverVoteError> {
+        if vote.epoch != self.proposal.epoch {
+            return Err(HandoverVoteError::Epoch {
+                found: vote.epoch,
+                expected: self.proposal.epoch,
+            });
+        }
+        if vote.digest != self.digest {
+            return Err(HandoverVoteError::Digest);
+        }
+        let key = self
+            .committee
+            .key(vote.signer)
+            .ok_or(HandoverVoteError::UnknownSigner(vote.signer))?;
+        let entry = cas_engine::crypto::SigEntry {
+            message: &self.digest.0,
+            key: &key.0,
+            signature: &vote.signature.0,
+        };
+        if !cas_engine::crypto::verify_one(&entry) {
+            return Err(HandoverVoteError::Signature(vote.signer));
+        }
+        self.votes.insert(vote.signer, vote.signature);
+        Ok(self.certify())
+    }
+
+    /// The certified hand-over, the first time the votes held make a quorum.
+    pub fn certify(&mut self) -> Option<CommitteeHandover> {
+        let stake: u64 = self.votes.keys().map(|m| self.committee.stake(*m)).sum();
+        if self.formed || stake < self.committee.quorum_stake() {
+            return None;
+        }
+        self.formed = true;
+        let mut handover = self.proposal.clone();
+        handover.signatures = self
+            .votes
+            .iter()
+            .map(|(signer, signature)| SignerSignature {
+                signer: *signer,
+                signature: *signature,
+            })
+            .collect();
+        Some(handover)
+    }
+}
+
 /// Why a chain of hand-overs does not lead to a committee.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandoverError {
@@ -231,7 +352,7 @@ pub enum HandoverError {
         found: u32,
         expected: u32,
     },
-    #[error("hand-over {position}: epoch {found} does not follow epoch {current}")]
+    #[error("hand-over {position}: epoch {found} is not after epoch {current}")]
     Epoch {
         position: usize,
         found: u64,
@@ -288,7 +409,8 @@ pub fn follow_handovers(
                 expected: chain_id,
             });
         }
-        if handover.epoch != current.epoch + 1 {
+        // Instances may skip epoch numbers (hand-overs start at a protocol upgrade's first epoch), never go back.
+        if handover.epoch <= current.epoch {
             return Err(HandoverError::Epoch {
                 position,
                 found: handover.epoch,
@@ -695,12 +817,82 @@ mod tests {
             follow_handovers(8, genesis.clone(), std::slice::from_ref(&handover)),
             Err(HandoverError::ChainId { .. })
         ));
-        let mut skipped = handover;
-        skipped.epoch = 2;
+        let resign = |mut h: CommitteeHandover| {
+            let digest = h.digest();
+            for s in &mut h.signatures {
+                s.signature = keys[s.signer as usize].sign(&digest.0);
+            }
+            h
+        };
+        // Epochs may jump (hand-overs begin at an upgrade's first epoch), never go back.
+        let mut jumped = handover.clone();
+        jumped.epoch = 3;
+        let chain = follow_handovers(7, genesis.clone(), &[resign(jumped)]).unwrap();
+        assert_eq!(chain[1].epoch, 3);
+        let mut back = handover;
+        back.epoch = 0;
         assert!(matches!(
-            follow_handovers(7, genesis, &[skipped]),
+            follow_handovers(7, genesis, &[resign(back)]),
             Err(HandoverError::Epoch { .. })
         ));
+    }
+
+    #[test]
+    fn a_hand_over_is_certified_once_a_quorum_signed_the_same_committee() {
+        let (committee, keys) = committee(4);
+        let proposal = || CommitteeHandover {
+            chain_id: 7,
+            epoch: 2,
+            first_height: 65,
+            members: (10..14)
+                .map(|i| (key(COMMITTEE_KEYS, i).public(), 1))
+                .collect(),
+            signatures: Vec::new(),
+        };
+        let (mut signing, own) = HandoverSigning::new(committee.clone(), 0, &keys[0], proposal());
+        assert_eq!((own.epoch, own.signer), (2, 0));
+        let vote_of = |member: usize, handover: &CommitteeHandover| {
+            HandoverSigning::new(
+                committee.clone(),
+                member as MemberIndex,
+                &keys[member],
+                handover.clone(),
+            )
+            .1
+        };
+        // Another committee in a member's ledger: refused, as are a forged signature and an unknown signer.
+        let mut other = proposal();
+        other.members[0].1 = 2;
+        assert_eq!(
+            signing.on_vote(&vote_of(1, &other)),
+            Err(HandoverVoteError::Digest)
+        );
+        let mut forged = vote_of(1, &proposal());
+        forged.signature = keys[2].sign(&forged.digest.0);
+        assert_eq!(
+            signing.on_vote(&forged),
+            Err(HandoverVoteError::Signature(1))
+        );
+        let mut stranger = vote_of(1, &proposal());
+        stranger.signer = 9;
+        assert_eq!(
+            signing.on_vote(&stranger),
+            Err(HandoverVoteError::UnknownSigner(9))
+        );
+        assert_eq!(signing.on_vote(&vote_of(1, &proposal())), Ok(None));
+        let certified = signing
+            .on_vote(&vote_of(2, &proposal()))
+            .unwrap()
+            .expect("three of four");
+        assert_eq!(certified.signatures.len(), 3);
+        assert!(signing.formed());
+        assert_eq!(
+            signing.on_vote(&vote_of(3, &proposal())),
+            Ok(None),
+            "formed once"
+        );
+        let chain = follow_handovers(7, committee, &[certified]).unwrap();
+        assert_eq!((chain[1].epoch, chain[1].first_height), (2, 65));
     }
 
     #[test]

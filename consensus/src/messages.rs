@@ -483,6 +483,8 @@ pub enum Message {
     SnapshotChunk(SnapshotChunk),
     /// A member's signature on its result of executing a ledger block (see [`crate::ledger_cert`]).
     LedgerVote(crate::ledger_cert::LedgerVote),
+    /// A member's signature on the hand-over to the next committee ([`crate::ledger_cert::HandoverSigning`]).
+    HandoverVote(crate::ledger_cert::HandoverVote),
 }
 
 impl Message {
@@ -705,7 +707,8 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, MessageDecodeError> {
         | ArchivedMessage::Ack(_)
         | ArchivedMessage::BlockRequest(_)
         | ArchivedMessage::PackageRequest(_)
-        | ArchivedMessage::LedgerVote(_) => {}
+        | ArchivedMessage::LedgerVote(_)
+        | ArchivedMessage::HandoverVote(_) => {}
     }
     rkyv::deserialize::<Message, cas_engine::codec::CheckError>(archived)
         .map_err(|e| MessageDecodeError::Malformed(cas_engine::text::reason(&e)))

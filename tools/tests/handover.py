@@ -14,7 +14,8 @@ leaves it (it follows the certified ledger). Meanwhile two accounts keep paying 
 through a follower, and just before the boundary five accounts submit to the leaver. Checks: both switches happen
 without the processes restarting; the new committee commits, and
 the leaver and the other followers keep following it; every payment is final and accepted, and so is every
-transaction the leaver answered `accepted`; every block's issuance
+transaction the leaver answered `accepted`; a receipt of a payment the new committee certified, from a staying member
+and from the joiner, verifies offline against the genesis through the certified hand-overs it carries; every block's issuance
 in the new epoch pays exactly the previous block's fees by the formula (70% to the certificate's signers of the new
 committee by stake, 30% to the POS nodes by stake; the signers are not in the ledger block, so one subset of the new
 committee holding a quorum must give exactly the paid outputs; an epoch's first block carries its base's certificate,
@@ -104,19 +105,21 @@ class Payer(threading.Thread):
         super().__init__(daemon=True)
         self.name_, self.account, self.api = name, account, api
         self.done, self.failures, self.stopping = 0, [], False
+        self.finals = []  # (tx id, height)
 
     def run(self):
         n = 0
         while not self.stopping:
             try:
                 coin, amount = coin_of(self.api, self.account["owner"])
-                _, tx = sign(f"{self.name_}{n}", self.account["key_file"], [coin],
-                             [f"{self.account['owner']}:{amount - FEE}"])
+                tx_id, tx = sign(f"{self.name_}{n}", self.account["key_file"], [coin],
+                                 [f"{self.account['owner']}:{amount - FEE}"])
                 status, answer = http("POST", f"{self.api}/v1/tx?wait=final&timeout_ms=30000", tx)
                 if status != 200 or answer.get("status") != "final" or answer.get("rejection") is not None:
                     self.failures.append((status, answer))
                 else:
                     self.done += 1
+                    self.finals.append((tx_id, answer["height"]))
             except Exception as error:  # noqa: BLE001 -- a failure is recorded and reported, not raised in a thread
                 self.failures.append(("error", repr(error)))
             n += 1
@@ -222,6 +225,23 @@ try:
         check(not payer.failures, f"payer {payer.name_}: {payer.failures[:3]}")
         check(payer.done >= 5, f"payer {payer.name_} made only {payer.done} payments")
     print("payments final:", [p.done for p in payers])
+
+    # 4b. Settlement receipts of a payment the new committee certified, from a member that stayed and from the
+    # joiner (which took the hand-overs from its upstream while it followed), each checked offline against the
+    # genesis alone: the receipt carries the certified hand-overs from the genesis committee to the new one.
+    late_tx, late_height = next((t, h) for t, h in payers[0].finals if h > first + EPOCH_BLOCKS)
+    for source in (members[staying[0]], followers[0]):
+        status, body = http("GET", f"{source}/v1/tx/{late_tx}/receipt")
+        check(status == 200 and len(body["handovers"]) >= 1, f"the receipt from {source}: {status} {body}")
+        path = os.path.join(WORK, "late.receipt.json")
+        json.dump(body, open(path, "w"))
+        checked = subprocess.run([CAS, "receipt", "verify", path, "--genesis", cluster["genesis"]],
+                                 capture_output=True, text=True)
+        check(checked.returncode == 0 and "applied" in checked.stdout,
+              f"the receipt from {source}: {checked.stdout} {checked.stderr}")
+    status, listed = http("GET", f"{members[staying[0]]}/v1/handovers")
+    check(status == 200 and [h["epoch"] for h in listed["handovers"]][:1] == [1], f"/v1/handovers: {listed}")
+    print(f"receipts of {late_tx[:8]} (height {late_height}) verified with", len(body["handovers"]), "hand-overs")
 
     # 5. Rewards in the new committee's epochs: each issuance pays the previous block's fees by the formula, with a
     # quorum of the new committee as the certificate's signers.

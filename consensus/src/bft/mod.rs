@@ -583,7 +583,8 @@ impl Bft {
                 | Message::SnapshotInfo(_)
                 | Message::SnapshotChunkRequest(_)
                 | Message::SnapshotChunk(_)
-                | Message::LedgerVote(_) => {}
+                | Message::LedgerVote(_)
+                | Message::HandoverVote(_) => {}
             },
         }
         actions

@@ -187,6 +187,8 @@ pub struct ApiState {
     pub queries: crossbeam_channel::Sender<LedgerQuery>,
     /// Block streams open now (at most [`STREAMS_MAX`]).
     pub streams: Arc<AtomicUsize>,
+    /// The certified committee hand-overs, for receipts of later epochs.
+    pub handovers: Arc<crate::epochs::Handovers>,
     pub index: Arc<TxIndexView>,
     pub stats: Arc<Mutex<Executed>>,
     pub stopping: AtomicBool,
@@ -294,6 +296,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/codes"),
     ("get", "/v1/stake"),
     ("get", "/v1/ledger"),
+    ("get", "/v1/handovers"),
 ];
 
 fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
@@ -309,6 +312,7 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
         "/v1/codes" => get(codes),
         "/v1/stake" => get(stake),
         "/v1/ledger" => get(ledger_stream),
+        "/v1/handovers" => get(handovers),
         other => unreachable!("{other} is in ROUTES without a handler"),
     }
 }
@@ -591,11 +595,15 @@ async fn tx_receipt(State(state): State<Arc<ApiState>>, Path(id): Path<String>) 
         Err(response) => return *response,
     };
     match build_receipt(&bytes, landed.index, &results.results, cert) {
-        Ok(receipt) => reply(
-            StatusCode::OK,
-            serde_json::to_value(crate::receipt::ReceiptJson::from_receipt(&receipt))
-                .expect("a receipt serializes"),
-        ),
+        Ok(mut receipt) => {
+            // The hand-overs from genesis to the committee that certified it.
+            receipt.handovers = state.handovers.up_to(receipt.cert.statement.height);
+            reply(
+                StatusCode::OK,
+                serde_json::to_value(crate::receipt::ReceiptJson::from_receipt(&receipt))
+                    .expect("a receipt serializes"),
+            )
+        }
         Err(reason) => error(reason),
     }
 }
@@ -1307,6 +1315,18 @@ async fn ledger_stream(
     response
 }
 
+/// `GET /v1/handovers`: the certified committee hand-overs this node holds, oldest first (each signed by more than
+/// two thirds of the stake of the committee before it): what a follower or a light client follows from genesis.
+async fn handovers(State(state): State<Arc<ApiState>>) -> Response {
+    let list: Vec<_> = state
+        .handovers
+        .all()
+        .iter()
+        .map(crate::receipt::HandoverJson::from_handover)
+        .collect();
+    reply(StatusCode::OK, json!({ "handovers": list }))
+}
+
 /// One of the [`STREAMS_MAX`] block streams, given back when the stream ends or its client leaves.
 struct StreamSlot(Arc<ApiState>);
 
@@ -1354,6 +1374,18 @@ pub(crate) fn detached_state() -> Arc<ApiState> {
         stats: Arc::new(Mutex::new(Executed::default())),
         stopping: AtomicBool::new(false),
         forms_certificates: true,
+        handovers: Arc::new(
+            crate::epochs::Handovers::open(
+                dir.path(),
+                1,
+                &cas_consensus::committee::Committee::new(vec![(
+                    cas_engine::PublicKey([1; 32]),
+                    1,
+                )])
+                .unwrap(),
+            )
+            .unwrap(),
+        ),
     })
 }
 

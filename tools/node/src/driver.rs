@@ -220,8 +220,7 @@ pub struct Parts {
     pub index: Arc<crate::tx_index::TxIndexView>,
     /// Peers' votes on executed blocks' results with their sender, for the executor's certifier (bounded; full
     /// drops, counted).
-    pub ledger_votes:
-        crossbeam_channel::Sender<(PublicKey, cas_consensus::ledger_cert::LedgerVote)>,
+    pub ledger_votes: crossbeam_channel::Sender<(PublicKey, crate::executor::PeerVote)>,
     /// Where the consensus side is published every second (the operator endpoints read it).
     pub view: Arc<Mutex<crate::operator::ConsensusView>>,
 }
@@ -538,6 +537,14 @@ impl Driver {
                 return Ok(());
             }
             Message::LedgerVote(vote) => {
+                let vote = crate::executor::PeerVote::Ledger(vote);
+                if self.parts.ledger_votes.try_send((key, vote)).is_err() {
+                    self.ledger_votes_dropped += 1;
+                }
+                return Ok(());
+            }
+            Message::HandoverVote(vote) => {
+                let vote = crate::executor::PeerVote::Handover(vote);
                 if self.parts.ledger_votes.try_send((key, vote)).is_err() {
                     self.ledger_votes_dropped += 1;
                 }

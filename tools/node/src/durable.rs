@@ -14,7 +14,7 @@ use cas_consensus::messages::QuorumCert;
 use cas_consensus::rewards::order_state_hash;
 use cas_engine::{BlockHash, Hash32};
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .write(true)

@@ -10,9 +10,12 @@
 //! (`Action::EpochEnd`) and the next committee is known from the ledger ([`Committees`]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use anyhow::{Context, Result};
 use cas_consensus::committee::{Committee, CommitteeError};
+use cas_consensus::ledger_cert::{follow_handovers, CommitteeHandover};
 use cas_consensus::protocol::{ProtocolSchedule, PROTOCOL_HANDOVERS};
 use cas_engine::stake::Candidate;
 
@@ -101,6 +104,105 @@ impl Committees {
     }
 }
 
+/// The certified hand-overs this node holds (each committee's signature on the next one), oldest first: what a
+/// receipt of a later epoch carries so a verifier can follow the committees from genesis. Kept in
+/// `handovers.json`, written whole (atomically) when one is added: one per epoch, a few hundred bytes each.
+pub struct Handovers {
+    path: PathBuf,
+    chain_id: u32,
+    genesis: Committee,
+    list: Mutex<Vec<CommitteeHandover>>,
+}
+
+impl Handovers {
+    /// The hand-overs kept in `data_dir`, checked as a chain from the genesis committee.
+    pub fn open(data_dir: &Path, chain_id: u32, genesis: &Committee) -> Result<Handovers> {
+        let path = data_dir.join("handovers.json");
+        let list = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let json: Vec<crate::receipt::HandoverJson> = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} does not parse", path.display()))?;
+                let list = json
+                    .iter()
+                    .map(crate::receipt::HandoverJson::to_handover)
+                    .collect::<Result<Vec<_>>>()?;
+                follow_handovers(chain_id, genesis.clone(), &list)
+                    .with_context(|| format!("{}", path.display()))?;
+                list
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Handovers {
+            path,
+            chain_id,
+            genesis: genesis.clone(),
+            list: Mutex::new(list),
+        })
+    }
+
+    /// Takes the hand-overs in `offered` that come after the ones held (from another node's `GET /v1/handovers`),
+    /// if the whole chain still leads from the genesis committee; returns how many were new.
+    pub fn merge(&self, offered: Vec<CommitteeHandover>) -> Result<usize> {
+        let mut list = self.list.lock().expect("handovers lock");
+        let last = list.last().map_or(0, |h| h.epoch);
+        let mut merged = list.clone();
+        merged.extend(offered.into_iter().filter(|h| h.epoch > last));
+        follow_handovers(self.chain_id, self.genesis.clone(), &merged)
+            .context("the offered hand-overs do not follow from the genesis committee")?;
+        let added = merged.len() - list.len();
+        if added > 0 {
+            *list = merged;
+            self.write(&list)?;
+        }
+        Ok(added)
+    }
+
+    /// Every hand-over held, oldest first.
+    pub fn all(&self) -> Vec<CommitteeHandover> {
+        self.list.lock().expect("handovers lock").clone()
+    }
+
+    fn write(&self, list: &[CommitteeHandover]) -> Result<()> {
+        let json: Vec<_> = list
+            .iter()
+            .map(crate::receipt::HandoverJson::from_handover)
+            .collect();
+        crate::durable::write_atomic(&self.path, &serde_json::to_vec(&json)?)
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Keeps a certified hand-over (once per epoch; in epoch order), durably before returning.
+    pub fn add(&self, handover: CommitteeHandover) -> Result<()> {
+        let mut list = self.list.lock().expect("handovers lock");
+        if list.iter().any(|h| h.epoch >= handover.epoch) {
+            return Ok(());
+        }
+        list.push(handover);
+        self.write(&list)
+    }
+
+    /// Whether the hand-over to `epoch` is held.
+    pub fn has(&self, epoch: u64) -> bool {
+        self.list
+            .lock()
+            .expect("handovers lock")
+            .iter()
+            .any(|h| h.epoch == epoch)
+    }
+
+    /// The hand-overs a verifier follows to reach the committee that certified `height`.
+    pub fn up_to(&self, height: u64) -> Vec<CommitteeHandover> {
+        self.list
+            .lock()
+            .expect("handovers lock")
+            .iter()
+            .filter(|h| h.first_height <= height)
+            .cloned()
+            .collect()
+    }
+}
+
 /// The BFT committee of an election: its members in election order, weighted by their stake.
 pub fn committee_of(members: &[Candidate]) -> Result<Committee, CommitteeError> {
     Committee::new(members.iter().map(|m| (m.key, m.stake)).collect())
@@ -122,6 +224,59 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    /// Certified hand-overs survive a restart, in order, once per epoch; a receipt of a height gets the ones up to
+    /// its committee.
+    #[test]
+    fn hand_overs_are_kept_and_given_up_to_a_height() {
+        use cas_consensus::ledger_cert::HandoverSigning;
+        use cas_engine::fixtures::{key, COMMITTEE_KEYS};
+        let keys: Vec<_> = (0..4).map(|i| key(COMMITTEE_KEYS, i)).collect();
+        let genesis = Committee::new(keys.iter().map(|k| (k.public(), 1)).collect()).unwrap();
+        let certified = |epoch: u64, first_height: u64| {
+            let proposal = CommitteeHandover {
+                chain_id: 5,
+                epoch,
+                first_height,
+                members: keys.iter().map(|k| (k.public(), 1)).collect(),
+                signatures: Vec::new(),
+            };
+            let (mut signing, _) =
+                HandoverSigning::new(genesis.clone(), 0, &keys[0], proposal.clone());
+            let mut formed = None;
+            for m in 1..3 {
+                let (_, vote) =
+                    HandoverSigning::new(genesis.clone(), m, &keys[m as usize], proposal.clone());
+                formed = signing.on_vote(&vote).unwrap().or(formed);
+            }
+            formed.expect("a quorum")
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kept = Handovers::open(dir.path(), 5, &genesis).unwrap();
+        kept.add(certified(1, 17)).unwrap();
+        kept.add(certified(1, 17)).unwrap();
+        kept.add(certified(2, 33)).unwrap();
+        let again = Handovers::open(dir.path(), 5, &genesis).unwrap();
+        assert!(again.has(1) && again.has(2) && !again.has(3));
+        assert_eq!(again.up_to(16).len(), 0);
+        assert_eq!(again.up_to(20).len(), 1);
+        assert_eq!(again.up_to(40).len(), 2);
+        // Another chain's genesis does not lead to them: the file is refused.
+        assert!(Handovers::open(dir.path(), 6, &genesis).is_err());
+        // A node that missed them takes them from another's list, once, and only a chain from genesis.
+        let other = tempfile::tempdir().unwrap();
+        let late = Handovers::open(other.path(), 5, &genesis).unwrap();
+        let mut forged = certified(3, 49);
+        forged.signatures.truncate(1);
+        assert!(late.merge(vec![certified(1, 17), forged]).is_err());
+        assert!(!late.has(1), "nothing taken from a broken chain");
+        assert_eq!(late.merge(again.all()).unwrap(), 2);
+        assert_eq!(late.merge(again.all()).unwrap(), 0);
+        assert_eq!(
+            Handovers::open(other.path(), 5, &genesis).unwrap().all(),
+            again.all()
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use cas_consensus::ledger_cert::{
-    results_root, CertifierStats, LedgerCertifier, LedgerStatement, LedgerVote,
+    results_root, CertifierStats, CommitteeHandover, HandoverSigning, HandoverVote,
+    LedgerCertifier, LedgerStatement, LedgerVote,
 };
 use cas_consensus::messages::{Block as ConsensusBlock, Message};
 use cas_consensus::rewards::{issuance_tx, WitnessOrder};
@@ -24,11 +25,20 @@ use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, OutPoint, Public
 use crate::api::{LedgerQuery, StakeView};
 use crate::clients::{Client, Clients};
 use crate::durable::{ExecutedFile, WitnessBaseFile};
-use crate::epochs::{committee_of, Committees, EpochPlan};
+use crate::epochs::{committee_of, Committees, EpochPlan, Handovers};
 use crate::snapshot_serve::{Anchor, Anchors};
 use crate::state_sync::Install;
 use crate::tx_index::{Claim, TxIndex};
 use crate::witness::WitnessInput;
+
+/// A peer's vote the executor takes: on a block's result, or on the hand-over to the next committee.
+pub enum PeerVote {
+    Ledger(LedgerVote),
+    Handover(HandoverVote),
+}
+
+/// Hand-over votes held for a hand-over this node has not reached yet (its executor is behind the sender's).
+const EARLY_HANDOVER_VOTES_MAX: usize = 64;
 
 /// What the driver hands the executor, in commit order.
 pub enum Work {
@@ -121,6 +131,13 @@ pub struct Executor {
     pub committees: Arc<Committees>,
     pub genesis_committee: cas_consensus::committee::Committee,
     pub keypair: cas_engine::Keypair,
+    /// The current committee's signatures on the hand-over to the next one, while they are collected; this
+    /// node's own vote on each hand-over (sent again to a member that asks after it formed); votes that came
+    /// before this node recorded the election; and the certified hand-overs (receipts carry them).
+    pub handover: Option<HandoverSigning>,
+    pub handover_votes: std::collections::BTreeMap<u64, HandoverVote>,
+    pub early_handover_votes: Vec<(PublicKey, HandoverVote)>,
+    pub handovers: Arc<Handovers>,
     /// Where this node's ledger votes go out.
     pub netio: Arc<cas_netio::Node>,
     /// Admission to final of the transactions admitted here (the operator's `/metrics`).
@@ -136,7 +153,7 @@ impl Executor {
         mut self,
         queue: Receiver<Work>,
         queries: Receiver<LedgerQuery>,
-        votes: Receiver<(PublicKey, LedgerVote)>,
+        votes: Receiver<(PublicKey, PeerVote)>,
     ) -> Result<()> {
         let mut queries = queries;
         let mut votes = votes;
@@ -184,9 +201,106 @@ impl Executor {
         Ok(())
     }
 
+    fn on_vote(&mut self, sender: PublicKey, vote: PeerVote) -> Result<()> {
+        match vote {
+            PeerVote::Ledger(vote) => self.on_ledger_vote(sender, vote),
+            PeerVote::Handover(vote) => self.on_handover_vote(sender, vote),
+        }
+    }
+
+    /// After block `height`: if it recorded the election of the committee the next instance hands over to, this
+    /// member signs that hand-over (the committee, its first height) and sends its vote to the committee.
+    fn sign_handover(&mut self, height: u64) -> Result<()> {
+        let params = self.node.ledger().params.stake;
+        let Some(epoch) = cas_engine::stake::elects_at(&params, height) else {
+            return Ok(());
+        };
+        self.start_handover(epoch)
+    }
+
+    /// Starts collecting the signatures on the hand-over to `epoch` (when it is the next instance's and not held
+    /// yet), sending this member's own.
+    pub fn start_handover(&mut self, epoch: u64) -> Result<()> {
+        if self.plan.next(self.certifier.epoch()) != Some(epoch)
+            || self.handovers.has(epoch)
+            || self.handover.as_ref().is_some_and(|h| h.epoch() == epoch)
+        {
+            return Ok(());
+        }
+        let Some(elected) = read_election(&self.node, epoch) else {
+            return Ok(());
+        };
+        let committee = self.certifier.committee().clone();
+        let Some(me) = committee.index_of(&self.keypair.public()) else {
+            return Ok(());
+        };
+        let proposal = CommitteeHandover {
+            chain_id: self.chain_id,
+            epoch,
+            first_height: self.plan.base_height(epoch) + 1,
+            members: elected.iter().map(|m| (m.key, m.stake)).collect(),
+            signatures: Vec::new(),
+        };
+        let (signing, vote) = HandoverSigning::new(committee, me, &self.keypair, proposal);
+        self.handover = Some(signing);
+        self.handover_votes.insert(epoch, vote);
+        while self.handover_votes.len() > 2 {
+            self.handover_votes.pop_first();
+        }
+        let (class, bytes) =
+            crate::wire::encode(self.certifier.epoch(), &Message::HandoverVote(vote));
+        for (peer, error) in self.netio.broadcast(class, bytes) {
+            tracing::debug!(?peer, %error, "hand-over vote refused for a peer");
+        }
+        for (sender, vote) in std::mem::take(&mut self.early_handover_votes) {
+            self.on_handover_vote(sender, vote)?;
+        }
+        Ok(())
+    }
+
+    /// A peer's vote on a hand-over. For one this node certified already, its own vote goes back to the sender (a
+    /// member that restarted before it formed asks again); for one it has not reached, it waits (bounded).
+    fn on_handover_vote(&mut self, sender: PublicKey, vote: HandoverVote) -> Result<()> {
+        if self.handovers.has(vote.epoch) {
+            if let Some(own) = self.handover_votes.get(&vote.epoch) {
+                let (class, bytes) =
+                    crate::wire::encode(self.certifier.epoch(), &Message::HandoverVote(*own));
+                if let Err(error) = self.netio.try_send(&sender, class, bytes) {
+                    tracing::debug!(%error, "hand-over vote not sent back");
+                }
+            }
+            return Ok(());
+        }
+        let Some(signing) = self.handover.as_mut().filter(|h| h.epoch() == vote.epoch) else {
+            if vote.epoch > self.certifier.epoch()
+                && self.early_handover_votes.len() < EARLY_HANDOVER_VOTES_MAX
+            {
+                self.early_handover_votes.push((sender, vote));
+            }
+            return Ok(());
+        };
+        if self.certifier.committee().key(vote.signer) != Some(&sender) {
+            return Ok(());
+        }
+        match signing.on_vote(&vote) {
+            Ok(Some(handover)) => {
+                tracing::info!(
+                    epoch = handover.epoch,
+                    first_height = handover.first_height,
+                    signers = handover.signatures.len(),
+                    "the hand-over to the next committee is certified"
+                );
+                self.handovers.add(handover)?;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%sender, %error, "a hand-over vote refused"),
+        }
+        Ok(())
+    }
+
     /// A peer's vote on a block's result, taken by the certifier of its height's committee when `sender` is the
     /// member it names (a member signs its own result, never relays another's).
-    fn on_vote(&mut self, sender: PublicKey, vote: LedgerVote) -> Result<()> {
+    fn on_ledger_vote(&mut self, sender: PublicKey, vote: LedgerVote) -> Result<()> {
         let certifier = match &mut self.ended_certifier {
             Some((last, ended)) if vote.height <= *last => ended,
             _ => &mut self.certifier,
@@ -541,12 +655,14 @@ impl Executor {
                 self.clients.answer(*client, answer);
             }
         }
-        // The committee an election after this block picks, for the driver's hand-over.
+        // The committee an election after this block picks, for the driver's hand-over, and this member's
+        // signature on the hand-over to it.
         if let Some(epoch) = elects_at(&self.node.ledger().params.stake, height) {
             if let Some(members) = read_election(&self.node, epoch) {
                 self.committees.record(epoch, members);
             }
         }
+        self.sign_handover(height)?;
         let mut stats = self.stats.lock().expect("stats lock");
         stats.height = height;
         stats.utxo_commitment = receipt.outcome.utxo_commitment;

@@ -132,6 +132,11 @@ pub(crate) fn run(
         ..Executed::default()
     }));
     let waiters = Arc::new(Waiters::default());
+    let handovers = Arc::new(crate::epochs::Handovers::open(
+        &config.data_dir,
+        identity.genesis.header.chain_id,
+        &identity.committee,
+    )?);
     let (queries, queries_rx) = crossbeam_channel::bounded(api::QUERY_QUEUE_MAX);
     let (submit, submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
     let relayed = submit.clone();
@@ -150,6 +155,7 @@ pub(crate) fn run(
                     stopping: AtomicBool::new(false),
                     forms_certificates: false,
                     streams: Arc::new(AtomicUsize::new(0)),
+                    handovers: handovers.clone(),
                 },
             )
         })
@@ -181,6 +187,8 @@ pub(crate) fn run(
         plan,
         genesis_committee: identity.committee.clone(),
         committees: committees.clone(),
+        handovers,
+        handovers_asked: 0,
         next: ledger.shards.height() + 1,
         last_hash: ledger.previous_ledger_hash,
         held: Vec::new(),
@@ -287,6 +295,10 @@ struct Fetcher {
     plan: EpochPlan,
     genesis_committee: Committee,
     committees: Arc<Committees>,
+    /// The certified hand-overs this node serves with receipts, taken from the upstream as new epochs come, and the
+    /// newest epoch asked for.
+    handovers: Arc<crate::epochs::Handovers>,
+    handovers_asked: u64,
     /// The next height to take, and the hash of the block below it (the last one certified).
     next: u64,
     last_hash: BlockHash,
@@ -379,6 +391,7 @@ impl Fetcher {
                 return Ok(Ended::Closed);
             };
             if let Some(run) = self.take(frame)? {
+                self.take_handovers(agent, addr, run.cert.statement.epoch);
                 if self.runs.send(run).is_err() {
                     return Ok(Ended::Stopped);
                 }
@@ -453,6 +466,38 @@ impl Fetcher {
 }
 
 impl Fetcher {
+    /// A run certified by epoch `epoch`'s committee: if the hand-over to it is not held here, the upstream's
+    /// (`GET /v1/handovers`) are taken when they follow from the genesis committee (once per epoch; a failure is
+    /// only logged: receipts of that epoch served here lack their chain until a later try).
+    fn take_handovers(&mut self, agent: &ureq::Agent, addr: SocketAddr, epoch: u64) {
+        if epoch == 0 || epoch <= self.handovers_asked || self.handovers.has(epoch) {
+            return;
+        }
+        self.handovers_asked = epoch;
+        let url = format!("http://{addr}/v1/handovers");
+        let fetched = agent
+            .get(&url)
+            .call()
+            .map_err(anyhow::Error::from)
+            .and_then(|response| Ok(response.into_json::<serde_json::Value>()?))
+            .and_then(|body| {
+                let list: Vec<crate::receipt::HandoverJson> =
+                    serde_json::from_value(body["handovers"].clone())?;
+                list.iter()
+                    .map(crate::receipt::HandoverJson::to_handover)
+                    .collect::<Result<Vec<_>>>()
+            })
+            .and_then(|list| self.handovers.merge(list));
+        match fetched {
+            Ok(added) => {
+                tracing::info!(%addr, epoch, added, "committee hand-overs taken from the upstream")
+            }
+            Err(error) => {
+                tracing::warn!(%addr, epoch, %error, "the upstream's hand-overs were not taken")
+            }
+        }
+    }
+
     /// The committee of instance `epoch`: the genesis one, or the one the ledger here recorded for it. The election
     /// lies in a run already certified (half an epoch before the epoch starts), so an unknown committee means the
     /// applier has not reached it yet: this waits for it, as long as a stream may stall.
@@ -886,8 +931,17 @@ mod tests {
             upstream: vec!["127.0.0.1:1".parse().unwrap()],
             chain_id: CHAIN,
             plan: EpochPlan::new(0, &Default::default()),
-            genesis_committee: committee,
+            genesis_committee: committee.clone(),
             committees: Default::default(),
+            handovers: Arc::new(
+                crate::epochs::Handovers::open(
+                    tempfile::tempdir().unwrap().path(),
+                    CHAIN,
+                    &committee,
+                )
+                .unwrap(),
+            ),
+            handovers_asked: 0,
             next: 1,
             last_hash,
             held: Vec::new(),

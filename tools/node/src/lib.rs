@@ -61,7 +61,7 @@ use serde::Serialize;
 use config::NodeConfig;
 use driver::Driver;
 use durable::{EpochBaseFile, ExecutedFile, WitnessBaseFile};
-use epochs::{committee_of, Committees, EpochPlan};
+use epochs::{committee_of, Committees, EpochPlan, Handovers};
 use executor::{Executed, Executor};
 use journal::Journal;
 
@@ -314,6 +314,11 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
     );
     let committees = Arc::new(Committees::default());
     let base_timestamp_ms = ledger.epoch_facts(&committees)?;
+    let handovers = Arc::new(Handovers::open(
+        &config.data_dir,
+        identity.genesis.header.chain_id,
+        &identity.committee,
+    )?);
     let epoch = plan.instance_of(committed.map_or(0, |(height, _)| height) + 1);
     let (committee, elected) = instance_committee(identity, epoch, &committees)?;
     let me = identity.keypair.public();
@@ -367,6 +372,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
         },
         plan,
         committees.clone(),
+        handovers.clone(),
     )?;
     let view = Arc::new(Mutex::new(operator::ConsensusView::default()));
     let streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -412,6 +418,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
                 stopping: AtomicBool::new(false),
                 forms_certificates: true,
                 streams,
+                handovers: handovers.clone(),
             },
         )?),
         None => None,
@@ -839,7 +846,7 @@ struct Queues<'a> {
     anchors: &'a Arc<snapshot_serve::Anchors>,
     netio: &'a Arc<cas_netio::Node>,
     queries: crossbeam_channel::Receiver<api::LedgerQuery>,
-    votes: crossbeam_channel::Receiver<(PublicKey, cas_consensus::ledger_cert::LedgerVote)>,
+    votes: crossbeam_channel::Receiver<(PublicKey, executor::PeerVote)>,
     submit_to_final: prometheus::Histogram,
 }
 
@@ -851,6 +858,7 @@ fn start_executor(
     queues: Queues<'_>,
     plan: EpochPlan,
     committees: Arc<Committees>,
+    handovers: Arc<Handovers>,
 ) -> Result<(
     crossbeam_channel::Sender<executor::Work>,
     std::thread::JoinHandle<Result<()>>,
@@ -880,7 +888,7 @@ fn start_executor(
         epoch,
         durable_height,
     );
-    let executor = Executor {
+    let mut executor = Executor {
         node: ledger.shards,
         chain_id: identity.genesis.header.chain_id,
         executed_file: ledger.executed_file,
@@ -900,9 +908,18 @@ fn start_executor(
         committees,
         genesis_committee: identity.committee.clone(),
         keypair: identity.key(config)?,
+        handover: None,
+        handover_votes: Default::default(),
+        early_handover_votes: Vec::new(),
+        handovers,
         netio: netio.clone(),
         submit_to_final,
     };
+    // Restarted after the next committee's election but before its hand-over formed here: sign it again (members
+    // that formed it answer with their votes).
+    if let Some(next) = plan.next(epoch) {
+        executor.start_handover(next)?;
+    }
     let thread = std::thread::Builder::new()
         .name("cas-executor".into())
         .spawn(move || executor.run(execution_rx, queries, votes))?;

@@ -98,6 +98,39 @@ pub struct HandoverJson {
     pub signatures: Vec<SignatureJson>,
 }
 
+impl HandoverJson {
+    pub fn from_handover(h: &CommitteeHandover) -> HandoverJson {
+        HandoverJson {
+            chain_id: h.chain_id,
+            epoch: h.epoch,
+            first_height: h.first_height,
+            members: h
+                .members
+                .iter()
+                .map(|(key, stake)| MemberJson {
+                    key: key.to_hex(),
+                    stake: *stake,
+                })
+                .collect(),
+            signatures: signatures_to_json(&h.signatures),
+        }
+    }
+
+    pub fn to_handover(&self) -> Result<CommitteeHandover> {
+        Ok(CommitteeHandover {
+            chain_id: self.chain_id,
+            epoch: self.epoch,
+            first_height: self.first_height,
+            members: self
+                .members
+                .iter()
+                .map(|m| Ok((key(&m.key, "a member key")?, m.stake)))
+                .collect::<Result<_>>()?,
+            signatures: signatures_from_json(&self.signatures)?,
+        })
+    }
+}
+
 /// Hex as this format writes it: lowercase only, so a receipt has one spelling and no byte of it can change
 /// without failing the check.
 fn lower_hex(text: &str, what: &str) -> Result<()> {
@@ -221,20 +254,7 @@ impl ReceiptJson {
             handovers: receipt
                 .handovers
                 .iter()
-                .map(|h| HandoverJson {
-                    chain_id: h.chain_id,
-                    epoch: h.epoch,
-                    first_height: h.first_height,
-                    members: h
-                        .members
-                        .iter()
-                        .map(|(key, stake)| MemberJson {
-                            key: key.to_hex(),
-                            stake: *stake,
-                        })
-                        .collect(),
-                    signatures: signatures_to_json(&h.signatures),
-                })
+                .map(HandoverJson::from_handover)
                 .collect(),
         }
     }
@@ -292,19 +312,7 @@ impl ReceiptJson {
             handovers: self
                 .handovers
                 .iter()
-                .map(|h| {
-                    Ok(CommitteeHandover {
-                        chain_id: h.chain_id,
-                        epoch: h.epoch,
-                        first_height: h.first_height,
-                        members: h
-                            .members
-                            .iter()
-                            .map(|m| Ok((key(&m.key, "a member key")?, m.stake)))
-                            .collect::<Result<_>>()?,
-                        signatures: signatures_from_json(&h.signatures)?,
-                    })
-                })
+                .map(HandoverJson::to_handover)
                 .collect::<Result<_>>()?,
         })
     }

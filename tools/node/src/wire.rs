@@ -30,7 +30,8 @@ pub fn class_of(message: &Message) -> Class {
         | Message::Cert(_)
         | Message::PackageRequest(_)
         | Message::Witness(_)
-        | Message::LedgerVote(_) => Class::Package,
+        | Message::LedgerVote(_)
+        | Message::HandoverVote(_) => Class::Package,
     }
 }
 

@@ -511,7 +511,8 @@ impl Model<'_> {
             | Message::SnapshotInfo(_)
             | Message::SnapshotChunkRequest(_)
             | Message::SnapshotChunk(_)
-            | Message::LedgerVote(_) => (0, Work::Overhead),
+            | Message::LedgerVote(_)
+            | Message::HandoverVote(_) => (0, Work::Overhead),
         }
     }
 

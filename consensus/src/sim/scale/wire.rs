@@ -29,7 +29,8 @@ pub fn encoded_bytes(message: &Message) -> usize {
             | Message::SnapshotInfo(_)
             | Message::SnapshotChunkRequest(_)
             | Message::SnapshotChunk(_)
-            | Message::LedgerVote(_) => crate::messages::encode_message(message).len(),
+            | Message::LedgerVote(_)
+            | Message::HandoverVote(_) => crate::messages::encode_message(message).len(),
         })
 }
 
