@@ -240,6 +240,8 @@ pub struct Driver {
     ahead: (std::collections::BTreeSet<MemberIndex>, u64),
     /// Why the loop ends other than by a stop signal: the node leaves the committee, or falls an epoch behind.
     exit: Option<crate::Next>,
+    /// Instances dropped, with their last height: each one's safety file goes once the ledger is past it.
+    retired: Vec<(u64, u64)>,
     /// The counters of the instances that ended, added to the current one's in the status.
     ended_bft: cas_consensus::bft::BftStats,
     ended_availability: cas_consensus::availability::AvailabilityStats,
@@ -279,6 +281,7 @@ impl Driver {
             other_epoch_frames: 0,
             ahead: (Default::default(), 0),
             exit: None,
+            retired: Vec::new(),
             ended_bft: Default::default(),
             ended_availability: Default::default(),
             in_flight,
@@ -354,8 +357,11 @@ impl Driver {
                 self.last_tick_ms = now;
                 self.hand_over(now)?;
                 if self.ended.as_ref().is_some_and(|(_, until)| now >= *until) {
-                    self.ended = None;
+                    if let Some((ended, _)) = self.ended.take() {
+                        self.retire(ended);
+                    }
                 }
+                self.remove_retired_safety();
                 // Witnesses this node accepted wait in the BFT's pool for a proposal of ours to carry them.
                 for header in self.parts.witness.take_for_carrying() {
                     self.parts.instance.bft.add_witness(header);
@@ -683,6 +689,35 @@ impl Driver {
         }
     }
 
+    /// An ended instance is dropped: its safety file is removed once the executed height is past its epoch (a
+    /// restart below that would run the instance again, and must find what it voted).
+    fn retire(&mut self, instance: Instance) {
+        if instance.epoch == 0 {
+            return;
+        }
+        if let Some(last) = self.parts.maker.plan.last_height(instance.epoch) {
+            self.retired.push((instance.epoch, last));
+        }
+    }
+
+    fn remove_retired_safety(&mut self) {
+        if self.retired.is_empty() {
+            return;
+        }
+        let executed = self.parts.stats.lock().expect("stats lock").height;
+        let data_dir = &self.parts.maker.data_dir;
+        self.retired.retain(|(epoch, last)| {
+            if executed <= *last {
+                return true;
+            }
+            let path = SafetyFile::for_epoch(data_dir, *epoch).path().to_path_buf();
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "an ended epoch's safety file is not removed");
+            }
+            false
+        });
+    }
+
     /// The transactions admitted here and not handed to execution: those of this node's packages still held, and
     /// those waiting to be packaged (for the follower this node becomes to relay to the committee).
     fn uncommitted(&mut self) -> Vec<Transaction> {
@@ -810,7 +845,9 @@ impl Driver {
             "handed over to the next committee"
         );
         self.parts.synchronizer.requeue(carried, now);
-        self.ended = Some((old, now + ENDED_INSTANCE_KEPT_MS));
+        if let Some((older, _)) = self.ended.replace((old, now + ENDED_INSTANCE_KEPT_MS)) {
+            self.retire(older);
+        }
         self.epoch_end = None;
         self.handover_stuck = None;
         self.package_requests.clear();

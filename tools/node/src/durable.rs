@@ -206,6 +206,10 @@ impl SafetyFile {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.slots.path
+    }
+
     /// Whether a state was ever stored (the instance voted or timed out in some round).
     pub fn exists(&self) -> bool {
         self.slots.path.exists()

@@ -990,6 +990,8 @@ impl ConsensusState {
         let epoch = plan.instance_of(height + 1);
         let mut epoch_bases = EpochBaseFile::new(&config.data_dir);
         let (committee, _) = instance_committee(identity, epoch, committees)?;
+        // Instances before this one ended at or below the executed height: none will run again here.
+        remove_safety_files_before(&config.data_dir, epoch);
         let base = match (epoch, committed) {
             (0, _) => Base::GENESIS,
             (epoch, Some((height, hash))) => {
@@ -1136,4 +1138,28 @@ fn instance_committee(
     let committee = committee_of(&elected)
         .map_err(|error| anyhow::anyhow!("epoch {epoch}'s committee: {error}"))?;
     Ok((committee, Some(elected)))
+}
+
+/// Removes the safety files of the instances before `epoch` (`safety-<e>.bin`, e < epoch; the genesis committee's
+/// `safety.bin` stays, small and the one an old data folder has).
+fn remove_safety_files_before(data_dir: &std::path::Path, epoch: u64) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(e) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("safety-"))
+            .and_then(|n| n.strip_suffix(".bin"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if e < epoch {
+            if let Err(error) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), %error, "an old safety file is not removed");
+            }
+        }
+    }
 }
