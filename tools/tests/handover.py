@@ -212,6 +212,10 @@ try:
     check(not restarted, f"nodes restarted instead of switching roles: {restarted}")
     print("node 4 member at epoch", status_of(4)["consensus"]["epoch"], "; node", leaver, "follows at height",
           status_of(leaver)["height"])
+    # Its operator endpoint names the committee it serves in now, itself first (the most stake).
+    status, operator = http("GET", f"{cluster['followers'][0]['operator']}/status")
+    check(status == 200 and [m["key"] for m in operator["committee"]] == elected and operator["member"] == 0,
+          f"node 4's /status: {status} {operator}")
 
     # 4. The payments: all final and accepted, through the hand-over; and what the leaver accepted, final.
     for tx_id in accepted:

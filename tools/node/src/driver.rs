@@ -426,6 +426,18 @@ impl Driver {
                         high_qc_height: self.parts.instance.bft.high_qc_height(),
                         catching_up: self.parts.instance.state_sync.busy(),
                         at: Instant::now(),
+                        committee: self
+                            .parts
+                            .instance
+                            .keys
+                            .iter()
+                            .enumerate()
+                            .map(|(m, key)| {
+                                (*key, self.parts.instance.committee.stake(m as MemberIndex))
+                            })
+                            .collect(),
+                        member: self.parts.instance.bft.me(),
+                        quorum_stake: self.parts.instance.committee.quorum_stake(),
                     };
                 crate::write_status(
                     &self.parts.status_path,

@@ -172,14 +172,24 @@ impl Handovers {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Keeps a certified hand-over (once per epoch; in epoch order), durably before returning.
-    pub fn add(&self, handover: CommitteeHandover) -> Result<()> {
+    /// Keeps a certified hand-over after the ones held, durably before returning, when the chain it ends still
+    /// leads from the genesis committee (a node that joined the committee without the hand-overs before it keeps
+    /// none of its own until it has them: a receipt carrying a broken chain would not verify). Returns whether it
+    /// was kept.
+    pub fn add(&self, handover: CommitteeHandover) -> Result<bool> {
         let mut list = self.list.lock().expect("handovers lock");
         if list.iter().any(|h| h.epoch >= handover.epoch) {
-            return Ok(());
+            return Ok(false);
         }
-        list.push(handover);
-        self.write(&list)
+        let mut extended = list.clone();
+        extended.push(handover);
+        if let Err(error) = follow_handovers(self.chain_id, self.genesis.clone(), &extended) {
+            tracing::warn!(%error, "a certified hand-over does not follow the ones held here; not kept");
+            return Ok(false);
+        }
+        *list = extended;
+        self.write(&list)?;
+        Ok(true)
     }
 
     /// Whether the hand-over to `epoch` is held.
@@ -254,9 +264,9 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let kept = Handovers::open(dir.path(), 5, &genesis).unwrap();
-        kept.add(certified(1, 17)).unwrap();
-        kept.add(certified(1, 17)).unwrap();
-        kept.add(certified(2, 33)).unwrap();
+        assert!(kept.add(certified(1, 17)).unwrap());
+        assert!(!kept.add(certified(1, 17)).unwrap(), "once per epoch");
+        assert!(kept.add(certified(2, 33)).unwrap());
         let again = Handovers::open(dir.path(), 5, &genesis).unwrap();
         assert!(again.has(1) && again.has(2) && !again.has(3));
         assert_eq!(again.up_to(16).len(), 0);
@@ -271,6 +281,12 @@ mod tests {
         forged.signatures.truncate(1);
         assert!(late.merge(vec![certified(1, 17), forged]).is_err());
         assert!(!late.has(1), "nothing taken from a broken chain");
+        let mut unsigned = certified(2, 33);
+        unsigned.signatures.clear();
+        assert!(
+            !late.add(unsigned).unwrap(),
+            "a hand-over nobody signed is not kept"
+        );
         assert_eq!(late.merge(again.all()).unwrap(), 2);
         assert_eq!(late.merge(again.all()).unwrap(), 0);
         assert_eq!(

@@ -188,7 +188,7 @@ pub(crate) fn run(
         genesis_committee: identity.committee.clone(),
         committees: committees.clone(),
         handovers,
-        handovers_asked: 0,
+        handovers_asked: None,
         next: ledger.shards.height() + 1,
         last_hash: ledger.previous_ledger_hash,
         held: Vec::new(),
@@ -298,7 +298,8 @@ struct Fetcher {
     /// The certified hand-overs this node serves with receipts, taken from the upstream as new epochs come, and the
     /// newest epoch asked for.
     handovers: Arc<crate::epochs::Handovers>,
-    handovers_asked: u64,
+    /// When the upstream was last asked for hand-overs.
+    handovers_asked: Option<Instant>,
     /// The next height to take, and the hash of the block below it (the last one certified).
     next: u64,
     last_hash: BlockHash,
@@ -391,7 +392,10 @@ impl Fetcher {
                 return Ok(Ended::Closed);
             };
             if let Some(run) = self.take(frame)? {
-                self.take_handovers(agent, addr, run.cert.statement.epoch);
+                // The hand-overs up to the instance after this run's last block: one it may join, or whose
+                // certificates come next.
+                let upcoming = self.plan.instance_of(run.cert.statement.height + 1);
+                self.take_handovers(agent, addr, upcoming);
                 if self.runs.send(run).is_err() {
                     return Ok(Ended::Stopped);
                 }
@@ -466,14 +470,19 @@ impl Fetcher {
 }
 
 impl Fetcher {
-    /// A run certified by epoch `epoch`'s committee: if the hand-over to it is not held here, the upstream's
-    /// (`GET /v1/handovers`) are taken when they follow from the genesis committee (once per epoch; a failure is
-    /// only logged: receipts of that epoch served here lack their chain until a later try).
+    /// If the hand-over to instance `epoch` is not held here, the upstream's (`GET /v1/handovers`) are taken when
+    /// they follow from the genesis committee (at most once a second; a failure is only logged: receipts of that
+    /// epoch served here lack their chain until a later try succeeds).
     fn take_handovers(&mut self, agent: &ureq::Agent, addr: SocketAddr, epoch: u64) {
-        if epoch == 0 || epoch <= self.handovers_asked || self.handovers.has(epoch) {
+        if epoch == 0
+            || self.handovers.has(epoch)
+            || self
+                .handovers_asked
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
-        self.handovers_asked = epoch;
+        self.handovers_asked = Some(Instant::now());
         let url = format!("http://{addr}/v1/handovers");
         let fetched = agent
             .get(&url)
@@ -941,7 +950,7 @@ mod tests {
                 )
                 .unwrap(),
             ),
-            handovers_asked: 0,
+            handovers_asked: None,
             next: 1,
             last_hash,
             held: Vec::new(),

@@ -40,6 +40,11 @@ pub struct ConsensusView {
     /// A snapshot is being fetched or installed.
     pub catching_up: bool,
     pub at: Instant,
+    /// The committee of the instance running now (it changes at hand-overs), this node's place in it and its
+    /// quorum; empty until the driver first reports.
+    pub committee: Vec<(PublicKey, u64)>,
+    pub member: u16,
+    pub quorum_stake: u64,
 }
 
 impl Default for ConsensusView {
@@ -49,6 +54,9 @@ impl Default for ConsensusView {
             high_qc_height: 0,
             catching_up: true,
             at: Instant::now(),
+            committee: Vec::new(),
+            member: 0,
+            quorum_stake: 0,
         }
     }
 }
@@ -205,6 +213,16 @@ impl OperatorState {
         OperatorState { api, ..self }
     }
 
+    /// The committee of the running instance, this node's place and the quorum: as the driver last reported them
+    /// (they change at hand-overs), the ones it started with before that.
+    fn committee_now<'a>(&'a self, view: &'a ConsensusView) -> (&'a [(PublicKey, u64)], u16, u64) {
+        if view.committee.is_empty() {
+            (&self.committee, self.me, self.quorum_stake)
+        } else {
+            (&view.committee, view.member, view.quorum_stake)
+        }
+    }
+
     /// None when in sync with a writable disk, else the first reason it is not.
     pub fn unhealthy(&self) -> Option<String> {
         if let Err(reason) = self.disk.check() {
@@ -242,17 +260,16 @@ impl OperatorState {
             .filter(|p| p.connected)
             .map(|p| p.key)
             .collect();
-        let stake: u64 = self
-            .committee
+        let (committee, me, quorum_stake) = self.committee_now(&view);
+        let stake: u64 = committee
             .iter()
             .enumerate()
-            .filter(|(i, (key, _))| *i == self.me as usize || connected.contains(key))
+            .filter(|(i, (key, _))| *i == me as usize || connected.contains(key))
             .map(|(_, (_, stake))| stake)
             .sum();
-        if stake < self.quorum_stake {
+        if stake < quorum_stake {
             return Some(format!(
-                "cut off: this node and its connected peers hold stake {stake}, a quorum is {}",
-                self.quorum_stake
+                "cut off: this node and its connected peers hold stake {stake}, a quorum is {quorum_stake}"
             ));
         }
         None
@@ -303,8 +320,8 @@ async fn status(State(state): State<Arc<OperatorState>>) -> Response {
             })
         })
         .collect();
-    let committee: Vec<Value> = state
-        .committee
+    let (committee, member, _) = state.committee_now(&view);
+    let committee: Vec<Value> = committee
         .iter()
         .map(|(key, stake)| json!({"key": key.to_hex(), "stake": stake}))
         .collect();
@@ -312,7 +329,7 @@ async fn status(State(state): State<Arc<OperatorState>>) -> Response {
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "chain_id": state.chain_id,
-        "member": state.me,
+        "member": member,
         "committee": committee,
         "height": stats.height,
         "final_height": view.counters["committed_height"],
