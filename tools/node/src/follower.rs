@@ -118,12 +118,7 @@ pub(crate) fn run(
     let fsync = crate::operator::fsync_histogram();
     let (mut ledger, _witness_node) = OpenLedger::open(config, identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
-    let plan = EpochPlan::new(
-        ledger.shards.ledger().params.stake.epoch_blocks,
-        &config
-            .protocol_schedule()
-            .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
-    );
+    let plan = ledger.epoch_plan(config)?;
     let committees = Arc::new(Committees::default());
     ledger.epoch_facts(&committees)?;
     let stats = Arc::new(Mutex::new(Executed {
@@ -132,11 +127,7 @@ pub(crate) fn run(
         ..Executed::default()
     }));
     let waiters = Arc::new(Waiters::default());
-    let handovers = Arc::new(crate::epochs::Handovers::open(
-        &config.data_dir,
-        identity.genesis.header.chain_id,
-        &identity.committee,
-    )?);
+    let handovers = identity.handovers(config)?;
     let (queries, queries_rx) = crossbeam_channel::bounded(api::QUERY_QUEUE_MAX);
     let (submit, submissions) = std::sync::mpsc::sync_channel(api::SUBMIT_QUEUE_MAX);
     let relayed = submit.clone();

@@ -306,19 +306,10 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
     let (mut ledger, witness_node) = OpenLedger::open(&config, identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
     let committed = ledger.consensus_base()?;
-    let plan = EpochPlan::new(
-        ledger.shards.ledger().params.stake.epoch_blocks,
-        &config
-            .protocol_schedule()
-            .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
-    );
+    let plan = ledger.epoch_plan(&config)?;
     let committees = Arc::new(Committees::default());
     let base_timestamp_ms = ledger.epoch_facts(&committees)?;
-    let handovers = Arc::new(Handovers::open(
-        &config.data_dir,
-        identity.genesis.header.chain_id,
-        &identity.committee,
-    )?);
+    let handovers = identity.handovers(&config)?;
     let epoch = plan.instance_of(committed.map_or(0, |(height, _)| height) + 1);
     let (committee, elected) = instance_committee(identity, epoch, &committees)?;
     let me = identity.keypair.public();
@@ -534,6 +525,15 @@ impl Identity {
         })
     }
 
+    /// The certified hand-overs kept in the data folder, checked from this chain's genesis committee.
+    fn handovers(&self, config: &NodeConfig) -> Result<Arc<Handovers>> {
+        Ok(Arc::new(Handovers::open(
+            &config.data_dir,
+            self.genesis.header.chain_id,
+            &self.committee,
+        )?))
+    }
+
     /// The node's key again, for a component that owns one (a `Keypair` is not `Clone`: each owner loads its own).
     fn key(&self, config: &NodeConfig) -> Result<Keypair> {
         keyfile::load(&config.key_file)
@@ -557,6 +557,17 @@ struct OpenLedger {
 }
 
 impl OpenLedger {
+    /// Which instance serves which heights: the genesis's epochs under the config's protocol schedule.
+    fn epoch_plan(&self, config: &NodeConfig) -> Result<EpochPlan> {
+        let schedule = config
+            .protocol_schedule()
+            .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?;
+        Ok(EpochPlan::new(
+            self.shards.ledger().params.stake.epoch_blocks,
+            &schedule,
+        ))
+    }
+
     /// What consensus needs from the ledger before the executor takes it: the committees recorded for the epoch of
     /// the next height and the one after (into `committees`), and the timestamp of the last stored block (the base
     /// of an instance that starts above it).
