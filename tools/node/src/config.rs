@@ -18,7 +18,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The client ingest endpoint.
     pub ingest_listen: SocketAddr,
-    /// The other committee members, by key.
+    /// The other committee members, by key. With hand-overs, also where this node finds members when it is elected
+    /// into the committee (one missing here is reached at the address its candidacy declared).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
     /// Shard executors (UTXO partitions); each is a thread.
@@ -76,7 +77,8 @@ pub struct NodeConfig {
     pub protocol_upgrades: Vec<ProtocolUpgradeConfig>,
     /// Where a follower (a node whose key is not in the committee) reads the certified ledger from: the HTTP API
     /// addresses of the nodes above it in the broadcast tree, its parent first; it moves to the next one when one
-    /// fails. A committee member ignores it.
+    /// fails. With hand-overs (protocol version 3) a member follows from here when it leaves the committee or falls
+    /// an epoch behind it.
     #[serde(default)]
     pub upstream: Vec<SocketAddr>,
 }
