@@ -243,6 +243,8 @@ pub struct BftStats {
     pub equivocations: u64,
     /// Tail blocks committed (above the epoch's last height: never delivered).
     pub tail_commits: u64,
+    /// Votes that arrived after their round's QC formed and joined it before it was carried.
+    pub late_votes: u64,
     /// The epoch's last height was made final together with a tail block (its 2-chain, or commit votes on it), not
     /// by commit votes on the last height itself.
     pub ends_through_tail: u64,
@@ -270,6 +272,7 @@ impl BftStats {
         self.equivocations += other.equivocations;
         self.tail_commits += other.tail_commits;
         self.ends_through_tail += other.ends_through_tail;
+        self.late_votes += other.late_votes;
     }
 }
 

@@ -128,8 +128,11 @@ impl Bft {
         if self.committee.key(vote.signer).is_none()
             || vote.round.saturating_add(1) < self.round
             || vote.round > self.round.saturating_add(FUTURE_ROUNDS_MAX)
-            || self.qc_rounds.contains(&vote.round)
         {
+            return;
+        }
+        if self.qc_rounds.contains(&vote.round) {
+            self.late_vote(&vote);
             return;
         }
         if self.voted_other_block(&self.votes, &vote) {
@@ -174,6 +177,34 @@ impl Bft {
                 self.stats.refused += 1;
             }
         }
+    }
+
+    /// A vote for a round whose QC formed already: when it is for the QC this member holds as its highest (the one
+    /// its next proposal carries) and verifies, its signature joins that QC. A QC then names every member whose vote
+    /// arrived before the block carrying it left, not only the first to reach a quorum: the ledger pays, and will
+    /// judge absence by, the signers of the QC each block carries, and with the first quorum only the farthest
+    /// honest member would be left out of nearly every one. Safety reads nothing here (a QC needs a quorum; more
+    /// signatures of the same digest change nothing it proves).
+    fn late_vote(&mut self, vote: &Vote) {
+        let qc = &self.safety.high_qc;
+        if qc.round != vote.round
+            || qc.block != vote.block
+            || qc.height != vote.height
+            || qc.signatures.iter().any(|s| s.signer == vote.signer)
+            || qc.signatures.len() >= self.committee.size()
+        {
+            return;
+        }
+        let digest = vote_digest(self.config.epoch, vote.round, &vote.block, vote.height);
+        if !verify_member(&self.committee, vote.signer, &digest, &vote.signature) {
+            self.stats.refused += 1;
+            return;
+        }
+        self.safety.high_qc.signatures.push(SignerSignature {
+            signer: vote.signer,
+            signature: vote.signature,
+        });
+        self.stats.late_votes += 1;
     }
 
     pub(super) fn on_commit_vote(&mut self, vote: Vote, actions: &mut Vec<Action>) {

@@ -497,6 +497,7 @@ impl Driver {
             "protocol_refused": bft.protocol_refused,
             "timestamps_refused": bft.timestamps_refused,
             "equivocations": bft.equivocations,
+            "late_votes": bft.late_votes,
             "packages_created": availability.packages_created,
             "signatures_checked": availability.signatures_checked,
             "package_signature_batches": availability.signature_batches,
