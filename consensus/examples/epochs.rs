@@ -4,24 +4,15 @@
 //! `epochs: <runs> runs, <problems> problems`.
 
 use cas_consensus::sim::epochs::{run_epochs, EpochFault};
+use cas_consensus::sim::flag;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: u64| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{flag} takes a number"))
-            })
-            .unwrap_or(default)
-    };
-    let seeds = value("--seeds", 100);
-    let first = value("--first", 1);
+    let seeds: u64 = flag(&args, "--seeds").unwrap_or(100);
+    let first: u64 = flag(&args, "--first").unwrap_or(1);
     let (mut runs_total, mut problems_total) = (0u64, 0u64);
     for fault in EpochFault::ALL {
         let (mut through_tail, mut problems) = (0u64, 0u64);

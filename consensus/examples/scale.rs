@@ -13,15 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| -> Option<f64> {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{flag} takes a number"))
-            })
-    };
+    let value = |name: &str| cas_consensus::sim::flag::<f64>(&args, name);
     let calibrate = |nodes: usize| {
         let mut params = ScaleParams::lan_default(nodes);
         if let Some(v) = value("--verify-us") {

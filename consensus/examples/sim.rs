@@ -2,25 +2,15 @@
 //! and prints one line per class (runs, commits, violations), the commit latency of clean runs with 50 ms one-way
 //! links, the signature checks per committed transaction, and a final `sim: <runs> runs, <violations> violations`.
 
-use cas_consensus::sim::{run, FaultClass, LinkModel, Scenario};
+use cas_consensus::sim::{flag, run, FaultClass, LinkModel, Scenario};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str, default: u64| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|_| panic!("{flag} takes a number"))
-            })
-            .unwrap_or(default)
-    };
-    let seeds = value("--seeds", 100);
-    let first = value("--first", 1);
+    let seeds: u64 = flag(&args, "--seeds").unwrap_or(100);
+    let first: u64 = flag(&args, "--first").unwrap_or(1);
     let (mut runs_total, mut violations_total) = (0u64, 0u64);
     for fault in FaultClass::ALL {
         let (mut commits, mut violations, mut checks, mut txs, mut committed) =

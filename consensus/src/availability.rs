@@ -67,31 +67,20 @@ impl Default for AvailabilityConfig {
     }
 }
 
-/// Counters an operator (or the simulator) reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AvailabilityStats {
-    pub packages_created: u64,
-    /// Transactions whose signatures this member verified (packages it checked, and unattested ones at execution),
-    /// and the batches they were verified in (one per package).
-    pub signatures_checked: u64,
-    pub signature_batches: u64,
-    pub certs_formed: u64,
-    pub certs_attested: u64,
-    /// Certificates issued unattested because the wait for checked acks ran out.
-    pub certs_unattested_after_wait: u64,
-    pub refused: u64,
-}
-
-impl AvailabilityStats {
-    /// Adds `other`'s counts (an ended instance's, so an operator's counters never go back at a hand-over).
-    pub fn add(&mut self, other: &AvailabilityStats) {
-        self.packages_created += other.packages_created;
-        self.signatures_checked += other.signatures_checked;
-        self.signature_batches += other.signature_batches;
-        self.certs_formed += other.certs_formed;
-        self.certs_attested += other.certs_attested;
-        self.certs_unattested_after_wait += other.certs_unattested_after_wait;
-        self.refused += other.refused;
+crate::counters! {
+    /// Counters an operator (or the simulator) reads.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct AvailabilityStats {
+        pub packages_created: u64,
+        /// Transactions whose signatures this member verified (packages it checked, and unattested ones at execution),
+        /// and the batches they were verified in (one per package).
+        pub signatures_checked: u64,
+        pub signature_batches: u64,
+        pub certs_formed: u64,
+        pub certs_attested: u64,
+        /// Certificates issued unattested because the wait for checked acks ran out.
+        pub certs_unattested_after_wait: u64,
+        pub refused: u64,
     }
 }
 

@@ -461,27 +461,17 @@ pub enum VoteOutcome {
     Late,
 }
 
-/// The certifier's counters (the node's status).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CertifierStats {
-    pub votes_taken: u64,
-    pub votes_refused: u64,
-    pub votes_late: u64,
-    /// Votes for a statement other than this node's at the same height.
-    pub votes_diverging: u64,
-    pub bad_signatures: u64,
-    pub certs_formed: u64,
-}
-
-impl CertifierStats {
-    /// Adds `other`'s counts (an ended epoch's certifier, so an operator's counters never go back).
-    pub fn add(&mut self, other: &CertifierStats) {
-        self.votes_taken += other.votes_taken;
-        self.votes_refused += other.votes_refused;
-        self.votes_late += other.votes_late;
-        self.votes_diverging += other.votes_diverging;
-        self.bad_signatures += other.bad_signatures;
-        self.certs_formed += other.certs_formed;
+crate::counters! {
+    /// The certifier's counters (the node's status).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CertifierStats {
+        pub votes_taken: u64,
+        pub votes_refused: u64,
+        pub votes_late: u64,
+        /// Votes for a statement other than this node's at the same height.
+        pub votes_diverging: u64,
+        pub bad_signatures: u64,
+        pub certs_formed: u64,
     }
 }
 

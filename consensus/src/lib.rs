@@ -11,6 +11,26 @@
 //! between a standalone miner and the node it follows; [`protocol`] the versions of the consensus rules by height. [`limits`] holds every bound of the crate and checks the
 //! relations between them at compile time.
 
+/// Declares a struct of `u64` counters with `add`, which sums another one's field by field: every counter of the
+/// struct is summed, so one added later cannot be forgotten (the node adds the counters of the BFT instances that
+/// ended at hand-overs, so an operator's counters never go back).
+macro_rules! counters {
+    ($(#[$outer:meta])* pub struct $name:ident { $($(#[$inner:meta])* pub $field:ident: u64,)* }) => {
+        $(#[$outer])*
+        pub struct $name {
+            $($(#[$inner])* pub $field: u64,)*
+        }
+
+        impl $name {
+            /// Adds `other`'s counts.
+            pub fn add(&mut self, other: &$name) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+pub(crate) use counters;
+
 pub mod availability;
 pub mod bft;
 pub mod bounded;

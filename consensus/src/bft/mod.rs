@@ -209,70 +209,46 @@ pub enum Event {
     Message { from: MemberIndex, message: Message },
 }
 
-/// Counters an operator (or the simulator) reads.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BftStats {
-    pub proposals: u64,
-    pub votes_sent: u64,
-    pub qcs_formed: u64,
-    pub commit_votes_sent: u64,
-    /// Commits made final by commit votes (the fast path) rather than by the 2-chain rule.
-    pub fast_commits: u64,
-    pub tcs_formed: u64,
-    pub timeouts_sent: u64,
-    pub commits: u64,
-    /// Invalid messages refused (bad signature, wrong leader, bad certificate).
-    pub refused: u64,
-    /// A commit that did not extend this member's committed chain: a safety violation, never expected.
-    pub conflicting_commits: u64,
-    /// Payload certificates refused because the pool was full.
-    pub payload_refused: u64,
-    /// Witness headers refused because the witness pool was full.
-    pub witnesses_refused: u64,
-    /// Witness headers carried by committed blocks.
-    pub witnesses_committed: u64,
-    /// Blocks refused because their protocol version is not the one this member's schedule gives their height: a
-    /// member on one side of an upgrade the other side did not schedule (also counted in `refused`).
-    pub protocol_refused: u64,
-    /// Proposals not voted for because their timestamp broke the version's rules (behind its parent, or too far
-    /// ahead of this member's clock).
-    pub timestamps_refused: u64,
-    /// Blocks refused for naming another epoch, or for carrying payload or witnesses above the epoch's last height.
-    pub epoch_refused: u64,
-    /// Members proven to have voted for two blocks in one round ([`Action::Equivocation`]), once per round.
-    pub equivocations: u64,
-    /// Tail blocks committed (above the epoch's last height: never delivered).
-    pub tail_commits: u64,
-    /// Votes that arrived after their round's QC formed and joined it before it was carried.
-    pub late_votes: u64,
-    /// The epoch's last height was made final together with a tail block (its 2-chain, or commit votes on it), not
-    /// by commit votes on the last height itself.
-    pub ends_through_tail: u64,
-}
-
-impl BftStats {
-    /// Adds `other`'s counts (an ended instance's, so an operator's counters never go back at a hand-over).
-    pub fn add(&mut self, other: &BftStats) {
-        self.proposals += other.proposals;
-        self.votes_sent += other.votes_sent;
-        self.qcs_formed += other.qcs_formed;
-        self.commit_votes_sent += other.commit_votes_sent;
-        self.fast_commits += other.fast_commits;
-        self.tcs_formed += other.tcs_formed;
-        self.timeouts_sent += other.timeouts_sent;
-        self.commits += other.commits;
-        self.refused += other.refused;
-        self.conflicting_commits += other.conflicting_commits;
-        self.payload_refused += other.payload_refused;
-        self.witnesses_refused += other.witnesses_refused;
-        self.witnesses_committed += other.witnesses_committed;
-        self.protocol_refused += other.protocol_refused;
-        self.timestamps_refused += other.timestamps_refused;
-        self.epoch_refused += other.epoch_refused;
-        self.equivocations += other.equivocations;
-        self.tail_commits += other.tail_commits;
-        self.ends_through_tail += other.ends_through_tail;
-        self.late_votes += other.late_votes;
+crate::counters! {
+    /// Counters an operator (or the simulator) reads.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct BftStats {
+        pub proposals: u64,
+        pub votes_sent: u64,
+        pub qcs_formed: u64,
+        pub commit_votes_sent: u64,
+        /// Commits made final by commit votes (the fast path) rather than by the 2-chain rule.
+        pub fast_commits: u64,
+        pub tcs_formed: u64,
+        pub timeouts_sent: u64,
+        pub commits: u64,
+        /// Invalid messages refused (bad signature, wrong leader, bad certificate).
+        pub refused: u64,
+        /// A commit that did not extend this member's committed chain: a safety violation, never expected.
+        pub conflicting_commits: u64,
+        /// Payload certificates refused because the pool was full.
+        pub payload_refused: u64,
+        /// Witness headers refused because the witness pool was full.
+        pub witnesses_refused: u64,
+        /// Witness headers carried by committed blocks.
+        pub witnesses_committed: u64,
+        /// Blocks refused because their protocol version is not the one this member's schedule gives their height: a
+        /// member on one side of an upgrade the other side did not schedule (also counted in `refused`).
+        pub protocol_refused: u64,
+        /// Proposals not voted for because their timestamp broke the version's rules (behind its parent, or too far
+        /// ahead of this member's clock).
+        pub timestamps_refused: u64,
+        /// Blocks refused for naming another epoch, or for carrying payload or witnesses above the epoch's last height.
+        pub epoch_refused: u64,
+        /// Members proven to have voted for two blocks in one round ([`Action::Equivocation`]), once per round.
+        pub equivocations: u64,
+        /// Tail blocks committed (above the epoch's last height: never delivered).
+        pub tail_commits: u64,
+        /// Votes that arrived after their round's QC formed and joined it before it was carried.
+        pub late_votes: u64,
+        /// The epoch's last height was made final together with a tail block (its 2-chain, or commit votes on it), not
+        /// by commit votes on the last height itself.
+        pub ends_through_tail: u64,
     }
 }
 

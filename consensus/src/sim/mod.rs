@@ -17,3 +17,15 @@ pub mod scale;
 
 pub use network::{LinkModel, Rng};
 pub use runner::{run, FaultClass, Report, Scenario};
+
+/// The number after `name` among the command-line `args` of the simulator's examples, if given; a value that does
+/// not parse stops the example with a message.
+pub fn flag<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number"))
+        })
+}

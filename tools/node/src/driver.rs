@@ -77,8 +77,7 @@ pub struct Instance {
     pub state_sync: StateSync,
     pub safety_file: SafetyFile,
     pub committee: Committee,
-    /// The members' keys, by member index.
-    pub keys: Vec<PublicKey>,
+    /// Member index by key, for every peer frame.
     members: HashMap<PublicKey, MemberIndex>,
 }
 
@@ -158,14 +157,9 @@ impl InstanceMaker {
             committee.validity_stake(),
             self.snapshot_sync_gap_blocks,
         );
-        let keys: Vec<PublicKey> = committee
+        let members = committee
             .members()
-            .map(|m| *committee.key(m).expect("a member"))
-            .collect();
-        let members = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (*k, i as MemberIndex))
+            .map(|m| (*committee.key(m).expect("a member"), m))
             .collect();
         Ok((
             Instance {
@@ -175,7 +169,6 @@ impl InstanceMaker {
                 state_sync,
                 safety_file,
                 committee,
-                keys,
                 members,
             },
             actions,
@@ -238,8 +231,8 @@ pub struct Driver {
     /// Members of the current committee heard from in a later epoch while this instance had not ended, and since
     /// when: the committee moved on without this node (see [`Driver::later_epoch`]).
     ahead: (std::collections::BTreeSet<MemberIndex>, u64),
-    /// Why the loop ends other than by a stop signal: the node leaves the committee, or falls an epoch behind.
-    exit: Option<crate::Next>,
+    /// The loop ends for this node to follow instead: it leaves the committee, or fell an epoch behind.
+    follow: bool,
     /// Instances dropped, with their last height: each one's safety file goes once the ledger is past it.
     retired: Vec<(u64, u64)>,
     /// The counters of the instances that ended, added to the current one's in the status.
@@ -280,7 +273,7 @@ impl Driver {
             handover_stuck: None,
             other_epoch_frames: 0,
             ahead: (Default::default(), 0),
-            exit: None,
+            follow: false,
             retired: Vec::new(),
             ended_bft: Default::default(),
             ended_availability: Default::default(),
@@ -308,7 +301,7 @@ impl Driver {
     /// went on to a later epoch without it); returns the round it stopped in, the BFT's counters and what next.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(u64, serde_json::Value, crate::Next)> {
         self.parts.queues.waker.register_current();
-        while !stop.load(Ordering::Relaxed) && self.exit.is_none() {
+        while !stop.load(Ordering::Relaxed) && !self.follow {
             let now = self.now_ms();
             let mut busy = false;
             while let Ok(inbound) = self.parts.queues.consensus.try_recv() {
@@ -426,16 +419,13 @@ impl Driver {
                         high_qc_height: self.parts.instance.bft.high_qc_height(),
                         catching_up: self.parts.instance.state_sync.busy(),
                         at: Instant::now(),
-                        committee: self
-                            .parts
-                            .instance
-                            .keys
-                            .iter()
-                            .enumerate()
-                            .map(|(m, key)| {
-                                (*key, self.parts.instance.committee.stake(m as MemberIndex))
-                            })
-                            .collect(),
+                        committee: {
+                            let committee = &self.parts.instance.committee;
+                            committee
+                                .members()
+                                .map(|m| (*committee.key(m).expect("a member"), committee.stake(m)))
+                                .collect()
+                        },
                         member: self.parts.instance.bft.me(),
                         quorum_stake: self.parts.instance.committee.quorum_stake(),
                     };
@@ -455,12 +445,11 @@ impl Driver {
         }
         // A graceful stop leaves every journal record durable; held messages are not sent (nothing waits on them).
         self.parts.journal.sync()?;
-        let next = match self.exit.take() {
-            Some(crate::Next::Follow { .. }) => crate::Next::Follow {
+        let next = match self.follow {
+            true => crate::Next::Follow {
                 carried: self.uncommitted(),
             },
-            Some(next) => next,
-            None => crate::Next::Stop,
+            false => crate::Next::Stop,
         };
         Ok((self.parts.instance.bft.round(), self.counters(), next))
     }
@@ -650,11 +639,11 @@ impl Driver {
             match action {
                 Action::Send { to, message } => {
                     let (class, bytes) = wire::encode(epoch, &message);
-                    if let Err(error) =
-                        self.parts
-                            .netio
-                            .try_send(&ended.keys[to as usize], class, bytes)
-                    {
+                    if let Err(error) = self.parts.netio.try_send(
+                        ended.committee.key(to).expect("a member"),
+                        class,
+                        bytes,
+                    ) {
                         tracing::debug!(to, %error, "send refused");
                     }
                 }
@@ -676,7 +665,7 @@ impl Driver {
     /// follows the certified ledger instead, up to an epoch it can join ([`crate::follower`]).
     fn later_epoch(&mut self, key: PublicKey, epoch: u64, now: u64) {
         let instance = &self.parts.instance;
-        if epoch <= instance.epoch || self.epoch_end.is_some() || self.exit.is_some() {
+        if epoch <= instance.epoch || self.epoch_end.is_some() || self.follow {
             return;
         }
         let Some(&member) = instance.members.get(&key) else {
@@ -696,9 +685,7 @@ impl Driver {
                 committed = instance.bft.committed_height(),
                 "the committee went on to a later epoch without this node: following the certified ledger to catch up"
             );
-            self.exit = Some(crate::Next::Follow {
-                carried: Vec::new(),
-            });
+            self.follow = true;
         }
     }
 
@@ -794,11 +781,9 @@ impl Driver {
         let committee = match committee_of(&elected) {
             Ok(committee) => committee,
             Err(error) => {
-                let refusal = format!("epoch {next}'s elected committee is no committee: {error}");
-                if self.handover_stuck.as_ref() != Some(&refusal) {
-                    tracing::error!(epoch, next, "no hand-over: {refusal}");
-                    self.handover_stuck = Some(refusal);
-                }
+                self.stuck(format!(
+                    "epoch {next}'s elected committee is no committee: {error}"
+                ));
                 return Ok(());
             }
         };
@@ -808,21 +793,15 @@ impl Driver {
                 next,
                 "this node is not in the next committee: it follows the certified ledger from here"
             );
-            self.exit = Some(crate::Next::Follow {
-                carried: Vec::new(),
-            });
+            self.follow = true;
             return Ok(());
         }
         let peers = peers_of(&elected, &me, &self.parts.peer_addresses);
         if peers.len() + 1 < elected.len() {
-            let refusal = format!(
+            self.stuck(format!(
                 "epoch {next}'s committee has a member with no address (none in node.toml's peers, none declared \
                  with its candidacy)"
-            );
-            if self.handover_stuck.as_ref() != Some(&refusal) {
-                tracing::error!(epoch, next, "no hand-over: {refusal}");
-                self.handover_stuck = Some(refusal);
-            }
+            ));
             return Ok(());
         }
         if committee.members().any(|m| {
@@ -837,10 +816,8 @@ impl Driver {
         }
         self.flush_outbox()?;
         self.parts.epoch_bases.store(next, base)?;
-        let (blocks, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parts.later_blocks)
-            .into_iter()
-            .filter(|block| block.epoch >= next)
-            .partition(|block| block.epoch == next);
+        let (blocks, later) =
+            split_epoch_blocks(std::mem::take(&mut self.parts.later_blocks), next);
         self.parts.later_blocks = later;
         let (instance, actions) =
             self.parts
@@ -863,8 +840,18 @@ impl Driver {
         }
         self.epoch_end = None;
         self.handover_stuck = None;
+        // Members heard ahead of the old instance were only switching first.
+        self.ahead = (Default::default(), 0);
         self.package_requests.clear();
         self.execute(actions)
+    }
+
+    /// The hand-over cannot happen, for `refusal`: said once (the log and the operator's status) until it changes.
+    fn stuck(&mut self, refusal: String) {
+        if self.handover_stuck.as_ref() != Some(&refusal) {
+            tracing::error!(epoch = self.parts.instance.epoch, "no hand-over: {refusal}");
+            self.handover_stuck = Some(refusal);
+        }
     }
 
     /// A verified snapshot above the committed height becomes the base: the executor installs it (after every
@@ -1053,11 +1040,11 @@ impl Driver {
         match action {
             Action::Send { to, message } => {
                 let (class, bytes) = wire::encode(self.parts.instance.epoch, &message);
-                if let Err(error) =
-                    self.parts
-                        .netio
-                        .try_send(&self.parts.instance.keys[to as usize], class, bytes)
-                {
+                if let Err(error) = self.parts.netio.try_send(
+                    self.parts.instance.committee.key(to).expect("a member"),
+                    class,
+                    bytes,
+                ) {
                     tracing::debug!(to, %error, "send refused");
                 }
             }
@@ -1157,7 +1144,12 @@ impl Driver {
                     None => (None, 0),
                 })
                 .unzip();
-            let proposer = self.parts.instance.keys[block.author as usize];
+            let proposer = *self
+                .parts
+                .instance
+                .committee
+                .key(block.author)
+                .expect("a committed block's author is a member");
             self.parts
                 .execution
                 .send(Work::Block(Committed {
@@ -1220,4 +1212,15 @@ pub fn peers_of(
             })
         })
         .collect()
+}
+
+/// Journal blocks of instance `epoch` and of the ones after it (those before are done).
+pub fn split_epoch_blocks(
+    blocks: Vec<ConsensusBlock>,
+    epoch: u64,
+) -> (Vec<ConsensusBlock>, Vec<ConsensusBlock>) {
+    blocks
+        .into_iter()
+        .filter(|block| block.epoch >= epoch)
+        .partition(|block| block.epoch == epoch)
 }

@@ -208,18 +208,9 @@ impl Executor {
         }
     }
 
-    /// After block `height`: if it recorded the election of the committee the next instance hands over to, this
-    /// member signs that hand-over (the committee, its first height) and sends its vote to the committee.
-    fn sign_handover(&mut self, height: u64) -> Result<()> {
-        let params = self.node.ledger().params.stake;
-        let Some(epoch) = cas_engine::stake::elects_at(&params, height) else {
-            return Ok(());
-        };
-        self.start_handover(epoch)
-    }
-
-    /// Starts collecting the signatures on the hand-over to `epoch` (when it is the next instance's and not held
-    /// yet), sending this member's own.
+    /// Starts collecting the signatures on the hand-over to `epoch` (when it is the next instance's, its election
+    /// is recorded and it is not held yet): this member signs the committee and its first height, and sends its vote
+    /// to the committee.
     pub fn start_handover(&mut self, epoch: u64) -> Result<()> {
         if self.plan.next(self.certifier.epoch()) != Some(epoch)
             || self.handovers.has(epoch)
@@ -661,8 +652,8 @@ impl Executor {
             if let Some(members) = read_election(&self.node, epoch) {
                 self.committees.record(epoch, members);
             }
+            self.start_handover(epoch)?;
         }
-        self.sign_handover(height)?;
         let mut stats = self.stats.lock().expect("stats lock");
         stats.height = height;
         stats.utxo_commitment = receipt.outcome.utxo_commitment;

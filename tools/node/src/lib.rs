@@ -301,15 +301,14 @@ pub(crate) enum Next {
 /// A committee member's run (see [`run`]); [`Next::Follow`] at once when the instance serving the next height has
 /// another committee.
 fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) -> Result<Next> {
-    let config = config.clone();
     let fsync = operator::fsync_histogram();
-    let (mut ledger, witness_node) = OpenLedger::open(&config, identity, &fsync)?;
+    let (mut ledger, witness_node) = OpenLedger::open(config, identity, &fsync)?;
     ledger.index.fsync = Some(fsync.with_label_values(&["index"]));
     let committed = ledger.consensus_base()?;
-    let plan = ledger.epoch_plan(&config)?;
+    let plan = ledger.epoch_plan(config)?;
     let committees = Arc::new(Committees::default());
     let base_timestamp_ms = ledger.epoch_facts(&committees)?;
-    let handovers = identity.handovers(&config)?;
+    let handovers = identity.handovers(config)?;
     let epoch = plan.instance_of(committed.map_or(0, |(height, _)| height) + 1);
     let (committee, elected) = instance_committee(identity, epoch, &committees)?;
     let me = identity.keypair.public();
@@ -333,7 +332,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
             .collect(),
         Some(elected) => driver::peers_of(elected, &me, &peer_addresses),
     };
-    let (netio, queues) = start_netio(&config, &peers)?;
+    let (netio, queues) = start_netio(config, &peers)?;
     let witness = WitnessThread::start(identity, &netio, witness_node, &ledger.order)?;
     let stats = Arc::new(Mutex::new(Executed {
         height: ledger.recovery.durable_height,
@@ -348,7 +347,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
     let (ledger_votes, ledger_votes_rx) = crossbeam_channel::bounded(LEDGER_VOTES_QUEUE_MAX);
     let submit_to_final = operator::submit_to_final_histogram();
     let (execution, executor_thread) = start_executor(
-        &config,
+        config,
         identity,
         ledger,
         Queues {
@@ -414,9 +413,9 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
         )?),
         None => None,
     };
-    let (serve, serve_thread) = start_snapshot_server(&config, &netio, &anchors)?;
+    let (serve, serve_thread) = start_snapshot_server(config, &netio, &anchors)?;
     let mut consensus = ConsensusState::recover(
-        &config,
+        config,
         identity,
         committed,
         plan,
@@ -1048,11 +1047,7 @@ impl ConsensusState {
             data_dir: config.data_dir.clone(),
             plan,
         };
-        let (blocks, later_blocks): (Vec<_>, Vec<_>) = replayed
-            .blocks
-            .into_iter()
-            .filter(|block| block.epoch >= epoch)
-            .partition(|block| block.epoch == epoch);
+        let (blocks, later_blocks) = driver::split_epoch_blocks(replayed.blocks, epoch);
         let (instance, actions) = maker.start(
             epoch,
             committee,
