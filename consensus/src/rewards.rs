@@ -241,6 +241,7 @@ impl WitnessOrder {
         let Some(TxKind::Issuance {
             height: issued_at,
             evidence,
+            ..
         }) = last.map(|tx| &tx.body.kind)
         else {
             return Err(OrderError::MissingIssuance { height });
@@ -285,18 +286,32 @@ pub fn reward_outputs(rewards: &[Reward]) -> Vec<TxOutput> {
         .collect()
 }
 
-/// The issuance transaction of ledger block `height`: the carried headers as evidence; the previous block's fee pot
-/// as its input, when there is one; the witness rewards, then the validator payouts
-/// ([`cas_engine::stake::validator_payouts`]) as outputs. Built the same way by every node, so its id and outputs are
-/// byte-identical across the committee.
+/// What one block's issuance pays and reports besides the witness order's part.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Validators {
+    /// The previous block's fee pot, when there is one.
+    pub pot: Option<OutPoint>,
+    /// The validator payouts ([`cas_engine::stake::validator_payouts`]).
+    pub payouts: Vec<(PublicKey, u64)>,
+    /// The committee members absent from the carried certificate (see [`TxKind::Issuance`]).
+    pub absent: Option<Vec<PublicKey>>,
+}
+
+/// The issuance transaction of ledger block `height`: the carried headers as evidence and the absent members; the
+/// previous block's fee pot as its input, when there is one; the witness rewards, then the validator payouts as
+/// outputs. Built the same way by every node, so its id and outputs are byte-identical across the committee.
 pub fn issuance_tx(
     chain_id: u32,
     height: u64,
     witnesses: &[WitnessHeader],
     rewards: &[Reward],
-    pot: Option<OutPoint>,
-    validators: &[(PublicKey, u64)],
+    validators: Validators,
 ) -> Transaction {
+    let Validators {
+        pot,
+        payouts: validators,
+        absent,
+    } = validators;
     assert!(witnesses.len() <= ISSUANCE_EVIDENCE_MAX);
     let mut outputs = reward_outputs(rewards);
     outputs.extend(validators.iter().map(|(to, amount)| TxOutput {
@@ -315,6 +330,7 @@ pub fn issuance_tx(
                     .iter()
                     .map(|w| encode_witness(w).to_vec())
                     .collect(),
+                absent,
             },
             inputs: pot.into_iter().collect(),
             outputs,

@@ -192,6 +192,7 @@ fn oversize_tx() -> Transaction {
             kind: TxKind::Issuance {
                 height: 1,
                 evidence: vec![item; cas_engine::codec::ISSUANCE_EVIDENCE_MAX],
+                absent: None,
             },
             inputs: (0..cas_engine::codec::INPUTS_MAX as u32)
                 .map(|index| OutPoint {

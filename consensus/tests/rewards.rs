@@ -67,8 +67,7 @@ fn execute(
         height,
         carried,
         &outcome.rewards,
-        None,
-        &[],
+        Default::default(),
     )];
     let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
     let block = Block {

@@ -27,8 +27,9 @@ pub const MEMO_BYTES_MAX: usize = 64;
 pub const COMMITTEE_MAX: usize = 1024;
 /// Evidence items (encoded witness headers) one issuance transaction may carry.
 pub const ISSUANCE_EVIDENCE_MAX: usize = 8;
-/// Evidence bytes one issuance transaction may carry in all: with its outputs it stays under [`TX_BYTES_MAX`].
-pub const ISSUANCE_EVIDENCE_BYTES_MAX: usize = 48 * 1024;
+/// Evidence bytes one issuance transaction may carry in all: with its outputs and a whole committee's keys as
+/// absent it stays under [`TX_BYTES_MAX`] (a witness header with its two uncles takes well under 2 KiB).
+pub const ISSUANCE_EVIDENCE_BYTES_MAX: usize = 16 * 1024;
 /// Witness reward outputs one issuance transaction may pay.
 pub const WITNESS_REWARD_OUTPUTS_MAX: usize = 128;
 /// Outputs one issuance transaction may have: witness rewards, then validator rewards.
@@ -44,9 +45,12 @@ pub const BLOCK_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 const _: () = assert!(SIGNATURES_MAX <= INPUTS_MAX);
 const _: () = assert!(TX_BYTES_MAX <= BLOCK_BYTES_MAX);
-// Evidence plus a full set of issuance outputs (under 96 archived bytes each) and the rest of the body fit one tx.
-const _: () =
-    assert!(ISSUANCE_EVIDENCE_BYTES_MAX + ISSUANCE_OUTPUTS_MAX * 96 + 1024 <= TX_BYTES_MAX);
+// Evidence, a whole committee absent (32-byte keys), a full set of issuance outputs (under 96 archived bytes each)
+// and the rest of the body fit one tx.
+const _: () = assert!(
+    ISSUANCE_EVIDENCE_BYTES_MAX + COMMITTEE_MAX * 32 + ISSUANCE_OUTPUTS_MAX * 96 + 1024
+        <= TX_BYTES_MAX
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -108,7 +112,12 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
         ArchivedTxKind::Genesis { committee, .. } => {
             bound("committee members", committee.len(), COMMITTEE_MAX)?;
         }
-        ArchivedTxKind::Issuance { evidence, .. } => {
+        ArchivedTxKind::Issuance {
+            evidence, absent, ..
+        } => {
+            if let Some(absent) = absent.as_ref() {
+                bound("issuance absent members", absent.len(), COMMITTEE_MAX)?;
+            }
             bound(
                 "issuance evidence items",
                 evidence.len(),
@@ -197,10 +206,17 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
             committee.len() * size_of::<ArchivedCommitteeMember>()
                 + size_of::<crate::tx::ArchivedChainParams>()
         }
-        TxKind::Issuance { evidence, .. } => evidence
-            .iter()
-            .map(|item| size_of::<rkyv::vec::ArchivedVec<u8>>() + item.len())
-            .sum(),
+        TxKind::Issuance {
+            evidence, absent, ..
+        } => {
+            evidence
+                .iter()
+                .map(|item| size_of::<rkyv::vec::ArchivedVec<u8>>() + item.len())
+                .sum::<usize>()
+                + absent
+                    .as_ref()
+                    .map_or(0, |keys| keys.len() * size_of::<crate::crypto::PublicKey>())
+        }
     };
     size_of::<ArchivedTransaction>()
         + body.inputs.len() * size_of::<ArchivedOutPoint>()

@@ -64,12 +64,22 @@ pub struct StakeSpec {
     pub unbond_delay_blocks: u64,
     pub block_reward: u64,
     pub committee_share_percent: u32,
+    pub absence_limit: u32,
+    pub blacklist_blocks: u64,
+    pub evict_after: u32,
 }
 
 /// The whitepaper's split: 70% of each block's fees and reward to the committee, 30% to POS nodes by stake.
 pub const DEFAULT_COMMITTEE_SHARE_PERCENT: u32 = 70;
 /// Blocks unbonded CAS stays locked when the genesis names no delay.
 pub const DEFAULT_UNBOND_DELAY_BLOCKS: u64 = 1_000;
+/// The whitepaper's "N times in a row" (left to be decided there): certificates in a row a member may miss, about
+/// ten seconds of blocks under load, before it is blacklisted.
+pub const DEFAULT_ABSENCE_LIMIT: u32 = 100;
+/// Blocks a blacklist withholds rewards for.
+pub const DEFAULT_BLACKLIST_BLOCKS: u64 = 1_000;
+/// The whitepaper's "repeated blacklisting": the second blacklist of a run evicts.
+pub const DEFAULT_EVICT_AFTER: u32 = 2;
 
 impl Default for StakeSpec {
     fn default() -> StakeSpec {
@@ -80,6 +90,9 @@ impl Default for StakeSpec {
             unbond_delay_blocks: DEFAULT_UNBOND_DELAY_BLOCKS,
             block_reward: 0,
             committee_share_percent: DEFAULT_COMMITTEE_SHARE_PERCENT,
+            absence_limit: DEFAULT_ABSENCE_LIMIT,
+            blacklist_blocks: DEFAULT_BLACKLIST_BLOCKS,
+            evict_after: DEFAULT_EVICT_AFTER,
         }
     }
 }
@@ -197,6 +210,9 @@ fn stake_params(spec: &StakeSpec, genesis_members: usize) -> Result<StakeParams,
         unbond_delay_blocks: spec.unbond_delay_blocks,
         block_reward: spec.block_reward,
         committee_share_percent: spec.committee_share_percent,
+        absence_limit: spec.absence_limit,
+        blacklist_blocks: spec.blacklist_blocks,
+        evict_after: spec.evict_after,
     })
 }
 

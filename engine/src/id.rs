@@ -22,6 +22,7 @@ pub mod domain {
     pub const CANDIDACY: &str = "CAS 2026-12 candidacy record v1";
     pub const FEE_POT: &str = "CAS 2026-12 fee pot v1";
     pub const ELECTION: &str = "CAS 2026-12 election record v1";
+    pub const CONDUCT: &str = "CAS 2026-12 conduct record v1";
 }
 
 /// A blake3 derive-key context whose context key is computed once: a hasher made from it skips hashing the context

@@ -9,7 +9,7 @@ use crate::commitment::SetCommitment;
 use crate::genesis::{genesis_committee, genesis_set};
 use crate::id::Hash32;
 use crate::rules::{apply_batch, verify_signatures, BatchOutcome, RuleContext, TxError};
-use crate::stake::{election_records, StakeRegistry};
+use crate::stake::StakeRegistry;
 use crate::tx::{tx_ids, ArchivedTransaction, ChainParams, OutPoint, TxOutput};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,8 +93,8 @@ impl MemoryLedger {
         self.apply(&txs, block.header.height.to_native())
     }
 
-    /// Writes a batch's net change, applied as block `height`, into the set and its commitment, with the records of
-    /// an election when `height` is an election height.
+    /// Writes a batch's net change, applied as block `height`, into the set and its commitment, with the records the
+    /// ledger writes itself ([`StakeRegistry::end_block`]: conduct, and an election at an election height).
     pub fn commit(&mut self, outcome: &BatchOutcome, height: u64) {
         assert!(height > self.height, "blocks apply in height order");
         for (outpoint, coin) in &outcome.spent {
@@ -112,9 +112,21 @@ impl MemoryLedger {
             self.commitment.insert(outpoint, coin);
         }
         self.stake.apply(&outcome.spent, &outcome.created);
-        for (outpoint, record) in election_records(&self.params.stake, height, &self.stake) {
+        let records = self
+            .stake
+            .end_block(&self.params.stake, height, outcome.absent.as_deref());
+        for (outpoint, record) in &records.spent {
+            let removed = self.utxos.remove(outpoint);
+            assert_eq!(
+                removed.as_ref(),
+                Some(record),
+                "a replaced record is in the set"
+            );
+            self.commitment.remove(outpoint, record);
+        }
+        for (outpoint, record) in records.created {
             let previous = self.utxos.insert(outpoint, record);
-            assert!(previous.is_none(), "an epoch is elected once");
+            assert!(previous.is_none(), "a record is written once");
             self.commitment.insert(&outpoint, &record);
         }
         self.height = height;

@@ -128,10 +128,12 @@ pub const CANDIDACY_INDEX: u32 = u32::MAX - 1;
 pub const FEE_POT_INDEX: u32 = u32::MAX - 2;
 /// The index of an election record ([`crate::stake::election_outpoint`]).
 pub const ELECTION_INDEX: u32 = u32::MAX - 3;
+/// The index of a conduct record ([`crate::stake::conduct_outpoint`]).
+pub const CONDUCT_INDEX: u32 = u32::MAX - 4;
 // Genesis stake outputs sit at OUTPUTS_MAX + a member's position (see `genesis::genesis_set`).
 const _: () =
     assert!((crate::codec::OUTPUTS_MAX + crate::codec::COMMITTEE_MAX) as u32 <= RECORD_INDEX_MIN);
-const _: () = assert!(ELECTION_INDEX >= RECORD_INDEX_MIN);
+const _: () = assert!(CONDUCT_INDEX >= RECORD_INDEX_MIN);
 
 /// Where the fees of block `height` wait to be paid out: a record of the set (so nothing is burned, and the pot
 /// travels with snapshots), created by the rules at the end of a block whose accepted transactions paid fees, and
@@ -577,6 +579,9 @@ pub struct BatchOutcome {
     /// The CAS minted by an accepted issuance transaction, beyond the fee pot it pays out (the only way supply grows
     /// after genesis).
     pub issued: u64,
+    /// The members an accepted issuance reports absent from the block's certificate (see
+    /// [`TxKind::Issuance`](crate::tx::TxKind::Issuance)): the ledger's conduct records count them.
+    pub absent: Option<Vec<PublicKey>>,
 }
 
 /// Applies `txs` in order on top of `view`: a later transaction may spend an earlier one's outputs, and of two
@@ -651,6 +656,11 @@ pub fn apply_batch(
                         created.push((outpoint, TxOutput::from(archived)));
                     }
                     outcome.issued = minted;
+                    if let ArchivedTxKind::Issuance { absent, .. } = &tx.body.kind {
+                        outcome.absent = absent
+                            .as_ref()
+                            .map(|keys| keys.iter().map(PublicKey::from).collect());
+                    }
                     outcome.verdicts.push(Ok(()));
                 }
                 Err(error) => outcome.verdicts.push(Err(error)),

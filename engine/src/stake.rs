@@ -10,15 +10,21 @@
 //! spent and created entries and rebuilt from the set on a restart. [`StakeRegistry::elect`] picks the committee;
 //! at each election height of the epoch schedule ([`elects_at`]) the ledger records the pick in the set
 //! ([`election_records`]), so the next committee is a ledger fact before it serves. Validator rewards
-//! ([`validator_payouts`]) split each block's fees and reward between the committee and the POS nodes. No IO here.
+//! ([`validator_payouts`]) split each block's fees and reward between the committee and the POS nodes.
+//!
+//! Punishment is a ledger fact too. Each block's issuance names the committee members whose votes are missing from
+//! the certificate its consensus block carries (quorum-signed, so the evidence is the committee's own), and the
+//! ledger keeps a [`Conduct`] record per member that has one: its absences in a row, its blacklist (no rewards until
+//! a height), and eviction (no election picks it again, so the next candidate by stake replaces it at the next
+//! hand-over). [`StakeRegistry::end_block`] writes both kinds of record a block adds. No IO here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::crypto::PublicKey;
 use crate::fasthash::FastMap;
 use crate::id::{domain, AssetId, Hash32};
-use crate::rules::{CANDIDACY_INDEX, ELECTION_INDEX};
+use crate::rules::{CANDIDACY_INDEX, CONDUCT_INDEX, ELECTION_INDEX};
 use crate::tx::{OutPoint, StakeParams, TxOutput};
 
 /// The encoded address of a candidacy: empty (none announced), an IPv4 or an IPv6 socket address.
@@ -163,6 +169,128 @@ pub fn elected_committee(
     (!members.is_empty()).then_some(members)
 }
 
+/// A candidate's record of conduct as a committee member (see the module header). The default is a clean record,
+/// which the set does not hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conduct {
+    /// Certificates in a row its vote was missing from; one it is in resets the count.
+    pub absences: u32,
+    /// Blacklists in the current run: each started at most `blacklist_blocks` after the previous one ended.
+    pub blacklists: u32,
+    /// The last height its latest blacklist covers (0: never blacklisted).
+    pub blacklisted_until: u64,
+    /// No election picks it again, and it is no POS node.
+    pub evicted: bool,
+}
+
+impl Conduct {
+    /// Whether rewards of block `height` pass it by.
+    pub fn blacklisted_at(&self, height: u64) -> bool {
+        self.blacklisted_until > 0 && height <= self.blacklisted_until
+    }
+
+    /// The record after block `height`, whose certificate the member's vote is `absent` from or in. Reaching the
+    /// absence limit blacklists it for `blacklist_blocks` and starts the count again; the `evict_after`-th blacklist
+    /// of a run evicts it.
+    fn after(self, params: &StakeParams, height: u64, absent: bool) -> Conduct {
+        if !absent {
+            return Conduct {
+                absences: 0,
+                ..self
+            };
+        }
+        let absences = self.absences.saturating_add(1);
+        if absences < params.absence_limit {
+            return Conduct { absences, ..self };
+        }
+        let run_goes_on = self.blacklisted_until > 0
+            && height
+                <= self
+                    .blacklisted_until
+                    .saturating_add(params.blacklist_blocks);
+        let blacklists = if run_goes_on {
+            self.blacklists.saturating_add(1)
+        } else {
+            1
+        };
+        Conduct {
+            absences: 0,
+            blacklists,
+            blacklisted_until: height.saturating_add(params.blacklist_blocks.max(1)),
+            evicted: self.evicted || (params.evict_after > 0 && blacklists >= params.evict_after),
+        }
+    }
+}
+
+/// Where the set holds `node`'s conduct record as written after block `written`. Each change writes a new record
+/// at a new place (and spends the old one), so an outpoint is created once, as every store of the set expects.
+pub fn conduct_outpoint(node: &PublicKey, written: u64) -> OutPoint {
+    let mut bytes = [0u8; 40];
+    bytes[..32].copy_from_slice(&node.0);
+    bytes[32..].copy_from_slice(&written.to_le_bytes());
+    OutPoint {
+        tx: Hash32::of(domain::CONDUCT, &bytes),
+        index: CONDUCT_INDEX,
+    }
+}
+
+/// The set entry of `node`'s conduct written after block `written`: a record (amount 0) owned by the node key, the
+/// counts, the eviction and `written` in the asset field (absences and blacklists as u32 little-endian, 1 for
+/// evicted, then `written` as u64 little-endian), the blacklist's end as the unlock height.
+pub fn conduct_record(node: &PublicKey, conduct: &Conduct, written: u64) -> TxOutput {
+    let mut packed = [0u8; 32];
+    packed[..4].copy_from_slice(&conduct.absences.to_le_bytes());
+    packed[4..8].copy_from_slice(&conduct.blacklists.to_le_bytes());
+    packed[8] = u8::from(conduct.evicted);
+    packed[9..17].copy_from_slice(&written.to_le_bytes());
+    TxOutput {
+        amount: 0,
+        asset: AssetId(Hash32(packed)),
+        owner: *node,
+        unlock_height: (conduct.blacklisted_until > 0).then_some(conduct.blacklisted_until),
+    }
+}
+
+/// A conduct record of the set: whose, what it says, and after which block it was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConductRecord {
+    pub node: PublicKey,
+    pub conduct: Conduct,
+    pub written: u64,
+}
+
+/// The conduct a set entry records, if it is a conduct record (its outpoint is the place of the owner's record
+/// written when it says).
+pub fn decode_conduct(outpoint: &OutPoint, entry: &TxOutput) -> Option<ConductRecord> {
+    if outpoint.index != CONDUCT_INDEX {
+        return None;
+    }
+    let packed = entry.asset.0 .0;
+    let written = u64::from_le_bytes(packed[9..17].try_into().expect("eight bytes"));
+    if *outpoint != conduct_outpoint(&entry.owner, written) {
+        return None;
+    }
+    let word = |at: usize| u32::from_le_bytes(packed[at..at + 4].try_into().expect("four bytes"));
+    Some(ConductRecord {
+        node: entry.owner,
+        conduct: Conduct {
+            absences: word(0),
+            blacklists: word(4),
+            blacklisted_until: entry.unlock_height.unwrap_or(0),
+            evicted: packed[8] != 0,
+        },
+        written,
+    })
+}
+
+/// The records the ledger itself writes at the end of a block ([`StakeRegistry::end_block`]): set entries it
+/// replaces and ones it adds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockRecords {
+    pub spent: Vec<(OutPoint, TxOutput)>,
+    pub created: Vec<(OutPoint, TxOutput)>,
+}
+
 /// The candidate a set entry declares, if it is a candidacy record (its outpoint is the owner's record place).
 pub fn decode_candidacy(outpoint: &OutPoint, entry: &TxOutput) -> Option<Candidate> {
     if outpoint.index != CANDIDACY_INDEX || *outpoint != candidacy_outpoint(&entry.owner) {
@@ -190,6 +318,8 @@ pub struct StakeRegistry {
     candidates: BTreeMap<PublicKey, Candidate>,
     /// Each candidate's stake asset, back to its key.
     by_asset: FastMap<AssetId, PublicKey>,
+    /// The conduct records the set holds, by node key: what each says and when it was written.
+    conduct: BTreeMap<PublicKey, (Conduct, u64)>,
 }
 
 impl StakeRegistry {
@@ -203,7 +333,16 @@ impl StakeRegistry {
     /// Follows one block's net change to the set. The rules let a stake asset exist only for a declared candidate,
     /// so every stake entry spent or created here names one (declared earlier or in `created`).
     pub fn apply(&mut self, spent: &[(OutPoint, TxOutput)], created: &[(OutPoint, TxOutput)]) {
+        for (outpoint, entry) in spent {
+            if let Some(record) = decode_conduct(outpoint, entry) {
+                self.conduct.remove(&record.node);
+            }
+        }
         for (outpoint, entry) in created {
+            if let Some(record) = decode_conduct(outpoint, entry) {
+                self.conduct
+                    .insert(record.node, (record.conduct, record.written));
+            }
             if let Some(candidate) = decode_candidacy(outpoint, entry) {
                 self.by_asset
                     .insert(AssetId::stake_of(&candidate.key), candidate.key);
@@ -244,11 +383,84 @@ impl StakeRegistry {
         self.candidates.values()
     }
 
-    /// The POS nodes: candidates whose stake reaches the chain's threshold, by node key.
+    /// The POS nodes: candidates whose stake reaches the chain's threshold and that are not evicted, by node key.
     pub fn pos_nodes<'a>(&'a self, params: &'a StakeParams) -> impl Iterator<Item = &'a Candidate> {
-        self.candidates
-            .values()
-            .filter(|c| c.stake > 0 && c.stake >= params.candidacy_stake_min)
+        self.candidates.values().filter(|c| {
+            c.stake > 0 && c.stake >= params.candidacy_stake_min && !self.conduct(&c.key).evicted
+        })
+    }
+
+    /// `key`'s conduct record (a clean one when the set holds none).
+    pub fn conduct(&self, key: &PublicKey) -> Conduct {
+        self.conduct
+            .get(key)
+            .map_or_else(Conduct::default, |(c, _)| *c)
+    }
+
+    /// Every conduct record the set holds, by node key.
+    pub fn conducts(&self) -> impl Iterator<Item = (&PublicKey, &Conduct)> {
+        self.conduct
+            .iter()
+            .map(|(key, (conduct, _))| (key, conduct))
+    }
+
+    /// Whether `key` takes its share of block `height`'s validator rewards: not while blacklisted.
+    pub fn rewarded(&self, key: &PublicKey, height: u64) -> bool {
+        !self.conduct(key).blacklisted_at(height)
+    }
+
+    /// What the ledger writes after block `height`, beyond its transactions, and takes into this registry: the
+    /// conduct records the block's `absent` list changes (None, or no absence limit: none; only candidates count),
+    /// then the election records when `height` is an election height ([`election_records`], which leaves out the
+    /// evicted, this block's included). Every node writes the same from the same set and block.
+    pub fn end_block(
+        &mut self,
+        params: &StakeParams,
+        height: u64,
+        absent: Option<&[PublicKey]>,
+    ) -> BlockRecords {
+        let mut records = BlockRecords::default();
+        if let (Some(absent), true) = (absent, params.absence_limit > 0) {
+            let absent: BTreeSet<PublicKey> = absent
+                .iter()
+                .filter(|key| self.candidates.contains_key(key))
+                .copied()
+                .collect();
+            let counting: BTreeSet<PublicKey> = self
+                .conduct
+                .iter()
+                .filter(|(_, (conduct, _))| conduct.absences > 0)
+                .map(|(key, _)| *key)
+                .chain(absent.iter().copied())
+                .collect();
+            for key in counting {
+                let held = self.conduct.get(&key).copied();
+                let before = held.map_or_else(Conduct::default, |(c, _)| c);
+                let after = before.after(params, height, absent.contains(&key));
+                if after == before {
+                    continue;
+                }
+                if let Some((before, written)) = held {
+                    records.spent.push((
+                        conduct_outpoint(&key, written),
+                        conduct_record(&key, &before, written),
+                    ));
+                }
+                if after == Conduct::default() {
+                    self.conduct.remove(&key);
+                } else {
+                    records.created.push((
+                        conduct_outpoint(&key, height),
+                        conduct_record(&key, &after, height),
+                    ));
+                    self.conduct.insert(key, (after, height));
+                }
+            }
+        }
+        records
+            .created
+            .extend(election_records(params, height, self));
+        records
     }
 
     /// The committee an election at this state picks: the `committee_size` POS nodes with the most stake, ties to
@@ -393,6 +605,9 @@ mod tests {
             unbond_delay_blocks: 5,
             block_reward: 0,
             committee_share_percent: 70,
+            absence_limit: 3,
+            blacklist_blocks: 10,
+            evict_after: 2,
         }
     }
 
@@ -615,5 +830,128 @@ mod tests {
         assert_eq!(elected, vec![(2, 900), (3, 500), (4, 500), (1, 100)]);
         assert_eq!(registry.elect(&params(2, 50)).len(), 2);
         assert_eq!(registry.pos_nodes(&params(4, 50)).count(), 4);
+    }
+
+    /// Runs `end_block` over heights `from..` with the given absent lists, applying its records to `set`, and checks
+    /// each step against a rebuild from the set.
+    fn run_blocks(
+        registry: &mut StakeRegistry,
+        set: &mut BTreeMap<OutPoint, TxOutput>,
+        p: &StakeParams,
+        from: u64,
+        absent: &[Option<Vec<PublicKey>>],
+    ) {
+        for (offset, absent) in absent.iter().enumerate() {
+            let records = registry.end_block(p, from + offset as u64, absent.as_deref());
+            for (outpoint, record) in &records.spent {
+                assert_eq!(set.remove(outpoint).as_ref(), Some(record));
+            }
+            for (outpoint, record) in records.created {
+                assert!(set.insert(outpoint, record).is_none(), "created once");
+            }
+            let entries: Vec<_> = set.iter().map(|(o, c)| (*o, *c)).collect();
+            assert_eq!(&StakeRegistry::from_entries(&entries), registry);
+        }
+    }
+
+    #[test]
+    fn absences_in_a_row_blacklist_and_a_second_blacklist_evicts() {
+        let mut p = params(2, 1);
+        p.epoch_blocks = 0;
+        let mut set: BTreeMap<OutPoint, TxOutput> = [
+            declare(1, None),
+            stake(1, 1, 300, 0),
+            declare(2, None),
+            stake(2, 2, 200, 0),
+            declare(3, None),
+            stake(3, 3, 100, 0),
+        ]
+        .into_iter()
+        .collect();
+        let entries: Vec<_> = set.iter().map(|(o, c)| (*o, *c)).collect();
+        let mut registry = StakeRegistry::from_entries(&entries);
+        let one = || Some(vec![key(1)]);
+        // Absent twice, then present: the count starts again and no record is left.
+        run_blocks(
+            &mut registry,
+            &mut set,
+            &p,
+            1,
+            &[one(), one(), Some(vec![])],
+        );
+        assert_eq!(registry.conduct(&key(1)), Conduct::default());
+        assert!(registry.conducts().next().is_none());
+        // A certificate that is not the committee's (None) neither counts nor resets; a stranger's key is ignored.
+        run_blocks(
+            &mut registry,
+            &mut set,
+            &p,
+            4,
+            &[one(), None, Some(vec![key(9), key(1)])],
+        );
+        assert_eq!(registry.conduct(&key(1)).absences, 2);
+        assert!(registry.conducts().all(|(k, _)| *k == key(1)));
+        // The third absence in a row (the limit), at block 7, blacklists it for 10 blocks: no rewards at 8..=17.
+        run_blocks(&mut registry, &mut set, &p, 7, &[one()]);
+        let conduct = registry.conduct(&key(1));
+        assert_eq!(
+            conduct,
+            Conduct {
+                absences: 0,
+                blacklists: 1,
+                blacklisted_until: 17,
+                evicted: false
+            }
+        );
+        assert!(!registry.rewarded(&key(1), 17) && registry.rewarded(&key(1), 18));
+        assert!(registry.rewarded(&key(2), 8));
+        assert_eq!(registry.elect(&p)[0].key, key(1));
+        // Three more absences blacklist it again within the run: evicted, out of elections and POS nodes.
+        run_blocks(&mut registry, &mut set, &p, 8, &[one(), one(), one()]);
+        let conduct = registry.conduct(&key(1));
+        assert_eq!((conduct.blacklists, conduct.evicted), (2, true));
+        let elected: Vec<PublicKey> = registry.elect(&p).iter().map(|c| c.key).collect();
+        assert_eq!(elected, vec![key(2), key(3)]);
+        assert!(registry.pos_nodes(&p).all(|c| c.key != key(1)));
+        // A blacklist long after the last one ended starts a new run.
+        let later = Conduct {
+            blacklists: 1,
+            blacklisted_until: 17,
+            absences: 2,
+            ..Conduct::default()
+        }
+        .after(&p, 40, true);
+        assert_eq!(
+            (later.blacklists, later.blacklisted_until, later.evicted),
+            (1, 50, false)
+        );
+        // With no absence limit nothing is counted.
+        p.absence_limit = 0;
+        let before = registry.clone();
+        run_blocks(&mut registry, &mut set, &p, 11, &[Some(vec![key(2)])]);
+        assert_eq!(registry, before);
+    }
+
+    #[test]
+    fn a_conduct_record_elsewhere_or_of_another_height_is_not_one() {
+        let conduct = Conduct {
+            absences: 2,
+            blacklists: 1,
+            blacklisted_until: 70,
+            evicted: true,
+        };
+        let record = conduct_record(&key(4), &conduct, 60);
+        let outpoint = conduct_outpoint(&key(4), 60);
+        assert_eq!(
+            decode_conduct(&outpoint, &record),
+            Some(ConductRecord {
+                node: key(4),
+                conduct,
+                written: 60
+            })
+        );
+        assert!(crate::rules::is_record(&outpoint) && record.amount == 0);
+        assert!(decode_conduct(&conduct_outpoint(&key(4), 61), &record).is_none());
+        assert!(decode_conduct(&conduct_outpoint(&key(5), 60), &record).is_none());
     }
 }

@@ -398,6 +398,7 @@ mod tests {
             kind: TxKind::Issuance {
                 height: 1,
                 evidence: Vec::new(),
+                absent: None,
             },
             inputs: Vec::new(),
             outputs: vec![TxOutput {

@@ -92,6 +92,13 @@ pub struct StakeParams {
     pub block_reward: u64,
     /// The committee's share of each block's fees and reward, in percent (the rest goes to POS nodes by stake).
     pub committee_share_percent: u32,
+    /// Certificates in a row a member's vote may be missing from before it is blacklisted (0: never).
+    pub absence_limit: u32,
+    /// Blocks a blacklist lasts: the member earns no rewards meanwhile.
+    pub blacklist_blocks: u64,
+    /// Blacklists in close succession (each starting at most `blacklist_blocks` after the last one ended) that
+    /// evict a candidate: no election picks it again (0: never).
+    pub evict_after: u32,
 }
 
 /// What a transaction does beyond moving outputs. Tokens, contracts and governance votes join as variants.
@@ -113,7 +120,14 @@ pub enum TxKind {
     /// `height`, as outputs. Each node's executor builds it from the consensus block's carried witness headers
     /// (`evidence`, each an encoded witness header, kept so the issuance can be re-derived from the ledger alone)
     /// and appends it as the last transaction of every ledger block. No inputs, no signatures, no fee.
-    Issuance { height: u64, evidence: Vec<Vec<u8>> },
+    /// `absent`: the serving committee's members whose votes are missing from the certificate the consensus block
+    /// carries, by key (None when that certificate is not the committee's own, as at the first block of a BFT
+    /// instance): what the ledger's conduct records count ([`crate::stake::Conduct`]).
+    Issuance {
+        height: u64,
+        evidence: Vec<Vec<u8>>,
+        absent: Option<Vec<PublicKey>>,
+    },
     /// Bonds CAS as stake for the POS candidate `candidate` (delegation; a candidate bonding to itself is its
     /// self-bond): CAS inputs become outputs of [`AssetId::stake_of`] the candidate, owned by the staker
     /// ([`crate::stake`] has the rules). The candidate must have declared its candidacy.
@@ -280,14 +294,31 @@ impl ArchivedTxBody {
                 h.put(&stake.unbond_delay_blocks.to_native().to_le_bytes());
                 h.put(&stake.block_reward.to_native().to_le_bytes());
                 h.put(&stake.committee_share_percent.to_native().to_le_bytes());
+                h.put(&stake.absence_limit.to_native().to_le_bytes());
+                h.put(&stake.blacklist_blocks.to_native().to_le_bytes());
+                h.put(&stake.evict_after.to_native().to_le_bytes());
             }
-            ArchivedTxKind::Issuance { height, evidence } => {
+            ArchivedTxKind::Issuance {
+                height,
+                evidence,
+                absent,
+            } => {
                 h.put(&[2]);
                 h.put(&height.to_native().to_le_bytes());
                 h.put(&(evidence.len() as u64).to_le_bytes());
                 for item in evidence.iter() {
                     h.put(&(item.len() as u64).to_le_bytes());
                     h.put(item);
+                }
+                match absent.as_ref() {
+                    None => h.put(&[0]),
+                    Some(keys) => {
+                        h.put(&[1]);
+                        h.put(&(keys.len() as u64).to_le_bytes());
+                        for key in keys.iter() {
+                            h.put(&key.0);
+                        }
+                    }
                 }
             }
             ArchivedTxKind::Bond { candidate } => {
@@ -474,14 +505,33 @@ mod tests {
                 h.update(&stake.unbond_delay_blocks.to_le_bytes());
                 h.update(&stake.block_reward.to_le_bytes());
                 h.update(&stake.committee_share_percent.to_le_bytes());
+                h.update(&stake.absence_limit.to_le_bytes());
+                h.update(&stake.blacklist_blocks.to_le_bytes());
+                h.update(&stake.evict_after.to_le_bytes());
             }
-            TxKind::Issuance { height, evidence } => {
+            TxKind::Issuance {
+                height,
+                evidence,
+                absent,
+            } => {
                 h.update(&[2]);
                 h.update(&height.to_le_bytes());
                 h.update(&(evidence.len() as u64).to_le_bytes());
                 for item in evidence {
                     h.update(&(item.len() as u64).to_le_bytes());
                     h.update(item);
+                }
+                match absent {
+                    None => {
+                        h.update(&[0]);
+                    }
+                    Some(keys) => {
+                        h.update(&[1]);
+                        h.update(&(keys.len() as u64).to_le_bytes());
+                        for key in keys {
+                            h.update(&key.0);
+                        }
+                    }
                 }
             }
             TxKind::Bond { candidate } => {
@@ -552,6 +602,7 @@ mod tests {
             kind: TxKind::Issuance {
                 height: 12,
                 evidence,
+                absent: Some(vec![key(2, 2).public()]),
             },
             inputs: Vec::new(),
             ..many_inputs(3, 0, None)

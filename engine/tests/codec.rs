@@ -4,9 +4,9 @@
 
 use cas_engine::codec::{
     decode_block, decode_tx, encode_block, encode_tx, encoded_block_len, encoded_tx_len,
-    to_owned_block, to_owned_tx, DecodeError, INPUTS_MAX, ISSUANCE_EVIDENCE_BYTES_MAX,
-    ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX, MEMO_BYTES_MAX, OUTPUTS_MAX, SIGNATURES_MAX,
-    TX_BYTES_MAX,
+    to_owned_block, to_owned_tx, DecodeError, COMMITTEE_MAX, INPUTS_MAX,
+    ISSUANCE_EVIDENCE_BYTES_MAX, ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX, MEMO_BYTES_MAX,
+    OUTPUTS_MAX, SIGNATURES_MAX, TX_BYTES_MAX,
 };
 use cas_engine::tx::{ChainParams, CommitteeMember, StakeParams};
 use cas_engine::{
@@ -14,6 +14,7 @@ use cas_engine::{
     TxKind, TxOutput, TxSignature,
 };
 use proptest::collection::vec;
+use proptest::option;
 use proptest::prelude::*;
 
 fn hash() -> impl Strategy<Value = Hash32> {
@@ -57,12 +58,15 @@ fn kind() -> impl Strategy<Value = TxKind> {
                         unbond_delay_blocks: s.3,
                         block_reward: s.4,
                         committee_share_percent: s.5,
+                        absence_limit: p.2,
+                        blacklist_blocks: s.3 / 2,
+                        evict_after: s.1 / 2,
                     },
                 }),
             }
         }),
-        1 => (any::<u64>(), vec(vec(any::<u8>(), 0..64), 0..4)).prop_map(|(height, evidence)| {
-            TxKind::Issuance { height, evidence }
+        1 => (any::<u64>(), vec(vec(any::<u8>(), 0..64), 0..4), option::of(vec(key(), 0..4))).prop_map(|(height, evidence, absent)| {
+            TxKind::Issuance { height, evidence, absent }
         }),
         1 => key().prop_map(|candidate| TxKind::Bond { candidate }),
         1 => key().prop_map(|candidate| TxKind::Unbond { candidate }),
@@ -338,6 +342,7 @@ fn issuance_evidence_and_outputs_are_bounded_by_the_decoder() {
             kind: TxKind::Issuance {
                 height: 4,
                 evidence,
+                absent: Some(vec![PublicKey([2; 32]); COMMITTEE_MAX]),
             },
             inputs: Vec::new(),
             outputs: vec![
@@ -384,6 +389,18 @@ fn issuance_evidence_and_outputs_are_bounded_by_the_decoder() {
             what: "issuance outputs",
             count: ISSUANCE_OUTPUTS_MAX + 1,
             max: ISSUANCE_OUTPUTS_MAX
+        })
+    );
+    let mut crowded = issuance(Vec::new(), 1);
+    if let TxKind::Issuance { absent, .. } = &mut crowded.body.kind {
+        *absent = Some(vec![PublicKey([2; 32]); COMMITTEE_MAX + 1]);
+    }
+    assert_eq!(
+        refused(&crowded),
+        Some(DecodeError::TooMany {
+            what: "issuance absent members",
+            count: COMMITTEE_MAX + 1,
+            max: COMMITTEE_MAX
         })
     );
 }

@@ -404,6 +404,7 @@ fn issuance(height: u64, outputs: Vec<TxOutput>) -> Transaction {
             kind: TxKind::Issuance {
                 height,
                 evidence: vec![vec![1, 2, 3]],
+                absent: None,
             },
             ..body(Vec::new(), outputs, 0)
         },

@@ -8,7 +8,7 @@ use cas_engine::codec::{access_block_trusted, decode_block};
 use cas_engine::genesis::{genesis_committee, genesis_set};
 use cas_engine::ledger::LedgerError;
 use cas_engine::rules::{apply_batch, records_read, RuleContext, TxError, UtxoView};
-use cas_engine::stake::{election_records, StakeRegistry};
+use cas_engine::stake::StakeRegistry;
 use cas_engine::tx::ChainParams;
 use cas_engine::{
     ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
@@ -309,13 +309,15 @@ impl ShardedLedger {
             &self.context_for(pending.height),
         );
         self.stake.apply(&outcome.spent, &outcome.created);
-        let mut created = outcome.created;
-        created.extend(election_records(
+        let records = self.stake.end_block(
             &self.params.stake,
             pending.height,
-            &self.stake,
-        ));
-        self.commit_changes(outcome.spent, created)?;
+            outcome.absent.as_deref(),
+        );
+        let (mut spent, mut created) = (outcome.spent, outcome.created);
+        spent.extend(records.spent);
+        created.extend(records.created);
+        self.commit_changes(spent, created)?;
         self.height = pending.height;
         let utxo_commitment = self.commitment();
         tracing::debug!(height = self.height, txs = txs.len(), %utxo_commitment, "block applied");

@@ -124,6 +124,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             mining_threads: 0,
             witness_span: cas_engine::genesis::DEFAULT_WITNESS_SPAN,
             epoch_blocks: 0,
+            absence_limit: cas_engine::genesis::DEFAULT_ABSENCE_LIMIT,
+            blacklist_blocks: cas_engine::genesis::DEFAULT_BLACKLIST_BLOCKS,
             hand_over: false,
             compare_mining: false,
             serve: false,

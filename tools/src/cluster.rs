@@ -89,6 +89,13 @@ pub struct ClusterArgs {
     /// takes over at the epoch's start.
     #[arg(long, default_value_t = 0)]
     pub epoch_blocks: u64,
+    /// Certificates in a row a member may miss before it is blacklisted, written into the genesis (0: never).
+    #[arg(long, default_value_t = cas_engine::genesis::DEFAULT_ABSENCE_LIMIT)]
+    pub absence_limit: u32,
+    /// Blocks a blacklist withholds a member's rewards for; the second blacklist in a row evicts it (no election
+    /// picks it again), written into the genesis.
+    #[arg(long, default_value_t = cas_engine::genesis::DEFAULT_BLACKLIST_BLOCKS)]
+    pub blacklist_blocks: u64,
     /// Schedule protocol version 3 from height 1 on every node: each epoch's elected committee runs its own BFT
     /// instance (needs --epoch-blocks). This build hands over only among the running members (docs/dpos.md).
     #[arg(long)]
@@ -851,6 +858,8 @@ pub fn start_cluster(
             witness_span: args.witness_span,
             stake: cas_engine::genesis::StakeSpec {
                 epoch_blocks: args.epoch_blocks,
+                absence_limit: args.absence_limit,
+                blacklist_blocks: args.blacklist_blocks,
                 ..Default::default()
             },
         },

@@ -1,6 +1,8 @@
 //! Deterministic random chains for the shards tests: blocks mixing valid transfers, chains inside a block, double
 //! spends, missing inputs, bad signatures and stake transactions (candidacies, bonds to declared and undeclared
-//! candidates, unbonds), with the reference verdicts and commitments of `MemoryLedger`.
+//! candidates, unbonds), each ending with an issuance that pays the fee pot and names random committee members
+//! absent (so conduct records are written, replaced, blacklist and evict, and elections leave the evicted out), with
+//! the reference verdicts and commitments of `MemoryLedger`.
 
 #![allow(dead_code)]
 
@@ -8,8 +10,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use cas_engine::codec::{decode_block, encode_block};
-use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS};
-use cas_engine::rules::TxError;
+use cas_engine::fixtures::{funded_spec, key, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
+use cas_engine::genesis::genesis_block;
+use cas_engine::rules::{fee_pot_outpoint, TxError};
 use cas_engine::{
     merkle, AssetId, Block, BlockHeader, Hash32, Keypair, MemoryLedger, OutPoint, PublicKey,
     Transaction, TxBody, TxKind, TxOutput,
@@ -18,6 +21,7 @@ use cas_shards::{DurableLedgerConfig, LedgerConfig, StoreConfig};
 
 pub const CHAIN_ID: u32 = 7;
 const ACCOUNTS: u32 = 24;
+const MEMBERS: u32 = 4;
 
 /// A tiny deterministic generator (splitmix64), so a child process rebuilds the same chain from the seed.
 pub struct Rng(u64);
@@ -162,10 +166,63 @@ fn outputs_of(tx: &Transaction) -> Vec<(OutPoint, TxOutput)> {
         .collect()
 }
 
+/// The issuance ending block `height`: it pays the previous block's fee pot, if any, to the first member, and names
+/// each member absent with odds one in two (and, one time in five, names no one: a certificate not the committee's).
+fn issuance(
+    rng: &mut Rng,
+    reference: &MemoryLedger,
+    height: u64,
+    members: &[PublicKey],
+) -> Transaction {
+    let pot = fee_pot_outpoint(height - 1);
+    let pot = reference.utxos().get(&pot).map(|entry| (pot, entry.amount));
+    let absent = (rng.below(5) > 0).then(|| {
+        members
+            .iter()
+            .filter(|_| rng.below(2) == 0)
+            .copied()
+            .collect()
+    });
+    Transaction {
+        body: TxBody {
+            chain_id: CHAIN_ID,
+            vn: 0,
+            kind: TxKind::Issuance {
+                height,
+                evidence: Vec::new(),
+                absent,
+            },
+            inputs: pot.iter().map(|(outpoint, _)| *outpoint).collect(),
+            outputs: pot
+                .iter()
+                .map(|(_, amount)| TxOutput {
+                    amount: *amount,
+                    asset: AssetId::CAS,
+                    owner: members[0],
+                    unlock_height: None,
+                })
+                .collect(),
+            fee: 0,
+            memo: Vec::new(),
+            client_id: None,
+        },
+        signatures: Vec::new(),
+    }
+}
+
 /// `blocks` blocks of `txs_per_block` transactions from `seed`.
 pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
     let mut rng = Rng::new(seed);
-    let genesis = funded_genesis(CHAIN_ID, 1, ACCOUNTS, 3, 1_000_000);
+    let mut spec = funded_spec(CHAIN_ID, MEMBERS, ACCOUNTS, 3, 1_000_000);
+    // Punishment and elections within a short chain.
+    spec.params.stake.epoch_blocks = 8;
+    spec.params.stake.absence_limit = 2;
+    spec.params.stake.blacklist_blocks = 3;
+    spec.params.stake.evict_after = 2;
+    let genesis = genesis_block(&spec).expect("fixture genesis");
+    let members: Vec<PublicKey> = (0..MEMBERS)
+        .map(|i| key(COMMITTEE_KEYS, i).public())
+        .collect();
     let mut reference = MemoryLedger::from_genesis(&genesis).expect("fixture genesis");
     let keys: HashMap<PublicKey, Keypair> = (0..ACCOUNTS)
         .map(|i| (key(ACCOUNT_KEYS, i).public(), key(ACCOUNT_KEYS, i)))
@@ -247,6 +304,7 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                 txs.push(tx);
             }
         }
+        txs.push(issuance(&mut rng, &reference, height, &members));
         let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
         let block = Block {
             header: BlockHeader {

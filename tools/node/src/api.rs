@@ -765,11 +765,17 @@ async fn stake(State(state): State<Arc<ApiState>>, Query(query): Query<StakeQuer
     let candidates: Vec<Value> = registry
         .candidates()
         .map(|c| {
+            let conduct = registry.conduct(&c.key);
             json!({
                 "key": c.key.to_hex(),
                 "address": c.address.map(|a| a.to_string()),
                 "stake": c.stake,
                 "pos": pos.contains(&c.key),
+                "absences": conduct.absences,
+                "blacklists": conduct.blacklists,
+                "blacklisted_until": (conduct.blacklisted_until > 0).then_some(conduct.blacklisted_until),
+                "blacklisted": conduct.blacklisted_at(height + 1),
+                "evicted": conduct.evicted,
             })
         })
         .collect();
@@ -801,6 +807,9 @@ async fn stake(State(state): State<Arc<ApiState>>, Query(query): Query<StakeQuer
                 "unbond_delay_blocks": params.unbond_delay_blocks,
                 "block_reward": params.block_reward,
                 "committee_share_percent": params.committee_share_percent,
+                "absence_limit": params.absence_limit,
+                "blacklist_blocks": params.blacklist_blocks,
+                "evict_after": params.evict_after,
             },
             "candidates": candidates,
             "elected": elected,

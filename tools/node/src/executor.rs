@@ -10,17 +10,18 @@ use crossbeam_channel::Receiver;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
+use cas_consensus::committee::MemberIndex;
 use cas_consensus::ledger_cert::{
     results_root, CertifierStats, CommitteeHandover, HandoverSigning, HandoverVote,
     LedgerCertifier, LedgerStatement, LedgerVote,
 };
 use cas_consensus::messages::{Block as ConsensusBlock, Message};
-use cas_consensus::rewards::{issuance_tx, WitnessOrder};
+use cas_consensus::rewards::{issuance_tx, Validators, WitnessOrder};
 use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
 use cas_engine::rules::fee_pot_outpoint;
 use cas_engine::stake::{elected_committee, elects_at, epoch_of, validator_payouts, Candidate};
-use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, OutPoint, PublicKey, Transaction};
+use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
 use crate::api::{LedgerQuery, StakeView};
 use crate::clients::{Client, Clients};
@@ -92,9 +93,6 @@ pub struct Executed {
     /// Client transactions the rules rejected, by code.
     pub rejected_by_code: std::collections::BTreeMap<u16, u64>,
 }
-
-/// Validator payouts: a key and its amount each.
-type Payouts = Vec<(PublicKey, u64)>;
 
 pub struct Executor {
     pub node: cas_shards::DurableLedger,
@@ -428,35 +426,45 @@ impl Executor {
         Ok(())
     }
 
-    /// What block `height`'s issuance pays the validators: the previous block's fee pot (if it has one: its outpoint
-    /// and amount) plus the block reward, split by [`validator_payouts`] between the members whose votes certified
-    /// the previous block (the certificate this block carries) and the POS nodes, as the ledger holds them now.
-    fn payouts_for(
-        &self,
-        height: u64,
-        committed: &Committed,
-    ) -> Result<(Option<(OutPoint, u64)>, Payouts)> {
+    /// What block `height`'s issuance pays the validators and reports: the previous block's fee pot (if it has one)
+    /// plus the block reward, split by [`validator_payouts`] between the members whose votes certified the previous
+    /// block (the certificate this block carries) and the POS nodes, as the ledger holds them now, leaving out the
+    /// blacklisted; and the members absent from that certificate, when it is this committee's own (it holds a
+    /// quorum of its stake: the first block of an instance carries its base's, signed by nobody). Also the pot's
+    /// amount.
+    fn validators_for(&self, height: u64, committed: &Committed) -> Result<(u64, Validators)> {
         let ledger = self.node.ledger();
         let pot_outpoint = fee_pot_outpoint(height - 1);
         let pot = ledger
             .get(&pot_outpoint)?
             .map(|entry| (pot_outpoint, entry.amount));
         let committee = self.certifier.committee();
-        let voters: Vec<(PublicKey, u64)> = committed
+        let signers: Vec<MemberIndex> = committed
             .block
             .qc
             .signatures
             .iter()
-            .filter_map(|s| {
-                committee
-                    .key(s.signer)
-                    .map(|key| (*key, committee.stake(s.signer)))
-            })
+            .map(|s| s.signer)
+            .filter(|signer| committee.key(*signer).is_some())
+            .collect();
+        let signed: u64 = signers.iter().map(|s| committee.stake(*s)).sum();
+        let absent = (signed >= committee.quorum_stake()).then(|| {
+            committee
+                .members()
+                .filter(|member| !signers.contains(member))
+                .filter_map(|member| committee.key(member).copied())
+                .collect()
+        });
+        let registry = ledger.stake();
+        let voters: Vec<(PublicKey, u64)> = signers
+            .iter()
+            .filter_map(|s| committee.key(*s).map(|key| (*key, committee.stake(*s))))
+            .filter(|(key, _)| registry.rewarded(key, height))
             .collect();
         let params = ledger.params.stake;
-        let pos: Vec<(PublicKey, u64)> = ledger
-            .stake()
+        let pos: Vec<(PublicKey, u64)> = registry
             .pos_nodes(&params)
+            .filter(|c| registry.rewarded(&c.key, height))
             .map(|c| (c.key, c.stake))
             .collect();
         let pot_amount = pot.map_or(0, |(_, amount)| amount);
@@ -467,7 +475,14 @@ impl Executor {
             &pos,
             committed.proposer,
         );
-        Ok((pot, payouts))
+        Ok((
+            pot_amount,
+            Validators {
+                pot: pot.map(|(outpoint, _)| outpoint),
+                payouts,
+                absent,
+            },
+        ))
     }
 
     fn execute(&mut self, committed: Committed) -> Result<()> {
@@ -501,9 +516,9 @@ impl Executor {
             tracing::debug!(height, index, %error, "a carried witness is skipped by the witness order");
         }
         let witness_minted: u64 = witnesses.rewards.iter().map(|r| r.amount).sum();
-        let (pot, payouts) = self.payouts_for(height, &committed)?;
-        let paid: u64 = payouts.iter().map(|(_, amount)| amount).sum();
-        let minted = witness_minted + paid - pot.map_or(0, |(_, amount)| amount);
+        let (pot, validators) = self.validators_for(height, &committed)?;
+        let paid: u64 = validators.payouts.iter().map(|(_, amount)| amount).sum();
+        let minted = witness_minted + paid - pot;
         let client_txs = committed.txs.len();
         let mut txs = committed.txs;
         let issuance = issuance_tx(
@@ -511,8 +526,7 @@ impl Executor {
             height,
             carried,
             &witnesses.rewards,
-            pot.map(|(outpoint, _)| outpoint),
-            &payouts,
+            validators,
         );
         let mut ids = committed.ids;
         debug_assert_eq!(ids.len(), txs.len());
