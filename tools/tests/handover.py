@@ -26,16 +26,16 @@ Exits non-zero with a message on the first thing that is not as it must be.
 import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 
-from harness import Cluster, check, http, sign_tx, wait_for
+import harness
+from harness import Cluster, Payer, check, coin_of, final, http, sign_tx, wait_for
 
 CAS, WORK = sys.argv[1], sys.argv[2]
+FOLDER = os.path.join(WORK, "cluster")
 FEE = 10
 EPOCH_BLOCKS = 32
 SELF_BOND = 1
@@ -48,34 +48,11 @@ def sign(name, key_file, inputs, outputs, extra=()):
 
 
 def status_of(index):
-    return json.load(open(os.path.join(WORK, "cluster", f"node{index}", "status.json")))
+    return harness.status_of(FOLDER, index)
 
 
 def role_of(index):
-    return status_of(index)["consensus"].get("role", "member")
-
-
-def node_key(index):
-    """A node's public key, as `cas config check` prints it."""
-    path = os.path.join(WORK, "cluster", f"node{index}.toml")
-    printed = subprocess.run([CAS, "config", "check", path], check=True, capture_output=True, text=True).stdout
-    return re.search(r"key ([0-9a-f]{64})", printed).group(1)
-
-
-def coin_of(api, owner):
-    status, utxos = http("GET", f"{api}/v1/accounts/{owner}/utxos")
-    check(status == 200, f"utxos of {owner}: {status} {utxos}")
-    plain = [u for u in utxos["utxos"] if u["asset"] == "00" * 32 and not u.get("unlock_height")]
-    check(len(plain) >= 1, f"no spendable coin of {owner}: {utxos}")
-    u = max(plain, key=lambda u: int(u["amount"]))
-    return f"{u['tx']}:{u['index']}", int(u["amount"])
-
-
-def final(api, body, what):
-    status, answer = http("POST", f"{api}/v1/tx?wait=final&timeout_ms=30000", body)
-    check(status == 200 and answer.get("status") == "final" and answer.get("rejection") is None,
-          f"{what}: {status} {answer}")
-    return answer
+    return harness.role_of(FOLDER, index)
 
 
 def payouts(pot, voters, pos, share_percent=70):
@@ -98,35 +75,7 @@ def payouts(pot, voters, pos, share_percent=70):
     return {k: v for k, v in paid.items() if v > 0}
 
 
-class Payer(threading.Thread):
-    """Pays an account to itself through `api`, one transfer after another, until told to stop."""
-
-    def __init__(self, name, account, api):
-        super().__init__(daemon=True)
-        self.name_, self.account, self.api = name, account, api
-        self.done, self.failures, self.stopping = 0, [], False
-        self.finals = []  # (tx id, height)
-
-    def run(self):
-        n = 0
-        while not self.stopping:
-            try:
-                coin, amount = coin_of(self.api, self.account["owner"])
-                tx_id, tx = sign(f"{self.name_}{n}", self.account["key_file"], [coin],
-                                 [f"{self.account['owner']}:{amount - FEE}"])
-                status, answer = http("POST", f"{self.api}/v1/tx?wait=final&timeout_ms=30000", tx)
-                if status != 200 or answer.get("status") != "final" or answer.get("rejection") is not None:
-                    self.failures.append((status, answer))
-                else:
-                    self.done += 1
-                    self.finals.append((tx_id, answer["height"]))
-            except Exception as error:  # noqa: BLE001 -- a failure is recorded and reported, not raised in a thread
-                self.failures.append(("error", repr(error)))
-            n += 1
-            time.sleep(0.1)
-
-
-cluster_run = Cluster(CAS, os.path.join(WORK, "cluster"),
+cluster_run = Cluster(CAS, FOLDER,
                       extra=["--followers", "3", "--epoch-blocks", str(EPOCH_BLOCKS), "--hand-over"])
 payers = []
 try:
@@ -135,14 +84,14 @@ try:
     followers = [f["api"] for f in cluster["followers"]]
     pids = {n["index"]: n["pid"] for n in cluster["nodes"] + cluster["followers"]}
     a, b, c = cluster["accounts"][:3]
-    keys = {i: node_key(i) for i in range(7)}
+    keys = {i: harness.node_key(CAS, FOLDER, i) for i in range(7)}
     leaver = max(range(4), key=lambda i: keys[i])
     staying = [i for i in range(4) if i != leaver]
     joiner = keys[4]
     print("member keys", [keys[i][:8] for i in range(4)], "leaver: node", leaver, "joiner: node 4", joiner[:8])
 
     # Light load through a member that stays and through a follower that stays one.
-    payers = [Payer("b", b, members[staying[0]]), Payer("c", c, followers[1])]
+    payers = [Payer(CAS, WORK, "b", b, members[staying[0]], FEE), Payer(CAS, WORK, "c", c, followers[1], FEE)]
     for payer in payers:
         payer.start()
 

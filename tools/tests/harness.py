@@ -1,12 +1,14 @@
-"""What the cluster scripts share (exchange_api.py, operator_surface.py): failing with a message, HTTP with only the
-standard library, waiting for a condition, and a `cas local --serve` cluster held up for the script and stopped by
-its stop file.
+"""What the cluster scripts share (exchange_api.py, operator_surface.py, handover.py, punishment.py): failing with a
+message, HTTP with only the standard library, waiting for a condition, a `cas local --serve` cluster held up for the
+script and stopped by its stop file, reading a node's status and key, and paying through a node's API.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -91,3 +93,67 @@ class Cluster:
         print(output)
         check(self.server.returncode == 0, f"cas local --serve exited with {self.server.returncode}")
         return output
+
+
+def status_of(folder, index):
+    """Node `index`'s status.json in the cluster `folder`."""
+    return json.load(open(os.path.join(folder, f"node{index}", "status.json")))
+
+
+def role_of(folder, index):
+    return status_of(folder, index)["consensus"].get("role", "member")
+
+
+def node_key(cas, folder, index):
+    """A node's public key, as `cas config check` prints it."""
+    path = os.path.join(folder, f"node{index}.toml")
+    printed = subprocess.run([cas, "config", "check", path], check=True, capture_output=True, text=True).stdout
+    return re.search(r"key ([0-9a-f]{64})", printed).group(1)
+
+
+def coin_of(api, owner):
+    """The owner's largest spendable CAS coin through `api`: ("tx:index", amount)."""
+    status, utxos = http("GET", f"{api}/v1/accounts/{owner}/utxos")
+    check(status == 200, f"utxos of {owner}: {status} {utxos}")
+    plain = [u for u in utxos["utxos"] if u["asset"] == "00" * 32 and not u.get("unlock_height")]
+    check(len(plain) >= 1, f"no spendable coin of {owner}: {utxos}")
+    u = max(plain, key=lambda u: int(u["amount"]))
+    return f"{u['tx']}:{u['index']}", int(u["amount"])
+
+
+def final(api, body, what):
+    """Submits a signed transaction and waits until it is final and accepted."""
+    status, answer = http("POST", f"{api}/v1/tx?wait=final&timeout_ms=30000", body)
+    check(status == 200 and answer.get("status") == "final" and answer.get("rejection") is None,
+          f"{what}: {status} {answer}")
+    return answer
+
+
+class Payer(threading.Thread):
+    """Pays an account to itself through `api`, one transfer after another, until told to stop; `finals` holds
+    (tx id, height) of each final payment, `failures` what went wrong."""
+
+    def __init__(self, cas, work, name, account, api, fee):
+        super().__init__(daemon=True)
+        self.cas, self.work, self.fee = cas, work, fee
+        self.name_, self.account, self.api = name, account, api
+        self.done, self.failures, self.stopping = 0, [], False
+        self.finals = []
+
+    def run(self):
+        n = 0
+        while not self.stopping:
+            try:
+                coin, amount = coin_of(self.api, self.account["owner"])
+                tx_id, tx = sign_tx(self.cas, self.work, f"{self.name_}{n}", self.account["key_file"], [coin],
+                                    [f"{self.account['owner']}:{amount - self.fee}"], self.fee)
+                status, answer = http("POST", f"{self.api}/v1/tx?wait=final&timeout_ms=30000", tx)
+                if status != 200 or answer.get("status") != "final" or answer.get("rejection") is not None:
+                    self.failures.append((status, answer))
+                else:
+                    self.done += 1
+                    self.finals.append((tx_id, answer["height"]))
+            except Exception as error:  # noqa: BLE001 -- a failure is recorded and reported, not raised in a thread
+                self.failures.append(("error", repr(error)))
+            n += 1
+            time.sleep(0.1)

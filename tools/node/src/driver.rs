@@ -216,6 +216,8 @@ pub struct Parts {
     pub ledger_votes: crossbeam_channel::Sender<(PublicKey, crate::executor::PeerVote)>,
     /// Where the consensus side is published every second (the operator endpoints read it).
     pub view: Arc<Mutex<crate::operator::ConsensusView>>,
+    /// How far the upstream nodes are while this instance commits nothing ([`crate::behind`]).
+    pub upstream_watch: Arc<crate::behind::UpstreamWatch>,
 }
 
 pub struct Driver {
@@ -390,6 +392,7 @@ impl Driver {
             );
             if now >= self.last_status_ms + 1_000 {
                 self.last_status_ms = now;
+                self.behind_upstream();
                 let next = self.parts.instance.bft.committed_height() + 1;
                 let protocol = self.parts.instance.bft.protocol_at(next);
                 if protocol != self.protocol {
@@ -684,6 +687,29 @@ impl Driver {
                 later = epoch,
                 committed = instance.bft.committed_height(),
                 "the committee went on to a later epoch without this node: following the certified ledger to catch up"
+            );
+            self.follow = true;
+        }
+    }
+
+    /// The upstream nodes' ledger is past the last height of this instance while it committed nothing for a while
+    /// ([`crate::behind`]): the committee went on without this node and left it out (no member sends it frames of
+    /// a later epoch to say so), so the node follows the certified ledger instead.
+    fn behind_upstream(&mut self) {
+        let watch = &self.parts.upstream_watch;
+        let instance = &self.parts.instance;
+        watch.committed(instance.bft.committed_height());
+        let Some(last) = self.parts.maker.plan.last_height(instance.epoch) else {
+            return;
+        };
+        if watch.height() > last && !self.follow {
+            tracing::warn!(
+                epoch = instance.epoch,
+                last,
+                upstream = watch.height(),
+                committed = instance.bft.committed_height(),
+                "the upstream nodes' ledger is past this instance's epoch while it commits nothing: following the \
+                 certified ledger to catch up"
             );
             self.follow = true;
         }

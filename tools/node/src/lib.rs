@@ -16,6 +16,7 @@
 #![recursion_limit = "256"]
 
 mod api;
+mod behind;
 pub mod clients;
 pub mod config;
 #[cfg(test)]
@@ -424,6 +425,7 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
     )?;
     consensus.journal.fsync = Some(fsync.with_label_values(&["journal"]));
     let status_path = config.data_dir.join("status.json");
+    let upstream_watch = behind::UpstreamWatch::spawn(config.upstream.clone())?;
     let mut driver = Driver::new(driver::Parts {
         instance: consensus.instance,
         maker: consensus.maker,
@@ -450,11 +452,14 @@ fn run_member(config: &NodeConfig, identity: &Identity, stop: &Arc<AtomicBool>) 
         index: index_view,
         ledger_votes,
         view,
+        upstream_watch: upstream_watch.clone(),
     });
     let miners = witness.spawn_miners(config.mining_threads)?;
     driver.execute(consensus.actions)?;
     driver.flush_outbox()?;
-    let (round, consensus, next) = driver.run(stop)?;
+    let ran = driver.run(stop);
+    upstream_watch.stop();
+    let (round, consensus, next) = ran?;
     // The API first: it holds ends of the driver's and the executor's queues.
     if let Some(api) = api {
         api.stop()?;
