@@ -173,7 +173,7 @@ fn a_full_payload_pool_still_takes_our_own_certificates() {
 }
 
 /// A transaction within every count the package decoder checks but larger, encoded alone, than a client may send
-/// (here an issuance with the most evidence, inputs and witnesses): a Byzantine creator can put one in a package.
+/// (here an issuance with the most evidence, absent members, inputs and witnesses): a Byzantine creator can put one in a package.
 fn oversize_tx() -> Transaction {
     let signer = Keypair::from_seed(&[201; 32]);
     let signature = cas_engine::tx::TxSignature {
@@ -192,7 +192,7 @@ fn oversize_tx() -> Transaction {
             kind: TxKind::Issuance {
                 height: 1,
                 evidence: vec![item; cas_engine::codec::ISSUANCE_EVIDENCE_MAX],
-                absent: None,
+                absent: Some(vec![signer.public(); cas_engine::codec::COMMITTEE_MAX]),
             },
             inputs: (0..cas_engine::codec::INPUTS_MAX as u32)
                 .map(|index| OutPoint {
