@@ -9,7 +9,8 @@
 use std::collections::BTreeSet;
 
 use cas_engine::crypto::{Keypair, SigEntry};
-use cas_engine::{BlockHash, Hash32, PackageId, Signature, Transaction};
+use cas_engine::evidence::{EquivocationProof, SignedVote};
+use cas_engine::{BlockHash, Hash32, PackageId, PublicKey, Signature, Transaction};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::committee::{Committee, MemberIndex, COMMITTEE_MEMBERS_MAX};
@@ -24,7 +25,6 @@ pub type Round = u64;
 
 mod domain {
     pub const BLOCK: &str = "CAS 2026-12 consensus block v2";
-    pub const VOTE: &str = "CAS 2026-12 consensus vote v2";
     pub const COMMIT_VOTE: &str = "CAS 2026-12 consensus commit vote v2";
     pub const TIMEOUT: &str = "CAS 2026-12 consensus timeout v2";
     pub const ACK: &str = "CAS 2026-12 package ack v2";
@@ -77,14 +77,7 @@ impl QuorumCert {
     }
 }
 
-pub fn vote_digest(epoch: u64, round: Round, block: &BlockHash, height: u64) -> Hash32 {
-    let mut h = blake3::Hasher::new_derive_key(domain::VOTE);
-    h.update(&epoch.to_le_bytes());
-    h.update(&round.to_le_bytes());
-    h.update(&block.0);
-    h.update(&height.to_le_bytes());
-    Hash32::from(h.finalize())
-}
+pub use cas_engine::evidence::vote_digest;
 
 /// What a commit vote signs: "I hold the QC of this block, persisted, and had not timed out in its round or later".
 pub fn commit_vote_digest(epoch: u64, round: Round, block: &BlockHash, height: u64) -> Hash32 {
@@ -187,6 +180,23 @@ impl Equivocation {
                     &v.signature,
                 )
             })
+    }
+
+    /// The proof as the ledger records it ([`cas_engine::evidence::EquivocationProof`]): it names the member by key
+    /// (`member`, the signer's key in `epoch`'s committee), so it is checked without the committee at hand.
+    pub fn ledger_proof(&self, member: PublicKey, epoch: u64) -> EquivocationProof {
+        let signed = |vote: &Vote| SignedVote {
+            block: vote.block,
+            height: vote.height,
+            signature: vote.signature,
+        };
+        EquivocationProof {
+            member,
+            epoch,
+            round: self.first.round,
+            first: signed(&self.first),
+            second: signed(&self.second),
+        }
     }
 }
 

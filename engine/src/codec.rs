@@ -142,6 +142,13 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
                 CANDIDACY_ADDRESS_BYTES_MAX,
             )?;
         }
+        ArchivedTxKind::Equivocation { proof } => {
+            bound(
+                "equivocation proof bytes",
+                proof.len(),
+                crate::evidence::EQUIVOCATION_PROOF_BYTES,
+            )?;
+        }
         ArchivedTxKind::Transfer | ArchivedTxKind::Bond { .. } | ArchivedTxKind::Unbond { .. } => {}
     }
     Ok(())
@@ -202,6 +209,7 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
     let kind = match &body.kind {
         TxKind::Transfer | TxKind::Bond { .. } | TxKind::Unbond { .. } => 0,
         TxKind::Candidacy { address } => address.len(),
+        TxKind::Equivocation { proof } => proof.len(),
         TxKind::Genesis { committee, .. } => {
             committee.len() * size_of::<ArchivedCommitteeMember>()
                 + size_of::<crate::tx::ArchivedChainParams>()

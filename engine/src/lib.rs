@@ -11,6 +11,7 @@ pub mod client;
 pub mod codec;
 pub mod commitment;
 pub mod crypto;
+pub mod evidence;
 pub mod fasthash;
 pub mod fixtures;
 pub mod genesis;

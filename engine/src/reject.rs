@@ -74,6 +74,9 @@ reject_codes! {
     UnbondNotLocked = 35, "unbond_not_locked", "unbonded CAS, less the fee, is not locked for the unbonding delay";
     IssuancePotUnspent = 36, "issuance_pot_unspent", "an issuance leaves the previous block's fee pot unspent";
     IssuanceBurnsFees = 37, "issuance_burns_fees", "an issuance pays out less than the fee pot it spends";
+    EvidenceNotPlain = 38, "evidence_not_plain", "an equivocation record carries inputs, outputs, a fee or signatures";
+    BadEvidence = 39, "bad_evidence", "an equivocation proof does not prove two votes of the member for two blocks in one round";
+    EvidenceKnown = 40, "evidence_known", "an equivocation of this member is recorded already";
 }
 
 impl RejectCode {
@@ -121,6 +124,9 @@ impl TxError {
             TxError::UnbondNotLocked { .. } => RejectCode::UnbondNotLocked,
             TxError::IssuancePotUnspent { .. } => RejectCode::IssuancePotUnspent,
             TxError::IssuanceBurnsFees { .. } => RejectCode::IssuanceBurnsFees,
+            TxError::EvidenceNotPlain => RejectCode::EvidenceNotPlain,
+            TxError::BadEvidence(_) => RejectCode::BadEvidence,
+            TxError::EvidenceKnown => RejectCode::EvidenceKnown,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::crypto::PublicKey;
 use crate::crypto::{verify_batch, SigEntry};
+use crate::evidence::{evidence_outpoint, evidence_record, EquivocationProof, EvidenceError};
 use crate::fasthash::{FastMap, FastSet};
 use crate::id::{AssetId, Hash32, TxId};
 use crate::stake::{candidacy_outpoint, candidacy_record, decode_address};
@@ -107,6 +108,12 @@ pub enum TxError {
         "an unbond spends {spent} of stake and creates {created}: stake is added only by a bond"
     )]
     UnbondAddsStake { spent: u64, created: u64 },
+    #[error("an equivocation record carries inputs, outputs, a fee or signatures")]
+    EvidenceNotPlain,
+    #[error("the equivocation proof proves nothing: {0}")]
+    BadEvidence(EvidenceError),
+    #[error("an equivocation of this member is recorded already")]
+    EvidenceKnown,
     #[error(
         "{unbonded} unbonded, only {locked} of it (the fee aside) locked until height {until}"
     )]
@@ -130,10 +137,12 @@ pub const FEE_POT_INDEX: u32 = u32::MAX - 2;
 pub const ELECTION_INDEX: u32 = u32::MAX - 3;
 /// The index of a conduct record ([`crate::stake::conduct_outpoint`]).
 pub const CONDUCT_INDEX: u32 = u32::MAX - 4;
+/// The index of an evidence record ([`crate::evidence::evidence_outpoint`]).
+pub const EVIDENCE_INDEX: u32 = u32::MAX - 5;
 // Genesis stake outputs sit at OUTPUTS_MAX + a member's position (see `genesis::genesis_set`).
 const _: () =
     assert!((crate::codec::OUTPUTS_MAX + crate::codec::COMMITTEE_MAX) as u32 <= RECORD_INDEX_MIN);
-const _: () = assert!(CONDUCT_INDEX >= RECORD_INDEX_MIN);
+const _: () = assert!(EVIDENCE_INDEX >= RECORD_INDEX_MIN);
 
 /// Where the fees of block `height` wait to be paid out: a record of the set (so nothing is burned, and the pot
 /// travels with snapshots), created by the rules at the end of a block whose accepted transactions paid fees, and
@@ -205,13 +214,25 @@ fn coin_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
 pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> {
     let claim = claim_of(tx).map(|(sender, client_id)| claim_outpoint(&sender, client_id));
     let candidacy = stake_candidate(tx).map(|candidate| candidacy_outpoint(&candidate));
-    let pot = match &tx.body.kind {
-        ArchivedTxKind::Issuance { height, .. } => {
-            height.to_native().checked_sub(1).map(fee_pot_outpoint)
-        }
-        _ => None,
+    let (pot, evidence) = match &tx.body.kind {
+        ArchivedTxKind::Issuance { height, .. } => (
+            height.to_native().checked_sub(1).map(fee_pot_outpoint),
+            None,
+        ),
+        // The member's candidacy and evidence records (a proof too short to name one reads nothing).
+        ArchivedTxKind::Equivocation { proof } => (
+            None,
+            EquivocationProof::decode(proof)
+                .ok()
+                .map(|p| [candidacy_outpoint(&p.member), evidence_outpoint(&p.member)]),
+        ),
+        _ => (None, None),
     };
-    claim.into_iter().chain(candidacy).chain(pot)
+    claim
+        .into_iter()
+        .chain(candidacy)
+        .chain(pot)
+        .chain(evidence.into_iter().flatten())
 }
 
 /// The candidate a stake transaction is about: named by a bond or unbond, the first signer of a candidacy.
@@ -287,6 +308,9 @@ pub fn check_tx(
     view: &impl UtxoView,
     ctx: &RuleContext,
 ) -> Result<(), TxError> {
+    if let ArchivedTxKind::Equivocation { .. } = tx.body.kind {
+        return check_evidence(tx, ctx, view, &FastSet::default(), &FastSet::default()).map(|_| ());
+    }
     check_with(tx, ctx, &mut Scratch::default(), &mut |input, outpoint| {
         coin_of(view, outpoint).ok_or(TxError::MissingInput { input })
     })?;
@@ -306,6 +330,8 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
         ArchivedTxKind::Genesis { .. } => return Err(TxError::GenesisOnly),
         // Only `apply_batch` admits one, at the executor's slot (see `check_issuance`).
         ArchivedTxKind::Issuance { .. } => return Err(TxError::IssuanceReserved),
+        // Only `apply_batch` and `check_tx` take one, by `check_evidence`.
+        ArchivedTxKind::Equivocation { .. } => return Err(TxError::EvidenceNotPlain),
         ArchivedTxKind::Candidacy { address } => {
             decode_address(address.as_slice()).map_err(|e| TxError::BadAddress { len: e.len })?;
         }
@@ -623,6 +649,8 @@ pub fn apply_batch(
     let mut claimed: FastSet<OutPoint> = FastSet::default();
     // Candidacies declared in this batch.
     let mut declared: FastSet<PublicKey> = FastSet::default();
+    // Members whose equivocation this batch records.
+    let mut evidenced: FastSet<PublicKey> = FastSet::default();
     let mut scratch = Scratch::default();
     let mut outcome = BatchOutcome {
         verdicts: Vec::with_capacity(txs.len()),
@@ -661,6 +689,23 @@ pub fn apply_batch(
                             .as_ref()
                             .map(|keys| keys.iter().map(PublicKey::from).collect());
                     }
+                    outcome.verdicts.push(Ok(()));
+                }
+                Err(error) => outcome.verdicts.push(Err(error)),
+            }
+            continue;
+        }
+        if let ArchivedTxKind::Equivocation { .. } = tx.body.kind {
+            let verdict = signature_verdict
+                .clone()
+                .and_then(|()| check_evidence(tx, ctx, view, &declared, &evidenced));
+            match verdict {
+                Ok(member) => {
+                    evidenced.insert(member);
+                    created.push((
+                        evidence_outpoint(&member),
+                        evidence_record(&member, ctx.height),
+                    ));
                     outcome.verdicts.push(Ok(()));
                 }
                 Err(error) => outcome.verdicts.push(Err(error)),
@@ -744,6 +789,52 @@ pub fn apply_batch(
     }
     outcome.created = created;
     outcome
+}
+
+/// What an equivocation record needs besides the set: this chain, nothing but its proof (no inputs, outputs, fee or
+/// signatures), and a proof that proves (two signature checks). Returns the member it proves against. The node's
+/// admission runs it too, so a proof that proves nothing never takes room in a package.
+pub fn check_evidence_alone(tx: &ArchivedTransaction, chain_id: u32) -> Result<PublicKey, TxError> {
+    let body = &tx.body;
+    if body.chain_id.to_native() != chain_id {
+        return Err(TxError::WrongChain {
+            expected: chain_id,
+            got: body.chain_id.to_native(),
+        });
+    }
+    let ArchivedTxKind::Equivocation { proof } = &body.kind else {
+        return Err(TxError::EvidenceNotPlain);
+    };
+    if !body.inputs.is_empty()
+        || !body.outputs.is_empty()
+        || body.fee.to_native() != 0
+        || !tx.signatures.is_empty()
+    {
+        return Err(TxError::EvidenceNotPlain);
+    }
+    let proof = EquivocationProof::decode(proof).map_err(TxError::BadEvidence)?;
+    proof.check().map_err(TxError::BadEvidence)?;
+    Ok(proof.member)
+}
+
+/// An equivocation record against `view` and the batch so far: [`check_evidence_alone`], then the member must be
+/// a candidate (declared in the view or earlier in the batch) with no evidence recorded yet (in the view or by
+/// `evidenced`, earlier in the batch). Returns the member.
+fn check_evidence(
+    tx: &ArchivedTransaction,
+    ctx: &RuleContext,
+    view: &impl UtxoView,
+    declared: &FastSet<PublicKey>,
+    evidenced: &FastSet<PublicKey>,
+) -> Result<PublicKey, TxError> {
+    let member = check_evidence_alone(tx, ctx.chain_id)?;
+    if evidenced.contains(&member) || view.get(&evidence_outpoint(&member)).is_some() {
+        return Err(TxError::EvidenceKnown);
+    }
+    if !declared.contains(&member) && view.get(&candidacy_outpoint(&member)).is_none() {
+        return Err(TxError::NotACandidate);
+    }
+    Ok(member)
 }
 
 /// The candidacy side of a stake transaction that passed every other rule: a bond or unbond needs its candidate

@@ -16,12 +16,14 @@
 //! the certificate its consensus block carries (quorum-signed, so the evidence is the committee's own), and the
 //! ledger keeps a [`Conduct`] record per member that has one: its absences in a row, its blacklist (no rewards until
 //! a height), and eviction (no election picks it again, so the next candidate by stake replaces it at the next
-//! hand-over). [`StakeRegistry::end_block`] writes both kinds of record a block adds. No IO here.
+//! hand-over). [`StakeRegistry::end_block`] writes both kinds of record a block adds. A member proven to vote for
+//! two blocks in one round ([`crate::evidence`]) is out at once: no rewards, no election, no POS node. No IO here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::crypto::PublicKey;
+use crate::evidence::decode_evidence;
 use crate::fasthash::FastMap;
 use crate::id::{domain, AssetId, Hash32};
 use crate::rules::{CANDIDACY_INDEX, CONDUCT_INDEX, ELECTION_INDEX};
@@ -320,6 +322,8 @@ pub struct StakeRegistry {
     by_asset: FastMap<AssetId, PublicKey>,
     /// The conduct records the set holds, by node key: what each says and when it was written.
     conduct: BTreeMap<PublicKey, (Conduct, u64)>,
+    /// Members proven to have equivocated ([`crate::evidence`]), with the height that recorded it.
+    equivocated: BTreeMap<PublicKey, u64>,
 }
 
 impl StakeRegistry {
@@ -342,6 +346,9 @@ impl StakeRegistry {
             if let Some(record) = decode_conduct(outpoint, entry) {
                 self.conduct
                     .insert(record.node, (record.conduct, record.written));
+            }
+            if let Some((member, height)) = decode_evidence(outpoint, entry) {
+                self.equivocated.insert(member, height);
             }
             if let Some(candidate) = decode_candidacy(outpoint, entry) {
                 self.by_asset
@@ -383,11 +390,20 @@ impl StakeRegistry {
         self.candidates.values()
     }
 
-    /// The POS nodes: candidates whose stake reaches the chain's threshold and that are not evicted, by node key.
+    /// The POS nodes: candidates whose stake reaches the chain's threshold and that are not evicted (by their
+    /// conduct or by a proven equivocation), by node key.
     pub fn pos_nodes<'a>(&'a self, params: &'a StakeParams) -> impl Iterator<Item = &'a Candidate> {
         self.candidates.values().filter(|c| {
-            c.stake > 0 && c.stake >= params.candidacy_stake_min && !self.conduct(&c.key).evicted
+            c.stake > 0
+                && c.stake >= params.candidacy_stake_min
+                && !self.conduct(&c.key).evicted
+                && !self.equivocated.contains_key(&c.key)
         })
+    }
+
+    /// The height whose block recorded `key`'s equivocation, if one is.
+    pub fn equivocated_at(&self, key: &PublicKey) -> Option<u64> {
+        self.equivocated.get(key).copied()
     }
 
     /// `key`'s conduct record (a clean one when the set holds none).
@@ -404,9 +420,10 @@ impl StakeRegistry {
             .map(|(key, (conduct, _))| (key, conduct))
     }
 
-    /// Whether `key` takes its share of block `height`'s validator rewards: not while blacklisted.
+    /// Whether `key` takes its share of block `height`'s validator rewards: not while blacklisted, and never again
+    /// once proven to equivocate.
     pub fn rewarded(&self, key: &PublicKey, height: u64) -> bool {
-        !self.conduct(key).blacklisted_at(height)
+        !self.conduct(key).blacklisted_at(height) && !self.equivocated.contains_key(key)
     }
 
     /// What the ledger writes after block `height`, beyond its transactions, and takes into this registry: the

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::codec::{decode_tx, to_owned_tx, DecodeError};
 use crate::crypto::PublicKey;
 use crate::id::TxId;
-use crate::rules::{verify_signatures, TxError};
+use crate::rules::{check_evidence_alone, verify_signatures, TxError};
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, Transaction};
 
 #[derive(Clone, Debug)]
@@ -124,6 +124,11 @@ impl Synchronizer {
         }
     }
 
+    /// The chain whose transactions it admits.
+    pub fn chain_id(&self) -> u32 {
+        self.config.chain_id
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }
@@ -145,6 +150,8 @@ impl Synchronizer {
     ) -> Vec<Admission> {
         let mut answers: Vec<Option<Admission>> = vec![None; submissions.len()];
         let mut decoded: Vec<(usize, &ArchivedTransaction, TxId)> = Vec::new();
+        // Equivocation records carry no signature of their own: their proof is checked here instead.
+        let mut evidence: Vec<(usize, &ArchivedTransaction, TxId)> = Vec::new();
         for (index, bytes) in submissions.iter().enumerate() {
             let tx = match decode_tx(bytes) {
                 Ok(tx) => tx,
@@ -166,6 +173,15 @@ impl Synchronizer {
                 answers[index] = Some(Admission::Rejected {
                     reason: Rejection::Rule(TxError::IssuanceReserved),
                 });
+            } else if let ArchivedTxKind::Equivocation { .. } = tx.body.kind {
+                match check_evidence_alone(tx, self.config.chain_id) {
+                    Ok(_) => evidence.push((index, tx, tx.tx_id())),
+                    Err(error) => {
+                        answers[index] = Some(Admission::Rejected {
+                            reason: Rejection::Rule(error),
+                        })
+                    }
+                }
             } else if tx.signatures.is_empty() {
                 answers[index] = Some(Admission::Rejected {
                     reason: Rejection::Unsigned,
@@ -189,6 +205,9 @@ impl Synchronizer {
                 Ok(()) => self.enqueue(tx, id, now_ms, claimed),
             });
         }
+        for (index, tx, id) in evidence {
+            answers[index] = Some(self.enqueue(tx, id, now_ms, claimed));
+        }
         answers
             .into_iter()
             .map(|a| a.expect("every submission is answered"))
@@ -205,8 +224,11 @@ impl Synchronizer {
         if self.seen.contains(&id) {
             return Admission::Duplicate { id };
         }
-        let sender = PublicKey::from(&tx.signatures[0].key);
-        let client_key = tx.body.client_id.as_ref().map(|c| (sender, c.to_native()));
+        let client_key = tx
+            .signatures
+            .first()
+            .zip(tx.body.client_id.as_ref())
+            .map(|(signer, c)| (PublicKey::from(&signer.key), c.to_native()));
         if let Some(first) = client_key.and_then(|key| self.client_ids.get(&key)) {
             return Admission::Duplicate { id: *first };
         }
@@ -434,6 +456,57 @@ mod tests {
         };
         assert_eq!(reason.code(), crate::RejectCode::IssuanceReserved);
         assert_eq!(sync.queued(), 0);
+    }
+
+    #[test]
+    fn an_equivocation_record_is_admitted_unsigned_once_its_proof_checks() {
+        use crate::evidence::{vote_digest, EquivocationProof, SignedVote};
+        use crate::tx::{TxBody, TxKind};
+        let member = key(ACCOUNT_KEYS, 0);
+        let record = |second: u8| {
+            let vote = |block: u8| {
+                let block = crate::Hash32([block; 32]);
+                SignedVote {
+                    block,
+                    height: 9,
+                    signature: member.sign(&vote_digest(2, 9, &block, 9).0),
+                }
+            };
+            let proof = EquivocationProof {
+                member: member.public(),
+                epoch: 2,
+                round: 9,
+                first: vote(1),
+                second: vote(second),
+            };
+            Transaction {
+                body: TxBody {
+                    chain_id: 3,
+                    vn: 0,
+                    kind: TxKind::Equivocation {
+                        proof: proof.encode(),
+                    },
+                    inputs: Vec::new(),
+                    outputs: Vec::new(),
+                    fee: 0,
+                    memo: Vec::new(),
+                    client_id: None,
+                },
+                signatures: Vec::new(),
+            }
+        };
+        let (good, same_block) = (record(2), record(1));
+        let bytes = [encode_tx(&good), encode_tx(&same_block), encode_tx(&good)];
+        let submissions: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        let mut sync = Synchronizer::new(config());
+        let answers = sync.admit(&submissions, 0);
+        assert_eq!(answers[0], Admission::Accepted { id: good.tx_id() });
+        let Admission::Rejected { reason } = &answers[1] else {
+            panic!("a proof of nothing admitted: {:?}", answers[1])
+        };
+        assert_eq!(reason.code(), crate::RejectCode::BadEvidence);
+        assert_eq!(answers[2], Admission::Duplicate { id: good.tx_id() });
+        assert_eq!(sync.queued(), 1);
     }
 
     #[test]

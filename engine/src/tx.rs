@@ -134,6 +134,11 @@ pub enum TxKind {
     Bond { candidate: PublicKey },
     /// Turns stake for `candidate` back into CAS, locked for the chain's unbonding delay.
     Unbond { candidate: PublicKey },
+    /// Records that a committee member voted for two blocks in one round: `proof` is an
+    /// [`EquivocationProof`](crate::evidence::EquivocationProof), which the rules check themselves. No inputs,
+    /// outputs, fee or signatures: a node that sees the two votes submits it, and the ledger takes one per member
+    /// (it is out of rewards and elections from then on).
+    Equivocation { proof: Vec<u8> },
     /// Declares (or updates) a POS candidacy: the node key is the first signer, `address` where its node listens
     /// ([`crate::stake::encode_address`]: empty, or an IPv4 or IPv6 socket address). May bond stake to itself in
     /// the same transaction.
@@ -324,6 +329,11 @@ impl ArchivedTxBody {
             ArchivedTxKind::Bond { candidate } => {
                 h.put(&[3]);
                 h.put(&candidate.0);
+            }
+            ArchivedTxKind::Equivocation { proof } => {
+                h.put(&[6]);
+                h.put(&(proof.len() as u64).to_le_bytes());
+                h.put(proof);
             }
             ArchivedTxKind::Unbond { candidate } => {
                 h.put(&[4]);
@@ -536,6 +546,11 @@ mod tests {
             }
             TxKind::Bond { candidate } => {
                 h.update(&[3]).update(&candidate.0);
+            }
+            TxKind::Equivocation { proof } => {
+                h.update(&[6]);
+                h.update(&(proof.len() as u64).to_le_bytes());
+                h.update(proof);
             }
             TxKind::Unbond { candidate } => {
                 h.update(&[4]).update(&candidate.0);

@@ -71,6 +71,7 @@ fn kind() -> impl Strategy<Value = TxKind> {
         1 => key().prop_map(|candidate| TxKind::Bond { candidate }),
         1 => key().prop_map(|candidate| TxKind::Unbond { candidate }),
         1 => vec(any::<u8>(), 0..19).prop_map(|address| TxKind::Candidacy { address }),
+        1 => vec(any::<u8>(), 0..=cas_engine::evidence::EQUIVOCATION_PROOF_BYTES).prop_map(|proof| TxKind::Equivocation { proof }),
     ]
 }
 

@@ -4,7 +4,8 @@
 //! genesis supply.
 
 use cas_engine::codec::{decode_tx, encode_tx};
-use cas_engine::fixtures::{funded_genesis, key, ACCOUNT_KEYS};
+use cas_engine::evidence::{vote_digest, EquivocationProof, SignedVote};
+use cas_engine::fixtures::{funded_genesis, key, ACCOUNT_KEYS, COMMITTEE_KEYS};
 use cas_engine::genesis::{genesis_outputs, DEFAULT_UNBOND_DELAY_BLOCKS};
 use cas_engine::stake::{encode_address, StakeRegistry};
 use cas_engine::{
@@ -401,4 +402,101 @@ fn the_election_follows_the_bonds() {
     );
     assert_eq!(chain.block(&[delegate]), vec![Ok(())]);
     assert_eq!(elected(&chain), vec![0, 1, 2]);
+}
+
+/// Two votes of `member` in `round` of epoch 0 for blocks `a` and `b`, as an equivocation record.
+fn equivocation(member: &Keypair, round: u64, a: u8, b: u8) -> Transaction {
+    let vote = |block: u8| {
+        let block = cas_engine::Hash32([block; 32]);
+        SignedVote {
+            block,
+            height: round,
+            signature: member.sign(&vote_digest(0, round, &block, round).0),
+        }
+    };
+    let proof = EquivocationProof {
+        member: member.public(),
+        epoch: 0,
+        round,
+        first: vote(a),
+        second: vote(b),
+    };
+    Transaction {
+        body: TxBody {
+            chain_id: CHAIN,
+            vn: 0,
+            kind: TxKind::Equivocation {
+                proof: proof.encode(),
+            },
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            fee: 0,
+            memo: Vec::new(),
+            client_id: None,
+        },
+        signatures: Vec::new(),
+    }
+}
+
+/// Issue 19: a proven equivocation is a ledger record, once per member: the member is no POS node, takes no rewards
+/// and no election picks it; a proof that proves nothing, one with anything beside the proof, one against a key that
+/// is no candidate and a second one against the same member are refused with their codes and change nothing.
+#[test]
+fn an_equivocation_record_puts_the_member_out_once() {
+    let mut chain = Chain::new();
+    let member = key(COMMITTEE_KEYS, 0);
+    let params = chain.ledger.params.stake;
+    assert!(chain
+        .ledger
+        .stake()
+        .pos_nodes(&params)
+        .any(|c| c.key == member.public()));
+    let before = chain.ledger.commitment();
+    let mut with_fee = equivocation(&member, 5, 1, 2);
+    with_fee.body.fee = 1;
+    let verdicts = chain.block(&[
+        equivocation(&member, 5, 1, 1),
+        with_fee,
+        equivocation(&account(0), 5, 1, 2),
+    ]);
+    let codes: Vec<RejectCode> = verdicts
+        .iter()
+        .map(|v| v.clone().unwrap_err().code())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            RejectCode::BadEvidence,
+            RejectCode::EvidenceNotPlain,
+            RejectCode::NotACandidate
+        ]
+    );
+    assert_eq!(chain.ledger.commitment(), before, "refusals change nothing");
+    // The proof, twice in one block (the second is known by then), then again in a later block from another round.
+    let verdicts = chain.block(&[
+        equivocation(&member, 5, 1, 2),
+        equivocation(&member, 6, 3, 4),
+    ]);
+    assert_eq!(verdicts[0], Ok(()));
+    assert_eq!(
+        verdicts[1].clone().unwrap_err().code(),
+        RejectCode::EvidenceKnown
+    );
+    let recorded = chain.ledger.height;
+    let registry = chain.ledger.stake();
+    assert_eq!(registry.equivocated_at(&member.public()), Some(recorded));
+    assert!(!registry.rewarded(&member.public(), recorded + 1));
+    assert!(registry.rewarded(&key(COMMITTEE_KEYS, 1).public(), recorded + 1));
+    assert!(registry
+        .pos_nodes(&params)
+        .all(|c| c.key != member.public()));
+    assert!(registry
+        .elect(&params)
+        .iter()
+        .all(|c| c.key != member.public()));
+    let verdicts = chain.block(&[equivocation(&member, 7, 5, 6)]);
+    assert_eq!(
+        verdicts[0].clone().unwrap_err().code(),
+        RejectCode::EvidenceKnown
+    );
 }

@@ -586,9 +586,18 @@ impl Sim<'_> {
                 Action::EpochEnd(_) => {}
                 Action::Equivocation(evidence) => {
                     let signer = evidence.first.signer as usize;
+                    // What a node submits to the ledger: it must prove the same on its own, by key.
+                    let ledger_proof = self
+                        .committee
+                        .key(evidence.first.signer)
+                        .map(|key| evidence.ledger_proof(*key, 0));
                     if !evidence.proves(&self.committee, 0) {
                         self.report.violations.push(format!(
                             "node {node} reported an equivocation that proves nothing"
+                        ));
+                    } else if ledger_proof.is_none_or(|proof| proof.check().is_err()) {
+                        self.report.violations.push(format!(
+                            "node {node}'s proof against member {signer} does not check as the ledger records it"
                         ));
                     } else if self.nodes[signer].byzantine.is_none() {
                         self.report.violations.push(format!(

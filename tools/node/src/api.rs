@@ -775,7 +775,8 @@ async fn stake(State(state): State<Arc<ApiState>>, Query(query): Query<StakeQuer
                 "blacklists": conduct.blacklists,
                 "blacklisted_until": (conduct.blacklisted_until > 0).then_some(conduct.blacklisted_until),
                 "blacklisted": conduct.blacklisted_at(height + 1),
-                "evicted": conduct.evicted,
+                "evicted": conduct.evicted || registry.equivocated_at(&c.key).is_some(),
+                "equivocated_at": registry.equivocated_at(&c.key),
             })
         })
         .collect();
@@ -1025,6 +1026,7 @@ fn kind_name(kind: &TxKind) -> &'static str {
         TxKind::Bond { .. } => "bond",
         TxKind::Unbond { .. } => "unbond",
         TxKind::Candidacy { .. } => "candidacy",
+        TxKind::Equivocation { .. } => "equivocation",
     }
 }
 
@@ -1041,6 +1043,17 @@ fn stake_json(tx: &Transaction) -> Value {
                 .flatten()
                 .map(|a| a.to_string()),
         }),
+        TxKind::Equivocation { proof } => {
+            match cas_engine::evidence::EquivocationProof::decode(proof) {
+                Ok(proof) => json!({
+                    "equivocated": proof.member.to_hex(),
+                    "epoch": proof.epoch,
+                    "round": proof.round,
+                    "blocks": [proof.first.block.to_hex(), proof.second.block.to_hex()],
+                }),
+                Err(error) => json!({"malformed": error.to_string()}),
+            }
+        }
         _ => Value::Null,
     }
 }

@@ -692,6 +692,44 @@ impl Driver {
         }
     }
 
+    /// A member of this instance's committee voted for two blocks in one round (the BFT checked both votes): the
+    /// proof goes to the ledger as an equivocation record, admitted here like a client's transaction, so it travels
+    /// to the committee in this node's next package and every node records it in the same block (the member earns
+    /// nothing from then on and no election picks it again). Several members may submit it; the ledger takes one.
+    fn report_equivocation(&mut self, evidence: &cas_consensus::messages::Equivocation, now: u64) {
+        let instance = &self.parts.instance;
+        let Some(member) = instance.committee.key(evidence.first.signer).copied() else {
+            return;
+        };
+        tracing::warn!(
+            %member,
+            epoch = instance.epoch,
+            round = evidence.first.round,
+            first = %evidence.first.block,
+            second = %evidence.second.block,
+            "a committee member voted for two blocks in one round: recording the proof on the ledger"
+        );
+        let proof = evidence.ledger_proof(member, instance.epoch);
+        let tx = cas_engine::Transaction {
+            body: cas_engine::TxBody {
+                chain_id: self.parts.synchronizer.chain_id(),
+                vn: 0,
+                kind: cas_engine::TxKind::Equivocation {
+                    proof: proof.encode(),
+                },
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                fee: 0,
+                memo: Vec::new(),
+                client_id: None,
+            },
+            signatures: Vec::new(),
+        };
+        let bytes = cas_engine::codec::encode_tx(&tx);
+        let admission = self.parts.synchronizer.admit(&[&bytes[..]], now);
+        tracing::info!(?admission, "the equivocation record was submitted");
+    }
+
     /// The upstream nodes' ledger is past the last height of this instance while it committed nothing for a while
     /// ([`crate::behind`]): the committee went on without this node and left it out (no member sends it frames of
     /// a later epoch to say so), so the node follows the certified ledger instead.
@@ -1115,14 +1153,10 @@ impl Driver {
                     let now = self.now_ms();
                     self.drain_pending(now)?;
                 }
-                // Kept for the ledger's punishment (docs/dpos.md); for now the operator hears of it.
-                Action::Equivocation(evidence) => tracing::warn!(
-                    member = evidence.first.signer,
-                    round = evidence.first.round,
-                    first = %evidence.first.block,
-                    second = %evidence.second.block,
-                    "a committee member voted for two blocks in one round"
-                ),
+                Action::Equivocation(evidence) => {
+                    let now = self.now_ms();
+                    self.report_equivocation(&evidence, now)
+                }
                 // The hand-over runs from the loop, once every block up to the base is handed to execution.
                 Action::EpochEnd(base) => {
                     tracing::info!(
