@@ -54,8 +54,8 @@ pub struct UpgradeDrill {
     every_s: f64,
     /// (seconds into the load, highest height) of the looks of the last RATE_WINDOW_S.
     looks: VecDeque<(f64, u64)>,
-    /// The node restarted last and when its new process was started.
-    restarted: Option<(usize, SystemTime)>,
+    /// The node restarted last, when its new process was started, and the chain's height then.
+    restarted: Option<(usize, SystemTime, u64)>,
     next: usize,
     pub report: UpgradeReport,
 }
@@ -103,15 +103,18 @@ impl UpgradeDrill {
     }
 
     /// Whether the node restarted last runs again (its new process wrote a status) within a few blocks of the
-    /// chain: only then may the next go without stalling the committee.
+    /// chain, and past the height the chain had at its restart (a new process writes its stored height first, which
+    /// is near the chain's before it takes part again): only then may the next go without stalling the committee.
     fn restarted_in_step(&self, highest: u64) -> bool {
-        let Some((i, started)) = self.restarted else {
+        let Some((i, started, height_then)) = self.restarted else {
             return false;
         };
         let path = self.dir.join(format!("node{i}/status.json"));
         let written = std::fs::metadata(&path).and_then(|m| m.modified());
         written.is_ok_and(|written| written > started)
-            && self.status(i).is_some_and(|s| s.height + 3 >= highest)
+            && self
+                .status(i)
+                .is_some_and(|s| s.height > height_then && s.height + 3 >= highest)
     }
 
     /// Whether the chain would reach the upgrade before the remaining restarts at their schedule's pace: the
@@ -218,7 +221,7 @@ impl UpgradeDrill {
         std::fs::write(&path, config.to_toml())?;
         let started = SystemTime::now();
         children[i] = start(i)?;
-        self.restarted = Some((i, started));
+        self.restarted = Some((i, started, highest));
         self.report.restarts_s.push(elapsed);
         Ok(())
     }
