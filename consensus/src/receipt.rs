@@ -200,6 +200,7 @@ mod tests {
             round: 12,
             parent: Hash32([1; 32]),
             tx_root: merkle::root(&ids),
+            sig_root: cas_engine::block::signatures_root(&txs),
             proposer: PublicKey([2; 32]),
             timestamp_ms: 1_000,
             utxo_commitment: Hash32([3; 32]),

@@ -77,6 +77,7 @@ fn execute(
             round: height,
             parent,
             tx_root: merkle::root(&ids),
+            sig_root: cas_engine::block::signatures_root(&txs),
             proposer: key(99),
             timestamp_ms: timestamp(height),
             utxo_commitment: Hash32::ZERO,

@@ -1,12 +1,15 @@
-//! Blocks: a header (height, round, parent, Merkle root of tx ids, proposer, timestamp, UTXO set checksum after the
-//! block) and a body of transactions in block order. The block hash covers the header's fields in canonical order.
+//! Blocks: a header (height, round, parent, Merkle root of tx ids, the hash of their signatures, proposer, timestamp,
+//! UTXO set checksum before the block) and a body of transactions in block order. The block hash covers the header's
+//! fields in canonical order. A tx id leaves the signatures out (so a receipt proves a transaction by its id); the
+//! signatures root puts them back under the header hash, so a certificate on a block vouches for every byte of it
+//! and a follower checks one hash where it would check every signature.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::PublicKey;
 use crate::id::{domain, BlockHash, Hash32};
 use crate::merkle;
-use crate::tx::Transaction;
+use crate::tx::{ArchivedTransaction, Transaction};
 
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
@@ -18,6 +21,8 @@ pub struct BlockHeader {
     pub parent: BlockHash,
     /// [`merkle::root`] of the body's tx ids in order.
     pub tx_root: Hash32,
+    /// [`signatures_root`] of the body: every transaction's signatures, in order.
+    pub sig_root: Hash32,
     pub proposer: PublicKey,
     /// The proposer's wall clock, as the committed consensus block carries it: the same on every node, so it is
     /// the clock the witness order judges carried witness timestamps by (never a node's local clock).
@@ -45,6 +50,7 @@ impl ArchivedBlockHeader {
         h.update(&self.round.to_native().to_le_bytes());
         h.update(&self.parent.0);
         h.update(&self.tx_root.0);
+        h.update(&self.sig_root.0);
         h.update(&self.proposer.0);
         h.update(&self.timestamp_ms.to_native().to_le_bytes());
         h.update(&self.utxo_commitment.0);
@@ -60,11 +66,42 @@ impl BlockHeader {
     }
 }
 
+/// The hash of the signatures of `txs`, in order: per transaction its count, then each signer's key and signature.
+pub fn signatures_root(txs: &[Transaction]) -> Hash32 {
+    let mut h = blake3::Hasher::new_derive_key(domain::SIGNATURES_ROOT);
+    for tx in txs {
+        h.update(&(tx.signatures.len() as u64).to_le_bytes());
+        for signed in &tx.signatures {
+            h.update(&signed.key.0);
+            h.update(&signed.signature.0);
+        }
+    }
+    Hash32::from(h.finalize())
+}
+
+/// [`signatures_root`] of archived transactions, read in place.
+pub fn archived_signatures_root<'a>(txs: impl Iterator<Item = &'a ArchivedTransaction>) -> Hash32 {
+    let mut h = blake3::Hasher::new_derive_key(domain::SIGNATURES_ROOT);
+    for tx in txs {
+        h.update(&(tx.signatures.len() as u64).to_le_bytes());
+        for signed in tx.signatures.iter() {
+            h.update(&signed.key.0);
+            h.update(&signed.signature.0);
+        }
+    }
+    Hash32::from(h.finalize())
+}
+
 impl Block {
     /// The Merkle root over this body's tx ids.
     pub fn compute_tx_root(&self) -> Hash32 {
         let ids: Vec<Hash32> = self.txs.iter().map(Transaction::tx_id).collect();
         merkle::root(&ids)
+    }
+
+    /// [`signatures_root`] of this body.
+    pub fn compute_sig_root(&self) -> Hash32 {
+        signatures_root(&self.txs)
     }
 }
 
@@ -73,5 +110,10 @@ impl ArchivedBlock {
     pub fn compute_tx_root(&self) -> Hash32 {
         let ids: Vec<Hash32> = self.txs.iter().map(|tx| tx.tx_id()).collect();
         merkle::root(&ids)
+    }
+
+    /// [`signatures_root`] of this body, read in place.
+    pub fn compute_sig_root(&self) -> Hash32 {
+        archived_signatures_root(self.txs.iter())
     }
 }

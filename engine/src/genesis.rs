@@ -349,6 +349,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
             round: 0,
             parent: Hash32::ZERO,
             tx_root: Hash32::ZERO,
+            sig_root: Hash32::ZERO,
             proposer: PublicKey::default(),
             timestamp_ms: spec.timestamp_ms,
             utxo_commitment: commitment.checksum(),
@@ -356,6 +357,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         txs,
     };
     block.header.tx_root = block.compute_tx_root();
+    block.header.sig_root = block.compute_sig_root();
     Ok(block)
 }
 

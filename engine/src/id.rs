@@ -24,6 +24,7 @@ pub mod domain {
     pub const ELECTION: &str = "CAS 2026-12 election record v1";
     pub const CONDUCT: &str = "CAS 2026-12 conduct record v1";
     pub const EVIDENCE: &str = "CAS 2026-12 equivocation evidence record v1";
+    pub const SIGNATURES_ROOT: &str = "CAS 2026-12 block signatures root v1";
     /// What a BFT vote signs ([`crate::evidence::vote_digest`]): the consensus crate's votes and the ledger's
     /// evidence checks share it.
     pub const VOTE: &str = "CAS 2026-12 consensus vote v2";

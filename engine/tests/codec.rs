@@ -112,20 +112,34 @@ fn transaction() -> impl Strategy<Value = Transaction> {
 }
 
 fn block() -> impl Strategy<Value = Block> {
-    let header = (any::<(u32, u64, u64, u64)>(), hash(), hash(), key(), hash()).prop_map(
-        |((chain_id, height, round, timestamp_ms), parent, tx_root, proposer, utxo_commitment)| {
-            BlockHeader {
-                chain_id,
-                height,
-                round,
+    let header = (
+        any::<(u32, u64, u64, u64)>(),
+        hash(),
+        (hash(), hash()),
+        key(),
+        hash(),
+    )
+        .prop_map(
+            |(
+                (chain_id, height, round, timestamp_ms),
                 parent,
-                tx_root,
+                (tx_root, sig_root),
                 proposer,
-                timestamp_ms,
                 utxo_commitment,
-            }
-        },
-    );
+            )| {
+                BlockHeader {
+                    chain_id,
+                    height,
+                    round,
+                    parent,
+                    tx_root,
+                    sig_root,
+                    proposer,
+                    timestamp_ms,
+                    utxo_commitment,
+                }
+            },
+        );
     (header, vec(transaction(), 0..8)).prop_map(|(header, txs)| Block { header, txs })
 }
 
@@ -170,6 +184,7 @@ proptest! {
         let archived = decode_block(&bytes).unwrap();
         prop_assert_eq!(archived.header.hash(), block.header.hash());
         prop_assert_eq!(archived.compute_tx_root(), block.compute_tx_root());
+        prop_assert_eq!(archived.compute_sig_root(), block.compute_sig_root());
         prop_assert_eq!(to_owned_block(archived), block);
     }
 
@@ -274,6 +289,7 @@ fn oversize_and_over_count_inputs_are_typed_errors() {
             round: 1,
             parent: Hash32::ZERO,
             tx_root: Hash32::ZERO,
+            sig_root: Hash32::ZERO,
             proposer: PublicKey::default(),
             timestamp_ms: 0,
             utxo_commitment: Hash32::ZERO,

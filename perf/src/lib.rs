@@ -42,7 +42,8 @@ pub fn block_of(txs: Vec<Transaction>) -> Block {
     block_at(1, Hash32::ZERO, txs)
 }
 
-/// A block at `height` (round and timestamp the same number) on `parent`, holding `txs`, with a correct tx root.
+/// A block at `height` (round and timestamp the same number) on `parent`, holding `txs`, with correct tx and
+/// signatures roots.
 pub fn block_at(height: u64, parent: Hash32, txs: Vec<Transaction>) -> Block {
     let ids: Vec<Hash32> = txs.iter().map(Transaction::tx_id).collect();
     Block {
@@ -52,6 +53,7 @@ pub fn block_at(height: u64, parent: Hash32, txs: Vec<Transaction>) -> Block {
             round: height,
             parent,
             tx_root: merkle::root(&ids),
+            sig_root: cas_engine::block::signatures_root(&txs),
             proposer: PublicKey::default(),
             timestamp_ms: height,
             utxo_commitment: Hash32::ZERO,

@@ -313,6 +313,7 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                 round: height,
                 parent,
                 tx_root: merkle::root(&ids),
+                sig_root: cas_engine::block::signatures_root(&txs),
                 proposer: PublicKey::default(),
                 timestamp_ms: height * 100,
                 // The set after the parent: the header commits to the state the block applies to.

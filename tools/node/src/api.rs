@@ -1163,6 +1163,7 @@ fn block_json(
         "timestamp_ms": header.timestamp_ms,
         "proposer": header.proposer.to_hex(),
         "tx_root": header.tx_root.to_hex(),
+        "sig_root": header.sig_root.to_hex(),
         "utxo_commitment_before": header.utxo_commitment.to_hex(),
         "tx_count": block.txs.len(),
         "txs": txs,

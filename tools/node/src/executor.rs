@@ -17,6 +17,7 @@ use cas_consensus::ledger_cert::{
 };
 use cas_consensus::messages::{Block as ConsensusBlock, Message};
 use cas_consensus::rewards::{issuance_tx, Validators, WitnessOrder};
+use cas_engine::block::signatures_root;
 use cas_engine::client::{ClientAnswer, RuleFailure};
 use cas_engine::codec::encode_block;
 use cas_engine::rules::fee_pot_outpoint;
@@ -539,6 +540,7 @@ impl Executor {
                 round: committed.block.round,
                 parent: self.previous_ledger_hash,
                 tx_root: merkle::root(&ids),
+                sig_root: signatures_root(&txs),
                 proposer: committed.proposer,
                 timestamp_ms: committed.block.timestamp_ms,
                 // The set after the parent block, which this node holds now (the durable ledger checks it again).

@@ -6,15 +6,15 @@
 //! as [`cas_netio::broadcast::TwoTierTree`] lays them out), and trusts nothing it has not checked:
 //!
 //! - **Fetching** (thread `cas-follow`): each block must decode, extend the last block taken by its header's parent
-//!   hash, carry the Merkle root of its transactions' ids, and hold only signatures that verify (a tx id leaves
-//!   them out, so nothing else covers them). Blocks are held until a frame brings the committee's
+//!   hash, carry the Merkle root of its transactions' ids and the hash of their signatures (which a tx id leaves
+//!   out; the header covers both, so no signature is checked here). Blocks are held until a frame brings the committee's
 //!   ledger certificate; a certificate on the newest held block, with more than two thirds of the stake's
 //!   signatures, vouches for every held block through the hash chain, and the run goes to be applied. A refused
 //!   frame, a stalled or closed stream, or more than [`UNCERTIFIED_BLOCKS_MAX`] blocks without a certificate drops
 //!   what is held and moves to the next upstream, from the last certified height; after [`PARENT_RETRY_MS`] on a
 //!   fallback it tries its parent again.
 //! - **Applying** (the node's main thread): each block goes through this node's own shards under every UTXO rule
-//!   (the signatures were checked while fetching), durably;
+//!   (the certified header covers the signatures), durably;
 //!   each header's commitment to its parent's set is checked against the set here, and after the run the result
 //!   (block hash, results root, UTXO commitment) must be the certified one. A difference means this node's ledger
 //!   is not the committee's: it stops and says so (nothing to retry: the rules are deterministic).
@@ -528,8 +528,9 @@ enum Ended {
     BackToParent,
 }
 
-/// Decodes a streamed block and checks what its hash does not cover by itself: its height, chain, parent and the
-/// root of its transactions.
+/// Decodes a streamed block and checks what its hash does not cover by itself: its height, chain, parent, the root
+/// of its transactions' ids and the root of their signatures (so the header hash, which a certificate covers,
+/// vouches for every byte: no signature needs checking here).
 fn check_block(bytes: Vec<u8>, height: u64, chain_id: u32, parent: BlockHash) -> Result<Held> {
     let block = decode_block(&bytes).with_context(|| format!("block {height} does not decode"))?;
     let header = &block.header;
@@ -547,15 +548,10 @@ fn check_block(bytes: Vec<u8>, height: u64, chain_id: u32, parent: BlockHash) ->
     if merkle::root(&ids).0 != header.tx_root.0 {
         bail!("block {height}: its transactions are not the ones its header's root names");
     }
-    // A tx id leaves out the signatures, so neither the root nor the certificate covers them: checked here, before
-    // anything is written (the members checked them at admission; a certified block never holds a bad one).
-    let txs: Vec<&cas_engine::ArchivedTransaction> = block.txs.iter().collect();
-    if let Some((index, error)) = cas_engine::rules::verify_signatures(&txs, &ids)
-        .into_iter()
-        .enumerate()
-        .find_map(|(index, verdict)| verdict.err().map(|e| (index, e)))
-    {
-        bail!("block {height}: transaction {index}'s signatures do not verify ({error}): not the block the committee certified");
+    // A tx id leaves out the signatures; the header's signatures root covers them (the members checked them at
+    // admission, and certify the header).
+    if block.compute_sig_root().0 != header.sig_root.0 {
+        bail!("block {height}: its signatures are not the ones its header's signatures root names: not the block the committee certified");
     }
     let claims = claims_of(block.txs.iter());
     let hash = header.hash();
@@ -962,6 +958,7 @@ mod tests {
                 round: height,
                 parent,
                 tx_root: merkle::root(&[]),
+                sig_root: cas_engine::block::signatures_root(&[]),
                 proposer: PublicKey([7; 32]),
                 timestamp_ms: height,
                 utxo_commitment: Hash32([height as u8; 32]),
@@ -1164,7 +1161,7 @@ mod tests {
         assert!(refused(vec![garbage]).contains("does not decode"));
     }
 
-    /// Signatures are outside the tx ids, so outside the root and the certificate: a block whose signature an
+    /// Signatures are outside the tx ids, but under the header's signatures root: a block whose signature an
     /// upstream changed is refused before anything is written; the same block as signed is taken.
     #[test]
     fn a_block_with_a_changed_signature_is_refused() {
@@ -1188,20 +1185,22 @@ mod tests {
         let with = |tx: cas_engine::Transaction| {
             let mut b = block(1, genesis);
             b.header.tx_root = merkle::root(&[tx.tx_id()]);
+            b.header.sig_root = cas_engine::block::signatures_root(std::slice::from_ref(&tx));
             b.txs = vec![tx];
             b
         };
         let signed = with(tx.clone());
         let (mut taker, _runs) = fetcher(genesis);
         assert!(taker.take(frame(&signed, None)).unwrap().is_none());
-        let mut changed = tx;
-        changed.signatures[0].signature.0[0] ^= 1;
+        // The certified header, another signature under it.
+        let mut changed = signed.clone();
+        changed.txs[0].signatures[0].signature.0[0] ^= 1;
         let (mut taker, _runs) = fetcher(genesis);
-        let error = taker.take(frame(&with(changed), None)).err().unwrap();
-        assert!(
-            error.to_string().contains("signatures do not verify"),
-            "{error}"
-        );
+        let error = taker.take(frame(&changed, None)).err().unwrap();
+        assert!(error.to_string().contains("signatures root"), "{error}");
+        // A header made up for the changed signature is another block: no certificate on the real one covers it.
+        let made_up = with(changed.txs[0].clone());
+        assert_ne!(made_up.header.hash(), signed.header.hash());
     }
 
     #[test]

@@ -930,6 +930,7 @@ mod tests {
                 round: 4,
                 parent: Hash32([0; 32]),
                 tx_root: Hash32([0; 32]),
+                sig_root: Hash32([0; 32]),
                 proposer: owner.public(),
                 timestamp_ms: 0,
                 utxo_commitment: Hash32([0; 32]),
