@@ -8,7 +8,7 @@
 use crate::crypto::{verify_one, PublicKey, SigEntry, Signature};
 use crate::id::{domain, AssetId, BlockHash, Hash32};
 use crate::rules::EVIDENCE_INDEX;
-use crate::tx::{OutPoint, TxOutput};
+use crate::tx::{OutPoint, Transaction, TxBody, TxKind, TxOutput};
 
 /// What a member's vote for `block` (at `height`) in `round` of `epoch`'s BFT instance signs.
 pub fn vote_digest(epoch: u64, round: u64, block: &BlockHash, height: u64) -> Hash32 {
@@ -94,6 +94,25 @@ impl EquivocationProof {
             first,
             second,
         })
+    }
+
+    /// The transaction that records it on chain `chain_id`: the proof alone, no inputs, outputs, fee or signatures.
+    pub fn record_tx(&self, chain_id: u32) -> Transaction {
+        Transaction {
+            body: TxBody {
+                chain_id,
+                vn: 0,
+                kind: TxKind::Equivocation {
+                    proof: self.encode(),
+                },
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                fee: 0,
+                memo: Vec::new(),
+                client_id: None,
+            },
+            signatures: Vec::new(),
+        }
     }
 
     /// Whether it proves what it claims: two different blocks, each vote signed by `member` (two signature checks).

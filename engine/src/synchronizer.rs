@@ -461,7 +461,6 @@ mod tests {
     #[test]
     fn an_equivocation_record_is_admitted_unsigned_once_its_proof_checks() {
         use crate::evidence::{vote_digest, EquivocationProof, SignedVote};
-        use crate::tx::{TxBody, TxKind};
         let member = key(ACCOUNT_KEYS, 0);
         let record = |second: u8| {
             let vote = |block: u8| {
@@ -479,21 +478,7 @@ mod tests {
                 first: vote(1),
                 second: vote(second),
             };
-            Transaction {
-                body: TxBody {
-                    chain_id: 3,
-                    vn: 0,
-                    kind: TxKind::Equivocation {
-                        proof: proof.encode(),
-                    },
-                    inputs: Vec::new(),
-                    outputs: Vec::new(),
-                    fee: 0,
-                    memo: Vec::new(),
-                    client_id: None,
-                },
-                signatures: Vec::new(),
-            }
+            proof.record_tx(3)
         };
         let (good, same_block) = (record(2), record(1));
         let bytes = [encode_tx(&good), encode_tx(&same_block), encode_tx(&good)];

@@ -421,21 +421,7 @@ fn equivocation(member: &Keypair, round: u64, a: u8, b: u8) -> Transaction {
         first: vote(a),
         second: vote(b),
     };
-    Transaction {
-        body: TxBody {
-            chain_id: CHAIN,
-            vn: 0,
-            kind: TxKind::Equivocation {
-                proof: proof.encode(),
-            },
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            fee: 0,
-            memo: Vec::new(),
-            client_id: None,
-        },
-        signatures: Vec::new(),
-    }
+    proof.record_tx(CHAIN)
 }
 
 /// Issue 19: a proven equivocation is a ledger record, once per member: the member is no POS node, takes no rewards

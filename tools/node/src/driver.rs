@@ -709,22 +709,9 @@ impl Driver {
             second = %evidence.second.block,
             "a committee member voted for two blocks in one round: recording the proof on the ledger"
         );
-        let proof = evidence.ledger_proof(member, instance.epoch);
-        let tx = cas_engine::Transaction {
-            body: cas_engine::TxBody {
-                chain_id: self.parts.synchronizer.chain_id(),
-                vn: 0,
-                kind: cas_engine::TxKind::Equivocation {
-                    proof: proof.encode(),
-                },
-                inputs: Vec::new(),
-                outputs: Vec::new(),
-                fee: 0,
-                memo: Vec::new(),
-                client_id: None,
-            },
-            signatures: Vec::new(),
-        };
+        let tx = evidence
+            .ledger_proof(member, instance.epoch)
+            .record_tx(self.parts.synchronizer.chain_id());
         let bytes = cas_engine::codec::encode_tx(&tx);
         let admission = self.parts.synchronizer.admit(&[&bytes[..]], now);
         tracing::info!(?admission, "the equivocation record was submitted");
