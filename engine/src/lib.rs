@@ -10,6 +10,7 @@ pub mod block;
 pub mod client;
 pub mod codec;
 pub mod commitment;
+pub mod contract;
 pub mod crypto;
 pub mod evidence;
 pub mod fasthash;

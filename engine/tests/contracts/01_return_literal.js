@@ -1,0 +1,2 @@
+// expect: ok 42
+function main() { return 42; }

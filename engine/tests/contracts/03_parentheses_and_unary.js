@@ -1,0 +1,2 @@
+// expect: ok -20
+function main() { return -(2 + 3) * 4; }

@@ -1,0 +1,3 @@
+// expect: ok 36
+function square(x) { return x * x; }
+function main() { return square(6); }

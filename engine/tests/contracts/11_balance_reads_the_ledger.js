@@ -1,0 +1,2 @@
+// expect: ok 150
+function main() { return balance("contract") + balance("alice"); }

@@ -1,0 +1,2 @@
+// expect: ok 77
+function main() { return now(); }

@@ -1,0 +1,2 @@
+// expect: ok 1
+function main() { require(balance("contract") >= 100, "underfunded"); return 1; }

@@ -1,0 +1,6 @@
+// expect: ok
+/* a block comment */
+function main() {
+  // nothing to do
+  return;
+}

@@ -1,0 +1,2 @@
+// expect: ok -3
+function main() { return -7 / 2 + 7 % 2 - 1; }

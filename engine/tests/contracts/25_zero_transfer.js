@@ -1,0 +1,2 @@
+// expect: failed bad_amount
+function main() { transfer("bob", 0); return 0; }

@@ -1,0 +1,2 @@
+// expect: failed type
+function main() { return "a" + 1; }

@@ -1,0 +1,2 @@
+// expect: refused arity
+function main() { transfer("bob"); return 0; }

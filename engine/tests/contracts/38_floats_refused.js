@@ -1,0 +1,2 @@
+// expect: refused parse
+function main() { return 1.5; }
