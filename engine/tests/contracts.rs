@@ -147,6 +147,30 @@ fn hostile_sources_are_refused_with_a_reason() {
         .0,
         "refused too_deep"
     );
+    let chain = format!("function main() {{ return 1{}; }}", "+1".repeat(5_000));
+    assert_eq!(
+        outcome(
+            &chain,
+            &Ledger {
+                balances: HashMap::new()
+            }
+        )
+        .0,
+        "refused expression_too_long"
+    );
+    // `else if` nests without nesting brackets: a long chain must not take the stack either.
+    let chain = format!(
+        "function main() {{ if (0) {{ }}{} return 1; }}",
+        " else if (0) { }".repeat(100)
+    );
+    let refused = outcome(
+        &chain,
+        &Ledger {
+            balances: HashMap::new(),
+        },
+    )
+    .0;
+    assert_eq!(refused, "refused too_deep");
     let long = format!("function main() {{ return 1; }}{}", " ".repeat(20_000));
     assert_eq!(
         outcome(

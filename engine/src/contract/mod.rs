@@ -13,6 +13,8 @@
 //! - **A budget checked before execution.** [`Script::cost`] is the most operations a function can take (a loop
 //!   costs its turns times its body, a call its callee); [`Script::call`] refuses a call over the budget before it
 //!   runs, and counts as it goes besides.
+//! - **Bounded input.** [`SOURCE_BYTES_MAX`], [`NESTING_MAX`] (checked before parsing) and [`EXPR_OPERATORS_MAX`] keep
+//!   every tree the checker and the interpreter walk shallow, whatever the source.
 //! - **Atomic and deterministic.** A call reads the ledger through [`Host`] and returns its effects (transfers out
 //!   of the contract's account, events) only when it ends without failure; a failure returns none. Nothing in it
 //!   reads a clock, a file or a random source: `now()` is the block height.
@@ -31,6 +33,9 @@ use pest::Parser;
 pub const SOURCE_BYTES_MAX: usize = 16 * 1024;
 /// Brackets nested deeper than this are refused before parsing (the parser recurses on them).
 pub const NESTING_MAX: usize = 32;
+/// Operators in one expression (a parenthesized part is an expression of its own): with [`NESTING_MAX`], this bounds
+/// the depth of the tree the checker and the interpreter walk.
+pub const EXPR_OPERATORS_MAX: usize = 32;
 /// Turns one `for` may take.
 pub const LOOP_ITERATIONS_MAX: i128 = 1_000;
 /// Functions in one script.
@@ -51,7 +56,7 @@ struct Grammar;
 pub enum ScriptError {
     #[error("the script has {len} bytes, more than {SOURCE_BYTES_MAX}")]
     TooLarge { len: usize },
-    #[error("brackets nest deeper than {NESTING_MAX}")]
+    #[error("brackets (or `else if` links) nest deeper than {NESTING_MAX}")]
     TooDeep,
     #[error("does not parse: {0}")]
     Parse(String),
@@ -77,6 +82,8 @@ pub enum ScriptError {
     LoopBounds { var: String, turns: i128 },
     #[error("a loop names `{expected}` and then `{got}`")]
     LoopVariable { expected: String, got: String },
+    #[error("an expression has more than {EXPR_OPERATORS_MAX} operators")]
+    ExpressionTooLong,
     #[error("integer literal {0} is out of range")]
     Literal(String),
     #[error("no function `{0}` to call")]
@@ -130,6 +137,7 @@ impl CallError {
                 ScriptError::LoopBounds { .. } => "loop_bounds",
                 ScriptError::LoopVariable { .. } => "loop_variable",
                 ScriptError::Literal(_) => "literal",
+                ScriptError::ExpressionTooLong => "expression_too_long",
                 ScriptError::NoSuchEntry(_) => "no_such_entry",
                 ScriptError::OverBudget { .. } => "over_budget",
             },
@@ -360,10 +368,14 @@ fn literal(pair: &Pair<Rule>) -> Result<i128, ScriptError> {
 }
 
 fn block(pair: Pair<Rule>) -> Result<Vec<Stmt>, ScriptError> {
-    pair.into_inner().map(stmt).collect()
+    pair.into_inner().map(|p| stmt(p, 0)).collect()
 }
 
-fn stmt(pair: Pair<Rule>) -> Result<Stmt, ScriptError> {
+/// One statement; `chained` counts the `else if` links above it, which nest without brackets.
+fn stmt(pair: Pair<Rule>, chained: usize) -> Result<Stmt, ScriptError> {
+    if chained > NESTING_MAX {
+        return Err(ScriptError::TooDeep);
+    }
     let rule = pair.as_rule();
     let mut parts = pair.into_inner();
     Ok(match rule {
@@ -380,7 +392,7 @@ fn stmt(pair: Pair<Rule>) -> Result<Stmt, ScriptError> {
             let then = block(parts.next().expect("a block"))?;
             let otherwise = match parts.next() {
                 None => Vec::new(),
-                Some(pair) if pair.as_rule() == Rule::if_stmt => vec![stmt(pair)?],
+                Some(pair) if pair.as_rule() == Rule::if_stmt => vec![stmt(pair, chained + 1)?],
                 Some(pair) => block(pair)?,
             };
             Stmt::If(condition, then, otherwise)
@@ -443,6 +455,19 @@ fn pratt() -> PrattParser<Rule> {
 }
 
 fn expr(pair: Pair<Rule>) -> Result<Expr, ScriptError> {
+    let operators = pair
+        .clone()
+        .into_inner()
+        .filter(|p| {
+            !matches!(
+                p.as_rule(),
+                Rule::int | Rule::string | Rule::ident | Rule::call | Rule::expr
+            )
+        })
+        .count();
+    if operators > EXPR_OPERATORS_MAX {
+        return Err(ScriptError::ExpressionTooLong);
+    }
     pratt()
         .map_primary(|primary| match primary.as_rule() {
             Rule::int => literal(&primary).map(Expr::Int),
