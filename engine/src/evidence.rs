@@ -176,13 +176,7 @@ mod tests {
     }
 
     fn proof(keypair: &Keypair) -> EquivocationProof {
-        EquivocationProof {
-            member: keypair.public(),
-            epoch: 3,
-            round: 17,
-            first: signed(keypair, 3, 17, 1, 40),
-            second: signed(keypair, 3, 17, 2, 40),
-        }
+        crate::fixtures::equivocation(keypair, 3, 17, 1, 2)
     }
 
     #[test]

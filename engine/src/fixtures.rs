@@ -7,6 +7,32 @@ use crate::genesis::{genesis_block, AllocationSpec, GenesisSpec, MemberSpec, Par
 use crate::id::AssetId;
 use crate::tx::{OutPoint, Transaction, TxBody, TxKind, TxOutput};
 
+/// `member`'s proof of voting for blocks `[a; 32]` and `[b; 32]` (both at height `round`) in `round` of `epoch`.
+pub fn equivocation(
+    member: &Keypair,
+    epoch: u64,
+    round: u64,
+    a: u8,
+    b: u8,
+) -> crate::evidence::EquivocationProof {
+    use crate::evidence::{vote_digest, EquivocationProof, SignedVote};
+    let vote = |block: u8| {
+        let block = crate::Hash32([block; 32]);
+        SignedVote {
+            block,
+            height: round,
+            signature: member.sign(&vote_digest(epoch, round, &block, round).0),
+        }
+    };
+    EquivocationProof {
+        member: member.public(),
+        epoch,
+        round,
+        first: vote(a),
+        second: vote(b),
+    }
+}
+
 /// The key of account `index` under a seed namespace (`namespace` keeps committee keys apart from accounts').
 pub fn key(namespace: u8, index: u32) -> Keypair {
     Keypair::from_seed(&seed(namespace, index))

@@ -186,9 +186,10 @@ pub struct Conduct {
 }
 
 impl Conduct {
-    /// Whether rewards of block `height` pass it by.
+    /// Whether rewards of block `height` pass it by (heights start at 1, so a record never blacklisted, with 0 here,
+    /// passes nothing by).
     pub fn blacklisted_at(&self, height: u64) -> bool {
-        self.blacklisted_until > 0 && height <= self.blacklisted_until
+        height <= self.blacklisted_until
     }
 
     /// The record after block `height`, whose certificate the member's vote is `absent` from or in. Reaching the

@@ -460,26 +460,9 @@ mod tests {
 
     #[test]
     fn an_equivocation_record_is_admitted_unsigned_once_its_proof_checks() {
-        use crate::evidence::{vote_digest, EquivocationProof, SignedVote};
         let member = key(ACCOUNT_KEYS, 0);
-        let record = |second: u8| {
-            let vote = |block: u8| {
-                let block = crate::Hash32([block; 32]);
-                SignedVote {
-                    block,
-                    height: 9,
-                    signature: member.sign(&vote_digest(2, 9, &block, 9).0),
-                }
-            };
-            let proof = EquivocationProof {
-                member: member.public(),
-                epoch: 2,
-                round: 9,
-                first: vote(1),
-                second: vote(second),
-            };
-            proof.record_tx(3)
-        };
+        let record =
+            |second: u8| crate::fixtures::equivocation(&member, 2, 9, 1, second).record_tx(3);
         let (good, same_block) = (record(2), record(1));
         let bytes = [encode_tx(&good), encode_tx(&same_block), encode_tx(&good)];
         let submissions: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();

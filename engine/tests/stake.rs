@@ -4,7 +4,6 @@
 //! genesis supply.
 
 use cas_engine::codec::{decode_tx, encode_tx};
-use cas_engine::evidence::{vote_digest, EquivocationProof, SignedVote};
 use cas_engine::fixtures::{funded_genesis, key, ACCOUNT_KEYS, COMMITTEE_KEYS};
 use cas_engine::genesis::{genesis_outputs, DEFAULT_UNBOND_DELAY_BLOCKS};
 use cas_engine::stake::{encode_address, StakeRegistry};
@@ -406,22 +405,7 @@ fn the_election_follows_the_bonds() {
 
 /// Two votes of `member` in `round` of epoch 0 for blocks `a` and `b`, as an equivocation record.
 fn equivocation(member: &Keypair, round: u64, a: u8, b: u8) -> Transaction {
-    let vote = |block: u8| {
-        let block = cas_engine::Hash32([block; 32]);
-        SignedVote {
-            block,
-            height: round,
-            signature: member.sign(&vote_digest(0, round, &block, round).0),
-        }
-    };
-    let proof = EquivocationProof {
-        member: member.public(),
-        epoch: 0,
-        round,
-        first: vote(a),
-        second: vote(b),
-    };
-    proof.record_tx(CHAIN)
+    cas_engine::fixtures::equivocation(member, 0, round, a, b).record_tx(CHAIN)
 }
 
 /// Issue 19: a proven equivocation is a ledger record, once per member: the member is no POS node, takes no rewards

@@ -450,9 +450,11 @@ impl Executor {
             .collect();
         let signed: u64 = signers.iter().map(|s| committee.stake(*s)).sum();
         let absent = (signed >= committee.quorum_stake()).then(|| {
+            let mut voted = vec![false; committee.size()];
+            signers.iter().for_each(|s| voted[usize::from(*s)] = true);
             committee
                 .members()
-                .filter(|member| !signers.contains(member))
+                .filter(|member| !voted[usize::from(*member)])
                 .filter_map(|member| committee.key(member).copied())
                 .collect()
         });
