@@ -149,7 +149,26 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
                 crate::evidence::EQUIVOCATION_PROOF_BYTES,
             )?;
         }
-        ArchivedTxKind::Transfer | ArchivedTxKind::Bond { .. } | ArchivedTxKind::Unbond { .. } => {}
+        ArchivedTxKind::TokenIssue { spec } => {
+            bound(
+                "token name bytes",
+                spec.name.len(),
+                crate::token::NAME_BYTES_MAX,
+            )?;
+            bound(
+                "token symbol bytes",
+                spec.symbol.len(),
+                crate::token::SYMBOL_BYTES_MAX,
+            )?;
+        }
+        ArchivedTxKind::Transfer
+        | ArchivedTxKind::Bond { .. }
+        | ArchivedTxKind::Unbond { .. }
+        | ArchivedTxKind::TokenMint { .. }
+        | ArchivedTxKind::Approve { .. }
+        | ArchivedTxKind::TransferFrom { .. }
+        | ArchivedTxKind::OrderPlace { .. }
+        | ArchivedTxKind::Fill { .. } => {}
     }
     Ok(())
 }
@@ -207,7 +226,19 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
     use std::mem::size_of;
     let body = &tx.body;
     let kind = match &body.kind {
-        TxKind::Transfer | TxKind::Bond { .. } | TxKind::Unbond { .. } => 0,
+        TxKind::Transfer
+        | TxKind::Bond { .. }
+        | TxKind::Unbond { .. }
+        | TxKind::TokenMint { .. }
+        | TxKind::TransferFrom { .. }
+        | TxKind::Fill { .. } => 0,
+        TxKind::TokenIssue { spec } => {
+            size_of::<crate::token::ArchivedTokenSpec>()
+                + out_of_line(spec.name.len())
+                + out_of_line(spec.symbol.len())
+        }
+        TxKind::Approve { .. } => size_of::<crate::token::ArchivedAllowanceTerms>(),
+        TxKind::OrderPlace { .. } => size_of::<crate::token::ArchivedOrderTerms>(),
         TxKind::Candidacy { address } => address.len(),
         TxKind::Equivocation { proof } => proof.len(),
         TxKind::Genesis { committee, .. } => {
@@ -237,6 +268,15 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
 /// The encoded length of a block whose transactions take `txs_bytes` in all (see [`encoded_tx_len`]).
 pub fn encoded_block_len(txs_bytes: usize) -> usize {
     std::mem::size_of::<ArchivedBlock>() + txs_bytes
+}
+
+/// The bytes a string of `len` bytes takes outside its archived field: none when it fits inline.
+fn out_of_line(len: usize) -> usize {
+    if len <= rkyv::string::repr::INLINE_CAPACITY {
+        0
+    } else {
+        len
+    }
 }
 
 /// Turns a validated archived transaction back into an owned one (tools and tests; not the hot path).

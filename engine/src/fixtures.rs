@@ -67,6 +67,7 @@ pub fn funded_spec(
             block_interval_ms: 100,
             witness_span: crate::genesis::DEFAULT_WITNESS_SPAN,
             stake: Default::default(),
+            matching_fee_bps: crate::genesis::DEFAULT_MATCHING_FEE_BPS,
         },
         committee: (0..members)
             .map(|i| MemberSpec {
@@ -142,4 +143,51 @@ pub fn transfer(
         client_id: None,
     }
     .sign(&[owner])
+}
+
+/// One kind of each token transaction, over a token of account 1's (its names past and within rkyv's inline string
+/// bytes): for id, codec and size tests.
+pub fn token_kinds() -> Vec<TxKind> {
+    use crate::token::{AllowanceTerms, OrderTerms, Side, TokenSpec};
+    let token = crate::token::token_asset(&key(ACCOUNT_KEYS, 1).public(), 3);
+    let spec = |name: &str, authority| TokenSpec {
+        nonce: 3,
+        name: name.into(),
+        symbol: "GLD".into(),
+        decimals: 6,
+        max_supply: 1_000_000,
+        offered: 10,
+        price: 7,
+        mint_authority: authority,
+    };
+    vec![
+        TxKind::TokenIssue {
+            spec: Box::new(spec("Gold", None)),
+        },
+        TxKind::TokenIssue {
+            spec: Box::new(spec(
+                "Gold of the Northern Mines",
+                Some(key(ACCOUNT_KEYS, 2).public()),
+            )),
+        },
+        TxKind::TokenMint { token },
+        TxKind::Approve {
+            terms: Box::new(AllowanceTerms {
+                asset: token,
+                spender: key(ACCOUNT_KEYS, 2).public(),
+                amount: 50,
+                expires_at: 90,
+            }),
+        },
+        TxKind::TransferFrom { amount: 20 },
+        TxKind::OrderPlace {
+            terms: Box::new(OrderTerms {
+                token,
+                side: Side::Buy,
+                amount: 5,
+                price: 9,
+            }),
+        },
+        TxKind::Fill { amount: 4 },
+    ]
 }

@@ -51,6 +51,16 @@ pub struct ParamsSpec {
     /// Stake, elections and rewards; every field has a default.
     #[serde(default)]
     pub stake: StakeSpec,
+    /// The DEX matching fee per side, in basis points; [`DEFAULT_MATCHING_FEE_BPS`] when absent.
+    #[serde(default = "default_matching_fee_bps")]
+    pub matching_fee_bps: u32,
+}
+
+/// The matching fee when the genesis names none: 0.1% of a fill's CAS notional, per side.
+pub const DEFAULT_MATCHING_FEE_BPS: u32 = 10;
+
+fn default_matching_fee_bps() -> u32 {
+    DEFAULT_MATCHING_FEE_BPS
 }
 
 /// The `[params.stake]` table (see [`StakeParams`] for what each field means).
@@ -154,6 +164,8 @@ pub enum GenesisError {
     StakeOverflow,
     #[error("params.stake: {0}")]
     BadStakeParams(String),
+    #[error("params.matching_fee_bps {0} is over 10000 (100%)")]
+    MatchingFee(u32),
     #[error("the CAS allocations and the committee's stake sum past a u64")]
     CasSupplyOverflow,
 }
@@ -227,6 +239,9 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
     }
     if spec.committee.len() > COMMITTEE_MAX {
         return Err(GenesisError::CommitteeTooLarge(spec.committee.len()));
+    }
+    if u64::from(spec.params.matching_fee_bps) > crate::token::BPS {
+        return Err(GenesisError::MatchingFee(spec.params.matching_fee_bps));
     }
     let stake = stake_params(&spec.params.stake, spec.committee.len())?;
     if spec.allocations.len() > ALLOCATIONS_MAX {
@@ -305,6 +320,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         block_interval_ms: spec.params.block_interval_ms,
         witness_span: spec.params.witness_span,
         stake,
+        matching_fee_bps: spec.params.matching_fee_bps,
     });
     let mut parts: Vec<Vec<TxOutput>> = outputs
         .chunks(OUTPUTS_MAX)
@@ -440,6 +456,7 @@ mod tests {
                 block_interval_ms: 100,
                 witness_span: DEFAULT_WITNESS_SPAN,
                 stake: StakeSpec::default(),
+                matching_fee_bps: DEFAULT_MATCHING_FEE_BPS,
             },
             committee: members
                 .iter()

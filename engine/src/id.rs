@@ -25,6 +25,10 @@ pub mod domain {
     pub const CONDUCT: &str = "CAS 2026-12 conduct record v1";
     pub const EVIDENCE: &str = "CAS 2026-12 equivocation evidence record v1";
     pub const SIGNATURES_ROOT: &str = "CAS 2026-12 block signatures root v1";
+    pub const TOKEN_ASSET: &str = "CAS 2026-12 token asset v1";
+    pub const MINT_RIGHT: &str = "CAS 2026-12 token mint right v1";
+    pub const TOKEN_DEFINITION: &str = "CAS 2026-12 token definition record v1";
+    pub const LEDGER_OBJECT: &str = "CAS 2026-12 ledger object place v1";
     /// What a BFT vote signs ([`crate::evidence::vote_digest`]): the consensus crate's votes and the ledger's
     /// evidence checks share it.
     pub const VOTE: &str = "CAS 2026-12 consensus vote v2";

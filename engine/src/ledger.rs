@@ -63,12 +63,7 @@ impl MemoryLedger {
     }
 
     pub fn context_for(&self, height: u64) -> RuleContext {
-        RuleContext {
-            chain_id: self.chain_id,
-            height,
-            min_fee: self.params.min_fee,
-            unbond_delay_blocks: self.params.stake.unbond_delay_blocks,
-        }
+        RuleContext::of(self.chain_id, &self.params, height)
     }
 
     /// Verifies signatures in batches, applies `txs` in order as block `height`, commits the accepted ones and

@@ -3,7 +3,8 @@
 //! Ids and hashes ([`id`]), keys and batch signature verification ([`crypto`]), transactions ([`tx`]), blocks and
 //! their Merkle trees ([`block`], [`merkle`]), the UTXO set commitment ([`commitment`]), the zero-copy codec with
 //! the one untrusted decoder ([`codec`]), bounded echoes of untrusted text in errors ([`text`]), the UTXO rules
-//! ([`rules`]), stake, candidacy and elections ([`stake`]), genesis ([`genesis`]) and an in-memory reference
+//! ([`rules`]), stake, candidacy and elections ([`stake`]), business tokens, allowances and
+//! orders ([`token`]), genesis ([`genesis`]) and an in-memory reference
 //! ledger ([`ledger`]). Every other crate builds on these types.
 
 pub mod block;
@@ -27,6 +28,7 @@ pub mod rules;
 pub mod stake;
 pub mod synchronizer;
 pub mod text;
+pub mod token;
 pub mod tx;
 
 pub use block::{ArchivedBlock, ArchivedBlockHeader, Block, BlockHeader};

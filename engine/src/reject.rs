@@ -77,6 +77,18 @@ reject_codes! {
     EvidenceNotPlain = 38, "evidence_not_plain", "an equivocation record carries inputs, outputs, a fee or signatures";
     BadEvidence = 39, "bad_evidence", "an equivocation proof does not prove two votes of the member for two blocks in one round";
     EvidenceKnown = 40, "evidence_known", "an equivocation of this member is recorded already";
+    TokenExists = 41, "token_exists", "a token of this issuer and nonce is issued already";
+    BadTokenSpec = 42, "bad_token_spec", "a token issue's name, symbol, decimals, supply, offer or mint rights are malformed";
+    MintCreatesRights = 43, "mint_creates_rights", "a mint gives back more mint rights than it spends";
+    NotAnAllowance = 44, "not_an_allowance", "input 0 of a transfer-from is not an allowance";
+    WrongSpender = 45, "wrong_spender", "the allowance's spender has not signed the transfer-from";
+    AllowanceExpired = 46, "allowance_expired", "the allowance's last height has passed";
+    AllowanceExceeded = 47, "allowance_exceeded", "a transfer-from asks more than the allowance holds";
+    BadAllowance = 48, "bad_allowance", "an approve or transfer-from of a zero amount";
+    NotAnOrder = 49, "not_an_order", "input 0 of a fill is not an order";
+    BadOrder = 50, "bad_order", "an order or fill of a zero amount or price, on CAS itself, or whose price overflows";
+    OrderExceeded = 51, "order_exceeded", "a fill asks more than the order holds";
+    MakerUnpaid = 52, "maker_unpaid", "output 0 of a fill does not pay the maker exactly its due";
 }
 
 impl RejectCode {
@@ -127,6 +139,18 @@ impl TxError {
             TxError::EvidenceNotPlain => RejectCode::EvidenceNotPlain,
             TxError::BadEvidence(_) => RejectCode::BadEvidence,
             TxError::EvidenceKnown => RejectCode::EvidenceKnown,
+            TxError::TokenExists => RejectCode::TokenExists,
+            TxError::BadTokenSpec { .. } => RejectCode::BadTokenSpec,
+            TxError::MintCreatesRights { .. } => RejectCode::MintCreatesRights,
+            TxError::NotAnAllowance => RejectCode::NotAnAllowance,
+            TxError::WrongSpender => RejectCode::WrongSpender,
+            TxError::AllowanceExpired { .. } => RejectCode::AllowanceExpired,
+            TxError::AllowanceExceeded { .. } => RejectCode::AllowanceExceeded,
+            TxError::BadAllowance { .. } => RejectCode::BadAllowance,
+            TxError::NotAnOrder => RejectCode::NotAnOrder,
+            TxError::BadOrder { .. } => RejectCode::BadOrder,
+            TxError::OrderExceeded { .. } => RejectCode::OrderExceeded,
+            TxError::MakerUnpaid { .. } => RejectCode::MakerUnpaid,
         }
     }
 }

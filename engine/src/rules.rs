@@ -14,6 +14,11 @@ use crate::evidence::{evidence_outpoint, evidence_record, EquivocationProof, Evi
 use crate::fasthash::{FastMap, FastSet};
 use crate::id::{AssetId, Hash32, TxId};
 use crate::stake::{candidacy_outpoint, candidacy_record, decode_address};
+use crate::token::{
+    buy_escrow, definition_outpoint, definition_record, mint_right_of, object_kind, object_place,
+    token_asset, Allowance, ArchivedAllowanceTerms, ArchivedOrderTerms, ArchivedSide,
+    ArchivedTokenSpec, ObjectKind, Order, Side, DECIMALS_MAX,
+};
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, Transaction, TxOutput};
 
 /// Read access to the unspent outputs.
@@ -37,6 +42,21 @@ pub struct RuleContext {
     pub min_fee: u64,
     /// Blocks an unbonded amount stays locked.
     pub unbond_delay_blocks: u64,
+    /// The DEX matching fee each side of a fill pays, in basis points of the CAS notional.
+    pub matching_fee_bps: u32,
+}
+
+impl RuleContext {
+    /// The context of block `height` of chain `chain_id` with `params`.
+    pub fn of(chain_id: u32, params: &crate::tx::ChainParams, height: u64) -> RuleContext {
+        RuleContext {
+            chain_id,
+            height,
+            min_fee: params.min_fee,
+            unbond_delay_blocks: params.stake.unbond_delay_blocks,
+            matching_fee_bps: params.matching_fee_bps,
+        }
+    }
 }
 
 /// Why a transaction is rejected.
@@ -114,6 +134,30 @@ pub enum TxError {
     BadEvidence(EvidenceError),
     #[error("an equivocation of this member is recorded already")]
     EvidenceKnown,
+    #[error("a token of this issuer and nonce is issued already")]
+    TokenExists,
+    #[error("the token issue is malformed: {reason}")]
+    BadTokenSpec { reason: &'static str },
+    #[error("a mint creates {created} mint rights from {spent}: rights only turn into tokens")]
+    MintCreatesRights { spent: u64, created: u64 },
+    #[error("input 0 of a transfer-from is not an allowance")]
+    NotAnAllowance,
+    #[error("the allowance's spender has not signed")]
+    WrongSpender,
+    #[error("the allowance expired at height {expires_at}")]
+    AllowanceExpired { expires_at: u64 },
+    #[error("{asked} asked of an allowance of {allowed}")]
+    AllowanceExceeded { allowed: u64, asked: u64 },
+    #[error("the allowance is malformed: {reason}")]
+    BadAllowance { reason: &'static str },
+    #[error("input 0 of a fill is not an order")]
+    NotAnOrder,
+    #[error("the order is malformed: {reason}")]
+    BadOrder { reason: &'static str },
+    #[error("{asked} asked of an order that holds {available}")]
+    OrderExceeded { available: u64, asked: u64 },
+    #[error("output 0 of a fill must pay the maker {amount} exactly")]
+    MakerUnpaid { amount: u64 },
     #[error(
         "{unbonded} unbonded, only {locked} of it (the fee aside) locked until height {until}"
     )]
@@ -201,18 +245,30 @@ pub fn is_record(outpoint: &OutPoint) -> bool {
     outpoint.index >= RECORD_INDEX_MIN
 }
 
-/// A coin of the view: an entry that is not a record.
-fn coin_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
-    if is_record(outpoint) {
+/// What an input may spend of the view: a coin, or the escrow of a ledger object ([`crate::token`]); never
+/// another record.
+fn spendable_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
+    if is_record(outpoint) && object_kind(outpoint).is_none() {
         return None;
     }
     view.get(outpoint)
 }
 
 /// The records `tx` reads besides its inputs: its client id claim, for a stake transaction the candidacy it names,
-/// and for an issuance the previous block's fee pot. The sharded ledger fetches them with the inputs.
-pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> {
+/// for an issuance the previous block's fee pot, for a token issue the token's definition, and the terms of every
+/// ledger object it spends. The sharded ledger fetches them with the inputs.
+pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> + '_ {
     let claim = claim_of(tx).map(|(sender, client_id)| claim_outpoint(&sender, client_id));
+    let definition = match (&tx.body.kind, tx.signatures.first()) {
+        (ArchivedTxKind::TokenIssue { spec }, Some(issuer)) => Some(definition_outpoint(
+            &token_asset(&PublicKey::from(&issuer.key), spec.nonce.to_native()),
+        )),
+        _ => None,
+    };
+    let terms = tx.body.inputs.iter().filter_map(|input| {
+        let outpoint = OutPoint::from(input);
+        object_kind(&outpoint).map(|kind| kind.terms_at(outpoint.tx))
+    });
     let candidacy = stake_candidate(tx).map(|candidate| candidacy_outpoint(&candidate));
     let (pot, evidence) = match &tx.body.kind {
         ArchivedTxKind::Issuance { height, .. } => (
@@ -233,6 +289,8 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         .chain(candidacy)
         .chain(pot)
         .chain(evidence.into_iter().flatten())
+        .chain(definition)
+        .chain(terms)
 }
 
 /// The candidate a stake transaction is about: named by a bond or unbond, the first signer of a candidacy.
@@ -311,9 +369,14 @@ pub fn check_tx(
     if let ArchivedTxKind::Equivocation { .. } = tx.body.kind {
         return check_evidence(tx, ctx, view, &FastSet::default(), &FastSet::default()).map(|_| ());
     }
-    check_with(tx, ctx, &mut Scratch::default(), &mut |input, outpoint| {
-        coin_of(view, outpoint).ok_or(TxError::MissingInput { input })
-    })?;
+    check_with(
+        tx,
+        &tx.body.tx_id(),
+        ctx,
+        &mut Scratch::default(),
+        &mut |input, outpoint| spendable_of(view, outpoint).ok_or(TxError::MissingInput { input }),
+        &mut |outpoint| view.get(outpoint),
+    )?;
     check_candidacy(tx, view, &FastSet::default()).map(|_| ())
 }
 
@@ -335,7 +398,47 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
         ArchivedTxKind::Candidacy { address } => {
             decode_address(address.as_slice()).map_err(|e| TxError::BadAddress { len: e.len })?;
         }
-        ArchivedTxKind::Transfer | ArchivedTxKind::Bond { .. } | ArchivedTxKind::Unbond { .. } => {}
+        ArchivedTxKind::TokenIssue { spec } => check_token_spec(spec)?,
+        ArchivedTxKind::Approve { terms } => {
+            if terms.amount.to_native() == 0 {
+                return Err(TxError::BadAllowance {
+                    reason: "a zero amount",
+                });
+            }
+            if terms.expires_at.to_native() < ctx.height {
+                return Err(TxError::AllowanceExpired {
+                    expires_at: terms.expires_at.to_native(),
+                });
+            }
+        }
+        ArchivedTxKind::OrderPlace { terms } => {
+            if AssetId::from(&terms.token) == AssetId::CAS {
+                return Err(TxError::BadOrder {
+                    reason: "CAS is not a token",
+                });
+            }
+            if terms.amount.to_native() == 0 || terms.price.to_native() == 0 {
+                return Err(TxError::BadOrder {
+                    reason: "a zero amount or price",
+                });
+            }
+        }
+        ArchivedTxKind::TransferFrom { amount } if amount.to_native() == 0 => {
+            return Err(TxError::BadAllowance {
+                reason: "a zero amount",
+            });
+        }
+        ArchivedTxKind::Fill { amount } if amount.to_native() == 0 => {
+            return Err(TxError::BadOrder {
+                reason: "a zero amount",
+            });
+        }
+        ArchivedTxKind::Transfer
+        | ArchivedTxKind::Bond { .. }
+        | ArchivedTxKind::Unbond { .. }
+        | ArchivedTxKind::TokenMint { .. }
+        | ArchivedTxKind::TransferFrom { .. }
+        | ArchivedTxKind::Fill { .. } => {}
     }
     if body.inputs.is_empty() {
         return Err(TxError::NoInputs);
@@ -390,15 +493,33 @@ struct Scratch {
     sums: Vec<(AssetId, u64, u64)>,
     /// The coins spent by the transaction last checked, in input order.
     coins: Vec<TxOutput>,
+    /// The records it spends besides its inputs (the terms of the ledger objects it spends).
+    records_spent: Vec<(OutPoint, TxOutput)>,
+    /// The records and ledger objects it creates besides its outputs.
+    records_created: Vec<(OutPoint, TxOutput)>,
+    /// The matching fees of a fill, both sides', for the block's fee pot.
+    matching_fees: u64,
 }
 
-/// Runs every rule; `lookup` resolves input `i` to its coin or the reason it cannot be spent.
-/// On success, `scratch.coins` holds the coins spent, in input order.
+/// A ledger object that input 0 is and the transaction consumes under its terms (a transfer-from's allowance, a
+/// fill's order), with its escrow entry and terms record.
+struct Consumed {
+    kind: ObjectKind,
+    escrow: TxOutput,
+    terms: TxOutput,
+}
+
+/// Runs every rule; `lookup` resolves input `i` to its coin or the reason it cannot be spent, `record` reads a
+/// record (a ledger object's terms, a token's definition) as the batch so far left it. `id` is the tx id.
+/// On success, `scratch.coins` holds the coins spent, in input order, and `scratch` the records it spends and
+/// creates.
 fn check_with(
     tx: &ArchivedTransaction,
+    id: &TxId,
     ctx: &RuleContext,
     scratch: &mut Scratch,
     lookup: &mut dyn FnMut(usize, &OutPoint) -> Result<TxOutput, TxError>,
+    record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
 ) -> Result<(), TxError> {
     check_stateless(tx, ctx)?;
     let body = &tx.body;
@@ -406,14 +527,22 @@ fn check_with(
         signature_used,
         sums,
         coins,
+        records_spent,
+        records_created,
+        matching_fees,
     } = scratch;
     signature_used.clear();
     signature_used.resize(tx.signatures.len(), false);
     sums.clear();
     sums.push((AssetId::CAS, 0, body.fee.to_native()));
     coins.clear();
+    records_spent.clear();
+    records_created.clear();
+    *matching_fees = 0;
+    let mut consumed = None;
     for (input, archived) in body.inputs.iter().enumerate() {
-        let coin = lookup(input, &OutPoint::from(archived))?;
+        let outpoint = OutPoint::from(archived);
+        let coin = lookup(input, &outpoint)?;
         if let Some(unlock_height) = coin.unlock_height {
             if ctx.height < unlock_height {
                 return Err(TxError::Locked {
@@ -422,11 +551,43 @@ fn check_with(
                 });
             }
         }
-        let index = tx.signatures.iter().position(|w| w.key.0 == coin.owner.0);
-        let Some(index) = index else {
-            return Err(TxError::Unsigned { input });
-        };
-        signature_used[index] = true;
+        // Who must sign: a coin's owner, an object's owner taking it back, the spender of an allowance it
+        // consumes, nobody for an order it fills.
+        let mut signer = Some(coin.owner);
+        if let Some(kind) = object_kind(&outpoint) {
+            let terms_at = kind.terms_at(outpoint.tx);
+            let terms = record(&terms_at).ok_or(TxError::MissingInput { input })?;
+            records_spent.push((terms_at, terms));
+            match (input, kind, &body.kind) {
+                (0, ObjectKind::Allowance, ArchivedTxKind::TransferFrom { .. }) => {
+                    signer = Some(terms.owner);
+                    consumed = Some(Consumed {
+                        kind,
+                        escrow: coin,
+                        terms,
+                    });
+                }
+                (0, ObjectKind::Order, ArchivedTxKind::Fill { .. }) => {
+                    signer = None;
+                    consumed = Some(Consumed {
+                        kind,
+                        escrow: coin,
+                        terms,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if let Some(key) = signer {
+            let index = tx.signatures.iter().position(|w| w.key.0 == key.0);
+            let Some(index) = index else {
+                return Err(match consumed {
+                    Some(_) if input == 0 => TxError::WrongSpender,
+                    _ => TxError::Unsigned { input },
+                });
+            };
+            signature_used[index] = true;
+        }
         let sum = sum_for(sums, coin.asset);
         sum.1 = sum
             .1
@@ -447,6 +608,27 @@ fn check_with(
     if let Some(candidate) = stake_candidate(tx) {
         convert_stake(tx, ctx, &candidate, sums)?;
     }
+    let mut effects = TokenEffects {
+        id,
+        sums,
+        created: records_created,
+        matching_fees,
+    };
+    match &body.kind {
+        ArchivedTxKind::TokenIssue { spec } => effects.issue(tx, spec, record)?,
+        ArchivedTxKind::TokenMint { token } => effects.mint(&AssetId::from(token))?,
+        ArchivedTxKind::Approve { terms } => effects.approve(tx, terms)?,
+        ArchivedTxKind::OrderPlace { terms } => effects.place(tx, terms, ctx)?,
+        ArchivedTxKind::TransferFrom { amount } => {
+            let object = consumed.ok_or(TxError::NotAnAllowance)?;
+            effects.transfer_from(&object, amount.to_native(), ctx)?;
+        }
+        ArchivedTxKind::Fill { amount } => {
+            let object = consumed.ok_or(TxError::NotAnOrder)?;
+            effects.fill(tx, &object, amount.to_native(), ctx)?;
+        }
+        _ => {}
+    }
     if let Some(&(asset, inputs, outputs)) =
         sums.iter().find(|(_, inputs, outputs)| inputs != outputs)
     {
@@ -457,6 +639,285 @@ fn check_with(
         });
     }
     Ok(())
+}
+
+/// The stateless checks of a token issue's spec.
+fn check_token_spec(spec: &ArchivedTokenSpec) -> Result<(), TxError> {
+    let bad = |reason| Err(TxError::BadTokenSpec { reason });
+    let printable = |text: &str| text.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if spec.name.is_empty() || !printable(spec.name.as_str()) {
+        return bad("the name must be printable ASCII, not empty");
+    }
+    if spec.symbol.is_empty() || !spec.symbol.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return bad("the symbol must be ASCII letters and digits, not empty");
+    }
+    if spec.decimals > DECIMALS_MAX {
+        return bad("more than 18 decimals");
+    }
+    if spec.max_supply.to_native() == 0 {
+        return bad("a zero maximum supply");
+    }
+    if spec.offered.to_native() > spec.max_supply.to_native() {
+        return bad("an offer above the maximum supply");
+    }
+    if spec.offered.to_native() > 0 && spec.price.to_native() == 0 {
+        return bad("an offer at a zero price");
+    }
+    Ok(())
+}
+
+/// What a token transaction adds to the per-asset sums and the records it creates, after its inputs and outputs
+/// are counted: each method folds its conversion into `sums`, so the usual per-asset check conserves value.
+struct TokenEffects<'a> {
+    id: &'a TxId,
+    sums: &'a mut Vec<(AssetId, u64, u64)>,
+    created: &'a mut Vec<(OutPoint, TxOutput)>,
+    matching_fees: &'a mut u64,
+}
+
+impl TokenEffects<'_> {
+    fn add_out(&mut self, asset: AssetId, amount: u64) -> Result<(), TxError> {
+        let sum = sum_for(self.sums, asset);
+        sum.2 = sum
+            .2
+            .checked_add(amount)
+            .ok_or(TxError::OutputOverflow { output: 0 })?;
+        Ok(())
+    }
+
+    fn add_in(&mut self, asset: AssetId, amount: u64) -> Result<(), TxError> {
+        let sum = sum_for(self.sums, asset);
+        sum.1 = sum
+            .1
+            .checked_add(amount)
+            .ok_or(TxError::InputOverflow { input: 0 })?;
+        Ok(())
+    }
+
+    /// Writes an object's escrow and terms at the place of this transaction's slot 0.
+    fn create_object(&mut self, kind: ObjectKind, (escrow, terms): (TxOutput, TxOutput)) {
+        let place = object_place(self.id, 0);
+        self.created.push((kind.escrow_at(place), escrow));
+        self.created.push((kind.terms_at(place), terms));
+    }
+
+    /// A token issue: the new asset's outputs, offer and mint rights come to its maximum supply.
+    fn issue(
+        &mut self,
+        tx: &ArchivedTransaction,
+        spec: &ArchivedTokenSpec,
+        record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
+    ) -> Result<(), TxError> {
+        let issuer = PublicKey::from(&tx.signatures[0].key);
+        let token = token_asset(&issuer, spec.nonce.to_native());
+        let definition = definition_outpoint(&token);
+        if record(&definition).is_some() {
+            return Err(TxError::TokenExists);
+        }
+        let rights = mint_right_of(&token);
+        let authority = spec.mint_authority.as_ref().map(PublicKey::from);
+        let mut rights_out = 0u64;
+        for (output, archived) in tx.body.outputs.iter().enumerate() {
+            if AssetId::from(&archived.asset) != rights {
+                continue;
+            }
+            if authority != Some(PublicKey::from(&archived.owner)) {
+                return Err(TxError::BadTokenSpec {
+                    reason: "mint rights go to the mint authority only",
+                });
+            }
+            rights_out = rights_out
+                .checked_add(archived.amount.to_native())
+                .ok_or(TxError::OutputOverflow { output })?;
+        }
+        // The rights count against the supply (their outputs stay counted in their own asset, balanced here).
+        self.add_in(rights, rights_out)?;
+        self.add_in(token, spec.max_supply.to_native())?;
+        self.add_out(token, rights_out)?;
+        let offered = spec.offered.to_native();
+        self.add_out(token, offered)?;
+        self.created
+            .push((definition, definition_record(&issuer, spec)));
+        if offered > 0 {
+            let offer = Order {
+                maker: issuer,
+                token,
+                side: Side::Sell,
+                escrow: offered,
+                price: spec.price.to_native(),
+            };
+            self.create_object(ObjectKind::Order, offer.entries());
+        }
+        Ok(())
+    }
+
+    /// A mint: rights spent and not given back become tokens.
+    fn mint(&mut self, token: &AssetId) -> Result<(), TxError> {
+        let rights = mint_right_of(token);
+        let (spent, created) = self
+            .sums
+            .iter()
+            .find(|(asset, _, _)| *asset == rights)
+            .map_or((0, 0), |&(_, spent, created)| (spent, created));
+        let minted = spent
+            .checked_sub(created)
+            .ok_or(TxError::MintCreatesRights { spent, created })?;
+        // The minted rights leave as rights and come back as tokens.
+        self.add_out(rights, minted)?;
+        self.add_in(*token, minted)
+    }
+
+    /// An approve: the allowance's amount leaves the signer's coins into its escrow.
+    fn approve(
+        &mut self,
+        tx: &ArchivedTransaction,
+        terms: &ArchivedAllowanceTerms,
+    ) -> Result<(), TxError> {
+        let allowance = Allowance {
+            owner: PublicKey::from(&tx.signatures[0].key),
+            asset: AssetId::from(&terms.asset),
+            amount: terms.amount.to_native(),
+            spender: PublicKey::from(&terms.spender),
+            expires_at: terms.expires_at.to_native(),
+        };
+        self.add_out(allowance.asset, allowance.amount)?;
+        self.create_object(ObjectKind::Allowance, allowance.entries());
+        Ok(())
+    }
+
+    /// An order: its escrow (tokens to sell, or the price and maker's fee of tokens to buy) leaves the signer's
+    /// coins.
+    fn place(
+        &mut self,
+        tx: &ArchivedTransaction,
+        terms: &ArchivedOrderTerms,
+        ctx: &RuleContext,
+    ) -> Result<(), TxError> {
+        let token = AssetId::from(&terms.token);
+        let (amount, price) = (terms.amount.to_native(), terms.price.to_native());
+        let side = match terms.side {
+            ArchivedSide::Sell => Side::Sell,
+            ArchivedSide::Buy => Side::Buy,
+        };
+        let escrow = match side {
+            Side::Sell => amount,
+            Side::Buy => {
+                buy_escrow(amount, price, ctx.matching_fee_bps).ok_or(TxError::BadOrder {
+                    reason: "the price of the amount overflows",
+                })?
+            }
+        };
+        let order = Order {
+            maker: PublicKey::from(&tx.signatures[0].key),
+            token,
+            side,
+            escrow,
+            price,
+        };
+        let (entry, terms) = order.entries();
+        self.add_out(entry.asset, escrow)?;
+        self.create_object(ObjectKind::Order, (entry, terms));
+        Ok(())
+    }
+
+    /// A transfer-from: `amount` of the allowance moves to the outputs; the rest stays allowed, at a new place.
+    fn transfer_from(
+        &mut self,
+        object: &Consumed,
+        amount: u64,
+        ctx: &RuleContext,
+    ) -> Result<(), TxError> {
+        debug_assert_eq!(object.kind, ObjectKind::Allowance);
+        let allowance = Allowance::of(&object.escrow, &object.terms);
+        if ctx.height > allowance.expires_at {
+            return Err(TxError::AllowanceExpired {
+                expires_at: allowance.expires_at,
+            });
+        }
+        let rest = allowance
+            .amount
+            .checked_sub(amount)
+            .ok_or(TxError::AllowanceExceeded {
+                allowed: allowance.amount,
+                asked: amount,
+            })?;
+        if rest > 0 {
+            self.add_out(allowance.asset, rest)?;
+            let rest = Allowance {
+                amount: rest,
+                ..allowance
+            };
+            self.create_object(ObjectKind::Allowance, rest.entries());
+        }
+        Ok(())
+    }
+
+    /// A fill of `amount` token units at the order's price: output 0 pays the maker, both sides pay the matching
+    /// fee, the rest of the escrow stays on offer at a new place.
+    fn fill(
+        &mut self,
+        tx: &ArchivedTransaction,
+        object: &Consumed,
+        amount: u64,
+        ctx: &RuleContext,
+    ) -> Result<(), TxError> {
+        debug_assert_eq!(object.kind, ObjectKind::Order);
+        let order = Order::of(&object.escrow, &object.terms);
+        let (notional, fee) =
+            order
+                .fill_cost(amount, ctx.matching_fee_bps)
+                .ok_or(TxError::BadOrder {
+                    reason: "the price of the amount overflows",
+                })?;
+        let (taken, paid) = match order.side {
+            // The maker's fee comes out of its proceeds.
+            Side::Sell => (amount, notional.saturating_sub(fee)),
+            // The maker's fee comes out of its escrow, with the price.
+            Side::Buy => (
+                notional.checked_add(fee).ok_or(TxError::BadOrder {
+                    reason: "the price of the amount overflows",
+                })?,
+                amount,
+            ),
+        };
+        let rest = order
+            .escrow
+            .checked_sub(taken)
+            .ok_or(TxError::OrderExceeded {
+                available: order.escrow,
+                asked: taken,
+            })?;
+        let pays = match order.side {
+            Side::Sell => AssetId::CAS,
+            Side::Buy => order.token,
+        };
+        let maker_paid = tx.body.outputs.first().is_some_and(|o| {
+            TxOutput::from(o)
+                == TxOutput {
+                    amount: paid,
+                    asset: pays,
+                    owner: order.maker,
+                    unlock_height: None,
+                }
+        });
+        if !maker_paid {
+            return Err(TxError::MakerUnpaid { amount: paid });
+        }
+        let fees = fee.checked_mul(2).ok_or(TxError::BadOrder {
+            reason: "the fee overflows",
+        })?;
+        self.add_out(AssetId::CAS, fees)?;
+        *self.matching_fees = fees;
+        if rest > 0 {
+            self.add_out(object.escrow.asset, rest)?;
+            let rest = Order {
+                escrow: rest,
+                ..order
+            };
+            self.create_object(ObjectKind::Order, rest.entries());
+        }
+        Ok(())
+    }
 }
 
 /// A stake transaction's conversion between CAS and `candidate`'s stake asset, folded into `sums` so the usual
@@ -715,12 +1176,18 @@ pub fn apply_batch(
         let verdict = signature_verdict.clone().and_then(|()| {
             check_with(
                 tx,
+                id,
                 ctx,
                 &mut scratch,
                 &mut |input, outpoint| match overlay.get(outpoint) {
                     Some(InBatch::Created(index)) => Ok(created[*index].1),
                     Some(InBatch::Spent) => Err(TxError::DoubleSpend { input }),
-                    None => coin_of(view, outpoint).ok_or(TxError::MissingInput { input }),
+                    None => spendable_of(view, outpoint).ok_or(TxError::MissingInput { input }),
+                },
+                &mut |outpoint| match overlay.get(outpoint) {
+                    Some(InBatch::Created(index)) => Some(created[*index].1),
+                    Some(InBatch::Spent) => None,
+                    None => view.get(outpoint),
                 },
             )
         });
@@ -751,13 +1218,22 @@ pub fn apply_batch(
             declared.insert(record.1.owner);
             created.push(record);
         }
-        for (archived, coin) in tx.body.inputs.iter().zip(&scratch.coins) {
-            let outpoint = OutPoint::from(archived);
+        let inputs = tx.body.inputs.iter().map(OutPoint::from);
+        for (outpoint, coin) in inputs
+            .zip(scratch.coins.iter().copied())
+            .chain(scratch.records_spent.drain(..))
+        {
             match overlay.insert(outpoint, InBatch::Spent) {
-                None => outcome.spent.push((outpoint, *coin)),
+                None => outcome.spent.push((outpoint, coin)),
                 Some(InBatch::Created(index)) => spent_created.push(index),
                 Some(InBatch::Spent) => unreachable!("check_with refuses a spent input"),
             }
+        }
+        // Ledger objects and token records: always in the overlay, since a later transaction of the batch reads
+        // their terms or spends their escrow (few, unlike outputs).
+        for (outpoint, entry) in scratch.records_created.drain(..) {
+            overlay.insert(outpoint, InBatch::Created(created.len()));
+            created.push((outpoint, entry));
         }
         for (index, archived) in tx.body.outputs.iter().enumerate() {
             let outpoint = OutPoint {
@@ -771,7 +1247,7 @@ pub fn apply_batch(
         }
         outcome.fees = outcome
             .fees
-            .checked_add(tx.body.fee.to_native())
+            .checked_add(tx.body.fee.to_native() + scratch.matching_fees)
             .expect("fees are bounded by supply");
         outcome.verdicts.push(Ok(()));
     }

@@ -8,6 +8,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::{Keypair, PublicKey, Signature};
 use crate::id::{domain, AssetId, DomainKey, Hash32, TxId};
+use crate::token::{AllowanceTerms, ArchivedSide, OrderTerms, TokenSpec};
 
 /// The business network (VN) a transaction belongs to.
 pub type VnId = u32;
@@ -72,6 +73,8 @@ pub struct ChainParams {
     /// N: finalized DPOS blocks each POW witness commits to (1 ..= [`crate::genesis::WITNESS_SPAN_MAX`]).
     pub witness_span: u32,
     pub stake: StakeParams,
+    /// The DEX matching fee each side of a fill pays, in basis points of its CAS notional (at most 10,000).
+    pub matching_fee_bps: u32,
 }
 
 /// The DPOS parameters: stake, elections and the reward split (the whitepaper leaves the values open; the genesis
@@ -143,6 +146,19 @@ pub enum TxKind {
     /// ([`crate::stake::encode_address`]: empty, or an IPv4 or IPv6 socket address). May bond stake to itself in
     /// the same transaction.
     Candidacy { address: Vec<u8> },
+    /// Issues a token ([`crate::token`]): the first signer is the issuer; the outputs of the new asset, the offer
+    /// and the outputs of its mint rights add up to `max_supply` exactly.
+    TokenIssue { spec: Box<TokenSpec> },
+    /// Converts mint rights of `token` (inputs, signed by their owner) into `token` one for one.
+    TokenMint { token: AssetId },
+    /// Grants an allowance out of the first signer's coins of its asset, kept as a ledger object.
+    Approve { terms: Box<AllowanceTerms> },
+    /// Moves `amount` of the allowance that input 0 is: signed by its spender, before it expires.
+    TransferFrom { amount: u64 },
+    /// Places a limit order out of the first signer's coins, kept as a ledger object.
+    OrderPlace { terms: Box<OrderTerms> },
+    /// Fills `amount` token units of the order that input 0 is, at its price; output 0 pays its maker.
+    Fill { amount: u64 },
 }
 
 /// The signed part of a transaction.
@@ -302,6 +318,7 @@ impl ArchivedTxBody {
                 h.put(&stake.absence_limit.to_native().to_le_bytes());
                 h.put(&stake.blacklist_blocks.to_native().to_le_bytes());
                 h.put(&stake.evict_after.to_native().to_le_bytes());
+                h.put(&params.matching_fee_bps.to_native().to_le_bytes());
             }
             ArchivedTxKind::Issuance {
                 height,
@@ -343,6 +360,54 @@ impl ArchivedTxBody {
                 h.put(&[5]);
                 h.put(&(address.len() as u64).to_le_bytes());
                 h.put(address);
+            }
+            ArchivedTxKind::TokenIssue { spec } => {
+                h.put(&[7]);
+                h.put(&spec.nonce.to_native().to_le_bytes());
+                h.put(&(spec.name.len() as u64).to_le_bytes());
+                h.put(spec.name.as_bytes());
+                h.put(&(spec.symbol.len() as u64).to_le_bytes());
+                h.put(spec.symbol.as_bytes());
+                h.put(&[spec.decimals]);
+                h.put(&spec.max_supply.to_native().to_le_bytes());
+                h.put(&spec.offered.to_native().to_le_bytes());
+                h.put(&spec.price.to_native().to_le_bytes());
+                match spec.mint_authority.as_ref() {
+                    None => h.put(&[0]),
+                    Some(key) => {
+                        h.put(&[1]);
+                        h.put(&key.0);
+                    }
+                }
+            }
+            ArchivedTxKind::TokenMint { token } => {
+                h.put(&[8]);
+                h.put(&token.0 .0);
+            }
+            ArchivedTxKind::Approve { terms } => {
+                h.put(&[9]);
+                h.put(&terms.asset.0 .0);
+                h.put(&terms.spender.0);
+                h.put(&terms.amount.to_native().to_le_bytes());
+                h.put(&terms.expires_at.to_native().to_le_bytes());
+            }
+            ArchivedTxKind::TransferFrom { amount } => {
+                h.put(&[10]);
+                h.put(&amount.to_native().to_le_bytes());
+            }
+            ArchivedTxKind::OrderPlace { terms } => {
+                h.put(&[11]);
+                h.put(&terms.token.0 .0);
+                h.put(&[match terms.side {
+                    ArchivedSide::Sell => 0,
+                    ArchivedSide::Buy => 1,
+                }]);
+                h.put(&terms.amount.to_native().to_le_bytes());
+                h.put(&terms.price.to_native().to_le_bytes());
+            }
+            ArchivedTxKind::Fill { amount } => {
+                h.put(&[12]);
+                h.put(&amount.to_native().to_le_bytes());
             }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
@@ -518,6 +583,7 @@ mod tests {
                 h.update(&stake.absence_limit.to_le_bytes());
                 h.update(&stake.blacklist_blocks.to_le_bytes());
                 h.update(&stake.evict_after.to_le_bytes());
+                h.update(&params.matching_fee_bps.to_le_bytes());
             }
             TxKind::Issuance {
                 height,
@@ -559,6 +625,42 @@ mod tests {
                 h.update(&[5]);
                 h.update(&(address.len() as u64).to_le_bytes());
                 h.update(address);
+            }
+            TxKind::TokenIssue { spec } => {
+                h.update(&[7]).update(&spec.nonce.to_le_bytes());
+                h.update(&(spec.name.len() as u64).to_le_bytes());
+                h.update(spec.name.as_bytes());
+                h.update(&(spec.symbol.len() as u64).to_le_bytes());
+                h.update(spec.symbol.as_bytes()).update(&[spec.decimals]);
+                h.update(&spec.max_supply.to_le_bytes());
+                h.update(&spec.offered.to_le_bytes());
+                h.update(&spec.price.to_le_bytes());
+                match &spec.mint_authority {
+                    None => h.update(&[0]),
+                    Some(key) => h.update(&[1]).update(&key.0),
+                };
+            }
+            TxKind::TokenMint { token } => {
+                h.update(&[8]).update(&token.0 .0);
+            }
+            TxKind::Approve { terms } => {
+                h.update(&[9])
+                    .update(&terms.asset.0 .0)
+                    .update(&terms.spender.0);
+                h.update(&terms.amount.to_le_bytes());
+                h.update(&terms.expires_at.to_le_bytes());
+            }
+            TxKind::TransferFrom { amount } => {
+                h.update(&[10]).update(&amount.to_le_bytes());
+            }
+            TxKind::OrderPlace { terms } => {
+                h.update(&[11]).update(&terms.token.0 .0);
+                h.update(&[terms.side as u8]);
+                h.update(&terms.amount.to_le_bytes());
+                h.update(&terms.price.to_le_bytes());
+            }
+            TxKind::Fill { amount } => {
+                h.update(&[12]).update(&amount.to_le_bytes());
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());
@@ -624,6 +726,17 @@ mod tests {
         }
     }
 
+    /// One body of each token kind.
+    fn token_bodies() -> Vec<TxBody> {
+        crate::fixtures::token_kinds()
+            .into_iter()
+            .map(|kind| TxBody {
+                kind,
+                ..many_inputs(2, 3, Some(1))
+            })
+            .collect()
+    }
+
     #[test]
     fn buffered_id_equals_field_by_field_hashing() {
         let genesis = funded_genesis(7, 4, 40, 2, 1_000);
@@ -644,6 +757,12 @@ mod tests {
         assert_eq!(whole.tx_id(), reference_id(&whole));
         let split = issuance(vec![vec![0xcd; 1_500], vec![0xcd; 1_500], vec![1, 2]]);
         assert_ne!(whole.tx_id(), split.tx_id(), "item lengths are hashed");
+        let tokens = token_bodies();
+        for body in &tokens {
+            assert_eq!(body.tx_id(), reference_id(body), "{:?}", body.kind);
+        }
+        let ids: std::collections::HashSet<TxId> = tokens.iter().map(TxBody::tx_id).collect();
+        assert_eq!(ids.len(), tokens.len(), "every kind hashes apart");
     }
 
     #[test]
@@ -660,6 +779,7 @@ mod tests {
         }
         bodies.push(many_inputs(40, 17, None));
         bodies.push(issuance(vec![vec![0xcd; 3_000], vec![1, 2]]));
+        bodies.extend(token_bodies());
         let archived: Vec<rkyv::util::AlignedVec> = bodies
             .iter()
             .map(|body| {

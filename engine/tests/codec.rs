@@ -62,6 +62,7 @@ fn kind() -> impl Strategy<Value = TxKind> {
                         blacklist_blocks: s.3 / 2,
                         evict_after: s.1 / 2,
                     },
+                    matching_fee_bps: p.2 / 3,
                 }),
             }
         }),
@@ -72,7 +73,32 @@ fn kind() -> impl Strategy<Value = TxKind> {
         1 => key().prop_map(|candidate| TxKind::Unbond { candidate }),
         1 => vec(any::<u8>(), 0..19).prop_map(|address| TxKind::Candidacy { address }),
         1 => vec(any::<u8>(), 0..=cas_engine::evidence::EQUIVOCATION_PROOF_BYTES).prop_map(|proof| TxKind::Equivocation { proof }),
+        1 => token_kind(),
     ]
+}
+
+/// A token transaction's kind: names and symbols of every length the codec takes, the other kinds as fixtures.
+fn token_kind() -> impl Strategy<Value = TxKind> {
+    use cas_engine::token::{NAME_BYTES_MAX, SYMBOL_BYTES_MAX};
+    let fixtures = cas_engine::fixtures::token_kinds();
+    (
+        0..fixtures.len(),
+        "[a-zA-Z ]{0,32}",
+        "[A-Z0-9]{0,12}",
+        any::<(u64, u64, u8)>(),
+    )
+        .prop_map(move |(pick, name, symbol, (nonce, max_supply, decimals))| {
+            let mut kind = fixtures[pick].clone();
+            if let TxKind::TokenIssue { spec } = &mut kind {
+                assert!(name.len() <= NAME_BYTES_MAX && symbol.len() <= SYMBOL_BYTES_MAX);
+                spec.name = name;
+                spec.symbol = symbol;
+                spec.nonce = nonce;
+                spec.max_supply = max_supply;
+                spec.decimals = decimals;
+            }
+            kind
+        })
 }
 
 fn transaction() -> impl Strategy<Value = Transaction> {

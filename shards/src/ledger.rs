@@ -218,12 +218,7 @@ impl ShardedLedger {
     }
 
     pub fn context_for(&self, height: u64) -> RuleContext {
-        RuleContext {
-            chain_id: self.chain_id,
-            height,
-            min_fee: self.params.min_fee,
-            unbond_delay_blocks: self.params.stake.unbond_delay_blocks,
-        }
+        RuleContext::of(self.chain_id, &self.params, height)
     }
 
     /// Validates untrusted block bytes and queues their signature checks on the shards.

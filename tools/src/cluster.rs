@@ -862,6 +862,7 @@ pub fn start_cluster(
                 blacklist_blocks: args.blacklist_blocks,
                 ..Default::default()
             },
+            matching_fee_bps: cas_engine::genesis::DEFAULT_MATCHING_FEE_BPS,
         },
         committee: node_keys
             .iter()

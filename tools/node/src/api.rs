@@ -1027,6 +1027,12 @@ fn kind_name(kind: &TxKind) -> &'static str {
         TxKind::Unbond { .. } => "unbond",
         TxKind::Candidacy { .. } => "candidacy",
         TxKind::Equivocation { .. } => "equivocation",
+        TxKind::TokenIssue { .. } => "token_issue",
+        TxKind::TokenMint { .. } => "token_mint",
+        TxKind::Approve { .. } => "approve",
+        TxKind::TransferFrom { .. } => "transfer_from",
+        TxKind::OrderPlace { .. } => "order_place",
+        TxKind::Fill { .. } => "fill",
     }
 }
 
