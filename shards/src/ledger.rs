@@ -426,14 +426,31 @@ impl ShardedLedger {
 
     /// The balance of `owner` in `asset`, from the shards' indexes (no scan of the set).
     pub fn balance(&self, owner: &PublicKey, asset: &AssetId) -> Result<u128, Error> {
+        self.sum(|reply| Command::Balance {
+            owner: *owner,
+            asset: *asset,
+            reply,
+        })
+    }
+
+    /// How much of `asset` exists (a token's total supply), from the shards' totals; 0 for CAS, which they do not
+    /// keep.
+    pub fn supply(&self, asset: &AssetId) -> Result<u128, Error> {
+        self.sum(|reply| Command::Supply {
+            asset: *asset,
+            reply,
+        })
+    }
+
+    /// Asks every shard at once and sums their answers.
+    fn sum(
+        &self,
+        command: impl Fn(crossbeam_channel::Sender<u128>) -> Command,
+    ) -> Result<u128, Error> {
         let mut answers = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
             let (reply, answer) = bounded(1);
-            shard.urgent(Command::Balance {
-                owner: *owner,
-                asset: *asset,
-                reply,
-            })?;
+            shard.urgent(command(reply))?;
             answers.push((shard, answer));
         }
         answers

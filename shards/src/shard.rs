@@ -55,6 +55,8 @@ pub(crate) enum Command {
         owner: PublicKey,
         reply: Sender<Vec<(OutPoint, TxOutput)>>,
     },
+    /// How much of `asset` (not CAS) the partition holds.
+    Supply { asset: AssetId, reply: Sender<u128> },
     /// Every unspent output of the shard (for snapshots).
     Dump {
         reply: Sender<Vec<(OutPoint, TxOutput)>>,
@@ -70,6 +72,9 @@ pub(crate) struct ShardState {
     utxos: PartedMap<OutPoint, TxOutput>,
     commitment: SetCommitment,
     owners: FastMap<PublicKey, Holdings>,
+    /// The amount held per asset other than CAS (tokens, their mint rights, stake): totals a token's supply
+    /// without a scan. CAS, on every transfer, is left out.
+    supplies: FastMap<AssetId, u128>,
 }
 
 /// What one owner holds in this shard. An owner holds few assets, so balances are a short list. Its outpoints are
@@ -119,6 +124,9 @@ impl ShardState {
         }
         holdings.outpoints.push(outpoint);
         holdings.live += 1;
+        if coin.asset != AssetId::CAS && coin.amount > 0 {
+            *self.supplies.entry(coin.asset).or_default() += u128::from(coin.amount);
+        }
     }
 
     /// Unindexes a spent coin (the caller updates the commitment).
@@ -140,6 +148,16 @@ impl ShardState {
             .expect("a balance covers its coins");
         if *balance == 0 {
             holdings.balances.swap_remove(position);
+        }
+        if coin.asset != AssetId::CAS && coin.amount > 0 {
+            let supply = self
+                .supplies
+                .get_mut(&coin.asset)
+                .expect("a held asset has a supply");
+            *supply -= u128::from(coin.amount);
+            if *supply == 0 {
+                self.supplies.remove(&coin.asset);
+            }
         }
         holdings.live -= 1;
         if holdings.live == 0 {
@@ -211,6 +229,9 @@ impl ShardState {
                         .collect()
                 });
                 let _ = reply.send(outputs);
+            }
+            Command::Supply { asset, reply } => {
+                let _ = reply.send(self.supplies.get(&asset).copied().unwrap_or(0));
             }
             Command::Dump { reply } => {
                 let mut all = Vec::with_capacity(self.utxos.len());

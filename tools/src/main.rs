@@ -20,6 +20,7 @@ mod offline;
 mod peak;
 mod serve;
 mod storm;
+mod token_cmd;
 mod upgrade;
 mod witness_cmd;
 
@@ -49,21 +50,8 @@ enum Command {
     },
     /// Build and sign a transfer offline; prints its tx id.
     Tx {
-        /// A key file per distinct owner of the inputs.
-        #[arg(long = "key", required = true)]
-        keys: Vec<PathBuf>,
-        #[arg(long)]
-        chain_id: u32,
-        /// Business network id.
-        #[arg(long, default_value_t = 0)]
-        vn: u32,
-        /// An input as TXID:INDEX (repeat).
-        #[arg(long = "input", required = true)]
-        inputs: Vec<String>,
-        /// An output as OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT] (repeat). ASSET is hex, or `stake-CANDIDATE` for
-        /// stake bonded to a candidate's node key.
-        #[arg(long = "output", required = true)]
-        outputs: Vec<String>,
+        #[command(flatten)]
+        flags: offline::TxFlags,
         /// Bond the transaction's stake outputs to this candidate (its node key, hex): a delegation.
         #[arg(long, conflicts_with_all = ["unbond", "candidacy"])]
         bond: Option<String>,
@@ -73,15 +61,14 @@ enum Command {
         /// Declare the first key's candidacy, announcing this address (IP:PORT, or `none`).
         #[arg(long)]
         candidacy: Option<String>,
-        #[arg(long)]
-        fee: u64,
-        #[arg(long)]
-        memo: Option<String>,
-        #[arg(long)]
-        client_id: Option<u64>,
-        #[arg(long)]
-        out: PathBuf,
     },
+    /// Business tokens, built and signed offline like `cas tx`: issue, mint, buy from the issuer's offer, approve
+    /// a spender, transfer from an allowance.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// DEX limit orders for token/CAS pairs, built and signed offline like `cas tx`: place, fill, cancel.
+    #[command(subcommand)]
+    Order(token_cmd::OrderCommand),
     /// Decode a transaction or block file with the untrusted decoder and print it.
     Show { file: PathBuf },
     /// Run a node: consensus, availability, shards and the client endpoint.
@@ -172,32 +159,18 @@ fn main() -> ExitCode {
         Command::Keygen { out } => offline::keygen(out),
         Command::Genesis { spec, out } => offline::genesis(spec, out),
         Command::Tx {
-            keys,
-            chain_id,
-            vn,
-            inputs,
-            outputs,
+            flags,
             bond,
             unbond,
             candidacy,
-            fee,
-            memo,
-            client_id,
-            out,
-        } => offline::tx(offline::TxArgs {
-            keys,
-            chain_id: *chain_id,
-            vn: *vn,
-            bond: bond.as_deref(),
-            unbond: unbond.as_deref(),
-            candidacy: candidacy.as_deref(),
-            inputs,
-            outputs,
-            fee: *fee,
-            memo: memo.as_deref(),
-            client_id: *client_id,
-            out,
-        }),
+        } => offline::tx(
+            flags,
+            bond.as_deref(),
+            unbond.as_deref(),
+            candidacy.as_deref(),
+        ),
+        Command::Token(command) => token_cmd::token(command),
+        Command::Order(command) => token_cmd::order(command),
         Command::Show { file } => offline::show(file),
         Command::Node { config, log_json } => {
             init_node_logging(

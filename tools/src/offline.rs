@@ -1,5 +1,6 @@
-//! The offline commands: `cas keygen`, `cas genesis`, `cas tx` (build and sign a transfer without a node) and
-//! `cas show` (decode a transaction or block file through the untrusted decoder).
+//! The offline commands: `cas keygen`, `cas genesis`, `cas tx` (build and sign a transfer without a node; `cas
+//! token` and `cas order` build the token kinds in [`crate::token_cmd`] with the same flags) and `cas show` (decode
+//! a transaction or block file through the untrusted decoder).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use cas_engine::codec::{decode_block, decode_tx, encode_block, encode_tx};
 use cas_engine::genesis::{genesis_block, genesis_committee, GenesisSpec};
 use cas_engine::stake::encode_address;
 use cas_engine::text::quote;
+use cas_engine::token::mint_right_of;
 use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxBody, TxKind, TxOutput};
 
 use cas_node::keyfile;
@@ -38,25 +40,47 @@ pub fn genesis(spec_path: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Arguments of `cas tx`, already split by clap.
-pub struct TxArgs<'a> {
-    pub keys: &'a [PathBuf],
+/// The flags every command that builds and signs a transaction offline shares.
+#[derive(clap::Args, Debug)]
+pub struct TxFlags {
+    /// A key file per signer (repeat): the owners of the inputs. The first signs as the sender: the issuer, the
+    /// maker of an order, the owner of an allowance, the spender of a transfer-from.
+    #[arg(long = "key", required = true)]
+    pub keys: Vec<PathBuf>,
+    #[arg(long)]
     pub chain_id: u32,
+    /// Business network id.
+    #[arg(long, default_value_t = 0)]
     pub vn: u32,
-    /// At most one of these (clap refuses more): the stake kinds; a transfer when none.
-    pub bond: Option<&'a str>,
-    pub unbond: Option<&'a str>,
-    pub candidacy: Option<&'a str>,
-    pub inputs: &'a [String],
-    pub outputs: &'a [String],
+    /// An input as TXID:INDEX (repeat).
+    #[arg(long = "input")]
+    pub inputs: Vec<String>,
+    /// An output as OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT] (repeat). ASSET is hex, `stake-CANDIDATE` for stake
+    /// bonded to a candidate's node key, `rights-TOKEN` for a token's mint rights, and in a token issue `new`
+    /// and `new-rights` for the token it issues and its mint rights.
+    #[arg(long = "output")]
+    pub outputs: Vec<String>,
+    #[arg(long)]
     pub fee: u64,
-    pub memo: Option<&'a str>,
+    #[arg(long)]
+    pub memo: Option<String>,
+    #[arg(long)]
     pub client_id: Option<u64>,
-    pub out: &'a Path,
+    /// Where to write the signed transaction (refused if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
-pub fn tx(args: TxArgs<'_>) -> Result<()> {
-    let signers = args
+/// Builds a transaction of `kind` from `flags` (with `first` before the flags' inputs: the ledger object a fill,
+/// transfer-from or cancel spends), signs it, checks it against the codec and writes it; prints its id.
+/// `issued` is the token a token issue creates (what `new` names in outputs).
+pub fn build(
+    flags: &TxFlags,
+    kind: TxKind,
+    first: Option<OutPoint>,
+    issued: Option<AssetId>,
+) -> Result<()> {
+    let signers = flags
         .keys
         .iter()
         .map(|path| keyfile::load(path))
@@ -64,34 +88,57 @@ pub fn tx(args: TxArgs<'_>) -> Result<()> {
     if signers.is_empty() {
         bail!("give at least one --key: one per distinct owner of the inputs");
     }
-    let inputs = args
-        .inputs
-        .iter()
-        .map(|text| parse_outpoint(text))
+    let inputs = first
+        .into_iter()
+        .map(Ok)
+        .chain(flags.inputs.iter().map(|text| parse_outpoint(text)))
         .collect::<Result<Vec<_>>>()?;
-    let outputs = args
+    let outputs = flags
         .outputs
         .iter()
-        .map(|text| parse_output(text))
+        .map(|text| parse_output(text, issued))
         .collect::<Result<Vec<_>>>()?;
-    let memo = args.memo.map(|m| m.as_bytes().to_vec()).unwrap_or_default();
+    let memo = flags
+        .memo
+        .as_ref()
+        .map(|m| m.as_bytes().to_vec())
+        .unwrap_or_default();
     let body = TxBody {
-        chain_id: args.chain_id,
-        vn: args.vn,
-        kind: kind(args.bond, args.unbond, args.candidacy)?,
+        chain_id: flags.chain_id,
+        vn: flags.vn,
+        kind,
         inputs,
         outputs,
-        fee: args.fee,
+        fee: flags.fee,
         memo,
-        client_id: args.client_id,
+        client_id: flags.client_id,
     };
     let tx = body.sign(&signers.iter().collect::<Vec<_>>());
     let bytes = encode_tx(&tx);
     // What we write must pass the same decoder a node runs (sizes, counts, memo length).
     decode_tx(&bytes).context("the transaction breaks a codec limit")?;
-    write_synced(args.out, &bytes)?;
+    write_synced(&flags.out, &bytes)?;
     println!("{}", tx.tx_id());
     Ok(())
+}
+
+/// The public key of the first --key: the sender.
+pub fn first_key(flags: &TxFlags) -> Result<PublicKey> {
+    let path = flags
+        .keys
+        .first()
+        .context("give at least one --key: one per distinct owner of the inputs")?;
+    Ok(keyfile::load(path)?.public())
+}
+
+/// `cas tx`: a transfer, or a stake transaction with one of the stake flags.
+pub fn tx(
+    flags: &TxFlags,
+    bond: Option<&str>,
+    unbond: Option<&str>,
+    candidacy: Option<&str>,
+) -> Result<()> {
+    build(flags, kind(bond, unbond, candidacy)?, None, None)
 }
 
 /// The kind `cas tx`'s flags ask for (clap lets at most one through): a transfer when none.
@@ -145,7 +192,7 @@ pub fn show(path: &Path) -> Result<()> {
 }
 
 /// `TXID:INDEX`.
-fn parse_outpoint(text: &str) -> Result<OutPoint> {
+pub(crate) fn parse_outpoint(text: &str) -> Result<OutPoint> {
     let (tx, index) = text
         .split_once(':')
         .with_context(|| format!("input {} is not TXID:INDEX", quote(text)))?;
@@ -157,8 +204,8 @@ fn parse_outpoint(text: &str) -> Result<OutPoint> {
     Ok(OutPoint { tx, index })
 }
 
-/// `OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT]`.
-fn parse_output(text: &str) -> Result<TxOutput> {
+/// `OWNER:AMOUNT[:ASSET][@UNLOCK_HEIGHT]`; `issued` is what `new` names (a token issue's token).
+fn parse_output(text: &str, issued: Option<AssetId>) -> Result<TxOutput> {
     let (main, unlock_height) = match text.split_once('@') {
         Some((main, height)) => (
             main,
@@ -180,16 +227,25 @@ fn parse_output(text: &str) -> Result<TxOutput> {
     let amount = amount
         .parse()
         .with_context(|| format!("output {}: amount is not a number", quote(text)))?;
+    let hex_asset = |hex: &str| {
+        Hash32::from_hex(hex)
+            .map(AssetId)
+            .with_context(|| format!("output {}: bad asset", quote(text)))
+    };
+    let new =
+        || issued.with_context(|| format!("output {}: `new` only in a token issue", quote(text)));
     let asset = match parts.next() {
         None => AssetId::CAS,
+        Some("new") => new()?,
+        Some("new-rights") => mint_right_of(&new()?),
         Some(asset) if asset.starts_with("stake-") => AssetId::stake_of(
             &PublicKey::from_hex(&asset["stake-".len()..])
                 .with_context(|| format!("output {}: bad stake candidate", quote(text)))?,
         ),
-        Some(asset) => AssetId(
-            Hash32::from_hex(asset)
-                .with_context(|| format!("output {}: bad asset", quote(text)))?,
-        ),
+        Some(asset) if asset.starts_with("rights-") => {
+            mint_right_of(&hex_asset(&asset["rights-".len()..])?)
+        }
+        Some(asset) => hex_asset(asset)?,
     };
     if parts.next().is_some() {
         bail!("output {} has too many ':' parts", quote(text));
@@ -224,8 +280,8 @@ mod tests {
     fn bad_arguments_are_quoted_within_a_bound() {
         let huge = "k".repeat(1 << 20);
         for error in [
-            parse_output(&format!("{huge}:5")).unwrap_err(),
-            parse_output(&huge).unwrap_err(),
+            parse_output(&format!("{huge}:5"), None).unwrap_err(),
+            parse_output(&huge, None).unwrap_err(),
             parse_outpoint(&format!("{huge}:1")).unwrap_err(),
         ] {
             let text = format!("{error:#}");

@@ -42,15 +42,16 @@ def http(method, url, body=None, content_type="application/octet-stream", timeou
     return status, json.loads(text)
 
 
-def sign_tx(cas, work, name, key_file, inputs, outputs, fee, chain_id=1, extra=()):
-    """Signs a transaction with `cas tx` into WORK/NAME.bin; returns (tx id, its bytes)."""
+def sign_tx(cas, work, name, key_file, inputs, outputs, fee, chain_id=1, extra=(), command=("tx",)):
+    """Signs a transaction with `cas tx` (or another builder, e.g. `cas token issue`) into WORK/NAME.bin; returns
+    (tx id, its bytes)."""
     out = os.path.join(work, f"{name}.bin")
-    args = [cas, "tx", "--key", key_file, "--chain-id", str(chain_id), "--fee", str(fee), "--out", out, *extra]
+    args = [cas, *command, "--key", key_file, "--chain-id", str(chain_id), "--fee", str(fee), "--out", out, *extra]
     for i in inputs:
         args += ["--input", i]
     for o in outputs:
         args += ["--output", o]
-    tx_id = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().split()[-1]
+    tx_id = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip().split()[0]
     return tx_id, open(out, "rb").read()
 
 

@@ -26,7 +26,12 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::{decode_block, decode_tx, to_owned_block};
+use cas_engine::rules::is_record;
 use cas_engine::stake::{first_height, Candidate, StakeRegistry};
+use cas_engine::token::{
+    decode_definition, definition_outpoint, mint_right_of, object_kind, Allowance, ObjectKind,
+    Order, Side, ALLOWANCE_INDEX, ALLOWANCE_TERMS_INDEX, ORDER_INDEX, ORDER_TERMS_INDEX,
+};
 use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
 use serde::Deserialize;
@@ -152,7 +157,17 @@ pub enum LedgerQuery {
         epoch: Option<u64>,
         reply: tokio::sync::oneshot::Sender<StakeView>,
     },
+    /// Set entries by outpoint (records and ledger objects included) and the supplies of assets, at the executed
+    /// height.
+    Entries {
+        outpoints: Vec<OutPoint>,
+        supplies: Vec<AssetId>,
+        reply: tokio::sync::oneshot::Sender<EntriesView>,
+    },
 }
+
+/// What [`LedgerQuery::Entries`] answers: the height, the entry at each outpoint asked (if any) and each supply.
+pub type EntriesView = Result<(u64, Vec<Option<TxOutput>>, Vec<u128>), String>;
 
 /// What `GET /v1/stake` shows, read by the executor.
 pub struct StakeView {
@@ -291,6 +306,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/tx/by-client/{sender}/{client_id}"),
     ("get", "/v1/accounts/{owner}/balance"),
     ("get", "/v1/accounts/{owner}/utxos"),
+    ("get", "/v1/accounts/{owner}/objects"),
+    ("get", "/v1/tokens/{asset}"),
     ("get", "/v1/blocks"),
     ("get", "/v1/blocks/{height}"),
     ("get", "/v1/codes"),
@@ -307,6 +324,8 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
         "/v1/tx/by-client/{sender}/{client_id}" => get(tx_by_client),
         "/v1/accounts/{owner}/balance" => get(balance),
         "/v1/accounts/{owner}/utxos" => get(utxos),
+        "/v1/accounts/{owner}/objects" => get(objects),
+        "/v1/tokens/{asset}" => get(token),
         "/v1/blocks" => get(blocks_stream),
         "/v1/blocks/{height}" => get(block),
         "/v1/codes" => get(codes),
@@ -723,25 +742,164 @@ async fn ask<T>(
     answer.await.map_err(|_| Box::new(stopping()))
 }
 
+/// The owner's coins and the escrow of its ledger objects (orders, allowances it granted) at the executed height.
 async fn outputs(
     state: &ApiState,
     owner: &str,
 ) -> std::result::Result<(PublicKey, u64, Vec<(OutPoint, TxOutput)>), Refused> {
-    let owner = parse_owner(owner)?;
-    let (height, outputs) = ask(state, |reply| LedgerQuery::Outputs { owner, reply })
-        .await?
-        .map_err(|e| {
-            reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"status": "error", "reason": e}),
-            )
-        })?;
-    // Client id claims and candidacies are set records, not coins.
-    let outputs = outputs
+    let (owner, height, entries) = owner_entries(state, owner).await?;
+    // Client id claims, candidacies and the terms of objects are set records, not coins.
+    let outputs = entries
         .into_iter()
-        .filter(|(outpoint, _)| !cas_engine::rules::is_record(outpoint))
+        .filter(|(outpoint, _)| !is_record(outpoint) || object_kind(outpoint).is_some())
         .collect();
     Ok((owner, height, outputs))
+}
+
+/// Every set entry the owner's index holds (records included) at the executed height.
+async fn owner_entries(
+    state: &ApiState,
+    owner: &str,
+) -> std::result::Result<(PublicKey, u64, Vec<(OutPoint, TxOutput)>), Refused> {
+    let owner = parse_owner(owner)?;
+    let (height, entries) = ask(state, |reply| LedgerQuery::Outputs { owner, reply })
+        .await?
+        .map_err(internal_error)?;
+    Ok((owner, height, entries))
+}
+
+fn internal_error(reason: String) -> Refused {
+    Box::new(reply(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"status": "error", "reason": reason}),
+    ))
+}
+
+/// Set entries and asset supplies at the executed height ([`LedgerQuery::Entries`]).
+async fn entries(
+    state: &ApiState,
+    outpoints: Vec<OutPoint>,
+    supplies: Vec<AssetId>,
+) -> std::result::Result<(u64, Vec<Option<TxOutput>>, Vec<u128>), Refused> {
+    ask(state, |reply| LedgerQuery::Entries {
+        outpoints,
+        supplies,
+        reply,
+    })
+    .await?
+    .map_err(internal_error)
+}
+
+/// `GET /v1/tokens/{asset}`: a token's issuer, decimals, maximum and total supply and the mint rights still
+/// unspent (totalSupply in ERC-20's words), at the executed height; 404 for an asset no issue created.
+async fn token(State(state): State<Arc<ApiState>>, Path(asset): Path<String>) -> Response {
+    let asset = match parse_hash(&asset, "the asset") {
+        Ok(hash) => AssetId(hash),
+        Err(refused) => return *refused,
+    };
+    let rights = mint_right_of(&asset);
+    let asked = entries(
+        &state,
+        vec![definition_outpoint(&asset)],
+        vec![asset, rights],
+    );
+    let (height, found, supplies) = match asked.await {
+        Ok(answer) => answer,
+        Err(refused) => return *refused,
+    };
+    let Some(definition) = found[0] else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"status": "unknown", "height": height, "reason": "no token issue created this asset"}),
+        );
+    };
+    let (issuer, decimals, max_supply) = decode_definition(&definition);
+    reply(
+        StatusCode::OK,
+        json!({
+            "asset": asset.0.to_hex(),
+            "height": height,
+            "issuer": issuer.to_hex(),
+            "decimals": decimals,
+            "max_supply": max_supply.to_string(),
+            "total_supply": supplies[0].to_string(),
+            "mint_rights": supplies[1].to_string(),
+        }),
+    )
+}
+
+/// `GET /v1/accounts/{owner}/objects`: the owner's ledger objects at the executed height: its orders, the
+/// allowances it granted and those granted to it (as spender), each with its place (what a fill, transfer-from or
+/// cancel names as input `PLACE:INDEX`).
+async fn objects(State(state): State<Arc<ApiState>>, Path(owner): Path<String>) -> Response {
+    let (owner, _, held) = match owner_entries(&state, &owner).await {
+        Ok(found) => found,
+        Err(refused) => return *refused,
+    };
+    // The other half of each object the owner's index holds one half of.
+    let mut halves = Vec::new();
+    let mut asked = Vec::new();
+    for (outpoint, entry) in &held {
+        let (kind, escrow_half) = match outpoint.index {
+            ORDER_INDEX => (ObjectKind::Order, true),
+            ALLOWANCE_INDEX => (ObjectKind::Allowance, true),
+            ORDER_TERMS_INDEX => continue, // the maker's own: found from its escrow
+            ALLOWANCE_TERMS_INDEX => (ObjectKind::Allowance, false),
+            _ => continue,
+        };
+        let other = if escrow_half {
+            kind.terms_at(outpoint.tx)
+        } else {
+            kind.escrow_at(outpoint.tx)
+        };
+        halves.push((kind, *outpoint, *entry, escrow_half));
+        asked.push(other);
+    }
+    let (height, others, _) = match entries(&state, asked, Vec::new()).await {
+        Ok(answer) => answer,
+        Err(refused) => return *refused,
+    };
+    let mut orders = Vec::new();
+    let mut allowances = Vec::new();
+    for ((kind, outpoint, entry, escrow_half), other) in halves.into_iter().zip(others) {
+        let Some(other) = other else { continue };
+        let (escrow, terms) = if escrow_half {
+            (entry, other)
+        } else {
+            (other, entry)
+        };
+        let place = json!(outpoint.tx.to_hex());
+        match kind {
+            ObjectKind::Order => {
+                let order = Order::of(&escrow, &terms);
+                orders.push(json!({
+                    "place": place,
+                    "input": format!("{}:{}", outpoint.tx.to_hex(), ORDER_INDEX),
+                    "maker": order.maker.to_hex(),
+                    "token": order.token.0.to_hex(),
+                    "side": match order.side { Side::Sell => "sell", Side::Buy => "buy" },
+                    "escrow": order.escrow.to_string(),
+                    "price": order.price.to_string(),
+                }));
+            }
+            ObjectKind::Allowance => {
+                let allowance = Allowance::of(&escrow, &terms);
+                allowances.push(json!({
+                    "place": place,
+                    "input": format!("{}:{}", outpoint.tx.to_hex(), ALLOWANCE_INDEX),
+                    "owner": allowance.owner.to_hex(),
+                    "spender": allowance.spender.to_hex(),
+                    "asset": allowance.asset.0.to_hex(),
+                    "amount": allowance.amount.to_string(),
+                    "expires_at": allowance.expires_at,
+                }));
+            }
+        }
+    }
+    reply(
+        StatusCode::OK,
+        json!({"owner": owner.to_hex(), "height": height, "orders": orders, "allowances": allowances}),
+    )
 }
 
 /// The POS candidates at the executed height, their stake, the committee an election there would pick, and the
@@ -834,9 +992,18 @@ async fn outputs_at(
     at: Option<u64>,
 ) -> std::result::Result<(PublicKey, u64, Vec<(OutPoint, TxOutput)>), Refused> {
     let (owner, now, outputs) = outputs(state, owner).await?;
-    let Some(at) = at.filter(|at| *at != now) else {
+    let Some(at) = at else {
         return Ok((owner, now, outputs));
     };
+    // Ledger objects are not undone block by block: a height asked for shows coins only (the executed one too,
+    // so an answer for a height is the same on every node).
+    let outputs: Vec<_> = outputs
+        .into_iter()
+        .filter(|(outpoint, _)| !is_record(outpoint))
+        .collect();
+    if at == now {
+        return Ok((owner, now, outputs));
+    }
     let refuse = |status: StatusCode, reason: String| {
         Box::new(reply(
             status,
@@ -996,6 +1163,7 @@ async fn utxos(
     };
     let utxos: Vec<Value> = outputs
         .iter()
+        .filter(|(outpoint, _)| !is_record(outpoint))
         .map(|(outpoint, output)| {
             let mut body = output_json(output);
             body["tx"] = json!(outpoint.tx.to_hex());

@@ -717,6 +717,26 @@ pub(crate) fn answer_query(node: &cas_shards::DurableLedger, query: LedgerQuery)
                 .map_err(|e| e.to_string());
             let _ = reply.send(outputs);
         }
+        LedgerQuery::Entries {
+            outpoints,
+            supplies,
+            reply,
+        } => {
+            let ledger = node.ledger();
+            let found = outpoints
+                .iter()
+                .map(|outpoint| ledger.get(outpoint))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(|found| {
+                    let supplies = supplies
+                        .iter()
+                        .map(|asset| ledger.supply(asset))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((node.height(), found, supplies))
+                })
+                .map_err(|e| e.to_string());
+            let _ = reply.send(found);
+        }
         LedgerQuery::Stake {
             epoch: asked,
             reply,
