@@ -116,11 +116,14 @@ impl ShardState {
         let previous = self.utxos.insert(outpoint, coin);
         assert!(previous.is_none(), "outpoint {outpoint:?} is created once");
         let holdings = self.owners.entry(coin.owner).or_default();
-        match holdings.balances.iter_mut().find(|(a, _)| *a == coin.asset) {
-            Some((_, balance)) => *balance += u128::from(coin.amount),
-            None => holdings
-                .balances
-                .push((coin.asset, u128::from(coin.amount))),
+        // A record of amount 0 (a claim, a candidacy, an object's terms) holds no balance.
+        if coin.amount > 0 {
+            match holdings.balances.iter_mut().find(|(a, _)| *a == coin.asset) {
+                Some((_, balance)) => *balance += u128::from(coin.amount),
+                None => holdings
+                    .balances
+                    .push((coin.asset, u128::from(coin.amount))),
+            }
         }
         holdings.outpoints.push(outpoint);
         holdings.live += 1;
@@ -137,17 +140,19 @@ impl ShardState {
             .owners
             .get_mut(&coin.owner)
             .expect("an owned coin is indexed");
-        let position = holdings
-            .balances
-            .iter()
-            .position(|(a, _)| *a == coin.asset)
-            .expect("an owned coin has a balance");
-        let balance = &mut holdings.balances[position].1;
-        *balance = balance
-            .checked_sub(u128::from(coin.amount))
-            .expect("a balance covers its coins");
-        if *balance == 0 {
-            holdings.balances.swap_remove(position);
+        if coin.amount > 0 {
+            let position = holdings
+                .balances
+                .iter()
+                .position(|(a, _)| *a == coin.asset)
+                .expect("an owned coin has a balance");
+            let balance = &mut holdings.balances[position].1;
+            *balance = balance
+                .checked_sub(u128::from(coin.amount))
+                .expect("a balance covers its coins");
+            if *balance == 0 {
+                holdings.balances.swap_remove(position);
+            }
         }
         if coin.asset != AssetId::CAS && coin.amount > 0 {
             let supply = self

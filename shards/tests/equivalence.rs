@@ -1,6 +1,7 @@
 //! The sharded ledger gives the same verdicts and UTXO commitments as `MemoryLedger`, whatever the shard count,
 //! on random blocks with double spends, missing inputs, bad signatures, stake transactions and chains inside a
-//! block; its stake registry is the reference's, and its balance index agrees with a scan of the reference set.
+//! block, and token issues, fills and orders taken back; its stake registry is the reference's, and its balance
+//! index agrees with a scan of the reference set.
 
 mod common;
 
@@ -154,6 +155,30 @@ fn conduct_records_and_elections_agree_over_a_long_chain() {
         .filter(|(_, c)| c.evicted)
         .count();
     assert!(evicted > 0, "no member evicted in 40 blocks");
+    // Tokens were issued and orders filled, and some of each refused (a repeated nonce, a fill past the escrow).
+    let mut kinds: HashMap<(&str, bool), usize> = HashMap::new();
+    for (bytes, verdicts) in chain.blocks.iter().zip(&chain.verdicts) {
+        let block = cas_engine::codec::decode_block(bytes).unwrap();
+        for (tx, verdict) in block.txs.iter().zip(verdicts) {
+            let kind = match tx.body.kind {
+                cas_engine::tx::ArchivedTxKind::TokenIssue { .. } => "issue",
+                cas_engine::tx::ArchivedTxKind::Fill { .. } => "fill",
+                _ => continue,
+            };
+            *kinds.entry((kind, verdict.is_ok())).or_default() += 1;
+        }
+    }
+    for key in [
+        ("issue", true),
+        ("issue", false),
+        ("fill", true),
+        ("fill", false),
+    ] {
+        assert!(
+            kinds.contains_key(&key),
+            "{key:?} never happened: {kinds:?}"
+        );
+    }
 }
 
 #[test]

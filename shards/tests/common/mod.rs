@@ -1,6 +1,7 @@
 //! Deterministic random chains for the shards tests: blocks mixing valid transfers, chains inside a block, double
 //! spends, missing inputs, bad signatures and stake transactions (candidacies, bonds to declared and undeclared
-//! candidates, unbonds), each ending with an issuance that pays the fee pot and names random committee members
+//! candidates, unbonds) and token transactions (issues with offers and mint rights, repeated nonces, fills of
+//! orders in and past their escrow, orders taken back), each ending with an issuance that pays the fee pot and names random committee members
 //! absent (so conduct records are written, replaced, blacklist and evict, and elections leave the evicted out), with
 //! the reference verdicts and commitments of `MemoryLedger`.
 
@@ -211,6 +212,111 @@ fn issuance(
 }
 
 /// `blocks` blocks of `txs_per_block` transactions from `seed`.
+/// A token transaction over the CAS `coin`: an issue with an offer (nonces from a small space, so some repeat and
+/// are refused, and one in four past its maximum supply), or a fill of a random order of the set (sometimes of more than it holds), or its maker taking it
+/// back.
+fn token(
+    rng: &mut Rng,
+    keys: &HashMap<PublicKey, Keypair>,
+    coin: (OutPoint, TxOutput),
+    reference: &MemoryLedger,
+) -> Option<Transaction> {
+    use cas_engine::token::{matching_fee, mint_right_of, object_kind, ObjectKind, Order, Side};
+    if coin.1.asset != AssetId::CAS || coin.1.amount < 10_000 {
+        return None;
+    }
+    let owner = keys.get(&coin.1.owner)?;
+    let output = |owner: PublicKey, amount, asset| TxOutput {
+        amount,
+        asset,
+        owner,
+        unlock_height: None,
+    };
+    let mut orders: Vec<(OutPoint, Order)> = reference
+        .utxos()
+        .iter()
+        .filter(|(o, _)| object_kind(o) == Some(ObjectKind::Order))
+        .map(|(o, escrow)| {
+            let terms = reference.utxos()[&ObjectKind::Order.terms_at(o.tx)];
+            (*o, Order::of(escrow, &terms))
+        })
+        .collect();
+    orders.sort_unstable_by_key(|(o, _)| *o);
+    let change = |spent: u64| output(owner.public(), coin.1.amount - spent - 1, AssetId::CAS);
+    let (kind, inputs, outputs) = match rng.below(3) {
+        0 | 1 if !orders.is_empty() => {
+            let (place, order) = orders[rng.below(orders.len() as u64) as usize];
+            let mine = order.maker == owner.public();
+            if mine && order.side == Side::Sell {
+                // Taken back: the escrowed tokens return to the maker.
+                let back = output(owner.public(), order.escrow, order.token);
+                (TxKind::Transfer, vec![place, coin.0], vec![back, change(0)])
+            } else if order.side == Side::Sell {
+                let amount = 1 + rng.below(order.escrow + order.escrow / 8);
+                let notional = amount * order.price;
+                let fee = matching_fee(notional, 10).unwrap();
+                if notional + fee + 1 >= coin.1.amount || notional <= fee {
+                    return None;
+                }
+                let outputs = vec![
+                    output(order.maker, notional - fee, AssetId::CAS),
+                    output(owner.public(), amount, order.token),
+                    change(notional + fee),
+                ];
+                (TxKind::Fill { amount }, vec![place, coin.0], outputs)
+            } else {
+                return None;
+            }
+        }
+        _ => {
+            let nonce = rng.below(4);
+            let max_supply = 1 + rng.below(100_000);
+            let offered = rng.below(max_supply);
+            let token = cas_engine::token::token_asset(&owner.public(), nonce);
+            let mut outputs = vec![change(0)];
+            let (kept, rights) = if rng.below(2) == 0 {
+                (max_supply - offered, 0)
+            } else {
+                let kept = rng.below(max_supply - offered + 1);
+                (kept, max_supply - offered - kept)
+            };
+            // One in four creates a unit past the maximum supply (refused).
+            let kept = kept + u64::from(rng.below(4) == 0);
+            if kept > 0 {
+                outputs.push(output(owner.public(), kept, token));
+            }
+            if rights > 0 {
+                outputs.push(output(owner.public(), rights, mint_right_of(&token)));
+            }
+            let spec = cas_engine::token::TokenSpec {
+                nonce,
+                name: "Random".into(),
+                symbol: "RND".into(),
+                decimals: 0,
+                max_supply,
+                offered,
+                price: 1 + rng.below(3),
+                mint_authority: (rights > 0).then(|| owner.public()),
+            };
+            let kind = TxKind::TokenIssue {
+                spec: Box::new(spec),
+            };
+            (kind, vec![coin.0], outputs)
+        }
+    };
+    let body = TxBody {
+        chain_id: CHAIN_ID,
+        vn: 0,
+        kind,
+        inputs,
+        outputs,
+        fee: 1,
+        memo: Vec::new(),
+        client_id: None,
+    };
+    Some(body.sign(&[owner]))
+}
+
 pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
     let mut rng = Rng::new(seed);
     let mut spec = funded_spec(CHAIN_ID, MEMBERS, ACCOUNTS, 3, 1_000_000);
@@ -293,6 +399,11 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                     spent_here.push(coin);
                     let delay = reference.params.stake.unbond_delay_blocks;
                     stake(&mut rng, &keys, coin, height, delay)
+                }),
+                // A token issue, a fill of an order of the set or an order taken back.
+                5 => pick(&mut rng, &mut fresh).and_then(|coin| {
+                    spent_here.push(coin);
+                    token(&mut rng, &keys, coin, &reference)
                 }),
                 _ => pick(&mut rng, &mut fresh).and_then(|coin| {
                     spent_here.push(coin);
