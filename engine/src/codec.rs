@@ -230,8 +230,8 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
         | TxKind::Bond { .. }
         | TxKind::Unbond { .. }
         | TxKind::TokenMint { .. }
-        | TxKind::TransferFrom { .. }
         | TxKind::Fill { .. } => 0,
+        TxKind::TransferFrom { .. } => size_of::<crate::token::ArchivedSpend>(),
         TxKind::TokenIssue { spec } => {
             size_of::<crate::token::ArchivedTokenSpec>()
                 + out_of_line(spec.name.len())

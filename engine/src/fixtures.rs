@@ -179,7 +179,12 @@ pub fn token_kinds() -> Vec<TxKind> {
                 expires_at: 90,
             }),
         },
-        TxKind::TransferFrom { amount: 20 },
+        TxKind::TransferFrom {
+            spend: Box::new(crate::token::Spend {
+                from: key(ACCOUNT_KEYS, 1).public(),
+                amount: 20,
+            }),
+        },
         TxKind::OrderPlace {
             terms: Box::new(OrderTerms {
                 token,

@@ -89,6 +89,7 @@ reject_codes! {
     BadOrder = 50, "bad_order", "an order or fill of a zero amount or price, on CAS itself, or whose price overflows";
     OrderExceeded = 51, "order_exceeded", "a fill asks more than the order holds";
     MakerUnpaid = 52, "maker_unpaid", "output 0 of a fill does not pay the maker exactly its due";
+    AllowanceOwner = 53, "allowance_owner", "the allowance is not of the owner the transfer-from names";
 }
 
 impl RejectCode {
@@ -143,6 +144,7 @@ impl TxError {
             TxError::BadTokenSpec { .. } => RejectCode::BadTokenSpec,
             TxError::MintCreatesRights { .. } => RejectCode::MintCreatesRights,
             TxError::NotAnAllowance => RejectCode::NotAnAllowance,
+            TxError::AllowanceOwner => RejectCode::AllowanceOwner,
             TxError::WrongSpender => RejectCode::WrongSpender,
             TxError::AllowanceExpired { .. } => RejectCode::AllowanceExpired,
             TxError::AllowanceExceeded { .. } => RejectCode::AllowanceExceeded,

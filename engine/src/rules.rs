@@ -142,6 +142,8 @@ pub enum TxError {
     MintCreatesRights { spent: u64, created: u64 },
     #[error("input 0 of a transfer-from is not an allowance")]
     NotAnAllowance,
+    #[error("the allowance is not of the owner the transfer-from names")]
+    AllowanceOwner,
     #[error("the allowance's spender has not signed")]
     WrongSpender,
     #[error("the allowance expired at height {expires_at}")]
@@ -423,7 +425,7 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
                 });
             }
         }
-        ArchivedTxKind::TransferFrom { amount } if amount.to_native() == 0 => {
+        ArchivedTxKind::TransferFrom { spend } if spend.amount.to_native() == 0 => {
             return Err(TxError::BadAllowance {
                 reason: "a zero amount",
             });
@@ -619,9 +621,10 @@ fn check_with(
         ArchivedTxKind::TokenMint { token } => effects.mint(&AssetId::from(token))?,
         ArchivedTxKind::Approve { terms } => effects.approve(tx, terms)?,
         ArchivedTxKind::OrderPlace { terms } => effects.place(tx, terms, ctx)?,
-        ArchivedTxKind::TransferFrom { amount } => {
+        ArchivedTxKind::TransferFrom { spend } => {
             let object = consumed.ok_or(TxError::NotAnAllowance)?;
-            effects.transfer_from(&object, amount.to_native(), ctx)?;
+            let from = PublicKey::from(&spend.from);
+            effects.transfer_from(&object, &from, spend.amount.to_native(), ctx)?;
         }
         ArchivedTxKind::Fill { amount } => {
             let object = consumed.ok_or(TxError::NotAnOrder)?;
@@ -824,11 +827,15 @@ impl TokenEffects<'_> {
     fn transfer_from(
         &mut self,
         object: &Consumed,
+        from: &PublicKey,
         amount: u64,
         ctx: &RuleContext,
     ) -> Result<(), TxError> {
         debug_assert_eq!(object.kind, ObjectKind::Allowance);
         let allowance = Allowance::of(&object.escrow, &object.terms);
+        if allowance.owner != *from {
+            return Err(TxError::AllowanceOwner);
+        }
         if ctx.height > allowance.expires_at {
             return Err(TxError::AllowanceExpired {
                 expires_at: allowance.expires_at,

@@ -64,6 +64,15 @@ pub struct AllowanceTerms {
     pub expires_at: u64,
 }
 
+/// What a transfer-from asks (ERC-20's `transferFrom(from, to, value)`; the outputs are the `to`): `amount` out of
+/// `from`'s allowance to the signer.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct Spend {
+    pub from: PublicKey,
+    pub amount: u64,
+}
+
 /// Which way an order trades its token against CAS.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug, PartialEq, Eq))]
@@ -117,12 +126,16 @@ pub fn definition_outpoint(token: &AssetId) -> OutPoint {
     }
 }
 
-/// A token's definition record: issued by `issuer`, with its decimals and maximum supply packed in the asset field
-/// (amount 0: a record is no balance).
+/// A token's definition record: issued by `issuer`, with its decimals, maximum supply and symbol packed in the
+/// asset field (amount 0: a record is no balance). The name stays in the issue transaction.
 pub fn definition_record(issuer: &PublicKey, spec: &ArchivedTokenSpec) -> TxOutput {
+    const _: () = assert!(10 + SYMBOL_BYTES_MAX <= 32);
     let mut packed = [0u8; 32];
     packed[0] = spec.decimals;
     packed[1..9].copy_from_slice(&spec.max_supply.to_native().to_le_bytes());
+    let symbol = spec.symbol.as_bytes();
+    packed[9] = symbol.len() as u8;
+    packed[10..10 + symbol.len()].copy_from_slice(symbol);
     TxOutput {
         amount: 0,
         asset: AssetId(Hash32(packed)),
@@ -131,11 +144,26 @@ pub fn definition_record(issuer: &PublicKey, spec: &ArchivedTokenSpec) -> TxOutp
     }
 }
 
-/// A definition record's issuer, decimals and maximum supply.
-pub fn decode_definition(entry: &TxOutput) -> (PublicKey, u8, u64) {
+/// What a token's definition record says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Definition {
+    pub issuer: PublicKey,
+    pub decimals: u8,
+    pub max_supply: u64,
+    pub symbol: String,
+}
+
+/// A definition record's issuer, decimals, maximum supply and symbol.
+pub fn decode_definition(entry: &TxOutput) -> Definition {
     let packed = entry.asset.0 .0;
     let max_supply = u64::from_le_bytes(packed[1..9].try_into().expect("8 bytes"));
-    (entry.owner, packed[0], max_supply)
+    let len = usize::from(packed[9]).min(SYMBOL_BYTES_MAX);
+    Definition {
+        issuer: entry.owner,
+        decimals: packed[0],
+        max_supply,
+        symbol: String::from_utf8_lossy(&packed[10..10 + len]).into_owned(),
+    }
 }
 
 /// The place of the object that slot `slot` of transaction `tx` creates.
@@ -314,4 +342,89 @@ pub enum TokenEvent {
         spender: PublicKey,
         value: u64,
     },
+}
+
+/// The ERC-20 events an *accepted* transaction raised, from the transaction alone: `Transfer` for every amount of
+/// an asset other than CAS that leaves the sender (the first signer) for another key, from the zero key for what an
+/// issue or a mint creates, from the allowance's owner for a transfer-from, from the maker to the taker for a fill of
+/// a sell order; `Approval` for an approve. Mint rights and stake moves are assets too and show as transfers; an
+/// order's or allowance's escrow stays its owner's and raises none.
+pub fn events(tx: &crate::tx::Transaction) -> Vec<TokenEvent> {
+    use crate::tx::TxKind;
+    let Some(sender) = tx.signatures.first().map(|s| s.key) else {
+        return Vec::new();
+    };
+    let body = &tx.body;
+    let minted = match &body.kind {
+        TxKind::TokenIssue { spec } => Some(token_asset(&sender, spec.nonce)),
+        TxKind::TokenMint { token } => Some(*token),
+        TxKind::Bond { .. } | TxKind::Unbond { .. } | TxKind::Candidacy { .. } => {
+            return Vec::new()
+        }
+        _ => None,
+    };
+    let from = match &body.kind {
+        TxKind::TransferFrom { spend } => spend.from,
+        _ => sender,
+    };
+    let mut events = Vec::new();
+    for output in &body.outputs {
+        if output.asset == AssetId::CAS {
+            continue;
+        }
+        let event = |from| TokenEvent::Transfer {
+            asset: output.asset,
+            from,
+            to: output.owner,
+            value: output.amount,
+        };
+        if Some(output.asset) == minted {
+            events.push(event(PublicKey::default()));
+        } else if output.owner != from {
+            events.push(event(from));
+        }
+    }
+    match &body.kind {
+        TxKind::Approve { terms } => events.push(TokenEvent::Approval {
+            asset: terms.asset,
+            owner: sender,
+            spender: terms.spender,
+            value: terms.amount,
+        }),
+        // A sell order's tokens go from its maker (paid by output 0) to the taker.
+        TxKind::Fill { amount } => {
+            let maker = body.outputs.first().filter(|o| o.asset == AssetId::CAS);
+            let token = body
+                .outputs
+                .iter()
+                .find(|o| o.asset != AssetId::CAS && o.owner == sender);
+            if let (Some(maker), Some(token)) = (maker, token) {
+                events.push(TokenEvent::Transfer {
+                    asset: token.asset,
+                    from: maker.owner,
+                    to: sender,
+                    value: *amount,
+                });
+            }
+        }
+        _ => {}
+    }
+    events
+}
+
+impl TokenEvent {
+    /// The asset the event is about.
+    pub fn asset(&self) -> AssetId {
+        match self {
+            TokenEvent::Transfer { asset, .. } | TokenEvent::Approval { asset, .. } => *asset,
+        }
+    }
+
+    /// Whether `key` is a party to it (sender or receiver, owner or spender).
+    pub fn involves(&self, key: &PublicKey) -> bool {
+        match self {
+            TokenEvent::Transfer { from, to, .. } => from == key || to == key,
+            TokenEvent::Approval { owner, spender, .. } => owner == key || spender == key,
+        }
+    }
 }

@@ -8,7 +8,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::{Keypair, PublicKey, Signature};
 use crate::id::{domain, AssetId, DomainKey, Hash32, TxId};
-use crate::token::{AllowanceTerms, ArchivedSide, OrderTerms, TokenSpec};
+use crate::token::{AllowanceTerms, ArchivedSide, OrderTerms, Spend, TokenSpec};
 
 /// The business network (VN) a transaction belongs to.
 pub type VnId = u32;
@@ -153,8 +153,9 @@ pub enum TxKind {
     TokenMint { token: AssetId },
     /// Grants an allowance out of the first signer's coins of its asset, kept as a ledger object.
     Approve { terms: Box<AllowanceTerms> },
-    /// Moves `amount` of the allowance that input 0 is: signed by its spender, before it expires.
-    TransferFrom { amount: u64 },
+    /// Moves `spend.amount` of the allowance of `spend.from` that input 0 is: signed by its spender, before it
+    /// expires.
+    TransferFrom { spend: Box<Spend> },
     /// Places a limit order out of the first signer's coins, kept as a ledger object.
     OrderPlace { terms: Box<OrderTerms> },
     /// Fills `amount` token units of the order that input 0 is, at its price; output 0 pays its maker.
@@ -391,9 +392,10 @@ impl ArchivedTxBody {
                 h.put(&terms.amount.to_native().to_le_bytes());
                 h.put(&terms.expires_at.to_native().to_le_bytes());
             }
-            ArchivedTxKind::TransferFrom { amount } => {
+            ArchivedTxKind::TransferFrom { spend } => {
                 h.put(&[10]);
-                h.put(&amount.to_native().to_le_bytes());
+                h.put(&spend.from.0);
+                h.put(&spend.amount.to_native().to_le_bytes());
             }
             ArchivedTxKind::OrderPlace { terms } => {
                 h.put(&[11]);
@@ -650,8 +652,9 @@ mod tests {
                 h.update(&terms.amount.to_le_bytes());
                 h.update(&terms.expires_at.to_le_bytes());
             }
-            TxKind::TransferFrom { amount } => {
-                h.update(&[10]).update(&amount.to_le_bytes());
+            TxKind::TransferFrom { spend } => {
+                h.update(&[10]).update(&spend.from.0);
+                h.update(&spend.amount.to_le_bytes());
             }
             TxKind::OrderPlace { terms } => {
                 h.update(&[11]).update(&terms.token.0 .0);

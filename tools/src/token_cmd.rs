@@ -5,7 +5,9 @@
 
 use anyhow::{Context, Result};
 use cas_engine::text::quote;
-use cas_engine::token::{token_asset, AllowanceTerms, ObjectKind, OrderTerms, Side, TokenSpec};
+use cas_engine::token::{
+    token_asset, AllowanceTerms, ObjectKind, OrderTerms, Side, Spend, TokenSpec,
+};
 use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxKind};
 
 use crate::offline::{build, TxFlags};
@@ -71,13 +73,16 @@ pub enum TokenCommand {
         #[arg(long)]
         expires_at: u64,
     },
-    /// Move --amount out of an allowance (signed by its spender, the first key) to the outputs.
+    /// Move --amount out of --from's allowance (signed by its spender, the first key) to the outputs.
     TransferFrom {
         #[command(flatten)]
         tx: TxFlags,
         /// The allowance's place.
         #[arg(long)]
         allowance: String,
+        /// The owner who granted it (hex key).
+        #[arg(long)]
+        from: String,
         #[arg(long)]
         amount: u64,
     },
@@ -186,10 +191,17 @@ pub fn token(command: &TokenCommand) -> Result<()> {
         TokenCommand::TransferFrom {
             tx,
             allowance,
+            from,
             amount,
         } => {
             let first = place("allowance", allowance, ObjectKind::Allowance)?;
-            let kind = TxKind::TransferFrom { amount: *amount };
+            let spend = Spend {
+                from: key("from", from)?,
+                amount: *amount,
+            };
+            let kind = TxKind::TransferFrom {
+                spend: Box::new(spend),
+            };
             build(tx, kind, Some(first), None)
         }
     }

@@ -8,14 +8,16 @@ Starts `cas local --serve` (4 nodes). Account a issues GOLD (max 1,000,000: 600,
 its one place, submitted together to two nodes: exactly one fill is accepted and the other is refused in block
 order, the same on every node; a mints 10,000 to d; b approves d, which moves part of it to c (over-allowance and a
 wrong spender refused with their codes). Then every node answers the same balances, objects and token supply at
-one height, GOLD plus its unspent mint rights is the maximum supply, and both sides' matching fees reached the fee
-pots. Exits non-zero with a message on the first thing that is not as it must be.
+one height, GOLD plus its unspent mint rights is the maximum supply, and b's ERC-20 events (Transfer, Approval)
+come out of the block stream filtered by asset and owner. Exits non-zero with a message on the first thing that is not as it must be.
 """
 
+import json
 import os
 import subprocess
 import sys
 import threading
+import urllib.request
 
 from harness import Cluster, check, http, sign_tx, wait_for
 
@@ -194,13 +196,31 @@ try:
         place = objects(node, d["owner"])["allowances"][0]["place"]
         return sign(name, spender, ("token", "transfer-from"), [cas_coin],
                     [f"{c['owner']}:{amount}:{gold}", f"{spender['owner']}:{funds - FEE}"],
-                    ["--allowance", place, "--amount", str(amount)])
+                    ["--allowance", place, "--from", b["owner"], "--amount", str(amount)])
 
     accepted(apis[3], transfer_from("from-1", d, 200, apis[3])[1], "the transfer-from")
     refused(apis[3], transfer_from("from-2", d, 101, apis[3])[1], "allowance_exceeded", "over the allowance")
     refused(apis[2], transfer_from("from-3", c, 50, apis[2])[1], "wrong_spender", "c as d's spender")
 
-    # 7. Every node answers the same at one height; every GOLD is accounted for.
+    # 7. b's GOLD events, from the block stream filtered by asset and owner (what a wallet or an exchange reads).
+    status, now = http("GET", f"{apis[2]}/v1/tokens/{gold}")
+    seen = []
+    with urllib.request.urlopen(f"{apis[2]}/v1/blocks?from=1&asset={gold}&owner={b['owner']}", timeout=30) as stream:
+        for line in stream:
+            block = json.loads(line)
+            for tx in block["txs"]:
+                seen += [e for e in tx["events"] if b["owner"] in (e.get("from"), e.get("to"), e.get("owner"))]
+            if block["height"] >= now["height"]:
+                break
+    wanted = [
+        {"event": "Transfer", "asset": gold, "from": a["owner"], "to": b["owner"], "value": "1000"},
+        {"event": "Transfer", "asset": gold, "from": b["owner"], "to": d["owner"], "value": "500"},
+        {"event": "Approval", "asset": gold, "owner": b["owner"], "spender": d["owner"], "value": "300"},
+        {"event": "Transfer", "asset": gold, "from": b["owner"], "to": c["owner"], "value": "200"},
+    ]
+    check(seen == wanted, f"b's GOLD events: {seen}")
+
+    # 8. Every node answers the same at one height; every GOLD is accounted for.
     status, last = http("GET", f"{api}/v1/tokens/{gold}")
     height = last["height"]
     wait_for("every node at the same height", lambda: all(

@@ -30,7 +30,8 @@ use cas_engine::rules::is_record;
 use cas_engine::stake::{first_height, Candidate, StakeRegistry};
 use cas_engine::token::{
     decode_definition, definition_outpoint, mint_right_of, object_kind, Allowance, ObjectKind,
-    Order, Side, ALLOWANCE_INDEX, ALLOWANCE_TERMS_INDEX, ORDER_INDEX, ORDER_TERMS_INDEX,
+    Order, Side, TokenEvent, ALLOWANCE_INDEX, ALLOWANCE_TERMS_INDEX, ORDER_INDEX,
+    ORDER_TERMS_INDEX,
 };
 use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
@@ -813,15 +814,16 @@ async fn token(State(state): State<Arc<ApiState>>, Path(asset): Path<String>) ->
             json!({"status": "unknown", "height": height, "reason": "no token issue created this asset"}),
         );
     };
-    let (issuer, decimals, max_supply) = decode_definition(&definition);
+    let definition = decode_definition(&definition);
     reply(
         StatusCode::OK,
         json!({
             "asset": asset.0.to_hex(),
             "height": height,
-            "issuer": issuer.to_hex(),
-            "decimals": decimals,
-            "max_supply": max_supply.to_string(),
+            "issuer": definition.issuer.to_hex(),
+            "symbol": definition.symbol,
+            "decimals": definition.decimals,
+            "max_supply": definition.max_supply.to_string(),
             "total_supply": supplies[0].to_string(),
             "mint_rights": supplies[1].to_string(),
         }),
@@ -1244,8 +1246,32 @@ fn tx_json(tx: &Transaction, id: &TxId, index: usize, verdict: Option<Value>) ->
         "memo": hex::encode(&tx.body.memo),
         "client_id": tx.body.client_id,
         "signers": tx.signatures.iter().map(|s| s.key.to_hex()).collect::<Vec<_>>(),
+        "events": if verdict.is_none() { events_json(tx) } else { Vec::new() },
         "rejection": verdict,
     })
+}
+
+/// The ERC-20 events of an accepted transaction ([`cas_engine::token::events`]).
+fn events_json(tx: &Transaction) -> Vec<Value> {
+    cas_engine::token::events(tx)
+        .iter()
+        .map(|event| match event {
+            TokenEvent::Transfer {
+                asset,
+                from,
+                to,
+                value,
+            } => json!({"event": "Transfer", "asset": asset.0.to_hex(), "from": from.to_hex(),
+                "to": to.to_hex(), "value": value.to_string()}),
+            TokenEvent::Approval {
+                asset,
+                owner,
+                spender,
+                value,
+            } => json!({"event": "Approval", "asset": asset.0.to_hex(), "owner": owner.to_hex(),
+                "spender": spender.to_hex(), "value": value.to_string()}),
+        })
+        .collect()
 }
 
 /// Which transactions of a block a stream asks for (all when no filter is given).
@@ -1280,16 +1306,29 @@ impl ParsedFilter {
         })
     }
 
-    /// A transaction matches when it pays the owner (or is signed by it), carries the memo, and moves the asset.
+    /// A transaction matches when it pays the owner (or is signed by it, or one of its token events names it),
+    /// carries the memo, and moves the asset (or raises an event about it).
     fn matches(&self, tx: &Transaction) -> bool {
+        let events = || {
+            let plain = matches!(tx.body.kind, TxKind::Transfer);
+            let tokens = tx.body.outputs.iter().any(|o| o.asset != AssetId::CAS);
+            // A plain CAS transfer raises none: its events are not worth computing.
+            if plain && !tokens {
+                Vec::new()
+            } else {
+                cas_engine::token::events(tx)
+            }
+        };
         let owner = self.owner.is_none_or(|owner| {
             tx.body.outputs.iter().any(|o| o.owner == owner)
                 || tx.signatures.iter().any(|s| s.key == owner)
+                || events().iter().any(|e| e.involves(&owner))
         });
         let memo = self.memo.as_ref().is_none_or(|memo| tx.body.memo == *memo);
-        let asset = self
-            .asset
-            .is_none_or(|asset| tx.body.outputs.iter().any(|o| o.asset == asset));
+        let asset = self.asset.is_none_or(|asset| {
+            tx.body.outputs.iter().any(|o| o.asset == asset)
+                || events().iter().any(|e| e.asset() == asset)
+        });
         owner && memo && asset
     }
 }
