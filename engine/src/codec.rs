@@ -161,6 +161,38 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
                 crate::token::SYMBOL_BYTES_MAX,
             )?;
         }
+        ArchivedTxKind::ContractDeploy { code } => {
+            bound(
+                "contract code bytes",
+                code.len(),
+                crate::contract::SOURCE_BYTES_MAX,
+            )?;
+        }
+        ArchivedTxKind::ContractCall { call } => {
+            use crate::contract::ledger::{
+                ArchivedContractArg, ARG_TEXT_BYTES_MAX, FUNCTION_BYTES_MAX,
+            };
+            bound(
+                "contract code bytes",
+                call.code.len(),
+                crate::contract::SOURCE_BYTES_MAX,
+            )?;
+            bound(
+                "contract function bytes",
+                call.function.len(),
+                FUNCTION_BYTES_MAX,
+            )?;
+            bound(
+                "contract arguments",
+                call.args.len(),
+                crate::contract::ARGS_MAX,
+            )?;
+            for arg in call.args.iter() {
+                if let ArchivedContractArg::Text(text) = arg {
+                    bound("contract argument bytes", text.len(), ARG_TEXT_BYTES_MAX)?;
+                }
+            }
+        }
         ArchivedTxKind::Transfer
         | ArchivedTxKind::Bond { .. }
         | ArchivedTxKind::Unbond { .. }
@@ -238,6 +270,24 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
                 + out_of_line(spec.symbol.len())
         }
         TxKind::Approve { .. } => size_of::<crate::token::ArchivedAllowanceTerms>(),
+        TxKind::ContractDeploy { code } => code.len(),
+        TxKind::ContractCall { call } => {
+            use crate::contract::ledger::{ArchivedContractArg, ArchivedContractCall, ContractArg};
+            size_of::<ArchivedContractCall>()
+                + out_of_line(call.function.len())
+                + call.code.len()
+                + call
+                    .args
+                    .iter()
+                    .map(|arg| {
+                        size_of::<ArchivedContractArg>()
+                            + match arg {
+                                ContractArg::Int(_) => 0,
+                                ContractArg::Text(text) => out_of_line(text.len()),
+                            }
+                    })
+                    .sum::<usize>()
+        }
         TxKind::OrderPlace { .. } => size_of::<crate::token::ArchivedOrderTerms>(),
         TxKind::Candidacy { address } => address.len(),
         TxKind::Equivocation { proof } => proof.len(),

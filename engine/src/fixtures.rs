@@ -194,5 +194,22 @@ pub fn token_kinds() -> Vec<TxKind> {
             }),
         },
         TxKind::Fill { amount: 4 },
+        TxKind::ContractDeploy {
+            code: b"function main() { return 1; }".to_vec(),
+        },
+        TxKind::ContractCall {
+            call: Box::new(crate::contract::ledger::ContractCall {
+                contract: crate::Hash32([7; 32]),
+                function: "pay".into(),
+                args: vec![
+                    crate::contract::ledger::ContractArg::Int(-3),
+                    crate::contract::ledger::ContractArg::Text("short".into()),
+                    crate::contract::ledger::ContractArg::Text(
+                        "a text past rkyv's inline string bytes".into(),
+                    ),
+                ],
+                code: b"function pay(n, a, b) { return n; }".to_vec(),
+            }),
+        },
     ]
 }

@@ -29,6 +29,8 @@ pub mod domain {
     pub const MINT_RIGHT: &str = "CAS 2026-12 token mint right v1";
     pub const TOKEN_DEFINITION: &str = "CAS 2026-12 token definition record v1";
     pub const LEDGER_OBJECT: &str = "CAS 2026-12 ledger object place v1";
+    pub const CONTRACT: &str = "CAS 2026-12 contract id v1";
+    pub const CONTRACT_CODE: &str = "CAS 2026-12 contract code v1";
     /// What a BFT vote signs ([`crate::evidence::vote_digest`]): the consensus crate's votes and the ledger's
     /// evidence checks share it.
     pub const VOTE: &str = "CAS 2026-12 consensus vote v2";

@@ -90,6 +90,10 @@ reject_codes! {
     OrderExceeded = 51, "order_exceeded", "a fill asks more than the order holds";
     MakerUnpaid = 52, "maker_unpaid", "output 0 of a fill does not pay the maker exactly its due";
     AllowanceOwner = 53, "allowance_owner", "the allowance is not of the owner the transfer-from names";
+    BadContract = 54, "bad_contract", "a deployed or called contract's code does not parse or breaks the language's bounds";
+    NotAContract = 55, "not_a_contract", "a call names no deployed contract, or code other than the contract's";
+    ContractBudget = 56, "contract_budget", "the called function may take more operations than the budget: refused before it ran";
+    ContractFailed = 57, "contract_failed", "the call failed (a require, an overflow, a bad transfer) and changed nothing";
 }
 
 impl RejectCode {
@@ -145,6 +149,10 @@ impl TxError {
             TxError::MintCreatesRights { .. } => RejectCode::MintCreatesRights,
             TxError::NotAnAllowance => RejectCode::NotAnAllowance,
             TxError::AllowanceOwner => RejectCode::AllowanceOwner,
+            TxError::BadContract { .. } => RejectCode::BadContract,
+            TxError::NotAContract => RejectCode::NotAContract,
+            TxError::ContractBudget => RejectCode::ContractBudget,
+            TxError::ContractFailed { .. } => RejectCode::ContractFailed,
             TxError::WrongSpender => RejectCode::WrongSpender,
             TxError::AllowanceExpired { .. } => RejectCode::AllowanceExpired,
             TxError::AllowanceExceeded { .. } => RejectCode::AllowanceExceeded,

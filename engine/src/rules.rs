@@ -8,6 +8,10 @@
 
 use std::collections::HashMap;
 
+use crate::contract::ledger::{
+    code_hash, contract_account, contract_id, contract_outpoint, contract_record, parse_code, run,
+    ArchivedContractCall, CallRefusal, CONTRACT_ACCOUNT,
+};
 use crate::crypto::PublicKey;
 use crate::crypto::{verify_batch, SigEntry};
 use crate::evidence::{evidence_outpoint, evidence_record, EquivocationProof, EvidenceError};
@@ -144,6 +148,14 @@ pub enum TxError {
     NotAnAllowance,
     #[error("the allowance is not of the owner the transfer-from names")]
     AllowanceOwner,
+    #[error("the contract's code is refused: {reason}")]
+    BadContract { reason: String },
+    #[error("the call names no deployed contract, or code other than the contract's")]
+    NotAContract,
+    #[error("the called function may take more operations than the budget")]
+    ContractBudget,
+    #[error("the call failed: {reason}")]
+    ContractFailed { reason: String },
     #[error("the allowance's spender has not signed")]
     WrongSpender,
     #[error("the allowance expired at height {expires_at}")]
@@ -265,6 +277,9 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         (ArchivedTxKind::TokenIssue { spec }, Some(issuer)) => Some(definition_outpoint(
             &token_asset(&PublicKey::from(&issuer.key), spec.nonce.to_native()),
         )),
+        (ArchivedTxKind::ContractCall { call }, _) => {
+            Some(contract_outpoint(&Hash32::from(&call.contract)))
+        }
         _ => None,
     };
     let terms = tx.body.inputs.iter().filter_map(|input| {
@@ -401,6 +416,9 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
             decode_address(address.as_slice()).map_err(|e| TxError::BadAddress { len: e.len })?;
         }
         ArchivedTxKind::TokenIssue { spec } => check_token_spec(spec)?,
+        ArchivedTxKind::ContractDeploy { code } => {
+            parse_code(code).map_err(|reason| TxError::BadContract { reason })?;
+        }
         ArchivedTxKind::Approve { terms } => {
             if terms.amount.to_native() == 0 {
                 return Err(TxError::BadAllowance {
@@ -440,7 +458,8 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
         | ArchivedTxKind::Unbond { .. }
         | ArchivedTxKind::TokenMint { .. }
         | ArchivedTxKind::TransferFrom { .. }
-        | ArchivedTxKind::Fill { .. } => {}
+        | ArchivedTxKind::Fill { .. }
+        | ArchivedTxKind::ContractCall { .. } => {}
     }
     if body.inputs.is_empty() {
         return Err(TxError::NoInputs);
@@ -542,6 +561,13 @@ fn check_with(
     records_created.clear();
     *matching_fees = 0;
     let mut consumed = None;
+    // A call spends its contract's coins without a signature: nobody can sign for them.
+    let contract = match &body.kind {
+        ArchivedTxKind::ContractCall { call } => {
+            Some(contract_account(&Hash32::from(&call.contract)))
+        }
+        _ => None,
+    };
     for (input, archived) in body.inputs.iter().enumerate() {
         let outpoint = OutPoint::from(archived);
         let coin = lookup(input, &outpoint)?;
@@ -555,7 +581,7 @@ fn check_with(
         }
         // Who must sign: a coin's owner, an object's owner taking it back, the spender of an allowance it
         // consumes, nobody for an order it fills.
-        let mut signer = Some(coin.owner);
+        let mut signer = Some(coin.owner).filter(|owner| Some(*owner) != contract);
         if let Some(kind) = object_kind(&outpoint) {
             let terms_at = kind.terms_at(outpoint.tx);
             let terms = record(&terms_at).ok_or(TxError::MissingInput { input })?;
@@ -630,6 +656,14 @@ fn check_with(
             let object = consumed.ok_or(TxError::NotAnOrder)?;
             effects.fill(tx, &object, amount.to_native(), ctx)?;
         }
+        ArchivedTxKind::ContractDeploy { code } => {
+            let deployer = PublicKey::from(&tx.signatures[0].key);
+            effects.created.push((
+                contract_outpoint(&contract_id(id)),
+                contract_record(&deployer, code),
+            ));
+        }
+        ArchivedTxKind::ContractCall { call } => effects.call(tx, call, coins, ctx, record)?,
         _ => {}
     }
     if let Some(&(asset, inputs, outputs)) =
@@ -857,6 +891,63 @@ impl TokenEffects<'_> {
             self.create_object(ObjectKind::Allowance, rest.entries());
         }
         Ok(())
+    }
+
+    /// A contract call: its code runs over the CAS its inputs bring; its transfers and what the contract keeps
+    /// become coins written after the transaction's outputs, so the contract's CAS in is its CAS out.
+    fn call(
+        &mut self,
+        tx: &ArchivedTransaction,
+        call: &ArchivedContractCall,
+        coins: &[TxOutput],
+        ctx: &RuleContext,
+        record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
+    ) -> Result<(), TxError> {
+        let contract = Hash32::from(&call.contract);
+        let deployed = record(&contract_outpoint(&contract)).ok_or(TxError::NotAContract)?;
+        if deployed.asset.0 != code_hash(&call.code) {
+            return Err(TxError::NotAContract);
+        }
+        let script = parse_code(&call.code).map_err(|reason| TxError::BadContract { reason })?;
+        let account = contract_account(&contract);
+        let mut held = 0u64;
+        let brought: Vec<(String, i128)> = coins
+            .iter()
+            .filter(|coin| coin.asset == AssetId::CAS)
+            .map(|coin| {
+                if coin.owner == account {
+                    held += coin.amount;
+                    (CONTRACT_ACCOUNT.to_string(), i128::from(coin.amount))
+                } else {
+                    (coin.owner.to_hex(), i128::from(coin.amount))
+                }
+            })
+            .collect();
+        let transfers =
+            run(&script, call, ctx.height, &brought).map_err(|refusal| match refusal {
+                CallRefusal::Budget => TxError::ContractBudget,
+                CallRefusal::Failed(reason) => TxError::ContractFailed { reason },
+            })?;
+        let sent: u64 = transfers.iter().map(|(_, amount)| amount).sum();
+        let kept = held.checked_sub(sent).ok_or(TxError::ContractFailed {
+            reason: "it sent more than it holds".into(),
+        })?;
+        let first = tx.body.outputs.len() as u32;
+        let kept_coin = (kept > 0).then_some((account, kept));
+        for (index, (owner, amount)) in transfers.into_iter().chain(kept_coin).enumerate() {
+            let outpoint = OutPoint {
+                tx: *self.id,
+                index: first + index as u32,
+            };
+            let coin = TxOutput {
+                amount,
+                asset: AssetId::CAS,
+                owner,
+                unlock_height: None,
+            };
+            self.created.push((outpoint, coin));
+        }
+        self.add_out(AssetId::CAS, held)
     }
 
     /// A fill of `amount` token units at the order's price: output 0 pays the maker, both sides pay the matching

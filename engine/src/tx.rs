@@ -6,6 +6,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::contract::ledger::{ArchivedContractArg, ContractCall};
 use crate::crypto::{Keypair, PublicKey, Signature};
 use crate::id::{domain, AssetId, DomainKey, Hash32, TxId};
 use crate::token::{AllowanceTerms, ArchivedSide, OrderTerms, Spend, TokenSpec};
@@ -160,6 +161,10 @@ pub enum TxKind {
     OrderPlace { terms: Box<OrderTerms> },
     /// Fills `amount` token units of the order that input 0 is, at its price; output 0 pays its maker.
     Fill { amount: u64 },
+    /// Deploys a contract ([`crate::contract::ledger`]): its source, checked, recorded by its hash.
+    ContractDeploy { code: Vec<u8> },
+    /// Calls a contract: its inputs may spend the contract's coins, which its code moves.
+    ContractCall { call: Box<ContractCall> },
 }
 
 /// The signed part of a transaction.
@@ -410,6 +415,33 @@ impl ArchivedTxBody {
             ArchivedTxKind::Fill { amount } => {
                 h.put(&[12]);
                 h.put(&amount.to_native().to_le_bytes());
+            }
+            ArchivedTxKind::ContractDeploy { code } => {
+                h.put(&[13]);
+                h.put(&(code.len() as u64).to_le_bytes());
+                h.put(code);
+            }
+            ArchivedTxKind::ContractCall { call } => {
+                h.put(&[14]);
+                h.put(&call.contract.0);
+                h.put(&(call.function.len() as u64).to_le_bytes());
+                h.put(call.function.as_bytes());
+                h.put(&(call.args.len() as u64).to_le_bytes());
+                for arg in call.args.iter() {
+                    match arg {
+                        ArchivedContractArg::Int(value) => {
+                            h.put(&[0]);
+                            h.put(&value.to_native().to_le_bytes());
+                        }
+                        ArchivedContractArg::Text(text) => {
+                            h.put(&[1]);
+                            h.put(&(text.len() as u64).to_le_bytes());
+                            h.put(text.as_bytes());
+                        }
+                    }
+                }
+                h.put(&(call.code.len() as u64).to_le_bytes());
+                h.put(&call.code);
             }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
@@ -664,6 +696,29 @@ mod tests {
             }
             TxKind::Fill { amount } => {
                 h.update(&[12]).update(&amount.to_le_bytes());
+            }
+            TxKind::ContractDeploy { code } => {
+                h.update(&[13]).update(&(code.len() as u64).to_le_bytes());
+                h.update(code);
+            }
+            TxKind::ContractCall { call } => {
+                h.update(&[14]).update(&call.contract.0);
+                h.update(&(call.function.len() as u64).to_le_bytes());
+                h.update(call.function.as_bytes());
+                h.update(&(call.args.len() as u64).to_le_bytes());
+                for arg in &call.args {
+                    match arg {
+                        crate::contract::ledger::ContractArg::Int(value) => {
+                            h.update(&[0]).update(&value.to_le_bytes());
+                        }
+                        crate::contract::ledger::ContractArg::Text(text) => {
+                            h.update(&[1]).update(&(text.len() as u64).to_le_bytes());
+                            h.update(text.as_bytes());
+                        }
+                    }
+                }
+                h.update(&(call.code.len() as u64).to_le_bytes());
+                h.update(&call.code);
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());

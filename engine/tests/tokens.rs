@@ -1,9 +1,10 @@
-//! Tokens through the in-memory ledger: issuance with an offer and mint rights, mints, buying from the issuer's
-//! offer, allowances (approve, transfer-from, expiry, revoke), DEX orders and fills, and every refusal with its
-//! code. After every block each token's supply plus its outstanding mint rights is its maximum supply, and CAS
+//! Tokens and contracts through the in-memory ledger: issuance with an offer and mint rights, mints, buying from the
+//! issuer's offer, allowances (approve, transfer-from, expiry, revoke), DEX orders and fills, the ERC-20 cases,
+//! contract deploys and calls, and every refusal with its code. After every block each token's supply plus its outstanding mint rights is its maximum supply, and CAS
 //! (fee pots included) is the genesis supply: nothing is created or lost.
 
 use cas_engine::codec::{decode_tx, encode_tx};
+use cas_engine::contract::ledger::{contract_account, contract_id, ContractArg, ContractCall};
 use cas_engine::fixtures::{funded_genesis, key, ACCOUNT_KEYS};
 use cas_engine::rules::{fee_pot_outpoint, is_record};
 use cas_engine::token::{
@@ -1168,4 +1169,171 @@ fn erc20_events_of_a_buy_name_the_maker_and_the_taker() {
             value: 100
         }]
     );
+}
+
+// Contracts on the ledger: deploy, fund, call; the budget, a failure and foreign code refused with nothing changed.
+
+const SPLITTER: &str = r#"
+// Splits 100 of the contract's CAS between two accounts.
+function split(a, b) {
+  require(balance("contract") >= 100, "underfunded");
+  transfer(a, 60);
+  transfer(b, 40);
+  emit("split", 100);
+  return 1;
+}
+// A million turns: over the 100,000 budget, refused before its first transfer.
+function spin(a) {
+  transfer(a, 1);
+  let n = 0;
+  for (let i = 0; i < 1000; i++) {
+    for (let j = 0; j < 1000; j++) { n = n + 1; }
+  }
+  return n;
+}
+"#;
+
+fn call(
+    chain: &Chain,
+    caller: &Keypair,
+    contract: cas_engine::Hash32,
+    function: &str,
+    args: Vec<ContractArg>,
+    code: &str,
+    held: Vec<OutPoint>,
+) -> Transaction {
+    Build {
+        kind: TxKind::ContractCall {
+            call: Box::new(ContractCall {
+                contract,
+                function: function.into(),
+                args,
+                code: code.as_bytes().to_vec(),
+            }),
+        },
+        signer: caller,
+        objects: held,
+        pays: vec![],
+        outputs: vec![],
+    }
+    .sign(chain)
+}
+
+#[test]
+fn a_contract_is_deployed_funded_and_called_and_its_budget_is_checked_before_it_runs() {
+    let mut chain = Chain::new();
+    let (deployer, a, b) = (account(0), account(1), account(2));
+    let deploy = Build {
+        kind: TxKind::ContractDeploy {
+            code: SPLITTER.as_bytes().to_vec(),
+        },
+        signer: &deployer,
+        objects: vec![],
+        pays: vec![],
+        outputs: vec![],
+    }
+    .sign(&chain);
+    let contract = contract_id(&deploy.tx_id());
+    assert_eq!(chain.one(deploy), Ok(()));
+    let account_key = contract_account(&contract);
+    // Funded by a plain transfer to its account.
+    let fund = Build {
+        kind: TxKind::Transfer,
+        signer: &deployer,
+        objects: vec![],
+        pays: vec![(AssetId::CAS, 250)],
+        outputs: vec![TxOutput {
+            amount: 250,
+            asset: AssetId::CAS,
+            owner: account_key,
+            unlock_height: None,
+        }],
+    }
+    .sign(&chain);
+    assert_eq!(chain.one(fund), Ok(()));
+    let held = |chain: &Chain| -> Vec<(OutPoint, TxOutput)> {
+        chain
+            .ledger
+            .utxos()
+            .iter()
+            .filter(|(o, c)| !is_record(o) && c.owner == account_key)
+            .map(|(o, c)| (*o, *c))
+            .collect()
+    };
+    let coins: Vec<OutPoint> = held(&chain).iter().map(|(o, _)| *o).collect();
+    let args = vec![
+        ContractArg::Text(a.public().to_hex()),
+        ContractArg::Text(b.public().to_hex()),
+    ];
+    let (a_before, b_before) = (
+        chain.balance(&a, AssetId::CAS),
+        chain.balance(&b, AssetId::CAS),
+    );
+
+    // Nobody spends the contract's coins by a plain transfer: they need a signature nobody can make.
+    let theft = Build {
+        kind: TxKind::Transfer,
+        signer: &a,
+        objects: coins.clone(),
+        pays: vec![],
+        outputs: vec![out(&a, 250, AssetId::CAS)],
+    }
+    .sign(&chain);
+    assert_eq!(code(chain.one(theft)), Some(RejectCode::InputUnsigned));
+
+    // Over the budget, other code, a failing require, bad code: refused, nothing changed.
+    let before = chain.ledger.commitment();
+    let over = call(
+        &chain,
+        &a,
+        contract,
+        "spin",
+        vec![args[0].clone()],
+        SPLITTER,
+        coins.clone(),
+    );
+    assert_eq!(code(chain.one(over)), Some(RejectCode::ContractBudget));
+    let forged = SPLITTER.replace("transfer(a, 60)", "transfer(a, 100)");
+    let other = call(
+        &chain,
+        &a,
+        contract,
+        "split",
+        args.clone(),
+        &forged,
+        coins.clone(),
+    );
+    assert_eq!(code(chain.one(other)), Some(RejectCode::NotAContract));
+    let unfunded = call(
+        &chain,
+        &a,
+        contract,
+        "split",
+        args.clone(),
+        SPLITTER,
+        vec![],
+    );
+    assert_eq!(code(chain.one(unfunded)), Some(RejectCode::ContractFailed));
+    let bad = Build {
+        kind: TxKind::ContractDeploy {
+            code: b"function f() { return f(); }".to_vec(),
+        },
+        signer: &deployer,
+        objects: vec![],
+        pays: vec![],
+        outputs: vec![],
+    }
+    .sign(&chain);
+    assert_eq!(code(chain.one(bad)), Some(RejectCode::BadContract));
+    // Refused transactions change nothing but the empty blocks' heights (no fee pot is written).
+    assert_eq!(chain.ledger.commitment(), before);
+
+    // The call: 60 to a, 40 to b, 150 stay the contract's, in one coin.
+    let split = call(&chain, &b, contract, "split", args, SPLITTER, coins);
+    assert_eq!(chain.one(split), Ok(()));
+    assert_eq!(chain.balance(&a, AssetId::CAS), a_before + 60);
+    assert_eq!(chain.balance(&b, AssetId::CAS), b_before + 40 - FEE);
+    let left = held(&chain);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1.amount, 150);
 }

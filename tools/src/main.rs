@@ -69,6 +69,9 @@ enum Command {
     /// DEX limit orders for token/CAS pairs, built and signed offline like `cas tx`: place, fill, cancel.
     #[command(subcommand)]
     Order(token_cmd::OrderCommand),
+    /// Contracts (docs/contracts.md), built and signed offline like `cas tx`: deploy, call.
+    #[command(subcommand)]
+    Contract(token_cmd::ContractCommand),
     /// Decode a transaction or block file with the untrusted decoder and print it.
     Show { file: PathBuf },
     /// Run a node: consensus, availability, shards and the client endpoint.
@@ -171,6 +174,7 @@ fn main() -> ExitCode {
         ),
         Command::Token(command) => token_cmd::token(command),
         Command::Order(command) => token_cmd::order(command),
+        Command::Contract(command) => token_cmd::contract(command),
         Command::Show { file } => offline::show(file),
         Command::Node { config, log_json } => {
             init_node_logging(

@@ -79,7 +79,7 @@ pub fn build(
     kind: TxKind,
     first: Option<OutPoint>,
     issued: Option<AssetId>,
-) -> Result<()> {
+) -> Result<cas_engine::TxId> {
     let signers = flags
         .keys
         .iter()
@@ -118,8 +118,9 @@ pub fn build(
     // What we write must pass the same decoder a node runs (sizes, counts, memo length).
     decode_tx(&bytes).context("the transaction breaks a codec limit")?;
     write_synced(&flags.out, &bytes)?;
-    println!("{}", tx.tx_id());
-    Ok(())
+    let id = tx.tx_id();
+    println!("{id}");
+    Ok(id)
 }
 
 /// The public key of the first --key: the sender.
@@ -138,7 +139,7 @@ pub fn tx(
     unbond: Option<&str>,
     candidacy: Option<&str>,
 ) -> Result<()> {
-    build(flags, kind(bond, unbond, candidacy)?, None, None)
+    build(flags, kind(bond, unbond, candidacy)?, None, None).map(|_| ())
 }
 
 /// The kind `cas tx`'s flags ask for (clap lets at most one through): a transfer when none.

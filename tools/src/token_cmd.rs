@@ -1,5 +1,5 @@
-//! `cas token` and `cas order`: the token transactions (issue, mint, buy, approve, transfer-from) and DEX orders
-//! (place, fill, cancel), built and signed offline with `cas tx`'s flags ([`crate::offline::TxFlags`]). A ledger
+//! `cas token`, `cas order` and `cas contract`: the token transactions (issue, mint, buy, approve, transfer-from),
+//! DEX orders (place, fill, cancel) and contracts (deploy, call), built and signed offline with `cas tx`'s flags ([`crate::offline::TxFlags`]). A ledger
 //! object (an order, an allowance) is named by its place, as `GET /v1/accounts/{owner}/objects` lists it; the
 //! command puts it first among the inputs, where the rules look for it.
 
@@ -9,6 +9,10 @@ use cas_engine::token::{
     token_asset, AllowanceTerms, ObjectKind, OrderTerms, Side, Spend, TokenSpec,
 };
 use cas_engine::{AssetId, Hash32, OutPoint, PublicKey, TxKind};
+
+use std::path::PathBuf;
+
+use cas_engine::contract::ledger::{contract_id, parse_code, ContractArg, ContractCall};
 
 use crate::offline::{build, TxFlags};
 
@@ -124,6 +128,35 @@ pub enum OrderCommand {
     },
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum ContractCommand {
+    /// Deploy a contract's source. Prints the tx id, then the contract's id (also its account: send it CAS to
+    /// fund it).
+    Deploy {
+        #[command(flatten)]
+        tx: TxFlags,
+        /// The source file (docs/contracts.md has the language).
+        #[arg(long)]
+        code: PathBuf,
+    },
+    /// Call a contract's function: --input may name coins of the contract's account (no signature needed), which
+    /// its code moves; the rest of the inputs pay the fee.
+    Call {
+        #[command(flatten)]
+        tx: TxFlags,
+        #[arg(long)]
+        contract: String,
+        /// The contract's source, exactly as deployed.
+        #[arg(long)]
+        code: PathBuf,
+        #[arg(long)]
+        function: String,
+        /// An argument (repeat): an integer, or text (an account's hex key).
+        #[arg(long = "arg")]
+        args: Vec<String>,
+    },
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum OrderSide {
     Sell,
@@ -167,7 +200,7 @@ pub fn token(command: &TokenCommand) -> Result<()> {
         }
         TokenCommand::Mint { tx, token } => {
             let token = asset("token", token)?;
-            build(tx, TxKind::TokenMint { token }, None, None)
+            build(tx, TxKind::TokenMint { token }, None, None).map(drop)
         }
         TokenCommand::Buy { tx, offer, amount } => fill(tx, offer, *amount),
         TokenCommand::Approve {
@@ -186,7 +219,7 @@ pub fn token(command: &TokenCommand) -> Result<()> {
             let kind = TxKind::Approve {
                 terms: Box::new(terms),
             };
-            build(tx, kind, None, None)
+            build(tx, kind, None, None).map(drop)
         }
         TokenCommand::TransferFrom {
             tx,
@@ -202,7 +235,7 @@ pub fn token(command: &TokenCommand) -> Result<()> {
             let kind = TxKind::TransferFrom {
                 spend: Box::new(spend),
             };
-            build(tx, kind, Some(first), None)
+            build(tx, kind, Some(first), None).map(drop)
         }
     }
 }
@@ -228,19 +261,61 @@ pub fn order(command: &OrderCommand) -> Result<()> {
             let kind = TxKind::OrderPlace {
                 terms: Box::new(terms),
             };
-            build(tx, kind, None, None)
+            build(tx, kind, None, None).map(drop)
         }
         OrderCommand::Fill { tx, order, amount } => fill(tx, order, *amount),
         OrderCommand::Cancel { tx, order } => {
             let first = place("order", order, ObjectKind::Order)?;
-            build(tx, TxKind::Transfer, Some(first), None)
+            build(tx, TxKind::Transfer, Some(first), None).map(drop)
+        }
+    }
+}
+
+pub fn contract(command: &ContractCommand) -> Result<()> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    match command {
+        ContractCommand::Deploy { tx, code } => {
+            let code = read(code)?;
+            parse_code(&code)
+                .map_err(|reason| anyhow::anyhow!("the contract is refused: {reason}"))?;
+            let id = build(tx, TxKind::ContractDeploy { code }, None, None)?;
+            println!("{}", contract_id(&id).to_hex());
+            Ok(())
+        }
+        ContractCommand::Call {
+            tx,
+            contract,
+            code,
+            function,
+            args,
+        } => {
+            let call = ContractCall {
+                contract: Hash32::from_hex(contract).with_context(|| {
+                    format!("--contract {}: not a 32-byte hex id", quote(contract))
+                })?,
+                function: function.clone(),
+                args: args
+                    .iter()
+                    .map(|arg| match arg.parse::<i64>() {
+                        Ok(value) => ContractArg::Int(value),
+                        Err(_) => ContractArg::Text(arg.clone()),
+                    })
+                    .collect(),
+                code: read(code)?,
+            };
+            let kind = TxKind::ContractCall {
+                call: Box::new(call),
+            };
+            build(tx, kind, None, None).map(drop)
         }
     }
 }
 
 fn fill(tx: &TxFlags, order: &str, amount: u64) -> Result<()> {
     let first = place("order", order, ObjectKind::Order)?;
-    build(tx, TxKind::Fill { amount }, Some(first), None)
+    build(tx, TxKind::Fill { amount }, Some(first), None).map(drop)
 }
 
 /// The escrow entry of the object of `kind` at a place (64 hex digits).

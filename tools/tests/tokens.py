@@ -7,7 +7,7 @@ Starts `cas local --serve` (4 nodes). Account a issues GOLD (max 1,000,000: 600,
 3 CAS, 300,000 mint rights); b buys 1,000 from the offer; c bids for 2,000 at 4; a and d both fill that bid from
 its one place, submitted together to two nodes: exactly one fill is accepted and the other is refused in block
 order, the same on every node; a mints 10,000 to d; b approves d, which moves part of it to c (over-allowance and a
-wrong spender refused with their codes). Then every node answers the same balances, objects and token supply at
+wrong spender refused with their codes); c deploys a contract, funds it, and a calls it (`cas contract`). Then every node answers the same balances, objects and token supply at
 one height, GOLD plus its unspent mint rights is the maximum supply, and b's ERC-20 events (Transfer, Approval)
 come out of the block stream filtered by asset and owner. Exits non-zero with a message on the first thing that is not as it must be.
 """
@@ -201,6 +201,30 @@ try:
     accepted(apis[3], transfer_from("from-1", d, 200, apis[3])[1], "the transfer-from")
     refused(apis[3], transfer_from("from-2", d, 101, apis[3])[1], "allowance_exceeded", "over the allowance")
     refused(apis[2], transfer_from("from-3", c, 50, apis[2])[1], "wrong_spender", "c as d's spender")
+
+    # 6b. A contract: c deploys a splitter, funds it with 250 CAS, a calls it: 60 to a, 40 to b, 150 stay.
+    code = os.path.join(WORK, "splitter.js")
+    open(code, "w").write('function split(x, y) { require(balance("contract") >= 100, "underfunded"); '
+                          'transfer(x, 60); transfer(y, 40); return 1; }\n')
+    cas_coin, funds = coin(apis[2], c["owner"], CAS_ASSET)
+    out = os.path.join(WORK, "deploy.bin")
+    printed = subprocess.run([CAS, "contract", "deploy", "--key", c["key_file"], "--chain-id", "1", "--fee", str(FEE),
+                              "--out", out, "--input", cas_coin, "--output", f"{c['owner']}:{funds - FEE}",
+                              "--code", code], check=True, capture_output=True, text=True).stdout.split()
+    contract = printed[1]
+    accepted(apis[2], open(out, "rb").read(), "the deploy")
+    cas_coin, funds = coin(apis[2], c["owner"], CAS_ASSET)
+    fund_id, fund = sign("fund", c, ("tx",), [cas_coin], [f"{contract}:250", f"{c['owner']}:{funds - 250 - FEE}"])
+    accepted(apis[2], fund, "the funding")
+    cas_coin, funds = coin(api, a["owner"], CAS_ASSET)
+    before = (balance(apis[1], a["owner"], CAS_ASSET), balance(apis[1], b["owner"], CAS_ASSET))
+    _, split = sign("split", a, ("contract", "call"), [f"{fund_id}:0", cas_coin], [f"{a['owner']}:{funds - FEE}"],
+                    ["--contract", contract, "--code", code, "--function", "split", "--arg", a["owner"],
+                     "--arg", b["owner"]])
+    accepted(api, split, "the call")
+    after = (balance(apis[1], a["owner"], CAS_ASSET), balance(apis[1], b["owner"], CAS_ASSET))
+    check(after == (before[0] + 60 - FEE, before[1] + 40), f"the split paid 60 and 40: {before} -> {after}")
+    check(balance(apis[3], contract, CAS_ASSET) == 150, "the contract keeps 150")
 
     # 7. b's GOLD events, from the block stream filtered by asset and owner (what a wallet or an exchange reads).
     status, now = http("GET", f"{apis[2]}/v1/tokens/{gold}")

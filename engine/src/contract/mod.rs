@@ -21,7 +21,9 @@
 //!
 //! Host functions: `balance(account)`, `transfer(to, amount)` (from the contract's own account; amount > 0 and
 //! within its balance less what the call sent already), `emit(name, value)`, `require(condition, message)`,
-//! `now()`. Contract state in outputs and the deploy/call transactions are the ledger's part (not built yet).
+//! `now()`. Deploy and call transactions, and contract state in outputs, are the ledger's part ([`ledger`]).
+
+pub mod ledger;
 
 use std::collections::BTreeMap;
 

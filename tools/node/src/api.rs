@@ -1203,6 +1203,8 @@ fn kind_name(kind: &TxKind) -> &'static str {
         TxKind::TransferFrom { .. } => "transfer_from",
         TxKind::OrderPlace { .. } => "order_place",
         TxKind::Fill { .. } => "fill",
+        TxKind::ContractDeploy { .. } => "contract_deploy",
+        TxKind::ContractCall { .. } => "contract_call",
     }
 }
 
