@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use crate::contract::ledger::{
-    code_hash, contract_account, contract_id, contract_outpoint, contract_record, parse_code, run,
-    ArchivedContractCall, CallRefusal, CONTRACT_ACCOUNT,
+    code_hash, contract_account, contract_id, contract_outpoint, contract_record, parse_cached,
+    parse_code, run, ArchivedContractCall, CallRefusal, CONTRACT_ACCOUNT,
 };
 use crate::crypto::PublicKey;
 use crate::crypto::{verify_batch, SigEntry};
@@ -905,10 +905,12 @@ impl TokenEffects<'_> {
     ) -> Result<(), TxError> {
         let contract = Hash32::from(&call.contract);
         let deployed = record(&contract_outpoint(&contract)).ok_or(TxError::NotAContract)?;
-        if deployed.asset.0 != code_hash(&call.code) {
+        let hash = code_hash(&call.code);
+        if deployed.asset.0 != hash {
             return Err(TxError::NotAContract);
         }
-        let script = parse_code(&call.code).map_err(|reason| TxError::BadContract { reason })?;
+        let script =
+            parse_cached(hash, &call.code).map_err(|reason| TxError::BadContract { reason })?;
         let account = contract_account(&contract);
         let mut held = 0u64;
         let brought: Vec<(String, i128)> = coins

@@ -2,6 +2,7 @@
 //! benchmark measures the real engine path on the same inputs; and the measuring and reporting parts of `cas bench`
 //! ([`suite`]: the micro summary, [`pipeline`]: the shards pipeline, [`report`]: report.md, report.json and plots).
 
+pub mod mixed;
 pub mod pipeline;
 pub mod report;
 pub mod suite;

@@ -82,6 +82,31 @@ pub fn parse_code(code: &[u8]) -> Result<Script, String> {
     Script::parse(source).map_err(|e| e.to_string())
 }
 
+/// Scripts parsed on this thread, by code hash: a contract called again is not parsed again (parsing is pure, so
+/// a cached script is the one the code gives). Bounded: emptied when full.
+const PARSED_KEPT: usize = 256;
+
+thread_local! {
+    static PARSED: std::cell::RefCell<std::collections::HashMap<Hash32, std::rc::Rc<Script>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// [`parse_code`] of code whose [`code_hash`] is `hash`, from this thread's cache when it was parsed before.
+pub fn parse_cached(hash: Hash32, code: &[u8]) -> Result<std::rc::Rc<Script>, String> {
+    if let Some(script) = PARSED.with(|parsed| parsed.borrow().get(&hash).cloned()) {
+        return Ok(script);
+    }
+    let script = std::rc::Rc::new(parse_code(code)?);
+    PARSED.with(|parsed| {
+        let mut parsed = parsed.borrow_mut();
+        if parsed.len() == PARSED_KEPT {
+            parsed.clear();
+        }
+        parsed.insert(hash, script.clone());
+    });
+    Ok(script)
+}
+
 /// Why a call did not run to the end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallRefusal {
