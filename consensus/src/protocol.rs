@@ -22,13 +22,19 @@
 //!   first epoch that starts at or above the version's height, each epoch's committee is the one the ledger
 //!   elected for it, running its own BFT instance over the epoch's heights (`BftConfig::epoch`, `last_height`;
 //!   the node's epoch plan). Under versions 1 and 2 elections are recorded and the genesis committee serves on.
+//! - **4**: version 3, and business transactions (token issues and mints, allowances, orders and fills, contract
+//!   deploys and calls: issue 20) are admitted. A binary older than this one cannot decode them, so members admit
+//!   them only once the committee runs version 4 (`Synchronizer::set_business`); before that they are refused at
+//!   admission with `not_enabled`.
 
 /// The version from genesis.
 pub const PROTOCOL_GENESIS: u32 = 1;
 /// The newest version this binary can run.
-pub const PROTOCOL_VERSION_MAX: u32 = 3;
+pub const PROTOCOL_VERSION_MAX: u32 = 4;
 /// The first version whose elected committees take over at epoch boundaries (see the module doc).
 pub const PROTOCOL_HANDOVERS: u32 = 3;
+/// The first version whose members admit business transactions (see the module doc).
+pub const PROTOCOL_BUSINESS: u32 = 4;
 /// Under version 2, how far ahead of a voter's clock a block's timestamp may be (clock skew between members plus
 /// the time a proposal takes to arrive, with a wide margin).
 pub const TIMESTAMP_AHEAD_MAX_MS: u64 = 5_000;

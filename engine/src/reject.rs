@@ -94,6 +94,7 @@ reject_codes! {
     NotAContract = 55, "not_a_contract", "a call names no deployed contract, or code other than the contract's";
     ContractBudget = 56, "contract_budget", "the called function may take more operations than the budget: refused before it ran";
     ContractFailed = 57, "contract_failed", "the call failed (a require, an overflow, a bad transfer) and changed nothing";
+    NotEnabled = 58, "not_enabled", "a token, order or contract transaction before the committee runs protocol version 4";
 }
 
 impl RejectCode {
@@ -153,6 +154,7 @@ impl TxError {
             TxError::NotAContract => RejectCode::NotAContract,
             TxError::ContractBudget => RejectCode::ContractBudget,
             TxError::ContractFailed { .. } => RejectCode::ContractFailed,
+            TxError::NotEnabled => RejectCode::NotEnabled,
             TxError::WrongSpender => RejectCode::WrongSpender,
             TxError::AllowanceExpired { .. } => RejectCode::AllowanceExpired,
             TxError::AllowanceExceeded { .. } => RejectCode::AllowanceExceeded,

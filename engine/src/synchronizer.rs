@@ -106,6 +106,9 @@ pub struct Synchronizer {
     /// the batch size, what batching gains).
     pub signatures_checked: u64,
     pub signature_batches: u64,
+    /// Whether business transactions (tokens, orders, contracts) are admitted: only once every member can decode
+    /// them (the node turns it on at the protocol version that brings them).
+    business: bool,
 }
 
 impl Synchronizer {
@@ -121,7 +124,14 @@ impl Synchronizer {
             client_ids: HashMap::new(),
             signatures_checked: 0,
             signature_batches: 0,
+            business: true,
         }
+    }
+
+    /// Admit business transactions ([`crate::tx::TxKind::is_business`]) or refuse them with
+    /// [`TxError::NotEnabled`].
+    pub fn set_business(&mut self, admitted: bool) {
+        self.business = admitted;
     }
 
     /// The chain whose transactions it admits.
@@ -169,6 +179,10 @@ impl Synchronizer {
                     got: chain_id,
                 };
                 answers[index] = Some(Admission::Rejected { reason });
+            } else if !self.business && tx.body.kind.is_business() {
+                answers[index] = Some(Admission::Rejected {
+                    reason: Rejection::Rule(TxError::NotEnabled),
+                });
             } else if let ArchivedTxKind::Issuance { .. } = tx.body.kind {
                 answers[index] = Some(Admission::Rejected {
                     reason: Rejection::Rule(TxError::IssuanceReserved),
@@ -408,6 +422,55 @@ mod tests {
             }
         ));
         assert_eq!(sync.queued(), 1);
+    }
+
+    /// Business transactions wait for the protocol version that admits them; everything else is admitted as before.
+    #[test]
+    fn business_transactions_are_refused_until_turned_on() {
+        use crate::tx::TxBody;
+        let owner = key(ACCOUNT_KEYS, 0);
+        let transfer = signed(1).remove(0);
+        let kinds = crate::fixtures::token_kinds();
+        let business: Vec<Transaction> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                TxBody {
+                    kind,
+                    client_id: Some(i as u64),
+                    ..transfer.body.clone()
+                }
+                .sign(&[&owner])
+            })
+            .collect();
+        let bytes: Vec<_> = business.iter().map(encode_tx).collect();
+        let submissions: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        let mut sync = Synchronizer::new(SynchronizerConfig {
+            queue_txs_max: 64,
+            ..config()
+        });
+        sync.set_business(false);
+        for answer in sync.admit(&submissions, 0) {
+            assert_eq!(
+                answer,
+                Admission::Rejected {
+                    reason: Rejection::Rule(TxError::NotEnabled)
+                }
+            );
+        }
+        let plain = encode_tx(&transfer);
+        assert!(matches!(
+            sync.admit(&[&plain[..]], 0)[0],
+            Admission::Accepted { .. }
+        ));
+        sync.set_business(true);
+        let answers = sync.admit(&submissions, 0);
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Admission::Accepted { .. })),
+            "{answers:?}"
+        );
     }
 
     #[test]

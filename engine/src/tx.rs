@@ -566,6 +566,24 @@ impl TxBody {
     }
 }
 
+impl ArchivedTxKind {
+    /// A business transaction: a token issue or mint, an allowance, an order or fill, a contract deploy or call
+    /// (what an older binary cannot decode).
+    pub fn is_business(&self) -> bool {
+        matches!(
+            self,
+            ArchivedTxKind::TokenIssue { .. }
+                | ArchivedTxKind::TokenMint { .. }
+                | ArchivedTxKind::Approve { .. }
+                | ArchivedTxKind::TransferFrom { .. }
+                | ArchivedTxKind::OrderPlace { .. }
+                | ArchivedTxKind::Fill { .. }
+                | ArchivedTxKind::ContractDeploy { .. }
+                | ArchivedTxKind::ContractCall { .. }
+        )
+    }
+}
+
 impl Transaction {
     pub fn tx_id(&self) -> TxId {
         self.body.tx_id()

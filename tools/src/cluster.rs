@@ -100,6 +100,10 @@ pub struct ClusterArgs {
     /// instance (needs --epoch-blocks). This build hands over only among the running members (docs/dpos.md).
     #[arg(long)]
     pub hand_over: bool,
+    /// Schedule protocol version 4 from height 1 on every node: business transactions (tokens, orders, contracts)
+    /// are admitted (with --hand-over too: version 4 includes version 3's hand-overs).
+    #[arg(long)]
+    pub business: bool,
     /// With --kill-one: restart the killed node once every other node's height is this many blocks past the
     /// killed node's last reported height (instead of at two thirds of the run), waiting after the load if needed
     /// (0: at two thirds). Puts the node beyond its peers' in-memory block window on purpose.
@@ -248,15 +252,15 @@ const SHORT_SEARCH_STEP_S: u64 = 5;
 const SHORT_SEARCH_STEPS: usize = 3;
 
 impl ClusterArgs {
-    /// Every node's protocol schedule: version 3 from height 1 with --hand-over, none otherwise.
+    /// Every node's protocol schedule: from height 1, version 4 with --business, 3 with --hand-over; none otherwise.
     fn protocol_upgrades(&self) -> Vec<cas_node::config::ProtocolUpgradeConfig> {
-        if !self.hand_over {
-            return Vec::new();
-        }
-        vec![cas_node::config::ProtocolUpgradeConfig {
-            version: cas_consensus::protocol::PROTOCOL_HANDOVERS,
-            height: 1,
-        }]
+        use cas_consensus::protocol::{PROTOCOL_BUSINESS, PROTOCOL_HANDOVERS};
+        let version = match (self.business, self.hand_over) {
+            (true, _) => PROTOCOL_BUSINESS,
+            (false, true) => PROTOCOL_HANDOVERS,
+            (false, false) => return Vec::new(),
+        };
+        vec![cas_node::config::ProtocolUpgradeConfig { version, height: 1 }]
     }
 
     pub fn rate(&self) -> u64 {

@@ -3,7 +3,7 @@
 
 Usage: tokens.py CAS_BINARY WORK_DIR
 
-Starts `cas local --serve` (4 nodes). Account a issues GOLD (max 1,000,000: 600,000 to itself, 100,000 offered at
+Starts `cas local --serve --business` (4 nodes on protocol version 4, which admits business transactions). Account a issues GOLD (max 1,000,000: 600,000 to itself, 100,000 offered at
 3 CAS, 300,000 mint rights); b buys 1,000 from the offer; c bids for 2,000 at 4; a and d both fill that bid from
 its one place, submitted together to two nodes: exactly one fill is accepted and the other is refused in block
 order, the same on every node; a mints 10,000 to d; b approves d, which moves part of it to c (over-allowance and a
@@ -81,7 +81,7 @@ def balance(api, owner, asset, height=None):
     return next((int(b["amount"]) for b in answer["balances"] if b["asset"] == asset), 0)
 
 
-cluster_run = Cluster(CAS, os.path.join(WORK, "cluster"))
+cluster_run = Cluster(CAS, os.path.join(WORK, "cluster"), extra=["--business"])
 try:
     cluster = cluster_run.wait_ready()
     apis = [n["api"] for n in cluster["nodes"]]

@@ -266,8 +266,14 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(parts: Parts) -> Driver {
+    pub fn new(mut parts: Parts) -> Driver {
         let in_flight = InFlight::new(parts.admission_in_flight_max);
+        // Business transactions wait for the protocol version every member can decode them under (rechecked each
+        // second as the committed height passes a switch).
+        let next = parts.instance.bft.committed_height() + 1;
+        let business =
+            parts.instance.bft.protocol_at(next) >= cas_consensus::protocol::PROTOCOL_BUSINESS;
+        parts.synchronizer.set_business(business);
         Driver {
             parts,
             ended: None,
@@ -396,6 +402,9 @@ impl Driver {
                 let next = self.parts.instance.bft.committed_height() + 1;
                 let protocol = self.parts.instance.bft.protocol_at(next);
                 if protocol != self.protocol {
+                    self.parts
+                        .synchronizer
+                        .set_business(protocol >= cas_consensus::protocol::PROTOCOL_BUSINESS);
                     tracing::info!(
                         protocol,
                         height = next,
