@@ -104,6 +104,28 @@ pub fn funded_genesis(
     .expect("the fixture spec is valid")
 }
 
+/// A transaction of `kind` on chain `chain_id` (network 0, no memo or client id), signed by `signer`.
+pub fn signed(
+    chain_id: u32,
+    kind: TxKind,
+    inputs: Vec<OutPoint>,
+    outputs: Vec<TxOutput>,
+    fee: u64,
+    signer: &Keypair,
+) -> Transaction {
+    TxBody {
+        chain_id,
+        vn: 0,
+        kind,
+        inputs,
+        outputs,
+        fee,
+        memo: Vec::new(),
+        client_id: None,
+    }
+    .sign(&[signer])
+}
+
 /// A CAS transfer spending `inputs` (all owned by `owner`) to `to`, paying `fee`, with the change back to the
 /// owner. Panics if the inputs do not cover `amount + fee`: fixtures are built by code that knows the coins.
 pub fn transfer(

@@ -5,12 +5,10 @@
 //! the reference ledger, which also checks that every transaction of both loads is accepted.
 
 use cas_engine::contract::ledger::{contract_id, ContractArg, ContractCall};
-use cas_engine::fixtures::{funded_spec, key, transfer, ACCOUNT_KEYS};
+use cas_engine::fixtures::{funded_spec, key, signed, transfer, ACCOUNT_KEYS};
 use cas_engine::genesis::{genesis_block, genesis_outputs, AllocationSpec};
 use cas_engine::token::{object_place, AllowanceTerms, ObjectKind, Spend};
-use cas_engine::{
-    AssetId, Hash32, Keypair, MemoryLedger, OutPoint, Transaction, TxBody, TxKind, TxOutput,
-};
+use cas_engine::{AssetId, Hash32, Keypair, MemoryLedger, OutPoint, Transaction, TxKind, TxOutput};
 
 use crate::pipeline::Load;
 use crate::CHAIN_ID;
@@ -66,22 +64,20 @@ pub fn load(accounts: u32, blocks: u64, mixed: bool) -> (Load, usize) {
             }
         })
         .collect();
-    let deploy = TxBody {
-        chain_id: CHAIN_ID,
-        vn: 0,
-        kind: TxKind::ContractDeploy {
+    let deployer = &wallets[deployer_index as usize];
+    let deploy = signed(
+        CHAIN_ID,
+        TxKind::ContractDeploy {
             code: CONTRACT.as_bytes().to_vec(),
         },
-        inputs: vec![wallets[deployer_index as usize].cas.0],
-        outputs: vec![TxOutput {
-            amount: wallets[deployer_index as usize].cas.1.amount - 1,
-            ..wallets[deployer_index as usize].cas.1
+        vec![deployer.cas.0],
+        vec![TxOutput {
+            amount: deployer.cas.1.amount - 1,
+            ..deployer.cas.1
         }],
-        fee: 1,
-        memo: Vec::new(),
-        client_id: None,
-    }
-    .sign(&[&wallets[deployer_index as usize].key]);
+        1,
+        &deployer.key,
+    );
     let contract = contract_id(&deploy.tx_id());
     let mut parent = genesis.header.hash();
     let (mut encoded, mut all, mut transfers) = (Vec::new(), Vec::new(), 0);
@@ -198,17 +194,7 @@ fn business(wallet: &mut Wallet, height: u64, contract: &Hash32) -> Transaction 
             (kind, inputs, vec![change, cas(wallet.cas.1.amount - 1)])
         }
     };
-    let tx = TxBody {
-        chain_id: CHAIN_ID,
-        vn: 0,
-        kind,
-        inputs,
-        outputs,
-        fee: 1,
-        memo: Vec::new(),
-        client_id: None,
-    }
-    .sign(&[&wallet.key]);
+    let tx = signed(CHAIN_ID, kind, inputs, outputs, 1, &wallet.key);
     let id = tx.tx_id();
     match tx.body.kind {
         TxKind::Approve { .. } => {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use cas_engine::codec::{decode_block, encode_block};
-use cas_engine::fixtures::{funded_spec, key, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
+use cas_engine::fixtures::{funded_spec, key, signed, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
 use cas_engine::genesis::genesis_block;
 use cas_engine::rules::{fee_pot_outpoint, TxError};
 use cas_engine::{
@@ -136,17 +136,7 @@ fn stake(
             (kind, outputs)
         }
     };
-    let body = TxBody {
-        chain_id: CHAIN_ID,
-        vn: 0,
-        kind,
-        inputs: vec![coin.0],
-        outputs,
-        fee: 1,
-        memo: Vec::new(),
-        client_id: None,
-    };
-    Some(body.sign(&[owner]))
+    Some(signed(CHAIN_ID, kind, vec![coin.0], outputs, 1, owner))
 }
 
 fn outputs_of(tx: &Transaction) -> Vec<(OutPoint, TxOutput)> {
@@ -304,17 +294,7 @@ fn token(
             (kind, vec![coin.0], outputs)
         }
     };
-    let body = TxBody {
-        chain_id: CHAIN_ID,
-        vn: 0,
-        kind,
-        inputs,
-        outputs,
-        fee: 1,
-        memo: Vec::new(),
-        client_id: None,
-    };
-    Some(body.sign(&[owner]))
+    Some(signed(CHAIN_ID, kind, inputs, outputs, 1, owner))
 }
 
 pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
