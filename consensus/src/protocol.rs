@@ -23,9 +23,10 @@
 //!   elected for it, running its own BFT instance over the epoch's heights (`BftConfig::epoch`, `last_height`;
 //!   the node's epoch plan). Under versions 1 and 2 elections are recorded and the genesis committee serves on.
 //! - **4**: version 3, and business transactions (token issues and mints, allowances, orders and fills, contract
-//!   deploys and calls: issue 20) are admitted. A binary older than this one cannot decode them, so members admit
-//!   them only once the committee runs version 4 (`Synchronizer::set_business`); before that they are refused at
-//!   admission with `not_enabled`.
+//!   deploys and calls: issue 20). A binary older than this one cannot decode them, so they are valid only in
+//!   blocks from the version's height on: the ledger rules refuse them below it (`RuleContext::business_from`, set
+//!   by the node from this schedule, followers included) and members refuse them at admission until then
+//!   (`Synchronizer::set_business`), both with `not_enabled`.
 
 /// The version from genesis.
 pub const PROTOCOL_GENESIS: u32 = 1;

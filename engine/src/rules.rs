@@ -48,6 +48,10 @@ pub struct RuleContext {
     pub unbond_delay_blocks: u64,
     /// The DEX matching fee each side of a fill pays, in basis points of the CAS notional.
     pub matching_fee_bps: u32,
+    /// The first height whose blocks may carry business transactions (tokens, orders, contracts): the height of the
+    /// protocol version that brings them in the committee's schedule (0 where no older binary takes part, as in
+    /// tests and tools; `u64::MAX` while none is scheduled). Below it they are refused ([`TxError::NotEnabled`]).
+    pub business_from: u64,
 }
 
 impl RuleContext {
@@ -59,6 +63,15 @@ impl RuleContext {
             min_fee: params.min_fee,
             unbond_delay_blocks: params.stake.unbond_delay_blocks,
             matching_fee_bps: params.matching_fee_bps,
+            business_from: 0,
+        }
+    }
+
+    /// This context with business transactions valid from `height` on.
+    pub fn with_business_from(self, height: u64) -> RuleContext {
+        RuleContext {
+            business_from: height,
+            ..self
         }
     }
 }
@@ -407,6 +420,9 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
             expected: ctx.chain_id,
             got: body.chain_id.to_native(),
         });
+    }
+    if ctx.height < ctx.business_from && body.kind.is_business() {
+        return Err(TxError::NotEnabled);
     }
     match &body.kind {
         ArchivedTxKind::Genesis { .. } => return Err(TxError::GenesisOnly),

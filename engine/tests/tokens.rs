@@ -1337,3 +1337,49 @@ fn a_contract_is_deployed_funded_and_called_and_its_budget_is_checked_before_it_
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1.amount, 150);
 }
+
+/// Below the height of the protocol version that brings them, business transactions are refused by the rules
+/// themselves (not only at admission), so a block that carries one early is judged the same on every node.
+#[test]
+fn business_transactions_are_refused_below_their_protocol_height() {
+    let chain = Chain::new();
+    let issuer = account(0);
+    let gold = token_asset(&issuer.public(), 1);
+    let issue = Build {
+        kind: TxKind::TokenIssue {
+            spec: Box::new(spec(1, 0, 0, None)),
+        },
+        signer: &issuer,
+        objects: vec![],
+        pays: vec![],
+        outputs: vec![out(&issuer, MAX_SUPPLY, gold)],
+    }
+    .sign(&chain);
+    let bytes = encode_tx(&issue);
+    let archived = decode_tx(&bytes).unwrap();
+    let height = chain.ledger.height + 1;
+    let at = |business_from| {
+        cas_engine::rules::check_tx(
+            archived,
+            chain.ledger.utxos(),
+            &chain
+                .ledger
+                .context_for(height)
+                .with_business_from(business_from),
+        )
+    };
+    assert_eq!(at(height + 1), Err(TxError::NotEnabled));
+    assert_eq!(at(u64::MAX), Err(TxError::NotEnabled));
+    assert_eq!(at(height), Ok(()));
+    // A plain transfer is never gated.
+    let plain = send(&chain, &issuer, &account(1), AssetId::CAS, 5);
+    let bytes = encode_tx(&plain);
+    let ctx = chain
+        .ledger
+        .context_for(height)
+        .with_business_from(u64::MAX);
+    assert_eq!(
+        cas_engine::rules::check_tx(decode_tx(&bytes).unwrap(), chain.ledger.utxos(), &ctx),
+        Ok(())
+    );
+}

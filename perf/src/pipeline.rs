@@ -206,6 +206,7 @@ pub fn utxo_only(load: &Load, shards: usize) -> UtxoOnly {
     let config = LedgerConfig {
         shards,
         pin_cores: true,
+        business_from: 0,
     };
     let mut ledger =
         ShardedLedger::from_genesis(&load.genesis, &config).expect("the load's genesis is valid");
@@ -253,6 +254,7 @@ pub fn durable(load: &Load, shards: usize) -> Durable {
         ledger: LedgerConfig {
             shards,
             pin_cores: true,
+            business_from: 0,
         },
         ..DurableLedgerConfig::default()
     };

@@ -30,6 +30,9 @@ pub struct LedgerConfig {
     pub shards: usize,
     /// Pin shard `i` to core `i % cores`.
     pub pin_cores: bool,
+    /// The first height whose blocks may carry business transactions ([`RuleContext::business_from`]): a node
+    /// sets it from its protocol schedule, so blocks replayed at start are judged as they were first.
+    pub business_from: u64,
 }
 
 impl Default for LedgerConfig {
@@ -37,6 +40,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             pin_cores: true,
+            business_from: 0,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct ShardedLedger {
     outputs: u64,
     /// Candidates and their stake, as the set holds them (kept with every commit, rebuilt with every load).
     stake: StakeRegistry,
+    /// See [`LedgerConfig::business_from`].
+    business_from: u64,
 }
 
 impl PendingBlock {
@@ -136,6 +142,7 @@ impl ShardedLedger {
             mirror: None,
             outputs: 0,
             stake: StakeRegistry::default(),
+            business_from: config.business_from,
         })
     }
 
@@ -218,7 +225,7 @@ impl ShardedLedger {
     }
 
     pub fn context_for(&self, height: u64) -> RuleContext {
-        RuleContext::of(self.chain_id, &self.params, height)
+        RuleContext::of(self.chain_id, &self.params, height).with_business_from(self.business_from)
     }
 
     /// Validates untrusted block bytes and queues their signature checks on the shards.

@@ -198,6 +198,7 @@ fn memlock_child() {
     let config = LedgerConfig {
         shards: 2,
         pin_cores: false,
+        ..LedgerConfig::default()
     };
     match ShardedLedger::from_genesis(&chain.genesis, &config) {
         Ok(_) => println!("started"),

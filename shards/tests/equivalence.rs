@@ -19,6 +19,7 @@ fn config(shards: usize) -> LedgerConfig {
     LedgerConfig {
         shards,
         pin_cores: false,
+        ..LedgerConfig::default()
     }
 }
 

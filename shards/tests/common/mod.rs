@@ -440,6 +440,7 @@ pub fn node_config(segment_bytes_max: u64, snapshot_every_blocks: u64) -> Durabl
         ledger: LedgerConfig {
             shards: 2,
             pin_cores: false,
+            ..LedgerConfig::default()
         },
         store: StoreConfig {
             segment_bytes_max,

@@ -622,10 +622,18 @@ impl OpenLedger {
         let ledger_fsync = fsync.with_label_values(&["ledger"]);
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        // Business transactions are valid from the height of the protocol version that brings them (never while
+        // none is scheduled): every node of the committee configures the same schedule, so all judge them alike.
+        let business_from = config
+            .protocol_schedule()
+            .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?
+            .first_height_of(cas_consensus::protocol::PROTOCOL_BUSINESS)
+            .unwrap_or(u64::MAX);
         let shards_config = cas_shards::DurableLedgerConfig {
             ledger: cas_shards::LedgerConfig {
                 shards: config.shards.max(1),
                 pin_cores: config.pin_cores,
+                business_from,
             },
             snapshot_every_blocks: config.snapshot_every_blocks.max(1),
             store: cas_shards::StoreConfig {
