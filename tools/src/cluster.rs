@@ -797,7 +797,8 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     }
     ensure!(
         commitments_equal,
-        "the nodes ended with different UTXO commitments"
+        "the nodes ended with different UTXO commitments, or one too far behind to compare: {}",
+        commitments_detail(&cluster.statuses)
     );
     ensure!(
         report.lost_connections.is_empty(),
@@ -1350,6 +1351,25 @@ pub fn read_status(path: &Path) -> Option<Status> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
+/// What each node ended at, for a disagreement's message: its height, and its commitment at the lowest height they
+/// all executed ("not kept" when that height is out of its recent window: it is too far ahead to compare).
+fn commitments_detail(statuses: &[Status]) -> String {
+    let common = statuses.iter().map(|s| s.height).min().unwrap_or(0);
+    statuses
+        .iter()
+        .enumerate()
+        .map(|(i, status)| {
+            let at_common = commitment_at(status, common);
+            format!(
+                "node {i} at height {} ({} at height {common})",
+                status.height,
+                at_common.map_or("not kept".to_string(), |c| c.chars().take(16).collect())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Whether every node had the same UTXO commitment at the lowest height they all executed. Blocks may mint witness
 /// rewards even after the load, so nodes stopped a block apart are compared at one height, from each one's
 /// recent commitments (a node too far ahead to still list that height counts as a disagreement).
@@ -1357,18 +1377,23 @@ pub fn commitments_agree(statuses: &[Status]) -> bool {
     let Some(common) = statuses.iter().map(|s| s.height).min() else {
         return true;
     };
-    let at_common = |status: &Status| -> Option<String> {
-        if status.height == common {
-            return Some(status.utxo_commitment.clone());
-        }
-        status
-            .recent_commitments
-            .iter()
-            .find(|(height, _)| *height == common)
-            .map(|(_, commitment)| commitment.clone())
-    };
-    let commitments: Vec<Option<String>> = statuses.iter().map(at_common).collect();
+    let commitments: Vec<Option<&str>> = statuses
+        .iter()
+        .map(|status| commitment_at(status, common))
+        .collect();
     commitments.iter().all(Option::is_some) && commitments.windows(2).all(|w| w[0] == w[1])
+}
+
+/// A node's commitment after `height`: its last, or one of its recent ones (None when out of that window).
+fn commitment_at(status: &Status, height: u64) -> Option<&str> {
+    if status.height == height {
+        return Some(&status.utxo_commitment);
+    }
+    status
+        .recent_commitments
+        .iter()
+        .find(|(h, _)| *h == height)
+        .map(|(_, commitment)| commitment.as_str())
 }
 
 /// Waits for the nodes to agree on a height, then stops them with SIGTERM and reads their final status.
