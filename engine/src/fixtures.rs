@@ -167,8 +167,8 @@ pub fn transfer(
     .sign(&[owner])
 }
 
-/// One kind of each token transaction, over a token of account 1's (its names past and within rkyv's inline string
-/// bytes): for id, codec and size tests.
+/// One kind of each business transaction (tokens, allowances, orders, contracts), over a token of account 1's (its
+/// names past and within rkyv's inline string bytes): for id, codec, size and admission tests.
 pub fn token_kinds() -> Vec<TxKind> {
     use crate::token::{AllowanceTerms, OrderTerms, Side, TokenSpec};
     let token = crate::token::token_asset(&key(ACCOUNT_KEYS, 1).public(), 3);

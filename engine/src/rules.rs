@@ -543,7 +543,6 @@ struct Scratch {
 /// A ledger object that input 0 is and the transaction consumes under its terms (a transfer-from's allowance, a
 /// fill's order), with its escrow entry and terms record.
 struct Consumed {
-    kind: ObjectKind,
     escrow: TxOutput,
     terms: TxOutput,
 }
@@ -604,24 +603,17 @@ fn check_with(
             let terms_at = kind.terms_at(outpoint.tx);
             let terms = record(&terms_at).ok_or(TxError::MissingInput { input })?;
             records_spent.push((terms_at, terms));
-            match (input, kind, &body.kind) {
-                (0, ObjectKind::Allowance, ArchivedTxKind::TransferFrom { .. }) => {
-                    signer = Some(terms.owner);
-                    consumed = Some(Consumed {
-                        kind,
-                        escrow: coin,
-                        terms,
-                    });
-                }
-                (0, ObjectKind::Order, ArchivedTxKind::Fill { .. }) => {
-                    signer = None;
-                    consumed = Some(Consumed {
-                        kind,
-                        escrow: coin,
-                        terms,
-                    });
-                }
-                _ => {}
+            let consumes = matches!(
+                (kind, &body.kind),
+                (ObjectKind::Allowance, ArchivedTxKind::TransferFrom { .. })
+                    | (ObjectKind::Order, ArchivedTxKind::Fill { .. })
+            );
+            if input == 0 && consumes {
+                signer = (kind == ObjectKind::Allowance).then_some(terms.owner);
+                consumed = Some(Consumed {
+                    escrow: coin,
+                    terms,
+                });
             }
         }
         if let Some(key) = signer {
@@ -890,7 +882,6 @@ impl TokenEffects<'_> {
         amount: u64,
         ctx: &RuleContext,
     ) -> Result<(), TxError> {
-        debug_assert_eq!(object.kind, ObjectKind::Allowance);
         let allowance = Allowance::of(&object.escrow, &object.terms);
         if allowance.owner != *from {
             return Err(TxError::AllowanceOwner);
@@ -937,17 +928,21 @@ impl TokenEffects<'_> {
         let script =
             parse_cached(hash, &call.code).map_err(|reason| TxError::BadContract { reason })?;
         let account = contract_account(&contract);
-        let mut held = 0u64;
-        let brought: Vec<(String, i128)> = coins
-            .iter()
-            .filter(|coin| coin.asset == AssetId::CAS)
+        let cas = coins.iter().filter(|coin| coin.asset == AssetId::CAS);
+        // Bounded by the inputs' CAS sum, which the rules checked for overflow.
+        let held: u64 = cas
+            .clone()
+            .filter(|coin| coin.owner == account)
+            .map(|coin| coin.amount)
+            .sum();
+        let brought: Vec<(String, i128)> = cas
             .map(|coin| {
-                if coin.owner == account {
-                    held += coin.amount;
-                    (CONTRACT_ACCOUNT.to_string(), i128::from(coin.amount))
+                let name = if coin.owner == account {
+                    CONTRACT_ACCOUNT.to_string()
                 } else {
-                    (coin.owner.to_hex(), i128::from(coin.amount))
-                }
+                    coin.owner.to_hex()
+                };
+                (name, i128::from(coin.amount))
             })
             .collect();
         let transfers =
@@ -986,7 +981,6 @@ impl TokenEffects<'_> {
         amount: u64,
         ctx: &RuleContext,
     ) -> Result<(), TxError> {
-        debug_assert_eq!(object.kind, ObjectKind::Order);
         let order = Order::of(&object.escrow, &object.terms);
         let (notional, fee) =
             order

@@ -1311,25 +1311,23 @@ impl ParsedFilter {
     /// A transaction matches when it pays the owner (or is signed by it, or one of its token events names it),
     /// carries the memo, and moves the asset (or raises an event about it).
     fn matches(&self, tx: &Transaction) -> bool {
-        let events = || {
-            let plain = matches!(tx.body.kind, TxKind::Transfer);
-            let tokens = tx.body.outputs.iter().any(|o| o.asset != AssetId::CAS);
-            // A plain CAS transfer raises none: its events are not worth computing.
-            if plain && !tokens {
-                Vec::new()
-            } else {
-                cas_engine::token::events(tx)
-            }
+        // Computed once, and only when a filter may need them: a plain CAS transfer raises none.
+        let plain = matches!(tx.body.kind, TxKind::Transfer)
+            && tx.body.outputs.iter().all(|o| o.asset == AssetId::CAS);
+        let events = if plain || (self.owner.is_none() && self.asset.is_none()) {
+            Vec::new()
+        } else {
+            cas_engine::token::events(tx)
         };
         let owner = self.owner.is_none_or(|owner| {
             tx.body.outputs.iter().any(|o| o.owner == owner)
                 || tx.signatures.iter().any(|s| s.key == owner)
-                || events().iter().any(|e| e.involves(&owner))
+                || events.iter().any(|e| e.involves(&owner))
         });
         let memo = self.memo.as_ref().is_none_or(|memo| tx.body.memo == *memo);
         let asset = self.asset.is_none_or(|asset| {
             tx.body.outputs.iter().any(|o| o.asset == asset)
-                || events().iter().any(|e| e.asset() == asset)
+                || events.iter().any(|e| e.asset() == asset)
         });
         owner && memo && asset
     }
