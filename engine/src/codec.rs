@@ -168,6 +168,13 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
                 crate::contract::SOURCE_BYTES_MAX,
             )?;
         }
+        ArchivedTxKind::Propose { terms } => {
+            bound(
+                "proposal title bytes",
+                terms.title.len(),
+                crate::governance::TITLE_BYTES_MAX,
+            )?;
+        }
         ArchivedTxKind::ContractCall { call } => {
             use crate::contract::ledger::{
                 ArchivedContractArg, ARG_TEXT_BYTES_MAX, FUNCTION_BYTES_MAX,
@@ -200,7 +207,8 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
         | ArchivedTxKind::Approve { .. }
         | ArchivedTxKind::TransferFrom { .. }
         | ArchivedTxKind::OrderPlace { .. }
-        | ArchivedTxKind::Fill { .. } => {}
+        | ArchivedTxKind::Fill { .. }
+        | ArchivedTxKind::Vote { .. } => {}
     }
     Ok(())
 }
@@ -289,6 +297,10 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
                     .sum::<usize>()
         }
         TxKind::OrderPlace { .. } => size_of::<crate::token::ArchivedOrderTerms>(),
+        TxKind::Propose { terms } => {
+            size_of::<crate::governance::ArchivedProposalTerms>() + out_of_line(terms.title.len())
+        }
+        TxKind::Vote { .. } => size_of::<crate::governance::ArchivedVoteCast>(),
         TxKind::Candidacy { address } => address.len(),
         TxKind::Equivocation { proof } => proof.len(),
         TxKind::Genesis { committee, .. } => {

@@ -68,6 +68,7 @@ pub fn funded_spec(
             witness_span: crate::genesis::DEFAULT_WITNESS_SPAN,
             stake: Default::default(),
             matching_fee_bps: crate::genesis::DEFAULT_MATCHING_FEE_BPS,
+            governance: Default::default(),
         },
         committee: (0..members)
             .map(|i| MemberSpec {
@@ -167,8 +168,9 @@ pub fn transfer(
     .sign(&[owner])
 }
 
-/// One kind of each business transaction (tokens, allowances, orders, contracts), over a token of account 1's (its
-/// names past and within rkyv's inline string bytes): for id, codec, size and admission tests.
+/// One kind of each business transaction (tokens, allowances, orders, contracts, CIP proposals and votes), over a
+/// token of account 1's (its names past and within rkyv's inline string bytes): for id, codec, size and admission
+/// tests.
 pub fn token_kinds() -> Vec<TxKind> {
     use crate::token::{AllowanceTerms, OrderTerms, Side, TokenSpec};
     let token = crate::token::token_asset(&key(ACCOUNT_KEYS, 1).public(), 3);
@@ -231,6 +233,34 @@ pub fn token_kinds() -> Vec<TxKind> {
                     ),
                 ],
                 code: b"function pay(n, a, b) { return n; }".to_vec(),
+            }),
+        },
+        TxKind::Propose {
+            terms: Box::new(crate::governance::ProposalTerms {
+                title: "Raise the minimum fee to two".into(),
+                window_blocks: 120,
+                quorum_bps: 2_500,
+                approval_bps: 6_000,
+                change: Some(crate::governance::ParamChange {
+                    param: crate::governance::Param::MinFee,
+                    value: 2,
+                    effective_at: 400,
+                }),
+            }),
+        },
+        TxKind::Propose {
+            terms: Box::new(crate::governance::ProposalTerms {
+                title: "A text resolution".into(),
+                window_blocks: 100,
+                quorum_bps: 2_000,
+                approval_bps: 5_000,
+                change: None,
+            }),
+        },
+        TxKind::Vote {
+            cast: Box::new(crate::governance::VoteCast {
+                proposal: crate::Hash32([5; 32]),
+                approve: false,
             }),
         },
     ]

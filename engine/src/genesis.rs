@@ -9,6 +9,7 @@ use crate::block::{Block, BlockHeader};
 use crate::codec::{COMMITTEE_MAX, OUTPUTS_MAX};
 use crate::commitment::SetCommitment;
 use crate::crypto::PublicKey;
+use crate::governance::GovernanceParams;
 use crate::id::{AssetId, Hash32};
 use crate::stake::{candidacy_outpoint, candidacy_record};
 use crate::text::{quote, reason};
@@ -54,6 +55,52 @@ pub struct ParamsSpec {
     /// The DEX matching fee per side, in basis points; [`DEFAULT_MATCHING_FEE_BPS`] when absent.
     #[serde(default = "default_matching_fee_bps")]
     pub matching_fee_bps: u32,
+    /// The CIP governance floors; every field has a default.
+    #[serde(default)]
+    pub governance: GovernanceSpec,
+}
+
+/// The `[params.governance]` table (see [`GovernanceParams`] for what each field means).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceSpec {
+    pub window_blocks_min: u64,
+    pub quorum_bps_min: u32,
+    pub approval_bps_min: u32,
+}
+
+/// The shortest CIP voting window when the genesis names none: about ten seconds of blocks.
+pub const DEFAULT_WINDOW_BLOCKS_MIN: u64 = 100;
+/// The smallest quorum when the genesis names none: a fifth of the ballots minted.
+pub const DEFAULT_QUORUM_BPS_MIN: u32 = 2_000;
+/// The smallest approval ratio when the genesis names none: yes must exceed half the votes cast.
+pub const DEFAULT_APPROVAL_BPS_MIN: u32 = 5_000;
+
+impl Default for GovernanceSpec {
+    fn default() -> GovernanceSpec {
+        GovernanceSpec {
+            window_blocks_min: DEFAULT_WINDOW_BLOCKS_MIN,
+            quorum_bps_min: DEFAULT_QUORUM_BPS_MIN,
+            approval_bps_min: DEFAULT_APPROVAL_BPS_MIN,
+        }
+    }
+}
+
+impl GovernanceSpec {
+    fn params(&self) -> Result<GovernanceParams, GenesisError> {
+        let bps = crate::token::BPS;
+        if self.window_blocks_min == 0
+            || u64::from(self.quorum_bps_min) > bps
+            || u64::from(self.approval_bps_min) >= bps
+        {
+            return Err(GenesisError::Governance);
+        }
+        Ok(GovernanceParams {
+            window_blocks_min: self.window_blocks_min,
+            quorum_bps_min: self.quorum_bps_min,
+            approval_bps_min: self.approval_bps_min,
+        })
+    }
 }
 
 /// The matching fee when the genesis names none: 0.1% of a fill's CAS notional, per side.
@@ -166,6 +213,11 @@ pub enum GenesisError {
     BadStakeParams(String),
     #[error("params.matching_fee_bps {0} is over 10000 (100%)")]
     MatchingFee(u32),
+    #[error(
+        "params.governance: window_blocks_min must be at least 1, quorum_bps_min at most 10000 and \
+         approval_bps_min under 10000"
+    )]
+    Governance,
     #[error("the CAS allocations and the committee's stake sum past a u64")]
     CasSupplyOverflow,
 }
@@ -321,6 +373,7 @@ pub fn genesis_block(spec: &GenesisSpec) -> Result<Block, GenesisError> {
         witness_span: spec.params.witness_span,
         stake,
         matching_fee_bps: spec.params.matching_fee_bps,
+        governance: spec.params.governance.params()?,
     });
     let mut parts: Vec<Vec<TxOutput>> = outputs
         .chunks(OUTPUTS_MAX)
@@ -457,6 +510,7 @@ mod tests {
                 witness_span: DEFAULT_WITNESS_SPAN,
                 stake: StakeSpec::default(),
                 matching_fee_bps: DEFAULT_MATCHING_FEE_BPS,
+                governance: GovernanceSpec::default(),
             },
             committee: members
                 .iter()

@@ -31,6 +31,8 @@ pub mod domain {
     pub const LEDGER_OBJECT: &str = "CAS 2026-12 ledger object place v1";
     pub const CONTRACT: &str = "CAS 2026-12 contract id v1";
     pub const CONTRACT_CODE: &str = "CAS 2026-12 contract code v1";
+    pub const GOVERNANCE_BALLOT: &str = "CAS 2026-12 governance ballot v1";
+    pub const GOVERNANCE_VOTE: &str = "CAS 2026-12 governance vote v1";
     /// What a BFT vote signs ([`crate::evidence::vote_digest`]): the consensus crate's votes and the ledger's
     /// evidence checks share it.
     pub const VOTE: &str = "CAS 2026-12 consensus vote v2";

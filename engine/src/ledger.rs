@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use crate::block::{ArchivedBlock, Block};
 use crate::commitment::SetCommitment;
 use crate::genesis::{genesis_committee, genesis_set};
+use crate::governance::{cas_holdings, Governance};
 use crate::id::Hash32;
 use crate::rules::{apply_batch, verify_signatures, BatchOutcome, RuleContext, TxError};
-use crate::stake::StakeRegistry;
+use crate::stake::{BlockRecords, StakeRegistry};
 use crate::tx::{tx_ids, ArchivedTransaction, ChainParams, OutPoint, TxOutput};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +31,8 @@ pub struct MemoryLedger {
     commitment: SetCommitment,
     /// Candidates and their stake, as the set holds them.
     stake: StakeRegistry,
+    /// CIP proposals, ballots and votes, as the set holds them.
+    governance: Governance,
 }
 
 impl MemoryLedger {
@@ -45,9 +48,11 @@ impl MemoryLedger {
             utxos: HashMap::new(),
             commitment: SetCommitment::default(),
             stake: StakeRegistry::default(),
+            governance: Governance::default(),
         };
         let outputs = genesis_set(&genesis.txs);
         ledger.stake.apply(&[], &outputs);
+        ledger.governance.apply(&[], &outputs);
         for (outpoint, output) in outputs {
             ledger.commitment.insert(&outpoint, &output);
             ledger.utxos.insert(outpoint, output);
@@ -63,7 +68,8 @@ impl MemoryLedger {
     }
 
     pub fn context_for(&self, height: u64) -> RuleContext {
-        RuleContext::of(self.chain_id, &self.params, height)
+        let params = self.governance.params_at(&self.params, height);
+        RuleContext::of(self.chain_id, &params, height)
     }
 
     /// Verifies signatures in batches, applies `txs` in order as block `height`, commits the accepted ones and
@@ -89,7 +95,8 @@ impl MemoryLedger {
     }
 
     /// Writes a batch's net change, applied as block `height`, into the set and its commitment, with the records the
-    /// ledger writes itself ([`StakeRegistry::end_block`]: conduct, and an election at an election height).
+    /// ledger writes itself ([`StakeRegistry::end_block`]: conduct, and an election at an election height;
+    /// [`Governance::end_block`]: ballots at a proposal's snapshot, a resolution at its window's end).
     pub fn commit(&mut self, outcome: &BatchOutcome, height: u64) {
         assert!(height > self.height, "blocks apply in height order");
         for (outpoint, coin) in &outcome.spent {
@@ -110,6 +117,18 @@ impl MemoryLedger {
         let records = self
             .stake
             .end_block(&self.params.stake, height, outcome.absent.as_deref());
+        self.governance.apply(&outcome.spent, &outcome.created);
+        self.write_records(records);
+        let utxos = &self.utxos;
+        let records = self
+            .governance
+            .end_block(height, || cas_holdings(utxos.iter()));
+        self.write_records(records);
+        self.height = height;
+    }
+
+    /// Writes the records the ledger itself spends and creates at the end of a block.
+    fn write_records(&mut self, records: BlockRecords) {
         for (outpoint, record) in &records.spent {
             let removed = self.utxos.remove(outpoint);
             assert_eq!(
@@ -124,7 +143,11 @@ impl MemoryLedger {
             assert!(previous.is_none(), "a record is written once");
             self.commitment.insert(&outpoint, &record);
         }
-        self.height = height;
+    }
+
+    /// The CIP proposals and their votes after the last applied block.
+    pub fn governance(&self) -> &Governance {
+        &self.governance
     }
 
     /// The candidates and their stake after the last applied block.

@@ -4,7 +4,7 @@
 //! their Merkle trees ([`block`], [`merkle`]), the UTXO set commitment ([`commitment`]), the zero-copy codec with
 //! the one untrusted decoder ([`codec`]), bounded echoes of untrusted text in errors ([`text`]), the UTXO rules
 //! ([`rules`]), stake, candidacy and elections ([`stake`]), business tokens, allowances and
-//! orders ([`token`]), genesis ([`genesis`]) and an in-memory reference
+//! orders ([`token`]), CIP governance ([`governance`]), genesis ([`genesis`]) and an in-memory reference
 //! ledger ([`ledger`]). Every other crate builds on these types.
 
 pub mod block;
@@ -17,6 +17,7 @@ pub mod evidence;
 pub mod fasthash;
 pub mod fixtures;
 pub mod genesis;
+pub mod governance;
 pub mod hash_many;
 pub mod id;
 pub mod keystream;

@@ -94,7 +94,12 @@ reject_codes! {
     NotAContract = 55, "not_a_contract", "a call names no deployed contract, or code other than the contract's";
     ContractBudget = 56, "contract_budget", "the called function may take more operations than the budget: refused before it ran";
     ContractFailed = 57, "contract_failed", "the call failed (a require, an overflow, a bad transfer) and changed nothing";
-    NotEnabled = 58, "not_enabled", "a token, order or contract transaction before the committee runs protocol version 4";
+    NotEnabled = 58, "not_enabled", "a token, order, contract or governance transaction before the committee runs protocol version 4";
+    BadProposal = 59, "bad_proposal", "a proposal's title, window, quorum, approval ratio or change is malformed or laxer than the genesis floors";
+    UnknownProposal = 60, "unknown_proposal", "a vote names no proposal the ledger holds";
+    VotingClosed = 61, "voting_closed", "a vote after its proposal's window ended";
+    NoBallot = 62, "no_ballot", "the voter held no CAS at the proposal's snapshot, so it has no ballot";
+    AlreadyVoted = 63, "already_voted", "the voter's ballot for this proposal is spent: one vote per holder";
 }
 
 impl RejectCode {
@@ -163,6 +168,11 @@ impl TxError {
             TxError::BadOrder { .. } => RejectCode::BadOrder,
             TxError::OrderExceeded { .. } => RejectCode::OrderExceeded,
             TxError::MakerUnpaid { .. } => RejectCode::MakerUnpaid,
+            TxError::BadProposal { .. } => RejectCode::BadProposal,
+            TxError::UnknownProposal => RejectCode::UnknownProposal,
+            TxError::VotingClosed { .. } => RejectCode::VotingClosed,
+            TxError::NoBallot => RejectCode::NoBallot,
+            TxError::AlreadyVoted => RejectCode::AlreadyVoted,
         }
     }
 }

@@ -16,6 +16,10 @@ use crate::crypto::PublicKey;
 use crate::crypto::{verify_batch, SigEntry};
 use crate::evidence::{evidence_outpoint, evidence_record, EquivocationProof, EvidenceError};
 use crate::fasthash::{FastMap, FastSet};
+use crate::governance::{
+    ballot_outpoint, check_terms, proposal_outpoint, vote_outpoint, vote_record, ArchivedVoteCast,
+    GovernanceParams, Proposal,
+};
 use crate::id::{AssetId, Hash32, TxId};
 use crate::stake::{candidacy_outpoint, candidacy_record, decode_address};
 use crate::token::{
@@ -52,6 +56,8 @@ pub struct RuleContext {
     /// protocol version that brings them in the committee's schedule (0 where no older binary takes part, as in
     /// tests and tools; `u64::MAX` while none is scheduled). Below it they are refused ([`TxError::NotEnabled`]).
     pub business_from: u64,
+    /// The floors of a CIP proposal's terms.
+    pub governance: GovernanceParams,
 }
 
 impl RuleContext {
@@ -64,6 +70,7 @@ impl RuleContext {
             unbond_delay_blocks: params.stake.unbond_delay_blocks,
             matching_fee_bps: params.matching_fee_bps,
             business_from: 0,
+            governance: params.governance,
         }
     }
 
@@ -171,6 +178,16 @@ pub enum TxError {
     ContractFailed { reason: String },
     #[error("business transactions are admitted from protocol version 4 on, which the committee does not run yet")]
     NotEnabled,
+    #[error("the proposal is refused: {reason}")]
+    BadProposal { reason: &'static str },
+    #[error("the vote names no proposal the ledger holds")]
+    UnknownProposal,
+    #[error("the proposal's window ended at height {end}")]
+    VotingClosed { end: u64 },
+    #[error("the voter held no CAS at the proposal's snapshot: no ballot")]
+    NoBallot,
+    #[error("the voter's ballot for this proposal is spent already")]
+    AlreadyVoted,
     #[error("the allowance's spender has not signed")]
     WrongSpender,
     #[error("the allowance expired at height {expires_at}")]
@@ -284,8 +301,8 @@ fn spendable_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
 }
 
 /// The records `tx` reads besides its inputs: its client id claim, for a stake transaction the candidacy it names,
-/// for an issuance the previous block's fee pot, for a token issue the token's definition, and the terms of every
-/// ledger object it spends. The sharded ledger fetches them with the inputs.
+/// for an issuance the previous block's fee pot, for a token issue the token's definition, the terms of every
+/// ledger object it spends, and for a vote its proposal and the voter's ballot and vote. The sharded ledger fetches them with the inputs.
 pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> + '_ {
     let claim = claim_of(tx).map(|(sender, client_id)| claim_outpoint(&sender, client_id));
     let definition = match (&tx.body.kind, tx.signatures.first()) {
@@ -302,6 +319,17 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         object_kind(&outpoint).map(|kind| kind.terms_at(outpoint.tx))
     });
     let candidacy = stake_candidate(tx).map(|candidate| candidacy_outpoint(&candidate));
+    let vote = match (&tx.body.kind, tx.signatures.first()) {
+        (ArchivedTxKind::Vote { cast }, Some(voter)) => {
+            let (proposal, voter) = (Hash32::from(&cast.proposal), PublicKey::from(&voter.key));
+            Some([
+                proposal_outpoint(&proposal),
+                ballot_outpoint(&proposal, &voter),
+                vote_outpoint(&proposal, &voter),
+            ])
+        }
+        _ => None,
+    };
     let (pot, evidence) = match &tx.body.kind {
         ArchivedTxKind::Issuance { height, .. } => (
             height.to_native().checked_sub(1).map(fee_pot_outpoint),
@@ -323,6 +351,7 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         .chain(evidence.into_iter().flatten())
         .chain(definition)
         .chain(terms)
+        .chain(vote.into_iter().flatten())
 }
 
 /// The candidate a stake transaction is about: named by a bond or unbond, the first signer of a candidacy.
@@ -434,6 +463,10 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
             decode_address(address.as_slice()).map_err(|e| TxError::BadAddress { len: e.len })?;
         }
         ArchivedTxKind::TokenIssue { spec } => check_token_spec(spec)?,
+        ArchivedTxKind::Propose { terms } => {
+            check_terms(terms, &ctx.governance, ctx.height)
+                .map_err(|reason| TxError::BadProposal { reason })?;
+        }
         ArchivedTxKind::ContractDeploy { code } => {
             parse_code(code).map_err(|reason| TxError::BadContract { reason })?;
         }
@@ -477,7 +510,8 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
         | ArchivedTxKind::TokenMint { .. }
         | ArchivedTxKind::TransferFrom { .. }
         | ArchivedTxKind::Fill { .. }
-        | ArchivedTxKind::ContractCall { .. } => {}
+        | ArchivedTxKind::ContractCall { .. }
+        | ArchivedTxKind::Vote { .. } => {}
     }
     if body.inputs.is_empty() {
         return Err(TxError::NoInputs);
@@ -633,6 +667,10 @@ fn check_with(
             .ok_or(TxError::InputOverflow { input })?;
         coins.push(coin);
     }
+    // A voter signs first and may spend nothing (a holder who moved its coins after the snapshot still votes).
+    if let (ArchivedTxKind::Vote { .. }, Some(first)) = (&body.kind, signature_used.first_mut()) {
+        *first = true;
+    }
     if let Some(index) = signature_used.iter().position(|used| !used) {
         return Err(TxError::UnusedSignature { index });
     }
@@ -674,6 +712,17 @@ fn check_with(
             ));
         }
         ArchivedTxKind::ContractCall { call } => effects.call(tx, call, coins, ctx, record)?,
+        ArchivedTxKind::Propose { terms } => {
+            let proposer = PublicKey::from(&tx.signatures[0].key);
+            let proposal = Proposal::of(id, proposer, terms, ctx.height);
+            effects
+                .created
+                .push((proposal_outpoint(id), proposal.record()));
+        }
+        ArchivedTxKind::Vote { cast } => {
+            let voter = PublicKey::from(&tx.signatures[0].key);
+            cast_vote(cast, &voter, ctx, record, records_spent, effects.created)?;
+        }
         _ => {}
     }
     if let Some(&(asset, inputs, outputs)) =
@@ -685,6 +734,40 @@ fn check_with(
             outputs,
         });
     }
+    Ok(())
+}
+
+/// A vote: the voter's ballot of an open proposal is spent and its weight written as a vote record.
+fn cast_vote(
+    cast: &ArchivedVoteCast,
+    voter: &PublicKey,
+    ctx: &RuleContext,
+    record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
+    spent: &mut Vec<(OutPoint, TxOutput)>,
+    created: &mut Vec<(OutPoint, TxOutput)>,
+) -> Result<(), TxError> {
+    let id = Hash32::from(&cast.proposal);
+    let at = proposal_outpoint(&id);
+    let proposal = record(&at)
+        .and_then(|entry| Proposal::decode(&at, &entry))
+        .ok_or(TxError::UnknownProposal)?;
+    if ctx.height > proposal.end {
+        return Err(TxError::VotingClosed { end: proposal.end });
+    }
+    let ballot_at = ballot_outpoint(&id, voter);
+    let Some(ballot) = record(&ballot_at) else {
+        let voted = record(&vote_outpoint(&id, voter)).is_some();
+        return Err(if voted {
+            TxError::AlreadyVoted
+        } else {
+            TxError::NoBallot
+        });
+    };
+    spent.push((ballot_at, ballot));
+    created.push((
+        vote_outpoint(&id, voter),
+        vote_record(&id, voter, ballot.amount, cast.approve),
+    ));
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::contract::ledger::{ArchivedContractArg, ContractCall};
 use crate::crypto::{Keypair, PublicKey, Signature};
+use crate::governance::{GovernanceParams, ParamChange, ProposalTerms, VoteCast};
 use crate::id::{domain, AssetId, DomainKey, Hash32, TxId};
 use crate::token::{AllowanceTerms, ArchivedSide, OrderTerms, Spend, TokenSpec};
 
@@ -76,6 +77,8 @@ pub struct ChainParams {
     pub stake: StakeParams,
     /// The DEX matching fee each side of a fill pays, in basis points of its CAS notional (at most 10,000).
     pub matching_fee_bps: u32,
+    /// The floors of every CIP proposal's window, quorum and approval ratio.
+    pub governance: GovernanceParams,
 }
 
 /// The DPOS parameters: stake, elections and the reward split (the whitepaper leaves the values open; the genesis
@@ -165,6 +168,10 @@ pub enum TxKind {
     ContractDeploy { code: Vec<u8> },
     /// Calls a contract: its inputs may spend the contract's coins, which its code moves.
     ContractCall { call: Box<ContractCall> },
+    /// Opens a CIP vote ([`crate::governance`]): its ballots are minted from the holdings after this block.
+    Propose { terms: Box<ProposalTerms> },
+    /// Casts the first signer's ballot of a proposal (its signature need spend no input).
+    Vote { cast: Box<VoteCast> },
 }
 
 /// The signed part of a transaction.
@@ -325,6 +332,10 @@ impl ArchivedTxBody {
                 h.put(&stake.blacklist_blocks.to_native().to_le_bytes());
                 h.put(&stake.evict_after.to_native().to_le_bytes());
                 h.put(&params.matching_fee_bps.to_native().to_le_bytes());
+                let governance = &params.governance;
+                h.put(&governance.window_blocks_min.to_native().to_le_bytes());
+                h.put(&governance.quorum_bps_min.to_native().to_le_bytes());
+                h.put(&governance.approval_bps_min.to_native().to_le_bytes());
             }
             ArchivedTxKind::Issuance {
                 height,
@@ -442,6 +453,27 @@ impl ArchivedTxBody {
                 }
                 h.put(&(call.code.len() as u64).to_le_bytes());
                 h.put(&call.code);
+            }
+            ArchivedTxKind::Propose { terms } => {
+                h.put(&[15]);
+                h.put(&(terms.title.len() as u64).to_le_bytes());
+                h.put(terms.title.as_bytes());
+                h.put(&terms.window_blocks.to_native().to_le_bytes());
+                h.put(&terms.quorum_bps.to_native().to_le_bytes());
+                h.put(&terms.approval_bps.to_native().to_le_bytes());
+                match terms.change.as_ref().map(ParamChange::from) {
+                    None => h.put(&[0]),
+                    Some(change) => {
+                        h.put(&[1, change.param as u8]);
+                        h.put(&change.value.to_le_bytes());
+                        h.put(&change.effective_at.to_le_bytes());
+                    }
+                }
+            }
+            ArchivedTxKind::Vote { cast } => {
+                h.put(&[16]);
+                h.put(&cast.proposal.0);
+                h.put(&[u8::from(cast.approve)]);
             }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
@@ -567,8 +599,8 @@ impl TxBody {
 }
 
 impl ArchivedTxKind {
-    /// A business transaction: a token issue or mint, an allowance, an order or fill, a contract deploy or call
-    /// (what an older binary cannot decode).
+    /// A business transaction: a token issue or mint, an allowance, an order or fill, a contract deploy or call, a
+    /// CIP proposal or vote (what an older binary cannot decode).
     pub fn is_business(&self) -> bool {
         matches!(
             self,
@@ -580,6 +612,8 @@ impl ArchivedTxKind {
                 | ArchivedTxKind::Fill { .. }
                 | ArchivedTxKind::ContractDeploy { .. }
                 | ArchivedTxKind::ContractCall { .. }
+                | ArchivedTxKind::Propose { .. }
+                | ArchivedTxKind::Vote { .. }
         )
     }
 }
@@ -636,6 +670,10 @@ mod tests {
                 h.update(&stake.blacklist_blocks.to_le_bytes());
                 h.update(&stake.evict_after.to_le_bytes());
                 h.update(&params.matching_fee_bps.to_le_bytes());
+                let governance = &params.governance;
+                h.update(&governance.window_blocks_min.to_le_bytes());
+                h.update(&governance.quorum_bps_min.to_le_bytes());
+                h.update(&governance.approval_bps_min.to_le_bytes());
             }
             TxKind::Issuance {
                 height,
@@ -737,6 +775,25 @@ mod tests {
                 }
                 h.update(&(call.code.len() as u64).to_le_bytes());
                 h.update(&call.code);
+            }
+            TxKind::Propose { terms } => {
+                h.update(&[15])
+                    .update(&(terms.title.len() as u64).to_le_bytes());
+                h.update(terms.title.as_bytes());
+                h.update(&terms.window_blocks.to_le_bytes());
+                h.update(&terms.quorum_bps.to_le_bytes());
+                h.update(&terms.approval_bps.to_le_bytes());
+                match &terms.change {
+                    None => h.update(&[0]),
+                    Some(change) => h
+                        .update(&[1, change.param as u8])
+                        .update(&change.value.to_le_bytes())
+                        .update(&change.effective_at.to_le_bytes()),
+                };
+            }
+            TxKind::Vote { cast } => {
+                h.update(&[16]).update(&cast.proposal.0);
+                h.update(&[u8::from(cast.approve)]);
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());

@@ -8,6 +8,7 @@ use cas_engine::codec::{
     ISSUANCE_EVIDENCE_BYTES_MAX, ISSUANCE_EVIDENCE_MAX, ISSUANCE_OUTPUTS_MAX, MEMO_BYTES_MAX,
     OUTPUTS_MAX, SIGNATURES_MAX, TX_BYTES_MAX,
 };
+use cas_engine::governance::GovernanceParams;
 use cas_engine::tx::{ChainParams, CommitteeMember, StakeParams};
 use cas_engine::{
     AssetId, Block, BlockHeader, Hash32, OutPoint, PublicKey, Signature, Transaction, TxBody,
@@ -63,6 +64,11 @@ fn kind() -> impl Strategy<Value = TxKind> {
                         evict_after: s.1 / 2,
                     },
                     matching_fee_bps: p.2 / 3,
+                    governance: GovernanceParams {
+                        window_blocks_min: s.4 / 5,
+                        quorum_bps_min: s.5 / 7,
+                        approval_bps_min: p.2 / 11,
+                    },
                 }),
             }
         }),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cas_engine::codec::{access_block_trusted, decode_block};
 use cas_engine::genesis::{genesis_committee, genesis_set};
+use cas_engine::governance::Governance;
 use cas_engine::ledger::LedgerError;
 use cas_engine::rules::{apply_batch, records_read, RuleContext, TxError, UtxoView};
 use cas_engine::stake::StakeRegistry;
@@ -86,6 +87,8 @@ pub struct ShardedLedger {
     outputs: u64,
     /// Candidates and their stake, as the set holds them (kept with every commit, rebuilt with every load).
     stake: StakeRegistry,
+    /// CIP proposals, ballots and votes, as the set holds them (the same).
+    governance: Governance,
     /// See [`LedgerConfig::business_from`].
     business_from: u64,
 }
@@ -142,6 +145,7 @@ impl ShardedLedger {
             mirror: None,
             outputs: 0,
             stake: StakeRegistry::default(),
+            governance: Governance::default(),
             business_from: config.business_from,
         })
     }
@@ -163,6 +167,7 @@ impl ShardedLedger {
     /// Adds outputs to their shards (genesis or snapshot load).
     pub(crate) fn load(&mut self, outputs: Vec<(OutPoint, TxOutput)>) -> Result<(), Error> {
         self.stake.apply(&[], &outputs);
+        self.governance.apply(&[], &outputs);
         self.commit_changes(Vec::new(), outputs)
     }
 
@@ -190,6 +195,7 @@ impl ShardedLedger {
         }
         self.outputs = 0;
         self.stake = StakeRegistry::default();
+        self.governance = Governance::default();
         self.height = height;
         self.load(outputs)?;
         Ok(self.commitment())
@@ -224,8 +230,15 @@ impl ShardedLedger {
         self.shards.len()
     }
 
+    /// The rules' context at `height`: the genesis parameters with the CIP changes in effect there.
     pub fn context_for(&self, height: u64) -> RuleContext {
-        RuleContext::of(self.chain_id, &self.params, height).with_business_from(self.business_from)
+        let params = self.governance.params_at(&self.params, height);
+        RuleContext::of(self.chain_id, &params, height).with_business_from(self.business_from)
+    }
+
+    /// The CIP proposals and their votes after the last applied block.
+    pub fn governance(&self) -> &Governance {
+        &self.governance
     }
 
     /// Validates untrusted block bytes and queues their signature checks on the shards.
@@ -317,6 +330,16 @@ impl ShardedLedger {
             outcome.absent.as_deref(),
         );
         let (mut spent, mut created) = (outcome.spent, outcome.created);
+        spent.extend(records.spent);
+        created.extend(records.created);
+        self.governance.apply(&spent, &created);
+        let holdings = match self.governance.needs_holdings(pending.height) {
+            true => Some(self.cas_holdings_after(&spent, &created)?),
+            false => None,
+        };
+        let records = self
+            .governance
+            .end_block(pending.height, || holdings.unwrap_or_default());
         spent.extend(records.spent);
         created.extend(records.created);
         self.commit_changes(spent, created)?;
@@ -463,6 +486,45 @@ impl ShardedLedger {
         answers
             .into_iter()
             .try_fold(0u128, |sum, (shard, answer)| Ok(sum + shard.wait(&answer)?))
+    }
+
+    /// Every key's CAS once `spent` and `created` (a block's change, not yet committed) are: the shards' owner
+    /// indexes, summed, with the change applied.
+    fn cas_holdings_after(
+        &self,
+        spent: &[(OutPoint, TxOutput)],
+        created: &[(OutPoint, TxOutput)],
+    ) -> Result<Vec<(PublicKey, u128)>, Error> {
+        let mut answers = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            let (reply, answer) = bounded(1);
+            shard.urgent(Command::Holders {
+                asset: AssetId::CAS,
+                reply,
+            })?;
+            answers.push((shard, answer));
+        }
+        let mut held: FastMap<PublicKey, u128> = FastMap::default();
+        for (shard, answer) in answers {
+            for (owner, amount) in shard.wait(&answer)? {
+                *held.entry(owner).or_default() += amount;
+            }
+        }
+        let cas = |entries: &[(OutPoint, TxOutput)]| {
+            entries
+                .iter()
+                .filter(|(_, entry)| entry.asset == AssetId::CAS)
+                .map(|(_, entry)| (entry.owner, u128::from(entry.amount)))
+                .collect::<Vec<_>>()
+        };
+        for (owner, amount) in cas(spent) {
+            let balance = held.entry(owner).or_default();
+            *balance = balance.checked_sub(amount).expect("a spent entry was held");
+        }
+        for (owner, amount) in cas(created) {
+            *held.entry(owner).or_default() += amount;
+        }
+        Ok(held.into_iter().collect())
     }
 
     /// The unspent outputs of `owner`, sorted by outpoint, from the shards' indexes.

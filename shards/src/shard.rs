@@ -57,6 +57,11 @@ pub(crate) enum Command {
     },
     /// How much of `asset` (not CAS) the partition holds.
     Supply { asset: AssetId, reply: Sender<u128> },
+    /// Every owner holding some `asset` in the partition, with how much (a CIP proposal's snapshot).
+    Holders {
+        asset: AssetId,
+        reply: Sender<Vec<(PublicKey, u128)>>,
+    },
     /// Every unspent output of the shard (for snapshots).
     Dump {
         reply: Sender<Vec<(OutPoint, TxOutput)>>,
@@ -237,6 +242,13 @@ impl ShardState {
             }
             Command::Supply { asset, reply } => {
                 let _ = reply.send(self.supplies.get(&asset).copied().unwrap_or(0));
+            }
+            Command::Holders { asset, reply } => {
+                let holders = self.owners.iter().filter_map(|(owner, holdings)| {
+                    let balance = holdings.balance(&asset);
+                    (balance > 0).then_some((*owner, balance))
+                });
+                let _ = reply.send(holders.collect());
             }
             Command::Dump { reply } => {
                 let mut all = Vec::with_capacity(self.utxos.len());

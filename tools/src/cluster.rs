@@ -868,6 +868,7 @@ pub fn start_cluster(
                 ..Default::default()
             },
             matching_fee_bps: cas_engine::genesis::DEFAULT_MATCHING_FEE_BPS,
+            governance: Default::default(),
         },
         committee: node_keys
             .iter()

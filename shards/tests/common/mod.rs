@@ -1,7 +1,8 @@
 //! Deterministic random chains for the shards tests: blocks mixing valid transfers, chains inside a block, double
 //! spends, missing inputs, bad signatures and stake transactions (candidacies, bonds to declared and undeclared
 //! candidates, unbonds) and token transactions (issues with offers and mint rights, repeated nonces, fills of
-//! orders in and past their escrow, orders taken back), each ending with an issuance that pays the fee pot and names random committee members
+//! orders in and past their escrow, orders taken back) and CIP proposals and votes (repeated, without a ballot, after
+//! the window), each ending with an issuance that pays the fee pot and names random committee members
 //! absent (so conduct records are written, replaced, blacklist and evict, and elections leave the evicted out), with
 //! the reference verdicts and commitments of `MemoryLedger`.
 
@@ -297,6 +298,62 @@ fn token(
     Some(signed(CHAIN_ID, kind, inputs, outputs, 1, owner))
 }
 
+/// A CIP proposal (a window of 2 to 5 blocks, half of them changing the unbond delay) or, three times in four, a
+/// vote by the coin's owner (who may have voted already) on an open proposal or, one time in four, a closed one.
+fn governance(
+    rng: &mut Rng,
+    keys: &HashMap<PublicKey, Keypair>,
+    coin: (OutPoint, TxOutput),
+    reference: &MemoryLedger,
+    height: u64,
+) -> Option<Transaction> {
+    use cas_engine::governance::{Param, ParamChange, ProposalTerms, VoteCast};
+    if coin.1.asset != AssetId::CAS || coin.1.amount < 2 {
+        return None;
+    }
+    let owner = keys.get(&coin.1.owner)?;
+    let (open, closed): (Vec<_>, Vec<_>) = reference
+        .governance()
+        .all()
+        .partition(|state| state.resolution.is_none());
+    // One vote in four goes to a closed proposal when there is one (refused).
+    let targets = match rng.below(4) {
+        0 if !closed.is_empty() => closed,
+        _ => open,
+    };
+    let kind = if targets.is_empty() || rng.below(4) == 0 {
+        let window_blocks = 2 + rng.below(4);
+        let change = (rng.below(2) == 0).then(|| ParamChange {
+            param: Param::UnbondDelayBlocks,
+            value: 2 + rng.below(5),
+            effective_at: height + window_blocks + 1 + rng.below(3),
+        });
+        TxKind::Propose {
+            terms: Box::new(ProposalTerms {
+                title: "Random".into(),
+                window_blocks,
+                quorum_bps: 1_000 * (1 + rng.below(3) as u32),
+                approval_bps: 5_000,
+                change,
+            }),
+        }
+    } else {
+        TxKind::Vote {
+            cast: Box::new(VoteCast {
+                proposal: targets[rng.below(targets.len() as u64) as usize]
+                    .proposal
+                    .id,
+                approve: rng.below(3) > 0,
+            }),
+        }
+    };
+    let change = TxOutput {
+        amount: coin.1.amount - 1,
+        ..coin.1
+    };
+    Some(signed(CHAIN_ID, kind, vec![coin.0], vec![change], 1, owner))
+}
+
 pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
     let mut rng = Rng::new(seed);
     let mut spec = funded_spec(CHAIN_ID, MEMBERS, ACCOUNTS, 3, 1_000_000);
@@ -305,6 +362,9 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
     spec.params.stake.absence_limit = 2;
     spec.params.stake.blacklist_blocks = 3;
     spec.params.stake.evict_after = 2;
+    // CIP votes that open and close within a short chain.
+    spec.params.governance.window_blocks_min = 2;
+    spec.params.governance.quorum_bps_min = 1_000;
     let genesis = genesis_block(&spec).expect("fixture genesis");
     let members: Vec<PublicKey> = (0..MEMBERS)
         .map(|i| key(COMMITTEE_KEYS, i).public())
@@ -377,13 +437,18 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                 }
                 .and_then(|coin| {
                     spent_here.push(coin);
-                    let delay = reference.params.stake.unbond_delay_blocks;
+                    let delay = reference.context_for(height).unbond_delay_blocks;
                     stake(&mut rng, &keys, coin, height, delay)
                 }),
                 // A token issue, a fill of an order of the set or an order taken back.
                 5 => pick(&mut rng, &mut fresh).and_then(|coin| {
                     spent_here.push(coin);
                     token(&mut rng, &keys, coin, &reference)
+                }),
+                // A CIP proposal or a vote.
+                6 => pick(&mut rng, &mut fresh).and_then(|coin| {
+                    spent_here.push(coin);
+                    governance(&mut rng, &keys, coin, &reference, height)
                 }),
                 _ => pick(&mut rng, &mut fresh).and_then(|coin| {
                     spent_here.push(coin);
