@@ -260,6 +260,7 @@ pub fn token_kinds() -> Vec<TxKind> {
         TxKind::Vote {
             cast: Box::new(crate::governance::VoteCast {
                 proposal: crate::Hash32([5; 32]),
+                voter: key(ACCOUNT_KEYS, 2).public(),
                 approve: false,
             }),
         },

@@ -9,7 +9,7 @@
 //!   that block (coins, locked coins and escrow alike), as a record at `(ballot_place(id, holder), BALLOT_INDEX)`
 //!   of the proposal's ballot asset, owned by the holder, and the total minted at `(id, TALLY_INDEX)`. A ballot is
 //!   bound to its holder: no transaction can spend a record, so it never moves with coins.
-//! - A **vote** ([`TxKind::Vote`](crate::tx::TxKind::Vote)), signed first by the holder, spends the holder's ballot
+//! - A **vote** ([`TxKind::Vote`](crate::tx::TxKind::Vote)), naming and signed by the holder, spends its ballot
 //!   and writes a vote record at `(ballot_place(id, holder), VOTE_INDEX)` with its weight and choice. A second
 //!   vote finds the ballot gone and the vote there: refused. Coins moved after the snapshot carry no ballot, so they
 //!   vote nowhere again.
@@ -137,11 +137,14 @@ pub struct ProposalTerms {
     pub change: Option<ParamChange>,
 }
 
-/// What a vote transaction casts: its first signer's ballot of `proposal`, for or against.
+/// What a vote transaction casts: `voter`'s ballot of `proposal`, for or against. The voter is named in the body
+/// (so in the tx id), not taken from the signatures, which the id leaves out: nobody can make one signed vote count
+/// another signer's ballot by dropping or reordering signatures.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
 pub struct VoteCast {
     pub proposal: Hash32,
+    pub voter: PublicKey,
     pub approve: bool,
 }
 

@@ -100,6 +100,7 @@ reject_codes! {
     VotingClosed = 61, "voting_closed", "a vote after its proposal's window ended";
     NoBallot = 62, "no_ballot", "the voter held no CAS at the proposal's snapshot, so it has no ballot";
     AlreadyVoted = 63, "already_voted", "the voter's ballot for this proposal is spent: one vote per holder";
+    VoterUnsigned = 64, "voter_unsigned", "the voter a vote names has not signed it";
 }
 
 impl RejectCode {
@@ -173,6 +174,7 @@ impl TxError {
             TxError::VotingClosed { .. } => RejectCode::VotingClosed,
             TxError::NoBallot => RejectCode::NoBallot,
             TxError::AlreadyVoted => RejectCode::AlreadyVoted,
+            TxError::VoterUnsigned => RejectCode::VoterUnsigned,
         }
     }
 }

@@ -188,6 +188,8 @@ pub enum TxError {
     NoBallot,
     #[error("the voter's ballot for this proposal is spent already")]
     AlreadyVoted,
+    #[error("the voter a vote names has not signed it")]
+    VoterUnsigned,
     #[error("the allowance's spender has not signed")]
     WrongSpender,
     #[error("the allowance expired at height {expires_at}")]
@@ -319,9 +321,9 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         object_kind(&outpoint).map(|kind| kind.terms_at(outpoint.tx))
     });
     let candidacy = stake_candidate(tx).map(|candidate| candidacy_outpoint(&candidate));
-    let vote = match (&tx.body.kind, tx.signatures.first()) {
-        (ArchivedTxKind::Vote { cast }, Some(voter)) => {
-            let (proposal, voter) = (Hash32::from(&cast.proposal), PublicKey::from(&voter.key));
+    let vote = match &tx.body.kind {
+        ArchivedTxKind::Vote { cast } => {
+            let (proposal, voter) = (Hash32::from(&cast.proposal), PublicKey::from(&cast.voter));
             Some([
                 proposal_outpoint(&proposal),
                 ballot_outpoint(&proposal, &voter),
@@ -667,9 +669,10 @@ fn check_with(
             .ok_or(TxError::InputOverflow { input })?;
         coins.push(coin);
     }
-    // A voter signs first and may spend nothing (a holder who moved its coins after the snapshot still votes).
-    if let (ArchivedTxKind::Vote { .. }, Some(first)) = (&body.kind, signature_used.first_mut()) {
-        *first = true;
+    // A voter signs and may spend nothing (a holder who moved its coins after the snapshot still votes).
+    if let ArchivedTxKind::Vote { cast } = &body.kind {
+        let index = tx.signatures.iter().position(|w| w.key == cast.voter);
+        signature_used[index.ok_or(TxError::VoterUnsigned)?] = true;
     }
     if let Some(index) = signature_used.iter().position(|used| !used) {
         return Err(TxError::UnusedSignature { index });
@@ -720,8 +723,7 @@ fn check_with(
                 .push((proposal_outpoint(id), proposal.record()));
         }
         ArchivedTxKind::Vote { cast } => {
-            let voter = PublicKey::from(&tx.signatures[0].key);
-            cast_vote(cast, &voter, ctx, record, records_spent, effects.created)?;
+            cast_vote(cast, ctx, record, records_spent, effects.created)?;
         }
         _ => {}
     }
@@ -740,13 +742,12 @@ fn check_with(
 /// A vote: the voter's ballot of an open proposal is spent and its weight written as a vote record.
 fn cast_vote(
     cast: &ArchivedVoteCast,
-    voter: &PublicKey,
     ctx: &RuleContext,
     record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
     spent: &mut Vec<(OutPoint, TxOutput)>,
     created: &mut Vec<(OutPoint, TxOutput)>,
 ) -> Result<(), TxError> {
-    let id = Hash32::from(&cast.proposal);
+    let (id, voter) = (Hash32::from(&cast.proposal), &PublicKey::from(&cast.voter));
     let at = proposal_outpoint(&id);
     let proposal = record(&at)
         .and_then(|entry| Proposal::decode(&at, &entry))

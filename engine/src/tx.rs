@@ -170,7 +170,7 @@ pub enum TxKind {
     ContractCall { call: Box<ContractCall> },
     /// Opens a CIP vote ([`crate::governance`]): its ballots are minted from the holdings after this block.
     Propose { terms: Box<ProposalTerms> },
-    /// Casts the first signer's ballot of a proposal (its signature need spend no input).
+    /// Casts the named voter's ballot of a proposal (the voter signs; its signature need spend no input).
     Vote { cast: Box<VoteCast> },
 }
 
@@ -473,6 +473,7 @@ impl ArchivedTxBody {
             ArchivedTxKind::Vote { cast } => {
                 h.put(&[16]);
                 h.put(&cast.proposal.0);
+                h.put(&cast.voter.0);
                 h.put(&[u8::from(cast.approve)]);
             }
         }
@@ -793,6 +794,7 @@ mod tests {
             }
             TxKind::Vote { cast } => {
                 h.update(&[16]).update(&cast.proposal.0);
+                h.update(&cast.voter.0);
                 h.update(&[u8::from(cast.approve)]);
             }
         }

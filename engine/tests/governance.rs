@@ -100,7 +100,7 @@ impl Chain {
     }
 
     fn vote_tx(&self, voter: &Keypair, proposal: Hash32, approve: bool) -> Transaction {
-        self.paying(voter, vote(proposal, approve), FEE)
+        self.paying(voter, vote(proposal, voter, approve), FEE)
     }
 
     fn vote(&mut self, voter: &Keypair, proposal: Hash32, approve: bool) -> Result<(), TxError> {
@@ -141,9 +141,13 @@ impl Chain {
     }
 }
 
-fn vote(proposal: Hash32, approve: bool) -> TxKind {
+fn vote(proposal: Hash32, voter: &Keypair, approve: bool) -> TxKind {
     TxKind::Vote {
-        cast: Box::new(VoteCast { proposal, approve }),
+        cast: Box::new(VoteCast {
+            proposal,
+            voter: voter.public(),
+            approve,
+        }),
     }
 }
 
@@ -285,8 +289,13 @@ fn coins_moved_after_the_snapshot_vote_no_more() {
     // Holder 1 votes, moves every coin to holder 4, and tries again: its ballot is spent.
     chain.vote(&account(1), id, true).unwrap();
     chain.move_all(&account(1), &account(4));
-    let again = chain.paying(&account(4), vote(id, true), FEE);
-    let by_1_paid_by_4 = two_signers(&chain, &account(1), &account(4), vote(id, false));
+    let again = chain.paying(&account(4), vote(id, &account(4), true), FEE);
+    let by_1_paid_by_4 = two_signers(
+        &chain,
+        &account(1),
+        &account(4),
+        vote(id, &account(1), false),
+    );
     assert_eq!(code(chain.one(by_1_paid_by_4)), RejectCode::AlreadyVoted);
     // Holder 4 now holds 1's coins too, but votes with what it held at the snapshot.
     chain.one(again).unwrap();
@@ -298,13 +307,22 @@ fn coins_moved_after_the_snapshot_vote_no_more() {
     // Holder 2 moves everything first, then votes with its ballot, the fee paid by holder 4: its full weight.
     chain.move_all(&account(2), &account(4));
     assert_eq!(chain.cas(&account(2)), 0);
-    let late = two_signers(&chain, &account(2), &account(4), vote(id, false));
+    let late = two_signers(
+        &chain,
+        &account(2),
+        &account(4),
+        vote(id, &account(2), false),
+    );
+    // The voter is in the tx id: the same vote with the voter's signature dropped is not the payer's vote.
+    let mut stripped = late.clone();
+    stripped.signatures.remove(0);
+    assert_eq!(code(chain.one(stripped)), RejectCode::VoterUnsigned);
     chain.one(late).unwrap();
     assert_eq!(chain.state(&id).no, u128::from(w2));
     // Two votes by one holder in one block, each paid from its own coin: the second finds the ballot spent.
     let verdicts = chain.block(&[
-        chain.paying_with(&account(0), 0, vote(id, true)),
-        chain.paying_with(&account(0), 1, vote(id, false)),
+        chain.paying_with(&account(0), 0, vote(id, &account(0), true)),
+        chain.paying_with(&account(0), 1, vote(id, &account(0), false)),
     ]);
     assert_eq!(verdicts, vec![Ok(()), Err(TxError::AlreadyVoted)]);
 }

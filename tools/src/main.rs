@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 mod bench;
 mod client_cmd;
 mod cluster;
+mod gov_cmd;
 mod http_load;
 mod load;
 mod local;
@@ -72,6 +73,10 @@ enum Command {
     /// Contracts (docs/contracts.md), built and signed offline like `cas tx`: deploy, call.
     #[command(subcommand)]
     Contract(token_cmd::ContractCommand),
+    /// CIP governance, built and signed offline like `cas tx`: propose (a vote, optionally a parameter change),
+    /// vote.
+    #[command(subcommand)]
+    Gov(gov_cmd::GovCommand),
     /// Decode a transaction or block file with the untrusted decoder and print it.
     Show { file: PathBuf },
     /// Run a node: consensus, availability, shards and the client endpoint.
@@ -175,6 +180,7 @@ fn main() -> ExitCode {
         Command::Token(command) => token_cmd::token(command),
         Command::Order(command) => token_cmd::order(command),
         Command::Contract(command) => token_cmd::contract(command),
+        Command::Gov(command) => gov_cmd::gov(command),
         Command::Show { file } => offline::show(file),
         Command::Node { config, log_json } => {
             init_node_logging(

@@ -343,6 +343,7 @@ fn governance(
                 proposal: targets[rng.below(targets.len() as u64) as usize]
                     .proposal
                     .id,
+                voter: owner.public(),
                 approve: rng.below(3) > 0,
             }),
         }

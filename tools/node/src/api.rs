@@ -26,6 +26,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use cas_engine::client::ClientAnswer;
 use cas_engine::codec::{decode_block, decode_tx, to_owned_block};
+use cas_engine::governance::{ParamChange, ProposalState};
 use cas_engine::rules::is_record;
 use cas_engine::stake::{first_height, Candidate, StakeRegistry};
 use cas_engine::token::{
@@ -158,6 +159,10 @@ pub enum LedgerQuery {
         epoch: Option<u64>,
         reply: tokio::sync::oneshot::Sender<StakeView>,
     },
+    /// Every CIP proposal with its vote, and the parameters in effect for the next block.
+    Governance {
+        reply: tokio::sync::oneshot::Sender<GovernanceView>,
+    },
     /// Set entries by outpoint (records and ledger objects included) and the supplies of assets, at the executed
     /// height.
     Entries {
@@ -169,6 +174,15 @@ pub enum LedgerQuery {
 
 /// What [`LedgerQuery::Entries`] answers: the height, the entry at each outpoint asked (if any) and each supply.
 pub type EntriesView = Result<(u64, Vec<Option<TxOutput>>, Vec<u128>), String>;
+
+/// What `GET /v1/proposals` shows, read by the executor.
+pub struct GovernanceView {
+    pub height: u64,
+    pub proposals: Vec<ProposalState>,
+    /// The rules' parameters for block `height + 1` (genesis values with the passed changes in effect).
+    pub min_fee: u64,
+    pub unbond_delay_blocks: u64,
+}
 
 /// What `GET /v1/stake` shows, read by the executor.
 pub struct StakeView {
@@ -313,6 +327,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/blocks/{height}"),
     ("get", "/v1/codes"),
     ("get", "/v1/stake"),
+    ("get", "/v1/proposals"),
+    ("get", "/v1/proposals/{id}"),
     ("get", "/v1/ledger"),
     ("get", "/v1/handovers"),
 ];
@@ -331,6 +347,8 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
         "/v1/blocks/{height}" => get(block),
         "/v1/codes" => get(codes),
         "/v1/stake" => get(stake),
+        "/v1/proposals" => get(proposals),
+        "/v1/proposals/{id}" => get(proposal),
         "/v1/ledger" => get(ledger_stream),
         "/v1/handovers" => get(handovers),
         other => unreachable!("{other} is in ROUTES without a handler"),
@@ -1205,6 +1223,93 @@ fn kind_name(kind: &TxKind) -> &'static str {
         TxKind::Fill { .. } => "fill",
         TxKind::ContractDeploy { .. } => "contract_deploy",
         TxKind::ContractCall { .. } => "contract_call",
+        TxKind::Propose { .. } => "propose",
+        TxKind::Vote { .. } => "vote",
+    }
+}
+
+/// What a CIP transaction says: a proposal's terms (its id is the tx id), a vote's proposal and choice.
+fn governance_json(tx: &Transaction) -> Value {
+    match &tx.body.kind {
+        TxKind::Propose { terms } => json!({
+            "title": terms.title,
+            "window_blocks": terms.window_blocks,
+            "quorum_bps": terms.quorum_bps,
+            "approval_bps": terms.approval_bps,
+            "change": terms.change.as_ref().map(change_json),
+        }),
+        TxKind::Vote { cast } => json!({
+            "proposal": cast.proposal.to_hex(),
+            "voter": cast.voter.to_hex(),
+            "approve": cast.approve,
+        }),
+        _ => Value::Null,
+    }
+}
+
+fn change_json(change: &ParamChange) -> Value {
+    json!({"param": change.param.name(), "value": change.value, "effective_at": change.effective_at})
+}
+
+fn proposal_json(state: &ProposalState) -> Value {
+    let p = &state.proposal;
+    let status = match state.resolution {
+        None => "open",
+        Some(r) if r.passed => "passed",
+        Some(_) => "failed",
+    };
+    json!({
+        "id": p.id.to_hex(),
+        "proposer": p.proposer.to_hex(),
+        "snapshot": p.snapshot,
+        "end": p.end,
+        "quorum_bps": p.quorum_bps,
+        "approval_bps": p.approval_bps,
+        "change": p.change.as_ref().map(change_json),
+        "ballots": state.minted.map(|m| m.to_string()),
+        "yes": state.yes.to_string(),
+        "no": state.no.to_string(),
+        "status": status,
+    })
+}
+
+/// `GET /v1/proposals`: every CIP proposal at the executed height, with its ballots, votes and status (open,
+/// passed, failed), and the parameters a passed change may set as they are for the next block.
+async fn proposals(State(state): State<Arc<ApiState>>) -> Response {
+    let view = match ask(&state, |reply| LedgerQuery::Governance { reply }).await {
+        Ok(view) => view,
+        Err(refused) => return *refused,
+    };
+    reply(
+        StatusCode::OK,
+        json!({
+            "height": view.height,
+            "params": {"min_fee": view.min_fee, "unbond_delay_blocks": view.unbond_delay_blocks},
+            "proposals": view.proposals.iter().map(proposal_json).collect::<Vec<_>>(),
+        }),
+    )
+}
+
+/// `GET /v1/proposals/{id}`: one proposal (its id is its transaction's id), 404 when the ledger holds none.
+async fn proposal(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let id = match parse_hash(&id, "the proposal id") {
+        Ok(hash) => hash,
+        Err(refused) => return *refused,
+    };
+    let view = match ask(&state, |reply| LedgerQuery::Governance { reply }).await {
+        Ok(view) => view,
+        Err(refused) => return *refused,
+    };
+    match view.proposals.iter().find(|p| p.proposal.id == id) {
+        Some(found) => {
+            let mut body = proposal_json(found);
+            body["height"] = json!(view.height);
+            reply(StatusCode::OK, body)
+        }
+        None => reply(
+            StatusCode::NOT_FOUND,
+            json!({"status": "unknown", "height": view.height, "reason": "no proposal with this id"}),
+        ),
     }
 }
 
@@ -1242,6 +1347,7 @@ fn tx_json(tx: &Transaction, id: &TxId, index: usize, verdict: Option<Value>) ->
         "index": index,
         "kind": kind_name(&tx.body.kind),
         "stake": stake_json(tx),
+        "governance": governance_json(tx),
         "inputs": tx.body.inputs.iter().map(|i| json!({"tx": i.tx.to_hex(), "index": i.index})).collect::<Vec<_>>(),
         "outputs": tx.body.outputs.iter().map(output_json).collect::<Vec<_>>(),
         "fee": tx.body.fee,

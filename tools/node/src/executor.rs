@@ -24,7 +24,7 @@ use cas_engine::rules::fee_pot_outpoint;
 use cas_engine::stake::{elected_committee, elects_at, epoch_of, validator_payouts, Candidate};
 use cas_engine::{merkle, Block, BlockHash, BlockHeader, Hash32, PublicKey, Transaction};
 
-use crate::api::{LedgerQuery, StakeView};
+use crate::api::{GovernanceView, LedgerQuery, StakeView};
 use crate::clients::{Client, Clients};
 use crate::durable::{ExecutedFile, WitnessBaseFile};
 use crate::epochs::{committee_of, Committees, EpochPlan, Handovers};
@@ -736,6 +736,17 @@ pub(crate) fn answer_query(node: &cas_shards::DurableLedger, query: LedgerQuery)
                 })
                 .map_err(|e| e.to_string());
             let _ = reply.send(found);
+        }
+        LedgerQuery::Governance { reply } => {
+            let ledger = node.ledger();
+            let height = node.height();
+            let context = ledger.context_for(height + 1);
+            let _ = reply.send(GovernanceView {
+                height,
+                proposals: ledger.governance().all().collect(),
+                min_fee: context.min_fee,
+                unbond_delay_blocks: context.unbond_delay_blocks,
+            });
         }
         LedgerQuery::Stake {
             epoch: asked,
