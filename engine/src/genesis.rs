@@ -565,6 +565,28 @@ mod tests {
     /// (Allocations of other assets that sum past u64 stay allowed: the rules refuse spending them together,
     /// `InputOverflow`; CAS's supply is bounded, see `a_cas_supply_past_a_u64_is_refused`.)
     #[test]
+    fn governance_floors_out_of_range_are_refused() {
+        let floors = |window_blocks_min, quorum_bps_min, approval_bps_min| {
+            let mut spec = spec(&[(1, 1)], &[]);
+            spec.params.governance = GovernanceSpec {
+                window_blocks_min,
+                quorum_bps_min,
+                approval_bps_min,
+            };
+            genesis_block(&spec).map(drop)
+        };
+        assert_eq!(floors(1, 10_000, 9_999), Ok(()));
+        for (window, quorum, approval) in
+            [(0, 2_000, 5_000), (10, 10_001, 5_000), (10, 2_000, 10_000)]
+        {
+            assert_eq!(
+                floors(window, quorum, approval),
+                Err(GenesisError::Governance)
+            );
+        }
+    }
+
+    #[test]
     fn stakes_that_overflow_are_refused() {
         assert_eq!(
             genesis_block(&spec(&[(1, u64::MAX), (2, 1)], &[])).unwrap_err(),
