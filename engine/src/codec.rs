@@ -168,6 +168,13 @@ pub fn check_tx_bounds(tx: &ArchivedTransaction) -> Result<(), DecodeError> {
                 crate::contract::SOURCE_BYTES_MAX,
             )?;
         }
+        ArchivedTxKind::VnRegister { policy } => {
+            bound(
+                "policy endorsers",
+                policy.endorsers.len(),
+                crate::vn::ENDORSERS_MAX,
+            )?;
+        }
         ArchivedTxKind::Propose { terms } => {
             bound(
                 "proposal title bytes",
@@ -301,6 +308,10 @@ pub fn encoded_tx_len(tx: &Transaction) -> usize {
             size_of::<crate::governance::ArchivedProposalTerms>() + out_of_line(terms.title.len())
         }
         TxKind::Vote { .. } => size_of::<crate::governance::ArchivedVoteCast>(),
+        TxKind::VnRegister { policy } => {
+            size_of::<crate::vn::ArchivedPolicyTerms>()
+                + policy.endorsers.len() * size_of::<crate::vn::ArchivedEndorser>()
+        }
         TxKind::Candidacy { address } => address.len(),
         TxKind::Equivocation { proof } => proof.len(),
         TxKind::Genesis { committee, .. } => {

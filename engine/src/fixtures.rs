@@ -168,7 +168,8 @@ pub fn transfer(
     .sign(&[owner])
 }
 
-/// One kind of each business transaction (tokens, allowances, orders, contracts, CIP proposals and votes), over a
+/// One kind of each business transaction (tokens, allowances, orders, contracts, CIP proposals and votes, a VN
+/// registration), over a
 /// token of account 1's (its names past and within rkyv's inline string bytes): for id, codec, size and admission
 /// tests.
 pub fn token_kinds() -> Vec<TxKind> {
@@ -255,6 +256,18 @@ pub fn token_kinds() -> Vec<TxKind> {
                 quorum_bps: 2_000,
                 approval_bps: 5_000,
                 change: None,
+            }),
+        },
+        TxKind::VnRegister {
+            policy: Box::new(crate::vn::PolicyTerms {
+                vn: 7,
+                endorsers: (0..3)
+                    .map(|i| crate::vn::Endorser {
+                        key: key(ACCOUNT_KEYS, 10 + i).public(),
+                        weight: i + 1,
+                    })
+                    .collect(),
+                threshold: 4,
             }),
         },
         TxKind::Vote {

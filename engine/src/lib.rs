@@ -4,7 +4,7 @@
 //! their Merkle trees ([`block`], [`merkle`]), the UTXO set commitment ([`commitment`]), the zero-copy codec with
 //! the one untrusted decoder ([`codec`]), bounded echoes of untrusted text in errors ([`text`]), the UTXO rules
 //! ([`rules`]), stake, candidacy and elections ([`stake`]), business tokens, allowances and
-//! orders ([`token`]), CIP governance ([`governance`]), genesis ([`genesis`]) and an in-memory reference
+//! orders ([`token`]), CIP governance ([`governance`]), business networks and their endorsement Policy ([`vn`]), genesis ([`genesis`]) and an in-memory reference
 //! ledger ([`ledger`]). Every other crate builds on these types.
 
 pub mod block;
@@ -31,6 +31,7 @@ pub mod synchronizer;
 pub mod text;
 pub mod token;
 pub mod tx;
+pub mod vn;
 
 pub use block::{ArchivedBlock, ArchivedBlockHeader, Block, BlockHeader};
 pub use codec::DecodeError;

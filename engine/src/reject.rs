@@ -101,6 +101,10 @@ reject_codes! {
     NoBallot = 62, "no_ballot", "the voter held no CAS at the proposal's snapshot, so it has no ballot";
     AlreadyVoted = 63, "already_voted", "the voter's ballot for this proposal is spent: one vote per holder";
     VoterUnsigned = 64, "voter_unsigned", "the voter a vote names has not signed it";
+    BadPolicy = 65, "bad_policy", "a VN registration's Policy is malformed (VN 0, no or too many endorsers, a zero weight, a repeated endorser, a threshold out of range)";
+    VnExists = 66, "vn_exists", "the VN is registered already";
+    UnknownVn = 67, "unknown_vn", "the transaction names a VN that no registration created";
+    NotEndorsed = 68, "not_endorsed", "the transaction's endorsing signatures weigh less than its VN's Policy asks";
 }
 
 impl RejectCode {
@@ -175,6 +179,10 @@ impl TxError {
             TxError::NoBallot => RejectCode::NoBallot,
             TxError::AlreadyVoted => RejectCode::AlreadyVoted,
             TxError::VoterUnsigned => RejectCode::VoterUnsigned,
+            TxError::BadPolicy { .. } => RejectCode::BadPolicy,
+            TxError::VnExists { .. } => RejectCode::VnExists,
+            TxError::UnknownVn { .. } => RejectCode::UnknownVn,
+            TxError::NotEndorsed { .. } => RejectCode::NotEndorsed,
         }
     }
 }

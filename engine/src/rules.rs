@@ -28,6 +28,10 @@ use crate::token::{
     ArchivedTokenSpec, ObjectKind, Order, Side, DECIMALS_MAX,
 };
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, Transaction, TxOutput};
+use crate::vn::{
+    check_policy, endorser_outpoint, endorser_record, endorser_weight, policy_outpoint,
+    PolicyHeader,
+};
 
 /// Read access to the unspent outputs.
 pub trait UtxoView {
@@ -190,6 +194,14 @@ pub enum TxError {
     AlreadyVoted,
     #[error("the voter a vote names has not signed it")]
     VoterUnsigned,
+    #[error("the VN Policy is refused: {reason}")]
+    BadPolicy { reason: &'static str },
+    #[error("VN {vn} is registered already")]
+    VnExists { vn: u32 },
+    #[error("no registration created VN {vn}")]
+    UnknownVn { vn: u32 },
+    #[error("endorsements weigh {weight}, the VN's Policy asks {threshold}")]
+    NotEndorsed { weight: u64, threshold: u32 },
     #[error("the allowance's spender has not signed")]
     WrongSpender,
     #[error("the allowance expired at height {expires_at}")]
@@ -314,6 +326,7 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         (ArchivedTxKind::ContractCall { call }, _) => {
             Some(contract_outpoint(&Hash32::from(&call.contract)))
         }
+        (ArchivedTxKind::VnRegister { policy }, _) => Some(policy_outpoint(policy.vn.to_native())),
         _ => None,
     };
     let terms = tx.body.inputs.iter().filter_map(|input| {
@@ -354,6 +367,18 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         .chain(definition)
         .chain(terms)
         .chain(vote.into_iter().flatten())
+        .chain(vn_records(tx))
+}
+
+/// What a transaction of a VN (not the public network) reads: its VN's Policy header and, for each signer, the
+/// endorser record it would have.
+fn vn_records(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> + '_ {
+    let vn = tx.body.vn.to_native();
+    let signers = tx.signatures.iter().filter(move |_| vn != 0);
+    (vn != 0)
+        .then(|| policy_outpoint(vn))
+        .into_iter()
+        .chain(signers.map(move |w| endorser_outpoint(vn, &PublicKey::from(&w.key))))
 }
 
 /// The candidate a stake transaction is about: named by a bond or unbond, the first signer of a candidacy.
@@ -468,6 +493,14 @@ fn check_stateless(tx: &ArchivedTransaction, ctx: &RuleContext) -> Result<(), Tx
         ArchivedTxKind::Propose { terms } => {
             check_terms(terms, &ctx.governance, ctx.height)
                 .map_err(|reason| TxError::BadProposal { reason })?;
+        }
+        ArchivedTxKind::VnRegister { policy } => {
+            check_policy(policy).map_err(|reason| TxError::BadPolicy { reason })?;
+            if body.vn.to_native() != 0 {
+                return Err(TxError::BadPolicy {
+                    reason: "a VN is registered on the public network (vn 0)",
+                });
+            }
         }
         ArchivedTxKind::ContractDeploy { code } => {
             parse_code(code).map_err(|reason| TxError::BadContract { reason })?;
@@ -669,6 +702,11 @@ fn check_with(
             .ok_or(TxError::InputOverflow { input })?;
         coins.push(coin);
     }
+    // Endorsements come with protocol version 4: below it a VN's transactions were judged like the public
+    // network's, and blocks of that time replay as they were.
+    if body.vn.to_native() != 0 && ctx.height >= ctx.business_from {
+        check_endorsements(tx, record, signature_used)?;
+    }
     // A voter signs and may spend nothing (a holder who moved its coins after the snapshot still votes).
     if let ArchivedTxKind::Vote { cast } = &body.kind {
         let index = tx.signatures.iter().position(|w| w.key == cast.voter);
@@ -725,6 +763,19 @@ fn check_with(
         ArchivedTxKind::Vote { cast } => {
             cast_vote(cast, ctx, record, records_spent, effects.created)?;
         }
+        ArchivedTxKind::VnRegister { policy } => {
+            let vn = policy.vn.to_native();
+            if record(&policy_outpoint(vn)).is_some() {
+                return Err(TxError::VnExists { vn });
+            }
+            let registrar = PublicKey::from(&tx.signatures[0].key);
+            let header = PolicyHeader::of(policy, registrar);
+            effects.created.push((policy_outpoint(vn), header.record()));
+            for endorser in policy.endorsers.iter() {
+                let at = endorser_outpoint(vn, &PublicKey::from(&endorser.key));
+                effects.created.push((at, endorser_record(vn, endorser)));
+            }
+        }
         _ => {}
     }
     if let Some(&(asset, inputs, outputs)) =
@@ -734,6 +785,33 @@ fn check_with(
             asset,
             inputs,
             outputs,
+        });
+    }
+    Ok(())
+}
+
+/// A VN transaction's endorsements: its VN must be registered, and the signers its Policy names as endorsers must
+/// weigh at least its threshold; their signatures count as used (an endorser need own no input).
+fn check_endorsements(
+    tx: &ArchivedTransaction,
+    record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
+    signature_used: &mut [bool],
+) -> Result<(), TxError> {
+    let vn = tx.body.vn.to_native();
+    let header = record(&policy_outpoint(vn))
+        .map(|entry| PolicyHeader::decode(&entry))
+        .ok_or(TxError::UnknownVn { vn })?;
+    let mut weight = 0u64;
+    for (used, signer) in signature_used.iter_mut().zip(tx.signatures.iter()) {
+        if let Some(entry) = record(&endorser_outpoint(vn, &PublicKey::from(&signer.key))) {
+            weight += u64::from(endorser_weight(&entry));
+            *used = true;
+        }
+    }
+    if weight < u64::from(header.threshold) {
+        return Err(TxError::NotEndorsed {
+            weight,
+            threshold: header.threshold,
         });
     }
     Ok(())

@@ -11,6 +11,7 @@ use crate::crypto::{Keypair, PublicKey, Signature};
 use crate::governance::{GovernanceParams, ParamChange, ProposalTerms, VoteCast};
 use crate::id::{domain, AssetId, DomainKey, Hash32, TxId};
 use crate::token::{AllowanceTerms, ArchivedSide, OrderTerms, Spend, TokenSpec};
+use crate::vn::PolicyTerms;
 
 /// The business network (VN) a transaction belongs to.
 pub type VnId = u32;
@@ -172,6 +173,8 @@ pub enum TxKind {
     Propose { terms: Box<ProposalTerms> },
     /// Casts the named voter's ballot of a proposal (the voter signs; its signature need spend no input).
     Vote { cast: Box<VoteCast> },
+    /// Registers a business network with its endorsement Policy ([`crate::vn`]), on the public network.
+    VnRegister { policy: Box<PolicyTerms> },
 }
 
 /// The signed part of a transaction.
@@ -476,6 +479,16 @@ impl ArchivedTxBody {
                 h.put(&cast.voter.0);
                 h.put(&[u8::from(cast.approve)]);
             }
+            ArchivedTxKind::VnRegister { policy } => {
+                h.put(&[17]);
+                h.put(&policy.vn.to_native().to_le_bytes());
+                h.put(&(policy.endorsers.len() as u64).to_le_bytes());
+                for endorser in policy.endorsers.iter() {
+                    h.put(&endorser.key.0);
+                    h.put(&endorser.weight.to_native().to_le_bytes());
+                }
+                h.put(&policy.threshold.to_native().to_le_bytes());
+            }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
         for input in self.inputs.iter() {
@@ -601,7 +614,7 @@ impl TxBody {
 
 impl ArchivedTxKind {
     /// A business transaction: a token issue or mint, an allowance, an order or fill, a contract deploy or call, a
-    /// CIP proposal or vote (what an older binary cannot decode).
+    /// CIP proposal or vote, a VN registration (what an older binary cannot decode).
     pub fn is_business(&self) -> bool {
         matches!(
             self,
@@ -615,6 +628,7 @@ impl ArchivedTxKind {
                 | ArchivedTxKind::ContractCall { .. }
                 | ArchivedTxKind::Propose { .. }
                 | ArchivedTxKind::Vote { .. }
+                | ArchivedTxKind::VnRegister { .. }
         )
     }
 }
@@ -796,6 +810,15 @@ mod tests {
                 h.update(&[16]).update(&cast.proposal.0);
                 h.update(&cast.voter.0);
                 h.update(&[u8::from(cast.approve)]);
+            }
+            TxKind::VnRegister { policy } => {
+                h.update(&[17]).update(&policy.vn.to_le_bytes());
+                h.update(&(policy.endorsers.len() as u64).to_le_bytes());
+                for endorser in &policy.endorsers {
+                    h.update(&endorser.key.0)
+                        .update(&endorser.weight.to_le_bytes());
+                }
+                h.update(&policy.threshold.to_le_bytes());
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());

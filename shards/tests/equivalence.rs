@@ -180,6 +180,8 @@ fn conduct_records_and_elections_agree_over_a_long_chain() {
                 cas_engine::tx::ArchivedTxKind::Fill { .. } => "fill",
                 cas_engine::tx::ArchivedTxKind::Propose { .. } => "propose",
                 cas_engine::tx::ArchivedTxKind::Vote { .. } => "vote",
+                cas_engine::tx::ArchivedTxKind::VnRegister { .. } => "vn register",
+                cas_engine::tx::ArchivedTxKind::Transfer if tx.body.vn != 0 => "vn transfer",
                 _ => continue,
             };
             *kinds.entry((kind, verdict.is_ok())).or_default() += 1;
@@ -193,6 +195,9 @@ fn conduct_records_and_elections_agree_over_a_long_chain() {
         ("propose", true),
         ("vote", true),
         ("vote", false),
+        ("vn register", true),
+        ("vn transfer", true),
+        ("vn transfer", false),
     ] {
         assert!(
             kinds.contains_key(&key),

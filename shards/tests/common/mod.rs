@@ -2,7 +2,7 @@
 //! spends, missing inputs, bad signatures and stake transactions (candidacies, bonds to declared and undeclared
 //! candidates, unbonds) and token transactions (issues with offers and mint rights, repeated nonces, fills of
 //! orders in and past their escrow, orders taken back) and CIP proposals and votes (repeated, without a ballot, after
-//! the window), each ending with an issuance that pays the fee pot and names random committee members
+//! the window) and VN registrations and payments with too few or enough endorsements, each ending with an issuance that pays the fee pot and names random committee members
 //! absent (so conduct records are written, replaced, blacklist and evict, and elections leave the evicted out), with
 //! the reference verdicts and commitments of `MemoryLedger`.
 
@@ -355,6 +355,69 @@ fn governance(
     Some(signed(CHAIN_ID, kind, vec![coin.0], vec![change], 1, owner))
 }
 
+/// VN `vn`'s endorsers in the generated chains: three accounts, weights 1, 1 and 2.
+fn vn_endorsers(vn: u32) -> [(Keypair, u32); 3] {
+    [0, 1, 2].map(|i| (key(ACCOUNT_KEYS, vn + i), 1 + i / 2))
+}
+
+/// One time in four a registration of VN 1, 2 or 3 (threshold 2; a second one is refused), else a payment of the
+/// coin's owner to itself on one of them, signed by a random subset of that VN's endorsers (too few, enough, or
+/// the VN not registered yet).
+fn business_network(
+    rng: &mut Rng,
+    keys: &HashMap<PublicKey, Keypair>,
+    coin: (OutPoint, TxOutput),
+) -> Option<Transaction> {
+    use cas_engine::vn::{Endorser, PolicyTerms};
+    if coin.1.asset != AssetId::CAS || coin.1.amount < 2 {
+        return None;
+    }
+    let owner = keys.get(&coin.1.owner)?;
+    let vn = 1 + rng.below(3) as u32;
+    let endorsers = vn_endorsers(vn);
+    let (kind, network) = if rng.below(4) == 0 {
+        let policy = PolicyTerms {
+            vn,
+            endorsers: endorsers
+                .iter()
+                .map(|(k, weight)| Endorser {
+                    key: k.public(),
+                    weight: *weight,
+                })
+                .collect(),
+            threshold: 2,
+        };
+        let kind = TxKind::VnRegister {
+            policy: Box::new(policy),
+        };
+        (kind, 0)
+    } else {
+        (TxKind::Transfer, vn)
+    };
+    let mut signers = vec![owner];
+    signers.extend(
+        endorsers
+            .iter()
+            .filter(|(k, _)| network != 0 && k.public() != owner.public() && rng.below(2) == 0)
+            .map(|(k, _)| k),
+    );
+    let change = TxOutput {
+        amount: coin.1.amount - 1,
+        ..coin.1
+    };
+    let body = TxBody {
+        chain_id: CHAIN_ID,
+        vn: network,
+        kind,
+        inputs: vec![coin.0],
+        outputs: vec![change],
+        fee: 1,
+        memo: Vec::new(),
+        client_id: None,
+    };
+    Some(body.sign(&signers))
+}
+
 pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
     let mut rng = Rng::new(seed);
     let mut spec = funded_spec(CHAIN_ID, MEMBERS, ACCOUNTS, 3, 1_000_000);
@@ -450,6 +513,11 @@ pub fn chain(seed: u64, blocks: usize, txs_per_block: usize) -> Chain {
                 6 => pick(&mut rng, &mut fresh).and_then(|coin| {
                     spent_here.push(coin);
                     governance(&mut rng, &keys, coin, &reference, height)
+                }),
+                // A VN registration or a payment on a VN, endorsed or not.
+                7 => pick(&mut rng, &mut fresh).and_then(|coin| {
+                    spent_here.push(coin);
+                    business_network(&mut rng, &keys, coin)
                 }),
                 _ => pick(&mut rng, &mut fresh).and_then(|coin| {
                     spent_here.push(coin);
