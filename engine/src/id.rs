@@ -35,6 +35,7 @@ pub mod domain {
     pub const GOVERNANCE_VOTE: &str = "CAS 2026-12 governance vote v1";
     pub const VN_POLICY: &str = "CAS 2026-12 vn policy record v1";
     pub const VN_ENDORSER: &str = "CAS 2026-12 vn endorser record v1";
+    pub const VN_STREAM_REQUEST: &str = "CAS 2026-12 vn stream request v1";
     /// What a BFT vote signs ([`crate::evidence::vote_digest`]): the consensus crate's votes and the ledger's
     /// evidence checks share it.
     pub const VOTE: &str = "CAS 2026-12 consensus vote v2";

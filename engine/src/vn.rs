@@ -149,6 +149,15 @@ impl PolicyHeader {
     }
 }
 
+/// What an RS signs to be served VN `vn`'s transactions from height `from` (the node's routed stream): an
+/// endorser of the VN, proven by its key's signature over this digest.
+pub fn stream_request_digest(vn: VnId, from: u64) -> [u8; 32] {
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&vn.to_le_bytes());
+    bytes[4..].copy_from_slice(&from.to_le_bytes());
+    Hash32::of(domain::VN_STREAM_REQUEST, &bytes).0
+}
+
 /// An endorser's record: its key as owner, its weight packed in the asset field (amount 0).
 pub fn endorser_record(vn: VnId, endorser: &ArchivedEndorser) -> TxOutput {
     let mut packed = [0u8; 32];

@@ -99,6 +99,9 @@ fn register(vn: u32, endorsers: &[(&Keypair, u32)], threshold: u32) -> TxKind {
     }
 }
 
+/// A registration's VN, endorsers with their weights, and threshold.
+type Registration<'a> = (u32, Vec<(&'a Keypair, u32)>, u32);
+
 fn account(i: u32) -> Keypair {
     key(ACCOUNT_KEYS, i)
 }
@@ -185,7 +188,7 @@ fn unknown_vns_repeated_registrations_and_malformed_policies_are_refused() {
         chain.register(9, &[(&r2, 1)], 1),
         Err(TxError::VnExists { vn: 9 })
     );
-    let bad: [(u32, Vec<(&Keypair, u32)>, u32); 5] = [
+    let bad: [Registration; 5] = [
         (0, vec![(&r1, 1)], 1),
         (10, vec![], 1),
         (10, vec![(&r1, 0), (&r2, 1)], 1),

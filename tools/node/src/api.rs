@@ -34,7 +34,9 @@ use cas_engine::token::{
     Order, Side, TokenEvent, ALLOWANCE_INDEX, ALLOWANCE_TERMS_INDEX, ORDER_INDEX,
     ORDER_TERMS_INDEX,
 };
+use cas_engine::tx::VnId;
 use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
+use cas_engine::vn::{endorser_outpoint, policy_outpoint, stream_request_digest, PolicyHeader};
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -329,6 +331,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/stake"),
     ("get", "/v1/proposals"),
     ("get", "/v1/proposals/{id}"),
+    ("get", "/v1/vns/{vn}"),
+    ("get", "/v1/vns/{vn}/blocks"),
     ("get", "/v1/ledger"),
     ("get", "/v1/handovers"),
 ];
@@ -349,6 +353,8 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
         "/v1/stake" => get(stake),
         "/v1/proposals" => get(proposals),
         "/v1/proposals/{id}" => get(proposal),
+        "/v1/vns/{vn}" => get(vn_policy),
+        "/v1/vns/{vn}/blocks" => get(vn_blocks),
         "/v1/ledger" => get(ledger_stream),
         "/v1/handovers" => get(handovers),
         other => unreachable!("{other} is in ROUTES without a handler"),
@@ -1225,6 +1231,7 @@ fn kind_name(kind: &TxKind) -> &'static str {
         TxKind::ContractCall { .. } => "contract_call",
         TxKind::Propose { .. } => "propose",
         TxKind::Vote { .. } => "vote",
+        TxKind::VnRegister { .. } => "vn_register",
     }
 }
 
@@ -1348,6 +1355,17 @@ fn tx_json(tx: &Transaction, id: &TxId, index: usize, verdict: Option<Value>) ->
         "kind": kind_name(&tx.body.kind),
         "stake": stake_json(tx),
         "governance": governance_json(tx),
+        "vn": tx.body.vn,
+        "policy": match &tx.body.kind {
+            TxKind::VnRegister { policy } => json!({
+                "vn": policy.vn,
+                "threshold": policy.threshold,
+                "endorsers": policy.endorsers.iter()
+                    .map(|e| json!({"key": e.key.to_hex(), "weight": e.weight}))
+                    .collect::<Vec<_>>(),
+            }),
+            _ => Value::Null,
+        },
         "inputs": tx.body.inputs.iter().map(|i| json!({"tx": i.tx.to_hex(), "index": i.index})).collect::<Vec<_>>(),
         "outputs": tx.body.outputs.iter().map(output_json).collect::<Vec<_>>(),
         "fee": tx.body.fee,
@@ -1391,14 +1409,18 @@ struct Filter {
 }
 
 struct ParsedFilter {
+    /// The network whose transactions are shown: 0 (the public network) on the public routes, a VN on its
+    /// routed stream (VN isolation: nobody else is served a VN's transactions).
+    vn: VnId,
     owner: Option<PublicKey>,
     memo: Option<Vec<u8>>,
     asset: Option<AssetId>,
 }
 
 impl ParsedFilter {
-    fn parse(filter: &Filter) -> std::result::Result<ParsedFilter, Refused> {
+    fn parse(filter: &Filter, vn: VnId) -> std::result::Result<ParsedFilter, Refused> {
         Ok(ParsedFilter {
+            vn,
             owner: filter.owner.as_deref().map(parse_owner).transpose()?,
             memo: filter
                 .memo
@@ -1417,6 +1439,9 @@ impl ParsedFilter {
     /// A transaction matches when it pays the owner (or is signed by it, or one of its token events names it),
     /// carries the memo, and moves the asset (or raises an event about it).
     fn matches(&self, tx: &Transaction) -> bool {
+        if tx.body.vn != self.vn {
+            return false;
+        }
         // Computed once, and only when a filter may need them: a plain CAS transfer raises none.
         let plain = matches!(tx.body.kind, TxKind::Transfer)
             && tx.body.outputs.iter().all(|o| o.asset == AssetId::CAS);
@@ -1439,7 +1464,8 @@ impl ParsedFilter {
     }
 }
 
-/// A stored block as JSON, with each transaction's verdict from the index; `filter` keeps only what matches.
+/// A stored block as JSON, with each transaction's verdict from the index; `filter` keeps only what matches (a
+/// block read without one shows the public network's transactions).
 fn block_json(
     state: &ApiState,
     bytes: &[u8],
@@ -1452,7 +1478,7 @@ fn block_json(
         .txs
         .iter()
         .enumerate()
-        .filter(|(_, tx)| filter.is_none_or(|f| f.matches(tx)))
+        .filter(|(_, tx)| filter.map_or(tx.body.vn == 0, |f| f.matches(tx)))
         .collect();
     // Each place's own verdict (a transaction in the block twice was refused the second time): from the block's
     // index record, read only when a transaction is shown, or by id where the record is out of reach.
@@ -1525,11 +1551,89 @@ async fn blocks_stream(
     State(state): State<Arc<ApiState>>,
     Query(params): Query<StreamParams>,
 ) -> Response {
-    let filter = match ParsedFilter::parse(&params.filter) {
+    let filter = match ParsedFilter::parse(&params.filter, 0) {
         Ok(filter) => filter,
         Err(response) => return *response,
     };
+    stream_blocks(state, filter, params.from.unwrap_or(1))
+}
+
+/// `GET /v1/vns/{vn}`: a VN's Policy at the executed height (registrar, threshold, endorser count and total
+/// weight); 404 for a VN no registration created.
+async fn vn_policy(State(state): State<Arc<ApiState>>, Path(vn): Path<VnId>) -> Response {
+    let (height, found, _) = match entries(&state, vec![policy_outpoint(vn)], Vec::new()).await {
+        Ok(answer) => answer,
+        Err(refused) => return *refused,
+    };
+    let Some(header) = found[0].map(|entry| PolicyHeader::decode(&entry)) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"status": "unknown", "height": height, "reason": "no registration created this VN"}),
+        );
+    };
+    reply(
+        StatusCode::OK,
+        json!({
+            "vn": vn,
+            "height": height,
+            "registrar": header.registrar.to_hex(),
+            "threshold": header.threshold,
+            "endorsers": header.endorsers,
+            "total_weight": header.total_weight,
+        }),
+    )
+}
+
+/// `GET /v1/vns/{vn}/blocks?from=H[&owner=K]`: the routed stream of one VN, served only to its endorsers (its RS):
+/// the request carries the RS's key (`x-cas-key`) and its signature (`x-cas-signature`, hex) over
+/// [`stream_request_digest`]`(vn, from)`, and the key must be an endorser of the VN at the executed height. Each
+/// line is a block with that VN's transactions only (VN isolation); `owner` narrows them to one account's.
+async fn vn_blocks(
+    State(state): State<Arc<ApiState>>,
+    Path(vn): Path<VnId>,
+    headers: HeaderMap,
+    Query(params): Query<StreamParams>,
+) -> Response {
     let from = params.from.unwrap_or(1);
+    let filter = match ParsedFilter::parse(&params.filter, vn) {
+        Ok(filter) => filter,
+        Err(response) => return *response,
+    };
+    if vn == 0 {
+        return bad_request("VN 0 is the public network: GET /v1/blocks");
+    }
+    let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let key = header_text("x-cas-key").and_then(|k| PublicKey::from_hex(k).ok());
+    let signature = header_text("x-cas-signature")
+        .and_then(|s| hex::decode(s).ok())
+        .and_then(|s| <[u8; 64]>::try_from(s).ok());
+    let (Some(key), Some(signature)) = (key, signature) else {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"status": "unauthorized", "reason": "x-cas-key and x-cas-signature (an endorser's signature over the request) are required"}),
+        );
+    };
+    let digest = stream_request_digest(vn, from);
+    let signed = cas_engine::crypto::verify_one(&cas_engine::crypto::SigEntry {
+        message: &digest,
+        key: &key.0,
+        signature: &signature,
+    });
+    let endorser = match entries(&state, vec![endorser_outpoint(vn, &key)], Vec::new()).await {
+        Ok((_, found, _)) => found[0].is_some(),
+        Err(refused) => return *refused,
+    };
+    if !signed || !endorser {
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"status": "forbidden", "reason": "the signature does not verify, or the key is no endorser of this VN"}),
+        );
+    }
+    stream_blocks(state, filter, from)
+}
+
+/// Streams the blocks from height `from` on as JSON lines, with the transactions `filter` keeps.
+fn stream_blocks(state: Arc<ApiState>, filter: ParsedFilter, from: u64) -> Response {
     let Some(slot) = StreamSlot::take(&state) else {
         return overloaded(None, OVERLOADED_RETRY_AFTER_MS);
     };
@@ -1778,7 +1882,8 @@ mod tests {
                 .replace("{sender}", &key)
                 .replace("{client_id}", "7")
                 .replace("{owner}", &key)
-                .replace("{height}", "1");
+                .replace("{height}", "1")
+                .replace("{vn}", "7");
             let request = axum::http::Request::builder()
                 .method(method.to_uppercase().as_str())
                 .uri(format!("{uri}?from=999999999"))
