@@ -19,10 +19,12 @@ mod mining_compare;
 mod netns;
 mod offline;
 mod peak;
+mod rs;
 mod serve;
 mod storm;
 mod token_cmd;
 mod upgrade;
+mod vn_cmd;
 mod witness_cmd;
 
 #[global_allocator]
@@ -77,6 +79,16 @@ enum Command {
     /// vote.
     #[command(subcommand)]
     Gov(gov_cmd::GovCommand),
+    /// Business networks (VNs): register one with its endorsement Policy, endorse a transaction as an RS, read a
+    /// VN's routed stream.
+    #[command(subcommand)]
+    Vn(vn_cmd::VnCommand),
+    /// A runtime sandbox (RS): the adapter of one VN's participant, serving its AI, endorsing for its VN, keeping a
+    /// local ledger of its accounts from the VN's routed blocks (see tools/src/rs.rs).
+    Rs {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Decode a transaction or block file with the untrusted decoder and print it.
     Show { file: PathBuf },
     /// Run a node: consensus, availability, shards and the client endpoint.
@@ -181,6 +193,8 @@ fn main() -> ExitCode {
         Command::Order(command) => token_cmd::order(command),
         Command::Contract(command) => token_cmd::contract(command),
         Command::Gov(command) => gov_cmd::gov(command),
+        Command::Vn(command) => vn_cmd::vn(command),
+        Command::Rs { config } => rs::run(config),
         Command::Show { file } => offline::show(file),
         Command::Node { config, log_json } => {
             init_node_logging(

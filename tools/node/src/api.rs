@@ -238,19 +238,14 @@ pub struct ApiServer {
 /// An axum router served on a thread of its own with a small current-thread runtime; [`HttpThread::stop`] ends it,
 /// giving open requests (block streams among them) up to [`DRAIN_MS`]. The client API and the operator endpoints
 /// each run on one.
-pub(crate) struct HttpThread {
+pub struct HttpThread {
     stop: tokio::sync::watch::Sender<bool>,
     thread: std::thread::JoinHandle<Result<()>>,
 }
 
 impl HttpThread {
     /// Binds `listen` now (an address in use fails the node's start; `what` names it in the error and the log).
-    pub(crate) fn start(
-        name: &str,
-        what: &str,
-        listen: SocketAddr,
-        app: Router,
-    ) -> Result<HttpThread> {
+    pub fn start(name: &str, what: &str, listen: SocketAddr, app: Router) -> Result<HttpThread> {
         let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("cannot listen for {what} on {listen}"))?;
         listener.set_nonblocking(true)?;
@@ -287,7 +282,7 @@ impl HttpThread {
         Ok(HttpThread { stop, thread })
     }
 
-    pub(crate) fn stop(self) -> Result<()> {
+    pub fn stop(self) -> Result<()> {
         let _ = self.stop.send(true);
         self.thread
             .join()

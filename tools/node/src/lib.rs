@@ -16,6 +16,7 @@
 #![recursion_limit = "256"]
 
 mod api;
+pub use api::HttpThread;
 mod behind;
 pub mod clients;
 pub mod config;
