@@ -304,12 +304,13 @@ fn sync(api: &str, genesis: Option<&Path>, dir: &Path) -> Result<()> {
     synced?;
     println!(
         "synced: certified headers 0..={} stored in {} ({} new); {} newer headers await a certificate and are not \
-         stored; committee epochs followed: {}",
+         stored; newest committee epoch known: {} ({} hand-overs followed)",
         wallet.chain.tip(),
         dir.display(),
         wallet.chain.tip() - start,
         wallet.chain.pending(),
-        wallet.chain.last_epoch() + 1
+        wallet.chain.last_epoch(),
+        wallet.chain.handovers().len()
     );
     Ok(())
 }

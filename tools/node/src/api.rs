@@ -1732,6 +1732,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn headers_are_asked_within_bounds() {
+        let router = router(super::detached_state());
+        let ask = |query: String| {
+            let request = axum::http::Request::builder()
+                .uri(format!("/v1/headers{query}"))
+                .body(Body::empty())
+                .unwrap();
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, serde_json::from_slice::<Value>(&body).unwrap())
+            }
+        };
+        let too_many = format!("?limit={}", HEADERS_LIMIT_MAX + 1);
+        for query in ["?from=0".to_string(), "?limit=0".to_string(), too_many] {
+            let (status, body) = ask(query.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert_eq!(body["status"], "bad_request", "{query}");
+        }
+        // Above the executed height (0 here): nothing yet, and the height to come back for.
+        let (status, body) = ask("?from=1&limit=5".into()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["headers"], json!([]));
+        assert_eq!(body["executed_height"], 0);
+    }
+
+    #[tokio::test]
     async fn the_openapi_file_lists_every_route_the_server_answers() {
         let mut served: Vec<(String, String)> = ROUTES
             .iter()
