@@ -4,7 +4,8 @@
 Usage: wallet.py CAS_BINARY WORK_DIR
 
 Starts the cluster, pays account b from account a and waits for the payment's receipt, syncs a wallet's certified
-headers from one node and again from another (resumed from the stored height), verifies the payment's receipt
+headers from one node, pays again and resumes the sync from another node from the stored height (the second
+payment is refused before it and verified after it), verifies the first payment's receipt
 file and its tx id against the stored headers alone, checks that a receipt with a changed transaction, verdict or
 place is refused, that a stored header file with one byte changed is refused, and that the SPV balance of b proves
 what the node reports. Exits non-zero with a message on the first thing that is not as it must be.
@@ -43,13 +44,16 @@ try:
                           [f"{b['owner']}:{paid}", f"{a['owner']}:{amount - paid - 10}"], 10)
     height = final(apis[0], body, "the payment")["height"]
 
-    def receipt_ready():
-        status, answer = http("GET", f"{apis[1]}/v1/tx/{tx_id}/receipt")
-        return status == 200 and answer
-    receipt = wait_for("the payment's receipt", receipt_ready, 20)
-    receipt_file = os.path.join(WORK, "pay.receipt.json")
-    with open(receipt_file, "w") as f:
-        json.dump(receipt, f, indent=1)
+    def receipt_of(tx, name):
+        def ready():
+            status, answer = http("GET", f"{apis[1]}/v1/tx/{tx}/receipt")
+            return status == 200 and answer
+        body = wait_for(f"the receipt of {tx}", ready, 20)
+        path = os.path.join(WORK, f"{name}.receipt.json")
+        with open(path, "w") as f:
+            json.dump(body, f, indent=1)
+        return body, path
+    receipt, receipt_file = receipt_of(tx_id, "pay")
 
     # 2. Before any sync the wallet has nothing to check against.
     early = wallet("verify", receipt_file)
@@ -62,10 +66,23 @@ try:
     tip = int(re.search(r"certified headers 0..=(\d+)", synced.stdout).group(1))
     check(tip >= height, f"synced to {tip}, the payment is at {height}")
     print(synced.stdout.strip().splitlines()[-1])
+    # A second payment lands above the stored headers: refused until the resumed sync certifies its height.
+    coin, amount = coin_of(apis[0], a["owner"])
+    later_id, body = sign_tx(CAS, WORK, "later", a["key_file"], [coin],
+                             [f"{b['owner']}:{paid}", f"{a['owner']}:{amount - paid - 10}"], 10)
+    later_height = final(apis[0], body, "the second payment")["height"]
+    _, later_file = receipt_of(later_id, "later")
+    above = wallet("verify", later_file)
+    check(above.returncode != 0 and "is not certified here" in above.stderr, f"verify above the tip: {above.stderr}")
     resumed = wallet("sync", "--api", apis[2])
     check(resumed.returncode == 0 and f"wallet at certified height {tip}" in resumed.stdout,
           f"resumed sync: {resumed.stdout} {resumed.stderr}")
+    resumed_tip = int(re.search(r"certified headers 0..=(\d+)", resumed.stdout).group(1))
+    check(resumed_tip >= later_height > tip, f"resumed to {resumed_tip}: {resumed.stdout}")
     print(resumed.stdout.strip().splitlines()[-1])
+    later = wallet("verify", later_file)
+    check(later.returncode == 0 and f"tx {later_id} is at height {later_height}" in later.stdout,
+          f"the second payment: {later.stdout} {later.stderr}")
 
     # 4. The payment, from the receipt file and by tx id, checked against the stored headers.
     checked = wallet("verify", receipt_file)
