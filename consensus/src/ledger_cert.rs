@@ -450,6 +450,34 @@ pub fn follow_handovers(
     Ok(chain)
 }
 
+/// Why no committee of a followed chain signs a height as an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EpochError {
+    #[error("the certificate names epoch {0}, which the hand-overs given do not reach")]
+    Unreached(u64),
+    #[error("height {height} is outside epoch {epoch}'s heights")]
+    Heights { height: u64, epoch: u64 },
+}
+
+/// The committee of `chain` ([`follow_handovers`]) that signs `height` as `epoch`: the epoch must be one the chain
+/// reaches, and the height within its heights (from its first height to the next epoch's first, excluded).
+pub fn committee_for(
+    chain: &[EpochCommittee],
+    epoch: u64,
+    height: u64,
+) -> Result<&EpochCommittee, EpochError> {
+    let position = chain
+        .iter()
+        .position(|c| c.epoch == epoch)
+        .ok_or(EpochError::Unreached(epoch))?;
+    let next_first = chain.get(position + 1).map(|c| c.first_height);
+    let found = &chain[position];
+    if height < found.first_height || next_first.is_some_and(|f| height >= f) {
+        return Err(EpochError::Heights { height, epoch });
+    }
+    Ok(found)
+}
+
 /// What the certifier did with a vote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VoteOutcome {

@@ -8,7 +8,7 @@
 //! [`leader`] who leads each round (round-robin, skipping members silent in the recent committed history);
 //! [`witness`] the POW witness chain that miners build over finalized blocks; [`rewards`] the ledger's order of
 //! that chain (fed only from committed blocks) and the witness rewards minted from it; [`mining`] the protocol
-//! between a standalone miner and the node it follows; [`protocol`] the versions of the consensus rules by height. [`limits`] holds every bound of the crate and checks the
+//! between a standalone miner and the node it follows; [`protocol`] the versions of the consensus rules by height; [`spv`] a light client's certified header chain. [`limits`] holds every bound of the crate and checks the
 //! relations between them at compile time.
 
 /// Declares a struct of `u64` counters with `add`, which sums another one's field by field: every counter of the
@@ -44,6 +44,7 @@ pub mod protocol;
 pub mod receipt;
 pub mod rewards;
 pub mod sim;
+pub mod spv;
 pub mod verdicts;
 pub mod witness;
 

@@ -8,11 +8,12 @@
 //! transaction sits at this index with this verdict: applied (code 0) or rejected with a stable [`RejectCode`].
 
 use cas_engine::merkle::{self, ProofStep};
-use cas_engine::{BlockHash, BlockHeader, RejectCode, TxId};
+use cas_engine::{BlockHash, BlockHeader, RejectCode, Transaction, TxId};
 
 use crate::committee::Committee;
 use crate::ledger_cert::{
-    follow_handovers, result_leaf, verify_ledger_cert, CommitteeHandover, HandoverError, LedgerCert,
+    committee_for, follow_handovers, result_leaf, verify_ledger_cert, CommitteeHandover,
+    EpochError, HandoverError, LedgerCert,
 };
 use crate::messages::CertError;
 
@@ -76,23 +77,46 @@ pub enum ReceiptError {
     Certificate(#[from] CertError),
 }
 
+/// Why a proof's transaction bytes are not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxBytesError {
+    #[error("the transaction does not decode: {0}")]
+    Decode(cas_engine::DecodeError),
+    #[error("the transaction's bytes are not its canonical encoding")]
+    NonCanonical,
+    #[error("the transaction's signatures do not verify: {0}")]
+    Signature(cas_engine::TxError),
+}
+
+/// Decodes a proof's transaction and checks that its bytes are the canonical ones its owners signed; returns it
+/// with its id.
+pub fn check_tx_bytes(bytes: &[u8]) -> Result<(Transaction, TxId), TxBytesError> {
+    let tx = cas_engine::codec::decode_tx(bytes).map_err(TxBytesError::Decode)?;
+    // The id covers the fields, not rkyv's padding: only the canonical encoding is taken, so no byte of a proof
+    // can change without failing it.
+    let owned = cas_engine::codec::to_owned_tx(tx);
+    if cas_engine::codec::encode_tx(&owned).as_slice() != bytes {
+        return Err(TxBytesError::NonCanonical);
+    }
+    let tx_id = tx.tx_id();
+    // The id covers the body; the signatures are checked too, so the bytes are the ones the owners signed.
+    if let Some(Err(error)) = cas_engine::rules::verify_signatures(&[tx], &[tx_id]).pop() {
+        return Err(TxBytesError::Signature(error));
+    }
+    Ok((owned, tx_id))
+}
+
 /// Checks `receipt` against the genesis committee of chain `chain_id`.
 pub fn verify_receipt(
     receipt: &Receipt,
     chain_id: u32,
     genesis: Committee,
 ) -> Result<Settled, ReceiptError> {
-    let tx = cas_engine::codec::decode_tx(&receipt.tx).map_err(ReceiptError::Tx)?;
-    // The id covers the fields, not rkyv's padding: only the canonical encoding is taken, so no byte of a receipt
-    // can change without failing it.
-    if cas_engine::codec::encode_tx(&cas_engine::codec::to_owned_tx(tx)).as_slice() != receipt.tx {
-        return Err(ReceiptError::NonCanonicalTx);
-    }
-    let tx_id = tx.tx_id();
-    // The id covers the body; the signatures are checked too, so the bytes are the ones the owners signed.
-    if let Some(Err(error)) = cas_engine::rules::verify_signatures(&[tx], &[tx_id]).pop() {
-        return Err(ReceiptError::TxSignature(error));
-    }
+    let (_, tx_id) = check_tx_bytes(&receipt.tx).map_err(|error| match error {
+        TxBytesError::Decode(e) => ReceiptError::Tx(e),
+        TxBytesError::NonCanonical => ReceiptError::NonCanonicalTx,
+        TxBytesError::Signature(e) => ReceiptError::TxSignature(e),
+    })?;
     let statement = &receipt.cert.statement;
     for found in [statement.chain_id, receipt.header.chain_id] {
         if found != chain_id {
@@ -123,18 +147,11 @@ pub fn verify_receipt(
         code => Some(RejectCode::from_u16(code).ok_or(ReceiptError::Code(code))?),
     };
     let chain = follow_handovers(chain_id, genesis, &receipt.handovers)?;
-    let position = chain
-        .iter()
-        .position(|c| c.epoch == statement.epoch)
-        .ok_or(ReceiptError::Epoch(statement.epoch))?;
-    let next_first = chain.get(position + 1).map(|c| c.first_height);
-    let epoch = &chain[position];
-    if statement.height < epoch.first_height || next_first.is_some_and(|f| statement.height >= f) {
-        return Err(ReceiptError::EpochHeights {
-            height: statement.height,
-            epoch: statement.epoch,
-        });
-    }
+    let epoch =
+        committee_for(&chain, statement.epoch, statement.height).map_err(|error| match error {
+            EpochError::Unreached(epoch) => ReceiptError::Epoch(epoch),
+            EpochError::Heights { height, epoch } => ReceiptError::EpochHeights { height, epoch },
+        })?;
     verify_ledger_cert(&receipt.cert, &epoch.committee)?;
     let signed_stake = receipt
         .cert

@@ -25,6 +25,7 @@ mod storm;
 mod token_cmd;
 mod upgrade;
 mod vn_cmd;
+mod wallet_cmd;
 mod witness_cmd;
 
 #[global_allocator]
@@ -117,6 +118,10 @@ enum Command {
     Witness(WitnessCommand),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
+    /// A light (SPV) wallet that keeps certified ledger headers only: sync them from a node, check a payment's
+    /// receipt against them, and an owner's balance as far as SPV proves it.
+    #[command(subcommand)]
+    Wallet(wallet_cmd::WalletCommand),
     /// Node configs.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -220,6 +225,7 @@ fn main() -> ExitCode {
         Command::Mine(args) => mine_cmd::run(args),
         Command::Witness(WitnessCommand::Verify { data_dir }) => witness_cmd::verify(data_dir),
         Command::Client(command) => client_cmd::run(command),
+        Command::Wallet(command) => wallet_cmd::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,6 +70,10 @@ const LEDGER_POLL_MS: u64 = 10;
 /// without one (the follower then waits for a later certificate, which covers it through the hash chain, but holds
 /// no certificate of its own for that block to serve receipts with).
 const LEDGER_CERT_WAIT_MS: u64 = 2_000;
+/// Headers `GET /v1/headers` answers at most per request (each a stored block read by the executor between blocks),
+/// and when the caller names no limit.
+pub const HEADERS_LIMIT_MAX: u64 = 256;
+pub const HEADERS_LIMIT_DEFAULT: u64 = 128;
 /// How long a stopping node lets open requests finish.
 const DRAIN_MS: u64 = 1_000;
 
@@ -330,6 +334,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/vns/{vn}/blocks"),
     ("get", "/v1/ledger"),
     ("get", "/v1/handovers"),
+    ("get", "/v1/headers"),
 ];
 
 fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
@@ -352,6 +357,7 @@ fn handler(path: &str) -> MethodRouter<Arc<ApiState>> {
         "/v1/vns/{vn}/blocks" => get(vn_blocks),
         "/v1/ledger" => get(ledger_stream),
         "/v1/handovers" => get(handovers),
+        "/v1/headers" => get(headers),
         other => unreachable!("{other} is in ROUTES without a handler"),
     }
 }
@@ -1768,6 +1774,79 @@ async fn handovers(State(state): State<Arc<ApiState>>) -> Response {
     reply(StatusCode::OK, json!({ "handovers": list }))
 }
 
+#[derive(Deserialize)]
+struct HeadersParams {
+    from: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/headers?from=H&limit=N`: the ledger block headers from height H (at least 1; the genesis header is the
+/// genesis file's) up to N of them ([`HEADERS_LIMIT_MAX`]) and the executed height, each with the committee's
+/// ledger certificate on its result when this node holds one: what a light client keeps ([`crate::receipt`]'s
+/// header and certificate JSON). Fewer than N when the executed height is reached; none when H is above it. 404
+/// when H is below this node's store (it installed a snapshot): ask another node.
+async fn headers(
+    State(state): State<Arc<ApiState>>,
+    Query(params): Query<HeadersParams>,
+) -> Response {
+    let from = params.from.unwrap_or(1);
+    let limit = params.limit.unwrap_or(HEADERS_LIMIT_DEFAULT);
+    if from == 0 {
+        return bad_request("from=0: the genesis header is the genesis file's; headers start at 1");
+    }
+    if limit == 0 || limit > HEADERS_LIMIT_MAX {
+        return bad_request(format!("limit={limit}: from 1 to {HEADERS_LIMIT_MAX}"));
+    }
+    let executed = state.stats.lock().expect("stats lock").height;
+    let mut list = Vec::new();
+    for height in from..=executed.min(from.saturating_add(limit - 1)) {
+        let bytes = match ask(&state, |reply| LedgerQuery::Block { height, reply }).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) if list.is_empty() => {
+                return reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"status": "not_stored", "height": height, "executed_height": executed,
+                           "reason": "this node does not store the height (its store starts above it): ask another node"}),
+                )
+            }
+            // Pruned while this request ran: the caller asks again from the next height.
+            Ok(None) => break,
+            Err(response) => return *response,
+        };
+        let header = match decode_block(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|block| {
+                rkyv::deserialize::<cas_engine::BlockHeader, rkyv::rancor::Error>(&block.header)
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(header) => header,
+            Err(error) => {
+                return reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"status": "error", "reason": format!("stored block {height} does not decode: {error}")}),
+                )
+            }
+        };
+        let cert = match state.index.results(height) {
+            Ok(results) => results.and_then(|r| r.cert),
+            Err(error) => {
+                return reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"status": "error", "reason": format!("{error:#}")}),
+                )
+            }
+        };
+        list.push(json!({
+            "header": crate::receipt::HeaderJson::from_header(&header),
+            "certificate": cert.as_ref().map(crate::receipt::CertJson::from_cert),
+        }));
+    }
+    reply(
+        StatusCode::OK,
+        json!({"from": from, "executed_height": executed, "headers": list}),
+    )
+}
+
 /// One of the [`STREAMS_MAX`] block streams, given back when the stream ends or its client leaves.
 struct StreamSlot(Arc<ApiState>);
 
@@ -1855,6 +1934,37 @@ mod tests {
         }
         routes.sort();
         routes
+    }
+
+    #[tokio::test]
+    async fn headers_are_asked_within_bounds() {
+        let router = router(super::detached_state());
+        let ask = |query: String| {
+            let request = axum::http::Request::builder()
+                .uri(format!("/v1/headers{query}"))
+                .body(Body::empty())
+                .unwrap();
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, serde_json::from_slice::<Value>(&body).unwrap())
+            }
+        };
+        let too_many = format!("?limit={}", HEADERS_LIMIT_MAX + 1);
+        for query in ["?from=0".to_string(), "?limit=0".to_string(), too_many] {
+            let (status, body) = ask(query.clone()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert_eq!(body["status"], "bad_request", "{query}");
+        }
+        // Above the executed height (0 here): nothing yet, and the height to come back for.
+        let (status, body) = ask("?from=1&limit=5".into()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["headers"], json!([]));
+        assert_eq!(body["executed_height"], 0);
     }
 
     #[tokio::test]

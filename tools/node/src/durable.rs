@@ -14,7 +14,9 @@ use cas_consensus::messages::QuorumCert;
 use cas_consensus::rewards::order_state_hash;
 use cas_engine::{BlockHash, Hash32};
 
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` through a temporary file that is fsynced and renamed over it, then fsyncs the folder: a
+/// crash leaves the old file or the new one, never half.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .write(true)

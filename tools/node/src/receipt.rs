@@ -132,6 +132,76 @@ impl HandoverJson {
     }
 }
 
+impl HeaderJson {
+    pub fn from_header(header: &BlockHeader) -> HeaderJson {
+        HeaderJson {
+            chain_id: header.chain_id,
+            height: header.height,
+            round: header.round,
+            parent: header.parent.to_hex(),
+            tx_root: header.tx_root.to_hex(),
+            sig_root: header.sig_root.to_hex(),
+            proposer: header.proposer.to_hex(),
+            timestamp_ms: header.timestamp_ms,
+            utxo_commitment: header.utxo_commitment.to_hex(),
+        }
+    }
+
+    pub fn to_header(&self) -> Result<BlockHeader> {
+        Ok(BlockHeader {
+            chain_id: self.chain_id,
+            height: self.height,
+            round: self.round,
+            parent: hash(&self.parent, "header.parent")?,
+            tx_root: hash(&self.tx_root, "header.tx_root")?,
+            sig_root: hash(&self.sig_root, "header.sig_root")?,
+            proposer: key(&self.proposer, "header.proposer")?,
+            timestamp_ms: self.timestamp_ms,
+            utxo_commitment: hash(&self.utxo_commitment, "header.utxo_commitment")?,
+        })
+    }
+}
+
+impl CertJson {
+    pub fn from_cert(cert: &LedgerCert) -> CertJson {
+        let statement = &cert.statement;
+        CertJson {
+            statement: StatementJson {
+                chain_id: statement.chain_id,
+                epoch: statement.epoch,
+                height: statement.height,
+                block: statement.block.to_hex(),
+                consensus: statement.consensus.to_hex(),
+                results_root: statement.results_root.to_hex(),
+                utxo_commitment: statement.utxo_commitment.to_hex(),
+            },
+            signatures: signatures_to_json(&cert.signatures),
+        }
+    }
+
+    pub fn to_cert(&self) -> Result<LedgerCert> {
+        let s = &self.statement;
+        ensure!(
+            self.signatures.len() <= cas_consensus::committee::COMMITTEE_MEMBERS_MAX,
+            "{} signatures, a committee has at most {}",
+            self.signatures.len(),
+            cas_consensus::committee::COMMITTEE_MEMBERS_MAX
+        );
+        Ok(LedgerCert {
+            statement: LedgerStatement {
+                chain_id: s.chain_id,
+                epoch: s.epoch,
+                height: s.height,
+                block: hash(&s.block, "statement.block")?,
+                consensus: hash(&s.consensus, "statement.consensus")?,
+                results_root: hash(&s.results_root, "statement.results_root")?,
+                utxo_commitment: hash(&s.utxo_commitment, "statement.utxo_commitment")?,
+            },
+            signatures: signatures_from_json(&self.signatures)?,
+        })
+    }
+}
+
 /// Hex as this format writes it: lowercase only, so a receipt has one spelling and no byte of it can change
 /// without failing the check.
 fn lower_hex(text: &str, what: &str) -> Result<()> {
@@ -219,40 +289,17 @@ impl ReceiptJson {
         let tx_id = cas_engine::codec::decode_tx(&receipt.tx)
             .map(|tx| tx.tx_id().to_hex())
             .unwrap_or_default();
-        let header = &receipt.header;
-        let statement = &receipt.cert.statement;
         ReceiptJson {
             version: RECEIPT_VERSION,
             tx_id,
             tx: hex::encode(&receipt.tx),
-            height: statement.height,
+            height: receipt.cert.statement.height,
             index: receipt.index,
             code: receipt.code,
             tx_path: path_to_json(&receipt.tx_path),
             results_path: path_to_json(&receipt.results_path),
-            header: HeaderJson {
-                chain_id: header.chain_id,
-                height: header.height,
-                round: header.round,
-                parent: header.parent.to_hex(),
-                tx_root: header.tx_root.to_hex(),
-                sig_root: header.sig_root.to_hex(),
-                proposer: header.proposer.to_hex(),
-                timestamp_ms: header.timestamp_ms,
-                utxo_commitment: header.utxo_commitment.to_hex(),
-            },
-            certificate: CertJson {
-                statement: StatementJson {
-                    chain_id: statement.chain_id,
-                    epoch: statement.epoch,
-                    height: statement.height,
-                    block: statement.block.to_hex(),
-                    consensus: statement.consensus.to_hex(),
-                    results_root: statement.results_root.to_hex(),
-                    utxo_commitment: statement.utxo_commitment.to_hex(),
-                },
-                signatures: signatures_to_json(&receipt.cert.signatures),
-            },
+            header: HeaderJson::from_header(&receipt.header),
+            certificate: CertJson::from_cert(&receipt.cert),
             handovers: receipt
                 .handovers
                 .iter()
@@ -275,13 +322,11 @@ impl ReceiptJson {
             decoded.tx_id() == hash(&self.tx_id, "tx_id")?,
             "tx_id is not the id of tx"
         );
-        let h = &self.header;
-        let s = &self.certificate.statement;
         ensure!(
-            self.height == s.height,
+            self.height == self.certificate.statement.height,
             "height {} is not the certified height {}",
             self.height,
-            s.height
+            self.certificate.statement.height
         );
         Ok(Receipt {
             tx,
@@ -289,29 +334,8 @@ impl ReceiptJson {
             code: self.code,
             tx_path: path_from_json(&self.tx_path, "tx_path")?,
             results_path: path_from_json(&self.results_path, "results_path")?,
-            header: BlockHeader {
-                chain_id: h.chain_id,
-                height: h.height,
-                round: h.round,
-                parent: hash(&h.parent, "header.parent")?,
-                tx_root: hash(&h.tx_root, "header.tx_root")?,
-                sig_root: hash(&h.sig_root, "header.sig_root")?,
-                proposer: key(&h.proposer, "header.proposer")?,
-                timestamp_ms: h.timestamp_ms,
-                utxo_commitment: hash(&h.utxo_commitment, "header.utxo_commitment")?,
-            },
-            cert: LedgerCert {
-                statement: LedgerStatement {
-                    chain_id: s.chain_id,
-                    epoch: s.epoch,
-                    height: s.height,
-                    block: hash(&s.block, "statement.block")?,
-                    consensus: hash(&s.consensus, "statement.consensus")?,
-                    results_root: hash(&s.results_root, "statement.results_root")?,
-                    utxo_commitment: hash(&s.utxo_commitment, "statement.utxo_commitment")?,
-                },
-                signatures: signatures_from_json(&self.certificate.signatures)?,
-            },
+            header: self.header.to_header()?,
+            cert: self.certificate.to_cert()?,
             handovers: self
                 .handovers
                 .iter()
