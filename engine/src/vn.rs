@@ -3,7 +3,8 @@
 //! Every transaction names a VN (`vn` in its signed body; 0 is the public network, which asks nothing more). A VN
 //! is registered once by a [`TxKind::VnRegister`](crate::tx::TxKind::VnRegister) on the public network, with its
 //! Policy: the endorsers (RS keys) with a weight each, and the weight of endorsements a transaction of the VN needs
-//! (all of them, k of n with weights of 1, or any weighted threshold). The Policy is kept as set records: a header
+//! (all of them, k of n with weights of 1, or any weighted threshold; or none, a VN without a Policy, only routed
+//! and isolated). The Policy is kept as set records: a header
 //! at `(vn_place(vn), VN_INDEX)` (threshold, endorser count and total weight packed in its asset field, the
 //! registrar as owner) and one record per endorser at `(endorser_place(vn, key), ENDORSER_INDEX)`.
 //!
@@ -44,7 +45,8 @@ pub struct PolicyTerms {
     /// The network's id (not 0, the public network), free until this registration.
     pub vn: VnId,
     pub endorsers: Vec<Endorser>,
-    /// The endorsing weight a transaction of the VN needs (1 ..= the endorsers' total).
+    /// The endorsing weight a transaction of the VN needs (1 ..= the endorsers' total; 0 with no endorsers: a VN
+    /// without a Policy, whose transactions need no endorsement).
     pub threshold: u32,
 }
 
@@ -54,8 +56,12 @@ pub fn check_policy(terms: &ArchivedPolicyTerms) -> Result<(), &'static str> {
         return Err("VN 0 is the public network");
     }
     let endorsers = terms.endorsers.as_slice();
-    if endorsers.is_empty() || endorsers.len() > ENDORSERS_MAX {
-        return Err("a Policy names 1 to 16 endorsers");
+    if endorsers.len() > ENDORSERS_MAX {
+        return Err("a Policy names at most 16 endorsers");
+    }
+    // No endorsers and a threshold of 0: a VN without a Policy (routed and isolated, nothing to endorse).
+    if endorsers.is_empty() && terms.threshold.to_native() == 0 {
+        return Ok(());
     }
     if endorsers.iter().any(|e| e.weight.to_native() == 0) {
         return Err("an endorser of weight 0");
@@ -71,7 +77,7 @@ pub fn check_policy(terms: &ArchivedPolicyTerms) -> Result<(), &'static str> {
         .sum();
     let threshold = u64::from(terms.threshold.to_native());
     if threshold == 0 || threshold > total {
-        return Err("a threshold of 0 or above the endorsers' total weight");
+        return Err("a threshold of 0 (with endorsers) or above the endorsers' total weight");
     }
     Ok(())
 }

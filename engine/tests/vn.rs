@@ -168,6 +168,9 @@ fn a_weighted_policy_counts_weights_not_signers() {
             threshold: 3
         })
     );
+    // No Policy: no endorsers, threshold 0; the VN's transactions need no endorsement.
+    chain.register(12, &[], 0).unwrap();
+    assert_eq!(chain.one(chain.pay(&a, 12, &[])), Ok(()));
     // "All": the threshold is the total weight.
     chain.register(8, &[(&small1, 1), (&small2, 1)], 2).unwrap();
     assert!(chain.one(chain.pay(&a, 8, &[&small1])).is_err());

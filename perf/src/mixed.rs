@@ -1,8 +1,9 @@
-//! The transfer path with and without business transactions: two loads of the same size, one of plain transfers,
-//! one where every tenth account makes token and contract transactions instead (an approve of its own GOLD, a
-//! transfer-from of that allowance, a contract call, in turn, one per block), run through the durable pipeline
-//! (`durable`) in alternating rounds by `cargo bench -p cas-perf --bench mixed`. The blocks' commitments come from
-//! the reference ledger, which also checks that every transaction of both loads is accepted.
+//! The transfer path with and without business transactions: loads of the same size, one of plain transfers, one
+//! where every tenth account makes token and contract transactions instead (an approve of its own GOLD, a
+//! transfer-from of that allowance, a contract call, in turn, one per block), and one of the same transfers on a
+//! business network without a Policy (the VN layer on: each transaction reads its VN's records), run through the
+//! durable pipeline (`durable`) in alternating rounds by `cargo bench -p cas-perf --bench mixed`. The blocks'
+//! commitments come from the reference ledger, which also checks that every transaction of every load is accepted.
 
 use cas_engine::contract::ledger::{contract_id, ContractArg, ContractCall};
 use cas_engine::fixtures::{funded_spec, key, signed, transfer, ACCOUNT_KEYS};
@@ -31,9 +32,23 @@ struct Wallet {
     allowance: Option<OutPoint>,
 }
 
-/// `accounts` accounts over `blocks` dependent blocks; with `mixed`, every tenth account makes business transactions
-/// (block 1 also deploys the contract). `transfers` counts the plain transfers.
-pub fn load(accounts: u32, blocks: u64, mixed: bool) -> (Load, usize) {
+/// What a load's accounts send.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mix {
+    /// Transfers on the public network.
+    Plain,
+    /// Every tenth account makes business transactions instead (block 1 also deploys the contract).
+    Business,
+    /// Transfers on VN 1, which block 1 registers first with no Policy.
+    Vn,
+}
+
+/// The VN of [`Mix::Vn`].
+pub const BENCH_VN: u32 = 1;
+
+/// `accounts` accounts over `blocks` dependent blocks sending what `mix` says. `transfers` counts the transfers.
+pub fn load(accounts: u32, blocks: u64, mix: Mix) -> (Load, usize) {
+    let mixed = mix == Mix::Business;
     let deployer_index = accounts;
     let mut spec = funded_spec(CHAIN_ID, 4, accounts + 1, 1, 1_000_000_000);
     spec.allocations
@@ -86,11 +101,19 @@ pub fn load(accounts: u32, blocks: u64, mixed: bool) -> (Load, usize) {
         if height == 1 && mixed {
             txs.push(deploy.clone());
         }
+        if height == 1 && mix == Mix::Vn {
+            txs.push(register_vn(&wallets[deployer_index as usize]));
+        }
         for a in 0..accounts {
             let next = key(ACCOUNT_KEYS, (a + 1) % accounts);
             let wallet = &mut wallets[a as usize];
             let tx = if mixed && a % 10 == 0 {
                 business(wallet, height, &contract)
+            } else if mix == Mix::Vn {
+                transfers += 1;
+                let mut body = transfer(CHAIN_ID, &wallet.key, &[wallet.cas], &next, 1, 1).body;
+                body.vn = BENCH_VN;
+                body.sign(&[&wallet.key])
             } else {
                 transfers += 1;
                 transfer(CHAIN_ID, &wallet.key, &[wallet.cas], &next, 1, 1)
@@ -131,6 +154,29 @@ pub fn load(accounts: u32, blocks: u64, mixed: bool) -> (Load, usize) {
         txs: all,
     };
     (load, transfers)
+}
+
+/// The registration of [`BENCH_VN`] without a Policy, paid from the deployer's coin (which nothing else spends).
+fn register_vn(deployer: &Wallet) -> Transaction {
+    let kind = TxKind::VnRegister {
+        policy: Box::new(cas_engine::vn::PolicyTerms {
+            vn: BENCH_VN,
+            endorsers: Vec::new(),
+            threshold: 0,
+        }),
+    };
+    let change = TxOutput {
+        amount: deployer.cas.1.amount - 1,
+        ..deployer.cas.1
+    };
+    signed(
+        CHAIN_ID,
+        kind,
+        vec![deployer.cas.0],
+        vec![change],
+        1,
+        &deployer.key,
+    )
 }
 
 /// A mixed account's transaction at `height`: approve 1 GOLD to itself, then move it with a transfer-from, then

@@ -22,8 +22,9 @@ pub enum VnCommand {
         /// The new network's id (not 0).
         #[arg(long = "id")]
         id: u32,
-        /// An endorser as KEY or KEY:WEIGHT (weight 1 when absent; repeat, 1 to 16).
-        #[arg(long = "endorser", required = true)]
+        /// An endorser as KEY or KEY:WEIGHT (weight 1 when absent; repeat, up to 16; none: a VN without a Policy,
+        /// only routed and isolated).
+        #[arg(long = "endorser")]
         endorsers: Vec<String>,
         /// The endorsing weight a transaction of the VN needs (default: all, the total weight).
         #[arg(long)]
