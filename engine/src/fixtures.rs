@@ -127,6 +127,42 @@ pub fn signed(
     .sign(&[signer])
 }
 
+/// A VN registration of `vn` with these endorsers (keys and weights) and threshold.
+pub fn vn_register(vn: u32, endorsers: &[(&Keypair, u32)], threshold: u32) -> TxKind {
+    let endorsers = endorsers
+        .iter()
+        .map(|(k, weight)| crate::vn::Endorser {
+            key: k.public(),
+            weight: *weight,
+        })
+        .collect();
+    TxKind::VnRegister {
+        policy: Box::new(crate::vn::PolicyTerms {
+            vn,
+            endorsers,
+            threshold,
+        }),
+    }
+}
+
+/// The coins (not records) of `owner` in `asset` in `ledger`'s set, sorted by outpoint.
+pub fn coins_of(
+    ledger: &crate::MemoryLedger,
+    owner: &Keypair,
+    asset: AssetId,
+) -> Vec<(OutPoint, TxOutput)> {
+    let mut coins: Vec<_> = ledger
+        .utxos()
+        .iter()
+        .filter(|(o, c)| {
+            !crate::rules::is_record(o) && c.owner == owner.public() && c.asset == asset
+        })
+        .map(|(o, c)| (*o, *c))
+        .collect();
+    coins.sort_by_key(|(o, _)| *o);
+    coins
+}
+
 /// A CAS transfer spending `inputs` (all owned by `owner`) to `to`, paying `fee`, with the change back to the
 /// owner. Panics if the inputs do not cover `amount + fee`: fixtures are built by code that knows the coins.
 pub fn transfer(

@@ -3,12 +3,11 @@
 //! the ballots' weights, and every refusal with its code.
 
 use cas_engine::codec::{decode_tx, encode_tx};
-use cas_engine::fixtures::{funded_genesis, key, signed, ACCOUNT_KEYS};
+use cas_engine::fixtures::{coins_of, funded_genesis, key, signed, ACCOUNT_KEYS};
 use cas_engine::governance::{
     ballot_asset, ballot_outpoint, vote_outpoint, Param, ParamChange, ProposalState, ProposalTerms,
     VoteCast,
 };
-use cas_engine::rules::is_record;
 use cas_engine::{
     AssetId, Hash32, Keypair, MemoryLedger, OutPoint, RejectCode, Transaction, TxError, TxKind,
     TxOutput,
@@ -53,15 +52,7 @@ impl Chain {
     }
 
     fn coins(&self, owner: &Keypair) -> Vec<(OutPoint, TxOutput)> {
-        let mut coins: Vec<_> = self
-            .ledger
-            .utxos()
-            .iter()
-            .filter(|(o, c)| !is_record(o) && c.owner == owner.public() && c.asset == AssetId::CAS)
-            .map(|(o, c)| (*o, *c))
-            .collect();
-        coins.sort_by_key(|(o, _)| *o);
-        coins
+        coins_of(&self.ledger, owner, AssetId::CAS)
     }
 
     fn cas(&self, owner: &Keypair) -> u64 {

@@ -5,7 +5,7 @@
 
 use cas_engine::codec::{decode_tx, encode_tx};
 use cas_engine::contract::ledger::{contract_account, contract_id, ContractArg, ContractCall};
-use cas_engine::fixtures::{funded_genesis, key, ACCOUNT_KEYS};
+use cas_engine::fixtures::{coins_of, funded_genesis, key, ACCOUNT_KEYS};
 use cas_engine::rules::{fee_pot_outpoint, is_record};
 use cas_engine::token::{
     decode_definition, definition_outpoint, events, matching_fee, mint_right_of, object_kind,
@@ -75,15 +75,7 @@ impl Chain {
 
     /// The coins (not records) of `owner` in `asset`.
     fn coins(&self, owner: &Keypair, asset: AssetId) -> Vec<(OutPoint, TxOutput)> {
-        let mut coins: Vec<_> = self
-            .ledger
-            .utxos()
-            .iter()
-            .filter(|(o, c)| !is_record(o) && c.owner == owner.public() && c.asset == asset)
-            .map(|(o, c)| (*o, *c))
-            .collect();
-        coins.sort_by_key(|(o, _)| *o);
-        coins
+        coins_of(&self.ledger, owner, asset)
     }
 
     /// What `owner` holds of `asset`, coins and the escrow of its objects (the balance view).

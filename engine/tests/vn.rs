@@ -3,9 +3,8 @@
 //! registration, malformed Policies, and the public network untouched, each refusal with its code.
 
 use cas_engine::codec::{decode_tx, encode_tx};
-use cas_engine::fixtures::{funded_genesis, key, ACCOUNT_KEYS};
-use cas_engine::rules::is_record;
-use cas_engine::vn::{policy_outpoint, Endorser, PolicyHeader, PolicyTerms};
+use cas_engine::fixtures::{coins_of, funded_genesis, key, vn_register as register, ACCOUNT_KEYS};
+use cas_engine::vn::{policy_outpoint, PolicyHeader};
 use cas_engine::{
     AssetId, Keypair, MemoryLedger, OutPoint, RejectCode, Transaction, TxBody, TxError, TxKind,
     TxOutput,
@@ -35,15 +34,7 @@ impl Chain {
     }
 
     fn coin(&self, owner: &Keypair) -> (OutPoint, TxOutput) {
-        let mut coins: Vec<_> = self
-            .ledger
-            .utxos()
-            .iter()
-            .filter(|(o, c)| !is_record(o) && c.owner == owner.public() && c.asset == AssetId::CAS)
-            .map(|(o, c)| (*o, *c))
-            .collect();
-        coins.sort_by_key(|(o, _)| *o);
-        coins[0]
+        coins_of(&self.ledger, owner, AssetId::CAS)[0]
     }
 
     /// A payment of `owner` to itself on network `vn`, signed by the owner and then by `endorsers`.
@@ -80,22 +71,6 @@ impl Chain {
     ) -> Result<(), TxError> {
         let tx = self.tx(&account(0), 0, register(vn, endorsers, threshold), &[]);
         self.one(tx)
-    }
-}
-
-fn register(vn: u32, endorsers: &[(&Keypair, u32)], threshold: u32) -> TxKind {
-    TxKind::VnRegister {
-        policy: Box::new(PolicyTerms {
-            vn,
-            endorsers: endorsers
-                .iter()
-                .map(|(k, weight)| Endorser {
-                    key: k.public(),
-                    weight: *weight,
-                })
-                .collect(),
-            threshold,
-        }),
     }
 }
 

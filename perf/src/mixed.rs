@@ -158,13 +158,7 @@ pub fn load(accounts: u32, blocks: u64, mix: Mix) -> (Load, usize) {
 
 /// The registration of [`BENCH_VN`] without a Policy, paid from the deployer's coin (which nothing else spends).
 fn register_vn(deployer: &Wallet) -> Transaction {
-    let kind = TxKind::VnRegister {
-        policy: Box::new(cas_engine::vn::PolicyTerms {
-            vn: BENCH_VN,
-            endorsers: Vec::new(),
-            threshold: 0,
-        }),
-    };
+    let kind = cas_engine::fixtures::vn_register(BENCH_VN, &[], 0);
     let change = TxOutput {
         amount: deployer.cas.1.amount - 1,
         ..deployer.cas.1

@@ -11,6 +11,7 @@ use cas_engine::ledger::LedgerError;
 use cas_engine::rules::{apply_batch, records_read, RuleContext, TxError, UtxoView};
 use cas_engine::stake::StakeRegistry;
 use cas_engine::tx::ChainParams;
+use cas_engine::vn::{ENDORSER_INDEX, VN_INDEX};
 use cas_engine::{
     ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
 };
@@ -89,6 +90,10 @@ pub struct ShardedLedger {
     stake: StakeRegistry,
     /// CIP proposals, ballots and votes, as the set holds them (the same).
     governance: Governance,
+    /// The VN Policy records of the set (headers and endorsers), by outpoint: every transaction of a VN reads its
+    /// VN's header and an endorser record per signer, answered from here instead of asking the shards (one shard
+    /// would get every header lookup of a block). The shards keep them too, for the commitment and snapshots.
+    policies: FastMap<OutPoint, TxOutput>,
     /// See [`LedgerConfig::business_from`].
     business_from: u64,
 }
@@ -146,6 +151,7 @@ impl ShardedLedger {
             outputs: 0,
             stake: StakeRegistry::default(),
             governance: Governance::default(),
+            policies: FastMap::default(),
             business_from: config.business_from,
         })
     }
@@ -196,6 +202,7 @@ impl ShardedLedger {
         self.outputs = 0;
         self.stake = StakeRegistry::default();
         self.governance = Governance::default();
+        self.policies.clear();
         self.height = height;
         self.load(outputs)?;
         Ok(self.commitment())
@@ -376,6 +383,9 @@ impl ShardedLedger {
                 inputs += 1;
             }
             for record in records_read(tx) {
+                if is_policy_record(&record) {
+                    continue;
+                }
                 routed[shard_of(&record, self.shards.len())].push(record);
                 inputs += 1;
             }
@@ -390,6 +400,16 @@ impl ShardedLedger {
             asked.push((shard, answer));
         }
         let mut view = FastMap::with_capacity_and_hasher(inputs, Default::default());
+        for tx in txs
+            .iter()
+            .filter(|tx| tx.body.vn != 0 || tx.body.kind.is_business())
+        {
+            for record in records_read(tx).filter(is_policy_record) {
+                if let Some(entry) = self.policies.get(&record) {
+                    view.insert(record, *entry);
+                }
+            }
+        }
         for (shard, answer) in asked {
             view.extend(shard.wait(&answer)?);
         }
@@ -410,6 +430,11 @@ impl ShardedLedger {
         }
         // Only outputs in the set are spent, and a creation is new to it (the rules check both).
         self.outputs = self.outputs + created.len() as u64 - spent.len() as u64;
+        for (outpoint, _) in spent.iter().filter(|(o, _)| is_policy_record(o)) {
+            self.policies.remove(outpoint);
+        }
+        let policies = created.iter().filter(|(o, _)| is_policy_record(o));
+        self.policies.extend(policies.copied());
         let count = self.shards.len();
         // Sized for an even spread (outpoints are uniform hashes), so routing rarely grows a vector.
         let share = |total: usize| total / count + total / (8 * count) + 16;
@@ -564,6 +589,11 @@ impl ShardedLedger {
 
 /// The coins of one block's inputs, fetched from their shards: the only state the rules see.
 struct PrefetchedView(FastMap<OutPoint, TxOutput>);
+
+/// A VN Policy record: kept by the ledger itself ([`ShardedLedger::policies`]), not asked of the shards.
+fn is_policy_record(outpoint: &OutPoint) -> bool {
+    matches!(outpoint.index, VN_INDEX | ENDORSER_INDEX)
+}
 
 impl UtxoView for PrefetchedView {
     fn get(&self, outpoint: &OutPoint) -> Option<TxOutput> {

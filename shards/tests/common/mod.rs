@@ -368,7 +368,6 @@ fn business_network(
     keys: &HashMap<PublicKey, Keypair>,
     coin: (OutPoint, TxOutput),
 ) -> Option<Transaction> {
-    use cas_engine::vn::{Endorser, PolicyTerms};
     if coin.1.asset != AssetId::CAS || coin.1.amount < 2 {
         return None;
     }
@@ -376,21 +375,8 @@ fn business_network(
     let vn = 1 + rng.below(3) as u32;
     let endorsers = vn_endorsers(vn);
     let (kind, network) = if rng.below(4) == 0 {
-        let policy = PolicyTerms {
-            vn,
-            endorsers: endorsers
-                .iter()
-                .map(|(k, weight)| Endorser {
-                    key: k.public(),
-                    weight: *weight,
-                })
-                .collect(),
-            threshold: 2,
-        };
-        let kind = TxKind::VnRegister {
-            policy: Box::new(policy),
-        };
-        (kind, 0)
+        let weighted: Vec<_> = endorsers.iter().map(|(k, w)| (k, *w)).collect();
+        (cas_engine::fixtures::vn_register(vn, &weighted, 2), 0)
     } else {
         (TxKind::Transfer, vn)
     };
