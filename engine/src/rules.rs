@@ -316,7 +316,9 @@ fn spendable_of(view: &impl UtxoView, outpoint: &OutPoint) -> Option<TxOutput> {
 
 /// The records `tx` reads besides its inputs: its client id claim, for a stake transaction the candidacy it names,
 /// for an issuance the previous block's fee pot, for a token issue the token's definition, the terms of every
-/// ledger object it spends, and for a vote its proposal and the voter's ballot and vote. The sharded ledger fetches them with the inputs.
+/// ledger object it spends, and for a vote its proposal and the voter's ballot and vote. Not listed: the VN Policy
+/// records a VN's transaction reads (its VN's header, an endorser record per signer; [`crate::vn`]), which a
+/// sharded ledger keeps in full beside its shards, so the view must answer them without a prefetch. The sharded ledger fetches them with the inputs.
 pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> + '_ {
     let claim = claim_of(tx).map(|(sender, client_id)| claim_outpoint(&sender, client_id));
     let definition = match (&tx.body.kind, tx.signatures.first()) {
@@ -326,7 +328,6 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         (ArchivedTxKind::ContractCall { call }, _) => {
             Some(contract_outpoint(&Hash32::from(&call.contract)))
         }
-        (ArchivedTxKind::VnRegister { policy }, _) => Some(policy_outpoint(policy.vn.to_native())),
         _ => None,
     };
     let terms = tx.body.inputs.iter().filter_map(|input| {
@@ -367,18 +368,6 @@ pub fn records_read(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> 
         .chain(definition)
         .chain(terms)
         .chain(vote.into_iter().flatten())
-        .chain(vn_records(tx))
-}
-
-/// What a transaction of a VN (not the public network) reads: its VN's Policy header and, for each signer, the
-/// endorser record it would have.
-fn vn_records(tx: &ArchivedTransaction) -> impl Iterator<Item = OutPoint> + '_ {
-    let vn = tx.body.vn.to_native();
-    let signers = tx.signatures.iter().filter(move |_| vn != 0);
-    (vn != 0)
-        .then(|| policy_outpoint(vn))
-        .into_iter()
-        .chain(signers.map(move |w| endorser_outpoint(vn, &PublicKey::from(&w.key))))
 }
 
 /// The candidate a stake transaction is about: named by a bond or unbond, the first signer of a candidacy.
@@ -801,6 +790,9 @@ fn check_endorsements(
     let header = record(&policy_outpoint(vn))
         .map(|entry| PolicyHeader::decode(&entry))
         .ok_or(TxError::UnknownVn { vn })?;
+    if header.endorsers == 0 {
+        return Ok(());
+    }
     let mut weight = 0u64;
     for (used, signer) in signature_used.iter_mut().zip(tx.signatures.iter()) {
         if let Some(entry) = record(&endorser_outpoint(vn, &PublicKey::from(&signer.key))) {

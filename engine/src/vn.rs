@@ -17,7 +17,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::crypto::PublicKey;
-use crate::id::{domain, AssetId, Hash32};
+use crate::id::{domain, AssetId, DomainKey, Hash32};
 use crate::tx::{OutPoint, TxOutput, VnId};
 
 /// The set index of a VN's Policy header.
@@ -82,10 +82,14 @@ pub fn check_policy(terms: &ArchivedPolicyTerms) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Every transaction of a VN hashes its header's and its signers' endorser places: contexts hashed once.
+static POLICY_PLACE: DomainKey = DomainKey::new(domain::VN_POLICY);
+static ENDORSER_PLACE: DomainKey = DomainKey::new(domain::VN_ENDORSER);
+
 /// Where VN `vn`'s Policy header is.
 pub fn policy_outpoint(vn: VnId) -> OutPoint {
     OutPoint {
-        tx: Hash32::of(domain::VN_POLICY, &vn.to_le_bytes()),
+        tx: POLICY_PLACE.hash(&vn.to_le_bytes()),
         index: VN_INDEX,
     }
 }
@@ -96,7 +100,7 @@ pub fn endorser_outpoint(vn: VnId, key: &PublicKey) -> OutPoint {
     bytes[..4].copy_from_slice(&vn.to_le_bytes());
     bytes[4..].copy_from_slice(&key.0);
     OutPoint {
-        tx: Hash32::of(domain::VN_ENDORSER, &bytes),
+        tx: ENDORSER_PLACE.hash(&bytes),
         index: ENDORSER_INDEX,
     }
 }

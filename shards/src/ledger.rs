@@ -322,14 +322,16 @@ impl ShardedLedger {
         // SAFETY: `begin` validated these bytes with `decode_block`.
         let block = unsafe { access_block_trusted(&pending.bytes) };
         let txs: Vec<&ArchivedTransaction> = block.txs.iter().collect();
-        let view = self.prefetch(&txs)?;
-        let outcome = apply_batch(
-            &txs,
-            &ids,
-            &signature_verdicts,
-            &view,
-            &self.context_for(pending.height),
-        );
+        let outcome = {
+            let view = self.prefetch(&txs)?;
+            apply_batch(
+                &txs,
+                &ids,
+                &signature_verdicts,
+                &view,
+                &self.context_for(pending.height),
+            )
+        };
         self.stake.apply(&outcome.spent, &outcome.created);
         let records = self.stake.end_block(
             &self.params.stake,
@@ -370,7 +372,7 @@ impl ShardedLedger {
 
     /// The coins of every input of `txs` that exist in the set, and the records they read (client id claims and
     /// candidacies, see [`cas_engine::rules::records_read`]), asked of their owning shards in parallel.
-    fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<PrefetchedView, Error> {
+    fn prefetch(&self, txs: &[&ArchivedTransaction]) -> Result<PrefetchedView<'_>, Error> {
         let per_shard = txs.len() / self.shards.len() + 1;
         let mut routed: Vec<Vec<OutPoint>> = (0..self.shards.len())
             .map(|_| Vec::with_capacity(per_shard))
@@ -383,9 +385,6 @@ impl ShardedLedger {
                 inputs += 1;
             }
             for record in records_read(tx) {
-                if is_policy_record(&record) {
-                    continue;
-                }
                 routed[shard_of(&record, self.shards.len())].push(record);
                 inputs += 1;
             }
@@ -400,20 +399,13 @@ impl ShardedLedger {
             asked.push((shard, answer));
         }
         let mut view = FastMap::with_capacity_and_hasher(inputs, Default::default());
-        for tx in txs
-            .iter()
-            .filter(|tx| tx.body.vn != 0 || tx.body.kind.is_business())
-        {
-            for record in records_read(tx).filter(is_policy_record) {
-                if let Some(entry) = self.policies.get(&record) {
-                    view.insert(record, *entry);
-                }
-            }
-        }
         for (shard, answer) in asked {
             view.extend(shard.wait(&answer)?);
         }
-        Ok(PrefetchedView(view))
+        Ok(PrefetchedView {
+            entries: view,
+            policies: &self.policies,
+        })
     }
 
     /// Routes spends and creations to their shards and waits for their new commitments.
@@ -588,16 +580,24 @@ impl ShardedLedger {
 }
 
 /// The coins of one block's inputs, fetched from their shards: the only state the rules see.
-struct PrefetchedView(FastMap<OutPoint, TxOutput>);
+/// What a block's rules read: the entries its transactions name, asked of the shards, and the VN Policy records,
+/// read from the ledger's own copy (a VN transaction's reads of them are computed by the rules, never prefetched).
+struct PrefetchedView<'a> {
+    entries: FastMap<OutPoint, TxOutput>,
+    policies: &'a FastMap<OutPoint, TxOutput>,
+}
 
 /// A VN Policy record: kept by the ledger itself ([`ShardedLedger::policies`]), not asked of the shards.
 fn is_policy_record(outpoint: &OutPoint) -> bool {
     matches!(outpoint.index, VN_INDEX | ENDORSER_INDEX)
 }
 
-impl UtxoView for PrefetchedView {
+impl UtxoView for PrefetchedView<'_> {
     fn get(&self, outpoint: &OutPoint) -> Option<TxOutput> {
-        self.0.get(outpoint).copied()
+        match is_policy_record(outpoint) {
+            true => self.policies.get(outpoint).copied(),
+            false => self.entries.get(outpoint).copied(),
+        }
     }
 }
 
