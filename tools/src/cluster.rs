@@ -413,9 +413,9 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     let followers_cpu_before = followers_cpu(&children);
     let started = Instant::now();
     let started_wall_ms = wall_ms();
-    let mut storm = args
-        .kill_every_s
-        .map(|every| crate::storm::Storm::new(every, args.nodes, wall_ms()));
+    let mut storm = args.kill_every_s.map(|every| {
+        crate::storm::Storm::new(every, args.duration_s as f64, args.nodes, wall_ms())
+    });
     let mut upgrade = args
         .upgrade_drill
         .then(|| crate::upgrade::UpgradeDrill::new(&dir, args.nodes, args.duration_s as f64));
