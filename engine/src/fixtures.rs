@@ -141,6 +141,7 @@ pub fn vn_register(vn: u32, endorsers: &[(&Keypair, u32)], threshold: u32) -> Tx
             vn,
             endorsers,
             threshold,
+            fee: None,
         }),
     }
 }
@@ -304,6 +305,11 @@ pub fn token_kinds() -> Vec<TxKind> {
                     })
                     .collect(),
                 threshold: 4,
+                fee: Some(crate::vn::VnFee {
+                    token: crate::token::token_asset(&key(ACCOUNT_KEYS, 1).public(), 3),
+                    amount: 5,
+                    collector: key(ACCOUNT_KEYS, 13).public(),
+                }),
             }),
         },
         TxKind::Vote {

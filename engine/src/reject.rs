@@ -105,6 +105,7 @@ reject_codes! {
     VnExists = 66, "vn_exists", "the VN is registered already";
     UnknownVn = 67, "unknown_vn", "the transaction names a VN that no registration created";
     NotEndorsed = 68, "not_endorsed", "the transaction's endorsing signatures weigh less than its VN's Policy asks";
+    VnFeeUnpaid = 69, "vn_fee_unpaid", "no output pays the VN's fee rule (its amount of its business token to its collector)";
 }
 
 impl RejectCode {
@@ -183,6 +184,7 @@ impl TxError {
             TxError::VnExists { .. } => RejectCode::VnExists,
             TxError::UnknownVn { .. } => RejectCode::UnknownVn,
             TxError::NotEndorsed { .. } => RejectCode::NotEndorsed,
+            TxError::VnFeeUnpaid { .. } => RejectCode::VnFeeUnpaid,
         }
     }
 }

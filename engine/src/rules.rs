@@ -29,8 +29,8 @@ use crate::token::{
 };
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, OutPoint, Transaction, TxOutput};
 use crate::vn::{
-    check_policy, endorser_outpoint, endorser_record, endorser_weight, policy_outpoint,
-    PolicyHeader,
+    check_policy, decode_fee, endorser_outpoint, endorser_record, endorser_weight, fee_outpoint,
+    fee_record, policy_outpoint, PolicyHeader,
 };
 
 /// Read access to the unspent outputs.
@@ -202,6 +202,8 @@ pub enum TxError {
     UnknownVn { vn: u32 },
     #[error("endorsements weigh {weight}, the VN's Policy asks {threshold}")]
     NotEndorsed { weight: u64, threshold: u32 },
+    #[error("no output pays the VN's fee of {amount} of {token:?} to its collector")]
+    VnFeeUnpaid { amount: u64, token: AssetId },
     #[error("the allowance's spender has not signed")]
     WrongSpender,
     #[error("the allowance expired at height {expires_at}")]
@@ -764,6 +766,9 @@ fn check_with(
                 let at = endorser_outpoint(vn, &PublicKey::from(&endorser.key));
                 effects.created.push((at, endorser_record(vn, endorser)));
             }
+            if let Some(fee) = policy.fee.as_ref() {
+                effects.created.push((fee_outpoint(vn), fee_record(fee)));
+            }
         }
         _ => {}
     }
@@ -779,8 +784,9 @@ fn check_with(
     Ok(())
 }
 
-/// A VN transaction's endorsements: its VN must be registered, and the signers its Policy names as endorsers must
-/// weigh at least its threshold; their signatures count as used (an endorser need own no input).
+/// A VN transaction's Policy: its VN must be registered, the signers the Policy names as endorsers must weigh at
+/// least its threshold (their signatures count as used: an endorser need own no input), and it must pay the VN's
+/// fee rule if there is one.
 fn check_endorsements(
     tx: &ArchivedTransaction,
     record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
@@ -791,7 +797,7 @@ fn check_endorsements(
         .map(|entry| PolicyHeader::decode(&entry))
         .ok_or(TxError::UnknownVn { vn })?;
     if header.endorsers == 0 {
-        return Ok(());
+        return check_vn_fee(tx, &header, record);
     }
     let mut weight = 0u64;
     for (used, signer) in signature_used.iter_mut().zip(tx.signatures.iter()) {
@@ -804,6 +810,32 @@ fn check_endorsements(
         return Err(TxError::NotEndorsed {
             weight,
             threshold: header.threshold,
+        });
+    }
+    check_vn_fee(tx, &header, record)
+}
+
+/// A VN's fee rule, if it has one: an output pays its amount of its token to its collector.
+fn check_vn_fee(
+    tx: &ArchivedTransaction,
+    header: &PolicyHeader,
+    record: &mut dyn FnMut(&OutPoint) -> Option<TxOutput>,
+) -> Result<(), TxError> {
+    if !header.fee {
+        return Ok(());
+    }
+    let fee = record(&fee_outpoint(header.vn))
+        .map(|entry| decode_fee(&entry))
+        .ok_or(TxError::UnknownVn { vn: header.vn })?;
+    let paid = tx.body.outputs.iter().any(|o| {
+        AssetId::from(&o.asset) == fee.token
+            && PublicKey::from(&o.owner) == fee.collector
+            && o.amount.to_native() >= fee.amount
+    });
+    if !paid {
+        return Err(TxError::VnFeeUnpaid {
+            amount: fee.amount,
+            token: fee.token,
         });
     }
     Ok(())

@@ -488,6 +488,15 @@ impl ArchivedTxBody {
                     h.put(&endorser.weight.to_native().to_le_bytes());
                 }
                 h.put(&policy.threshold.to_native().to_le_bytes());
+                match policy.fee.as_ref() {
+                    None => h.put(&[0]),
+                    Some(fee) => {
+                        h.put(&[1]);
+                        h.put(&fee.token.0 .0);
+                        h.put(&fee.amount.to_native().to_le_bytes());
+                        h.put(&fee.collector.0);
+                    }
+                }
             }
         }
         h.put(&(self.inputs.len() as u64).to_le_bytes());
@@ -819,6 +828,14 @@ mod tests {
                         .update(&endorser.weight.to_le_bytes());
                 }
                 h.update(&policy.threshold.to_le_bytes());
+                match &policy.fee {
+                    None => h.update(&[0]),
+                    Some(fee) => h
+                        .update(&[1])
+                        .update(&fee.token.0 .0)
+                        .update(&fee.amount.to_le_bytes())
+                        .update(&fee.collector.0),
+                };
             }
         }
         h.update(&(body.inputs.len() as u64).to_le_bytes());

@@ -6,7 +6,9 @@
 //! (all of them, k of n with weights of 1, or any weighted threshold; or none, a VN without a Policy, only routed
 //! and isolated). The Policy is kept as set records: a header
 //! at `(vn_place(vn), VN_INDEX)` (threshold, endorser count and total weight packed in its asset field, the
-//! registrar as owner) and one record per endorser at `(endorser_place(vn, key), ENDORSER_INDEX)`.
+//! registrar as owner), one record per endorser at `(endorser_place(vn, key), ENDORSER_INDEX)`, and the VN's fee rule,
+//! if it has one, at `(vn_place(vn), VN_FEE_INDEX)`: every transaction of the VN pays that much of a business token
+//! to the Policy's collector (the network's own fee stays in CAS, for the validators).
 //!
 //! An endorsement is a signature over the transaction's id by an endorser's key, in the transaction's signature
 //! list beside its owners' (so it is checked in the same batch as every signature, and it needs no input: an
@@ -24,7 +26,9 @@ use crate::tx::{OutPoint, TxOutput, VnId};
 pub const VN_INDEX: u32 = u32::MAX - 17;
 /// The set index of an endorser's record.
 pub const ENDORSER_INDEX: u32 = u32::MAX - 18;
-const _: () = assert!(ENDORSER_INDEX >= crate::rules::RECORD_INDEX_MIN);
+/// The set index of a VN's fee rule.
+pub const VN_FEE_INDEX: u32 = u32::MAX - 19;
+const _: () = assert!(VN_FEE_INDEX >= crate::rules::RECORD_INDEX_MIN);
 const _: () = assert!(VN_INDEX < crate::governance::RESOLUTION_INDEX);
 
 /// The most endorsers a Policy names (each is a record read for every signer of the VN's transactions).
@@ -38,6 +42,16 @@ pub struct Endorser {
     pub weight: u32,
 }
 
+/// A VN's fee rule in a business token: every transaction of the VN has an output paying at least `amount` of
+/// `token` to `collector`.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[rkyv(derive(Debug))]
+pub struct VnFee {
+    pub token: AssetId,
+    pub amount: u64,
+    pub collector: PublicKey,
+}
+
 /// What a VN registration declares.
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 #[rkyv(derive(Debug))]
@@ -48,12 +62,17 @@ pub struct PolicyTerms {
     /// The endorsing weight a transaction of the VN needs (1 ..= the endorsers' total; 0 with no endorsers: a VN
     /// without a Policy, whose transactions need no endorsement).
     pub threshold: u32,
+    /// The VN's fee rule in a business token, if any.
+    pub fee: Option<VnFee>,
 }
 
 /// Why a Policy is refused (stateless).
 pub fn check_policy(terms: &ArchivedPolicyTerms) -> Result<(), &'static str> {
     if terms.vn.to_native() == 0 {
         return Err("VN 0 is the public network");
+    }
+    if terms.fee.as_ref().is_some_and(|fee| fee.amount.to_native() == 0) {
+        return Err("a fee rule of 0");
     }
     let endorsers = terms.endorsers.as_slice();
     if endorsers.len() > ENDORSERS_MAX {
@@ -105,6 +124,34 @@ pub fn endorser_outpoint(vn: VnId, key: &PublicKey) -> OutPoint {
     }
 }
 
+/// Where VN `vn`'s fee rule is (if it has one).
+pub fn fee_outpoint(vn: VnId) -> OutPoint {
+    OutPoint {
+        tx: policy_outpoint(vn).tx,
+        index: VN_FEE_INDEX,
+    }
+}
+
+/// A fee rule's record: the token as its asset, the collector as owner, the amount in the lock field (amount 0: a
+/// record is no balance, so the rule adds nothing to the collector's balance or the token's supply).
+pub fn fee_record(fee: &ArchivedVnFee) -> TxOutput {
+    TxOutput {
+        amount: 0,
+        asset: AssetId::from(&fee.token),
+        owner: PublicKey::from(&fee.collector),
+        unlock_height: Some(fee.amount.to_native()),
+    }
+}
+
+/// The fee rule a record holds.
+pub fn decode_fee(entry: &TxOutput) -> VnFee {
+    VnFee {
+        token: entry.asset,
+        amount: entry.unlock_height.unwrap_or(0),
+        collector: entry.owner,
+    }
+}
+
 /// A VN's Policy as its header record holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicyHeader {
@@ -113,6 +160,8 @@ pub struct PolicyHeader {
     pub threshold: u32,
     pub endorsers: u8,
     pub total_weight: u64,
+    /// Whether the VN has a fee rule ([`fee_outpoint`]).
+    pub fee: bool,
 }
 
 impl PolicyHeader {
@@ -127,6 +176,7 @@ impl PolicyHeader {
                 .iter()
                 .map(|e| u64::from(e.weight.to_native()))
                 .sum(),
+            fee: terms.fee.is_some(),
         }
     }
 
@@ -137,6 +187,7 @@ impl PolicyHeader {
         packed[4..8].copy_from_slice(&self.threshold.to_le_bytes());
         packed[8] = self.endorsers;
         packed[9..17].copy_from_slice(&self.total_weight.to_le_bytes());
+        packed[17] = u8::from(self.fee);
         TxOutput {
             amount: 0,
             asset: AssetId(Hash32(packed)),
@@ -155,6 +206,7 @@ impl PolicyHeader {
             threshold: u32_at(4),
             endorsers: packed[8],
             total_weight: u64::from_le_bytes(packed[9..17].try_into().expect("8 bytes")),
+            fee: packed[17] == 1,
         }
     }
 }
@@ -198,6 +250,7 @@ mod tests {
             threshold: 5,
             endorsers: 3,
             total_weight: 9,
+            fee: true,
         };
         assert_eq!(PolicyHeader::decode(&header.record()), header);
         assert_ne!(policy_outpoint(1), policy_outpoint(2));

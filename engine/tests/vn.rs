@@ -1,10 +1,15 @@
-//! Business networks through the in-memory ledger: a VN registered with its Policy (k of n, weighted), its
-//! transactions refused without the endorsements the Policy asks and accepted with them, an unknown VN, a second
-//! registration, malformed Policies, and the public network untouched, each refusal with its code.
+//! Business networks through the in-memory ledger: a VN registered with its Policy (k of n, weighted, none), its
+//! transactions refused without the endorsements the Policy asks and accepted with them, a fee rule in a business
+//! token, an unknown VN, a second registration, malformed Policies, and the public network untouched, each refusal
+//! with its code.
 
 use cas_engine::codec::{decode_tx, encode_tx};
-use cas_engine::fixtures::{coins_of, funded_genesis, key, vn_register as register, ACCOUNT_KEYS};
-use cas_engine::vn::{policy_outpoint, PolicyHeader};
+use cas_engine::fixtures::{
+    coins_of, funded_genesis, funded_spec, key, vn_register as register, ACCOUNT_KEYS,
+};
+use cas_engine::genesis::{genesis_block, AllocationSpec};
+use cas_engine::vn::{policy_outpoint, PolicyHeader, PolicyTerms, VnFee};
+use cas_engine::Hash32;
 use cas_engine::{
     AssetId, Keypair, MemoryLedger, OutPoint, RejectCode, Transaction, TxBody, TxError, TxKind,
     TxOutput,
@@ -184,4 +189,91 @@ fn unknown_vns_repeated_registrations_and_malformed_policies_are_refused() {
         Err(RejectCode::BadPolicy)
     );
     assert!(!chain.ledger.utxos().contains_key(&policy_outpoint(10)));
+}
+
+#[test]
+fn a_vn_fee_rule_asks_its_token_of_every_transaction() {
+    let gold = AssetId(Hash32::of("CAS test gold", b"gold"));
+    let mut spec = funded_spec(CHAIN, 4, 4, 3, 100_000);
+    spec.allocations.push(AllocationSpec {
+        owner: account(1).public().to_hex(),
+        amount: 1_000,
+        asset: Some(gold.0.to_hex()),
+        outputs: 1,
+    });
+    let mut chain = Chain {
+        ledger: MemoryLedger::from_genesis(&genesis_block(&spec).unwrap()).unwrap(),
+    };
+    let collector = rs(7);
+    let policy = PolicyTerms {
+        vn: 21,
+        endorsers: Vec::new(),
+        threshold: 0,
+        fee: Some(VnFee {
+            token: gold,
+            amount: 5,
+            collector: collector.public(),
+        }),
+    };
+    let kind = TxKind::VnRegister {
+        policy: Box::new(policy),
+    };
+    let registration = chain.tx(&account(0), 0, kind, &[]);
+    chain.one(registration).unwrap();
+    // A payment on the VN without the fee output is refused; with 5 GOLD to the collector it is final.
+    let a = account(1);
+    assert_eq!(
+        chain.one(chain.pay(&a, 21, &[])).map_err(|e| e.code()),
+        Err(RejectCode::VnFeeUnpaid)
+    );
+    let pays_fee = |chain: &Chain, amount: u64| {
+        let (cas, cas_coin) = chain.coin(&a);
+        let (gold_at, gold_coin) = coins_of(&chain.ledger, &a, gold)[0];
+        let output = |owner: &Keypair, amount, asset| TxOutput {
+            amount,
+            asset,
+            owner: owner.public(),
+            unlock_height: None,
+        };
+        TxBody {
+            chain_id: CHAIN,
+            vn: 21,
+            kind: TxKind::Transfer,
+            inputs: vec![cas, gold_at],
+            outputs: vec![
+                output(&a, cas_coin.amount - FEE, AssetId::CAS),
+                output(&collector, amount, gold),
+                output(&a, gold_coin.amount - amount, gold),
+            ],
+            fee: FEE,
+            memo: Vec::new(),
+            client_id: None,
+        }
+        .sign(&[&a])
+    };
+    assert_eq!(
+        chain.one(pays_fee(&chain, 4)).map_err(|e| e.code()),
+        Err(RejectCode::VnFeeUnpaid)
+    );
+    assert_eq!(chain.one(pays_fee(&chain, 5)), Ok(()));
+    assert_eq!(coins_of(&chain.ledger, &collector, gold)[0].1.amount, 5);
+    // A fee rule of 0 is refused.
+    let zero = PolicyTerms {
+        vn: 22,
+        endorsers: Vec::new(),
+        threshold: 0,
+        fee: Some(VnFee {
+            token: gold,
+            amount: 0,
+            collector: collector.public(),
+        }),
+    };
+    let kind = TxKind::VnRegister {
+        policy: Box::new(zero),
+    };
+    let registration = chain.tx(&account(0), 0, kind, &[]);
+    assert_eq!(
+        chain.one(registration).map_err(|e| e.code()),
+        Err(RejectCode::BadPolicy)
+    );
 }

@@ -11,7 +11,7 @@ use cas_engine::ledger::LedgerError;
 use cas_engine::rules::{apply_batch, records_read, RuleContext, TxError, UtxoView};
 use cas_engine::stake::StakeRegistry;
 use cas_engine::tx::ChainParams;
-use cas_engine::vn::{ENDORSER_INDEX, VN_INDEX};
+use cas_engine::vn::{ENDORSER_INDEX, VN_FEE_INDEX, VN_INDEX};
 use cas_engine::{
     ArchivedTransaction, AssetId, Block, Hash32, OutPoint, PublicKey, SetCommitment, TxId, TxOutput,
 };
@@ -589,7 +589,7 @@ struct PrefetchedView<'a> {
 
 /// A VN Policy record: kept by the ledger itself ([`ShardedLedger::policies`]), not asked of the shards.
 fn is_policy_record(outpoint: &OutPoint) -> bool {
-    matches!(outpoint.index, VN_INDEX | ENDORSER_INDEX)
+    matches!(outpoint.index, VN_INDEX | ENDORSER_INDEX | VN_FEE_INDEX)
 }
 
 impl UtxoView for PrefetchedView<'_> {

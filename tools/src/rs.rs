@@ -3,7 +3,8 @@
 //!
 //! - **Its AI** (the business's own program) calls it over HTTP: `POST /v1/pay {from, to, amount}` pays from one of
 //!   the RS's accounts (it holds their keys) on its VN; `GET /v1/balances` answers its accounts' balances.
-//! - **Endorsement** (the Policy's step): a pay is signed by the account, endorsed by this RS and by every peer RS
+//! - **Endorsement** (the Policy's step): a pay (with the VN's fee rule's output in its business token, if it has
+//!   one) is signed by the account, endorsed by this RS and by every peer RS
 //!   of the VN it knows (`POST /v1/endorse` on each: the peer checks the transaction is of its VN and its
 //!   signatures verify, then adds its own), and submitted to the node, waiting until final.
 //! - **Its local ledger** holds only its own accounts' coins (account isolation): started from the node's view of
@@ -33,7 +34,7 @@ use axum::{Json, Router};
 use cas_engine::codec::{decode_tx, encode_tx, to_owned_tx};
 use cas_engine::crypto::{verify_one, SigEntry};
 use cas_engine::tx::{TxSignature, VnId};
-use cas_engine::vn::stream_request_digest;
+use cas_engine::vn::{stream_request_digest, VnFee};
 use cas_engine::{
     AssetId, Hash32, Keypair, OutPoint, PublicKey, Transaction, TxBody, TxKind, TxOutput,
 };
@@ -78,6 +79,8 @@ struct LocalLedger {
 
 struct Rs {
     config: RsConfig,
+    /// The VN's fee rule, read from the node at the start (a Policy does not change once registered).
+    fee: Option<VnFee>,
     key: Keypair,
     accounts: BTreeMap<PublicKey, Keypair>,
     ledger: Mutex<LocalLedger>,
@@ -103,8 +106,10 @@ pub fn run(config_path: &Path) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+    let fee = vn_fee(&config)?;
     let rs = Arc::new(Rs {
         config,
+        fee,
         key,
         accounts,
         ledger: Mutex::new(LocalLedger::default()),
@@ -141,6 +146,24 @@ pub fn run(config_path: &Path) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the follower thread panicked"))?;
     Ok(())
+}
+
+/// The fee rule of the RS's VN, as the node's `GET /v1/vns/{vn}` says (the VN must be registered).
+fn vn_fee(config: &RsConfig) -> Result<Option<VnFee>> {
+    let url = format!("{}/v1/vns/{}", config.api, config.vn);
+    let policy: Value = agent()
+        .get(&url)
+        .call()
+        .with_context(|| format!("VN {} is not registered (or the node does not answer)", config.vn))?
+        .into_json()?;
+    let Some(fee) = policy.get("fee").filter(|fee| !fee.is_null()) else {
+        return Ok(None);
+    };
+    Ok(Some(VnFee {
+        token: AssetId(Hash32::from_hex(fee["token"].as_str().context("a fee without a token")?)?),
+        amount: fee["amount"].as_u64().context("a fee without an amount")?,
+        collector: PublicKey::from_hex(fee["collector"].as_str().context("a fee without a collector")?)?,
+    }))
 }
 
 fn agent() -> ureq::Agent {
@@ -268,42 +291,25 @@ impl Rs {
         let needed = amount
             .checked_add(self.config.fee)
             .context("the amount and fee overflow")?;
-        let (inputs, held) = {
-            let ledger = self.ledger.lock().expect("ledger lock");
-            let mut coins: Vec<_> = ledger
-                .coins
-                .iter()
-                .filter(|(_, c)| {
-                    c.owner == *from && c.asset == AssetId::CAS && c.unlock_height.is_none()
-                })
-                .map(|(o, c)| (*o, c.amount))
-                .collect();
-            coins.sort_by_key(|(_, amount)| std::cmp::Reverse(*amount));
-            let mut inputs = Vec::new();
-            let mut held = 0u64;
-            for (outpoint, amount) in coins {
-                if held >= needed {
-                    break;
-                }
-                inputs.push(outpoint);
-                held += amount;
-            }
-            (inputs, held)
-        };
-        ensure!(
-            held >= needed,
-            "{} holds {held}, the pay needs {needed}",
-            from.to_hex()
-        );
-        let cas = |owner: PublicKey, amount: u64| TxOutput {
+        let coin = |owner: PublicKey, amount: u64, asset: AssetId| TxOutput {
             amount,
-            asset: AssetId::CAS,
+            asset,
             owner,
             unlock_height: None,
         };
-        let mut outputs = vec![cas(*to, amount)];
+        let (mut inputs, held) = self.coins_for(from, AssetId::CAS, needed)?;
+        let mut outputs = vec![coin(*to, amount, AssetId::CAS)];
         if held > needed {
-            outputs.push(cas(*from, held - needed));
+            outputs.push(coin(*from, held - needed, AssetId::CAS));
+        }
+        // The VN's fee rule, in its business token, to its collector.
+        if let Some(fee) = self.fee {
+            let (token_inputs, held) = self.coins_for(from, fee.token, fee.amount)?;
+            inputs.extend(token_inputs);
+            outputs.push(coin(fee.collector, fee.amount, fee.token));
+            if held > fee.amount {
+                outputs.push(coin(*from, held - fee.amount, fee.token));
+            }
         }
         let body = TxBody {
             chain_id: self.config.chain_id,
@@ -340,6 +346,34 @@ impl Rs {
             });
         }
         Ok(answer)
+    }
+
+    /// Coins of `owner` in `asset` (spendable now), largest first, until they cover `needed`: the outpoints and
+    /// what they hold.
+    fn coins_for(&self, owner: &PublicKey, asset: AssetId, needed: u64) -> Result<(Vec<OutPoint>, u64)> {
+        let ledger = self.ledger.lock().expect("ledger lock");
+        let mut coins: Vec<_> = ledger
+            .coins
+            .iter()
+            .filter(|(_, c)| c.owner == *owner && c.asset == asset && c.unlock_height.is_none())
+            .map(|(o, c)| (*o, c.amount))
+            .collect();
+        coins.sort_by_key(|(_, amount)| std::cmp::Reverse(*amount));
+        let (mut inputs, mut held) = (Vec::new(), 0u64);
+        for (outpoint, amount) in coins {
+            if held >= needed {
+                break;
+            }
+            inputs.push(outpoint);
+            held += amount;
+        }
+        ensure!(
+            held >= needed,
+            "{} holds {held} of {}, the pay needs {needed}",
+            owner.to_hex(),
+            asset.0.to_hex()
+        );
+        Ok((inputs, held))
     }
 
     /// The Policy's endorsement step: a transaction of this RS's VN and chain whose signatures all verify gets

@@ -8,8 +8,8 @@ use anyhow::{ensure, Context, Result};
 use cas_engine::codec::{decode_tx, encode_tx, to_owned_tx};
 use cas_engine::text::quote;
 use cas_engine::tx::TxSignature;
-use cas_engine::vn::{stream_request_digest, Endorser, PolicyTerms};
-use cas_engine::{PublicKey, TxKind};
+use cas_engine::vn::{stream_request_digest, Endorser, PolicyTerms, VnFee};
+use cas_engine::{AssetId, Hash32, PublicKey, TxKind};
 
 use crate::offline::{build, TxFlags};
 
@@ -29,6 +29,13 @@ pub enum VnCommand {
         /// The endorsing weight a transaction of the VN needs (default: all, the total weight).
         #[arg(long)]
         threshold: Option<u32>,
+        /// A fee rule: each transaction of the VN pays --fee-amount of this token (hex asset) to --fee-collector.
+        #[arg(long, requires_all = ["fee_amount", "fee_collector"])]
+        fee_token: Option<String>,
+        #[arg(long)]
+        fee_amount: Option<u64>,
+        #[arg(long)]
+        fee_collector: Option<String>,
     },
     /// Add the endorsement of --key (an RS key) to a signed transaction file, written to --out.
     Endorse {
@@ -60,7 +67,22 @@ pub fn vn(command: &VnCommand) -> Result<()> {
             id,
             endorsers,
             threshold,
+            fee_token,
+            fee_amount,
+            fee_collector,
         } => {
+            let fee = match (fee_token, fee_amount, fee_collector) {
+                (Some(token), Some(amount), Some(collector)) => Some(VnFee {
+                    token: AssetId(Hash32::from_hex(token).with_context(|| {
+                        format!("--fee-token {}: not a 32-byte hex asset", quote(token))
+                    })?),
+                    amount: *amount,
+                    collector: PublicKey::from_hex(collector).with_context(|| {
+                        format!("--fee-collector {}: not a 32-byte hex key", quote(collector))
+                    })?,
+                }),
+                _ => None,
+            };
             let endorsers = endorsers
                 .iter()
                 .map(|text| endorser(text))
@@ -70,6 +92,7 @@ pub fn vn(command: &VnCommand) -> Result<()> {
                 vn: *id,
                 endorsers,
                 threshold: threshold.unwrap_or(total),
+                fee,
             };
             let kind = TxKind::VnRegister {
                 policy: Box::new(policy),

@@ -3,12 +3,14 @@
 
 Usage: vn.py CAS_BINARY WORK_DIR
 
-Starts `cas local --serve --business` (4 nodes), registers VN 1 (RS r1, r2, r3; two endorsements needed) and VN 2
-(r4, r5, r6; all three needed) with `cas vn register`, and starts six `cas rs` processes, each holding one account
-and knowing its VN's other RS as peers. Then: a VN transaction without its Policy's endorsements is refused with
-`not_endorsed` (none for VN 1; one of three for VN 2); each RS pays through its AI endpoint (`POST /v1/pay`, endorsed
-by itself and its peers) and the payment is final; every RS's local ledger equals the node's balances for its
-account; on the wire (each RS's log of the lines it was served) an RS of one VN never received a transaction of the
+Starts `cas local --serve --business` (4 nodes); d issues GOLD and hands some to e and f; registers VN 1 (RS r1,
+r2, r3; two endorsements needed) and VN 2 (r4, r5, r6; all three needed, and a fee rule of 7 GOLD to h on every
+transaction) with `cas vn register`, and starts six `cas rs` processes, each holding one account and knowing its
+VN's other RS as peers. Then: a VN transaction without its Policy's endorsements is refused with `not_endorsed`
+(none for VN 1; one of three for VN 2), and one with all three but no GOLD fee with `vn_fee_unpaid`; each RS pays
+through its AI endpoint (`POST /v1/pay`, endorsed by itself and its peers, VN 2's with the fee) and the payment is
+final; every RS's local ledger equals the node's balances for its account, and h holds the three fees; on the
+wire (each RS's log of the lines it was served) an RS of one VN never received a transaction of the
 other, and the public block routes show no VN transaction; an RS of VN 2 asking for VN 1's stream is refused. Exits
 non-zero with a message on the first thing that is not as it must be.
 """
@@ -45,19 +47,26 @@ def submit(api, body, what):
     return answer
 
 
-def register(api, payer, vn, endorsers, threshold):
+def register(api, payer, vn, endorsers, threshold, fee=()):
     cas_coin, funds = coin_of(api, payer["owner"])
-    extra = ["--id", str(vn), "--threshold", str(threshold)] + [a for e in endorsers for a in ("--endorser", e)]
+    extra = ["--id", str(vn), "--threshold", str(threshold), *fee] + [a for e in endorsers for a in ("--endorser", e)]
     _, body = sign_tx(CAS, WORK, f"register-{vn}", payer["key_file"], [cas_coin], [f"{payer['owner']}:{funds - FEE}"],
                       FEE, extra=extra, command=("vn", "register"))
     answer = submit(api, body, f"the registration of VN {vn}")
     check(answer["rejection"] is None, f"VN {vn} registered: {answer}")
 
 
-def node_balance(api, owner):
+def node_balance(api, owner, asset=CAS_ASSET):
     status, answer = http("GET", f"{api}/v1/accounts/{owner}/balance")
     check(status == 200, f"balance of {owner}: {status} {answer}")
-    return next((int(b["amount"]) for b in answer["balances"] if b["asset"] == CAS_ASSET), 0)
+    return next((int(b["amount"]) for b in answer["balances"] if b["asset"] == asset), 0)
+
+
+def coin_in(api, owner, asset):
+    status, utxos = http("GET", f"{api}/v1/accounts/{owner}/utxos")
+    found = [(f"{u['tx']}:{u['index']}", int(u["amount"])) for u in utxos["utxos"] if u["asset"] == asset]
+    check(status == 200 and found, f"{owner} holds no {asset}: {utxos}")
+    return max(found, key=lambda c: c[1])
 
 
 cluster_run = Cluster(CAS, os.path.join(WORK, "cluster"), extra=["--business"])
@@ -68,14 +77,33 @@ try:
     accounts = cluster["accounts"][:8]
     api = apis[0]
 
-    # 1. Six RS keys; VN 1 asks two of r1-r3, VN 2 all of r4-r6.
+    # 1. d issues GOLD (a fixed supply) and hands e and f 1,000 each: VN 2's fee token.
+    d, e, f, h = accounts[3], accounts[4], accounts[5], accounts[7]
+    cas_coin, funds = coin_of(api, d["owner"])
+    out = os.path.join(WORK, "issue.bin")
+    gold = subprocess.run(
+        [CAS, "token", "issue", "--key", d["key_file"], "--chain-id", "1", "--fee", str(FEE), "--out", out,
+         "--input", cas_coin, "--output", f"{d['owner']}:1000000:new", "--output", f"{d['owner']}:{funds - FEE}",
+         "--nonce", "1", "--name", "Gold", "--symbol", "GOLD", "--max-supply", "1000000"],
+        check=True, capture_output=True, text=True).stdout.split()[1]
+    check(submit(api, open(out, "rb").read(), "the GOLD issue")["rejection"] is None, "GOLD issued")
+    gold_coin, _ = coin_in(api, d["owner"], gold)
+    cas_coin, funds = coin_of(api, d["owner"])
+    _, body = sign_tx(CAS, WORK, "hand-gold", d["key_file"], [gold_coin, cas_coin],
+                      [f"{e['owner']}:1000:{gold}", f"{f['owner']}:1000:{gold}", f"{d['owner']}:998000:{gold}",
+                       f"{d['owner']}:{funds - FEE}"], FEE)
+    check(submit(api, body, "GOLD to e and f")["rejection"] is None, "GOLD handed out")
+
+    # 2. Six RS keys; VN 1 asks two of r1-r3, VN 2 all of r4-r6 and 7 GOLD to h on every transaction.
     rs_keys = [keygen(f"r{i}") for i in range(1, 7)]
     register(api, accounts[6], 1, [k for _, k in rs_keys[:3]], 2)
-    register(api, accounts[7], 2, [k for _, k in rs_keys[3:]], 3)
+    register(api, h, 2, [k for _, k in rs_keys[3:]], 3,
+             fee=["--fee-token", gold, "--fee-amount", "7", "--fee-collector", h["owner"]])
     status, policy = http("GET", f"{apis[1]}/v1/vns/2")
-    check(status == 200 and policy["threshold"] == 3 and policy["endorsers"] == 3, f"VN 2's Policy: {policy}")
+    check(status == 200 and policy["threshold"] == 3 and policy["endorsers"] == 3
+          and policy["fee"] == {"token": gold, "amount": 7, "collector": h["owner"]}, f"VN 2's Policy: {policy}")
 
-    # 2. The six RS, one account each, their VN's other RS as peers.
+    # 3. The six RS, one account each, their VN's other RS as peers.
     ports = [free_port() for _ in range(6)]
     endpoints = [f"http://127.0.0.1:{p}" for p in ports]
     for i in range(6):
@@ -94,8 +122,8 @@ try:
     for endpoint in endpoints:
         wait_for(f"{endpoint} up", lambda e=endpoint: http("GET", f"{e}/v1/balances")[0] == 200, 60)
 
-    # 3. Without the endorsements its Policy asks, a VN's transaction is refused.
-    a, d = accounts[0], accounts[3]
+    # 4. Without the endorsements its Policy asks, or without its fee, a VN's transaction is refused.
+    a = accounts[0]
     cas_coin, funds = coin_of(api, a["owner"])
     _, bare = sign_tx(CAS, WORK, "bare", a["key_file"], [cas_coin], [f"{a['owner']}:{funds - FEE}"], FEE,
                       extra=["--vn", "1"])
@@ -109,8 +137,19 @@ try:
                     "--out", endorsed], check=True, capture_output=True)
     answer = submit(apis[2], open(endorsed, "rb").read(), "a VN 2 payment with one endorsement of three")
     check((answer["rejection"] or {}).get("code_name") == "not_endorsed", f"refused, not endorsed: {answer}")
+    # Another body (a tx id leaves the signatures out: the same body again would be a duplicate), all three endorse.
+    cas_coin, funds = coin_of(api, d["owner"])
+    sign_tx(CAS, WORK, "no-fee", d["key_file"], [cas_coin], [f"{e['owner']}:1", f"{d['owner']}:{funds - FEE - 1}"],
+            FEE, extra=["--vn", "2"])
+    endorsed = os.path.join(WORK, "no-fee.bin")
+    for i, (key_file, _) in enumerate(rs_keys[3:]):
+        source, endorsed = endorsed, os.path.join(WORK, f"all-three-{i}.bin")
+        subprocess.run([CAS, "vn", "endorse", "--key", key_file, "--tx", source, "--out", endorsed], check=True,
+                       capture_output=True)
+    answer = submit(apis[2], open(endorsed, "rb").read(), "a VN 2 payment endorsed by all three, without the fee")
+    check((answer["rejection"] or {}).get("code_name") == "vn_fee_unpaid", f"refused, fee unpaid: {answer}")
 
-    # 4. Each RS pays the next account of its VN through its AI endpoint: endorsed, final.
+    # 5. Each RS pays the next account of its VN through its AI endpoint: endorsed, final (VN 2's with the fee).
     finals = {1: [], 2: []}
     for i in range(6):
         vn = 1 if i < 3 else 2
@@ -124,17 +163,20 @@ try:
     top = max(h for pays in finals.values() for _, h in pays)
     print(f"pays: VN 1 {[t[:8] for t, _ in finals[1]]}, VN 2 {[t[:8] for t, _ in finals[2]]}, final by height {top}")
 
-    # 5. Every RS's local ledger equals the node's balance of its account.
+    # 6. Every RS's local ledger equals the node's balances of its account (CAS, and GOLD for VN 2's); h has the fees.
     for i, endpoint in enumerate(endpoints):
         local = wait_for(f"rs{i + 1} at height {top}",
                          lambda e=endpoint: (lambda b: b if b["height"] >= top else None)(http("GET", f"{e}/v1/balances")[1]),
                          60)
         owner = accounts[i]["owner"]
-        mine = int(local["balances"].get(owner, {}).get(CAS_ASSET, 0))
-        check(mine == node_balance(apis[i % 4], owner), f"rs{i + 1} holds {mine}: {local}")
+        for asset in (CAS_ASSET, gold):
+            mine = int(local["balances"].get(owner, {}).get(asset, 0))
+            check(mine == node_balance(apis[i % 4], owner, asset), f"rs{i + 1} holds {mine} of {asset}: {local}")
         check(set(local["balances"]) <= {owner}, f"rs{i + 1} keeps only its account: {local['balances'].keys()}")
 
-    # 6. On the wire: an RS of one VN never received the other's transactions; the public routes show none.
+    check(node_balance(apis[1], h["owner"], gold) == 21, "h collected VN 2's three fees of 7 GOLD")
+
+    # 7. On the wire: an RS of one VN never received the other's transactions; the public routes show none.
     for i, (_, folder) in enumerate(rs_processes):
         vn, other = (1, 2) if i < 3 else (2, 1)
         wire = open(os.path.join(folder, "wire.ndjson")).read()

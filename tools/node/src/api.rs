@@ -36,7 +36,9 @@ use cas_engine::token::{
 };
 use cas_engine::tx::VnId;
 use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
-use cas_engine::vn::{endorser_outpoint, policy_outpoint, stream_request_digest, PolicyHeader};
+use cas_engine::vn::{
+    decode_fee, endorser_outpoint, fee_outpoint, policy_outpoint, stream_request_digest, PolicyHeader,
+};
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -1364,6 +1366,9 @@ fn tx_json(tx: &Transaction, id: &TxId, index: usize, verdict: Option<Value>) ->
                 "endorsers": policy.endorsers.iter()
                     .map(|e| json!({"key": e.key.to_hex(), "weight": e.weight}))
                     .collect::<Vec<_>>(),
+                "fee": policy.fee.map(|fee| json!({
+                    "token": fee.token.0.to_hex(), "amount": fee.amount, "collector": fee.collector.to_hex(),
+                })),
             }),
             _ => Value::Null,
         },
@@ -1562,7 +1567,8 @@ async fn blocks_stream(
 /// `GET /v1/vns/{vn}`: a VN's Policy at the executed height (registrar, threshold, endorser count and total
 /// weight); 404 for a VN no registration created.
 async fn vn_policy(State(state): State<Arc<ApiState>>, Path(vn): Path<VnId>) -> Response {
-    let (height, found, _) = match entries(&state, vec![policy_outpoint(vn)], Vec::new()).await {
+    let asked = vec![policy_outpoint(vn), fee_outpoint(vn)];
+    let (height, found, _) = match entries(&state, asked, Vec::new()).await {
         Ok(answer) => answer,
         Err(refused) => return *refused,
     };
@@ -1581,6 +1587,10 @@ async fn vn_policy(State(state): State<Arc<ApiState>>, Path(vn): Path<VnId>) -> 
             "threshold": header.threshold,
             "endorsers": header.endorsers,
             "total_weight": header.total_weight,
+            "fee": found[1].map(|entry| {
+                let fee = decode_fee(&entry);
+                json!({"token": fee.token.0.to_hex(), "amount": fee.amount, "collector": fee.collector.to_hex()})
+            }),
         }),
     )
 }
