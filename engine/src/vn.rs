@@ -71,7 +71,11 @@ pub fn check_policy(terms: &ArchivedPolicyTerms) -> Result<(), &'static str> {
     if terms.vn.to_native() == 0 {
         return Err("VN 0 is the public network");
     }
-    if terms.fee.as_ref().is_some_and(|fee| fee.amount.to_native() == 0) {
+    if terms
+        .fee
+        .as_ref()
+        .is_some_and(|fee| fee.amount.to_native() == 0)
+    {
         return Err("a fee rule of 0");
     }
     let endorsers = terms.endorsers.as_slice();

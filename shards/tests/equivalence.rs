@@ -158,10 +158,8 @@ proptest! {
 #[test]
 fn conduct_records_and_elections_agree_over_a_long_chain() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // A seed whose chain does all of the below (checked: the generator's mix leaves some seeds short of one).
-    let seed = 12;
-    check_chain(seed, 40, 4);
-    let chain = common::chain(seed, 40, 4);
+    check_chain(11, 40, 4);
+    let chain = common::chain(11, 40, 4);
     let evicted = chain
         .reference
         .stake()
@@ -169,12 +167,20 @@ fn conduct_records_and_elections_agree_over_a_long_chain() {
         .filter(|(_, c)| c.evicted)
         .count();
     assert!(evicted > 0, "no member evicted in 40 blocks");
-    // Tokens were issued and orders filled, and some of each refused (a repeated nonce, a fill past the escrow);
-    // proposals opened and votes counted, and some votes refused (no ballot, a second vote, a closed window).
+}
+
+/// The generator's chains do what the equivalence is checked on: tokens issued and orders filled, and some of each
+/// refused (a repeated nonce, a fill past the escrow); proposals opened and votes counted, and some votes refused (a
+/// second vote, a closed window); VNs registered and their payments endorsed enough or not. Over a few long chains
+/// (one alone may miss a case: the mix is random).
+#[test]
+fn the_random_chains_exercise_every_business_kind_accepted_and_refused() {
     let mut kinds: HashMap<(&str, bool), usize> = HashMap::new();
-    for (bytes, verdicts) in chain.blocks.iter().zip(&chain.verdicts) {
-        let block = cas_engine::codec::decode_block(bytes).unwrap();
-        for (tx, verdict) in block.txs.iter().zip(verdicts) {
+    let chains = (11..=14).map(|seed| common::chain(seed, 40, 4));
+    let blocks = chains.flat_map(|chain| chain.blocks.into_iter().zip(chain.verdicts));
+    for (bytes, verdicts) in blocks {
+        let block = cas_engine::codec::decode_block(&bytes).unwrap();
+        for (tx, verdict) in block.txs.iter().zip(&verdicts) {
             let kind = match tx.body.kind {
                 cas_engine::tx::ArchivedTxKind::TokenIssue { .. } => "issue",
                 cas_engine::tx::ArchivedTxKind::Fill { .. } => "fill",

@@ -154,15 +154,26 @@ fn vn_fee(config: &RsConfig) -> Result<Option<VnFee>> {
     let policy: Value = agent()
         .get(&url)
         .call()
-        .with_context(|| format!("VN {} is not registered (or the node does not answer)", config.vn))?
+        .with_context(|| {
+            format!(
+                "VN {} is not registered (or the node does not answer)",
+                config.vn
+            )
+        })?
         .into_json()?;
     let Some(fee) = policy.get("fee").filter(|fee| !fee.is_null()) else {
         return Ok(None);
     };
     Ok(Some(VnFee {
-        token: AssetId(Hash32::from_hex(fee["token"].as_str().context("a fee without a token")?)?),
+        token: AssetId(Hash32::from_hex(
+            fee["token"].as_str().context("a fee without a token")?,
+        )?),
         amount: fee["amount"].as_u64().context("a fee without an amount")?,
-        collector: PublicKey::from_hex(fee["collector"].as_str().context("a fee without a collector")?)?,
+        collector: PublicKey::from_hex(
+            fee["collector"]
+                .as_str()
+                .context("a fee without a collector")?,
+        )?,
     }))
 }
 
@@ -350,7 +361,12 @@ impl Rs {
 
     /// Coins of `owner` in `asset` (spendable now), largest first, until they cover `needed`: the outpoints and
     /// what they hold.
-    fn coins_for(&self, owner: &PublicKey, asset: AssetId, needed: u64) -> Result<(Vec<OutPoint>, u64)> {
+    fn coins_for(
+        &self,
+        owner: &PublicKey,
+        asset: AssetId,
+        needed: u64,
+    ) -> Result<(Vec<OutPoint>, u64)> {
         let ledger = self.ledger.lock().expect("ledger lock");
         let mut coins: Vec<_> = ledger
             .coins

@@ -78,7 +78,10 @@ pub fn vn(command: &VnCommand) -> Result<()> {
                     })?),
                     amount: *amount,
                     collector: PublicKey::from_hex(collector).with_context(|| {
-                        format!("--fee-collector {}: not a 32-byte hex key", quote(collector))
+                        format!(
+                            "--fee-collector {}: not a 32-byte hex key",
+                            quote(collector)
+                        )
                     })?,
                 }),
                 _ => None,

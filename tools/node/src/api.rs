@@ -37,7 +37,8 @@ use cas_engine::token::{
 use cas_engine::tx::VnId;
 use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
 use cas_engine::vn::{
-    decode_fee, endorser_outpoint, fee_outpoint, policy_outpoint, stream_request_digest, PolicyHeader,
+    decode_fee, endorser_outpoint, fee_outpoint, policy_outpoint, stream_request_digest,
+    PolicyHeader,
 };
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
 use serde::Deserialize;
