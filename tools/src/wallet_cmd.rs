@@ -1,7 +1,8 @@
 //! `cas wallet`: a light (SPV) wallet that keeps certified ledger headers only ([`cas_consensus::spv`]). `sync`
 //! fetches headers and hand-overs from any node and keeps those a verified committee certificate reached; `verify`
 //! checks a payment's receipt against the stored headers alone; `balance` asks a node for an owner's outputs and
-//! checks, for each, the receipt of the transaction that created it. The node is trusted for nothing a check here
+//! checks, for each, the receipt of the transaction that created it; `send` signs a payment and hands it to any
+//! node (a member admits it, a follower relays it to the committee), waiting until it is final. The node is trusted for nothing a check here
 //! covers; what SPV cannot show (that an output is still unspent) is said, never implied.
 //!
 //! The folder holds `genesis.bin` (a copy of the genesis file, the root of trust), `handovers.json` (the certified
@@ -63,6 +64,24 @@ pub enum WalletCommand {
         #[arg(long, env = "CAS_API")]
         api: Option<String>,
     },
+    /// Pay CAS from a key's coins (the node lists them) to another key: signed here, submitted to --api (any
+    /// node), held until final. Prints the node's answer (JSON), whose tx id `verify` then checks.
+    Send {
+        #[arg(long, env = "CAS_API")]
+        api: String,
+        /// The payer's key file.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        chain_id: u32,
+        /// The payee's public key (hex).
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long)]
+        fee: u64,
+    },
     /// An owner's balance as far as SPV proves it: each unspent output the node reports is checked against the
     /// stored headers through the receipt of the transaction that created it.
     Balance {
@@ -81,7 +100,97 @@ pub fn run(command: &WalletCommand) -> Result<()> {
         WalletCommand::Sync { api, genesis, dir } => sync(api, genesis.as_deref(), dir),
         WalletCommand::Verify { dir, receipt, api } => verify(dir, receipt, api.as_deref()),
         WalletCommand::Balance { dir, owner, api } => balance(dir, owner, api),
+        WalletCommand::Send {
+            api,
+            key,
+            chain_id,
+            to,
+            amount,
+            fee,
+        } => send(api, key, *chain_id, to, *amount, *fee),
     }
+}
+
+/// `cas wallet send`: the payer's spendable CAS coins, largest first, until they cover the amount and fee; the
+/// change back to the payer.
+fn send(api: &str, key: &Path, chain_id: u32, to: &str, amount: u64, fee: u64) -> Result<()> {
+    let payer = cas_node::keyfile::load(key)?;
+    let to = PublicKey::from_hex(to).context("--to: not a 32-byte hex key")?;
+    let needed = amount
+        .checked_add(fee)
+        .context("the amount and fee overflow")?;
+    let agent = agent();
+    let listed: serde_json::Value = get_json(
+        &agent,
+        &format!("{api}/v1/accounts/{}/utxos", payer.public().to_hex()),
+    )?;
+    let mut coins: Vec<(OutPoint, u64)> = Vec::new();
+    for utxo in listed["utxos"]
+        .as_array()
+        .context("the node listed no utxos")?
+    {
+        let spendable = utxo["asset"].as_str() == Some(AssetId::CAS.0.to_hex().as_str())
+            && utxo["unlock_height"].is_null();
+        if spendable {
+            let tx =
+                cas_engine::Hash32::from_hex(utxo["tx"].as_str().context("a utxo without a tx")?)?;
+            let index = utxo["index"].as_u64().context("a utxo without an index")? as u32;
+            let value = utxo["amount"]
+                .as_u64()
+                .context("a utxo without an amount")?;
+            coins.push((OutPoint { tx, index }, value));
+        }
+    }
+    coins.sort_by_key(|(_, value)| std::cmp::Reverse(*value));
+    let (mut inputs, mut held) = (Vec::new(), 0u64);
+    for (outpoint, value) in coins {
+        if held >= needed {
+            break;
+        }
+        inputs.push(outpoint);
+        held += value;
+    }
+    ensure!(
+        held >= needed,
+        "the payer holds {held} spendable CAS, the payment needs {needed}"
+    );
+    let output = |owner, amount| TxOutput {
+        amount,
+        asset: AssetId::CAS,
+        owner,
+        unlock_height: None,
+    };
+    let mut outputs = vec![output(to, amount)];
+    if held > needed {
+        outputs.push(output(payer.public(), held - needed));
+    }
+    let tx = cas_engine::TxBody {
+        chain_id,
+        vn: 0,
+        kind: cas_engine::TxKind::Transfer,
+        inputs,
+        outputs,
+        fee,
+        memo: Vec::new(),
+        client_id: None,
+    }
+    .sign(&[&payer]);
+    let url = format!("{api}/v1/tx?wait=final&timeout_ms={HTTP_TIMEOUT_MS}");
+    let answer: serde_json::Value = match agent
+        .post(&url)
+        .set("content-type", "application/octet-stream")
+        .send_bytes(&cas_engine::codec::encode_tx(&tx))
+    {
+        Ok(response) => response.into_json()?,
+        Err(ureq::Error::Status(_, response)) => response.into_json()?,
+        Err(error) => return Err(error).with_context(|| format!("POST {url}")),
+    };
+    println!("{answer}");
+    ensure!(
+        answer["status"] == "final" && answer["rejection"].is_null(),
+        "the payment is not final and applied"
+    );
+    Ok(())
 }
 
 fn agent() -> ureq::Agent {

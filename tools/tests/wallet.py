@@ -66,11 +66,13 @@ try:
     tip = int(re.search(r"certified headers 0..=(\d+)", synced.stdout).group(1))
     check(tip >= height, f"synced to {tip}, the payment is at {height}")
     print(synced.stdout.strip().splitlines()[-1])
-    # A second payment lands above the stored headers: refused until the resumed sync certifies its height.
-    coin, amount = coin_of(apis[0], a["owner"])
-    later_id, body = sign_tx(CAS, WORK, "later", a["key_file"], [coin],
-                             [f"{b['owner']}:{paid}", f"{a['owner']}:{amount - paid - 10}"], 10)
-    later_height = final(apis[0], body, "the second payment")["height"]
+    # A second payment, sent by the wallet through another node, lands above the stored headers: refused until the
+    # resumed sync certifies its height.
+    sent = cas("wallet", "send", "--api", apis[3], "--key", a["key_file"], "--chain-id", "1", "--to", b["owner"],
+               "--amount", str(paid), "--fee", "10")
+    check(sent.returncode == 0, f"wallet send: {sent.stdout} {sent.stderr}")
+    answer = json.loads(sent.stdout.strip().splitlines()[-1])
+    later_id, later_height = answer["tx"], answer["height"]
     _, later_file = receipt_of(later_id, "later")
     above = wallet("verify", later_file)
     check(above.returncode != 0 and "is not certified here" in above.stderr, f"verify above the tip: {above.stderr}")
