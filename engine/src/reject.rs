@@ -106,6 +106,7 @@ reject_codes! {
     UnknownVn = 67, "unknown_vn", "the transaction names a VN that no registration created";
     NotEndorsed = 68, "not_endorsed", "the transaction's endorsing signatures weigh less than its VN's Policy asks";
     VnFeeUnpaid = 69, "vn_fee_unpaid", "no output pays the VN's fee rule (its amount of its business token to its collector)";
+    SenderMismatch = 70, "sender_mismatch", "the first signer, whom the ledger records as issuer, owner, maker, candidate, registrar or client, does not own input 0";
 }
 
 impl RejectCode {
@@ -185,6 +186,7 @@ impl TxError {
             TxError::UnknownVn { .. } => RejectCode::UnknownVn,
             TxError::NotEndorsed { .. } => RejectCode::NotEndorsed,
             TxError::VnFeeUnpaid { .. } => RejectCode::VnFeeUnpaid,
+            TxError::SenderMismatch => RejectCode::SenderMismatch,
         }
     }
 }

@@ -194,6 +194,8 @@ pub enum TxError {
     AlreadyVoted,
     #[error("the voter a vote names has not signed it")]
     VoterUnsigned,
+    #[error("the first signer (the sender the ledger records) does not own input 0")]
+    SenderMismatch,
     #[error("the VN Policy is refused: {reason}")]
     BadPolicy { reason: &'static str },
     #[error("VN {vn} is registered already")]
@@ -694,9 +696,17 @@ fn check_with(
         coins.push(coin);
     }
     // Endorsements come with protocol version 4: below it a VN's transactions were judged like the public
-    // network's, and blocks of that time replay as they were.
-    if body.vn.to_native() != 0 && ctx.height >= ctx.business_from {
-        check_endorsements(tx, record, signature_used)?;
+    // network's, and blocks of that time replay as they were. So does the sender's binding to input 0.
+    if ctx.height >= ctx.business_from {
+        if body.vn.to_native() != 0 {
+            check_endorsements(tx, record, signature_used)?;
+        }
+        if names_its_sender(tx) {
+            let sender = tx.signatures.first().map(|w| PublicKey::from(&w.key));
+            if coins.first().map(|coin| coin.owner) != sender {
+                return Err(TxError::SenderMismatch);
+            }
+        }
     }
     // A voter signs and may spend nothing (a holder who moved its coins after the snapshot still votes).
     if let ArchivedTxKind::Vote { cast } = &body.kind {
@@ -782,6 +792,28 @@ fn check_with(
         });
     }
     Ok(())
+}
+
+/// Whether `tx`'s first signer is a party the ledger records (a token's issuer, an allowance's owner, an order's
+/// maker, a candidate, a deployer, a proposer, a VN's registrar, a client id's sender) and input 0 is its coin.
+/// Signatures are outside the tx id, so anyone relaying a transaction could reorder them: binding the first signer
+/// to the owner of input 0 (which the id covers) keeps a reorder from changing whom the ledger records.
+fn names_its_sender(tx: &ArchivedTransaction) -> bool {
+    match &tx.body.kind {
+        ArchivedTxKind::TokenIssue { .. }
+        | ArchivedTxKind::Approve { .. }
+        | ArchivedTxKind::OrderPlace { .. }
+        | ArchivedTxKind::Candidacy { .. }
+        | ArchivedTxKind::ContractDeploy { .. }
+        | ArchivedTxKind::Propose { .. }
+        | ArchivedTxKind::VnRegister { .. } => true,
+        // Input 0 of these is a ledger object or a contract's coin, not the sender's (a vote names its voter).
+        ArchivedTxKind::TransferFrom { .. }
+        | ArchivedTxKind::Fill { .. }
+        | ArchivedTxKind::ContractCall { .. }
+        | ArchivedTxKind::Vote { .. } => false,
+        _ => tx.body.client_id.is_some(),
+    }
 }
 
 /// A VN transaction's Policy: its VN must be registered, the signers the Policy names as endorsers must weigh at

@@ -1375,3 +1375,43 @@ fn business_transactions_are_refused_below_their_protocol_height() {
         Ok(())
     );
 }
+
+/// Signatures are outside the tx id: whoever relays a transaction could reorder them. The first signer is whom the
+/// ledger records (here the allowance's owner), so it must own input 0: an approve escrowing account 1's GOLD with
+/// account 2 paying the fee, its signatures swapped, would have made account 2 the owner (able to take the GOLD
+/// back); it is refused instead, and the same body in order is accepted.
+#[test]
+fn reordered_signatures_cannot_change_whom_the_ledger_records() {
+    let mut chain = Chain::new();
+    let gold = gold_for_account_1(&mut chain);
+    let (owner, payer, spender) = (account(1), account(2), account(3));
+    let (gold_at, gold_coin) = chain.coins(&owner, gold)[0];
+    let (cas_at, cas_coin) = chain.coins(&payer, AssetId::CAS)[0];
+    let body = TxBody {
+        chain_id: CHAIN,
+        vn: 0,
+        kind: TxKind::Approve {
+            terms: Box::new(AllowanceTerms {
+                asset: gold,
+                spender: spender.public(),
+                amount: 100,
+                expires_at: 1_000,
+            }),
+        },
+        inputs: vec![gold_at, cas_at],
+        outputs: vec![
+            out(&owner, gold_coin.amount - 100, gold),
+            out(&payer, cas_coin.amount - FEE, AssetId::CAS),
+        ],
+        fee: FEE,
+        memo: Vec::new(),
+        client_id: None,
+    };
+    let swapped = body.clone().sign(&[&payer, &owner]);
+    assert_eq!(chain.one(swapped), Err(TxError::SenderMismatch));
+    assert!(chain.allowances().is_empty());
+    assert_eq!(chain.one(body.sign(&[&owner, &payer])), Ok(()));
+    let allowances = chain.allowances();
+    assert_eq!(allowances.len(), 1);
+    assert_eq!(allowances[0].1.owner, owner.public());
+}
