@@ -187,28 +187,10 @@ mod tests {
 
     /// A receipt for the second of three transfers in a block certified by three of four members.
     fn receipt() -> (Receipt, Committee) {
-        use cas_engine::fixtures::{funded_genesis, transfer, ACCOUNT_KEYS};
+        use cas_engine::fixtures::{funded_genesis, ring_transfers};
         let chain_id = 7;
         let genesis = funded_genesis(chain_id, 4, 3, 1, 1_000);
-        let coins = cas_engine::genesis::genesis_outputs(&genesis.txs);
-        let txs: Vec<_> = (0..3)
-            .map(|i| {
-                let owner = key(ACCOUNT_KEYS, i);
-                let coin: Vec<_> = coins
-                    .iter()
-                    .filter(|(_, c)| c.owner == owner.public())
-                    .cloned()
-                    .collect();
-                transfer(
-                    chain_id,
-                    &owner,
-                    &coin,
-                    &key(ACCOUNT_KEYS, (i + 1) % 3),
-                    10,
-                    1,
-                )
-            })
-            .collect();
+        let txs = ring_transfers(chain_id, &genesis, 3);
         let ids: Vec<TxId> = txs.iter().map(|t| t.tx_id()).collect();
         let results = [(ids[0], 0), (ids[1], 13), (ids[2], 0)];
         let header = BlockHeader {

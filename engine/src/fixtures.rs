@@ -127,6 +127,24 @@ pub fn signed(
     .sign(&[signer])
 }
 
+/// One transfer per funded account of `genesis` (`funded_genesis`'s accounts 0..`accounts`): account i pays 10 to
+/// account i + 1 (the last to account 0) out of its genesis coins, fee 1.
+pub fn ring_transfers(chain_id: u32, genesis: &Block, accounts: u32) -> Vec<Transaction> {
+    let coins = crate::genesis::genesis_outputs(&genesis.txs);
+    (0..accounts)
+        .map(|i| {
+            let owner = key(ACCOUNT_KEYS, i);
+            let owned: Vec<_> = coins
+                .iter()
+                .filter(|(_, c)| c.owner == owner.public())
+                .copied()
+                .collect();
+            let to = key(ACCOUNT_KEYS, (i + 1) % accounts);
+            transfer(chain_id, &owner, &owned, &to, 10, 1)
+        })
+        .collect()
+}
+
 /// A VN registration of `vn` with these endorsers (keys and weights) and threshold.
 pub fn vn_register(vn: u32, endorsers: &[(&Keypair, u32)], threshold: u32) -> TxKind {
     let endorsers = endorsers

@@ -459,17 +459,16 @@ impl Governance {
     /// `base` with every passed change in effect at `height` (in the order they took effect; of two at one
     /// height, the later-ending vote's, then the greater id, wins).
     pub fn params_at(&self, base: &ChainParams, height: u64) -> ChainParams {
+        // Read per block: the resolution record's tally decides, no vote is summed again.
         let mut changes: Vec<(u64, u64, Hash32, ParamChange)> = self
-            .all()
-            .filter(|state| state.resolution.is_some_and(|r| r.passed))
-            .filter_map(|state| {
-                let change = state.proposal.change?;
-                (change.effective_at <= height).then_some((
-                    change.effective_at,
-                    state.proposal.end,
-                    state.proposal.id,
-                    change,
-                ))
+            .proposals
+            .values()
+            .filter_map(|p| {
+                let change = p.change.filter(|c| c.effective_at <= height)?;
+                let &(yes, no) = self.resolved.get(&p.id)?;
+                let minted = self.minted.get(&p.id).copied().unwrap_or(0);
+                p.passes(yes, no, minted)
+                    .then_some((change.effective_at, p.end, p.id, change))
             })
             .collect();
         changes.sort_unstable_by_key(|&(at, end, id, _)| (at, end, id));

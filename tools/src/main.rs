@@ -17,6 +17,7 @@ mod local;
 mod mine_cmd;
 mod mining_compare;
 mod netns;
+mod node_json;
 mod offline;
 mod peak;
 mod rs;

@@ -9,7 +9,8 @@
 //!   signatures verify, then adds its own), and submitted to the node, waiting until final.
 //! - **Its local ledger** holds only its own accounts' coins (account isolation): started from the node's view of
 //!   each account, then kept from the VN's routed stream (`GET /v1/vns/{vn}/blocks`, which the node serves only to
-//!   the VN's endorsers and which carries only that VN's transactions: VN isolation), kept in `dir/ledger.json`.
+//!   the VN's endorsers and which carries only that VN's transactions: VN isolation), written to `dir/ledger.json`
+//!   whenever a block changes it.
 //!   Every line read off that stream is appended to `dir/wire.ndjson`, so what reached this RS can be audited.
 //!
 //! What this isolation protects against: another business's RS (it is served nothing of this VN) and this VN's
@@ -38,8 +39,11 @@ use cas_engine::vn::{stream_request_digest, VnFee};
 use cas_engine::{
     AssetId, Hash32, Keypair, OutPoint, PublicKey, Transaction, TxBody, TxKind, TxOutput,
 };
+use cas_node::durable::write_atomic;
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::node_json::{pick_coins, OutputJson, UtxosPage};
 
 /// How long a refused or broken stream waits before it reconnects.
 const RECONNECT_MS: u64 = 500;
@@ -191,14 +195,10 @@ impl Rs {
         let mut lowest = u64::MAX;
         for owner in self.accounts.keys() {
             let url = format!("{}/v1/accounts/{}/utxos", self.config.api, owner.to_hex());
-            let answer: Value = agent().get(&url).call()?.into_json()?;
-            lowest = lowest.min(
-                answer["height"]
-                    .as_u64()
-                    .context("utxos without a height")?,
-            );
-            for utxo in answer["utxos"].as_array().context("utxos without a list")? {
-                let (outpoint, coin) = coin_of(utxo)?;
+            let page: UtxosPage = agent().get(&url).call()?.into_json()?;
+            lowest = lowest.min(page.height);
+            for utxo in &page.utxos {
+                let (outpoint, coin) = utxo.parse()?;
                 ledger.coins.insert(outpoint, coin);
             }
         }
@@ -246,12 +246,14 @@ impl Rs {
         Ok(())
     }
 
-    /// Applies one routed block's accepted transactions to this RS's accounts, and keeps the ledger on disk.
+    /// Applies one routed block's accepted transactions to this RS's accounts, and keeps the ledger on disk when
+    /// they changed it.
     fn apply(&self, block: &Value) -> Result<()> {
         let height = block["height"]
             .as_u64()
             .context("a block without a height")?;
         let mut ledger = self.ledger.lock().expect("ledger lock");
+        let mut changed = false;
         for tx in block["txs"].as_array().context("a block without txs")? {
             ensure!(
                 tx["vn"].as_u64() == Some(u64::from(self.config.vn)),
@@ -268,29 +270,27 @@ impl Rs {
                         .as_u64()
                         .context("an input without an index")? as u32,
                 };
-                ledger.coins.remove(&outpoint);
+                changed |= ledger.coins.remove(&outpoint).is_some();
             }
-            for (index, output) in tx["outputs"]
-                .as_array()
-                .context("a tx without outputs")?
-                .iter()
-                .enumerate()
-            {
-                let coin = output_of(output)?;
+            let outputs: Vec<OutputJson> =
+                serde_json::from_value(tx["outputs"].clone()).context("a tx without outputs")?;
+            for (index, output) in outputs.iter().enumerate() {
+                let coin = output.parse()?;
                 if self.accounts.contains_key(&coin.owner) {
                     let outpoint = OutPoint {
                         tx: id,
                         index: index as u32,
                     };
-                    ledger.coins.insert(outpoint, coin);
+                    changed |= ledger.coins.insert(outpoint, coin).is_none();
                 }
             }
         }
         ledger.height = ledger.height.max(height);
-        write_atomically(
-            &self.config.dir.join("ledger.json"),
-            &ledger_json(&ledger).to_string(),
-        )
+        if !changed {
+            return Ok(());
+        }
+        let path = self.config.dir.join("ledger.json");
+        write_atomic(&path, ledger_json(&ledger).to_string().as_bytes())
     }
 
     /// Builds, signs, endorses and submits a payment of `amount` CAS from `from` to `to` on this VN.
@@ -368,28 +368,13 @@ impl Rs {
         needed: u64,
     ) -> Result<(Vec<OutPoint>, u64)> {
         let ledger = self.ledger.lock().expect("ledger lock");
-        let mut coins: Vec<_> = ledger
+        let coins = ledger
             .coins
             .iter()
             .filter(|(_, c)| c.owner == *owner && c.asset == asset && c.unlock_height.is_none())
-            .map(|(o, c)| (*o, c.amount))
-            .collect();
-        coins.sort_by_key(|(_, amount)| std::cmp::Reverse(*amount));
-        let (mut inputs, mut held) = (Vec::new(), 0u64);
-        for (outpoint, amount) in coins {
-            if held >= needed {
-                break;
-            }
-            inputs.push(outpoint);
-            held += amount;
-        }
-        ensure!(
-            held >= needed,
-            "{} holds {held} of {}, the pay needs {needed}",
-            owner.to_hex(),
-            asset.0.to_hex()
-        );
-        Ok((inputs, held))
+            .map(|(o, c)| (*o, c.amount));
+        pick_coins(coins, needed)
+            .with_context(|| format!("{}'s coins of {}", owner.to_hex(), asset.0.to_hex()))
     }
 
     /// The Policy's endorsement step: a transaction of this RS's VN and chain whose signatures all verify gets
@@ -400,10 +385,7 @@ impl Rs {
             "a transaction of {} bytes",
             bytes.len()
         );
-        let mut aligned = rkyv::util::AlignedVec::<16>::new();
-        aligned.extend_from_slice(bytes);
-        let archived = decode_tx(&aligned)?;
-        let mut tx = to_owned_tx(archived);
+        let mut tx = to_owned_tx(decode_tx(bytes)?);
         ensure!(
             tx.body.vn == self.config.vn,
             "a transaction of vn {}, not {}",
@@ -445,9 +427,7 @@ fn endorsed_by(peer: &str, tx: &Transaction) -> Result<Transaction> {
         .into_reader()
         .take(TX_BYTES_MAX as u64)
         .read_to_end(&mut bytes)?;
-    let mut aligned = rkyv::util::AlignedVec::<16>::new();
-    aligned.extend_from_slice(&bytes);
-    let endorsed = to_owned_tx(decode_tx(&aligned)?);
+    let endorsed = to_owned_tx(decode_tx(&bytes)?);
     ensure!(
         endorsed.body == tx.body,
         "the peer sent back another transaction"
@@ -467,33 +447,6 @@ fn add_signatures(tx: &mut Transaction, other: &Transaction) {
     tx.signatures.extend(new);
 }
 
-fn output_of(output: &Value) -> Result<TxOutput> {
-    Ok(TxOutput {
-        amount: output["amount"]
-            .as_u64()
-            .context("an output without an amount")?,
-        asset: AssetId(Hash32::from_hex(
-            output["asset"]
-                .as_str()
-                .context("an output without an asset")?,
-        )?),
-        owner: PublicKey::from_hex(
-            output["owner"]
-                .as_str()
-                .context("an output without an owner")?,
-        )?,
-        unlock_height: output["unlock_height"].as_u64(),
-    })
-}
-
-fn coin_of(utxo: &Value) -> Result<(OutPoint, TxOutput)> {
-    let outpoint = OutPoint {
-        tx: Hash32::from_hex(utxo["tx"].as_str().context("a utxo without a tx")?)?,
-        index: utxo["index"].as_u64().context("a utxo without an index")? as u32,
-    };
-    Ok((outpoint, output_of(utxo)?))
-}
-
 fn ledger_json(ledger: &LocalLedger) -> Value {
     let mut balances: BTreeMap<String, BTreeMap<String, u128>> = BTreeMap::new();
     for coin in ledger.coins.values() {
@@ -504,16 +457,6 @@ fn ledger_json(ledger: &LocalLedger) -> Value {
             .or_default() += u128::from(coin.amount);
     }
     json!({"height": ledger.height, "coins": ledger.coins.len(), "balances": balances})
-}
-
-/// Writes `text` to `path` through a temporary file, fsynced, then renamed over it.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    Ok(())
 }
 
 fn refused(status: StatusCode, error: &anyhow::Error) -> Response {

@@ -106,9 +106,7 @@ pub fn vn(command: &VnCommand) -> Result<()> {
             let key = cas_node::keyfile::load(key)?;
             let bytes =
                 std::fs::read(tx).with_context(|| format!("cannot read {}", tx.display()))?;
-            let mut aligned = rkyv::util::AlignedVec::<16>::new();
-            aligned.extend_from_slice(&bytes);
-            let mut owned = to_owned_tx(decode_tx(&aligned)?);
+            let mut owned = to_owned_tx(decode_tx(&bytes)?);
             ensure!(
                 owned.body.vn != 0,
                 "a transaction of the public network needs no endorsement"

@@ -23,6 +23,8 @@ use cas_node::durable::write_atomic;
 use cas_node::receipt::{CertJson, HandoverJson, HeaderJson, ReceiptJson};
 use serde::Deserialize;
 
+use crate::node_json::{pick_coins, UtxosPage};
+
 const GENESIS_FILE: &str = "genesis.bin";
 const HANDOVERS_FILE: &str = "handovers.json";
 const HEADERS_FILE: &str = "headers.bin";
@@ -120,40 +122,18 @@ fn send(api: &str, key: &Path, chain_id: u32, to: &str, amount: u64, fee: u64) -
         .checked_add(fee)
         .context("the amount and fee overflow")?;
     let agent = agent();
-    let listed: serde_json::Value = get_json(
+    let page: UtxosPage = get_json(
         &agent,
         &format!("{api}/v1/accounts/{}/utxos", payer.public().to_hex()),
     )?;
-    let mut coins: Vec<(OutPoint, u64)> = Vec::new();
-    for utxo in listed["utxos"]
-        .as_array()
-        .context("the node listed no utxos")?
-    {
-        let spendable = utxo["asset"].as_str() == Some(AssetId::CAS.0.to_hex().as_str())
-            && utxo["unlock_height"].is_null();
-        if spendable {
-            let tx =
-                cas_engine::Hash32::from_hex(utxo["tx"].as_str().context("a utxo without a tx")?)?;
-            let index = utxo["index"].as_u64().context("a utxo without an index")? as u32;
-            let value = utxo["amount"]
-                .as_u64()
-                .context("a utxo without an amount")?;
-            coins.push((OutPoint { tx, index }, value));
+    let mut spendable = Vec::new();
+    for utxo in &page.utxos {
+        let (outpoint, coin) = utxo.parse().context("the node's outputs do not read")?;
+        if coin.asset == AssetId::CAS && coin.unlock_height.is_none() {
+            spendable.push((outpoint, coin.amount));
         }
     }
-    coins.sort_by_key(|(_, value)| std::cmp::Reverse(*value));
-    let (mut inputs, mut held) = (Vec::new(), 0u64);
-    for (outpoint, value) in coins {
-        if held >= needed {
-            break;
-        }
-        inputs.push(outpoint);
-        held += value;
-    }
-    ensure!(
-        held >= needed,
-        "the payer holds {held} spendable CAS, the payment needs {needed}"
-    );
+    let (inputs, held) = pick_coins(spendable, needed).context("the payer's spendable CAS")?;
     let output = |owner, amount| TxOutput {
         amount,
         asset: AssetId::CAS,
@@ -520,40 +500,6 @@ fn asset_name(asset: &AssetId) -> String {
         "CAS".into()
     } else {
         asset.0.to_hex()
-    }
-}
-
-#[derive(Deserialize)]
-struct UtxosPage {
-    height: u64,
-    utxos: Vec<UtxoJson>,
-}
-
-#[derive(Deserialize)]
-struct UtxoJson {
-    tx: String,
-    index: u32,
-    owner: String,
-    asset: String,
-    amount: u64,
-    unlock_height: Option<u64>,
-}
-
-impl UtxoJson {
-    fn parse(&self) -> Result<(OutPoint, TxOutput)> {
-        let hash = |text: &str| cas_engine::Hash32::from_hex(text).context("not 32 bytes of hex");
-        Ok((
-            OutPoint {
-                tx: hash(&self.tx)?,
-                index: self.index,
-            },
-            TxOutput {
-                amount: self.amount,
-                asset: AssetId(hash(&self.asset)?),
-                owner: PublicKey::from_hex(&self.owner).context("not a key")?,
-                unlock_height: self.unlock_height,
-            },
-        ))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use cas_engine::fixtures::{funded_genesis, key, transfer, ACCOUNT_KEYS, COMMITTEE_KEYS};
+use cas_engine::fixtures::{funded_genesis, key, ring_transfers, ACCOUNT_KEYS, COMMITTEE_KEYS};
 use cas_engine::merkle;
 use cas_engine::{BlockHeader, Hash32, Keypair, PublicKey, Transaction, TxId};
 
@@ -43,19 +43,7 @@ pub fn payee() -> Keypair {
 impl Fixture {
     pub fn new(n: u64) -> Fixture {
         let genesis_block = funded_genesis(CHAIN_ID, 4, 3, 1, 1_000);
-        let coins = cas_engine::genesis::genesis_outputs(&genesis_block.txs);
-        let txs: Vec<Transaction> = (0..3)
-            .map(|i| {
-                let owner = key(ACCOUNT_KEYS, i);
-                let coin: Vec<_> = coins
-                    .iter()
-                    .filter(|(_, c)| c.owner == owner.public())
-                    .cloned()
-                    .collect();
-                let to = key(ACCOUNT_KEYS, (i + 1) % 3);
-                transfer(CHAIN_ID, &owner, &coin, &to, 10, 1)
-            })
-            .collect();
+        let txs: Vec<Transaction> = ring_transfers(CHAIN_ID, &genesis_block, 3);
         let ids: Vec<TxId> = txs.iter().map(|t| t.tx_id()).collect();
         let mut blocks = BTreeMap::new();
         blocks.insert(
