@@ -127,6 +127,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             absence_limit: cas_engine::genesis::DEFAULT_ABSENCE_LIMIT,
             blacklist_blocks: cas_engine::genesis::DEFAULT_BLACKLIST_BLOCKS,
             hand_over: false,
+            transparent_huge_pages: false,
             business: false,
             compare_mining: false,
             serve: false,

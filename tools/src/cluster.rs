@@ -100,6 +100,10 @@ pub struct ClusterArgs {
     /// instance (needs --epoch-blocks). This build hands over only among the running members (docs/dpos.md).
     #[arg(long)]
     pub hand_over: bool,
+    /// Let the nodes' allocator use transparent huge pages (node.toml `transparent_huge_pages`; off by default, see
+    /// cas_node::memory): for comparing the two in one build.
+    #[arg(long)]
+    pub transparent_huge_pages: bool,
     /// Schedule protocol version 4 from height 1 on every node: business transactions (tokens, orders, contracts)
     /// are admitted (with --hand-over too: version 4 includes version 3's hand-overs).
     #[arg(long)]
@@ -1012,6 +1016,7 @@ pub fn start_cluster(
                     .collect(),
                 false => Vec::new(),
             },
+            transparent_huge_pages: args.transparent_huge_pages,
         };
         apis.push(config.api_listen.expect("set above"));
         operators.push(config.operator_listen.expect("set above"));

@@ -768,6 +768,8 @@ pub const PROGRESS_PREFIX: &str = "load: submitted ";
 
 /// `cas load`: the load generator against nodes that are already running.
 pub fn run_command(args: &LoadArgs) -> Result<()> {
+    // Like a node (cas_node::memory): a huge-page fault on a reader thread would show as the nodes' latency.
+    cas_node::memory::refuse_transparent_huge_pages();
     let bytes = std::fs::read(&args.genesis)
         .with_context(|| format!("cannot read {}", args.genesis.display()))?;
     let genesis = cas_engine::codec::to_owned_block(cas_engine::codec::decode_block(&bytes)?);

@@ -81,6 +81,10 @@ pub struct NodeConfig {
     /// an epoch behind it.
     #[serde(default)]
     pub upstream: Vec<SocketAddr>,
+    /// Let the allocator back this node's memory with transparent huge pages (off by default: see
+    /// [`crate::memory::refuse_transparent_huge_pages`]).
+    #[serde(default)]
+    pub transparent_huge_pages: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -167,6 +171,7 @@ impl NodeConfig {
             tx_index_kept: default_tx_index_kept(),
             protocol_upgrades: Vec::new(),
             upstream: Vec::new(),
+            transparent_huge_pages: false,
         }
     }
 

@@ -33,6 +33,7 @@ pub mod in_flight;
 pub mod journal;
 pub mod keyfile;
 pub mod ledger_stream;
+pub mod memory;
 pub mod operator;
 pub mod receipt;
 mod snapshot_serve;
@@ -259,6 +260,9 @@ fn check_writable(config: &NodeConfig) -> Result<()> {
 /// the witness and snapshot-serving threads beside them; then stops them in reverse and writes the final status.
 pub fn run(config_path: &std::path::Path) -> Result<()> {
     let config = NodeConfig::load(config_path)?;
+    if !config.transparent_huge_pages {
+        memory::refuse_transparent_huge_pages();
+    }
     let identity = Identity::load(&config)?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
