@@ -266,6 +266,31 @@ impl FrameReader {
         }
     }
 
+    /// The next frame if it is already whole in the buffer, without reading: `None` when the buffer holds less
+    /// than a whole frame (what it holds stays for [`FrameReader::next`]). `check` as for `next`, once the header is
+    /// in. A reader that drains every buffered frame after each `next` hands them on in one batch.
+    pub fn next_buffered(
+        &mut self,
+        check: impl FnOnce(Class) -> Result<(), FrameError>,
+    ) -> Option<Result<(Class, Bytes), FrameError>> {
+        let header: &[u8; FRAME_HEADER_BYTES] =
+            self.buffered.get(..FRAME_HEADER_BYTES)?.try_into().ok()?;
+        let (class, len) = match decode_header(header).and_then(|(class, len)| {
+            check(class)?;
+            Ok((class, len))
+        }) {
+            Ok(frame) => frame,
+            Err(error) => return Some(Err(error)),
+        };
+        if self.buffered.len() < FRAME_HEADER_BYTES + len {
+            return None;
+        }
+        self.buffered.advance(FRAME_HEADER_BYTES);
+        let payload = Bytes::copy_from_slice(&self.buffered[..len]);
+        self.buffered.advance(len);
+        Some(Ok((class, payload)))
+    }
+
     /// Cuts the frame that starts the buffer, reading until it is complete.
     async fn complete(
         &mut self,

@@ -1,9 +1,11 @@
 //! The client side of the ingest endpoint, for wallets, load generators and business APIs: no node key, checks
 //! the node's key, and sends client transactions on one stream through a bounded queue (a full queue blocks
 //! `submit`: back-pressure to the client, never a drop). Receives the node's answers on the one node -> client
-//! stream into a bounded inbox (full: reading stops, flow control holds the node back). Runs on a netio thread
-//! of its own, or one shared by the clients connected together ([`IngestClient::connect_all`]).
+//! stream into a bounded inbox (full: reading stops, flow control holds the node back), in batches: every answer
+//! that one read brought in moves to the client's thread together ([`IngestClient::recv_answers`]). Runs on a netio
+//! thread of its own, or one shared by the clients connected together ([`IngestClient::connect_all`]).
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -31,9 +33,11 @@ use crate::thread::IoThread;
 pub struct IngestClient {
     /// Submissions waiting for the writer: each one or several frames, sent together.
     queue: Option<mpsc::Sender<Vec<(Class, Bytes)>>>,
-    /// Answers received, bounded by `inbox_room`'s permits: the reader takes one per answer, a receive gives it
-    /// back. A std channel so a plain thread can wait with a timeout even after the netio thread has ended.
-    inbox: Mutex<std_mpsc::Receiver<Bytes>>,
+    /// Answers received, in the batches the reader cut them in, bounded by `inbox_room`'s permits: the reader
+    /// takes one per answer, the client gives a batch's back as it takes the batch out of the channel (into
+    /// `Inbox::taken`, at most one batch). A std channel so a plain thread can wait with a timeout even after the
+    /// netio thread has ended.
+    inbox: Mutex<Inbox>,
     inbox_room: Arc<Semaphore>,
     /// Why the connection ended, once it has.
     lost: Arc<Mutex<Option<String>>>,
@@ -107,7 +111,7 @@ impl IngestClient {
         })?;
         let config = identity::ingest_client_config(node_key)?;
         let (queue_tx, queue_rx) = mpsc::channel::<Vec<(Class, Bytes)>>(CLIENT_QUEUE_MAX);
-        let (inbox_tx, inbox_rx) = std_mpsc::channel::<Bytes>();
+        let (inbox_tx, inbox_rx) = std_mpsc::channel::<Vec<Bytes>>();
         let inbox_room = Arc::new(Semaphore::new(CLIENT_ANSWER_INBOX_MAX));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
         let (close_tx, close_rx) = oneshot::channel::<()>();
@@ -140,7 +144,10 @@ impl IngestClient {
         }
         Ok(IngestClient {
             queue: Some(queue_tx),
-            inbox: Mutex::new(inbox_rx),
+            inbox: Mutex::new(Inbox {
+                batches: inbox_rx,
+                taken: VecDeque::new(),
+            }),
             inbox_room,
             lost,
             node_addr: addr,
@@ -155,29 +162,60 @@ impl IngestClient {
     /// `Ok(None)` if none came in time. Once the connection has ended and every answer received before is
     /// taken, [`NetError::ConnectionLost`] with the reason (e.g. the node's close reason).
     pub fn recv_answer(&self, timeout: Duration) -> Result<Option<Bytes>, NetError> {
-        let inbox = self.inbox.lock().expect("inbox lock");
-        match inbox.recv_timeout(timeout) {
-            Ok(answer) => Ok(Some(self.took(answer))),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => Ok(None),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(self.lost_error()),
+        let mut inbox = self.inbox.lock().expect("inbox lock");
+        if inbox.taken.is_empty() {
+            match inbox.batches.recv_timeout(timeout) {
+                Ok(batch) => self.take(&mut inbox, batch),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return Err(self.lost_error()),
+            }
         }
+        Ok(inbox.taken.pop_front())
     }
 
     /// The next answer if one has arrived: `Ok(None)` if none has; [`NetError::ConnectionLost`] as for
     /// [`IngestClient::recv_answer`].
     pub fn try_recv_answer(&self) -> Result<Option<Bytes>, NetError> {
-        let inbox = self.inbox.lock().expect("inbox lock");
-        match inbox.try_recv() {
-            Ok(answer) => Ok(Some(self.took(answer))),
-            Err(std_mpsc::TryRecvError::Empty) => Ok(None),
-            Err(std_mpsc::TryRecvError::Disconnected) => Err(self.lost_error()),
+        let mut inbox = self.inbox.lock().expect("inbox lock");
+        if inbox.taken.is_empty() {
+            match inbox.batches.try_recv() {
+                Ok(batch) => self.take(&mut inbox, batch),
+                Err(std_mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(std_mpsc::TryRecvError::Disconnected) => return Err(self.lost_error()),
+            }
         }
+        Ok(inbox.taken.pop_front())
     }
 
-    fn took(&self, answer: Bytes) -> Bytes {
-        // Room for one more in the inbox: the reader's permit for this answer comes back.
-        self.inbox_room.add_permits(1);
-        answer
+    /// Every answer that has arrived, in order, waiting up to `timeout` for the first: empty if none came in time;
+    /// [`NetError::ConnectionLost`] as for [`IngestClient::recv_answer`]. For a client that reads answers in bulk
+    /// (a load generator): one wake and one lock per batch the netio thread handed over, not per answer.
+    pub fn recv_answers(&self, timeout: Duration) -> Result<Vec<Bytes>, NetError> {
+        let mut inbox = self.inbox.lock().expect("inbox lock");
+        if inbox.taken.is_empty() {
+            match inbox.batches.recv_timeout(timeout) {
+                Ok(batch) => self.take(&mut inbox, batch),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => return Ok(Vec::new()),
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return Err(self.lost_error()),
+            }
+        }
+        let mut answers: Vec<Bytes> = inbox.taken.drain(..).collect();
+        // What else has arrived comes along; its permits go back as it leaves the channel.
+        while answers.len() < CLIENT_ANSWER_INBOX_MAX {
+            let Ok(batch) = inbox.batches.try_recv() else {
+                break;
+            };
+            self.inbox_room.add_permits(batch.len());
+            answers.extend(batch);
+        }
+        Ok(answers)
+    }
+
+    /// Moves a batch out of the channel into `taken`: room for as many answers in the inbox again.
+    fn take(&self, inbox: &mut Inbox, batch: Vec<Bytes>) {
+        debug_assert!(inbox.taken.is_empty());
+        self.inbox_room.add_permits(batch.len());
+        inbox.taken.extend(batch);
     }
 
     fn lost_error(&self) -> NetError {
@@ -281,10 +319,21 @@ impl Drop for IngestClient {
 struct Connection {
     addr: SocketAddr,
     queue: mpsc::Receiver<Vec<(Class, Bytes)>>,
-    inbox: std_mpsc::Sender<Bytes>,
+    inbox: std_mpsc::Sender<Vec<Bytes>>,
     room: Arc<Semaphore>,
     lost: Arc<Mutex<Option<String>>>,
 }
+
+/// The client's end of its answer inbox.
+struct Inbox {
+    batches: std_mpsc::Receiver<Vec<Bytes>>,
+    /// Answers out of the channel that `recv_answer` has not returned yet (at most one batch).
+    taken: VecDeque<Bytes>,
+}
+
+/// Answers the reader hands over in one batch at most: every whole frame one read brought in, up to this.
+const ANSWER_BATCH_MAX: usize = 1024;
+const _: () = assert!(ANSWER_BATCH_MAX <= CLIENT_ANSWER_INBOX_MAX);
 
 impl Connection {
     async fn run(
@@ -374,11 +423,12 @@ fn note_lost(lost: &Mutex<Option<String>>, reason: String) {
     lost.lock().expect("lost lock").get_or_insert(reason);
 }
 
-/// Reads the node's answer stream into the inbox, waiting for room when it is full. Any frame but a
+/// Reads the node's answer stream into the inbox, waiting for room when it is full: each answer read and every
+/// whole one already buffered behind it go as one batch (one send, one wake of the client). Any frame but a
 /// [`Class::ClientAnswer`] within its limit, or a second answer stream, closes the connection as a bad frame.
 async fn read_answers(
     connection: quinn::Connection,
-    inbox: &std_mpsc::Sender<Bytes>,
+    inbox: &std_mpsc::Sender<Vec<Bytes>>,
     room: Arc<Semaphore>,
     lost: Arc<Mutex<Option<String>>>,
 ) {
@@ -392,25 +442,17 @@ async fn read_answers(
         Ok(recv) => FrameReader::new(recv),
         Err(error) => return note_lost(&lost, error.to_string()),
     };
+    let check = |class: Class| match class {
+        Class::ClientAnswer => Ok(()),
+        class => Err(FrameError::WrongLane {
+            class,
+            lane: "answer stream from the node",
+        }),
+    };
     let read = async {
         loop {
-            let check = |class: Class| match class {
-                Class::ClientAnswer => Ok(()),
-                class => Err(FrameError::WrongLane {
-                    class,
-                    lane: "answer stream from the node",
-                }),
-            };
-            match frames.next(None, check).await {
-                Ok(Some((_, answer))) => {
-                    let Ok(permit) = room.acquire().await else {
-                        return;
-                    };
-                    permit.forget();
-                    if inbox.send(answer).is_err() {
-                        return; // The client is gone.
-                    }
-                }
+            let mut batch = match frames.next(None, check).await {
+                Ok(Some((_, answer))) => vec![answer],
                 // The node ends its answer stream only right before it closes the connection (after sending
                 // what it owed, e.g. when it refused a frame of ours): the close says why.
                 Ok(None) => return,
@@ -420,6 +462,28 @@ async fn read_answers(
                     return note_lost(&lost, why.unwrap_or(reason));
                 }
                 Err(error) => return refuse(error),
+            };
+            let mut bad = None;
+            while batch.len() < ANSWER_BATCH_MAX {
+                match frames.next_buffered(check) {
+                    Some(Ok((_, answer))) => batch.push(answer),
+                    Some(Err(error)) => {
+                        bad = Some(error);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let Ok(permits) = room.acquire_many(batch.len() as u32).await else {
+                return;
+            };
+            permits.forget();
+            if inbox.send(batch).is_err() {
+                return; // The client is gone.
+            }
+            // The answers before a bad frame are delivered, as they would be one by one.
+            if let Some(error) = bad {
+                return refuse(error);
             }
         }
     };

@@ -12,6 +12,7 @@ mod client_cmd;
 mod cluster;
 mod gov_cmd;
 mod http_load;
+mod id_table;
 mod load;
 mod local;
 mod mine_cmd;
