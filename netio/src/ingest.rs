@@ -163,13 +163,7 @@ impl IngestClient {
     /// taken, [`NetError::ConnectionLost`] with the reason (e.g. the node's close reason).
     pub fn recv_answer(&self, timeout: Duration) -> Result<Option<Bytes>, NetError> {
         let mut inbox = self.inbox.lock().expect("inbox lock");
-        if inbox.taken.is_empty() {
-            match inbox.batches.recv_timeout(timeout) {
-                Ok(batch) => self.take(&mut inbox, batch),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => return Ok(None),
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => return Err(self.lost_error()),
-            }
-        }
+        self.refill(&mut inbox, Some(timeout))?;
         Ok(inbox.taken.pop_front())
     }
 
@@ -177,13 +171,7 @@ impl IngestClient {
     /// [`IngestClient::recv_answer`].
     pub fn try_recv_answer(&self) -> Result<Option<Bytes>, NetError> {
         let mut inbox = self.inbox.lock().expect("inbox lock");
-        if inbox.taken.is_empty() {
-            match inbox.batches.try_recv() {
-                Ok(batch) => self.take(&mut inbox, batch),
-                Err(std_mpsc::TryRecvError::Empty) => return Ok(None),
-                Err(std_mpsc::TryRecvError::Disconnected) => return Err(self.lost_error()),
-            }
-        }
+        self.refill(&mut inbox, None)?;
         Ok(inbox.taken.pop_front())
     }
 
@@ -192,28 +180,47 @@ impl IngestClient {
     /// (a load generator): one wake and one lock per batch the netio thread handed over, not per answer.
     pub fn recv_answers(&self, timeout: Duration) -> Result<Vec<Bytes>, NetError> {
         let mut inbox = self.inbox.lock().expect("inbox lock");
-        if inbox.taken.is_empty() {
-            match inbox.batches.recv_timeout(timeout) {
-                Ok(batch) => self.take(&mut inbox, batch),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => return Ok(Vec::new()),
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => return Err(self.lost_error()),
-            }
-        }
-        let mut answers: Vec<Bytes> = inbox.taken.drain(..).collect();
-        // What else has arrived comes along; its permits go back as it leaves the channel.
-        while answers.len() < CLIENT_ANSWER_INBOX_MAX {
+        self.refill(&mut inbox, Some(timeout))?;
+        // What else has arrived comes along.
+        while inbox.taken.len() < CLIENT_ANSWER_INBOX_MAX {
             let Ok(batch) = inbox.batches.try_recv() else {
                 break;
             };
-            self.inbox_room.add_permits(batch.len());
-            answers.extend(batch);
+            self.take(&mut inbox, batch);
         }
-        Ok(answers)
+        Ok(inbox.taken.drain(..).collect())
+    }
+
+    /// When `taken` is empty, moves the next batch into it, waiting up to `timeout` for one (`None`: not at all);
+    /// `taken` stays empty if none came. [`NetError::ConnectionLost`] once the connection has ended and nothing is
+    /// left.
+    fn refill(&self, inbox: &mut Inbox, timeout: Option<Duration>) -> Result<(), NetError> {
+        if !inbox.taken.is_empty() {
+            return Ok(());
+        }
+        let batch = match timeout {
+            Some(timeout) => inbox
+                .batches
+                .recv_timeout(timeout)
+                .map_err(|error| match error {
+                    std_mpsc::RecvTimeoutError::Timeout => None,
+                    std_mpsc::RecvTimeoutError::Disconnected => Some(self.lost_error()),
+                }),
+            None => inbox.batches.try_recv().map_err(|error| match error {
+                std_mpsc::TryRecvError::Empty => None,
+                std_mpsc::TryRecvError::Disconnected => Some(self.lost_error()),
+            }),
+        };
+        match batch {
+            Ok(batch) => self.take(inbox, batch),
+            Err(None) => {}
+            Err(Some(lost)) => return Err(lost),
+        }
+        Ok(())
     }
 
     /// Moves a batch out of the channel into `taken`: room for as many answers in the inbox again.
     fn take(&self, inbox: &mut Inbox, batch: Vec<Bytes>) {
-        debug_assert!(inbox.taken.is_empty());
         self.inbox_room.add_permits(batch.len());
         inbox.taken.extend(batch);
     }
@@ -327,7 +334,7 @@ struct Connection {
 /// The client's end of its answer inbox.
 struct Inbox {
     batches: std_mpsc::Receiver<Vec<Bytes>>,
-    /// Answers out of the channel that `recv_answer` has not returned yet (at most one batch).
+    /// Answers out of the channel not returned yet (at most one batch between calls).
     taken: VecDeque<Bytes>,
 }
 
