@@ -276,9 +276,14 @@ fn tls(error: impl fmt::Display) -> NetError {
 
 /// The QUIC transport settings shared by every endpoint (and by the raw-quinn benchmark, for a fair peer).
 pub fn transport_config() -> Arc<quinn::TransportConfig> {
-    use crate::limits::{IDLE_TIMEOUT_MS, KEEP_ALIVE_MS, STREAMS_PER_CONNECTION_MAX};
+    use crate::limits::{
+        IDLE_TIMEOUT_MS, KEEP_ALIVE_MS, STREAMS_PER_CONNECTION_MAX, UDP_PAYLOAD_MAX,
+    };
+    let mut mtu_discovery = quinn::MtuDiscoveryConfig::default();
+    mtu_discovery.upper_bound(UDP_PAYLOAD_MAX);
     let mut transport = quinn::TransportConfig::default();
     transport
+        .mtu_discovery_config(Some(mtu_discovery))
         .max_concurrent_uni_streams(STREAMS_PER_CONNECTION_MAX.into())
         .max_concurrent_bidi_streams(0u32.into())
         .keep_alive_interval(Some(std::time::Duration::from_millis(KEEP_ALIVE_MS)))
@@ -288,6 +293,20 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
                 .expect("idle timeout fits"),
         ));
     Arc::new(transport)
+}
+
+/// A QUIC endpoint bound to `addr` (a server when `server` is given; any endpoint dials out) that accepts
+/// datagrams up to [`crate::limits::UDP_PAYLOAD_MAX`], on the current tokio runtime.
+pub fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(crate::limits::UDP_PAYLOAD_MAX)
+        .expect("UDP_PAYLOAD_MAX is within quinn's bounds (limits.rs checks it)");
+    let socket = std::net::UdpSocket::bind(addr)?;
+    quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
 }
 
 /// Server side of node-to-node connections: presents our certificate and requires a peer's.

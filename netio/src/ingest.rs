@@ -87,7 +87,7 @@ impl IngestClient {
                 };
                 // Inside the runtime's context: quinn spawns the endpoint's driver on it.
                 let _context = io.runtime.enter();
-                let endpoint = quinn::Endpoint::client(bind)
+                let endpoint = identity::endpoint(bind, None)
                     .map_err(|source| NetError::Bind { addr: bind, source })?;
                 endpoints.push(endpoint);
             }

@@ -89,6 +89,15 @@ pub const BACKOFF_MAX_MS: u64 = 5_000;
 pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// A connection silent for this long is closed (keep-alives keep live ones open).
 pub const IDLE_TIMEOUT_MS: u64 = 10_000;
+
+/// The largest UDP payload an endpoint accepts and path MTU discovery searches up to. QUIC starts every path at
+/// 1,200 bytes and raises it only once a probe of a larger size is acknowledged, so a 1,500-byte network stays at
+/// quinn's usual 1,452 while loopback and links with jumbo frames carry four and a half times as much per datagram:
+/// a packet's fixed cost (a header, its encryption, an ACK, a trip through the kernel) is paid that much less often.
+/// Bounded by segmentation offload: quinn sends up to ten equal datagrams in one GSO send, which the kernel takes
+/// only up to 64 KiB in all; with 8,952-byte datagrams (a 9,000-byte jumbo frame) those sends failed and the
+/// cluster stalled. (The UDP receive buffers grow with it.)
+pub const UDP_PAYLOAD_MAX: u16 = 6_500;
 /// Keep-alive interval; also how quickly a vanished peer is noticed together with the idle timeout.
 pub const KEEP_ALIVE_MS: u64 = 1_000;
 /// How often a connected peer's RTT is sampled into its counters.
@@ -173,5 +182,7 @@ const _: () = assert!(INGEST_FRAME_TIMEOUT_MS <= INGEST_IDLE_TIMEOUT_MS);
 const _: () = assert!(KEEP_ALIVE_MS < INGEST_FRAME_TIMEOUT_MS && ANSWER_DRAIN_WAIT_MS > 0);
 const _: () = assert!(CONSENSUS_QUEUE_MAX > 0 && BULK_QUEUE_MAX > 0 && CLIENT_QUEUE_MAX > 0);
 const _: () = assert!(ANSWER_QUEUE_MAX > 0 && CLIENT_ANSWER_INBOX_MAX > 0);
+// quinn's bounds (the QUIC minimum, the largest UDP payload), and ten datagrams within one 64 KiB GSO send.
+const _: () = assert!(UDP_PAYLOAD_MAX >= 1_200 && UDP_PAYLOAD_MAX as usize * 10 <= 65_000);
 const _: () =
     assert!(WRITE_BATCH_FRAMES_MAX > 0 && WRITE_BATCH_BYTES_MAX >= CLIENT_ANSWER_PAYLOAD_BYTES_MAX);

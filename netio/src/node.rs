@@ -214,7 +214,7 @@ impl Node {
         let (listen, ingest_listen) = (config.listen, config.ingest_listen);
         let (io, (shared, local_addr, ingest_addr)) =
             IoThread::start("cas-netio", move |ready, shutdown| async move {
-                let endpoint = match quinn::Endpoint::server(node_server, listen) {
+                let endpoint = match identity::endpoint(listen, Some(node_server)) {
                     Ok(endpoint) => endpoint,
                     Err(source) => {
                         let _ = ready.send(Err(NetError::Bind {
@@ -225,7 +225,9 @@ impl Node {
                     }
                 };
                 let ingest = match ingest_listen
-                    .map(|addr| quinn::Endpoint::server(ingest_server, addr).map_err(|e| (addr, e)))
+                    .map(|addr| {
+                        identity::endpoint(addr, Some(ingest_server)).map_err(|e| (addr, e))
+                    })
                     .transpose()
                 {
                     Ok(ingest) => ingest,

@@ -93,7 +93,7 @@ fn raw_quinn_rounds() -> Vec<f64> {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            let endpoint = quinn::Endpoint::server(server_config, loopback()).unwrap();
+            let endpoint = identity::endpoint(loopback(), Some(server_config)).unwrap();
             addr_tx.send(endpoint.local_addr().unwrap()).unwrap();
             let connection = endpoint.accept().await.unwrap().await.unwrap();
             let mut recv = connection.accept_uni().await.unwrap();
@@ -114,7 +114,7 @@ fn raw_quinn_rounds() -> Vec<f64> {
         .build()
         .unwrap();
     let rounds = runtime.block_on(async move {
-        let endpoint = quinn::Endpoint::client(loopback()).unwrap();
+        let endpoint = identity::endpoint(loopback(), None).unwrap();
         let connection = endpoint
             .connect_with(client_config, addr, identity::SERVER_NAME)
             .unwrap()
