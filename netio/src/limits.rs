@@ -95,8 +95,8 @@ pub const IDLE_TIMEOUT_MS: u64 = 10_000;
 /// quinn's usual 1,452 while loopback and links with jumbo frames carry four and a half times as much per datagram:
 /// a packet's fixed cost (a header, its encryption, an ACK, a trip through the kernel) is paid that much less often.
 /// Bounded by segmentation offload: quinn sends up to ten equal datagrams in one GSO send, which the kernel takes
-/// only up to 64 KiB in all; with 8,952-byte datagrams (a 9,000-byte jumbo frame) those sends failed and the
-/// cluster stalled. (The UDP receive buffers grow with it.)
+/// only up to 64 KiB in all; with 8,952-byte datagrams (a 9,000-byte jumbo frame) the local cluster stalled, most
+/// likely because those sends failed, and at 6,500 (ten fit) it does not. (The UDP receive buffers grow with it.)
 pub const UDP_PAYLOAD_MAX: u16 = 6_500;
 /// Keep-alive interval; also how quickly a vanished peer is noticed together with the idle timeout.
 pub const KEEP_ALIVE_MS: u64 = 1_000;
