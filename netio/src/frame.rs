@@ -275,20 +275,22 @@ impl FrameReader {
     ) -> Option<Result<(Class, Bytes), FrameError>> {
         let header: &[u8; FRAME_HEADER_BYTES] =
             self.buffered.get(..FRAME_HEADER_BYTES)?.try_into().ok()?;
-        let (class, len) = match decode_header(header).and_then(|(class, len)| {
-            check(class)?;
-            Ok((class, len))
-        }) {
+        let (class, len) = match decode_header(header) {
             Ok(frame) => frame,
             Err(error) => return Some(Err(error)),
         };
-        if self.buffered.len() < FRAME_HEADER_BYTES + len {
-            return None;
+        if let Err(error) = check(class) {
+            return Some(Err(error));
         }
+        (self.buffered.len() >= FRAME_HEADER_BYTES + len).then(|| Ok((class, self.cut(len))))
+    }
+
+    /// Takes the frame of payload length `len` that the buffer starts with (whole in it): its payload.
+    fn cut(&mut self, len: usize) -> Bytes {
         self.buffered.advance(FRAME_HEADER_BYTES);
         let payload = Bytes::copy_from_slice(&self.buffered[..len]);
         self.buffered.advance(len);
-        Some(Ok((class, payload)))
+        payload
     }
 
     /// Cuts the frame that starts the buffer, reading until it is complete.
@@ -303,10 +305,7 @@ impl FrameReader {
         let (class, len) = decode_header(header)?;
         check(class)?;
         self.fill_to(FRAME_HEADER_BYTES + len).await?;
-        self.buffered.advance(FRAME_HEADER_BYTES);
-        let payload = Bytes::copy_from_slice(&self.buffered[..len]);
-        self.buffered.advance(len);
-        Ok((class, payload))
+        Ok((class, self.cut(len)))
     }
 
     /// Reads until the buffer holds `want` bytes; the stream ending first is a truncated frame.

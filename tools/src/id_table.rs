@@ -60,13 +60,19 @@ impl IdTable {
         u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes")) as usize & self.mask
     }
 
-    /// The plan index of each of `ids`, in order (`None`: not in the plan), into `found` (cleared first).
-    pub fn find_all(&self, ids: &[TxId], found: &mut Vec<Option<u32>>) {
-        for id in ids {
-            prefetch(&self.slots[self.home(id)]);
+    /// The plan index of each item's id (`id_of`), in order (`None`: not in the plan), into `found` (cleared
+    /// first).
+    pub fn find_all<T>(
+        &self,
+        items: &[T],
+        id_of: impl Fn(&T) -> &TxId,
+        found: &mut Vec<Option<u32>>,
+    ) {
+        for item in items {
+            prefetch(&self.slots[self.home(id_of(item))]);
         }
         found.clear();
-        found.extend(ids.iter().map(|id| self.find(id)));
+        found.extend(items.iter().map(|item| self.find(id_of(item))));
     }
 
     /// The plan index of `id`, if it is in the plan.
@@ -114,7 +120,7 @@ mod tests {
         let mut asked: Vec<TxId> = planned.iter().rev().copied().collect();
         asked.extend((10_000..12_000).map(id));
         let mut found = Vec::new();
-        table.find_all(&asked, &mut found);
+        table.find_all(&asked, |id| id, &mut found);
         for (position, (asked, found)) in asked.iter().zip(&found).enumerate() {
             let expected = planned.iter().position(|p| p == asked).map(|i| i as u32);
             assert_eq!(*found, expected, "id at {position}");

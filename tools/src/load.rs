@@ -19,9 +19,9 @@ use cas_engine::fixtures::{key, transfer, ACCOUNT_KEYS};
 use cas_engine::text::quote;
 use cas_engine::{Hash32, Keypair, OutPoint, PublicKey, Transaction, TxId, TxOutput};
 use cas_netio::ingest::IngestClient;
+use serde::Serialize;
 
 use crate::id_table::IdTable;
-use serde::Serialize;
 
 /// Why a generated transaction is invalid on purpose, and so how it must be answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -546,7 +546,7 @@ fn read_answers(
     started: Instant,
 ) -> Answers {
     let mut answers = Answers::new();
-    let (mut decoded, mut ids, mut found) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut decoded, mut found) = (Vec::new(), Vec::new());
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
         let batch = match client.recv_answers(Duration::from_millis(20)) {
             Ok(batch) if batch.is_empty() => continue,
@@ -569,9 +569,7 @@ fn read_answers(
             };
             Some((id, answer))
         }));
-        ids.clear();
-        ids.extend(decoded.iter().map(|(id, _)| *id));
-        index_of.find_all(&ids, &mut found);
+        index_of.find_all(&decoded, |(id, _)| id, &mut found);
         for ((_, answer), index) in decoded.drain(..).zip(&found) {
             let Some(index) = *index else {
                 continue;

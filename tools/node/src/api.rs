@@ -38,7 +38,7 @@ use cas_engine::tx::VnId;
 use cas_engine::tx::{OutPoint, StakeParams, TxKind, TxOutput};
 use cas_engine::vn::{
     decode_fee, endorser_outpoint, fee_outpoint, policy_outpoint, stream_request_digest,
-    PolicyHeader,
+    PolicyHeader, VnFee,
 };
 use cas_engine::{AssetId, Hash32, PublicKey, RejectCode, Transaction, TxId};
 use serde::Deserialize;
@@ -1367,9 +1367,7 @@ fn tx_json(tx: &Transaction, id: &TxId, index: usize, verdict: Option<Value>) ->
                 "endorsers": policy.endorsers.iter()
                     .map(|e| json!({"key": e.key.to_hex(), "weight": e.weight}))
                     .collect::<Vec<_>>(),
-                "fee": policy.fee.map(|fee| json!({
-                    "token": fee.token.0.to_hex(), "amount": fee.amount, "collector": fee.collector.to_hex(),
-                })),
+                "fee": policy.fee.as_ref().map(vn_fee_json),
             }),
             _ => Value::Null,
         },
@@ -1565,6 +1563,11 @@ async fn blocks_stream(
     stream_blocks(state, filter, params.from.unwrap_or(1))
 }
 
+/// A VN's fee rule as the API shows it (in a registration and in `GET /v1/vns/{vn}`).
+fn vn_fee_json(fee: &VnFee) -> Value {
+    json!({"token": fee.token.0.to_hex(), "amount": fee.amount, "collector": fee.collector.to_hex()})
+}
+
 /// `GET /v1/vns/{vn}`: a VN's Policy at the executed height (registrar, threshold, endorser count and total
 /// weight); 404 for a VN no registration created.
 async fn vn_policy(State(state): State<Arc<ApiState>>, Path(vn): Path<VnId>) -> Response {
@@ -1588,10 +1591,7 @@ async fn vn_policy(State(state): State<Arc<ApiState>>, Path(vn): Path<VnId>) -> 
             "threshold": header.threshold,
             "endorsers": header.endorsers,
             "total_weight": header.total_weight,
-            "fee": found[1].map(|entry| {
-                let fee = decode_fee(&entry);
-                json!({"token": fee.token.0.to_hex(), "amount": fee.amount, "collector": fee.collector.to_hex()})
-            }),
+            "fee": found[1].map(|entry| vn_fee_json(&decode_fee(&entry))),
         }),
     )
 }
