@@ -23,8 +23,8 @@ use crate::id::domain;
 /// larger it is.
 pub const VERIFY_BATCH_SIZE: usize = 1024;
 
-/// The smallest batch the adaptive sizing shrinks to after failures.
-pub const VERIFY_BATCH_SIZE_MIN: usize = 32;
+/// The smallest batch [`BatchSizer`] shrinks to while bad signatures keep turning up.
+pub const VERIFY_BATCH_SIZE_MIN: usize = 8;
 
 /// A failing range this small is checked entry by entry instead of being bisected further.
 const BISECT_SINGLES_BELOW: usize = 8;
@@ -238,14 +238,71 @@ pub fn verify_one(entry: &SigEntry<'_>) -> bool {
 /// Entries are checked in batches of at most [`VERIFY_BATCH_SIZE`]. A failing batch is bisected: when the left
 /// half of a failing range passes, the right half must fail and is split without being checked. Work is bounded:
 /// once the bisection of a batch has spent twice its length in entry-checks, the remaining suspects are checked one
-/// by one, so even a batch of nothing but bad signatures costs under twice a one-by-one check. Batches adapt to
-/// what they find: after a failing batch the next is smaller (about four good entries per bad one seen, at least
-/// [`VERIFY_BATCH_SIZE_MIN`]), after a clean one it doubles back, so scattered bad signatures (spam) cost a
-/// bisection of a small batch rather than of a large one. None of this changes a verdict (see the module doc).
+/// by one, so even a batch of nothing but bad signatures costs under twice a one-by-one check. Batches are sized
+/// by a fresh [`BatchSizer`]: full until bad signatures turn up, smaller while they do. None of this changes a
+/// verdict (see the module doc).
 ///
 /// It runs from a fixed place within a stack page ([`VERIFY_STACK_OFFSET`]), which only its speed depends on.
 pub fn verify_batch(entries: &[SigEntry<'_>]) -> Vec<usize> {
-    at_stack_offset(VERIFY_STACK_OFFSET, 4096 / 64, || verify_batches(entries))
+    verify_batch_sized(entries, &mut BatchSizer::new())
+}
+
+/// [`verify_batch`] with batches sized by `sizer`, which learns from them: for a verifier that checks one stream
+/// of signatures in many calls (a node's admission), so what the last calls found sizes the next call's batches.
+pub fn verify_batch_sized(entries: &[SigEntry<'_>], sizer: &mut BatchSizer) -> Vec<usize> {
+    at_stack_offset(VERIFY_STACK_OFFSET, 4096 / 64, || {
+        verify_batches(entries, sizer)
+    })
+}
+
+/// Sizes verification batches from the share of bad signatures seen lately.
+///
+/// A clean batch of n costs n entry-checks and a fixed part (the weights, the multiscalar set-up: about
+/// [`BATCH_FIXED_COST_ENTRIES`] entry-checks); a failing one costs about n more per bad entry, for the bisection.
+/// At a bad share p the cost per entry beyond the equation itself is about fixed / n + p x n, least at
+/// n = sqrt(fixed / p). The share is counted over the last few thousand signatures (a half-life of
+/// [`BAD_SHARE_HALF_LIFE`] entries), so a burst of spam shrinks batches and they grow back once it stops. Only
+/// entries that failed the equation count: one that does not even parse costs no bisection. Speed only: no verdict
+/// depends on the size.
+#[derive(Clone, Debug, Default)]
+pub struct BatchSizer {
+    /// Entries checked and bad ones among them, both decayed by their age in entries.
+    checked: f64,
+    bad: f64,
+}
+
+/// A batch's fixed cost in entry-checks: in the micro suite (`cargo bench -p cas-perf --bench micro -- verify`,
+/// perf/README.md) batches of 16 cost 14.3 µs per signature against 12.3 µs at 1,024, about 32 µs per batch, some
+/// two and a half entries.
+const BATCH_FIXED_COST_ENTRIES: f64 = 2.5;
+
+/// Entries after which a bad one seen counts half as much.
+const BAD_SHARE_HALF_LIFE: f64 = 4096.0;
+
+impl BatchSizer {
+    pub const fn new() -> BatchSizer {
+        BatchSizer {
+            checked: 0.0,
+            bad: 0.0,
+        }
+    }
+
+    /// The size of the next batch.
+    pub fn size(&self) -> usize {
+        if self.bad <= 0.0 {
+            return VERIFY_BATCH_SIZE;
+        }
+        let share = self.bad / self.checked;
+        let best = (BATCH_FIXED_COST_ENTRIES / share).sqrt();
+        (best as usize).clamp(VERIFY_BATCH_SIZE_MIN, VERIFY_BATCH_SIZE)
+    }
+
+    /// A batch of `checked` entries had `bad` that failed the equation.
+    pub fn record(&mut self, checked: usize, bad: usize) {
+        let decay = 0.5f64.powf(checked as f64 / BAD_SHARE_HALF_LIFE);
+        self.checked = self.checked * decay + checked as f64;
+        self.bad = self.bad * decay + bad as f64;
+    }
 }
 
 /// Where in its 4 KiB page the frame that starts a verification lies. The batched verification's speed depends on
@@ -276,28 +333,23 @@ fn at_stack_offset<R>(offset: usize, levels_left: usize, f: impl FnOnce() -> R) 
     result
 }
 
-/// [`verify_batch`] wherever the stack stands.
-fn verify_batches(entries: &[SigEntry<'_>]) -> Vec<usize> {
+/// [`verify_batch_sized`] wherever the stack stands.
+fn verify_batches(entries: &[SigEntry<'_>], sizer: &mut BatchSizer) -> Vec<usize> {
     let mut bad = Vec::new();
     let mut start = 0;
-    let mut size = VERIFY_BATCH_SIZE;
     while start < entries.len() {
-        let end = entries.len().min(start + size);
-        let bad_before = bad.len();
-        verify_chunk(&entries[start..end], &mut |index| bad.push(start + index));
-        let bad_found = bad.len() - bad_before;
-        size = if bad_found == 0 {
-            (size * 2).min(VERIFY_BATCH_SIZE)
-        } else {
-            ((end - start) / (4 * bad_found)).clamp(VERIFY_BATCH_SIZE_MIN, VERIFY_BATCH_SIZE)
-        };
+        let end = entries.len().min(start + sizer.size());
+        let failed = verify_chunk(&entries[start..end], &mut |index| bad.push(start + index));
+        sizer.record(end - start, failed);
         start = end;
     }
     debug_assert!(bad.windows(2).all(|pair| pair[0] < pair[1]));
     bad
 }
 
-fn verify_chunk(entries: &[SigEntry<'_>], report_bad: &mut dyn FnMut(usize)) {
+/// Verifies one batch, reporting its bad entries in order; returns how many failed the equation (those that do
+/// not parse are reported too, but cost no bisection).
+fn verify_chunk(entries: &[SigEntry<'_>], report_bad: &mut dyn FnMut(usize)) -> usize {
     debug_assert!(entries.len() <= VERIFY_BATCH_SIZE);
     // Entries that do not even parse (non-canonical s, a point off the curve) are bad without any equation.
     let mut parsed = Vec::with_capacity(entries.len());
@@ -325,9 +377,11 @@ fn verify_chunk(entries: &[SigEntry<'_>], report_bad: &mut dyn FnMut(usize)) {
         bisection.split(&all);
         bad = bisection.bad;
     }
+    let failed = bad.len();
     let mut bad: Vec<usize> = bad.iter().map(|&p| members[p]).chain(unparsable).collect();
     bad.sort_unstable();
     bad.into_iter().for_each(report_bad);
+    failed
 }
 
 /// 128-bit weights from a blake3 hash of every (k, s, R) in the batch: a signer cannot pick its signature after
@@ -504,6 +558,68 @@ mod tests {
                 verify_batch(&entries(&publics, &messages, &sigs)),
                 expected,
                 "stride {stride}"
+            );
+        }
+    }
+
+    /// Batches stay full while every signature is good, shrink toward sqrt(fixed / share) while bad ones keep
+    /// turning up at a steady share, and grow back once they stop.
+    #[test]
+    fn batch_sizes_follow_the_share_of_bad_signatures() {
+        let mut sizer = BatchSizer::new();
+        assert_eq!(sizer.size(), VERIFY_BATCH_SIZE);
+        for _ in 0..100 {
+            sizer.record(1000, 0);
+        }
+        assert_eq!(sizer.size(), VERIFY_BATCH_SIZE);
+        // One bad in 300, seen in batches of 30: the best size is sqrt(2.5 x 300), about 27.
+        for batch in 0..2000 {
+            sizer.record(30, usize::from(batch % 10 == 0));
+        }
+        let steady = sizer.size();
+        assert!((16..=40).contains(&steady), "steady size {steady}");
+        // Every signature bad: the smallest batch.
+        for _ in 0..100 {
+            sizer.record(8, 8);
+        }
+        assert_eq!(sizer.size(), VERIFY_BATCH_SIZE_MIN);
+        // A long clean stream after it: back to full batches.
+        let mut clean = 0;
+        while sizer.size() < VERIFY_BATCH_SIZE {
+            let size = sizer.size();
+            sizer.record(size, 0);
+            clean += size;
+            assert!(clean < 200_000, "batches never grew back");
+        }
+    }
+
+    /// One sizer carried over many calls, through a stretch of dense bad signatures and back to clean ones: every
+    /// call's verdicts stay exact.
+    #[test]
+    fn a_sizer_carried_across_calls_keeps_every_verdict() {
+        let (keys, messages, signatures) = signed(1200);
+        let publics: Vec<[u8; 32]> = keys.iter().map(|k| k.public().0).collect();
+        let mut sigs = signatures.clone();
+        let bad: Vec<usize> = (0..1200)
+            .filter(|i| (300..700).contains(i) && i % 9 == 0)
+            .collect();
+        for &i in &bad {
+            sigs[i].0[33] ^= 4;
+        }
+        let all = entries(&publics, &messages, &sigs);
+        let mut sizer = BatchSizer::new();
+        for call in all.chunks(150).enumerate() {
+            let (index, chunk) = call;
+            let start = index * 150;
+            let expected: Vec<usize> = bad
+                .iter()
+                .filter(|&&i| (start..start + chunk.len()).contains(&i))
+                .map(|&i| i - start)
+                .collect();
+            assert_eq!(
+                verify_batch_sized(chunk, &mut sizer),
+                expected,
+                "call {index}"
             );
         }
     }

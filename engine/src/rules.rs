@@ -13,7 +13,7 @@ use crate::contract::ledger::{
     parse_code, run, ArchivedContractCall, CallRefusal, CONTRACT_ACCOUNT,
 };
 use crate::crypto::PublicKey;
-use crate::crypto::{verify_batch, SigEntry};
+use crate::crypto::{verify_batch_sized, BatchSizer, SigEntry};
 use crate::evidence::{evidence_outpoint, evidence_record, EquivocationProof, EvidenceError};
 use crate::fasthash::{FastMap, FastSet};
 use crate::governance::{
@@ -388,6 +388,15 @@ pub fn stake_candidate(tx: &ArchivedTransaction) -> Option<PublicKey> {
 /// Checks the signatures over their tx ids for many transactions at once.
 /// `ids[i]` must be `txs[i].tx_id()`. A transaction with a bad signature gets the first bad one's index.
 pub fn verify_signatures(txs: &[&ArchivedTransaction], ids: &[TxId]) -> Vec<Result<(), TxError>> {
+    verify_signatures_sized(txs, ids, &mut BatchSizer::new())
+}
+
+/// [`verify_signatures`] in batches sized by `sizer` (see [`BatchSizer`]): for a stream checked in many calls.
+pub fn verify_signatures_sized(
+    txs: &[&ArchivedTransaction],
+    ids: &[TxId],
+    sizer: &mut BatchSizer,
+) -> Vec<Result<(), TxError>> {
     assert_eq!(txs.len(), ids.len());
     verify_batched(
         txs.len(),
@@ -395,6 +404,7 @@ pub fn verify_signatures(txs: &[&ArchivedTransaction], ids: &[TxId]) -> Vec<Resu
             let signatures = tx.signatures.iter();
             (id, signatures.map(|w| (&w.key.0, &w.signature.0)))
         }),
+        sizer,
     )
 }
 
@@ -407,6 +417,7 @@ pub fn verify_owned_signatures(txs: &[Transaction], ids: &[TxId]) -> Vec<Result<
             let signatures = tx.signatures.iter();
             (id, signatures.map(|w| (&w.key.0, &w.signature.0)))
         }),
+        &mut BatchSizer::new(),
     )
 }
 
@@ -415,6 +426,7 @@ pub fn verify_owned_signatures(txs: &[Transaction], ids: &[TxId]) -> Vec<Result<
 fn verify_batched<'a, W>(
     count: usize,
     txs: impl Iterator<Item = (&'a TxId, W)>,
+    sizer: &mut BatchSizer,
 ) -> Vec<Result<(), TxError>>
 where
     W: Iterator<Item = (&'a [u8; 32], &'a [u8; 64])>,
@@ -432,7 +444,7 @@ where
         }
     }
     let mut verdicts = vec![Ok(()); count];
-    for bad in verify_batch(&entries) {
+    for bad in verify_batch_sized(&entries, sizer) {
         let (tx_index, index) = owner[bad];
         if verdicts[tx_index].is_ok() {
             verdicts[tx_index] = Err(TxError::BadSignature { index });

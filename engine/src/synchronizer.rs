@@ -9,9 +9,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::codec::{decode_tx, to_owned_tx, DecodeError};
-use crate::crypto::PublicKey;
+use crate::crypto::{BatchSizer, PublicKey};
 use crate::id::TxId;
-use crate::rules::{check_evidence_alone, verify_signatures, TxError};
+use crate::rules::{check_evidence_alone, verify_signatures_sized, TxError};
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, Transaction};
 
 #[derive(Clone, Debug)]
@@ -106,6 +106,10 @@ pub struct Synchronizer {
     /// the batch size, what batching gains).
     pub signatures_checked: u64,
     pub signature_batches: u64,
+    /// Sizes admission's verification batches from the bad signatures of the last calls: clients' submissions are
+    /// one stream, and a few bad ones among many good would otherwise make every call's one large batch fail and
+    /// be bisected.
+    sizer: BatchSizer,
     /// Whether business transactions (tokens, orders, contracts) are admitted: only once every member can decode
     /// them (the node turns it on at the protocol version that brings them).
     business: bool,
@@ -124,6 +128,7 @@ impl Synchronizer {
             client_ids: HashMap::new(),
             signatures_checked: 0,
             signature_batches: 0,
+            sizer: BatchSizer::new(),
             business: true,
         }
     }
@@ -206,7 +211,7 @@ impl Synchronizer {
         }
         let txs: Vec<&ArchivedTransaction> = decoded.iter().map(|(_, tx, _)| *tx).collect();
         let ids: Vec<TxId> = decoded.iter().map(|(_, _, id)| *id).collect();
-        let verdicts = verify_signatures(&txs, &ids);
+        let verdicts = verify_signatures_sized(&txs, &ids, &mut self.sizer);
         if !txs.is_empty() {
             self.signatures_checked += txs.len() as u64;
             self.signature_batches += 1;

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use cas_engine::codec::{access_block_trusted, decode_block, encode_block, encode_tx};
 use cas_engine::commitment::SetCommitment;
-use cas_engine::crypto::{verify_batch, verify_one, SigEntry};
+use cas_engine::crypto::{verify_batch, verify_batch_sized, verify_one, BatchSizer, SigEntry};
 use cas_engine::rules::{apply_batch, TxError};
 use cas_engine::{ArchivedTransaction, MemoryLedger, Transaction, TxId};
 use divan::counter::{BytesCount, ItemsCount};
@@ -102,6 +102,40 @@ mod verify {
             .collect();
         bencher.counter(ItemsCount::new(size)).bench(|| {
             ed25519_dalek::verify_batch(black_box(&messages), &signatures, &keys).is_ok()
+        });
+    }
+
+    /// Admission's case: one bad signature in 300 (the share `cas local`'s load sends), checked in calls of 200
+    /// (what a node admits in a few milliseconds at 5,000 tx/s). `fresh`: every call starts from full batches, so
+    /// about half the calls bisect a batch of 200; `carried`: one `BatchSizer` across the calls (and across the
+    /// bench's iterations), as the Synchronizer keeps it, so the batches shrink to the size that share makes cheapest.
+    #[divan::bench(args = ["fresh", "carried"])]
+    fn stream_one_bad_in_300(bencher: Bencher, sizing: &str) {
+        const STREAM: usize = 6000;
+        let mut signatures: Vec<[u8; 64]> = SIGNED[..STREAM].iter().map(|s| s.2).collect();
+        for signature in signatures.iter_mut().skip(150).step_by(300) {
+            signature[40] ^= 1;
+        }
+        let stream: Vec<SigEntry<'_>> = SIGNED[..STREAM]
+            .iter()
+            .zip(&signatures)
+            .map(|((id, key, _), signature)| SigEntry {
+                message: &id.0,
+                key,
+                signature,
+            })
+            .collect();
+        let sizer = std::sync::Mutex::new(BatchSizer::new());
+        let carried = sizing == "carried";
+        bencher.counter(ItemsCount::new(STREAM)).bench(|| {
+            let mut bad = 0;
+            for call in stream.chunks(200) {
+                bad += match carried {
+                    true => verify_batch_sized(black_box(call), &mut sizer.lock().unwrap()).len(),
+                    false => verify_batch(black_box(call)).len(),
+                };
+            }
+            assert_eq!(bad, STREAM / 300);
         });
     }
 
