@@ -139,6 +139,12 @@ impl Synchronizer {
         self.business = admitted;
     }
 
+    /// How long the oldest admitted transaction waits for more before a package closes (a committee of another
+    /// size took over).
+    pub fn set_package_wait_ms(&mut self, wait_ms: u64) {
+        self.config.package_wait_ms = wait_ms;
+    }
+
     /// The chain whose transactions it admits.
     pub fn chain_id(&self) -> u32 {
         self.config.chain_id

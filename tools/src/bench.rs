@@ -145,8 +145,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             snapshot_sync_gap: 1_000,
             restart_behind_blocks: 0,
             empty_block_wait_ms: 100,
-            proposal_wait_ms: 20,
-            package_wait_ms: 20,
+            proposal_wait_ms: None,
+            package_wait_ms: None,
             round_timeout_ms: 1_000,
             load_connections: 1,
         };
@@ -300,8 +300,9 @@ fn measured_row(report: &ClusterReport) -> MeasuredRow {
     }
 }
 
-/// The node's packaging (tools/src/cluster.rs writes these into every node's config): the model packs the same way.
-const PACKAGE_WAIT_MS: u64 = 20;
+/// The node's packaging (a package closes at `PACKAGE_TXS_MAX` transactions, as tools/src/cluster.rs configures,
+/// or after the node's default wait, `WAIT_MS_PER_MEMBER` per committee member): the model packs the same way.
+const PACKAGE_WAIT_MS_PER_MEMBER: u64 = cas_node::config::WAIT_MS_PER_MEMBER;
 const PACKAGE_TXS_MAX: usize = 2_000;
 /// The model's validation runs: virtual seconds of load, the first of them not measured.
 const VALIDATION_DURATION_MS: u64 = 3_000;
@@ -364,14 +365,16 @@ impl Calibration {
     /// Each node on its own machine like this one, on a LAN (the model's stated link defaults), packing as our
     /// node does.
     fn lan(&self, total_nodes: usize) -> ScaleParams {
+        let lan = ScaleParams::lan_default(total_nodes);
+        let members = cas_consensus::sim::scale::committee_size(total_nodes, lan.committee_max);
         ScaleParams {
             cores_per_node: self.cores,
             verify_us_per_signature: self.verify_us_per_signature,
             execute_us_per_tx: self.execute_us_per_tx + self.node_overhead_us_per_tx,
             tx_bytes: self.tx_bytes,
-            package_wait_ms: PACKAGE_WAIT_MS,
+            package_wait_ms: PACKAGE_WAIT_MS_PER_MEMBER * members as u64,
             package_txs_max: PACKAGE_TXS_MAX,
-            ..ScaleParams::lan_default(total_nodes)
+            ..lan
         }
     }
 
@@ -426,7 +429,8 @@ impl Calibration {
                 lan.committee_max, lan.relay_fanout
             ),
             format!(
-                "packaging every {PACKAGE_WAIT_MS} ms or {PACKAGE_TXS_MAX} transactions (the node's configuration)"
+                "packaging every {PACKAGE_WAIT_MS_PER_MEMBER} ms per committee member or {PACKAGE_TXS_MAX} transactions \
+                 (the node's configuration)"
             ),
             format!(
                 "validation: loopback links (one-way {LOOPBACK_ONE_WAY_US} us, {} MB/s), each node one core with CPU \

@@ -120,13 +120,15 @@ pub struct ClusterArgs {
     /// grows as fast as rounds complete; used to build long chains for catch-up measurements).
     #[arg(long, default_value_t = 100)]
     pub empty_block_wait_ms: u64,
-    /// A leader with some new payload but less than a package per member waits up to this long for more.
-    #[arg(long, default_value_t = 20)]
-    pub proposal_wait_ms: u64,
+    /// A leader with some new payload but less than a package per member waits up to this long for more
+    /// (node.toml `proposal_wait_ms`) [default: 5 ms per committee member]
+    #[arg(long)]
+    pub proposal_wait_ms: Option<u64>,
     /// A node forms a package of the transactions it admitted once it holds `package_txs_max` or its oldest has
-    /// waited this long (node.toml `package_wait_ms`): longer makes fewer, fuller packages at low per-node rates.
-    #[arg(long, default_value_t = 20)]
-    pub package_wait_ms: u64,
+    /// waited this long (node.toml `package_wait_ms`): longer makes fewer, fuller packages at low per-node rates
+    /// [default: 5 ms per committee member]
+    #[arg(long)]
+    pub package_wait_ms: Option<u64>,
     /// Committed consensus blocks each node keeps in memory for peers catching up block by block.
     #[arg(long, default_value_t = cas_consensus::bft::BftConfig::default().blocks_kept)]
     pub blocks_kept: u64,

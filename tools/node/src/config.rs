@@ -34,13 +34,16 @@ pub struct NodeConfig {
     #[serde(default = "default_empty_block_wait_ms")]
     pub empty_block_wait_ms: u64,
     /// A leader with some new payload but less than a package per member waits up to this long for more before
-    /// proposing (0: at once): fewer, fuller blocks at low load, the same blocks under load.
-    #[serde(default = "default_proposal_wait_ms")]
-    pub proposal_wait_ms: u64,
+    /// proposing (0: at once): fewer, fuller blocks at low load, the same blocks under load. Absent:
+    /// [`WAIT_MS_PER_MEMBER`] per committee member ([`NodeConfig::proposal_wait_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal_wait_ms: Option<u64>,
     #[serde(default = "default_package_txs_max")]
     pub package_txs_max: usize,
-    #[serde(default = "default_package_wait_ms")]
-    pub package_wait_ms: u64,
+    /// A package of admitted transactions closes once its oldest has waited this long (or at `package_txs_max`).
+    /// Absent: [`WAIT_MS_PER_MEMBER`] per committee member ([`NodeConfig::package_wait_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_wait_ms: Option<u64>,
     /// Write a UTXO snapshot every this many blocks while the set is small (the spacing grows with the set; see
     /// `cas_shards::snapshot::snapshot_due`).
     #[serde(default = "default_snapshot_every_blocks")]
@@ -116,9 +119,6 @@ fn default_empty_block_wait_ms() -> u64 {
 fn default_package_txs_max() -> usize {
     2_000
 }
-fn default_package_wait_ms() -> u64 {
-    20
-}
 fn default_snapshot_every_blocks() -> u64 {
     500
 }
@@ -128,9 +128,13 @@ fn default_blocks_kept() -> u64 {
 fn default_snapshot_sync_gap_blocks() -> u64 {
     1_000
 }
-fn default_proposal_wait_ms() -> u64 {
-    20
-}
+/// The proposal and package waits where node.toml leaves them out: this much per committee member (20 ms at 4
+/// members, 50 at 10). Every member acks each package, checks each certificate and votes on each block with
+/// signatures, so each package and block costs every member work that grows with the committee; bigger committees
+/// wait longer for fewer, fuller ones, which keeps that work per transaction from growing with the committee. Ten
+/// nodes on one 2-core machine at 5,000 tx/s: p50 203-241 ms with 50 ms waits against 337-410 ms with 20 ms
+/// (perf/README.md, issue 15).
+pub const WAIT_MS_PER_MEMBER: u64 = 5;
 fn default_tx_index_kept() -> usize {
     crate::tx_index::TX_INDEX_KEPT_DEFAULT
 }
@@ -158,9 +162,9 @@ impl NodeConfig {
             pin_cores: false,
             round_timeout_ms: default_round_timeout_ms(),
             empty_block_wait_ms: default_empty_block_wait_ms(),
-            proposal_wait_ms: default_proposal_wait_ms(),
+            proposal_wait_ms: None,
             package_txs_max: default_package_txs_max(),
-            package_wait_ms: default_package_wait_ms(),
+            package_wait_ms: None,
             snapshot_every_blocks: default_snapshot_every_blocks(),
             blocks_kept: default_blocks_kept(),
             snapshot_sync_gap_blocks: default_snapshot_sync_gap_blocks(),
@@ -214,11 +218,13 @@ impl NodeConfig {
                 self.empty_block_wait_ms, self.round_timeout_ms
             ));
         }
-        if self.empty_block_wait_ms != 0 && self.proposal_wait_ms > self.empty_block_wait_ms {
-            return Err(format!(
-                "proposal_wait_ms = {} must not exceed empty_block_wait_ms = {}",
-                self.proposal_wait_ms, self.empty_block_wait_ms
-            ));
+        if let Some(wait) = self.proposal_wait_ms {
+            if self.empty_block_wait_ms != 0 && wait > self.empty_block_wait_ms {
+                return Err(format!(
+                    "proposal_wait_ms = {wait} must not exceed empty_block_wait_ms = {}",
+                    self.empty_block_wait_ms
+                ));
+            }
         }
         self.protocol_schedule()
             .map_err(|error| format!("protocol_upgrades: {error}"))?;
@@ -258,6 +264,40 @@ impl NodeConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a config always serialises")
     }
+
+    /// The proposal and package waits this config sets, to resolve for each epoch's committee.
+    pub fn waits(&self) -> Waits {
+        Waits {
+            proposal_ms: self.proposal_wait_ms,
+            package_ms: self.package_wait_ms,
+            empty_block_ms: self.empty_block_wait_ms,
+        }
+    }
+}
+
+/// node.toml's `proposal_wait_ms` and `package_wait_ms`, each absent or set, resolved for a committee's size.
+#[derive(Clone, Copy, Debug)]
+pub struct Waits {
+    proposal_ms: Option<u64>,
+    package_ms: Option<u64>,
+    empty_block_ms: u64,
+}
+
+impl Waits {
+    /// How long a leader with some payload waits for more, in a committee of `members`: the configured wait, else
+    /// [`WAIT_MS_PER_MEMBER`] each; never longer than a leader without payload waits (none waits when that is 0).
+    pub fn proposal_ms(&self, members: usize) -> u64 {
+        self.proposal_ms
+            .unwrap_or(WAIT_MS_PER_MEMBER * members as u64)
+            .min(self.empty_block_ms)
+    }
+
+    /// How long admitted transactions wait for more before they go out as a package, in a committee of `members`:
+    /// the configured wait, else [`WAIT_MS_PER_MEMBER`] each.
+    pub fn package_ms(&self, members: usize) -> u64 {
+        self.package_ms
+            .unwrap_or(WAIT_MS_PER_MEMBER * members as u64)
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +308,30 @@ mod tests {
 
     /// docs/deploy/node.toml is a valid config that sets every field, each to its default (so its comments, which
     /// give the defaults, cannot drift from the code).
+    /// Left out, both waits grow with the committee; set, they hold for any committee; a leader with payload never
+    /// waits longer than one without.
+    #[test]
+    fn waits_follow_the_committee_unless_set() {
+        let mut config = NodeConfig::with_defaults(
+            "k".into(),
+            "g".into(),
+            "d".into(),
+            "127.0.0.1:7000".parse().unwrap(),
+            "127.0.0.1:7001".parse().unwrap(),
+        );
+        let waits = config.waits();
+        assert_eq!((waits.proposal_ms(4), waits.package_ms(4)), (20, 20));
+        assert_eq!((waits.proposal_ms(10), waits.package_ms(10)), (50, 50));
+        // 5 ms x 31 members is past the empty-block wait (100 ms): the leader waits no longer than that.
+        assert_eq!((waits.proposal_ms(31), waits.package_ms(31)), (100, 155));
+        config.proposal_wait_ms = Some(7);
+        config.package_wait_ms = Some(30);
+        let waits = config.waits();
+        assert_eq!((waits.proposal_ms(10), waits.package_ms(10)), (7, 30));
+        config.empty_block_wait_ms = 0;
+        assert_eq!(config.waits().proposal_ms(10), 0);
+    }
+
     #[test]
     fn the_deployment_example_sets_every_field_to_its_default() {
         let example: NodeConfig = toml::from_str(EXAMPLE).expect("the example parses");

@@ -84,8 +84,10 @@ pub struct Instance {
 /// What each instance of this node is made of, besides its committee and base.
 pub struct InstanceMaker {
     pub keypair: Keypair,
-    /// Every instance's configuration but its epoch and last height.
+    /// Every instance's configuration but its epoch, last height and proposal wait.
     pub bft: BftConfig,
+    /// The proposal and package waits, resolved for each instance's committee.
+    pub waits: crate::config::Waits,
     pub availability: AvailabilityConfig,
     pub snapshot_sync_gap_blocks: u64,
     pub data_dir: std::path::PathBuf,
@@ -135,6 +137,7 @@ impl InstanceMaker {
         let config = BftConfig {
             epoch,
             last_height: self.plan.last_height(epoch),
+            proposal_wait_ms: self.waits.proposal_ms(committee.size()),
             ..self.bft.clone()
         };
         let (bft, actions) = Bft::new(committee.clone(), me, key(), config, recovered, now_ms);
@@ -894,6 +897,10 @@ impl Driver {
             carried = carried.len(),
             "handed over to the next committee"
         );
+        let members = self.parts.instance.committee.size();
+        self.parts
+            .synchronizer
+            .set_package_wait_ms(self.parts.maker.waits.package_ms(members));
         self.parts.synchronizer.requeue(carried, now);
         if let Some((older, _)) = self.ended.replace((old, now + ENDED_INSTANCE_KEPT_MS)) {
             self.retire(older);

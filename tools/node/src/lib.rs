@@ -1018,6 +1018,7 @@ impl ConsensusState {
         let epoch = plan.instance_of(height + 1);
         let mut epoch_bases = EpochBaseFile::new(&config.data_dir);
         let (committee, _) = instance_committee(identity, epoch, committees)?;
+        let members = committee.size();
         // Instances before this one ended at or below the executed height: none will run again here.
         remove_safety_files_before(&config.data_dir, epoch);
         let base = match (epoch, committed) {
@@ -1053,13 +1054,12 @@ impl ConsensusState {
                 round_timeout_ms: config.round_timeout_ms,
                 round_timeout_max_ms: config.round_timeout_ms * 8,
                 empty_block_wait_ms: config.empty_block_wait_ms,
-                // A leader with payload never waits longer than one without (none waits when that is 0).
-                proposal_wait_ms: config.proposal_wait_ms.min(config.empty_block_wait_ms),
                 protocol: config
                     .protocol_schedule()
                     .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?,
                 ..BftConfig::default()
             },
+            waits: config.waits(),
             availability: AvailabilityConfig::default(),
             snapshot_sync_gap_blocks: config.snapshot_sync_gap_blocks,
             data_dir: config.data_dir.clone(),
@@ -1077,7 +1077,7 @@ impl ConsensusState {
         )?;
         let synchronizer = Synchronizer::new(SynchronizerConfig {
             package_txs_max: config.package_txs_max,
-            package_wait_ms: config.package_wait_ms,
+            package_wait_ms: config.waits().package_ms(members),
             ..SynchronizerConfig::new(identity.genesis.header.chain_id)
         });
         Ok(ConsensusState {
