@@ -52,6 +52,19 @@ fn entries(count: usize) -> Vec<SigEntry<'static>> {
         .collect()
 }
 
+/// The first `signatures.len()` transfers' entries, each with the signature given (a corrupted copy, for the bad).
+fn entries_signed_by(signatures: &[[u8; 64]]) -> Vec<SigEntry<'_>> {
+    SIGNED[..signatures.len()]
+        .iter()
+        .zip(signatures)
+        .map(|((id, key, _), signature)| SigEntry {
+            message: &id.0,
+            key,
+            signature,
+        })
+        .collect()
+}
+
 fn main() {
     divan::main();
 }
@@ -116,15 +129,7 @@ mod verify {
         for signature in signatures.iter_mut().skip(150).step_by(300) {
             signature[40] ^= 1;
         }
-        let stream: Vec<SigEntry<'_>> = SIGNED[..STREAM]
-            .iter()
-            .zip(&signatures)
-            .map(|((id, key, _), signature)| SigEntry {
-                message: &id.0,
-                key,
-                signature,
-            })
-            .collect();
+        let stream = entries_signed_by(&signatures);
         let sizer = std::sync::Mutex::new(BatchSizer::new());
         let carried = sizing == "carried";
         bencher.counter(ItemsCount::new(STREAM)).bench(|| {
@@ -144,15 +149,7 @@ mod verify {
     fn batched_1024_one_bad(bencher: Bencher) {
         let mut signatures: Vec<[u8; 64]> = SIGNED[..1024].iter().map(|s| s.2).collect();
         signatures[600][40] ^= 1;
-        let batch: Vec<SigEntry<'_>> = SIGNED[..1024]
-            .iter()
-            .zip(&signatures)
-            .map(|((id, key, _), signature)| SigEntry {
-                message: &id.0,
-                key,
-                signature,
-            })
-            .collect();
+        let batch = entries_signed_by(&signatures);
         bencher
             .counter(ItemsCount::new(1024usize))
             .bench(|| verify_batch(black_box(&batch)));
