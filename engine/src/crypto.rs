@@ -269,6 +269,8 @@ pub struct BatchSizer {
     /// Entries checked and bad ones among them, both decayed by their age in entries.
     checked: f64,
     bad: f64,
+    /// Batches recorded so far.
+    batches: u64,
 }
 
 /// A batch's fixed cost in entry-checks: in the micro suite (`cargo bench -p cas-perf --bench micro -- verify`,
@@ -284,7 +286,13 @@ impl BatchSizer {
         BatchSizer {
             checked: 0.0,
             bad: 0.0,
+            batches: 0,
         }
+    }
+
+    /// How many batches it sized and saw checked.
+    pub fn batches(&self) -> u64 {
+        self.batches
     }
 
     /// The size of the next batch.
@@ -302,6 +310,7 @@ impl BatchSizer {
         let decay = 0.5f64.powf(checked as f64 / BAD_SHARE_HALF_LIFE);
         self.checked = self.checked * decay + checked as f64;
         self.bad = self.bad * decay + bad as f64;
+        self.batches += 1;
     }
 }
 
@@ -622,6 +631,8 @@ mod tests {
                 "call {index}"
             );
         }
+        // Through the dense stretch the calls split into small batches, and the sizer counted every one.
+        assert!(sizer.batches() > 2 * 8, "{} batches", sizer.batches());
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub struct Synchronizer {
     seen_order: VecDeque<(TxId, Option<(PublicKey, u64)>)>,
     client_ids: HashMap<(PublicKey, u64), TxId>,
     /// Admission's signature work: transactions verified, and the batches they were verified in (their ratio is
-    /// the batch size, what batching gains).
+    /// the mean batch size, what batching gains; a call may split into several, see `sizer`).
     pub signatures_checked: u64,
     pub signature_batches: u64,
     /// Sizes admission's verification batches from the bad signatures of the last calls: clients' submissions are
@@ -220,7 +220,7 @@ impl Synchronizer {
         let verdicts = verify_signatures_sized(&txs, &ids, &mut self.sizer);
         if !txs.is_empty() {
             self.signatures_checked += txs.len() as u64;
-            self.signature_batches += 1;
+            self.signature_batches = self.sizer.batches();
         }
         for ((index, tx, id), verdict) in decoded.into_iter().zip(verdicts) {
             answers[index] = Some(match verdict {

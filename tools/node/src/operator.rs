@@ -722,7 +722,7 @@ const CONSENSUS_METRICS: &[(&str, &str, &str, bool)] = &[
     (
         "admission_signature_batches",
         "cas_admission_signature_batches_total",
-        "Batches admission verified them in: checked / batches is the batch size.",
+        "Batches admission verified them in (a call splits into batches sized by the bad share it sees): checked / batches is the mean batch size.",
         true,
     ),
     (
