@@ -617,8 +617,7 @@ mod tests {
         }
         let all = entries(&publics, &messages, &sigs);
         let mut sizer = BatchSizer::new();
-        for call in all.chunks(150).enumerate() {
-            let (index, chunk) = call;
+        for (index, chunk) in all.chunks(150).enumerate() {
             let start = index * 150;
             let expected: Vec<usize> = bad
                 .iter()

@@ -35,13 +35,13 @@ pub struct NodeConfig {
     pub empty_block_wait_ms: u64,
     /// A leader with some new payload but less than a package per member waits up to this long for more before
     /// proposing (0: at once): fewer, fuller blocks at low load, the same blocks under load. Absent:
-    /// [`WAIT_MS_PER_MEMBER`] per committee member ([`NodeConfig::proposal_wait_ms`]).
+    /// [`WAIT_MS_PER_MEMBER`] per committee member ([`Waits::proposal_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal_wait_ms: Option<u64>,
     #[serde(default = "default_package_txs_max")]
     pub package_txs_max: usize,
     /// A package of admitted transactions closes once its oldest has waited this long (or at `package_txs_max`).
-    /// Absent: [`WAIT_MS_PER_MEMBER`] per committee member ([`NodeConfig::package_wait_ms`]).
+    /// Absent: [`WAIT_MS_PER_MEMBER`] per committee member ([`Waits::package_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package_wait_ms: Option<u64>,
     /// Write a UTXO snapshot every this many blocks while the set is small (the spacing grows with the set; see
@@ -306,8 +306,6 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../../docs/deploy/node.toml");
 
-    /// docs/deploy/node.toml is a valid config that sets every field, each to its default (so its comments, which
-    /// give the defaults, cannot drift from the code).
     /// Left out, both waits grow with the committee; set, they hold for any committee; a leader with payload never
     /// waits longer than one without.
     #[test]
@@ -332,6 +330,8 @@ mod tests {
         assert_eq!(config.waits().proposal_ms(10), 0);
     }
 
+    /// docs/deploy/node.toml is a valid config that sets every field, each to its default (so its comments, which
+    /// give the defaults, cannot drift from the code).
     #[test]
     fn the_deployment_example_sets_every_field_to_its_default() {
         let example: NodeConfig = toml::from_str(EXAMPLE).expect("the example parses");

@@ -1077,7 +1077,7 @@ impl ConsensusState {
         )?;
         let synchronizer = Synchronizer::new(SynchronizerConfig {
             package_txs_max: config.package_txs_max,
-            package_wait_ms: config.waits().package_ms(members),
+            package_wait_ms: maker.waits.package_ms(members),
             ..SynchronizerConfig::new(identity.genesis.header.chain_id)
         });
         Ok(ConsensusState {
