@@ -124,7 +124,7 @@ impl DurableLedger {
             config.snapshot_every_blocks > 0,
             "snapshot_every_blocks > 0"
         );
-        check_memlock(config.ledger.shards, true)?;
+        check_memlock(config.ledger.shards)?;
         let (mut store, truncated_bytes) = BlockStore::open(&dir.join("blocks"), &config.store)?;
         let genesis_path = dir.join(GENESIS_FILE);
         let stored_genesis = if store.first_height() > 0 {
@@ -175,8 +175,7 @@ impl DurableLedger {
             });
         }
         let start_height = snapshot.as_ref().map_or(0, |s| s.height);
-        let mut ledger =
-            ShardedLedger::start(chain_id, params, start_height, &config.ledger, false)?;
+        let mut ledger = ShardedLedger::start(chain_id, params, start_height, &config.ledger)?;
         let (mirror, feed) = Mirror::start()?;
         ledger.attach_mirror(feed);
         match snapshot {

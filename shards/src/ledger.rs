@@ -114,19 +114,17 @@ impl ShardedLedger {
         outputs: Vec<(OutPoint, TxOutput)>,
         config: &LedgerConfig,
     ) -> Result<ShardedLedger, Error> {
-        let mut ledger = Self::start(chain_id, params, height, config, true)?;
+        let mut ledger = Self::start(chain_id, params, height, config)?;
         ledger.load(outputs)?;
         Ok(ledger)
     }
 
-    /// Starts empty shards; `alone` is false when a store executor shares the locked-memory budget (checked here,
-    /// before any executor starts).
+    /// Starts empty shards (their locked-memory budget is checked here, before any executor starts).
     pub(crate) fn start(
         chain_id: u32,
         params: ChainParams,
         height: u64,
         config: &LedgerConfig,
-        alone: bool,
     ) -> Result<ShardedLedger, Error> {
         if config.shards == 0 || config.shards > SHARDS_MAX {
             return Err(Error::ShardCount {
@@ -134,7 +132,7 @@ impl ShardedLedger {
                 max: SHARDS_MAX,
             });
         }
-        check_memlock(config.shards, !alone)?;
+        check_memlock(config.shards)?;
         let (bulk, jobs) = BulkLane::new(config.shards);
         let shards = (0..config.shards)
             .map(|index| ShardHandle::start(index, config.pin_cores, jobs.clone()))

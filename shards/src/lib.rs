@@ -20,7 +20,7 @@
 //!
 //! # Durability ([`durable_ledger::DurableLedger`])
 //! A block is appended to the [`store::BlockStore`] (checksummed, 4 KiB-aligned records in append-only segments,
-//! written with glommio DMA files and `fdatasync`ed) while it is validated; its receipt is returned only once both
+//! written through io_uring with O_DIRECT and `fdatasync`ed, appends queued meanwhile as one group) while it is validated; its receipt is returned only once both
 //! are done. Every `snapshot_every_blocks` (further apart as the set grows: [`snapshot::snapshot_due`]) a UTXO
 //! snapshot is written (temp file, fsync, rename, fsync dir) from the set's mirror ([`mirror`]), a sorted copy kept on its own thread, so the shards never stop for it.
 //! Reopening truncates a torn tail, loads the newest valid snapshot and replays the blocks after it. Each block's
@@ -32,11 +32,11 @@
 //! store then starts at the next height; see [`store`]).
 //!
 //! # Threads
-//! One glommio executor per shard (pinned to core `i % cores` unless told otherwise) plus one for the store's
-//! writes. Nothing else burns CPU: signature checks run on the shards themselves (no rayon pool competing for
+//! One glommio executor per shard (pinned to core `i % cores` unless told otherwise) plus a plain thread for the
+//! store's writes (its own io_uring: one submission and one sleep per group of appends). Nothing else burns CPU: signature checks run on the shards themselves (no rayon pool competing for
 //! the same cores); the coordinator is the caller's thread and mostly waits. Each executor runs a single task that
 //! blocks on its bounded command channels, which is sound because no other task shares that executor.
-//! glommio locks `io_memory` per executor; [`runtime::check_memlock`] refuses to start, naming
+//! glommio locks `io_memory` per shard executor; [`runtime::check_memlock`] refuses to start, naming
 //! `RLIMIT_MEMLOCK`, when the limit cannot hold every executor's share.
 
 pub mod error;
@@ -50,6 +50,7 @@ pub mod partition;
 mod shard;
 pub mod snapshot;
 pub mod store;
+mod store_writer;
 pub mod transfer;
 
 pub use durable_ledger::{DurableLedger, DurableLedgerConfig, InFlight, Receipt, Recovery};

@@ -9,11 +9,9 @@ pub const SHARDS_MAX: usize = 64;
 
 /// glommio's locked io memory for a shard executor. Shards do no IO, so they take glommio's minimum (64 KiB).
 pub const SHARD_IO_MEMORY_BYTES: usize = 64 * 1024;
-/// glommio's locked io memory for the store executor, which does the DMA writes.
-pub const STORE_IO_MEMORY_BYTES: usize = 512 * 1024;
 /// glommio refuses to start any executor when RLIMIT_MEMLOCK is below this (its own check).
 pub const GLOMMIO_MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
-/// io_uring submission queue depth per executor; the store keeps at most a few writes in flight.
+/// io_uring submission queue depth per shard executor (shards do no IO).
 pub const RING_DEPTH: usize = 64;
 
 /// Transactions per signature job: one engine batch, so a job is one batched verification.
@@ -22,8 +20,11 @@ pub const VERIFY_CHUNK_TXS: usize = VERIFY_BATCH_SIZE;
 pub const SHARD_URGENT_QUEUE_MAX: usize = 64;
 /// Signature jobs queued per shard on the shared bulk lane; a full lane makes the coordinator wait (back-pressure).
 pub const SHARD_BULK_QUEUE_MAX: usize = 256;
-/// Appends queued at the store executor.
+/// Appends queued at the store's writer; also the most appends one group commit writes.
 pub const STORE_QUEUE_MAX: usize = 16;
+/// The most bytes one group commit gathers (a single larger record is written alone): bounds the writer's buffer
+/// at this or one record, whichever is larger.
+pub const GROUP_COMMIT_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Blocks a caller may keep between `begin` and `complete` (the pipeline depth used by replay and benchmarks).
 pub const IN_FLIGHT_BLOCKS_MAX: usize = 4;
 
@@ -69,6 +70,6 @@ const _: () = assert!(SHARD_BULK_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
 const _: () = assert!(STORE_QUEUE_MAX >= IN_FLIGHT_BLOCKS_MAX);
 const _: () = assert!(RECORD_HEADER_BYTES < RECORD_ALIGN_BYTES);
 const _: () = assert!(RECORD_ALIGN_BYTES.is_power_of_two());
-const _: () = assert!(STORE_IO_MEMORY_BYTES as u64 >= GLOMMIO_MEMLOCK_MIN_BYTES);
+const _: () = assert!(GROUP_COMMIT_BYTES_MAX.is_multiple_of(RECORD_ALIGN_BYTES));
 const _: () =
     assert!(SEGMENT_BYTES_DEFAULT > (RECORD_PAYLOAD_BYTES_MAX + RECORD_ALIGN_BYTES) as u64);

@@ -9,7 +9,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use crate::error::Error;
 use crate::limits::{
     GLOMMIO_MEMLOCK_MIN_BYTES, RING_DEPTH, SHARD_BULK_QUEUE_MAX, SHARD_IO_MEMORY_BYTES,
-    SHARD_URGENT_QUEUE_MAX, STORE_IO_MEMORY_BYTES,
+    SHARD_URGENT_QUEUE_MAX,
 };
 use crate::shard::{self, Command};
 
@@ -27,21 +27,20 @@ pub fn memlock_limit_bytes() -> u64 {
     limit.rlim_cur
 }
 
-/// Locked io memory that `shards` shard executors plus the store executor (when `with_store`) take.
-pub fn memlock_needed_bytes(shards: usize, with_store: bool) -> u64 {
-    let store = if with_store { STORE_IO_MEMORY_BYTES } else { 0 };
-    (shards * SHARD_IO_MEMORY_BYTES + store) as u64
+/// Locked io memory that `shards` shard executors take (the store's writer is a plain thread and locks none).
+pub fn memlock_needed_bytes(shards: usize) -> u64 {
+    (shards * SHARD_IO_MEMORY_BYTES) as u64
 }
 
 /// Refuses to start when RLIMIT_MEMLOCK cannot hold every executor's io memory, or is below glommio's own minimum.
-pub fn check_memlock(shards: usize, with_store: bool) -> Result<(), Error> {
+pub fn check_memlock(shards: usize) -> Result<(), Error> {
     let limit_bytes = memlock_limit_bytes();
-    let needed_bytes = memlock_needed_bytes(shards, with_store).max(GLOMMIO_MEMLOCK_MIN_BYTES);
+    let needed_bytes = memlock_needed_bytes(shards).max(GLOMMIO_MEMLOCK_MIN_BYTES);
     if limit_bytes < needed_bytes {
         return Err(Error::MemlockTooLow {
             limit_bytes,
             needed_bytes,
-            executors: shards + usize::from(with_store),
+            executors: shards,
             per_executor_min_bytes: GLOMMIO_MEMLOCK_MIN_BYTES,
         });
     }

@@ -1,5 +1,6 @@
 //! The block store: append-only segment files of checksummed records, one block per record, written through
-//! glommio DMA files (io_uring, O_DIRECT) and `fdatasync`ed before an append is acknowledged; an index from height
+//! io_uring with O_DIRECT by [`crate::store_writer`] (a write and its `fdatasync` linked in one submission, appends
+//! that queue meanwhile committed as one group) and durable before an append is acknowledged; an index from height
 //! to location; and the scan that reopens the store after a crash. It stores bytes and never interprets a block.
 //!
 //! Record layout (little-endian), starting on a 4 KiB boundary:
@@ -21,15 +22,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use glommio::io::{DmaFile, OpenOptions as DmaOpenOptions};
-use glommio::{ExecutorJoinHandle, Placement};
 
 use crate::error::Error;
 use crate::limits::{
     RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX, SEGMENT_BYTES_DEFAULT,
-    STORE_IO_MEMORY_BYTES, STORE_QUEUE_MAX,
 };
-use crate::runtime::spawn_executor;
+use crate::store_writer::{self, Append, WriterConfig};
 
 const RECORD_MAGIC: [u8; 4] = *b"CASR";
 const CHECKSUM_DOMAIN: &str = "CAS 2026-11 block store record v1";
@@ -110,7 +108,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 pub struct StoreConfig {
     /// A new segment file starts when the next record would pass this size.
     pub segment_bytes_max: u64,
-    /// Told how long each append's fdatasync took (the node's metrics), on the store's thread.
+    /// Told how long each group of appends took to write and fdatasync (the node's metrics), on the store's thread.
     pub on_fsync: Option<FsyncObserver>,
 }
 
@@ -123,7 +121,7 @@ impl Default for StoreConfig {
     }
 }
 
-/// A callback given each fdatasync's duration: it must be cheap (it runs on the store's thread, per block).
+/// A callback given each write-and-fdatasync's duration: it must be cheap (it runs on the store's thread, per group).
 #[derive(Clone)]
 pub struct FsyncObserver(pub std::sync::Arc<dyn Fn(std::time::Duration) + Send + Sync>);
 
@@ -142,16 +140,10 @@ pub struct Location {
     pub payload_len: u32,
 }
 
-/// An append queued at the store executor; [`BlockStore::acknowledge`] waits until it is durable.
+/// An append queued at the store's writer; [`BlockStore::acknowledge`] waits until it is durable.
 pub struct PendingAppend {
     height: u64,
     reply: Receiver<Result<Location, Error>>,
-}
-
-struct Append {
-    height: u64,
-    payload: Arc<Vec<u8>>,
-    reply: Sender<Result<Location, Error>>,
 }
 
 pub struct BlockStore {
@@ -163,7 +155,7 @@ pub struct BlockStore {
     /// Heights handed to the writer so far (durable or not).
     appended: u64,
     writer: Option<Sender<Append>>,
-    join: Option<ExecutorJoinHandle<()>>,
+    join: Option<std::thread::JoinHandle<()>>,
     segment_bytes_max: u64,
     on_fsync: Option<FsyncObserver>,
 }
@@ -172,7 +164,7 @@ pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("segment-{segment:08}.log"))
 }
 
-fn record_len(payload_len: usize) -> usize {
+pub(crate) fn record_len(payload_len: usize) -> usize {
     (RECORD_HEADER_BYTES + payload_len).next_multiple_of(RECORD_ALIGN_BYTES)
 }
 
@@ -185,7 +177,7 @@ fn checksum(payload_len: u32, height: u64, payload: &[u8]) -> [u8; 32] {
 }
 
 /// Writes a whole record (header, payload, zero padding) into `out`, which is `record_len` bytes long.
-fn encode_record(out: &mut [u8], height: u64, payload: &[u8]) {
+pub(crate) fn encode_record(out: &mut [u8], height: u64, payload: &[u8]) {
     debug_assert_eq!(out.len(), record_len(payload.len()));
     let payload_len = payload.len() as u32;
     out[0..4].copy_from_slice(&RECORD_MAGIC);
@@ -363,8 +355,8 @@ impl BlockStore {
     fn stop_writer(&mut self) {
         self.writer.take();
         if let Some(join) = self.join.take() {
-            if let Err(error) = join.join() {
-                tracing::error!(%error, "store executor ended badly");
+            if join.join().is_err() {
+                tracing::error!("the store's writer thread panicked");
             }
         }
     }
@@ -431,37 +423,14 @@ impl BlockStore {
         tail: (u64, u64),
         segment_bytes_max: u64,
         on_fsync: Option<FsyncObserver>,
-    ) -> Result<(Sender<Append>, ExecutorJoinHandle<()>), Error> {
-        let (sender, receiver) = bounded::<Append>(STORE_QUEUE_MAX);
-        let dir = dir.to_path_buf();
-        let join = spawn_executor(
-            "cas-store",
-            Placement::Unbound,
-            STORE_IO_MEMORY_BYTES,
-            move || async move {
-                let mut writer = Writer {
-                    dir,
-                    segment: tail.0,
-                    offset: tail.1,
-                    segment_bytes_max,
-                    file: None,
-                    on_fsync,
-                };
-                while let Ok(append) = receiver.recv() {
-                    let result = writer.append(append.height, &append.payload).await;
-                    let failed = result.is_err();
-                    let _ = append.reply.send(result);
-                    if failed {
-                        // After a failed write the file's state is unknown: stop taking appends.
-                        break;
-                    }
-                }
-                if let Some(file) = writer.file.take() {
-                    let _ = file.close().await;
-                }
-            },
-        )?;
-        Ok((sender, join))
+    ) -> Result<(Sender<Append>, std::thread::JoinHandle<()>), Error> {
+        store_writer::start(WriterConfig {
+            dir: dir.to_path_buf(),
+            segment: tail.0,
+            offset: tail.1,
+            segment_bytes_max,
+            on_fsync,
+        })
     }
 
     /// Queues block `height` for a durable append; heights must come in order, one after the other.
@@ -556,82 +525,5 @@ fn stopped() -> Error {
 impl Drop for BlockStore {
     fn drop(&mut self) {
         self.stop_writer();
-    }
-}
-
-/// The store executor's state: the open tail segment and where the next record goes.
-struct Writer {
-    dir: PathBuf,
-    segment: u64,
-    offset: u64,
-    segment_bytes_max: u64,
-    file: Option<DmaFile>,
-    on_fsync: Option<FsyncObserver>,
-}
-
-impl Writer {
-    async fn open_segment(&mut self) -> Result<(), Error> {
-        let path = segment_path(&self.dir, self.segment);
-        let file = DmaOpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .dma_open(&path)
-            .await
-            .map_err(|e| Error::io("open segment", &path, e.into()))?;
-        // The new file's directory entry must be durable before any record in it is acknowledged.
-        sync_dir(&self.dir)?;
-        self.file = Some(file);
-        Ok(())
-    }
-
-    async fn append(&mut self, height: u64, payload: &[u8]) -> Result<Location, Error> {
-        let len = record_len(payload.len());
-        if self.offset > 0 && self.offset + len as u64 > self.segment_bytes_max {
-            if let Some(file) = self.file.take() {
-                let path = segment_path(&self.dir, self.segment);
-                file.close()
-                    .await
-                    .map_err(|e| Error::io("close segment", &path, e.into()))?;
-            }
-            self.segment += 1;
-            self.offset = 0;
-            tracing::info!(segment = self.segment, "store: new segment");
-        }
-        if self.file.is_none() {
-            self.open_segment().await?;
-        }
-        let path = segment_path(&self.dir, self.segment);
-        let file = self.file.as_ref().expect("opened above");
-        let mut buffer = file.alloc_dma_buffer(len);
-        encode_record(buffer.as_bytes_mut(), height, payload);
-        let written = file
-            .write_at(buffer, self.offset)
-            .await
-            .map_err(|e| Error::io("write segment", &path, e.into()))?;
-        if written != len {
-            return Err(Error::io(
-                "write segment",
-                &path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {len} bytes"),
-                ),
-            ));
-        }
-        let syncing = std::time::Instant::now();
-        file.fdatasync()
-            .await
-            .map_err(|e| Error::io("fdatasync segment", &path, e.into()))?;
-        if let Some(observe) = &self.on_fsync {
-            (observe.0)(syncing.elapsed());
-        }
-        let location = Location {
-            segment: self.segment,
-            offset: self.offset,
-            payload_len: payload.len() as u32,
-        };
-        self.offset += len as u64;
-        Ok(location)
     }
 }
