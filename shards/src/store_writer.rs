@@ -238,13 +238,16 @@ fn write_and_sync(
                 .expect("the ring has room for two entries");
         }
         let (mut written, mut synced) = (None, None);
-        while written.is_none() || synced.is_none() {
-            match ring.submit_and_wait(2) {
+        let mut reaped = 0;
+        while reaped < 2 {
+            // Waits for the completions not reaped yet: a signal may end a wait after one of the two arrived.
+            match ring.submit_and_wait(2 - reaped) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),
             }
             for entry in ring.completion() {
+                reaped += 1;
                 match entry.user_data() {
                     WRITE => written = Some(entry.result()),
                     _ => synced = Some(entry.result()),
@@ -412,6 +415,54 @@ mod tests {
             assert_eq!(store.read(height).unwrap(), payload(height));
         }
         drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A signal ends an io_uring wait early (EINTR, sometimes after one of the two completions came): every append
+    /// must still be answered, and the writer must not wait for a completion it already reaped (it would sleep
+    /// until some later signal). Each append here gets one signal at a varying delay, then must be answered.
+    #[test]
+    fn appends_complete_when_a_signal_interrupts_the_writer() {
+        use std::os::unix::thread::JoinHandleExt;
+        extern "C" fn ignore(_: libc::c_int) {}
+        // SAFETY: installs a handler that does nothing, without SA_RESTART, for a signal nothing else here uses.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()), 0);
+        }
+        let dir = std::env::temp_dir().join(format!("cas-store-signals-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (queue, join) = start(WriterConfig {
+            dir: dir.clone(),
+            segment: 0,
+            offset: 0,
+            segment_bytes_max: 1 << 30,
+            on_fsync: None,
+        })
+        .unwrap();
+        for height in 0..300u64 {
+            let (reply, answer) = bounded(1);
+            queue
+                .send(Append {
+                    height,
+                    payload: Arc::new(vec![height as u8; 700]),
+                    reply,
+                })
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(height % 7 * 40));
+            // SAFETY: the writer thread runs until `queue` is dropped below.
+            unsafe { libc::pthread_kill(join.as_pthread_t(), libc::SIGUSR2) };
+            let location = answer
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .expect("answered, not left waiting for a completion already reaped")
+                .unwrap();
+            assert_eq!(location.offset, height * RECORD_ALIGN_BYTES as u64);
+        }
+        drop(queue);
+        join.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
