@@ -347,8 +347,21 @@ pub async fn write_frames(
     send: &mut quinn::SendStream,
     frames: impl IntoIterator<Item = (Class, Bytes)>,
 ) -> Result<(), quinn::WriteError> {
+    let frames: Vec<(Class, Bytes)> = frames.into_iter().collect();
+    // Sized once for every small frame and header: growing it copied the buffer again at each doubling.
+    let gathered_bytes: usize = frames
+        .iter()
+        .map(|(_, payload)| {
+            FRAME_HEADER_BYTES
+                + if payload.len() <= WRITE_COPY_BYTES_MAX {
+                    payload.len()
+                } else {
+                    0
+                }
+        })
+        .sum();
     let mut chunks = Vec::new();
-    let mut gathered = BytesMut::new();
+    let mut gathered = BytesMut::with_capacity(gathered_bytes);
     for (class, payload) in frames {
         gathered.extend_from_slice(&encode_header(class, payload.len()));
         if payload.len() <= WRITE_COPY_BYTES_MAX {
