@@ -71,6 +71,11 @@ pub const DIVERGED_FILE: &str = "DIVERGED";
 const RELAY_WORKERS: usize = 4;
 /// The pause after every upstream has failed in turn.
 const RETRY_PAUSE_MS: u64 = 500;
+/// At an instance boundary, how long a follower waits for the upstream to hold the hand-over to the next instance
+/// before applying the run anyway (asking every [`HANDOVER_POLL_MS`]): a joiner that switches to member without
+/// the chain of hand-overs keeps none of its own and serves receipts without one.
+const HANDOVER_WAIT_MS: u64 = 3_000;
+const HANDOVER_POLL_MS: u64 = 50;
 /// How often the status file is written.
 const STATUS_EVERY_MS: u64 = 1_000;
 
@@ -386,7 +391,8 @@ impl Fetcher {
                 // The hand-overs up to the instance after this run's last block: one it may join, or whose
                 // certificates come next.
                 let upcoming = self.plan.instance_of(run.cert.statement.height + 1);
-                self.take_handovers(agent, addr, upcoming);
+                let crossing = upcoming != self.plan.instance_of(run.cert.statement.height);
+                self.take_handovers(agent, addr, upcoming, crossing);
                 if self.runs.send(run).is_err() {
                     return Ok(Ended::Stopped);
                 }
@@ -463,16 +469,42 @@ impl Fetcher {
 impl Fetcher {
     /// If the hand-over to instance `epoch` is not held here, the upstream's (`GET /v1/handovers`) are taken when
     /// they follow from the genesis committee (at most once a second; a failure is only logged: receipts of that
-    /// epoch served here lack their chain until a later try succeeds).
-    fn take_handovers(&mut self, agent: &ureq::Agent, addr: SocketAddr, epoch: u64) {
+    /// epoch served here lack their chain until a later try succeeds). When the run just taken ends its instance
+    /// (`crossing`), the next instance may be one this node joins as a member, after which it follows no more:
+    /// it then asks every [`HANDOVER_POLL_MS`] until the hand-over is held, for at most [`HANDOVER_WAIT_MS`] (a
+    /// fast chain can reach the boundary before its committee has signed the hand-over).
+    fn take_handovers(
+        &mut self,
+        agent: &ureq::Agent,
+        addr: SocketAddr,
+        epoch: u64,
+        crossing: bool,
+    ) {
         if epoch == 0
             || self.handovers.has(epoch)
-            || self
-                .handovers_asked
-                .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+            || (!crossing
+                && self
+                    .handovers_asked
+                    .is_some_and(|at| at.elapsed() < Duration::from_secs(1)))
         {
             return;
         }
+        let deadline = Instant::now() + Duration::from_millis(HANDOVER_WAIT_MS);
+        loop {
+            self.ask_handovers(agent, addr, epoch);
+            if !crossing
+                || self.handovers.has(epoch)
+                || Instant::now() >= deadline
+                || self.stop.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(HANDOVER_POLL_MS));
+        }
+    }
+
+    /// One `GET /v1/handovers` of the upstream, merged into the hand-overs held here.
+    fn ask_handovers(&mut self, agent: &ureq::Agent, addr: SocketAddr, epoch: u64) {
         self.handovers_asked = Some(Instant::now());
         let url = format!("http://{addr}/v1/handovers");
         let fetched = agent
