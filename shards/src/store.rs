@@ -1,7 +1,8 @@
 //! The block store: append-only segment files of checksummed records, one block per record, written through
-//! io_uring with O_DIRECT by [`crate::store_writer`] (a write and its `fdatasync` linked in one submission, appends
-//! that queue meanwhile committed as one group) and durable before an append is acknowledged; an index from height
-//! to location; and the scan that reopens the store after a crash. It stores bytes and never interprets a block.
+//! io_uring with O_DIRECT by the store's writer thread (`store_writer`: a write and its `fdatasync` linked in one
+//! submission, appends that queue meanwhile committed as one group) and durable before an append is acknowledged;
+//! an index from height to location; and the scan that reopens the store after a crash. It stores bytes and never
+//! interprets a block.
 //!
 //! Record layout (little-endian), starting on a 4 KiB boundary:
 //! `magic "CASR" | payload length u32 | height u64 | blake3 checksum (32) | payload | zero padding to 4 KiB`.
