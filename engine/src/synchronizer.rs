@@ -102,10 +102,9 @@ pub struct Synchronizer {
     /// `seen_ids_max`.
     seen_order: VecDeque<(TxId, Option<(PublicKey, u64)>)>,
     client_ids: HashMap<(PublicKey, u64), TxId>,
-    /// Admission's signature work: transactions verified, and the batches they were verified in (their ratio is
-    /// the mean batch size, what batching gains; a call may split into several, see `sizer`).
+    /// Admission's signature work: transactions verified (with [`Synchronizer::signature_batches`], the batches
+    /// they were verified in, their ratio is the mean batch size, what batching gains).
     pub signatures_checked: u64,
-    pub signature_batches: u64,
     /// Sizes admission's verification batches from the bad signatures of the last calls: clients' submissions are
     /// one stream, and a few bad ones among many good would otherwise make every call's one large batch fail and
     /// be bisected.
@@ -116,6 +115,11 @@ pub struct Synchronizer {
 }
 
 impl Synchronizer {
+    /// The batches admission verified signatures in (a call may split into several: see `sizer`).
+    pub fn signature_batches(&self) -> u64 {
+        self.sizer.batches()
+    }
+
     pub fn new(config: SynchronizerConfig) -> Synchronizer {
         assert!(config.package_txs_max > 0 && config.queue_txs_max >= config.package_txs_max);
         Synchronizer {
@@ -127,7 +131,6 @@ impl Synchronizer {
             seen_order: VecDeque::new(),
             client_ids: HashMap::new(),
             signatures_checked: 0,
-            signature_batches: 0,
             sizer: BatchSizer::new(),
             business: true,
         }
@@ -218,10 +221,7 @@ impl Synchronizer {
         let txs: Vec<&ArchivedTransaction> = decoded.iter().map(|(_, tx, _)| *tx).collect();
         let ids: Vec<TxId> = decoded.iter().map(|(_, _, id)| *id).collect();
         let verdicts = verify_signatures_sized(&txs, &ids, &mut self.sizer);
-        if !txs.is_empty() {
-            self.signatures_checked += txs.len() as u64;
-            self.signature_batches = self.sizer.batches();
-        }
+        self.signatures_checked += txs.len() as u64;
         for ((index, tx, id), verdict) in decoded.into_iter().zip(verdicts) {
             answers[index] = Some(match verdict {
                 Err(error) => Admission::Rejected {

@@ -517,7 +517,7 @@ impl BlockStore {
     }
 }
 
-fn stopped() -> Error {
+pub(crate) fn stopped() -> Error {
     Error::ExecutorStopped {
         name: "cas-store".to_string(),
     }

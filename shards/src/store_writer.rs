@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::error::Error;
 use crate::limits::{GROUP_COMMIT_BYTES_MAX, RECORD_ALIGN_BYTES, STORE_QUEUE_MAX};
-use crate::store::{encode_record, record_len, segment_path, sync_dir, FsyncObserver, Location};
+use crate::store::{
+    encode_record, record_len, segment_path, stopped, sync_dir, FsyncObserver, Location,
+};
 
 /// Submission entries: one write linked to one fdatasync is all that is ever in flight.
 const RING_ENTRIES: u32 = 2;
@@ -104,7 +106,7 @@ impl Writer {
                         bytes += len;
                         group.push(append);
                     }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    Err(_) => break,
                 }
             }
             match self.write_group(&group, bytes) {
@@ -115,18 +117,12 @@ impl Writer {
                 }
                 Err(error) => {
                     tracing::error!(%error, "store: write failed; the store takes no more appends");
-                    let reason = error.to_string();
-                    for append in &group {
-                        let _ = append.reply.send(Err(Error::io(
-                            "write segment",
-                            segment_path(&self.config.dir, self.config.segment),
-                            std::io::Error::other(reason.clone()),
-                        )));
-                    }
-                    if let Some(append) = next.take() {
-                        let _ = append.reply.send(Err(Error::ExecutorStopped {
-                            name: "cas-store".to_string(),
-                        }));
+                    // Appends are acknowledged in order: the first is told why, the rest that the writer stopped.
+                    let mut answer = Some(error);
+                    for append in group.iter().chain(next.as_ref()) {
+                        let _ = append
+                            .reply
+                            .send(Err(answer.take().unwrap_or_else(stopped)));
                     }
                     return;
                 }

@@ -506,7 +506,7 @@ impl Driver {
             "signatures_checked": availability.signatures_checked,
             "package_signature_batches": availability.signature_batches,
             "admission_signatures_checked": self.parts.synchronizer.signatures_checked,
-            "admission_signature_batches": self.parts.synchronizer.signature_batches,
+            "admission_signature_batches": self.parts.synchronizer.signature_batches(),
             "catch_up_snapshot_height": fetch.map_or(0, |(height, _, _)| height),
             "catch_up_chunks_taken": fetch.map_or(0, |(_, taken, _)| taken),
             "catch_up_chunks_total": fetch.map_or(0, |(_, _, total)| total),
