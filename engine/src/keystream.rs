@@ -101,6 +101,18 @@ mod vaes {
             && is_x86_feature_detected!("aes")
     }
 
+    /// AES-256's key schedule after its first two round keys (the key itself): round keys 2..=14 come in pairs, an
+    /// even one from the odd before it with the step's round constant, then an odd one, the last alone.
+    const SCHEDULE_STEPS: [(usize, u8); 7] = [
+        (2, 0x01),
+        (4, 0x02),
+        (6, 0x04),
+        (8, 0x08),
+        (10, 0x10),
+        (12, 0x20),
+        (14, 0x40),
+    ];
+
     /// The 15 round keys of AES-256 (FIPS-197 key expansion with AES-NI's assist instruction).
     #[target_feature(enable = "aes")]
     fn round_keys(key: &[u8; 32]) -> [__m128i; 15] {
@@ -123,16 +135,7 @@ mod vaes {
         };
         keys[0] = even;
         keys[1] = odd;
-        // Round keys 2..=14 come in pairs (an even one from the odd before it, then an odd one), the last alone.
-        for (pair, rcon) in [
-            (2, 0x01),
-            (4, 0x02),
-            (6, 0x04),
-            (8, 0x08),
-            (10, 0x10),
-            (12, 0x20),
-            (14, 0x40),
-        ] {
+        for (pair, rcon) in SCHEDULE_STEPS {
             even = mix(even, _mm_shuffle_epi32(keygen_assist(odd, rcon), 0xff));
             keys[pair] = even;
             if pair + 1 < keys.len() {
@@ -193,20 +196,12 @@ mod vaes {
         let mut round = [_mm512_setzero_si512(); 15];
         round[0] = even;
         round[1] = odd;
-        for (pair, rcon) in [
-            (2, 0x01),
-            (4, 0x02),
-            (6, 0x04),
-            (8, 0x08),
-            (10, 0x10),
-            (12, 0x20),
-            (14, 0x40),
-        ] {
+        for (pair, rcon) in SCHEDULE_STEPS {
             // SubWord(RotWord(w3)) ^ rcon in every column.
             let rotated = _mm512_ror_epi32::<8>(_mm512_shuffle_epi32::<0xff>(odd));
             even = mix(
                 even,
-                _mm512_aesenclast_epi128(rotated, _mm512_set1_epi32(rcon)),
+                _mm512_aesenclast_epi128(rotated, _mm512_set1_epi32(i32::from(rcon))),
             );
             round[pair] = even;
             if pair + 1 < round.len() {
