@@ -255,12 +255,21 @@ pub unsafe fn access_block_trusted(bytes: &[u8]) -> &ArchivedBlock {
     rkyv::access_unchecked::<ArchivedBlock>(bytes)
 }
 
+/// Archives `tx` into a buffer of exactly its length ([`encoded_tx_len`]).
 pub fn encode_tx(tx: &Transaction) -> AlignedVec {
-    rkyv::to_bytes::<rancor::Error>(tx).expect("archiving into memory cannot fail")
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(
+        tx,
+        AlignedVec::with_capacity(encoded_tx_len(tx)),
+    )
+    .expect("archiving into memory cannot fail")
 }
 
+/// Archives `block` into a buffer of exactly its length ([`encoded_block_len`]): a block of megabytes is written
+/// once, where a growing buffer copied it at each doubling, every time into pages not touched before.
 pub fn encode_block(block: &Block) -> AlignedVec {
-    rkyv::to_bytes::<rancor::Error>(block).expect("archiving into memory cannot fail")
+    let len = encoded_block_len(block.txs.iter().map(encoded_tx_len).sum());
+    rkyv::api::high::to_bytes_in::<_, rancor::Error>(block, AlignedVec::with_capacity(len))
+        .expect("archiving into memory cannot fail")
 }
 
 /// The bytes `tx` takes in any archive: alone (`encode_tx(tx).len()`) or as one element of a block's or a package's
