@@ -24,9 +24,10 @@
 
 use std::collections::BTreeMap;
 
+// Owned transactions are checked as they are held, never re-encoded, so no transaction a peer sent (however large)
+// can make a check fail for its size.
 use cas_engine::rules::verify_owned_signatures;
-use cas_engine::tx::owned_tx_ids;
-use cas_engine::{Keypair, PackageId, Transaction};
+use cas_engine::{Keypair, PackageId, Transaction, TxId};
 
 use crate::committee::{Committee, MemberIndex};
 use crate::limits;
@@ -101,6 +102,12 @@ pub enum AckBehaviour {
     AttestWithoutChecking,
 }
 
+/// A package held, with its transactions' ids (computed once, with the package id).
+struct Held {
+    package: Package,
+    tx_ids: Vec<TxId>,
+}
+
 pub struct Availability {
     committee: Committee,
     me: MemberIndex,
@@ -108,7 +115,7 @@ pub struct Availability {
     config: AvailabilityConfig,
     now_ms: u64,
     sequence: u64,
-    packages: BTreeMap<PackageId, Package>,
+    packages: BTreeMap<PackageId, Held>,
     /// The kept packages in arrival order, with their encoded transaction bytes.
     arrival: std::collections::VecDeque<(PackageId, usize)>,
     /// The encoded transaction bytes of `packages`.
@@ -180,41 +187,41 @@ impl Availability {
 
     /// Puts back a package read from the disk after a restart.
     pub fn restore(&mut self, package: Package) {
-        let id = package.id();
+        let (id, tx_ids) = package.id_and_tx_ids();
         let size = package.size();
-        self.hold(id, package, size);
+        self.hold(id, Held { package, tx_ids }, size);
     }
 
     pub fn package(&self, id: &PackageId) -> Option<&Package> {
-        self.packages.get(id)
+        self.packages.get(id).map(|held| &held.package)
     }
 
-    /// This member's own packages still held, oldest first.
-    pub fn own_packages(&self) -> impl Iterator<Item = &Package> {
+    /// A held package's transaction ids, in order.
+    pub fn tx_ids(&self, id: &PackageId) -> Option<&[TxId]> {
+        self.packages.get(id).map(|held| held.tx_ids.as_slice())
+    }
+
+    /// This member's own packages still held, oldest first, each with its transaction ids.
+    pub fn own_packages(&self) -> impl Iterator<Item = (&Package, &[TxId])> {
         self.arrival
             .iter()
             .filter_map(|(id, _)| self.packages.get(id))
-            .filter(|package| package.creator == self.me)
+            .filter(|held| held.package.creator == self.me)
+            .map(|held| (&held.package, held.tx_ids.as_slice()))
     }
 
     /// Holds a package new to this member and asks for it to be stored durably.
-    fn keep(
-        &mut self,
-        id: PackageId,
-        package: Package,
-        size: PackageSize,
-        actions: &mut Vec<Action>,
-    ) {
+    fn keep(&mut self, id: PackageId, held: Held, size: PackageSize, actions: &mut Vec<Action>) {
         if self.packages.contains_key(&id) {
             return;
         }
-        actions.push(Action::StorePackage(package.clone()));
-        self.hold(id, package, size);
+        actions.push(Action::StorePackage(held.package.clone()));
+        self.hold(id, held, size);
     }
 
     /// Holds a package (once) in the window, counting its bytes, and evicts what the window no longer holds.
-    fn hold(&mut self, id: PackageId, package: Package, size: PackageSize) {
-        if self.packages.insert(id, package).is_some() {
+    fn hold(&mut self, id: PackageId, held: Held, size: PackageSize) {
+        if self.packages.insert(id, held).is_some() {
             return;
         }
         let bytes = size.bytes as usize;
@@ -248,11 +255,11 @@ impl Availability {
         }
     }
 
-    /// Verifies every signature of a package; true when all are good.
-    fn check_signatures(&mut self, txs: &[Transaction]) -> bool {
+    /// Verifies every signature of a package (`ids[i]` is `txs[i]`'s id); true when all are good.
+    fn check_signatures(&mut self, txs: &[Transaction], ids: &[TxId]) -> bool {
         self.stats.signatures_checked += txs.len() as u64;
         self.stats.signature_batches += 1;
-        !signature_verdicts(txs).iter().any(|v| v.is_err())
+        !verify_owned_signatures(txs, ids).iter().any(|v| v.is_err())
     }
 
     fn ack(&self, package: PackageId, size: PackageSize, checked: bool) -> Ack {
@@ -282,11 +289,11 @@ impl Availability {
         let package_sequence = self.sequence;
         self.sequence += 1;
         self.uncertified.insert(package_sequence);
-        let id = package.id();
+        let (id, tx_ids) = package.id_and_tx_ids();
         let package_size = package.size();
         let checked = match self.behaviour {
             AckBehaviour::Honest if verified => true,
-            AckBehaviour::Honest => self.check_signatures(&package.txs),
+            AckBehaviour::Honest => self.check_signatures(&package.txs, &tx_ids),
             AckBehaviour::AttestWithoutChecking => true,
         };
         self.stats.packages_created += 1;
@@ -302,7 +309,11 @@ impl Availability {
                 certified: false,
             },
         );
-        self.keep(id, package.clone(), package_size, &mut actions);
+        let held = Held {
+            package: package.clone(),
+            tx_ids,
+        };
+        self.keep(id, held, package_size, &mut actions);
         actions.push(Action::Broadcast(Message::Package(package)));
         let ack = self.ack(id, package_size, checked);
         self.on_ack(ack, &mut actions);
@@ -327,10 +338,10 @@ impl Availability {
             // The BFT's payload pool verifies certificates once, with its cache.
             Message::Cert(cert) => actions.push(Action::Certified(cert)),
             Message::PackageRequest(id) => {
-                if let Some(package) = self.packages.get(&id) {
+                if let Some(held) = self.packages.get(&id) {
                     actions.push(Action::Send {
                         to: from,
-                        message: Message::Package(package.clone()),
+                        message: Message::Package(held.package.clone()),
                     });
                 }
             }
@@ -344,7 +355,7 @@ impl Availability {
             self.stats.refused += 1;
             return;
         }
-        let id = package.id();
+        let (id, tx_ids) = package.id_and_tx_ids();
         let size = package.size();
         let fresh = !self.packages.contains_key(&id);
         // A package answering our request (sender is not its creator) is stored but not acked.
@@ -358,12 +369,12 @@ impl Availability {
                 AckBehaviour::Honest
                     if Self::is_checker(&self.committee, creator, self.me) && fresh =>
                 {
-                    self.check_signatures(&package.txs)
+                    self.check_signatures(&package.txs, &tx_ids)
                 }
                 AckBehaviour::Honest => false,
             }
         };
-        self.keep(id, package, size, actions);
+        self.keep(id, Held { package, tx_ids }, size, actions);
         if ack_it {
             actions.push(Action::Send {
                 to: creator,
@@ -492,7 +503,10 @@ impl Availability {
             .pending
             .iter()
             .filter(|(_, p)| !p.certified)
-            .map(|(id, _)| (self.packages.get(id).map_or(u64::MAX, |p| p.sequence), *id))
+            .map(|(id, _)| {
+                let sequence = self.packages.get(id).map(|held| held.package.sequence);
+                (sequence.unwrap_or(u64::MAX), *id)
+            })
             .collect();
         due.sort_unstable();
         let due: Vec<PackageId> = due.into_iter().map(|(_, id)| id).collect();
@@ -511,7 +525,7 @@ impl Availability {
                 .members()
                 .filter(|m| !pending.acks.contains_key(m))
                 .collect();
-            let package = self.packages[&id].clone();
+            let package = self.packages[&id].package.clone();
             for member in missing {
                 actions.push(Action::Send {
                     to: member,
@@ -522,12 +536,15 @@ impl Availability {
         actions
     }
 
-    /// What executing a committed certificate needs: the package (asking the ackers for it when missing), and
-    /// whether its signatures must be verified here (an unattested certificate).
-    pub fn executable(&mut self, cert: &AvailabilityCert) -> Result<(&Package, bool), Vec<Action>> {
+    /// What executing a committed certificate needs: the package and its transaction ids (asking the ackers for
+    /// it when missing), and whether its signatures must be verified here (an unattested certificate).
+    pub fn executable(
+        &mut self,
+        cert: &AvailabilityCert,
+    ) -> Result<(&Package, &[TxId], bool), Vec<Action>> {
         let attested = cert.attested(&self.committee);
         match self.packages.get(&cert.package) {
-            Some(package) => Ok((package, !attested)),
+            Some(held) => Ok((&held.package, &held.tx_ids, !attested)),
             None => Err(cert
                 .acks
                 .iter()
@@ -542,15 +559,10 @@ impl Availability {
 
     /// Verifies a package's signatures at execution (unattested certificates), counting the work.
     pub fn verify_for_execution(&mut self, id: &PackageId) -> Option<Vec<bool>> {
-        let txs = &self.packages.get(id)?.txs;
-        self.stats.signatures_checked += txs.len() as u64;
+        let held = self.packages.get(id)?;
+        self.stats.signatures_checked += held.package.txs.len() as u64;
         self.stats.signature_batches += 1;
-        Some(signature_verdicts(txs).iter().map(|v| v.is_ok()).collect())
+        let verdicts = verify_owned_signatures(&held.package.txs, &held.tx_ids);
+        Some(verdicts.iter().map(|v| v.is_ok()).collect())
     }
-}
-
-/// The engine's batched verdicts for owned transactions: checked as they are held, never re-encoded, so no
-/// transaction a peer sent (however large) can make this fail.
-pub fn signature_verdicts(txs: &[Transaction]) -> Vec<Result<(), cas_engine::TxError>> {
-    verify_owned_signatures(txs, &owned_tx_ids(txs))
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use cas_engine::crypto::{Keypair, SigEntry};
 use cas_engine::evidence::{EquivocationProof, SignedVote};
-use cas_engine::{BlockHash, Hash32, PackageId, PublicKey, Signature, Transaction};
+use cas_engine::{BlockHash, Hash32, PackageId, PublicKey, Signature, Transaction, TxId};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::committee::{Committee, MemberIndex, COMMITTEE_MEMBERS_MAX};
@@ -330,11 +330,18 @@ pub struct Package {
 
 impl Package {
     pub fn id(&self) -> PackageId {
+        self.id_and_tx_ids().0
+    }
+
+    /// The package id and, computed on the way, its transactions' ids in order: a holder keeps them, so no
+    /// transaction id is computed again on this member (for its checks, its answers, its execution).
+    pub fn id_and_tx_ids(&self) -> (PackageId, Vec<TxId>) {
+        let tx_ids = cas_engine::tx::owned_tx_ids(&self.txs);
         let mut h = blake3::Hasher::new_derive_key(cas_engine::id::domain::PACKAGE_ID);
         h.update(&self.creator.to_le_bytes());
         h.update(&self.sequence.to_le_bytes());
         h.update(&(self.txs.len() as u64).to_le_bytes());
-        for id in cas_engine::tx::owned_tx_ids(&self.txs) {
+        for id in &tx_ids {
             h.update(&id.0);
         }
         // The signatures too: two packages with one id hold the same bytes, so every member that holds it verifies
@@ -346,7 +353,7 @@ impl Package {
                 h.update(&signature.signature.0);
             }
         }
-        Hash32::from(h.finalize())
+        (Hash32::from(h.finalize()), tx_ids)
     }
 
     /// What this package adds to a block.

@@ -553,3 +553,25 @@ fn the_attestation_wait_is_long_for_a_live_checker_and_short_for_a_silent_one() 
     assert_eq!(certs(&members[0].on_tick(heard + long)).len(), 1);
     assert_eq!(members[0].stats.certs_unattested_after_wait, 2);
 }
+
+/// A held package carries its transactions' ids, each the id of its transaction in order, whichever way it came:
+/// made here, received from its creator, or restored after a restart.
+#[test]
+fn held_packages_carry_their_transactions_ids_in_order() {
+    let mut members = availabilities(64);
+    let txs: Vec<Transaction> = (1..=5).map(tx).collect();
+    let expected: Vec<_> = txs.iter().map(|tx| tx.tx_id()).collect();
+    let created = members[0].create(txs, false, 0);
+    let Message::Package(package) = broadcast_package(&created) else {
+        unreachable!("broadcast_package finds a package");
+    };
+    let id = package.id();
+    assert_eq!(members[0].tx_ids(&id), Some(expected.as_slice()));
+    members[1].handle(0, Message::Package(package.clone()), 0);
+    assert_eq!(members[1].tx_ids(&id), Some(expected.as_slice()));
+    members[2].restore(package);
+    assert_eq!(members[2].tx_ids(&id), Some(expected.as_slice()));
+    let own: Vec<_> = members[0].own_packages().map(|(_, ids)| ids.to_vec()).collect();
+    assert_eq!(own, vec![expected]);
+    assert_eq!(members[3].tx_ids(&id), None);
+}

@@ -793,12 +793,12 @@ impl Driver {
     /// handed to execution): what its epoch did not commit.
     fn carried(instance: &Instance, in_flight: &InFlight) -> Vec<Transaction> {
         let mut carried = Vec::new();
-        for package in instance.availability.own_packages() {
+        for (package, ids) in instance.availability.own_packages() {
             carried.extend(
                 package
                     .txs
                     .iter()
-                    .zip(cas_engine::tx::owned_tx_ids(&package.txs))
+                    .zip(ids)
                     .filter(|(_, id)| in_flight.client_of(id).is_some())
                     .map(|(tx, _)| tx.clone()),
             );
@@ -1081,12 +1081,12 @@ impl Driver {
 
     /// Tells the submitters of a package of ours that it is certified: their transactions are accepted.
     fn answer_accepted(&mut self, package: &PackageId) {
-        let Some(package) = self.parts.instance.availability.package(package) else {
+        let Some(ids) = self.parts.instance.availability.tx_ids(package) else {
             return;
         };
-        for id in cas_engine::tx::owned_tx_ids(&package.txs) {
-            if let Some(client) = self.in_flight.client_of(&id) {
-                self.answer(client, ClientAnswer::Accepted { tx: id });
+        for id in ids {
+            if let Some(client) = self.in_flight.client_of(id) {
+                self.answer(client, ClientAnswer::Accepted { tx: *id });
             }
         }
     }
@@ -1183,10 +1183,10 @@ impl Driver {
             let mut attested = true;
             for cert in &block.payload {
                 match self.parts.instance.availability.executable(cert) {
-                    Ok((package, needs_verification)) => {
+                    Ok((package, package_ids, needs_verification)) => {
                         attested &= !needs_verification;
                         txs.extend(package.txs.iter().cloned());
-                        ids.extend(cas_engine::tx::owned_tx_ids(&package.txs));
+                        ids.extend_from_slice(package_ids);
                     }
                     Err(requests) => missing.push((cert.package, requests)),
                 }
