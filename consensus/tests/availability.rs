@@ -571,7 +571,10 @@ fn held_packages_carry_their_transactions_ids_in_order() {
     assert_eq!(members[1].tx_ids(&id), Some(expected.as_slice()));
     members[2].restore(package);
     assert_eq!(members[2].tx_ids(&id), Some(expected.as_slice()));
-    let own: Vec<_> = members[0].own_packages().map(|(_, ids)| ids.to_vec()).collect();
+    let own: Vec<_> = members[0]
+        .own_packages()
+        .map(|(_, ids)| ids.to_vec())
+        .collect();
     assert_eq!(own, vec![expected]);
     assert_eq!(members[3].tx_ids(&id), None);
 }
