@@ -187,6 +187,54 @@ fn after_a_lost_fsync_the_safety_file_reads_back_the_last_synced_state() {
     }
 }
 
+/// Safety states written but not synced yet (the driver syncs them beside the journal, before any message that
+/// depends on them leaves) all go over the older slot with one sequence: the last synced state stays intact in the
+/// other, so whatever part of those writes a crash keeps, the file reads back that state or the last one written,
+/// never an error. After the sync the next write takes the other slot.
+#[test]
+fn unsynced_safety_writes_never_touch_the_last_synced_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("safety.bin");
+    let mut file = SafetyFile::new(dir.path());
+    file.store(&safety(1)).unwrap();
+    file.store(&safety(2)).unwrap();
+    let synced = fs::read(&path).unwrap();
+    file.write(&safety(3)).unwrap();
+    file.write(&safety(4)).unwrap();
+    assert!(file.is_dirty());
+    let written = fs::read(&path).unwrap();
+    let range = changed(&synced, &written);
+    let slot_bytes = synced.len() / 2;
+    assert_eq!(
+        range.0 / slot_bytes,
+        (range.1 - 1) / slot_bytes,
+        "both writes went to one slot"
+    );
+    for cut in range.0..=range.1 {
+        for prefix in [true, false] {
+            fs::write(&path, torn(&synced, &written, range, cut, prefix)).unwrap();
+            let loaded = SafetyFile::new(dir.path()).load().unwrap();
+            assert!(
+                loaded == safety(2) || loaded == safety(4),
+                "cut {cut} prefix {prefix}: read back round {}",
+                loaded.last_voted_round
+            );
+        }
+    }
+    fs::write(&path, &written).unwrap();
+    file.sync().unwrap();
+    assert!(!file.is_dirty());
+    assert_eq!(SafetyFile::new(dir.path()).load().unwrap(), safety(4));
+    file.write(&safety(5)).unwrap();
+    let next = changed(&written, &fs::read(&path).unwrap());
+    assert_ne!(
+        next.0 / slot_bytes,
+        range.0 / slot_bytes,
+        "after a sync the next write goes to the other slot"
+    );
+    assert_eq!(SafetyFile::new(dir.path()).load().unwrap(), safety(5));
+}
+
 #[test]
 fn the_execution_marker_survives_torn_writes_flips_and_lost_fsyncs() {
     let dir = tempfile::tempdir().unwrap();

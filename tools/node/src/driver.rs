@@ -1096,7 +1096,22 @@ impl Driver {
         if self.outbox.is_empty() {
             return Ok(());
         }
-        self.parts.journal.sync()?;
+        let (journal, safety) = (
+            &mut self.parts.journal,
+            &mut self.parts.instance.safety_file,
+        );
+        if journal.is_dirty() && safety.is_dirty() {
+            // Two files, two device flushes: side by side, the outbox waits for one flush's time, not two.
+            std::thread::scope(|scope| {
+                let safety = scope.spawn(|| safety.sync());
+                let journal = journal.sync();
+                let safety = safety.join().expect("the safety sync does not panic");
+                journal.and(safety)
+            })?;
+        } else {
+            journal.sync()?;
+            safety.sync()?;
+        }
         for action in std::mem::take(&mut self.outbox) {
             self.transmit(action);
         }
@@ -1128,18 +1143,22 @@ impl Driver {
     pub fn execute(&mut self, actions: Vec<Action>) -> Result<()> {
         for action in actions {
             match action {
-                // Behind a journal record not yet durable (or behind a message that is): wait for the group commit.
+                // Behind a journal record or a safety state not yet durable (or behind a message that is): wait for
+                // the group commit.
                 action @ (Action::Send { .. } | Action::Broadcast(_))
-                    if self.parts.journal.is_dirty() || !self.outbox.is_empty() =>
+                    if self.parts.journal.is_dirty()
+                        || self.parts.instance.safety_file.is_dirty()
+                        || !self.outbox.is_empty() =>
                 {
                     self.outbox.push(action)
                 }
                 action @ (Action::Send { .. } | Action::Broadcast(_)) => self.transmit(action),
+                // Synced with the journal's group commit, before any message after it leaves.
                 Action::Persist(safety) => self
                     .parts
                     .instance
                     .safety_file
-                    .store(&safety)
+                    .write(&safety)
                     .context("persisting safety state")?,
                 Action::StoreBlock(block) => self.parts.journal.append_block(block)?,
                 Action::StorePackage(package) => self.parts.journal.append_package(package)?,

@@ -52,6 +52,9 @@ struct SlotFile {
     sequence: u64,
     /// The file was read (or found missing): `sequence` follows what it holds.
     loaded: bool,
+    /// A record was written since the last sync (into slot `sequence % 2`; the other slot holds the last synced
+    /// record, untouched until the sync).
+    dirty: bool,
 }
 
 impl SlotFile {
@@ -64,6 +67,7 @@ impl SlotFile {
             file: None,
             sequence: 0,
             loaded: false,
+            dirty: false,
         }
     }
 
@@ -117,6 +121,14 @@ impl SlotFile {
 
     /// Makes `payload` durable before returning: written over the older of the two slots, then fdatasynced.
     fn store(&mut self, payload: &[u8]) -> Result<()> {
+        self.write(payload)?;
+        self.sync()
+    }
+
+    /// Writes `payload` over the older of the two slots without syncing it. Until [`SlotFile::sync`], every write
+    /// goes to that same slot with the same sequence, so the slot holding the last synced record is never touched:
+    /// a crash before the sync reads back that record, whatever became of the writes after it.
+    fn write(&mut self, payload: &[u8]) -> Result<()> {
         // A record must outnumber those on disk, or the next load would take an older one for the newest.
         if !self.loaded {
             self.load()?;
@@ -140,9 +152,20 @@ impl SlotFile {
         let file = self.open()?;
         std::os::unix::fs::FileExt::write_all_at(file, &record, slot)
             .with_context(|| format!("writing {}", path.display()))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes the last write durable (one fdatasync); nothing to do when nothing was written since.
+    fn sync(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let file = self.file.as_ref().expect("a written file is open");
         file.sync_data()
-            .with_context(|| format!("syncing {}", path.display()))?;
+            .with_context(|| format!("syncing {}", self.path.display()))?;
         self.sequence += 1;
+        self.dirty = false;
         Ok(())
     }
 
@@ -251,12 +274,31 @@ impl SafetyFile {
     }
 
     /// Makes `safety` durable before returning.
+    /// Makes `safety` durable before returning.
     pub fn store(&mut self, safety: &SafetyState) -> Result<()> {
+        self.write(safety)?;
+        self.sync()
+    }
+
+    /// Writes `safety` without syncing it: the caller syncs ([`SafetyFile::sync`]) before any message that
+    /// depends on it leaves the node, and can do so beside its other syncs. Until then a crash reads back the last
+    /// synced state (see [`SlotFile::write`]).
+    pub fn write(&mut self, safety: &SafetyState) -> Result<()> {
         let mut payload = Vec::with_capacity(256);
         payload.extend_from_slice(&safety.last_voted_round.to_le_bytes());
         payload.extend_from_slice(&safety.last_timeout_round.to_le_bytes());
         payload.extend_from_slice(&rkyv::to_bytes::<rkyv::rancor::Error>(&safety.high_qc)?);
-        self.slots.store(&payload)
+        self.slots.write(&payload)
+    }
+
+    /// Makes the last [`SafetyFile::write`] durable; nothing to do when there was none since the last sync.
+    pub fn sync(&mut self) -> Result<()> {
+        self.slots.sync()
+    }
+
+    /// Whether a written state is not durable yet.
+    pub fn is_dirty(&self) -> bool {
+        self.slots.dirty
     }
 }
 
