@@ -100,6 +100,12 @@ impl SlotFile {
                 self.way_out
             );
         };
+        // What was read counts as the last synced record from here on (the next write goes over the other slot),
+        // so it is made durable first: a handle that wrote it may never have synced it (its process crashed, or an
+        // instance ended between a write and its sync, see `SlotFile::write`).
+        File::open(&self.path)
+            .and_then(|file| file.sync_data())
+            .with_context(|| format!("syncing {}", self.path.display()))?;
         self.sequence = sequence + 1;
         Ok(Some(payload.to_vec()))
     }
