@@ -95,9 +95,7 @@ impl SetCommitment {
                     std::array::from_fn(|i| &canonical[i][..lens[i]]);
                 let hashes = &mut hashes[..group.len()];
                 ELEMENT.hash_many(&messages[..group.len()], hashes);
-                let keys: [[u8; 32]; APPLY_GROUP] =
-                    std::array::from_fn(|i| hashes.get(i).map_or([0; 32], |hash| hash.0));
-                keystream::add_many_to_lanes(&keys[..group.len()], &mut self.lanes, subtract);
+                keystream::add_many_to_lanes(hashes, &mut self.lanes, subtract);
             }
         }
     }

@@ -11,6 +11,8 @@
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 
+use crate::id::Hash32;
+
 /// Bytes one element expands to.
 pub const KEYSTREAM_BYTES: usize = 2048;
 /// The keystream read as little-endian u16 lanes.
@@ -32,7 +34,7 @@ pub fn add_to_lanes(key: &[u8; 32], lanes: &mut [u16; KEYSTREAM_LANES], subtract
 /// [`add_to_lanes`] for each of `keys` in turn, all added or all subtracted. With VAES the AES-256 key schedules of
 /// four keys run side by side in one register each round (a schedule is a chain of dependent steps, about a third
 /// of one key's time alone), so a group of elements costs less per element than one at a time.
-pub fn add_many_to_lanes(keys: &[[u8; 32]], lanes: &mut [u16; KEYSTREAM_LANES], subtract: bool) {
+pub fn add_many_to_lanes(keys: &[Hash32], lanes: &mut [u16; KEYSTREAM_LANES], subtract: bool) {
     #[cfg(target_arch = "x86_64")]
     if vaes::available() {
         // SAFETY: the CPU has every feature `vaes::add_many_to_lanes` enables (checked just above).
@@ -40,7 +42,7 @@ pub fn add_many_to_lanes(keys: &[[u8; 32]], lanes: &mut [u16; KEYSTREAM_LANES], 
         return;
     }
     for key in keys {
-        portable_add(key, lanes, subtract);
+        portable_add(&key.0, lanes, subtract);
     }
 }
 
@@ -92,7 +94,7 @@ fn portable(key: &[u8; 32], out: &mut [u8; KEYSTREAM_BYTES]) {
 mod vaes {
     use std::arch::x86_64::*;
 
-    use super::{BLOCKS, KEYSTREAM_BYTES, KEYSTREAM_LANES};
+    use super::{Hash32, BLOCKS, KEYSTREAM_BYTES, KEYSTREAM_LANES};
 
     pub fn available() -> bool {
         is_x86_feature_detected!("vaes")
@@ -214,6 +216,12 @@ mod vaes {
         round
     }
 
+    /// The round keys of one key, each in all four lanes.
+    #[target_feature(enable = "avx512f,aes")]
+    fn broadcast_keys(key: &[u8; 32]) -> [__m512i; 15] {
+        round_keys(key).map(|k| _mm512_broadcast_i32x4(k))
+    }
+
     /// Lane `LANE`'s key of [`round_keys_x4`] in all four lanes.
     #[target_feature(enable = "avx512f")]
     fn broadcast_lane<const LANE: i32>(round: &[__m512i; 15]) -> [__m512i; 15] {
@@ -224,7 +232,7 @@ mod vaes {
     #[inline(always)]
     unsafe fn stream(key: &[u8; 32], sink: impl FnMut(usize, __m512i)) {
         // SAFETY: the caller's target features include every one used here.
-        unsafe { stream_keyed(round_keys(key).map(|k| _mm512_broadcast_i32x4(k)), sink) }
+        unsafe { stream_keyed(broadcast_keys(key), sink) }
     }
 
     /// The keystream under round keys given in every lane.
@@ -273,26 +281,20 @@ mod vaes {
     #[target_feature(enable = "avx512f,avx512bw,vaes,aes")]
     pub unsafe fn add_to_lanes(key: &[u8; 32], lanes: &mut [u16; KEYSTREAM_LANES], subtract: bool) {
         // SAFETY: same features.
-        unsafe {
-            add_keyed(
-                round_keys(key).map(|k| _mm512_broadcast_i32x4(k)),
-                lanes,
-                subtract,
-            )
-        };
+        unsafe { add_keyed(broadcast_keys(key), lanes, subtract) };
     }
 
     /// # Safety
     /// The CPU must support VAES, AVX-512F/BW and AES-NI ([`available`]).
     #[target_feature(enable = "avx512f,avx512bw,vaes,aes")]
     pub unsafe fn add_many_to_lanes(
-        keys: &[[u8; 32]],
+        keys: &[Hash32],
         lanes: &mut [u16; KEYSTREAM_LANES],
         subtract: bool,
     ) {
         let mut groups = keys.chunks_exact(4);
         for group in &mut groups {
-            let round = round_keys_x4([&group[0], &group[1], &group[2], &group[3]]);
+            let round = round_keys_x4([&group[0].0, &group[1].0, &group[2].0, &group[3].0]);
             // SAFETY (each): same features.
             unsafe {
                 add_keyed(broadcast_lane::<0x00>(&round), lanes, subtract);
@@ -303,7 +305,7 @@ mod vaes {
         }
         for key in groups.remainder() {
             // SAFETY: same features.
-            unsafe { add_to_lanes(key, lanes, subtract) };
+            unsafe { add_to_lanes(&key.0, lanes, subtract) };
         }
     }
 
@@ -353,8 +355,12 @@ mod tests {
     /// key at a time gives, for every count around the group size and both directions.
     #[test]
     fn many_keys_at_once_add_what_one_at_a_time_adds() {
-        let keys: Vec<[u8; 32]> = (0..11u8)
-            .map(|seed| std::array::from_fn(|i| seed.wrapping_mul(97) ^ (i as u8).wrapping_mul(13)))
+        let keys: Vec<Hash32> = (0..11u8)
+            .map(|seed| {
+                Hash32(std::array::from_fn(|i| {
+                    seed.wrapping_mul(97) ^ (i as u8).wrapping_mul(13)
+                }))
+            })
             .collect();
         for count in 0..=keys.len() {
             for subtract in [false, true] {
@@ -362,7 +368,7 @@ mod tests {
                 let (mut one_by_one, mut many) = (start, start);
                 keys[..count]
                     .iter()
-                    .for_each(|key| portable_add(key, &mut one_by_one, subtract));
+                    .for_each(|key| portable_add(&key.0, &mut one_by_one, subtract));
                 add_many_to_lanes(&keys[..count], &mut many, subtract);
                 assert_eq!(one_by_one, many, "{count} keys, subtract {subtract}");
             }

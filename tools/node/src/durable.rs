@@ -280,7 +280,6 @@ impl SafetyFile {
     }
 
     /// Makes `safety` durable before returning.
-    /// Makes `safety` durable before returning.
     pub fn store(&mut self, safety: &SafetyState) -> Result<()> {
         self.write(safety)?;
         self.sync()
