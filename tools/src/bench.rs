@@ -115,6 +115,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             find_peak: false,
             accounts: rate.max(10_000) as u32,
             invalid_every: 100,
+            workload: crate::load::Workload::Chain,
             dir: None,
             kill_one: false,
             kill_every_s: None,

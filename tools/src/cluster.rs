@@ -54,6 +54,11 @@ pub struct ClusterArgs {
     /// Add one invalid transaction after every N valid ones (0: none).
     #[arg(long, default_value_t = 100)]
     pub invalid_every: usize,
+    /// What accounts do with the coins they are paid: `chain` never spends them (every node's set grows an output
+    /// per transfer: memory grows with the run), `circulate` spends each 10 s of schedule later (the set stays the
+    /// same size, for long runs).
+    #[arg(long, value_enum, default_value_t = crate::load::Workload::Chain)]
+    pub workload: crate::load::Workload,
     /// Where keys, configs, data and logs go (default: a new folder under the system's temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -665,6 +670,14 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         report.unanswered,
         statuses.first().map_or("-", |s| s.utxo_commitment.as_str())
     );
+    if report.workload == crate::load::Workload::Circulate {
+        println!(
+            "workload circulate: each transfer also spent a coin paid {} s of schedule before; {} held until their \
+             payment was final",
+            crate::load::RECEIVED_LAG_S,
+            report.held_for_payer
+        );
+    }
     if report.latency_windows.len() > 2 {
         print_latency_windows(&report);
     }
@@ -1247,6 +1260,7 @@ fn start_load(
             .args(["--rate", &args.rate().to_string()])
             .args(["--accounts", &args.accounts.to_string()])
             .args(["--invalid-every", &args.invalid_every.to_string()])
+            .args(["--workload", args.workload.name()])
             .args(lanes)
             .args(["--drain-s", "20"])
             .arg("--report")

@@ -171,6 +171,11 @@ pub fn run(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadReport> {
     anyhow::ensure!(!apis.is_empty(), "the load needs at least one node");
+    // A circulate transfer must wait for the one that paid it, which only the QUIC sender tracks.
+    anyhow::ensure!(
+        load.workload == crate::load::Workload::Chain,
+        "the HTTP load runs the chain workload only (--workload circulate needs the ingest path)"
+    );
     let planned = plan(load, genesis);
     // The nodes may still be starting: every API must answer before the clock starts.
     let agent = ureq::AgentBuilder::new().build();

@@ -1,6 +1,7 @@
 //! The load generator (`cas load`, and the load of `cas local`): pre-signs transfers over many accounts, each a
 //! chain of dependent transactions (every transfer spends its account's change from the previous one), with a
-//! share of invalid ones (bad signature, double spend, unknown input); submits them open-loop at a fixed rate to
+//! share of invalid ones (bad signature, double spend, unknown input), and with the `circulate` workload each
+//! also spending a coin its account was paid earlier (so the set stays the same size); submits them open-loop at a fixed rate to
 //! the nodes' ingest endpoints (each account always on the same connection to the same node, so its chain stays
 //! in order), in one burst per millisecond over several connections, resubmitting what a node answers
 //! `Overloaded` after its retry-after; and measures submit-to-final latency from the nodes' receipts and its own
@@ -31,6 +32,40 @@ pub enum Sabotage {
     UnknownInput,
 }
 
+/// What the load's accounts do with the coins they are paid.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Each transfer spends the account's change and pays 1 CAS to the next account, which never spends it: the
+    /// set gains an output per transfer (a node's memory grows with the run: 10 minutes at 20,000 tx/s leave 12
+    /// million outputs in every node's set, about 6 GiB per node).
+    #[default]
+    Chain,
+    /// As `chain`, and each transfer also spends the coin its account was paid [`RECEIVED_LAG_S`] seconds of schedule
+    /// before (two inputs, two outputs), as wallets spend what they are paid: the set stays near accounts x (lag
+    /// rounds + 2) outputs however long the run. The sender holds a transfer until the one that paid it is final.
+    Circulate,
+}
+
+impl Workload {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Chain => "chain",
+            Workload::Circulate => "circulate",
+        }
+    }
+}
+
+/// How far back in the schedule (seconds) a `circulate` transfer's received coin was paid: far enough that the
+/// payment is final long before in a healthy run, so the sender's wait for it costs nothing there.
+pub const RECEIVED_LAG_S: u64 = 10;
+
+/// No payer to wait for ([`Planned::payer`]).
+const NO_PAYER: u32 = u32::MAX;
+
 pub struct LoadPlan {
     pub chain_id: u32,
     /// The first load account used (accounts `first_account..first_account + accounts`), so two loads can run
@@ -42,6 +77,20 @@ pub struct LoadPlan {
     /// One invalid transaction after every this many valid ones (0: none).
     pub invalid_every: usize,
     pub rate_per_s: u64,
+    pub workload: Workload,
+}
+
+impl LoadPlan {
+    /// With `circulate`, how many rounds before its own a transfer's received coin was paid: [`RECEIVED_LAG_S`] of
+    /// schedule (a round of all accounts takes accounts / rate seconds), at least one round (an unpaced plan's
+    /// transactions are applied in plan order, where one round back is already earlier).
+    pub fn received_lag_rounds(&self) -> Option<usize> {
+        (self.workload == Workload::Circulate).then(|| {
+            (RECEIVED_LAG_S * self.rate_per_s)
+                .div_ceil(u64::from(self.accounts.max(1)))
+                .max(1) as usize
+        })
+    }
 }
 
 /// One transaction of the plan, in submission order: its wire bytes and id (a long run plans millions, so the
@@ -51,51 +100,150 @@ pub struct Planned {
     pub id: TxId,
     pub account: u32,
     pub sabotage: Option<Sabotage>,
+    /// The plan index of the transfer that paid a coin this one spends (`circulate`), or [`NO_PAYER`]: it is sent
+    /// only once that one is final.
+    payer: u32,
 }
 
 impl Planned {
-    fn of(tx: &Transaction, account: u32, sabotage: Option<Sabotage>) -> Planned {
+    fn of(tx: &Transaction, account: u32, sabotage: Option<Sabotage>, payer: u32) -> Planned {
         Planned {
             encoded: Bytes::from(encode_tx(tx).to_vec()),
             id: tx.tx_id(),
             account,
             sabotage,
+            payer,
         }
+    }
+
+    /// The plan index of the transfer whose payment this one spends, if any.
+    pub fn payer(&self) -> Option<usize> {
+        (self.payer != NO_PAYER).then_some(self.payer as usize)
     }
 }
 
-/// Signs the whole load up front (on all cores), in submission order: `rounds` transfers per account, each
-/// spending the account's change from its previous one (chains of dependent transactions), sending 1 CAS to the
-/// next account; after every `invalid_every`-th valid one an invalid copy follows (rotating bad signature, double
-/// spend, unknown input). Each signing thread encodes what it signs, so the plan never holds a signed transaction
-/// and its wire bytes at once.
+/// One account's transfer in one round, as its signer made it.
+struct Signed {
+    valid: Planned,
+    invalid: Option<Planned>,
+    change: (OutPoint, TxOutput),
+}
+
+/// Signs the whole load up front (on all cores), in submission order: `rounds` rounds of one transfer per account,
+/// each spending the account's change from its previous one (chains of dependent transactions) and sending 1 CAS
+/// to the next account (with `circulate`, also spending the coin the previous account paid it
+/// [`LoadPlan::received_lag_rounds`] rounds before); after every `invalid_every`-th valid one an invalid copy
+/// follows (rotating bad signature, double spend, unknown input). A round's accounts are signed in parallel, and
+/// each signing thread encodes what it signs, so the plan never holds a signed transaction and its wire bytes at
+/// once.
 pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
     let threads = thread::available_parallelism().map_or(1, usize::from);
-    let accounts: Vec<u32> = (plan.first_account..plan.first_account + plan.accounts).collect();
-    let chains: Vec<Vec<(Planned, Option<Planned>)>> = thread::scope(|scope| {
-        let handles: Vec<_> = accounts
-            .chunks(accounts.len().div_ceil(threads).max(1))
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&a| chain(plan, a, genesis))
-                        .collect::<Vec<_>>()
+    let accounts = plan.accounts as usize;
+    let keys: Vec<Keypair> = (0..plan.accounts)
+        .map(|position| key(ACCOUNT_KEYS, plan.first_account + position))
+        .collect();
+    let funding: std::collections::HashMap<PublicKey, (OutPoint, TxOutput)> = genesis
+        .iter()
+        .rev()
+        .map(|(outpoint, coin)| (coin.owner, (*outpoint, *coin)))
+        .collect();
+    let mut change: Vec<(OutPoint, TxOutput)> =
+        keys.iter().map(|owner| funding[&owner.public()]).collect();
+    let lag = plan.received_lag_rounds();
+    // Per round still to be spent from (the last `lag`), each account's payment: its plan index and tx id.
+    let mut paid: std::collections::VecDeque<Vec<(u32, TxId)>> = Default::default();
+    let mut planned = Vec::with_capacity(accounts * plan.rounds as usize);
+    // A thread signs at least this many accounts of a round (fewer are not worth a thread).
+    const ACCOUNTS_PER_THREAD_MIN: usize = 64;
+    let chunk = accounts
+        .div_ceil(threads)
+        .max(ACCOUNTS_PER_THREAD_MIN)
+        .max(1);
+    for round in 0..plan.rounds as usize {
+        let received = lag
+            .filter(|&lag| paid.len() == lag)
+            .map(|_| paid.pop_front().expect("a full window"));
+        let sign = |first: usize, changes: &[(OutPoint, TxOutput)]| -> Vec<Signed> {
+            changes
+                .iter()
+                .enumerate()
+                .map(|(offset, coin)| {
+                    let position = first + offset;
+                    let owner = &keys[position];
+                    let payer = received
+                        .as_ref()
+                        .map(|paid| paid[(position + accounts - 1) % accounts]);
+                    let mut inputs = vec![*coin];
+                    if let Some((_, payment)) = payer {
+                        inputs.push((
+                            OutPoint {
+                                tx: payment,
+                                index: 0,
+                            },
+                            TxOutput {
+                                amount: 1,
+                                asset: cas_engine::AssetId::CAS,
+                                owner: owner.public(),
+                                unlock_height: None,
+                            },
+                        ));
+                    }
+                    let tx = transfer(
+                        plan.chain_id,
+                        owner,
+                        &inputs,
+                        &keys[(position + 1) % accounts],
+                        1,
+                        plan.fee,
+                    );
+                    let account = plan.first_account + position as u32;
+                    let payer = payer.map_or(NO_PAYER, |(index, _)| index);
+                    let valid = round * accounts + position + 1;
+                    let invalid = sabotage_after(plan, valid).map(|kind| {
+                        Planned::of(&sabotage(&tx, kind, owner), account, Some(kind), payer)
+                    });
+                    let change = (
+                        OutPoint {
+                            tx: tx.tx_id(),
+                            index: 1,
+                        },
+                        tx.body.outputs[1],
+                    );
+                    Signed {
+                        valid: Planned::of(&tx, account, None, payer),
+                        invalid,
+                        change,
+                    }
                 })
+                .collect()
+        };
+        let signed: Vec<Signed> = if accounts <= chunk {
+            sign(0, &change)
+        } else {
+            thread::scope(|scope| {
+                let sign = &sign;
+                let handles: Vec<_> = change
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(i, changes)| scope.spawn(move || sign(i * chunk, changes)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("signing thread"))
+                    .collect()
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("signing thread"))
-            .collect()
-    });
-    let mut chains: Vec<_> = chains.into_iter().map(Vec::into_iter).collect();
-    let mut planned = Vec::new();
-    for _ in 0..plan.rounds {
-        for chain in &mut chains {
-            let (valid, invalid) = chain.next().expect("a transfer per account and round");
-            planned.push(valid);
-            planned.extend(invalid);
+        };
+        let mut payments = Vec::with_capacity(if lag.is_some() { accounts } else { 0 });
+        for (position, transfer) in signed.into_iter().enumerate() {
+            change[position] = transfer.change;
+            if lag.is_some() {
+                payments.push((planned.len() as u32, transfer.valid.id));
+            }
+            planned.push(transfer.valid);
+            planned.extend(transfer.invalid);
+        }
+        if lag.is_some() {
+            paid.push_back(payments);
         }
     }
     planned
@@ -111,40 +259,6 @@ fn sabotage_after(plan: &LoadPlan, valid: usize) -> Option<Sabotage> {
             Sabotage::UnknownInput,
         ][(valid / plan.invalid_every) % 3]
     })
-}
-
-/// One account's transfers, a round each: the valid one and, where the plan puts one, its invalid copy.
-fn chain(
-    plan: &LoadPlan,
-    account: u32,
-    genesis: &[(OutPoint, TxOutput)],
-) -> Vec<(Planned, Option<Planned>)> {
-    let owner = key(ACCOUNT_KEYS, account);
-    let next = key(
-        ACCOUNT_KEYS,
-        plan.first_account + (account - plan.first_account + 1) % plan.accounts,
-    );
-    let mut coin = *genesis
-        .iter()
-        .find(|(_, c)| c.owner == owner.public())
-        .expect("every account is funded");
-    let position = (account - plan.first_account) as usize;
-    (0..plan.rounds as usize)
-        .map(|round| {
-            let tx = transfer(plan.chain_id, &owner, &[coin], &next, 1, plan.fee);
-            coin = (
-                OutPoint {
-                    tx: tx.tx_id(),
-                    index: 1,
-                },
-                tx.body.outputs[1],
-            );
-            let valid = round * plan.accounts as usize + position + 1;
-            let invalid = sabotage_after(plan, valid)
-                .map(|kind| Planned::of(&sabotage(&tx, kind, &owner), account, Some(kind)));
-            (Planned::of(&tx, account, None), invalid)
-        })
-        .collect()
 }
 
 /// An invalid copy of `tx`, submitted right after it.
@@ -291,6 +405,13 @@ pub struct LoadReport {
     /// their window of unanswered submissions): above capacity, the load waits here rather than at the nodes.
     #[serde(default)]
     pub backlog_max: usize,
+    /// What the accounts did with the coins they were paid.
+    #[serde(default)]
+    pub workload: Workload,
+    /// `circulate`: transfers the sender held back because the transfer that paid them was not final yet (none in
+    /// a run whose finality keeps up: the payment is [`RECEIVED_LAG_S`] of schedule older).
+    #[serde(default)]
+    pub held_for_payer: usize,
     /// Connections that ended before the load did, with why (a generator that reads its answers must never be
     /// disconnected: each is a failure of the run).
     #[serde(default)]
@@ -367,6 +488,8 @@ pub fn run(
     };
     // Every answer is looked up here, a batch at a time (see id_table).
     let index_of = Arc::new(IdTable::new(planned.iter().map(|p| p.id)));
+    // Which transactions are final, for the sender to hold a `circulate` transfer until its payer is.
+    let finals = Arc::new(Finals::new(planned.len()));
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Transactions answered for good (final, or refused at admission): the sender stops once all are.
     let settled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -380,15 +503,20 @@ pub fn run(
         .iter()
         .enumerate()
         .map(|(connection, client)| {
-            let (client, index_of, done, settled, answered, retry) = (
+            let (client, index_of, finals, done, settled, answered, retry) = (
                 client.clone(),
                 index_of.clone(),
+                finals.clone(),
                 done.clone(),
                 settled.clone(),
                 answered[connection].clone(),
                 retry_tx.clone(),
             );
-            let counts = Counts { settled, answered };
+            let counts = Counts {
+                settled,
+                answered,
+                finals,
+            };
             thread::Builder::new()
                 .name(format!("cas-load-read-{connection}"))
                 .spawn(move || read_answers(&client, &index_of, &done, &counts, &retry, started))
@@ -406,6 +534,9 @@ pub fn run(
     let mut backlog: Vec<std::collections::BTreeSet<usize>> =
         vec![Default::default(); clients.len()];
     let mut overloaded = 0usize;
+    // Transfers held back because the one that paid them was not final yet, and the one each connection waits on.
+    let mut held_for_payer = 0usize;
+    let mut holding: Vec<Option<usize>> = vec![None; clients.len()];
     let mut next = 0usize;
     let mut lag_max = Duration::ZERO;
     let mut last_progress = Instant::now();
@@ -453,9 +584,21 @@ pub fn run(
             let answered = answered[connection].load(std::sync::atomic::Ordering::Relaxed);
             // A flooder keeps no window: everything due goes out.
             while options.hostile || sent[connection] - answered < options.window {
-                let Some(index) = waiting.pop_first() else {
+                let Some(&index) = waiting.first() else {
                     break;
                 };
+                // A wallet spends a coin it was paid once the payment is final; the connection's later
+                // transactions wait behind it, so every account's chain still leaves in order.
+                if let Some(payer) = planned[index].payer() {
+                    if !options.hostile && !finals.contains(payer) {
+                        if holding[connection] != Some(index) {
+                            holding[connection] = Some(index);
+                            held_for_payer += 1;
+                        }
+                        break;
+                    }
+                }
+                waiting.pop_first();
                 queue(index, now_ns, &mut batches);
                 sent[connection] += 1;
             }
@@ -520,6 +663,7 @@ pub fn run(
     }
     report.connections = clients.len();
     report.overloaded_answers = overloaded;
+    report.held_for_payer = held_for_payer;
     report.schedule_lag_max_ms = lag_max.as_secs_f64() * 1e3;
     report.backlog_max = backlog_max;
     report.lost_connections = lost.into_iter().flatten().collect();
@@ -535,6 +679,24 @@ pub fn run(
 struct Counts {
     settled: Arc<std::sync::atomic::AtomicUsize>,
     answered: Arc<std::sync::atomic::AtomicUsize>,
+    finals: Arc<Finals>,
+}
+
+/// One bit per plan index: final (accepted or rejected in a block).
+struct Finals(Vec<std::sync::atomic::AtomicU64>);
+
+impl Finals {
+    fn new(len: usize) -> Finals {
+        Finals((0..len.div_ceil(64)).map(|_| Default::default()).collect())
+    }
+
+    fn insert(&self, index: usize) {
+        self.0[index / 64].fetch_or(1 << (index % 64), std::sync::atomic::Ordering::Release);
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        self.0[index / 64].load(std::sync::atomic::Ordering::Acquire) & (1 << (index % 64)) != 0
+    }
 }
 
 fn read_answers(
@@ -580,7 +742,12 @@ fn read_answers(
                     let _ = retry.send(Retry { index, due_ns });
                     newly_answered += 1;
                 }
-                ClientAnswer::Final { .. } | ClientAnswer::Rejected { .. } => {
+                ClientAnswer::Final { .. } => {
+                    counts.finals.insert(index as usize);
+                    newly_settled += 1;
+                    newly_answered += 1;
+                }
+                ClientAnswer::Rejected { .. } => {
                     newly_settled += 1;
                     newly_answered += 1;
                 }
@@ -627,6 +794,7 @@ pub(crate) fn summarise(
     let mut report = LoadReport {
         offered_rate_per_s: load.rate_per_s,
         submitted: planned.len(),
+        workload: load.workload,
         ..LoadReport::default()
     };
     let mut latencies = Vec::new();
@@ -735,6 +903,10 @@ pub struct LoadArgs {
     pub hostile: bool,
     #[arg(long, default_value_t = 100)]
     pub invalid_every: usize,
+    /// What accounts do with the coins they are paid: `chain` never spends them (the set grows an output per
+    /// transfer), `circulate` spends each 10 s of schedule later (the set stays the same size).
+    #[arg(long, value_enum, default_value_t = Workload::Chain)]
+    pub workload: Workload,
     /// Client connections per target.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
@@ -787,6 +959,7 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         fee: 1,
         invalid_every: args.invalid_every,
         rate_per_s: args.rate,
+        workload: args.workload,
     };
     let outputs = cas_engine::genesis::genesis_outputs(&genesis.txs);
     let options = SendOptions {
@@ -837,4 +1010,141 @@ pub fn run_command(args: &LoadArgs) -> Result<()> {
         report.lost_connections
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use cas_engine::codec::decode_tx;
+    use cas_engine::fixtures::funded_genesis;
+    use cas_engine::genesis::genesis_outputs;
+    use cas_engine::rules::TxError;
+    use cas_engine::{ArchivedTransaction, MemoryLedger};
+    use rkyv::util::AlignedVec;
+
+    use super::*;
+
+    const ACCOUNTS: u32 = 16;
+    const ROUNDS: u32 = 24;
+
+    fn load_plan(workload: Workload, rate_per_s: u64) -> LoadPlan {
+        LoadPlan {
+            chain_id: 7,
+            first_account: 0,
+            accounts: ACCOUNTS,
+            rounds: ROUNDS,
+            fee: 1,
+            invalid_every: 5,
+            rate_per_s,
+            workload,
+        }
+    }
+
+    /// A planned transaction's bytes where the decoder can read them in place.
+    fn aligned(planned: &Planned) -> AlignedVec {
+        let mut bytes = AlignedVec::with_capacity(planned.encoded.len());
+        bytes.extend_from_slice(&planned.encoded);
+        bytes
+    }
+
+    /// The plan applied in its order, a round's worth of transactions per block: every transaction's verdict, and
+    /// the set's size after each block.
+    fn apply(plan: &LoadPlan) -> (Vec<Planned>, Vec<Result<(), TxError>>, Vec<usize>) {
+        let genesis = funded_genesis(plan.chain_id, 4, plan.accounts, 1, 1_000_000);
+        let mut ledger = MemoryLedger::from_genesis(&genesis).expect("a valid genesis");
+        let planned = super::plan(plan, &genesis_outputs(&genesis.txs));
+        let (mut verdicts, mut sizes) = (Vec::new(), Vec::new());
+        for (block, chunk) in planned.chunks(plan.accounts as usize).enumerate() {
+            let aligned: Vec<AlignedVec> = chunk.iter().map(aligned).collect();
+            let txs: Vec<&ArchivedTransaction> = aligned
+                .iter()
+                .map(|bytes| decode_tx(bytes).expect("the plan's own encoding"))
+                .collect();
+            verdicts.extend(ledger.apply(&txs, block as u64 + 1));
+            sizes.push(ledger.utxos().len());
+        }
+        (planned, verdicts, sizes)
+    }
+
+    fn assert_right(planned: &[Planned], verdicts: &[Result<(), TxError>]) {
+        for (index, (p, verdict)) in planned.iter().zip(verdicts).enumerate() {
+            let right = matches!(
+                (p.sabotage, verdict),
+                (None, Ok(()))
+                    | (
+                        Some(Sabotage::BadSignature),
+                        Err(TxError::BadSignature { .. })
+                    )
+                    | (
+                        Some(Sabotage::DoubleSpend),
+                        Err(TxError::DoubleSpend { .. })
+                    )
+                    | (
+                        Some(Sabotage::UnknownInput),
+                        Err(TxError::MissingInput { .. })
+                    )
+            );
+            assert!(right, "tx {index} ({:?}): {verdict:?}", p.sabotage);
+        }
+    }
+
+    #[test]
+    fn a_chain_load_applies_in_order_and_grows_the_set_an_output_per_transfer() {
+        let (planned, verdicts, sizes) = apply(&load_plan(Workload::Chain, 0));
+        assert_right(&planned, &verdicts);
+        assert!(planned.iter().all(|p| p.payer().is_none()));
+        let transfers = planned.iter().filter(|p| p.sabotage.is_none()).count();
+        assert_eq!(transfers, (ACCOUNTS * ROUNDS) as usize);
+        // Each transfer leaves its payment unspent.
+        assert!(
+            sizes.last().unwrap() - sizes.first().unwrap() >= transfers - 2 * ACCOUNTS as usize
+        );
+    }
+
+    #[test]
+    fn a_circulating_load_spends_what_it_was_paid_and_keeps_the_set_bounded() {
+        // Paced so that the lag is several rounds: 10 s at 8 tx/s over 16 accounts is 5 rounds.
+        for (rate, lag) in [(0, 1), (8, 5)] {
+            let plan = load_plan(Workload::Circulate, rate);
+            assert_eq!(plan.received_lag_rounds(), Some(lag));
+            let (planned, verdicts, sizes) = apply(&plan);
+            assert_right(&planned, &verdicts);
+            let genesis = sizes[0] - ACCOUNTS as usize;
+            // Once spending starts, the set holds the genesis, each account's change and the `lag` payments not
+            // yet spent (plus this block's), however many rounds follow.
+            let bound = genesis + ACCOUNTS as usize * (lag + 2);
+            assert!(
+                sizes.iter().all(|&size| size <= bound),
+                "lag {lag}: sizes {sizes:?} over {bound}"
+            );
+            assert!(*sizes.last().unwrap() + (ACCOUNTS as usize) >= sizes[lag]);
+            // Every transfer after the first `lag` rounds names the transfer that paid it: the previous account's,
+            // `lag` rounds earlier, whose payment output is one of its inputs.
+            for (index, p) in planned.iter().enumerate() {
+                let Some(payer) = p.payer() else {
+                    continue;
+                };
+                assert!(payer < index);
+                let payer = &planned[payer];
+                assert!(payer.sabotage.is_none());
+                assert_eq!(payer.account, (p.account + ACCOUNTS - 1) % ACCOUNTS);
+                let bytes = aligned(p);
+                let tx = decode_tx(&bytes).unwrap();
+                let payment = OutPoint {
+                    tx: payer.id,
+                    index: 0,
+                };
+                assert!(tx
+                    .body
+                    .inputs
+                    .iter()
+                    .any(|input| OutPoint::from(input) == payment));
+            }
+            let paid = planned.iter().filter(|p| p.payer().is_some()).count();
+            let transfers_after_lag = (ACCOUNTS as usize) * (ROUNDS as usize - lag);
+            assert!(
+                paid >= transfers_after_lag,
+                "{paid} < {transfers_after_lag}"
+            );
+        }
+    }
 }

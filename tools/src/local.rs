@@ -148,6 +148,7 @@ fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
         fee: FEE,
         invalid_every: args.invalid_every,
         rate_per_s: 0,
+        workload: args.workload,
     };
     let planned = load::plan(&plan, genesis);
     let sabotaged = planned

@@ -175,6 +175,9 @@ pub struct LocalArgs {
     /// Add one invalid transaction after every N valid ones (0: none).
     #[arg(long, default_value_t = 100)]
     pub invalid_every: usize,
+    /// What accounts do with the coins they are paid (see `cas local --help`).
+    #[arg(long, value_enum, default_value_t = load::Workload::Chain)]
+    pub workload: load::Workload,
     /// Threads for signing and signature checks (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
