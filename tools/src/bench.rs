@@ -150,6 +150,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             package_wait_ms: None,
             round_timeout_ms: 1_000,
             load_connections: 1,
+            load_tick_ms: crate::load::LOAD_TICK_MS_DEFAULT,
         };
         // A given --rate measures that rate; otherwise each size's row is its peak (the search of `cas local
         // --find-peak`, from the default rate), so the rows show capacity, not what was offered.

@@ -146,6 +146,9 @@ pub struct ClusterArgs {
     /// Client connections the load generator opens per node.
     #[arg(long, default_value_t = 1)]
     pub load_connections: usize,
+    /// Milliseconds between the load generator's bursts (`cas load --tick-ms`).
+    #[arg(long, default_value_t = crate::load::LOAD_TICK_MS_DEFAULT)]
+    pub load_tick_ms: u64,
     /// No load: start the cluster and hold it for driving its HTTP APIs by hand or from a script (cluster.json in
     /// the folder says where everything is), restarting a node that dies, until SIGINT, SIGTERM or a `stop` file.
     #[arg(long, conflicts_with_all = ["find_peak", "kill_one", "kill_every_s", "compare_mining"])]
@@ -1261,6 +1264,7 @@ fn start_load(
             .args(["--accounts", &args.accounts.to_string()])
             .args(["--invalid-every", &args.invalid_every.to_string()])
             .args(["--workload", args.workload.name()])
+            .args(["--tick-ms", &args.load_tick_ms.to_string()])
             .args(lanes)
             .args(["--drain-s", "20"])
             .arg("--report")
