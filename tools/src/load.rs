@@ -435,7 +435,8 @@ pub const LOAD_TICK_MS_DEFAULT: u64 = 10;
 pub struct SendOptions {
     /// Client connections per target node.
     pub connections_per_target: usize,
-    /// How long to wait for the last answers after the last submission.
+    /// How long to wait for the next answer once the schedule is over: the load ends when everything is settled or
+    /// nothing more was settled for this long.
     pub drain: Duration,
     /// How often the sender wakes to send what is due: what falls due in between leaves in one burst, one write
     /// per connection. Shorter ticks send smaller bursts (more packets per transaction, more CPU); latency is
@@ -534,6 +535,8 @@ pub fn run(
     let mut lag_max = Duration::ZERO;
     let mut last_progress = Instant::now();
     let mut drain_until: Option<Instant> = None;
+    // Transactions settled when the drain was last extended.
+    let mut drain_settled = 0usize;
     let per_tx = Duration::from_secs_f64(1.0 / load.rate_per_s.max(1) as f64);
     // This tick's transactions per connection, submitted together at the end of the tick.
     let mut batches: Vec<Vec<Bytes>> = vec![Vec::new(); clients.len()];
@@ -618,13 +621,19 @@ pub fn run(
                 .for_each(std::collections::BTreeSet::clear);
         }
         if next == total {
-            let until = *drain_until.get_or_insert_with(|| {
+            let now_settled = settled.load(std::sync::atomic::Ordering::Relaxed);
+            if drain_until.is_none() {
                 progress(total, total);
-                Instant::now() + options.drain
-            });
-            // A flooder's refused transactions are never settled: it waits out its drain.
-            let all_settled =
-                !options.hostile && settled.load(std::sync::atomic::Ordering::Relaxed) >= total;
+            }
+            // Above capacity the backlog still leaves after the schedule's end, as fast as the nodes answer: the
+            // drain runs from the last progress, so a load that is still being settled is never cut off. A
+            // flooder's refused transactions are never settled: it waits out its drain from the schedule's end.
+            if drain_until.is_none() || (!options.hostile && now_settled > drain_settled) {
+                drain_until = Some(Instant::now() + options.drain);
+                drain_settled = now_settled;
+            }
+            let all_settled = !options.hostile && now_settled >= total;
+            let until = drain_until.expect("set above");
             if (all_settled && backlog.iter().all(|b| b.is_empty())) || Instant::now() >= until {
                 break;
             }
@@ -917,7 +926,7 @@ pub struct LoadArgs {
     /// Client connections per target.
     #[arg(long, default_value_t = 2)]
     pub connections: usize,
-    /// How long to wait for the last answers after the last submission.
+    /// Once the schedule is over, how long to wait for more answers before giving up on the rest (seconds).
     #[arg(long, default_value_t = 20)]
     pub drain_s: u64,
     /// Submissions a connection may have unanswered before the rest waits in the generator (see `SendOptions`).
