@@ -176,7 +176,7 @@ pub fn run(
         load.workload == crate::load::Workload::Chain,
         "the HTTP load runs the chain workload only (--workload circulate needs the ingest path)"
     );
-    let planned = plan(load, genesis);
+    let planned = plan(load, genesis)?;
     // The nodes may still be starting: every API must answer before the clock starts.
     let agent = ureq::AgentBuilder::new().build();
     for api in apis {

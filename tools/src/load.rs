@@ -135,8 +135,8 @@ struct Signed {
 /// [`LoadPlan::received_lag_rounds`] rounds before); after every `invalid_every`-th valid one an invalid copy
 /// follows (rotating bad signature, double spend, unknown input). A round's accounts are signed in parallel, and
 /// each signing thread encodes what it signs, so the plan never holds a signed transaction and its wire bytes at
-/// once.
-pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
+/// once. An error if `genesis` funds none of the plan's accounts.
+pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Planned>> {
     let threads = thread::available_parallelism().map_or(1, usize::from);
     let accounts = plan.accounts as usize;
     let keys: Vec<Keypair> = (0..plan.accounts)
@@ -147,8 +147,16 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
         .rev()
         .map(|(outpoint, coin)| (coin.owner, (*outpoint, *coin)))
         .collect();
-    let mut change: Vec<(OutPoint, TxOutput)> =
-        keys.iter().map(|owner| funding[&owner.public()]).collect();
+    let mut change = Vec::with_capacity(accounts);
+    for (position, owner) in keys.iter().enumerate() {
+        let coin = funding.get(&owner.public()).with_context(|| {
+            format!(
+                "load account {} holds no coin in the genesis (it funds fewer load accounts than asked for)",
+                plan.first_account as usize + position
+            )
+        })?;
+        change.push(*coin);
+    }
     let lag = plan.received_lag_rounds();
     // Per round still to be spent from (the last `lag`), each account's payment: its plan index and tx id.
     let mut paid: std::collections::VecDeque<Vec<(u32, TxId)>> = Default::default();
@@ -246,7 +254,7 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Vec<Planned> {
             paid.push_back(payments);
         }
     }
-    planned
+    Ok(planned)
 }
 
 /// The sabotage that follows the `valid`-th valid transaction of the plan (counted from 1 in submission order),
@@ -475,7 +483,7 @@ pub fn run(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadReport> {
     anyhow::ensure!(!targets.is_empty(), "the load needs at least one target");
-    let planned = plan(load, genesis);
+    let planned = plan(load, genesis)?;
     anyhow::ensure!(
         planned.len() < u32::MAX as usize,
         "{} transactions is more than one load can track",
@@ -1067,7 +1075,7 @@ mod tests {
     fn apply(plan: &LoadPlan) -> (Vec<Planned>, Vec<Result<(), TxError>>, Vec<usize>) {
         let genesis = funded_genesis(plan.chain_id, 4, plan.accounts, 1, 1_000_000);
         let mut ledger = MemoryLedger::from_genesis(&genesis).expect("a valid genesis");
-        let planned = super::plan(plan, &genesis_outputs(&genesis.txs));
+        let planned = super::plan(plan, &genesis_outputs(&genesis.txs)).expect("funded accounts");
         let (mut verdicts, mut sizes) = (Vec::new(), Vec::new());
         for (block, chunk) in planned.chunks(plan.accounts as usize).enumerate() {
             let aligned: Vec<AlignedVec> = chunk.iter().map(aligned).collect();
@@ -1101,6 +1109,19 @@ mod tests {
             );
             assert!(right, "tx {index} ({:?}): {verdict:?}", p.sabotage);
         }
+    }
+
+    #[test]
+    fn a_plan_for_more_accounts_than_the_genesis_funds_is_refused() {
+        let genesis = funded_genesis(7, 4, ACCOUNTS, 1, 1_000_000);
+        let plan = LoadPlan {
+            first_account: 1,
+            ..load_plan(Workload::Chain, 0)
+        };
+        let error = super::plan(&plan, &genesis_outputs(&genesis.txs))
+            .err()
+            .expect("account 16 is not funded");
+        assert!(error.to_string().contains("load account 16"), "{error}");
     }
 
     #[test]

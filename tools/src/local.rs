@@ -45,7 +45,7 @@ pub fn run(args: &LocalArgs) -> Result<()> {
     let supply_before: u128 = ledger.utxos().values().map(|c| u128::from(c.amount)).sum();
 
     let started = Instant::now();
-    let load = generate(args, &genesis_outputs(&genesis.txs));
+    let load = generate(args, &genesis_outputs(&genesis.txs))?;
     eprintln!(
         "signed {} transactions in {:.2?}",
         load.txs.len(),
@@ -139,7 +139,7 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 }
 
 /// The shared load plan (chains of dependent transfers plus rotating invalid ones), encoded for the pipeline.
-fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
+fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Result<Load> {
     let plan = LoadPlan {
         chain_id: CHAIN_ID,
         first_account: 0,
@@ -150,13 +150,13 @@ fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
         rate_per_s: 0,
         workload: args.workload,
     };
-    let planned = load::plan(&plan, genesis);
+    let planned = load::plan(&plan, genesis)?;
     let sabotaged = planned
         .iter()
         .enumerate()
         .filter_map(|(i, p)| p.sabotage.map(|kind| (i, kind)))
         .collect();
-    Load {
+    Ok(Load {
         txs: planned
             .iter()
             .map(|p| {
@@ -166,7 +166,7 @@ fn generate(args: &LocalArgs, genesis: &[(OutPoint, TxOutput)]) -> Load {
             })
             .collect(),
         sabotaged,
-    }
+    })
 }
 
 fn check_sabotage(sabotaged: &[(usize, Sabotage)], verdicts: &[Result<(), TxError>]) -> Result<()> {
