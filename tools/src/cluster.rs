@@ -1263,7 +1263,12 @@ fn start_load(
             .args(["--rate", &args.rate().to_string()])
             .args(["--accounts", &args.accounts.to_string()])
             .args(["--invalid-every", &args.invalid_every.to_string()])
-            .args(["--workload", args.workload.name()])
+            .args([
+                "--workload",
+                clap::ValueEnum::to_possible_value(&args.workload)
+                    .expect("no workload is skipped")
+                    .get_name(),
+            ])
             .args(["--tick-ms", &args.load_tick_ms.to_string()])
             .args(lanes)
             .args(["--drain-s", "20"])

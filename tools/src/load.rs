@@ -49,16 +49,6 @@ pub enum Workload {
     Circulate,
 }
 
-impl Workload {
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Workload::Chain => "chain",
-            Workload::Circulate => "circulate",
-        }
-    }
-}
-
 /// How far back in the schedule (seconds) a `circulate` transfer's received coin was paid: far enough that the
 /// payment is final long before in a healthy run, so the sender's wait for it costs nothing there.
 pub const RECEIVED_LAG_S: u64 = 10;
@@ -158,9 +148,9 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Pla
         change.push(*coin);
     }
     let lag = plan.received_lag_rounds();
-    // Per round still to be spent from (the last `lag`), each account's payment: its plan index and tx id.
-    let mut paid: std::collections::VecDeque<Vec<(u32, TxId)>> = Default::default();
-    let mut planned = Vec::with_capacity(accounts * plan.rounds as usize);
+    // Per round still to be spent from (the last `lag`), each account's payment: its plan index.
+    let mut paid: std::collections::VecDeque<Vec<u32>> = Default::default();
+    let mut planned: Vec<Planned> = Vec::with_capacity(accounts * plan.rounds as usize);
     // A thread signs at least this many accounts of a round (fewer are not worth a thread).
     const ACCOUNTS_PER_THREAD_MIN: usize = 64;
     let chunk = accounts
@@ -182,10 +172,10 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Pla
                         .as_ref()
                         .map(|paid| paid[(position + accounts - 1) % accounts]);
                     let mut inputs = vec![*coin];
-                    if let Some((_, payment)) = payer {
+                    if let Some(payer) = payer {
                         inputs.push((
                             OutPoint {
-                                tx: payment,
+                                tx: planned[payer as usize].id,
                                 index: 0,
                             },
                             TxOutput {
@@ -205,7 +195,7 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Pla
                         plan.fee,
                     );
                     let account = plan.first_account + position as u32;
-                    let payer = payer.map_or(NO_PAYER, |(index, _)| index);
+                    let payer = payer.unwrap_or(NO_PAYER);
                     let valid = round * accounts + position + 1;
                     let invalid = sabotage_after(plan, valid).map(|kind| {
                         Planned::of(&sabotage(&tx, kind, owner), account, Some(kind), payer)
@@ -245,7 +235,7 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Pla
         for (position, transfer) in signed.into_iter().enumerate() {
             change[position] = transfer.change;
             if lag.is_some() {
-                payments.push((planned.len() as u32, transfer.valid.id));
+                payments.push(planned.len() as u32);
             }
             planned.push(transfer.valid);
             planned.extend(transfer.invalid);
@@ -473,8 +463,8 @@ type Answers = Vec<(u32, u64, Answer)>;
 
 /// Runs the load against `targets` (ingest address and node key): signs it all first, then submits it open-loop
 /// at the plan's rate, each account always on the same connection (accounts go to targets round-robin), and reads
-/// the answers of every connection on one thread that takes them in passes. `progress` is called with (submitted, total) about
-/// every 100 ms once sending has started.
+/// the answers of every connection on one thread that takes them in passes. `progress` is called with (submitted,
+/// total) about every 100 ms once sending has started.
 pub fn run(
     targets: &[(SocketAddr, PublicKey)],
     load: &LoadPlan,
