@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use cas_engine::id::DomainKey;
 use cas_engine::{merkle, BlockHash, Hash32, Keypair, PublicKey, Signature, TxId};
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -104,20 +105,30 @@ impl LedgerStatement {
 
 /// The leaf of a transaction's result: its place in the block, its id, and its verdict code (0 when applied).
 pub fn result_leaf(index: u32, tx: &TxId, code: u16) -> Hash32 {
+    Hash32::of(domain::RESULT, &result_bytes(index, tx, code))
+}
+
+fn result_bytes(index: u32, tx: &TxId, code: u16) -> [u8; 38] {
     let mut bytes = [0u8; 4 + 32 + 2];
     bytes[..4].copy_from_slice(&index.to_le_bytes());
     bytes[4..36].copy_from_slice(&tx.0);
     bytes[36..].copy_from_slice(&code.to_le_bytes());
-    Hash32::of(domain::RESULT, &bytes)
+    bytes
 }
 
-/// The leaves of a block's results, in block order.
+static RESULT: DomainKey = DomainKey::new(domain::RESULT);
+
+/// The leaves of a block's results, in block order: [`result_leaf`] of each, hashed side by side.
 pub fn result_leaves(results: &[(TxId, u16)]) -> Vec<Hash32> {
-    results
+    let bytes: Vec<[u8; 38]> = results
         .iter()
         .enumerate()
-        .map(|(index, (tx, code))| result_leaf(index as u32, tx, *code))
-        .collect()
+        .map(|(index, (tx, code))| result_bytes(index as u32, tx, *code))
+        .collect();
+    let messages: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+    let mut leaves = vec![Hash32::ZERO; results.len()];
+    RESULT.hash_many(&messages, &mut leaves);
+    leaves
 }
 
 /// The Merkle root over a block's results ([`merkle::root`] of [`result_leaves`]).
@@ -717,6 +728,22 @@ mod tests {
             .map(|(i, k)| LedgerCertifier::new(committee.clone(), i as MemberIndex, k, 0, 0))
             .collect();
         (committee, certifiers)
+    }
+
+    /// The leaves hashed side by side are each transaction's [`result_leaf`], for counts around the sixteen lanes.
+    #[test]
+    fn result_leaves_are_each_result_leaf() {
+        for count in [0usize, 1, 15, 16, 17, 40] {
+            let results: Vec<(TxId, u16)> = (0..count)
+                .map(|i| (Hash32::of("test tx", &i.to_le_bytes()), (i % 3) as u16))
+                .collect();
+            let one_by_one: Vec<Hash32> = results
+                .iter()
+                .enumerate()
+                .map(|(index, (tx, code))| result_leaf(index as u32, tx, *code))
+                .collect();
+            assert_eq!(result_leaves(&results), one_by_one, "{count} results");
+        }
     }
 
     #[test]

@@ -20,14 +20,34 @@ fn node(left: &Hash32, right: &Hash32) -> Hash32 {
     Hash32::from(h.finalize())
 }
 
-/// The root over `ids` in order.
+/// The root over `ids` in order. Each level's hashes are independent, so they go through
+/// [`DomainKey::hash_many`] (sixteen side by side where the CPU allows); [`proof`] and [`verify`] take the same
+/// steps one hash at a time.
 pub fn root(ids: &[Hash32]) -> Hash32 {
     if ids.is_empty() {
         return Hash32::ZERO;
     }
-    let mut level: Vec<Hash32> = ids.iter().map(leaf).collect();
+    let messages: Vec<&[u8]> = ids.iter().map(|id| &id.0[..]).collect();
+    let mut level = vec![Hash32::ZERO; ids.len()];
+    LEAF.hash_many(&messages, &mut level);
     while level.len() > 1 {
-        level = next_level(&level);
+        let pairs: Vec<[u8; 64]> = level
+            .chunks_exact(2)
+            .map(|pair| {
+                let mut bytes = [0u8; 64];
+                bytes[..32].copy_from_slice(&pair[0].0);
+                bytes[32..].copy_from_slice(&pair[1].0);
+                bytes
+            })
+            .collect();
+        let messages: Vec<&[u8]> = pairs.iter().map(|pair| &pair[..]).collect();
+        let mut next = vec![Hash32::ZERO; pairs.len()];
+        NODE.hash_many(&messages, &mut next);
+        // An odd node is promoted unchanged.
+        if level.len() % 2 == 1 {
+            next.push(level[level.len() - 1]);
+        }
+        level = next;
     }
     level[0]
 }
@@ -94,6 +114,28 @@ mod tests {
         (0..count as u32)
             .map(|i| Hash32::of(domain::TX_ID, &i.to_le_bytes()))
             .collect()
+    }
+
+    /// The root the tree's definition gives, one hash at a time.
+    fn root_one_by_one(ids: &[Hash32]) -> Hash32 {
+        if ids.is_empty() {
+            return Hash32::ZERO;
+        }
+        let mut level: Vec<Hash32> = ids.iter().map(leaf).collect();
+        while level.len() > 1 {
+            level = next_level(&level);
+        }
+        level[0]
+    }
+
+    /// The batched root is the one-hash-at-a-time root for every count around the sixteen lanes and their
+    /// powers, odd levels included.
+    #[test]
+    fn batched_root_is_the_one_by_one_root() {
+        for count in (0..70).chain([255, 256, 257, 1000]) {
+            let ids = ids(count);
+            assert_eq!(root(&ids), root_one_by_one(&ids), "{count} leaves");
+        }
     }
 
     #[test]

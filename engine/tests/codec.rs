@@ -220,6 +220,21 @@ proptest! {
         prop_assert_eq!(to_owned_block(archived), block);
     }
 
+    /// The signatures root is its format hashed piece by piece: per transaction the count, then each key and
+    /// signature (the implementation gathers the bytes and hashes them in one call).
+    #[test]
+    fn signatures_root_is_its_format(block in block()) {
+        let mut h = blake3::Hasher::new_derive_key(cas_engine::id::domain::SIGNATURES_ROOT);
+        for tx in &block.txs {
+            h.update(&(tx.signatures.len() as u64).to_le_bytes());
+            for signed in &tx.signatures {
+                h.update(&signed.key.0);
+                h.update(&signed.signature.0);
+            }
+        }
+        prop_assert_eq!(block.compute_sig_root().0, *h.finalize().as_bytes());
+    }
+
     #[test]
     fn random_bytes_never_panic(bytes in vec(any::<u8>(), 0..2_048)) {
         accepted_tx_is_sound(&bytes);

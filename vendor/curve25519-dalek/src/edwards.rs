@@ -221,7 +221,7 @@ impl CompressedEdwardsY {
 
 impl CompressedEdwardsY {
     /// Decompresses each of `inputs`: the same results as [`CompressedEdwardsY::decompress`] one by one, eight at a
-    /// time where the CPU has AVX-512 IFMA.
+    /// time where the CPU has AVX-512 IFMA (a last group of two to seven padded to eight).
     #[cfg(feature = "alloc")]
     pub fn decompress_many(inputs: &[CompressedEdwardsY]) -> Vec<Option<EdwardsPoint>> {
         let mut points = Vec::with_capacity(inputs.len());
@@ -235,6 +235,14 @@ impl CompressedEdwardsY {
                 points.extend(decompress::x8(reprs));
             }
             rest = chunks.remainder();
+            // A tail of two or more goes through one more pass, padded with copies of its first: the eight
+            // exponentiations take about as long as two one by one.
+            if rest.len() >= 2 {
+                let padded: [CompressedEdwardsY; 8] =
+                    core::array::from_fn(|i| rest.get(i).copied().unwrap_or(rest[0]));
+                points.extend(decompress::x8(&padded).into_iter().take(rest.len()));
+                rest = &[];
+            }
         }
         points.extend(rest.iter().map(CompressedEdwardsY::decompress));
         points
