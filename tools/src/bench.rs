@@ -151,6 +151,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             round_timeout_ms: 1_000,
             load_connections: 1,
             load_tick_ms: crate::load::LOAD_TICK_MS_DEFAULT,
+            load_window: crate::load::LOAD_WINDOW_DEFAULT,
         };
         // A given --rate measures that rate; otherwise each size's row is its peak (the search of `cas local
         // --find-peak`, from the default rate), so the rows show capacity, not what was offered.

@@ -149,6 +149,9 @@ pub struct ClusterArgs {
     /// Milliseconds between the load generator's bursts (`cas load --tick-ms`).
     #[arg(long, default_value_t = crate::load::LOAD_TICK_MS_DEFAULT)]
     pub load_tick_ms: u64,
+    /// Submissions each load connection may have unanswered (`cas load --window`).
+    #[arg(long, default_value_t = crate::load::LOAD_WINDOW_DEFAULT)]
+    pub load_window: usize,
     /// No load: start the cluster and hold it for driving its HTTP APIs by hand or from a script (cluster.json in
     /// the folder says where everything is), restarting a node that dies, until SIGINT, SIGTERM or a `stop` file.
     #[arg(long, conflicts_with_all = ["find_peak", "kill_one", "kill_every_s", "compare_mining"])]
@@ -1244,6 +1247,8 @@ fn start_load(
             vec![
                 "--connections".to_string(),
                 args.load_connections.to_string(),
+                "--window".to_string(),
+                args.load_window.to_string(),
             ]
         }
         Via::Http(apis) => {

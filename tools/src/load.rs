@@ -428,6 +428,14 @@ pub struct LoadReport {
 /// 3.07-3.14 at 5 ms, with p99 165-189 ms against 183-258 (perf/README.md, 2026-12-07).
 pub const LOAD_TICK_MS_DEFAULT: u64 = 10;
 
+/// Submissions one connection may have unanswered by default (`SendOptions::window`). Past capacity the rest waits
+/// in the generator, where its wait is not counted as latency and the nodes' batches stay as small as the window
+/// lets them be: with 4 connections of 2,048, a step at 30,937 tx/s (p50 ~220 ms) hit the window (Little's law:
+/// 8,192 in flight / 0.22 s is ~37,000 tx/s at best) and committed 28,376-29,089 TPS, against 30,391-30,433 with
+/// twice the connections (perf/README.md, 2026-12-07, twelfth session). Half the node's own bound per client, so
+/// the generator still never asks a node for more than it admits.
+pub const LOAD_WINDOW_DEFAULT: usize = cas_node::in_flight::IN_FLIGHT_PER_CLIENT_MAX / 2;
+
 /// How the load is sent.
 #[derive(Clone, Debug)]
 pub struct SendOptions {
@@ -928,7 +936,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 20)]
     pub drain_s: u64,
     /// Submissions a connection may have unanswered before the rest waits in the generator (see `SendOptions`).
-    #[arg(long, default_value_t = 2_048)]
+    #[arg(long, default_value_t = LOAD_WINDOW_DEFAULT)]
     pub window: usize,
     /// Milliseconds between the sender's bursts (see [`LOAD_TICK_MS_DEFAULT`]).
     #[arg(long, default_value_t = LOAD_TICK_MS_DEFAULT)]
