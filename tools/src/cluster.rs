@@ -265,8 +265,12 @@ fn free_ports(count: usize) -> Result<Vec<u16>> {
 pub const DEFAULT_RATE: u64 = 1_500;
 /// Seconds per step of the short peak search that ends a plain `cas local`.
 const SHORT_SEARCH_STEP_S: u64 = 5;
-/// Steps of that search at most: a rough peak in about a minute, `--find-peak` for a precise one.
-const SHORT_SEARCH_STEPS: usize = 3;
+/// Steps of that search (a failed step's confirmation counts, and may run one past): up three times and one
+/// bisection, a rough peak in one to two minutes, `--find-peak` for a precise one.
+const SHORT_SEARCH_STEPS: usize = 5;
+/// Where that search starts, per core: 15,000 tx/s on 2 cores, so its steps (x1.5) reach past the 4-node peak of
+/// the development VM (30,437 TPS at 30,937 offered, perf/README.md, 2026-12-07).
+const SHORT_SEARCH_START_PER_CORE: u64 = 7_500;
 
 impl ClusterArgs {
     /// Every node's protocol schedule: from height 1, version 4 with --business, 3 with --hand-over; none otherwise.
@@ -323,7 +327,7 @@ pub fn run(args: &ClusterArgs) -> Result<()> {
             return Ok(());
         }
         PeakSearch {
-            start_rate: 5_000 * cores,
+            start_rate: SHORT_SEARCH_START_PER_CORE * cores,
             growth: 1.5,
             refinements: 1,
             step_s: SHORT_SEARCH_STEP_S,
