@@ -1,9 +1,8 @@
-//! Four point decompressions at once: the exponentiation at the heart of `CompressedEdwardsY::decompress`
-//! (`(u v^7)^((p-5)/8)`, 254 squarings and 11 multiplications) run on four field elements side by side with the
-//! IFMA field arithmetic, the few multiplications around it one lane at a time. Results are those of
-//! `decompress` on each input.
-
-#![allow(non_snake_case)]
+//! Eight point decompressions at once: the exponentiation at the heart of `CompressedEdwardsY::decompress`
+//! (`(u v^7)^((p-5)/8)`, 254 squarings and 11 multiplications) runs on two vectors of four field elements with the
+//! IFMA field arithmetic of this backend; the few multiplications around it run one lane at a time
+//! (`FieldElement::sqrt_ratio_i_x8`). Results are those of `decompress` on each input. Added for CAS
+//! (../../../../CAS-PATCH.md).
 
 use super::field::{F51x4Reduced, F51x4Unreduced};
 use crate::backend::serial::u64::field::FieldElement51;
