@@ -105,7 +105,7 @@ impl LedgerStatement {
 
 /// The leaf of a transaction's result: its place in the block, its id, and its verdict code (0 when applied).
 pub fn result_leaf(index: u32, tx: &TxId, code: u16) -> Hash32 {
-    Hash32::of(domain::RESULT, &result_bytes(index, tx, code))
+    RESULT.hash(&result_bytes(index, tx, code))
 }
 
 fn result_bytes(index: u32, tx: &TxId, code: u16) -> [u8; 38] {

@@ -431,9 +431,9 @@ pub const LOAD_TICK_MS_DEFAULT: u64 = 10;
 /// Submissions one connection may have unanswered by default (`SendOptions::window`). Past capacity the rest waits
 /// in the generator, where its wait is not counted as latency and the nodes' batches stay as small as the window
 /// lets them be: with 4 connections of 2,048, a step at 30,937 tx/s (p50 ~220 ms) hit the window (Little's law:
-/// 8,192 in flight / 0.22 s is ~37,000 tx/s at best) and committed 28,376-29,089 TPS, against 30,391-30,433 with
-/// twice the connections (perf/README.md, 2026-12-07, twelfth session). Half the node's own bound per client, so
-/// the generator still never asks a node for more than it admits.
+/// 8,192 in flight / 0.22 s is ~37,000 tx/s at best) and committed 29,115 / 29,483 TPS, against 30,492 / 30,501
+/// with 4,096 (perf/README.md, 2026-12-07, twelfth session). Half the node's own bound per client, so the
+/// generator still never asks a node for more than it admits.
 pub const LOAD_WINDOW_DEFAULT: usize = cas_node::in_flight::IN_FLIGHT_PER_CLIENT_MAX / 2;
 
 /// How the load is sent.
