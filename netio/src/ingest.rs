@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cas_engine::PublicKey;
@@ -111,7 +111,7 @@ impl IngestClient {
         })?;
         let config = identity::ingest_client_config(node_key)?;
         let (queue_tx, queue_rx) = mpsc::channel::<Vec<(Class, Bytes)>>(CLIENT_QUEUE_MAX);
-        let (inbox_tx, inbox_rx) = std_mpsc::channel::<Vec<Bytes>>();
+        let (inbox_tx, inbox_rx) = std_mpsc::channel::<Arrived>();
         let inbox_room = Arc::new(Semaphore::new(CLIENT_ANSWER_INBOX_MAX));
         let lost: Arc<Mutex<Option<String>>> = Arc::default();
         let (close_tx, close_rx) = oneshot::channel::<()>();
@@ -164,7 +164,7 @@ impl IngestClient {
     pub fn recv_answer(&self, timeout: Duration) -> Result<Option<Bytes>, NetError> {
         let mut inbox = self.inbox.lock().expect("inbox lock");
         self.refill(&mut inbox, Some(timeout))?;
-        Ok(inbox.taken.pop_front())
+        Ok(inbox.taken.pop_front().map(|(_, answer)| answer))
     }
 
     /// The next answer if one has arrived: `Ok(None)` if none has; [`NetError::ConnectionLost`] as for
@@ -172,13 +172,23 @@ impl IngestClient {
     pub fn try_recv_answer(&self) -> Result<Option<Bytes>, NetError> {
         let mut inbox = self.inbox.lock().expect("inbox lock");
         self.refill(&mut inbox, None)?;
-        Ok(inbox.taken.pop_front())
+        Ok(inbox.taken.pop_front().map(|(_, answer)| answer))
     }
 
     /// Every answer that has arrived, in order, waiting up to `timeout` for the first: empty if none came in time;
     /// [`NetError::ConnectionLost`] as for [`IngestClient::recv_answer`]. For a client that reads answers in bulk
     /// (a load generator): one wake and one lock per batch the netio thread handed over, not per answer.
     pub fn recv_answers(&self, timeout: Duration) -> Result<Vec<Bytes>, NetError> {
+        Ok(self
+            .recv_answers_timed(timeout)?
+            .into_iter()
+            .map(|(_, answer)| answer)
+            .collect())
+    }
+
+    /// [`IngestClient::recv_answers`], each answer with when the netio thread read it off the stream: a client
+    /// that measures latency can poll rarely (fewer wakes) without its pauses counting as latency.
+    pub fn recv_answers_timed(&self, timeout: Duration) -> Result<Vec<(Instant, Bytes)>, NetError> {
         let mut inbox = self.inbox.lock().expect("inbox lock");
         self.refill(&mut inbox, Some(timeout))?;
         // What else has arrived comes along.
@@ -220,9 +230,11 @@ impl IngestClient {
     }
 
     /// Moves a batch out of the channel into `taken`: room for as many answers in the inbox again.
-    fn take(&self, inbox: &mut Inbox, batch: Vec<Bytes>) {
+    fn take(&self, inbox: &mut Inbox, (arrived, batch): Arrived) {
         self.inbox_room.add_permits(batch.len());
-        inbox.taken.extend(batch);
+        inbox
+            .taken
+            .extend(batch.into_iter().map(|answer| (arrived, answer)));
     }
 
     fn lost_error(&self) -> NetError {
@@ -326,17 +338,20 @@ impl Drop for IngestClient {
 struct Connection {
     addr: SocketAddr,
     queue: mpsc::Receiver<Vec<(Class, Bytes)>>,
-    inbox: std_mpsc::Sender<Vec<Bytes>>,
+    inbox: std_mpsc::Sender<Arrived>,
     room: Arc<Semaphore>,
     lost: Arc<Mutex<Option<String>>>,
 }
 
 /// The client's end of its answer inbox.
 struct Inbox {
-    batches: std_mpsc::Receiver<Vec<Bytes>>,
-    /// Answers out of the channel not returned yet (at most one batch between calls).
-    taken: VecDeque<Bytes>,
+    batches: std_mpsc::Receiver<Arrived>,
+    /// Answers out of the channel not returned yet (at most one batch between calls), with their arrival.
+    taken: VecDeque<(Instant, Bytes)>,
 }
+
+/// A batch of answers as the reader cut it, with when its first answer was read off the stream.
+type Arrived = (Instant, Vec<Bytes>);
 
 /// Answers the reader hands over in one batch at most: every whole frame one read brought in, up to this.
 const ANSWER_BATCH_MAX: usize = 1024;
@@ -435,7 +450,7 @@ fn note_lost(lost: &Mutex<Option<String>>, reason: String) {
 /// [`Class::ClientAnswer`] within its limit, or a second answer stream, closes the connection as a bad frame.
 async fn read_answers(
     connection: quinn::Connection,
-    inbox: &std_mpsc::Sender<Vec<Bytes>>,
+    inbox: &std_mpsc::Sender<Arrived>,
     room: Arc<Semaphore>,
     lost: Arc<Mutex<Option<String>>>,
 ) {
@@ -470,6 +485,7 @@ async fn read_answers(
                 }
                 Err(error) => return refuse(error),
             };
+            let arrived = Instant::now();
             let mut bad = None;
             while batch.len() < ANSWER_BATCH_MAX {
                 match frames.next_buffered(check) {
@@ -485,7 +501,7 @@ async fn read_answers(
                 return;
             };
             permits.forget();
-            if inbox.send(batch).is_err() {
+            if inbox.send((arrived, batch)).is_err() {
                 return; // The client is gone.
             }
             // The answers before a bad frame are delivered, as they would be one by one.

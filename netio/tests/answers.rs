@@ -119,6 +119,35 @@ fn each_client_gets_exactly_its_own_answers_in_order() {
     );
 }
 
+/// A timed answer carries when the netio thread read it, not when the client took it: a client that polls rarely
+/// (the load generator) measures no pause of its own as latency.
+#[test]
+fn timed_answers_carry_their_arrival_not_their_reading() {
+    init_logs();
+    let (node, mut inbound) = start_open(48);
+    let client = connect(&node);
+    client.submit(Bytes::from_static(b"timed")).unwrap();
+    let before = Instant::now();
+    answer_one(&node, &mut inbound);
+    // Let it arrive, then leave it waiting in the inbox well past its arrival.
+    let deadline = Instant::now() + WAIT;
+    let mut answers = Vec::new();
+    while answers.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1_000));
+        answers = client.recv_answers_timed(Duration::ZERO).unwrap();
+    }
+    let taken = Instant::now();
+    assert_eq!(answers.len(), 1, "one answer within {WAIT:?}");
+    let (arrived, answer) = &answers[0];
+    assert_eq!(*answer, answer_to(b"timed"));
+    assert!(*arrived >= before, "arrived before it was sent");
+    assert!(
+        taken.duration_since(*arrived) >= Duration::from_millis(500),
+        "the arrival is the reading time: {:?} before it was taken",
+        taken.duration_since(*arrived)
+    );
+}
+
 #[test]
 fn answering_a_gone_client_is_a_typed_error_and_disturbs_no_one() {
     init_logs();

@@ -706,9 +706,10 @@ impl Finals {
 
 /// How long the reader pauses between its passes over the connections: answers that arrive meanwhile wait in their
 /// connection's inbox and are taken together, so the netio thread hands them over without waking anyone (a reader
-/// blocked per connection was woken per batch, a context switch each on both sides). Latency is measured when the
-/// reader takes an answer, so this adds up to its length to what is measured.
-const ANSWER_PAUSE: Duration = Duration::from_millis(2);
+/// blocked per connection was woken per batch, a context switch each on both sides). Latency is measured from when
+/// the netio thread read each answer ([`IngestClient::recv_answers_timed`]), so the pause adds nothing to it; it
+/// only delays the window's release and an overloaded transaction's retry by up to its length.
+const ANSWER_PAUSE: Duration = Duration::from_millis(5);
 
 /// Reads every connection's answers until `done`: each is matched to its plan index; an `Overloaded` one is handed
 /// back to the sender to submit again after its retry-after.
@@ -729,7 +730,7 @@ fn read_answers(
             if !open[connection] {
                 continue;
             }
-            let batch = match client.recv_answers(Duration::ZERO) {
+            let batch = match client.recv_answers_timed(Duration::ZERO) {
                 Ok(batch) if batch.is_empty() => continue,
                 Ok(batch) => batch,
                 Err(_) => {
@@ -737,10 +738,9 @@ fn read_answers(
                     continue;
                 }
             };
-            let at_ns = started.elapsed().as_nanos() as u64;
             let (mut newly_settled, mut newly_answered) = (0, 0);
             decoded.clear();
-            decoded.extend(batch.iter().filter_map(|bytes| {
+            decoded.extend(batch.iter().filter_map(|(arrived, bytes)| {
                 let answer = ClientAnswer::decode(bytes).ok()?;
                 let id = match &answer {
                     ClientAnswer::Accepted { tx }
@@ -750,10 +750,11 @@ fn read_answers(
                     ClientAnswer::Rejected { tx: Some(tx), .. } => *tx,
                     ClientAnswer::Rejected { tx: None, .. } => return None,
                 };
-                Some((id, answer))
+                let at_ns = arrived.saturating_duration_since(started).as_nanos() as u64;
+                Some((id, (at_ns, answer)))
             }));
             index_of.find_all(&decoded, |(id, _)| id, &mut found);
-            for ((_, answer), index) in decoded.drain(..).zip(&found) {
+            for ((_, (at_ns, answer)), index) in decoded.drain(..).zip(&found) {
                 let Some(index) = *index else {
                     continue;
                 };
