@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cas_engine::codec::{decode_block, encode_block, to_owned_block};
-use cas_engine::Hash32;
+use cas_engine::{Hash32, TxId};
 
 use crate::error::Error;
 use crate::ledger::{
@@ -281,22 +281,35 @@ impl DurableLedger {
 
     /// Validates untrusted block bytes, queues their signature checks and their durable append.
     pub fn begin(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
-        self.begin_checked(bytes, true)
+        self.begin_checked(bytes)
     }
 
     /// Like [`DurableLedger::begin`] for a block whose every package carries an attested availability certificate (more
     /// than a third of the stake verified its signatures, so an honest member did): signatures are not checked
     /// again. Everything else (decoding, UTXO rules, durability) is the same.
     pub fn begin_attested(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
-        self.begin_checked(bytes, false)
+        let pending = self.ledger.begin_attested(bytes)?;
+        self.begun(pending)
     }
 
-    fn begin_checked(&mut self, bytes: Vec<u8>, check_signatures: bool) -> Result<InFlight, Error> {
-        let pending = if check_signatures {
-            self.ledger.begin(bytes)?
-        } else {
-            self.ledger.begin_attested(bytes)?
-        };
+    /// Like [`DurableLedger::begin_attested`] with the transactions' ids given (see
+    /// [`ShardedLedger::begin_attested_with_ids`]): they are not computed again.
+    pub fn begin_attested_with_ids(
+        &mut self,
+        bytes: Vec<u8>,
+        ids: Vec<TxId>,
+    ) -> Result<InFlight, Error> {
+        let pending = self.ledger.begin_attested_with_ids(bytes, ids)?;
+        self.begun(pending)
+    }
+
+    fn begin_checked(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
+        let pending = self.ledger.begin(bytes)?;
+        self.begun(pending)
+    }
+
+    /// Queues the durable append of a begun block.
+    fn begun(&mut self, pending: PendingBlock) -> Result<InFlight, Error> {
         if pending.height != self.next_height {
             return Err(Error::HeightOutOfOrder {
                 expected: self.next_height,
@@ -382,6 +395,17 @@ impl DurableLedger {
     /// Begins and completes one block whose signatures are attested (see [`DurableLedger::begin_attested`]).
     pub fn append_attested(&mut self, bytes: Vec<u8>) -> Result<Receipt, Error> {
         let in_flight = self.begin_attested(bytes)?;
+        self.complete(in_flight)
+    }
+
+    /// Begins and completes one attested block whose transactions' ids the caller holds (see
+    /// [`DurableLedger::begin_attested_with_ids`]).
+    pub fn append_attested_with_ids(
+        &mut self,
+        bytes: Vec<u8>,
+        ids: Vec<TxId>,
+    ) -> Result<Receipt, Error> {
+        let in_flight = self.begin_attested_with_ids(bytes, ids)?;
         self.complete(in_flight)
     }
 

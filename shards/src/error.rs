@@ -36,6 +36,8 @@ pub enum Error {
     HeightOutOfOrder { expected: u64, got: u64 },
     #[error("block is for chain {got}, this ledger is chain {expected}")]
     WrongChain { expected: u32, got: u32 },
+    #[error("{ids} transaction ids were given for a block of {txs} transactions")]
+    IdCountMismatch { ids: usize, txs: usize },
     #[error("genesis: {0}")]
     Genesis(#[from] LedgerError),
     #[error("the store holds genesis {stored:?} but genesis {given:?} was given")]

@@ -55,6 +55,8 @@ pub struct PendingBlock {
     /// [`cas_engine::BlockHeader::utxo_commitment`]); [`crate::DurableLedger`] checks it before the block is applied.
     pub parent_commitment: Hash32,
     tx_count: usize,
+    /// The transactions' ids when the caller gave them ([`ShardedLedger::begin_attested_with_ids`]): no job runs.
+    ids: Option<Vec<TxId>>,
     jobs: usize,
     replies: Receiver<VerifyDone>,
 }
@@ -248,17 +250,33 @@ impl ShardedLedger {
 
     /// Validates untrusted block bytes and queues their signature checks on the shards.
     pub fn begin(&self, bytes: Vec<u8>) -> Result<PendingBlock, Error> {
-        self.begin_with(bytes, true)
+        self.begin_with(bytes, true, None)
     }
 
     /// Like [`ShardedLedger::begin`] for a block whose signatures a quorum certificate already attests (DESIGN:
     /// f+1 valid-attestations include an honest checker, so executors skip re-verification). Tx ids are still
     /// computed on the shards.
     pub fn begin_attested(&self, bytes: Vec<u8>) -> Result<PendingBlock, Error> {
-        self.begin_with(bytes, false)
+        self.begin_with(bytes, false, None)
     }
 
-    fn begin_with(&self, bytes: Vec<u8>, check_signatures: bool) -> Result<PendingBlock, Error> {
+    /// Like [`ShardedLedger::begin_attested`] for a caller that holds the transactions' ids already (a node's
+    /// executor built the block from packages whose ids the driver computed at admission): `ids[i]` must be the id
+    /// of the block's `i`-th transaction. Nothing goes to the shards until the block is applied.
+    pub fn begin_attested_with_ids(
+        &self,
+        bytes: Vec<u8>,
+        ids: Vec<TxId>,
+    ) -> Result<PendingBlock, Error> {
+        self.begin_with(bytes, false, Some(ids))
+    }
+
+    fn begin_with(
+        &self,
+        bytes: Vec<u8>,
+        check_signatures: bool,
+        ids: Option<Vec<TxId>>,
+    ) -> Result<PendingBlock, Error> {
         let (height, parent_commitment, tx_count) = {
             let block = decode_block(&bytes)?;
             let chain_id = block.header.chain_id.to_native();
@@ -268,6 +286,18 @@ impl ShardedLedger {
                     got: chain_id,
                 });
             }
+            if let Some(ids) = &ids {
+                if ids.len() != block.txs.len() {
+                    return Err(Error::IdCountMismatch {
+                        ids: ids.len(),
+                        txs: block.txs.len(),
+                    });
+                }
+                debug_assert!(
+                    block.txs.iter().zip(ids).all(|(tx, id)| tx.tx_id() == *id),
+                    "the given ids are the block's"
+                );
+            }
             (
                 block.header.height.to_native(),
                 Hash32::from(&block.header.utxo_commitment),
@@ -275,7 +305,10 @@ impl ShardedLedger {
             )
         };
         let bytes: ValidatedBlock = Arc::new(bytes);
-        let jobs = tx_count.div_ceil(VERIFY_CHUNK_TXS);
+        let jobs = match ids {
+            Some(_) => 0,
+            None => tx_count.div_ceil(VERIFY_CHUNK_TXS),
+        };
         let (reply, replies) = bounded(jobs.max(1));
         for job in 0..jobs {
             let start = job * VERIFY_CHUNK_TXS;
@@ -292,6 +325,7 @@ impl ShardedLedger {
             height,
             parent_commitment,
             tx_count,
+            ids,
             jobs,
             replies,
         })
@@ -306,7 +340,9 @@ impl ShardedLedger {
                 got: pending.height,
             });
         }
-        let mut ids = vec![TxId::default(); pending.tx_count];
+        let mut ids = pending
+            .ids
+            .unwrap_or_else(|| vec![TxId::default(); pending.tx_count]);
         let mut signature_verdicts = vec![Ok(()); pending.tx_count];
         for _ in 0..pending.jobs {
             let done = self.shards[0].wait(&pending.replies)?;

@@ -277,6 +277,41 @@ fn a_block_out_of_height_order_is_refused() {
     assert_eq!(outcome.utxo_commitment, chain.commitments[1]);
 }
 
+/// Attested blocks begun with their ids given (a node's executor) apply exactly as those whose ids the shards
+/// compute; a wrong number of ids is refused before anything changes.
+#[test]
+fn attested_blocks_with_given_ids_apply_as_with_computed_ones() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let chain = common::chain(11, 12, 30);
+    let mut computed = ShardedLedger::from_genesis(&chain.genesis, &config(2)).unwrap();
+    let mut given = ShardedLedger::from_genesis(&chain.genesis, &config(2)).unwrap();
+    for bytes in &chain.blocks {
+        let ids: Vec<cas_engine::TxId> = cas_engine::codec::decode_block(bytes)
+            .unwrap()
+            .txs
+            .iter()
+            .map(|tx| tx.tx_id())
+            .collect();
+        let short = ids[..ids.len() - 1].to_vec();
+        let error = given
+            .begin_attested_with_ids(bytes.clone(), short)
+            .err()
+            .expect("a wrong id count is refused");
+        assert!(
+            matches!(error, cas_shards::Error::IdCountMismatch { ids, txs } if ids + 1 == txs),
+            "{error}"
+        );
+        let expected = computed
+            .finish(computed.begin_attested(bytes.clone()).unwrap())
+            .unwrap();
+        let outcome = given
+            .finish(given.begin_attested_with_ids(bytes.clone(), ids).unwrap())
+            .unwrap();
+        assert_eq!(outcome, expected);
+    }
+    assert_eq!(given.dump().unwrap(), computed.dump().unwrap());
+}
+
 #[test]
 fn too_many_shards_is_a_typed_error() {
     let chain = common::chain(1, 0, 1);

@@ -553,7 +553,7 @@ impl Executor {
         let ledger_hash = block.header.hash();
         let bytes = encode_block(&block).to_vec();
         let receipt = if committed.attested {
-            self.node.append_attested(bytes)
+            self.node.append_attested_with_ids(bytes, ids.clone())
         } else {
             self.node.append(bytes)
         };
