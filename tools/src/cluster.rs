@@ -51,7 +51,7 @@ pub struct ClusterArgs {
     /// Funded accounts; each runs a chain of dependent transfers.
     #[arg(long, default_value_t = 1_500)]
     pub accounts: u32,
-    /// Add one invalid transaction after every N valid ones (0: none).
+    /// Add one invalid transaction in every N valid ones, at a drawn place among them (0: none).
     #[arg(long, default_value_t = 100)]
     pub invalid_every: usize,
     /// What accounts do with the coins they are paid: `chain` never spends them (every node's set grows an output

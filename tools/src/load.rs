@@ -64,7 +64,7 @@ pub struct LoadPlan {
     pub accounts: u32,
     pub rounds: u32,
     pub fee: u64,
-    /// One invalid transaction after every this many valid ones (0: none).
+    /// One invalid transaction in every run of this many valid ones, at a drawn place in it (0: none).
     pub invalid_every: usize,
     pub rate_per_s: u64,
     pub workload: Workload,
@@ -122,8 +122,8 @@ struct Signed {
 /// Signs the whole load up front (on all cores), in submission order: `rounds` rounds of one transfer per account,
 /// each spending the account's change from its previous one (chains of dependent transactions) and sending 1 CAS
 /// to the next account (with `circulate`, also spending the coin the previous account paid it
-/// [`LoadPlan::received_lag_rounds`] rounds before); after every `invalid_every`-th valid one an invalid copy
-/// follows (rotating bad signature, double spend, unknown input). A round's accounts are signed in parallel, and
+/// [`LoadPlan::received_lag_rounds`] rounds before); in each run of `invalid_every` valid ones, one is followed by
+/// an invalid copy (rotating bad signature, double spend, unknown input; see [`sabotage_after`]). A round's accounts are signed in parallel, and
 /// each signing thread encodes what it signs, so the plan never holds a signed transaction and its wire bytes at
 /// once. An error if `genesis` funds none of the plan's accounts.
 pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Planned>> {
@@ -248,15 +248,32 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Pla
 }
 
 /// The sabotage that follows the `valid`-th valid transaction of the plan (counted from 1 in submission order),
-/// if any.
+/// if any: one in each run of `invalid_every` valid ones, at a place in the run drawn from the run's number. A fixed
+/// place (every `invalid_every`-th) gave every invalid copy accounts with the same remainder modulo the targets
+/// whenever the two counts shared a factor (100 and 10,000 over 4 nodes: all of them reached one node, whose
+/// admission then bisected its signature batches alone); drawn places spread them over any number of targets.
 fn sabotage_after(plan: &LoadPlan, valid: usize) -> Option<Sabotage> {
-    (plan.invalid_every > 0 && valid.is_multiple_of(plan.invalid_every)).then(|| {
+    let every = plan.invalid_every;
+    if every == 0 || valid == 0 {
+        return None;
+    }
+    let run = (valid - 1) / every;
+    let place = (splitmix64(run as u64) % every as u64) as usize;
+    (valid - 1 == run * every + place).then(|| {
         [
             Sabotage::BadSignature,
             Sabotage::DoubleSpend,
             Sabotage::UnknownInput,
-        ][(valid / plan.invalid_every) % 3]
+        ][run % 3]
     })
+}
+
+/// SplitMix64's output function: a fixed, well-mixed function of `x` (the load must be the same on every run).
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// An invalid copy of `tx`, submitted right after it.
@@ -1121,6 +1138,51 @@ mod tests {
             .err()
             .expect("account 16 is not funded");
         assert!(error.to_string().contains("load account 16"), "{error}");
+    }
+
+    /// One invalid copy in each run of `invalid_every` valid transfers, the kinds in turn, and their accounts spread
+    /// over the targets even when the run length and the account count share the target count as a factor (each
+    /// account always goes to target `account % targets`).
+    #[test]
+    fn invalid_copies_come_one_per_run_and_reach_every_target() {
+        let plan = LoadPlan {
+            accounts: 10_000,
+            invalid_every: 100,
+            ..load_plan(Workload::Chain, 0)
+        };
+        let valid_count = 200_000;
+        let sabotaged: Vec<(usize, Sabotage)> = (1..=valid_count)
+            .filter_map(|valid| sabotage_after(&plan, valid).map(|kind| (valid, kind)))
+            .collect();
+        assert_eq!(sabotaged.len(), valid_count / plan.invalid_every);
+        for (run, &(valid, kind)) in sabotaged.iter().enumerate() {
+            assert_eq!((valid - 1) / plan.invalid_every, run, "one per run");
+            let kinds = [
+                Sabotage::BadSignature,
+                Sabotage::DoubleSpend,
+                Sabotage::UnknownInput,
+            ];
+            assert_eq!(kind, kinds[run % 3]);
+        }
+        for targets in [3, 4, 7, 10] {
+            let mut per_target = vec![0usize; targets];
+            for &(valid, _) in &sabotaged {
+                let account = (valid - 1) % plan.accounts as usize;
+                per_target[account % targets] += 1;
+            }
+            let even = sabotaged.len() / targets;
+            assert!(
+                per_target
+                    .iter()
+                    .all(|&n| n > even * 3 / 4 && n < even * 5 / 4),
+                "{targets} targets: {per_target:?}"
+            );
+        }
+        let none = LoadPlan {
+            invalid_every: 0,
+            ..load_plan(Workload::Chain, 0)
+        };
+        assert!((1..1_000).all(|valid| sabotage_after(&none, valid).is_none()));
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub struct LocalArgs {
     /// Transactions per block.
     #[arg(long, default_value_t = 10_000)]
     pub block_txs: usize,
-    /// Add one invalid transaction after every N valid ones (0: none).
+    /// Add one invalid transaction in every N valid ones, at a drawn place among them (0: none).
     #[arg(long, default_value_t = 100)]
     pub invalid_every: usize,
     /// What accounts do with the coins they are paid (see `cas local --help`).
