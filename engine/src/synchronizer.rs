@@ -317,6 +317,13 @@ impl Synchronizer {
         self.oldest_queued_ms = Some(now_ms);
     }
 
+    /// When [`Synchronizer::take_package`] next gives a package if nothing more is admitted meanwhile: once the
+    /// oldest queued transaction has waited the package wait; `None` with nothing queued.
+    pub fn package_due_ms(&self) -> Option<u64> {
+        self.oldest_queued_ms
+            .map(|oldest| oldest + self.config.package_wait_ms)
+    }
+
     /// The next package, when one is due: a full one, or whatever waits once the oldest has waited long enough.
     pub fn take_package(&mut self, now_ms: u64) -> Option<Vec<Transaction>> {
         let oldest = self.oldest_queued_ms?;
@@ -371,6 +378,26 @@ mod tests {
             package_wait_ms: 10,
             ..SynchronizerConfig::new(3)
         }
+    }
+
+    /// The package is due when its oldest transaction has waited the package wait (what a caller sleeps until),
+    /// and not a millisecond before; nothing queued, nothing due.
+    #[test]
+    fn a_package_is_due_when_its_oldest_has_waited() {
+        let txs = signed(2);
+        let mut sync = Synchronizer::new(config());
+        assert_eq!(sync.package_due_ms(), None);
+        let bytes: Vec<_> = txs.iter().map(|t| encode_tx(t)).collect();
+        sync.admit(&[&bytes[0][..]], 100);
+        sync.admit(&[&bytes[1][..]], 104);
+        assert_eq!(
+            sync.package_due_ms(),
+            Some(110),
+            "the oldest's arrival plus the wait"
+        );
+        assert!(sync.take_package(109).is_none());
+        assert_eq!(sync.take_package(110).map(|p| p.len()), Some(2));
+        assert_eq!(sync.package_due_ms(), None);
     }
 
     #[test]
