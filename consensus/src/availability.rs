@@ -336,7 +336,10 @@ impl Availability {
                 self.on_ack(ack, &mut actions)
             }
             // The BFT's payload pool verifies certificates once, with its cache.
-            Message::Cert(cert) => actions.push(Action::Certified(cert)),
+            Message::Cert(cert) => actions.push(Action::Certified {
+                cert,
+                verified: false,
+            }),
             Message::PackageRequest(id) => {
                 if let Some(held) = self.packages.get(&id) {
                     actions.push(Action::Send {
@@ -465,7 +468,10 @@ impl Availability {
             self.stats.certs_unattested_after_wait += 1;
         }
         actions.push(Action::Broadcast(Message::Cert(cert.clone())));
-        actions.push(Action::Certified(cert));
+        actions.push(Action::Certified {
+            cert,
+            verified: true,
+        });
     }
 
     /// How long a package whose acks are `acks` waits for checked acks: long while every checker still missing is

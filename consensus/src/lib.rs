@@ -66,8 +66,12 @@ pub enum Action {
     StoreBlock(Block),
     /// Keep this package durably.
     StorePackage(Package),
-    /// A package is certified available: hand it to the local BFT payload pool.
-    Certified(AvailabilityCert),
+    /// A package is certified available: hand it to the local BFT payload pool. `verified`: its signatures were
+    /// checked already (a certificate this member formed), so the pool does not check them a second time.
+    Certified {
+        cert: AvailabilityCert,
+        verified: bool,
+    },
     /// This block is final. Commits come in height order, each exactly once.
     Commit(Block),
     /// The epoch's last height is final: this block (`height`, `hash`, `timestamp_ms`) is the base the next

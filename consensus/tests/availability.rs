@@ -77,7 +77,7 @@ fn certs(actions: &[Action]) -> Vec<AvailabilityCert> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Certified(cert) => Some(cert.clone()),
+            Action::Certified { cert, .. } => Some(cert.clone()),
             _ => None,
         })
         .collect()
@@ -127,6 +127,46 @@ fn own_packages_are_kept_until_certified_however_many_arrive_meanwhile() {
     }
 }
 
+/// A certificate this member formed (from acks it verified) reaches its payload pool marked verified, so the pool
+/// does not check its signatures a second time; one that came from a peer is not, and the pool refuses it when an
+/// ack's signature is wrong.
+#[test]
+fn only_certificates_formed_here_skip_the_payload_pools_check() {
+    let mut members = availabilities(100);
+    let package = broadcast_package(&members[1].create(vec![tx(7)], true, 0));
+    let mut formed = Vec::new();
+    for ack in acks(&mut members, 1, &package) {
+        formed.extend(members[1].handle(0, ack, 0));
+    }
+    let flags = |actions: &[Action]| -> Vec<bool> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Certified { verified, .. } => Some(*verified),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(flags(&formed), [true], "formed by its creator: verified");
+    let cert = certs(&formed).pop().expect("certified");
+    let relayed = members[0].handle(1, Message::Cert(cert.clone()), 0);
+    assert_eq!(flags(&relayed), [false], "from a peer: not verified");
+
+    let mut forged = cert;
+    forged.acks[0].signature.0[9] ^= 1;
+    let keys = keypairs();
+    let (mut bft, _) = Bft::new(
+        committee(&keys),
+        0,
+        keys.into_iter().next().unwrap(),
+        BftConfig::default(),
+        Recovered::default(),
+        0,
+    );
+    assert!(!bft.add_payload(forged, false), "a forged ack is refused");
+    assert_eq!(bft.stats.refused, 1);
+}
+
 /// A full payload pool refuses other members' certificates but never ours (before the fix our own certificate was
 /// refused after its clients were told `accepted`, and nothing would ever propose it), nor a creator's next one in
 /// sequence.
@@ -155,18 +195,21 @@ fn a_full_payload_pool_still_takes_our_own_certificates() {
         Recovered::default(),
         0,
     );
-    assert!(bft.add_payload(others[0].clone()));
-    assert!(bft.add_payload(others[1].clone()));
+    assert!(bft.add_payload(others[0].clone(), false));
+    assert!(bft.add_payload(others[1].clone(), false));
     let size = PackageSize { txs: 1, bytes: 200 };
     assert!(
-        !bft.add_payload(cert_of_size(3, 1, size)),
+        !bft.add_payload(cert_of_size(3, 1, size), false),
         "the pool is full"
     );
-    assert!(bft.add_payload(own), "our own certificate is refused");
+    assert!(
+        bft.add_payload(own, false),
+        "our own certificate is refused"
+    );
     // A creator's next package in sequence is taken even so: refusing it while a later one is taken (once there is
     // room) would leave a gap the proposal rule gives up on, ordering the later one first.
     assert!(
-        bft.add_payload(others[2].clone()),
+        bft.add_payload(others[2].clone(), false),
         "member 3's package 0 (next in its sequence) is refused"
     );
     assert_eq!(bft.stats.payload_refused, 1);
@@ -296,7 +339,7 @@ fn first_payload_proposal(certs: &[AvailabilityCert]) -> cas_consensus::messages
     for (i, member) in members.iter_mut().enumerate() {
         if i as MemberIndex != first_leader {
             for cert in certs {
-                assert!(member.add_payload(cert.clone()));
+                assert!(member.add_payload(cert.clone(), false));
             }
         }
     }

@@ -440,9 +440,9 @@ impl Cluster {
                         self.push(me, to, message.clone());
                     }
                 }
-                Action::Certified(cert) => {
+                Action::Certified { cert, verified } => {
                     let bft = &mut self.bfts[me as usize];
-                    bft.add_payload(cert);
+                    bft.add_payload(cert, verified);
                     actions.extend(bft.take_deferred());
                 }
                 Action::EpochEnd(_) => unreachable!("no last height here"),

@@ -323,7 +323,7 @@ impl Run {
                         .blocks
                         .insert(block.hash(), block);
                 }
-                Action::StorePackage(_) | Action::Certified(_) => {}
+                Action::StorePackage(_) | Action::Certified { .. } => {}
                 Action::Commit(block) => self.commit(node, epoch, block),
                 Action::EpochEnd(base) => self.epoch_end(node, epoch, base),
                 // Every node here is honest: a proof against one is a violation.

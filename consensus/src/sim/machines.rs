@@ -121,8 +121,8 @@ pub fn tick(bft: &mut Bft, availability: &mut Availability, now_ms: u64) -> Vec<
 }
 
 /// A certified package reaches the member's BFT payload pool; returns what that released (a waiting proposal).
-pub fn offer_payload(bft: &mut Bft, cert: AvailabilityCert) -> Vec<Action> {
-    bft.add_payload(cert);
+pub fn offer_payload(bft: &mut Bft, cert: AvailabilityCert, verified: bool) -> Vec<Action> {
+    bft.add_payload(cert, verified);
     bft.take_deferred()
 }
 

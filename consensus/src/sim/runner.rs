@@ -574,9 +574,9 @@ impl Sim<'_> {
                     self.nodes[node].disk.blocks.insert(block.hash(), block);
                 }
                 Action::StorePackage(package) => self.nodes[node].disk.packages.push(package),
-                Action::Certified(cert) => {
+                Action::Certified { cert, verified } => {
                     let released = match self.nodes[node].bft.as_mut() {
-                        Some(bft) => offer_payload(bft, cert),
+                        Some(bft) => offer_payload(bft, cert, verified),
                         None => Vec::new(),
                     };
                     self.execute(node, released);

@@ -1181,11 +1181,11 @@ impl Driver {
                     .context("persisting safety state")?,
                 Action::StoreBlock(block) => self.parts.journal.append_block(block)?,
                 Action::StorePackage(package) => self.parts.journal.append_package(package)?,
-                Action::Certified(cert) => {
+                Action::Certified { cert, verified } => {
                     if cert.creator == self.parts.instance.bft.me() {
                         self.answer_accepted(&cert.package);
                     }
-                    self.parts.instance.bft.add_payload(cert);
+                    self.parts.instance.bft.add_payload(cert, verified);
                     let released = self.parts.instance.bft.take_deferred();
                     self.execute(released)?;
                 }

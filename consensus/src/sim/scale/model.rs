@@ -407,8 +407,8 @@ impl Model<'_> {
                         self.send_message(member, (member + step) % size, message.clone(), bytes);
                     }
                 }
-                Action::Certified(cert) => {
-                    let released = offer_payload(&mut self.members[member].bft, cert);
+                Action::Certified { cert, verified } => {
+                    let released = offer_payload(&mut self.members[member].bft, cert, verified);
                     self.execute(member, released);
                 }
                 Action::Commit(block) => self.commit(member, &block),
