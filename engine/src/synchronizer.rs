@@ -387,7 +387,7 @@ mod tests {
         let txs = signed(2);
         let mut sync = Synchronizer::new(config());
         assert_eq!(sync.package_due_ms(), None);
-        let bytes: Vec<_> = txs.iter().map(|t| encode_tx(t)).collect();
+        let bytes: Vec<_> = txs.iter().map(encode_tx).collect();
         sync.admit(&[&bytes[0][..]], 100);
         sync.admit(&[&bytes[1][..]], 104);
         assert_eq!(

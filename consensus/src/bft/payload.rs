@@ -13,12 +13,12 @@ use super::Bft;
 
 impl Bft {
     /// Offers a certified package for a future proposal; false when the pool is full (back-pressure) or the
-    /// certificate does not verify (checked here unless `verified`: this member formed it from acks it checked). Our own certificates are always taken: their submitters have been told
-    /// `accepted`, so this member must be able to propose them (its admission bounds how many there are). So is a
-    /// creator's next package in sequence: refusing it while a later one of the same creator was taken would leave
-    /// a gap that the proposal rule gives up on after [`SEQUENCE_GAP_WAIT_MS`], ordering a client's dependent
-    /// transaction before the one it spends; there is one such package per creator, so the pool holds at most
-    /// `payload_pool_max` + committee size.
+    /// certificate does not verify (checked here unless `verified`: this member formed it from acks it checked).
+    /// Our own certificates are always taken: their submitters have been told `accepted`, so this member must be
+    /// able to propose them (its admission bounds how many there are). So is a creator's next package in sequence:
+    /// refusing it while a later one of the same creator was taken would leave a gap that the proposal rule gives
+    /// up on after [`SEQUENCE_GAP_WAIT_MS`], ordering a client's dependent transaction before the one it spends;
+    /// there is one such package per creator, so the pool holds at most `payload_pool_max` + committee size.
     pub fn add_payload(&mut self, cert: AvailabilityCert, verified: bool) -> bool {
         if self.committed_packages.contains(&cert.package)
             || self.payload_pool.iter().any(|c| c.package == cert.package)
