@@ -123,9 +123,9 @@ struct Signed {
 /// each spending the account's change from its previous one (chains of dependent transactions) and sending 1 CAS
 /// to the next account (with `circulate`, also spending the coin the previous account paid it
 /// [`LoadPlan::received_lag_rounds`] rounds before); in each run of `invalid_every` valid ones, one is followed by
-/// an invalid copy (rotating bad signature, double spend, unknown input; see [`sabotage_after`]). A round's accounts are signed in parallel, and
-/// each signing thread encodes what it signs, so the plan never holds a signed transaction and its wire bytes at
-/// once. An error if `genesis` funds none of the plan's accounts.
+/// an invalid copy (rotating bad signature, double spend, unknown input; see [`sabotage_after`]). A round's
+/// accounts are signed in parallel, and each signing thread encodes what it signs, so the plan never holds a signed
+/// transaction and its wire bytes at once. An error if `genesis` funds none of the plan's accounts.
 pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Planned>> {
     let threads = thread::available_parallelism().map_or(1, usize::from);
     let accounts = plan.accounts as usize;
@@ -248,16 +248,21 @@ pub fn plan(plan: &LoadPlan, genesis: &[(OutPoint, TxOutput)]) -> Result<Vec<Pla
 }
 
 /// The sabotage that follows the `valid`-th valid transaction of the plan (counted from 1 in submission order),
-/// if any: one in each run of `invalid_every` valid ones, at a place in the run drawn from the run's number. A fixed
-/// place (every `invalid_every`-th) gave every invalid copy accounts with the same remainder modulo the targets
-/// whenever the two counts shared a factor (100 and 10,000 over 4 nodes: all of them reached one node, whose
-/// admission then bisected its signature batches alone); drawn places spread them over any number of targets.
+/// if any: one in each whole run of `invalid_every` valid ones (so as many as every `invalid_every`-th would give),
+/// at a place in the run drawn from the run's number. A fixed place (every `invalid_every`-th) gave every invalid
+/// copy accounts with the same remainder modulo the targets whenever the two counts shared a factor (100 and 10,000
+/// over 4 nodes: all of them reached one node, whose admission then bisected its signature batches alone); drawn
+/// places spread them over any number of targets.
 fn sabotage_after(plan: &LoadPlan, valid: usize) -> Option<Sabotage> {
     let every = plan.invalid_every;
+    let planned = plan.accounts as usize * plan.rounds as usize;
     if every == 0 || valid == 0 {
         return None;
     }
     let run = (valid - 1) / every;
+    if (run + 1) * every > planned {
+        return None; // The last run is cut short by the end of the plan: no copy in it.
+    }
     let place = (splitmix64(run as u64) % every as u64) as usize;
     (valid - 1 == run * every + place).then(|| {
         [
@@ -1147,6 +1152,7 @@ mod tests {
     fn invalid_copies_come_one_per_run_and_reach_every_target() {
         let plan = LoadPlan {
             accounts: 10_000,
+            rounds: 20,
             invalid_every: 100,
             ..load_plan(Workload::Chain, 0)
         };
@@ -1183,6 +1189,17 @@ mod tests {
             ..load_plan(Workload::Chain, 0)
         };
         assert!((1..1_000).all(|valid| sabotage_after(&none, valid).is_none()));
+        // 150 valid ones in runs of 20: seven whole runs, seven copies, as every 20th would give.
+        let short = LoadPlan {
+            accounts: 150,
+            rounds: 1,
+            invalid_every: 20,
+            ..load_plan(Workload::Chain, 0)
+        };
+        let copies = (1..=150)
+            .filter(|&valid| sabotage_after(&short, valid).is_some())
+            .count();
+        assert_eq!(copies, 7);
     }
 
     #[test]
