@@ -159,13 +159,19 @@ try:
     won = winners[0]
     filled = [1500, 400][won]
     print(f"fill race: {['a', 'd'][won]} filled {filled}, the other was refused: {loser}")
-    # The verdict is the ledger's, the same on every node.
+    # The verdict is the ledger's, the same on every node, once that node has executed the block (the answer came
+    # from the node the fill was sent to; another may be a block behind when asked at once).
+    def final_on(node, tx):
+        def probe():
+            status, answer = http("GET", f"{node}/v1/tx/{tx}")
+            return answer if status == 200 and answer.get("status") == "final" else None
+        return wait_for(f"{tx} final on {node}", probe, seconds=30)
+
     for node in apis:
-        status, answer = http("GET", f"{node}/v1/tx/{fills[won][0]}")
-        check(status == 200 and answer.get("rejection") is None, f"{node}: the winning fill {answer}")
-        status, answer = http("GET", f"{node}/v1/tx/{fills[1 - won][0]}")
-        check(status == 200 and (answer.get("rejection") or {}).get("code_name") == loser,
-              f"{node}: the losing fill {answer}")
+        answer = final_on(node, fills[won][0])
+        check(answer.get("rejection") is None, f"{node}: the winning fill {answer}")
+        answer = final_on(node, fills[1 - won][0])
+        check((answer.get("rejection") or {}).get("code_name") == loser, f"{node}: the losing fill {answer}")
 
     # 5. a mints 10,000 to d out of its rights.
     rights = [u for u in http("GET", f"{api}/v1/accounts/{a['owner']}/utxos")[1]["utxos"]
