@@ -281,7 +281,8 @@ impl DurableLedger {
 
     /// Validates untrusted block bytes, queues their signature checks and their durable append.
     pub fn begin(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
-        self.begin_checked(bytes)
+        let pending = self.ledger.begin(bytes)?;
+        self.begun(pending)
     }
 
     /// Like [`DurableLedger::begin`] for a block whose every package carries an attested availability certificate (more
@@ -300,11 +301,6 @@ impl DurableLedger {
         ids: Vec<TxId>,
     ) -> Result<InFlight, Error> {
         let pending = self.ledger.begin_attested_with_ids(bytes, ids)?;
-        self.begun(pending)
-    }
-
-    fn begin_checked(&mut self, bytes: Vec<u8>) -> Result<InFlight, Error> {
-        let pending = self.ledger.begin(bytes)?;
         self.begun(pending)
     }
 

@@ -263,7 +263,8 @@ fn sabotage_after(plan: &LoadPlan, valid: usize) -> Option<Sabotage> {
     if (run + 1) * every > planned {
         return None; // The last run is cut short by the end of the plan: no copy in it.
     }
-    let place = (splitmix64(run as u64) % every as u64) as usize;
+    // The simulator's SplitMix64 seeded with the run's number: the same load on every run and every machine.
+    let place = cas_consensus::sim::Rng::new(run as u64).below(every);
     (valid - 1 == run * every + place).then(|| {
         [
             Sabotage::BadSignature,
@@ -271,14 +272,6 @@ fn sabotage_after(plan: &LoadPlan, valid: usize) -> Option<Sabotage> {
             Sabotage::UnknownInput,
         ][run % 3]
     })
-}
-
-/// SplitMix64's output function: a fixed, well-mixed function of `x` (the load must be the same on every run).
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// An invalid copy of `tx`, submitted right after it.
