@@ -148,6 +148,11 @@ impl Synchronizer {
         self.config.package_wait_ms = wait_ms;
     }
 
+    /// How long the oldest admitted transaction waits for more before a package closes.
+    pub fn package_wait_ms(&self) -> u64 {
+        self.config.package_wait_ms
+    }
+
     /// The chain whose transactions it admits.
     pub fn chain_id(&self) -> u32 {
         self.config.chain_id

@@ -92,7 +92,7 @@ mod verify {
             .bench(|| verify_one(black_box(&entry)));
     }
 
-    #[divan::bench(args = [16, 64, 256, 1024, 4096])]
+    #[divan::bench(args = [16, 32, 48, 64, 96, 128, 256, 1024, 4096])]
     fn batched(bencher: Bencher, size: usize) {
         let batch = entries(size);
         bencher
