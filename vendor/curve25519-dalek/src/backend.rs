@@ -48,6 +48,12 @@ pub(crate) fn ifma_selected() -> bool {
     matches!(get_selected_backend(), BackendKind::Avx512)
 }
 
+/// Whether the AVX-512 IFMA code runs on this CPU: never in a build without it.
+#[cfg(not(curve25519_dalek_backend = "avx512"))]
+pub(crate) fn ifma_selected() -> bool {
+    false
+}
+
 #[derive(Copy, Clone)]
 enum BackendKind {
     #[cfg(curve25519_dalek_backend = "simd")]
