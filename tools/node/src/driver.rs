@@ -52,9 +52,9 @@ const BULK_PER_TURN: usize = 256;
 const INGEST_PER_TURN: usize = 4_096;
 /// Client transactions admitted (their signatures checked) in one batch: once this many wait, or when the package
 /// they would join is due (the oldest has waited the package wait), so a package's transactions are checked
-/// together, just before it is cut. A transaction waits for its package either way, and batches of a package's
-/// size verify 10-35% cheaper per signature than the few milliseconds' worth admitted before (perf/README.md);
-/// only a refusal is heard later.
+/// together, just before it is cut. A transaction waits for its package either way, and a package's worth verifies
+/// cheaper per signature than the 2 ms' worth admitted before (perf/README.md, fifteenth session); only a refusal is
+/// heard later.
 const ADMISSION_BATCH_TXS: usize = 512;
 /// How long a missing package request waits before it is sent again.
 const PACKAGE_RETRY_MS: u64 = 300;
@@ -809,6 +809,11 @@ impl Driver {
     /// The transactions admitted here and not handed to execution: those of this node's packages still held, and
     /// those waiting to be packaged (for the follower this node becomes to relay to the committee).
     fn uncommitted(&mut self) -> Vec<Transaction> {
+        // Those still waiting for admission (up to a package wait's worth) are admitted now, so they go too.
+        if !self.admission.is_empty() {
+            let batch = std::mem::take(&mut self.admission);
+            self.on_clients(batch, self.admission_since_ms);
+        }
         let mut carried = Self::carried(&self.parts.instance, &self.in_flight);
         carried.extend(self.parts.synchronizer.take_all());
         carried
