@@ -33,7 +33,7 @@ fn local_report(extra: &[&str]) -> (String, serde_json::Value, tempfile::TempDir
 
 #[test]
 fn four_nodes_settle_every_transaction() {
-    let (stdout, _, dir) = local_report(&["--duration-s", "4", "--rate", "150"]);
+    let (stdout, report, _dir) = local_report(&["--duration-s", "4", "--rate", "150"]);
     // 4 s x 150 tx/s over 150 accounts: 4 rounds each, 600 valid, 30 invalid (one after every 20 valid).
     assert!(
         stdout.contains("630 submitted, 600 final, 0 unanswered"),
@@ -46,10 +46,9 @@ fn four_nodes_settle_every_transaction() {
     // A package's transactions are admitted (their signatures checked) together when it is due: one admission
     // batch per package, plus at most one for each batch of nothing but the 10 bad signatures (which make no
     // package). Admitted every few milliseconds instead, as before, this load made about one batch per transaction.
-    for node in 0..4 {
-        let status = std::fs::read_to_string(dir.path().join(format!("node{node}/status.json")))
-            .expect("status.json written");
-        let status: serde_json::Value = serde_json::from_str(&status).expect("status.json parses");
+    let statuses = report["statuses"].as_array().expect("every node's status");
+    assert_eq!(statuses.len(), 4, "{report}");
+    for (node, status) in statuses.iter().enumerate() {
         let consensus = &status["consensus"];
         let batches = consensus["admission_signature_batches"].as_u64().unwrap();
         let packages = consensus["packages_created"].as_u64().unwrap();

@@ -367,10 +367,8 @@ impl Driver {
                 busy = true;
                 self.queue_admission(submission, now);
             }
-            if !self.admission.is_empty() && self.package_due_ms().is_some_and(|due| now >= due) {
-                // Admitted as of the oldest's arrival, so the package it joins is due when it would have been.
-                let batch = std::mem::take(&mut self.admission);
-                self.on_clients(batch, self.admission_since_ms);
+            if self.package_due_ms().is_some_and(|due| now >= due) {
+                self.admit_waiting();
             }
             while let Some(txs) = self.parts.synchronizer.take_package(now) {
                 let actions = self.parts.instance.availability.create(txs, true, now);
@@ -810,10 +808,7 @@ impl Driver {
     /// those waiting to be packaged (for the follower this node becomes to relay to the committee).
     fn uncommitted(&mut self) -> Vec<Transaction> {
         // Those still waiting for admission (up to a package wait's worth) are admitted now, so they go too.
-        if !self.admission.is_empty() {
-            let batch = std::mem::take(&mut self.admission);
-            self.on_clients(batch, self.admission_since_ms);
-        }
+        self.admit_waiting();
         let mut carried = Self::carried(&self.parts.instance, &self.in_flight);
         carried.extend(self.parts.synchronizer.take_all());
         carried
@@ -1035,9 +1030,18 @@ impl Driver {
         }
         self.admission.push(submission);
         if self.admission.len() >= ADMISSION_BATCH_TXS {
-            let batch = std::mem::take(&mut self.admission);
-            self.on_clients(batch, self.admission_since_ms);
+            self.admit_waiting();
         }
+    }
+
+    /// Admits the submissions waiting for admission, if any, as of the oldest's arrival: the package they join is
+    /// then due when it would have been had each been admitted on arrival.
+    fn admit_waiting(&mut self) {
+        if self.admission.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.admission);
+        self.on_clients(batch, self.admission_since_ms);
     }
 
     /// Admits a batch of client transactions. Those from a client over its in-flight share, or arriving while the
