@@ -206,6 +206,7 @@ pub fn utxo_only(load: &Load, shards: usize) -> UtxoOnly {
     let config = LedgerConfig {
         shards,
         pin_cores: true,
+        on_caller_thread: false,
         business_from: 0,
     };
     let mut ledger =
@@ -254,6 +255,7 @@ pub fn durable(load: &Load, shards: usize) -> Durable {
         ledger: LedgerConfig {
             shards,
             pin_cores: true,
+            on_caller_thread: false,
             business_from: 0,
         },
         ..DurableLedgerConfig::default()

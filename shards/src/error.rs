@@ -10,6 +10,8 @@ use cas_engine::ledger::LedgerError;
 pub enum Error {
     #[error("shard count {count} is outside 1..={max}")]
     ShardCount { count: usize, max: usize },
+    #[error("only a ledger of one shard can run it on the caller's thread, not {count} shards")]
+    CallerThreadShards { count: usize },
     #[error(
         "RLIMIT_MEMLOCK is {limit_bytes} bytes, but {executors} glommio executors need {needed_bytes} bytes of locked \
          io memory (at least {per_executor_min_bytes} for any executor); raise the limit (ulimit -l) or run fewer shards"

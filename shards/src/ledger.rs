@@ -32,6 +32,11 @@ pub struct LedgerConfig {
     pub shards: usize,
     /// Pin shard `i` to core `i % cores`.
     pub pin_cores: bool,
+    /// Run the one shard on the caller's thread instead of an executor of its own (`shards` must be 1): a caller
+    /// that waits for every lookup and commit anyway (a node's executor) then skips two thread hand-offs per
+    /// command. Signature jobs run on the caller's thread too, so a caller that checks signatures loses the
+    /// overlap of its rules with the next block's checks.
+    pub on_caller_thread: bool,
     /// The first height whose blocks may carry business transactions ([`RuleContext::business_from`]): a node
     /// sets it from its protocol schedule, so blocks replayed at start are judged as they were first.
     pub business_from: u64,
@@ -42,6 +47,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             pin_cores: true,
+            on_caller_thread: false,
             business_from: 0,
         }
     }
@@ -134,11 +140,21 @@ impl ShardedLedger {
                 max: SHARDS_MAX,
             });
         }
-        check_memlock(config.shards)?;
-        let (bulk, jobs) = BulkLane::new(config.shards);
-        let shards = (0..config.shards)
-            .map(|index| ShardHandle::start(index, config.pin_cores, jobs.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (bulk, shards) = if config.on_caller_thread {
+            if config.shards != 1 {
+                return Err(Error::CallerThreadShards {
+                    count: config.shards,
+                });
+            }
+            (BulkLane::Caller, vec![ShardHandle::on_caller_thread(0)])
+        } else {
+            check_memlock(config.shards)?;
+            let (bulk, jobs) = BulkLane::new(config.shards);
+            let shards = (0..config.shards)
+                .map(|index| ShardHandle::start(index, config.pin_cores, jobs.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            (bulk, shards)
+        };
         tracing::info!(shards = config.shards, height, "shards started");
         Ok(ShardedLedger {
             chain_id,

@@ -1,7 +1,10 @@
-//! Starting glommio executors: the locked-memory budget check, core placement, and the handles the coordinator
-//! keeps (bounded command lanes and the join handle). It owns no ledger state and never runs ledger code itself.
+//! Where shards run: glommio executors (the locked-memory budget check, core placement, the handles the coordinator
+//! keeps: bounded command lanes and the join handle), or, for a ledger of one shard whose caller would only wait
+//! for it, the caller's own thread. It owns no ledger state beyond such a caller-thread shard, and runs no ledger
+//! code beyond handing that shard its commands.
 
 use std::future::Future;
+use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
@@ -11,7 +14,7 @@ use crate::limits::{
     GLOMMIO_MEMLOCK_MIN_BYTES, RING_DEPTH, SHARD_BULK_QUEUE_MAX, SHARD_IO_MEMORY_BYTES,
     SHARD_URGENT_QUEUE_MAX,
 };
-use crate::shard::{self, Command};
+use crate::shard::{self, Command, ShardState};
 
 /// The soft RLIMIT_MEMLOCK in bytes (`u64::MAX` when unlimited).
 pub fn memlock_limit_bytes() -> u64 {
@@ -79,18 +82,31 @@ where
         })
 }
 
-/// The coordinator's end of one shard: its own urgent lane and its executor. The bulk lane (signature jobs) is
-/// one queue shared by every shard ([`BulkLane`]): whichever shard is free takes the next job, so a shard slowed by
-/// the coordinator or a commit never leaves the others idle at the end of a block.
+/// The coordinator's end of one shard: its own urgent lane and its executor, or the shard itself when it runs on
+/// the caller's thread. The bulk lane (signature jobs) is one queue shared by every executor shard ([`BulkLane`]):
+/// whichever shard is free takes the next job, so a shard slowed by the coordinator or a commit never leaves the
+/// others idle at the end of a block.
 pub(crate) struct ShardHandle {
     pub index: usize,
-    urgent: Option<Sender<Command>>,
-    join: Option<ExecutorJoinHandle<()>>,
+    runs: Runs,
 }
 
-/// The sending end of the shards' shared bulk lane.
-pub(crate) struct BulkLane {
-    lane: Sender<Command>,
+enum Runs {
+    /// On a glommio executor of its own, fed through its urgent lane (closed on drop, then joined).
+    Executor {
+        urgent: Option<Sender<Command>>,
+        join: Option<ExecutorJoinHandle<()>>,
+    },
+    /// On the caller's thread: each command is handled when it is sent, so its reply is ready when waited for.
+    /// Behind a lock only so the ledger stays shareable; one caller at a time uses it.
+    Caller(Mutex<ShardState>),
+}
+
+/// The sending end of the shards' shared bulk lane, or none when the one shard runs on the caller's thread.
+pub(crate) enum BulkLane {
+    Shared(Sender<Command>),
+    /// Signature jobs run when sent, on the caller's thread (they read no shard state).
+    Caller,
 }
 
 impl BulkLane {
@@ -98,15 +114,21 @@ impl BulkLane {
     /// clone of.
     pub fn new(shards: usize) -> (BulkLane, Receiver<Command>) {
         let (lane, jobs) = bounded(SHARD_BULK_QUEUE_MAX * shards);
-        (BulkLane { lane }, jobs)
+        (BulkLane::Shared(lane), jobs)
     }
 
     /// Queues a signature job for whichever shard is free first; waits while the lane is full (back-pressure on
-    /// the caller).
+    /// the caller). On the caller's thread, runs it.
     pub fn send(&self, command: Command) -> Result<(), Error> {
-        self.lane.send(command).map_err(|_| Error::ExecutorStopped {
-            name: "cas-shard-*".to_string(),
-        })
+        match self {
+            BulkLane::Shared(lane) => lane.send(command).map_err(|_| Error::ExecutorStopped {
+                name: "cas-shard-*".to_string(),
+            }),
+            BulkLane::Caller => {
+                shard::run_job(command);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -125,9 +147,19 @@ impl ShardHandle {
         )?;
         Ok(ShardHandle {
             index,
-            urgent: Some(urgent_tx),
-            join: Some(join),
+            runs: Runs::Executor {
+                urgent: Some(urgent_tx),
+                join: Some(join),
+            },
         })
+    }
+
+    /// A shard that runs on the caller's thread (the ledger's only one).
+    pub fn on_caller_thread(index: usize) -> ShardHandle {
+        ShardHandle {
+            index,
+            runs: Runs::Caller(Mutex::new(ShardState::default())),
+        }
     }
 
     fn stopped(&self) -> Error {
@@ -136,10 +168,19 @@ impl ShardHandle {
         }
     }
 
-    /// Queues a lookup, commit or query; waits while the lane is full.
+    /// Queues a lookup, commit or query; waits while the lane is full. On the caller's thread, handles it: its
+    /// reply is then waiting in the reply channel.
     pub fn urgent(&self, command: Command) -> Result<(), Error> {
-        let lane = self.urgent.as_ref().expect("lanes close only on drop");
-        lane.send(command).map_err(|_| self.stopped())
+        match &self.runs {
+            Runs::Executor { urgent, .. } => {
+                let lane = urgent.as_ref().expect("lanes close only on drop");
+                lane.send(command).map_err(|_| self.stopped())
+            }
+            Runs::Caller(state) => {
+                state.lock().expect("a shard lock").handle(command);
+                Ok(())
+            }
+        }
     }
 
     /// Waits for a reply from this shard.
@@ -152,8 +193,11 @@ impl Drop for ShardHandle {
     fn drop(&mut self) {
         // Closing its urgent lane ends the shard's loop (jobs left on the shared bulk lane are dropped with it);
         // then its thread is joined.
-        self.urgent.take();
-        if let Some(join) = self.join.take() {
+        let Runs::Executor { urgent, join } = &mut self.runs else {
+            return;
+        };
+        urgent.take();
+        if let Some(join) = join.take() {
             if let Err(error) = join.join() {
                 tracing::error!(shard = self.index, %error, "shard executor ended badly");
             }

@@ -180,30 +180,9 @@ impl ShardState {
         }
     }
 
-    fn handle(&mut self, command: Command) {
+    pub(crate) fn handle(&mut self, command: Command) {
         match command {
-            Command::Verify {
-                block,
-                start,
-                end,
-                check_signatures,
-                reply,
-            } => {
-                // SAFETY: the coordinator sends only bytes it validated with `decode_block`.
-                let block = unsafe { access_block_trusted(&block) };
-                let txs: Vec<&ArchivedTransaction> = block.txs[start..end].iter().collect();
-                let ids = tx_ids(&txs);
-                let verdicts = if check_signatures {
-                    verify_signatures(&txs, &ids)
-                } else {
-                    vec![Ok(()); txs.len()]
-                };
-                let _ = reply.send(VerifyDone {
-                    start,
-                    ids,
-                    verdicts,
-                });
-            }
+            Command::Verify { .. } => run_job(command),
             Command::Clear { reply } => {
                 *self = ShardState::default();
                 let _ = reply.send(());
@@ -258,6 +237,34 @@ impl ShardState {
         }
         // A reply that cannot be sent means the coordinator gave up on it (it is stopping): nothing to undo.
     }
+}
+
+/// Runs a signature job (it reads no shard state, so any shard, or the caller's thread, may run it).
+pub(crate) fn run_job(command: Command) {
+    let Command::Verify {
+        block,
+        start,
+        end,
+        check_signatures,
+        reply,
+    } = command
+    else {
+        unreachable!("only signature jobs go on the bulk lane");
+    };
+    // SAFETY: the coordinator sends only bytes it validated with `decode_block`.
+    let block = unsafe { access_block_trusted(&block) };
+    let txs: Vec<&ArchivedTransaction> = block.txs[start..end].iter().collect();
+    let ids = tx_ids(&txs);
+    let verdicts = if check_signatures {
+        verify_signatures(&txs, &ids)
+    } else {
+        vec![Ok(()); txs.len()]
+    };
+    let _ = reply.send(VerifyDone {
+        start,
+        ids,
+        verdicts,
+    });
 }
 
 /// The shard's loop: its own urgent commands (lookups, commits, queries) before bulk ones (signature jobs, from the

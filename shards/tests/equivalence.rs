@@ -24,6 +24,14 @@ fn config(shards: usize) -> LedgerConfig {
     }
 }
 
+/// One shard, run on the caller's thread (as a node's executor runs it).
+fn on_caller_thread() -> LedgerConfig {
+    LedgerConfig {
+        on_caller_thread: true,
+        ..config(1)
+    }
+}
+
 fn check_chain(seed: u64, blocks: usize, txs_per_block: usize) {
     let chain = common::chain(seed, blocks, txs_per_block);
     let rejected: usize = chain
@@ -38,8 +46,14 @@ fn check_chain(seed: u64, blocks: usize, txs_per_block: usize) {
         rejected > 0 || blocks * txs_per_block < 60,
         "the chain exercises rejections"
     );
-    for shards in [1, 2, 4] {
-        let mut ledger = ShardedLedger::from_genesis(&chain.genesis, &config(shards)).unwrap();
+    let configs = [
+        ("1", config(1)),
+        ("2", config(2)),
+        ("4", config(4)),
+        ("1 on the caller's thread", on_caller_thread()),
+    ];
+    for (shards, config) in configs {
+        let mut ledger = ShardedLedger::from_genesis(&chain.genesis, &config).unwrap();
         assert_eq!(ledger.commitment(), chain.commitments[0]);
         // Two blocks in flight, as the node runs them.
         let mut pending = std::collections::VecDeque::new();
@@ -321,5 +335,16 @@ fn too_many_shards_is_a_typed_error() {
     assert!(matches!(
         error,
         cas_shards::Error::ShardCount { count: 0, .. }
+    ));
+    let two_on_the_caller = LedgerConfig {
+        shards: 2,
+        ..on_caller_thread()
+    };
+    let error = ShardedLedger::from_genesis(&chain.genesis, &two_on_the_caller)
+        .err()
+        .unwrap();
+    assert!(matches!(
+        error,
+        cas_shards::Error::CallerThreadShards { count: 2 }
     ));
 }

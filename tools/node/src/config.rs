@@ -22,7 +22,8 @@ pub struct NodeConfig {
     /// into the committee (one missing here is reached at the address its candidacy declared).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
-    /// Shard executors (UTXO partitions); each is a thread.
+    /// UTXO partitions. One runs on the executor's thread, which would only wait for it; more run on an executor
+    /// thread each.
     #[serde(default = "one")]
     pub shards: usize,
     /// Pin shard executors to cores (off when several nodes share a machine).

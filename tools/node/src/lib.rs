@@ -638,6 +638,8 @@ impl OpenLedger {
             ledger: cas_shards::LedgerConfig {
                 shards: config.shards.max(1),
                 pin_cores: config.pin_cores,
+                // The executor waits for every lookup and commit: one shard may as well run on its thread.
+                on_caller_thread: config.shards.max(1) == 1,
                 business_from,
             },
             snapshot_every_blocks: config.snapshot_every_blocks.max(1),
