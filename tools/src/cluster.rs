@@ -359,9 +359,14 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Shards per node so the CPU-bound threads (a driver and the shards per node) add up to about the cores.
     let shards_per_node = (cores / args.nodes).max(1);
+    // A node's one shard runs on its execution thread (cas_node::config::NodeConfig::shards).
+    let shards_run = match shards_per_node {
+        1 => "1 shard on its execution thread".to_string(),
+        n => format!("{n} shard executors"),
+    };
     println!(
-        "cas local: {} nodes on {cores} cores in {}; each node runs 1 consensus driver, {shards_per_node} shard \
-         executor(s) and netio, unpinned ({} CPU-bound threads over {cores} cores)",
+        "cas local: {} nodes on {cores} cores in {}; each node runs 1 consensus driver, {shards_run} and netio, \
+         unpinned ({} CPU-bound threads over {cores} cores)",
         args.nodes,
         dir.display(),
         args.nodes * (1 + shards_per_node)
