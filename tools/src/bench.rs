@@ -304,8 +304,8 @@ fn measured_row(report: &ClusterReport) -> MeasuredRow {
 }
 
 /// The node's packaging (a package closes at `PACKAGE_TXS_MAX` transactions, as tools/src/cluster.rs configures,
-/// or after the node's default wait, `WAIT_MS_PER_MEMBER` per committee member): the model packs the same way.
-const PACKAGE_WAIT_MS_PER_MEMBER: u64 = cas_node::config::WAIT_MS_PER_MEMBER;
+/// or after the node's default wait, `PACKAGE_WAIT_MS_PER_MEMBER` per committee member): the model packs the same way.
+const PACKAGE_WAIT_MS_PER_MEMBER: u64 = cas_node::config::PACKAGE_WAIT_MS_PER_MEMBER;
 const PACKAGE_TXS_MAX: usize = 2_000;
 /// The model's validation runs: virtual seconds of load, the first of them not measured.
 const VALIDATION_DURATION_MS: u64 = 3_000;

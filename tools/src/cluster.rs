@@ -126,7 +126,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 100)]
     pub empty_block_wait_ms: u64,
     /// A leader with some new payload but less than a package per member waits up to this long for more
-    /// (node.toml `proposal_wait_ms`) [default: 5 ms per committee member]
+    /// (node.toml `proposal_wait_ms`) [default: 10 ms per committee member]
     #[arg(long)]
     pub proposal_wait_ms: Option<u64>,
     /// A node forms a package of the transactions it admitted once it holds `package_txs_max` or its oldest has

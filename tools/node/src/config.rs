@@ -36,13 +36,13 @@ pub struct NodeConfig {
     pub empty_block_wait_ms: u64,
     /// A leader with some new payload but less than a package per member waits up to this long for more before
     /// proposing (0: at once): fewer, fuller blocks at low load, the same blocks under load. Absent:
-    /// [`WAIT_MS_PER_MEMBER`] per committee member ([`Waits::proposal_ms`]).
+    /// [`PROPOSAL_WAIT_MS_PER_MEMBER`] per committee member ([`Waits::proposal_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal_wait_ms: Option<u64>,
     #[serde(default = "default_package_txs_max")]
     pub package_txs_max: usize,
     /// A package of admitted transactions closes once its oldest has waited this long (or at `package_txs_max`).
-    /// Absent: [`WAIT_MS_PER_MEMBER`] per committee member ([`Waits::package_ms`]).
+    /// Absent: [`PACKAGE_WAIT_MS_PER_MEMBER`] per committee member ([`Waits::package_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package_wait_ms: Option<u64>,
     /// Write a UTXO snapshot every this many blocks while the set is small (the spacing grows with the set; see
@@ -129,13 +129,20 @@ fn default_blocks_kept() -> u64 {
 fn default_snapshot_sync_gap_blocks() -> u64 {
     1_000
 }
-/// The proposal and package waits where node.toml leaves them out: this much per committee member (20 ms at 4
-/// members, 50 at 10). Every member acks each package, checks each certificate and votes on each block with
-/// signatures, so each package and block costs every member work that grows with the committee; bigger committees
-/// wait longer for fewer, fuller ones, which keeps that work per transaction from growing with the committee. Ten
-/// nodes on one 2-core machine at 5,000 tx/s: p50 203-241 ms with 50 ms waits against 337-410 ms with 20 ms
-/// (perf/README.md, issue 15).
-pub const WAIT_MS_PER_MEMBER: u64 = 5;
+/// The package wait where node.toml leaves it out: this much per committee member (20 ms at 4 members, 50 at 10).
+/// Every member acks each package, checks each certificate and votes on each block with signatures, so each package
+/// and block costs every member work that grows with the committee; bigger committees wait longer for fewer, fuller
+/// ones, which keeps that work per transaction from growing with the committee. Ten nodes on one 2-core machine at
+/// 5,000 tx/s: p50 203-241 ms with 50 ms waits against 337-410 ms with 20 ms (perf/README.md, issue 15).
+pub const PACKAGE_WAIT_MS_PER_MEMBER: u64 = 5;
+
+/// The proposal wait where node.toml leaves it out: this much per committee member (40 ms at 4 members, 100 at 10,
+/// never past the empty-block wait). A block costs every member a fixed amount whatever it holds (votes, fsyncs, a
+/// ledger block and its votes, thread hand-offs); a leader that waits two package waits for a package from every
+/// member makes fewer blocks when packages come unevenly. 4 nodes on 2 cores, 40 against 20 ms (perf/README.md,
+/// issue 15, sixteenth session): at 20,000 tx/s blocks -26%, node CPU -5%, p50 no higher; at 2,000 tx/s node CPU
+/// -15%, p50 +1-6 ms.
+pub const PROPOSAL_WAIT_MS_PER_MEMBER: u64 = 10;
 fn default_tx_index_kept() -> usize {
     crate::tx_index::TX_INDEX_KEPT_DEFAULT
 }
@@ -286,18 +293,19 @@ pub struct Waits {
 
 impl Waits {
     /// How long a leader with some payload waits for more, in a committee of `members`: the configured wait, else
-    /// [`WAIT_MS_PER_MEMBER`] each; never longer than a leader without payload waits (none waits when that is 0).
+    /// [`PROPOSAL_WAIT_MS_PER_MEMBER`] each; never longer than a leader without payload waits (none waits when that
+    /// is 0).
     pub fn proposal_ms(&self, members: usize) -> u64 {
         self.proposal_ms
-            .unwrap_or(WAIT_MS_PER_MEMBER * members as u64)
+            .unwrap_or(PROPOSAL_WAIT_MS_PER_MEMBER * members as u64)
             .min(self.empty_block_ms)
     }
 
     /// How long admitted transactions wait for more before they go out as a package, in a committee of `members`:
-    /// the configured wait, else [`WAIT_MS_PER_MEMBER`] each.
+    /// the configured wait, else [`PACKAGE_WAIT_MS_PER_MEMBER`] each.
     pub fn package_ms(&self, members: usize) -> u64 {
         self.package_ms
-            .unwrap_or(WAIT_MS_PER_MEMBER * members as u64)
+            .unwrap_or(PACKAGE_WAIT_MS_PER_MEMBER * members as u64)
     }
 }
 
@@ -319,9 +327,9 @@ mod tests {
             "127.0.0.1:7001".parse().unwrap(),
         );
         let waits = config.waits();
-        assert_eq!((waits.proposal_ms(4), waits.package_ms(4)), (20, 20));
-        assert_eq!((waits.proposal_ms(10), waits.package_ms(10)), (50, 50));
-        // 5 ms x 31 members is past the empty-block wait (100 ms): the leader waits no longer than that.
+        assert_eq!((waits.proposal_ms(4), waits.package_ms(4)), (40, 20));
+        assert_eq!((waits.proposal_ms(10), waits.package_ms(10)), (100, 50));
+        // 10 ms x 31 members is past the empty-block wait (100 ms): the leader waits no longer than that.
         assert_eq!((waits.proposal_ms(31), waits.package_ms(31)), (100, 155));
         config.proposal_wait_ms = Some(7);
         config.package_wait_ms = Some(30);
