@@ -23,7 +23,7 @@ use crate::limits::{SHARDS_MAX, VERIFY_CHUNK_TXS};
 use crate::mirror::MirrorFeed;
 use crate::partition::shard_of;
 use crate::runtime::{check_memlock, BulkLane, ShardHandle};
-use crate::shard::{Command, ValidatedBlock, VerifyDone};
+use crate::shard::{Command, ValidatedBlock, VerifyDone, VerifyJob};
 
 /// How many shards and where they run.
 #[derive(Clone, Debug)]
@@ -328,7 +328,7 @@ impl ShardedLedger {
         let (reply, replies) = bounded(jobs.max(1));
         for job in 0..jobs {
             let start = job * VERIFY_CHUNK_TXS;
-            self.bulk.send(Command::Verify {
+            self.bulk.send(VerifyJob {
                 block: bytes.clone(),
                 start,
                 end: (start + VERIFY_CHUNK_TXS).min(tx_count),

@@ -14,7 +14,7 @@ use crate::limits::{
     GLOMMIO_MEMLOCK_MIN_BYTES, RING_DEPTH, SHARD_BULK_QUEUE_MAX, SHARD_IO_MEMORY_BYTES,
     SHARD_URGENT_QUEUE_MAX,
 };
-use crate::shard::{self, Command, ShardState};
+use crate::shard::{self, Command, ShardState, VerifyJob};
 
 /// The soft RLIMIT_MEMLOCK in bytes (`u64::MAX` when unlimited).
 pub fn memlock_limit_bytes() -> u64 {
@@ -119,13 +119,16 @@ impl BulkLane {
 
     /// Queues a signature job for whichever shard is free first; waits while the lane is full (back-pressure on
     /// the caller). On the caller's thread, runs it.
-    pub fn send(&self, command: Command) -> Result<(), Error> {
+    pub fn send(&self, job: VerifyJob) -> Result<(), Error> {
         match self {
-            BulkLane::Shared(lane) => lane.send(command).map_err(|_| Error::ExecutorStopped {
-                name: "cas-shard-*".to_string(),
-            }),
+            BulkLane::Shared(lane) => {
+                lane.send(Command::Verify(job))
+                    .map_err(|_| Error::ExecutorStopped {
+                        name: "cas-shard-*".to_string(),
+                    })
+            }
             BulkLane::Caller => {
-                shard::run_job(command);
+                job.run();
                 Ok(())
             }
         }

@@ -26,15 +26,38 @@ pub(crate) struct VerifyDone {
 /// Bytes of a block that the coordinator already decoded with the validating decoder.
 pub(crate) type ValidatedBlock = Arc<Vec<u8>>;
 
+/// A signature job: compute the tx ids (and, when `check_signatures`, verify the signatures) of `txs[start..end]`.
+/// It reads no shard state, so any shard, or the caller's thread, may run it.
+pub(crate) struct VerifyJob {
+    pub block: ValidatedBlock,
+    pub start: usize,
+    pub end: usize,
+    pub check_signatures: bool,
+    pub reply: Sender<VerifyDone>,
+}
+
+impl VerifyJob {
+    pub(crate) fn run(self) {
+        // SAFETY: the coordinator sends only bytes it validated with `decode_block`.
+        let block = unsafe { access_block_trusted(&self.block) };
+        let txs: Vec<&ArchivedTransaction> = block.txs[self.start..self.end].iter().collect();
+        let ids = tx_ids(&txs);
+        let verdicts = if self.check_signatures {
+            verify_signatures(&txs, &ids)
+        } else {
+            vec![Ok(()); txs.len()]
+        };
+        let _ = self.reply.send(VerifyDone {
+            start: self.start,
+            ids,
+            verdicts,
+        });
+    }
+}
+
 pub(crate) enum Command {
-    /// Compute tx ids (and, when `check_signatures`, verify signatures) of `txs[start..end]`.
-    Verify {
-        block: ValidatedBlock,
-        start: usize,
-        end: usize,
-        check_signatures: bool,
-        reply: Sender<VerifyDone>,
-    },
+    /// A signature job (from the lane every shard takes from).
+    Verify(VerifyJob),
     /// The outpoints of `outpoints` that are in this shard's set, with their coins.
     Lookup {
         outpoints: Vec<OutPoint>,
@@ -182,7 +205,7 @@ impl ShardState {
 
     pub(crate) fn handle(&mut self, command: Command) {
         match command {
-            Command::Verify { .. } => run_job(command),
+            Command::Verify(job) => job.run(),
             Command::Clear { reply } => {
                 *self = ShardState::default();
                 let _ = reply.send(());
@@ -237,34 +260,6 @@ impl ShardState {
         }
         // A reply that cannot be sent means the coordinator gave up on it (it is stopping): nothing to undo.
     }
-}
-
-/// Runs a signature job (it reads no shard state, so any shard, or the caller's thread, may run it).
-pub(crate) fn run_job(command: Command) {
-    let Command::Verify {
-        block,
-        start,
-        end,
-        check_signatures,
-        reply,
-    } = command
-    else {
-        unreachable!("only signature jobs go on the bulk lane");
-    };
-    // SAFETY: the coordinator sends only bytes it validated with `decode_block`.
-    let block = unsafe { access_block_trusted(&block) };
-    let txs: Vec<&ArchivedTransaction> = block.txs[start..end].iter().collect();
-    let ids = tx_ids(&txs);
-    let verdicts = if check_signatures {
-        verify_signatures(&txs, &ids)
-    } else {
-        vec![Ok(()); txs.len()]
-    };
-    let _ = reply.send(VerifyDone {
-        start,
-        ids,
-        verdicts,
-    });
 }
 
 /// The shard's loop: its own urgent commands (lookups, commits, queries) before bulk ones (signature jobs, from the

@@ -11,6 +11,7 @@ use anyhow::{ensure, Context, Result};
 use cas_consensus::sim::scale::{
     project, project_saturated, ScaleParams, TOTAL_NODES_MAX, TOTAL_NODES_MIN, WHITEPAPER_ROWS,
 };
+use cas_node::config::PACKAGE_WAIT_MS_PER_MEMBER;
 use cas_perf::pipeline::{self, UtxoOnly};
 use cas_perf::report::{
     Machine, MeasuredRow, PipelineFigures, Report, SimulatedRow, Validation, WhitepaperRow,
@@ -305,7 +306,6 @@ fn measured_row(report: &ClusterReport) -> MeasuredRow {
 
 /// The node's packaging (a package closes at `PACKAGE_TXS_MAX` transactions, as tools/src/cluster.rs configures,
 /// or after the node's default wait, `PACKAGE_WAIT_MS_PER_MEMBER` per committee member): the model packs the same way.
-const PACKAGE_WAIT_MS_PER_MEMBER: u64 = cas_node::config::PACKAGE_WAIT_MS_PER_MEMBER;
 const PACKAGE_TXS_MAX: usize = 2_000;
 /// The model's validation runs: virtual seconds of load, the first of them not measured.
 const VALIDATION_DURATION_MS: u64 = 3_000;

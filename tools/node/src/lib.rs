@@ -634,12 +634,13 @@ impl OpenLedger {
             .map_err(|error| anyhow::anyhow!("protocol_upgrades: {error}"))?
             .first_height_of(cas_consensus::protocol::PROTOCOL_BUSINESS)
             .unwrap_or(u64::MAX);
+        let shards = config.shards.max(1);
         let shards_config = cas_shards::DurableLedgerConfig {
             ledger: cas_shards::LedgerConfig {
-                shards: config.shards.max(1),
+                shards,
                 pin_cores: config.pin_cores,
                 // The executor waits for every lookup and commit: one shard may as well run on its thread.
-                on_caller_thread: config.shards.max(1) == 1,
+                on_caller_thread: shards == 1,
                 business_from,
             },
             snapshot_every_blocks: config.snapshot_every_blocks.max(1),
