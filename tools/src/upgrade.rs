@@ -3,9 +3,11 @@
 //! binary's newest protocol version at one agreed height, and it is started again, one node at a time. The height is
 //! chosen when the first node goes, from the committee's block rate, to fall after the last restart: until then the
 //! restarted nodes propose and vote under the old version beside the ones not yet restarted; at the height all
-//! switch in the same block. When the chain runs faster than it did when the height was chosen, the drill hurries:
-//! once the node restarted last is back in step, the next goes at once rather than on its schedule, whenever the
-//! blocks left to the height would not cover the remaining restarts at the recent block rate. After the load the
+//! switch in the same block. As an operator would, the drill restarts a node only once the one restarted before it
+//! is back in step (near the chain's height and voting again), so at most one node is ever away. When the chain
+//! runs faster than it did when the height was chosen, the drill hurries: the next goes as soon as the one before is
+//! in step rather than on its schedule, whenever the blocks left to the height would not cover the remaining
+//! restarts at the recent block rate. After the load the
 //! drill waits until every node runs the new version, and the run then checks what every run checks (every valid
 //! transaction final, every answer right, equal commitments) and reports the longest gap between committed blocks
 //! beside one round timeout.
@@ -45,6 +47,9 @@ const RESTART_ALLOWANCE_S: f64 = 2.0;
 const STATUS_LAG_S: f64 = 1.0;
 /// Blocks of margin beyond the rate's estimates, both when the height is chosen and when hurrying.
 const MARGIN_BLOCKS: u64 = 20;
+/// Votes a restarted node's new process must have sent before the next node may go early (a few rounds of taking
+/// part, not one lucky vote).
+const IN_STEP_VOTES: u64 = 5;
 
 /// Restarts nodes into the upgrade on a schedule; see the module doc.
 pub struct UpgradeDrill {
@@ -103,8 +108,11 @@ impl UpgradeDrill {
     }
 
     /// Whether the node restarted last runs again (its new process wrote a status) within a few blocks of the
-    /// chain, and past the height the chain had at its restart (a new process writes its stored height first, which
-    /// is near the chain's before it takes part again): only then may the next go without stalling the committee.
+    /// chain, past the height the chain had at its restart, and votes (its new process has sent
+    /// `IN_STEP_VOTES`): only then may the next go without stalling the committee. Height alone is not enough: a new
+    /// process writes its stored height first, and the chain's height at the restart is read from status files up
+    /// to a second old, so a node still catching up could pass for one in step, and the next restart would leave
+    /// two of four nodes silent for two round timeouts.
     fn restarted_in_step(&self, highest: u64) -> bool {
         let Some((i, started, height_then)) = self.restarted else {
             return false;
@@ -112,9 +120,11 @@ impl UpgradeDrill {
         let path = self.dir.join(format!("node{i}/status.json"));
         let written = std::fs::metadata(&path).and_then(|m| m.modified());
         written.is_ok_and(|written| written > started)
-            && self
-                .status(i)
-                .is_some_and(|s| s.height > height_then && s.height + 3 >= highest)
+            && self.status(i).is_some_and(|s| {
+                s.height > height_then
+                    && s.height + 3 >= highest
+                    && counter(&s, "votes_sent") >= IN_STEP_VOTES
+            })
     }
 
     /// Whether the chain would reach the upgrade before the remaining restarts at their schedule's pace: the
@@ -159,8 +169,13 @@ impl UpgradeDrill {
         if self.next >= self.nodes {
             return Ok(());
         }
+        // As an operator would: the next node goes only once the one before is back in step, on its schedule or
+        // early when the chain nears the upgrade.
+        if self.next > 0 && !self.restarted_in_step(highest) {
+            return Ok(());
+        }
         let scheduled = elapsed >= self.every_s * (self.next as f64 + 1.0);
-        let hurry = !scheduled && self.must_hurry(highest) && self.restarted_in_step(highest);
+        let hurry = !scheduled && self.must_hurry(highest);
         if !scheduled && !hurry {
             return Ok(());
         }
@@ -233,12 +248,21 @@ impl UpgradeDrill {
         children: &mut [Child],
         start: impl Fn(usize) -> Result<Child>,
     ) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(300);
         while self.next < self.nodes {
+            if !self.restarted_in_step(self.highest()) {
+                ensure!(
+                    Instant::now() < deadline,
+                    "node {} was not back in step 5 minutes after its restart",
+                    self.next - 1
+                );
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
             let i = self.next;
             self.next += 1;
             self.restart(i, started.elapsed().as_secs_f64(), children, &start)?;
         }
-        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let versions: Vec<u64> = (0..self.nodes)
                 .map(|i| self.status(i).map_or(0, |s| counter(&s, "protocol")))
