@@ -6,7 +6,9 @@
 //! Every submission gets an answer: accepted, duplicate (with the first transaction's id), rejected with a typed
 //! reason, or overloaded with a retry-after when the queue is full. Nothing is dropped silently.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fasthash::{FastMap, FastSet};
 
 use crate::codec::{decode_tx, to_owned_tx, DecodeError};
 use crate::crypto::{BatchSizer, PublicKey};
@@ -97,11 +99,11 @@ pub struct Synchronizer {
     /// The encoded bytes of `queue`.
     queued_bytes: usize,
     oldest_queued_ms: Option<u64>,
-    seen: HashSet<TxId>,
+    seen: FastSet<TxId>,
     /// What `seen` and `client_ids` hold, oldest first: both forget together, so neither outgrows
     /// `seen_ids_max`.
     seen_order: VecDeque<(TxId, Option<(PublicKey, u64)>)>,
-    client_ids: HashMap<(PublicKey, u64), TxId>,
+    client_ids: FastMap<(PublicKey, u64), TxId>,
     /// Admission's signature work: transactions verified (with [`Synchronizer::signature_batches`], the batches
     /// they were verified in, their ratio is the mean batch size, what batching gains).
     pub signatures_checked: u64,
@@ -127,9 +129,9 @@ impl Synchronizer {
             queue: VecDeque::new(),
             queued_bytes: 0,
             oldest_queued_ms: None,
-            seen: HashSet::new(),
+            seen: FastSet::default(),
             seen_order: VecDeque::new(),
-            client_ids: HashMap::new(),
+            client_ids: FastMap::default(),
             signatures_checked: 0,
             sizer: BatchSizer::new(),
             business: true,

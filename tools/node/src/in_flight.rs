@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use cas_engine::fasthash::FastMap;
 use cas_engine::TxId;
 
 use crate::clients::Client;
@@ -30,7 +31,7 @@ pub(crate) struct InFlight {
     /// The node's bound (see [`IN_FLIGHT_MAX_DEFAULT`]).
     max: usize,
     /// Each transaction's client and when it was admitted.
-    by_tx: HashMap<TxId, (Client, u64)>,
+    by_tx: FastMap<TxId, (Client, u64)>,
     by_client: HashMap<Client, usize>,
     /// Admission order with times, for expiry; entries already removed are skipped when reached.
     order: VecDeque<(u64, TxId)>,
@@ -44,7 +45,7 @@ impl InFlight {
     pub fn new(max: usize) -> InFlight {
         InFlight {
             max: max.max(1),
-            by_tx: HashMap::new(),
+            by_tx: FastMap::default(),
             by_client: HashMap::new(),
             order: VecDeque::new(),
             refused_until_ms: HashMap::new(),

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use cas_consensus::ledger_cert::LedgerCert;
+use cas_engine::fasthash::FastSet;
 use cas_engine::parted_map::PartedMap;
 use cas_engine::{ArchivedTransaction, BlockHash, Hash32, PublicKey, RejectCode, TxError, TxId};
 
@@ -97,7 +98,7 @@ pub struct TxIndexView {
     /// Transactions this node admitted and has not indexed yet (bounded by the node's in-flight bound: the driver
     /// takes out those that expire). Its own lock, taken once per admission batch and once per block, so the
     /// driver never waits on a block's index insert.
-    pending: Mutex<std::collections::HashSet<TxId>>,
+    pending: Mutex<FastSet<TxId>>,
 }
 
 struct Inner {
@@ -333,7 +334,7 @@ impl TxIndex {
                 by_client: PartedMap::default(),
                 claim_order: VecDeque::new(),
             }),
-            pending: Mutex::new(std::collections::HashSet::new()),
+            pending: Mutex::new(FastSet::default()),
         });
         let mut index = TxIndex {
             dir: dir.to_path_buf(),
