@@ -179,7 +179,37 @@ pub fn cpu_time() -> Duration {
 /// User + system CPU time of process `pid` ("self" or a number) so far, from /proc/PID/stat in clock ticks (10 ms);
 /// None when the process is gone.
 pub fn process_cpu_time(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU time of each live thread of process `pid` so far: (thread id, thread name, time), from
+/// /proc/PID/task/*/{comm,stat}. A thread that has exited is not listed (its time stays in
+/// [`process_cpu_time`]); None when the process is gone.
+pub fn threads_cpu_time(pid: &str) -> Option<Vec<(u32, String, Duration)>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A thread may end between the listing and the reads: it is left out, like one that ended before.
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        if let Some(time) = stat_cpu_time(&task.path().join("stat").to_string_lossy()) {
+            threads.push((tid, name.trim_end().to_string(), time));
+        }
+    }
+    Some(threads)
+}
+
+/// utime + stime of a /proc stat file (process or thread), in clock ticks of 10 ms.
+fn stat_cpu_time(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let after_name = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;

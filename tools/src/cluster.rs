@@ -4,6 +4,7 @@
 //! p50/p99 submit-to-final latency, blocks, rejected) and whether every node ends with the same UTXO commitment,
 //! and writes the same as JSON.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -212,6 +213,8 @@ pub struct ClusterReport {
     pub nodes_cpu_s: Option<f64>,
     /// The same per committed transaction, in microseconds.
     pub node_cpu_us_per_tx: Option<f64>,
+    /// The same by thread role ([`THREAD_ROLES`]), summing to it.
+    pub node_cpu_by_thread_us_per_tx: Option<BTreeMap<String, f64>>,
     /// Followers, and the CPU each spent per committed tx, on average.
     pub followers: usize,
     pub followers_cpu_us_per_tx: Option<f64>,
@@ -436,6 +439,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         );
     };
     let cpu_before = nodes_cpu(&children);
+    let threads_before = threads_cpu(&children.0[..args.nodes]);
     let followers_cpu_before = followers_cpu(&children);
     let started = Instant::now();
     let started_wall_ms = wall_ms();
@@ -569,10 +573,15 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             )
         })?)
         .context("the load generator's report")?;
+    let threads_after = threads_cpu(&children.0[..args.nodes]);
     let nodes_cpu_s = match (cpu_before, nodes_cpu(&children)) {
         (Some(before), Some(after)) if !args.kill_one && storm.is_none() && upgrade.is_none() => {
             Some(after - before)
         }
+        _ => None,
+    };
+    let nodes_cpu_by_role_s = match (nodes_cpu_s, threads_before, threads_after) {
+        (Some(total_s), Some(before), Some(after)) => Some(cpu_by_role(total_s, &before, &after)),
         _ => None,
     };
     let followers_cpu_s = match (followers_cpu_before, followers_cpu(&children)) {
@@ -698,6 +707,18 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     }
     let node_cpu_us_per_tx =
         nodes_cpu_s.map(|cpu_s| cpu_s * 1e6 / report.final_accepted.max(1) as f64);
+    let node_cpu_by_thread_us_per_tx: Option<BTreeMap<String, f64>> =
+        nodes_cpu_by_role_s.map(|by_role| {
+            by_role
+                .into_iter()
+                .map(|(role, cpu_s)| {
+                    (
+                        role.to_string(),
+                        cpu_s * 1e6 / report.final_accepted.max(1) as f64,
+                    )
+                })
+                .collect()
+        });
     match node_cpu_us_per_tx {
         Some(us) => println!(
             "CPU per committed tx: nodes {us:.0} µs ({} nodes summed); load generator {:.1} µs per submitted tx \
@@ -708,6 +729,16 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
             "CPU per tx: load generator {:.1} µs per submitted tx (nodes not counted: one was replaced)",
             report.load_cpu_us_per_tx
         ),
+    }
+    if let Some(by_thread) = &node_cpu_by_thread_us_per_tx {
+        let parts: Vec<String> = THREAD_ROLES
+            .iter()
+            .filter_map(|role| Some(format!("{role} {:.1}", by_thread.get(*role)?)))
+            .collect();
+        println!(
+            "node CPU by thread, µs per committed tx: {}",
+            parts.join(", ")
+        );
     }
     if let Some(cpu_s) = followers_cpu_s {
         let follower_statuses = &statuses[args.nodes..];
@@ -808,6 +839,7 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
         statuses,
         nodes_cpu_s,
         node_cpu_us_per_tx,
+        node_cpu_by_thread_us_per_tx,
         followers: args.followers,
         followers_cpu_us_per_tx,
         kills: storm.as_ref().map_or(0, |storm| storm.kills),
@@ -1488,6 +1520,62 @@ fn processes_cpu(processes: &[Child]) -> Option<f64> {
         .map(|child| cas_perf::pipeline::process_cpu_time(&child.id().to_string()))
         .sum::<Option<Duration>>()
         .map(|total| total.as_secs_f64())
+}
+
+/// The roles a node's threads play, by the names they are given where they are spawned, in the order they are
+/// printed. `exited`: threads that ended while the load ran (the safety state's sync helper, io_uring workers the
+/// kernel retired), whose time only the process total still holds.
+const THREAD_ROLES: [&str; 9] = [
+    "driver", "executor", "shards", "netio", "mirror", "store", "witness", "other", "exited",
+];
+
+/// The role of a node thread: the driver runs on the process's main thread; the rest go by their names.
+fn thread_role(pid: u32, tid: u32, name: &str) -> &'static str {
+    match name {
+        _ if tid == pid => "driver",
+        "cas-executor" => "executor",
+        "cas-netio" => "netio",
+        "cas-mirror" => "mirror",
+        "cas-store" => "store",
+        "cas-witness" => "witness",
+        _ if name.starts_with("cas-shard-") => "shards",
+        _ if name.starts_with("iou-wrk-") => "store",
+        _ if name.starts_with("cas-miner-") => "witness",
+        _ => "other",
+    }
+}
+
+/// Each live thread's CPU time so far, by (pid, tid), with its role (None when a process cannot be read).
+fn threads_cpu(processes: &[Child]) -> Option<BTreeMap<(u32, u32), (&'static str, f64)>> {
+    let mut threads = BTreeMap::new();
+    for child in processes {
+        let pid = child.id();
+        for (tid, name, time) in cas_perf::pipeline::threads_cpu_time(&pid.to_string())? {
+            threads.insert(
+                (pid, tid),
+                (thread_role(pid, tid, &name), time.as_secs_f64()),
+            );
+        }
+    }
+    Some(threads)
+}
+
+/// CPU seconds by role between two looks at the threads, with `total_s` (the processes' own count, which keeps
+/// the time of threads that ended) as the whole: what the live threads do not account for is `exited`. A thread
+/// that started between the looks counts from zero.
+fn cpu_by_role(
+    total_s: f64,
+    before: &BTreeMap<(u32, u32), (&'static str, f64)>,
+    after: &BTreeMap<(u32, u32), (&'static str, f64)>,
+) -> BTreeMap<&'static str, f64> {
+    let mut by_role: BTreeMap<&'static str, f64> = BTreeMap::new();
+    for (thread, (role, cpu_s)) in after {
+        let earlier = before.get(thread).map_or(0.0, |(_, cpu_s)| *cpu_s);
+        *by_role.entry(role).or_default() += (cpu_s - earlier).max(0.0);
+    }
+    let live: f64 = by_role.values().sum();
+    by_role.insert("exited", (total_s - live).max(0.0));
+    by_role
 }
 
 /// Milliseconds since the Unix epoch: what nodes stamp their proposals with.

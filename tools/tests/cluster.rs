@@ -57,6 +57,33 @@ fn four_nodes_settle_every_transaction() {
             "node {node}: {batches} admission batches for {packages} packages"
         );
     }
+    // Node CPU by thread role adds up to the processes' own count: the roles that always work are there, and what
+    // ended threads spent is `exited` (each live thread is read in 10 ms ticks, so the sum may pass the total by a
+    // little, never fall short of it).
+    let total = report["node_cpu_us_per_tx"]
+        .as_f64()
+        .expect("node CPU measured");
+    let by_thread = report["node_cpu_by_thread_us_per_tx"]
+        .as_object()
+        .expect("node CPU by thread");
+    for role in ["driver", "executor", "netio", "mirror", "exited"] {
+        assert!(
+            by_thread.contains_key(role),
+            "{role} missing: {by_thread:?}"
+        );
+    }
+    for role in ["driver", "executor", "netio"] {
+        assert!(by_thread[role].as_f64().unwrap() > 0.0, "{by_thread:?}");
+    }
+    let sum: f64 = by_thread.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(
+        sum >= total * 0.999 && sum <= total * 1.5,
+        "by thread {sum} against {total}: {by_thread:?}"
+    );
+    assert!(
+        stdout.contains("node CPU by thread, µs per committed tx: driver "),
+        "{stdout}"
+    );
 }
 
 /// Every node in a network namespace of its own on a bridge, each committee link delayed 20 ms each way by its
