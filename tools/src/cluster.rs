@@ -1545,8 +1545,11 @@ fn thread_role(pid: u32, tid: u32, name: &str) -> &'static str {
     }
 }
 
-/// Each live thread's CPU time so far, by (pid, tid), with its role (None when a process cannot be read).
-fn threads_cpu(processes: &[Child]) -> Option<BTreeMap<(u32, u32), (&'static str, f64)>> {
+/// Live threads by (pid, tid): each one's role and CPU seconds so far.
+type ThreadsCpu = BTreeMap<(u32, u32), (&'static str, f64)>;
+
+/// Each live thread's CPU time so far, with its role (None when a process cannot be read).
+fn threads_cpu(processes: &[Child]) -> Option<ThreadsCpu> {
     let mut threads = BTreeMap::new();
     for child in processes {
         let pid = child.id();
@@ -1565,8 +1568,8 @@ fn threads_cpu(processes: &[Child]) -> Option<BTreeMap<(u32, u32), (&'static str
 /// that started between the looks counts from zero.
 fn cpu_by_role(
     total_s: f64,
-    before: &BTreeMap<(u32, u32), (&'static str, f64)>,
-    after: &BTreeMap<(u32, u32), (&'static str, f64)>,
+    before: &ThreadsCpu,
+    after: &ThreadsCpu,
 ) -> BTreeMap<&'static str, f64> {
     let mut by_role: BTreeMap<&'static str, f64> = BTreeMap::new();
     for (thread, (role, cpu_s)) in after {
