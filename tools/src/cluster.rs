@@ -1533,6 +1533,8 @@ const THREAD_ROLES: [&str; 9] = [
 fn thread_role(pid: u32, tid: u32, name: &str) -> &'static str {
     match name {
         _ if tid == pid => "driver",
+        // The driver's second flush (the safety state beside the journal).
+        "cas-side-sync" => "driver",
         "cas-executor" => "executor",
         "cas-netio" => "netio",
         "cas-mirror" => "mirror",

@@ -38,6 +38,7 @@ use crate::epochs::{committee_of, Committees, EpochPlan};
 use crate::executor::{Committed, Executed, Work};
 use crate::in_flight::{InFlight, OVERLOADED_RETRY_AFTER_MS};
 use crate::journal::Journal;
+use crate::side_sync::SideSync;
 use crate::snapshot_serve::{Anchors, ServeRequest};
 use crate::state_sync::{Install, StateSync};
 use crate::wire;
@@ -254,6 +255,8 @@ pub struct Driver {
     ledger_votes_dropped: u64,
     /// Committed blocks waiting for packages this node does not hold yet.
     pending: VecDeque<ConsensusBlock>,
+    /// The thread that flushes the safety state beside the journal; started at the first such flush.
+    side_sync: Option<SideSync>,
     /// Messages held until the journal records before them are durable, in order.
     outbox: Vec<Action>,
     /// Missing packages asked for: when last, and how many times (each retry asks the next ackers in turn).
@@ -294,6 +297,7 @@ impl Driver {
             peer_messages_refused: 0,
             ledger_votes_dropped: 0,
             pending: VecDeque::new(),
+            side_sync: None,
             outbox: Vec::new(),
             package_requests: BTreeMap::new(),
             last_tick_ms: 0,
@@ -1136,13 +1140,22 @@ impl Driver {
             &mut self.parts.instance.safety_file,
         );
         if journal.is_dirty() && safety.is_dirty() {
-            // Two files, two device flushes: side by side, the outbox waits for one flush's time, not two.
-            std::thread::scope(|scope| {
-                let safety = scope.spawn(|| safety.sync());
-                let journal = journal.sync();
-                let safety = safety.join().expect("the safety sync does not panic");
-                journal.and(safety)
-            })?;
+            // Two files, two device flushes: side by side (the safety state's on the side thread), the outbox
+            // waits for one flush's time, not two.
+            let side = match &mut self.side_sync {
+                Some(side) => side,
+                None => self
+                    .side_sync
+                    .insert(SideSync::start().context("starting the side sync thread")?),
+            };
+            let mut journal_synced = None;
+            let safety_synced = safety.sync_with(|file| {
+                let (synced, journal) = side.sync_data_beside(file, || journal.sync());
+                journal_synced = Some(journal);
+                synced
+            });
+            journal_synced.unwrap_or_else(|| journal.sync())?;
+            safety_synced?;
         } else {
             journal.sync()?;
             safety.sync()?;

@@ -164,12 +164,17 @@ impl SlotFile {
 
     /// Makes the last write durable (one fdatasync); nothing to do when nothing was written since.
     fn sync(&mut self) -> Result<()> {
+        self.sync_with(File::sync_data)
+    }
+
+    /// [`SlotFile::sync`] by `sync_data`, which must make the file's written data durable (`fdatasync`), on this
+    /// thread or another before it returns.
+    fn sync_with(&mut self, sync_data: impl FnOnce(&File) -> std::io::Result<()>) -> Result<()> {
         if !self.dirty {
             return Ok(());
         }
         let file = self.file.as_ref().expect("a written file is open");
-        file.sync_data()
-            .with_context(|| format!("syncing {}", self.path.display()))?;
+        sync_data(file).with_context(|| format!("syncing {}", self.path.display()))?;
         self.sequence += 1;
         self.dirty = false;
         Ok(())
@@ -299,6 +304,15 @@ impl SafetyFile {
     /// Makes the last [`SafetyFile::write`] durable; nothing to do when there was none since the last sync.
     pub fn sync(&mut self) -> Result<()> {
         self.slots.sync()
+    }
+
+    /// [`SafetyFile::sync`] with the fdatasync made by `sync_data` (on another thread, beside the caller's other
+    /// syncs), which must return only once the file's data is durable.
+    pub fn sync_with(
+        &mut self,
+        sync_data: impl FnOnce(&File) -> std::io::Result<()>,
+    ) -> Result<()> {
+        self.slots.sync_with(sync_data)
     }
 
     /// Whether a written state is not durable yet.

@@ -36,6 +36,7 @@ pub mod ledger_stream;
 pub mod memory;
 pub mod operator;
 pub mod receipt;
+mod side_sync;
 mod snapshot_serve;
 mod state_sync;
 pub mod tx_index;
