@@ -47,8 +47,8 @@ const RESTART_ALLOWANCE_S: f64 = 2.0;
 const STATUS_LAG_S: f64 = 1.0;
 /// Blocks of margin beyond the rate's estimates, both when the height is chosen and when hurrying.
 const MARGIN_BLOCKS: u64 = 20;
-/// Votes a restarted node's new process must have sent before the next node may go early (a few rounds of taking
-/// part, not one lucky vote).
+/// Votes a restarted node's new process must have sent before the next node may go (a few rounds of taking part,
+/// not one lucky vote).
 const IN_STEP_VOTES: u64 = 5;
 
 /// Restarts nodes into the upgrade on a schedule; see the module doc.
@@ -250,7 +250,7 @@ impl UpgradeDrill {
     ) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(300);
         while self.next < self.nodes {
-            if !self.restarted_in_step(self.highest()) {
+            if self.next > 0 && !self.restarted_in_step(self.highest()) {
                 ensure!(
                     Instant::now() < deadline,
                     "node {} was not back in step 5 minutes after its restart",
