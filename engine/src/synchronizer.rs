@@ -8,10 +8,9 @@
 
 use std::collections::VecDeque;
 
-use crate::fasthash::{FastMap, FastSet};
-
 use crate::codec::{decode_tx, to_owned_tx, DecodeError};
 use crate::crypto::{BatchSizer, PublicKey};
+use crate::fasthash::{FastMap, FastSet};
 use crate::id::TxId;
 use crate::rules::{check_evidence_alone, verify_signatures_sized, TxError};
 use crate::tx::{ArchivedTransaction, ArchivedTxKind, Transaction};

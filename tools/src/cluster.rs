@@ -705,18 +705,13 @@ pub fn measure(args: &ClusterArgs) -> Result<ClusterReport> {
     if report.latency_windows.len() > 2 {
         print_latency_windows(&report);
     }
-    let node_cpu_us_per_tx =
-        nodes_cpu_s.map(|cpu_s| cpu_s * 1e6 / report.final_accepted.max(1) as f64);
+    let per_committed_tx_us = |cpu_s: f64| cpu_s * 1e6 / report.final_accepted.max(1) as f64;
+    let node_cpu_us_per_tx = nodes_cpu_s.map(per_committed_tx_us);
     let node_cpu_by_thread_us_per_tx: Option<BTreeMap<String, f64>> =
         nodes_cpu_by_role_s.map(|by_role| {
             by_role
                 .into_iter()
-                .map(|(role, cpu_s)| {
-                    (
-                        role.to_string(),
-                        cpu_s * 1e6 / report.final_accepted.max(1) as f64,
-                    )
-                })
+                .map(|(role, cpu_s)| (role.to_string(), per_committed_tx_us(cpu_s)))
                 .collect()
         });
     match node_cpu_us_per_tx {
@@ -1523,8 +1518,8 @@ fn processes_cpu(processes: &[Child]) -> Option<f64> {
 }
 
 /// The roles a node's threads play, by the names they are given where they are spawned, in the order they are
-/// printed. `exited`: threads that ended while the load ran (the safety state's sync helper, io_uring workers the
-/// kernel retired), whose time only the process total still holds.
+/// printed. `exited`: threads that ended while the load ran (io_uring workers the kernel retired, mostly), whose
+/// time only the process total still holds.
 const THREAD_ROLES: [&str; 9] = [
     "driver", "executor", "shards", "netio", "mirror", "store", "witness", "other", "exited",
 ];

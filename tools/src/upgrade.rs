@@ -127,6 +127,11 @@ impl UpgradeDrill {
             })
     }
 
+    /// Whether the next node may go: it is the first, or the one restarted before it is back in step.
+    fn previous_in_step(&self, highest: u64) -> bool {
+        self.next == 0 || self.restarted_in_step(highest)
+    }
+
     /// Whether the chain would reach the upgrade before the remaining restarts at their schedule's pace: the
     /// blocks left do not cover them at the recent rate.
     fn must_hurry(&self, highest: u64) -> bool {
@@ -171,7 +176,7 @@ impl UpgradeDrill {
         }
         // As an operator would: the next node goes only once the one before is back in step, on its schedule or
         // early when the chain nears the upgrade.
-        if self.next > 0 && !self.restarted_in_step(highest) {
+        if !self.previous_in_step(highest) {
             return Ok(());
         }
         let scheduled = elapsed >= self.every_s * (self.next as f64 + 1.0);
@@ -250,7 +255,7 @@ impl UpgradeDrill {
     ) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(300);
         while self.next < self.nodes {
-            if self.next > 0 && !self.restarted_in_step(self.highest()) {
+            if !self.previous_in_step(self.highest()) {
                 ensure!(
                     Instant::now() < deadline,
                     "node {} was not back in step 5 minutes after its restart",
